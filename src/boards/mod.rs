@@ -1,0 +1,42 @@
+//! Board descriptions. Each board lives in its own folder under `boards/` at the top of the
+//! repository (memory map facts, console, policy); the one selected by a `board-*` feature is
+//! compiled in as [`CURRENT`]. Everything the DT can tell is read from the DT; a board only
+//! supplies what the DT cannot (the console to use before the DT is parsed, firmware quirks,
+//! policy).
+
+/// What the EL3 firmware below warden implements for SMC calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU's built-in PSCI (no EL3 code): it answers PSCI function IDs only; any other SMC
+    /// from EL2 is UNDEFINED and would fault warden itself, so warden must never forward one.
+    QemuBuiltinPsci,
+    /// Trusted Firmware-A or a vendor EL3 monitor implementing SMCCC: unknown IDs return -1,
+    /// so SMCs that are not warden's business may be forwarded.
+    Smccc,
+}
+
+/// What warden does when the host touches memory it may not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationPolicy {
+    /// Log and inject a synchronous external abort into the host; the host continues (G0).
+    Contain,
+    /// Log and stop (board bring-up, to catch the first violation with the machine frozen).
+    Panic,
+}
+
+/// Static facts about a board.
+#[derive(Clone, Copy, Debug)]
+pub struct Board {
+    pub name: &'static str,
+    /// PL011 used for messages before the DT has been parsed (the DT's `stdout-path` wins after).
+    pub early_uart: u64,
+    pub firmware: Firmware,
+    pub violation_policy: ViolationPolicy,
+}
+
+#[cfg(feature = "board-qemu-virt")]
+#[path = "../../boards/qemu-virt/board.rs"]
+mod qemu_virt;
+
+#[cfg(feature = "board-qemu-virt")]
+pub use qemu_virt::BOARD as CURRENT;
