@@ -16,6 +16,7 @@ pub enum HwOp {
     TlbiVmalle1is,
     TlbiVmalls12e1is,
     TlbiAlle2is,
+    TlbiVae2is(u64),
     DcCivac(u64),
     DcCvac(u64),
     DcIvac(u64),
@@ -68,6 +69,9 @@ impl TlbMaintenance for Recorder {
     }
     fn tlbi_alle2is(&self) {
         self.push(HwOp::TlbiAlle2is)
+    }
+    fn tlbi_vae2is(&self, va: u64) {
+        self.push(HwOp::TlbiVae2is(va))
     }
 }
 

@@ -30,6 +30,8 @@ pub trait TlbMaintenance {
     fn tlbi_vmalls12e1is(&self);
     /// `TLBI ALLE2IS`: all EL2 stage-1 entries, broadcast (warden's own mappings).
     fn tlbi_alle2is(&self);
+    /// `TLBI VAE2IS, <va>`: EL2 stage-1 entries for one page of warden's own mappings.
+    fn tlbi_vae2is(&self, va: u64);
 }
 
 /// Data-cache maintenance by virtual address (warden's VA = PA).

@@ -1,1 +1,6 @@
-//! placeholder, replaced by the trap work
+//! Exceptions taken to EL2 from the host: decoding, SMCCC routing, PSCI mediation and fault
+//! containment.
+
+pub mod frame;
+
+pub use frame::TrapFrame;
