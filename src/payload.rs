@@ -63,10 +63,16 @@ pub enum PayloadError {
 impl core::fmt::Display for PayloadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            PayloadError::BadMagic => write!(f, "payload descriptor magic missing (not a warden image?)"),
-            PayloadError::NoKernel => write!(f, "no host kernel packed into this image (use `cargo xtask pack`)"),
+            PayloadError::BadMagic => {
+                write!(f, "payload descriptor magic missing (not a warden image?)")
+            }
+            PayloadError::NoKernel => {
+                write!(f, "no host kernel packed into this image (use `cargo xtask pack`)")
+            }
             PayloadError::BadBounds(what) => write!(f, "payload {what} out of bounds"),
-            PayloadError::KernelNotArm64Image => write!(f, "host kernel is not an arm64 Image (no ARM\\x64 magic)"),
+            PayloadError::KernelNotArm64Image => {
+                write!(f, "host kernel is not an arm64 Image (no ARM\\x64 magic)")
+            }
             PayloadError::KernelUnsupported(why) => write!(f, "host kernel unsupported: {why}"),
         }
     }
@@ -150,7 +156,9 @@ pub struct Arm64ImageHeader {
 impl Arm64ImageHeader {
     /// Parses the first 64 bytes of an arm64 Image.
     pub fn parse(bytes: &[u8]) -> Result<Self, PayloadError> {
-        if bytes.len() < IMAGE_HEADER_SIZE || bytes[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4] != IMAGE_MAGIC {
+        if bytes.len() < IMAGE_HEADER_SIZE
+            || bytes[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4] != IMAGE_MAGIC
+        {
             return Err(PayloadError::KernelNotArm64Image);
         }
         let hdr = Self {
@@ -174,7 +182,11 @@ impl Arm64ImageHeader {
     pub fn effective_size(&self, file_size: u64) -> u64 {
         // Before image_size existed, text_offset was 0x80000 and the kernel needed its file
         // size plus BSS; Documentation/arch/arm64/booting.rst says to assume a generous bound.
-        if self.image_size == 0 { file_size.saturating_mul(2) } else { self.image_size.max(file_size) }
+        if self.image_size == 0 {
+            file_size.saturating_mul(2)
+        } else {
+            self.image_size.max(file_size)
+        }
     }
 }
 

@@ -118,7 +118,10 @@ mod tests {
         assert!(!r.overlaps(&MemRange::new(0x3000, 0x4000)));
         assert_eq!(MemRange::from_base_size(u64::MAX, 2), None);
         assert_eq!(align_up(u64::MAX, 4096), None);
-        assert_eq!(MemRange::new(0x1001, 0x1fff).page_aligned_outward(), Some(MemRange::new(0x1000, 0x2000)));
+        assert_eq!(
+            MemRange::new(0x1001, 0x1fff).page_aligned_outward(),
+            Some(MemRange::new(0x1000, 0x2000))
+        );
         assert_eq!(format!("{}", HumanSize(2 << 20)), "2 MiB");
     }
 }

@@ -1,1 +1,3 @@
-fn main() { println!("xtask: not yet"); }
+fn main() {
+    println!("xtask: not yet");
+}
