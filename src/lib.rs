@@ -16,3 +16,6 @@ pub mod dt;
 pub mod mm;
 pub mod payload;
 pub mod trap;
+pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod boot;

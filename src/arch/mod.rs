@@ -10,6 +10,7 @@
 pub mod aarch64;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+pub mod host_el2;
 
 /// TLB maintenance and the barriers that order it.
 ///

@@ -1,1 +1,241 @@
-//! aarch64 implementations of the hardware traits (filled in by the integrator).
+//! aarch64 implementations: entry code, EL2 vectors, system registers, TLB and cache
+//! maintenance, MMU enable and SMC forwarding. The only target-specific code in warden.
+
+pub mod sysreg;
+
+use core::arch::{asm, global_asm};
+
+use super::{CacheMaintenance, TlbMaintenance};
+use crate::trap::frame::TRAP_FRAME_SIZE;
+
+/// Most CPUs warden supports (stacks and per-CPU state are sized by this).
+pub const MAX_CPUS: usize = 8;
+/// Per-CPU EL2 stack.
+pub const STACK_SIZE: usize = 32 * 1024;
+
+#[repr(C, align(4096))]
+pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
+
+/// EL2 stacks, one per CPU (index = warden's logical CPU index).
+#[unsafe(no_mangle)]
+pub static mut WARDEN_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+
+/// What a secondary CPU needs to turn its MMU on and find its stack; handed to EL3 as the
+/// CPU_ON context and read by `secondary_entry` with the MMU and caches off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecondaryBoot {
+    pub stack_top: u64,
+    pub mair: u64,
+    pub tcr: u64,
+    pub ttbr: u64,
+    pub sctlr: u64,
+    pub vbar: u64,
+    pub cpu_index: u64,
+}
+
+const R_AARCH64_RELATIVE: u64 = 1027;
+
+global_asm!(
+    include_str!("entry.S"),
+    R_AARCH64_RELATIVE = const R_AARCH64_RELATIVE,
+    STACKS = sym WARDEN_STACKS,
+    STACK_SIZE = const STACK_SIZE,
+    PRIMARY_MAIN = sym crate::boot::primary_main,
+    SECONDARY_MAIN = sym crate::boot::secondary_main,
+    SB_STACK_TOP = const core::mem::offset_of!(SecondaryBoot, stack_top),
+    SB_MAIR = const core::mem::offset_of!(SecondaryBoot, mair),
+    SB_TCR = const core::mem::offset_of!(SecondaryBoot, tcr),
+    SB_TTBR = const core::mem::offset_of!(SecondaryBoot, ttbr),
+    SB_SCTLR = const core::mem::offset_of!(SecondaryBoot, sctlr),
+    SB_VBAR = const core::mem::offset_of!(SecondaryBoot, vbar),
+);
+
+global_asm!(
+    include_str!("vectors.S"),
+    FRAME_SIZE = const TRAP_FRAME_SIZE,
+    EL2_FAULT = sym crate::boot::el2_exception,
+    LOWER_SYNC = sym crate::boot::lower_sync,
+    LOWER_OTHER = sym crate::boot::lower_other,
+);
+
+unsafe extern "C" {
+    static warden_payload_descriptor: [u8; crate::payload::DESCRIPTOR_SIZE];
+    static el2_vectors: u8;
+    static secondary_entry: u8;
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __bss_end: u8;
+    static __pool_start: u8;
+    static __pool_end: u8;
+    static __image_end: u8;
+}
+
+/// Addresses of warden's own sections at run time (identity mapped: VA = PA).
+#[derive(Clone, Copy, Debug)]
+pub struct ImageLayout {
+    pub start: u64,
+    pub text_end: u64,
+    pub rodata_end: u64,
+    pub bss_end: u64,
+    pub pool_start: u64,
+    pub pool_end: u64,
+    pub end: u64,
+}
+
+/// Where the linker put warden's sections (after self-relocation).
+pub fn image_layout() -> ImageLayout {
+    // Taking the address of a linker symbol reads nothing.
+    ImageLayout {
+        start: core::ptr::addr_of!(__image_start) as u64,
+        text_end: core::ptr::addr_of!(__text_end) as u64,
+        rodata_end: core::ptr::addr_of!(__rodata_end) as u64,
+        bss_end: core::ptr::addr_of!(__bss_end) as u64,
+        pool_start: core::ptr::addr_of!(__pool_start) as u64,
+        pool_end: core::ptr::addr_of!(__pool_end) as u64,
+        end: core::ptr::addr_of!(__image_end) as u64,
+    }
+}
+
+/// The 64 payload-descriptor bytes the packer wrote at offset 0x40 of the image.
+pub fn payload_descriptor_bytes() -> [u8; crate::payload::DESCRIPTOR_SIZE] {
+    // SAFETY: the symbol is 64 bytes inside warden's image, mapped for its whole life; the
+    // volatile read stops the compiler from assuming the assembler's initial zeroes.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(warden_payload_descriptor)) }
+}
+
+pub fn vectors_address() -> u64 {
+    core::ptr::addr_of!(el2_vectors) as u64
+}
+
+pub fn secondary_entry_address() -> u64 {
+    core::ptr::addr_of!(secondary_entry) as u64
+}
+
+/// Top of the EL2 stack of `cpu` (which must be < MAX_CPUS).
+pub fn stack_top(cpu: usize) -> u64 {
+    let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
+    base + ((cpu.min(MAX_CPUS - 1) + 1) * STACK_SIZE) as u64
+}
+
+/// The real barrier, TLB and cache instructions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hw;
+
+impl TlbMaintenance for Hw {
+    fn dsb_ishst(&self) {
+        // SAFETY: a barrier has no memory-safety effect.
+        unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) }
+    }
+    fn dsb_ish(&self) {
+        // SAFETY: as above.
+        unsafe { asm!("dsb ish", options(nostack, preserves_flags)) }
+    }
+    fn isb(&self) {
+        // SAFETY: as above.
+        unsafe { asm!("isb", options(nostack, preserves_flags)) }
+    }
+    fn tlbi_ipas2e1is(&self, ipa: u64) {
+        // SAFETY: invalidating TLB entries only makes later walks re-read the tables.
+        unsafe { asm!("tlbi ipas2e1is, {}", in(reg) ipa >> 12, options(nostack, preserves_flags)) }
+    }
+    fn tlbi_vmalle1is(&self) {
+        // SAFETY: as above.
+        unsafe { asm!("tlbi vmalle1is", options(nostack, preserves_flags)) }
+    }
+    fn tlbi_vmalls12e1is(&self) {
+        // SAFETY: as above.
+        unsafe { asm!("tlbi vmalls12e1is", options(nostack, preserves_flags)) }
+    }
+    fn tlbi_alle2is(&self) {
+        // SAFETY: as above.
+        unsafe { asm!("tlbi alle2is", options(nostack, preserves_flags)) }
+    }
+    fn tlbi_vae2is(&self, va: u64) {
+        // SAFETY: as above.
+        unsafe { asm!("tlbi vae2is, {}", in(reg) va >> 12, options(nostack, preserves_flags)) }
+    }
+}
+
+impl CacheMaintenance for Hw {
+    fn dcache_line_size(&self) -> u64 {
+        let ctr = sysreg::read_ctr_el0();
+        4 << ((ctr >> 16) & 0xf)
+    }
+    fn dc_civac(&self, va: u64) {
+        // SAFETY: clean+invalidate writes dirty data back; memory contents are unchanged.
+        unsafe { asm!("dc civac, {}", in(reg) va, options(nostack, preserves_flags)) }
+    }
+    fn dc_cvac(&self, va: u64) {
+        // SAFETY: cleaning writes dirty data back; memory contents are unchanged.
+        unsafe { asm!("dc cvac, {}", in(reg) va, options(nostack, preserves_flags)) }
+    }
+    fn dc_ivac(&self, va: u64) {
+        // SAFETY: callers only invalidate lines of memory written with caches off, whose cached
+        // copies (if any) are stale, so nothing current is discarded.
+        unsafe { asm!("dc ivac, {}", in(reg) va, options(nostack, preserves_flags)) }
+    }
+    fn dsb_sy(&self) {
+        // SAFETY: a barrier has no memory-safety effect.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) }
+    }
+}
+
+/// Turns on warden's EL2 stage-1 MMU and caches.
+///
+/// # Safety
+/// `ttbr` must point to valid tables that identity-map all code, data and stack in use, with
+/// `mair`/`tcr` matching them; this CPU's data caches must not hold stale lines for memory
+/// written with caches off.
+pub unsafe fn enable_el2_mmu(mair: u64, tcr: u64, ttbr: u64, sctlr: u64) {
+    // SAFETY: the caller guarantees the tables identity-map everything in use, so execution
+    // continues at the same addresses once translation is on.
+    unsafe {
+        asm!(
+            "msr mair_el2, {mair}",
+            "msr tcr_el2, {tcr}",
+            "msr ttbr0_el2, {ttbr}",
+            "isb",
+            "tlbi alle2",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            "msr sctlr_el2, {sctlr}",
+            "isb",
+            mair = in(reg) mair,
+            tcr = in(reg) tcr,
+            ttbr = in(reg) ttbr,
+            sctlr = in(reg) sctlr,
+            options(nostack),
+        )
+    }
+}
+
+/// Issues `SMC #0` to EL3 with x0..x7 and returns x0..x3 (SMCCC v1.1: x4..x17 preserved).
+pub fn smc(args: [u64; 8]) -> [u64; 4] {
+    let (mut r0, mut r1, mut r2, mut r3) = (args[0], args[1], args[2], args[3]);
+    // SAFETY: an SMCCC call to EL3 firmware; per SMCCC v1.1 it clobbers only x0..x3 (declared)
+    // and x4..x17 are preserved, but we declare x4..x7 as inputs that may be clobbered to stay
+    // safe with SMCCC v1.0 firmware, and x8..x17 likewise.
+    unsafe {
+        asm!(
+            "smc #0",
+            inout("x0") r0, inout("x1") r1, inout("x2") r2, inout("x3") r3,
+            inout("x4") args[4] => _, inout("x5") args[5] => _,
+            inout("x6") args[6] => _, inout("x7") args[7] => _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+            out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+            options(nostack),
+        )
+    }
+    [r0, r1, r2, r3]
+}
+
+/// Parks this CPU for good (after a fatal error has been reported).
+pub fn park() -> ! {
+    loop {
+        // SAFETY: WFE only waits; masking interrupts keeps the CPU here.
+        unsafe { asm!("msr daifset, #0xf", "wfe", options(nostack)) }
+    }
+}

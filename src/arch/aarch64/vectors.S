@@ -1,0 +1,92 @@
+// EL2 exception vectors. Every entry saves a full TrapFrame (src/trap/frame.rs: x0..x30, ELR,
+// SPSR, ESR, FAR, HPFAR) on SP_EL2 and calls Rust with (frame, kind); the handler may rewrite
+// the frame, which is restored before ERET.
+//
+// kind = vector index: 0-3 EL2 with SP_EL0, 4-7 EL2 with SP_EL2, 8-11 lower EL AArch64,
+// 12-15 lower EL AArch32; within each group sync, IRQ, FIQ, SError.
+
+// A vector slot is 32 instructions: save x0/x1, put the kind in x1, branch to the shared body.
+.macro VECTOR body, kind
+    .balign 0x80
+    sub     sp, sp, #{FRAME_SIZE}
+    stp     x0, x1, [sp, #16 * 0]
+    mov     x1, #\kind
+    b       \body
+.endm
+
+// Shared body: save the rest, call handler(frame, kind), restore, ERET.
+.macro TRAP_BODY name, handler
+\name:
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    mrs     x2, elr_el2
+    stp     x30, x2, [sp, #16 * 15]     // x30 @ 240, elr @ 248
+    mrs     x2, spsr_el2
+    mrs     x3, esr_el2
+    stp     x2, x3, [sp, #16 * 16]      // spsr @ 256, esr @ 264
+    mrs     x2, far_el2
+    mrs     x3, hpfar_el2
+    stp     x2, x3, [sp, #16 * 17]      // far @ 272, hpfar @ 280
+    mov     x0, sp
+    bl      \handler
+    ldp     x30, x0, [sp, #16 * 15]
+    msr     elr_el2, x0
+    ldr     x0, [sp, #16 * 16]
+    msr     spsr_el2, x0
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    add     sp, sp, #{FRAME_SIZE}
+    eret
+    dsb     nsh                         // no straight-line speculation past ERET
+    isb
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    VECTOR el2_fault_body, 0
+    VECTOR el2_fault_body, 1
+    VECTOR el2_fault_body, 2
+    VECTOR el2_fault_body, 3
+    VECTOR el2_fault_body, 4
+    VECTOR el2_fault_body, 5
+    VECTOR el2_fault_body, 6
+    VECTOR el2_fault_body, 7
+    VECTOR lower_sync_body, 8
+    VECTOR lower_other_body, 9
+    VECTOR lower_other_body, 10
+    VECTOR lower_other_body, 11
+    VECTOR lower_other_body, 12
+    VECTOR lower_other_body, 13
+    VECTOR lower_other_body, 14
+    VECTOR lower_other_body, 15
+
+    TRAP_BODY el2_fault_body, {EL2_FAULT}
+    TRAP_BODY lower_sync_body, {LOWER_SYNC}
+    TRAP_BODY lower_other_body, {LOWER_OTHER}

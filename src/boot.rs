@@ -1,0 +1,437 @@
+//! warden's boot and run-time glue on aarch64: the primary and secondary CPU paths, the EL2
+//! exception entry points, the panic handler and the heap. Everything decided here is computed
+//! by the host-tested modules (`dt`, `mm`, `trap`, `payload`); this file sequences them and
+//! touches the hardware.
+//!
+//! Boot on the primary CPU, in order:
+//! 1. (asm) self-relocate, zero BSS, stack, vectors — MMU off.
+//! 2. MMU off, no atomics: parse the DT, plan the layout, build warden's EL2 stage-1 in BSS,
+//!    invalidate warden's image from the caches, MMU on.
+//! 3. Logger; move the payload (initrd, then kernel) to its planned place; heap and frame pool.
+//! 4. Host stage-2 from the DT (RAM minus warden, devices minus the SMMU frames).
+//! 5. Patched DT written for the host; kernel, initrd and DT cleaned to PoC.
+//! 6. EL2 controls, stage-2 on, PSCI mediation ready; ERET to the kernel at EL1.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use alloc::vec::Vec;
+use buddy_system_allocator::LockedHeap;
+use spin::Once;
+
+use crate::arch::aarch64::{self as hw, Hw, MAX_CPUS, SecondaryBoot, sysreg};
+use crate::arch::host_el2::HostEl2Controls;
+use crate::arch::{CacheOp, dcache_range};
+use crate::boards::{self, Board};
+use crate::console::{self, RawUart};
+use crate::dt::{self, PlatformInfo};
+use crate::mm::layout::{self, Layout, LayoutInput};
+use crate::mm::{MemRange, PAGE_SIZE, SZ_2M, align_up};
+use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
+use crate::trap::{self, TrapFrame};
+
+/// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
+pub const HOST_VMID: u16 = 1;
+/// Heap carved from the front of the pool; the rest are page-table frames.
+const HEAP_SIZE: u64 = 2 << 20;
+/// Longest host command line accepted (Linux's arm64 COMMAND_LINE_SIZE is 2048).
+const CMDLINE_MAX: usize = 2048;
+/// Extra room the DT patch may add (reserved-memory nodes, bootargs, initrd properties).
+const DT_PATCH_SLACK: u64 = 16 * 1024;
+/// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off).
+const BOOT_TABLE_PAGES: usize = 32;
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+#[repr(C, align(4096))]
+struct BootTables([[u8; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
+
+static mut BOOT_TABLES: BootTables = BootTables([[0; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
+
+/// Per-CPU arguments for `secondary_entry` (read with the MMU off, so cleaned to PoC).
+static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] = [SecondaryBoot {
+    stack_top: 0,
+    mair: 0,
+    tcr: 0,
+    ttbr: 0,
+    sctlr: 0,
+    vbar: 0,
+    cpu_index: 0,
+}; MAX_CPUS];
+
+static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
+
+/// Everything the run-time paths need, fixed once the primary CPU has booted.
+pub struct Warden {
+    pub board: Board,
+    pub platform: PlatformInfo,
+    pub layout: Layout,
+    pub el2_mmu: El2Mmu,
+    pub host_controls: HostEl2Controls,
+    pub vtcr: u64,
+    pub vttbr: u64,
+    pub stage2_root: MemRange,
+    pub psci: trap::psci::PsciState,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct El2Mmu {
+    pub mair: u64,
+    pub tcr: u64,
+    pub ttbr: u64,
+    pub sctlr: u64,
+}
+
+static WARDEN: Once<Warden> = Once::new();
+static PANICKED: AtomicBool = AtomicBool::new(false);
+/// Root of the host stage-2 and its size, for the panic path's stop-the-world.
+static STAGE2_ROOT: AtomicU64 = AtomicU64::new(0);
+static STAGE2_ROOT_SIZE: AtomicU64 = AtomicU64::new(0);
+
+fn warden() -> &'static Warden {
+    // The exception vectors and secondaries only run after the primary finished booting.
+    WARDEN.get().unwrap_or_else(|| fatal_unlocked(format_args!("warden state used before boot finished")))
+}
+
+/// This CPU's logical index (TPIDR_EL2, set on every CPU before anything can log).
+pub fn cpu_index() -> usize {
+    sysreg::tpidr_el2() as usize
+}
+
+static LOGGER: console::Logger = console::Logger { cpu_index };
+
+/// Stops after a boot error found before the logger exists (MMU possibly off: no atomics).
+fn early_fatal(uart: &mut RawUart, args: core::fmt::Arguments<'_>) -> ! {
+    let _ = uart.write_fmt(format_args!("warden: FATAL: {args}\nwarden: halting this CPU\n"));
+    hw::park()
+}
+
+fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
+    console::print_unlocked(format_args!("warden: FATAL: {args}\nwarden: halting this CPU\n"));
+    hw::park()
+}
+
+/// Primary CPU entry from the assembly, MMU off.
+pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_reloc: u64) -> ! {
+    let board = boards::CURRENT;
+    sysreg::set_tpidr_el2(0);
+    // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
+    let mut uart = unsafe { RawUart::new(board.early_uart) };
+    let _ = writeln!(uart, "\nwarden v{} on {} (loaded at {load_base:#x})", env!("CARGO_PKG_VERSION"), board.name);
+    let el = (current_el >> 2) & 3;
+    if el != 2 {
+        early_fatal(&mut uart, format_args!("entered at EL{el}: warden must be started at EL2 (QEMU: -machine virt,virtualization=on)"));
+    }
+    if bad_reloc != 0 {
+        early_fatal(&mut uart, format_args!("image has a relocation of type {bad_reloc} that the entry code cannot apply"));
+    }
+
+    // --- MMU off: parse, plan, build our own tables.
+    let dt_blob = match read_dt(dt_pa) {
+        Ok(b) => b,
+        Err(e) => early_fatal(&mut uart, format_args!("DT: {e}")),
+    };
+    let platform = match dt::parse(dt_blob) {
+        Ok(p) => p,
+        Err(e) => early_fatal(&mut uart, format_args!("DT: {e}")),
+    };
+    let image = hw::image_layout();
+    let payload = match locate_payload(&image) {
+        Ok(p) => p,
+        Err(e) => early_fatal(&mut uart, format_args!("payload: {e}")),
+    };
+    let mut reserved_ranges = [MemRange::default(); dt::MAX_RESERVED];
+    let n_reserved = platform.reserved.len().min(reserved_ranges.len());
+    for (slot, r) in reserved_ranges.iter_mut().zip(platform.reserved.iter()) {
+        *slot = r.range;
+    }
+    let dt_range = MemRange::from_base_size(dt_pa, dt_blob.len() as u64).unwrap_or_default();
+    let layout = match layout::plan(&LayoutInput {
+        ram: &platform.memory,
+        reserved: &reserved_ranges[..n_reserved],
+        original_dt: dt_range,
+        warden: MemRange::new(image.start, image.end),
+        kernel_src: payload.kernel,
+        kernel_text_offset: payload.kernel_header.text_offset,
+        kernel_mem_size: payload.kernel_header.effective_size(payload.kernel.size()),
+        initrd_src: payload.initrd,
+        dt_max_size: dt_blob.len() as u64 + payload.cmdline_len as u64 + DT_PATCH_SLACK,
+    }) {
+        Ok(l) => l,
+        Err(e) => early_fatal(&mut uart, format_args!("memory layout: {e}")),
+    };
+    let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
+    let el2_mmu = match build_el2_tables(&platform, &image, uart_base) {
+        Ok(m) => m,
+        Err(e) => early_fatal(&mut uart, format_args!("EL2 page tables: {e}")),
+    };
+    // Lines of warden's image written with caches off (relocations, BSS, tables) must not be
+    // shadowed by stale cached copies once caches are on.
+    dcache_range(&Hw, CacheOp::Invalidate, image.start, image.end - image.start);
+    // SAFETY: the tables identity-map warden's image, stacks, the UART and RAM (checked by
+    // build_el2_tables), and the image was just invalidated from the data caches.
+    unsafe { hw::enable_el2_mmu(el2_mmu.mair, el2_mmu.tcr, el2_mmu.ttbr, el2_mmu.sctlr) };
+
+    // --- MMU and caches on.
+    // SAFETY: the UART range is mapped as device memory by build_el2_tables.
+    unsafe { console::set_uart(uart_base) };
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+    print_memory_map(&platform, &layout, &image, &payload);
+
+    move_payload(&payload, &layout);
+    init_pool(&image);
+
+    let (vtcr, vttbr, stage2_root) = match build_host_stage2(&platform, &layout) {
+        Ok(s) => s,
+        Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
+    };
+    STAGE2_ROOT.store(stage2_root.start, Ordering::Release);
+    STAGE2_ROOT_SIZE.store(stage2_root.size(), Ordering::Release);
+
+    let host_dt = match patch_host_dt(dt_blob, &layout, &payload) {
+        Ok(d) => d,
+        Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
+    };
+    if host_dt.len() as u64 > layout.dt.size() {
+        fatal_unlocked(format_args!("patched DT is {} bytes, planned {}", host_dt.len(), layout.dt.size()));
+    }
+    // SAFETY: layout.dt is RAM reserved for the DT by the planner, mapped RW for warden and
+    // disjoint from everything live (the original DT has been fully read by now).
+    unsafe { core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len()) };
+    // The host starts with its MMU and caches off: everything it reads first must be in memory.
+    dcache_range(&Hw, CacheOp::Clean, layout.kernel.start, payload.kernel.size());
+    if let (Some(dst), Some(_)) = (layout.initrd, payload.initrd) {
+        dcache_range(&Hw, CacheOp::Clean, dst.start, dst.size());
+    }
+    dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
+
+    let host_controls = HostEl2Controls::for_host(&sysreg::cpu_features());
+    let boot_cpu = match platform.cpus.iter().position(|c| c.mpidr == sysreg::mpidr() & 0xff_00ff_ffff) {
+        Some(i) => i,
+        None => fatal_unlocked(format_args!("boot CPU (MPIDR {:#x}) is not in the DT's /cpus", sysreg::mpidr())),
+    };
+    sysreg::set_tpidr_el2(boot_cpu as u64);
+    let psci = trap::psci::PsciState::new(platform.cpus.iter().map(|c| c.mpidr), boot_cpu);
+    let w = WARDEN.call_once(|| Warden {
+        board,
+        platform,
+        layout,
+        el2_mmu,
+        host_controls,
+        vtcr,
+        vttbr,
+        stage2_root,
+        psci,
+    });
+    enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
+}
+
+/// Programs this CPU's EL2 controls and stage-2, then enters the host.
+fn enter_host_on_this_cpu(w: &Warden, entry: u64, arg: u64) -> ! {
+    sysreg::write_host_controls(&w.host_controls);
+    sysreg::write_stage2(w.vtcr, w.vttbr);
+    log::info!("entering host at {entry:#x} (EL1h, x0 = {arg:#x})");
+    // SAFETY: stage 2 and the EL2 controls for the host are programmed on this CPU.
+    unsafe { sysreg::enter_host(entry, arg) }
+}
+
+/// Secondary CPU entry from the assembly (MMU on, stack set).
+pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
+    let cpu = boot.cpu_index as usize;
+    sysreg::set_tpidr_el2(cpu as u64);
+    let w = warden();
+    match w.psci.secondary_arrived(cpu) {
+        Some((entry, context)) => enter_host_on_this_cpu(w, entry, context),
+        None => fatal_unlocked(format_args!("cpu{cpu} started without a pending CPU_ON")),
+    }
+}
+
+/// The DT blob the boot loader passed, bounded by its header's `totalsize`.
+fn read_dt(dt_pa: u64) -> Result<&'static [u8], dt::DtError> {
+    if dt_pa == 0 || dt_pa % 8 != 0 {
+        return Err(dt::DtError::BadPointer(dt_pa));
+    }
+    // SAFETY: the boot protocol puts a DT at x0; only its 40-byte header is read here, and
+    // blob_size checks the magic before trusting totalsize.
+    let header = unsafe { core::slice::from_raw_parts(dt_pa as *const u8, dt::HEADER_SIZE) };
+    let size = dt::blob_size(header)?;
+    // SAFETY: the header says the blob spans `size` bytes from dt_pa; the boot loader placed it
+    // in RAM that stays untouched until warden has copied what it needs.
+    Ok(unsafe { core::slice::from_raw_parts(dt_pa as *const u8, size) })
+}
+
+/// The host payload inside the packed image, located and checked.
+#[derive(Clone, Copy, Debug)]
+struct Payload {
+    kernel: MemRange,
+    kernel_header: Arm64ImageHeader,
+    initrd: Option<MemRange>,
+    cmdline_len: usize,
+}
+
+fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
+    let desc = PayloadDescriptor::decode(&hw::payload_descriptor_bytes()).map_err(PayloadErrorMsg::Format)?;
+    // The header's image_size covers the whole packed file (the packer sets it).
+    // SAFETY: the image header is the first 64 bytes of warden's own image.
+    let header = unsafe { core::ptr::read_volatile(image.start as *const [u8; payload::IMAGE_HEADER_SIZE]) };
+    let image_len = u64::from_le_bytes(header[16..24].try_into().unwrap_or([0; 8]));
+    desc.validate(image_len).map_err(PayloadErrorMsg::Format)?;
+    let kernel = MemRange::from_base_size(image.start + desc.kernel_offset, desc.kernel_size)
+        .ok_or(PayloadErrorMsg::Format(payload::PayloadError::BadBounds("kernel")))?;
+    // SAFETY: validate() checked the kernel lies inside the loaded image.
+    let kernel_bytes = unsafe {
+        core::slice::from_raw_parts(kernel.start as *const u8, (kernel.size() as usize).min(payload::IMAGE_HEADER_SIZE))
+    };
+    let kernel_header = Arm64ImageHeader::parse(kernel_bytes).map_err(PayloadErrorMsg::Format)?;
+    let initrd = (desc.initrd_size != 0)
+        .then(|| MemRange::from_base_size(image.start + desc.initrd_offset, desc.initrd_size))
+        .flatten();
+    let cmdline_len = desc.cmdline_size as usize;
+    if cmdline_len >= CMDLINE_MAX {
+        return Err(PayloadErrorMsg::CmdlineTooLong(cmdline_len));
+    }
+    // Keep the command line: its bytes sit in the pool, which is reused once the payload moved.
+    // SAFETY: validate() bounded the command line inside the image; CMDLINE is only written
+    // here, on the boot CPU, before any other CPU runs.
+    unsafe {
+        let src = (image.start + desc.cmdline_offset) as *const u8;
+        core::ptr::copy_nonoverlapping(src, core::ptr::addr_of_mut!(CMDLINE) as *mut u8, cmdline_len);
+    }
+    Ok(Payload { kernel, kernel_header, initrd, cmdline_len })
+}
+
+#[derive(Debug)]
+enum PayloadErrorMsg {
+    Format(payload::PayloadError),
+    CmdlineTooLong(usize),
+}
+
+impl core::fmt::Display for PayloadErrorMsg {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PayloadErrorMsg::Format(e) => write!(f, "{e}"),
+            PayloadErrorMsg::CmdlineTooLong(n) => {
+                write!(f, "command line is {n} bytes; at most {} are accepted", CMDLINE_MAX - 1)
+            }
+        }
+    }
+}
+
+fn cmdline(len: usize) -> &'static str {
+    // SAFETY: CMDLINE was filled once at boot and is read-only afterwards.
+    let bytes = unsafe { &(*core::ptr::addr_of!(CMDLINE))[..len.min(CMDLINE_MAX)] };
+    core::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// Moves initrd then kernel to their planned places (each destination is at or above its
+/// source, so last-to-first with memmove never overwrites bytes still to be moved).
+fn move_payload(p: &Payload, l: &Layout) {
+    if let (Some(src), Some(dst)) = (p.initrd, l.initrd) {
+        // SAFETY: both ranges are RAM the planner reserved for this, mapped RW at EL2.
+        unsafe { core::ptr::copy(src.start as *const u8, dst.start as *mut u8, src.size() as usize) };
+    }
+    // SAFETY: as above; the kernel's destination footprint lies below the initrd's.
+    unsafe { core::ptr::copy(p.kernel.start as *const u8, l.kernel.start as *mut u8, p.kernel.size() as usize) };
+}
+
+/// Hands the pool (free now that the payload moved out) to the heap and the frame allocator.
+fn init_pool(image: &hw::ImageLayout) {
+    // SAFETY: [pool_start, pool_start + HEAP_SIZE) is warden's own memory, mapped RW, and no
+    // longer holds payload bytes.
+    unsafe { HEAP.lock().init(image.pool_start as usize, HEAP_SIZE as usize) };
+}
+
+fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, payload: &Payload) {
+    log::info!("memory map:");
+    for r in p.memory.iter() {
+        log::info!("  RAM        {r}");
+    }
+    for r in p.reserved.iter() {
+        log::info!("  reserved   {} ({}{})", r.range, r.name, if r.no_map { ", no-map" } else { "" });
+    }
+    log::info!("  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})", l.warden, image.start, image.bss_end, image.pool_start, image.pool_end);
+    log::info!("  kernel     {} ({} bytes of Image)", l.kernel, payload.kernel.size());
+    if let Some(i) = l.initrd {
+        log::info!("  initrd     {i}");
+    }
+    log::info!("  host DT    {}", l.dt);
+    if let Some(s) = p.smmu {
+        log::info!("  SMMU       {} (trapped: absent from host stage-2)", s.range);
+    }
+    log::info!("  cmdline    \"{}\"", cmdline(payload.cmdline_len));
+}
+
+/// The panic path: report, stop the other CPUs, park.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let cpu = cpu_index();
+    let first = !PANICKED.swap(true, Ordering::SeqCst);
+    if let Some(loc) = info.location() {
+        console::print_unlocked(format_args!(
+            "\nwarden: PANIC on cpu{cpu} at {}:{}: {}\n",
+            loc.file(),
+            loc.line(),
+            info.message()
+        ));
+    } else {
+        console::print_unlocked(format_args!("\nwarden: PANIC on cpu{cpu}: {}\n", info.message()));
+    }
+    if first {
+        stop_the_world();
+        console::print_unlocked(format_args!("warden: all CPUs stopped\n"));
+    }
+    hw::park()
+}
+
+/// Makes every other CPU trap into warden and park: the host stage-2 root is emptied and the
+/// stage-2 TLBs dropped, so the next host access anywhere faults to EL2, where `lower_sync`
+/// sees PANICKED. (The host owns the GIC, so warden has no IPI of its own to send.)
+fn stop_the_world() {
+    let root = STAGE2_ROOT.load(Ordering::Acquire);
+    let size = STAGE2_ROOT_SIZE.load(Ordering::Acquire);
+    if root == 0 {
+        return;
+    }
+    let tlb = Hw;
+    for off in (0..size).step_by(8) {
+        // SAFETY: root..root+size is the host stage-2 root table(s) in warden's pool.
+        unsafe { core::ptr::write_volatile((root + off) as *mut u64, 0) };
+    }
+    use crate::arch::TlbMaintenance;
+    tlb.dsb_ishst();
+    tlb.tlbi_vmalls12e1is();
+    tlb.dsb_ish();
+    tlb.isb();
+}
+
+/// An exception taken from EL2 itself: a warden bug. Report everything and stop.
+pub extern "C" fn el2_exception(frame: &mut TrapFrame, kind: u64) {
+    panic!(
+        "EL2 exception kind {kind}: {} ELR {:#x} FAR {:#x} SPSR {:#x}",
+        trap::esr::Esr::new(frame.esr),
+        frame.elr,
+        frame.far,
+        frame.spsr
+    );
+}
+
+/// A synchronous exception from the host.
+pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
+    if PANICKED.load(Ordering::Acquire) {
+        hw::park();
+    }
+    let w = warden();
+    let mut platform = HwPlatform { w };
+    trap::handle_lower_sync(frame, &mut platform);
+}
+
+/// IRQ, FIQ or SError routed to EL2, or anything from AArch32: none is expected (the host owns
+/// interrupts and runs AArch64). Log it and return to the host unchanged.
+pub extern "C" fn lower_other(frame: &mut TrapFrame, kind: u64) {
+    if PANICKED.load(Ordering::Acquire) {
+        hw::park();
+    }
+    log::warn!("unexpected exception from the host (vector {kind}), ESR {:#x} ELR {:#x}: ignored", frame.esr, frame.elr);
+}
