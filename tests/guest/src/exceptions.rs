@@ -26,7 +26,7 @@ pub struct ExceptionFrame {
 }
 
 const FRAME_SIZE: usize = size_of::<ExceptionFrame>();
-const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE % 16 == 0);
+const _: () = assert!(FRAME_SIZE == 272 && FRAME_SIZE.is_multiple_of(16));
 
 global_asm!(
     r#"
@@ -213,20 +213,19 @@ fn read_esr_far_el1() -> (u64, u64) {
 
 extern "C" fn el1_exception(frame: &mut ExceptionFrame, vector: u64) {
     let (esr, far) = read_esr_far_el1();
-    if vector == VECTOR_SYNC_CURRENT_SPX {
-        if let Some(slot) = PROBES.get(cpu::cpu_slot()) {
-            if slot.armed.load() == 1 {
-                slot.vector.store(vector);
-                slot.esr.store(esr);
-                slot.far.store(far);
-                slot.elr.store(frame.elr);
-                slot.armed.store(0);
-                slot.caught.store(1);
-                // Every A64 instruction is 4 bytes; resume after the one that faulted.
-                frame.elr = frame.elr.wrapping_add(4);
-                return;
-            }
-        }
+    if vector == VECTOR_SYNC_CURRENT_SPX
+        && let Some(slot) = PROBES.get(cpu::cpu_slot())
+        && slot.armed.load() == 1
+    {
+        slot.vector.store(vector);
+        slot.esr.store(esr);
+        slot.far.store(far);
+        slot.elr.store(frame.elr);
+        slot.armed.store(0);
+        slot.caught.store(1);
+        // Every A64 instruction is 4 bytes; resume after the one that faulted.
+        frame.elr = frame.elr.wrapping_add(4);
+        return;
     }
     fatal_exception(1, vector, esr, frame.elr, far)
 }

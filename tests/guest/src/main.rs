@@ -9,9 +9,14 @@
 //! Device-nGnRnE, hence `+strict-align`, and no atomic read-modify-write (see `shared`).
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::result_large_err,
+    reason = "a failure carries its message in a fixed buffer: there is no heap to box it in"
+)]
 
 mod console;
 mod cpu;
+mod devicetree;
 mod entry;
 mod exceptions;
 mod platform;
@@ -32,9 +37,6 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
         // No DT, no console: nothing can be printed. Power off; the harness sees no result.
         Err(_) => smccc::system_off(),
     };
-    if let Some(base) = platform.console {
-        console::init(base);
-    }
     if let Ok(conduit) = platform.psci {
         smccc::set_psci_conduit(conduit);
     }

@@ -5,6 +5,7 @@
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
+use crate::devicetree;
 use crate::entry::MAX_CPUS;
 use crate::smccc::Conduit;
 
@@ -49,8 +50,6 @@ const MAX_WARDEN_REGIONS: usize = 4;
 
 #[derive(Debug)]
 pub struct Platform {
-    /// PL011 base: `/chosen/stdout-path`, else the first `arm,pl011`.
-    pub console: Option<u64>,
     /// MPIDR affinity values of the CPUs, in DT order.
     pub cpus: Result<FixedList<u64, MAX_CPUS>, &'static str>,
     /// PSCI conduit (`method` of the PSCI node).
@@ -62,16 +61,20 @@ pub struct Platform {
 impl Platform {
     /// Reads the DT at physical address `dt_address`.
     pub fn from_dt(dt_address: u64) -> Result<Self, &'static str> {
-        if dt_address == 0 || dt_address % 8 != 0 {
+        if dt_address == 0 || !dt_address.is_multiple_of(8) {
             return Err("DT address is 0 or not 8-byte aligned");
         }
-        // SAFETY: x0 at entry is the DT's physical address by the boot protocol, and with the
-        // MMU off physical memory is directly addressable; `from_ptr` reads the header, checks
-        // the magic and then only reads within the header's `totalsize`.
-        let fdt = unsafe { Fdt::from_ptr(dt_address as *const u8) }
-            .map_err(|_| "no valid flattened device tree at the address in x0")?;
+        // SAFETY: x0 at entry is the DT's physical address by the boot protocol, with the MMU
+        // off physical memory is directly addressable, nothing writes the DT during the run,
+        // and this runs once on the primary CPU before any other starts.
+        let blob = unsafe { devicetree::load(dt_address) }?;
+        let fdt = Fdt::new(blob).map_err(|_| "the DT header is not valid")?;
+        // The console (`/chosen/stdout-path`, else the first `arm,pl011`) is switched on as
+        // soon as it is known, so that a parser panic below is reported.
+        if let Some(base) = find_console(&fdt) {
+            crate::console::init(base);
+        }
         Ok(Self {
-            console: find_console(&fdt),
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),
             warden_regions: find_warden_regions(&fdt),

@@ -189,7 +189,11 @@ fn warden_memory_read_aborts(platform: &Platform) -> Outcome {
     };
     for region in regions.as_slice() {
         if !region.no_map {
-            fail!("reserved region {:#x} (+{:#x}) has no no-map property", region.base, region.size);
+            fail!(
+                "reserved region {:#x} (+{:#x}) has no no-map property",
+                region.base,
+                region.size
+            );
         }
         // A read first: if it is not contained, no write is attempted.
         check_contained(region.base, Access::Read)?;
@@ -253,7 +257,9 @@ fn secondary_cpu_on(platform: &Platform) -> Outcome {
             if mailbox.cpu_off_returned.load() == 1 {
                 fail!("round {round}: CPU_OFF returned {}", mailbox.cpu_off_status.load() as i64);
             }
-            fail!("round {round}: AFFINITY_INFO({target:#x}) is {state} after {CPU_TIMEOUT_MS} ms, expected 1 (OFF)");
+            fail!(
+                "round {round}: AFFINITY_INFO({target:#x}) is {state} after {CPU_TIMEOUT_MS} ms, expected 1 (OFF)"
+            );
         }
     }
     Ok(())
