@@ -89,7 +89,7 @@ fn struct_block(blob: &[u8]) -> Result<(usize, usize), &'static str> {
     let size = read_be32(blob, OFF_SIZE_DT_STRUCT).and_then(|v| usize::try_from(v).ok());
     match (start, size) {
         (Some(start), Some(size)) => match start.checked_add(size) {
-            Some(end) if end <= blob.len() && start % 4 == 0 => Ok((start, end)),
+            Some(end) if end <= blob.len() && start.is_multiple_of(4) => Ok((start, end)),
             _ => Err("DT structure block lies outside the blob"),
         },
         _ => Err("DT header is truncated"),
