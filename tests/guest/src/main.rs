@@ -1,0 +1,74 @@
+//! warden's test guest: a `no_std` EL1 program that plays the host in QEMU scenarios.
+//!
+//! It is an arm64 Linux `Image` (see `entry`), entered per the Linux boot protocol with the DT
+//! in x0. It reads the console, CPUs, PSCI conduit and warden's reserved memory from the DT,
+//! runs each scenario, prints `ok NAME` / `FAILED NAME: reason`, then
+//! `guest: N passed, M failed` and `guest: done`, and ends the run with PSCI SYSTEM_OFF.
+//!
+//! The MMU stays off throughout (no page tables to get wrong): data accesses are then
+//! Device-nGnRnE, hence `+strict-align`, and no atomic read-modify-write (see `shared`).
+#![no_std]
+#![no_main]
+#![allow(
+    clippy::result_large_err,
+    reason = "a failure carries its message in a fixed buffer: there is no heap to box it in"
+)]
+
+mod console;
+mod cpu;
+mod devicetree;
+mod entry;
+mod exceptions;
+mod platform;
+mod report;
+mod scenarios;
+mod secondary;
+mod shared;
+mod smccc;
+
+use console::println;
+use platform::Platform;
+use report::{fail, record};
+
+/// Rust entry of the primary CPU (from `entry`, relocated, BSS zeroed, on stack slot 0).
+extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_address: u64) -> ! {
+    let platform = match Platform::from_dt(dt_address) {
+        Ok(platform) => platform,
+        // No DT, no console: nothing can be printed. Power off; the harness sees no result.
+        Err(_) => smccc::system_off(),
+    };
+    if let Ok(conduit) = platform.psci {
+        smccc::set_psci_conduit(conduit);
+    }
+    println!(
+        "guest: warden test guest at {load_address:#x}, EL{}, DT at {dt_address:#x}",
+        cpu::current_el()
+    );
+    if unsupported_relocations != 0 {
+        record(
+            "image_relocations",
+            (|| fail!("{unsupported_relocations} relocations other than R_AARCH64_RELATIVE"))(),
+        );
+    }
+    let at_el1 = scenarios::runs_at_el1();
+    let continue_run = at_el1.is_ok();
+    record("runs_at_el1", at_el1);
+    // At any other EL the other scenarios would test the wrong thing (and the vectors would
+    // not catch anything): stop here.
+    if continue_run {
+        scenarios::run_all(&platform);
+    }
+    report::finish();
+    smccc::system_off()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(location) => report::fatal(
+            "guest_panic",
+            format_args!("{}:{}: {}", location.file(), location.line(), info.message()),
+        ),
+        None => report::fatal("guest_panic", format_args!("{}", info.message())),
+    }
+}

@@ -1,0 +1,180 @@
+//! What the guest needs from the DT warden (or QEMU) passed in x0. The DT is input from
+//! outside: every missing or malformed piece becomes a value the scenarios report, never a
+//! panic here.
+
+use fdt::Fdt;
+use fdt::node::FdtNode;
+
+use crate::devicetree;
+use crate::entry::MAX_CPUS;
+use crate::smccc::Conduit;
+
+/// A fixed-capacity list (no heap in the guest).
+#[derive(Clone, Copy, Debug)]
+pub struct FixedList<T: Copy + Default, const N: usize> {
+    items: [T; N],
+    len: usize,
+    /// Entries dropped because the list was full.
+    pub overflowed: bool,
+}
+
+impl<T: Copy + Default, const N: usize> FixedList<T, N> {
+    fn new() -> Self {
+        Self { items: [T::default(); N], len: 0, overflowed: false }
+    }
+
+    fn push(&mut self, item: T) {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = item;
+                self.len += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        self.items.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// A `/reserved-memory/warden*` region.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WardenRegion {
+    pub base: u64,
+    pub size: u64,
+    pub no_map: bool,
+}
+
+const MAX_WARDEN_REGIONS: usize = 4;
+
+#[derive(Debug)]
+pub struct Platform {
+    /// MPIDR affinity values of the CPUs, in DT order.
+    pub cpus: Result<FixedList<u64, MAX_CPUS>, &'static str>,
+    /// PSCI conduit (`method` of the PSCI node).
+    pub psci: Result<Conduit, &'static str>,
+    /// warden's own memory, as it announces it to the host.
+    pub warden_regions: Result<FixedList<WardenRegion, MAX_WARDEN_REGIONS>, &'static str>,
+}
+
+impl Platform {
+    /// Reads the DT at physical address `dt_address`.
+    pub fn from_dt(dt_address: u64) -> Result<Self, &'static str> {
+        if dt_address == 0 || !dt_address.is_multiple_of(8) {
+            return Err("DT address is 0 or not 8-byte aligned");
+        }
+        // SAFETY: x0 at entry is the DT's physical address by the boot protocol, with the MMU
+        // off physical memory is directly addressable, nothing writes the DT during the run,
+        // and this runs once on the primary CPU before any other starts.
+        let blob = unsafe { devicetree::load(dt_address) }?;
+        let fdt = Fdt::new(blob).map_err(|_| "the DT header is not valid")?;
+        // The console (`/chosen/stdout-path`, else the first `arm,pl011`) is switched on as
+        // soon as it is known, so that a parser panic below is reported.
+        if let Some(base) = find_console(&fdt) {
+            crate::console::init(base);
+        }
+        Ok(Self {
+            cpus: find_cpus(&fdt),
+            psci: find_psci(&fdt),
+            warden_regions: find_warden_regions(&fdt),
+        })
+    }
+}
+
+fn first_reg_address(node: FdtNode<'_, '_>) -> Option<u64> {
+    let region = node.reg()?.next()?;
+    u64::try_from(region.starting_address as usize).ok()
+}
+
+fn is_pl011(node: FdtNode<'_, '_>) -> bool {
+    node.compatible().is_some_and(|compatible| compatible.all().any(|c| c == "arm,pl011"))
+}
+
+fn find_console(fdt: &Fdt<'_>) -> Option<u64> {
+    let from_stdout_path = fdt
+        .find_node("/chosen")
+        .and_then(|chosen| chosen.property("stdout-path"))
+        .and_then(|property| property.as_str())
+        .and_then(|path| {
+            // "path-or-alias[:options]"
+            let path = path.split(':').next().unwrap_or(path);
+            if path.starts_with('/') {
+                fdt.find_node(path)
+            } else {
+                fdt.aliases().and_then(|aliases| aliases.resolve_node(path))
+            }
+        })
+        .filter(|node| is_pl011(*node))
+        .and_then(first_reg_address);
+    from_stdout_path.or_else(|| fdt.find_compatible(&["arm,pl011"]).and_then(first_reg_address))
+}
+
+/// `#address-cells` of `node`, read without the parser's panicking helper.
+fn address_cells(node: FdtNode<'_, '_>) -> Option<usize> {
+    let value = node.property("#address-cells")?.value;
+    let bytes: [u8; 4] = value.get(..4)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(bytes)).ok()
+}
+
+fn find_cpus(fdt: &Fdt<'_>) -> Result<FixedList<u64, MAX_CPUS>, &'static str> {
+    let cpus_node = fdt.find_node("/cpus").ok_or("no /cpus node")?;
+    let cells = address_cells(cpus_node).ok_or("/cpus has no valid #address-cells")?;
+    let mut cpus = FixedList::new();
+    for node in cpus_node.children() {
+        let is_cpu = node.name.split('@').next() == Some("cpu")
+            && node.property("device_type").and_then(|p| p.as_str()) == Some("cpu");
+        if !is_cpu {
+            continue;
+        }
+        let reg = node.property("reg").ok_or("a cpu node has no reg")?.value;
+        let mpidr = match cells {
+            1 => reg
+                .get(..4)
+                .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+                .map(|bytes| u64::from(u32::from_be_bytes(bytes))),
+            2 => reg.get(..8).and_then(|bytes| bytes.try_into().ok()).map(u64::from_be_bytes),
+            _ => None,
+        };
+        cpus.push(mpidr.ok_or("a cpu node has a malformed reg")?);
+    }
+    if cpus.as_slice().is_empty() {
+        return Err("no cpu nodes under /cpus");
+    }
+    Ok(cpus)
+}
+
+fn find_psci(fdt: &Fdt<'_>) -> Result<Conduit, &'static str> {
+    let node = fdt
+        .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
+        .or_else(|| fdt.find_node("/psci"))
+        .ok_or("no PSCI node in the DT")?;
+    match node.property("method").and_then(|p| p.as_str()) {
+        Some("hvc") => Ok(Conduit::Hvc),
+        Some("smc") => Ok(Conduit::Smc),
+        Some(_) => Err("PSCI method is neither \"hvc\" nor \"smc\""),
+        None => Err("PSCI node has no method"),
+    }
+}
+
+fn find_warden_regions(
+    fdt: &Fdt<'_>,
+) -> Result<FixedList<WardenRegion, MAX_WARDEN_REGIONS>, &'static str> {
+    let reserved = fdt.find_node("/reserved-memory").ok_or("no /reserved-memory node")?;
+    let mut regions = FixedList::new();
+    for node in reserved.children().filter(|node| node.name.starts_with("warden")) {
+        let no_map = node.property("no-map").is_some();
+        for region in node.reg().ok_or("a warden reserved-memory node has no usable reg")? {
+            let base = u64::try_from(region.starting_address as usize).unwrap_or(0);
+            let size = region.size.and_then(|size| u64::try_from(size).ok()).unwrap_or(0);
+            if size == 0 {
+                return Err("a warden reserved-memory region has no size");
+            }
+            regions.push(WardenRegion { base, size, no_map });
+        }
+    }
+    if regions.as_slice().is_empty() {
+        return Err("no /reserved-memory/warden* node in the DT (not running under warden?)");
+    }
+    Ok(regions)
+}

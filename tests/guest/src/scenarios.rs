@@ -1,0 +1,301 @@
+//! The scenarios. Each returns `Ok` or a reason, and each is bounded in time.
+
+use core::arch::asm;
+use core::fmt;
+
+use warden_abi::{hyp, psci, smccc as ids};
+
+use crate::cpu;
+use crate::entry::secondary_entry;
+use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
+use crate::platform::Platform;
+use crate::report::{Outcome, Reason, fail, record};
+use crate::secondary;
+use crate::smccc::{self, Conduit};
+
+/// ESR_ELx.EC values.
+const EC_UNKNOWN: u64 = 0x00;
+const EC_DATA_ABORT_CURRENT_EL: u64 = 0x25;
+/// ESR_ELx.ISS.DFSC of a synchronous external abort (not on a table walk).
+const DFSC_SYNC_EXTERNAL_ABORT: u64 = 0x10;
+const ESR_DFSC_MASK: u64 = 0x3f;
+const ESR_WNR: u64 = 1 << 6;
+
+/// How long another CPU gets to report in or to be seen off (QEMU TCG on a loaded host is
+/// slow; a working run needs a few milliseconds).
+const CPU_TIMEOUT_MS: u64 = 5000;
+/// Slot (stack, mailbox) the secondary CPU under test uses.
+const SECONDARY_SLOT: u8 = 1;
+
+/// Runs every scenario after `runs_at_el1` passed.
+pub fn run_all(platform: &Platform) {
+    record("warden_abi_version", warden_abi_version());
+    record("unknown_hvc_returns_not_supported", unknown_calls_return_not_supported());
+    record("warden_memory_read_aborts", warden_memory_read_aborts(platform));
+    record("secondary_cpu_on", secondary_cpu_on(platform));
+    record("psci_cpu_on_errors", psci_cpu_on_errors(platform));
+    record("psci_version", psci_version(platform));
+}
+
+/// Scenario `runs_at_el1`.
+pub fn runs_at_el1() -> Outcome {
+    match cpu::current_el() {
+        1 => Ok(()),
+        el => fail!("running at EL{el}, expected EL1 (started without warden at EL2?)"),
+    }
+}
+
+struct Words([u64; 4]);
+
+impl fmt::Display for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.0;
+        write!(f, "[{a:#x}, {b:#x}, {c:#x}, {d:#x}]")
+    }
+}
+
+/// An SMCCC call that must be answered: an exception instead (HVC/SMC UNDEFINED because no
+/// EL2/EL3 implements it) becomes the failure reason.
+fn answered_call(conduit: Conduit, function_id: u32, args: [u64; 3]) -> Result<[u64; 4], Reason> {
+    match exceptions::catch(|| smccc::call(conduit, function_id, args)) {
+        (regs, None) => Ok(regs),
+        (_, Some(caught)) if caught.ec() == EC_UNKNOWN => Err(Reason::new(format_args!(
+            "{conduit} {function_id:#010x}: no hypervisor answered ({conduit} is UNDEFINED: \
+             ESR {:#x}, ELR {:#x})",
+            caught.esr, caught.elr
+        ))),
+        (_, Some(caught)) => Err(Reason::new(format_args!(
+            "{conduit} {function_id:#010x} raised an exception: ESR {:#x} (EC {:#x}), ELR {:#x}",
+            caught.esr,
+            caught.ec(),
+            caught.elr
+        ))),
+    }
+}
+
+/// Scenario `warden_abi_version`.
+fn warden_abi_version() -> Outcome {
+    let version = answered_call(Conduit::Hvc, hyp::ABI_VERSION, [0; 3])?[0];
+    if version as i64 == ids::NOT_SUPPORTED {
+        fail!("ABI_VERSION returned -1 (NOT_SUPPORTED): what answered HVC is not warden");
+    }
+    if version != hyp::packed_version() {
+        fail!("ABI_VERSION returned {version:#x}, expected {:#x}", hyp::packed_version());
+    }
+    let uid = answered_call(Conduit::Hvc, hyp::CALL_UID, [0; 3])?;
+    let expected = hyp::UID.map(u64::from);
+    if uid != expected {
+        fail!("CALL_UID returned {}, expected {}", Words(uid), Words(expected));
+    }
+    Ok(())
+}
+
+/// IDs nobody implements: an unused vendor-hypervisor number (warden's own range) and an unused
+/// number in the standard hypervisor service range (owner 5), through both conduits.
+const UNKNOWN_CALLS: [(Conduit, u32); 4] = [
+    (Conduit::Hvc, ids::fast_call(false, ids::OWNER_VENDOR_HYP, 0x1234)),
+    (Conduit::Hvc, ids::fast_call(true, 5, 0x1234)),
+    (Conduit::Smc, ids::fast_call(false, ids::OWNER_VENDOR_HYP, 0x1234)),
+    (Conduit::Smc, ids::fast_call(true, 5, 0x1234)),
+];
+
+/// Scenario `unknown_hvc_returns_not_supported`.
+fn unknown_calls_return_not_supported() -> Outcome {
+    for (conduit, function_id) in UNKNOWN_CALLS {
+        let x0 = answered_call(conduit, function_id, [0; 3])?[0];
+        if x0 as i64 != ids::NOT_SUPPORTED {
+            fail!("{conduit} {function_id:#010x} returned {x0:#x}, expected -1 (NOT_SUPPORTED)");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+/// Value a write probe stores (only lands if containment is broken).
+const PROBE_PATTERN: u32 = 0x5741_5244;
+
+/// One 32-bit access to `address`; returns the address of the access instruction and the
+/// value read (for a write: the value written).
+fn probe_access(address: u64, access: Access) -> (u64, u32) {
+    let instruction: u64;
+    let mut value = PROBE_PATTERN;
+    match access {
+        // SAFETY: the access is to memory the guest does not own and expects to abort; the
+        // abort is caught by the armed probe, which skips the instruction. The asm touches no
+        // memory of the program's.
+        Access::Read => unsafe {
+            asm!("adr {insn}, 2f", "2: ldr {value:w}, [{address}]",
+                insn = out(reg) instruction, value = inout(reg) value, address = in(reg) address,
+                options(nostack))
+        },
+        // SAFETY: as for the read.
+        Access::Write => unsafe {
+            asm!("adr {insn}, 2f", "2: str {value:w}, [{address}]",
+                insn = out(reg) instruction, value = in(reg) value, address = in(reg) address,
+                options(nostack))
+        },
+    }
+    (instruction, value)
+}
+
+fn check_contained(address: u64, access: Access) -> Outcome {
+    let ((instruction, value), caught) = exceptions::catch(|| probe_access(address, access));
+    let Some(Caught { vector, esr, far, elr }) = caught else {
+        fail!("{access} of {address:#x} completed without an abort (value {value:#x})");
+    };
+    let ec = (esr >> 26) & 0x3f;
+    let dfsc = esr & ESR_DFSC_MASK;
+    let wnr = esr & ESR_WNR != 0;
+    if vector != VECTOR_SYNC_CURRENT_SPX {
+        fail!("{access} abort arrived at vector offset {:#x}, expected 0x200", vector * 0x80);
+    }
+    if ec != EC_DATA_ABORT_CURRENT_EL {
+        fail!("{access} of {address:#x}: ESR {esr:#x} has EC {ec:#x}, expected 0x25");
+    }
+    if dfsc != DFSC_SYNC_EXTERNAL_ABORT {
+        fail!("{access} of {address:#x}: ESR {esr:#x} has DFSC {dfsc:#x}, expected 0x10");
+    }
+    if wnr != matches!(access, Access::Write) {
+        fail!("{access} of {address:#x}: ESR {esr:#x} has WnR {}", u8::from(wnr));
+    }
+    if far != address {
+        fail!("{access} of {address:#x}: FAR_EL1 {far:#x}");
+    }
+    if elr != instruction {
+        fail!("{access} of {address:#x}: ELR_EL1 {elr:#x}, access instruction at {instruction:#x}");
+    }
+    Ok(())
+}
+
+/// Scenario `warden_memory_read_aborts`.
+fn warden_memory_read_aborts(platform: &Platform) -> Outcome {
+    let regions = match &platform.warden_regions {
+        Ok(regions) => regions,
+        Err(why) => fail!("{why}"),
+    };
+    for region in regions.as_slice() {
+        if !region.no_map {
+            fail!(
+                "reserved region {:#x} (+{:#x}) has no no-map property",
+                region.base,
+                region.size
+            );
+        }
+        // A read first: if it is not contained, no write is attempted.
+        check_contained(region.base, Access::Read)?;
+        check_contained(region.base, Access::Write)?;
+    }
+    Ok(())
+}
+
+fn psci_conduit(platform: &Platform) -> Result<Conduit, Reason> {
+    platform.psci.map_err(|why| Reason::new(format_args!("{why}")))
+}
+
+fn dt_cpus(platform: &Platform) -> Result<&[u64], Reason> {
+    match &platform.cpus {
+        Ok(cpus) => Ok(cpus.as_slice()),
+        Err(why) => Err(Reason::new(format_args!("{why}"))),
+    }
+}
+
+fn secondary_entry_address() -> u64 {
+    secondary_entry as *const () as usize as u64
+}
+
+/// Scenario `secondary_cpu_on`: two rounds of CPU_ON / report / CPU_OFF on the same CPU.
+fn secondary_cpu_on(platform: &Platform) -> Outcome {
+    let conduit = psci_conduit(platform)?;
+    let own = cpu::mpidr_affinity();
+    let Some(&target) = dt_cpus(platform)?.iter().find(|&&mpidr| mpidr != own) else {
+        fail!("the DT lists no CPU other than this one ({own:#x})");
+    };
+    let Some(mailbox) = secondary::mailbox(usize::from(SECONDARY_SLOT)) else {
+        fail!("no mailbox for slot {SECONDARY_SLOT}");
+    };
+    for round in 1..=2u8 {
+        let context = secondary::context_id(round, SECONDARY_SLOT);
+        mailbox.clear();
+        let status = smccc::cpu_on(conduit, target, secondary_entry_address(), context);
+        if status != psci::SUCCESS {
+            fail!("round {round}: CPU_ON({target:#x}) returned {status}");
+        }
+        if !cpu::wait_until(CPU_TIMEOUT_MS, || mailbox.context.load() != 0) {
+            fail!("round {round}: CPU {target:#x} did not report within {CPU_TIMEOUT_MS} ms");
+        }
+        let (seen_context, el, mpidr) =
+            (mailbox.context.load(), mailbox.el.load(), mailbox.mpidr.load());
+        if seen_context != context {
+            fail!("round {round}: secondary got x0 {seen_context:#x}, expected {context:#x}");
+        }
+        if el != 1 {
+            fail!("round {round}: secondary runs at EL{el}, expected EL1");
+        }
+        if mpidr != target {
+            fail!("round {round}: secondary has MPIDR {mpidr:#x}, expected {target:#x}");
+        }
+        let mut state = 0;
+        let off = cpu::wait_until(CPU_TIMEOUT_MS, || {
+            state = smccc::affinity_info(conduit, target);
+            state == psci::AFFINITY_OFF
+        });
+        if !off {
+            if mailbox.cpu_off_returned.load() == 1 {
+                fail!("round {round}: CPU_OFF returned {}", mailbox.cpu_off_status.load() as i64);
+            }
+            fail!(
+                "round {round}: AFFINITY_INFO({target:#x}) is {state} after {CPU_TIMEOUT_MS} ms, expected 1 (OFF)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Scenario `psci_cpu_on_errors`.
+fn psci_cpu_on_errors(platform: &Platform) -> Outcome {
+    let conduit = psci_conduit(platform)?;
+    let cpus = dt_cpus(platform)?;
+    let own = cpu::mpidr_affinity();
+    let Some(absent) =
+        [0xff, 0xfe, 0xff_ff, 0xff_00ff_ffff].into_iter().find(|m| *m != own && !cpus.contains(m))
+    else {
+        fail!("found no MPIDR that is absent from the DT");
+    };
+    // Slot 0 in the context id: should a CPU start anyway, the entry code parks it.
+    let context = secondary::context_id(0, 0);
+    let status = smccc::cpu_on(conduit, absent, secondary_entry_address(), context);
+    if status != psci::INVALID_PARAMETERS {
+        fail!("CPU_ON of absent MPIDR {absent:#x} returned {status}, expected -2");
+    }
+    let status = smccc::cpu_on(conduit, own, secondary_entry_address(), context);
+    if status != psci::ALREADY_ON {
+        fail!("CPU_ON of the calling CPU {own:#x} returned {status}, expected -4 (ALREADY_ON)");
+    }
+    Ok(())
+}
+
+/// Scenario `psci_version`.
+fn psci_version(platform: &Platform) -> Outcome {
+    let version = smccc::psci_version(psci_conduit(platform)?);
+    if version < 0 {
+        fail!("PSCI_VERSION returned {version}");
+    }
+    if version < 0x1_0000 {
+        fail!("PSCI version {}.{}, expected at least 1.0", version >> 16, version & 0xffff);
+    }
+    Ok(())
+}
