@@ -58,7 +58,7 @@ impl MemRange {
     }
 
     pub const fn is_page_aligned(&self) -> bool {
-        self.start % PAGE_SIZE == 0 && self.end % PAGE_SIZE == 0
+        self.start.is_multiple_of(PAGE_SIZE) && self.end.is_multiple_of(PAGE_SIZE)
     }
 }
 
@@ -80,11 +80,11 @@ pub struct HumanSize(pub u64);
 impl fmt::Display for HumanSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        if s >= SZ_1G && s % SZ_1G == 0 {
+        if s >= SZ_1G && s.is_multiple_of(SZ_1G) {
             write!(f, "{} GiB", s / SZ_1G)
-        } else if s >= (1 << 20) && s % (1 << 20) == 0 {
+        } else if s >= (1 << 20) && s.is_multiple_of(1 << 20) {
             write!(f, "{} MiB", s >> 20)
-        } else if s >= 1024 && s % 1024 == 0 {
+        } else if s >= 1024 && s.is_multiple_of(1024) {
             write!(f, "{} KiB", s >> 10)
         } else {
             write!(f, "{s} B")

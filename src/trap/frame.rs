@@ -26,4 +26,4 @@ pub struct TrapFrame {
 pub const TRAP_FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
 
 const _: () = assert!(TRAP_FRAME_SIZE == 36 * 8);
-const _: () = assert!(TRAP_FRAME_SIZE % 16 == 0);
+const _: () = assert!(TRAP_FRAME_SIZE.is_multiple_of(16));
