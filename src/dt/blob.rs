@@ -91,12 +91,12 @@ impl<'a> Blob<'a> {
         let size_dt_strings = field(32);
         let size_dt_struct = field(36);
 
-        if off_mem_rsvmap < HEADER_LEN || off_mem_rsvmap % 8 != 0 {
+        if off_mem_rsvmap < HEADER_LEN || !off_mem_rsvmap.is_multiple_of(8) {
             return Err(DtError::BadHeader {
                 what: "memory reservation block offset is inside the header or not 8-byte aligned",
             });
         }
-        if off_dt_struct < HEADER_LEN || off_dt_struct % 4 != 0 {
+        if off_dt_struct < HEADER_LEN || !off_dt_struct.is_multiple_of(4) {
             return Err(DtError::BadHeader {
                 what: "structure block offset is inside the header or not 4-byte aligned",
             });

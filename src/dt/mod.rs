@@ -35,6 +35,10 @@
 //! stage-2 builder decides which wins. Any device page overlapping an SMMU register range is
 //! an error, because the SMMU must stay unmapped.
 
+// `DtError` carries node paths inline (about 270 bytes) because parsing runs before any heap
+// exists, so it cannot be boxed; errors are built once, on the way to a halt.
+#![allow(clippy::result_large_err)]
+
 mod blob;
 mod edit;
 mod error;

@@ -114,7 +114,7 @@ fn read_cells(bytes: &[u8]) -> u128 {
 fn entries(value: &[u8], cells: &[u32]) -> Option<impl Iterator<Item = [u128; 3]>> {
     let widths: ArrayVec<usize, 3> = cells.iter().map(|&c| c as usize * 4).collect();
     let entry: usize = widths.iter().sum();
-    if entry == 0 || value.len() % entry != 0 {
+    if entry == 0 || !value.len().is_multiple_of(entry) {
         return None;
     }
     Some(value.chunks_exact(entry).map(move |chunk| {
@@ -361,7 +361,7 @@ impl State<'_> {
         }
         let width = cells as usize * 4;
         let reg = v.node.prop("reg").ok_or(bad("missing"))?;
-        if reg.is_empty() || reg.len() % width != 0 {
+        if reg.is_empty() || !reg.len().is_multiple_of(width) {
             return Err(bad("length is not a multiple of /cpus #address-cells"));
         }
         let mpidr = u64::try_from(read_cells(reg.get(..width).unwrap_or(&[])))
