@@ -1,1 +1,210 @@
-//! placeholder, replaced by the dt work
+//! Device-tree reading ([`parse`]) and host-DT rewriting ([`apply`]).
+//!
+//! # Reading: heap-free, panic-free
+//! [`parse`] runs before warden has a heap (and possibly with the MMU off), so it allocates
+//! nothing: every list in [`PlatformInfo`] is a fixed-capacity [`ArrayVec`] whose limit is one
+//! of the `MAX_*` constants below, and exceeding a limit is an error ([`DtError::TooMany`]),
+//! never a silent truncation. The blob is read by a small validating walker (`blob.rs`) rather
+//! than the `fdt` crate: `fdt` 0.1.5 `unwrap`s/`expect`s/`panic!`s on malformed structure blocks
+//! (unterminated names, bad tokens, short `#address-cells`), which hostile input must never
+//! reach. The walker checks header offsets, sizes and alignment, the token stream, name
+//! termination, property bounds, string offsets and nesting depth, and reports each with a
+//! message a board bring-up engineer can act on. A proptest feeds thousands of corrupted
+//! copies of the QEMU fixture to [`parse`] and [`apply`].
+//!
+//! `PlatformInfo` is about 9 KiB; keep it in a `static` or make sure the early stack has room.
+//!
+//! # Rewriting: `alloc`, via Google's `dtoolkit`
+//! [`apply`] runs after the heap exists. It validates the input with the same walker, then uses
+//! `dtoolkit` (feature `write`): it is `no_std` + `alloc`, builds for
+//! `aarch64-unknown-none-softfloat` with the Debian toolchain and `-Zbuild-std=core,alloc`,
+//! round-trips the QEMU fixture to a byte-identical `dtc` decompilation, keeps node and property
+//! order, preserves the `/memreserve/` block and writes version 17 with deduplicated strings.
+//! The only header field it does not carry over, `boot_cpuid_phys`, is restored by [`apply`].
+//!
+//! # What counts as a device
+//! [`PlatformInfo::devices`] is every MMIO range the host may be given: the translated `reg` of
+//! every node that has one, plus PCIe ECAM and windows, EXCEPT `/memory` nodes
+//! (`device_type = "memory"`), the `/reserved-memory` and `/cpus` subtrees, SMMUv3 nodes,
+//! children of PCI buses (their `reg` is PCI config addressing, covered by ECAM and windows),
+//! and nodes whose `reg` cannot be translated: a parent without `ranges` (e.g. `/chosen`, an
+//! I2C bus) or with `#size-cells = <0>` is not a memory-mapped bus. Translation follows Linux:
+//! an empty `ranges` is identity, and an address is translated by the first `ranges` entry that
+//! contains its start. Ranges are widened to 4 KiB pages, sorted and merged (touching ranges
+//! too). Devices are not checked against `/memory`: if a DT describes MMIO inside RAM, the
+//! stage-2 builder decides which wins. Any device page overlapping an SMMU register range is
+//! an error, because the SMMU must stay unmapped.
+
+// `DtError` carries node paths inline (about 270 bytes) because parsing runs before any heap
+// exists, so it cannot be boxed; errors are built once, on the way to a halt.
+#![allow(clippy::result_large_err)]
+
+mod blob;
+mod edit;
+mod error;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use arrayvec::{ArrayString, ArrayVec};
+
+pub use edit::{DtEdit, apply};
+pub use error::{DtError, NodeName, NodePath};
+pub use parse::parse;
+
+use crate::mm::MemRange;
+
+/// `/memory` `reg` entries.
+pub const MAX_MEMORY_RANGES: usize = 16;
+/// `/reserved-memory` children with `reg` entries plus `/memreserve/` entries.
+pub const MAX_RESERVED: usize = 32;
+/// CPU nodes under `/cpus`.
+pub const MAX_CPUS: usize = 64;
+/// `arm,smmu-v3` nodes.
+pub const MAX_SMMUS: usize = 8;
+/// `pci-host-ecam-generic` host bridges.
+pub const MAX_PCIE: usize = 4;
+/// `ranges` entries (windows) of one PCIe host bridge.
+pub const MAX_PCIE_WINDOWS: usize = 8;
+/// `iommu-map` entries of one PCIe host bridge.
+pub const MAX_IOMMU_MAP: usize = 8;
+/// Device ranges after page alignment and merging.
+pub const MAX_DEVICES: usize = 128;
+/// Node nesting depth, the root being level 1.
+pub const MAX_DEPTH: usize = 16;
+/// Bytes in a node path such as `/soc/bus@30000000/serial@30860000`.
+pub const MAX_PATH_LEN: usize = 128;
+/// Bytes in a node name kept by warden (reserved-memory children).
+pub const MAX_NAME_LEN: usize = 64;
+/// Bytes of `/chosen/bootargs`.
+pub const MAX_BOOTARGS: usize = 1024;
+
+/// The [`ReservedRegion::name`] of `/memreserve/` entries.
+pub const MEMRESERVE_NAME: &str = "memreserve";
+
+/// Memory the host OS must not use as ordinary RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservedRegion {
+    /// The `/reserved-memory` child's node name, or [`MEMRESERVE_NAME`].
+    pub name: NodeName,
+    pub range: MemRange,
+    /// `no-map`: the OS must not even map it (these become carveouts).
+    pub no_map: bool,
+}
+
+/// How a secondary CPU is started, from its `enable-method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuEnableMethod {
+    Psci,
+    SpinTable,
+    /// Some other method warden does not implement.
+    Other,
+    /// No `enable-method` property (usual for the boot CPU of spin-table systems).
+    Absent,
+}
+
+/// One `/cpus/cpu@*` node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// The MPIDR affinity fields from `reg` (1 or 2 cells). The node is `/cpus/cpu@<reg>` by
+    /// convention.
+    pub mpidr: u64,
+    pub enable_method: CpuEnableMethod,
+}
+
+/// How PSCI is called (`/psci` `method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciConduit {
+    Smc,
+    Hvc,
+}
+
+/// One SMMUv3 (`compatible = "arm,smmu-v3"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmmuInfo {
+    /// Register frames (translated `reg`).
+    pub regs: MemRange,
+    /// `phandle` (or `linux,phandle`): what `iommu-map` entries refer to.
+    pub phandle: Option<u32>,
+    /// Node path, e.g. for [`DtEdit::remove_node`].
+    pub path: NodePath,
+}
+
+/// PCI address space of a host-bridge window (`phys.hi` bits 24..25).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciSpace {
+    Config,
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// One PCIe `ranges` entry: a CPU-side window onto PCI space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcieWindow {
+    pub space: PciSpace,
+    pub prefetchable: bool,
+    /// Start address on the PCI side.
+    pub pci_addr: u64,
+    /// The window as the CPU sees it (translated).
+    pub cpu: MemRange,
+}
+
+/// One `iommu-map` entry: requester IDs `[rid_base, rid_base + length)` map to stream IDs
+/// `[sid_base, ..)` of the IOMMU with phandle `iommu_phandle`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IommuMapEntry {
+    pub rid_base: u32,
+    pub iommu_phandle: u32,
+    pub sid_base: u32,
+    pub length: u32,
+}
+
+/// A `pci-host-ecam-generic` host bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcieHost {
+    pub path: NodePath,
+    /// Configuration space (translated `reg`).
+    pub ecam: MemRange,
+    pub windows: ArrayVec<PcieWindow, MAX_PCIE_WINDOWS>,
+    pub iommu_map: ArrayVec<IommuMapEntry, MAX_IOMMU_MAP>,
+}
+
+/// What warden needs to know about the platform, read from the DT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformInfo {
+    /// All `/memory` `reg` entries, sorted, non-overlapping, non-empty.
+    pub memory: ArrayVec<MemRange, MAX_MEMORY_RANGES>,
+    /// `/reserved-memory` children with `reg` (status not "disabled") and `/memreserve/`
+    /// entries; sorted by address, non-overlapping, each inside `memory`.
+    pub reserved: ArrayVec<ReservedRegion, MAX_RESERVED>,
+    /// CPUs in DT order (at least one).
+    pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
+    pub psci: Option<PsciConduit>,
+    /// The PL011 named by `/chosen` `stdout-path` (aliases resolved, `:options` stripped), else
+    /// the first `arm,pl011` node.
+    pub uart: Option<MemRange>,
+    /// All SMMUv3 instances in DT order; [`PlatformInfo::smmu`] is the first.
+    pub smmus: ArrayVec<SmmuInfo, MAX_SMMUS>,
+    pub pcie: ArrayVec<PcieHost, MAX_PCIE>,
+    /// MMIO the host may access (see the module documentation), page-aligned, sorted, merged.
+    pub devices: ArrayVec<MemRange, MAX_DEVICES>,
+    pub bootargs: Option<ArrayString<MAX_BOOTARGS>>,
+    /// `[linux,initrd-start, linux,initrd-end)`.
+    pub initrd: Option<MemRange>,
+    /// The header's `boot_cpuid_phys`.
+    pub boot_cpuid_phys: u32,
+}
+
+impl PlatformInfo {
+    /// The first SMMUv3, if any.
+    pub fn smmu(&self) -> Option<&SmmuInfo> {
+        self.smmus.first()
+    }
+}
+
+/// The blob's `totalsize` after checking magic and version; `header` needs at least the
+/// 40 header bytes. Use it to learn how much to map or copy before [`parse`].
+pub fn blob_size(header: &[u8]) -> Result<usize, DtError> {
+    blob::header_totalsize(header)
+}

@@ -1,0 +1,580 @@
+//! Building [`PlatformInfo`] from a validated blob, without a heap.
+
+use arrayvec::{ArrayString, ArrayVec};
+
+use super::blob::{Blob, Level, Node, Visit, be32, be64, walk};
+use super::error::{DtError, NodeName, path_lossy};
+use super::*;
+use crate::mm::MemRange;
+
+/// Parses and validates `blob` (whose length is the caller's bound: the header's `totalsize`
+/// must fit in it). Allocates nothing.
+pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
+    let blob = Blob::new(blob)?;
+
+    // First pass: /chosen and /aliases, to know which node stdout-path means. It also validates
+    // the whole structure block before anything is interpreted.
+    let mut chosen: Option<Node<'_>> = None;
+    let mut aliases: Option<Node<'_>> = None;
+    walk(&blob, |v| {
+        if v.depth() == 1 {
+            match v.node.name {
+                "chosen" if chosen.is_none() => chosen = Some(v.node),
+                "aliases" if aliases.is_none() => aliases = Some(v.node),
+                _ => {}
+            }
+        }
+        Ok(())
+    })?;
+    let stdout_path = chosen.and_then(|c| stdout_target(&c, aliases.as_ref()));
+
+    let mut state = State {
+        info: PlatformInfo {
+            memory: ArrayVec::new(),
+            reserved: ArrayVec::new(),
+            cpus: ArrayVec::new(),
+            psci: None,
+            uart: None,
+            smmus: ArrayVec::new(),
+            pcie: ArrayVec::new(),
+            devices: ArrayVec::new(),
+            bootargs: None,
+            initrd: None,
+            boot_cpuid_phys: blob.boot_cpuid_phys,
+        },
+        stdout_path,
+        stdout_uart: None,
+        first_uart: None,
+    };
+    walk(&blob, |v| state.visit(v))?;
+
+    blob.for_each_memreserve(|address, size| {
+        let path = path_lossy("/memreserve/");
+        if size == 0 {
+            return Err(DtError::ZeroSize { path });
+        }
+        let range = MemRange::from_base_size(address, size)
+            .filter(|r| r.end != 0)
+            .ok_or(DtError::AddressOverflow { path })?;
+        let name = NodeName::from(MEMRESERVE_NAME).unwrap_or_default();
+        push(&mut state.info.reserved, ReservedRegion { name, range, no_map: false }, RESERVED)
+    })?;
+
+    state.finish()
+}
+
+const RESERVED: &str = "reserved regions (MAX_RESERVED)";
+
+fn push<T, const N: usize>(
+    list: &mut ArrayVec<T, N>,
+    item: T,
+    what: &'static str,
+) -> Result<(), DtError> {
+    list.try_push(item).map_err(|_| DtError::TooMany { what, limit: N })
+}
+
+/// The path `/chosen` `stdout-path` names: options after `:` stripped, an alias resolved.
+fn stdout_target<'a>(chosen: &Node<'a>, aliases: Option<&Node<'a>>) -> Option<&'a str> {
+    let raw = chosen.prop_str("stdout-path").or_else(|| chosen.prop_str("linux,stdout-path"))?;
+    let target = raw.split(':').next().unwrap_or(raw);
+    if target.starts_with('/') {
+        Some(target)
+    } else {
+        aliases?.prop_str(target).filter(|p| p.starts_with('/'))
+    }
+}
+
+/// Whether `node_path` is what `target` names; a target component without `@unit` matches a
+/// node name with one, as Linux's path lookup does.
+fn path_matches(node_path: &str, target: &str) -> bool {
+    let mut nodes = node_path.split('/').filter(|c| !c.is_empty());
+    let mut wanted = target.split('/').filter(|c| !c.is_empty());
+    loop {
+        match (nodes.next(), wanted.next()) {
+            (None, None) => return true,
+            (Some(n), Some(t)) => {
+                let same = n == t || (!t.contains('@') && n.split('@').next() == Some(t));
+                if !same {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Big-endian cells as one number (at most 3 cells, so it fits).
+fn read_cells(bytes: &[u8]) -> u128 {
+    bytes.chunks_exact(4).fold(0u128, |acc, c| {
+        (acc << 32) | u128::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    })
+}
+
+/// Splits `value` into entries of `cells` cells each; `None` if the length does not divide.
+fn entries(value: &[u8], cells: &[u32]) -> Option<impl Iterator<Item = [u128; 3]>> {
+    let widths: ArrayVec<usize, 3> = cells.iter().map(|&c| c as usize * 4).collect();
+    let entry: usize = widths.iter().sum();
+    if entry == 0 || !value.len().is_multiple_of(entry) {
+        return None;
+    }
+    Some(value.chunks_exact(entry).map(move |chunk| {
+        let mut out = [0u128; 3];
+        let mut at = 0;
+        for (slot, &w) in out.iter_mut().zip(widths.iter()) {
+            *slot = read_cells(chunk.get(at..at + w).unwrap_or(&[]));
+            at += w;
+        }
+        out
+    }))
+}
+
+/// Translates `addr` (in the address space of the last ancestor's children) to a CPU address
+/// through every ancestor's `ranges`. `Ok(None)` if some bus has no `ranges` or no entry covers
+/// `addr`.
+fn translate(ancestors: &[Level<'_>], path: &str, mut addr: u128) -> Result<Option<u128>, DtError> {
+    for pair in ancestors.windows(2).rev() {
+        let [up, bus] = pair else { return Ok(None) };
+        let Some(ranges) = bus.node.prop("ranges") else { return Ok(None) };
+        if ranges.is_empty() {
+            continue;
+        }
+        let cells = [bus.address_cells, up.address_cells, bus.size_cells];
+        let bad = || DtError::BadProperty {
+            path: path_lossy(bus.path(path)),
+            property: "ranges",
+            what: "length is not a multiple of (child + parent address + size) cells",
+        };
+        let mut translated = None;
+        for [child, parent, size] in entries(ranges, &cells).ok_or_else(bad)? {
+            if addr >= child && addr - child < size {
+                translated = Some(parent + (addr - child));
+                break;
+            }
+        }
+        match translated {
+            Some(a) => addr = a,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(addr))
+}
+
+/// One decoded `reg` entry: CPU address (`None` if untranslatable) and size.
+struct RegEntry {
+    cpu: Option<u64>,
+    size: u64,
+}
+
+/// Calls `f` for each `reg` entry of the visited node. Does nothing if the node has no `reg` or
+/// its parent bus is not memory-mapped (`#size-cells = <0>` or `#address-cells = <0>`).
+fn for_each_reg(
+    v: &Visit<'_, '_>,
+    mut f: impl FnMut(RegEntry) -> Result<(), DtError>,
+) -> Result<(), DtError> {
+    let (Some(parent), Some(reg)) = (v.ancestors.last(), v.node.prop("reg")) else {
+        return Ok(());
+    };
+    if parent.size_cells == 0 || parent.address_cells == 0 {
+        return Ok(());
+    }
+    let cells = [parent.address_cells, parent.size_cells];
+    let list = entries(reg, &cells).ok_or(DtError::BadProperty {
+        path: v.path(),
+        property: "reg",
+        what: "length is not a multiple of (#address-cells + #size-cells) of the parent",
+    })?;
+    for [addr, size, _] in list {
+        let overflow = || DtError::AddressOverflow { path: v.path() };
+        let size = u64::try_from(size).map_err(|_| overflow())?;
+        let cpu = match translate(v.ancestors, v.path, addr)? {
+            Some(a) => Some(u64::try_from(a).map_err(|_| overflow())?),
+            None => None,
+        };
+        f(RegEntry { cpu, size })?;
+    }
+    Ok(())
+}
+
+/// `[cpu, cpu + size)` for a region that must exist: translated, non-empty, not wrapping.
+fn required_range(v: &Visit<'_, '_>, entry: &RegEntry) -> Result<MemRange, DtError> {
+    let cpu = entry.cpu.ok_or(DtError::Untranslatable { path: v.path() })?;
+    if entry.size == 0 {
+        return Err(DtError::ZeroSize { path: v.path() });
+    }
+    MemRange::from_base_size(cpu, entry.size)
+        .filter(|r| r.end != 0)
+        .ok_or(DtError::AddressOverflow { path: v.path() })
+}
+
+/// Inserts `range` into the sorted list of disjoint, non-touching ranges, merging as needed.
+fn insert_merged<const N: usize>(
+    list: &mut ArrayVec<MemRange, N>,
+    range: MemRange,
+) -> Result<(), DtError> {
+    let mut merged = range;
+    let mut i = 0;
+    while let Some(existing) = list.get(i).copied() {
+        if existing.start <= merged.end && merged.start <= existing.end {
+            merged = MemRange::new(merged.start.min(existing.start), merged.end.max(existing.end));
+            list.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    let at = list.iter().position(|e| e.start > merged.start).unwrap_or(list.len());
+    list.try_insert(at, merged)
+        .map_err(|_| DtError::TooMany { what: "device ranges (MAX_DEVICES)", limit: N })
+}
+
+fn phandle(node: &Node<'_>) -> Option<u32> {
+    node.prop("phandle")
+        .or_else(|| node.prop("linux,phandle"))
+        .filter(|v| v.len() == 4)
+        .and_then(|v| be32(v, 0))
+}
+
+/// A 32- or 64-bit number property.
+fn number(v: &Visit<'_, '_>, name: &'static str) -> Result<Option<u64>, DtError> {
+    let Some(value) = v.node.prop(name) else { return Ok(None) };
+    let number = match value.len() {
+        4 => be32(value, 0).map(u64::from),
+        8 => be64(value, 0),
+        _ => None,
+    };
+    number.map(Some).ok_or(DtError::BadProperty {
+        path: v.path(),
+        property: name,
+        what: "must be one or two cells",
+    })
+}
+
+struct State<'a> {
+    info: PlatformInfo,
+    stdout_path: Option<&'a str>,
+    stdout_uart: Option<MemRange>,
+    first_uart: Option<MemRange>,
+}
+
+impl State<'_> {
+    fn visit(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let node = &v.node;
+        let depth = v.depth();
+        if depth == 0 {
+            return Ok(());
+        }
+        let top = v.ancestors.get(1).map_or(node.name, |l| l.node.name);
+        if depth == 1 && node.name == "chosen" {
+            self.chosen(v)?;
+        }
+        if depth == 1
+            && self.info.psci.is_none()
+            && (node.base_name() == "psci"
+                || ["arm,psci", "arm,psci-0.2", "arm,psci-1.0"]
+                    .iter()
+                    .any(|c| node.is_compatible(c)))
+        {
+            self.psci(v)?;
+        }
+        if top == "cpus" {
+            if depth == 2 && is_cpu(node) {
+                self.cpu(v)?;
+            }
+            return Ok(());
+        }
+        if top == "reserved-memory" {
+            if depth == 2 {
+                self.reserved(v)?;
+            }
+            return Ok(());
+        }
+        if node.prop_str("device_type") == Some("memory") {
+            return for_each_reg(v, |entry| {
+                let range = required_range(v, &entry)?;
+                push(&mut self.info.memory, range, "memory ranges (MAX_MEMORY_RANGES)")
+            });
+        }
+        // Children of a PCI bus are addressed in PCI config space: ECAM and windows cover them.
+        if v.ancestors.iter().skip(1).any(|l| l.node.prop_str("device_type") == Some("pci")) {
+            return Ok(());
+        }
+        if node.is_compatible("arm,smmu-v3") {
+            return self.smmu(v);
+        }
+        if node.is_compatible("pci-host-ecam-generic") {
+            return self.pcie(v);
+        }
+        if node.is_compatible("arm,pl011") {
+            self.uart(v)?;
+        }
+        for_each_reg(v, |entry| {
+            let Some(cpu) = entry.cpu else { return Ok(()) };
+            if entry.size == 0 {
+                return Ok(());
+            }
+            let range = MemRange::from_base_size(cpu, entry.size)
+                .and_then(|r| r.page_aligned_outward())
+                .filter(|r| r.end != 0)
+                .ok_or(DtError::AddressOverflow { path: v.path() })?;
+            insert_merged(&mut self.info.devices, range)
+        })
+    }
+
+    fn chosen(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        if let Some(args) = v.node.prop_str("bootargs") {
+            let stored = ArrayString::from(args)
+                .map_err(|_| DtError::BootargsTooLong { len: args.len() })?;
+            self.info.bootargs = Some(stored);
+        }
+        let start = number(v, "linux,initrd-start")?;
+        let end = number(v, "linux,initrd-end")?;
+        let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
+        self.info.initrd = match (start, end) {
+            (None, None) => None,
+            (Some(s), Some(e)) if e >= s => Some(MemRange::new(s, e)),
+            (Some(_), Some(_)) => {
+                return Err(bad("linux,initrd-end", "is below linux,initrd-start"));
+            }
+            (Some(_), None) => {
+                return Err(bad("linux,initrd-start", "present without linux,initrd-end"));
+            }
+            (None, Some(_)) => {
+                return Err(bad("linux,initrd-end", "present without linux,initrd-start"));
+            }
+        };
+        Ok(())
+    }
+
+    fn psci(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        self.info.psci = match v.node.prop_str("method") {
+            Some("smc") => Some(PsciConduit::Smc),
+            Some("hvc") => Some(PsciConduit::Hvc),
+            _ => return Err(DtError::BadPsciMethod { path: v.path() }),
+        };
+        Ok(())
+    }
+
+    fn cpu(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let cells = v.ancestors.last().map_or(0, |l| l.address_cells);
+        let bad = |what| DtError::BadProperty { path: v.path(), property: "reg", what };
+        if !(1..=2).contains(&cells) {
+            return Err(bad("/cpus #address-cells must be 1 or 2"));
+        }
+        let width = cells as usize * 4;
+        let reg = v.node.prop("reg").ok_or(bad("missing"))?;
+        if reg.is_empty() || !reg.len().is_multiple_of(width) {
+            return Err(bad("length is not a multiple of /cpus #address-cells"));
+        }
+        let mpidr = u64::try_from(read_cells(reg.get(..width).unwrap_or(&[])))
+            .map_err(|_| bad("does not fit in 64 bits"))?;
+        // MPIDR_EL1 affinity fields: Aff3 [39:32], Aff2..Aff0 [23:0].
+        if mpidr & !0xff_00ff_ffff != 0 {
+            return Err(bad("has bits outside the MPIDR affinity fields"));
+        }
+        if self.info.cpus.iter().any(|c| c.mpidr == mpidr) {
+            return Err(DtError::DuplicateCpu { mpidr });
+        }
+        let enable_method = match v.node.prop_str("enable-method") {
+            Some("psci") => CpuEnableMethod::Psci,
+            Some("spin-table") => CpuEnableMethod::SpinTable,
+            Some(_) => CpuEnableMethod::Other,
+            None => CpuEnableMethod::Absent,
+        };
+        push(&mut self.info.cpus, CpuInfo { mpidr, enable_method }, "CPUs (MAX_CPUS)")
+    }
+
+    fn reserved(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        if !is_available(&v.node) {
+            return Ok(());
+        }
+        let name =
+            NodeName::from(v.node.name).map_err(|_| DtError::NameTooLong { path: v.path() })?;
+        let no_map = v.node.has_prop("no-map");
+        for_each_reg(v, |entry| {
+            let range = required_range(v, &entry)?;
+            push(&mut self.info.reserved, ReservedRegion { name, range, no_map }, RESERVED)
+        })
+    }
+
+    fn smmu(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let mut regs: Option<MemRange> = None;
+        for_each_reg(v, |entry| {
+            if regs.is_some() {
+                return Err(DtError::BadProperty {
+                    path: v.path(),
+                    property: "reg",
+                    what: "an SMMUv3 has exactly one register range",
+                });
+            }
+            regs = Some(required_range(v, &entry)?);
+            Ok(())
+        })?;
+        let regs = regs.ok_or(DtError::BadProperty {
+            path: v.path(),
+            property: "reg",
+            what: "missing (the SMMU registers must be known to hide them)",
+        })?;
+        let smmu = SmmuInfo { regs, phandle: phandle(&v.node), path: v.path() };
+        push(&mut self.info.smmus, smmu, "SMMUv3 nodes (MAX_SMMUS)")
+    }
+
+    fn pcie(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
+        if v.level.address_cells != 3 {
+            return Err(bad("#address-cells", "a PCI host bridge needs 3"));
+        }
+        let mut ecam: Option<MemRange> = None;
+        for_each_reg(v, |entry| {
+            if ecam.is_none() {
+                ecam = Some(required_range(v, &entry)?);
+            }
+            Ok(())
+        })?;
+        let ecam = ecam.ok_or(bad("reg", "missing (the ECAM range)"))?;
+        let mut host =
+            PcieHost { path: v.path(), ecam, windows: ArrayVec::new(), iommu_map: ArrayVec::new() };
+
+        let parent_cells = v.ancestors.last().map_or(2, |l| l.address_cells);
+        if let Some(ranges) = v.node.prop("ranges") {
+            let cells = [3, parent_cells, v.level.size_cells];
+            let list = entries(ranges, &cells)
+                .ok_or(bad("ranges", "length is not a multiple of (3 + parent + size) cells"))?;
+            for [pci, parent_addr, size] in list {
+                let overflow = || DtError::AddressOverflow { path: v.path() };
+                let phys_hi = (pci >> 64) as u32;
+                let space = match (phys_hi >> 24) & 3 {
+                    0 => PciSpace::Config,
+                    1 => PciSpace::Io,
+                    2 => PciSpace::Mem32,
+                    _ => PciSpace::Mem64,
+                };
+                let cpu = translate(v.ancestors, v.path, parent_addr)?
+                    .ok_or(DtError::Untranslatable { path: v.path() })?;
+                let cpu = u64::try_from(cpu).map_err(|_| overflow())?;
+                let size = u64::try_from(size).map_err(|_| overflow())?;
+                if size == 0 {
+                    return Err(DtError::ZeroSize { path: v.path() });
+                }
+                let cpu = MemRange::from_base_size(cpu, size)
+                    .filter(|r| r.end != 0)
+                    .ok_or_else(overflow)?;
+                let window = PcieWindow {
+                    space,
+                    prefetchable: phys_hi & 0x4000_0000 != 0,
+                    pci_addr: pci as u64,
+                    cpu,
+                };
+                push(&mut host.windows, window, "PCIe windows (MAX_PCIE_WINDOWS)")?;
+            }
+        }
+
+        if let Some(map) = v.node.prop("iommu-map") {
+            let list =
+                entries(map, &[2, 2]).ok_or(bad("iommu-map", "length is not 4-cell entries"))?;
+            for [first, second, _] in list {
+                let entry = IommuMapEntry {
+                    rid_base: (first >> 32) as u32,
+                    iommu_phandle: first as u32,
+                    sid_base: (second >> 32) as u32,
+                    length: second as u32,
+                };
+                push(&mut host.iommu_map, entry, "iommu-map entries (MAX_IOMMU_MAP)")?;
+            }
+        }
+
+        for range in core::iter::once(host.ecam).chain(host.windows.iter().map(|w| w.cpu)) {
+            let aligned =
+                range.page_aligned_outward().ok_or(DtError::AddressOverflow { path: v.path() })?;
+            insert_merged(&mut self.info.devices, aligned)?;
+        }
+        push(&mut self.info.pcie, host, "PCIe host bridges (MAX_PCIE)")
+    }
+
+    fn uart(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let mut first: Option<MemRange> = None;
+        for_each_reg(v, |entry| {
+            if first.is_none() {
+                first = entry.cpu.and_then(|cpu| MemRange::from_base_size(cpu, entry.size));
+            }
+            Ok(())
+        })?;
+        let Some(range) = first.filter(|r| !r.is_empty()) else { return Ok(()) };
+        if self.first_uart.is_none() {
+            self.first_uart = Some(range);
+        }
+        if self.stdout_uart.is_none() && self.stdout_path.is_some_and(|t| path_matches(v.path, t)) {
+            self.stdout_uart = Some(range);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<PlatformInfo, DtError> {
+        let info = &mut self.info;
+        info.uart = self.stdout_uart.or(self.first_uart);
+        if info.memory.is_empty() {
+            return Err(DtError::NoMemory);
+        }
+        if info.cpus.is_empty() {
+            return Err(DtError::NoCpus);
+        }
+        info.memory.sort_unstable();
+        for pair in info.memory.windows(2) {
+            if let [first, second] = pair
+                && first.overlaps(second)
+            {
+                return Err(DtError::MemoryOverlap { first: *first, second: *second });
+            }
+        }
+        info.reserved.sort_unstable_by_key(|r| (r.range.start, r.range.end));
+        for pair in info.reserved.windows(2) {
+            if let [first, second] = pair
+                && first.range.overlaps(&second.range)
+            {
+                return Err(DtError::ReservedOverlap {
+                    first: first.name,
+                    first_range: first.range,
+                    second: second.name,
+                    second_range: second.range,
+                });
+            }
+        }
+        for region in &info.reserved {
+            if !covered(&info.memory, &region.range) {
+                return Err(DtError::ReservedOutsideMemory {
+                    name: region.name,
+                    range: region.range,
+                });
+            }
+        }
+        for smmu in &info.smmus {
+            if let Some(device) = info.devices.iter().find(|d| d.overlaps(&smmu.regs)) {
+                return Err(DtError::DeviceOverlapsSmmu { device: *device, smmu: smmu.regs });
+            }
+        }
+        Ok(self.info)
+    }
+}
+
+/// Whether the sorted, disjoint `memory` ranges cover all of `range`.
+fn covered(memory: &[MemRange], range: &MemRange) -> bool {
+    let mut cursor = range.start;
+    for m in memory {
+        if m.contains(cursor) {
+            cursor = m.end;
+            if cursor >= range.end {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn is_cpu(node: &Node<'_>) -> bool {
+    match node.prop_str("device_type") {
+        Some(t) => t == "cpu",
+        None => node.base_name() == "cpu",
+    }
+}
+
+fn is_available(node: &Node<'_>) -> bool {
+    matches!(node.prop_str("status"), None | Some("okay") | Some("ok"))
+}

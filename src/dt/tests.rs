@@ -1,0 +1,704 @@
+//! Tests against the QEMU virt fixture, hostile variants of it, and edit round trips.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use dtoolkit::memreserve::MemoryReservation;
+use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
+use proptest::prelude::*;
+
+use super::blob::{Blob, walk};
+use super::*;
+
+const FIXTURE: &[u8] = include_bytes!("../../boards/qemu-virt/qemu-virt.dtb");
+const MEMORY: &str = "/memory@40000000";
+
+fn r(start: u64, end: u64) -> MemRange {
+    MemRange::new(start, end)
+}
+
+fn edited(edit: DtEdit) -> Vec<u8> {
+    apply(FIXTURE, &edit).expect("edit applies")
+}
+
+/// The fixture with a change made directly in the `dtoolkit` model (for shapes `DtEdit` does
+/// not offer: nodes under arbitrary parents, `/memreserve/` entries).
+fn with_tree(change: impl FnOnce(&mut DeviceTree)) -> Vec<u8> {
+    let blob = &FIXTURE[..blob_size(FIXTURE).unwrap()];
+    let mut tree = DeviceTree::from_fdt(&dtoolkit::fdt::Fdt::new(blob).unwrap());
+    change(&mut tree);
+    tree.to_dtb()
+}
+
+fn node(name: &str, props: &[(&str, &[u8])]) -> DeviceTreeNode {
+    let mut node = DeviceTreeNode::new(name).unwrap();
+    for (prop, value) in props {
+        node.add_property(DeviceTreeProperty::new(*prop, *value).unwrap());
+    }
+    node
+}
+
+fn cells(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+fn parse_err(blob: &[u8]) -> DtError {
+    parse(blob).expect_err("hostile DT must be rejected")
+}
+
+/// The fixture cut to the bytes it uses (QEMU pads it to 1 MiB), totalsize patched.
+fn compact_fixture() -> Vec<u8> {
+    let be = |o: usize| u32::from_be_bytes(FIXTURE[o..o + 4].try_into().unwrap()) as usize;
+    let used = be(12) + be(32);
+    let mut blob = FIXTURE[..used].to_vec();
+    blob[4..8].copy_from_slice(&(used as u32).to_be_bytes());
+    blob
+}
+
+#[test]
+fn qemu_fixture() {
+    let info = parse(FIXTURE).unwrap();
+    assert_eq!(info.memory.as_slice(), &[r(0x4000_0000, 0x8000_0000)]);
+    assert!(info.reserved.is_empty());
+    let mpidrs: Vec<u64> = info.cpus.iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, [0, 1]);
+    assert!(info.cpus.iter().all(|c| c.enable_method == CpuEnableMethod::Psci));
+    assert_eq!(info.psci, Some(PsciConduit::Smc));
+    assert_eq!(info.uart, Some(r(0x0900_0000, 0x0900_1000)));
+    let smmu = info.smmu().unwrap();
+    assert_eq!(smmu.regs, r(0x0905_0000, 0x0907_0000));
+    assert_eq!(smmu.phandle, Some(0x8005));
+    assert_eq!(smmu.path.as_str(), "/smmuv3@9050000");
+    assert_eq!(info.smmus.len(), 1);
+
+    assert_eq!(info.pcie.len(), 1);
+    let pcie = &info.pcie[0];
+    assert_eq!(pcie.path.as_str(), "/pcie@10000000");
+    assert_eq!(pcie.ecam, r(0x40_1000_0000, 0x40_2000_0000));
+    let window = |space, pci_addr, cpu| PcieWindow { space, prefetchable: false, pci_addr, cpu };
+    assert_eq!(
+        pcie.windows.as_slice(),
+        &[
+            window(PciSpace::Io, 0, r(0x3eff_0000, 0x3f00_0000)),
+            window(PciSpace::Mem32, 0x1000_0000, r(0x1000_0000, 0x3eff_0000)),
+            window(PciSpace::Mem64, 0x80_0000_0000, r(0x80_0000_0000, 0x100_0000_0000)),
+        ]
+    );
+    assert_eq!(
+        pcie.iommu_map.as_slice(),
+        &[IommuMapEntry { rid_base: 0, iommu_phandle: 0x8005, sid_base: 0, length: 0x10000 }]
+    );
+
+    let mapped = |start: u64, size: u64| {
+        info.devices.iter().any(|d| d.contains_range(&r(start, start + size)))
+    };
+    // Flash banks, GIC distributor, ITS (through the GIC's empty `ranges`), redistributors,
+    // pl011, pl031, fw-cfg, pl061, the virtio-mmio area, ECAM and all PCIe windows.
+    for (start, size) in [
+        (0, 0x800_0000),
+        (0x800_0000, 0x1_0000),
+        (0x808_0000, 0x2_0000),
+        (0x80a_0000, 0xf6_0000),
+        (0x900_0000, 0x1000),
+        (0x901_0000, 0x1000),
+        (0x902_0000, 0x18),
+        (0x903_0000, 0x1000),
+        (0xa00_0000, 0x4000),
+        (0x40_1000_0000, 0x1000_0000),
+        (0x3eff_0000, 0x1_0000),
+        (0x1000_0000, 0x2eff_0000),
+        (0x80_0000_0000, 0x80_0000_0000),
+    ] {
+        assert!(mapped(start, size), "device {start:#x}+{size:#x} missing: {:?}", info.devices);
+    }
+    for device in &info.devices {
+        assert!(device.is_page_aligned());
+        assert!(!device.overlaps(&smmu.regs), "SMMU mapped: {device:?}");
+        assert!(!device.overlaps(&info.memory[0]), "RAM mapped as device: {device:?}");
+    }
+    assert!(info.devices.windows(2).all(|p| p[0].end < p[1].start), "sorted, merged");
+    assert_eq!(info.bootargs, None);
+    assert_eq!(info.initrd, None);
+    assert!(core::mem::size_of::<PlatformInfo>() < 12 * 1024);
+}
+
+#[test]
+fn blob_size_reads_header() {
+    assert_eq!(blob_size(&FIXTURE[..40]), Ok(0x10_0000));
+    assert_eq!(blob_size(&FIXTURE[..20]), Err(DtError::HeaderTruncated { available: 20 }));
+    let mut v16 = FIXTURE[..40].to_vec();
+    v16[20..24].copy_from_slice(&16u32.to_be_bytes());
+    assert_eq!(
+        blob_size(&v16),
+        Err(DtError::UnsupportedVersion { version: 16, last_comp_version: 16 })
+    );
+}
+
+#[test]
+fn truncated_blob() {
+    let err = parse_err(&FIXTURE[..4096]);
+    assert_eq!(err, DtError::Truncated { header_says: 1_048_576, available: 4096 });
+    assert_eq!(
+        err.to_string(),
+        "DT: blob truncated: header says 1048576 bytes, only 4096 available"
+    );
+    // totalsize larger than the buffer, with all real content present.
+    let mut blob = compact_fixture();
+    let len = blob.len();
+    blob[4..8].copy_from_slice(&(len as u32 + 1).to_be_bytes());
+    assert_eq!(parse_err(&blob), DtError::Truncated { header_says: len + 1, available: len });
+    // The compact fixture itself is fine.
+    assert_eq!(parse(&compact_fixture()).unwrap(), parse(FIXTURE).unwrap());
+    // Content cut off before the structure block ends.
+    let mut cut = compact_fixture();
+    cut.truncate(0x1000);
+    cut[4..8].copy_from_slice(&0x1000u32.to_be_bytes());
+    assert!(matches!(parse_err(&cut), DtError::BadHeader { .. }));
+}
+
+#[test]
+fn bad_magic() {
+    let mut blob = FIXTURE.to_vec();
+    blob[0..4].copy_from_slice(&0x7f45_4c46u32.to_be_bytes());
+    let err = parse_err(&blob);
+    assert_eq!(err, DtError::BadMagic { found: 0x7f45_4c46 });
+    assert_eq!(err.to_string(), "DT: bad magic 0x7f454c46 (not a flattened device tree?)");
+}
+
+#[test]
+fn no_memory_node() {
+    let err = parse_err(&edited(DtEdit::new().remove_node(MEMORY)));
+    assert_eq!(err, DtError::NoMemory);
+    assert_eq!(err.to_string(), "DT: no /memory node with device_type = \"memory\"");
+    // A memory node without device_type = "memory" does not count.
+    let blob = edited(DtEdit::new().remove_property(MEMORY, "device_type"));
+    assert_eq!(parse_err(&blob), DtError::NoMemory);
+}
+
+#[test]
+fn overlapping_reserved_regions() {
+    let blob = edited(
+        DtEdit::new()
+            .reserve_no_map("foo", r(0x4800_0000, 0x4820_0000))
+            .reserve_no_map("bar", r(0x4810_0000, 0x4830_0000)),
+    );
+    let err = parse_err(&blob);
+    assert!(matches!(err, DtError::ReservedOverlap { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "DT: /reserved-memory/foo@48000000 [0x48000000..0x48200000) overlaps \
+         /reserved-memory/bar@48100000 [0x48100000..0x48300000)"
+    );
+    // A /memreserve/ entry overlapping a reserved-memory node is an overlap too.
+    let blob = with_tree(|tree| {
+        tree.memory_reservations.push(MemoryReservation::new(0x4810_0000, 0x1000));
+    });
+    let blob =
+        apply(&blob, &DtEdit::new().reserve_no_map("foo", r(0x4800_0000, 0x4820_0000))).unwrap();
+    let err = parse_err(&blob);
+    assert!(err.to_string().contains("/memreserve/ entry"), "{err}");
+}
+
+#[test]
+fn reserved_outside_memory() {
+    for range in [r(0x8000_0000, 0x8010_0000), r(0x7ff0_0000, 0x8010_0000), r(0x1000, 0x2000)] {
+        let blob = edited(DtEdit::new().reserve_no_map("fw", range));
+        let err = parse_err(&blob);
+        assert!(
+            matches!(&err, DtError::ReservedOutsideMemory { range: got, .. } if *got == range),
+            "{err:?}"
+        );
+        assert!(err.to_string().ends_with("is not inside any /memory range"));
+    }
+}
+
+#[test]
+fn reserved_regions_and_memreserve_parse() {
+    let blob = with_tree(|tree| {
+        tree.memory_reservations.push(MemoryReservation::new(0x7000_0000, 0x1000));
+    });
+    let blob = apply(
+        &blob,
+        &DtEdit::new().reserve_no_map("warden", r(0x4800_0000, 0x4820_0000)).set_property(
+            "/reserved-memory",
+            "x",
+            b"",
+        ),
+    )
+    .unwrap();
+    // A second region without no-map, and a disabled one that must be ignored.
+    let blob = with_blob_tree(&blob, |tree| {
+        let rmem = tree.find_node_mut("/reserved-memory").unwrap();
+        rmem.add_child(node("shm@50000000", &[("reg", &cells(&[0, 0x5000_0000, 0, 0x10_0000]))]));
+        rmem.add_child(node(
+            "off@60000000",
+            &[("reg", &cells(&[0, 0x6000_0000, 0, 0x1000])), ("status", b"disabled\0")],
+        ));
+        rmem.add_child(node("dyn", &[("size", &cells(&[0, 0x1000]))]));
+    });
+    let info = parse(&blob).unwrap();
+    let got: Vec<(&str, MemRange, bool)> =
+        info.reserved.iter().map(|r| (r.name.as_str(), r.range, r.no_map)).collect();
+    assert_eq!(
+        got,
+        [
+            ("warden@48000000", r(0x4800_0000, 0x4820_0000), true),
+            ("shm@50000000", r(0x5000_0000, 0x5010_0000), false),
+            (MEMRESERVE_NAME, r(0x7000_0000, 0x7000_1000), false),
+        ]
+    );
+}
+
+fn with_blob_tree(blob: &[u8], change: impl FnOnce(&mut DeviceTree)) -> Vec<u8> {
+    let mut tree = DeviceTree::from_fdt(&dtoolkit::fdt::Fdt::new(blob).unwrap());
+    change(&mut tree);
+    tree.to_dtb()
+}
+
+#[test]
+fn huge_address_cells() {
+    let blob = edited(DtEdit::new().set_property("/", "#address-cells", &cells(&[64])));
+    let err = parse_err(&blob);
+    assert_eq!(
+        err,
+        DtError::BadCells {
+            path: NodePath::from("/").unwrap(),
+            property: "#address-cells",
+            value: Some(64)
+        }
+    );
+    assert_eq!(err.to_string(), "DT: /: #address-cells = <64> is not supported (at most 3)");
+    let blob = edited(DtEdit::new().set_property("/cpus", "#size-cells", &[0, 0]));
+    assert!(matches!(parse_err(&blob), DtError::BadCells { value: None, .. }));
+}
+
+#[test]
+fn zero_size_memory() {
+    let blob = edited(DtEdit::new().set_property(MEMORY, "reg", &cells(&[0, 0x4000_0000, 0, 0])));
+    assert_eq!(parse_err(&blob), DtError::ZeroSize { path: NodePath::from(MEMORY).unwrap() });
+    let blob =
+        with_tree(|tree| tree.memory_reservations.push(MemoryReservation::new(0x4000_0000, 0)));
+    assert!(matches!(parse_err(&blob), DtError::ZeroSize { .. }));
+}
+
+#[test]
+fn address_overflow() {
+    let reg = cells(&[0xffff_ffff, 0xffff_f000, 0, 0x2000]);
+    let blob = edited(DtEdit::new().set_property(MEMORY, "reg", &reg));
+    assert_eq!(
+        parse_err(&blob),
+        DtError::AddressOverflow { path: NodePath::from(MEMORY).unwrap() }
+    );
+    // A device whose page-aligned end wraps.
+    let blob = edited(DtEdit::new().set_property("/pl031@9010000", "reg", &reg));
+    assert!(matches!(parse_err(&blob), DtError::AddressOverflow { .. }));
+    // 3-cell values beyond 64 bits.
+    let blob =
+        edited(DtEdit::new().set_property("/", "#address-cells", &cells(&[3])).set_property(
+            MEMORY,
+            "reg",
+            &cells(&[1, 0, 0x4000_0000, 0, 0x1000]),
+        ));
+    assert!(matches!(parse_err(&blob), DtError::AddressOverflow { .. }));
+}
+
+#[test]
+fn capacity_limits() {
+    let reg: Vec<u32> = (0..=MAX_MEMORY_RANGES as u32)
+        .flat_map(|i| [0, 0x4000_0000 + i * 0x10_0000, 0, 0x10_0000])
+        .collect();
+    let blob = edited(DtEdit::new().set_property(MEMORY, "reg", &cells(&reg)));
+    let err = parse_err(&blob);
+    assert_eq!(err, DtError::TooMany { what: "memory ranges (MAX_MEMORY_RANGES)", limit: 16 });
+    assert_eq!(
+        err.to_string(),
+        "DT: more than 16 memory ranges (MAX_MEMORY_RANGES); raise the limit in src/dt"
+    );
+    // Exactly at the limit is fine.
+    let reg: Vec<u32> = (0..MAX_MEMORY_RANGES as u32)
+        .flat_map(|i| [0, 0x4000_0000 + i * 0x10_0000, 0, 0x10_0000])
+        .collect();
+    let info = parse(&edited(DtEdit::new().set_property(MEMORY, "reg", &cells(&reg)))).unwrap();
+    assert_eq!(info.memory.len(), MAX_MEMORY_RANGES);
+
+    // Device ranges: more separate pages than MAX_DEVICES after merging.
+    let reg: Vec<u32> =
+        (0..MAX_DEVICES as u32).flat_map(|i| [0x1, i * 0x2000, 0, 0x1000]).collect();
+    let blob = edited(DtEdit::new().set_property("/pl031@9010000", "reg", &cells(&reg)));
+    assert!(matches!(parse_err(&blob), DtError::TooMany { limit: MAX_DEVICES, .. }));
+    // Many touching ranges merge into one and fit.
+    let reg: Vec<u32> = (0..1000u32).flat_map(|i| [0x1, i * 0x200, 0, 0x200]).collect();
+    let info =
+        parse(&edited(DtEdit::new().set_property("/pl031@9010000", "reg", &cells(&reg)))).unwrap();
+    assert!(info.devices.contains(&r(0x1_0000_0000, 0x1_0000_0000 + 1000 * 0x200)));
+}
+
+#[test]
+fn cpu_errors() {
+    let blob = edited(DtEdit::new().remove_node("/cpus/cpu@0").remove_node("/cpus/cpu@1"));
+    assert_eq!(parse_err(&blob), DtError::NoCpus);
+    let blob = edited(DtEdit::new().set_property("/cpus/cpu@1", "reg", &cells(&[0])));
+    assert_eq!(parse_err(&blob), DtError::DuplicateCpu { mpidr: 0 });
+    let blob = edited(DtEdit::new().set_property("/cpus/cpu@1", "reg", &cells(&[0xff00_0000])));
+    assert!(matches!(parse_err(&blob), DtError::BadProperty { property: "reg", .. }));
+    let blob = edited(DtEdit::new().remove_property("/cpus/cpu@1", "enable-method"));
+    assert_eq!(parse(&blob).unwrap().cpus[1].enable_method, CpuEnableMethod::Absent);
+    // Two-cell MPIDRs with Aff3.
+    let blob = edited(
+        DtEdit::new()
+            .set_property("/cpus", "#address-cells", &cells(&[2]))
+            .set_property("/cpus/cpu@0", "reg", &cells(&[0, 0]))
+            .set_property("/cpus/cpu@1", "reg", &cells(&[0x1, 0x100])),
+    );
+    let mpidrs: Vec<u64> = parse(&blob).unwrap().cpus.iter().map(|c| c.mpidr).collect();
+    assert_eq!(mpidrs, [0, 0x1_0000_0100]);
+}
+
+#[test]
+fn psci_method() {
+    let blob = edited(DtEdit::new().set_property("/psci", "method", b"hvc\0"));
+    assert_eq!(parse(&blob).unwrap().psci, Some(PsciConduit::Hvc));
+    let blob = edited(DtEdit::new().set_property("/psci", "method", b"svc\0"));
+    assert_eq!(parse_err(&blob), DtError::BadPsciMethod { path: NodePath::from("/psci").unwrap() });
+    let blob = edited(DtEdit::new().remove_node("/psci"));
+    assert_eq!(parse(&blob).unwrap().psci, None);
+}
+
+#[test]
+fn uart_from_stdout_path() {
+    // A second PL011, named by stdout-path through an alias with options.
+    let blob = with_tree(|tree| {
+        let pl011 = [
+            ("compatible", &b"arm,pl011\0arm,primecell\0"[..]),
+            ("reg", &cells(&[0, 0x0904_0000, 0, 0x1000])[..]),
+        ];
+        tree.root.add_child(node("pl011@9040000", &pl011));
+    });
+    let blob = apply(
+        &blob,
+        &DtEdit::new().set_property("/aliases", "serial1", b"/pl011@9040000\0").set_property(
+            "/chosen",
+            "stdout-path",
+            b"serial1:115200n8\0",
+        ),
+    )
+    .unwrap();
+    assert_eq!(parse(&blob).unwrap().uart, Some(r(0x0904_0000, 0x0904_1000)));
+    // A path without unit address matches too; an unknown one falls back to the first PL011.
+    let by_name =
+        apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"/pl011\0")).unwrap();
+    assert_eq!(parse(&by_name).unwrap().uart, Some(r(0x0900_0000, 0x0900_1000)));
+    let unknown =
+        apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"serial9\0")).unwrap();
+    assert_eq!(parse(&unknown).unwrap().uart, Some(r(0x0900_0000, 0x0900_1000)));
+}
+
+#[test]
+fn address_translation() {
+    let blob = with_tree(|tree| {
+        let bus = tree.find_node_mut("/platform-bus@c000000").unwrap();
+        bus.add_child(node("dev@1000", &[("reg", &cells(&[0x1000, 0x100]))]));
+        // Outside the bus's ranges: not translatable, not mapped.
+        bus.add_child(node("far@3000000", &[("reg", &cells(&[0x300_0000, 0x100]))]));
+        // Under /chosen (no ranges): not mapped.
+        let chosen = tree.find_node_mut("/chosen").unwrap();
+        chosen.add_property(DeviceTreeProperty::new("#size-cells", 2u32).unwrap());
+        chosen.add_child(node(
+            "framebuffer@48000000",
+            &[("reg", &cells(&[0, 0x4800_0000, 0, 0x1000]))],
+        ));
+        // /gpio-keys (default 2 + 1 cells) has no ranges: not mapped.
+        let poweroff = tree.find_node_mut("/gpio-keys/poweroff").unwrap();
+        poweroff.add_property(
+            DeviceTreeProperty::new("reg", cells(&[0, 0x7000_0000, 0x1000])).unwrap(),
+        );
+    });
+    let info = parse(&blob).unwrap();
+    assert!(info.devices.iter().any(|d| d.contains_range(&r(0xc00_1000, 0xc00_1100))));
+    assert!(!info.devices.iter().any(|d| d.overlaps(&r(0xf00_0000, 0xf00_0100))));
+    assert_eq!(info.devices.len(), parse(FIXTURE).unwrap().devices.len() + 1);
+    assert!(!info.devices.iter().any(|d| d.overlaps(&r(0x4800_0000, 0x4800_1000))));
+    assert!(!info.devices.iter().any(|d| d.overlaps(&r(0x7000_0000, 0x7000_1000))));
+
+    // A malformed ranges on the way is an error naming the bus.
+    let blob =
+        apply(&blob, &DtEdit::new().set_property("/platform-bus@c000000", "ranges", &[0; 12]))
+            .unwrap();
+    let err = parse_err(&blob);
+    assert!(
+        matches!(&err, DtError::BadProperty { path, property: "ranges", .. } if path.as_str() == "/platform-bus@c000000"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn device_touching_smmu_is_an_error() {
+    let blob = edited(DtEdit::new().set_property(
+        "/pl031@9010000",
+        "reg",
+        &cells(&[0, 0x0906_f800, 0, 0x100]),
+    ));
+    assert!(matches!(parse_err(&blob), DtError::DeviceOverlapsSmmu { .. }));
+}
+
+#[test]
+fn chosen_properties() {
+    let blob = edited(
+        DtEdit::new()
+            .set_chosen_bootargs("console=ttyAMA0 earlycon")
+            .set_chosen_initrd(r(0x4400_0000, 0x4480_0000)),
+    );
+    let info = parse(&blob).unwrap();
+    assert_eq!(info.bootargs.as_deref(), Some("console=ttyAMA0 earlycon"));
+    assert_eq!(info.initrd, Some(r(0x4400_0000, 0x4480_0000)));
+    let long = "x".repeat(MAX_BOOTARGS + 1);
+    let blob = edited(DtEdit::new().set_chosen_bootargs(&long));
+    assert_eq!(parse_err(&blob), DtError::BootargsTooLong { len: MAX_BOOTARGS + 1 });
+    let blob = edited(DtEdit::new().set_property("/chosen", "linux,initrd-start", &cells(&[1])));
+    assert!(matches!(
+        parse_err(&blob),
+        DtError::BadProperty { property: "linux,initrd-start", .. }
+    ));
+}
+
+#[test]
+fn edit_errors() {
+    let e = |edit: DtEdit| apply(FIXTURE, &edit).unwrap_err();
+    assert!(matches!(e(DtEdit::new().remove_node("/nope")), DtError::NoSuchNode { .. }));
+    assert!(matches!(e(DtEdit::new().remove_node("/")), DtError::NoSuchNode { .. }));
+    assert!(matches!(
+        e(DtEdit::new().remove_property("/chosen", "bootargs")),
+        DtError::NoSuchProperty { .. }
+    ));
+    assert!(matches!(
+        e(DtEdit::new().set_property("/chosen", "bad name", b"")),
+        DtError::InvalidName { .. }
+    ));
+    let twice = DtEdit::new()
+        .reserve_no_map("a", r(0x4800_0000, 0x4800_1000))
+        .reserve_no_map("a", r(0x4800_0000, 0x4800_1000));
+    assert!(matches!(e(twice), DtError::NodeExists { .. }));
+    assert!(matches!(
+        e(DtEdit::new().reserve_no_map("a b", r(0x4800_0000, 0x4800_1000))),
+        DtError::InvalidName { .. }
+    ));
+    assert!(matches!(parse_err(&FIXTURE[..8]), DtError::HeaderTruncated { available: 8 }));
+    assert_eq!(
+        apply(&FIXTURE[..100], &DtEdit::new()).unwrap_err(),
+        DtError::Truncated { header_says: 0x10_0000, available: 100 }
+    );
+}
+
+/// (path, [(property name, value)]) for every node, in DT order.
+type CanonicalTree = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+/// Every node (by path, in order) with its properties (in order), read by warden's walker.
+fn canonical_walk(blob: &[u8]) -> CanonicalTree {
+    let blob = Blob::new(blob).unwrap();
+    let mut out = Vec::new();
+    walk(&blob, |v| {
+        let props = v.node.props().map(|p| (p.name.to_string(), p.value.to_vec())).collect();
+        out.push((v.path.to_string(), props));
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// The same canonical form, read by the independent `fdt` crate.
+fn canonical_walk_fdt(blob: &[u8]) -> CanonicalTree {
+    fn visit(node: fdt::node::FdtNode<'_, '_>, path: String, out: &mut CanonicalTree) {
+        let props = node.properties().map(|p| (p.name.to_string(), p.value.to_vec())).collect();
+        out.push((path.clone(), props));
+        for child in node.children() {
+            let child_path = if path == "/" {
+                alloc::format!("/{}", child.name)
+            } else {
+                alloc::format!("{path}/{}", child.name)
+            };
+            visit(child, child_path, out);
+        }
+    }
+    let fdt = fdt::Fdt::new(blob).unwrap();
+    let mut out = Vec::new();
+    visit(fdt.find_node("/").unwrap(), "/".to_string(), &mut out);
+    out
+}
+
+#[test]
+fn patch_round_trip() {
+    let warden = r(0x7e00_0000, 0x8000_0000);
+    let shm = r(0x4800_0000, 0x4810_0000);
+    let initrd = r(0x4400_0000, 0x4480_0000);
+    let edit = DtEdit::new()
+        .reserve_no_map("warden", warden)
+        .reserve_no_map("shm", shm)
+        .set_chosen_bootargs("console=ttyAMA0")
+        .set_chosen_initrd(initrd)
+        .remove_node("/smmuv3@9050000")
+        .remove_property("/pcie@10000000", "iommu-map");
+    let out = apply(FIXTURE, &edit).unwrap();
+
+    // The header: version 17, totalsize = length, memreserve block kept (empty here).
+    assert_eq!(blob_size(&out), Ok(out.len()));
+    assert_eq!(&out[20..24], &17u32.to_be_bytes());
+
+    // Warden's parser.
+    let info = parse(&out).unwrap();
+    let reserved: Vec<(&str, MemRange, bool)> =
+        info.reserved.iter().map(|r| (r.name.as_str(), r.range, r.no_map)).collect();
+    assert_eq!(reserved, [("shm@48000000", shm, true), ("warden@7e000000", warden, true)]);
+    assert_eq!(info.bootargs.as_deref(), Some("console=ttyAMA0"));
+    assert_eq!(info.initrd, Some(initrd));
+    assert!(info.smmus.is_empty());
+    assert!(info.pcie[0].iommu_map.is_empty());
+    let original = parse(FIXTURE).unwrap();
+    assert_eq!(info.memory, original.memory);
+    assert_eq!(info.cpus, original.cpus);
+    assert_eq!(info.devices, original.devices);
+
+    // The independent `fdt` crate.
+    let fdt = fdt::Fdt::new(&out).unwrap();
+    assert!(fdt.all_nodes().all(|n| n.name != "smmuv3@9050000"));
+    let node = fdt.find_node("/reserved-memory/warden@7e000000").unwrap();
+    assert!(node.property("no-map").is_some_and(|p| p.value.is_empty()));
+    let mut reg = node.reg().unwrap();
+    let first = reg.next().unwrap();
+    assert_eq!((first.starting_address as u64, first.size), (0x7e00_0000, Some(0x200_0000)));
+    let rmem = fdt.find_node("/reserved-memory").unwrap();
+    assert_eq!(rmem.property("#address-cells").unwrap().value, cells(&[2]));
+    assert_eq!(rmem.property("#size-cells").unwrap().value, cells(&[2]));
+    assert!(rmem.property("ranges").unwrap().value.is_empty());
+    let chosen = fdt.find_node("/chosen").unwrap();
+    assert_eq!(chosen.property("bootargs").unwrap().value, b"console=ttyAMA0\0");
+    assert_eq!(chosen.property("linux,initrd-start").unwrap().value, 0x4400_0000u64.to_be_bytes());
+    assert_eq!(chosen.property("linux,initrd-end").unwrap().value, 0x4480_0000u64.to_be_bytes());
+
+    // Everything else unchanged: build the expected canonical tree from the original.
+    let mut expected = canonical_walk(FIXTURE);
+    expected.retain(|(path, _)| path != "/smmuv3@9050000");
+    for (path, props) in &mut expected {
+        match path.as_str() {
+            "/pcie@10000000" => props.retain(|(name, _)| name != "iommu-map"),
+            "/chosen" => {
+                props.push(("bootargs".to_string(), b"console=ttyAMA0\0".to_vec()));
+                props.push((
+                    "linux,initrd-start".to_string(),
+                    0x4400_0000u64.to_be_bytes().to_vec(),
+                ));
+                props.push(("linux,initrd-end".to_string(), 0x4480_0000u64.to_be_bytes().to_vec()));
+            }
+            _ => {}
+        }
+    }
+    let reg = |range: MemRange| {
+        let mut v = range.start.to_be_bytes().to_vec();
+        v.extend(range.size().to_be_bytes());
+        v
+    };
+    let reserved_node = |name: &str, range| {
+        (
+            alloc::format!("/reserved-memory/{name}"),
+            alloc::vec![("reg".to_string(), reg(range)), ("no-map".to_string(), Vec::new()),],
+        )
+    };
+    expected.push((
+        "/reserved-memory".to_string(),
+        alloc::vec![
+            ("#address-cells".to_string(), cells(&[2])),
+            ("#size-cells".to_string(), cells(&[2])),
+            ("ranges".to_string(), Vec::new()),
+        ],
+    ));
+    expected.push(reserved_node("warden@7e000000", warden));
+    expected.push(reserved_node("shm@48000000", shm));
+    assert_eq!(canonical_walk(&out), expected);
+    assert_eq!(canonical_walk_fdt(&out), expected, "the fdt crate reads the same tree");
+
+    // An empty edit reproduces the tree exactly (and keeps /memreserve/ and boot_cpuid_phys).
+    let mut with_rsv = with_tree(|tree| {
+        tree.memory_reservations.push(MemoryReservation::new(0x4100_0000, 0x2000));
+    });
+    with_rsv[28..32].copy_from_slice(&1u32.to_be_bytes());
+    let copy = apply(&with_rsv, &DtEdit::new()).unwrap();
+    assert_eq!(copy, with_rsv);
+    assert_eq!(canonical_walk(&apply(FIXTURE, &DtEdit::new()).unwrap()), canonical_walk(FIXTURE));
+    assert_eq!(parse(&copy).unwrap().boot_cpuid_phys, 1);
+}
+
+#[test]
+fn edit_creates_missing_nodes() {
+    let bare = edited(DtEdit::new().remove_node("/chosen"));
+    let out = apply(
+        &bare,
+        &DtEdit::new()
+            .set_chosen_bootargs("quiet")
+            .reserve_no_map("w", r(0x4000_0000, 0x4000_1000)),
+    )
+    .unwrap();
+    let info = parse(&out).unwrap();
+    assert_eq!(info.bootargs.as_deref(), Some("quiet"));
+    assert_eq!(info.reserved[0].name.as_str(), "w@40000000");
+    // With a 1-cell /reserved-memory, addresses above 4 GiB cannot be encoded.
+    let one_cell = with_tree(|tree| {
+        tree.root.add_child(node(
+            "reserved-memory",
+            &[("#address-cells", &cells(&[1])), ("#size-cells", &cells(&[1])), ("ranges", b"")],
+        ));
+    });
+    let err =
+        apply(&one_cell, &DtEdit::new().reserve_no_map("hi", r(0x1_0000_0000, 0x1_0000_1000)))
+            .unwrap_err();
+    assert!(matches!(err, DtError::Unencodable { .. }));
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Set(usize, u8),
+    Flip(usize, u8),
+    Truncate(usize),
+}
+
+fn mutation(len: usize) -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (0..len, any::<u8>()).prop_map(|(at, byte)| Mutation::Set(at, byte)),
+        4 => (0..len, 0..8u8).prop_map(|(at, bit)| Mutation::Flip(at, bit)),
+        1 => (0..len).prop_map(Mutation::Truncate),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Corrupted blobs give a result or an error, never a panic, in both the parser and the
+    /// rewriter (whose validated input goes to `dtoolkit`).
+    #[test]
+    fn corrupted_blobs_never_panic(mutations in proptest::collection::vec(mutation(compact_fixture().len()), 1..6)) {
+        let mut blob = compact_fixture();
+        for m in mutations {
+            match m {
+                Mutation::Set(at, byte) => if let Some(b) = blob.get_mut(at) { *b = byte },
+                Mutation::Flip(at, bit) => if let Some(b) = blob.get_mut(at) { *b ^= 1 << bit },
+                Mutation::Truncate(len) => blob.truncate(len),
+            }
+        }
+        let parsed = parse(&blob);
+        let rewritten = apply(&blob, &DtEdit::new().set_chosen_bootargs("x"));
+        if let Ok(out) = rewritten {
+            // Whatever the writer produced must be readable again.
+            prop_assert!(Blob::new(&out).is_ok());
+        }
+        if let Err(e) = parsed {
+            prop_assert!(e.to_string().starts_with("DT: "));
+        }
+    }
+
+    /// Header fields are the most dangerous bytes: hammer them specifically.
+    #[test]
+    fn corrupted_headers_never_panic(field in 0..10usize, value in any::<u32>()) {
+        let mut blob = compact_fixture();
+        blob[field * 4..field * 4 + 4].copy_from_slice(&value.to_be_bytes());
+        let _ = parse(&blob);
+        let _ = apply(&blob, &DtEdit::new());
+    }
+}
