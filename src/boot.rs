@@ -130,11 +130,11 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     // --- MMU off: parse, plan, build our own tables.
     let dt_blob = match read_dt(dt_pa) {
         Ok(b) => b,
-        Err(e) => early_fatal(&mut uart, format_args!("DT: {e}")),
+        Err(e) => early_fatal(&mut uart, format_args!("{e}")),
     };
     let platform = match dt::parse(dt_blob) {
         Ok(p) => p,
-        Err(e) => early_fatal(&mut uart, format_args!("DT: {e}")),
+        Err(e) => early_fatal(&mut uart, format_args!("{e}")),
     };
     let image = hw::image_layout();
     let payload = match locate_payload(&image) {
@@ -249,17 +249,35 @@ pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
 }
 
 /// The DT blob the boot loader passed, bounded by its header's `totalsize`.
-fn read_dt(dt_pa: u64) -> Result<&'static [u8], dt::DtError> {
-    if dt_pa == 0 || dt_pa % 8 != 0 {
-        return Err(dt::DtError::BadPointer(dt_pa));
+fn read_dt(dt_pa: u64) -> Result<&'static [u8], DtLoadError> {
+    if dt_pa == 0 || !dt_pa.is_multiple_of(8) {
+        return Err(DtLoadError::BadPointer(dt_pa));
     }
     // SAFETY: the boot protocol puts a DT at x0; only its 40-byte header is read here, and
     // blob_size checks the magic before trusting totalsize.
-    let header = unsafe { core::slice::from_raw_parts(dt_pa as *const u8, dt::HEADER_SIZE) };
-    let size = dt::blob_size(header)?;
+    let header = unsafe { core::slice::from_raw_parts(dt_pa as *const u8, DT_HEADER_SIZE) };
+    let size = dt::blob_size(header).map_err(DtLoadError::Dt)?;
     // SAFETY: the header says the blob spans `size` bytes from dt_pa; the boot loader placed it
     // in RAM that stays untouched until warden has copied what it needs.
     Ok(unsafe { core::slice::from_raw_parts(dt_pa as *const u8, size) })
+}
+
+/// Size of the flattened-DT header `blob_size` reads.
+const DT_HEADER_SIZE: usize = 40;
+
+#[derive(Debug)]
+enum DtLoadError {
+    BadPointer(u64),
+    Dt(dt::DtError),
+}
+
+impl core::fmt::Display for DtLoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtLoadError::BadPointer(p) => write!(f, "DT: x0 = {p:#x} at entry is not a DT address (the boot loader must pass an 8-byte aligned DT)"),
+            DtLoadError::Dt(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// The host payload inside the packed image, located and checked.
@@ -357,8 +375,8 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
         log::info!("  initrd     {i}");
     }
     log::info!("  host DT    {}", l.dt);
-    if let Some(s) = p.smmu {
-        log::info!("  SMMU       {} (trapped: absent from host stage-2)", s.range);
+    for s in p.smmus.iter() {
+        log::info!("  SMMU       {} ({}: absent from host stage-2)", s.regs, s.path);
     }
     log::info!("  cmdline    \"{}\"", cmdline(payload.cmdline_len));
 }

@@ -11,7 +11,7 @@ use crate::trap::frame::TRAP_FRAME_SIZE;
 /// Most CPUs warden supports (stacks and per-CPU state are sized by this).
 pub const MAX_CPUS: usize = 8;
 /// Per-CPU EL2 stack.
-pub const STACK_SIZE: usize = 32 * 1024;
+pub const STACK_SIZE: usize = 64 * 1024;
 
 #[repr(C, align(4096))]
 pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
