@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-/// Exception class (ESR_ELx.EC, bits [31:26]).
+/// Exception class (ESR_ELx.EC, bits `[31:26]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExceptionClass {
     /// 0x00: unknown reason (also what an UNDEFINED instruction reports).
@@ -211,17 +211,17 @@ impl Esr {
         self.0 & ESR_IL != 0
     }
 
-    /// ISS, bits [24:0].
+    /// ISS, bits `[24:0]`.
     pub const fn iss(self) -> u32 {
         (self.0 & ESR_ISS_MASK) as u32
     }
 
-    /// ISS2, bits [55:32] (FEAT_LS64, FEAT_GCS, ...).
+    /// ISS2, bits `[55:32]` (FEAT_LS64, FEAT_GCS, ...).
     pub const fn iss2(self) -> u32 {
         ((self.0 >> 32) & 0xff_ffff) as u32
     }
 
-    /// The immediate of an HVC/SMC/SVC/BRK (ISS[15:0]).
+    /// The immediate of an HVC/SMC/SVC/BRK (`ISS[15:0]`).
     pub const fn imm16(self) -> u16 {
         (self.0 & 0xffff) as u16
     }
@@ -261,7 +261,7 @@ impl fmt::Display for Esr {
 /// Fault level of a translation-related fault: -1 (FEAT_LPA2) to 3.
 pub type Level = i8;
 
-/// Decoded DFSC/IFSC (ISS[5:0]).
+/// Decoded DFSC/IFSC (`ISS[5:0]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultStatus {
     AddressSize(Level),
@@ -556,11 +556,11 @@ impl fmt::Display for InstructionAbortIss {
     }
 }
 
-/// HPFAR_EL2.FIPA: bits [47:4] hold IPA[55:12] (bits [47:44] are RES0 without FEAT_D128).
+/// HPFAR_EL2.FIPA: bits `[47:4]` hold `IPA[55:12]` (bits `[47:44]` are RES0 without FEAT_D128).
 const HPFAR_FIPA_SHIFT: u32 = 4;
 const HPFAR_FIPA_MASK: u64 = (1 << 44) - 1;
 
-/// The faulting IPA: the page from HPFAR_EL2.FIPA, the offset within it from FAR_EL2[11:0].
+/// The faulting IPA: the page from HPFAR_EL2.FIPA, the offset within it from `FAR_EL2[11:0]`.
 pub const fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     (((hpfar >> HPFAR_FIPA_SHIFT) & HPFAR_FIPA_MASK) << 12) | (far & 0xfff)
 }
@@ -841,5 +841,22 @@ mod tests {
             "DABT_LOW (ESR 0x93c18047) write 8B x1: translation fault L3"
         );
         assert_eq!(format!("{}", Esr(0x5a00_0000)), "HVC64 (ESR 0x5a000000)");
+    }
+
+    proptest::proptest! {
+        /// Every 64-bit value decodes and prints without panicking.
+        #[test]
+        fn any_syndrome_decodes(esr in proptest::prelude::any::<u64>(),
+                                far in proptest::prelude::any::<u64>(),
+                                hpfar in proptest::prelude::any::<u64>()) {
+            let e = Esr(esr);
+            proptest::prop_assert_eq!(e.class().bits() as u64, (esr >> 26) & 0x3f);
+            let line = format!("{}", AbortReport { esr: e, far, hpfar });
+            let class = format!("{}", e.class());
+            proptest::prop_assert!(line.starts_with(&class));
+            if let Some(ipa) = (AbortReport { esr: e, far, hpfar }).ipa() {
+                proptest::prop_assert!(ipa < 1 << 56);
+            }
+        }
     }
 }

@@ -30,7 +30,7 @@ pub mod spsr {
     pub const I: u64 = 1 << 7;
     pub const F: u64 = 1 << 6;
     pub const DAIF: u64 = D | A | I | F;
-    /// M[4]: the interrupted state was AArch32.
+    /// `M[4]`: the interrupted state was AArch32.
     pub const M_AARCH32: u64 = 1 << 4;
     pub const M_MASK: u64 = 0x1f;
     pub const M_EL0T: u64 = 0b0000;
@@ -433,5 +433,31 @@ mod tests {
         let f = El1Features::from_id_regs(1 << 20, (1 << 4) | (2 << 8) | (1 << 36));
         assert_eq!(f, ALL_FEATURES);
         assert_eq!(El1Features::from_id_regs(0, 0), El1Features::default());
+    }
+
+    proptest::proptest! {
+        /// Whatever the host's syndrome and PSTATE, injection never panics, and a delivered
+        /// exception always lands on one of the three AArch64 sync vectors in EL1h with DAIF
+        /// masked and with the interrupted PSTATE saved unchanged.
+        #[test]
+        fn any_trap_is_delivered_or_refused(
+            esr in proptest::prelude::any::<u64>(),
+            spsr_el2 in proptest::prelude::any::<u64>(),
+            sctlr_el1 in proptest::prelude::any::<u64>(),
+            vbar in proptest::prelude::any::<u64>(),
+        ) {
+            let t = TrappedState { esr: Esr(esr), spsr: spsr_el2, elr: 0x1000, far: 0x2000 };
+            let h = HostEl1 { vbar, sctlr: sctlr_el1, features: ALL_FEATURES };
+            for inj in [inject_sea(&t, &h), inject_undefined(&t, &h)].into_iter().flatten() {
+                let offset = inj.elr_el2.wrapping_sub(vbar & !0x7ff);
+                proptest::prop_assert!([0, 0x200, 0x400].contains(&offset));
+                proptest::prop_assert_eq!(inj.spsr_el2 & spsr::M_MASK, spsr::M_EL1H);
+                proptest::prop_assert_eq!(inj.spsr_el2 & spsr::DAIF, spsr::DAIF);
+                let cleared = spsr::SS | spsr::IL | spsr::BTYPE;
+                proptest::prop_assert_eq!(inj.spsr_el2 & cleared, 0);
+                proptest::prop_assert_eq!(inj.el1.spsr, spsr_el2);
+                proptest::prop_assert_eq!(inj.el1.elr, 0x1000);
+            }
+        }
     }
 }

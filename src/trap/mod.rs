@@ -4,7 +4,7 @@
 //! The EL2 vector saves a [`TrapFrame`] and calls [`TrapHandler::handle_lower_sync`] for a
 //! synchronous exception from the host; whatever the handler leaves in the frame is restored
 //! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
-//! runs in host tests against [`fake::FakePlatform`].
+//! runs in host tests against `fake::FakePlatform`.
 
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
@@ -25,7 +25,7 @@ use psci::Psci;
 use smccc::{SmcccCall, SmcccReturn};
 
 /// The hardware-dependent pieces the trap path needs, implemented by the aarch64 integration
-/// (and by [`fake::FakePlatform`] in tests). One value per CPU per trap.
+/// (and by `fake::FakePlatform` in tests). One value per CPU per trap.
 pub trait Platform {
     /// Index of the current CPU in the host CPU list given to [`Psci::new`].
     fn cpu_index(&self) -> usize;

@@ -18,7 +18,7 @@ use super::Platform;
 /// Most host CPUs warden tracks.
 pub const MAX_HOST_CPUS: usize = 64;
 
-/// MPIDR affinity fields PSCI uses (Aff3 [39:32], Aff2..Aff0 [23:0]); other bits must be 0.
+/// MPIDR affinity fields PSCI uses (Aff3 `[39:32]`, Aff2..Aff0 `[23:0]`); other bits must be 0.
 pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 
 /// Where the host asked a CPU to start (`CPU_ON`) or resume (`CPU_SUSPEND` power-down).
