@@ -1,6 +1,376 @@
 //! Exceptions taken to EL2 from the host: decoding, SMCCC routing, PSCI mediation and fault
 //! containment.
+//!
+//! The EL2 vector saves a [`TrapFrame`] and calls [`TrapHandler::handle_lower_sync`] for a
+//! synchronous exception from the host; whatever the handler leaves in the frame is restored
+//! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
+//! runs in host tests against `fake::FakePlatform`.
 
+pub mod esr;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake;
 pub mod frame;
+pub mod inject;
+pub mod psci;
+pub mod smccc;
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
+
+use crate::boards::{Board, ViolationPolicy};
+use esr::{AbortReport, Esr, ExceptionClass};
+use inject::{El1ExceptionRegs, HostEl1, InjectError, Injection, TrappedState};
+use psci::Psci;
+use smccc::{SmcccCall, SmcccReturn};
+
+/// The hardware-dependent pieces the trap path needs, implemented by the aarch64 integration
+/// (and by `fake::FakePlatform` in tests). One value per CPU per trap.
+pub trait Platform {
+    /// Index of the current CPU in the host CPU list given to [`Psci::new`].
+    fn cpu_index(&self) -> usize;
+    /// The board (firmware kind, violation policy).
+    fn board(&self) -> Board;
+    /// The host's VBAR_EL1 and SCTLR_EL1 now, and the PSTATE features its CPU implements.
+    fn host_el1(&self) -> HostEl1;
+    /// Writes ESR_EL1, FAR_EL1 (when `Some`), ELR_EL1 and SPSR_EL1 of the host.
+    fn write_host_el1_exception(&mut self, regs: &El1ExceptionRegs);
+    /// `SMC #0` to EL3 with x0..x3 = `args`; returns x0..x3.
+    fn smc_to_el3(&mut self, args: [u64; 4]) -> [u64; 4];
+    /// Physical address where CPUs started by EL3 for the host enter warden.
+    fn secondary_entry(&self) -> u64;
+    /// The context value EL3 passes in x0 to [`Self::secondary_entry`] for host CPU
+    /// `cpu_index` (warden's per-CPU data, say).
+    fn secondary_context(&self, cpu_index: usize) -> u64;
+    /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
+    fn is_host_ram(&self, addr: u64) -> bool;
+}
+
+/// Violations logged in full before rate limiting starts; after that, only the 2^k-th.
+pub const LOG_FIRST_VIOLATIONS: u64 = 16;
+
+/// Whether the `n`-th event (1-based) of a kind is logged.
+pub const fn should_log(n: u64) -> bool {
+    n <= LOG_FIRST_VIOLATIONS || n.is_power_of_two()
+}
+
+/// State shared by every CPU's trap handling: PSCI and counters. Lives in a static.
+#[derive(Debug)]
+pub struct TrapHandler {
+    psci: Psci,
+    violations: AtomicU64,
+    unhandled: AtomicU64,
+}
+
+impl TrapHandler {
+    pub const fn new(psci: Psci) -> Self {
+        TrapHandler { psci, violations: AtomicU64::new(0), unhandled: AtomicU64::new(0) }
+    }
+
+    pub fn psci(&self) -> &Psci {
+        &self.psci
+    }
+
+    /// Host accesses refused by stage-2 so far.
+    pub fn violation_count(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
+    }
+
+    /// Traps warden does not handle and turned into UNDEFINED so far.
+    pub fn unhandled_count(&self) -> u64 {
+        self.unhandled.load(Ordering::Relaxed)
+    }
+
+    /// Handles a synchronous exception from the host (EL1/EL0, AArch64) taken to EL2.
+    pub fn handle_lower_sync<P: Platform + ?Sized>(&self, frame: &mut TrapFrame, platform: &mut P) {
+        let esr = Esr(frame.esr);
+        match esr.class() {
+            ExceptionClass::Hvc64 => {
+                // ELR_EL2 already points after the HVC.
+                self.smccc_call(esr, frame, platform);
+            }
+            ExceptionClass::Smc64 => {
+                self.smccc_call(esr, frame, platform);
+                // A trapped SMC's preferred return address is the SMC itself.
+                frame.elr = frame.elr.wrapping_add(4);
+            }
+            ExceptionClass::DabtLow | ExceptionClass::IabtLow => {
+                self.violation(esr, frame, platform);
+            }
+            other => {
+                let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
+                if should_log(n) {
+                    log::warn!(
+                        "unhandled trap #{n} on CPU {}: {other} ESR {:#x} ELR {:#x} FAR {:#x}; \
+                         injecting UNDEFINED",
+                        platform.cpu_index(),
+                        frame.esr,
+                        frame.elr,
+                        frame.far
+                    );
+                }
+                let injection = inject::inject_undefined(&trapped(frame), &platform.host_el1());
+                deliver(injection, frame, platform);
+            }
+        }
+    }
+
+    fn smccc_call<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
+        // SMCCC uses immediate 0; other immediates are not calls warden knows.
+        let result = if esr.imm16() != 0 {
+            SmcccReturn::not_supported()
+        } else {
+            smccc::route(&SmcccCall::from_regs(&frame.x), &self.psci, platform)
+        };
+        result.apply(&mut frame.x);
+    }
+
+    fn violation<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
+        let report = AbortReport { esr, far: frame.far, hpfar: frame.hpfar };
+        let cpu = platform.cpu_index();
+        let n = self.violations.fetch_add(1, Ordering::Relaxed) + 1;
+        let board = platform.board();
+        if board.violation_policy == ViolationPolicy::Panic {
+            panic!(
+                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x}",
+                frame.elr, frame.spsr
+            );
+        }
+        if should_log(n) {
+            log::warn!(
+                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x}",
+                frame.elr,
+                frame.spsr
+            );
+        }
+        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
+        deliver(injection, frame, platform);
+    }
+}
+
+fn trapped(frame: &TrapFrame) -> TrappedState {
+    TrappedState { esr: Esr(frame.esr), spsr: frame.spsr, elr: frame.elr, far: frame.far }
+}
+
+/// Performs a computed exception entry. If the host's state cannot take one (AArch32 EL0, not
+/// modelled), the frame is left alone: the host re-executes the instruction, and its
+/// interrupts, still unmasked at EL0, let the host kernel preempt or kill the task.
+fn deliver<P: Platform + ?Sized>(
+    injection: Result<Injection, InjectError>,
+    frame: &mut TrapFrame,
+    platform: &mut P,
+) {
+    match injection {
+        Ok(injection) => {
+            platform.write_host_el1_exception(&injection.el1);
+            frame.elr = injection.elr_el2;
+            frame.spsr = injection.spsr_el2;
+        }
+        Err(err) => log::error!(
+            "cannot deliver an exception to the host on CPU {} (ELR {:#x} SPSR {:#x}): {err}",
+            platform.cpu_index(),
+            frame.elr,
+            frame.spsr
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{FakeEl3, FakePlatform};
+    use super::inject::spsr;
+    use super::*;
+    use crate::boards::Firmware;
+    use alloc::sync::Arc;
+    use alloc::vec;
+    use warden_abi::psci as psci_abi;
+
+    const HVC: u64 = 0x5a00_0000;
+    const SMC: u64 = 0x5e00_0000;
+    /// `str x1, [x0]`, translation fault L3 at stage 2.
+    const DABT_WRITE: u64 = 0x93c1_8047;
+
+    fn setup() -> (TrapHandler, Arc<FakeEl3>, FakePlatform) {
+        let el3 = Arc::new(FakeEl3::qemu());
+        let handler = TrapHandler::new(Psci::new(&[0, 1], 0).unwrap());
+        (handler, el3.clone(), FakePlatform::new(0, el3))
+    }
+
+    fn frame(esr: u64, x0: u64, args: [u64; 3]) -> TrapFrame {
+        let mut f = TrapFrame {
+            esr,
+            elr: 0xffff_8000_1000_0000,
+            spsr: spsr::M_EL1H | spsr::Z,
+            far: 0xffff_0000_7000_0008,
+            hpfar: (0x7000_0000u64 >> 12) << 4,
+            ..TrapFrame::default()
+        };
+        f.x = [0x5555; 31];
+        f.x[0] = x0;
+        f.x[1..4].copy_from_slice(&args);
+        f
+    }
+
+    #[test]
+    fn hvc_keeps_elr_smc_advances_it() {
+        let (h, _el3, mut p) = setup();
+        let mut f = frame(HVC, u64::from(warden_abi::hyp::ABI_VERSION), [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], 1);
+        assert_eq!(f.elr, 0xffff_8000_1000_0000);
+        assert_eq!(f.spsr, spsr::M_EL1H | spsr::Z);
+
+        let mut f = frame(SMC, u64::from(warden_abi::hyp::ABI_VERSION), [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], 1);
+        assert_eq!(f.elr, 0xffff_8000_1000_0004);
+        assert!(p.el1_writes.is_empty());
+    }
+
+    #[test]
+    fn unknown_hvc_returns_minus_one_only_in_x0() {
+        let (h, el3, mut p) = setup();
+        let mut f = frame(HVC, 0xC600_7777, [1, 2, 3]);
+        let before = f;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0] as i64, -1);
+        assert_eq!(f.x[1..], before.x[1..]);
+        assert_eq!(f.elr, before.elr);
+        // HVC #1 is not an SMCCC call.
+        let mut f = frame(HVC | 1, u64::from(warden_abi::hyp::ABI_VERSION), [1, 2, 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[..4], [u64::MAX, 1, 2, 3]);
+        assert!(el3.calls().is_empty());
+    }
+
+    #[test]
+    fn psci_through_smc() {
+        let (h, el3, mut p) = setup();
+        let mut f = frame(SMC, u64::from(psci_abi::CPU_ON_64), [1, 0x4008_0000, 9]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], 0);
+        // EL3's x1..x3 are not passed on: PSCI returns only x0.
+        assert_eq!(f.x[1..4], [1, 0x4008_0000, 9]);
+        assert_eq!(f.elr, 0xffff_8000_1000_0004);
+        assert_eq!(el3.calls().len(), 1);
+        assert_eq!(h.psci().secondary_arrived(1).map(|e| e.context), Ok(9));
+    }
+
+    #[test]
+    fn qemu_builtin_psci_only_ever_sees_psci_ids() {
+        let (h, el3, mut p) = setup();
+        assert_eq!(p.board.firmware, Firmware::QemuBuiltinPsci);
+        // A spread of IDs through both conduits.
+        let mut fids = vec![
+            0x8000_0000u64,
+            0x8000_0001,
+            0x8000_8000,
+            0x8000_7fff,
+            0x8000_3fff,
+            0x8200_0000,
+            0xC200_0010,
+            0x8300_0000,
+            0xB000_0000,
+            0xC400_0020,
+            0xC400_0050,
+            0x8600_FF01,
+            0x0400_0000,
+        ];
+        fids.extend((0..0x20).map(|n| 0x8400_0000u64 | n));
+        fids.extend((0..0x20).map(|n| 0xC400_0000u64 | n));
+        for fid in fids {
+            for conduit in [HVC, SMC] {
+                for arg in [0u64, 0x8000_8000, u64::from(psci_abi::CPU_ON_64)] {
+                    let mut f = frame(conduit, fid, [arg, 0x4008_0000, 0]);
+                    h.handle_lower_sync(&mut f, &mut p);
+                    let _ = h.psci().secondary_arrived(1);
+                }
+            }
+        }
+        let calls = el3.calls();
+        assert!(!calls.is_empty());
+        for c in calls {
+            assert!(smccc::is_psci_id(c[0] as u32), "forwarded {:#x}", c[0]);
+        }
+    }
+
+    #[test]
+    fn dabt_violation_injects_sea() {
+        let (h, _el3, mut p) = setup();
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        let x_before = f.x;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 1);
+        assert_eq!(
+            p.el1_writes,
+            vec![El1ExceptionRegs {
+                esr: 0x9600_0050,
+                far: Some(0xffff_0000_7000_0008),
+                elr: 0xffff_8000_1000_0000,
+                spsr: spsr::M_EL1H | spsr::Z,
+            }]
+        );
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        // FakePlatform's host: FEAT_PAN with SPAN = 0, so PAN is set.
+        assert_eq!(f.spsr, spsr::Z | spsr::PAN | spsr::DAIF | spsr::M_EL1H);
+        assert_eq!(f.x, x_before);
+
+        // From host EL0: lower-EL vector.
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        f.spsr = spsr::M_EL0T;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x400);
+        assert_eq!(p.el1_writes[1].esr, 0x9200_0050);
+        assert_eq!(h.violation_count(), 2);
+    }
+
+    #[test]
+    fn iabt_violation_injects_sea() {
+        let (h, _el3, mut p) = setup();
+        let mut f = frame(0x8200_0007, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes[0].esr, 0x8600_0010);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+    }
+
+    #[test]
+    fn aarch32_source_leaves_the_frame() {
+        let (h, _el3, mut p) = setup();
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        f.spsr = 0x10;
+        let before = f;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f, before);
+        assert!(p.el1_writes.is_empty());
+        assert_eq!(h.violation_count(), 1);
+    }
+
+    #[test]
+    fn unknown_ec_injects_undefined() {
+        let (h, _el3, mut p) = setup();
+        // Trapped MSR (EC 0x18).
+        let mut f = frame(0x6230_c001, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes[0].esr, 0x0200_0000);
+        assert_eq!(p.el1_writes[0].elr, 0xffff_8000_1000_0000);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        assert_eq!(h.unhandled_count(), 1);
+        assert_eq!(h.violation_count(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "host stage-2 violation #1 on CPU 0: DABT_LOW write 8B x1")]
+    fn panic_policy_panics() {
+        let (h, _el3, mut p) = setup();
+        p.board.violation_policy = ViolationPolicy::Panic;
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+    }
+
+    #[test]
+    fn rate_limit() {
+        let logged: vec::Vec<u64> = (1..=300).filter(|&n| should_log(n)).collect();
+        assert_eq!(logged[..16], (1..=16).collect::<vec::Vec<_>>()[..]);
+        assert_eq!(logged[16..], [32, 64, 128, 256]);
+    }
+}

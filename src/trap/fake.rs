@@ -1,0 +1,156 @@
+//! A recording [`Platform`] and EL3 model for host tests.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicI64, Ordering};
+
+use spin::Mutex;
+use warden_abi::{psci, smccc};
+
+use super::Platform;
+use super::inject::{El1ExceptionRegs, El1Features, HostEl1};
+use crate::boards::{Board, Firmware, ViolationPolicy};
+
+/// EL3 firmware model shared by all fake CPUs: records every SMC and answers like QEMU's
+/// built-in PSCI (PSCI 1.1, everything succeeds, CPUs report OFF to AFFINITY_INFO).
+pub struct FakeEl3 {
+    calls: Mutex<Vec<[u64; 4]>>,
+    fail_next: Mutex<Option<i64>>,
+    power_off: Mutex<Vec<u32>>,
+    suspend_features: AtomicI64,
+}
+
+impl FakeEl3 {
+    pub fn qemu() -> Self {
+        FakeEl3 {
+            calls: Mutex::new(Vec::new()),
+            fail_next: Mutex::new(None),
+            power_off: Mutex::new(Vec::new()),
+            suspend_features: AtomicI64::new(0),
+        }
+    }
+
+    /// Every SMC so far, in order.
+    pub fn calls(&self) -> Vec<[u64; 4]> {
+        self.calls.lock().clone()
+    }
+
+    /// The next call returns `status` in x0.
+    pub fn fail_next(&self, status: i64) {
+        *self.fail_next.lock() = Some(status);
+    }
+
+    /// Calls with this ID do not return (the CPU powered off): the fake panics, which a test
+    /// catches to look at the state left behind.
+    pub fn power_off_on(&self, function_id: u32) {
+        self.power_off.lock().push(function_id);
+    }
+
+    /// Answer to PSCI_FEATURES(CPU_SUSPEND).
+    pub fn set_suspend_features(&self, value: i64) {
+        self.suspend_features.store(value, Ordering::Relaxed);
+    }
+
+    pub fn smc(&self, args: [u64; 4]) -> [u64; 4] {
+        self.calls.lock().push(args);
+        let fid = args[0] as u32;
+        if self.power_off.lock().contains(&fid) {
+            panic!("fake EL3: CPU powered off by {fid:#x}");
+        }
+        if let Some(status) = self.fail_next.lock().take() {
+            return [status as u64, 0, 0, 0];
+        }
+        let x0: i64 = match fid {
+            psci::PSCI_VERSION => 0x1_0001,
+            psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO_64 => psci::AFFINITY_OFF,
+            psci::MIGRATE_INFO_TYPE => 2,
+            psci::PSCI_FEATURES => match args[1] as u32 {
+                psci::CPU_SUSPEND_32 | psci::CPU_SUSPEND_64 => {
+                    self.suspend_features.load(Ordering::Relaxed)
+                }
+                _ => psci::SUCCESS,
+            },
+            f if smccc::owner(f) == smccc::OWNER_STANDARD => psci::SUCCESS,
+            // SMCCC firmware: arch calls it knows succeed, everything else is unknown.
+            smccc::SMCCC_ARCH_FEATURES | 0x8000_8000 | 0x8000_7FFF | 0x8000_3FFF => 0,
+            _ => smccc::NOT_SUPPORTED,
+        };
+        // Junk in x1..x3 that must never reach the host.
+        [x0 as u64, 0xbad0_bad1, 0xbad0_bad2, 0xbad0_bad3]
+    }
+}
+
+/// One CPU's view of the platform.
+pub struct FakePlatform {
+    pub cpu: usize,
+    pub board: Board,
+    pub host_el1: HostEl1,
+    /// Every `write_host_el1_exception`, in order.
+    pub el1_writes: Vec<El1ExceptionRegs>,
+    pub el3: Arc<FakeEl3>,
+}
+
+impl FakePlatform {
+    pub const SECONDARY_ENTRY: u64 = 0x7000_1000;
+    /// warden's memory, inside the RAM range but not host RAM.
+    pub const WARDEN_BASE: u64 = 0x7000_0000;
+    pub const WARDEN_SIZE: u64 = 0x0100_0000;
+    pub const RAM_BASE: u64 = 0x4000_0000;
+    pub const RAM_SIZE: u64 = 0x4000_0000;
+    pub const HOST_VBAR: u64 = 0xffff_8000_1001_0800;
+
+    /// CPU `cpu` on QEMU virt's board (built-in PSCI, Contain), host with FEAT_PAN and
+    /// SCTLR_EL1.SPAN = 0 (as Linux sets it).
+    pub fn new(cpu: usize, el3: Arc<FakeEl3>) -> Self {
+        FakePlatform {
+            cpu,
+            board: Board {
+                name: "fake",
+                early_uart: 0x0900_0000,
+                firmware: Firmware::QemuBuiltinPsci,
+                violation_policy: ViolationPolicy::Contain,
+            },
+            host_el1: HostEl1 {
+                vbar: Self::HOST_VBAR,
+                sctlr: 0,
+                features: El1Features { pan: true, ..El1Features::default() },
+            },
+            el1_writes: Vec::new(),
+            el3,
+        }
+    }
+
+    /// The per-CPU context the fake hands EL3 for `cpu_index`.
+    pub const fn context_for(cpu_index: usize) -> u64 {
+        0x7080_0000 + cpu_index as u64 * 0x1000
+    }
+}
+
+impl Platform for FakePlatform {
+    fn cpu_index(&self) -> usize {
+        self.cpu
+    }
+    fn board(&self) -> Board {
+        self.board
+    }
+    fn host_el1(&self) -> HostEl1 {
+        self.host_el1
+    }
+    fn write_host_el1_exception(&mut self, regs: &El1ExceptionRegs) {
+        self.el1_writes.push(*regs);
+    }
+    fn smc_to_el3(&mut self, args: [u64; 4]) -> [u64; 4] {
+        self.el3.smc(args)
+    }
+    fn secondary_entry(&self) -> u64 {
+        Self::SECONDARY_ENTRY
+    }
+    fn secondary_context(&self, cpu_index: usize) -> u64 {
+        Self::context_for(cpu_index)
+    }
+    fn is_host_ram(&self, addr: u64) -> bool {
+        let in_ram = addr >= Self::RAM_BASE && addr - Self::RAM_BASE < Self::RAM_SIZE;
+        let in_warden = addr >= Self::WARDEN_BASE && addr - Self::WARDEN_BASE < Self::WARDEN_SIZE;
+        in_ram && !in_warden
+    }
+}
