@@ -28,7 +28,9 @@ use crate::dt::{self, PlatformInfo};
 use crate::mm::layout::{self, Layout, LayoutInput};
 use crate::mm::{MemRange, PAGE_SIZE, SZ_2M, align_up};
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
-use crate::trap::{self, TrapFrame};
+use crate::trap::inject::{El1ExceptionRegs, El1Features, HostEl1};
+use crate::trap::psci::Psci;
+use crate::trap::{self, Platform, TrapFrame, TrapHandler};
 
 /// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
 pub const HOST_VMID: u16 = 1;
@@ -72,7 +74,10 @@ pub struct Warden {
     pub vtcr: u64,
     pub vttbr: u64,
     pub stage2_root: MemRange,
-    pub psci: trap::psci::PsciState,
+    /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
+    pub host_ram: alloc::vec::Vec<MemRange>,
+    pub el1_features: El1Features,
+    pub trap: TrapHandler,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -207,13 +212,23 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     }
     dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
 
-    let host_controls = HostEl2Controls::for_host(&sysreg::cpu_features());
-    let boot_cpu = match platform.cpus.iter().position(|c| c.mpidr == sysreg::mpidr() & 0xff_00ff_ffff) {
-        Some(i) => i,
-        None => fatal_unlocked(format_args!("boot CPU (MPIDR {:#x}) is not in the DT's /cpus", sysreg::mpidr())),
+    let features = sysreg::cpu_features();
+    let host_controls = HostEl2Controls::for_host(&features);
+    let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
+    let mpidrs: Vec<u64> = platform.cpus.iter().map(|c| c.mpidr).collect();
+    if mpidrs.len() > MAX_CPUS {
+        fatal_unlocked(format_args!("the DT lists {} CPUs; warden supports {MAX_CPUS}", mpidrs.len()));
+    }
+    let boot_mpidr = sysreg::mpidr() & trap::psci::MPIDR_AFFINITY_MASK;
+    let Some(boot_cpu) = mpidrs.iter().position(|&m| m == boot_mpidr) else {
+        fatal_unlocked(format_args!("boot CPU (MPIDR {boot_mpidr:#x}) is not in the DT's /cpus"))
     };
     sysreg::set_tpidr_el2(boot_cpu as u64);
-    let psci = trap::psci::PsciState::new(platform.cpus.iter().map(|c| c.mpidr), boot_cpu);
+    let psci = match Psci::new(&mpidrs, boot_cpu) {
+        Ok(p) => p,
+        Err(e) => fatal_unlocked(format_args!("PSCI: {e}")),
+    };
+    let host_ram = host_ram_ranges(&platform, &layout);
     let w = WARDEN.call_once(|| Warden {
         board,
         platform,
@@ -223,7 +238,9 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         vtcr,
         vttbr,
         stage2_root,
-        psci,
+        host_ram,
+        el1_features,
+        trap: TrapHandler::new(psci),
     });
     enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
 }
@@ -242,9 +259,12 @@ pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
     let cpu = boot.cpu_index as usize;
     sysreg::set_tpidr_el2(cpu as u64);
     let w = warden();
-    match w.psci.secondary_arrived(cpu) {
-        Some((entry, context)) => enter_host_on_this_cpu(w, entry, context),
-        None => fatal_unlocked(format_args!("cpu{cpu} started without a pending CPU_ON")),
+    match w.trap.psci().secondary_arrived(cpu) {
+        Ok(host) => enter_host_on_this_cpu(w, host.entry, host.context),
+        Err(e) => {
+            log::error!("cpu{cpu} arrived in warden but {e:?}: parking it");
+            hw::park()
+        }
     }
 }
 
@@ -441,8 +461,81 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
         hw::park();
     }
     let w = warden();
-    let mut platform = HwPlatform { w };
-    trap::handle_lower_sync(frame, &mut platform);
+    w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
+}
+
+/// RAM the host owns: every bank minus warden's region (and, later, carveouts).
+fn host_ram_ranges(p: &PlatformInfo, l: &Layout) -> Vec<MemRange> {
+    let mut out = Vec::new();
+    for bank in p.memory.iter() {
+        let below = MemRange::new(bank.start, l.warden.start.clamp(bank.start, bank.end));
+        let above = MemRange::new(l.warden.end.clamp(bank.start, bank.end), bank.end);
+        out.extend([below, above].into_iter().filter(|r| !r.is_empty()));
+    }
+    out
+}
+
+/// The hardware side of trap handling on this CPU.
+struct HwPlatform<'a> {
+    w: &'a Warden,
+}
+
+impl Platform for HwPlatform<'_> {
+    fn cpu_index(&self) -> usize {
+        cpu_index()
+    }
+
+    fn board(&self) -> Board {
+        self.w.board
+    }
+
+    fn host_el1(&self) -> HostEl1 {
+        HostEl1 { vbar: sysreg::el1_vbar(), sctlr: sysreg::el1_sctlr(), features: self.w.el1_features }
+    }
+
+    fn write_host_el1_exception(&mut self, regs: &El1ExceptionRegs) {
+        sysreg::write_el1_exception(regs.esr, regs.far, regs.elr, regs.spsr);
+    }
+
+    fn smc_to_el3(&mut self, args: [u64; 4]) -> [u64; 4] {
+        hw::smc([args[0], args[1], args[2], args[3], 0, 0, 0, 0])
+    }
+
+    fn secondary_entry(&self) -> u64 {
+        hw::secondary_entry_address()
+    }
+
+    fn secondary_context(&self, cpu_index: usize) -> u64 {
+        secondary_boot_args(self.w, cpu_index)
+    }
+
+    fn is_host_ram(&self, addr: u64) -> bool {
+        self.w.host_ram.iter().any(|r| r.contains(addr))
+    }
+}
+
+/// Fills `cpu`'s SecondaryBoot block and returns its address, cleaned to PoC because the CPU
+/// reads it with its MMU and caches off.
+fn secondary_boot_args(w: &Warden, cpu: usize) -> u64 {
+    let cpu = cpu.min(MAX_CPUS - 1);
+    let args = SecondaryBoot {
+        stack_top: hw::stack_top(cpu),
+        mair: w.el2_mmu.mair,
+        tcr: w.el2_mmu.tcr,
+        ttbr: w.el2_mmu.ttbr,
+        sctlr: w.el2_mmu.sctlr,
+        vbar: hw::vectors_address(),
+        cpu_index: cpu as u64,
+    };
+    // SAFETY: each CPU's block is written only by the CPU_ON call that targets it, which the
+    // PSCI state machine serialises (only one CPU_ON per target can be pending).
+    let slot = unsafe {
+        let slot = core::ptr::addr_of_mut!(SECONDARY_BOOT[cpu]);
+        slot.write_volatile(args);
+        slot as u64
+    };
+    dcache_range(&Hw, CacheOp::Clean, slot, core::mem::size_of::<SecondaryBoot>() as u64);
+    slot
 }
 
 /// IRQ, FIQ or SError routed to EL2, or anything from AArch32: none is expected (the host owns

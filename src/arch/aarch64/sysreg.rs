@@ -127,10 +127,12 @@ pub fn el1_sctlr() -> u64 {
     r::SCTLR_EL1.get()
 }
 
-/// Writes the EL1 exception registers for an injected exception.
-pub fn write_el1_exception(esr: u64, far: u64, elr: u64, spsr: u64) {
+/// Writes the EL1 exception registers for an injected exception (FAR_EL1 only when defined).
+pub fn write_el1_exception(esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
     r::ESR_EL1.set(esr);
-    r::FAR_EL1.set(far);
+    if let Some(far) = far {
+        r::FAR_EL1.set(far);
+    }
     r::ELR_EL1.set(elr);
     r::SPSR_EL1.set(spsr);
 }
