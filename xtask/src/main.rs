@@ -64,6 +64,12 @@ enum Cmd {
         #[arg(last = true)]
         qemu_args: Vec<String>,
     },
+    /// Convert a firmware ELF (linked at 0) to a flat arm64 Image, with the build's checks.
+    Elf2bin {
+        elf: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Unit tests, lints, firmware build and QEMU scenarios; ends with `N passed, M failed`.
     Test,
 }
@@ -111,6 +117,16 @@ fn main() -> ExitCode {
             let len =
                 pack::pack_files(&warden, &kernel, initrd.as_deref(), append.as_deref(), &output)?;
             eprintln!("xtask: wrote {} ({len} bytes)", output.display());
+            Ok(ExitCode::SUCCESS)
+        })(),
+        Cmd::Elf2bin { elf, output } => (|| {
+            let bytes =
+                std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+            let flat = elf2bin::elf_to_flat_binary(&bytes)
+                .with_context(|| format!("converting {}", elf.display()))?;
+            std::fs::write(&output, &flat)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("xtask: wrote {} ({} bytes)", output.display(), flat.len());
             Ok(ExitCode::SUCCESS)
         })(),
         Cmd::Run { host, smp, memory, qemu_args } => run(host, smp, memory, qemu_args),
