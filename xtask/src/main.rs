@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, pack, run and test warden")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, pack, run and test warden"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -45,7 +49,7 @@ enum Cmd {
         /// Kernel command line.
         #[arg(long)]
         append: Option<String>,
-        /// warden flat binary (default: target/warden/warden.bin, built if missing).
+        /// warden flat binary (default: build warden now and use target/warden/warden.bin).
         #[arg(long)]
         warden: Option<PathBuf>,
         /// Output image.

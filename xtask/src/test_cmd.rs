@@ -104,6 +104,26 @@ fn run_to_log(mut cmd: Command, log: &Path) -> Result<(bool, String)> {
     Ok((status.success(), text))
 }
 
+/// The lines worth showing from a failed tool run: `error...` lines with their `-->` location
+/// and rustfmt's `Diff in` lines (at most `n`); the last `n` lines when there are none.
+pub fn failure_summary(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut picked = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("error") || line.starts_with("Diff in ") {
+            picked.push(*line);
+            if let Some(next) = lines.get(i + 1).filter(|l| l.trim_start().starts_with("-->")) {
+                picked.push(next);
+            }
+        }
+    }
+    if picked.is_empty() {
+        return tail_text(text, n);
+    }
+    picked.truncate(n);
+    picked.iter().map(|l| format!("\n       | {l}")).collect()
+}
+
 fn tail_text(text: &str, n: usize) -> String {
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     scenario::tail(&lines, n).iter().map(|l| format!("\n       | {l}")).collect()
@@ -163,7 +183,7 @@ fn lint(tally: &mut Tally, name: &str, args: &[&str], log_name: &str) -> Result<
     let verdict = if ok {
         Verdict::pass(name)
     } else {
-        Verdict::fail(name, format!("see {}{}", log.display(), tail_text(&text, 20)))
+        Verdict::fail(name, format!("see {}{}", log.display(), failure_summary(&text, 20)))
     };
     tally.record(&verdict);
     Ok(())
@@ -196,7 +216,7 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
             "firmware/build (warden, test guest)",
-            format!("{}; see {}{}", errors.join("; "), log.display(), tail_text(&text, 20)),
+            format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
 
@@ -409,6 +429,20 @@ test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
             ]
         );
         assert!(parse_cargo_test("error[E0308]: mismatched types\n").is_empty());
+    }
+
+    #[test]
+    fn failure_summary_picks_errors_and_locations() {
+        let log = "warning: noise\nerror: bad thing\n  --> src/a.rs:1:2\n   |\nerror: could not compile\n";
+        assert_eq!(
+            failure_summary(log, 20),
+            "\n       | error: bad thing\n       |   --> src/a.rs:1:2\n       | error: could not compile"
+        );
+        assert_eq!(failure_summary("a\nb\nc\n", 2), "\n       | b\n       | c");
+        assert_eq!(
+            failure_summary("Diff in /r/src/x.rs:3:\n-a\n+b\n", 20),
+            "\n       | Diff in /r/src/x.rs:3:"
+        );
     }
 
     #[test]
