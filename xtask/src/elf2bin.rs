@@ -76,12 +76,13 @@ pub fn elf_to_flat_binary(elf_bytes: &[u8]) -> Result<Vec<u8>> {
     let file_end = loads
         .iter()
         .filter(|(_, _, data)| !data.is_empty())
-        .map(|&(vaddr, _, data)| vaddr + data.len() as u64)
+        .map(|&(vaddr, _, data)| vaddr.saturating_add(data.len() as u64))
         .max()
         .unwrap_or(0);
     ensure!(file_end <= MAX_FLAT_SIZE, "flat image would be {file_end:#x} bytes: too large");
     let mut flat = vec![0u8; file_end as usize];
-    for (vaddr, _, data) in &loads {
+    // BSS-only segments (no file bytes) may start past the end of the file contents.
+    for (vaddr, _, data) in loads.iter().filter(|(_, _, data)| !data.is_empty()) {
         let start = *vaddr as usize;
         flat[start..start + data.len()].copy_from_slice(data);
     }
@@ -262,6 +263,17 @@ pub(crate) mod tests {
         assert_eq!(&flat[..0x100], &segs[0].data[..]);
         assert!(flat[0x100..0x1000].iter().all(|&b| b == 0));
         assert_eq!(&flat[0x1000..], &segs[1].data[..]);
+    }
+
+    #[test]
+    fn trailing_bss_only_segment_is_not_stored() {
+        // As lld lays out the test guest: the last PT_LOAD is .bss alone, past the file end.
+        let segs = vec![
+            Segment { vaddr: 0, data: image_bytes(0x98, 0x7_0000), memsz: 0x98 },
+            Segment { vaddr: 0xa0, data: vec![], memsz: 0x6_0000 },
+        ];
+        let flat = elf_to_flat_binary(&build_elf(&segs, &[(0x1000, 0, 1027)])).unwrap();
+        assert_eq!(flat, segs[0].data);
     }
 
     #[test]
