@@ -259,7 +259,12 @@ fn resolve_firmware() -> Result<FirmwareToolchain> {
         return debian_candidate()
             .map_err(|why| anyhow::anyhow!("after installing: Debian toolchain unusable: {why}"));
     }
-    bail!(
+    Err(missing_toolchain_error(&why))
+}
+
+/// The error when no firmware compiler exists and xtask may not install one.
+fn missing_toolchain_error(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
         "no compiler for {FIRMWARE_TARGET}: no rustup toolchain has the target installed, and \
          Debian's rustc-web toolchain is not usable ({why}).\n\
          Install one of them, e.g. (as root):\n  \
@@ -357,7 +362,12 @@ fn resolve_qemu() -> Result<Qemu> {
         return qemu_candidate()
             .map_err(|why| anyhow::anyhow!("after installing QEMU it is still unusable: {why}"));
     }
-    bail!(
+    Err(missing_qemu_error(&why))
+}
+
+/// The error when QEMU is unusable and xtask may not install it.
+fn missing_qemu_error(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
         "QEMU not usable: {why}. Install qemu-system-arm >= 10.0, e.g. on Debian 12 (as root):\n  \
          printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: bookworm-backports\\n\
          Components: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' \
@@ -405,6 +415,29 @@ mod tests {
         assert_eq!(parse_version("no digits here"), None);
         assert!(parse_version("QEMU emulator version 7.2.15").unwrap() < MIN_QEMU);
         assert!(parse_version("rustc 1.94.1").unwrap() < MIN_RUSTC);
+    }
+
+    #[test]
+    fn stop_messages_name_the_exact_commands() {
+        let fw = format!("{:#}", missing_toolchain_error("/usr/bin/rustc missing"));
+        assert!(fw.contains("(/usr/bin/rustc missing)"), "{fw}");
+        assert!(
+            fw.contains(
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                 rustc-web cargo-web rust-web-src lld-22 rust-web-clippy"
+            ),
+            "{fw}"
+        );
+        assert!(fw.contains("rustup target add aarch64-unknown-none-softfloat"), "{fw}");
+        let q = format!("{:#}", missing_qemu_error("qemu-system-aarch64 not found in PATH"));
+        assert!(q.contains("Suites: bookworm-backports\\n"), "{q}");
+        assert!(q.contains("> /etc/apt/sources.list.d/bookworm-backports.sources"), "{q}");
+        assert!(
+            q.contains(
+                "apt-get install -y -t bookworm-backports --no-install-recommends qemu-system-arm"
+            ),
+            "{q}"
+        );
     }
 
     #[test]
