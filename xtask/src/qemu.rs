@@ -1,0 +1,274 @@
+//! Running QEMU: the command line, and a captured run with a timeout that kills the whole
+//! process group.
+
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const MACHINE: &str = "virt,virtualization=on,gic-version=3,iommu=smmuv3";
+pub const CPU: &str = "max,pauth-impdef=on";
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub smp: u32,
+    pub memory: String,
+    /// Extra `-machine` options (e.g. `dumpdtb=FILE`).
+    pub machine_extra: Option<String>,
+    pub kernel: Option<PathBuf>,
+    pub dtb: Option<PathBuf>,
+    pub extra: Vec<String>,
+}
+
+impl Machine {
+    pub fn new(kernel: Option<PathBuf>) -> Self {
+        Self {
+            smp: 2,
+            memory: "1G".into(),
+            machine_extra: None,
+            kernel,
+            dtb: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let machine = match &self.machine_extra {
+            Some(extra) => format!("{MACHINE},{extra}"),
+            None => MACHINE.to_owned(),
+        };
+        let mut args: Vec<String> = [
+            "-machine",
+            &machine,
+            "-cpu",
+            CPU,
+            "-smp",
+            &self.smp.to_string(),
+            "-m",
+            &self.memory,
+            "-nographic",
+            "-no-reboot",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(kernel) = &self.kernel {
+            args.extend(["-kernel".into(), kernel.display().to_string()]);
+        }
+        if let Some(dtb) = &self.dtb {
+            args.extend(["-dtb".into(), dtb.display().to_string()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    pub fn command(&self, qemu: &Path) -> Command {
+        let mut cmd = Command::new(qemu);
+        cmd.args(self.args());
+        cmd
+    }
+}
+
+/// How a captured run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited by itself (exit code; None if a signal ended it).
+    Exited(Option<i32>),
+    /// Nothing decisive happened before the timeout; QEMU was killed.
+    TimedOut(Duration),
+    /// The watcher saw what it waited for and QEMU was still running after the grace period;
+    /// QEMU was killed.
+    StillRunningAfterMatch,
+}
+
+/// Console output and how the run ended.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub lines: Vec<String>,
+    pub ending: Ending,
+    pub elapsed: Duration,
+}
+
+/// Kills the child's whole process group (QEMU was started as its leader).
+fn kill_group(child: &mut Child) {
+    let pgid = child.id();
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !killed {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+fn forward_lines(stream: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Runs `cmd` with stdin closed, capturing stdout and stderr line by line into `log` (and
+/// memory). Stops at `timeout`; if `watch` returns true for a line, waits `grace` more to see
+/// whether QEMU exits on its own, then kills it.
+pub fn run_captured(
+    mut cmd: Command,
+    timeout: Duration,
+    log: &Path,
+    watch: &dyn Fn(&str) -> bool,
+    grace: Duration,
+) -> Result<Captured> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    writeln!(log_file, "$ {program} {}", args.join(" "))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    let (tx, rx) = mpsc::channel();
+    forward_lines(child.stdout.take().context("QEMU stdout")?, tx.clone());
+    forward_lines(child.stderr.take().context("QEMU stderr")?, tx);
+
+    let mut lines = Vec::new();
+    let mut deadline = start + timeout;
+    let mut matched = false;
+    let ending = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            kill_group(&mut child);
+            break if matched { Ending::StillRunningAfterMatch } else { Ending::TimedOut(timeout) };
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                writeln!(log_file, "{line}")?;
+                if !matched && watch(&line) {
+                    matched = true;
+                    deadline = deadline.min(Instant::now() + grace);
+                }
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Both pipes closed: QEMU has exited (or closed its output; wait tells).
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match wait_timeout(&mut child, remaining)? {
+                    Some(code) => break Ending::Exited(code),
+                    None => continue,
+                }
+            }
+        }
+    };
+    writeln!(log_file, "# ended: {ending:?} after {:.1} s", start.elapsed().as_secs_f64())?;
+    Ok(Captured { lines, ending, elapsed: start.elapsed() })
+}
+
+/// Waits for the child up to `limit`; Some(exit code) if it exited.
+fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<Option<i32>>> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status.code()));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_matches_the_issue() {
+        let mut m = Machine::new(Some("/t/img".into()));
+        m.extra = vec!["-s".into()];
+        assert_eq!(
+            m.args().join(" "),
+            "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max,pauth-impdef=on \
+             -smp 2 -m 1G -nographic -no-reboot -kernel /t/img -s"
+        );
+        m.machine_extra = Some("dumpdtb=/t/x.dtb".into());
+        m.kernel = None;
+        m.extra.clear();
+        assert!(m.args().join(" ").starts_with(
+            "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/x.dtb "
+        ));
+    }
+
+    fn log_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("xtask-qemu-test-{}-{name}.log", std::process::id()))
+    }
+
+    #[test]
+    fn captures_exit_status_and_lines() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; printf 'three\\r\\n'; exit 3"]);
+        let log = log_path("exit");
+        let c =
+            run_captured(cmd, Duration::from_secs(20), &log, &|_| false, Duration::ZERO).unwrap();
+        assert_eq!(c.ending, Ending::Exited(Some(3)));
+        let mut lines = c.lines.clone();
+        lines.sort();
+        assert_eq!(lines, ["one", "three", "two"]);
+        assert!(std::fs::read_to_string(&log).unwrap().contains("three"));
+        std::fs::remove_file(log).unwrap();
+    }
+
+    #[test]
+    fn times_out_and_kills_the_group() {
+        let mut cmd = Command::new("sh");
+        // A grandchild holding the pipe open must die with the group.
+        cmd.args(["-c", "echo started; sleep 30 & sleep 30"]);
+        let log = log_path("timeout");
+        let start = Instant::now();
+        let c = run_captured(cmd, Duration::from_millis(500), &log, &|_| false, Duration::ZERO)
+            .unwrap();
+        assert_eq!(c.ending, Ending::TimedOut(Duration::from_millis(500)));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert_eq!(c.lines, ["started"]);
+        std::fs::remove_file(log).unwrap();
+    }
+
+    #[test]
+    fn stops_after_match_plus_grace() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'DT: bad'; sleep 30"]);
+        let log = log_path("match");
+        let c = run_captured(
+            cmd,
+            Duration::from_secs(20),
+            &log,
+            &|l| l.starts_with("DT:"),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert_eq!(c.ending, Ending::StillRunningAfterMatch);
+        assert!(c.elapsed < Duration::from_secs(10));
+        std::fs::remove_file(log).unwrap();
+    }
+}

@@ -1,0 +1,250 @@
+//! Judging QEMU console output. Pure functions over captured lines, so every verdict is
+//! unit-tested with canned output.
+//!
+//! Strings the harness relies on (documented in README.md):
+//! - warden banner: a line containing `warden v<digit>` (warden prints `warden v<version> on
+//!   <board>`), and a line containing `memory map`;
+//! - test guest: lines `ok NAME` and `FAILED NAME: reason` (at the start of a line), then
+//!   `guest: done`, then PSCI SYSTEM_OFF so QEMU exits with status 0;
+//! - hostile DT: a line containing `DT:` and `overlap`, after which warden halts (QEMU keeps
+//!   running); no `panicked at` line.
+
+use crate::qemu::{Captured, Ending};
+
+/// One test result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    pub outcome: Result<(), String>,
+}
+
+impl Verdict {
+    pub fn pass(name: impl Into<String>) -> Self {
+        Self { name: name.into(), outcome: Ok(()) }
+    }
+    pub fn fail(name: impl Into<String>, why: impl Into<String>) -> Self {
+        Self { name: name.into(), outcome: Err(why.into()) }
+    }
+    fn check(name: &str, ok: bool, why: impl FnOnce() -> String) -> Self {
+        if ok { Self::pass(name) } else { Self::fail(name, why()) }
+    }
+}
+
+/// A guest scenario result line: `ok NAME` or `FAILED NAME: reason`.
+pub fn parse_guest_line(line: &str) -> Option<Verdict> {
+    let line = line.trim();
+    if let Some(name) = line.strip_prefix("ok ") {
+        let name = name.trim();
+        return (!name.is_empty()).then(|| Verdict::pass(format!("guest/{name}")));
+    }
+    let rest = line.strip_prefix("FAILED ")?;
+    let (name, reason) = match rest.split_once(':') {
+        Some((name, reason)) => (name.trim(), reason.trim()),
+        None => (rest.trim(), "(no reason given)"),
+    };
+    (!name.is_empty()).then(|| Verdict::fail(format!("guest/{name}"), reason))
+}
+
+fn is_banner(line: &str) -> bool {
+    line.match_indices("warden v")
+        .any(|(i, m)| line[i + m.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()))
+}
+
+fn ending_text(ending: &Ending) -> String {
+    match ending {
+        Ending::Exited(Some(code)) => format!("QEMU exited with status {code}"),
+        Ending::Exited(None) => "QEMU was killed by a signal".into(),
+        Ending::TimedOut(t) => format!("timed out after {} s", t.as_secs()),
+        Ending::StillRunningAfterMatch => "QEMU was still running".into(),
+    }
+}
+
+/// Boot of warden with the test guest as host.
+pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
+    let mut out = vec![
+        Verdict::check(
+            "boot/warden banner printed",
+            run.lines.iter().any(|l| is_banner(l)),
+            || "no line containing `warden v<version>`".into(),
+        ),
+        Verdict::check(
+            "boot/warden memory map printed",
+            run.lines.iter().any(|l| l.contains("memory map")),
+            || "no line containing `memory map`".into(),
+        ),
+    ];
+    let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
+    if guest.is_empty() {
+        out.push(Verdict::fail(
+            "guest/any scenario",
+            "the guest printed no `ok NAME` or `FAILED NAME: reason` line",
+        ));
+    }
+    out.extend(guest);
+    out.push(Verdict::check(
+        "boot/guest printed `guest: done`",
+        run.lines.iter().any(|l| l.trim() == "guest: done"),
+        || format!("no `guest: done` line ({})", ending_text(&run.ending)),
+    ));
+    out.push(Verdict::check(
+        "boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
+        run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
+/// Line that reports the hostile DT.
+pub fn is_overlap_report(line: &str) -> bool {
+    line.contains("DT:") && line.contains("overlap")
+}
+
+/// Boot with overlapping `/reserved-memory` regions: warden must say so and halt.
+pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
+    let report = run.lines.iter().position(|l| is_overlap_report(l));
+    let panic = run.lines.iter().position(|l| l.contains("panicked at"));
+    vec![
+        Verdict::check("hostile-dt/overlapping reserved-memory reported", report.is_some(), || {
+            format!("no line containing `DT:` and `overlap` ({})", ending_text(&run.ending))
+        }),
+        Verdict::check(
+            "hostile-dt/warden halts after the report",
+            report.is_some() && run.ending == Ending::StillRunningAfterMatch,
+            || match run.ending {
+                Ending::Exited(_) => format!("{} instead of halting", ending_text(&run.ending)),
+                _ => "no report to halt after".into(),
+            },
+        ),
+        Verdict::check("hostile-dt/no panic", panic.is_none(), || {
+            format!("`{}`", panic.and_then(|i| run.lines.get(i)).map_or("", |l| l.trim()))
+        }),
+    ]
+}
+
+/// The last `n` lines, for timeout reports.
+pub fn tail(lines: &[String], n: usize) -> &[String] {
+    &lines[lines.len().saturating_sub(n)..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn captured(text: &str, ending: Ending) -> Captured {
+        Captured {
+            lines: text.lines().map(str::to_owned).collect(),
+            ending,
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    const GOOD_BOOT: &str = "\
+warden v0.1.0 on qemu-virt
+warden: memory map:
+warden:   0x40200000..0x40400000 warden
+guest: at EL1
+ok el1
+ok warden-memory-abort
+FAILED cpu1-online: CPU_ON returned -2
+ok unknown-hvc
+guest: done
+";
+
+    fn names(v: &[Verdict]) -> Vec<(&str, bool)> {
+        v.iter().map(|v| (v.name.as_str(), v.outcome.is_ok())).collect()
+    }
+
+    #[test]
+    fn passing_boot_with_one_failed_scenario() {
+        let v = judge_guest_boot(&captured(GOOD_BOOT, Ending::Exited(Some(0))));
+        assert_eq!(
+            names(&v),
+            [
+                ("boot/warden banner printed", true),
+                ("boot/warden memory map printed", true),
+                ("guest/el1", true),
+                ("guest/warden-memory-abort", true),
+                ("guest/cpu1-online", false),
+                ("guest/unknown-hvc", true),
+                ("boot/guest printed `guest: done`", true),
+                ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", true),
+            ]
+        );
+        assert_eq!(v[4].outcome, Err("CPU_ON returned -2".into()));
+    }
+
+    #[test]
+    fn timeout_without_done_line() {
+        let text = "warden v0.1.0 on qemu-virt\nwarden: memory map:\nok el1\n";
+        let v = judge_guest_boot(&captured(text, Ending::TimedOut(Duration::from_secs(120))));
+        let done = v.iter().find(|v| v.name.contains("guest: done")).unwrap();
+        assert_eq!(done.outcome, Err("no `guest: done` line (timed out after 120 s)".into()));
+        let exit = v.iter().find(|v| v.name.contains("QEMU exited")).unwrap();
+        assert_eq!(exit.outcome, Err("timed out after 120 s".into()));
+        assert_eq!(v.iter().filter(|v| v.outcome.is_ok()).count(), 3);
+    }
+
+    #[test]
+    fn silent_guest_and_missing_banner_fail() {
+        let v = judge_guest_boot(&captured("guest: done\n", Ending::Exited(Some(1))));
+        assert_eq!(
+            names(&v),
+            [
+                ("boot/warden banner printed", false),
+                ("boot/warden memory map printed", false),
+                ("guest/any scenario", false),
+                ("boot/guest printed `guest: done`", true),
+                ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", false),
+            ]
+        );
+        assert_eq!(v[4].outcome, Err("QEMU exited with status 1".into()));
+    }
+
+    #[test]
+    fn guest_line_parsing() {
+        assert_eq!(parse_guest_line("ok a"), Some(Verdict::pass("guest/a")));
+        assert_eq!(parse_guest_line("  ok a b \r"), Some(Verdict::pass("guest/a b")));
+        assert_eq!(
+            parse_guest_line("FAILED x"),
+            Some(Verdict::fail("guest/x", "(no reason given)"))
+        );
+        assert_eq!(parse_guest_line("FAILED x: y: z"), Some(Verdict::fail("guest/x", "y: z")));
+        assert_eq!(parse_guest_line("ok "), None);
+        assert_eq!(parse_guest_line("okay"), None);
+        assert_eq!(parse_guest_line("warden: ok a"), None);
+        assert!(!is_banner("warden: v"));
+        assert!(!is_banner("warden vx"));
+        assert!(is_banner("[INFO] warden v12 on qemu-virt"));
+    }
+
+    #[test]
+    fn hostile_dt_verdicts() {
+        let report = "warden v0.1.0 on qemu-virt\nDT: /reserved-memory/hostile-a@70000000 [..] overlaps /reserved-memory/hostile-b@70100000\nwarden: halting\n";
+        let v = judge_hostile_dt(&captured(report, Ending::StillRunningAfterMatch));
+        assert!(v.iter().all(|v| v.outcome.is_ok()), "{v:?}");
+
+        let reset = judge_hostile_dt(&captured(report, Ending::Exited(Some(0))));
+        assert_eq!(reset[1].outcome, Err("QEMU exited with status 0 instead of halting".into()));
+
+        let silent = judge_hostile_dt(&captured(
+            "warden v0.1.0\npanicked at src/dt/parse.rs:10:5: index out of bounds\n",
+            Ending::TimedOut(Duration::from_secs(120)),
+        ));
+        assert_eq!(
+            names(&silent),
+            [
+                ("hostile-dt/overlapping reserved-memory reported", false),
+                ("hostile-dt/warden halts after the report", false),
+                ("hostile-dt/no panic", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn tail_of_output() {
+        let lines: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        assert_eq!(tail(&lines, 20).first().map(String::as_str), Some("10"));
+        assert_eq!(tail(&lines[..3], 20).len(), 3);
+    }
+}

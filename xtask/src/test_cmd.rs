@@ -1,0 +1,456 @@
+//! `cargo xtask test`: host tests, lints, firmware build, QEMU scenarios; one line per result and
+//! a final `N passed, M failed`.
+
+use crate::firmware::{self, repo_root};
+use crate::qemu::{self, Captured, Ending, Machine};
+use crate::scenario::{self, Verdict};
+use crate::{fdt_edit, pack, toolchain};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long warden must stay halted after reporting a hostile DT.
+const HALT_GRACE: Duration = Duration::from_secs(2);
+
+/// Running totals and the printing of result lines.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn record(&mut self, verdict: &Verdict) {
+        match &verdict.outcome {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok   {}", verdict.name);
+            }
+            Err(why) => {
+                self.failed += 1;
+                println!("FAIL {}: {why}", verdict.name);
+            }
+        }
+    }
+}
+
+/// Result numbers of one test binary (`test result:` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestBinary {
+    pub label: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub failed_names: Vec<String>,
+}
+
+/// Label for a `Running <src> (<path>)` or `Doc-tests <crate>` line.
+fn binary_label(line: &str) -> Option<String> {
+    let line = line.trim();
+    if let Some(krate) = line.strip_prefix("Doc-tests ") {
+        return Some(format!("{} doctests", krate.trim()));
+    }
+    let rest = line.strip_prefix("Running ")?;
+    let (src, path) = rest.rsplit_once(" (")?;
+    let file = Path::new(path.trim_end_matches(')')).file_name()?.to_string_lossy().into_owned();
+    // target/debug/deps/<crate>-<hash>
+    let krate = file.rsplit_once('-').map_or(file.as_str(), |(k, _)| k).to_owned();
+    let src = src.strip_prefix("unittests ").unwrap_or(src);
+    Some(format!("{krate} {src}"))
+}
+
+fn count_before(text: &str, word: &str) -> Option<usize> {
+    let idx = text.find(word)?;
+    text[..idx].split_whitespace().last()?.trim_end_matches(';').parse().ok()
+}
+
+/// Parses `cargo test` output (stdout and stderr interleaved).
+pub fn parse_cargo_test(output: &str) -> Vec<TestBinary> {
+    let mut out = Vec::new();
+    let mut label = String::from("tests");
+    let mut failed_names = Vec::new();
+    for line in output.lines() {
+        if let Some(l) = binary_label(line) {
+            label = l;
+            failed_names.clear();
+        } else if let Some(name) =
+            line.strip_prefix("test ").and_then(|r| r.strip_suffix(" ... FAILED"))
+        {
+            failed_names.push(name.to_owned());
+        } else if let Some(result) = line.trim().strip_prefix("test result: ") {
+            out.push(TestBinary {
+                label: label.clone(),
+                passed: count_before(result, " passed").unwrap_or(0),
+                failed: count_before(result, " failed").unwrap_or(0),
+                failed_names: std::mem::take(&mut failed_names),
+            });
+        }
+    }
+    out
+}
+
+fn logs_dir() -> PathBuf {
+    repo_root().join("target/xtask-logs")
+}
+
+/// Runs a command with stdout and stderr both going to `log`; returns success and the log text.
+fn run_to_log(mut cmd: Command, log: &Path) -> Result<(bool, String)> {
+    std::fs::create_dir_all(logs_dir())?;
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    cmd.current_dir(repo_root()).stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+    let status = cmd.status().with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    Ok((status.success(), text))
+}
+
+/// The lines worth showing from a failed tool run: `error...` lines with their `-->` location
+/// and rustfmt's `Diff in` lines (at most `n`); the last `n` lines when there are none.
+pub fn failure_summary(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut picked = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("error") || line.starts_with("Diff in ") {
+            picked.push(*line);
+            if let Some(next) = lines.get(i + 1).filter(|l| l.trim_start().starts_with("-->")) {
+                picked.push(next);
+            }
+        }
+    }
+    if picked.is_empty() {
+        return tail_text(text, n);
+    }
+    picked.truncate(n);
+    picked.iter().map(|l| format!("\n       | {l}")).collect()
+}
+
+fn tail_text(text: &str, n: usize) -> String {
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    scenario::tail(&lines, n).iter().map(|l| format!("\n       | {l}")).collect()
+}
+
+fn host_cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+}
+
+fn step(title: &str) {
+    println!("== {title}");
+}
+
+fn unit_tests(tally: &mut Tally) -> Result<()> {
+    step("host unit tests: cargo test --workspace --exclude warden-test-guest");
+    let log = logs_dir().join("unit-tests.log");
+    let mut cmd = host_cargo();
+    cmd.args(["test", "--workspace", "--exclude", "warden-test-guest"]);
+    let (ok, text) = run_to_log(cmd, &log)?;
+    let binaries = parse_cargo_test(&text);
+    for bin in &binaries {
+        let name = format!("unit/{}", bin.label);
+        if bin.failed == 0 {
+            tally.passed += bin.passed;
+            println!("ok   {name}: {} passed", bin.passed);
+        } else {
+            tally.passed += bin.passed;
+            tally.failed += bin.failed;
+            println!(
+                "FAIL {name}: {} of {} failed: {}",
+                bin.failed,
+                bin.passed + bin.failed,
+                bin.failed_names.join(", ")
+            );
+        }
+    }
+    let counted_failures: usize = binaries.iter().map(|b| b.failed).sum();
+    if !ok && counted_failures == 0 {
+        tally.record(&Verdict::fail(
+            "unit/cargo test",
+            format!(
+                "cargo test failed before running tests; see {}{}",
+                log.display(),
+                tail_text(&text, 20)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn lint(tally: &mut Tally, name: &str, args: &[&str], log_name: &str) -> Result<()> {
+    let log = logs_dir().join(log_name);
+    let mut cmd = host_cargo();
+    cmd.args(args);
+    let (ok, text) = run_to_log(cmd, &log)?;
+    let verdict = if ok {
+        Verdict::pass(name)
+    } else {
+        Verdict::fail(name, format!("see {}{}", log.display(), failure_summary(&text, 20)))
+    };
+    tally.record(&verdict);
+    Ok(())
+}
+
+/// Firmware build and clippy; returns the flat binaries if the build succeeded.
+fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
+    step("firmware (aarch64-unknown-none-softfloat)");
+    let tc = match toolchain::firmware() {
+        Ok(tc) => tc,
+        Err(e) => {
+            tally.record(&Verdict::fail("firmware/build", format!("{e:#}")));
+            return Ok(None);
+        }
+    };
+    let log = logs_dir().join("firmware-build.log");
+    std::fs::create_dir_all(logs_dir())?;
+    let mut built = Vec::new();
+    let mut errors = Vec::new();
+    for krate in firmware::ALL {
+        match firmware::build_one_logged(tc, krate, &log) {
+            Ok(p) => built.push(p),
+            Err(e) => errors.push(format!("{}: {e:#}", krate.package)),
+        }
+    }
+    let build_ok = errors.is_empty();
+    if build_ok {
+        tally.record(&Verdict::pass("firmware/build (warden, test guest)"));
+    } else {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        tally.record(&Verdict::fail(
+            "firmware/build (warden, test guest)",
+            format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
+        ));
+    }
+
+    if tc.has_clippy() {
+        let log = logs_dir().join("firmware-clippy.log");
+        let _ = std::fs::remove_file(&log);
+        let mut failures = Vec::new();
+        for (krate, cmd) in firmware::ALL.iter().zip(firmware::clippy_commands(tc)) {
+            let ok = firmware::run_appending(cmd, &log)?;
+            if !ok {
+                failures.push(krate.package);
+            }
+        }
+        let verdict = if failures.is_empty() {
+            Verdict::pass("firmware/clippy -D warnings")
+        } else {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Verdict::fail(
+                "firmware/clippy -D warnings",
+                format!(
+                    "{} failed; see {}{}",
+                    failures.join(", "),
+                    log.display(),
+                    tail_text(&text, 20)
+                ),
+            )
+        };
+        tally.record(&verdict);
+    } else {
+        println!("skip firmware/clippy: the firmware toolchain has no clippy");
+    }
+    Ok(match (build_ok, built.as_slice()) {
+        (true, [warden, guest]) => Some((warden.clone(), guest.clone())),
+        _ => None,
+    })
+}
+
+fn report_timeout(scenario: &str, run: &Captured) {
+    println!("     scenario {scenario}: QEMU ran {:.1} s", run.elapsed.as_secs_f64());
+    if let Ending::TimedOut(t) = run.ending {
+        println!(
+            "     scenario {scenario} timed out after {} s; last 20 lines of output:",
+            t.as_secs()
+        );
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
+}
+
+fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
+    let machine = Machine::new(Some(image.to_owned()));
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-guest-boot.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("guest-boot", &run);
+    Ok(scenario::judge_guest_boot(&run))
+}
+
+fn scenario_hostile_dt(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
+    let qemu_dtb = logs_dir().join("qemu-virt-dumped.dtb");
+    let mut dump = Machine::new(None);
+    dump.machine_extra = Some(format!("dumpdtb={}", qemu_dtb.display()));
+    let (ok, text) = run_to_log(dump.command(qemu), &logs_dir().join("qemu-dumpdtb.log"))?;
+    anyhow::ensure!(ok, "QEMU could not dump its DT:{}", tail_text(&text, 10));
+    let original = std::fs::read(&qemu_dtb)?;
+    let hostile = fdt_edit::add_root_child(&original, &fdt_edit::overlapping_reserved_memory())?;
+    let hostile_dtb = logs_dir().join("hostile-reserved-overlap.dtb");
+    std::fs::write(&hostile_dtb, hostile)?;
+
+    let mut machine = Machine::new(Some(image.to_owned()));
+    machine.dtb = Some(hostile_dtb);
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-hostile-dt.log"),
+        &scenario::is_overlap_report,
+        HALT_GRACE,
+    )?;
+    report_timeout("hostile-dt", &run);
+    Ok(scenario::judge_hostile_dt(&run))
+}
+
+const SCENARIOS: [&str; 2] = ["guest-boot", "hostile-dt"];
+
+fn qemu_steps(tally: &mut Tally, binaries: Option<(PathBuf, PathBuf)>) -> Result<()> {
+    step("QEMU scenarios");
+    let not_run = |tally: &mut Tally, why: &str| {
+        for s in SCENARIOS {
+            tally.record(&Verdict::fail(format!("{s}/not run"), why));
+        }
+    };
+    let qemu = match toolchain::qemu() {
+        Ok(q) => q,
+        Err(e) => {
+            not_run(tally, &format!("{e:#}"));
+            return Ok(());
+        }
+    };
+    let Some((warden, guest)) = binaries else {
+        not_run(tally, "firmware build failed");
+        return Ok(());
+    };
+    let image = firmware::output_dir().join("warden-test-guest.img");
+    if let Err(e) = pack::pack_files(&warden, &guest, None, None, &image) {
+        not_run(tally, &format!("packing warden with the test guest: {e:#}"));
+        return Ok(());
+    }
+    for (name, run) in [
+        ("guest-boot", scenario_guest_boot as fn(&Path, &Path) -> Result<Vec<Verdict>>),
+        ("hostile-dt", scenario_hostile_dt),
+    ] {
+        match run(&qemu.path, &image) {
+            Ok(verdicts) => verdicts.iter().for_each(|v| tally.record(v)),
+            Err(e) => tally.record(&Verdict::fail(format!("{name}/setup"), format!("{e:#}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs everything; returns the totals.
+pub fn run_all() -> Result<Tally> {
+    let mut tally = Tally::default();
+    println!("logs: {}", logs_dir().display());
+    unit_tests(&mut tally)?;
+    step("lints");
+    lint(
+        &mut tally,
+        "lint/clippy --workspace --all-targets -D warnings",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "warden-test-guest",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy.log",
+    )?;
+    lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
+    let binaries = firmware_steps(&mut tally)?;
+    qemu_steps(&mut tally, binaries)?;
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARGO_TEST: &str = "\
+   Compiling warden v0.1.0 (/r)
+    Finished `test` profile [optimized + debuginfo] target(s) in 2.00s
+     Running unittests src/lib.rs (target/debug/deps/warden-0123456789abcdef)
+
+running 3 tests
+test mm::range::tests::a ... ok
+test mm::range::tests::b ... FAILED
+test mm::range::tests::c ... ok
+
+failures:
+
+failures:
+    mm::range::tests::b
+
+test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+     Running unittests src/main.rs (target/debug/deps/xtask-fedcba9876543210)
+
+running 12 tests
+test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.50s
+
+   Doc-tests warden_abi
+
+running 0 tests
+
+test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+";
+
+    #[test]
+    fn parses_cargo_test_output() {
+        let bins = parse_cargo_test(CARGO_TEST);
+        assert_eq!(
+            bins,
+            [
+                TestBinary {
+                    label: "warden src/lib.rs".into(),
+                    passed: 2,
+                    failed: 1,
+                    failed_names: vec!["mm::range::tests::b".into()],
+                },
+                TestBinary {
+                    label: "xtask src/main.rs".into(),
+                    passed: 12,
+                    failed: 0,
+                    failed_names: vec![],
+                },
+                TestBinary {
+                    label: "warden_abi doctests".into(),
+                    passed: 0,
+                    failed: 0,
+                    failed_names: vec![],
+                },
+            ]
+        );
+        assert!(parse_cargo_test("error[E0308]: mismatched types\n").is_empty());
+    }
+
+    #[test]
+    fn failure_summary_picks_errors_and_locations() {
+        let log = "warning: noise\nerror: bad thing\n  --> src/a.rs:1:2\n   |\nerror: could not compile\n";
+        assert_eq!(
+            failure_summary(log, 20),
+            "\n       | error: bad thing\n       |   --> src/a.rs:1:2\n       | error: could not compile"
+        );
+        assert_eq!(failure_summary("a\nb\nc\n", 2), "\n       | b\n       | c");
+        assert_eq!(
+            failure_summary("Diff in /r/src/x.rs:3:\n-a\n+b\n", 20),
+            "\n       | Diff in /r/src/x.rs:3:"
+        );
+    }
+
+    #[test]
+    fn tally_counts() {
+        let mut t = Tally::default();
+        t.record(&Verdict::pass("a"));
+        t.record(&Verdict::fail("b", "why"));
+        t.record(&Verdict::pass("c"));
+        assert_eq!((t.passed, t.failed), (2, 1));
+    }
+}
