@@ -19,7 +19,9 @@ const DEBIAN_RUST_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "rust-web-clippy"];
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 
-/// RUSTFLAGS every firmware build uses, whatever the toolchain.
+/// RUSTFLAGS every firmware build uses, whatever the toolchain. (Alignment checking needs no
+/// flag: the aarch64-unknown-none-softfloat target already has +strict-align, which warden
+/// relies on while its MMU is off.)
 pub const FIRMWARE_RUSTFLAGS: &[&str] = &[
     "-C",
     "relocation-model=pie",
@@ -29,8 +31,6 @@ pub const FIRMWARE_RUSTFLAGS: &[&str] = &[
     "link-arg=--no-dynamic-linker",
     "-C",
     "link-arg=-znostart-stop-gc",
-    "-C",
-    "target-feature=+strict-align",
     "-C",
     "force-frame-pointers=yes",
 ];
