@@ -1,0 +1,125 @@
+//! warden's own EL2 stage-1 translation (TTBR0_EL2, HCR_EL2.E2H=0): TCR_EL2, MAIR_EL2,
+//! SCTLR_EL2 values and the identity map of what warden needs.
+
+use core::fmt;
+
+use super::frame::FrameAllocator;
+use super::pgtable::{Attrs, El2Stage1, MapError, PageTable, TableLayout, TableStats};
+use super::range::MemRange;
+use super::tcr::{self, ConfigError};
+use crate::arch::TlbMaintenance;
+
+pub use super::pgtable::MAIR_EL2_VALUE;
+
+/// TCR_EL2 (E2H=0) bits 31 and 23 are RES1.
+const TCR_EL2_RES1: u64 = (1 << 31) | (1 << 23);
+
+/// SCTLR_EL2.M: stage-1 MMU on.
+pub const SCTLR_EL2_M: u64 = 1 << 0;
+/// SCTLR_EL2.C: data accesses cacheable.
+pub const SCTLR_EL2_C: u64 = 1 << 2;
+/// SCTLR_EL2.SA: SP alignment check.
+pub const SCTLR_EL2_SA: u64 = 1 << 3;
+/// SCTLR_EL2.I: instruction fetches cacheable.
+pub const SCTLR_EL2_I: u64 = 1 << 12;
+/// SCTLR_EL2.WXN: writable implies execute-never.
+pub const SCTLR_EL2_WXN: u64 = 1 << 19;
+/// SCTLR_EL2 RES1 bits with HCR_EL2.E2H=0: 4, 5, 11 (EOS), 16, 18, 22 (EIS), 23, 28, 29.
+/// EOS/EIS at 1 keep exception entry and return context-synchronizing where FEAT_ExS exists.
+/// EE (bit 25) stays 0: little-endian; A (bit 1) stays 0: unaligned accesses allowed to
+/// Normal memory.
+pub const SCTLR_EL2_RES1: u64 = (1 << 4)
+    | (1 << 5)
+    | (1 << 11)
+    | (1 << 16)
+    | (1 << 18)
+    | (1 << 22)
+    | (1 << 23)
+    | (1 << 28)
+    | (1 << 29);
+/// SCTLR_EL2 with the MMU and both caches on, SP alignment checks and W^X enforced.
+pub const SCTLR_EL2_MMU_ON: u64 =
+    SCTLR_EL2_RES1 | SCTLR_EL2_M | SCTLR_EL2_C | SCTLR_EL2_SA | SCTLR_EL2_I | SCTLR_EL2_WXN;
+
+/// TCR_EL2 for a `va_bits` (25..=48) VA space on a CPU with a `pa_range_bits` physical range:
+/// T0SZ, walks inner/outer WBWA inner shareable, 4 KiB granule, PS from the PA range (52 is
+/// capped to 48), TBI clear, RES1 bits 31 and 23.
+pub fn el2_tcr(va_bits: u32, pa_range_bits: u32) -> Result<u64, ConfigError> {
+    if !(super::pgtable::MIN_VA_BITS..=super::pgtable::MAX_VA_BITS).contains(&va_bits) {
+        return Err(ConfigError::UnsupportedInputBits(va_bits));
+    }
+    let (ps, _) = tcr::ps_field(pa_range_bits)?;
+    Ok(TCR_EL2_RES1 | tcr::common_fields(va_bits) | ps)
+}
+
+/// warden's EL2 page table.
+pub type El2PageTable = PageTable<El2Stage1>;
+
+/// Everything the boot code programs to turn the EL2 MMU on.
+#[derive(Debug)]
+pub struct El2Map {
+    pub table: El2PageTable,
+    /// TCR_EL2.
+    pub tcr: u64,
+    /// MAIR_EL2 ([`MAIR_EL2_VALUE`]).
+    pub mair: u64,
+    /// SCTLR_EL2 ([`SCTLR_EL2_MMU_ON`]).
+    pub sctlr: u64,
+    /// TTBR0_EL2: the root's address (CnP clear; no ASID with E2H=0).
+    pub ttbr0: u64,
+    pub stats: TableStats,
+}
+
+/// Why warden's own map could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum El2MapError {
+    Config(ConfigError),
+    /// Mapping `range` failed.
+    Map {
+        range: MemRange,
+        error: MapError,
+    },
+}
+
+impl fmt::Display for El2MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            El2MapError::Config(e) => write!(f, "EL2 translation config: {e}"),
+            El2MapError::Map { range, error } => write!(f, "EL2 map of {range:?}: {error}"),
+        }
+    }
+}
+
+/// Builds warden's identity map (VA == PA) of `regions` (each page aligned, attributes per
+/// [`El2Stage1`]: readable, not both writable and executable) with a `va_bits` VA space, and
+/// computes the control register values. On error the partly built tables are freed.
+///
+/// Run it with the MMU off; `tlb` maintenance is still issued for the unlikely case of
+/// overlapping regions (later ones win).
+pub fn build_el2_identity_map<A, T>(
+    regions: &[(MemRange, Attrs)],
+    va_bits: u32,
+    pa_range_bits: u32,
+    frames: &mut A,
+    tlb: &T,
+) -> Result<El2Map, El2MapError>
+where
+    A: FrameAllocator + ?Sized,
+    T: TlbMaintenance + ?Sized,
+{
+    let tcr = el2_tcr(va_bits, pa_range_bits).map_err(El2MapError::Config)?;
+    let layout = TableLayout::stage1(va_bits)
+        .map_err(|_| El2MapError::Config(ConfigError::UnsupportedInputBits(va_bits)))?;
+    let mut table = El2PageTable::new(layout, frames)
+        .map_err(|error| El2MapError::Map { range: MemRange::default(), error })?;
+    for &(range, attrs) in regions {
+        if let Err(error) = table.map(range, range.start, attrs, frames, tlb) {
+            // SAFETY: the table was built here and never installed in TTBR0_EL2.
+            unsafe { table.destroy(frames) };
+            return Err(El2MapError::Map { range, error });
+        }
+    }
+    let ttbr0 = table.root_pa();
+    let stats = table.stats();
+    Ok(El2Map { table, tcr, mair: MAIR_EL2_VALUE, sctlr: SCTLR_EL2_MMU_ON, ttbr0, stats })
+}
