@@ -945,3 +945,455 @@ fn count(table: Table, level: u8, stats: &mut TableStats) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::fake::{HwOp, Recorder};
+    use crate::mm::frame::test_support::HeapFrames;
+    use core::cell::RefCell;
+    use proptest::prelude::*;
+
+    const SZ_2M: u64 = 2 << 20;
+    const SZ_1G: u64 = 1 << 30;
+
+    fn s2_layout_32() -> TableLayout {
+        TableLayout::new(32, 1, 1).unwrap()
+    }
+
+    fn range(start: u64, size: u64) -> MemRange {
+        MemRange::new(start, start + size)
+    }
+
+    /// TLB maintenance that also snapshots one descriptor at every operation, to check what a
+    /// walker could see while the operation is issued.
+    struct Watch {
+        rec: Recorder,
+        entry_pa: u64,
+        seen: RefCell<Vec<u64>>,
+    }
+
+    impl Watch {
+        fn snap(&self) {
+            // SAFETY: `entry_pa` is a descriptor inside a live test table.
+            let v = unsafe { core::ptr::read_volatile(self.entry_pa as usize as *const u64) };
+            self.seen.borrow_mut().push(v);
+        }
+    }
+
+    impl TlbMaintenance for Watch {
+        fn dsb_ishst(&self) {
+            self.snap();
+            self.rec.dsb_ishst()
+        }
+        fn dsb_ish(&self) {
+            self.snap();
+            self.rec.dsb_ish()
+        }
+        fn isb(&self) {
+            self.snap();
+            self.rec.isb()
+        }
+        fn tlbi_ipas2e1is(&self, ipa: u64) {
+            self.snap();
+            self.rec.tlbi_ipas2e1is(ipa)
+        }
+        fn tlbi_vmalle1is(&self) {
+            self.snap();
+            self.rec.tlbi_vmalle1is()
+        }
+        fn tlbi_vmalls12e1is(&self) {
+            self.snap();
+            self.rec.tlbi_vmalls12e1is()
+        }
+        fn tlbi_alle2is(&self) {
+            self.snap();
+            self.rec.tlbi_alle2is()
+        }
+        fn tlbi_vae2is(&self, va: u64) {
+            self.snap();
+            self.rec.tlbi_vae2is(va)
+        }
+    }
+
+    /// TLB maintenance that does nothing (property tests check table contents only).
+    struct NoTlb;
+    impl TlbMaintenance for NoTlb {
+        fn dsb_ishst(&self) {}
+        fn dsb_ish(&self) {}
+        fn isb(&self) {}
+        fn tlbi_ipas2e1is(&self, _: u64) {}
+        fn tlbi_vmalle1is(&self) {}
+        fn tlbi_vmalls12e1is(&self) {}
+        fn tlbi_alle2is(&self) {}
+        fn tlbi_vae2is(&self, _: u64) {}
+    }
+
+    const STAGE2_COMPLETE: [HwOp; 4] = [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb];
+
+    #[test]
+    fn layouts_are_validated() {
+        assert!(TableLayout::new(32, 1, 1).is_ok());
+        assert!(TableLayout::new(39, 1, 1).is_ok());
+        assert!(TableLayout::new(40, 1, 2).is_ok());
+        assert!(TableLayout::new(42, 1, 8).is_ok());
+        assert!(TableLayout::new(43, 1, 16).is_ok());
+        assert!(TableLayout::new(44, 1, 32).is_err(), "more than 16 concatenated");
+        assert!(TableLayout::new(40, 1, 1).is_err(), "root count must match");
+        assert!(TableLayout::new(48, 0, 1).is_ok());
+        assert!(TableLayout::new(39, 0, 1).is_err(), "level 0 would be a single entry");
+        assert!(TableLayout::new(30, 1, 1).is_err());
+        assert!(TableLayout::new(30, 2, 1).is_ok());
+        assert!(TableLayout::new(34, 2, 16).is_ok());
+        assert!(TableLayout::new(32, 3, 1).is_err());
+        assert!(TableLayout::new(49, 0, 2).is_err());
+        assert!(TableLayout::new(24, 2, 1).is_err());
+        assert_eq!(TableLayout::stage1(48).unwrap().start_level(), 0);
+        assert_eq!(TableLayout::stage1(39).unwrap().start_level(), 1);
+        assert_eq!(TableLayout::stage1(30).unwrap().start_level(), 2);
+        assert!(TableLayout::stage1(20).is_err());
+        let mut frames = HeapFrames::new(16);
+        let concat = TableLayout::new(40, 1, 2).unwrap();
+        assert!(matches!(
+            PageTable::<El2Stage1>::new(concat, &mut frames),
+            Err(MapError::BadLayout { .. })
+        ));
+        assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn largest_blocks_are_chosen() {
+        let mut frames = HeapFrames::new(32);
+        let rec = Recorder::new(64);
+        let layout = TableLayout::new(40, 1, 2).unwrap();
+        let mut pt = PageTable::<Stage2>::new(layout, &mut frames).unwrap();
+        assert_eq!(pt.root_pa() % (2 * PAGE_SIZE), 0, "concatenated root aligned to its size");
+        let attrs = Attrs::normal(Perms::RWX);
+        // 2 MiB + 1 GiB + 2 MiB + 4 KiB, identity.
+        let va = MemRange::new(SZ_1G - SZ_2M, 2 * SZ_1G + SZ_2M + PAGE_SIZE);
+        pt.map(va, va.start, attrs, &mut frames, &rec).unwrap();
+        assert_eq!(rec.take(), vec![HwOp::DsbIshst, HwOp::Isb], "no TLBI over invalid entries");
+        let sizes: Vec<(u64, u64)> = pt.mappings().iter().map(|m| (m.va, m.size)).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (SZ_1G - SZ_2M, SZ_2M),
+                (SZ_1G, SZ_1G),
+                (2 * SZ_1G, SZ_2M),
+                (2 * SZ_1G + SZ_2M, PAGE_SIZE)
+            ]
+        );
+        // Same VA, PA only 2 MiB aligned: no 1 GiB block possible.
+        let pa = 0x80_0000_0000 + SZ_2M;
+        pt.map(range(0x80_0000_0000 + SZ_1G, SZ_1G), pa, attrs, &mut frames, &rec).unwrap();
+        let t = pt.translate(0x80_0000_0000 + SZ_1G + 0x1234).unwrap();
+        assert_eq!((t.pa, t.level), (pa + 0x1234, 2));
+        // Highest IPA of the second concatenated root table.
+        pt.map(range((1 << 40) - PAGE_SIZE, PAGE_SIZE), 0x1000, attrs, &mut frames, &rec).unwrap();
+        assert_eq!(pt.translate((1 << 40) - 1).unwrap().pa, 0x1fff);
+        assert_eq!(pt.translate(1 << 40), None);
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_1g, stats.blocks_2m, stats.pages_4k), (1, 2 + 512, 2));
+        assert_eq!(stats.table_pages, frames.pool.allocated_pages());
+        let mut regions = Vec::new();
+        pt.for_each_region(|m| regions.push((m.va, m.size)));
+        assert_eq!(regions[0], (SZ_1G - SZ_2M, SZ_1G + 2 * SZ_2M + PAGE_SIZE));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let mut frames = HeapFrames::new(3);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let a = Attrs::normal(Perms::RW);
+        let m = |pt: &mut PageTable<Stage2>, f: &mut HeapFrames, va, pa, at| {
+            pt.map(va, pa, at, f, &rec)
+        };
+        assert_eq!(
+            m(&mut pt, &mut frames, MemRange::new(0x1001, 0x2000), 0, a),
+            Err(MapError::Unaligned { addr: 0x1001 })
+        );
+        assert_eq!(
+            m(&mut pt, &mut frames, range(0x1000, 0x1000), 0x10, a),
+            Err(MapError::Unaligned { addr: 0x10 })
+        );
+        assert!(matches!(
+            m(&mut pt, &mut frames, MemRange::new(0x3000, 0x1000), 0, a),
+            Err(MapError::InvalidRange(_))
+        ));
+        assert_eq!(
+            m(&mut pt, &mut frames, range(0xffff_f000, 0x2000), 0, a),
+            Err(MapError::OutOfRange { end: 0x1_0000_1000, limit: 1 << 32 })
+        );
+        assert_eq!(
+            m(&mut pt, &mut frames, range(0, 0x2000), u64::MAX & !0xfff, a),
+            Err(MapError::Overflow)
+        );
+        assert_eq!(
+            m(&mut pt, &mut frames, range(0, 0x2000), (1 << 48) - 0x1000, a),
+            Err(MapError::Overflow)
+        );
+        let dev_x = Attrs::device(Perms::RWX);
+        assert_eq!(
+            m(&mut pt, &mut frames, range(0, 0x1000), 0, dev_x),
+            Err(MapError::UnsupportedAttrs(dev_x))
+        );
+        assert_eq!(m(&mut pt, &mut frames, range(0x5000, 0), 0, a), Ok(()));
+        assert!(matches!(
+            pt.unmap(MemRange::new(0x1000, 0x1800), &mut frames, &rec),
+            Err(MapError::Unaligned { .. })
+        ));
+        assert!(matches!(
+            pt.unmap(range(0, 1 << 33), &mut frames, &rec),
+            Err(MapError::OutOfRange { .. })
+        ));
+        assert!(rec.take().is_empty(), "refused calls touch nothing");
+        // 3 frames: root + L2 + L3 fit, a second L3 does not.
+        m(&mut pt, &mut frames, range(0x1000, 0x1000), 0x1000, a).unwrap();
+        assert_eq!(
+            m(&mut pt, &mut frames, range(SZ_2M + 0x1000, 0x1000), 0, a),
+            Err(MapError::OutOfFrames)
+        );
+        assert_eq!(pt.translate(0x1000).map(|t| t.pa), Some(0x1000));
+        assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
+        assert_eq!(pt.translate(u64::MAX), None);
+        assert!(format!("{}", MapError::OutOfFrames).contains("frames"));
+    }
+
+    #[test]
+    fn stage2_attributes_round_trip_and_encode() {
+        for bits in 0..8u8 {
+            let perms = Perms { read: bits & 1 != 0, write: bits & 2 != 0, exec: bits & 4 != 0 };
+            let n = Attrs::normal(perms);
+            assert_eq!(Stage2::decode_attrs(Stage2::encode_attrs(n).unwrap()), n);
+            let d = Attrs::device(perms);
+            match Stage2::encode_attrs(d) {
+                Ok(b) => assert_eq!(Stage2::decode_attrs(b), d),
+                Err(e) => assert!(perms.exec && e == MapError::UnsupportedAttrs(d)),
+            }
+        }
+        let normal = Stage2::encode_attrs(Attrs::normal(Perms::RWX)).unwrap();
+        assert_eq!(normal, (0b1111 << 2) | (0b11 << 6) | (0b11 << 8) | (1 << 10));
+        let dev = Stage2::encode_attrs(Attrs::device(Perms::RW)).unwrap();
+        assert_eq!(dev, (0b0001 << 2) | (0b11 << 6) | (0b11 << 8) | (1 << 10) | (1 << 54));
+        assert_eq!(leaf_desc(2, 0x4020_0000, normal) & 0b11, 0b01, "block");
+        assert_eq!(leaf_desc(3, 0x4020_0000, normal) & 0b11, 0b11, "page");
+    }
+
+    #[test]
+    fn el2_stage1_attributes() {
+        let rx = El2Stage1::encode_attrs(Attrs::normal(Perms::RX)).unwrap();
+        assert_eq!(rx, (1 << 7) | (1 << 6) | (0b11 << 8) | (1 << 10), "AttrIndx 0, RO, exec");
+        let rw = El2Stage1::encode_attrs(Attrs::normal(Perms::RW)).unwrap();
+        assert_eq!(rw, (1 << 6) | (0b11 << 8) | (1 << 10) | (1 << 54));
+        let dev = El2Stage1::encode_attrs(Attrs::device(Perms::RW)).unwrap();
+        assert_eq!(dev, (1 << 2) | (1 << 6) | (0b11 << 8) | (1 << 10) | (1 << 54));
+        let ro = El2Stage1::encode_attrs(Attrs::normal(Perms::R)).unwrap();
+        for (bits, attrs) in [
+            (rx, Attrs::normal(Perms::RX)),
+            (rw, Attrs::normal(Perms::RW)),
+            (dev, Attrs::device(Perms::RW)),
+            (ro, Attrs::normal(Perms::R)),
+        ] {
+            assert_eq!(El2Stage1::decode_attrs(bits), attrs);
+        }
+        for bad in [
+            Attrs::normal(Perms::RWX),
+            Attrs::normal(Perms::NONE),
+            Attrs::normal(Perms { read: false, write: true, exec: false }),
+            Attrs::device(Perms::RX),
+        ] {
+            assert_eq!(El2Stage1::encode_attrs(bad), Err(MapError::UnsupportedAttrs(bad)));
+        }
+        assert_eq!(MAIR_EL2_VALUE, 0x04ff);
+    }
+
+    #[test]
+    fn el2_stage1_bbm_uses_vae2is() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt =
+            PageTable::<El2Stage1>::new(TableLayout::stage1(39).unwrap(), &mut frames).unwrap();
+        pt.map(range(0x4000_0000, SZ_2M), 0x4000_0000, Attrs::normal(Perms::RW), &mut frames, &rec)
+            .unwrap();
+        rec.take();
+        pt.map(range(0x4000_0000, SZ_2M), 0x4000_0000, Attrs::normal(Perms::R), &mut frames, &rec)
+            .unwrap();
+        assert_eq!(
+            rec.take(),
+            vec![
+                HwOp::DsbIshst,
+                HwOp::TlbiVae2is(0x4000_0000),
+                HwOp::DsbIsh,
+                HwOp::Isb,
+                HwOp::DsbIshst,
+                HwOp::Isb
+            ]
+        );
+        // Same mapping again: nothing to do, no maintenance.
+        pt.map(range(0x4000_0000, SZ_2M), 0x4000_0000, Attrs::normal(Perms::R), &mut frames, &rec)
+            .unwrap();
+        assert!(rec.take().is_empty());
+        pt.unmap(range(0x4000_0000, PAGE_SIZE), &mut frames, &rec).unwrap();
+        assert_eq!(rec.ops().last(), Some(&HwOp::Isb));
+        assert!(rec.take().contains(&HwOp::TlbiVae2is(0x4000_0000)));
+        assert_eq!(pt.translate(0x4000_0000), None);
+        assert_eq!(pt.translate(0x4000_1000).unwrap().attrs, Attrs::normal(Perms::R));
+    }
+
+    #[test]
+    fn unmap_page_in_block_breaks_before_make() {
+        let mut frames = HeapFrames::new(8);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RWX);
+        let block = 0x4020_0000;
+        pt.map(range(block, SZ_2M), block, attrs, &mut frames, &Recorder::new(64)).unwrap();
+        let root = pt.root();
+        let Entry::Table(l2) = decode(root.read(root.index(block, 1)), 1) else {
+            panic!("no level-2 table")
+        };
+        let idx = l2.index(block, 2);
+        let watch = Watch {
+            rec: Recorder::new(64),
+            entry_pa: l2.pa + idx as u64 * 8,
+            seen: RefCell::default(),
+        };
+        let page = block + 0x10_0000;
+        pt.unmap(range(page, PAGE_SIZE), &mut frames, &watch).unwrap();
+
+        let mut expected = vec![HwOp::DsbIshst, HwOp::TlbiIpas2e1is(block)];
+        expected.extend(STAGE2_COMPLETE);
+        expected.extend([HwOp::DsbIshst, HwOp::TlbiIpas2e1is(page)]);
+        expected.extend(STAGE2_COMPLETE);
+        assert_eq!(watch.rec.take(), expected);
+        let seen = watch.seen.take();
+        assert!(seen[..6].iter().all(|&d| d == 0), "entry invalid throughout the break: {seen:x?}");
+        let installed = seen[6];
+        assert!(seen[6..].iter().all(|&d| d == installed));
+        let Entry::Table(l3) = decode(installed, 2) else { panic!("table not installed") };
+        // The new table was complete when installed (only the unmapped page is gone).
+        assert_eq!(decode(l3.read(0), 3).is_leaf_at(block), true);
+        assert_eq!(l3.read(l3.index(page, 3)), 0);
+        assert_eq!(pt.translate(page), None);
+        assert_eq!(pt.translate(page - PAGE_SIZE).unwrap().level, 3);
+        assert_eq!(pt.translate(page + PAGE_SIZE).unwrap().pa, page + PAGE_SIZE);
+        assert_eq!(pt.translate(block + SZ_2M - 1).unwrap().attrs, attrs);
+        assert_eq!(pt.stats().pages_4k, 511);
+    }
+
+    impl Entry {
+        fn is_leaf_at(&self, pa: u64) -> bool {
+            matches!(self, Entry::Leaf { oa, .. } if *oa == pa)
+        }
+    }
+
+    #[test]
+    fn remapping_a_block_over_pages_frees_the_table() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let rw = Attrs::normal(Perms::RW);
+        pt.map(range(SZ_2M, 2 * PAGE_SIZE), SZ_2M, rw, &mut frames, &rec).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), 3);
+        rec.take();
+        pt.map(range(SZ_2M, SZ_2M), 0x8000_0000, rw, &mut frames, &rec).unwrap();
+        let mut expected = vec![
+            HwOp::DsbIshst,
+            HwOp::TlbiIpas2e1is(SZ_2M),
+            HwOp::TlbiIpas2e1is(SZ_2M + PAGE_SIZE),
+            HwOp::TlbiIpas2e1is(SZ_2M),
+        ];
+        expected.extend(STAGE2_COMPLETE);
+        expected.extend([HwOp::DsbIshst, HwOp::Isb]);
+        assert_eq!(rec.take(), expected, "every old leaf flushed before the block appears");
+        assert_eq!(frames.pool.allocated_pages(), 2);
+        assert_eq!(pt.translate(SZ_2M + 5).unwrap().pa, 0x8000_0005);
+        // Unmapping everything leaves only the root.
+        pt.unmap(range(0, 1 << 32), &mut frames, &rec).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), 1);
+        assert_eq!(pt.stats(), TableStats { table_pages: 1, ..TableStats::default() });
+        // SAFETY: never installed in hardware.
+        unsafe { pt.destroy(&mut frames) };
+        assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Map { first: usize, pages: usize, pa_page: u64, attrs: u8 },
+        Unmap { first: usize, pages: usize },
+    }
+
+    /// 8 MiB window straddling the 1 GiB boundary: two level-2 tables, four 2 MiB slots.
+    const WINDOW_VA: u64 = SZ_1G - 2 * SZ_2M;
+    const WINDOW_PAGES: usize = 2048;
+
+    fn attrs_of(i: u8) -> Attrs {
+        [
+            Attrs::normal(Perms::RWX),
+            Attrs::normal(Perms::RW),
+            Attrs::device(Perms::RW),
+            Attrs::normal(Perms::NONE),
+        ][usize::from(i % 4)]
+    }
+
+    fn page_index() -> impl Strategy<Value = usize> {
+        // Half of the starts on 2 MiB boundaries so blocks appear.
+        prop_oneof![(0..4usize).prop_map(|i| i * 512), 0..WINDOW_PAGES]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let len = prop_oneof![Just(512usize), Just(1024), 1..600usize];
+        // PA: the identity, a 2 MiB-aligned shift, or any page.
+        let pa = prop_oneof![Just(0u64), (1..64u64).prop_map(|n| n * 512), 0..(1u64 << 20)];
+        prop_oneof![
+            (page_index(), len.clone(), pa, 0..4u8).prop_map(|(first, pages, pa_page, attrs)| {
+                Step::Map { first, pages, pa_page, attrs }
+            }),
+            (page_index(), len).prop_map(|(first, pages)| Step::Unmap { first, pages }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn map_unmap_agree_with_a_model(steps in prop::collection::vec(step(), 1..8)) {
+            let mut frames = HeapFrames::new(32);
+            let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+            let mut model: Vec<Option<(u64, Attrs)>> = vec![None; WINDOW_PAGES];
+            for s in &steps {
+                match *s {
+                    Step::Map { first, pages, pa_page, attrs } => {
+                        let pages = pages.min(WINDOW_PAGES - first);
+                        let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
+                        // Identity (0) or pa_page pages away from the VA.
+                        let pa = if pa_page == 0 { va.start } else { 0x1_0000_0000 + pa_page * PAGE_SIZE };
+                        pt.map(va, pa, attrs_of(attrs), &mut frames, &NoTlb).unwrap();
+                        for i in 0..pages {
+                            model[first + i] = Some((pa + i as u64 * PAGE_SIZE, attrs_of(attrs)));
+                        }
+                    }
+                    Step::Unmap { first, pages } => {
+                        let pages = pages.min(WINDOW_PAGES - first);
+                        let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
+                        pt.unmap(va, &mut frames, &NoTlb).unwrap();
+                        for slot in &mut model[first..first + pages] {
+                            *slot = None;
+                        }
+                    }
+                }
+                for (i, want) in model.iter().enumerate().step_by(7) {
+                    let va = WINDOW_VA + i as u64 * PAGE_SIZE + 0x18;
+                    let got = pt.translate(va).map(|t| (t.pa - 0x18, t.attrs));
+                    prop_assert_eq!(got, *want, "page {}", i);
+                }
+                let mapped: u64 = pt.mappings().iter().map(|m| m.size).sum();
+                prop_assert_eq!(mapped, model.iter().flatten().count() as u64 * PAGE_SIZE);
+                prop_assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
+            }
+            pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoTlb).unwrap();
+            prop_assert_eq!(frames.pool.allocated_pages(), 1, "only the root remains");
+            prop_assert!(pt.mappings().is_empty());
+        }
+    }
+}
