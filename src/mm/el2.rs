@@ -123,3 +123,92 @@ where
     let stats = table.stats();
     Ok(El2Map { table, tcr, mair: MAIR_EL2_VALUE, sctlr: SCTLR_EL2_MMU_ON, ttbr0, stats })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::fake::Recorder;
+    use crate::mm::frame::test_support::HeapFrames;
+    use crate::mm::pgtable::Perms;
+
+    #[test]
+    fn tcr_encodings() {
+        // T0SZ | IRGN0=01 | ORGN0=01 | SH0=11 | TG0=4K | PS | RES1 bits 31, 23.
+        for (va, pa, tcr) in [
+            (32, 32, 0x8080_3520),
+            (39, 48, 0x8085_3519),
+            (40, 40, 0x8082_3518),
+            (44, 44, 0x8084_3514),
+            (48, 40, 0x8082_3510),
+            (48, 52, 0x8085_3510),
+        ] {
+            assert_eq!(el2_tcr(va, pa), Ok(tcr), "va {va} pa {pa}");
+        }
+        assert_eq!(el2_tcr(49, 48), Err(ConfigError::UnsupportedInputBits(49)));
+        assert_eq!(el2_tcr(24, 48), Err(ConfigError::UnsupportedInputBits(24)));
+        assert_eq!(el2_tcr(39, 50), Err(ConfigError::UnsupportedPaRange(50)));
+    }
+
+    #[test]
+    fn sctlr_value() {
+        assert_eq!(SCTLR_EL2_RES1, 0x30c5_0830);
+        assert_eq!(SCTLR_EL2_MMU_ON, 0x30cd_183d);
+        assert_eq!(SCTLR_EL2_MMU_ON & (1 << 25), 0, "little-endian");
+    }
+
+    #[test]
+    fn builds_warden_identity_map() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let code = MemRange::new(0x4020_0000, 0x4028_0000);
+        let data = MemRange::new(0x4028_0000, 0x40c0_0000);
+        let uart = MemRange::new(0x0900_0000, 0x0900_1000);
+        let regions = [
+            (code, Attrs::normal(Perms::RX)),
+            (data, Attrs::normal(Perms::RW)),
+            (uart, Attrs::device(Perms::RW)),
+        ];
+        let m = build_el2_identity_map(&regions, 39, 48, &mut frames, &rec).unwrap();
+        assert_eq!(m.tcr, 0x8085_3519);
+        assert_eq!(m.mair, 0x04ff);
+        assert_eq!(m.sctlr, SCTLR_EL2_MMU_ON);
+        assert_eq!(m.ttbr0, m.table.root_pa());
+        assert_eq!(m.table.layout().start_level(), 1);
+        let t = m.table.translate(0x4020_1234).unwrap();
+        assert_eq!((t.pa, t.attrs), (0x4020_1234, Attrs::normal(Perms::RX)));
+        assert_eq!(m.table.translate(0x40bf_ffff).unwrap().attrs, Attrs::normal(Perms::RW));
+        assert_eq!(m.table.translate(0x40c0_0000), None);
+        assert_eq!(m.table.translate(0x0900_0000).unwrap().attrs, Attrs::device(Perms::RW));
+        assert_eq!(m.table.translate(0x0900_1000), None);
+        // data: 0x4028_0000..0x4040_0000 pages, then 4 blocks of 2 MiB.
+        assert_eq!((m.stats.blocks_2m, m.stats.pages_4k), (4, 128 + 384 + 1));
+        assert_eq!(m.stats.table_pages, frames.pool.allocated_pages());
+    }
+
+    #[test]
+    fn refuses_writable_code_and_frees_tables() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let r = MemRange::new(0x4000_0000, 0x4000_1000);
+        let ok = MemRange::new(0x5000_0000, 0x5000_1000);
+        let regions = [(ok, Attrs::normal(Perms::R)), (r, Attrs::normal(Perms::RWX))];
+        assert_eq!(
+            build_el2_identity_map(&regions, 39, 48, &mut frames, &rec).unwrap_err(),
+            El2MapError::Map {
+                range: r,
+                error: MapError::UnsupportedAttrs(Attrs::normal(Perms::RWX))
+            }
+        );
+        assert_eq!(frames.pool.allocated_pages(), 0);
+        let unaligned = [(MemRange::new(0x4000_0800, 0x4000_1000), Attrs::normal(Perms::R))];
+        assert!(matches!(
+            build_el2_identity_map(&unaligned, 39, 48, &mut frames, &rec),
+            Err(El2MapError::Map { error: MapError::Unaligned { .. }, .. })
+        ));
+        assert!(matches!(
+            build_el2_identity_map(&[], 20, 48, &mut frames, &rec),
+            Err(El2MapError::Config(ConfigError::UnsupportedInputBits(20)))
+        ));
+        assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+}

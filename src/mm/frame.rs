@@ -127,8 +127,8 @@ unsafe impl FrameAllocator for PoolFrames {
         // underflowing (it would panic) on a bogus free.
         if pages == 0
             || !self.range.contains_range(&MemRange::new(pa, end))
-            || (pa / PAGE_SIZE) % block as u64 != 0
-            || pa % PAGE_SIZE != 0
+            || !(pa / PAGE_SIZE).is_multiple_of(block as u64)
+            || !pa.is_multiple_of(PAGE_SIZE)
             || self.allocated_pages < block
         {
             return;
@@ -344,7 +344,7 @@ mod tests {
         frames.free(0x1000, 1); // outside
         frames.free(a + 1, 1); // misaligned
         frames.free(a, 0);
-        frames.free(u64::MAX & !0xfff, 1);
+        frames.free(!0xfff, 1);
         frames.free(frames.pool.range().start, 8); // would underflow the counter
         assert_eq!(frames.pool.allocated_pages(), 1);
         frames.free(a, 1);

@@ -531,7 +531,9 @@ impl<F: Format> PageTable<F> {
         let pages = layout.root_tables;
         let root_pa = frames.alloc_zeroed(pages).ok_or(MapError::OutOfFrames)?;
         let align = pages as u64 * PAGE_SIZE;
-        if root_pa % align != 0 || root_pa.checked_add(align).is_none_or(|e| e > 1 << MAX_OA_BITS) {
+        if !root_pa.is_multiple_of(align)
+            || root_pa.checked_add(align).is_none_or(|e| e > 1 << MAX_OA_BITS)
+        {
             frames.free(root_pa, pages);
             return Err(MapError::BadFrame { pa: root_pa });
         }
@@ -556,7 +558,7 @@ impl<F: Format> PageTable<F> {
             return Err(MapError::InvalidRange(va));
         }
         for addr in [va.start, va.end] {
-            if addr % PAGE_SIZE != 0 {
+            if !addr.is_multiple_of(PAGE_SIZE) {
                 return Err(MapError::Unaligned { addr });
             }
         }
@@ -586,7 +588,7 @@ impl<F: Format> PageTable<F> {
         T: TlbMaintenance + ?Sized,
     {
         self.check_input(va)?;
-        if pa % PAGE_SIZE != 0 {
+        if !pa.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Unaligned { addr: pa });
         }
         let attr_bits = F::encode_attrs(attrs)?;
@@ -633,7 +635,8 @@ impl<F: Format> PageTable<F> {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
             let entry = decode(desc, level);
-            let whole = va == base && chunk_end == next && pa % size == 0 && leaf_allowed(level);
+            let whole =
+                va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_allowed(level);
             if whole {
                 let new = leaf_desc(level, pa, attr_bits);
                 if desc != new {
@@ -895,7 +898,7 @@ impl<F: Format> PageTable<F> {
 
 fn alloc_table<A: FrameAllocator + ?Sized>(frames: &mut A) -> Result<Table, MapError> {
     let pa = frames.alloc_zeroed(1).ok_or(MapError::OutOfFrames)?;
-    if pa % PAGE_SIZE != 0 || pa >= 1 << MAX_OA_BITS {
+    if !pa.is_multiple_of(PAGE_SIZE) || pa >= 1 << MAX_OA_BITS {
         frames.free(pa, 1);
         return Err(MapError::BadFrame { pa });
     }
@@ -1125,10 +1128,7 @@ mod tests {
             m(&mut pt, &mut frames, range(0xffff_f000, 0x2000), 0, a),
             Err(MapError::OutOfRange { end: 0x1_0000_1000, limit: 1 << 32 })
         );
-        assert_eq!(
-            m(&mut pt, &mut frames, range(0, 0x2000), u64::MAX & !0xfff, a),
-            Err(MapError::Overflow)
-        );
+        assert_eq!(m(&mut pt, &mut frames, range(0, 0x2000), !0xfff, a), Err(MapError::Overflow));
         assert_eq!(
             m(&mut pt, &mut frames, range(0, 0x2000), (1 << 48) - 0x1000, a),
             Err(MapError::Overflow)
@@ -1272,7 +1272,7 @@ mod tests {
         assert!(seen[6..].iter().all(|&d| d == installed));
         let Entry::Table(l3) = decode(installed, 2) else { panic!("table not installed") };
         // The new table was complete when installed (only the unmapped page is gone).
-        assert_eq!(decode(l3.read(0), 3).is_leaf_at(block), true);
+        assert!(decode(l3.read(0), 3).is_leaf_at(block));
         assert_eq!(l3.read(l3.index(page, 3)), 0);
         assert_eq!(pt.translate(page), None);
         assert_eq!(pt.translate(page - PAGE_SIZE).unwrap().level, 3);

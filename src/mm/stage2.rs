@@ -97,7 +97,7 @@ impl Stage2Config {
             return Err(ConfigError::VmidTooWide { vmid, vmid16: false });
         }
         let root_bytes = self.root_tables() as u64 * PAGE_SIZE;
-        if root_pa % root_bytes != 0 || root_pa & !VTTBR_BADDR_MASK != 0 {
+        if !root_pa.is_multiple_of(root_bytes) || root_pa & !VTTBR_BADDR_MASK != 0 {
             return Err(ConfigError::MisalignedRoot { root_pa });
         }
         Ok(vttbr(root_pa, vmid))
@@ -322,4 +322,256 @@ where
     }
     let stats = table.stats();
     Ok(HostStage2 { table, config, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::fake::Recorder;
+    use crate::mm::frame::test_support::HeapFrames;
+    use crate::mm::pgtable::MemKind;
+
+    const SZ_2M: u64 = 2 << 20;
+    const SZ_1G: u64 = 1 << 30;
+    const WARDEN: MemRange = MemRange::new(0x4020_0000, 0x40c0_0000);
+    const SMMU: MemRange = MemRange::new(0x0905_0000, 0x0907_0000);
+    const DEVICES: MemRange = MemRange::new(0x0800_0000, 0x0a00_0000);
+
+    fn spec<'a>(
+        ram: &'a [MemRange],
+        devices: &'a [MemRange],
+        holes: &'a [MemRange],
+    ) -> HostStage2Spec<'a> {
+        HostStage2Spec { ram, devices, holes, pa_range_bits: 48, vmid16: false }
+    }
+
+    #[test]
+    fn qemu_like_host_map() {
+        let mut frames = HeapFrames::new(64);
+        let rec = Recorder::new(64);
+        let ram = [MemRange::new(0x4000_0000, 0x8000_0000)];
+        let s2 =
+            build_host_stage2(&spec(&ram, &[DEVICES], &[WARDEN, SMMU]), &mut frames, &rec).unwrap();
+        assert_eq!(s2.config.ipa_bits(), 32);
+        assert_eq!((s2.config.start_level(), s2.config.root_tables()), (1, 1));
+        // RAM: 1 block below the hole, 506 above; devices: 8 + 7 blocks, 80 + 400 pages
+        // around the SMMU frames, all in one level-3 table.
+        assert_eq!(
+            s2.stats,
+            TableStats { blocks_1g: 0, blocks_2m: 507 + 15, pages_4k: 480, table_pages: 4 }
+        );
+        assert_eq!(s2.stats.table_pages, frames.pool.allocated_pages());
+        let maps = s2.table.mappings();
+        for m in &maps {
+            assert_eq!(m.va, m.pa, "identity");
+            if ram[0].contains(m.va) {
+                assert_eq!((m.size, m.attrs), (SZ_2M, HOST_RAM_ATTRS));
+                assert!(!WARDEN.overlaps(&MemRange::new(m.va, m.va + m.size)));
+            } else {
+                assert!(DEVICES.contains(m.va));
+                assert_eq!(m.attrs, HOST_DEVICE_ATTRS);
+                assert!(!SMMU.overlaps(&MemRange::new(m.va, m.va + m.size)));
+                if m.size == PAGE_SIZE {
+                    assert!(MemRange::new(0x0900_0000, 0x0920_0000).contains(m.va));
+                }
+            }
+        }
+        let mapped: u64 = maps.iter().map(|m| m.size).sum();
+        assert_eq!(mapped, (SZ_1G - WARDEN.size()) + (DEVICES.size() - SMMU.size()));
+
+        for hole in [WARDEN.start, WARDEN.end - 1, SMMU.start, SMMU.end - 1, 0x0a00_0000, 0] {
+            assert_eq!(s2.table.translate(hole), None, "{hole:#x}");
+        }
+        let ram_t = s2.table.translate(WARDEN.start - 8).unwrap();
+        assert_eq!(
+            (ram_t.pa, ram_t.level, ram_t.attrs.kind),
+            (WARDEN.start - 8, 2, MemKind::Normal)
+        );
+        assert!(ram_t.attrs.perms.exec && ram_t.attrs.perms.write);
+        assert_eq!(s2.table.translate(WARDEN.end).unwrap().pa, WARDEN.end);
+        let uart = s2.table.translate(0x0900_0000).unwrap();
+        assert_eq!((uart.level, uart.attrs), (3, Attrs::device(Perms::RW)));
+        assert!(!uart.attrs.perms.exec, "devices are XN");
+        assert_eq!(s2.table.translate(SMMU.end).unwrap().level, 3);
+        assert_eq!(s2.table.translate(0x0800_0000).unwrap().level, 2);
+        assert_eq!(s2.vtcr(), s2.config.vtcr());
+        assert_eq!(s2.vttbr(1).unwrap(), (1 << 48) | s2.table.root_pa());
+    }
+
+    #[test]
+    fn four_gib_ram_uses_1g_blocks() {
+        let mut frames = HeapFrames::new(64);
+        let rec = Recorder::new(64);
+        let ram = [MemRange::new(0x4000_0000, 0x1_4000_0000)];
+        let s2 = build_host_stage2(&spec(&ram, &[DEVICES], &[]), &mut frames, &rec).unwrap();
+        assert_eq!(s2.config.ipa_bits(), 36);
+        assert_eq!((s2.stats.blocks_1g, s2.stats.blocks_2m, s2.stats.pages_4k), (4, 16, 0));
+        assert_eq!(s2.table.translate(0x1_3fff_ffff).unwrap().level, 1);
+        // With warden's hole the first GiB splits into 2 MiB blocks, the other three stay.
+        let s2 = build_host_stage2(&spec(&ram, &[], &[WARDEN]), &mut frames, &rec).unwrap();
+        assert_eq!((s2.stats.blocks_1g, s2.stats.blocks_2m, s2.stats.pages_4k), (3, 507, 0));
+    }
+
+    #[test]
+    fn one_tib_ipa_space_concatenates_two_level1_tables() {
+        assert_eq!(ipa_bits_for(0x100_0000_0000), Some(40));
+        let c = Stage2Config::new(40, 40, false).unwrap();
+        assert_eq!((c.start_level(), c.root_tables()), (1, 2));
+        let mut frames = HeapFrames::new(64);
+        let rec = Recorder::new(64);
+        let ram = [MemRange::new(0x4000_0000, 0x8000_0000)];
+        // QEMU virt's high PCIe MMIO window: 512 GiB at 512 GiB.
+        let devices = [DEVICES, MemRange::new(0x80_0000_0000, 0x100_0000_0000)];
+        let mut sp = spec(&ram, &devices, &[WARDEN, SMMU]);
+        sp.pa_range_bits = 40;
+        let s2 = build_host_stage2(&sp, &mut frames, &rec).unwrap();
+        assert_eq!((s2.config.ipa_bits(), s2.config.root_tables()), (40, 2));
+        assert_eq!(s2.table.root_pa() % (2 * PAGE_SIZE), 0);
+        assert_eq!(s2.stats.blocks_1g, 512);
+        let t = s2.table.translate(0xff_ffff_f000).unwrap();
+        assert_eq!((t.pa, t.level, t.attrs), (0xff_ffff_f000, 1, HOST_DEVICE_ATTRS));
+        assert_eq!(s2.stats.table_pages, frames.pool.allocated_pages());
+        // A CPU with a 36-bit PA range cannot hold that IPA space.
+        sp.pa_range_bits = 36;
+        let before = frames.pool.allocated_pages();
+        assert_eq!(
+            build_host_stage2(&sp, &mut frames, &rec).unwrap_err(),
+            HostStage2Error::Config(ConfigError::InputExceedsPaRange {
+                input_bits: 40,
+                pa_range_bits: 36
+            })
+        );
+        assert_eq!(frames.pool.allocated_pages(), before);
+    }
+
+    #[test]
+    fn hostile_specs_are_errors() {
+        let mut frames = HeapFrames::new(4);
+        let rec = Recorder::new(64);
+        let ram = [MemRange::new(0x4000_0000, 0x8000_0000)];
+        let overlapping = [MemRange::new(0x7fff_f000, 0x8000_1000)];
+        assert!(matches!(
+            build_host_stage2(&spec(&ram, &overlapping, &[]), &mut frames, &rec),
+            Err(HostStage2Error::RamDeviceOverlap { .. })
+        ));
+        assert_eq!(
+            build_host_stage2(&spec(&[], &[DEVICES], &[]), &mut frames, &rec).unwrap_err(),
+            HostStage2Error::NoRam
+        );
+        let tiny = [MemRange::new(0x4000_0001, 0x4000_0fff)];
+        assert_eq!(
+            build_host_stage2(&spec(&tiny, &[], &[]), &mut frames, &rec).unwrap_err(),
+            HostStage2Error::NoRam
+        );
+        let inverted = [MemRange::new(0x5000, 0x4000)];
+        assert!(matches!(
+            build_host_stage2(&spec(&ram, &[], &inverted), &mut frames, &rec),
+            Err(HostStage2Error::InvalidRange(_))
+        ));
+        let huge = [MemRange::new(0, 1 << 49)];
+        assert!(matches!(
+            build_host_stage2(&spec(&huge, &[], &[]), &mut frames, &rec),
+            Err(HostStage2Error::TooLarge(_))
+        ));
+        let wrapping = [MemRange::new(u64::MAX - 5, u64::MAX)];
+        assert!(matches!(
+            build_host_stage2(&spec(&ram, &wrapping, &[]), &mut frames, &rec),
+            Err(HostStage2Error::TooLarge(_))
+        ));
+        let mut sp = spec(&ram, &[], &[]);
+        sp.pa_range_bits = 39;
+        assert_eq!(
+            build_host_stage2(&sp, &mut frames, &rec).unwrap_err(),
+            HostStage2Error::Config(ConfigError::UnsupportedPaRange(39))
+        );
+        // Out of frames half-way: the error is reported and nothing leaks.
+        let spread =
+            [MemRange::new(0x4000_1000, 0x4000_2000), MemRange::new(0x7000_1000, 0x7000_2000)];
+        let mut one_l3 = HeapFrames::new(3);
+        assert_eq!(
+            build_host_stage2(&spec(&spread, &[], &[]), &mut one_l3, &rec).unwrap_err(),
+            HostStage2Error::Map(MapError::OutOfFrames)
+        );
+        assert_eq!(one_l3.pool.allocated_pages(), 0);
+        assert_eq!(frames.pool.allocated_pages(), 0);
+        assert!(format!("{}", HostStage2Error::NoRam).contains("RAM"));
+    }
+
+    #[test]
+    fn holes_split_ranges_in_any_order() {
+        let mut pieces = Vec::new();
+        let holes = [
+            MemRange::new(0x9000, 0xa000),
+            MemRange::new(0x2800, 0x3001), // widened to [0x2000, 0x4000)
+            MemRange::new(0, 0x1000),
+            MemRange::new(0x8000, 0x9800),
+        ];
+        for_each_piece(MemRange::new(0x1000, 0xc000), &holes, |p| {
+            pieces.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            pieces,
+            vec![
+                MemRange::new(0x1000, 0x2000),
+                MemRange::new(0x4000, 0x8000),
+                MemRange::new(0xa000, 0xc000)
+            ]
+        );
+    }
+
+    #[test]
+    fn vtcr_encodings() {
+        // T0SZ | SL0 | IRGN0=01 | ORGN0=01 | SH0=11 | TG0=4K | PS | VS | RES1 bit 31.
+        let cases = [
+            (32, 40, false, 0x8002_3560, 1, 1),
+            (40, 40, false, 0x8002_3558, 1, 2),
+            (42, 44, false, 0x8004_3556, 1, 8),
+            (44, 44, false, 0x8004_3594, 0, 1),
+            (48, 48, true, 0x800d_3590, 0, 1),
+            (48, 52, false, 0x8005_3590, 0, 1),
+        ];
+        for (ipa, pa, vmid16, vtcr, level, roots) in cases {
+            let c = Stage2Config::new(ipa, pa, vmid16).unwrap();
+            assert_eq!(c.vtcr(), vtcr, "ipa {ipa} pa {pa}: {:#x}", c.vtcr());
+            assert_eq!((c.start_level(), c.root_tables()), (level, roots));
+            assert_eq!(c.vtcr() & 0x3f, u64::from(64 - ipa));
+        }
+        assert_eq!(Stage2Config::new(31, 48, false), Err(ConfigError::UnsupportedInputBits(31)));
+        assert_eq!(Stage2Config::new(49, 52, false), Err(ConfigError::UnsupportedInputBits(49)));
+        assert!(matches!(
+            Stage2Config::new(44, 42, false),
+            Err(ConfigError::InputExceedsPaRange { .. })
+        ));
+    }
+
+    #[test]
+    fn vttbr_values() {
+        assert_eq!(vttbr(0x4010_0000, 0x12), 0x0012_0000_4010_0000);
+        let c8 = Stage2Config::new(40, 40, false).unwrap();
+        assert_eq!(c8.vttbr(0x4010_0000, 0xff), Ok(0x00ff_0000_4010_0000));
+        assert_eq!(
+            c8.vttbr(0x4010_0000, 0x100),
+            Err(ConfigError::VmidTooWide { vmid: 0x100, vmid16: false })
+        );
+        assert_eq!(
+            c8.vttbr(0x4010_1000, 1),
+            Err(ConfigError::MisalignedRoot { root_pa: 0x4010_1000 }),
+            "2 concatenated tables need 8 KiB alignment"
+        );
+        let c16 = Stage2Config::new(40, 40, true).unwrap();
+        assert_eq!(c16.vttbr(0x4010_0000, 0xabcd), Ok(0xabcd_0000_4010_0000));
+    }
+
+    #[test]
+    fn ipa_bits_cover_the_end() {
+        assert_eq!(ipa_bits_for(0), Some(32));
+        assert_eq!(ipa_bits_for(1 << 32), Some(32));
+        assert_eq!(ipa_bits_for((1 << 32) + 1), Some(36));
+        assert_eq!(ipa_bits_for(0x80_0000_0000 + 1), Some(40));
+        assert_eq!(ipa_bits_for((1 << 40) + 1), Some(42));
+        assert_eq!(ipa_bits_for(1 << 48), Some(48));
+        assert_eq!(ipa_bits_for((1 << 48) + 1), None);
+    }
 }
