@@ -94,8 +94,11 @@ impl fmt::Display for El2MapError {
 /// [`El2Stage1`]: readable, not both writable and executable) with a `va_bits` VA space, and
 /// computes the control register values. On error the partly built tables are freed.
 ///
-/// Run it with the MMU off; `tlb` maintenance is still issued for the unlikely case of
-/// overlapping regions (later ones win).
+/// Meant to run with the EL2 MMU and data cache off; `tlb` maintenance is still issued for the
+/// unlikely case of overlapping regions (later ones win). Tables written with the data cache
+/// off go straight to memory, while the walker (TCR: WBWA walks) may read through the cache:
+/// invalidate the table frames' cache lines (`arch::dcache_range(.., CacheOp::Invalidate, ..)`
+/// over the frames the allocator handed out) before setting SCTLR_EL2.M.
 pub fn build_el2_identity_map<A, T>(
     regions: &[(MemRange, Attrs)],
     va_bits: u32,

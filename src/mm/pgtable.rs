@@ -9,6 +9,11 @@
 //! replaced), then the regime's completion sequence, and only then the new entry. Filling
 //! invalid entries needs no TLBI: `map` ends with `DSB ISHST; ISB`. `unmap` issues a TLBI per
 //! removed leaf and one completion sequence at the end.
+//!
+//! Consequence for fault handling: while an entry is broken, an access through it faults even
+//! though the memory stays mapped before and after. A stage-2 abort handler must therefore
+//! re-check (ownership, or [`PageTable::translate`] under the table's lock) and simply retry
+//! when the access is allowed, instead of injecting an abort.
 
 use core::fmt;
 use core::marker::PhantomData;
