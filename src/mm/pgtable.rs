@@ -251,7 +251,7 @@ impl Format for Stage2 {
 
 /// EL2 stage-1 descriptors (TTBR0_EL2 with HCR_EL2.E2H=0: one VA range, one privilege level).
 ///
-/// AttrIndx selects [`MAIR_EL2_VALUE`]'s entries. Every mapping is readable (AP[2:1] = 0b01 RW
+/// AttrIndx selects [`MAIR_EL2_VALUE`]'s entries. Every mapping is readable (`AP[2:1]` = 0b01 RW
 /// or 0b11 RO); write-only and no-access mappings are refused. Writable+executable is refused
 /// because warden runs with SCTLR_EL2.WXN set, which would silently make it non-executable.
 /// Executable Device memory is refused.

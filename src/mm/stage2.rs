@@ -21,7 +21,7 @@ const VTCR_RES1: u64 = 1 << 31;
 const VTCR_SL0_SHIFT: u32 = 6;
 /// VTCR_EL2.VS[19]: 16-bit VMID.
 const VTCR_VS_16BIT: u64 = 1 << 19;
-/// VTTBR_EL2.VMID[63:48] (only [55:48] with 8-bit VMIDs).
+/// `VTTBR_EL2.VMID[63:48]` (only `[55:48]` with 8-bit VMIDs).
 const VTTBR_VMID_SHIFT: u32 = 48;
 /// VTTBR_EL2.BADDR: bits [47:1]; CnP (bit 0) left clear.
 const VTTBR_BADDR_MASK: u64 = 0x0000_ffff_ffff_fffe;
@@ -104,7 +104,7 @@ impl Stage2Config {
     }
 }
 
-/// VTTBR_EL2 = VMID[63:48] | BADDR (CnP clear). No checks: see [`Stage2Config::vttbr`].
+/// VTTBR_EL2 = `VMID[63:48]` | BADDR (CnP clear). No checks: see [`Stage2Config::vttbr`].
 pub fn vttbr(root_pa: u64, vmid: u16) -> u64 {
     (u64::from(vmid) << VTTBR_VMID_SHIFT) | (root_pa & VTTBR_BADDR_MASK)
 }

@@ -1,4 +1,4 @@
-//! Fields shared by TCR_EL2 (E2H=0) and VTCR_EL2: they have the same layout in bits [18:0].
+//! Fields shared by TCR_EL2 (E2H=0) and VTCR_EL2: they have the same layout in bits `[18:0]`.
 
 use core::fmt;
 
@@ -53,7 +53,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Address size in bits for an ID_AA64MMFR0_EL1.PARange value (bits [3:0] of the register).
+/// Address size in bits for an ID_AA64MMFR0_EL1.PARange value (bits `[3:0]` of the register).
 pub fn pa_range_bits_from_mmfr0(mmfr0: u64) -> Option<u32> {
     match mmfr0 & 0xf {
         0 => Some(32),
@@ -67,7 +67,7 @@ pub fn pa_range_bits_from_mmfr0(mmfr0: u64) -> Option<u32> {
     }
 }
 
-/// Whether ID_AA64MMFR1_EL1.VMIDBits (bits [7:4]) reports 16-bit VMIDs.
+/// Whether ID_AA64MMFR1_EL1.VMIDBits (bits `[7:4]`) reports 16-bit VMIDs.
 pub fn vmid16_from_mmfr1(mmfr1: u64) -> bool {
     (mmfr1 >> 4) & 0xf == 0b0010
 }
