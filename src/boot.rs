@@ -12,10 +12,15 @@
 //! 5. Patched DT written for the host; kernel, initrd and DT cleaned to PoC.
 //! 6. EL2 controls, stage-2 on, PSCI mediation ready; ERET to the kernel at EL1.
 
+// DT errors carry node paths inline because they are made before any heap exists; they are
+// returned once, on the boot path, so their size costs nothing.
+#![allow(clippy::result_large_err)]
+
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alloc::vec::Vec;
+use arrayvec::ArrayVec;
 use buddy_system_allocator::LockedHeap;
 use spin::Once;
 
@@ -26,7 +31,12 @@ use crate::boards::{self, Board};
 use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
 use crate::mm::layout::{self, Layout, LayoutInput};
-use crate::mm::{MemRange, PAGE_SIZE, SZ_2M, align_up};
+use crate::mm::range::HumanSize;
+use crate::mm::{
+    Attrs, BumpFrames, HostStage2, HostStage2Spec, MemRange, PAGE_SIZE, Perms, PoolFrames,
+    build_el2_identity_map, build_host_stage2, ipa_bits_for, pa_range_bits_from_mmfr0,
+    vmid16_from_mmfr1,
+};
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
 use crate::trap::inject::{El1ExceptionRegs, El1Features, HostEl1};
 use crate::trap::psci::Psci;
@@ -52,15 +62,9 @@ struct BootTables([[u8; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
 static mut BOOT_TABLES: BootTables = BootTables([[0; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
 
 /// Per-CPU arguments for `secondary_entry` (read with the MMU off, so cleaned to PoC).
-static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] = [SecondaryBoot {
-    stack_top: 0,
-    mair: 0,
-    tcr: 0,
-    ttbr: 0,
-    sctlr: 0,
-    vbar: 0,
-    cpu_index: 0,
-}; MAX_CPUS];
+static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] =
+    [SecondaryBoot { stack_top: 0, mair: 0, tcr: 0, ttbr: 0, sctlr: 0, vbar: 0, cpu_index: 0 };
+        MAX_CPUS];
 
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 
@@ -73,7 +77,9 @@ pub struct Warden {
     pub host_controls: HostEl2Controls,
     pub vtcr: u64,
     pub vttbr: u64,
-    pub stage2_root: MemRange,
+    /// The host's stage-2 and the frames its tables come from (changed only under the lock).
+    pub host_stage2: spin::Mutex<HostStage2>,
+    pub frames: spin::Mutex<PoolFrames>,
     /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
     pub host_ram: alloc::vec::Vec<MemRange>,
     pub el1_features: El1Features,
@@ -96,7 +102,9 @@ static STAGE2_ROOT_SIZE: AtomicU64 = AtomicU64::new(0);
 
 fn warden() -> &'static Warden {
     // The exception vectors and secondaries only run after the primary finished booting.
-    WARDEN.get().unwrap_or_else(|| fatal_unlocked(format_args!("warden state used before boot finished")))
+    WARDEN
+        .get()
+        .unwrap_or_else(|| fatal_unlocked(format_args!("warden state used before boot finished")))
 }
 
 /// This CPU's logical index (TPIDR_EL2, set on every CPU before anything can log).
@@ -123,13 +131,28 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     sysreg::set_tpidr_el2(0);
     // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
     let mut uart = unsafe { RawUart::new(board.early_uart) };
-    let _ = writeln!(uart, "\nwarden v{} on {} (loaded at {load_base:#x})", env!("CARGO_PKG_VERSION"), board.name);
+    let _ = writeln!(
+        uart,
+        "\nwarden v{} on {} (loaded at {load_base:#x})",
+        env!("CARGO_PKG_VERSION"),
+        board.name
+    );
     let el = (current_el >> 2) & 3;
     if el != 2 {
-        early_fatal(&mut uart, format_args!("entered at EL{el}: warden must be started at EL2 (QEMU: -machine virt,virtualization=on)"));
+        early_fatal(
+            &mut uart,
+            format_args!(
+                "entered at EL{el}: warden must be started at EL2 (QEMU: -machine virt,virtualization=on)"
+            ),
+        );
     }
     if bad_reloc != 0 {
-        early_fatal(&mut uart, format_args!("image has a relocation of type {bad_reloc} that the entry code cannot apply"));
+        early_fatal(
+            &mut uart,
+            format_args!(
+                "image has a relocation of type {bad_reloc} that the entry code cannot apply"
+            ),
+        );
     }
 
     // --- MMU off: parse, plan, build our own tables.
@@ -188,23 +211,42 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     move_payload(&payload, &layout);
     init_pool(&image);
 
-    let (vtcr, vttbr, stage2_root) = match build_host_stage2(&platform, &layout) {
+    // SAFETY: the pool past the heap is warden's own RW memory, used for nothing else.
+    let mut frames = match unsafe {
+        PoolFrames::new(MemRange::new(image.pool_start + HEAP_SIZE, image.pool_end))
+    } {
+        Ok(f) => f,
+        Err(e) => fatal_unlocked(format_args!("frame pool: {e}")),
+    };
+    let host_stage2 = match host_stage2(&platform, &layout, &mut frames) {
         Ok(s) => s,
         Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
     };
-    STAGE2_ROOT.store(stage2_root.start, Ordering::Release);
-    STAGE2_ROOT_SIZE.store(stage2_root.size(), Ordering::Release);
+    let vtcr = host_stage2.vtcr();
+    let vttbr = match host_stage2.vttbr(HOST_VMID) {
+        Ok(v) => v,
+        Err(e) => fatal_unlocked(format_args!("host stage-2 VTTBR: {e}")),
+    };
+    let root_size = host_stage2.config.root_tables() as u64 * PAGE_SIZE;
+    STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
+    STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
 
     let host_dt = match patch_host_dt(dt_blob, &layout, &payload) {
         Ok(d) => d,
         Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
     };
     if host_dt.len() as u64 > layout.dt.size() {
-        fatal_unlocked(format_args!("patched DT is {} bytes, planned {}", host_dt.len(), layout.dt.size()));
+        fatal_unlocked(format_args!(
+            "patched DT is {} bytes, planned {}",
+            host_dt.len(),
+            layout.dt.size()
+        ));
     }
     // SAFETY: layout.dt is RAM reserved for the DT by the planner, mapped RW for warden and
     // disjoint from everything live (the original DT has been fully read by now).
-    unsafe { core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len()) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len())
+    };
     // The host starts with its MMU and caches off: everything it reads first must be in memory.
     dcache_range(&Hw, CacheOp::Clean, layout.kernel.start, payload.kernel.size());
     if let (Some(dst), Some(_)) = (layout.initrd, payload.initrd) {
@@ -217,7 +259,10 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
     let mpidrs: Vec<u64> = platform.cpus.iter().map(|c| c.mpidr).collect();
     if mpidrs.len() > MAX_CPUS {
-        fatal_unlocked(format_args!("the DT lists {} CPUs; warden supports {MAX_CPUS}", mpidrs.len()));
+        fatal_unlocked(format_args!(
+            "the DT lists {} CPUs; warden supports {MAX_CPUS}",
+            mpidrs.len()
+        ));
     }
     let boot_mpidr = sysreg::mpidr() & trap::psci::MPIDR_AFFINITY_MASK;
     let Some(boot_cpu) = mpidrs.iter().position(|&m| m == boot_mpidr) else {
@@ -237,7 +282,8 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         host_controls,
         vtcr,
         vttbr,
-        stage2_root,
+        host_stage2: spin::Mutex::new(host_stage2),
+        frames: spin::Mutex::new(frames),
         host_ram,
         el1_features,
         trap: TrapHandler::new(psci),
@@ -249,9 +295,138 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
 fn enter_host_on_this_cpu(w: &Warden, entry: u64, arg: u64) -> ! {
     sysreg::write_host_controls(&w.host_controls);
     sysreg::write_stage2(w.vtcr, w.vttbr);
-    log::info!("entering host at {entry:#x} (EL1h, x0 = {arg:#x})");
+    log::info!(
+        "entering host at {entry:#x} (EL1h, x0 = {arg:#x}); EL2 stack used so far: {} of {} KiB",
+        hw::stack_high_water(cpu_index()) / 1024,
+        hw::STACK_SIZE / 1024
+    );
     // SAFETY: stage 2 and the EL2 controls for the host are programmed on this CPU.
     unsafe { sysreg::enter_host(entry, arg) }
+}
+
+/// warden's own EL2 stage-1: an identity map of its image (code RX, read-only data R, data,
+/// BSS and pool RW), of RAM (RW, never executable) and of the console UART (device), built in
+/// BSS pages with the MMU off.
+fn build_el2_tables(
+    p: &PlatformInfo,
+    image: &hw::ImageLayout,
+    uart: u64,
+) -> Result<El2Mmu, BootError> {
+    let warden = MemRange::new(image.start, image.end);
+    // No heap yet: a fixed list (image parts around the stack guards, 2 per RAM bank, the UART).
+    let mut regions: ArrayVec<(MemRange, Attrs), { 4 + MAX_CPUS + 2 * dt::MAX_MEMORY_RANGES }> =
+        ArrayVec::new();
+    let mut push = |r: MemRange, a: Attrs| {
+        if !r.is_empty() {
+            regions.push((r, a));
+        }
+    };
+    push(MemRange::new(image.start, image.text_end), Attrs::normal(Perms::RX));
+    push(MemRange::new(image.text_end, image.rodata_end), Attrs::normal(Perms::R));
+    // Data, BSS and pool, minus each stack's guard page.
+    let mut cursor = image.rodata_end;
+    for guard in hw::stack_guards() {
+        push(MemRange::new(cursor, guard.start), Attrs::normal(Perms::RW));
+        cursor = guard.end;
+    }
+    push(MemRange::new(cursor, image.end), Attrs::normal(Perms::RW));
+    for bank in p.memory.iter() {
+        push(
+            MemRange::new(bank.start, warden.start.clamp(bank.start, bank.end)),
+            Attrs::normal(Perms::RW),
+        );
+        push(
+            MemRange::new(warden.end.clamp(bank.start, bank.end), bank.end),
+            Attrs::normal(Perms::RW),
+        );
+    }
+    push(MemRange::new(uart, uart + PAGE_SIZE), Attrs::device(Perms::RW));
+    let max_end = regions.iter().map(|(r, _)| r.end).max().unwrap_or(0);
+    let va_bits = ipa_bits_for(max_end).ok_or(BootError::AddressTooHigh(max_end))?;
+    let pa_bits = pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0()).ok_or(BootError::PaRange)?;
+    // SAFETY: BOOT_TABLES is BSS owned by this function's single call on the boot CPU.
+    let mut frames = unsafe {
+        let base = core::ptr::addr_of_mut!(BOOT_TABLES) as u64;
+        BumpFrames::new(MemRange::new(base, base + (BOOT_TABLE_PAGES as u64) * PAGE_SIZE))
+    }
+    .map_err(BootError::Frames)?;
+    let map = build_el2_identity_map(&regions, va_bits, pa_bits, &mut frames, &Hw)
+        .map_err(BootError::El2Map)?;
+    // The tables live in BSS for warden's whole life; only the register values are kept.
+    Ok(El2Mmu { mair: map.mair, tcr: map.tcr, ttbr: map.ttbr0, sctlr: map.sctlr })
+}
+
+/// The host's stage-2: RAM minus warden, every DT device minus the SMMU register frames.
+fn host_stage2(
+    p: &PlatformInfo,
+    l: &Layout,
+    frames: &mut PoolFrames,
+) -> Result<HostStage2, BootError> {
+    let mut holes: Vec<MemRange> = alloc::vec![l.warden];
+    holes.extend(p.smmus.iter().map(|s| s.regs));
+    let spec = HostStage2Spec {
+        ram: &p.memory,
+        devices: &p.devices,
+        holes: &holes,
+        pa_range_bits: pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0())
+            .ok_or(BootError::PaRange)?,
+        vmid16: vmid16_from_mmfr1(sysreg::id_aa64mmfr1()),
+    };
+    let s2 = build_host_stage2(&spec, frames, &Hw).map_err(BootError::Stage2)?;
+    log::info!(
+        "host stage-2: IPA {} bits, VMID {HOST_VMID}, {} x 1 GiB + {} x 2 MiB + {} x 4 KiB leaves, {} table pages",
+        s2.config.ipa_bits(),
+        s2.stats.blocks_1g,
+        s2.stats.blocks_2m,
+        s2.stats.pages_4k,
+        s2.stats.table_pages
+    );
+    s2.table.for_each_region(|m| {
+        log::info!(
+            "  {:#012x}..{:#012x} {:>9} {:?}",
+            m.va,
+            m.va + m.size,
+            alloc::format!("{}", HumanSize(m.size)),
+            m.attrs
+        )
+    });
+    Ok(s2)
+}
+
+/// The DT the host boots with: warden's memory reserved `no-map`, the payload's command line
+/// and initrd in /chosen, everything else passed through.
+fn patch_host_dt(blob: &[u8], l: &Layout, payload: &Payload) -> Result<Vec<u8>, dt::DtError> {
+    let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
+    let cmd = cmdline(payload.cmdline_len);
+    if !cmd.is_empty() {
+        edit = edit.set_chosen_bootargs(cmd);
+    }
+    if let Some(initrd) = l.initrd {
+        edit = edit.set_chosen_initrd(initrd);
+    }
+    dt::apply(blob, &edit)
+}
+
+/// Boot failures after the DT was read.
+#[derive(Debug)]
+enum BootError {
+    AddressTooHigh(u64),
+    PaRange,
+    Frames(crate::mm::FrameError),
+    El2Map(crate::mm::El2MapError),
+    Stage2(crate::mm::HostStage2Error),
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BootError::AddressTooHigh(a) => write!(f, "address {a:#x} is beyond 48 bits"),
+            BootError::PaRange => write!(f, "ID_AA64MMFR0_EL1.PARange has a reserved value"),
+            BootError::Frames(e) => write!(f, "{e}"),
+            BootError::El2Map(e) => write!(f, "{e}"),
+            BootError::Stage2(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 /// Secondary CPU entry from the assembly (MMU on, stack set).
@@ -294,7 +469,10 @@ enum DtLoadError {
 impl core::fmt::Display for DtLoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            DtLoadError::BadPointer(p) => write!(f, "DT: x0 = {p:#x} at entry is not a DT address (the boot loader must pass an 8-byte aligned DT)"),
+            DtLoadError::BadPointer(p) => write!(
+                f,
+                "DT: x0 = {p:#x} at entry is not a DT address (the boot loader must pass an 8-byte aligned DT)"
+            ),
             DtLoadError::Dt(e) => write!(f, "{e}"),
         }
     }
@@ -310,17 +488,22 @@ struct Payload {
 }
 
 fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
-    let desc = PayloadDescriptor::decode(&hw::payload_descriptor_bytes()).map_err(PayloadErrorMsg::Format)?;
+    let desc = PayloadDescriptor::decode(&hw::payload_descriptor_bytes())
+        .map_err(PayloadErrorMsg::Format)?;
     // The header's image_size covers the whole packed file (the packer sets it).
     // SAFETY: the image header is the first 64 bytes of warden's own image.
-    let header = unsafe { core::ptr::read_volatile(image.start as *const [u8; payload::IMAGE_HEADER_SIZE]) };
+    let header =
+        unsafe { core::ptr::read_volatile(image.start as *const [u8; payload::IMAGE_HEADER_SIZE]) };
     let image_len = u64::from_le_bytes(header[16..24].try_into().unwrap_or([0; 8]));
     desc.validate(image_len).map_err(PayloadErrorMsg::Format)?;
     let kernel = MemRange::from_base_size(image.start + desc.kernel_offset, desc.kernel_size)
         .ok_or(PayloadErrorMsg::Format(payload::PayloadError::BadBounds("kernel")))?;
     // SAFETY: validate() checked the kernel lies inside the loaded image.
     let kernel_bytes = unsafe {
-        core::slice::from_raw_parts(kernel.start as *const u8, (kernel.size() as usize).min(payload::IMAGE_HEADER_SIZE))
+        core::slice::from_raw_parts(
+            kernel.start as *const u8,
+            (kernel.size() as usize).min(payload::IMAGE_HEADER_SIZE),
+        )
     };
     let kernel_header = Arm64ImageHeader::parse(kernel_bytes).map_err(PayloadErrorMsg::Format)?;
     let initrd = (desc.initrd_size != 0)
@@ -335,7 +518,11 @@ fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
     // here, on the boot CPU, before any other CPU runs.
     unsafe {
         let src = (image.start + desc.cmdline_offset) as *const u8;
-        core::ptr::copy_nonoverlapping(src, core::ptr::addr_of_mut!(CMDLINE) as *mut u8, cmdline_len);
+        core::ptr::copy_nonoverlapping(
+            src,
+            core::ptr::addr_of_mut!(CMDLINE) as *mut u8,
+            cmdline_len,
+        );
     }
     Ok(Payload { kernel, kernel_header, initrd, cmdline_len })
 }
@@ -359,7 +546,7 @@ impl core::fmt::Display for PayloadErrorMsg {
 
 fn cmdline(len: usize) -> &'static str {
     // SAFETY: CMDLINE was filled once at boot and is read-only afterwards.
-    let bytes = unsafe { &(*core::ptr::addr_of!(CMDLINE))[..len.min(CMDLINE_MAX)] };
+    let bytes = unsafe { &(&*core::ptr::addr_of!(CMDLINE))[..len.min(CMDLINE_MAX)] };
     core::str::from_utf8(bytes).unwrap_or("")
 }
 
@@ -368,10 +555,18 @@ fn cmdline(len: usize) -> &'static str {
 fn move_payload(p: &Payload, l: &Layout) {
     if let (Some(src), Some(dst)) = (p.initrd, l.initrd) {
         // SAFETY: both ranges are RAM the planner reserved for this, mapped RW at EL2.
-        unsafe { core::ptr::copy(src.start as *const u8, dst.start as *mut u8, src.size() as usize) };
+        unsafe {
+            core::ptr::copy(src.start as *const u8, dst.start as *mut u8, src.size() as usize)
+        };
     }
     // SAFETY: as above; the kernel's destination footprint lies below the initrd's.
-    unsafe { core::ptr::copy(p.kernel.start as *const u8, l.kernel.start as *mut u8, p.kernel.size() as usize) };
+    unsafe {
+        core::ptr::copy(
+            p.kernel.start as *const u8,
+            l.kernel.start as *mut u8,
+            p.kernel.size() as usize,
+        )
+    };
 }
 
 /// Hands the pool (free now that the payload moved out) to the heap and the frame allocator.
@@ -387,9 +582,21 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
         log::info!("  RAM        {r}");
     }
     for r in p.reserved.iter() {
-        log::info!("  reserved   {} ({}{})", r.range, r.name, if r.no_map { ", no-map" } else { "" });
+        log::info!(
+            "  reserved   {} ({}{})",
+            r.range,
+            r.name,
+            if r.no_map { ", no-map" } else { "" }
+        );
     }
-    log::info!("  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})", l.warden, image.start, image.bss_end, image.pool_start, image.pool_end);
+    log::info!(
+        "  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})",
+        l.warden,
+        image.start,
+        image.bss_end,
+        image.pool_start,
+        image.pool_end
+    );
     log::info!("  kernel     {} ({} bytes of Image)", l.kernel, payload.kernel.size());
     if let Some(i) = l.initrd {
         log::info!("  initrd     {i}");
@@ -448,7 +655,7 @@ fn stop_the_world() {
 pub extern "C" fn el2_exception(frame: &mut TrapFrame, kind: u64) {
     panic!(
         "EL2 exception kind {kind}: {} ELR {:#x} FAR {:#x} SPSR {:#x}",
-        trap::esr::Esr::new(frame.esr),
+        trap::esr::Esr(frame.esr),
         frame.elr,
         frame.far,
         frame.spsr
@@ -490,7 +697,11 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn host_el1(&self) -> HostEl1 {
-        HostEl1 { vbar: sysreg::el1_vbar(), sctlr: sysreg::el1_sctlr(), features: self.w.el1_features }
+        HostEl1 {
+            vbar: sysreg::el1_vbar(),
+            sctlr: sysreg::el1_sctlr(),
+            features: self.w.el1_features,
+        }
     }
 
     fn write_host_el1_exception(&mut self, regs: &El1ExceptionRegs) {
@@ -544,5 +755,9 @@ pub extern "C" fn lower_other(frame: &mut TrapFrame, kind: u64) {
     if PANICKED.load(Ordering::Acquire) {
         hw::park();
     }
-    log::warn!("unexpected exception from the host (vector {kind}), ESR {:#x} ELR {:#x}: ignored", frame.esr, frame.elr);
+    log::warn!(
+        "unexpected exception from the host (vector {kind}), ESR {:#x} ELR {:#x}: ignored",
+        frame.esr,
+        frame.elr
+    );
 }

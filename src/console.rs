@@ -118,7 +118,9 @@ impl log::Log for Logger {
         }
         let cpu = (self.cpu_index)();
         match record.level() {
-            log::Level::Info => print_line(cpu, format_args!("warden: cpu{cpu}: {}", record.args())),
+            log::Level::Info => {
+                print_line(cpu, format_args!("warden: cpu{cpu}: {}", record.args()))
+            }
             level => print_line(cpu, format_args!("warden: cpu{cpu}: {level}: {}", record.args())),
         }
     }

@@ -12,10 +12,10 @@ extern crate alloc;
 
 pub mod arch;
 pub mod boards;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod boot;
+pub mod console;
 pub mod dt;
 pub mod mm;
 pub mod payload;
 pub mod trap;
-pub mod console;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod boot;

@@ -47,7 +47,10 @@ pub struct Layout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutError {
     WardenNotInRam(MemRange),
-    NoRoom { what: &'static str, size: u64 },
+    NoRoom {
+        what: &'static str,
+        size: u64,
+    },
     /// A destination would lie below its source (the payload would overwrite itself).
     WouldMoveDown(&'static str),
     DtTooLarge(u64),
@@ -107,7 +110,8 @@ fn first_fit(
 
 pub fn plan(input: &LayoutInput<'_>) -> Result<Layout, LayoutError> {
     let warden_start = input.warden.start & !(SZ_2M - 1);
-    let warden_end = align_up(input.warden.end, SZ_2M).ok_or(LayoutError::WardenNotInRam(input.warden))?;
+    let warden_end =
+        align_up(input.warden.end, SZ_2M).ok_or(LayoutError::WardenNotInRam(input.warden))?;
     let warden = MemRange::new(warden_start, warden_end);
     if !input.ram.iter().any(|b| b.contains_range(&input.warden)) {
         return Err(LayoutError::WardenNotInRam(input.warden));
@@ -124,8 +128,9 @@ pub fn plan(input: &LayoutInput<'_>) -> Result<Layout, LayoutError> {
         }
     }
     let kernel_size = input.kernel_mem_size.max(input.kernel_src.size());
-    let kernel = first_fit(input.ram, &avoid[..n], warden_end, SZ_2M, input.kernel_text_offset, kernel_size)
-        .ok_or(LayoutError::NoRoom { what: "kernel", size: kernel_size })?;
+    let kernel =
+        first_fit(input.ram, &avoid[..n], warden_end, SZ_2M, input.kernel_text_offset, kernel_size)
+            .ok_or(LayoutError::NoRoom { what: "kernel", size: kernel_size })?;
     if kernel.start < input.kernel_src.start {
         return Err(LayoutError::WouldMoveDown("kernel"));
     }
@@ -203,16 +208,23 @@ mod tests {
     #[test]
     fn errors_are_specific() {
         let ram = [MemRange::new(0x4000_0000, 0x4350_0000)];
-        assert_eq!(plan(&qemu_input(&ram, &[])), Err(LayoutError::NoRoom { what: "initrd", size: 2 * MIB }));
+        assert_eq!(
+            plan(&qemu_input(&ram, &[])),
+            Err(LayoutError::NoRoom { what: "initrd", size: 2 * MIB })
+        );
         let small = [MemRange::new(0x4000_0000, 0x4100_0000)];
-        assert!(matches!(plan(&qemu_input(&small, &[])), Err(LayoutError::NoRoom { what: "kernel", .. })));
+        assert!(matches!(
+            plan(&qemu_input(&small, &[])),
+            Err(LayoutError::NoRoom { what: "kernel", .. })
+        ));
         let elsewhere = [MemRange::new(0x8000_0000, 0xc000_0000)];
         assert!(matches!(plan(&qemu_input(&elsewhere, &[])), Err(LayoutError::WardenNotInRam(_))));
     }
 
     #[test]
     fn spans_banks() {
-        let ram = [MemRange::new(0x4000_0000, 0x4200_0000), MemRange::new(0x8000_0000, 0x9000_0000)];
+        let ram =
+            [MemRange::new(0x4000_0000, 0x4200_0000), MemRange::new(0x8000_0000, 0x9000_0000)];
         let mut input = qemu_input(&ram, &[]);
         input.original_dt = MemRange::new(0x4100_0000, 0x4101_0000);
         let l = plan(&input).unwrap();

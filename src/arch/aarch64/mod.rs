@@ -10,15 +10,29 @@ use crate::trap::frame::TRAP_FRAME_SIZE;
 
 /// Most CPUs warden supports (stacks and per-CPU state are sized by this).
 pub const MAX_CPUS: usize = 8;
-/// Per-CPU EL2 stack.
-pub const STACK_SIZE: usize = 64 * 1024;
+/// Per-CPU EL2 stack, including its guard page. The boot CPU's deepest use is logged at boot
+/// (about 84 KiB, most of it the DT parse and patch).
+pub const STACK_SIZE: usize = 128 * 1024;
+/// The lowest page of each stack is left unmapped, so an overflow faults instead of silently
+/// overwriting the neighbouring CPU's stack or warden's data.
+pub const STACK_GUARD_SIZE: usize = 4096;
+/// Stack the fatal-exception vectors switch to (an overflowed SP cannot take a frame).
+pub const EMERGENCY_STACK_SHIFT: u32 = 13;
+pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
+
+const _: () = assert!(MAX_CPUS.is_power_of_two());
 
 #[repr(C, align(4096))]
-pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
+pub struct Stacks<const N: usize>(pub [[u8; N]; MAX_CPUS]);
 
 /// EL2 stacks, one per CPU (index = warden's logical CPU index).
 #[unsafe(no_mangle)]
-pub static mut WARDEN_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+pub static mut WARDEN_STACKS: Stacks<STACK_SIZE> = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+
+/// Per-CPU stacks for reporting a fatal EL2 exception.
+#[unsafe(no_mangle)]
+pub static mut WARDEN_EMERGENCY_STACKS: Stacks<EMERGENCY_STACK_SIZE> =
+    Stacks([[0; EMERGENCY_STACK_SIZE]; MAX_CPUS]);
 
 /// What a secondary CPU needs to turn its MMU on and find its stack; handed to EL3 as the
 /// CPU_ON context and read by `secondary_entry` with the MMU and caches off.
@@ -55,6 +69,9 @@ global_asm!(
     include_str!("vectors.S"),
     FRAME_SIZE = const TRAP_FRAME_SIZE,
     EL2_FAULT = sym crate::boot::el2_exception,
+    EMERGENCY_STACKS = sym WARDEN_EMERGENCY_STACKS,
+    EMERGENCY_SHIFT = const EMERGENCY_STACK_SHIFT,
+    CPU_MASK = const MAX_CPUS - 1,
     LOWER_SYNC = sym crate::boot::lower_sync,
     LOWER_OTHER = sym crate::boot::lower_other,
 );
@@ -117,6 +134,29 @@ pub fn secondary_entry_address() -> u64 {
 pub fn stack_top(cpu: usize) -> u64 {
     let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
     base + ((cpu.min(MAX_CPUS - 1) + 1) * STACK_SIZE) as u64
+}
+
+/// The guard pages at the bottom of every CPU's stack (left out of warden's own mapping).
+pub fn stack_guards() -> impl Iterator<Item = crate::mm::MemRange> {
+    let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
+    (0..MAX_CPUS as u64).map(move |cpu| {
+        let start = base + cpu * STACK_SIZE as u64;
+        crate::mm::MemRange::new(start, start + STACK_GUARD_SIZE as u64)
+    })
+}
+
+/// Bytes of `cpu`'s stack that have ever been written (stacks start zeroed in BSS, so the
+/// lowest non-zero word marks the deepest use). For the boot log and stack sizing.
+pub fn stack_high_water(cpu: usize) -> usize {
+    let top = stack_top(cpu);
+    let bottom = top - (STACK_SIZE - STACK_GUARD_SIZE) as u64;
+    let mut addr = bottom;
+    // SAFETY: [bottom, top) is this CPU's stack inside WARDEN_STACKS, mapped RW; reading a
+    // word that another frame is using is harmless (volatile, no references formed).
+    while addr < top && unsafe { core::ptr::read_volatile(addr as *const u64) } == 0 {
+        addr += 8;
+    }
+    (top - addr) as usize
 }
 
 /// The real barrier, TLB and cache instructions.

@@ -46,22 +46,12 @@ pub fn counter_frequency() -> u64 {
     r::CNTFRQ_EL0.get()
 }
 
-/// Physical address size the CPU supports, in bits (ID_AA64MMFR0_EL1.PARange).
-pub fn pa_range_bits() -> u32 {
-    match r::ID_AA64MMFR0_EL1.get() & 0xf {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 => 48,
-        _ => 52,
-    }
+pub fn id_aa64mmfr0() -> u64 {
+    r::ID_AA64MMFR0_EL1.get()
 }
 
-/// Whether 16-bit VMIDs are supported (ID_AA64MMFR1_EL1.VMIDBits == 2).
-pub fn vmid16() -> bool {
-    (r::ID_AA64MMFR1_EL1.get() >> 4) & 0xf == 2
+pub fn id_aa64mmfr1() -> u64 {
+    r::ID_AA64MMFR1_EL1.get()
 }
 
 /// The ID register fields that decide how EL2 is set up for the host.
@@ -109,9 +99,7 @@ pub fn write_stage2(vtcr: u64, vttbr: u64) {
     r::VTCR_EL2.set(vtcr);
     r::VTTBR_EL2.set(vttbr);
     // SAFETY: synchronise, then invalidate this VMID's entries locally; no memory effects.
-    unsafe {
-        asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack, preserves_flags))
-    };
+    unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
 pub fn read_vttbr() -> u64 {
@@ -154,7 +142,8 @@ pub unsafe fn enter_host(entry: u64, arg: u64) -> ! {
     // SPSR: EL1h (0b0101) with D, A, I, F masked.
     const SPSR_EL1H_DAIF: u64 = 0x3c5;
     // A clean EL1: MMU and caches off, little endian (RES1 bits per SCTLR_EL1 reset shape).
-    const SCTLR_EL1_MMU_OFF: u64 = (1 << 29) | (1 << 28) | (1 << 23) | (1 << 22) | (1 << 20) | (1 << 11);
+    const SCTLR_EL1_MMU_OFF: u64 =
+        (1 << 29) | (1 << 28) | (1 << 23) | (1 << 22) | (1 << 20) | (1 << 11);
     // SAFETY: the caller guarantees the host's translation regime is ready; ERET leaves warden.
     unsafe {
         asm!(

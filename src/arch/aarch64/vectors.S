@@ -14,6 +14,27 @@
     b       \body
 .endm
 
+// An exception taken from EL2 is fatal and may come from a stack overflow, so it first moves to
+// this CPU's emergency stack: SP_EL0 (the host's, never restored after a fatal error) holds x0
+// while SP itself serves as the scratch register for the address.
+.macro FATAL_VECTOR kind
+    .balign 0x80
+    msr     sp_el0, x0
+    mrs     x0, tpidr_el2
+    and     x0, x0, #{CPU_MASK}
+    add     x0, x0, #1
+    lsl     x0, x0, #{EMERGENCY_SHIFT}
+    mov     sp, x0
+    adrp    x0, {EMERGENCY_STACKS}
+    add     x0, x0, :lo12:{EMERGENCY_STACKS}
+    add     sp, sp, x0
+    mrs     x0, sp_el0
+    sub     sp, sp, #{FRAME_SIZE}
+    stp     x0, x1, [sp, #16 * 0]
+    mov     x1, #\kind
+    b       el2_fault_body
+.endm
+
 // Shared body: save the rest, call handler(frame, kind), restore, ERET.
 .macro TRAP_BODY name, handler
 \name:
@@ -70,14 +91,14 @@
 .balign 0x800
 .global el2_vectors
 el2_vectors:
-    VECTOR el2_fault_body, 0
-    VECTOR el2_fault_body, 1
-    VECTOR el2_fault_body, 2
-    VECTOR el2_fault_body, 3
-    VECTOR el2_fault_body, 4
-    VECTOR el2_fault_body, 5
-    VECTOR el2_fault_body, 6
-    VECTOR el2_fault_body, 7
+    FATAL_VECTOR 0
+    FATAL_VECTOR 1
+    FATAL_VECTOR 2
+    FATAL_VECTOR 3
+    FATAL_VECTOR 4
+    FATAL_VECTOR 5
+    FATAL_VECTOR 6
+    FATAL_VECTOR 7
     VECTOR lower_sync_body, 8
     VECTOR lower_other_body, 9
     VECTOR lower_other_body, 10
