@@ -383,7 +383,7 @@ fn host_stage2(
     );
     s2.table.for_each_region(|m| {
         log::info!(
-            "  {:#012x}..{:#012x} {:>9} {:?}",
+            "  {:#012x}..{:#012x} {:>9} {}",
             m.va,
             m.va + m.size,
             alloc::format!("{}", HumanSize(m.size)),
