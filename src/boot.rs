@@ -231,7 +231,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
 
-    let host_dt = match patch_host_dt(dt_blob, &layout, &payload) {
+    let host_dt = match patch_host_dt(dt_blob, &platform, &layout, &payload) {
         Ok(d) => d,
         Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
     };
@@ -394,9 +394,21 @@ fn host_stage2(
 }
 
 /// The DT the host boots with: warden's memory reserved `no-map`, the payload's command line
-/// and initrd in /chosen, everything else passed through.
-fn patch_host_dt(blob: &[u8], l: &Layout, payload: &Payload) -> Result<Vec<u8>, dt::DtError> {
+/// and initrd in /chosen, the SMMUs (warden's own) and the PCIe `iommu-map`s that point at them
+/// removed, everything else passed through.
+fn patch_host_dt(
+    blob: &[u8],
+    p: &PlatformInfo,
+    l: &Layout,
+    payload: &Payload,
+) -> Result<Vec<u8>, dt::DtError> {
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
+    for smmu in p.smmus.iter() {
+        edit = edit.remove_node(&smmu.path);
+    }
+    for pcie in p.pcie.iter().filter(|h| !h.iommu_map.is_empty()) {
+        edit = edit.remove_property(&pcie.path, "iommu-map");
+    }
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
         edit = edit.set_chosen_bootargs(cmd);
