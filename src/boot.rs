@@ -84,6 +84,8 @@ pub struct Warden {
     pub host_ram: alloc::vec::Vec<MemRange>,
     pub el1_features: El1Features,
     pub trap: TrapHandler,
+    /// [`image_digest`] at boot.
+    pub image_digest: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -287,6 +289,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         host_ram,
         el1_features,
         trap: TrapHandler::new(psci),
+        image_digest: image_digest(),
     });
     enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
 }
@@ -735,6 +738,30 @@ impl Platform for HwPlatform<'_> {
     fn is_host_ram(&self, addr: u64) -> bool {
         self.w.host_ram.iter().any(|r| r.contains(addr))
     }
+
+    fn before_system_power_down(&mut self) {
+        let digest = image_digest();
+        let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
+        log::info!(
+            "host requested power-down: {} violation(s) contained, {} other trap(s) refused; warden code+rodata {verdict} (digest {digest:#018x}, boot {:#018x})",
+            self.w.trap.violation_count(),
+            self.w.trap.unhandled_count(),
+            self.w.image_digest
+        );
+    }
+}
+
+/// FNV-1a over warden's code and read-only data (which nothing may write after relocation):
+/// taken at boot and again at power-down, so a corruption (a stray DMA, a wild write) shows.
+fn image_digest() -> u64 {
+    let image = hw::image_layout();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for addr in (image.start..image.rodata_end).step_by(8) {
+        // SAFETY: [start, rodata_end) is warden's own mapped, readable image.
+        let word = unsafe { core::ptr::read_volatile(addr as *const u64) };
+        hash = (hash ^ word).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// Fills `cpu`'s SecondaryBoot block and returns its address, cleaned to PoC because the CPU

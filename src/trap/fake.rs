@@ -87,6 +87,8 @@ pub struct FakePlatform {
     pub host_el1: HostEl1,
     /// Every `write_host_el1_exception`, in order.
     pub el1_writes: Vec<El1ExceptionRegs>,
+    /// For each `before_system_power_down`: how many EL3 calls had been made at that moment.
+    pub power_down_notices: Vec<usize>,
     pub el3: Arc<FakeEl3>,
 }
 
@@ -116,6 +118,7 @@ impl FakePlatform {
                 features: El1Features { pan: true, ..El1Features::default() },
             },
             el1_writes: Vec::new(),
+            power_down_notices: Vec::new(),
             el3,
         }
     }
@@ -152,5 +155,8 @@ impl Platform for FakePlatform {
         let in_ram = addr >= Self::RAM_BASE && addr - Self::RAM_BASE < Self::RAM_SIZE;
         let in_warden = addr >= Self::WARDEN_BASE && addr - Self::WARDEN_BASE < Self::WARDEN_SIZE;
         in_ram && !in_warden
+    }
+    fn before_system_power_down(&mut self) {
+        self.power_down_notices.push(self.el3.calls().len());
     }
 }

@@ -44,6 +44,9 @@ pub trait Platform {
     fn secondary_context(&self, cpu_index: usize) -> u64;
     /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
     fn is_host_ram(&self, addr: u64) -> bool;
+    /// The host asked for SYSTEM_OFF/SYSTEM_RESET(2): called just before the call goes to EL3,
+    /// so warden can report its final state (it does not return on success).
+    fn before_system_power_down(&mut self);
 }
 
 /// Violations logged in full before rate limiting starts; after that, only the 2^k-th.

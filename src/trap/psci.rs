@@ -245,11 +245,15 @@ impl Psci {
                     psci::NOT_SUPPORTED
                 }
             }
-            psci::PSCI_VERSION
-            | psci::MIGRATE_INFO_TYPE
-            | psci::SYSTEM_OFF
-            | psci::SYSTEM_RESET => forward(platform, [u64::from(function_id), 0, 0, 0]),
+            psci::PSCI_VERSION | psci::MIGRATE_INFO_TYPE => {
+                forward(platform, [u64::from(function_id), 0, 0, 0])
+            }
+            psci::SYSTEM_OFF | psci::SYSTEM_RESET => {
+                platform.before_system_power_down();
+                forward(platform, [u64::from(function_id), 0, 0, 0])
+            }
             psci::SYSTEM_RESET2_32 | psci::SYSTEM_RESET2_64 => {
+                platform.before_system_power_down();
                 forward(platform, [u64::from(function_id), a1, a2, 0])
             }
             _ => psci::NOT_SUPPORTED,
@@ -656,6 +660,8 @@ mod tests {
                 [u64::from(psci::SYSTEM_OFF), 0, 0, 0],
             ]
         );
+        // warden got to report before each power-down call left for EL3 (calls 2 and 3).
+        assert_eq!(p.power_down_notices, vec![2, 3]);
     }
 
     #[test]
