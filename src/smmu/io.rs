@@ -24,6 +24,31 @@ pub trait SmmuIo {
     fn barrier(&self);
 }
 
+/// A shared reference drives the same SMMU (lets tests keep the fake after handing it over).
+impl<T: SmmuIo + ?Sized> SmmuIo for &T {
+    fn read32(&self, offset: u32) -> u32 {
+        (**self).read32(offset)
+    }
+    fn write32(&self, offset: u32, value: u32) {
+        (**self).write32(offset, value)
+    }
+    fn read64(&self, offset: u32) -> u64 {
+        (**self).read64(offset)
+    }
+    fn write64(&self, offset: u32, value: u64) {
+        (**self).write64(offset, value)
+    }
+    fn mem_write64(&self, pa: u64, value: u64) {
+        (**self).mem_write64(pa, value)
+    }
+    fn mem_read64(&self, pa: u64) -> u64 {
+        (**self).mem_read64(pa)
+    }
+    fn barrier(&self) {
+        (**self).barrier()
+    }
+}
+
 /// The real SMMU: volatile accesses to its register frames, which warden's EL2 stage-1 maps as
 /// Device-nGnRE (and the host's stage-2 leaves unmapped).
 #[derive(Debug)]

@@ -123,13 +123,19 @@ fn missing_features_are_named() {
 }
 
 #[test]
-fn failed_feature_check_leaves_smmu_aborting() {
-    let mut frames = HeapFrames::new(16);
+fn failed_init_leaves_smmu_disabled_and_aborting() {
+    let mut frames = HeapFrames::new(64);
     let fake = FakeSmmu::new(0, FakeSmmu::QEMU_IDR1, FakeSmmu::QEMU_IDR5);
-    let fake_ref: *const FakeSmmu = &fake;
-    let _ = fake_ref;
-    assert!(Smmu::init(fake, config(), &mut frames).is_err());
-    // (the fake moved into init; its final state is checked through the next test's timeouts)
+    fake.preset_enabled(CR0_SMMUEN);
+    assert!(Smmu::init(&fake, config(), &mut frames).is_err());
+    assert_eq!((fake.reg(CR0), fake.reg(CR0ACK)), (0, 0));
+    assert_eq!(fake.reg(GBPA) as u32, GBPA_ABORT);
+    // A failure after the SMMU was given its memory disables it again.
+    let fake = FakeSmmu::qemu();
+    fake.set_faults(FakeFaults { stuck_cons: true, ..FakeFaults::default() });
+    assert!(Smmu::init(&fake, config(), &mut frames).is_err());
+    assert_eq!(fake.log().last(), Some(&w32(CR0, 0)));
+    assert_eq!(fake.reg(GBPA) as u32, GBPA_ABORT);
 }
 
 #[test]
