@@ -7,8 +7,9 @@
 //! C_BAD_STE / C_BAD_STREAMID event until a later issue handles them.
 
 use alloc::vec::Vec;
+use arrayvec::ArrayVec;
 
-use crate::dt::IommuMapEntry;
+use crate::dt::{IommuMapEntry, MAX_PCIE, PcieHost};
 use crate::mm::MemRange;
 
 /// ECAM: 4 KiB of configuration space per function, 1 MiB per bus.
@@ -25,28 +26,55 @@ pub trait ConfigRead {
     fn read_config32(&self, pa: u64) -> u32;
 }
 
-/// The real ECAM: volatile reads of the window, which must be mapped as device memory at EL2.
+/// The real ECAM windows: volatile reads, which must be mapped as device memory at EL2.
 #[derive(Debug)]
 pub struct MmioEcam {
-    window: MemRange,
+    windows: ArrayVec<MemRange, MAX_PCIE>,
 }
 
 impl MmioEcam {
+    /// Reads inside any of `windows` (at most [`MAX_PCIE`]; extra ones are ignored); reads
+    /// elsewhere return all-ones, like an absent function.
+    ///
     /// # Safety
-    /// `window` is a PCIe ECAM region identity-mapped as device memory at EL2 while this lives.
-    pub unsafe fn new(window: MemRange) -> Self {
-        Self { window }
+    /// Every window is a PCIe ECAM region identity-mapped as device memory at EL2 while this
+    /// value lives.
+    pub unsafe fn new(windows: &[MemRange]) -> Self {
+        Self { windows: windows.iter().copied().take(MAX_PCIE).collect() }
     }
 }
 
 impl ConfigRead for MmioEcam {
     fn read_config32(&self, pa: u64) -> u32 {
-        if !self.window.contains(pa) || !pa.is_multiple_of(4) {
+        let inside = self.windows.iter().any(|w| w.contains(pa) && w.contains(pa + 3));
+        if !inside || !pa.is_multiple_of(4) {
             return u32::MAX;
         }
-        // SAFETY: inside the mapped ECAM window (checked above), 4-byte aligned.
+        // SAFETY: inside a mapped ECAM window (checked above), 4-byte aligned.
         unsafe { core::ptr::read_volatile(pa as *const u32) }
     }
+}
+
+/// Stream IDs on SMMU `smmu_phandle` of every PCI function present now under `hosts` (each
+/// host's whole ECAM window scanned from bus 0, see [`scan_functions`]), through each host's
+/// `iommu-map`; sorted, deduplicated. Hosts without an `iommu-map` are not behind an SMMU.
+pub fn host_stream_ids<C: ConfigRead + ?Sized>(
+    hosts: &[PcieHost],
+    smmu_phandle: Option<u32>,
+    cfg: &C,
+) -> Vec<u32> {
+    let mut sids = Vec::new();
+    for host in hosts {
+        if host.iommu_map.is_empty() {
+            continue;
+        }
+        let Some(buses) = BusRange::from_ecam(host.ecam) else { continue };
+        let rids = scan_functions(host.ecam, buses, cfg);
+        sids.extend(stream_ids(&rids, &host.iommu_map, smmu_phandle));
+    }
+    sids.sort_unstable();
+    sids.dedup();
+    sids
 }
 
 /// Bus numbers `[start, end]` of a host bridge; the ECAM window starts at bus `start`.
@@ -237,6 +265,28 @@ mod tests {
         cfg.function(0, 1, 0, 0); // at relative bus 0 = bus 0x10
         let rids = scan_functions(ECAM, BusRange { start: 0x10, end: 0x11 }, &cfg);
         assert_eq!(rids, vec![0x1008]);
+    }
+
+    #[test]
+    fn host_stream_ids_from_platform() {
+        let mut cfg = FakeConfig::new();
+        cfg.function(0, 2, 0, 0);
+        cfg.function(0, 3, 0, 0);
+        let mut host = PcieHost {
+            path: Default::default(),
+            ecam: ECAM,
+            windows: ArrayVec::new(),
+            iommu_map: ArrayVec::new(),
+        };
+        assert!(host_stream_ids(core::slice::from_ref(&host), Some(7), &cfg).is_empty());
+        host.iommu_map.push(IommuMapEntry {
+            rid_base: 0,
+            iommu_phandle: 7,
+            sid_base: 0,
+            length: 0x10000,
+        });
+        assert_eq!(host_stream_ids(&[host.clone()], Some(7), &cfg), vec![0x10, 0x18]);
+        assert!(host_stream_ids(&[host], Some(8), &cfg).is_empty());
     }
 
     #[test]
