@@ -106,4 +106,30 @@ mod tests {
         }
         assert_eq!(p, 0);
     }
+
+    proptest::proptest! {
+        /// Against a model with plain counters: any interleaving of produce and consume steps
+        /// that never overfills or underflows keeps used/empty/full consistent.
+        #[test]
+        fn matches_counter_model(log2 in 0u32..6, steps in proptest::collection::vec(proptest::bool::ANY, 0..400)) {
+            let q = QueueShape::new(log2);
+            let (mut prod, mut cons) = (0u32, 0u32);
+            let (mut produced, mut consumed) = (0u64, 0u64);
+            for produce in steps {
+                let used = (produced - consumed) as u32;
+                if produce && used < q.entries() {
+                    prod = q.next(prod);
+                    produced += 1;
+                } else if !produce && used > 0 {
+                    cons = q.next(cons);
+                    consumed += 1;
+                }
+                let used = (produced - consumed) as u32;
+                proptest::prop_assert_eq!(q.used(prod, cons), used);
+                proptest::prop_assert_eq!(q.is_empty(prod, cons), used == 0);
+                proptest::prop_assert_eq!(q.is_full(prod, cons), used == q.entries());
+                proptest::prop_assert_eq!(q.index(prod) as u64, produced % u64::from(q.entries()));
+            }
+        }
+    }
 }
