@@ -18,4 +18,5 @@ pub mod console;
 pub mod dt;
 pub mod mm;
 pub mod payload;
+pub mod smmu;
 pub mod trap;
