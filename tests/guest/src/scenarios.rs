@@ -347,8 +347,7 @@ fn edu_dma_works(edu: &Result<Edu, Reason>) -> Outcome {
             RESULT_PAGE.address(),
             pattern_word(SEED, index),
             if clamped {
-                " (edu's default 28-bit dma_mask clamps these addresses: is the device \
-                 option edu,dma_mask=0xffffffffff?)"
+                " (edu's default 28-bit dma_mask? use edu,dma_mask=0xffffffffff)"
             } else {
                 ""
             }
@@ -368,26 +367,36 @@ const PATTERN_SLOT: u64 = 0x000;
 const READBACK_SLOT: u64 = 0x400;
 const SAVED_SLOT: u64 = 0x800;
 
-/// How a DMA read of warden's memory came back.
+/// What guest RAM held before edu's buffer was copied into it (a seed no pattern uses).
+const RAM_POISON_SEED: u64 = 0xbeef;
+
+/// How a DMA read of warden's memory came back, as copied from edu's buffer to guest RAM.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readback {
-    Zeros,
-    /// The poison edu's buffer held before: the read did not happen.
-    Poison,
-    /// Any word of the pattern written: the write landed.
+    /// Some word of the pattern written: the write landed.
     Pattern,
+    /// What QEMU gives a device for a read the SMMU aborted.
+    Zeros,
+    /// The read-back slot in edu's buffer kept its poison: the read brought no data.
+    DevicePoison,
+    /// Guest RAM kept its poison: the copy out of edu did not arrive, nothing was observed.
+    RamPoison,
+    /// Anything else (first word).
     Other(u64),
 }
 
 impl Readback {
     fn of(page: &DmaPage, seed_written: u64) -> Self {
         let words = || (0..WARDEN_PROBE_WORDS).map(|index| (index, page.read(index).unwrap_or(0)));
+        let all_of_seed = |seed| words().all(|(index, value)| value == pattern_word(seed, index));
         if words().any(|(index, value)| value == pattern_word(seed_written, index)) {
             Readback::Pattern
         } else if words().all(|(_, value)| value == 0) {
             Readback::Zeros
-        } else if words().all(|(index, value)| value == pattern_word(POISON_SEED, index)) {
-            Readback::Poison
+        } else if all_of_seed(POISON_SEED) {
+            Readback::DevicePoison
+        } else if all_of_seed(RAM_POISON_SEED) {
+            Readback::RamPoison
         } else {
             Readback::Other(page.read(0).unwrap_or(0))
         }
@@ -397,9 +406,12 @@ impl Readback {
 impl fmt::Display for Readback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Readback::Zeros => f.write_str("all zeros (the read was refused too)"),
-            Readback::Poison => f.write_str("edu's buffer kept its poison (no read happened)"),
             Readback::Pattern => f.write_str("the pattern"),
+            Readback::Zeros => f.write_str("all zeros (the read was refused too)"),
+            Readback::DevicePoison => {
+                f.write_str("no data (edu's buffer kept its poison: the read was refused too)")
+            }
+            Readback::RamPoison => f.write_str("nothing (the copy to guest RAM did not arrive)"),
             Readback::Other(first) => write!(
                 f,
                 "other data, first word {first:#x} (warden's memory may be readable by DMA)"
@@ -449,12 +461,23 @@ fn edu_dma_into_warden_refused(platform: &Platform, edu: &Result<Edu, Reason>) -
              (word {index} reads {value:#x}); see edu_dma_works"
         );
     }
-    // The attempt, then what the device sees at the target afterwards.
+    // The attempt, then what the device sees at the target afterwards, copied to guest RAM
+    // over poison (the control left the pattern there).
     edu.dma_to_ram(PATTERN_SLOT, target, WARDEN_PROBE_BYTES)?;
     edu.dma_to_device(target, READBACK_SLOT, WARDEN_PROBE_BYTES)?;
+    for index in 0..WARDEN_PROBE_WORDS {
+        RESULT_PAGE.write(index, pattern_word(RAM_POISON_SEED, index));
+    }
     edu.dma_to_ram(READBACK_SLOT, RESULT_PAGE.address(), WARDEN_PROBE_BYTES)?;
     let seen = Readback::of(&RESULT_PAGE, SEED);
     println!("guest: note edu_dma_into_warden_refused: {target:#x} read back by DMA: {seen}");
+    if seen == Readback::RamPoison {
+        fail!(
+            "inconclusive: the read-back of {target:#x} did not arrive in guest RAM at {:#x} \
+             although the same copy worked before the attempt",
+            RESULT_PAGE.address()
+        );
+    }
     if seen == Readback::Pattern {
         // Put back what was there, so the rest of the run is not disturbed by this failure.
         let restored = edu.dma_to_ram(SAVED_SLOT, target, WARDEN_PROBE_BYTES).is_ok();
