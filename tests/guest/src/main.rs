@@ -17,8 +17,10 @@
 mod console;
 mod cpu;
 mod devicetree;
+mod edu;
 mod entry;
 mod exceptions;
+mod pci;
 mod platform;
 mod report;
 mod scenarios;

@@ -7,6 +7,7 @@ use fdt::node::FdtNode;
 
 use crate::devicetree;
 use crate::entry::MAX_CPUS;
+use crate::pci::{self, PcieHost};
 use crate::smccc::Conduit;
 
 /// A fixed-capacity list (no heap in the guest).
@@ -56,6 +57,8 @@ pub struct Platform {
     pub psci: Result<Conduit, &'static str>,
     /// warden's own memory, as it announces it to the host.
     pub warden_regions: Result<FixedList<WardenRegion, MAX_WARDEN_REGIONS>, &'static str>,
+    /// The PCIe host bridge (ECAM and 32-bit memory window).
+    pub pcie: Result<PcieHost, &'static str>,
 }
 
 impl Platform {
@@ -78,6 +81,7 @@ impl Platform {
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),
             warden_regions: find_warden_regions(&fdt),
+            pcie: pci::find_host(&fdt),
         })
     }
 }

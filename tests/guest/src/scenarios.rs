@@ -5,7 +5,9 @@ use core::fmt;
 
 use warden_abi::{hyp, psci, smccc as ids};
 
+use crate::console::println;
 use crate::cpu;
+use crate::edu::{self, DmaPage, Edu, RESULT_PAGE, SOURCE_PAGE};
 use crate::entry::secondary_entry;
 use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
 use crate::platform::Platform;
@@ -35,6 +37,10 @@ pub fn run_all(platform: &Platform) {
     record("secondary_cpu_on", secondary_cpu_on(platform));
     record("psci_cpu_on_errors", psci_cpu_on_errors(platform));
     record("psci_version", psci_version(platform));
+    // Last: should a DMA into warden's memory land, everything else has reported already.
+    let edu = Edu::set_up(platform);
+    record("edu_dma_works", edu_dma_works(&edu));
+    record("edu_dma_into_warden_refused", edu_dma_into_warden_refused(platform, &edu));
 }
 
 /// Scenario `runs_at_el1`.
@@ -296,6 +302,191 @@ fn psci_version(platform: &Platform) -> Outcome {
     }
     if version < 0x1_0000 {
         fail!("PSCI version {}.{}, expected at least 1.0", version >> 16, version & 0xffff);
+    }
+    Ok(())
+}
+
+/// Word `index` of test pattern `seed`: never 0, and different for every seed and index.
+fn pattern_word(seed: u64, index: usize) -> u64 {
+    0x5741_5244_0000_0000 | (seed & 0xffff) << 16 | (index as u64 & 0xffff)
+}
+
+/// What RAM the device never wrote holds (a pattern seed no transfer uses).
+const POISON_SEED: u64 = 0xdead;
+
+fn edu_device(edu: &Result<Edu, Reason>) -> Result<&Edu, Reason> {
+    edu.as_ref().map_err(|why| Reason::new(format_args!("{why}")))
+}
+
+/// The first word of `page[..words]` that differs from pattern `seed`: (index, value read).
+fn first_mismatch(page: &DmaPage, words: usize, seed: u64) -> Option<(usize, u64)> {
+    (0..words).find_map(|index| {
+        let value = page.read(index).unwrap_or(0);
+        (value != pattern_word(seed, index)).then_some((index, value))
+    })
+}
+
+/// Scenario `edu_dma_works` (the control): a page of guest RAM goes to edu's buffer and back to
+/// another page, so the DMA path through the SMMU works for memory the host owns. MMU and
+/// caches are off: no cache maintenance is needed around the transfers.
+fn edu_dma_works(edu: &Result<Edu, Reason>) -> Outcome {
+    const SEED: u64 = 1;
+    let edu = edu_device(edu)?;
+    let words = DmaPage::WORDS;
+    for index in 0..words {
+        SOURCE_PAGE.write(index, pattern_word(SEED, index));
+        RESULT_PAGE.write(index, pattern_word(POISON_SEED, index));
+    }
+    edu.dma_to_device(SOURCE_PAGE.address(), 0, edu::BUFFER_SIZE)?;
+    edu.dma_to_ram(0, RESULT_PAGE.address(), edu::BUFFER_SIZE)?;
+    if let Some((index, value)) = first_mismatch(&RESULT_PAGE, words, SEED) {
+        let clamped = RESULT_PAGE.address().max(SOURCE_PAGE.address()) > edu::DEFAULT_DMA_MASK;
+        fail!(
+            "RAM {:#x} -> edu -> RAM {:#x}: word {index} reads {value:#x}, expected {:#x}{}",
+            SOURCE_PAGE.address(),
+            RESULT_PAGE.address(),
+            pattern_word(SEED, index),
+            if clamped {
+                " (edu's default 28-bit dma_mask? use edu,dma_mask=0xffffffffff)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Bytes the guest tries to DMA into warden's memory: the arm64 Image header at the start of
+/// warden's image, which nothing reads after boot, so a landed write does the least harm (and
+/// is undone).
+const WARDEN_PROBE_BYTES: u64 = 64;
+const WARDEN_PROBE_WORDS: usize = (WARDEN_PROBE_BYTES / 8) as usize;
+/// Offsets in edu's buffer: the pattern, the slot warden's memory is read back into, and what
+/// warden's memory read as before the attempt (to restore it should the write land).
+const PATTERN_SLOT: u64 = 0x000;
+const READBACK_SLOT: u64 = 0x400;
+const SAVED_SLOT: u64 = 0x800;
+
+/// What guest RAM held before edu's buffer was copied into it (a seed no pattern uses).
+const RAM_POISON_SEED: u64 = 0xbeef;
+
+/// How a DMA read of warden's memory came back, as copied from edu's buffer to guest RAM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readback {
+    /// Some word of the pattern written: the write landed.
+    Pattern,
+    /// What QEMU gives a device for a read the SMMU aborted.
+    Zeros,
+    /// The read-back slot in edu's buffer kept its poison: the read brought no data.
+    DevicePoison,
+    /// Guest RAM kept its poison: the copy out of edu did not arrive, nothing was observed.
+    RamPoison,
+    /// Anything else (first word).
+    Other(u64),
+}
+
+impl Readback {
+    fn of(page: &DmaPage, seed_written: u64) -> Self {
+        let words = || (0..WARDEN_PROBE_WORDS).map(|index| (index, page.read(index).unwrap_or(0)));
+        let all_of_seed = |seed| words().all(|(index, value)| value == pattern_word(seed, index));
+        if words().any(|(index, value)| value == pattern_word(seed_written, index)) {
+            Readback::Pattern
+        } else if words().all(|(_, value)| value == 0) {
+            Readback::Zeros
+        } else if all_of_seed(POISON_SEED) {
+            Readback::DevicePoison
+        } else if all_of_seed(RAM_POISON_SEED) {
+            Readback::RamPoison
+        } else {
+            Readback::Other(page.read(0).unwrap_or(0))
+        }
+    }
+}
+
+impl fmt::Display for Readback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Readback::Pattern => f.write_str("the pattern"),
+            Readback::Zeros => f.write_str("all zeros (the read was refused too)"),
+            Readback::DevicePoison => {
+                f.write_str("no data (edu's buffer kept its poison: the read was refused too)")
+            }
+            Readback::RamPoison => f.write_str("nothing (the copy to guest RAM did not arrive)"),
+            Readback::Other(first) => write!(
+                f,
+                "other data, first word {first:#x} (warden's memory may be readable by DMA)"
+            ),
+        }
+    }
+}
+
+/// Scenario `edu_dma_into_warden_refused`: a pattern goes into edu's buffer (and is checked to
+/// be there), edu DMA-writes it to the start of warden's memory, then DMA-reads that memory
+/// back. Passes when the pattern did not land. The SMMU, not the CPU's stage-2, is what must
+/// refuse it: warden should log an SMMU event for the stream ID in the note line.
+fn edu_dma_into_warden_refused(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
+    const SEED: u64 = 2;
+    let edu = edu_device(edu)?;
+    let region = match &platform.warden_regions {
+        Ok(regions) => match regions.as_slice().first() {
+            Some(region) => *region,
+            None => fail!("no warden region"),
+        },
+        Err(why) => fail!("{why}"),
+    };
+    if region.size < WARDEN_PROBE_BYTES {
+        fail!("warden region {:#x} is only {:#x} bytes", region.base, region.size);
+    }
+    let target = region.base;
+    println!(
+        "guest: note edu_dma_into_warden_refused: edu at {} (stream ID {:#x}) DMA-writes \
+         {WARDEN_PROBE_BYTES} bytes to warden memory at {target:#x}",
+        edu.function,
+        edu.function.requester_id()
+    );
+    // Keep what a DMA read of the target gives now, in edu's buffer.
+    edu.dma_to_device(target, SAVED_SLOT, WARDEN_PROBE_BYTES)?;
+    // The pattern into the pattern slot, poison into the read-back slot, in one transfer.
+    let readback_word = (READBACK_SLOT / 8) as usize;
+    for index in 0..WARDEN_PROBE_WORDS {
+        SOURCE_PAGE.write(index, pattern_word(SEED, index));
+        SOURCE_PAGE.write(readback_word + index, pattern_word(POISON_SEED, index));
+        RESULT_PAGE.write(index, 0);
+    }
+    edu.dma_to_device(SOURCE_PAGE.address(), PATTERN_SLOT, READBACK_SLOT + WARDEN_PROBE_BYTES)?;
+    edu.dma_to_ram(PATTERN_SLOT, RESULT_PAGE.address(), WARDEN_PROBE_BYTES)?;
+    if let Some((index, value)) = first_mismatch(&RESULT_PAGE, WARDEN_PROBE_WORDS, SEED) {
+        fail!(
+            "control failed: the pattern did not make the round trip through edu's buffer \
+             (word {index} reads {value:#x}); see edu_dma_works"
+        );
+    }
+    // The attempt, then what the device sees at the target afterwards, copied to guest RAM
+    // over poison (the control left the pattern there).
+    edu.dma_to_ram(PATTERN_SLOT, target, WARDEN_PROBE_BYTES)?;
+    edu.dma_to_device(target, READBACK_SLOT, WARDEN_PROBE_BYTES)?;
+    for index in 0..WARDEN_PROBE_WORDS {
+        RESULT_PAGE.write(index, pattern_word(RAM_POISON_SEED, index));
+    }
+    edu.dma_to_ram(READBACK_SLOT, RESULT_PAGE.address(), WARDEN_PROBE_BYTES)?;
+    let seen = Readback::of(&RESULT_PAGE, SEED);
+    println!("guest: note edu_dma_into_warden_refused: {target:#x} read back by DMA: {seen}");
+    if seen == Readback::RamPoison {
+        fail!(
+            "inconclusive: the read-back of {target:#x} did not arrive in guest RAM at {:#x} \
+             although the same copy worked before the attempt",
+            RESULT_PAGE.address()
+        );
+    }
+    if seen == Readback::Pattern {
+        // Put back what was there, so the rest of the run is not disturbed by this failure.
+        let restored = edu.dma_to_ram(SAVED_SLOT, target, WARDEN_PROBE_BYTES).is_ok();
+        fail!(
+            "the DMA write to warden memory at {target:#x} landed: a DMA read of it returned \
+             the pattern ({}; the SMMU does not confine stream ID {:#x})",
+            if restored { "original bytes restored" } else { "restoring them failed" },
+            edu.function.requester_id()
+        );
     }
     Ok(())
 }
