@@ -30,19 +30,24 @@ impl Verdict {
     }
 }
 
-/// A guest scenario result line: `ok NAME` or `FAILED NAME: reason`.
-pub fn parse_guest_line(line: &str) -> Option<Verdict> {
+/// A scenario result line `ok NAME` or `FAILED NAME: reason`, named `<prefix>/NAME`.
+pub fn parse_result_line(line: &str, prefix: &str) -> Option<Verdict> {
     let line = line.trim();
     if let Some(name) = line.strip_prefix("ok ") {
         let name = name.trim();
-        return (!name.is_empty()).then(|| Verdict::pass(format!("guest/{name}")));
+        return (!name.is_empty()).then(|| Verdict::pass(format!("{prefix}/{name}")));
     }
     let rest = line.strip_prefix("FAILED ")?;
     let (name, reason) = match rest.split_once(':') {
         Some((name, reason)) => (name.trim(), reason.trim()),
         None => (rest.trim(), "(no reason given)"),
     };
-    (!name.is_empty()).then(|| Verdict::fail(format!("guest/{name}"), reason))
+    (!name.is_empty()).then(|| Verdict::fail(format!("{prefix}/{name}"), reason))
+}
+
+/// A guest scenario result line: `ok NAME` or `FAILED NAME: reason`.
+pub fn parse_guest_line(line: &str) -> Option<Verdict> {
+    parse_result_line(line, "guest")
 }
 
 fn is_banner(line: &str) -> bool {
@@ -119,6 +124,122 @@ pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
             format!("`{}`", panic.and_then(|i| run.lines.get(i)).map_or("", |l| l.trim()))
         }),
     ]
+}
+
+/// What the Linux console must never show.
+pub const KERNEL_TROUBLE: [&str; 5] = ["WARNING:", "Oops", "BUG:", "Call trace", "Kernel panic"];
+
+/// The line /init prints first (results are only read after it).
+const INIT_STARTED: &str = "linux: /init started";
+
+/// `linux: N passed, M failed[, K skipped]` → (N, M, K).
+pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
+    let rest = line.trim().strip_prefix("linux: ")?;
+    let mut parts = rest.split(", ");
+    let count = |part: Option<&str>, word: &str| -> Option<usize> {
+        part?.strip_suffix(word)?.trim().parse().ok()
+    };
+    let passed = count(parts.next(), " passed")?;
+    let failed = count(parts.next(), " failed")?;
+    let skipped = match parts.next() {
+        Some(p) => count(Some(p), " skipped")?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((passed, failed, skipped))
+}
+
+/// Boot of a Linux host (see `tests/linux/init`). `with_warden`: a `skip` line is a failure
+/// (everything must run under warden); without warden it is only reported.
+pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verdict> {
+    const P: &str = "linux";
+    let mut out = Vec::new();
+    if with_warden {
+        out.push(Verdict::check(
+            "linux/boot/warden banner printed",
+            run.lines.iter().any(|l| is_banner(l)),
+            || "no line containing `warden v<version>`".into(),
+        ));
+    }
+    out.push(Verdict::check(
+        "linux/boot/kernel: CPU: All CPU(s) started at EL1",
+        run.lines.iter().any(|l| l.contains("CPU: All CPU(s) started at EL1")),
+        || match run.lines.iter().find(|l| l.contains("CPU: All CPU(s) started")) {
+            Some(l) => format!("the kernel said `{}`", l.trim()),
+            None => format!("no such kernel line ({})", ending_text(&run.ending)),
+        },
+    ));
+    let init = run.lines.iter().position(|l| l.contains(INIT_STARTED));
+    out.push(Verdict::check("linux/boot/init started", init.is_some(), || {
+        format!("no `{INIT_STARTED}` line ({})", ending_text(&run.ending))
+    }));
+    let after_init = init.map_or(&run.lines[..0], |i| &run.lines[i..]);
+    let nproc = after_init.iter().find_map(|l| l.trim().strip_prefix("linux: nproc="));
+    out.push(Verdict::check(
+        &format!("linux/boot/nproc is {smp} (-smp)"),
+        nproc.is_some_and(|n| n.trim() == smp.to_string()),
+        || match nproc {
+            Some(n) => format!("nproc={}", n.trim()),
+            None => "no `linux: nproc=N` line".into(),
+        },
+    ));
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for line in after_init {
+        if let Some(v) = parse_result_line(line, P) {
+            results.push(v);
+        } else if let Some(rest) = line.trim().strip_prefix("skip ") {
+            let (name, reason) = rest.split_once(':').unwrap_or((rest, ""));
+            skipped.push((name.trim().to_owned(), reason.trim().to_owned()));
+        }
+    }
+    if results.is_empty() && skipped.is_empty() {
+        out.push(Verdict::fail(
+            "linux/any scenario",
+            "/init printed no `ok NAME` or `FAILED NAME: reason` line",
+        ));
+    }
+    let counted = (
+        results.iter().filter(|v| v.outcome.is_ok()).count(),
+        results.iter().filter(|v| v.outcome.is_err()).count(),
+        skipped.len(),
+    );
+    out.extend(results);
+    if with_warden {
+        for (name, reason) in &skipped {
+            out.push(Verdict::fail(format!("linux/{name}"), format!("skipped under warden: {reason}")));
+        }
+    }
+    let done = after_init.iter().position(|l| l.trim() == "linux: done");
+    let summary = after_init.iter().find_map(|l| parse_linux_summary(l));
+    out.push(Verdict::check(
+        "linux/boot/summary line agrees with the result lines",
+        summary == Some(counted),
+        || match summary {
+            Some(s) => format!("/init counted {s:?} (passed, failed, skipped), the log has {counted:?}"),
+            None => "no `linux: N passed, M failed` line".into(),
+        },
+    ));
+    out.push(Verdict::check("linux/boot/printed `linux: done`", done.is_some(), || {
+        format!("no `linux: done` line ({})", ending_text(&run.ending))
+    }));
+    out.push(Verdict::check(
+        "linux/boot/powered off cleanly (QEMU exit 0 after `linux: done`)",
+        done.is_some() && run.ending == Ending::Exited(Some(0)),
+        || {
+            if done.is_none() {
+                format!("{} without `linux: done`", ending_text(&run.ending))
+            } else {
+                ending_text(&run.ending)
+            }
+        },
+    ));
+    let trouble = run.lines.iter().find(|l| KERNEL_TROUBLE.iter().any(|t| l.contains(t)));
+    out.push(Verdict::check(
+        "linux/boot/no WARNING:, Oops, BUG:, Call trace or panic on the console",
+        trouble.is_none(),
+        || format!("`{}`", trouble.map_or("", |l| l.trim())),
+    ));
+    out
 }
 
 /// The last `n` lines, for timeout reports.
