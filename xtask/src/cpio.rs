@@ -85,10 +85,7 @@ impl Archive {
 
     fn push(&mut self, path: &str, permissions: u32, kind: Kind) -> Result<&mut Self> {
         check_path(path)?;
-        ensure!(
-            !self.entries.iter().any(|e| e.path == path),
-            "cpio path `{path}` added twice"
-        );
+        ensure!(!self.entries.iter().any(|e| e.path == path), "cpio path `{path}` added twice");
         self.entries.push(Entry { path: path.to_owned(), permissions, kind });
         Ok(self)
     }
@@ -139,7 +136,7 @@ impl Archive {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

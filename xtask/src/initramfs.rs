@@ -7,16 +7,66 @@ use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Modules the scenarios need, in load order (dependencies first). Debian builds them as
-/// modules (`.ko.xz` in 6.12); a kernel with one built in simply skips it.
-pub const MODULES: [&str; 4] = ["failover", "net_failover", "virtio_net", "virtio_blk"];
+/// Modules the scenarios need, in load order (dependencies first). Debian builds some of them
+/// as modules (6.12: the virtio-net and virtio-blk ones, `.ko.xz`; 6.1 also virtio-pci, `.ko`);
+/// one built into the kernel (listed in `modules.builtin`) is skipped.
+pub const MODULES: [&str; 7] = [
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_blk",
+];
 
 /// busybox applets the scripts use, linked as `/bin/<applet>`.
 pub const APPLETS: &[&str] = &[
-    "sh", "ash", "awk", "basename", "blockdev", "cat", "cmp", "cut", "cttyhack", "date", "dd",
-    "dmesg", "echo", "expr", "grep", "head", "hexdump", "ifconfig", "insmod", "ip", "ls", "mkdir",
-    "mount", "nproc", "od", "ping", "poweroff", "printf", "rm", "sed", "seq", "setsid", "sha256sum",
-    "sleep", "sort", "stat", "sync", "tail", "test", "tr", "true", "false", "umount", "uname", "wc",
+    "sh",
+    "ash",
+    "awk",
+    "basename",
+    "blockdev",
+    "cat",
+    "cmp",
+    "cut",
+    "cttyhack",
+    "date",
+    "dd",
+    "dmesg",
+    "echo",
+    "expr",
+    "grep",
+    "head",
+    "hexdump",
+    "ifconfig",
+    "insmod",
+    "ip",
+    "ls",
+    "mkdir",
+    "mount",
+    "nproc",
+    "od",
+    "ping",
+    "poweroff",
+    "printf",
+    "rm",
+    "sed",
+    "seq",
+    "setsid",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "sync",
+    "tail",
+    "test",
+    "tr",
+    "true",
+    "false",
+    "umount",
+    "uname",
+    "wc",
     "[",
 ];
 
@@ -60,7 +110,8 @@ pub fn tests_dir() -> PathBuf {
 
 impl Scripts {
     pub fn load(dir: &Path) -> Result<Self> {
-        let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+        let read =
+            |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
         let mut scenarios = Vec::new();
         let scenario_dir = dir.join("scenarios");
         for entry in std::fs::read_dir(&scenario_dir)
@@ -98,7 +149,10 @@ fn find_file(dir: &Path, wanted: &[String]) -> Option<PathBuf> {
         let Ok(kind) = entry.file_type() else { continue };
         if kind.is_dir() {
             subdirs.push(path);
-        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| wanted.iter().any(|w| w == n))
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| wanted.iter().any(|w| w == n))
         {
             return Some(path);
         }
@@ -141,7 +195,10 @@ pub fn collect_modules(modules_dir: &Path) -> Result<Vec<Module>> {
                 let bytes = if file.ends_with(".ko.xz") {
                     xz_decompress(&path)?
                 } else if file.ends_with(".ko.zst") {
-                    bail!("{} is zstd-compressed; only .ko and .ko.xz are supported", path.display())
+                    bail!(
+                        "{} is zstd-compressed; only .ko and .ko.xz are supported",
+                        path.display()
+                    )
                 } else {
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
                 };
@@ -273,17 +330,30 @@ mod tests {
         std::fs::write(kernel.join("virtio_blk.ko"), b"\x7fELFblk").unwrap();
         std::fs::write(dir.join("kernel/net/core/failover.ko"), b"\x7fELFfo").unwrap();
         // xz-compressed module, made with the same tool the build uses.
-        let xz = Command::new("xz").args(["-c"]).stdin(std::process::Stdio::piped()).stdout(
-            std::process::Stdio::piped(),
-        ).spawn();
+        let xz = Command::new("xz")
+            .args(["-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
         let mut child = xz.expect("xz must be installed (xz-utils)");
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x7fELFnet").unwrap();
         drop(child.stdin.take());
         let compressed = child.wait_with_output().unwrap().stdout;
         std::fs::write(dir.join("kernel/drivers/net/virtio_net.ko.xz"), compressed).unwrap();
+        let builtin_pci = "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\n\
+                           kernel/drivers/virtio/virtio_pci.ko\n\
+                           kernel/drivers/virtio/virtio_pci_modern_dev.ko\n";
+        let err = format!("{:#}", collect_modules(&dir).unwrap_err());
+        assert!(err.contains("virtio_pci_legacy_dev is neither"), "{err}");
+        std::fs::write(dir.join("modules.builtin"), builtin_pci).unwrap();
         let err = format!("{:#}", collect_modules(&dir).unwrap_err());
         assert!(err.contains("net_failover is neither"), "{err}");
-        std::fs::write(dir.join("modules.builtin"), "kernel/drivers/net/net_failover.ko\n").unwrap();
+        std::fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\nkernel/drivers/virtio/virtio_pci.ko\n\
+             kernel/drivers/virtio/virtio_pci_modern_dev.ko\nkernel/drivers/net/net_failover.ko\n",
+        )
+        .unwrap();
         let mods = collect_modules(&dir).unwrap();
         let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["failover", "virtio_net", "virtio_blk"]);

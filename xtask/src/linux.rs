@@ -141,7 +141,9 @@ pub struct DebianKernel {
 const COMPLETE_MARKER: &str = ".xtask-complete";
 
 fn file_safe(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || ".+-_".contains(c) { c } else { '_' }).collect()
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".+-_".contains(c) { c } else { '_' })
+        .collect()
 }
 
 fn extract_dir(cache: &Path, package: &str, version: &str) -> PathBuf {
@@ -224,7 +226,9 @@ fn download_and_extract(
     let deb = std::fs::read_dir(&staging)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download {spec} left no .deb in {}", staging.display()))?;
+        .with_context(|| {
+            format!("apt-get download {spec} left no .deb in {}", staging.display())
+        })?;
     let bytes = std::fs::read(&deb).with_context(|| format!("reading {}", deb.display()))?;
     let actual = sha256_hex(&bytes);
     eprintln!("xtask: {} sha256 {actual}", deb.display());
@@ -243,7 +247,9 @@ fn download_and_extract(
     let _ = std::fs::remove_dir_all(&staging);
 
     eprintln!("xtask: extracting {} into {}", kept.display(), target.display());
-    let partial = target.with_extension("partial");
+    let mut partial_name = target.file_name().unwrap_or_default().to_owned();
+    partial_name.push(".partial");
+    let partial = target.with_file_name(partial_name);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)?;
     run_logged(Command::new("dpkg-deb").arg("-x").arg(&kept).arg(&partial))
@@ -420,8 +426,9 @@ pub fn parse_memory(text: &str) -> Result<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    let number: u64 =
-        number.parse().with_context(|| format!("memory size `{text}` does not start with a number"))?;
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("memory size `{text}` does not start with a number"))?;
     let shift = match suffix.to_ascii_uppercase().trim_end_matches('B') {
         "" | "M" => 20,
         "K" => 10,
@@ -438,7 +445,12 @@ const MIN_WORKING_MEMORY: u64 = 96 << 20;
 
 /// Checks that the kernel and initrd can boot in `memory` bytes: the kernel's image size, the
 /// initrd twice (the packed copy and the unpacked rootfs) and some working memory.
-pub fn check_fits(memory: u64, kernel_image_size: u64, initrd_len: u64, initrd: &Path) -> Result<()> {
+pub fn check_fits(
+    memory: u64,
+    kernel_image_size: u64,
+    initrd_len: u64,
+    initrd: &Path,
+) -> Result<()> {
     let need = kernel_image_size
         .saturating_add(initrd_len.saturating_mul(2))
         .saturating_add(MIN_WORKING_MEMORY);
@@ -490,7 +502,10 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
             select_newest(Series::V6_1, &lines).as_deref(),
             Some("linux-image-6.1.0-50-arm64-unsigned")
         );
-        assert_eq!(select_newest(Series::V6_1, &["linux-image-6.12.95+deb12-arm64-unsigned"]), None);
+        assert_eq!(
+            select_newest(Series::V6_1, &["linux-image-6.12.95+deb12-arm64-unsigned"]),
+            None
+        );
         assert_eq!(select_newest(Series::V6_12, &[]), None);
         assert_eq!(
             select_newest(Series::V6_1, &["linux-image-6.1.0-7-arm64-unsigned:arm64"]).as_deref(),
@@ -539,7 +554,10 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
             Some(PathBuf::from("/x/cache/warden"))
         );
         // A relative XDG_CACHE_HOME is invalid per the spec and ignored.
-        assert_eq!(cache_dir_from(Some("rel"), Some("/home/u")), Some("/home/u/.cache/warden".into()));
+        assert_eq!(
+            cache_dir_from(Some("rel"), Some("/home/u")),
+            Some("/home/u/.cache/warden".into())
+        );
         assert_eq!(cache_dir_from(None, Some("/root")), Some("/root/.cache/warden".into()));
         assert_eq!(cache_dir_from(None, None), None);
         assert_eq!(file_safe("1:1.35.0-4+deb12u1+b1"), "1_1.35.0-4+deb12u1+b1");
@@ -549,7 +567,10 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
     fn kernel_checks_name_file_and_expectation() {
         let path = Path::new("/tmp/some-kernel");
         let gz = format!("{:#}", check_kernel_image(path, &[0x1f, 0x8b, 8, 0]).unwrap_err());
-        assert!(gz.starts_with("/tmp/some-kernel is not an arm64 Image: found a gzip file"), "{gz}");
+        assert!(
+            gz.starts_with("/tmp/some-kernel is not an arm64 Image: found a gzip file"),
+            "{gz}"
+        );
         assert!(gz.contains("expected an uncompressed arm64 Linux Image"), "{gz}");
         let elf = format!("{:#}", check_kernel_image(path, b"\x7fELF\x02\x01\x01").unwrap_err());
         assert!(elf.contains("an ELF file"), "{elf}");
@@ -568,7 +589,7 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
         assert_eq!(parse_memory("512M").unwrap(), 512 << 20);
         assert_eq!(parse_memory("512").unwrap(), 512 << 20);
         assert_eq!(parse_memory("2g").unwrap(), 2 << 30);
-        assert_eq!(parse_memory("64KiB").is_err(), true, "only K, KB");
+        assert!(parse_memory("64KiB").is_err(), "only K, KB");
         assert_eq!(parse_memory("64KB").unwrap(), 64 << 10);
         assert!(parse_memory("G").is_err());
         assert!(parse_memory("1X").is_err());
@@ -580,8 +601,14 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
         let initrd = Path::new("/tmp/big.cpio");
         check_fits(1 << 30, 45 << 20, 8 << 20, initrd).unwrap();
         let err = format!("{:#}", check_fits(256 << 20, 45 << 20, 200 << 20, initrd).unwrap_err());
-        assert!(err.starts_with("initrd /tmp/big.cpio (200 MiB) is too large for 256 MiB"), "{err}");
+        assert!(
+            err.starts_with("initrd /tmp/big.cpio (200 MiB) is too large for 256 MiB"),
+            "{err}"
+        );
         assert!(err.contains("--memory 768M"), "{err}");
-        assert!(check_fits(u64::MAX, u64::MAX, u64::MAX, initrd).is_err());
+        assert!(
+            check_fits(u64::MAX - 1, u64::MAX, u64::MAX, initrd).is_err(),
+            "saturates, never wraps"
+        );
     }
 }

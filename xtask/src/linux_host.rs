@@ -2,7 +2,9 @@
 //! line and QEMU devices; with warden (packed image) or without (the "no hypervisor" baseline).
 
 use crate::firmware;
-use crate::initramfs::{self, RO_DISK_SERIAL, RO_DISK_SIZE, SCRATCH_DISK_SERIAL, SCRATCH_DISK_SIZE};
+use crate::initramfs::{
+    self, RO_DISK_SERIAL, RO_DISK_SIZE, SCRATCH_DISK_SERIAL, SCRATCH_DISK_SIZE,
+};
 use crate::linux::{self, Series};
 use crate::pack;
 use crate::qemu::Machine;
@@ -181,7 +183,13 @@ pub fn machine(host: &LinuxHost, warden: Option<&Path>, opts: &HostOptions) -> R
     let mut m = match warden {
         Some(warden) => {
             let image = opts.work_dir.join("warden-linux.img");
-            pack::pack_files(warden, &host.kernel, Some(&host.initrd), Some(&host.cmdline), &image)?;
+            pack::pack_files(
+                warden,
+                &host.kernel,
+                Some(&host.initrd),
+                Some(&host.cmdline),
+                &image,
+            )?;
             Machine::new(Some(image))
         }
         None => {
@@ -215,8 +223,13 @@ mod tests {
         opts.with_warden = false;
         opts.append = Some("  loglevel=8 ".into());
         let line = cmdline(&opts, "ab12");
-        assert!(line.ends_with("warden.smp=4 warden.disk_sha256=ab12 warden.disk_bytes=4194304 \
-                                warden.absent=1 warden.shell=1 loglevel=8"), "{line}");
+        assert!(
+            line.ends_with(
+                "warden.smp=4 warden.disk_sha256=ab12 warden.disk_bytes=4194304 \
+                                warden.absent=1 warden.shell=1 loglevel=8"
+            ),
+            "{line}"
+        );
         assert!(!line.contains("quiet"));
     }
 

@@ -125,11 +125,13 @@ fn run(o: RunOptions) -> Result<ExitCode> {
         || o.append.is_some()
         || o.no_warden
         || o.kernel_version != linux::Series::V6_12;
+    let mut watch_done = false;
     let mut machine = match o.host {
         Host::Guest => {
             anyhow::ensure!(
                 !linux_only,
-                "--kernel, --initrd, --append, --kernel-version and --no-warden apply to the                  Linux host only (drop --host guest)"
+                "--kernel, --initrd, --append, --kernel-version and --no-warden apply to the \
+                 Linux host only (drop --host guest)"
             );
             let tc = toolchain::firmware()?;
             let warden = firmware::build_one(tc, &firmware::WARDEN)?;
@@ -157,6 +159,7 @@ fn run(o: RunOptions) -> Result<ExitCode> {
                 None
             };
             let host = linux_host::prepare(&opts)?;
+            watch_done = !opts.shell;
             if opts.shell {
                 eprintln!(
                     "xtask: stdin is a terminal: a shell follows the demo (exit it to power off;                      Ctrl-A X quits QEMU)"
@@ -167,15 +170,30 @@ fn run(o: RunOptions) -> Result<ExitCode> {
     };
     machine.extra = o.qemu_args;
     let mut cmd = machine.command(&qemu.path);
-    eprintln!("xtask: {} {}", qemu.path.display(), machine.args().join(" "));
-    let status = cmd.status().context("starting QEMU")?;
-    Ok(match status.code() {
+    let shown: Vec<String> = machine.args().iter().map(|a| qemu::shell_quote(a)).collect();
+    eprintln!("xtask: {} {}", qemu.path.display(), shown.join(" "));
+    if !watch_done {
+        let status = cmd.status().context("starting QEMU")?;
+        return Ok(exit_code(status));
+    }
+    // Non-interactive Linux host: `panic=-1` with `-no-reboot` also ends QEMU with status 0, so
+    // success also needs /init's last line.
+    let (status, done) = qemu::run_watching(cmd, "linux: done")?;
+    if status.success() && !done {
+        eprintln!("xtask: QEMU exited with status 0 but Linux never printed `linux: done`");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => {
             eprintln!("xtask: QEMU ended by {status}");
             ExitCode::FAILURE
         }
-    })
+    }
 }
 
 fn main() -> ExitCode {

@@ -96,6 +96,36 @@ impl Machine {
     }
 }
 
+/// `arg` quoted for a POSIX shell when it needs it (for printing command lines to copy).
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:+@%".contains(c));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
+}
+
+/// Runs `cmd` with its stdout copied line by line to ours (stdin and stderr inherited); returns
+/// its exit status and whether a line equal to `marker` (trimmed) went by.
+pub fn run_watching(mut cmd: Command, marker: &str) -> Result<(std::process::ExitStatus, bool)> {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("starting QEMU")?;
+    let mut reader = BufReader::new(child.stdout.take().context("QEMU stdout")?);
+    let mut out = std::io::stdout();
+    let mut seen = false;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+                seen |= String::from_utf8_lossy(&buf).trim() == marker;
+            }
+        }
+    }
+    Ok((child.wait().context("waiting for QEMU")?, seen))
+}
+
 /// How a captured run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
@@ -275,6 +305,14 @@ mod tests {
                 "-s",
             ]
         );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("-append"), "-append");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     fn log_path(name: &str) -> PathBuf {

@@ -206,7 +206,10 @@ pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verd
     out.extend(results);
     if with_warden {
         for (name, reason) in &skipped {
-            out.push(Verdict::fail(format!("linux/{name}"), format!("skipped under warden: {reason}")));
+            out.push(Verdict::fail(
+                format!("linux/{name}"),
+                format!("skipped under warden: {reason}"),
+            ));
         }
     }
     let done = after_init.iter().position(|l| l.trim() == "linux: done");
@@ -215,7 +218,9 @@ pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verd
         "linux/boot/summary line agrees with the result lines",
         summary == Some(counted),
         || match summary {
-            Some(s) => format!("/init counted {s:?} (passed, failed, skipped), the log has {counted:?}"),
+            Some(s) => {
+                format!("/init counted {s:?} (passed, failed, skipped), the log has {counted:?}")
+            }
             None => "no `linux: N passed, M failed` line".into(),
         },
     ));
@@ -367,5 +372,140 @@ guest: done
         let lines: Vec<String> = (0..30).map(|i| i.to_string()).collect();
         assert_eq!(tail(&lines, 20).first().map(String::as_str), Some("10"));
         assert_eq!(tail(&lines[..3], 20).len(), 3);
+    }
+
+    const LINUX_PASS: &str = "\
+warden v0.1.0 on qemu-virt (loaded at 0x40200000)
+[    0.101] CPU: All CPU(s) started at EL1
+[    3.215] Run /init as init process
+linux: /init started, kernel 6.12.95+deb12-arm64
+linux: nproc=2
+linux: | CPUs:   all 2 CPUs started at EL1 (the kernel says so)
+ok cpus-at-el1
+ok cpu-hotplug
+ok iomem-excludes-warden
+ok disk-read
+linux: 4 passed, 0 failed
+linux: done
+[    8.633] reboot: Power down
+";
+
+    fn linux(text: &str, ending: Ending) -> Vec<Verdict> {
+        judge_linux_boot(&captured(text, ending), 2, true)
+    }
+
+    fn failures(v: &[Verdict]) -> Vec<(&str, &str)> {
+        v.iter()
+            .filter_map(|v| v.outcome.as_ref().err().map(|e| (v.name.as_str(), e.as_str())))
+            .collect()
+    }
+
+    #[test]
+    fn linux_passing_boot() {
+        let v = linux(LINUX_PASS, Ending::Exited(Some(0)));
+        assert_eq!(failures(&v), []);
+        let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
+        assert!(names.contains(&"linux/cpu-hotplug"));
+        assert!(names.contains(&"linux/boot/nproc is 2 (-smp)"));
+        assert_eq!(v.len(), 12);
+        // Without warden no banner is required.
+        let text = LINUX_PASS.replace("warden v0.1.0", "qemu");
+        let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
+        assert_eq!(failures(&v), []);
+        assert_eq!(v.len(), 11);
+    }
+
+    #[test]
+    fn linux_failed_hotplug_and_wrong_summary() {
+        let text = LINUX_PASS
+            .replace("ok cpu-hotplug", "FAILED cpu-hotplug: writing 1 to /sys/devices/system/cpu/cpu1/online failed (CPU_ON refused?)")
+            .replace("linux: nproc=2", "linux: nproc=1");
+        let v = linux(&text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [
+                ("linux/boot/nproc is 2 (-smp)", "nproc=1"),
+                (
+                    "linux/cpu-hotplug",
+                    "writing 1 to /sys/devices/system/cpu/cpu1/online failed (CPU_ON refused?)"
+                ),
+                (
+                    "linux/boot/summary line agrees with the result lines",
+                    "/init counted (4, 0, 0) (passed, failed, skipped), the log has (3, 1, 0)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn linux_oops_without_done() {
+        let text = "\
+warden v0.1.0 on qemu-virt
+[    0.101] CPU: All CPU(s) started at EL1
+[    2.503] Internal error: Oops: 0000000096000010 [#1] SMP
+[    2.516] Call trace:
+[    2.523] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b
+";
+        let v = linux(text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [
+                (
+                    "linux/boot/init started",
+                    "no `linux: /init started` line (QEMU exited with status 0)"
+                ),
+                ("linux/boot/nproc is 2 (-smp)", "no `linux: nproc=N` line"),
+                ("linux/any scenario", "/init printed no `ok NAME` or `FAILED NAME: reason` line"),
+                (
+                    "linux/boot/summary line agrees with the result lines",
+                    "no `linux: N passed, M failed` line"
+                ),
+                (
+                    "linux/boot/printed `linux: done`",
+                    "no `linux: done` line (QEMU exited with status 0)"
+                ),
+                (
+                    "linux/boot/powered off cleanly (QEMU exit 0 after `linux: done`)",
+                    "QEMU exited with status 0 without `linux: done`"
+                ),
+                (
+                    "linux/boot/no WARNING:, Oops, BUG:, Call trace or panic on the console",
+                    "`[    2.503] Internal error: Oops: 0000000096000010 [#1] SMP`"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn linux_warning_timeout_and_skip() {
+        let text = LINUX_PASS
+            .replace("ok disk-read", "skip disk-read: no disk")
+            .replace("4 passed, 0 failed", "3 passed, 0 failed, 1 skipped")
+            .replace("linux: done\n", "[    5.0] WARNING: CPU: 1 PID: 1 at mm/slub.c:1 x\n");
+        let v = linux(&text, Ending::TimedOut(Duration::from_secs(300)));
+        let f = failures(&v);
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert_eq!(f[0], ("linux/disk-read", "skipped under warden: no disk"));
+        assert_eq!(f[1].0, "linux/boot/printed `linux: done`");
+        assert_eq!(f[2].1, "timed out after 300 s without `linux: done`");
+        assert!(f[3].1.contains("WARNING: CPU: 1"), "{f:?}");
+        // Without warden a skip is only reported and the summary still agrees.
+        let v =
+            judge_linux_boot(&captured(&text, Ending::TimedOut(Duration::from_secs(1))), 2, false);
+        assert!(!v.iter().any(|v| v.name == "linux/disk-read"));
+        assert!(v.iter().any(|v| v.name.starts_with("linux/boot/summary") && v.outcome.is_ok()));
+        // Result-like lines before /init are not results.
+        let early = format!("ok early\n{LINUX_PASS}");
+        assert!(!linux(&early, Ending::Exited(Some(0))).iter().any(|v| v.name == "linux/early"));
+    }
+
+    #[test]
+    fn linux_summary_parsing() {
+        assert_eq!(parse_linux_summary("linux: 6 passed, 0 failed"), Some((6, 0, 0)));
+        assert_eq!(parse_linux_summary("linux: 6 passed, 1 failed, 2 skipped\r"), Some((6, 1, 2)));
+        assert_eq!(parse_linux_summary("linux: 6 passed"), None);
+        assert_eq!(parse_linux_summary("linux: x passed, 0 failed"), None);
+        assert_eq!(parse_linux_summary("linux: 1 passed, 0 failed, 0 skipped, 3 more"), None);
+        assert_eq!(parse_linux_summary("6 passed, 0 failed"), None);
     }
 }
