@@ -233,14 +233,10 @@ fn download_and_extract(
     let actual = sha256_hex(&bytes);
     eprintln!("xtask: {} sha256 {actual}", deb.display());
     if let Some(expected) = expected {
-        ensure!(
-            actual == expected,
-            "sha256 mismatch for {package} {version}: expected {expected} (pinned in \
-             xtask/src/linux.rs), got {actual} from {}. The archive served a different file \
-             than the one pinned; do not use it. If Debian really rebuilt the package, update \
-             the pin after checking it.",
-            deb.display()
-        );
+        if let Err(e) = verify_sha256(package, version, expected, &actual, &deb) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
     }
     let kept = debs.join(format!("{package}_{}_arm64.deb", file_safe(version)));
     std::fs::rename(&deb, &kept)?;
@@ -258,6 +254,25 @@ fn download_and_extract(
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&partial, &target)?;
     Ok(target)
+}
+
+/// Fails with a clear message when a pinned download's sha256 is not the pinned one.
+pub fn verify_sha256(
+    package: &str,
+    version: &str,
+    expected: &str,
+    actual: &str,
+    file: &Path,
+) -> Result<()> {
+    ensure!(
+        actual.eq_ignore_ascii_case(expected),
+        "sha256 mismatch for {package} {version}: expected {expected} (pinned in \
+         xtask/src/linux.rs), got {actual} from {}. The archive served a different file than \
+         the one pinned; it was not used. If Debian really rebuilt the package, check it and \
+         update the pin.",
+        file.display()
+    );
+    Ok(())
 }
 
 fn is_complete(dir: &Path) -> bool {
@@ -545,6 +560,20 @@ linux-image-6.12.95+deb12-arm64-unsigned - Linux 6.12 for 64-bit ARMv8 machines
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn pinned_sha256_mismatch_is_refused() {
+        let deb = Path::new("/c/debs/x.deb");
+        verify_sha256("p", "1", BUSYBOX.sha256, BUSYBOX.sha256, deb).unwrap();
+        let err = verify_sha256("busybox-static", "1:1.35", BUSYBOX.sha256, &"0".repeat(64), deb)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sha256 mismatch for busybox-static 1:1.35: expected 732c"),
+            "{err}"
+        );
+        assert!(err.contains("got 0000") && err.contains("from /c/debs/x.deb"), "{err}");
     }
 
     #[test]
