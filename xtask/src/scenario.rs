@@ -127,7 +127,9 @@ pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
 }
 
 /// What the Linux console must never show.
-pub const KERNEL_TROUBLE: [&str; 5] = ["WARNING:", "Oops", "BUG:", "Call trace", "Kernel panic"];
+/// (`Internal error:` starts an arm64 oops, e.g. `Internal error: synchronous external abort`.)
+pub const KERNEL_TROUBLE: [&str; 6] =
+    ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
 
 /// The line /init prints first (results are only read after it).
 const INIT_STARTED: &str = "linux: /init started";

@@ -326,6 +326,13 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
         Duration::ZERO,
     )?;
     report_timeout(name, &run);
+    let done = run.lines.iter().any(|l| l.trim() == "linux: done");
+    if !done && !matches!(run.ending, Ending::TimedOut(_)) {
+        println!("     scenario {name}: no `linux: done`; last 20 lines of output:");
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
     let mut verdicts = scenario::judge_linux_boot(&run, opts.smp, opts.with_warden);
     if warden.is_none() {
         for v in &mut verdicts {
