@@ -232,11 +232,9 @@ fn download_and_extract(
     let bytes = std::fs::read(&deb).with_context(|| format!("reading {}", deb.display()))?;
     let actual = sha256_hex(&bytes);
     eprintln!("xtask: {} sha256 {actual}", deb.display());
-    if let Some(expected) = expected {
-        if let Err(e) = verify_sha256(package, version, expected, &actual, &deb) {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
+    if let Some(Err(e)) = expected.map(|e| verify_sha256(package, version, e, &actual, &deb)) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
     }
     let kept = debs.join(format!("{package}_{}_arm64.deb", file_safe(version)));
     std::fs::rename(&deb, &kept)?;
