@@ -1,8 +1,12 @@
 //! `cargo xtask`: set up, build, pack, run and test warden. See README.md.
 
+mod cpio;
 mod elf2bin;
 mod fdt_edit;
 mod firmware;
+mod initramfs;
+mod linux;
+mod linux_host;
 mod pack;
 mod qemu;
 mod scenario;
@@ -11,6 +15,7 @@ mod toolchain;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +33,8 @@ struct Cli {
 /// What runs as the host under warden.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Host {
+    /// Debian's arm64 Linux with a busybox initramfs running tests/linux (see docs/linux-host.md).
+    Linux,
     /// The Rust test guest in tests/guest.
     Guest,
 }
@@ -58,12 +65,27 @@ enum Cmd {
     },
     /// Build, pack and boot warden with a host in QEMU (console on stdio).
     Run {
-        #[arg(long, value_enum, default_value_t = Host::Guest)]
+        #[arg(long, value_enum, default_value_t = Host::Linux)]
         host: Host,
         #[arg(long, default_value_t = 2)]
         smp: u32,
         #[arg(long, default_value = "1G")]
         memory: String,
+        /// Linux host: your own kernel (an arm64 Image) instead of Debian's.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Linux host: your own initrd instead of the one xtask builds.
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// Linux host: words appended to the kernel command line.
+        #[arg(long)]
+        append: Option<String>,
+        /// Linux host: which Debian kernel to download (6.1 comes from bookworm).
+        #[arg(long, value_enum, default_value_t = linux::Series::V6_12)]
+        kernel_version: linux::Series,
+        /// Linux host: boot Linux directly on a machine without EL2, no warden (the baseline).
+        #[arg(long)]
+        no_warden: bool,
         /// Extra QEMU arguments (after `--`).
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -75,35 +97,103 @@ enum Cmd {
         output: PathBuf,
     },
     /// Unit tests, lints, firmware build and QEMU scenarios; ends with `N passed, M failed`.
-    Test,
+    Test {
+        /// Run only these QEMU scenarios (guest-boot, hostile-dt, linux, linux-no-warden),
+        /// skipping unit tests and lints; may be repeated.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
+        only: Vec<String>,
+    },
 }
 
-fn run(host: Host, smp: u32, memory: String, qemu_args: Vec<String>) -> Result<ExitCode> {
+/// `cargo xtask run` options.
+struct RunOptions {
+    host: Host,
+    smp: u32,
+    memory: String,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+    kernel_version: linux::Series,
+    no_warden: bool,
+    qemu_args: Vec<String>,
+}
+
+fn run(o: RunOptions) -> Result<ExitCode> {
     let qemu = toolchain::qemu()?;
-    let tc = toolchain::firmware()?;
-    let warden = firmware::build_one(tc, &firmware::WARDEN)?;
-    let image = match host {
+    let linux_only = o.kernel.is_some()
+        || o.initrd.is_some()
+        || o.append.is_some()
+        || o.no_warden
+        || o.kernel_version != linux::Series::V6_12;
+    let mut watch_done = false;
+    let mut machine = match o.host {
         Host::Guest => {
+            anyhow::ensure!(
+                !linux_only,
+                "--kernel, --initrd, --append, --kernel-version and --no-warden apply to the \
+                 Linux host only (drop --host guest)"
+            );
+            let tc = toolchain::firmware()?;
+            let warden = firmware::build_one(tc, &firmware::WARDEN)?;
             let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
             let image = firmware::output_dir().join("warden-test-guest.img");
             pack::pack_files(&warden, &guest, None, None, &image)?;
-            image
+            let mut m = qemu::Machine::new(Some(image));
+            m.smp = o.smp;
+            m.memory = o.memory;
+            m
+        }
+        Host::Linux => {
+            let mut opts = linux_host::HostOptions::new(linux_host::default_work_dir());
+            opts.kernel = o.kernel;
+            opts.initrd = o.initrd;
+            opts.append = o.append;
+            opts.series = o.kernel_version;
+            opts.smp = o.smp;
+            opts.memory = o.memory;
+            opts.with_warden = !o.no_warden;
+            opts.shell = std::io::stdin().is_terminal();
+            let warden = if opts.with_warden {
+                Some(firmware::build_one(toolchain::firmware()?, &firmware::WARDEN)?)
+            } else {
+                None
+            };
+            let host = linux_host::prepare(&opts)?;
+            watch_done = !opts.shell;
+            if opts.shell {
+                eprintln!(
+                    "xtask: stdin is a terminal: a shell follows the demo (exit it to power off;                      Ctrl-A X quits QEMU)"
+                );
+            }
+            linux_host::machine(&host, warden.as_deref(), &opts)?
         }
     };
-    let mut machine = qemu::Machine::new(Some(image));
-    machine.smp = smp;
-    machine.memory = memory;
-    machine.extra = qemu_args;
+    machine.extra = o.qemu_args;
     let mut cmd = machine.command(&qemu.path);
-    eprintln!("xtask: {} {}", qemu.path.display(), machine.args().join(" "));
-    let status = cmd.status().context("starting QEMU")?;
-    Ok(match status.code() {
+    let shown: Vec<String> = machine.args().iter().map(|a| qemu::shell_quote(a)).collect();
+    eprintln!("xtask: {} {}", qemu.path.display(), shown.join(" "));
+    if !watch_done {
+        let status = cmd.status().context("starting QEMU")?;
+        return Ok(exit_code(status));
+    }
+    // Non-interactive Linux host: `panic=-1` with `-no-reboot` also ends QEMU with status 0, so
+    // success also needs /init's last line.
+    let (status, done) = qemu::run_watching(cmd, "linux: done")?;
+    if status.success() && !done {
+        eprintln!("xtask: QEMU exited with status 0 but Linux never printed `linux: done`");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => {
             eprintln!("xtask: QEMU ended by {status}");
             ExitCode::FAILURE
         }
-    })
+    }
 }
 
 fn main() -> ExitCode {
@@ -133,8 +223,28 @@ fn main() -> ExitCode {
             eprintln!("xtask: wrote {} ({} bytes)", output.display(), flat.len());
             Ok(ExitCode::SUCCESS)
         })(),
-        Cmd::Run { host, smp, memory, qemu_args } => run(host, smp, memory, qemu_args),
-        Cmd::Test => test_cmd::run_all()
+        Cmd::Run {
+            host,
+            smp,
+            memory,
+            kernel,
+            initrd,
+            append,
+            kernel_version,
+            no_warden,
+            qemu_args,
+        } => run(RunOptions {
+            host,
+            smp,
+            memory,
+            kernel,
+            initrd,
+            append,
+            kernel_version,
+            no_warden,
+            qemu_args,
+        }),
+        Cmd::Test { only } => test_cmd::run_all(&only)
             .map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
     };
     match result {

@@ -10,6 +10,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const MACHINE: &str = "virt,virtualization=on,gic-version=3,iommu=smmuv3";
+/// The same machine without EL2: Linux boots at EL1 directly and drives the SMMU itself (the
+/// "no hypervisor" baseline, `cargo xtask run --no-warden`).
+pub const MACHINE_WITHOUT_EL2: &str = "virt,gic-version=3,iommu=smmuv3";
 pub const CPU: &str = "max,pauth-impdef=on";
 
 /// What to boot and how.
@@ -20,7 +23,15 @@ pub struct Machine {
     /// Extra `-machine` options (e.g. `dumpdtb=FILE`).
     pub machine_extra: Option<String>,
     pub kernel: Option<PathBuf>,
+    /// `-initrd` (only without warden: with warden the initrd is packed into the image).
+    pub initrd: Option<PathBuf>,
+    /// `-append` (only without warden, like `initrd`).
+    pub append: Option<String>,
     pub dtb: Option<PathBuf>,
+    /// False: no EL2 (`virtualization=off`), for booting a kernel without warden.
+    pub virtualization: bool,
+    /// Device arguments (`-drive`, `-device`, `-netdev`), before `extra`.
+    pub devices: Vec<String>,
     pub extra: Vec<String>,
 }
 
@@ -31,15 +42,20 @@ impl Machine {
             memory: "1G".into(),
             machine_extra: None,
             kernel,
+            initrd: None,
+            append: None,
             dtb: None,
+            virtualization: true,
+            devices: Vec::new(),
             extra: Vec::new(),
         }
     }
 
     pub fn args(&self) -> Vec<String> {
+        let base = if self.virtualization { MACHINE } else { MACHINE_WITHOUT_EL2 };
         let machine = match &self.machine_extra {
-            Some(extra) => format!("{MACHINE},{extra}"),
-            None => MACHINE.to_owned(),
+            Some(extra) => format!("{base},{extra}"),
+            None => base.to_owned(),
         };
         let mut args: Vec<String> = [
             "-machine",
@@ -59,9 +75,16 @@ impl Machine {
         if let Some(kernel) = &self.kernel {
             args.extend(["-kernel".into(), kernel.display().to_string()]);
         }
+        if let Some(initrd) = &self.initrd {
+            args.extend(["-initrd".into(), initrd.display().to_string()]);
+        }
+        if let Some(append) = &self.append {
+            args.extend(["-append".into(), append.clone()]);
+        }
         if let Some(dtb) = &self.dtb {
             args.extend(["-dtb".into(), dtb.display().to_string()]);
         }
+        args.extend(self.devices.iter().cloned());
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -71,6 +94,36 @@ impl Machine {
         cmd.args(self.args());
         cmd
     }
+}
+
+/// `arg` quoted for a POSIX shell when it needs it (for printing command lines to copy).
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:+@%".contains(c));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
+}
+
+/// Runs `cmd` with its stdout copied line by line to ours (stdin and stderr inherited); returns
+/// its exit status and whether a line equal to `marker` (trimmed) went by.
+pub fn run_watching(mut cmd: Command, marker: &str) -> Result<(std::process::ExitStatus, bool)> {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("starting QEMU")?;
+    let mut reader = BufReader::new(child.stdout.take().context("QEMU stdout")?);
+    let mut out = std::io::stdout();
+    let mut seen = false;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+                seen |= String::from_utf8_lossy(&buf).trim() == marker;
+            }
+        }
+    }
+    Ok((child.wait().context("waiting for QEMU")?, seen))
 }
 
 /// How a captured run ended.
@@ -218,6 +271,48 @@ mod tests {
         assert!(m.args().join(" ").starts_with(
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/x.dtb "
         ));
+    }
+
+    #[test]
+    fn command_line_without_el2() {
+        let mut m = Machine::new(Some("/t/Image".into()));
+        m.virtualization = false;
+        m.initrd = Some("/t/initrd".into());
+        m.append = Some("console=ttyAMA0".into());
+        m.devices = vec!["-device".into(), "edu".into()];
+        m.extra = vec!["-s".into()];
+        assert_eq!(
+            m.args(),
+            [
+                "-machine",
+                "virt,gic-version=3,iommu=smmuv3",
+                "-cpu",
+                "max,pauth-impdef=on",
+                "-smp",
+                "2",
+                "-m",
+                "1G",
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                "/t/Image",
+                "-initrd",
+                "/t/initrd",
+                "-append",
+                "console=ttyAMA0",
+                "-device",
+                "edu",
+                "-s",
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("-append"), "-append");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     fn log_path(name: &str) -> PathBuf {

@@ -30,19 +30,24 @@ impl Verdict {
     }
 }
 
-/// A guest scenario result line: `ok NAME` or `FAILED NAME: reason`.
-pub fn parse_guest_line(line: &str) -> Option<Verdict> {
+/// A scenario result line `ok NAME` or `FAILED NAME: reason`, named `<prefix>/NAME`.
+pub fn parse_result_line(line: &str, prefix: &str) -> Option<Verdict> {
     let line = line.trim();
     if let Some(name) = line.strip_prefix("ok ") {
         let name = name.trim();
-        return (!name.is_empty()).then(|| Verdict::pass(format!("guest/{name}")));
+        return (!name.is_empty()).then(|| Verdict::pass(format!("{prefix}/{name}")));
     }
     let rest = line.strip_prefix("FAILED ")?;
     let (name, reason) = match rest.split_once(':') {
         Some((name, reason)) => (name.trim(), reason.trim()),
         None => (rest.trim(), "(no reason given)"),
     };
-    (!name.is_empty()).then(|| Verdict::fail(format!("guest/{name}"), reason))
+    (!name.is_empty()).then(|| Verdict::fail(format!("{prefix}/{name}"), reason))
+}
+
+/// A guest scenario result line: `ok NAME` or `FAILED NAME: reason`.
+pub fn parse_guest_line(line: &str) -> Option<Verdict> {
+    parse_result_line(line, "guest")
 }
 
 fn is_banner(line: &str) -> bool {
@@ -119,6 +124,129 @@ pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
             format!("`{}`", panic.and_then(|i| run.lines.get(i)).map_or("", |l| l.trim()))
         }),
     ]
+}
+
+/// What the Linux console must never show.
+/// (`Internal error:` starts an arm64 oops, e.g. `Internal error: synchronous external abort`.)
+pub const KERNEL_TROUBLE: [&str; 6] =
+    ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
+
+/// The line /init prints first (results are only read after it).
+const INIT_STARTED: &str = "linux: /init started";
+
+/// `linux: N passed, M failed[, K skipped]` → (N, M, K).
+pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
+    let rest = line.trim().strip_prefix("linux: ")?;
+    let mut parts = rest.split(", ");
+    let count = |part: Option<&str>, word: &str| -> Option<usize> {
+        part?.strip_suffix(word)?.trim().parse().ok()
+    };
+    let passed = count(parts.next(), " passed")?;
+    let failed = count(parts.next(), " failed")?;
+    let skipped = match parts.next() {
+        Some(p) => count(Some(p), " skipped")?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((passed, failed, skipped))
+}
+
+/// Boot of a Linux host (see `tests/linux/init`). `with_warden`: a `skip` line is a failure
+/// (everything must run under warden); without warden it is only reported.
+pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verdict> {
+    const P: &str = "linux";
+    let mut out = Vec::new();
+    if with_warden {
+        out.push(Verdict::check(
+            "linux/boot/warden banner printed",
+            run.lines.iter().any(|l| is_banner(l)),
+            || "no line containing `warden v<version>`".into(),
+        ));
+    }
+    out.push(Verdict::check(
+        "linux/boot/kernel: CPU: All CPU(s) started at EL1",
+        run.lines.iter().any(|l| l.contains("CPU: All CPU(s) started at EL1")),
+        || match run.lines.iter().find(|l| l.contains("CPU: All CPU(s) started")) {
+            Some(l) => format!("the kernel said `{}`", l.trim()),
+            None => format!("no such kernel line ({})", ending_text(&run.ending)),
+        },
+    ));
+    let init = run.lines.iter().position(|l| l.contains(INIT_STARTED));
+    out.push(Verdict::check("linux/boot/init started", init.is_some(), || {
+        format!("no `{INIT_STARTED}` line ({})", ending_text(&run.ending))
+    }));
+    let after_init = init.map_or(&run.lines[..0], |i| &run.lines[i..]);
+    let nproc = after_init.iter().find_map(|l| l.trim().strip_prefix("linux: nproc="));
+    out.push(Verdict::check(
+        &format!("linux/boot/nproc is {smp} (-smp)"),
+        nproc.is_some_and(|n| n.trim() == smp.to_string()),
+        || match nproc {
+            Some(n) => format!("nproc={}", n.trim()),
+            None => "no `linux: nproc=N` line".into(),
+        },
+    ));
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for line in after_init {
+        if let Some(v) = parse_result_line(line, P) {
+            results.push(v);
+        } else if let Some(rest) = line.trim().strip_prefix("skip ") {
+            let (name, reason) = rest.split_once(':').unwrap_or((rest, ""));
+            skipped.push((name.trim().to_owned(), reason.trim().to_owned()));
+        }
+    }
+    if results.is_empty() && skipped.is_empty() {
+        out.push(Verdict::fail(
+            "linux/any scenario",
+            "/init printed no `ok NAME` or `FAILED NAME: reason` line",
+        ));
+    }
+    let counted = (
+        results.iter().filter(|v| v.outcome.is_ok()).count(),
+        results.iter().filter(|v| v.outcome.is_err()).count(),
+        skipped.len(),
+    );
+    out.extend(results);
+    if with_warden {
+        for (name, reason) in &skipped {
+            out.push(Verdict::fail(
+                format!("linux/{name}"),
+                format!("skipped under warden: {reason}"),
+            ));
+        }
+    }
+    let done = after_init.iter().position(|l| l.trim() == "linux: done");
+    let summary = after_init.iter().find_map(|l| parse_linux_summary(l));
+    out.push(Verdict::check(
+        "linux/boot/summary line agrees with the result lines",
+        summary == Some(counted),
+        || match summary {
+            Some(s) => {
+                format!("/init counted {s:?} (passed, failed, skipped), the log has {counted:?}")
+            }
+            None => "no `linux: N passed, M failed` line".into(),
+        },
+    ));
+    out.push(Verdict::check("linux/boot/printed `linux: done`", done.is_some(), || {
+        format!("no `linux: done` line ({})", ending_text(&run.ending))
+    }));
+    out.push(Verdict::check(
+        "linux/boot/powered off cleanly (QEMU exit 0 after `linux: done`)",
+        done.is_some() && run.ending == Ending::Exited(Some(0)),
+        || {
+            if done.is_none() {
+                format!("{} without `linux: done`", ending_text(&run.ending))
+            } else {
+                ending_text(&run.ending)
+            }
+        },
+    ));
+    let trouble = run.lines.iter().find(|l| KERNEL_TROUBLE.iter().any(|t| l.contains(t)));
+    out.push(Verdict::check(
+        "linux/boot/no WARNING:, Oops, BUG:, Call trace or panic on the console",
+        trouble.is_none(),
+        || format!("`{}`", trouble.map_or("", |l| l.trim())),
+    ));
+    out
 }
 
 /// The last `n` lines, for timeout reports.
@@ -246,5 +374,140 @@ guest: done
         let lines: Vec<String> = (0..30).map(|i| i.to_string()).collect();
         assert_eq!(tail(&lines, 20).first().map(String::as_str), Some("10"));
         assert_eq!(tail(&lines[..3], 20).len(), 3);
+    }
+
+    const LINUX_PASS: &str = "\
+warden v0.1.0 on qemu-virt (loaded at 0x40200000)
+[    0.101] CPU: All CPU(s) started at EL1
+[    3.215] Run /init as init process
+linux: /init started, kernel 6.12.95+deb12-arm64
+linux: nproc=2
+linux: | CPUs:   all 2 CPUs started at EL1 (the kernel says so)
+ok cpus-at-el1
+ok cpu-hotplug
+ok iomem-excludes-warden
+ok disk-read
+linux: 4 passed, 0 failed
+linux: done
+[    8.633] reboot: Power down
+";
+
+    fn linux(text: &str, ending: Ending) -> Vec<Verdict> {
+        judge_linux_boot(&captured(text, ending), 2, true)
+    }
+
+    fn failures(v: &[Verdict]) -> Vec<(&str, &str)> {
+        v.iter()
+            .filter_map(|v| v.outcome.as_ref().err().map(|e| (v.name.as_str(), e.as_str())))
+            .collect()
+    }
+
+    #[test]
+    fn linux_passing_boot() {
+        let v = linux(LINUX_PASS, Ending::Exited(Some(0)));
+        assert_eq!(failures(&v), []);
+        let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
+        assert!(names.contains(&"linux/cpu-hotplug"));
+        assert!(names.contains(&"linux/boot/nproc is 2 (-smp)"));
+        assert_eq!(v.len(), 12);
+        // Without warden no banner is required.
+        let text = LINUX_PASS.replace("warden v0.1.0", "qemu");
+        let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
+        assert_eq!(failures(&v), []);
+        assert_eq!(v.len(), 11);
+    }
+
+    #[test]
+    fn linux_failed_hotplug_and_wrong_summary() {
+        let text = LINUX_PASS
+            .replace("ok cpu-hotplug", "FAILED cpu-hotplug: writing 1 to /sys/devices/system/cpu/cpu1/online failed (CPU_ON refused?)")
+            .replace("linux: nproc=2", "linux: nproc=1");
+        let v = linux(&text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [
+                ("linux/boot/nproc is 2 (-smp)", "nproc=1"),
+                (
+                    "linux/cpu-hotplug",
+                    "writing 1 to /sys/devices/system/cpu/cpu1/online failed (CPU_ON refused?)"
+                ),
+                (
+                    "linux/boot/summary line agrees with the result lines",
+                    "/init counted (4, 0, 0) (passed, failed, skipped), the log has (3, 1, 0)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn linux_oops_without_done() {
+        let text = "\
+warden v0.1.0 on qemu-virt
+[    0.101] CPU: All CPU(s) started at EL1
+[    2.503] Internal error: Oops: 0000000096000010 [#1] SMP
+[    2.516] Call trace:
+[    2.523] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b
+";
+        let v = linux(text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [
+                (
+                    "linux/boot/init started",
+                    "no `linux: /init started` line (QEMU exited with status 0)"
+                ),
+                ("linux/boot/nproc is 2 (-smp)", "no `linux: nproc=N` line"),
+                ("linux/any scenario", "/init printed no `ok NAME` or `FAILED NAME: reason` line"),
+                (
+                    "linux/boot/summary line agrees with the result lines",
+                    "no `linux: N passed, M failed` line"
+                ),
+                (
+                    "linux/boot/printed `linux: done`",
+                    "no `linux: done` line (QEMU exited with status 0)"
+                ),
+                (
+                    "linux/boot/powered off cleanly (QEMU exit 0 after `linux: done`)",
+                    "QEMU exited with status 0 without `linux: done`"
+                ),
+                (
+                    "linux/boot/no WARNING:, Oops, BUG:, Call trace or panic on the console",
+                    "`[    2.503] Internal error: Oops: 0000000096000010 [#1] SMP`"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn linux_warning_timeout_and_skip() {
+        let text = LINUX_PASS
+            .replace("ok disk-read", "skip disk-read: no disk")
+            .replace("4 passed, 0 failed", "3 passed, 0 failed, 1 skipped")
+            .replace("linux: done\n", "[    5.0] WARNING: CPU: 1 PID: 1 at mm/slub.c:1 x\n");
+        let v = linux(&text, Ending::TimedOut(Duration::from_secs(300)));
+        let f = failures(&v);
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert_eq!(f[0], ("linux/disk-read", "skipped under warden: no disk"));
+        assert_eq!(f[1].0, "linux/boot/printed `linux: done`");
+        assert_eq!(f[2].1, "timed out after 300 s without `linux: done`");
+        assert!(f[3].1.contains("WARNING: CPU: 1"), "{f:?}");
+        // Without warden a skip is only reported and the summary still agrees.
+        let v =
+            judge_linux_boot(&captured(&text, Ending::TimedOut(Duration::from_secs(1))), 2, false);
+        assert!(!v.iter().any(|v| v.name == "linux/disk-read"));
+        assert!(v.iter().any(|v| v.name.starts_with("linux/boot/summary") && v.outcome.is_ok()));
+        // Result-like lines before /init are not results.
+        let early = format!("ok early\n{LINUX_PASS}");
+        assert!(!linux(&early, Ending::Exited(Some(0))).iter().any(|v| v.name == "linux/early"));
+    }
+
+    #[test]
+    fn linux_summary_parsing() {
+        assert_eq!(parse_linux_summary("linux: 6 passed, 0 failed"), Some((6, 0, 0)));
+        assert_eq!(parse_linux_summary("linux: 6 passed, 1 failed, 2 skipped\r"), Some((6, 1, 2)));
+        assert_eq!(parse_linux_summary("linux: 6 passed"), None);
+        assert_eq!(parse_linux_summary("linux: x passed, 0 failed"), None);
+        assert_eq!(parse_linux_summary("linux: 1 passed, 0 failed, 0 skipped, 3 more"), None);
+        assert_eq!(parse_linux_summary("6 passed, 0 failed"), None);
     }
 }

@@ -4,13 +4,15 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{fdt_edit, pack, toolchain};
+use crate::{fdt_edit, linux_host, pack, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// A Linux boot takes 5-7 s to `linux: done` without warden under TCG; generous for slow runs.
+pub const LINUX_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long warden must stay halted after reporting a hostile DT.
 const HALT_GRACE: Duration = Duration::from_secs(2);
 
@@ -304,12 +306,50 @@ fn scenario_hostile_dt(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     Ok(scenario::judge_hostile_dt(&run))
 }
 
-const SCENARIOS: [&str; 2] = ["guest-boot", "hostile-dt"];
+/// Every QEMU scenario, for `--only`.
+pub const ALL_SCENARIOS: [&str; 4] = ["guest-boot", "hostile-dt", "linux", "linux-no-warden"];
+/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
+const DEFAULT_SCENARIOS: [&str; 3] = ["guest-boot", "hostile-dt", "linux"];
 
-fn qemu_steps(tally: &mut Tally, binaries: Option<(PathBuf, PathBuf)>) -> Result<()> {
+/// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden.
+fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
+    let name = if warden.is_some() { "linux" } else { "linux-no-warden" };
+    let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
+    opts.with_warden = warden.is_some();
+    let host = linux_host::prepare(&opts)?;
+    let machine = linux_host::machine(&host, warden, &opts)?;
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        LINUX_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    let done = run.lines.iter().any(|l| l.trim() == "linux: done");
+    if !done && !matches!(run.ending, Ending::TimedOut(_)) {
+        println!("     scenario {name}: no `linux: done`; last 20 lines of output:");
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
+    let mut verdicts = scenario::judge_linux_boot(&run, opts.smp, opts.with_warden);
+    if warden.is_none() {
+        for v in &mut verdicts {
+            v.name = v.name.replacen("linux/", "linux-no-warden/", 1);
+        }
+    }
+    Ok(verdicts)
+}
+
+fn qemu_steps(
+    tally: &mut Tally,
+    binaries: Option<(PathBuf, PathBuf)>,
+    selected: &[&str],
+) -> Result<()> {
     step("QEMU scenarios");
     let not_run = |tally: &mut Tally, why: &str| {
-        for s in SCENARIOS {
+        for s in selected {
             tally.record(&Verdict::fail(format!("{s}/not run"), why));
         }
     };
@@ -320,51 +360,77 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<(PathBuf, PathBuf)>) -> Result
             return Ok(());
         }
     };
+    let record = |tally: &mut Tally, name: &str, result: Result<Vec<Verdict>>| match result {
+        Ok(verdicts) => verdicts.iter().for_each(|v| tally.record(v)),
+        Err(e) => tally.record(&Verdict::fail(format!("{name}/setup"), format!("{e:#}"))),
+    };
+    // The baseline needs no firmware.
+    if selected.contains(&"linux-no-warden") {
+        let result = scenario_linux(&qemu.path, None);
+        record(tally, "linux-no-warden", result);
+    }
+    let needs_firmware: Vec<&str> =
+        selected.iter().copied().filter(|s| *s != "linux-no-warden").collect();
+    if needs_firmware.is_empty() {
+        return Ok(());
+    }
     let Some((warden, guest)) = binaries else {
-        not_run(tally, "firmware build failed");
+        for s in &needs_firmware {
+            tally.record(&Verdict::fail(format!("{s}/not run"), "firmware build failed"));
+        }
         return Ok(());
     };
     let image = firmware::output_dir().join("warden-test-guest.img");
-    if let Err(e) = pack::pack_files(&warden, &guest, None, None, &image) {
-        not_run(tally, &format!("packing warden with the test guest: {e:#}"));
-        return Ok(());
-    }
-    for (name, run) in [
-        ("guest-boot", scenario_guest_boot as fn(&Path, &Path) -> Result<Vec<Verdict>>),
-        ("hostile-dt", scenario_hostile_dt),
-    ] {
-        match run(&qemu.path, &image) {
-            Ok(verdicts) => verdicts.iter().for_each(|v| tally.record(v)),
-            Err(e) => tally.record(&Verdict::fail(format!("{name}/setup"), format!("{e:#}"))),
-        }
+    let guest_image = pack::pack_files(&warden, &guest, None, None, &image);
+    for name in needs_firmware {
+        let result = match (name, &guest_image) {
+            ("linux", _) => scenario_linux(&qemu.path, Some(&warden)),
+            (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
+            ("guest-boot", Ok(_)) => scenario_guest_boot(&qemu.path, &image),
+            ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
+            (other, Ok(_)) => Err(anyhow::anyhow!("unknown scenario {other}")),
+        };
+        record(tally, name, result);
     }
     Ok(())
 }
 
-/// Runs everything; returns the totals.
-pub fn run_all() -> Result<Tally> {
+/// Runs everything, or with `only` non-empty just the firmware build and those QEMU scenarios;
+/// returns the totals.
+pub fn run_all(only: &[String]) -> Result<Tally> {
     let mut tally = Tally::default();
     println!("logs: {}", logs_dir().display());
-    unit_tests(&mut tally)?;
-    step("lints");
-    lint(
-        &mut tally,
-        "lint/clippy --workspace --all-targets -D warnings",
-        &[
-            "clippy",
-            "--workspace",
-            "--exclude",
-            "warden-test-guest",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        "clippy.log",
-    )?;
-    lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
-    let binaries = firmware_steps(&mut tally)?;
-    qemu_steps(&mut tally, binaries)?;
+    let selected: Vec<&str> = if only.is_empty() {
+        DEFAULT_SCENARIOS.to_vec()
+    } else {
+        ALL_SCENARIOS.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
+    };
+    if only.is_empty() {
+        unit_tests(&mut tally)?;
+        step("lints");
+        lint(
+            &mut tally,
+            "lint/clippy --workspace --all-targets -D warnings",
+            &[
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "warden-test-guest",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            "clippy.log",
+        )?;
+        lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
+    }
+    let binaries = if selected.iter().any(|s| *s != "linux-no-warden") {
+        firmware_steps(&mut tally)?
+    } else {
+        None
+    };
+    qemu_steps(&mut tally, binaries, &selected)?;
     println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok(tally)
 }

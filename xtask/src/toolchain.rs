@@ -129,12 +129,12 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     })
 }
 
-fn output_of(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output_of(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
     })
@@ -192,15 +192,15 @@ fn debian_candidate() -> Result<FirmwareToolchain, String> {
     })
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     output_of(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
 
-fn can_install() -> bool {
+pub(crate) fn can_install() -> bool {
     is_root() && find_in_path("apt-get").is_some()
 }
 
-fn run_logged(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_logged(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {}", shell_words(cmd));
     let status = cmd.status().with_context(|| format!("starting {}", shell_words(cmd)))?;
     if !status.success() {
@@ -209,7 +209,7 @@ fn run_logged(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn shell_words(cmd: &Command) -> String {
+pub(crate) fn shell_words(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -217,7 +217,7 @@ fn shell_words(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn apt_get(args: &[&str]) -> Command {
+pub(crate) fn apt_get(args: &[&str]) -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(std::process::Stdio::null());
     cmd
@@ -228,7 +228,7 @@ fn apt_updated() -> &'static OnceLock<()> {
     &UPDATED
 }
 
-fn apt_update() -> Result<()> {
+pub(crate) fn apt_update() -> Result<()> {
     if apt_updated().get().is_none() {
         run_logged(&mut apt_get(&["update"]))?;
         let _ = apt_updated().set(());
@@ -289,7 +289,7 @@ fn qemu_candidate() -> Result<Qemu, String> {
     Ok(Qemu { path, version: format!("{}.{}.{}", version.0, version.1, version.2) })
 }
 
-fn debian_codename() -> Option<String> {
+pub(crate) fn debian_codename() -> Option<String> {
     let text = std::fs::read_to_string("/etc/os-release").ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
@@ -297,7 +297,7 @@ fn debian_codename() -> Option<String> {
 }
 
 /// True when some apt source already names the suite.
-fn apt_suite_configured(suite: &str) -> bool {
+pub(crate) fn apt_suite_configured(suite: &str) -> bool {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(
@@ -320,22 +320,29 @@ Suites: bookworm-backports\n\
 Components: main\n\
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
+/// Makes sure bookworm-backports is an apt source and the index is fresh (adds the suite and
+/// runs `apt-get update` when it was missing; otherwise updates at most once per process).
+pub(crate) fn ensure_backports_suite() -> Result<()> {
+    if !apt_suite_configured("bookworm-backports") {
+        eprintln!("xtask: adding the bookworm-backports suite in {BACKPORTS_SOURCES}");
+        std::fs::write(BACKPORTS_SOURCES, BACKPORTS_DEB822)
+            .with_context(|| format!("writing {BACKPORTS_SOURCES}"))?;
+        // The new suite needs a fresh index even if we updated before.
+        run_logged(&mut apt_get(&["update"]))?;
+        let _ = apt_updated().set(());
+        Ok(())
+    } else {
+        apt_update()
+    }
+}
+
 fn install_qemu() -> Result<()> {
     let bookworm = debian_codename().as_deref() == Some("bookworm");
     if bookworm {
         eprintln!(
             "xtask: installing qemu-system-arm >= 10.0 from bookworm-backports (bookworm has 7.2)"
         );
-        if !apt_suite_configured("bookworm-backports") {
-            eprintln!("xtask: adding the bookworm-backports suite in {BACKPORTS_SOURCES}");
-            std::fs::write(BACKPORTS_SOURCES, BACKPORTS_DEB822)
-                .with_context(|| format!("writing {BACKPORTS_SOURCES}"))?;
-            // The new suite needs a fresh index even if we updated before.
-            run_logged(&mut apt_get(&["update"]))?;
-            let _ = apt_updated().set(());
-        } else {
-            apt_update()?;
-        }
+        ensure_backports_suite()?;
         run_logged(&mut apt_get(&[
             "install",
             "-y",

@@ -1,0 +1,363 @@
+//! The Linux test host's initramfs (busybox, `/init`, the scenario scripts, the virtio kernel
+//! modules) and its two virtio-blk disks. Sources: `tests/linux/`. See `docs/linux-host.md`.
+
+use crate::cpio::Archive;
+use crate::firmware::repo_root;
+use anyhow::{Context, Result, bail, ensure};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Modules the scenarios need, in load order (dependencies first). Debian builds some of them
+/// as modules (6.12: the virtio-net and virtio-blk ones, `.ko.xz`; 6.1 also virtio-pci, `.ko`);
+/// one built into the kernel (listed in `modules.builtin`) is skipped.
+pub const MODULES: [&str; 7] = [
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_blk",
+];
+
+/// busybox applets the scripts use, linked as `/bin/<applet>`.
+pub const APPLETS: &[&str] = &[
+    "sh",
+    "ash",
+    "awk",
+    "basename",
+    "blockdev",
+    "cat",
+    "cmp",
+    "cut",
+    "cttyhack",
+    "date",
+    "dd",
+    "dmesg",
+    "echo",
+    "expr",
+    "grep",
+    "head",
+    "hexdump",
+    "ifconfig",
+    "insmod",
+    "ip",
+    "ls",
+    "mkdir",
+    "mount",
+    "nproc",
+    "od",
+    "ping",
+    "poweroff",
+    "printf",
+    "rm",
+    "sed",
+    "seq",
+    "setsid",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "sync",
+    "tail",
+    "test",
+    "tr",
+    "true",
+    "false",
+    "umount",
+    "uname",
+    "wc",
+    "[",
+];
+
+/// Size of the read-only disk with known content.
+pub const RO_DISK_SIZE: usize = 4 << 20;
+/// Size of the zeroed scratch disk.
+pub const SCRATCH_DISK_SIZE: usize = 4 << 20;
+/// virtio-blk serial numbers, by which the scripts find the disks (`/sys/block/vdX/serial`).
+pub const RO_DISK_SERIAL: &str = "warden-ro";
+pub const SCRATCH_DISK_SERIAL: &str = "warden-scratch";
+
+/// The read-only disk's content: 64-bit little-endian words, word `i` = splitmix64(i).
+pub fn disk_pattern(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len.next_multiple_of(8));
+    let mut index: u64 = 0;
+    while out.len() < len {
+        let mut z = index.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+        index += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// The scripts in `tests/linux` that go into the initramfs.
+#[derive(Debug, Clone)]
+pub struct Scripts {
+    pub init: Vec<u8>,
+    pub lib: Vec<u8>,
+    pub demo: Vec<u8>,
+    /// `(file name, contents)` of `scenarios/*.sh`, sorted by name.
+    pub scenarios: Vec<(String, Vec<u8>)>,
+}
+
+pub fn tests_dir() -> PathBuf {
+    repo_root().join("tests/linux")
+}
+
+impl Scripts {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read =
+            |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+        let mut scenarios = Vec::new();
+        let scenario_dir = dir.join("scenarios");
+        for entry in std::fs::read_dir(&scenario_dir)
+            .with_context(|| format!("reading {}", scenario_dir.display()))?
+        {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if name.ends_with(".sh") {
+                scenarios.push((name.to_owned(), read(path.clone())?));
+            }
+        }
+        scenarios.sort();
+        ensure!(!scenarios.is_empty(), "no scenario scripts in {}", scenario_dir.display());
+        Ok(Self {
+            init: read(dir.join("init"))?,
+            lib: read(dir.join("lib.sh"))?,
+            demo: read(dir.join("demo.sh"))?,
+            scenarios,
+        })
+    }
+}
+
+/// A kernel module file ready for `insmod` (uncompressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+fn find_file(dir: &Path, wanted: &[String]) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut subdirs = Vec::new();
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            subdirs.push(path);
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| wanted.iter().any(|w| w == n))
+        {
+            return Some(path);
+        }
+    }
+    subdirs.sort();
+    subdirs.iter().find_map(|d| find_file(d, wanted))
+}
+
+/// True when `modules.builtin` of the release lists the module.
+fn is_builtin(modules_dir: &Path, name: &str) -> bool {
+    let suffix = format!("/{name}.ko");
+    std::fs::read_to_string(modules_dir.join("modules.builtin"))
+        .is_ok_and(|t| t.lines().any(|l| l.trim().ends_with(&suffix)))
+}
+
+fn xz_decompress(path: &Path) -> Result<Vec<u8>> {
+    let out = Command::new("xz")
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .context("running `xz -dc` to decompress a kernel module (install xz-utils)")?;
+    ensure!(
+        out.status.success(),
+        "xz -dc {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out.stdout)
+}
+
+/// Collects [`MODULES`] from `lib/modules/<release>` of an extracted kernel package, skipping
+/// those built into the kernel.
+pub fn collect_modules(modules_dir: &Path) -> Result<Vec<Module>> {
+    let mut out = Vec::new();
+    for name in MODULES {
+        let candidates = [format!("{name}.ko"), format!("{name}.ko.xz"), format!("{name}.ko.zst")];
+        match find_file(&modules_dir.join("kernel"), &candidates) {
+            Some(path) => {
+                let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let bytes = if file.ends_with(".ko.xz") {
+                    xz_decompress(&path)?
+                } else if file.ends_with(".ko.zst") {
+                    bail!(
+                        "{} is zstd-compressed; only .ko and .ko.xz are supported",
+                        path.display()
+                    )
+                } else {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                };
+                ensure!(
+                    bytes.starts_with(b"\x7fELF"),
+                    "{} is not an ELF kernel module after decompression",
+                    path.display()
+                );
+                out.push(Module { name: name.to_owned(), bytes });
+            }
+            None if is_builtin(modules_dir, name) => {}
+            None => bail!(
+                "kernel module {name} is neither in {} nor built in (modules.builtin)",
+                modules_dir.display()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the initramfs archive (uncompressed `newc` cpio; Linux accepts it as is).
+pub fn build(busybox: &[u8], modules: &[Module], scripts: &Scripts) -> Result<Vec<u8>> {
+    ensure!(
+        busybox.starts_with(b"\x7fELF"),
+        "busybox is not an ELF executable: the busybox-static package looks damaged"
+    );
+    let mut a = Archive::new();
+    for dir in ["bin", "dev", "proc", "sys", "tmp", "etc", "etc/warden", "lib", "lib/modules"] {
+        a.dir(dir)?;
+    }
+    a.dir("scenarios")?;
+    // The kernel opens /dev/console for /init's stdio before /init can mount devtmpfs.
+    a.char_device("dev/console", 0o600, 5, 1)?;
+    a.file("bin/busybox", 0o755, busybox.to_vec())?;
+    for applet in APPLETS {
+        a.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    a.file("init", 0o755, scripts.init.clone())?;
+    a.file("lib/warden.sh", 0o644, scripts.lib.clone())?;
+    a.file("demo.sh", 0o755, scripts.demo.clone())?;
+    for (name, bytes) in &scripts.scenarios {
+        a.file(&format!("scenarios/{name}"), 0o755, bytes.clone())?;
+    }
+    let mut order = String::new();
+    for module in modules {
+        a.file(&format!("lib/modules/{}.ko", module.name), 0o644, module.bytes.clone())?;
+        order.push_str(&module.name);
+        order.push('\n');
+    }
+    a.file("etc/warden/modules", 0o644, order.into_bytes())?;
+    let bytes = a.to_bytes()?;
+    // Read it back: what Linux will unpack is what was meant.
+    let back = crate::cpio::parse(&bytes).context("the initramfs does not parse back")?;
+    let same = back.len() == a.entries().len()
+        && back.iter().zip(a.entries()).all(|(p, e)| p.to_entry().is_ok_and(|p| &p == e));
+    ensure!(same, "internal error: the initramfs does not read back as written");
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpio::{Kind, parse};
+
+    #[test]
+    fn disk_pattern_is_deterministic_and_not_trivial() {
+        let a = disk_pattern(RO_DISK_SIZE);
+        assert_eq!(a.len(), RO_DISK_SIZE);
+        assert_eq!(a, disk_pattern(RO_DISK_SIZE));
+        // splitmix64(0) with this increment: a published reference value.
+        assert_eq!(&a[..8], &0xe220_a839_7b1d_cdafu64.to_le_bytes());
+        assert_eq!(&disk_pattern(13)[..], &a[..13]);
+        // No two 512-byte sectors are equal (a misplaced sector read would be caught).
+        let mut sectors: Vec<&[u8]> = a.chunks(512).collect();
+        sectors.sort();
+        sectors.dedup();
+        assert_eq!(sectors.len(), RO_DISK_SIZE / 512);
+        assert_eq!(
+            crate::linux::sha256_hex(&a),
+            crate::linux::sha256_hex(&disk_pattern(RO_DISK_SIZE))
+        );
+    }
+
+    fn scripts() -> Scripts {
+        Scripts {
+            init: b"#!/bin/sh\n".to_vec(),
+            lib: b"# lib\n".to_vec(),
+            demo: b"#!/bin/sh\necho demo\n".to_vec(),
+            scenarios: vec![("10-a.sh".into(), b"true\n".to_vec())],
+        }
+    }
+
+    #[test]
+    fn initramfs_layout() {
+        let modules = vec![Module { name: "virtio_blk".into(), bytes: b"\x7fELFmod".to_vec() }];
+        let bytes = build(b"\x7fELFbusybox", &modules, &scripts()).unwrap();
+        let entries: Vec<_> =
+            parse(&bytes).unwrap().iter().map(|p| p.to_entry().unwrap()).collect();
+        let find = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p}"));
+        assert_eq!(find("init").kind, Kind::File(b"#!/bin/sh\n".to_vec()));
+        assert_eq!(find("init").permissions, 0o755);
+        assert_eq!(find("bin/sh").kind, Kind::Symlink("busybox".into()));
+        assert_eq!(find("bin/poweroff").kind, Kind::Symlink("busybox".into()));
+        assert_eq!(find("dev/console").kind, Kind::CharDevice { major: 5, minor: 1 });
+        assert_eq!(find("scenarios/10-a.sh").kind, Kind::File(b"true\n".to_vec()));
+        assert_eq!(find("lib/modules/virtio_blk.ko").kind, Kind::File(b"\x7fELFmod".to_vec()));
+        assert_eq!(find("etc/warden/modules").kind, Kind::File(b"virtio_blk\n".to_vec()));
+        assert!(build(b"#!/bin/sh", &modules, &scripts()).is_err(), "busybox must be ELF");
+    }
+
+    #[test]
+    fn repository_scripts_load() {
+        let s = Scripts::load(&tests_dir()).unwrap();
+        assert!(s.init.starts_with(b"#!/bin/sh"));
+        assert!(s.scenarios.len() >= 5);
+        let names: Vec<&str> = s.scenarios.iter().map(|(n, _)| n.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn modules_found_decompressed_or_builtin() {
+        let dir = std::env::temp_dir().join(format!("xtask-mods-{}", std::process::id()));
+        let kernel = dir.join("kernel/drivers/block");
+        std::fs::create_dir_all(&kernel).unwrap();
+        std::fs::create_dir_all(dir.join("kernel/net/core")).unwrap();
+        std::fs::create_dir_all(dir.join("kernel/drivers/net")).unwrap();
+        std::fs::write(kernel.join("virtio_blk.ko"), b"\x7fELFblk").unwrap();
+        std::fs::write(dir.join("kernel/net/core/failover.ko"), b"\x7fELFfo").unwrap();
+        // xz-compressed module, made with the same tool the build uses.
+        let xz = Command::new("xz")
+            .args(["-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = xz.expect("xz must be installed (xz-utils)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x7fELFnet").unwrap();
+        drop(child.stdin.take());
+        let compressed = child.wait_with_output().unwrap().stdout;
+        std::fs::write(dir.join("kernel/drivers/net/virtio_net.ko.xz"), compressed).unwrap();
+        let builtin_pci = "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\n\
+                           kernel/drivers/virtio/virtio_pci.ko\n\
+                           kernel/drivers/virtio/virtio_pci_modern_dev.ko\n";
+        let err = format!("{:#}", collect_modules(&dir).unwrap_err());
+        assert!(err.contains("virtio_pci_legacy_dev is neither"), "{err}");
+        std::fs::write(dir.join("modules.builtin"), builtin_pci).unwrap();
+        let err = format!("{:#}", collect_modules(&dir).unwrap_err());
+        assert!(err.contains("net_failover is neither"), "{err}");
+        std::fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\nkernel/drivers/virtio/virtio_pci.ko\n\
+             kernel/drivers/virtio/virtio_pci_modern_dev.ko\nkernel/drivers/net/net_failover.ko\n",
+        )
+        .unwrap();
+        let mods = collect_modules(&dir).unwrap();
+        let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["failover", "virtio_net", "virtio_blk"]);
+        assert_eq!(mods[1].bytes, b"\x7fELFnet");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
