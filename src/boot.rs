@@ -38,6 +38,8 @@ use crate::mm::{
     vmid16_from_mmfr1,
 };
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
+use crate::smmu::pci::MmioEcam;
+use crate::smmu::{MmioSmmu, S2Config, Smmu, SmmuConfig};
 use crate::trap::inject::{El1ExceptionRegs, El1Features, HostEl1};
 use crate::trap::psci::Psci;
 use crate::trap::{self, Platform, TrapFrame, TrapHandler};
@@ -80,6 +82,8 @@ pub struct Warden {
     /// The host's stage-2 and the frames its tables come from (changed only under the lock).
     pub host_stage2: spin::Mutex<HostStage2>,
     pub frames: spin::Mutex<PoolFrames>,
+    /// The real SMMU, warden's alone (absent from the host's stage-2 and DT).
+    pub smmu: Option<spin::Mutex<Smmu<MmioSmmu>>>,
     /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
     pub host_ram: alloc::vec::Vec<MemRange>,
     pub el1_features: El1Features,
@@ -232,6 +236,10 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let root_size = host_stage2.config.root_tables() as u64 * PAGE_SIZE;
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
+    let smmu = match take_smmu(&platform, &host_stage2, vtcr, vttbr, &mut frames) {
+        Ok(s) => s,
+        Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
+    };
 
     let host_dt = match patch_host_dt(dt_blob, &platform, &layout, &payload) {
         Ok(d) => d,
@@ -286,6 +294,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         vttbr,
         host_stage2: spin::Mutex::new(host_stage2),
         frames: spin::Mutex::new(frames),
+        smmu: smmu.map(spin::Mutex::new),
         host_ram,
         el1_features,
         trap: TrapHandler::new(psci),
@@ -316,9 +325,12 @@ fn build_el2_tables(
     uart: u64,
 ) -> Result<El2Mmu, BootError> {
     let warden = MemRange::new(image.start, image.end);
-    // No heap yet: a fixed list (image parts around the stack guards, 2 per RAM bank, the UART).
-    let mut regions: ArrayVec<(MemRange, Attrs), { 4 + MAX_CPUS + 2 * dt::MAX_MEMORY_RANGES }> =
-        ArrayVec::new();
+    // No heap yet: a fixed list (image parts around the stack guards, 2 per RAM bank, the UART,
+    // SMMUs, ECAM windows).
+    let mut regions: ArrayVec<
+        (MemRange, Attrs),
+        { 4 + MAX_CPUS + 2 * dt::MAX_MEMORY_RANGES + dt::MAX_SMMUS + dt::MAX_PCIE },
+    > = ArrayVec::new();
     let mut push = |r: MemRange, a: Attrs| {
         if !r.is_empty() {
             regions.push((r, a));
@@ -344,6 +356,13 @@ fn build_el2_tables(
         );
     }
     push(MemRange::new(uart, uart + PAGE_SIZE), Attrs::device(Perms::RW));
+    // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
+    for smmu in p.smmus.iter() {
+        push(smmu.regs, Attrs::device(Perms::RW));
+    }
+    for host in p.pcie.iter() {
+        push(host.ecam, Attrs::device(Perms::RW));
+    }
     let max_end = regions.iter().map(|(r, _)| r.end).max().unwrap_or(0);
     let va_bits = ipa_bits_for(max_end).ok_or(BootError::AddressTooHigh(max_end))?;
     let pa_bits = pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0()).ok_or(BootError::PaRange)?;
@@ -396,6 +415,77 @@ fn host_stage2(
     Ok(s2)
 }
 
+/// Takes the (first) SMMU: reset, warden's own queues and stream table, and a stage-2-only STE
+/// for every PCI function present now, walking the host's stage-2 tables themselves (one source
+/// of truth: a later change to the host's stage-2 applies to DMA too, once the SMMU's TLB is
+/// invalidated). Every other stream ID aborts and is reported.
+fn take_smmu(
+    p: &PlatformInfo,
+    s2: &HostStage2,
+    vtcr: u64,
+    vttbr: u64,
+    frames: &mut PoolFrames,
+) -> Result<Option<Smmu<MmioSmmu>>, BootError> {
+    let Some(info) = p.smmu() else {
+        log::warn!("no SMMU in the DT: host DMA is not confined");
+        return Ok(None);
+    };
+    if p.smmus.len() > 1 {
+        log::warn!(
+            "{} SMMUs in the DT: only {} is driven; the others stay in reset (GBPA as firmware left it)",
+            p.smmus.len(),
+            info.path
+        );
+    }
+    // SAFETY: the SMMU's register frames are mapped as device memory at EL2
+    // (build_el2_tables) and absent from the host's stage-2, so warden is their only user.
+    let io = unsafe { MmioSmmu::new(info.regs) }.map_err(BootError::SmmuRegs)?;
+    let sid_bits = p
+        .pcie
+        .iter()
+        .flat_map(|h| h.iommu_map.iter())
+        .map(|m| u64::from(m.sid_base) + u64::from(m.length))
+        .max()
+        .map_or(16, |end| (64 - end.saturating_sub(1).leading_zeros()).max(1));
+    let mut smmu = Smmu::init(io, SmmuConfig::new(sid_bits, s2.config.ipa_bits()), frames)
+        .map_err(BootError::Smmu)?;
+    let ecams: Vec<MemRange> = p.pcie.iter().map(|h| h.ecam).collect();
+    // SAFETY: every ECAM window is mapped as device memory at EL2 (build_el2_tables); reading
+    // config space has no side effects.
+    let ecam = unsafe { MmioEcam::new(&ecams) };
+    let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
+    smmu.install_stage2_only(&sids, &S2Config::from_vtcr_vttbr(vtcr, vttbr), frames)
+        .map_err(BootError::Smmu)?;
+    log::info!(
+        "SMMU {} taken: stage-2-only (host VMID {HOST_VMID}, the CPU's tables) for stream IDs {:x?}; all others abort",
+        info.regs,
+        sids
+    );
+    Ok(Some(smmu))
+}
+
+/// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
+/// owns the GIC, so events are collected whenever warden runs).
+fn drain_smmu_events(w: &Warden) {
+    let Some(smmu) = w.smmu.as_ref() else { return };
+    // Another CPU draining already is as good as this one doing it.
+    let Some(mut smmu) = smmu.try_lock() else { return };
+    // A device stuck retrying a refused DMA can produce thousands: same rate limit as
+    // violations (the first few in full, then every 2^k-th), with the running total.
+    let drained = smmu.drain_events(|e| {
+        let n = SMMU_EVENTS.fetch_add(1, Ordering::Relaxed) + 1;
+        if trap::should_log(n) {
+            log::warn!("{e} (SMMU event #{n})");
+        }
+    });
+    if drained.overflowed {
+        log::warn!("SMMU event queue overflowed: events were lost");
+    }
+}
+
+/// SMMU events seen since boot.
+static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
+
 /// The DT the host boots with: warden's memory reserved `no-map`, the payload's command line
 /// and initrd in /chosen, the SMMUs (warden's own) and the PCIe `iommu-map`s that point at them
 /// removed, everything else passed through.
@@ -430,6 +520,8 @@ enum BootError {
     Frames(crate::mm::FrameError),
     El2Map(crate::mm::El2MapError),
     Stage2(crate::mm::HostStage2Error),
+    SmmuRegs(crate::smmu::RegsTooSmall),
+    Smmu(crate::smmu::SmmuError),
 }
 
 impl core::fmt::Display for BootError {
@@ -440,6 +532,8 @@ impl core::fmt::Display for BootError {
             BootError::Frames(e) => write!(f, "{e}"),
             BootError::El2Map(e) => write!(f, "{e}"),
             BootError::Stage2(e) => write!(f, "{e}"),
+            BootError::SmmuRegs(e) => write!(f, "{e}"),
+            BootError::Smmu(e) => write!(f, "{e}"),
         }
     }
 }
@@ -684,6 +778,7 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     }
     let w = warden();
     w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
+    drain_smmu_events(w);
 }
 
 /// RAM the host owns: every bank minus warden's region (and, later, carveouts).
@@ -740,12 +835,14 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn before_system_power_down(&mut self) {
+        drain_smmu_events(self.w);
         let digest = image_digest();
         let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
         log::info!(
-            "host requested power-down: {} violation(s) contained, {} other trap(s) refused; warden code+rodata {verdict} (digest {digest:#018x}, boot {:#018x})",
+            "host requested power-down: {} violation(s) contained, {} other trap(s) refused, {} SMMU event(s); warden code+rodata {verdict} (digest {digest:#018x}, boot {:#018x})",
             self.w.trap.violation_count(),
             self.w.trap.unhandled_count(),
+            SMMU_EVENTS.load(Ordering::Relaxed),
             self.w.image_digest
         );
     }

@@ -60,6 +60,12 @@ pub struct MmioSmmu {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegsTooSmall(pub MemRange);
 
+impl core::fmt::Display for RegsTooSmall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SMMU registers {} are not two 64 KiB-aligned 64 KiB pages", self.0)
+    }
+}
+
 impl MmioSmmu {
     /// # Safety
     /// `regs` is an SMMUv3's register frames, identity-mapped as device memory at EL2 for as

@@ -40,7 +40,7 @@ use crate::mm::{FrameAllocator, MemRange, PAGE_SIZE};
 
 pub use cmd::{Command, CommandErrorCode};
 pub use event::{Event, EventKind, FaultClass};
-pub use io::{MmioSmmu, SmmuIo};
+pub use io::{MmioSmmu, RegsTooSmall, SmmuIo};
 pub use queue::QueueShape;
 pub use regs::Features;
 pub use ste::{S2Config, S2ConfigError, Ste};

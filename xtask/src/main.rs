@@ -139,6 +139,7 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             let image = firmware::output_dir().join("warden-test-guest.img");
             pack::pack_files(&warden, &guest, None, None, &image)?;
             let mut m = qemu::Machine::new(Some(image));
+            m.devices = qemu::test_guest_devices();
             m.smp = o.smp;
             m.memory = o.memory;
             m

@@ -252,6 +252,13 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<Option<i32>
     }
 }
 
+/// Devices the test guest drives: QEMU's `edu`, whose DMA engine goes through the SMMU. Its
+/// default DMA mask is 28 bits and it silently clamps addresses above it, so the mask is
+/// widened to reach RAM at 0x4000_0000 and above.
+pub fn test_guest_devices() -> Vec<String> {
+    vec!["-device".into(), "edu,dma_mask=0xffffffffff".into()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +278,11 @@ mod tests {
         assert!(m.args().join(" ").starts_with(
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/x.dtb "
         ));
+    }
+
+    #[test]
+    fn test_guest_gets_an_edu_that_reaches_all_ram() {
+        assert_eq!(test_guest_devices(), ["-device", "edu,dma_mask=0xffffffffff"]);
     }
 
     #[test]

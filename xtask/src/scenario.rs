@@ -92,11 +92,29 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
         || format!("no `guest: done` line ({})", ending_text(&run.ending)),
     ));
     out.push(Verdict::check(
+        "boot/warden logged the SMMU refusing the edu DMA into its memory",
+        run.lines.iter().any(|l| is_smmu_refusal(l)),
+        || {
+            "no `SMMU event` line for a stage-2 fault (the edu scenario's DMA was not refused?)"
+                .into()
+        },
+    ));
+    out.push(Verdict::check(
+        "boot/warden code+rodata intact at power-down",
+        run.lines.iter().any(|l| l.contains("host requested power-down") && l.contains("intact")),
+        || "no power-down report saying warden's code+rodata are intact".into(),
+    ));
+    out.push(Verdict::check(
         "boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
         run.ending == Ending::Exited(Some(0)),
         || ending_text(&run.ending),
     ));
     out
+}
+
+/// warden's log line for a DMA the SMMU refused at stage 2 (`SMMU event F_... (stage 2)`).
+pub fn is_smmu_refusal(line: &str) -> bool {
+    line.contains("SMMU event F_") && line.contains("stage 2")
 }
 
 /// Line that reports the hostile DT.
@@ -277,6 +295,8 @@ ok warden-memory-abort
 FAILED cpu1-online: CPU_ON returned -2
 ok unknown-hvc
 guest: done
+warden: cpu0: WARN: SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2) (SMMU event #1)
+warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
 
     fn names(v: &[Verdict]) -> Vec<(&str, bool)> {
@@ -296,6 +316,8 @@ guest: done
                 ("guest/cpu1-online", false),
                 ("guest/unknown-hvc", true),
                 ("boot/guest printed `guest: done`", true),
+                ("boot/warden logged the SMMU refusing the edu DMA into its memory", true),
+                ("boot/warden code+rodata intact at power-down", true),
                 ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", true),
             ]
         );
@@ -323,10 +345,31 @@ guest: done
                 ("boot/warden memory map printed", false),
                 ("guest/any scenario", false),
                 ("boot/guest printed `guest: done`", true),
+                ("boot/warden logged the SMMU refusing the edu DMA into its memory", false),
+                ("boot/warden code+rodata intact at power-down", false),
                 ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", false),
             ]
         );
-        assert_eq!(v[4].outcome, Err("QEMU exited with status 1".into()));
+        assert_eq!(v[6].outcome, Err("QEMU exited with status 1".into()));
+    }
+
+    #[test]
+    fn corrupted_image_or_missing_smmu_refusal_fail() {
+        let text = GOOD_BOOT.replace("code+rodata intact", "code+rodata CORRUPTED").replace(
+            "SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2)",
+            "SMMU event C_BAD_STE sid 0x10",
+        );
+        let v = judge_guest_boot(&captured(&text, Ending::Exited(Some(0))));
+        let failed: Vec<&str> =
+            v.iter().filter(|v| v.outcome.is_err()).map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            failed,
+            [
+                "guest/cpu1-online",
+                "boot/warden logged the SMMU refusing the edu DMA into its memory",
+                "boot/warden code+rodata intact at power-down",
+            ]
+        );
     }
 
     #[test]

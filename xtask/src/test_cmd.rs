@@ -270,7 +270,8 @@ fn report_timeout(scenario: &str, run: &Captured) {
 }
 
 fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
-    let machine = Machine::new(Some(image.to_owned()));
+    let mut machine = Machine::new(Some(image.to_owned()));
+    machine.devices = crate::qemu::test_guest_devices();
     let run = qemu::run_captured(
         machine.command(qemu),
         SCENARIO_TIMEOUT,
