@@ -133,6 +133,7 @@ fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
 
 /// Primary CPU entry from the assembly, MMU off.
 pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_reloc: u64) -> ! {
+    let boot_start = sysreg::counter();
     let board = boards::CURRENT;
     sysreg::set_tpidr_el2(0);
     // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
@@ -300,6 +301,13 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         trap: TrapHandler::new(psci),
         image_digest: image_digest(),
     });
+    let ticks = sysreg::counter().wrapping_sub(boot_start);
+    let freq = sysreg::counter_frequency().max(1);
+    log::info!(
+        "boot took {ticks} counter ticks ({} us at {} MHz)",
+        ticks.saturating_mul(1_000_000) / freq,
+        freq / 1_000_000
+    );
     enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
 }
 
