@@ -55,7 +55,13 @@ impl fmt::Display for ConfigError {
 
 /// Address size in bits for an ID_AA64MMFR0_EL1.PARange value (bits `[3:0]` of the register).
 pub fn pa_range_bits_from_mmfr0(mmfr0: u64) -> Option<u32> {
-    match mmfr0 & 0xf {
+    address_size_bits(mmfr0 & 0xf)
+}
+
+/// Bits for the architecture's 3-bit address-size encoding, shared by PARange, TCR/VTCR.PS and
+/// the SMMU's IDR5.OAS and STE.S2PS: 0 → 32, 1 → 36, 2 → 40, 3 → 42, 4 → 44, 5 → 48, 6 → 52.
+pub const fn address_size_bits(encoding: u64) -> Option<u32> {
+    match encoding {
         0 => Some(32),
         1 => Some(36),
         2 => Some(40),

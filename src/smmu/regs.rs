@@ -95,16 +95,7 @@ pub const Q_OVERFLOW_FLAG: u32 = 1 << 31;
 
 /// Output address size in bits for an IDR5.OAS (or STE.S2PS / VTCR.PS) encoding.
 pub fn oas_bits(field: u32) -> Option<u32> {
-    match field {
-        0 => Some(32),
-        1 => Some(36),
-        2 => Some(40),
-        3 => Some(42),
-        4 => Some(44),
-        5 => Some(48),
-        6 => Some(52),
-        _ => None,
-    }
+    crate::mm::tcr::address_size_bits(u64::from(field))
 }
 
 /// What warden reads from IDR0, IDR1 and IDR5.
