@@ -73,8 +73,6 @@ static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 /// Everything the run-time paths need, fixed once the primary CPU has booted.
 pub struct Warden {
     pub board: Board,
-    pub platform: PlatformInfo,
-    pub layout: Layout,
     pub el2_mmu: El2Mmu,
     pub host_controls: HostEl2Controls,
     pub vtcr: u64,
@@ -287,8 +285,6 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let host_ram = host_ram_ranges(&platform, &layout);
     let w = WARDEN.call_once(|| Warden {
         board,
-        platform,
-        layout,
         el2_mmu,
         host_controls,
         vtcr,
