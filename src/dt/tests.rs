@@ -710,6 +710,8 @@ mod carveouts {
     const AT: u64 = 0x7c00_0000;
     const NODE: &str = "/reserved-memory/region@7c000000";
 
+    type Prop<'a> = (&'a str, &'a [u8]);
+
     fn s(text: &str) -> Vec<u8> {
         let mut v = text.as_bytes().to_vec();
         v.push(0);
@@ -806,7 +808,7 @@ mod carveouts {
 
     #[test]
     fn hostile_values() {
-        let cases: [(&[(&str, &[u8])], &str); 11] = [
+        let cases: [(&[Prop<'_>], &str); 11] = [
             (&[("warden,peer", &s("gpu"))], "warden,peer"),
             (&[("warden,peer", b"modem")], "warden,peer"),
             (&[("warden,peer", b"mo\0dem\0")], "warden,peer"),
