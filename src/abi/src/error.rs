@@ -15,8 +15,9 @@ pub enum AbiError {
     /// -1: unknown function ID, or the wrong calling convention (SMC32 twin of an SMC64 call).
     NotSupported,
     /// -2: malformed request: reserved bits or registers not zero, zero or unaligned size,
-    /// address overflow, unknown peer, index out of range, a range that is not inside exactly
-    /// one carveout, nothing transferred there (reclaim/release of host memory).
+    /// address overflow, unknown peer, a transfer's carveout index out of range, a range that
+    /// is not inside exactly one carveout, nothing transferred there (reclaim/release of host
+    /// memory).
     InvalidParameters,
     /// -3: the caller may not do this: a host-only call from a peer (or the reverse), a range
     /// touching warden's memory, a peer other than the carveout's, a transfer kind the
@@ -30,7 +31,8 @@ pub enum AbiError {
     Aborted,
     /// -7: the peer cannot take the range now (not running, mailbox busy); nothing changed.
     Retry,
-    /// -8: no entry: a violation sequence number no longer (or not yet) in the ring.
+    /// -8: no entry: a violation sequence number no longer (or not yet) in the ring, or a
+    /// `CARVEOUT_INFO` index at or above the count.
     NoData,
     /// -9: reclaim of a range the peer still holds (it has not released it).
     PeerHolds,
