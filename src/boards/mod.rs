@@ -40,3 +40,8 @@ mod qemu_virt;
 
 #[cfg(feature = "board-qemu-virt")]
 pub use qemu_virt::BOARD as CURRENT;
+
+/// The current board's carveouts (`/reserved-memory` nodes it adds to the host DT).
+#[cfg(feature = "board-qemu-virt")]
+#[path = "../../boards/qemu-virt/carveouts.rs"]
+pub mod carveouts;

@@ -53,6 +53,7 @@ pub use error::{DtError, NodeName, NodePath};
 pub use parse::parse;
 
 use crate::mm::MemRange;
+pub use warden_abi::handoff::{PeerId, Policy};
 
 /// `/memory` `reg` entries.
 pub const MAX_MEMORY_RANGES: usize = 16;
@@ -68,6 +69,8 @@ pub const MAX_PCIE: usize = 4;
 pub const MAX_PCIE_WINDOWS: usize = 8;
 /// `iommu-map` entries of one PCIe host bridge.
 pub const MAX_IOMMU_MAP: usize = 8;
+/// Carveouts (`/reserved-memory` children handed to peers; see `docs/carveouts.md`).
+pub const MAX_CARVEOUTS: usize = 16;
 /// Device ranges after page alignment and merging.
 pub const MAX_DEVICES: usize = 128;
 /// Node nesting depth, the root being level 1.
@@ -90,6 +93,30 @@ pub struct ReservedRegion {
     pub range: MemRange,
     /// `no-map`: the OS must not even map it (these become carveouts).
     pub no_map: bool,
+}
+
+/// Why a `/reserved-memory` child is a carveout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarveoutSource {
+    /// It has `warden,peer` or `warden,peer-id`.
+    Binding,
+    /// Its node name is a Qualcomm region name warden recognises (`mpss`, `adsp`, ...).
+    QcomName,
+}
+
+/// Memory a peer processor may be given (binding: `docs/carveouts.md`). Always `no-map` and
+/// page-aligned; also listed in [`PlatformInfo::reserved`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carveout {
+    /// The `/reserved-memory` child's node name.
+    pub name: NodeName,
+    pub range: MemRange,
+    pub peer: PeerId,
+    /// The transfer kind it accepts (`warden,policy`, default donate).
+    pub policy: Policy,
+    /// `warden,clear-on-reclaim`: every reclaim scrubs, CLEAR or not.
+    pub clear_on_reclaim: bool,
+    pub source: CarveoutSource,
 }
 
 /// How a secondary CPU is started, from its `enable-method`.
@@ -178,6 +205,9 @@ pub struct PlatformInfo {
     /// `/reserved-memory` children with `reg` (status not "disabled") and `/memreserve/`
     /// entries; sorted by address, non-overlapping, each inside `memory`.
     pub reserved: ArrayVec<ReservedRegion, MAX_RESERVED>,
+    /// The reserved regions that are carveouts, sorted by address (their order is the
+    /// carveout index of the hypercall ABI).
+    pub carveouts: ArrayVec<Carveout, MAX_CARVEOUTS>,
     /// CPUs in DT order (at least one).
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
     pub psci: Option<PsciConduit>,

@@ -32,6 +32,7 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
         info: PlatformInfo {
             memory: ArrayVec::new(),
             reserved: ArrayVec::new(),
+            carveouts: ArrayVec::new(),
             cpus: ArrayVec::new(),
             psci: None,
             uart: None,
@@ -389,10 +390,41 @@ impl State<'_> {
         let name =
             NodeName::from(v.node.name).map_err(|_| DtError::NameTooLong { path: v.path() })?;
         let no_map = v.node.has_prop("no-map");
+        let carveout = carveout_binding(v)?;
+        let mut regs = 0usize;
         for_each_reg(v, |entry| {
             let range = required_range(v, &entry)?;
+            regs += 1;
+            if let Some((peer, policy, clear_on_reclaim, source)) = carveout {
+                let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
+                if !no_map {
+                    return Err(bad(
+                        "no-map",
+                        "missing on a warden carveout: the kernel would map it (add no-map;)",
+                    ));
+                }
+                if regs > 1 {
+                    return Err(bad("reg", "a warden carveout has exactly one reg entry"));
+                }
+                if !range.is_page_aligned() {
+                    return Err(bad(
+                        "reg",
+                        "a warden carveout must be 4 KiB aligned in base and size",
+                    ));
+                }
+                let carveout = Carveout { name, range, peer, policy, clear_on_reclaim, source };
+                push(&mut self.info.carveouts, carveout, "carveouts (MAX_CARVEOUTS)")?;
+            }
             push(&mut self.info.reserved, ReservedRegion { name, range, no_map }, RESERVED)
-        })
+        })?;
+        if carveout.is_some() && regs == 0 {
+            return Err(DtError::BadProperty {
+                path: v.path(),
+                property: "reg",
+                what: "missing on a warden carveout (dynamic reserved memory cannot be one)",
+            });
+        }
+        Ok(())
     }
 
     fn smmu(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
@@ -537,6 +569,7 @@ impl State<'_> {
                 });
             }
         }
+        info.carveouts.sort_unstable_by_key(|c| c.range.start);
         for region in &info.reserved {
             if !covered(&info.memory, &region.range) {
                 return Err(DtError::ReservedOutsideMemory {
@@ -566,6 +599,85 @@ fn covered(memory: &[MemRange], range: &MemRange) -> bool {
         }
     }
     false
+}
+
+/// Qualcomm `/reserved-memory` node names (without `@unit`) that are carveouts by default,
+/// and their peer. Older Qualcomm DTs name the regions this way (`mpss@8e000000`); newer ones
+/// use `memory@...` with labels that do not survive compilation, and need `warden,peer`.
+pub const QCOM_CARVEOUT_NAMES: [(&str, PeerId); 12] = [
+    ("mpss", PeerId::MODEM),
+    ("mpss-mem", PeerId::MODEM),
+    ("mpss_mem", PeerId::MODEM),
+    ("modem", PeerId::MODEM),
+    ("modem_mem", PeerId::MODEM),
+    ("adsp", PeerId::DSP),
+    ("adsp_mem", PeerId::DSP),
+    ("cdsp", PeerId::DSP),
+    ("cdsp_mem", PeerId::DSP),
+    ("slpi", PeerId::DSP),
+    ("slpi_mem", PeerId::DSP),
+    ("dsp", PeerId::DSP),
+];
+
+/// The carveout binding of a `/reserved-memory` child: `None` if it is not a carveout, else
+/// (peer, policy, clear-on-reclaim, why). See `docs/carveouts.md`.
+fn carveout_binding(
+    v: &Visit<'_, '_>,
+) -> Result<Option<(PeerId, Policy, bool, CarveoutSource)>, DtError> {
+    let node = &v.node;
+    let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
+    let by_name = node.prop("warden,peer").map(|value| {
+        string_value(value)
+            .and_then(PeerId::from_name)
+            .ok_or(bad("warden,peer", "unknown peer (known: \"modem\", \"dsp\")"))
+    });
+    let by_id = node.prop("warden,peer-id").map(|value| {
+        <[u8; 4]>::try_from(value)
+            .ok()
+            .and_then(|cell| u8::try_from(u32::from_be_bytes(cell)).ok())
+            .and_then(PeerId::new)
+            .ok_or(bad("warden,peer-id", "must be one cell, 1..=63"))
+    });
+    let (peer, source) = match (by_name, by_id) {
+        (Some(_), Some(_)) => {
+            return Err(bad("warden,peer-id", "give warden,peer or warden,peer-id, not both"));
+        }
+        (Some(peer), None) | (None, Some(peer)) => (peer?, CarveoutSource::Binding),
+        (None, None) => {
+            let Some(&(_, peer)) =
+                QCOM_CARVEOUT_NAMES.iter().find(|(name, _)| *name == node.base_name())
+            else {
+                for property in ["warden,policy", "warden,clear-on-reclaim"] {
+                    if node.has_prop(property) {
+                        return Err(bad(property, "given without warden,peer"));
+                    }
+                }
+                return Ok(None);
+            };
+            (peer, CarveoutSource::QcomName)
+        }
+    };
+    let policy = match node.prop("warden,policy") {
+        None => Policy::Donate,
+        Some(value) => string_value(value)
+            .and_then(Policy::from_name)
+            .ok_or(bad("warden,policy", "must be \"donate\" or \"lend\""))?,
+    };
+    let clear_on_reclaim = match node.prop("warden,clear-on-reclaim") {
+        None => false,
+        Some([]) => true,
+        Some(_) => return Err(bad("warden,clear-on-reclaim", "is a flag: it takes no value")),
+    };
+    Ok(Some((peer, policy, clear_on_reclaim, source)))
+}
+
+/// A property holding exactly one NUL-terminated UTF-8 string.
+fn string_value(value: &[u8]) -> Option<&str> {
+    let (&last, text) = value.split_last()?;
+    if last != 0 || text.contains(&0) {
+        return None;
+    }
+    core::str::from_utf8(text).ok()
 }
 
 fn is_cpu(node: &Node<'_>) -> bool {

@@ -702,3 +702,200 @@ proptest! {
         let _ = apply(&blob, &DtEdit::new());
     }
 }
+
+mod carveouts {
+    use super::*;
+    use crate::boards::carveouts as board;
+
+    const AT: u64 = 0x7c00_0000;
+    const NODE: &str = "/reserved-memory/region@7c000000";
+
+    type Prop<'a> = (&'a str, &'a [u8]);
+
+    fn s(text: &str) -> Vec<u8> {
+        let mut v = text.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    /// The fixture with `/reserved-memory/region@7c000000` (16 MiB, no-map) and `props` on it.
+    fn region(props: &[(&str, &[u8])]) -> Vec<u8> {
+        let edit = DtEdit::new().reserve_no_map("region", r(AT, AT + 0x100_0000));
+        let edit = props.iter().fold(edit, |e, (name, value)| e.set_property(NODE, name, value));
+        edited(edit)
+    }
+
+    fn bad_property(blob: &[u8]) -> (&'static str, &'static str) {
+        match parse_err(blob) {
+            DtError::BadProperty { path, property, what } => {
+                assert_eq!(path.as_str(), NODE);
+                (property, what)
+            }
+            other => panic!("expected BadProperty, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn qemu_fixture_has_none() {
+        assert!(parse(FIXTURE).unwrap().carveouts.is_empty());
+    }
+
+    #[test]
+    fn board_recipe() {
+        let blob = edited(board::add_to(DtEdit::new()));
+        let info = parse(&blob).unwrap();
+        assert_eq!(info.carveouts.len(), 2);
+        let [modem, dsp] = [info.carveouts[0], info.carveouts[1]];
+        assert_eq!(modem.name.as_str(), "modem@7c000000");
+        assert_eq!(modem.range, r(0x7c00_0000, 0x7d00_0000));
+        assert_eq!((modem.peer, modem.policy), (PeerId::MODEM, Policy::Donate));
+        assert!(!modem.clear_on_reclaim);
+        assert_eq!(dsp.range, r(0x7d00_0000, 0x7e00_0000));
+        assert_eq!((dsp.peer, dsp.policy), (PeerId::DSP, Policy::Lend));
+        assert!(dsp.clear_on_reclaim);
+        assert!(info.carveouts.iter().all(|c| c.source == CarveoutSource::Binding));
+        // They are reserved (no-map) regions too, so the host never gets them as RAM.
+        for c in &info.carveouts {
+            assert!(info.reserved.iter().any(|res| res.range == c.range && res.no_map));
+        }
+        assert_eq!(board::MODEM.node_path(), "/reserved-memory/modem@7c000000");
+    }
+
+    #[test]
+    fn binding_properties() {
+        let c = parse(&region(&[("warden,peer-id", &cells(&[2]))])).unwrap().carveouts[0];
+        assert_eq!((c.peer, c.policy, c.clear_on_reclaim), (PeerId::DSP, Policy::Donate, false));
+        let c = parse(&region(&[
+            ("warden,peer", &s("modem")),
+            ("warden,policy", &s("lend")),
+            ("warden,clear-on-reclaim", &[]),
+        ]))
+        .unwrap()
+        .carveouts[0];
+        assert_eq!((c.peer, c.policy, c.clear_on_reclaim), (PeerId::MODEM, Policy::Lend, true));
+        // Without any warden property and with an ordinary name: reserved, not a carveout.
+        let info = parse(&region(&[])).unwrap();
+        assert!(info.carveouts.is_empty());
+        assert_eq!(info.reserved.len(), 1);
+    }
+
+    #[test]
+    fn qualcomm_names() {
+        for (name, peer) in [
+            ("mpss", PeerId::MODEM),
+            ("modem", PeerId::MODEM),
+            ("mpss_mem", PeerId::MODEM),
+            ("adsp", PeerId::DSP),
+            ("cdsp", PeerId::DSP),
+            ("slpi", PeerId::DSP),
+            ("dsp", PeerId::DSP),
+        ] {
+            let blob = edited(DtEdit::new().reserve_no_map(name, r(AT, AT + 0x80_0000)));
+            let c = parse(&blob).unwrap().carveouts[0];
+            assert_eq!((c.peer, c.source), (peer, CarveoutSource::QcomName), "{name}");
+            assert_eq!(c.policy, Policy::Donate);
+        }
+        // The binding overrides the name.
+        let blob =
+            edited(DtEdit::new().reserve_no_map("mpss", r(AT, AT + 0x80_0000)).set_property(
+                "/reserved-memory/mpss@7c000000",
+                "warden,peer",
+                &s("dsp"),
+            ));
+        let c = parse(&blob).unwrap().carveouts[0];
+        assert_eq!((c.peer, c.source), (PeerId::DSP, CarveoutSource::Binding));
+    }
+
+    #[test]
+    fn hostile_values() {
+        let cases: [(&[Prop<'_>], &str); 11] = [
+            (&[("warden,peer", &s("gpu"))], "warden,peer"),
+            (&[("warden,peer", b"modem")], "warden,peer"),
+            (&[("warden,peer", b"mo\0dem\0")], "warden,peer"),
+            (&[("warden,peer", &[])], "warden,peer"),
+            (&[("warden,peer-id", &cells(&[0]))], "warden,peer-id"),
+            (&[("warden,peer-id", &cells(&[64]))], "warden,peer-id"),
+            (&[("warden,peer-id", &cells(&[1, 1]))], "warden,peer-id"),
+            (&[("warden,peer", &s("modem")), ("warden,peer-id", &cells(&[1]))], "warden,peer-id"),
+            (&[("warden,peer", &s("modem")), ("warden,policy", &s("share"))], "warden,policy"),
+            (
+                &[("warden,peer", &s("modem")), ("warden,clear-on-reclaim", &[1])],
+                "warden,clear-on-reclaim",
+            ),
+            (&[("warden,policy", &s("lend"))], "warden,policy"),
+        ];
+        for (props, property) in cases {
+            assert_eq!(bad_property(&region(props)).0, property, "{props:?}");
+        }
+    }
+
+    #[test]
+    fn carveout_without_no_map_is_refused() {
+        let blob = region(&[("warden,peer", &s("modem"))]);
+        let blob = apply(&blob, &DtEdit::new().remove_property(NODE, "no-map")).unwrap();
+        let (property, what) = bad_property(&blob);
+        assert_eq!(property, "no-map");
+        assert!(what.contains("kernel would map it"), "{what}");
+        let message = alloc::format!("{}", parse_err(&blob));
+        assert!(message.contains(NODE) && message.contains("no-map"), "{message}");
+        // A Qualcomm-named region too.
+        let blob = edited(DtEdit::new().reserve_no_map("mpss", r(AT, AT + 0x80_0000)));
+        let blob = apply(
+            &blob,
+            &DtEdit::new().remove_property("/reserved-memory/mpss@7c000000", "no-map"),
+        )
+        .unwrap();
+        assert!(matches!(parse_err(&blob), DtError::BadProperty { property: "no-map", .. }));
+    }
+
+    #[test]
+    fn carveout_shapes() {
+        let peer = s("modem");
+        // Not page-aligned.
+        let blob = edited(DtEdit::new().reserve_no_map("region", r(AT, AT + 0x800)).set_property(
+            "/reserved-memory/region@7c000000",
+            "warden,peer",
+            &peer,
+        ));
+        assert_eq!(bad_property(&blob).0, "reg");
+        // Two reg entries.
+        let two = cells(&[0, 0x7c00_0000, 0, 0x1000, 0, 0x7c01_0000, 0, 0x1000]);
+        let blob = region(&[("warden,peer", &peer), ("reg", &two)]);
+        assert_eq!(bad_property(&blob), ("reg", "a warden carveout has exactly one reg entry"));
+        // No reg at all (a dynamic reservation).
+        let blob =
+            apply(&region(&[("warden,peer", &peer)]), &DtEdit::new().remove_property(NODE, "reg"))
+                .unwrap();
+        assert_eq!(bad_property(&blob).0, "reg");
+        // Disabled: ignored entirely, even with bad values.
+        let blob = region(&[("warden,peer", &s("gpu")), ("status", &s("disabled"))]);
+        assert!(parse(&blob).unwrap().carveouts.is_empty());
+    }
+
+    #[test]
+    fn existing_reserved_checks_apply() {
+        let peer = s("modem");
+        // Outside /memory.
+        let blob = edited(
+            DtEdit::new().reserve_no_map("region", r(0x8000_0000, 0x8100_0000)).set_property(
+                "/reserved-memory/region@80000000",
+                "warden,peer",
+                &peer,
+            ),
+        );
+        assert!(matches!(parse_err(&blob), DtError::ReservedOutsideMemory { .. }));
+        // Overlapping another reserved region.
+        let blob =
+            edited(board::add_to(DtEdit::new()).reserve_no_map("fw", r(0x7cff_0000, 0x7d01_0000)));
+        assert!(matches!(parse_err(&blob), DtError::ReservedOverlap { .. }));
+    }
+
+    #[test]
+    fn too_many() {
+        let edit = (0..=MAX_CARVEOUTS as u64).fold(DtEdit::new(), |e, n| {
+            let at = 0x6000_0000 + n * 0x10_0000;
+            e.reserve_no_map("mpss", r(at, at + 0x1000))
+        });
+        assert!(matches!(parse_err(&edited(edit)), DtError::TooMany { limit: MAX_CARVEOUTS, .. }));
+    }
+}

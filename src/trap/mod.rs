@@ -13,16 +13,19 @@ pub mod frame;
 pub mod inject;
 pub mod psci;
 pub mod smccc;
+pub mod violations;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
+use warden_abi::handoff::Owner;
 
 use crate::boards::{Board, ViolationPolicy};
 use esr::{AbortReport, Esr, ExceptionClass};
 use inject::{El1ExceptionRegs, HostEl1, InjectError, Injection, TrappedState};
 use psci::Psci;
 use smccc::{SmcccCall, SmcccReturn};
+use violations::{Violation, ViolationRing};
 
 /// The hardware-dependent pieces the trap path needs, implemented by the aarch64 integration
 /// (and by `fake::FakePlatform` in tests). One value per CPU per trap.
@@ -47,9 +50,15 @@ pub trait Platform {
     /// The host asked for SYSTEM_OFF/SYSTEM_RESET(2): called just before the call goes to EL3,
     /// so warden can report its final state (it does not return on success).
     fn before_system_power_down(&mut self);
+    /// Who owns `ipa` (from the ownership tracker), recorded with a violation there.
+    fn owner_of(&self, ipa: u64) -> Owner {
+        let _ = ipa;
+        Owner::Unknown
+    }
 }
 
-/// Violations logged in full before rate limiting starts; after that, only the 2^k-th.
+/// Unhandled traps logged in full before rate limiting starts; after that, only the 2^k-th.
+/// (Violations are rate-limited per incident by [`ViolationRing`].)
 pub const LOG_FIRST_VIOLATIONS: u64 = 16;
 
 /// Whether the `n`-th event (1-based) of a kind is logged.
@@ -57,26 +66,32 @@ pub const fn should_log(n: u64) -> bool {
     n <= LOG_FIRST_VIOLATIONS || n.is_power_of_two()
 }
 
-/// State shared by every CPU's trap handling: PSCI and counters. Lives in a static.
+/// State shared by every CPU's trap handling: PSCI, the violation ring and counters. Lives in
+/// a static.
 #[derive(Debug)]
 pub struct TrapHandler {
     psci: Psci,
-    violations: AtomicU64,
+    violations: ViolationRing,
     unhandled: AtomicU64,
 }
 
 impl TrapHandler {
     pub const fn new(psci: Psci) -> Self {
-        TrapHandler { psci, violations: AtomicU64::new(0), unhandled: AtomicU64::new(0) }
+        TrapHandler { psci, violations: ViolationRing::new(), unhandled: AtomicU64::new(0) }
     }
 
     pub fn psci(&self) -> &Psci {
         &self.psci
     }
 
-    /// Host accesses refused by stage-2 so far.
+    /// Host accesses refused by stage-2 so far (repeats included).
     pub fn violation_count(&self) -> u64 {
-        self.violations.load(Ordering::Relaxed)
+        self.violations.accesses()
+    }
+
+    /// The recorded incidents (for `VIOLATION_COUNT`/`VIOLATION_INFO`).
+    pub fn violations(&self) -> &ViolationRing {
+        &self.violations
     }
 
     /// Traps warden does not handle and turned into UNDEFINED so far.
@@ -131,19 +146,27 @@ impl TrapHandler {
     fn violation<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
         let report = AbortReport { esr, far: frame.far, hpfar: frame.hpfar };
         let cpu = platform.cpu_index();
-        let n = self.violations.fetch_add(1, Ordering::Relaxed) + 1;
+        let owner = report.ipa().map_or(Owner::Unknown, |ipa| platform.owner_of(ipa));
+        let cpu_u32 = u32::try_from(cpu).unwrap_or(u32::MAX);
+        let recorded =
+            self.violations.record(Violation::from_abort(&report, frame.elr, owner, cpu_u32));
+        let n = recorded.accesses;
         let board = platform.board();
         if board.violation_policy == ViolationPolicy::Panic {
             panic!(
-                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x}",
+                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
+                 owner {owner:?}",
                 frame.elr, frame.spsr
             );
         }
-        if should_log(n) {
+        if recorded.log {
             log::warn!(
-                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x}",
+                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
+                 owner {owner:?} (incident {}, seen {} times)",
                 frame.elr,
-                frame.spsr
+                frame.spsr,
+                recorded.seq,
+                recorded.count
             );
         }
         let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
@@ -325,6 +348,33 @@ mod tests {
         assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x400);
         assert_eq!(p.el1_writes[1].esr, 0x9200_0050);
         assert_eq!(h.violation_count(), 2);
+    }
+
+    #[test]
+    fn violations_are_recorded_as_incidents() {
+        let (h, _el3, mut p) = setup();
+        for _ in 0..3 {
+            let mut f = frame(DABT_WRITE, 0, [0; 3]);
+            h.handle_lower_sync(&mut f, &mut p);
+        }
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        f.elr += 4;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 4);
+        assert_eq!(p.el1_writes.len(), 4, "every access gets its SEA");
+        let counts = h.violations().counts();
+        assert_eq!((counts.incidents, counts.oldest, counts.accesses), (2, 0, 4));
+        let first = h.violations().get(0).unwrap();
+        assert_eq!(first.count, 3);
+        assert_eq!(first.ipa, Some(0x7000_0008));
+        assert_eq!(first.va, Some(0xffff_0000_7000_0008));
+        assert_eq!(first.elr, 0xffff_8000_1000_0000);
+        assert_eq!(first.esr, DABT_WRITE);
+        assert!(first.access.write);
+        assert_eq!(first.access.size, Some(8));
+        assert_eq!(first.owner, Owner::Unknown);
+        assert_eq!(first.cpu, 0);
+        assert_eq!(h.violations().get(1).unwrap().elr, 0xffff_8000_1000_0004);
     }
 
     #[test]

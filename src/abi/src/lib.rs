@@ -7,6 +7,11 @@
 //! Every ID and error code here is stable: see `docs/abi.md`.
 #![no_std]
 
+pub mod error;
+pub mod handoff;
+
+pub use error::AbiError;
+
 /// SMCCC function ID fields.
 pub mod smccc {
     /// Bit 31: fast call (all calls warden handles are fast calls).
