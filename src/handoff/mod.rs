@@ -80,6 +80,14 @@ pub trait DmaStage2 {
     fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError>;
 }
 
+/// warden's SMMU: host devices use stage-2-only STEs walking the host's own stage-2 tables, so
+/// this is exactly the invalidation a host stage-2 unmap needs.
+impl<M: crate::smmu::io::SmmuIo> DmaStage2 for crate::smmu::Smmu<M> {
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
+        self.invalidate_s2_ipa_range(vmid, range)
+    }
+}
+
 /// A carveout: a physical range reserved for one peer (from `/reserved-memory`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Carveout {
