@@ -4,6 +4,7 @@
 pub mod el2;
 pub mod frame;
 pub mod layout;
+pub mod ownership;
 pub mod pgtable;
 pub mod range;
 pub mod stage2;

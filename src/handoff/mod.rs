@@ -1,0 +1,586 @@
+//! Carveout handoff between the host and a peer processor: DONATE, LEND, peer RELEASE and
+//! RECLAIM, written once over narrow traits so a recording fake can check the order.
+//!
+//! # Donate / lend (host → peer)
+//! 1. Tracker: every page `Host` → `HandingOff` (refused otherwise; nothing changes).
+//! 2. Host CPU stage-2: unmap with break-before-make (`DSB ISHST; TLBI IPAS2E1IS` per removed
+//!    entry; `DSB ISH; TLBI VMALLE1IS; DSB ISH; ISB`), the host's VMID being current.
+//! 3. SMMU: host devices walk the host's stage-2 tables themselves, so step 2 removed their
+//!    mappings too; their TLBs are invalidated for the range and VMID ([`DmaStage2`]) and the
+//!    CMD_SYNC must complete.
+//! 4. Optional CLEAR: zero the range. Then `DC CIVAC` over every line, `DSB SY`: no dirty line
+//!    of the host's can later be written back over the peer's data, and no clean line can hit
+//!    instead of the peer's writes (the seed: a non-coherent modem's XPU faults on such lines).
+//! 5. Peer stage-2: map the range (identity, `peer_attrs`) with the peer's VMID current, then
+//!    the host's again.
+//! 6. Tracker: `HandingOff` → `Donated`/`Lent { released: false }`. The integrator tells the
+//!    peer only after this returns.
+//!
+//! # Reclaim (peer → host)
+//! Refused unless the range is entirely donated or lent to that peer *and* the peer released
+//! it. Then: tracker → `Reclaiming`; peer stage-2 unmap with break-before-make and TLBIs under
+//! the peer's VMID; the host's VMID current again; with CLEAR: zero, `DC CVAC` over every line,
+//! `DSB SY` (the zeros reach the PoC before anyone with any memory attributes reads them); map
+//! into the host's stage-2; tracker → `Host`.
+//!
+//! No SMMU invalidation is needed when the host *gains* access: TLBs (CPU and SMMU) never hold
+//! invalid (faulting) entries, and `map` ends with `DSB ISHST` so the table walkers, the SMMU's
+//! included (it walks the same tables, coherently on the supported boards), see the new
+//! entries. Peers have no SMMU stage-2 here, so reclaim issues no SMMU command.
+//!
+//! # Errors
+//! Every request is validated first (alignment, overflow, carveout, peer, tracker state); a
+//! refused request changes nothing. The page-table frames a transfer can need are reserved up
+//! front ([`reserve`]), so the table steps cannot run out of frames. If a step still fails the
+//! sequence is rolled back to the previous owner: the tracker and the tables are as before.
+//!
+//! A failed SMMU invalidation during donate/lend means warden cannot prove that no host device
+//! still holds a translation for the range, so the range must not reach the peer: the host's
+//! mapping is restored (restoring access the host already had needs no invalidation), the
+//! tracker says `Host` again and the call returns [`HandoffError::DmaSync`].
+//!
+//! # Concurrency
+//! Each carveout has its own lock, held for the whole transfer: the same carveout is
+//! serialized, different carveouts proceed in parallel. The tracker has its own short lock
+//! (check-and-mark at the start, commit at the end; never held across hardware operations).
+//! Each stage-2 table has its own lock, held only while it is edited; the frame allocator's
+//! lock only while the reserve is taken and returned. Lock order: carveout → tracker, or
+//! carveout → one stage-2 table, or carveout → frames; never two tables at once. TLB
+//! maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
+
+pub mod reserve;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use spin::Mutex;
+
+use crate::arch::{CacheMaintenance, CacheOp, TlbMaintenance, dcache_range};
+use crate::mm::ownership::{OwnershipError, OwnershipTracker, PageState, PeerId, TransferKind};
+use crate::mm::{Attrs, FrameAllocator, MapError, MemRange, PAGE_SIZE, PageTable, Stage2};
+use crate::smmu::SmmuError;
+use reserve::{FrameReserve, UNMAP_BOUND, map_bound};
+
+/// The CPU-side hardware effects of a transfer, on the CPU running it.
+pub trait HandoffCpu: TlbMaintenance + CacheMaintenance {
+    /// Makes the stage-2 of `vmid` (root at `root_pa`) current on this CPU, so that stage-2
+    /// TLB maintenance applies to it: on hardware `VTTBR_EL2 = vttbr(root_pa, vmid); ISB`.
+    fn load_stage2(&self, vmid: u16, root_pa: u64);
+    /// Writes zeros over `range` through warden's own mapping of it (the data cache may hold
+    /// them afterwards: the caller cleans to the PoC).
+    fn zero(&self, range: MemRange);
+}
+
+/// Stage-2 TLB invalidation in the SMMU(s) translating host devices.
+pub trait DmaStage2 {
+    /// Invalidates every SMMU TLB entry for `range` of `vmid`'s IPA space and waits for the
+    /// invalidation to complete (CMD_SYNC). An error means completion is not known.
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError>;
+}
+
+/// warden's SMMU: host devices use stage-2-only STEs walking the host's own stage-2 tables, so
+/// this is exactly the invalidation a host stage-2 unmap needs.
+impl<M: crate::smmu::io::SmmuIo> DmaStage2 for crate::smmu::Smmu<M> {
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
+        self.invalidate_s2_ipa_range(vmid, range)
+    }
+}
+
+/// A carveout: a physical range reserved for one peer (from `/reserved-memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carveout {
+    pub range: MemRange,
+    pub peer: PeerId,
+}
+
+/// Request flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferFlags {
+    /// Zero the range before the receiver (peer on donate/lend, host on reclaim) sees it.
+    pub clear: bool,
+}
+
+/// Why a request was refused or failed. Every error leaves ownership and tables as they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffError {
+    /// Size 0.
+    ZeroSize,
+    /// Base or size not a multiple of 4 KiB.
+    Unaligned,
+    /// `base + size` wraps the address space.
+    Overflow,
+    /// Not entirely inside one carveout (touches warden's or other memory, or straddles a
+    /// carveout's edge).
+    NotInCarveout,
+    /// No such peer.
+    UnknownPeer,
+    /// The carveout is reserved for a different peer.
+    WrongPeer,
+    /// Some page is not the host's to give (already donated or lent, or in flight).
+    NotHostOwned,
+    /// Some page is not donated or lent to that peer.
+    NotHeldByPeer,
+    /// The peer has not released the range yet.
+    PeerStillHolds,
+    /// Not enough free page-table frames to reserve for the transfer.
+    OutOfFrames,
+    /// A stage-2 table operation failed (rolled back).
+    Stage2(MapError),
+    /// The SMMU invalidation did not complete (rolled back: the host keeps the range).
+    DmaSync(SmmuError),
+    /// The tracker disagreed with itself mid-transfer (a bug; the transfer was rolled back
+    /// where possible).
+    Internal(OwnershipError),
+}
+
+impl fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandoffError::ZeroSize => write!(f, "size is zero"),
+            HandoffError::Unaligned => write!(f, "base or size not page aligned"),
+            HandoffError::Overflow => write!(f, "range wraps the address space"),
+            HandoffError::NotInCarveout => write!(f, "range is not inside one carveout"),
+            HandoffError::UnknownPeer => write!(f, "unknown peer"),
+            HandoffError::WrongPeer => write!(f, "carveout belongs to another peer"),
+            HandoffError::NotHostOwned => write!(f, "range is not entirely the host's"),
+            HandoffError::NotHeldByPeer => write!(f, "range is not held by that peer"),
+            HandoffError::PeerStillHolds => write!(f, "peer has not released the range"),
+            HandoffError::OutOfFrames => write!(f, "no page-table frames to reserve"),
+            HandoffError::Stage2(e) => write!(f, "stage-2: {e}"),
+            HandoffError::DmaSync(e) => write!(f, "SMMU invalidation failed: {e}"),
+            HandoffError::Internal(e) => write!(f, "ownership tracker inconsistent: {e}"),
+        }
+    }
+}
+
+/// Why the carveout list was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CarveoutError {
+    /// Empty or not page aligned.
+    BadRange(MemRange),
+    /// Two carveouts overlap.
+    Overlap(MemRange, MemRange),
+    /// Not entirely tracked memory in one state.
+    NotTracked(MemRange),
+}
+
+struct CarveoutSlot {
+    carveout: Carveout,
+    /// Serializes transfers within this carveout.
+    busy: Mutex<()>,
+}
+
+/// Shared ownership state: the tracker and the carveouts with their locks.
+pub struct HandoffState {
+    tracker: Mutex<OwnershipTracker>,
+    carveouts: Vec<CarveoutSlot>,
+}
+
+impl HandoffState {
+    /// Takes the tracker (describing all memory) and the carveouts (page aligned, disjoint,
+    /// each tracked in a single state).
+    pub fn new(tracker: OwnershipTracker, carveouts: &[Carveout]) -> Result<Self, CarveoutError> {
+        let mut sorted: Vec<Carveout> = carveouts.to_vec();
+        sorted.sort_by_key(|c| c.range.start);
+        for c in &sorted {
+            if c.range.is_empty() || !c.range.is_page_aligned() {
+                return Err(CarveoutError::BadRange(c.range));
+            }
+            if tracker.state_of(c.range).is_err() {
+                return Err(CarveoutError::NotTracked(c.range));
+            }
+        }
+        for pair in sorted.windows(2) {
+            if pair[0].range.overlaps(&pair[1].range) {
+                return Err(CarveoutError::Overlap(pair[0].range, pair[1].range));
+            }
+        }
+        let carveouts = sorted
+            .into_iter()
+            .map(|carveout| CarveoutSlot { carveout, busy: Mutex::new(()) })
+            .collect();
+        Ok(Self { tracker: Mutex::new(tracker), carveouts })
+    }
+
+    /// The tracker, locked (for queries and for deriving tables).
+    pub fn tracker(&self) -> spin::MutexGuard<'_, OwnershipTracker> {
+        self.tracker.lock()
+    }
+
+    /// The carveouts, sorted by address.
+    pub fn carveouts(&self) -> impl Iterator<Item = Carveout> + '_ {
+        self.carveouts.iter().map(|s| s.carveout)
+    }
+
+    fn slot_for(&self, range: MemRange) -> Result<&CarveoutSlot, HandoffError> {
+        self.carveouts
+            .iter()
+            .find(|s| s.carveout.range.contains_range(&range))
+            .ok_or(HandoffError::NotInCarveout)
+    }
+
+    fn transition(
+        &self,
+        range: MemRange,
+        from: PageState,
+        to: PageState,
+    ) -> Result<(), OwnershipError> {
+        self.tracker.lock().transition(range, from, to)
+    }
+}
+
+/// A stage-2 translation warden edits: its table and the VMID it runs under.
+pub struct Stage2Ref<'a> {
+    pub vmid: u16,
+    pub table: &'a Mutex<PageTable<Stage2>>,
+    /// What a page handed to this agent is mapped with.
+    pub attrs: Attrs,
+}
+
+/// A peer and its stage-2.
+pub struct PeerRef<'a> {
+    pub id: PeerId,
+    pub stage2: Stage2Ref<'a>,
+}
+
+/// Everything a transfer touches. `cpu` is the CPU running it; the rest is shared.
+pub struct HandoffCtx<'a, H: ?Sized, D: ?Sized, A: ?Sized> {
+    pub cpu: &'a H,
+    pub smmu: &'a Mutex<D>,
+    pub frames: &'a Mutex<A>,
+    pub host: Stage2Ref<'a>,
+    pub peers: &'a [PeerRef<'a>],
+    pub state: &'a HandoffState,
+}
+
+/// `[base, base + size)` if it is a valid request range.
+pub fn request_range(base: u64, size: u64) -> Result<MemRange, HandoffError> {
+    if size == 0 {
+        return Err(HandoffError::ZeroSize);
+    }
+    if !base.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+        return Err(HandoffError::Unaligned);
+    }
+    MemRange::from_base_size(base, size).ok_or(HandoffError::Overflow)
+}
+
+/// Gives `[base, base + size)` of a carveout to `peer`: the peer owns it afterwards.
+pub fn donate<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    flags: TransferFlags,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    transfer(ctx, base, size, peer, TransferKind::Donate, flags)
+}
+
+/// Lends `[base, base + size)` of a carveout to `peer`: the host stays the owner but only the
+/// peer can access it until it is released and reclaimed.
+pub fn lend<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    flags: TransferFlags,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    transfer(ctx, base, size, peer, TransferKind::Lend, flags)
+}
+
+/// The peer's side: it is done with `[base, base + size)` (donated or lent to it), so the host
+/// may reclaim it. The peer keeps its mapping until the reclaim removes it.
+pub fn release<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+) -> Result<(), HandoffError>
+where
+    H: ?Sized,
+    D: ?Sized,
+    A: ?Sized,
+{
+    let range = request_range(base, size)?;
+    ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    let _serial = slot.busy.lock();
+    let mut tracker = ctx.state.tracker.lock();
+    let held = tracker.state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
+    let released = match held {
+        PageState::Donated { peer: p, .. } if p == peer => {
+            PageState::Donated { peer, released: true }
+        }
+        PageState::Lent { peer: p, .. } if p == peer => PageState::Lent { peer, released: true },
+        _ => return Err(HandoffError::NotHeldByPeer),
+    };
+    tracker.transition(range, held, released).map_err(HandoffError::Internal)
+}
+
+/// Takes `[base, base + size)` back from `peer` for the host (see the module documentation).
+pub fn reclaim<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    flags: TransferFlags,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    let range = request_range(base, size)?;
+    let peer_ref = ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    if slot.carveout.peer != peer {
+        return Err(HandoffError::NotHeldByPeer);
+    }
+    let _serial = slot.busy.lock();
+    let (held, kind) = {
+        let mut tracker = ctx.state.tracker.lock();
+        let held = tracker.state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
+        let (kind, released) = match held {
+            PageState::Donated { peer: p, released } if p == peer => {
+                (TransferKind::Donate, released)
+            }
+            PageState::Lent { peer: p, released } if p == peer => (TransferKind::Lend, released),
+            _ => return Err(HandoffError::NotHeldByPeer),
+        };
+        if !released {
+            return Err(HandoffError::PeerStillHolds);
+        }
+        let moving = PageState::Reclaiming { from: peer, kind };
+        tracker.transition(range, held, moving).map_err(HandoffError::Internal)?;
+        (held, kind)
+    };
+    let moving = PageState::Reclaiming { from: peer, kind };
+    let result =
+        ctx.with_reserve(range, |ctx, reserve| ctx.to_host(range, peer_ref, flags, reserve));
+    let (result, end_state) = match result {
+        Ok(()) => (Ok(()), PageState::Host),
+        Err(Rollback::Restored(e)) => (Err(e), held),
+        Err(Rollback::HostKeeps(e)) => (Err(e), PageState::Host),
+    };
+    ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    result
+}
+
+fn transfer<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    kind: TransferKind,
+    flags: TransferFlags,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    let range = request_range(base, size)?;
+    let peer_ref = ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    if slot.carveout.peer != peer {
+        return Err(HandoffError::WrongPeer);
+    }
+    let _serial = slot.busy.lock();
+    let moving = PageState::HandingOff { to: peer, kind };
+    ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
+    let result =
+        ctx.with_reserve(range, |ctx, reserve| ctx.to_peer(range, peer_ref, flags, reserve));
+    let end_state = match (&result, kind) {
+        (Ok(()), TransferKind::Donate) => PageState::Donated { peer, released: false },
+        (Ok(()), TransferKind::Lend) => PageState::Lent { peer, released: false },
+        (Err(_), _) => PageState::Host,
+    };
+    ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    result.map_err(|r| r.error())
+}
+
+/// How a failed sequence ended.
+enum Rollback {
+    /// Tables as before the transfer: the previous owner keeps the range.
+    Restored(HandoffError),
+    /// Reclaim only: the peer's mapping is gone and cannot safely come back; the range is the
+    /// host's (mapped for nobody else).
+    HostKeeps(HandoffError),
+}
+
+impl Rollback {
+    fn error(self) -> HandoffError {
+        match self {
+            Rollback::Restored(e) | Rollback::HostKeeps(e) => e,
+        }
+    }
+}
+
+impl<'a, H, D, A> HandoffCtx<'a, H, D, A>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    /// Runs `f` with frames reserved for every table operation a transfer of `range` (and its
+    /// rollback) can make.
+    fn with_reserve(
+        &self,
+        range: MemRange,
+        f: impl FnOnce(&Self, &mut FrameReserve) -> Result<(), Rollback>,
+    ) -> Result<(), Rollback> {
+        let host_level = self.host.table.lock().layout().start_level();
+        let peer_level = self.peers.iter().map(|p| p.stage2.table.lock().layout().start_level());
+        let level = peer_level.fold(host_level, u8::min);
+        // Forward: one unmap and one map; rollback: at most one more of each.
+        let count = 2 * (UNMAP_BOUND + map_bound(range, level));
+        let reserve = FrameReserve::take(&mut *self.frames.lock(), count);
+        let Some(mut reserve) = reserve else {
+            return Err(Rollback::Restored(HandoffError::OutOfFrames));
+        };
+        let result = f(self, &mut reserve);
+        reserve.release(&mut *self.frames.lock());
+        result
+    }
+
+    fn host_root(&self) -> u64 {
+        self.host.table.lock().root_pa()
+    }
+
+    fn map_host(&self, range: MemRange, reserve: &mut FrameReserve) -> Result<(), MapError> {
+        self.host.table.lock().map(range, range.start, self.host.attrs, reserve, self.cpu)
+    }
+
+    /// Steps 2-5 of donate/lend (module documentation).
+    fn to_peer(
+        &self,
+        range: MemRange,
+        peer: &PeerRef<'_>,
+        flags: TransferFlags,
+        reserve: &mut FrameReserve,
+    ) -> Result<(), Rollback> {
+        // The host's stage-2 is current: this runs on a hypercall from the host.
+        let unmapped = self.host.table.lock().unmap(range, reserve, self.cpu);
+        if let Err(e) = unmapped {
+            return Err(self.restore_host(range, reserve, HandoffError::Stage2(e)));
+        }
+        let synced = self.smmu.lock().invalidate_ipa_range(self.host.vmid, range);
+        if let Err(e) = synced {
+            return Err(self.restore_host(range, reserve, HandoffError::DmaSync(e)));
+        }
+        if flags.clear {
+            self.cpu.zero(range);
+        }
+        dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
+        let mapped = {
+            let mut table = peer.stage2.table.lock();
+            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+            let mapped = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            if mapped.is_err() {
+                // Removes what was mapped (with TLBIs under the peer's VMID); cannot need
+                // frames: `map` only created whole leaves inside `range`.
+                let _ = table.unmap(range, reserve, self.cpu);
+            }
+            mapped
+        };
+        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        match mapped {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.restore_host(range, reserve, HandoffError::Stage2(e))),
+        }
+    }
+
+    /// Gives the host back the mapping it had before a failed donate/lend.
+    fn restore_host(
+        &self,
+        range: MemRange,
+        reserve: &mut FrameReserve,
+        e: HandoffError,
+    ) -> Rollback {
+        match self.map_host(range, reserve) {
+            Ok(()) => Rollback::Restored(e),
+            // Pages stay unmapped for their owner, the host: safe, and reported.
+            Err(_) => Rollback::HostKeeps(e),
+        }
+    }
+
+    /// The reclaim sequence after the tracker said `Reclaiming`.
+    fn to_host(
+        &self,
+        range: MemRange,
+        peer: &PeerRef<'_>,
+        flags: TransferFlags,
+        reserve: &mut FrameReserve,
+    ) -> Result<(), Rollback> {
+        let unmapped = {
+            let mut table = peer.stage2.table.lock();
+            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+            let unmapped = table.unmap(range, reserve, self.cpu);
+            if unmapped.is_err() {
+                // The peer keeps the range; whatever part of its mapping could not be put back
+                // stays unmapped for its holder, which is safe.
+                let _ = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            }
+            unmapped
+        };
+        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        if let Err(e) = unmapped {
+            return Err(Rollback::Restored(HandoffError::Stage2(e)));
+        }
+        if flags.clear {
+            self.cpu.zero(range);
+            dcache_range(self.cpu, CacheOp::Clean, range.start, range.size());
+        }
+        match self.map_host(range, reserve) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.back_to_peer(range, peer, reserve, HandoffError::Stage2(e))),
+        }
+    }
+
+    /// After a failed host map in reclaim: remove whatever the host got, invalidate the SMMU
+    /// (host devices may have cached it), and map the peer again.
+    fn back_to_peer(
+        &self,
+        range: MemRange,
+        peer: &PeerRef<'_>,
+        reserve: &mut FrameReserve,
+        e: HandoffError,
+    ) -> Rollback {
+        // Cannot need frames: the failed `map` only created whole leaves inside `range`.
+        let removed = self.host.table.lock().unmap(range, reserve, self.cpu);
+        if removed.is_err() || self.smmu.lock().invalidate_ipa_range(self.host.vmid, range).is_err()
+        {
+            // The host may still reach part of it: it must stay the host's.
+            return Rollback::HostKeeps(e);
+        }
+        let mut table = peer.stage2.table.lock();
+        self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+        let remapped = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+        if remapped.is_err() {
+            let _ = table.unmap(range, reserve, self.cpu);
+        }
+        drop(table);
+        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        match remapped {
+            Ok(()) => Rollback::Restored(e),
+            Err(_) => Rollback::HostKeeps(e),
+        }
+    }
+}
+
+impl<'a, H: ?Sized, D: ?Sized, A: ?Sized> HandoffCtx<'a, H, D, A> {
+    fn peer(&self, id: PeerId) -> Result<&'a PeerRef<'a>, HandoffError> {
+        self.peers.iter().find(|p| p.id == id).ok_or(HandoffError::UnknownPeer)
+    }
+}

@@ -1,0 +1,134 @@
+//! Page-table frames reserved before a transfer starts, so that no table operation inside the
+//! sequence (nor its rollback) can fail for lack of frames, and the shared allocator's lock is
+//! held only to take and return the reserve.
+
+use alloc::vec::Vec;
+
+use crate::mm::{FrameAllocator, MemRange, PAGE_SIZE};
+
+/// Levels below `start_level` a map or unmap may need a new table at.
+fn entry_size(level: u8) -> u64 {
+    1 << (12 + 9 * (3 - u32::from(level.min(3))))
+}
+
+/// Upper bound on new tables `PageTable::map` needs for the identity map of `range` in a table
+/// whose walk starts at `start_level`: below levels where blocks exist (1 and 2) only the
+/// entries at the two edges of the range can need a table; below level 0 every 512 GiB region
+/// touched can.
+pub fn map_bound(range: MemRange, start_level: u8) -> usize {
+    if range.is_empty() {
+        return 0;
+    }
+    (start_level..3)
+        .map(|level| {
+            let size = entry_size(level);
+            let touched = ((range.end - 1) / size - range.start / size + 1) as usize;
+            if level == 0 { touched } else { touched.min(2) }
+        })
+        .sum()
+}
+
+/// Upper bound on new tables `PageTable::unmap` needs: splitting the 1 GiB and 2 MiB blocks at
+/// each edge of the range.
+pub const UNMAP_BOUND: usize = 4;
+
+/// A stash of zeroed frames; frees go back into the stash (they came from the reserve or from
+/// the tables this operation edits, which the shared allocator gave out earlier).
+pub struct FrameReserve {
+    frames: Vec<u64>,
+}
+
+impl FrameReserve {
+    /// Takes `count` single frames from `alloc`; `None` (with nothing taken) if it has fewer.
+    pub fn take<A: FrameAllocator + ?Sized>(alloc: &mut A, count: usize) -> Option<Self> {
+        let mut frames = Vec::with_capacity(count);
+        for _ in 0..count {
+            match alloc.alloc_zeroed(1) {
+                Some(pa) => frames.push(pa),
+                None => {
+                    for pa in frames {
+                        alloc.free(pa, 1);
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(Self { frames })
+    }
+
+    /// Gives every frame still held back to `alloc`.
+    pub fn release<A: FrameAllocator + ?Sized>(self, alloc: &mut A) {
+        for pa in self.frames {
+            alloc.free(pa, 1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+// SAFETY: every frame in the stash is a single frame obtained from a `FrameAllocator`
+// (`take`) or returned by page-table code that got it from this reserve or, earlier, from the
+// same shared allocator; either way it is owned by nobody else while stashed. Frames are zeroed
+// before they are handed out again, and only single-frame requests are served.
+unsafe impl FrameAllocator for FrameReserve {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+        if pages != 1 {
+            return None;
+        }
+        let pa = self.frames.pop()?;
+        // SAFETY: `pa` is a whole frame owned by this reserve (see above), reachable at its
+        // physical address per the allocator contract it came under.
+        unsafe { core::ptr::write_bytes(pa as usize as *mut u8, 0, PAGE_SIZE as usize) };
+        Some(pa)
+    }
+
+    fn free(&mut self, pa: u64, pages: usize) {
+        if pages == 1 && pa.is_multiple_of(PAGE_SIZE) {
+            self.frames.push(pa);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::frame::test_support::HeapFrames;
+
+    #[test]
+    fn bounds() {
+        let sz_2m = 2 << 20;
+        assert_eq!(map_bound(MemRange::new(0, 0), 1), 0);
+        // One page: one level-2 table and one level-3 table below a level-1 root.
+        assert_eq!(map_bound(MemRange::new(0x4030_0000, 0x4030_1000), 1), 2);
+        assert_eq!(map_bound(MemRange::new(0x4030_0000, 0x4030_1000), 0), 3);
+        // Straddling 2 MiB and 1 GiB boundaries: two tables per level.
+        assert_eq!(map_bound(MemRange::new((1 << 30) - sz_2m - 0x1000, (1 << 30) + 0x1000), 1), 4);
+    }
+
+    #[test]
+    fn reserve_is_all_or_nothing_and_returns_everything() {
+        let mut frames = HeapFrames::new(4);
+        assert!(FrameReserve::take(&mut frames, 5).is_none());
+        assert_eq!(frames.pool.allocated_pages(), 0);
+        let mut reserve = FrameReserve::take(&mut frames, 3).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), 3);
+        assert_eq!(reserve.alloc_zeroed(2), None);
+        let pa = reserve.alloc_zeroed(1).unwrap();
+        // SAFETY: `pa` is a live frame of the test pool, handed to this test.
+        unsafe { core::ptr::write_volatile(pa as usize as *mut u64, 7) };
+        reserve.free(pa, 1);
+        let again = reserve.alloc_zeroed(1).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { core::ptr::read_volatile(again as usize as *const u64) }, 0);
+        reserve.free(again, 1);
+        assert_eq!(reserve.len(), 3);
+        reserve.release(&mut frames);
+        assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+}

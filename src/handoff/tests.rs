@@ -1,0 +1,818 @@
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use proptest::prelude::*;
+use spin::Mutex;
+
+use super::*;
+use crate::arch::fake::{HwOp, Recorder};
+use crate::mm::frame::test_support::HeapFrames;
+use crate::mm::ownership::Accessor;
+use crate::mm::{Mapping, Perms, TableLayout};
+
+const HOST_VMID: u16 = 1;
+const MODEM: PeerId = PeerId(1);
+const DSP: PeerId = PeerId(2);
+const LINE: u64 = 64;
+const SZ_2M: u64 = 2 << 20;
+
+const WARDEN: MemRange = MemRange::new(0x4000_0000, 0x4020_0000);
+const HOST_RAM: MemRange = MemRange::new(0x4020_0000, 0x4080_0000);
+/// 64 KiB inside the host's first 2 MiB block.
+const C_MODEM: MemRange = MemRange::new(0x4030_0000, 0x4031_0000);
+/// 128 KiB straddling a 2 MiB boundary.
+const C_DSP: MemRange = MemRange::new(0x403f_0000, 0x4041_0000);
+/// A whole 2 MiB block.
+const C_BIG: MemRange = MemRange::new(0x4060_0000, 0x4080_0000);
+const CARVEOUTS: [Carveout; 3] = [
+    Carveout { range: C_MODEM, peer: MODEM },
+    Carveout { range: C_DSP, peer: DSP },
+    Carveout { range: C_BIG, peer: MODEM },
+];
+
+const HOST_ATTRS: Attrs = Attrs::normal(Perms::RWX);
+const PEER_ATTRS: Attrs = Attrs::normal(Perms::RW);
+
+/// One event in the single ordered log shared by the CPU fake and the SMMU fake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ev {
+    /// A barrier/TLB/cache operation and the VMID current when it was issued.
+    Cpu {
+        vmid: u16,
+        op: HwOp,
+    },
+    Load(u16),
+    Zero(MemRange),
+    Smmu {
+        vmid: u16,
+        range: MemRange,
+    },
+}
+
+type Log = Rc<RefCell<Vec<Ev>>>;
+
+/// CPU fake: forwards to a [`Recorder`] and moves each operation into the shared log, tagged
+/// with the current VMID. With a probe, also checks at every operation that the tracker still
+/// shows the probed range in flight.
+struct FakeCpu<'a> {
+    rec: Recorder,
+    vmid: Cell<u16>,
+    log: Log,
+    probe: Option<(&'a HandoffState, MemRange)>,
+    probe_violations: Cell<usize>,
+}
+
+impl<'a> FakeCpu<'a> {
+    fn new(log: Log) -> Self {
+        Self {
+            rec: Recorder::new(LINE),
+            vmid: Cell::new(HOST_VMID),
+            log,
+            probe: None,
+            probe_violations: Cell::new(0),
+        }
+    }
+
+    fn flush(&self) {
+        let vmid = self.vmid.get();
+        self.log.borrow_mut().extend(self.rec.take().into_iter().map(|op| Ev::Cpu { vmid, op }));
+        self.check_probe();
+    }
+
+    fn check_probe(&self) {
+        if let Some((state, range)) = self.probe {
+            let in_flight = state.tracker().state_of(range).is_ok_and(|s| s.is_transient());
+            if !in_flight {
+                self.probe_violations.set(self.probe_violations.get() + 1);
+            }
+        }
+    }
+}
+
+impl TlbMaintenance for FakeCpu<'_> {
+    fn dsb_ishst(&self) {
+        self.rec.dsb_ishst();
+        self.flush()
+    }
+    fn dsb_ish(&self) {
+        self.rec.dsb_ish();
+        self.flush()
+    }
+    fn isb(&self) {
+        self.rec.isb();
+        self.flush()
+    }
+    fn tlbi_ipas2e1is(&self, ipa: u64) {
+        self.rec.tlbi_ipas2e1is(ipa);
+        self.flush()
+    }
+    fn tlbi_vmalle1is(&self) {
+        self.rec.tlbi_vmalle1is();
+        self.flush()
+    }
+    fn tlbi_vmalls12e1is(&self) {
+        self.rec.tlbi_vmalls12e1is();
+        self.flush()
+    }
+    fn tlbi_alle2is(&self) {
+        self.rec.tlbi_alle2is();
+        self.flush()
+    }
+    fn tlbi_vae2is(&self, va: u64) {
+        self.rec.tlbi_vae2is(va);
+        self.flush()
+    }
+}
+
+impl CacheMaintenance for FakeCpu<'_> {
+    fn dcache_line_size(&self) -> u64 {
+        self.rec.dcache_line_size()
+    }
+    fn dc_civac(&self, va: u64) {
+        self.rec.dc_civac(va);
+        self.flush()
+    }
+    fn dc_cvac(&self, va: u64) {
+        self.rec.dc_cvac(va);
+        self.flush()
+    }
+    fn dc_ivac(&self, va: u64) {
+        self.rec.dc_ivac(va);
+        self.flush()
+    }
+    fn dsb_sy(&self) {
+        self.rec.dsb_sy();
+        self.flush()
+    }
+}
+
+impl HandoffCpu for FakeCpu<'_> {
+    fn load_stage2(&self, vmid: u16, _root_pa: u64) {
+        self.vmid.set(vmid);
+        self.log.borrow_mut().push(Ev::Load(vmid));
+        self.check_probe();
+    }
+    fn zero(&self, range: MemRange) {
+        self.log.borrow_mut().push(Ev::Zero(range));
+        self.check_probe();
+    }
+}
+
+/// SMMU fake logging into the same log; can fail its next invalidations.
+struct FakeSmmu {
+    log: Option<Log>,
+    fail: bool,
+}
+
+const SYNC_FAILED: SmmuError = SmmuError::SyncTimeout { prod: 1, cons: 0 };
+
+impl DmaStage2 for FakeSmmu {
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
+        if let Some(log) = &self.log {
+            log.borrow_mut().push(Ev::Smmu { vmid, range });
+        }
+        if self.fail { Err(SYNC_FAILED) } else { Ok(()) }
+    }
+}
+
+/// CPU hardware that does nothing (property and thread tests check tables, not order).
+struct NullCpu;
+
+impl TlbMaintenance for NullCpu {
+    fn dsb_ishst(&self) {}
+    fn dsb_ish(&self) {}
+    fn isb(&self) {}
+    fn tlbi_ipas2e1is(&self, _: u64) {}
+    fn tlbi_vmalle1is(&self) {}
+    fn tlbi_vmalls12e1is(&self) {}
+    fn tlbi_alle2is(&self) {}
+    fn tlbi_vae2is(&self, _: u64) {}
+}
+
+impl CacheMaintenance for NullCpu {
+    fn dcache_line_size(&self) -> u64 {
+        // Large lines keep the property test fast; coverage is checked in the unit tests.
+        2048
+    }
+    fn dc_civac(&self, _: u64) {}
+    fn dc_cvac(&self, _: u64) {}
+    fn dc_ivac(&self, _: u64) {}
+    fn dsb_sy(&self) {}
+}
+
+impl HandoffCpu for NullCpu {
+    fn load_stage2(&self, _: u16, _: u64) {}
+    fn zero(&self, _: MemRange) {}
+}
+
+/// Test memory: the tables live in `frames`; the mapped memory itself is never touched.
+struct World {
+    frames: Mutex<SendFrames>,
+    host: Mutex<PageTable<Stage2>>,
+    modem: Mutex<PageTable<Stage2>>,
+    dsp: Mutex<PageTable<Stage2>>,
+    state: HandoffState,
+}
+
+/// `HeapFrames` holds a raw pointer to its buffer, so it is not `Send` by itself.
+struct SendFrames(HeapFrames);
+
+// SAFETY: the buffer is owned by the `HeapFrames` alone and only reached through the `Mutex`
+// that holds this wrapper, so moving it to or sharing it with another thread is sound.
+unsafe impl Send for SendFrames {}
+
+// SAFETY: delegates to `HeapFrames`.
+unsafe impl FrameAllocator for SendFrames {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+        self.0.alloc_zeroed(pages)
+    }
+    fn free(&mut self, pa: u64, pages: usize) {
+        self.0.free(pa, pages)
+    }
+}
+
+fn layout() -> TableLayout {
+    TableLayout::new(32, 1, 1).unwrap()
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with_frames(64)
+    }
+
+    fn with_frames(pages: usize) -> Self {
+        let mut frames = SendFrames(HeapFrames::new(pages));
+        let mut host = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
+        host.map(HOST_RAM, HOST_RAM.start, HOST_ATTRS, &mut frames, &NullCpu).unwrap();
+        let modem = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
+        let dsp = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
+        let mut tracker = OwnershipTracker::new();
+        tracker.add(WARDEN, PageState::Warden).unwrap();
+        tracker.add(HOST_RAM, PageState::Host).unwrap();
+        let state = HandoffState::new(tracker, &CARVEOUTS).unwrap();
+        Self {
+            frames: Mutex::new(frames),
+            host: Mutex::new(host),
+            modem: Mutex::new(modem),
+            dsp: Mutex::new(dsp),
+            state,
+        }
+    }
+
+    fn peers(&self) -> [PeerRef<'_>; 2] {
+        [
+            PeerRef {
+                id: MODEM,
+                stage2: Stage2Ref { vmid: 2, table: &self.modem, attrs: PEER_ATTRS },
+            },
+            PeerRef { id: DSP, stage2: Stage2Ref { vmid: 3, table: &self.dsp, attrs: PEER_ATTRS } },
+        ]
+    }
+
+    fn ctx<'a, H: ?Sized, D: ?Sized>(
+        &'a self,
+        cpu: &'a H,
+        smmu: &'a Mutex<D>,
+        peers: &'a [PeerRef<'a>],
+    ) -> HandoffCtx<'a, H, D, SendFrames> {
+        HandoffCtx {
+            cpu,
+            smmu,
+            frames: &self.frames,
+            host: Stage2Ref { vmid: HOST_VMID, table: &self.host, attrs: HOST_ATTRS },
+            peers,
+            state: &self.state,
+        }
+    }
+
+    /// Tracker, then every table's merged regions: what "state unchanged" compares.
+    fn snapshot(&self) -> (OwnershipTracker, [Vec<Mapping>; 3]) {
+        let regions = |t: &Mutex<PageTable<Stage2>>| {
+            let mut out = Vec::new();
+            t.lock().for_each_region(|m| out.push(m));
+            out
+        };
+        (
+            self.state.tracker().clone(),
+            [regions(&self.host), regions(&self.modem), regions(&self.dsp)],
+        )
+    }
+
+    /// Every page mapped in a table is tracked, identity-mapped, and in a state whose accessor
+    /// is that table's agent; every page with an accessor is mapped by it (so no page is lost
+    /// or mapped twice). Checked by walking the tables, and by `translate` at carveout edges.
+    fn check(&self) -> Result<(), String> {
+        let tracker = self.state.tracker().clone();
+        tracker.check_invariants().map_err(|e| format!("{e:?}"))?;
+        if tracker.tracked_bytes() != WARDEN.size() + HOST_RAM.size() {
+            return Err(format!("tracked bytes changed: {:#x}", tracker.tracked_bytes()));
+        }
+        let tables = [
+            (Accessor::Host, &self.host),
+            (Accessor::Peer(MODEM), &self.modem),
+            (Accessor::Peer(DSP), &self.dsp),
+        ];
+        for (who, table) in tables {
+            let table = table.lock();
+            let mut mapped = 0;
+            for m in table.mappings() {
+                let r = MemRange::new(m.va, m.va + m.size);
+                if m.pa != m.va {
+                    return Err(format!("{who:?}: {r:?} not identity"));
+                }
+                let mut covered = 0;
+                for e in tracker.extents_in(r) {
+                    if e.state.accessor() != Some(who) {
+                        return Err(format!("{who:?} maps {:?} in state {:?}", e.range, e.state));
+                    }
+                    covered += e.range.size();
+                }
+                if covered != m.size {
+                    return Err(format!("{who:?} maps untracked memory in {r:?}"));
+                }
+                mapped += m.size;
+            }
+            let owed: u64 = tracker
+                .extents()
+                .iter()
+                .filter(|e| e.state.accessor() == Some(who))
+                .map(|e| e.range.size())
+                .sum();
+            if owed != mapped {
+                return Err(format!("{who:?} maps {mapped:#x} bytes, owed {owed:#x}"));
+            }
+            for c in CARVEOUTS {
+                for page in
+                    [c.range.start - PAGE_SIZE, c.range.start, c.range.end - PAGE_SIZE, c.range.end]
+                {
+                    let state = tracker.state_of(MemRange::new(page, page + PAGE_SIZE));
+                    let allowed = state.is_ok_and(|s| s.accessor() == Some(who));
+                    if table.translate(page + 8).is_some() != allowed {
+                        return Err(format!(
+                            "{who:?}: translate({page:#x}) disagrees with {state:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stage2_complete(vmid: u16) -> [Ev; 4] {
+    [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb].map(|op| Ev::Cpu { vmid, op })
+}
+
+fn cpu(vmid: u16, op: HwOp) -> Ev {
+    Ev::Cpu { vmid, op }
+}
+
+fn pages(range: MemRange) -> impl Iterator<Item = u64> {
+    (range.start..range.end).step_by(PAGE_SIZE as usize)
+}
+
+/// `DC <op>` over every line of `range`, then DSB SY.
+fn lines(range: MemRange, op: fn(u64) -> HwOp) -> Vec<Ev> {
+    let mut v: Vec<Ev> =
+        (range.start..range.end).step_by(LINE as usize).map(|a| cpu(HOST_VMID, op(a))).collect();
+    v.push(cpu(HOST_VMID, HwOp::DsbSy));
+    v
+}
+
+/// Host unmap of `range` when the host maps it with 2 MiB blocks: each block that `range`
+/// only partly covers is split first (BBM with its own completion), then one TLBI per page.
+fn host_unmap_split(range: MemRange) -> Vec<Ev> {
+    let mut v = Vec::new();
+    let mut split_blocks: Vec<u64> = Vec::new();
+    let whole_block = |b: u64| range.start <= b && b + SZ_2M <= range.end;
+    let mut addr = range.start;
+    while addr < range.end {
+        let block = addr & !(SZ_2M - 1);
+        if whole_block(block) {
+            v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(block))]);
+            addr = block + SZ_2M;
+            continue;
+        }
+        if !split_blocks.contains(&block) {
+            split_blocks.push(block);
+            v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(block))]);
+            v.extend(stage2_complete(HOST_VMID));
+        }
+        v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(addr))]);
+        addr += PAGE_SIZE;
+    }
+    v.extend(stage2_complete(HOST_VMID));
+    v
+}
+
+/// The whole donate/lend sequence for `range` into a peer with `vmid`, from a host mapping of
+/// 2 MiB blocks.
+fn expected_give(range: MemRange, vmid: u16, clear: bool) -> Vec<Ev> {
+    let mut v = host_unmap_split(range);
+    v.push(Ev::Smmu { vmid: HOST_VMID, range });
+    if clear {
+        v.push(Ev::Zero(range));
+    }
+    v.extend(lines(range, HwOp::DcCivac));
+    v.push(Ev::Load(vmid));
+    // Mapping into invalid entries: no TLBI, only DSB ISHST; ISB.
+    v.extend([cpu(vmid, HwOp::DsbIshst), cpu(vmid, HwOp::Isb)]);
+    v.push(Ev::Load(HOST_VMID));
+    v
+}
+
+fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear: bool) {
+    let w = World::new();
+    let log: Log = Rc::default();
+    let mut fake = FakeCpu::new(log.clone());
+    fake.probe = Some((&w.state, range));
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    let flags = TransferFlags { clear };
+    let f = match kind {
+        TransferKind::Donate => donate::<FakeCpu<'_>, FakeSmmu, SendFrames>,
+        TransferKind::Lend => lend::<FakeCpu<'_>, FakeSmmu, SendFrames>,
+    };
+    f(&ctx, range.start, range.size(), peer, flags).unwrap();
+    let got = log.take();
+    let want = expected_give(range, vmid, clear);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+    // Coverage: every line exactly once; SMMU before the first DC CIVAC; the peer map after
+    // the last one.
+    let civac: Vec<u64> = got
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Cpu { op: HwOp::DcCivac(a), .. } => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(civac, (range.start..range.end).step_by(LINE as usize).collect::<Vec<_>>());
+    let smmu_at = got.iter().position(|e| matches!(e, Ev::Smmu { .. })).unwrap();
+    let first_dc =
+        got.iter().position(|e| matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })).unwrap();
+    let last_dc =
+        got.iter().rposition(|e| matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })).unwrap();
+    let load_peer = got.iter().position(|e| *e == Ev::Load(vmid)).unwrap();
+    assert!(smmu_at < first_dc && last_dc < load_peer);
+    // Every TLBI by IPA ran under the host's VMID and covered each page of the range.
+    for page in pages(range) {
+        let block = page & !(SZ_2M - 1);
+        assert!(
+            got.iter().any(|e| *e == cpu(HOST_VMID, HwOp::TlbiIpas2e1is(page)))
+                || (range.contains(block) && range.contains(block + SZ_2M - 1))
+        );
+    }
+    // The tracker said "in flight" at every hardware operation, and the peer's state only now.
+    assert_eq!(fake.probe_violations.get(), 0);
+    let end = match kind {
+        TransferKind::Donate => PageState::Donated { peer, released: false },
+        TransferKind::Lend => PageState::Lent { peer, released: false },
+    };
+    assert_eq!(w.state.tracker().state_of(range), Ok(end));
+    w.check().unwrap();
+}
+
+#[test]
+fn donate_splits_a_block_in_order() {
+    run_give(TransferKind::Donate, C_MODEM, MODEM, 2, false);
+}
+
+#[test]
+fn lend_with_clear_zeroes_before_the_clean() {
+    run_give(TransferKind::Lend, C_MODEM, MODEM, 2, true);
+}
+
+#[test]
+fn donate_across_a_2m_boundary() {
+    run_give(TransferKind::Donate, C_DSP, DSP, 3, false);
+}
+
+#[test]
+fn lend_a_sub_range_not_2m_aligned() {
+    run_give(TransferKind::Lend, MemRange::new(0x403f_3000, 0x4040_2000), DSP, 3, false);
+}
+
+#[test]
+fn donate_a_whole_block_without_split() {
+    run_give(TransferKind::Donate, C_BIG, MODEM, 2, true);
+}
+
+fn run_reclaim(range: MemRange, clear: bool, kind: TransferKind) {
+    let w = World::new();
+    let log: Log = Rc::default();
+    let mut fake = FakeCpu::new(log.clone());
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+    let peers = w.peers();
+    {
+        let ctx = w.ctx(&fake, &smmu, &peers);
+        transfer(&ctx, range.start, range.size(), DSP, kind, TransferFlags::default()).unwrap();
+        let flags = TransferFlags { clear };
+        assert_eq!(
+            reclaim(&ctx, range.start, range.size(), DSP, flags),
+            Err(HandoffError::PeerStillHolds)
+        );
+        release(&ctx, range.start, range.size(), DSP).unwrap();
+    }
+    log.take();
+    fake.probe = Some((&w.state, range));
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    reclaim(&ctx, range.start, range.size(), DSP, TransferFlags { clear }).unwrap();
+    // The peer's part: replay the same unmap on an identical table with a Recorder; every
+    // operation must have run under the peer's VMID, with the peer's own leaves.
+    let rec = Recorder::new(LINE);
+    let mut replica = PageTable::<Stage2>::new(layout(), &mut *w.frames.lock()).unwrap();
+    replica.map(range, range.start, PEER_ATTRS, &mut *w.frames.lock(), &NullCpu).unwrap();
+    replica.unmap(range, &mut *w.frames.lock(), &rec).unwrap();
+    let mut want = vec![Ev::Load(3)];
+    want.extend(rec.take().into_iter().map(|op| cpu(3, op)));
+    want.push(Ev::Load(HOST_VMID));
+    let got = log.take();
+    assert!(want.iter().any(|e| matches!(e, Ev::Cpu { op: HwOp::TlbiIpas2e1is(_), .. })));
+    assert_eq!(got[..want.len()], want[..]);
+    let back = want.len() - 1;
+    let mut tail = Vec::new();
+    if clear {
+        tail.push(Ev::Zero(range));
+        tail.extend(lines(range, HwOp::DcCvac));
+    }
+    tail.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::Isb)]);
+    assert_eq!(got[back + 1..], tail[..], "scrub, then map back; no SMMU command");
+    assert_eq!(fake.probe_violations.get(), 0);
+    assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Host));
+    w.check().unwrap();
+    // SAFETY: never installed in hardware.
+    unsafe { replica.destroy(&mut *w.frames.lock()) };
+}
+
+#[test]
+fn reclaim_without_clear() {
+    run_reclaim(C_DSP, false, TransferKind::Donate);
+}
+
+#[test]
+fn reclaim_with_clear_scrubs_before_the_host_maps() {
+    run_reclaim(C_DSP, true, TransferKind::Lend);
+}
+
+#[test]
+fn bad_requests_get_their_error_and_change_nothing() {
+    let w = World::new();
+    let fake = FakeCpu::new(Rc::default());
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    let none = TransferFlags::default();
+    donate(&ctx, C_MODEM.start, PAGE_SIZE, MODEM, none).unwrap();
+    let before = w.snapshot();
+    let cases: [(u64, u64, PeerId, HandoffError); 9] = [
+        (C_MODEM.start, 0, MODEM, HandoffError::ZeroSize),
+        (C_MODEM.start + 8, PAGE_SIZE, MODEM, HandoffError::Unaligned),
+        (C_MODEM.start, 0x800, MODEM, HandoffError::Unaligned),
+        (u64::MAX - 0xfff, 0x2000, MODEM, HandoffError::Overflow),
+        (WARDEN.start, PAGE_SIZE, MODEM, HandoffError::NotInCarveout),
+        (C_DSP.end - PAGE_SIZE, 2 * PAGE_SIZE, DSP, HandoffError::NotInCarveout),
+        (C_MODEM.start, PAGE_SIZE, PeerId(9), HandoffError::UnknownPeer),
+        (C_MODEM.start, PAGE_SIZE, DSP, HandoffError::WrongPeer),
+        (C_MODEM.start, 2 * PAGE_SIZE, MODEM, HandoffError::NotHostOwned),
+    ];
+    for (base, size, peer, err) in cases {
+        assert_eq!(donate(&ctx, base, size, peer, none), Err(err), "{base:#x}+{size:#x}");
+        assert_eq!(lend(&ctx, base, size, peer, none), Err(err), "{base:#x}+{size:#x}");
+        assert_eq!(w.snapshot(), before);
+    }
+    assert_eq!(
+        reclaim(&ctx, C_MODEM.start + PAGE_SIZE, PAGE_SIZE, MODEM, none),
+        Err(HandoffError::NotHeldByPeer)
+    );
+    assert_eq!(
+        reclaim(&ctx, C_MODEM.start, PAGE_SIZE, DSP, none),
+        Err(HandoffError::NotHeldByPeer)
+    );
+    assert_eq!(
+        reclaim(&ctx, C_MODEM.start, PAGE_SIZE, MODEM, none),
+        Err(HandoffError::PeerStillHolds)
+    );
+    assert_eq!(
+        reclaim(&ctx, C_MODEM.start, 2 * PAGE_SIZE, MODEM, none),
+        Err(HandoffError::NotHeldByPeer)
+    );
+    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, DSP), Err(HandoffError::NotHeldByPeer));
+    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, PeerId(7)), Err(HandoffError::UnknownPeer));
+    assert_eq!(w.snapshot(), before);
+    w.check().unwrap();
+}
+
+#[test]
+fn failing_smmu_sync_keeps_the_range_the_hosts() {
+    let w = World::new();
+    let log: Log = Rc::default();
+    let fake = FakeCpu::new(log.clone());
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: true });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    let before = w.snapshot();
+    let got = donate(&ctx, C_DSP.start, C_DSP.size(), DSP, TransferFlags { clear: true });
+    assert_eq!(got, Err(HandoffError::DmaSync(SYNC_FAILED)));
+    assert_eq!(w.snapshot(), before);
+    let ops = log.take();
+    assert!(
+        !ops.iter()
+            .any(|e| matches!(e, Ev::Zero(_) | Ev::Load(_) | Ev::Cpu { op: HwOp::DcCivac(_), .. })),
+        "nothing reaches the peer"
+    );
+    w.check().unwrap();
+}
+
+#[test]
+fn too_few_frames_refuses_before_touching_anything() {
+    // Host table: root + 1 L2 + 3 L3... just enough for the tables, nothing to reserve.
+    let w = World::with_frames(6);
+    let fake = FakeCpu::new(Rc::default());
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    let before = w.snapshot();
+    let allocated = w.frames.lock().0.pool.allocated_pages();
+    assert_eq!(
+        donate(&ctx, C_MODEM.start, PAGE_SIZE, MODEM, TransferFlags::default()),
+        Err(HandoffError::OutOfFrames)
+    );
+    assert_eq!(w.snapshot(), before);
+    assert_eq!(w.frames.lock().0.pool.allocated_pages(), allocated);
+    assert!(fake.log.borrow().is_empty());
+}
+
+#[test]
+fn carveout_list_is_validated() {
+    let mut t = OwnershipTracker::new();
+    t.add(HOST_RAM, PageState::Host).unwrap();
+    let c = |start, end| Carveout { range: MemRange::new(start, end), peer: MODEM };
+    assert!(matches!(
+        HandoffState::new(t.clone(), &[c(0x4030_0000, 0x4030_0800)]),
+        Err(CarveoutError::BadRange(_))
+    ));
+    assert!(matches!(
+        HandoffState::new(t.clone(), &[c(0x4030_0000, 0x4032_0000), c(0x4031_0000, 0x4033_0000)]),
+        Err(CarveoutError::Overlap(..))
+    ));
+    assert!(matches!(
+        HandoffState::new(t.clone(), &[c(0x1000, 0x2000)]),
+        Err(CarveoutError::NotTracked(_))
+    ));
+    let s =
+        HandoffState::new(t, &[c(0x4050_0000, 0x4051_0000), c(0x4030_0000, 0x4031_0000)]).unwrap();
+    assert_eq!(s.carveouts().next().unwrap().range.start, 0x4030_0000);
+}
+
+// ---- property test ----
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Donate,
+    Lend,
+    Release,
+    Reclaim { clear: bool },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    action: Action,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    smmu_fails: bool,
+    /// Target the range of the last successful request instead (so releases and reclaims
+    /// match earlier transfers).
+    reuse: bool,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let action = prop_oneof![
+        2 => Just(Action::Donate),
+        2 => Just(Action::Lend),
+        3 => Just(Action::Release),
+        3 => any::<bool>().prop_map(|clear| Action::Reclaim { clear }),
+    ];
+    // Mostly page-aligned sub-ranges of a carveout, sometimes anything.
+    let in_carveout = (0..3usize, 0..40u64, 1..40u64).prop_map(|(i, first, len)| {
+        let c = CARVEOUTS[i].range;
+        let pages = c.size() / PAGE_SIZE;
+        let first = first % pages;
+        let len = len.min(pages - first);
+        (c.start + first * PAGE_SIZE, len * PAGE_SIZE)
+    });
+    let whole = (0..3usize).prop_map(|i| (CARVEOUTS[i].range.start, CARVEOUTS[i].range.size()));
+    let wild = (WARDEN.start - 0x10000..HOST_RAM.end + 0x10000, 0..0x30000u64);
+    let range =
+        prop_oneof![6 => in_carveout, 3 => whole, 1 => wild, 1 => Just((u64::MAX - 0xfff, 0x2000))];
+    let peer = prop_oneof![4 => Just(MODEM), 4 => Just(DSP), 1 => Just(PeerId(9))];
+    (action, range, peer, prop::bool::weighted(0.1), prop::bool::weighted(0.75)).prop_map(
+        |(action, (base, size), peer, smmu_fails, reuse)| Step {
+            action,
+            base,
+            size,
+            peer,
+            smmu_fails,
+            reuse,
+        },
+    )
+}
+
+fn apply(w: &World, s: &Step) -> Result<(), HandoffError> {
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: s.smmu_fails });
+    let peers = w.peers();
+    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    let flags = TransferFlags { clear: matches!(s.action, Action::Reclaim { clear: true }) };
+    match s.action {
+        Action::Donate => donate(&ctx, s.base, s.size, s.peer, flags),
+        Action::Lend => lend(&ctx, s.base, s.size, s.peer, flags),
+        Action::Release => release(&ctx, s.base, s.size, s.peer),
+        Action::Reclaim { .. } => reclaim(&ctx, s.base, s.size, s.peer, flags),
+    }
+}
+
+proptest! {
+    // 10 000 sequences of up to 9 requests each; runs in a few seconds.
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_transfers_keep_every_page_with_its_owner(steps in prop::collection::vec(step(), 1..10)) {
+        let w = World::new();
+        let mut last_ok: Option<(u64, u64, PeerId)> = None;
+        for s in &steps {
+            let mut s = *s;
+            if let (true, Some((base, size, peer))) = (s.reuse, last_ok) {
+                (s.base, s.size, s.peer) = (base, size, peer);
+            }
+            let before = w.snapshot();
+            let result = apply(&w, &s);
+            if result.is_ok() {
+                last_ok = Some((s.base, s.size, s.peer));
+            }
+            if result.is_err() {
+                prop_assert_eq!(&w.snapshot(), &before, "error {:?} changed state", result);
+            }
+            if let Err(e) = w.check() {
+                prop_assert!(false, "after {:?} -> {:?}: {}", s, result, e);
+            }
+        }
+    }
+}
+
+#[test]
+fn two_threads_hammer_different_and_same_carveouts() {
+    let w = World::new();
+    let rounds = 300;
+    let worker = |carveouts: [(MemRange, PeerId); 2], seed: u64| {
+        let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+        let peers = w.peers();
+        let ctx = w.ctx(&NullCpu, &smmu, &peers);
+        let mut ok = 0u32;
+        let mut x = seed;
+        for i in 0..rounds {
+            let (c, peer) = carveouts[i % 2];
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let first = (x >> 33) % (c.size() / PAGE_SIZE);
+            let len = 1 + (x >> 50) % (c.size() / PAGE_SIZE - first);
+            let (base, size) = (c.start + first * PAGE_SIZE, len * PAGE_SIZE);
+            let flags = TransferFlags { clear: x & 1 == 0 };
+            if lend(&ctx, base, size, peer, flags).is_ok() {
+                ok += 1;
+            }
+            // The other thread may have taken (part of) it meanwhile: errors are fine, but
+            // each call is atomic, which `check` below confirms.
+            let _ = release(&ctx, base, size, peer);
+            let _ = reclaim(&ctx, base, size, peer, flags);
+        }
+        ok
+    };
+    let (a, b) = std::thread::scope(|s| {
+        // Thread A: modem's small carveout and the shared big one; thread B: DSP's and the
+        // shared big one.
+        let a = s.spawn(|| worker([(C_MODEM, MODEM), (C_BIG, MODEM)], 1));
+        let b = s.spawn(|| worker([(C_DSP, DSP), (C_BIG, MODEM)], 2));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a > 0 && b > 0);
+    w.check().unwrap();
+    // Everything was reclaimed in the end or is still lent and consistent; reclaim the rest.
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    for c in CARVEOUTS {
+        let held: Vec<_> = w.state.tracker().extents_in(c.range).collect();
+        for e in held {
+            if e.state != PageState::Host {
+                release(&ctx, e.range.start, e.range.size(), c.peer).unwrap();
+                reclaim(&ctx, e.range.start, e.range.size(), c.peer, TransferFlags::default())
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(w.state.tracker().state_of(HOST_RAM), Ok(PageState::Host));
+    w.check().unwrap();
+}
