@@ -13,8 +13,13 @@ use crate::mm::ownership::Accessor;
 use crate::mm::{Mapping, Perms, TableLayout};
 
 const HOST_VMID: u16 = 1;
-const MODEM: PeerId = PeerId(1);
-const DSP: PeerId = PeerId(2);
+const MODEM: PeerId = PeerId::MODEM;
+const DSP: PeerId = PeerId::DSP;
+
+/// A valid peer number that no carveout names.
+fn peer(id: u8) -> PeerId {
+    PeerId::new(id).expect("1..=63")
+}
 const LINE: u64 = 64;
 const SZ_2M: u64 = 2 << 20;
 
@@ -575,7 +580,7 @@ fn bad_requests_get_their_error_and_change_nothing() {
         (u64::MAX - 0xfff, 0x2000, MODEM, HandoffError::Overflow),
         (WARDEN.start, PAGE_SIZE, MODEM, HandoffError::NotInCarveout),
         (C_DSP.end - PAGE_SIZE, 2 * PAGE_SIZE, DSP, HandoffError::NotInCarveout),
-        (C_MODEM.start, PAGE_SIZE, PeerId(9), HandoffError::UnknownPeer),
+        (C_MODEM.start, PAGE_SIZE, peer(9), HandoffError::UnknownPeer),
         (C_MODEM.start, PAGE_SIZE, DSP, HandoffError::WrongPeer),
         (C_MODEM.start, 2 * PAGE_SIZE, MODEM, HandoffError::NotHostOwned),
     ];
@@ -601,7 +606,7 @@ fn bad_requests_get_their_error_and_change_nothing() {
         Err(HandoffError::NotHeldByPeer)
     );
     assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, DSP), Err(HandoffError::NotHeldByPeer));
-    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, PeerId(7)), Err(HandoffError::UnknownPeer));
+    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, peer(7)), Err(HandoffError::UnknownPeer));
     assert_eq!(w.snapshot(), before);
     w.check().unwrap();
 }
@@ -709,7 +714,7 @@ fn step() -> impl Strategy<Value = Step> {
     let wild = (WARDEN.start - 0x10000..HOST_RAM.end + 0x10000, 0..0x30000u64);
     let range =
         prop_oneof![6 => in_carveout, 3 => whole, 1 => wild, 1 => Just((u64::MAX - 0xfff, 0x2000))];
-    let peer = prop_oneof![4 => Just(MODEM), 4 => Just(DSP), 1 => Just(PeerId(9))];
+    let peer = prop_oneof![4 => Just(MODEM), 4 => Just(DSP), 1 => Just(peer(9))];
     (action, range, peer, prop::bool::weighted(0.1), prop::bool::weighted(0.75)).prop_map(
         |(action, (base, size), peer, smmu_fails, reuse)| Step {
             action,

@@ -19,9 +19,8 @@ use core::fmt;
 
 use super::range::{MemRange, PAGE_SIZE};
 
-/// A peer processor (modem, DSP, the simulated peer), as named by the carveout binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerId(pub u16);
+/// Peers are numbered once, in the ABI crate (1 modem, 2 DSP, up to 63).
+pub use warden_abi::handoff::PeerId;
 
 /// FF-A transfer kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -295,7 +294,7 @@ impl OwnershipTracker {
 mod tests {
     use super::*;
 
-    const MODEM: PeerId = PeerId(1);
+    const MODEM: PeerId = PeerId::MODEM;
 
     fn r(start: u64, end: u64) -> MemRange {
         MemRange::new(start, end)
@@ -383,7 +382,7 @@ mod tests {
         assert_eq!(PageState::Warden.accessor(), None);
         let moving = PageState::HandingOff { to: MODEM, kind: TransferKind::Donate };
         assert!(moving.is_transient() && moving.may_be_mapped_by(Accessor::Host));
-        assert!(!moving.may_be_mapped_by(Accessor::Peer(PeerId(2))));
+        assert!(!moving.may_be_mapped_by(Accessor::Peer(PeerId::DSP)));
         assert!(!donated.may_be_mapped_by(Accessor::Host));
     }
 
