@@ -2,7 +2,6 @@
 
 mod cpio;
 mod elf2bin;
-mod fdt_edit;
 mod firmware;
 mod initramfs;
 mod linux;
