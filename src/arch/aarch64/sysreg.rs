@@ -26,10 +26,6 @@ macro_rules! write_raw {
     }};
 }
 
-pub fn current_el() -> u64 {
-    (r::CurrentEL.get() >> 2) & 3
-}
-
 pub fn read_ctr_el0() -> u64 {
     read_raw!("ctr_el0")
 }
@@ -100,10 +96,6 @@ pub fn write_stage2(vtcr: u64, vttbr: u64) {
     r::VTTBR_EL2.set(vttbr);
     // SAFETY: synchronise, then invalidate this VMID's entries locally; no memory effects.
     unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack, preserves_flags)) };
-}
-
-pub fn read_vttbr() -> u64 {
-    r::VTTBR_EL2.get()
 }
 
 /// The host's EL1 registers an exception injection reads.
