@@ -133,7 +133,6 @@ fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
 pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_reloc: u64) -> ! {
     let boot_start = sysreg::counter();
     let board = boards::CURRENT;
-    sysreg::set_tpidr_el2(0);
     // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
     let mut uart = unsafe { RawUart::new(board.early_uart) };
     let _ = writeln!(
@@ -142,6 +141,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         env!("CARGO_PKG_VERSION"),
         board.name
     );
+    // Checked before any EL2 register is touched: below EL2 they are UNDEFINED.
     let el = (current_el >> 2) & 3;
     if el != 2 {
         early_fatal(
@@ -151,6 +151,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
             ),
         );
     }
+    sysreg::set_tpidr_el2(0);
     if bad_reloc != 0 {
         early_fatal(
             &mut uart,

@@ -97,7 +97,7 @@ enum Cmd {
     },
     /// Unit tests, lints, firmware build and QEMU scenarios; ends with `N passed, M failed`.
     Test {
-        /// Run only these QEMU scenarios (guest-boot, hostile-dt, linux, linux-no-warden),
+        /// Run only these QEMU scenarios (guest-boot, hostile-dt, wrong-el, linux, linux-no-warden),
         /// skipping unit tests and lints; may be repeated.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
         only: Vec<String>,

@@ -124,21 +124,54 @@ pub fn is_overlap_report(line: &str) -> bool {
 
 /// Boot with overlapping `/reserved-memory` regions: warden must say so and halt.
 pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
-    let report = run.lines.iter().position(|l| is_overlap_report(l));
+    judge_report_then_halt(
+        "hostile-dt",
+        "overlapping reserved-memory reported",
+        "no line containing `DT:` and `overlap`",
+        run,
+        is_overlap_report,
+    )
+}
+
+/// warden's report of being started below EL2.
+pub fn is_wrong_el_report(line: &str) -> bool {
+    line.contains("FATAL: entered at EL1") && line.contains("EL2")
+}
+
+/// Started at EL1 (no virtualization): warden must say so and halt, not hang silently.
+pub fn judge_wrong_el(run: &Captured) -> Vec<Verdict> {
+    judge_report_then_halt(
+        "wrong-el",
+        "entry below EL2 reported",
+        "no `FATAL: entered at EL1 ... EL2` line",
+        run,
+        is_wrong_el_report,
+    )
+}
+
+/// A fatal condition warden must report in one line and then halt on, without panicking.
+fn judge_report_then_halt(
+    scenario: &str,
+    reported: &str,
+    missing: &str,
+    run: &Captured,
+    is_report: fn(&str) -> bool,
+) -> Vec<Verdict> {
+    let report = run.lines.iter().position(|l| is_report(l));
     let panic = run.lines.iter().position(|l| l.contains("panicked at"));
     vec![
-        Verdict::check("hostile-dt/overlapping reserved-memory reported", report.is_some(), || {
-            format!("no line containing `DT:` and `overlap` ({})", ending_text(&run.ending))
+        Verdict::check(&format!("{scenario}/{reported}"), report.is_some(), || {
+            format!("{missing} ({})", ending_text(&run.ending))
         }),
         Verdict::check(
-            "hostile-dt/warden halts after the report",
+            &format!("{scenario}/warden halts after the report"),
             report.is_some() && run.ending == Ending::StillRunningAfterMatch,
             || match run.ending {
                 Ending::Exited(_) => format!("{} instead of halting", ending_text(&run.ending)),
                 _ => "no report to halt after".into(),
             },
         ),
-        Verdict::check("hostile-dt/no panic", panic.is_none(), || {
+        Verdict::check(&format!("{scenario}/no panic"), panic.is_none(), || {
             format!("`{}`", panic.and_then(|i| run.lines.get(i)).map_or("", |l| l.trim()))
         }),
     ]

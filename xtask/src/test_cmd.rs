@@ -320,10 +320,26 @@ fn scenario_hostile_dt(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     Ok(scenario::judge_hostile_dt(&run))
 }
 
+/// warden loaded by a QEMU without EL2 (`virtualization=off`): it must say so and halt.
+fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
+    let mut machine = Machine::new(Some(image.to_owned()));
+    machine.virtualization = false;
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-wrong-el.log"),
+        &scenario::is_wrong_el_report,
+        HALT_GRACE,
+    )?;
+    report_timeout("wrong-el", &run);
+    Ok(scenario::judge_wrong_el(&run))
+}
+
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 4] = ["guest-boot", "hostile-dt", "linux", "linux-no-warden"];
+pub const ALL_SCENARIOS: [&str; 5] =
+    ["guest-boot", "hostile-dt", "wrong-el", "linux", "linux-no-warden"];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 3] = ["guest-boot", "hostile-dt", "linux"];
+const DEFAULT_SCENARIOS: [&str; 4] = ["guest-boot", "hostile-dt", "wrong-el", "linux"];
 
 /// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden.
 fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
@@ -402,6 +418,7 @@ fn qemu_steps(
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => scenario_guest_boot(&qemu.path, &image),
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
+            ("wrong-el", Ok(_)) => scenario_wrong_el(&qemu.path, &image),
             (other, Ok(_)) => Err(anyhow::anyhow!("unknown scenario {other}")),
         };
         record(tally, name, result);

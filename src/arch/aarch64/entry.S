@@ -66,12 +66,17 @@ primary_entry:
     mov     sp, x1
     mov     x29, xzr
     mov     x30, xzr
+    // Entered below EL2 (e.g. QEMU without virtualization=on): EL2 registers would be
+    // UNDEFINED, so leave them alone; Rust reports the exception level and stops.
+    mrs     x1, CurrentEL
+    cmp     x1, #(2 << 2)
+    b.ne    8f
     adrp    x1, el2_vectors
     add     x1, x1, :lo12:el2_vectors
     msr     vbar_el2, x1
     isb
 
-    mov     x0, x19                     // DT
+8:  mov     x0, x19                     // DT
     mov     x1, x20                     // load base
     mrs     x2, CurrentEL
     mov     x3, x21                     // unexpected relocation type or 0
