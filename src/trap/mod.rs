@@ -25,7 +25,7 @@ use esr::{AbortReport, Esr, ExceptionClass};
 use inject::{El1ExceptionRegs, HostEl1, InjectError, Injection, TrappedState};
 use psci::Psci;
 use smccc::{SmcccCall, SmcccReturn};
-use violations::{Violation, ViolationRing};
+use violations::ViolationRing;
 
 /// The hardware-dependent pieces the trap path needs, implemented by the aarch64 integration
 /// (and by `fake::FakePlatform` in tests). One value per CPU per trap.
@@ -148,8 +148,9 @@ impl TrapHandler {
         let cpu = platform.cpu_index();
         let owner = report.ipa().map_or(Owner::Unknown, |ipa| platform.owner_of(ipa));
         let cpu_u32 = u32::try_from(cpu).unwrap_or(u32::MAX);
-        let recorded =
-            self.violations.record(Violation::from_abort(&report, frame.elr, owner, cpu_u32));
+        let recorded = self
+            .violations
+            .record(violations::violation_from_abort(&report, frame.elr, owner, cpu_u32));
         let n = recorded.accesses;
         let board = platform.board();
         if board.violation_policy == ViolationPolicy::Panic {

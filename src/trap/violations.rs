@@ -17,35 +17,35 @@ pub const RING_SIZE: usize = 64;
 /// New incidents logged in full before rate limiting starts; after that, only the 2^k-th.
 pub const LOG_FIRST_INCIDENTS: u64 = 16;
 
-/// One refused access as the trap path saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub ipa: Option<u64>,
-    pub va: Option<u64>,
-    pub elr: u64,
-    pub esr: u64,
-    pub access: Access,
-    pub owner: Owner,
-    pub cpu: u32,
+/// A refused access as the trap path records it: the `VIOLATION_INFO` reply itself, so the ring
+/// stores exactly what the host can query (`count` is the incident's running count).
+pub type Violation = ViolationInfo;
+
+/// From a stage-2 abort's syndrome; `owner` is what the ownership tracker says of the IPA.
+pub fn violation_from_abort(report: &AbortReport, elr: u64, owner: Owner, cpu: u32) -> Violation {
+    let esr: Esr = report.esr;
+    let access = match (esr.data_abort(), esr.instruction_abort()) {
+        (Some(d), _) => {
+            Access { size: d.isv().then(|| d.access_size()), write: d.write(), fetch: false }
+        }
+        (None, Some(_)) => Access { size: None, write: false, fetch: true },
+        (None, None) => Access { size: None, write: false, fetch: false },
+    };
+    ViolationInfo {
+        ipa: report.ipa(),
+        va: report.va(),
+        elr,
+        esr: esr.0,
+        access,
+        owner,
+        cpu,
+        count: 1,
+    }
 }
 
-impl Violation {
-    /// From a stage-2 abort's syndrome; `owner` is what the ownership tracker says of the IPA.
-    pub fn from_abort(report: &AbortReport, elr: u64, owner: Owner, cpu: u32) -> Self {
-        let esr: Esr = report.esr;
-        let access = match (esr.data_abort(), esr.instruction_abort()) {
-            (Some(d), _) => {
-                Access { size: d.isv().then(|| d.access_size()), write: d.write(), fetch: false }
-            }
-            (None, Some(_)) => Access { size: None, write: false, fetch: true },
-            (None, None) => Access { size: None, write: false, fetch: false },
-        };
-        Violation { ipa: report.ipa(), va: report.va(), elr, esr: esr.0, access, owner, cpu }
-    }
-
-    fn incident_key(&self) -> (Option<u64>, u64) {
-        (self.ipa.map(|ipa| ipa >> 12), self.elr)
-    }
+/// Incidents are keyed by (IPA page, ELR).
+fn incident_key(v: &Violation) -> (Option<u64>, u64) {
+    (v.ipa.map(|ipa| ipa >> 12), v.elr)
 }
 
 /// What [`ViolationRing::record`] did with an access.
@@ -66,7 +66,6 @@ pub struct Recorded {
 struct Entry {
     seq: u64,
     violation: Violation,
-    count: u64,
 }
 
 #[derive(Debug)]
@@ -102,18 +101,18 @@ impl ViolationRing {
         let mut ring = self.ring.lock();
         ring.accesses = ring.accesses.saturating_add(1);
         let accesses = ring.accesses;
-        let key = violation.incident_key();
+        let key = incident_key(&violation);
         if let Some(entry) =
-            ring.entries.iter_mut().flatten().find(|e| e.violation.incident_key() == key)
+            ring.entries.iter_mut().flatten().find(|e| incident_key(&e.violation) == key)
         {
-            entry.count = entry.count.saturating_add(1);
-            let count = entry.count;
+            entry.violation.count = entry.violation.count.saturating_add(1);
+            let count = entry.violation.count;
             return Recorded { seq: entry.seq, count, accesses, log: count.is_power_of_two() };
         }
         let seq = ring.next_seq;
         ring.next_seq = seq.saturating_add(1);
         if let Some(slot) = ring.entries.get_mut((seq % RING_SIZE as u64) as usize) {
-            *slot = Some(Entry { seq, violation, count: 1 });
+            *slot = Some(Entry { seq, violation: Violation { count: 1, ..violation } });
         }
         let incidents = seq + 1;
         let log = incidents <= LOG_FIRST_INCIDENTS || incidents.is_power_of_two();
@@ -137,19 +136,7 @@ impl ViolationRing {
     pub fn get(&self, seq: u64) -> Option<ViolationInfo> {
         let ring = self.ring.lock();
         let entry = ring.entries.get((seq % RING_SIZE as u64) as usize)?.as_ref()?;
-        (entry.seq == seq).then(|| {
-            let v = entry.violation;
-            ViolationInfo {
-                ipa: v.ipa,
-                va: v.va,
-                elr: v.elr,
-                esr: v.esr,
-                access: v.access,
-                owner: v.owner,
-                cpu: v.cpu,
-                count: entry.count,
-            }
-        })
+        (entry.seq == seq).then_some(entry.violation)
     }
 }
 
@@ -169,6 +156,7 @@ mod tests {
             access: Access { size: Some(8), write: true, fetch: false },
             owner: Owner::Peer(PeerId::MODEM),
             cpu: 0,
+            count: 1,
         }
     }
 
@@ -245,18 +233,18 @@ mod tests {
         // `str x1, [x0]`, stage-2 translation fault L3, ISV set, 8 bytes.
         let report =
             AbortReport { esr: Esr(0x93c1_8047), far: 0xffff_0000_7000_0008, hpfar: 0x70000 << 4 };
-        let v = Violation::from_abort(&report, 0x1234, Owner::Warden, 1);
+        let v = violation_from_abort(&report, 0x1234, Owner::Warden, 1);
         assert_eq!(v.ipa, Some(0x7000_0008));
         assert_eq!(v.va, Some(0xffff_0000_7000_0008));
         assert_eq!(v.access, Access { size: Some(8), write: true, fetch: false });
         assert_eq!((v.owner, v.cpu, v.elr), (Owner::Warden, 1, 0x1234));
         // Instruction abort, translation fault L3.
         let report = AbortReport { esr: Esr(0x8200_0007), ..report };
-        let v = Violation::from_abort(&report, 0, Owner::Unknown, 0);
+        let v = violation_from_abort(&report, 0, Owner::Unknown, 0);
         assert_eq!(v.access, Access { size: None, write: false, fetch: true });
         // Data abort with FnV (bit 10): no VA, no IPA.
         let report = AbortReport { esr: Esr(0x9200_0407), ..report };
-        let v = Violation::from_abort(&report, 0, Owner::Unknown, 0);
+        let v = violation_from_abort(&report, 0, Owner::Unknown, 0);
         assert_eq!((v.va, v.ipa, v.access.size), (None, None, None));
     }
 
