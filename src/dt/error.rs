@@ -256,12 +256,12 @@ impl fmt::Display for ReservedLabel<'_> {
     }
 }
 
-/// `s` as a path for error messages, cut with a trailing `...` if it does not fit.
-pub(crate) fn path_lossy(s: &str) -> NodePath {
-    if let Ok(path) = NodePath::from(s) {
-        return path;
+/// `s` in a fixed-capacity string, cut with a trailing `...` if it does not fit.
+fn truncated<const N: usize>(s: &str) -> ArrayString<N> {
+    if let Ok(out) = ArrayString::from(s) {
+        return out;
     }
-    let mut out = NodePath::new();
+    let mut out = ArrayString::new();
     for c in s.chars() {
         if out.len() + c.len_utf8() + 3 > out.capacity() {
             out.push_str("...");
@@ -272,18 +272,12 @@ pub(crate) fn path_lossy(s: &str) -> NodePath {
     out
 }
 
+/// `s` as a path for error messages, cut with a trailing `...` if it does not fit.
+pub(crate) fn path_lossy(s: &str) -> NodePath {
+    truncated(s)
+}
+
 /// `s` as a name for error messages, cut with a trailing `...` if it does not fit.
 pub(crate) fn name_lossy(s: &str) -> NodeName {
-    if let Ok(name) = NodeName::from(s) {
-        return name;
-    }
-    let mut out = NodeName::new();
-    for c in s.chars() {
-        if out.len() + c.len_utf8() + 3 > out.capacity() {
-            out.push_str("...");
-            break;
-        }
-        out.push(c);
-    }
-    out
+    truncated(s)
 }
