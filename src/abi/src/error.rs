@@ -36,6 +36,9 @@ pub enum AbiError {
     NoData,
     /// -9: reclaim of a range the peer still holds (it has not released it).
     PeerHolds,
+    /// -10: the simulated peer faulted while running a `PEER_COMMAND` (it touched memory not
+    /// handed to it); the access is recorded in the violation ring.
+    PeerFault,
     /// A negative `x0` this ABI version does not define (only when decoding responses; warden
     /// never returns one).
     Unknown(i64),
@@ -54,6 +57,7 @@ impl AbiError {
             Self::Retry => -7,
             Self::NoData => -8,
             Self::PeerHolds => -9,
+            Self::PeerFault => -10,
             Self::Unknown(code) => code,
         }
     }
@@ -70,6 +74,7 @@ impl AbiError {
             -7 => Self::Retry,
             -8 => Self::NoData,
             -9 => Self::PeerHolds,
+            -10 => Self::PeerFault,
             c if c < 0 => Self::Unknown(c),
             _ => return None,
         })
@@ -91,6 +96,7 @@ impl AbiError {
             Self::Retry => "RETRY",
             Self::NoData => "NO_DATA",
             Self::PeerHolds => "PEER_HOLDS",
+            Self::PeerFault => "PEER_FAULT",
             Self::Unknown(_) => "UNKNOWN",
         }
     }
@@ -118,6 +124,7 @@ mod tests {
             (AbiError::Retry, -7),
             (AbiError::NoData, -8),
             (AbiError::PeerHolds, -9),
+            (AbiError::PeerFault, -10),
         ];
         for (error, code) in all {
             assert_eq!(error.code(), code);

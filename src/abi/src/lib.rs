@@ -7,8 +7,10 @@
 //! Every ID and error code here is stable: see `docs/abi.md`.
 #![no_std]
 
+pub mod control;
 pub mod error;
 pub mod handoff;
+pub mod peer;
 
 pub use error::AbiError;
 
