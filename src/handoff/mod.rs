@@ -8,9 +8,12 @@
 //! 3. SMMU: host devices walk the host's stage-2 tables themselves, so step 2 removed their
 //!    mappings too; their TLBs are invalidated for the range and VMID ([`DmaStage2`]) and the
 //!    CMD_SYNC must complete.
-//! 4. Optional CLEAR: zero the range. Then `DC CIVAC` over every line, `DSB SY`: no dirty line
-//!    of the host's can later be written back over the peer's data, and no clean line can hit
-//!    instead of the peer's writes (the seed: a non-coherent modem's XPU faults on such lines).
+//! 4. `DC CIVAC` over every line, `DSB SY`: no dirty line of the host's can later be written
+//!    back over the peer's data, and no clean line can hit instead of the peer's writes (the
+//!    seed: a non-coherent modem's XPU faults on such lines). Then, with CLEAR, zero the range
+//!    through warden's own mapping of carveouts, which is Normal Non-cacheable: the zeros go
+//!    straight to memory and no line is allocated, so nothing needs cleaning afterwards (and
+//!    zeroing *before* the clean would not do: a dirty host line could land on top).
 //! 5. Peer stage-2: map the range (identity, `peer_attrs`) with the peer's VMID current, then
 //!    the host's again.
 //! 6. Tracker: `HandingOff` → `Donated`/`Lent { released: false }`. The integrator tells the
@@ -19,9 +22,10 @@
 //! # Reclaim (peer → host)
 //! Refused unless the range is entirely donated or lent to that peer *and* the peer released
 //! it. Then: tracker → `Reclaiming`; peer stage-2 unmap with break-before-make and TLBIs under
-//! the peer's VMID; the host's VMID current again; with CLEAR: zero, `DC CVAC` over every line,
-//! `DSB SY` (the zeros reach the PoC before anyone with any memory attributes reads them); map
-//! into the host's stage-2; tracker → `Host`.
+//! the peer's VMID; the host's VMID current again; with CLEAR: `DC CIVAC` over every line,
+//! `DSB SY` (a coherent peer's dirty lines must not be written back over the zeros), then zero
+//! through warden's non-cacheable window (the zeros are in memory before anyone with any memory
+//! attributes reads them); map into the host's stage-2; tracker → `Host`.
 //!
 //! No SMMU invalidation is needed when the host *gains* access: TLBs (CPU and SMMU) never hold
 //! invalid (faulting) entries, and `map` ends with `DSB ISHST` so the table walkers, the SMMU's
@@ -49,6 +53,7 @@
 //! maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
 
 pub mod reserve;
+pub mod service;
 #[cfg(test)]
 mod tests;
 
@@ -68,8 +73,10 @@ pub trait HandoffCpu: TlbMaintenance + CacheMaintenance {
     /// Makes the stage-2 of `vmid` (root at `root_pa`) current on this CPU, so that stage-2
     /// TLB maintenance applies to it: on hardware `VTTBR_EL2 = vttbr(root_pa, vmid); ISB`.
     fn load_stage2(&self, vmid: u16, root_pa: u64);
-    /// Writes zeros over `range` through warden's own mapping of it (the data cache may hold
-    /// them afterwards: the caller cleans to the PoC).
+    /// Writes zeros over `range` through warden's own Normal Non-cacheable mapping of it and
+    /// waits for them to complete (`DSB SY`): afterwards they are in memory and no cache holds
+    /// a line of `range` that warden put there. The caller has already cleaned+invalidated the
+    /// range, so no older dirty line can be written back over the zeros.
     fn zero(&self, range: MemRange);
 }
 
@@ -300,15 +307,18 @@ where
 }
 
 /// The peer's side: it is done with `[base, base + size)` (donated or lent to it), so the host
-/// may reclaim it. The peer keeps its mapping until the reclaim removes it.
+/// may reclaim it. The peer keeps its mapping until the reclaim removes it. With CLEAR the
+/// range is scrubbed now, on the peer's behalf (`DC CIVAC` first: the peer's dirty lines must
+/// not land on the zeros); what the peer writes after releasing is its own business.
 pub fn release<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
     size: u64,
     peer: PeerId,
+    flags: TransferFlags,
 ) -> Result<(), HandoffError>
 where
-    H: ?Sized,
+    H: HandoffCpu + ?Sized,
     D: ?Sized,
     A: ?Sized,
 {
@@ -325,7 +335,13 @@ where
         PageState::Lent { peer: p, .. } if p == peer => PageState::Lent { peer, released: true },
         _ => return Err(HandoffError::NotHeldByPeer),
     };
-    tracker.transition(range, held, released).map_err(HandoffError::Internal)
+    tracker.transition(range, held, released).map_err(HandoffError::Internal)?;
+    drop(tracker);
+    if flags.clear {
+        dcache_range(ctx.cpu, CacheOp::CleanInvalidate, range.start, range.size());
+        ctx.cpu.zero(range);
+    }
+    Ok(())
 }
 
 /// Takes `[base, base + size)` back from `peer` for the host (see the module documentation).
@@ -479,10 +495,10 @@ where
         if let Err(e) = synced {
             return Err(self.restore_host(range, reserve, HandoffError::DmaSync(e)));
         }
+        dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
         if flags.clear {
             self.cpu.zero(range);
         }
-        dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
         let mapped = {
             let mut table = peer.stage2.table.lock();
             self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
@@ -539,8 +555,8 @@ where
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         if flags.clear {
+            dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
             self.cpu.zero(range);
-            dcache_range(self.cpu, CacheOp::Clean, range.start, range.size());
         }
         match self.map_host(range, reserve) {
             Ok(()) => Ok(()),

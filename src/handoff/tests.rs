@@ -417,10 +417,10 @@ fn host_unmap_split(range: MemRange) -> Vec<Ev> {
 fn expected_give(range: MemRange, vmid: u16, clear: bool) -> Vec<Ev> {
     let mut v = host_unmap_split(range);
     v.push(Ev::Smmu { vmid: HOST_VMID, range });
+    v.extend(lines(range, HwOp::DcCivac));
     if clear {
         v.push(Ev::Zero(range));
     }
-    v.extend(lines(range, HwOp::DcCivac));
     v.push(Ev::Load(vmid));
     // Mapping into invalid entries: no TLBI, only DSB ISHST; ISB.
     v.extend([cpu(vmid, HwOp::DsbIshst), cpu(vmid, HwOp::Isb)]);
@@ -487,7 +487,7 @@ fn donate_splits_a_block_in_order() {
 }
 
 #[test]
-fn lend_with_clear_zeroes_before_the_clean() {
+fn lend_with_clear_zeroes_after_the_clean() {
     run_give(TransferKind::Lend, C_MODEM, MODEM, 2, true);
 }
 
@@ -520,7 +520,7 @@ fn run_reclaim(range: MemRange, clear: bool, kind: TransferKind) {
             reclaim(&ctx, range.start, range.size(), DSP, flags),
             Err(HandoffError::PeerStillHolds)
         );
-        release(&ctx, range.start, range.size(), DSP).unwrap();
+        release(&ctx, range.start, range.size(), DSP, TransferFlags::default()).unwrap();
     }
     log.take();
     fake.probe = Some((&w.state, range));
@@ -541,8 +541,8 @@ fn run_reclaim(range: MemRange, clear: bool, kind: TransferKind) {
     let back = want.len() - 1;
     let mut tail = Vec::new();
     if clear {
+        tail.extend(lines(range, HwOp::DcCivac));
         tail.push(Ev::Zero(range));
-        tail.extend(lines(range, HwOp::DcCvac));
     }
     tail.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::Isb)]);
     assert_eq!(got[back + 1..], tail[..], "scrub, then map back; no SMMU command");
@@ -605,8 +605,14 @@ fn bad_requests_get_their_error_and_change_nothing() {
         reclaim(&ctx, C_MODEM.start, 2 * PAGE_SIZE, MODEM, none),
         Err(HandoffError::NotHeldByPeer)
     );
-    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, DSP), Err(HandoffError::NotHeldByPeer));
-    assert_eq!(release(&ctx, C_MODEM.start, PAGE_SIZE, peer(7)), Err(HandoffError::UnknownPeer));
+    assert_eq!(
+        release(&ctx, C_MODEM.start, PAGE_SIZE, DSP, TransferFlags::default()),
+        Err(HandoffError::NotHeldByPeer)
+    );
+    assert_eq!(
+        release(&ctx, C_MODEM.start, PAGE_SIZE, peer(7), TransferFlags::default()),
+        Err(HandoffError::UnknownPeer)
+    );
     assert_eq!(w.snapshot(), before);
     w.check().unwrap();
 }
@@ -735,7 +741,7 @@ fn apply(w: &World, s: &Step) -> Result<(), HandoffError> {
     match s.action {
         Action::Donate => donate(&ctx, s.base, s.size, s.peer, flags),
         Action::Lend => lend(&ctx, s.base, s.size, s.peer, flags),
-        Action::Release => release(&ctx, s.base, s.size, s.peer),
+        Action::Release => release(&ctx, s.base, s.size, s.peer, TransferFlags::default()),
         Action::Reclaim { .. } => reclaim(&ctx, s.base, s.size, s.peer, flags),
     }
 }
@@ -790,7 +796,7 @@ fn two_threads_hammer_different_and_same_carveouts() {
             }
             // The other thread may have taken (part of) it meanwhile: errors are fine, but
             // each call is atomic, which `check` below confirms.
-            let _ = release(&ctx, base, size, peer);
+            let _ = release(&ctx, base, size, peer, TransferFlags::default());
             let _ = reclaim(&ctx, base, size, peer, flags);
         }
         ok
@@ -812,7 +818,8 @@ fn two_threads_hammer_different_and_same_carveouts() {
         let held: Vec<_> = w.state.tracker().extents_in(c.range).collect();
         for e in held {
             if e.state != PageState::Host {
-                release(&ctx, e.range.start, e.range.size(), c.peer).unwrap();
+                release(&ctx, e.range.start, e.range.size(), c.peer, TransferFlags::default())
+                    .unwrap();
                 reclaim(&ctx, e.range.start, e.range.size(), c.peer, TransferFlags::default())
                     .unwrap();
             }
@@ -820,4 +827,266 @@ fn two_threads_hammer_different_and_same_carveouts() {
     }
     assert_eq!(w.state.tracker().state_of(HOST_RAM), Ok(PageState::Host));
     w.check().unwrap();
+}
+
+/// The ABI layer over the sequences: every request's reply and every refusal's code.
+mod service_calls {
+    use super::*;
+    use crate::handoff::service::{self, CarveoutDesc};
+    use warden_abi::AbiError;
+    use warden_abi::handoff::{
+        Caller, CarveoutCount, CarveoutInfo, CarveoutState, Owner as AbiOwner, Policy, RangeInfo,
+        RangeState, Request, Return, Target, Transfer, TransferDone,
+    };
+
+    const DESCS: [CarveoutDesc; 3] = [
+        CarveoutDesc {
+            range: C_MODEM,
+            peer: MODEM,
+            policy: Policy::Donate,
+            clear_on_reclaim: false,
+        },
+        CarveoutDesc { range: C_DSP, peer: DSP, policy: Policy::Lend, clear_on_reclaim: true },
+        CarveoutDesc { range: C_BIG, peer: MODEM, policy: Policy::Donate, clear_on_reclaim: false },
+    ];
+
+    struct Rig {
+        w: World,
+        log: Log,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            Self { w: World::new(), log: Rc::default() }
+        }
+
+        fn call(&self, caller: Caller, request: Request) -> Result<[u64; 8], AbiError> {
+            let fake = FakeCpu::new(self.log.clone());
+            let smmu = Mutex::new(FakeSmmu { log: Some(self.log.clone()), fail: false });
+            let peers = self.w.peers();
+            let ctx = self.w.ctx(&fake, &smmu, &peers);
+            service::handle(&ctx, &DESCS, caller, &request)
+        }
+
+        fn host(&self, request: Request) -> Result<[u64; 8], AbiError> {
+            self.call(Caller::Host, request)
+        }
+
+        fn query(&self, addr: u64) -> RangeInfo {
+            RangeInfo::decode(&self.host(Request::RangeQuery { addr }).unwrap()).unwrap()
+        }
+    }
+
+    fn range(base: u64, size: u64) -> Target {
+        Target::Range { base, size }
+    }
+
+    fn donate(target: Target, peer: PeerId, clear: bool) -> Request {
+        Request::Donate(Transfer { target, peer, clear })
+    }
+
+    fn lend(target: Target, peer: PeerId, clear: bool) -> Request {
+        Request::Lend(Transfer { target, peer, clear })
+    }
+
+    fn reclaim(target: Target, clear: bool) -> Request {
+        Request::Reclaim(Return { target, clear })
+    }
+
+    fn release(target: Target, clear: bool) -> Request {
+        Request::Release(Return { target, clear })
+    }
+
+    #[test]
+    fn queries_describe_the_carveouts() {
+        let rig = Rig::new();
+        let count = CarveoutCount::decode(&rig.host(Request::CarveoutCount).unwrap()).unwrap();
+        assert_eq!(count.count, 3);
+        let info = CarveoutInfo::decode(&rig.host(Request::CarveoutInfo { index: 1 }).unwrap());
+        assert_eq!(
+            info.unwrap(),
+            CarveoutInfo {
+                base: C_DSP.start,
+                size: C_DSP.size(),
+                peer: DSP,
+                policy: Policy::Lend,
+                clear_on_reclaim: true,
+                state: CarveoutState::Uniform(RangeState::Host),
+            }
+        );
+        assert_eq!(rig.host(Request::CarveoutInfo { index: 3 }), Err(AbiError::NoData));
+        let q = rig.query(C_MODEM.start + 0x1234);
+        assert_eq!(
+            (q.base, q.size, q.state, q.carveout),
+            (C_MODEM.start, C_MODEM.size(), RangeState::Host, 0)
+        );
+        assert_eq!(
+            rig.host(Request::RangeQuery { addr: C_MODEM.end }),
+            Err(AbiError::InvalidParameters)
+        );
+        // A peer may query too.
+        assert!(rig.call(Caller::Peer(DSP), Request::CarveoutCount).is_ok());
+    }
+
+    #[test]
+    fn donate_release_reclaim_through_the_abi() {
+        let rig = Rig::new();
+        let sub = range(C_MODEM.start + 0x3000, 0x5000);
+        let done = rig.host(donate(sub, MODEM, false)).unwrap();
+        assert_eq!(
+            TransferDone::decode(&done).unwrap(),
+            TransferDone { base: C_MODEM.start + 0x3000, size: 0x5000 }
+        );
+        let q = rig.query(C_MODEM.start + 0x4000);
+        assert_eq!(
+            (q.base, q.size, q.state),
+            (C_MODEM.start + 0x3000, 0x5000, RangeState::Donated(MODEM))
+        );
+        assert_eq!(rig.query(C_MODEM.start).state, RangeState::Host);
+        let info = CarveoutInfo::decode(&rig.host(Request::CarveoutInfo { index: 0 }).unwrap());
+        assert_eq!(info.unwrap().state, CarveoutState::Mixed);
+        // Donating twice, reclaiming before the release, releasing as the host.
+        assert_eq!(rig.host(donate(sub, MODEM, false)), Err(AbiError::Denied));
+        assert_eq!(rig.host(reclaim(sub, false)), Err(AbiError::PeerHolds));
+        assert_eq!(rig.host(release(sub, false)), Err(AbiError::Denied));
+        // Another peer cannot release it.
+        assert_eq!(
+            rig.call(Caller::Peer(DSP), release(sub, false)),
+            Err(AbiError::InvalidParameters)
+        );
+        assert!(rig.call(Caller::Peer(MODEM), release(sub, false)).is_ok());
+        assert_eq!(rig.query(C_MODEM.start + 0x3000).state, RangeState::PeerReleased(MODEM));
+        // A peer may not reclaim or donate.
+        assert_eq!(rig.call(Caller::Peer(MODEM), reclaim(sub, false)), Err(AbiError::Denied));
+        assert_eq!(rig.call(Caller::Peer(MODEM), donate(sub, MODEM, false)), Err(AbiError::Denied));
+        rig.log.take();
+        assert!(rig.host(reclaim(sub, false)).is_ok());
+        assert!(!rig.log.take().iter().any(|e| matches!(e, Ev::Zero(_))), "no CLEAR, no scrub");
+        assert_eq!(rig.query(C_MODEM.start + 0x3000).state, RangeState::Host);
+        assert_eq!(rig.query(C_MODEM.start).size, C_MODEM.size(), "merged again");
+        // Reclaiming host memory.
+        assert_eq!(rig.host(reclaim(sub, false)), Err(AbiError::InvalidParameters));
+        rig.w.check().unwrap();
+    }
+
+    #[test]
+    fn whole_carveout_by_index_and_clear_on_reclaim() {
+        let rig = Rig::new();
+        let whole = Target::Carveout(1);
+        assert_eq!(rig.host(donate(whole, DSP, false)), Err(AbiError::Denied), "policy is lend");
+        let done = TransferDone::decode(&rig.host(lend(whole, DSP, false)).unwrap()).unwrap();
+        assert_eq!((done.base, done.size), (C_DSP.start, C_DSP.size()));
+        assert_eq!(rig.query(C_DSP.start).state, RangeState::Lent(DSP));
+        rig.call(Caller::Peer(DSP), release(whole, false)).unwrap();
+        rig.log.take();
+        rig.host(reclaim(whole, false)).unwrap();
+        let log = rig.log.take();
+        let zero = log.iter().position(|e| *e == Ev::Zero(C_DSP)).expect("clear-on-reclaim scrubs");
+        let last_civac =
+            log.iter().rposition(|e| matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })).unwrap();
+        assert!(last_civac < zero, "clean+invalidate before the zeros");
+        assert_eq!(
+            rig.host(lend(Target::Carveout(3), DSP, false)),
+            Err(AbiError::InvalidParameters)
+        );
+        rig.w.check().unwrap();
+    }
+
+    #[test]
+    fn release_with_clear_scrubs_after_clean_invalidate() {
+        let rig = Rig::new();
+        let whole = Target::Carveout(0);
+        rig.host(donate(whole, MODEM, false)).unwrap();
+        rig.log.take();
+        rig.call(Caller::Peer(MODEM), release(whole, true)).unwrap();
+        let log = rig.log.take();
+        let mut want = lines(C_MODEM, HwOp::DcCivac);
+        want.push(Ev::Zero(C_MODEM));
+        assert_eq!(log, want);
+    }
+
+    #[test]
+    fn bad_requests_get_their_code_and_change_nothing() {
+        let rig = Rig::new();
+        rig.host(donate(range(C_BIG.start, PAGE_SIZE), MODEM, false)).unwrap();
+        let before = rig.w.snapshot();
+        let cases: [(Caller, Request, AbiError); 10] = [
+            // Straddles the modem carveout's end.
+            (
+                Caller::Host,
+                donate(range(C_MODEM.end - PAGE_SIZE, 2 * PAGE_SIZE), MODEM, false),
+                AbiError::InvalidParameters,
+            ),
+            // Host RAM outside any carveout.
+            (
+                Caller::Host,
+                donate(range(HOST_RAM.start, PAGE_SIZE), MODEM, false),
+                AbiError::InvalidParameters,
+            ),
+            // Touches warden.
+            (
+                Caller::Host,
+                donate(range(WARDEN.end - PAGE_SIZE, 2 * PAGE_SIZE), MODEM, false),
+                AbiError::Denied,
+            ),
+            // Another peer's carveout, an unknown peer.
+            (Caller::Host, donate(range(C_MODEM.start, PAGE_SIZE), DSP, false), AbiError::Denied),
+            (
+                Caller::Host,
+                donate(range(C_MODEM.start, PAGE_SIZE), peer(9), false),
+                AbiError::Denied,
+            ),
+            // Lend on a donate-only carveout.
+            (Caller::Host, lend(range(C_MODEM.start, PAGE_SIZE), MODEM, false), AbiError::Denied),
+            // Donating twice; reclaiming before the release; reclaiming host memory.
+            (Caller::Host, donate(range(C_BIG.start, PAGE_SIZE), MODEM, false), AbiError::Denied),
+            (Caller::Host, reclaim(range(C_BIG.start, PAGE_SIZE), true), AbiError::PeerHolds),
+            (
+                Caller::Host,
+                reclaim(range(C_MODEM.start, PAGE_SIZE), false),
+                AbiError::InvalidParameters,
+            ),
+            // A host-only call from a peer.
+            (Caller::Peer(MODEM), reclaim(range(C_BIG.start, PAGE_SIZE), false), AbiError::Denied),
+        ];
+        for (caller, request, want) in cases {
+            assert_eq!(rig.call(caller, request), Err(want), "{request:?}");
+            assert!(rig.w.snapshot() == before, "{request:?} changed state");
+        }
+        assert_eq!(
+            rig.call(Caller::Peer(MODEM), Request::ViolationCount),
+            Err(AbiError::NotSupported),
+            "the trap handler answers violation queries"
+        );
+    }
+
+    #[test]
+    fn states_and_errors_map_onto_the_abi() {
+        use crate::mm::ownership::TransferKind::{Donate, Lend};
+        let cases = [
+            (PageState::Host, Some(RangeState::Host)),
+            (PageState::Warden, None),
+            (PageState::HandingOff { to: DSP, kind: Donate }, Some(RangeState::Donating(DSP))),
+            (PageState::HandingOff { to: DSP, kind: Lend }, Some(RangeState::Lending(DSP))),
+            (PageState::Donated { peer: DSP, released: false }, Some(RangeState::Donated(DSP))),
+            (PageState::Lent { peer: DSP, released: false }, Some(RangeState::Lent(DSP))),
+            (PageState::Donated { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
+            (PageState::Lent { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
+            (PageState::Reclaiming { from: DSP, kind: Lend }, Some(RangeState::Reclaiming(DSP))),
+        ];
+        for (state, want) in cases {
+            assert_eq!(service::range_state(state), want);
+        }
+        assert_eq!(service::abi_error(HandoffError::OutOfFrames), AbiError::NoMemory);
+        assert_eq!(service::abi_error(HandoffError::PeerStillHolds), AbiError::PeerHolds);
+        assert_eq!(service::abi_error(HandoffError::DmaSync(SYNC_FAILED)), AbiError::Aborted);
+        let rig = Rig::new();
+        rig.host(donate(range(C_MODEM.start, PAGE_SIZE), MODEM, false)).unwrap();
+        let tracker = rig.w.state.tracker();
+        assert_eq!(service::owner_at(&tracker, C_MODEM.start + 8), AbiOwner::Peer(MODEM));
+        assert_eq!(service::owner_at(&tracker, C_MODEM.start + PAGE_SIZE), AbiOwner::Host);
+        assert_eq!(service::owner_at(&tracker, WARDEN.start), AbiOwner::Warden);
+        assert_eq!(service::owner_at(&tracker, 0x1000), AbiOwner::Unknown);
+        assert_eq!(service::owner_at(&tracker, u64::MAX), AbiOwner::Unknown);
+    }
 }

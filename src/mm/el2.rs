@@ -173,7 +173,7 @@ mod tests {
         ];
         let m = build_el2_identity_map(&regions, 39, 48, &mut frames, &rec).unwrap();
         assert_eq!(m.tcr, 0x8085_3519);
-        assert_eq!(m.mair, 0x04ff);
+        assert_eq!(m.mair, 0x44_04ff);
         assert_eq!(m.sctlr, SCTLR_EL2_MMU_ON);
         assert_eq!(m.ttbr0, m.table.root_pa());
         assert_eq!(m.table.layout().start_level(), 1);

@@ -45,6 +45,8 @@ const SH_INNER: u64 = 0b11 << 8;
 
 /// Stage-2 MemAttr[5:2]: Normal, outer and inner Write-Back cacheable.
 const S2_MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
+/// Stage-2 MemAttr[5:2]: Normal, outer and inner Non-cacheable.
+const S2_MEMATTR_NORMAL_NC: u64 = 0b0101 << 2;
 /// Stage-2 MemAttr[5:2]: Device-nGnRE.
 const S2_MEMATTR_DEVICE_NGNRE: u64 = 0b0001 << 2;
 const S2_MEMATTR_MASK: u64 = 0b1111 << 2;
@@ -60,8 +62,11 @@ const S2_XN_MASK: u64 = 0b11 << 53;
 pub const MAIR_IDX_NORMAL: u64 = 0;
 /// MAIR_EL2 attribute index 1: Device-nGnRE.
 pub const MAIR_IDX_DEVICE: u64 = 1;
-/// MAIR_EL2 value matching [`El2Stage1`]'s AttrIndx use: Attr0 = 0xff, Attr1 = 0x04.
-pub const MAIR_EL2_VALUE: u64 = 0xff | (0x04 << 8);
+/// MAIR_EL2 attribute index 2: Normal, inner/outer Non-cacheable.
+pub const MAIR_IDX_NORMAL_NC: u64 = 2;
+/// MAIR_EL2 value matching [`El2Stage1`]'s AttrIndx use: Attr0 = 0xff, Attr1 = 0x04,
+/// Attr2 = 0x44.
+pub const MAIR_EL2_VALUE: u64 = 0xff | (0x04 << 8) | (0x44 << 16);
 const S1_ATTRINDX_SHIFT: u32 = 2;
 const S1_ATTRINDX_MASK: u64 = 0b111 << S1_ATTRINDX_SHIFT;
 /// AP[2] (bit 7): read-only.
@@ -80,6 +85,9 @@ pub enum MemKind {
     Normal,
     /// Device-nGnRE.
     Device,
+    /// Normal memory, Non-cacheable: warden's view of carveouts, so that no cache line of
+    /// theirs is ever allocated by EL2 (not even speculatively).
+    NormalNonCacheable,
 }
 
 /// Access permissions of a mapping.
@@ -112,6 +120,9 @@ impl Attrs {
     pub const fn device(perms: Perms) -> Self {
         Self { kind: MemKind::Device, perms }
     }
+    pub const fn normal_non_cacheable(perms: Perms) -> Self {
+        Self { kind: MemKind::NormalNonCacheable, perms }
+    }
 }
 
 impl fmt::Display for Attrs {
@@ -119,6 +130,7 @@ impl fmt::Display for Attrs {
         let kind = match self.kind {
             MemKind::Normal => "normal",
             MemKind::Device => "device",
+            MemKind::NormalNonCacheable => "normal-nc",
         };
         let flag = |on: bool, c: char| if on { c } else { '-' };
         write!(
@@ -202,6 +214,7 @@ impl Format for Stage2 {
     fn encode_attrs(attrs: Attrs) -> Result<u64, MapError> {
         let memattr = match attrs.kind {
             MemKind::Normal => S2_MEMATTR_NORMAL_WB,
+            MemKind::NormalNonCacheable => S2_MEMATTR_NORMAL_NC,
             MemKind::Device if attrs.perms.exec => return Err(MapError::UnsupportedAttrs(attrs)),
             MemKind::Device => S2_MEMATTR_DEVICE_NGNRE,
         };
@@ -219,11 +232,12 @@ impl Format for Stage2 {
     }
 
     fn decode_attrs(desc: u64) -> Attrs {
-        // MemAttr[3:2] == 0b00 is Device (any subtype); anything else is Normal.
-        let kind = if desc & S2_MEMATTR_MASK & (0b1100 << 2) == 0 {
-            MemKind::Device
-        } else {
-            MemKind::Normal
+        // MemAttr[3:2] == 0b00 is Device (any subtype); Normal NC is exactly 0b0101; anything
+        // else is Normal (cacheable in at least one level, which warden never writes).
+        let kind = match desc & S2_MEMATTR_MASK {
+            m if m & (0b1100 << 2) == 0 => MemKind::Device,
+            S2_MEMATTR_NORMAL_NC => MemKind::NormalNonCacheable,
+            _ => MemKind::Normal,
         };
         Attrs {
             kind,
@@ -269,6 +283,7 @@ impl Format for El2Stage1 {
         let index = match attrs.kind {
             MemKind::Normal => MAIR_IDX_NORMAL,
             MemKind::Device => MAIR_IDX_DEVICE,
+            MemKind::NormalNonCacheable => MAIR_IDX_NORMAL_NC,
         };
         let mut bits = (index << S1_ATTRINDX_SHIFT) | S1_AP_RES1 | SH_INNER | AF;
         if !p.write {
@@ -281,10 +296,10 @@ impl Format for El2Stage1 {
     }
 
     fn decode_attrs(desc: u64) -> Attrs {
-        let kind = if (desc & S1_ATTRINDX_MASK) >> S1_ATTRINDX_SHIFT == MAIR_IDX_DEVICE {
-            MemKind::Device
-        } else {
-            MemKind::Normal
+        let kind = match (desc & S1_ATTRINDX_MASK) >> S1_ATTRINDX_SHIFT {
+            MAIR_IDX_DEVICE => MemKind::Device,
+            MAIR_IDX_NORMAL_NC => MemKind::NormalNonCacheable,
+            _ => MemKind::Normal,
         };
         Attrs {
             kind,
@@ -1171,6 +1186,8 @@ mod tests {
             let perms = Perms { read: bits & 1 != 0, write: bits & 2 != 0, exec: bits & 4 != 0 };
             let n = Attrs::normal(perms);
             assert_eq!(Stage2::decode_attrs(Stage2::encode_attrs(n).unwrap()), n);
+            let nc = Attrs::normal_non_cacheable(perms);
+            assert_eq!(Stage2::decode_attrs(Stage2::encode_attrs(nc).unwrap()), nc);
             let d = Attrs::device(perms);
             match Stage2::encode_attrs(d) {
                 Ok(b) => assert_eq!(Stage2::decode_attrs(b), d),
@@ -1194,7 +1211,10 @@ mod tests {
         let dev = El2Stage1::encode_attrs(Attrs::device(Perms::RW)).unwrap();
         assert_eq!(dev, (1 << 2) | (1 << 6) | (0b11 << 8) | (1 << 10) | (1 << 54));
         let ro = El2Stage1::encode_attrs(Attrs::normal(Perms::R)).unwrap();
+        let nc = El2Stage1::encode_attrs(Attrs::normal_non_cacheable(Perms::RW)).unwrap();
+        assert_eq!(nc, (2 << 2) | (1 << 6) | (0b11 << 8) | (1 << 10) | (1 << 54), "AttrIndx 2");
         for (bits, attrs) in [
+            (nc, Attrs::normal_non_cacheable(Perms::RW)),
             (rx, Attrs::normal(Perms::RX)),
             (rw, Attrs::normal(Perms::RW)),
             (dev, Attrs::device(Perms::RW)),
@@ -1210,7 +1230,7 @@ mod tests {
         ] {
             assert_eq!(El2Stage1::encode_attrs(bad), Err(MapError::UnsupportedAttrs(bad)));
         }
-        assert_eq!(MAIR_EL2_VALUE, 0x04ff);
+        assert_eq!(MAIR_EL2_VALUE, 0x44_04ff);
     }
 
     #[test]
