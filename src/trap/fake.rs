@@ -5,6 +5,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicI64, Ordering};
 
 use spin::Mutex;
+use warden_abi::AbiError;
+use warden_abi::handoff::{Caller, Owner, Request};
+use warden_abi::peer::PeerCommand;
 use warden_abi::{psci, smccc};
 
 use super::Platform;
@@ -90,6 +93,18 @@ pub struct FakePlatform {
     /// For each `before_system_power_down`: how many EL3 calls had been made at that moment.
     pub power_down_notices: Vec<usize>,
     pub el3: Arc<FakeEl3>,
+    /// Who [`Platform::caller`] says trapped.
+    pub caller: Caller,
+    /// What [`Platform::owner_of`] answers for every address.
+    pub owner: Owner,
+    /// Every carveout request passed on, and the reply given to all of them.
+    pub handoff_requests: Vec<(Caller, Request)>,
+    pub handoff_reply: Result<[u64; 8], AbiError>,
+    /// Every `PEER_COMMAND` passed on, and the reply given to all of them.
+    pub peer_commands: Vec<PeerCommand>,
+    pub peer_reply: Result<u64, AbiError>,
+    /// `PEER_DONE` calls seen.
+    pub peer_done: usize,
 }
 
 impl FakePlatform {
@@ -120,6 +135,13 @@ impl FakePlatform {
             el1_writes: Vec::new(),
             power_down_notices: Vec::new(),
             el3,
+            caller: Caller::Host,
+            owner: Owner::Unknown,
+            handoff_requests: Vec::new(),
+            handoff_reply: Err(AbiError::Aborted),
+            peer_commands: Vec::new(),
+            peer_reply: Err(AbiError::Aborted),
+            peer_done: 0,
         }
     }
 
@@ -158,5 +180,22 @@ impl Platform for FakePlatform {
     }
     fn before_system_power_down(&mut self) {
         self.power_down_notices.push(self.el3.calls().len());
+    }
+    fn owner_of(&self, _ipa: u64) -> Owner {
+        self.owner
+    }
+    fn caller(&self) -> Caller {
+        self.caller
+    }
+    fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
+        self.handoff_requests.push((caller, *request));
+        self.handoff_reply
+    }
+    fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
+        self.peer_commands.push(*command);
+        self.peer_reply
+    }
+    fn peer_done(&mut self) {
+        self.peer_done += 1;
     }
 }

@@ -18,7 +18,9 @@ pub mod violations;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
-use warden_abi::handoff::Owner;
+use warden_abi::AbiError;
+use warden_abi::handoff::{Caller, Owner, Request};
+use warden_abi::peer::{self as peer_abi, PeerCommand};
 
 use crate::boards::{Board, ViolationPolicy};
 use esr::{AbortReport, Esr, ExceptionClass};
@@ -51,10 +53,17 @@ pub trait Platform {
     /// so warden can report its final state (it does not return on success).
     fn before_system_power_down(&mut self);
     /// Who owns `ipa` (from the ownership tracker), recorded with a violation there.
-    fn owner_of(&self, ipa: u64) -> Owner {
-        let _ = ipa;
-        Owner::Unknown
-    }
+    fn owner_of(&self, ipa: u64) -> Owner;
+    /// Who trapped: the host, or a peer running on a CPU warden kept for it.
+    fn caller(&self) -> Caller;
+    /// A carveout call (anything [`Request::decode`] knows but the violation queries), already
+    /// checked to be well formed; `x0..x7` of the reply.
+    fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError>;
+    /// The host's `PEER_COMMAND`: runs it on the simulated peer and waits for the result.
+    fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError>;
+    /// The peer's `PEER_DONE`: its command is finished; on hardware this powers the peer's CPU
+    /// off and does not return.
+    fn peer_done(&mut self);
 }
 
 /// Unhandled traps logged in full before rate limiting starts; after that, only the 2^k-th.
@@ -73,11 +82,18 @@ pub struct TrapHandler {
     psci: Psci,
     violations: ViolationRing,
     unhandled: AtomicU64,
+    /// warden's own calls answered (logged with the same rate limit as violations).
+    warden_calls: AtomicU64,
 }
 
 impl TrapHandler {
     pub const fn new(psci: Psci) -> Self {
-        TrapHandler { psci, violations: ViolationRing::new(), unhandled: AtomicU64::new(0) }
+        TrapHandler {
+            psci,
+            violations: ViolationRing::new(),
+            unhandled: AtomicU64::new(0),
+            warden_calls: AtomicU64::new(0),
+        }
     }
 
     pub fn psci(&self) -> &Psci {
@@ -134,13 +150,89 @@ impl TrapHandler {
     }
 
     fn smccc_call<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
+        let call = SmcccCall::from_regs(&frame.x);
+        let caller = platform.caller();
         // SMCCC uses immediate 0; other immediates are not calls warden knows.
         let result = if esr.imm16() != 0 {
             SmcccReturn::not_supported()
+        } else if let Some(result) = self.warden_call(&call, caller, platform) {
+            result
+        } else if caller != Caller::Host
+            && warden_abi::smccc::owner(call.function_id) != warden_abi::smccc::OWNER_VENDOR_HYP
+        {
+            // A peer gets warden's calls only: no PSCI, nothing forwarded to EL3.
+            SmcccReturn::not_supported()
         } else {
-            smccc::route(&SmcccCall::from_regs(&frame.x), &self.psci, platform)
+            smccc::route(&call, &self.psci, platform)
         };
         result.apply(&mut frame.x);
+    }
+
+    /// warden's carveout, violation and peer calls; `None` for anything else (including the
+    /// version queries, which [`smccc::route`] answers).
+    fn warden_call<P: Platform + ?Sized>(
+        &self,
+        call: &SmcccCall,
+        caller: Caller,
+        platform: &mut P,
+    ) -> Option<SmcccReturn> {
+        let fid = call.function_id;
+        let reply = match Request::decode(&call.regs) {
+            Err(e) => Err(e),
+            Ok(Some(request)) => self.request(&request, caller, platform),
+            Ok(None) if fid == peer_abi::PEER_COMMAND => match caller {
+                Caller::Host => PeerCommand::decode(&call.regs)
+                    .and_then(|command| platform.peer_command(&command))
+                    .map(peer_abi::encode_result),
+                Caller::Peer(_) => Err(AbiError::Denied),
+            },
+            Ok(None) if fid == peer_abi::PEER_DONE => match caller {
+                Caller::Peer(_) => {
+                    platform.peer_done();
+                    Ok([0; 8])
+                }
+                Caller::Host => Err(AbiError::Denied),
+            },
+            Ok(None) if is_twin(fid, peer_abi::PEER_COMMAND) || is_twin(fid, peer_abi::PEER_DONE) => {
+                Err(AbiError::NotSupported)
+            }
+            Ok(None) => return None,
+        };
+        let n = self.warden_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if should_log(n) {
+            match &reply {
+                Ok(regs) => log::info!(
+                    "call {fid:#x} from {caller:?} on CPU {}: ok {:#x?} (warden call #{n})",
+                    platform.cpu_index(),
+                    &regs[1..3]
+                ),
+                Err(e) => log::info!(
+                    "call {fid:#x} {:#x?} from {caller:?} on CPU {}: {e} (warden call #{n})",
+                    &call.regs[1..6],
+                    platform.cpu_index()
+                ),
+            }
+        }
+        Some(match reply {
+            Ok(regs) => SmcccReturn::x0_to_x7(regs),
+            Err(e) => SmcccReturn::abi_error(e),
+        })
+    }
+
+    fn request<P: Platform + ?Sized>(
+        &self,
+        request: &Request,
+        caller: Caller,
+        platform: &mut P,
+    ) -> Result<[u64; 8], AbiError> {
+        request.allowed_for(caller)?;
+        match *request {
+            Request::ViolationCount => Ok(self.violations.counts().encode()),
+            Request::ViolationInfo { seq } => {
+                self.violations.get(seq).map(|v| v.encode()).ok_or(AbiError::NoData)
+            }
+            _ => platform.handoff(caller, request),
+        }
     }
 
     fn violation<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
@@ -152,17 +244,21 @@ impl TrapHandler {
             .violations
             .record(violations::violation_from_abort(&report, frame.elr, owner, cpu_u32));
         let n = recorded.accesses;
+        let who = match platform.caller() {
+            Caller::Host => "host",
+            Caller::Peer(p) => p.name().unwrap_or("peer"),
+        };
         let board = platform.board();
         if board.violation_policy == ViolationPolicy::Panic {
             panic!(
-                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
+                "{who} stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
                  owner {owner:?}",
                 frame.elr, frame.spsr
             );
         }
         if recorded.log {
             log::warn!(
-                "host stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
+                "{who} stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
                  owner {owner:?} (incident {}, seen {} times)",
                 frame.elr,
                 frame.spsr,
@@ -173,6 +269,11 @@ impl TrapHandler {
         let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
         deliver(injection, frame, platform);
     }
+}
+
+/// Whether `fid` is the other calling convention's twin of `call`.
+fn is_twin(fid: u32, call: u32) -> bool {
+    fid != call && fid | warden_abi::smccc::CONV_64 == call | warden_abi::smccc::CONV_64
 }
 
 fn trapped(frame: &TrapFrame) -> TrappedState {
@@ -243,13 +344,13 @@ mod tests {
         let (h, _el3, mut p) = setup();
         let mut f = frame(HVC, u64::from(warden_abi::hyp::ABI_VERSION), [0; 3]);
         h.handle_lower_sync(&mut f, &mut p);
-        assert_eq!(f.x[0], 1);
+        assert_eq!(f.x[0], warden_abi::hyp::packed_version());
         assert_eq!(f.elr, 0xffff_8000_1000_0000);
         assert_eq!(f.spsr, spsr::M_EL1H | spsr::Z);
 
         let mut f = frame(SMC, u64::from(warden_abi::hyp::ABI_VERSION), [0; 3]);
         h.handle_lower_sync(&mut f, &mut p);
-        assert_eq!(f.x[0], 1);
+        assert_eq!(f.x[0], warden_abi::hyp::packed_version());
         assert_eq!(f.elr, 0xffff_8000_1000_0004);
         assert!(p.el1_writes.is_empty());
     }
@@ -419,6 +520,137 @@ mod tests {
         p.board.violation_policy = ViolationPolicy::Panic;
         let mut f = frame(DABT_WRITE, 0, [0; 3]);
         h.handle_lower_sync(&mut f, &mut p);
+    }
+
+    fn call_regs(esr: u64, regs: [u64; 8]) -> TrapFrame {
+        let mut f = frame(esr, 0, [0; 3]);
+        f.x[..8].copy_from_slice(&regs);
+        f
+    }
+
+    #[test]
+    fn carveout_calls_reach_the_platform_and_answer_in_x0_to_x7() {
+        use warden_abi::handoff::{PeerId, Request, Target, Transfer};
+        let (h, el3, mut p) = setup();
+        p.handoff_reply = Ok([0, 0x7c00_0000, 0x1000, 0, 0, 0, 0, 0]);
+        let donate = Request::Donate(Transfer {
+            target: Target::Range { base: 0x7c00_0000, size: 0x1000 },
+            peer: PeerId::MODEM,
+            clear: false,
+        });
+        for conduit in [HVC, SMC] {
+            let mut f = call_regs(conduit, donate.encode());
+            h.handle_lower_sync(&mut f, &mut p);
+            assert_eq!(f.x[..8], [0, 0x7c00_0000, 0x1000, 0, 0, 0, 0, 0]);
+            assert_eq!(f.x[8], 0x5555, "x8 and up untouched");
+        }
+        assert_eq!(p.handoff_requests, vec![(Caller::Host, donate), (Caller::Host, donate)]);
+        // A refused reply: the code in x0, x1..x7 zeroed.
+        p.handoff_reply = Err(AbiError::Denied);
+        let mut f = call_regs(HVC, donate.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[..8], [AbiError::Denied.register(), 0, 0, 0, 0, 0, 0, 0]);
+        // Malformed (a reserved register set): refused before the platform sees it.
+        let mut bad = donate.encode();
+        bad[7] = 1;
+        let mut f = call_regs(HVC, bad);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::InvalidParameters.register());
+        assert_eq!(p.handoff_requests.len(), 3);
+        // A host-only call from a peer never reaches the platform either.
+        p.caller = Caller::Peer(PeerId::MODEM);
+        let mut f = call_regs(HVC, donate.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::Denied.register());
+        assert_eq!(p.handoff_requests.len(), 3);
+        assert!(el3.calls().is_empty());
+    }
+
+    #[test]
+    fn peers_get_warden_calls_only() {
+        use warden_abi::handoff::PeerId;
+        let (h, el3, mut p) = setup();
+        p.caller = Caller::Peer(PeerId::DSP);
+        // PSCI from a peer is not forwarded and not mediated.
+        let mut f = frame(HVC, u64::from(psci_abi::CPU_ON_64), [1, 0x4008_0000, 0]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], u64::MAX);
+        let mut f = frame(SMC, u64::from(psci_abi::SYSTEM_OFF), [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], u64::MAX);
+        assert!(el3.calls().is_empty());
+        assert!(p.power_down_notices.is_empty());
+        // PEER_DONE is the peer's; PEER_COMMAND is the host's.
+        let mut f = call_regs(HVC, [u64::from(peer_abi::PEER_DONE), 0, 0, 0, 0, 0, 0, 0]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.peer_done, 1);
+        let command = PeerCommand {
+            peer: PeerId::DSP,
+            op: peer_abi::Op::Checksum { base: 0x7d00_0000, size: 0x1000 },
+        };
+        let mut f = call_regs(HVC, command.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::Denied.register());
+        assert!(p.peer_commands.is_empty());
+        // The version query is open to peers.
+        let mut f = frame(HVC, u64::from(warden_abi::hyp::ABI_VERSION), [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], warden_abi::hyp::packed_version());
+    }
+
+    #[test]
+    fn peer_command_from_the_host() {
+        use warden_abi::handoff::PeerId;
+        let (h, _el3, mut p) = setup();
+        let command = PeerCommand {
+            peer: PeerId::MODEM,
+            op: peer_abi::Op::Checksum { base: 0x7c00_0000, size: 0x2000 },
+        };
+        p.peer_reply = Ok(0x1234_5678_9abc_def0);
+        let mut f = call_regs(HVC, command.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[..8], [0, 0x1234_5678_9abc_def0, 0, 0, 0, 0, 0, 0]);
+        p.peer_reply = Err(AbiError::PeerFault);
+        let mut f = call_regs(HVC, command.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[..2], [AbiError::PeerFault.register(), 0]);
+        assert_eq!(p.peer_commands, vec![command, command]);
+        // PEER_DONE from the host, the SMC32 twin of PEER_COMMAND, a malformed command.
+        let mut f = call_regs(HVC, [u64::from(peer_abi::PEER_DONE), 0, 0, 0, 0, 0, 0, 0]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::Denied.register());
+        let mut twin = command.encode();
+        twin[0] &= !u64::from(warden_abi::smccc::CONV_64);
+        let mut f = call_regs(HVC, twin);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::NotSupported.register());
+        let mut bad = command.encode();
+        bad[2] = 99;
+        let mut f = call_regs(HVC, bad);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::InvalidParameters.register());
+        assert_eq!((p.peer_commands.len(), p.peer_done), (2, 0));
+    }
+
+    #[test]
+    fn violation_queries_read_the_ring() {
+        use warden_abi::handoff::{PeerId, Request, ViolationCount, ViolationInfo};
+        let (h, _el3, mut p) = setup();
+        p.owner = Owner::Peer(PeerId::MODEM);
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        let mut f = call_regs(HVC, Request::ViolationCount.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        let count = ViolationCount::decode(f.x[..8].try_into().unwrap()).unwrap();
+        assert_eq!((count.incidents, count.oldest, count.accesses), (1, 0, 1));
+        let mut f = call_regs(HVC, Request::ViolationInfo { seq: 0 }.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        let info = ViolationInfo::decode(f.x[..8].try_into().unwrap()).unwrap();
+        assert_eq!((info.ipa, info.owner, info.count), (Some(0x7000_0008), p.owner, 1));
+        let mut f = call_regs(HVC, Request::ViolationInfo { seq: 1 }.encode());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::NoData.register());
+        assert!(p.handoff_requests.is_empty());
     }
 
     #[test]

@@ -20,13 +20,16 @@ pub const ARCH_WORKAROUND_3: u32 = 0x8000_3FFF;
 
 const ARCH_WORKAROUNDS: [u32; 3] = [ARCH_WORKAROUND_1, ARCH_WORKAROUND_2, ARCH_WORKAROUND_3];
 
-/// A call as the host made it: the function ID from w0 and x1..x3.
+/// A call as the host made it: the function ID from w0 and x1..x3 (and x0..x7 as they were,
+/// for warden's own calls, whose decoders check every register).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmcccCall {
     pub function_id: u32,
     /// x1..x3; for SMC32/HVC32 calls the upper 32 bits are cleared (the SMCCC says the callee
     /// must ignore them).
     pub args: [u64; 3],
+    /// x0..x7 untouched.
+    pub regs: [u64; 8],
 }
 
 impl SmcccCall {
@@ -39,29 +42,42 @@ impl SmcccCall {
                 *arg &= 0xffff_ffff;
             }
         }
-        SmcccCall { function_id, args }
+        let mut regs = [0; 8];
+        regs.copy_from_slice(&x[..8]);
+        SmcccCall { function_id, args, regs }
     }
 }
 
 /// The registers a call returns in: `values[..count]` go to x0..; the others are untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmcccReturn {
-    values: [u64; 4],
+    values: [u64; 8],
     count: usize,
 }
 
 impl SmcccReturn {
     /// Only x0, a signed status or value (stored sign-extended, as SMCCC callers compare it).
     pub const fn x0(value: i64) -> Self {
-        SmcccReturn { values: [value as u64, 0, 0, 0], count: 1 }
+        SmcccReturn { values: [value as u64, 0, 0, 0, 0, 0, 0, 0], count: 1 }
     }
 
     pub const fn x0_x1(x0: u64, x1: u64) -> Self {
-        SmcccReturn { values: [x0, x1, 0, 0], count: 2 }
+        SmcccReturn { values: [x0, x1, 0, 0, 0, 0, 0, 0], count: 2 }
     }
 
     pub const fn x0_to_x3(values: [u64; 4]) -> Self {
-        SmcccReturn { values, count: 4 }
+        let [a, b, c, d] = values;
+        SmcccReturn { values: [a, b, c, d, 0, 0, 0, 0], count: 4 }
+    }
+
+    /// All of x0..x7 (warden's carveout and peer calls: unused registers are written as zero).
+    pub const fn x0_to_x7(values: [u64; 8]) -> Self {
+        SmcccReturn { values, count: 8 }
+    }
+
+    /// A warden call's error: the code in x0, x1..x7 zeroed.
+    pub const fn abi_error(error: warden_abi::AbiError) -> Self {
+        Self::x0_to_x7(warden_abi::handoff::encode_error(error))
     }
 
     pub const fn not_supported() -> Self {
@@ -181,13 +197,13 @@ mod tests {
     fn warden_calls() {
         let (psci, el3, mut p) = setup(Firmware::QemuBuiltinPsci);
         let x = call(u64::from(hyp::ABI_VERSION), [1, 2, 3], &psci, &mut p);
-        assert_eq!(x[..4], [1, 1, 2, 3]);
+        assert_eq!(x[..4], [2, 1, 2, 3], "0.2");
         let x = call(u64::from(hyp::CALL_COUNT), [1, 2, 3], &psci, &mut p);
-        assert_eq!(x[..4], [1, 1, 2, 3]);
+        assert_eq!(x[..4], [12, 1, 2, 3]);
         let x = call(u64::from(hyp::CALL_UID), [1, 2, 3], &psci, &mut p);
         assert_eq!(x[..4], [0x5761_7264, 0x656e_4c32, 0x8f1d_4e0b, 0x9c3a_7d21]);
         let x = call(u64::from(hyp::REVISION), [1, 2, 3], &psci, &mut p);
-        assert_eq!(x[..4], [0, 1, 2, 3]);
+        assert_eq!(x[..4], [0, 2, 2, 3]);
         // The 64-bit-convention twin of a warden call is not a warden call.
         let x = call(u64::from(hyp::ABI_VERSION | smccc::CONV_64), [1, 2, 3], &psci, &mut p);
         assert_eq!(x[..4], [u64::MAX, 1, 2, 3]);

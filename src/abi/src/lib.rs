@@ -105,14 +105,16 @@ pub mod hyp {
     pub const ABI_VERSION: u32 = fast_call(false, OWNER_VENDOR_HYP, 0x0001);
 
     pub const ABI_MAJOR: u64 = 0;
-    pub const ABI_MINOR: u64 = 1;
+    pub const ABI_MINOR: u64 = 2;
 
     /// UUID identifying warden's service (x0..x3, each carrying 32 bits, as SMCCC specifies).
     /// 5761_7264 "Ward", 656e "en"... chosen once; never change it.
     pub const UID: [u32; 4] = [0x5761_7264, 0x656e_4c32, 0x8f1d_4e0b, 0x9c3a_7d21];
 
-    /// Number of warden calls implemented in this ABI version (answer to [`CALL_COUNT`]).
-    pub const IMPLEMENTED_CALLS: u64 = 1;
+    /// Number of warden calls implemented in this ABI version (answer to [`CALL_COUNT`]):
+    /// `ABI_VERSION`, the nine carveout/violation calls of [`crate::handoff::CALLS`],
+    /// `PEER_COMMAND` and `PEER_DONE`.
+    pub const IMPLEMENTED_CALLS: u64 = 1 + crate::handoff::CALLS.len() as u64 + 2;
 
     /// Packed ABI version as returned by [`ABI_VERSION`].
     pub const fn packed_version() -> u64 {
