@@ -22,6 +22,8 @@ enum EditOp {
     RemoveNode(String),
     RemoveProperty { path: String, name: String },
     SetProperty { path: String, name: String, value: Vec<u8> },
+    RemoveCpu(String),
+    AddDevice { name: String, compatible: String, range: MemRange },
 }
 
 /// A list of changes to a DT, applied in the order they were added by [`apply`].
@@ -89,6 +91,25 @@ impl DtEdit {
         self
     }
 
+    /// Removes the CPU node at `path` (e.g. `/cpus/cpu@2`) and every `/cpus/cpu-map` entry
+    /// whose `cpu` phandle points at it, so the OS neither sees the CPU nor trips over a
+    /// dangling topology reference.
+    pub fn remove_cpu(mut self, path: &str) -> Self {
+        self.ops.push(EditOp::RemoveCpu(path.to_string()));
+        self
+    }
+
+    /// Adds `/<name>@<start in hex> { compatible = "<compatible>"; reg = <start size>; }` at the
+    /// root, encoded with the root's cell sizes.
+    pub fn add_device(mut self, name: &str, compatible: &str, range: MemRange) -> Self {
+        self.ops.push(EditOp::AddDevice {
+            name: name.to_string(),
+            compatible: compatible.to_string(),
+            range,
+        });
+        self
+    }
+
     fn payload_bytes(&self) -> usize {
         self.ops
             .iter()
@@ -98,6 +119,8 @@ impl DtEdit {
                 EditOp::SetInitrd(_) => 64,
                 EditOp::RemoveNode(_) | EditOp::RemoveProperty { .. } => 0,
                 EditOp::SetProperty { name, value, .. } => name.len() + value.len() + 16,
+                EditOp::RemoveCpu(_) => 0,
+                EditOp::AddDevice { name, compatible, .. } => name.len() + compatible.len() + 96,
             })
             .fold(0usize, usize::saturating_add)
     }
@@ -168,7 +191,71 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
             node_mut(tree, path)?.add_property(property);
             Ok(())
         }
+        EditOp::RemoveCpu(path) => remove_cpu(tree, path),
+        EditOp::AddDevice { name, compatible, range } => {
+            add_device(tree, name, compatible, *range)
+        }
     }
+}
+
+fn remove_cpu(tree: &mut DeviceTree, path: &str) -> Result<(), DtError> {
+    let (parent, child) = split_path(path)?;
+    let removed = node_mut(tree, parent)?
+        .remove_child(child)
+        .ok_or(DtError::NoSuchNode { path: path_lossy(path) })?;
+    let phandle = removed.property("phandle").map(|p| p.value().to_vec());
+    if let (Some(phandle), Some(map)) = (phandle, tree.find_node_mut("/cpus/cpu-map")) {
+        remove_cpu_map_entries(map, &phandle);
+    }
+    Ok(())
+}
+
+/// Removes, below `node`, every node whose `cpu` property equals `phandle`.
+fn remove_cpu_map_entries(node: &mut DeviceTreeNode, phandle: &[u8]) {
+    let doomed: Vec<String> = node
+        .children()
+        .filter(|c| c.property("cpu").is_some_and(|p| p.value() == phandle))
+        .map(|c| c.name().to_string())
+        .collect();
+    for name in doomed {
+        node.remove_child(&name);
+    }
+    for child in node.children_mut() {
+        remove_cpu_map_entries(child, phandle);
+    }
+}
+
+fn add_device(
+    tree: &mut DeviceTree,
+    name: &str,
+    compatible: &str,
+    range: MemRange,
+) -> Result<(), DtError> {
+    let address_cells = cells(&tree.root, "#address-cells", 2);
+    let size_cells = cells(&tree.root, "#size-cells", 1);
+    let node_name = alloc::format!("{name}@{:x}", range.start);
+    let path = || path_lossy(&alloc::format!("/{node_name}"));
+    let unencodable = |what| DtError::Unencodable { path: path(), what };
+    if range.is_empty() {
+        return Err(unencodable("empty range"));
+    }
+    let mut reg = encode_cells(range.start, address_cells)
+        .ok_or(unencodable("address does not fit the root's #address-cells"))?;
+    reg.extend(
+        encode_cells(range.size(), size_cells)
+            .ok_or(unencodable("size does not fit the root's #size-cells"))?,
+    );
+    if tree.root.child_mut(&node_name).is_some() {
+        return Err(DtError::NodeExists { path: path() });
+    }
+    let mut node = DeviceTreeNode::new(node_name.as_str())
+        .map_err(|_| DtError::InvalidName { name: name_lossy(name) })?;
+    let mut compatible_z = compatible.as_bytes().to_vec();
+    compatible_z.push(0);
+    node.add_property(DeviceTreeProperty::new_unchecked("compatible", compatible_z));
+    node.add_property(DeviceTreeProperty::new_unchecked("reg", reg));
+    tree.root.add_child(node);
+    Ok(())
 }
 
 fn reserve_no_map(tree: &mut DeviceTree, name: &str, range: MemRange) -> Result<(), DtError> {

@@ -899,3 +899,58 @@ mod carveouts {
         assert!(matches!(parse_err(&edited(edit)), DtError::TooMany { limit: MAX_CARVEOUTS, .. }));
     }
 }
+
+/// Every `cpu` phandle in `/cpus/cpu-map`, and every CPU node's phandle.
+fn cpu_phandles(blob: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use dtoolkit::{Node, Property};
+    fn walk(node: &dtoolkit::model::DeviceTreeNode, out: &mut Vec<Vec<u8>>) {
+        if let Some(p) = node.property("cpu") {
+            out.push(p.value().to_vec());
+        }
+        for child in node.children() {
+            walk(child, out);
+        }
+    }
+    let fdt = dtoolkit::fdt::Fdt::new(blob).unwrap();
+    let mut tree = dtoolkit::model::DeviceTree::from_fdt(&fdt);
+    let mut map = Vec::new();
+    if let Some(node) = tree.find_node_mut("/cpus/cpu-map") {
+        walk(node, &mut map);
+    }
+    let cpus = tree.find_node_mut("/cpus").unwrap();
+    let nodes = cpus
+        .children()
+        .filter_map(|c| c.property("phandle").map(|p| p.value().to_vec()))
+        .collect();
+    (map, nodes)
+}
+
+#[test]
+fn remove_cpu_drops_its_topology_entry() {
+    let (map, nodes) = cpu_phandles(FIXTURE);
+    assert_eq!((map.len(), nodes.len()), (2, 2));
+    let blob = apply(FIXTURE, &DtEdit::new().remove_cpu("/cpus/cpu@1")).unwrap();
+    let info = parse(&blob).unwrap();
+    assert_eq!(info.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(), [0]);
+    let (map, nodes) = cpu_phandles(&blob);
+    assert_eq!(map, nodes, "cpu-map names exactly the CPUs left");
+    assert!(matches!(
+        apply(FIXTURE, &DtEdit::new().remove_cpu("/cpus/cpu@7")),
+        Err(DtError::NoSuchNode { .. })
+    ));
+}
+
+#[test]
+fn add_device_node() {
+    let range = r(0x090c_0000, 0x090c_1000);
+    let edit = DtEdit::new().add_device("warden-control", "warden,control-v1", range);
+    let blob = apply(FIXTURE, &edit).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let node = fdt.find_node("/warden-control@90c0000").expect("node added");
+    assert_eq!(node.compatible().unwrap().first(), "warden,control-v1");
+    let reg = node.reg().unwrap().next().unwrap();
+    assert_eq!((reg.starting_address as u64, reg.size), (0x090c_0000, Some(0x1000)));
+    assert!(matches!(apply(&blob, &edit), Err(DtError::NodeExists { .. })));
+    let empty = DtEdit::new().add_device("x", "y", r(0x1000, 0x1000));
+    assert!(matches!(apply(FIXTURE, &empty), Err(DtError::Unencodable { .. })));
+}
