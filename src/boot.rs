@@ -16,6 +16,8 @@
 // returned once, on the boot path, so their size costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod sim_peer;
+
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -30,12 +32,16 @@ use crate::arch::{CacheOp, dcache_range};
 use crate::boards::{self, Board};
 use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
+use crate::handoff::service::{self, CarveoutDesc};
+use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Stage2Ref};
 use crate::mm::layout::{self, Layout, LayoutInput};
+use crate::mm::ownership::{OwnershipTracker, PageState, PeerId};
 use crate::mm::range::HumanSize;
+use crate::mm::stage2::HOST_RAM_ATTRS;
 use crate::mm::{
-    Attrs, BumpFrames, HostStage2, HostStage2Spec, MemRange, PAGE_SIZE, Perms, PoolFrames,
-    build_el2_identity_map, build_host_stage2, ipa_bits_for, pa_range_bits_from_mmfr0,
-    vmid16_from_mmfr1,
+    Attrs, BumpFrames, HostStage2, HostStage2Spec, MemRange, PAGE_SIZE, PageTable, Perms,
+    PoolFrames, Stage2, build_el2_identity_map, build_host_stage2, ipa_bits_for,
+    pa_range_bits_from_mmfr0, vmid16_from_mmfr1,
 };
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
 use crate::smmu::pci::MmioEcam;
@@ -43,6 +49,10 @@ use crate::smmu::{MmioSmmu, S2Config, Smmu, SmmuConfig};
 use crate::trap::inject::{El1ExceptionRegs, El1Features, HostEl1};
 use crate::trap::psci::Psci;
 use crate::trap::{self, Platform, TrapFrame, TrapHandler};
+use sim_peer::SimPeer;
+use warden_abi::AbiError;
+use warden_abi::handoff::{Caller, Owner, Request};
+use warden_abi::peer::PeerCommand;
 
 /// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
 pub const HOST_VMID: u16 = 1;
@@ -77,11 +87,20 @@ pub struct Warden {
     pub host_controls: HostEl2Controls,
     pub vtcr: u64,
     pub vttbr: u64,
-    /// The host's stage-2 and the frames its tables come from (changed only under the lock).
-    pub host_stage2: spin::Mutex<HostStage2>,
+    /// The host's stage-2 tables (changed only under the lock, by the handoff sequences).
+    pub host_stage2: spin::Mutex<PageTable<Stage2>>,
+    /// Every page-table frame after boot comes from here.
     pub frames: spin::Mutex<PoolFrames>,
-    /// The real SMMU, warden's alone (absent from the host's stage-2 and DT).
-    pub smmu: Option<spin::Mutex<Smmu<MmioSmmu>>>,
+    /// The real SMMU, warden's alone (absent from the host's stage-2 and DT); `None` when the
+    /// DT has none.
+    pub smmu: spin::Mutex<Option<Smmu<MmioSmmu>>>,
+    /// One stage-2 per peer named by a carveout.
+    pub peers: Vec<PeerStage2>,
+    /// The ownership tracker and the carveouts' transfer locks.
+    pub handoff: HandoffState,
+    /// The carveouts in `CARVEOUT_INFO` order.
+    pub carveouts: Vec<CarveoutDesc>,
+    pub sim_peer: Option<SimPeer>,
     /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
     pub host_ram: alloc::vec::Vec<MemRange>,
     pub el1_features: El1Features,
@@ -89,6 +108,16 @@ pub struct Warden {
     /// [`image_digest`] at boot.
     pub image_digest: u64,
 }
+
+/// A peer's stage-2: its VMID and tables (what is mapped follows the tracker).
+pub struct PeerStage2 {
+    pub id: PeerId,
+    pub vmid: u16,
+    pub table: spin::Mutex<PageTable<Stage2>>,
+}
+
+/// What a page handed to a peer is mapped with in its stage-2: data, never executable.
+const PEER_DATA_ATTRS: Attrs = Attrs::normal(Perms::RW);
 
 #[derive(Clone, Copy, Debug)]
 pub struct El2Mmu {
@@ -224,7 +253,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(f) => f,
         Err(e) => fatal_unlocked(format_args!("frame pool: {e}")),
     };
-    let host_stage2 = match host_stage2(&platform, &layout, &mut frames) {
+    let host_stage2 = match host_stage2(&platform, &layout, board.control_page, &mut frames) {
         Ok(s) => s,
         Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
     };
@@ -241,10 +270,24 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
     };
 
-    let host_dt = match patch_host_dt(dt_blob, &platform, &layout, &payload) {
-        Ok(d) => d,
-        Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
-    };
+    let carveouts = usable_carveouts(&platform, &layout);
+    let (handoff, peers) =
+        match handoff_state(&platform, &layout, &host_stage2, &carveouts, &mut frames) {
+            Ok(h) => h,
+            Err(e) => fatal_unlocked(format_args!("carveouts: {e}")),
+        };
+    // The simulated peer takes the last CPU of /cpus (if there is one to spare).
+    let peer_cpu = (board.sim_peer && platform.cpus.len() >= 2)
+        .then(|| platform.cpus.last().map(|c| c.mpidr))
+        .flatten();
+    if board.sim_peer && peer_cpu.is_none() {
+        log::warn!("only one CPU: no simulated peer (PEER_COMMAND answers NOT_SUPPORTED)");
+    }
+    let host_dt =
+        match patch_host_dt(dt_blob, &platform, &layout, &payload, peer_cpu, board.control_page) {
+            Ok(d) => d,
+            Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
+        };
     if host_dt.len() as u64 > layout.dt.size() {
         fatal_unlocked(format_args!(
             "patched DT is {} bytes, planned {}",
@@ -267,13 +310,33 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let features = sysreg::cpu_features();
     let host_controls = HostEl2Controls::for_host(&features);
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
-    let mpidrs: Vec<u64> = platform.cpus.iter().map(|c| c.mpidr).collect();
-    if mpidrs.len() > MAX_CPUS {
+    let mpidrs: Vec<u64> =
+        platform.cpus.iter().map(|c| c.mpidr).filter(|&m| Some(m) != peer_cpu).collect();
+    if platform.cpus.len() > MAX_CPUS {
         fatal_unlocked(format_args!(
             "the DT lists {} CPUs; warden supports {MAX_CPUS}",
-            mpidrs.len()
+            platform.cpus.len()
         ));
     }
+    // The peer CPU's warden index comes after the host's.
+    let sim_peer = peer_cpu.and_then(|mpidr| {
+        let tables: Vec<(PeerId, &spin::Mutex<PageTable<Stage2>>)> =
+            peers.iter().map(|p| (p.id, &p.table)).collect();
+        match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &mut frames) {
+            Ok(sim) => {
+                log::info!(
+                    "simulated peer on CPU MPIDR {mpidr:#x} (warden CPU {}), playing {:?}",
+                    mpidrs.len(),
+                    peers.iter().map(|p| p.id).collect::<Vec<_>>()
+                );
+                Some(sim)
+            }
+            Err(e) => {
+                log::error!("simulated peer not available: {e}");
+                None
+            }
+        }
+    });
     let boot_mpidr = sysreg::mpidr() & trap::psci::MPIDR_AFFINITY_MASK;
     let Some(boot_cpu) = mpidrs.iter().position(|&m| m == boot_mpidr) else {
         fatal_unlocked(format_args!("boot CPU (MPIDR {boot_mpidr:#x}) is not in the DT's /cpus"))
@@ -290,9 +353,13 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         host_controls,
         vtcr,
         vttbr,
-        host_stage2: spin::Mutex::new(host_stage2),
+        host_stage2: spin::Mutex::new(host_stage2.table),
         frames: spin::Mutex::new(frames),
-        smmu: smmu.map(spin::Mutex::new),
+        smmu: spin::Mutex::new(smmu),
+        peers,
+        handoff,
+        carveouts,
+        sim_peer,
         host_ram,
         el1_features,
         trap: TrapHandler::new(psci),
@@ -330,11 +397,17 @@ fn build_el2_tables(
     uart: u64,
 ) -> Result<El2Mmu, BootError> {
     let warden = MemRange::new(image.start, image.end);
-    // No heap yet: a fixed list (image parts around the stack guards, 2 per RAM bank, the UART,
-    // SMMUs, ECAM windows).
+    // No heap yet: a fixed list (image parts around the stack guards, RAM banks cut around
+    // warden and the carveouts, the carveouts, the UART, SMMUs, ECAM windows).
     let mut regions: ArrayVec<
         (MemRange, Attrs),
-        { 4 + MAX_CPUS + 2 * dt::MAX_MEMORY_RANGES + dt::MAX_SMMUS + dt::MAX_PCIE },
+        {
+            4 + MAX_CPUS
+                + 2 * dt::MAX_MEMORY_RANGES
+                + 2 * dt::MAX_CARVEOUTS
+                + dt::MAX_SMMUS
+                + dt::MAX_PCIE
+        },
     > = ArrayVec::new();
     let mut push = |r: MemRange, a: Attrs| {
         if !r.is_empty() {
@@ -350,15 +423,29 @@ fn build_el2_tables(
         cursor = guard.end;
     }
     push(MemRange::new(cursor, image.end), Attrs::normal(Perms::RW));
+    // RAM is cacheable for warden except the carveouts: those are Normal Non-cacheable, so
+    // EL2 never allocates a line of theirs (not even speculatively) and its CLEAR writes go
+    // straight to memory; cache maintenance by VA works whatever the attributes.
+    let mut holes: ArrayVec<MemRange, { 1 + dt::MAX_CARVEOUTS }> = ArrayVec::new();
+    holes.push(warden);
+    for c in p.carveouts.iter() {
+        if !c.range.overlaps(&warden) {
+            holes.push(c.range);
+        }
+    }
+    holes.sort_unstable_by_key(|h| h.start);
     for bank in p.memory.iter() {
-        push(
-            MemRange::new(bank.start, warden.start.clamp(bank.start, bank.end)),
-            Attrs::normal(Perms::RW),
-        );
-        push(
-            MemRange::new(warden.end.clamp(bank.start, bank.end), bank.end),
-            Attrs::normal(Perms::RW),
-        );
+        let mut cursor = bank.start;
+        for hole in holes.iter().filter(|h| h.overlaps(bank)) {
+            push(MemRange::new(cursor, hole.start.max(cursor)), Attrs::normal(Perms::RW));
+            cursor = cursor.max(hole.end);
+        }
+        push(MemRange::new(cursor.min(bank.end), bank.end), Attrs::normal(Perms::RW));
+    }
+    for c in p.carveouts.iter() {
+        if !c.range.overlaps(&warden) && p.memory.iter().any(|b| b.contains_range(&c.range)) {
+            push(c.range, Attrs::normal_non_cacheable(Perms::RW));
+        }
     }
     push(MemRange::new(uart, uart + PAGE_SIZE), Attrs::device(Perms::RW));
     // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
@@ -387,10 +474,14 @@ fn build_el2_tables(
 fn host_stage2(
     p: &PlatformInfo,
     l: &Layout,
+    control_page: Option<u64>,
     frames: &mut PoolFrames,
 ) -> Result<HostStage2, BootError> {
     let mut holes: Vec<MemRange> = alloc::vec![l.warden];
     holes.extend(p.smmus.iter().map(|s| s.regs));
+    // Every access to the control page must trap (no DT device should be there; if one is,
+    // the page still wins).
+    holes.extend(control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)));
     let spec = HostStage2Spec {
         ram: &p.memory,
         devices: &p.devices,
@@ -418,6 +509,88 @@ fn host_stage2(
         )
     });
     Ok(s2)
+}
+
+/// The DT's carveouts warden can manage: inside RAM, clear of warden's own region (which the
+/// layout planner placed around `/reserved-memory`, so this only fails on a broken DT). Any
+/// other is reported and left to the host as ordinary reserved memory.
+fn usable_carveouts(p: &PlatformInfo, l: &Layout) -> Vec<CarveoutDesc> {
+    let mut out = Vec::new();
+    for c in p.carveouts.iter() {
+        let in_ram = p.memory.iter().any(|b| b.contains_range(&c.range));
+        if !in_ram || c.range.overlaps(&l.warden) || !c.range.is_page_aligned() {
+            log::error!(
+                "carveout {} {} is not page-aligned RAM clear of warden: not managed",
+                c.name,
+                c.range
+            );
+            continue;
+        }
+        log::info!(
+            "  carveout   {} ({}: peer {:?}, {:?}{})",
+            c.range,
+            c.name,
+            c.peer,
+            c.policy,
+            if c.clear_on_reclaim { ", clear on reclaim" } else { "" }
+        );
+        out.push(CarveoutDesc {
+            range: c.range,
+            peer: c.peer,
+            policy: c.policy,
+            clear_on_reclaim: c.clear_on_reclaim,
+        });
+    }
+    out
+}
+
+/// The ownership tracker (RAM the host's, warden's region warden's; carveouts start as the
+/// host's, mapped in its stage-2 like any RAM) and one empty stage-2 per peer named by a
+/// carveout, VMID 1 + peer number.
+fn handoff_state(
+    p: &PlatformInfo,
+    l: &Layout,
+    host: &HostStage2,
+    carveouts: &[CarveoutDesc],
+    frames: &mut PoolFrames,
+) -> Result<(HandoffState, Vec<PeerStage2>), alloc::string::String> {
+    let mut tracker = OwnershipTracker::new();
+    for bank in p.memory.iter() {
+        let below = MemRange::new(bank.start, l.warden.start.clamp(bank.start, bank.end));
+        let above = MemRange::new(l.warden.end.clamp(bank.start, bank.end), bank.end);
+        for r in [below, above].into_iter().filter(|r| !r.is_empty()) {
+            tracker.add(r, PageState::Host).map_err(|e| alloc::format!("RAM {r}: {e}"))?;
+        }
+    }
+    tracker.add(l.warden, PageState::Warden).map_err(|e| alloc::format!("warden: {e}"))?;
+    let list: Vec<crate::handoff::Carveout> = carveouts.iter().map(|c| c.carveout()).collect();
+    let state = HandoffState::new(tracker, &list).map_err(|e| alloc::format!("{e:?}"))?;
+    let mut peers: Vec<PeerStage2> = Vec::new();
+    for c in carveouts {
+        if peers.iter().any(|p| p.id == c.peer) {
+            continue;
+        }
+        let table = PageTable::<Stage2>::new(host.config.layout(), frames)
+            .map_err(|e| alloc::format!("peer {:?} stage-2: {e}", c.peer))?;
+        peers.push(PeerStage2 {
+            id: c.peer,
+            vmid: 1 + u16::from(c.peer.get()),
+            table: spin::Mutex::new(table),
+        });
+    }
+    Ok((state, peers))
+}
+
+/// The simulated peer's program, embedded by the board (built by `cargo xtask build`).
+#[cfg(feature = "board-qemu-virt")]
+fn sim_peer_program() -> &'static [u8] {
+    boards::sim_peer::PROGRAM
+}
+
+/// Boards without a simulated peer embed no program ([`SimPeer::set_up`] refuses an empty one).
+#[cfg(not(feature = "board-qemu-virt"))]
+fn sim_peer_program() -> &'static [u8] {
+    &[]
 }
 
 /// Takes the (first) SMMU: reset, warden's own queues and stream table, and a stage-2-only STE
@@ -472,9 +645,10 @@ fn take_smmu(
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
-    let Some(smmu) = w.smmu.as_ref() else { return };
-    // Another CPU draining already is as good as this one doing it.
-    let Some(mut smmu) = smmu.try_lock() else { return };
+    // Another CPU draining (or a transfer invalidating) already is as good as this one doing
+    // it: events are collected the next time.
+    let Some(mut guard) = w.smmu.try_lock() else { return };
+    let Some(smmu) = guard.as_mut() else { return };
     // A device stuck retrying a refused DMA can produce thousands: same rate limit as
     // violations (the first few in full, then every 2^k-th), with the running total.
     let drained = smmu.drain_events(|e| {
@@ -499,8 +673,17 @@ fn patch_host_dt(
     p: &PlatformInfo,
     l: &Layout,
     payload: &Payload,
+    peer_cpu: Option<u64>,
+    control_page: Option<u64>,
 ) -> Result<Vec<u8>, dt::DtError> {
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
+    if let Some(mpidr) = peer_cpu {
+        // The unit address of a CPU node is its `reg` (MPIDR affinity) in hex.
+        edit = edit.remove_cpu(&alloc::format!("/cpus/cpu@{mpidr:x}"));
+    }
+    if let Some(range) = control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)) {
+        edit = edit.add_device("warden-control", warden_abi::control::COMPATIBLE, range);
+    }
     for smmu in p.smmus.iter() {
         edit = edit.remove_node(&smmu.path);
     }
@@ -548,6 +731,9 @@ pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
     let cpu = boot.cpu_index as usize;
     sysreg::set_tpidr_el2(cpu as u64);
     let w = warden();
+    if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu) {
+        sim_peer::enter(w, sim)
+    }
     match w.trap.psci().secondary_arrived(cpu) {
         Ok(host) => enter_host_on_this_cpu(w, host.entry, host.context),
         Err(e) => {
@@ -839,6 +1025,51 @@ impl Platform for HwPlatform<'_> {
         self.w.host_ram.iter().any(|r| r.contains(addr))
     }
 
+    fn owner_of(&self, ipa: u64) -> Owner {
+        service::owner_at(&self.w.handoff.tracker(), ipa)
+    }
+
+    fn caller(&self) -> Caller {
+        match self.w.sim_peer.as_ref() {
+            Some(sim) if sim.cpu_index == cpu_index() => {
+                sim.current().map_or(Caller::Host, |p| Caller::Peer(p.id))
+            }
+            _ => Caller::Host,
+        }
+    }
+
+    fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
+        let w = self.w;
+        let peers: Vec<PeerRef<'_>> = w
+            .peers
+            .iter()
+            .map(|p| PeerRef {
+                id: p.id,
+                stage2: Stage2Ref { vmid: p.vmid, table: &p.table, attrs: PEER_DATA_ATTRS },
+            })
+            .collect();
+        let ctx = HandoffCtx {
+            cpu: &Hw,
+            smmu: &w.smmu,
+            frames: &w.frames,
+            host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
+            peers: &peers,
+            state: &w.handoff,
+        };
+        service::handle(&ctx, &w.carveouts, caller, request)
+    }
+
+    fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
+        match self.w.sim_peer.as_ref() {
+            Some(sim) => sim_peer::run(self.w, sim, command),
+            None => Err(AbiError::NotSupported),
+        }
+    }
+
+    fn peer_done(&mut self) {
+        sim_peer::done()
+    }
+
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
         let digest = image_digest();
@@ -850,6 +1081,22 @@ impl Platform for HwPlatform<'_> {
             SMMU_EVENTS.load(Ordering::Relaxed),
             self.w.image_digest
         );
+    }
+}
+
+/// The handoff sequences' CPU side on this CPU.
+impl HandoffCpu for Hw {
+    fn load_stage2(&self, vmid: u16, root_pa: u64) {
+        sysreg::set_vttbr(crate::mm::stage2::vttbr(root_pa, vmid));
+    }
+
+    fn zero(&self, range: MemRange) {
+        // SAFETY: only carveouts are zeroed, and warden maps every carveout Normal
+        // Non-cacheable, identity, RW at EL2 (build_el2_tables); nobody else maps the range at
+        // this point of a transfer.
+        unsafe { core::ptr::write_bytes(range.start as *mut u8, 0, range.size() as usize) };
+        use crate::arch::CacheMaintenance;
+        self.dsb_sy();
     }
 }
 

@@ -12,4 +12,9 @@ pub const BOARD: Board = Board {
     // No EL3 image: QEMU's built-in PSCI answers SMCs from EL2 (conduit "smc").
     firmware: Firmware::QemuBuiltinPsci,
     violation_policy: ViolationPolicy::Contain,
+    // QEMU runs with one CPU more than the host gets (`-smp 3` for 2 host CPUs).
+    sim_peer: true,
+    // A hole in virt's memory map: after the secure GPIO (0x090b_0000), before virtio-mmio
+    // (0x0a00_0000).
+    control_page: Some(0x090c_0000),
 };

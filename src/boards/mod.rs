@@ -32,6 +32,12 @@ pub struct Board {
     pub early_uart: u64,
     pub firmware: Firmware,
     pub violation_policy: ViolationPolicy,
+    /// Keep the last CPU of `/cpus` from the host and run the simulated peer program on it
+    /// (qemu-virt: stands in for the modem and DSP, see `docs/abi.md`).
+    pub sim_peer: bool,
+    /// IPA of the warden control page (`warden_abi::control`), if the board offers one. Must be
+    /// an address the DT gives to no device.
+    pub control_page: Option<u64>,
 }
 
 #[cfg(feature = "board-qemu-virt")]
@@ -45,3 +51,8 @@ pub use qemu_virt::BOARD as CURRENT;
 #[cfg(feature = "board-qemu-virt")]
 #[path = "../../boards/qemu-virt/carveouts.rs"]
 pub mod carveouts;
+
+/// The simulated peer's program (see `boards/qemu-virt/peer`).
+#[cfg(all(feature = "board-qemu-virt", feature = "firmware"))]
+#[path = "../../boards/qemu-virt/sim_peer.rs"]
+pub mod sim_peer;

@@ -192,9 +192,7 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
             Ok(())
         }
         EditOp::RemoveCpu(path) => remove_cpu(tree, path),
-        EditOp::AddDevice { name, compatible, range } => {
-            add_device(tree, name, compatible, *range)
-        }
+        EditOp::AddDevice { name, compatible, range } => add_device(tree, name, compatible, *range),
     }
 }
 

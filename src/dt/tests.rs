@@ -918,10 +918,8 @@ fn cpu_phandles(blob: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         walk(node, &mut map);
     }
     let cpus = tree.find_node_mut("/cpus").unwrap();
-    let nodes = cpus
-        .children()
-        .filter_map(|c| c.property("phandle").map(|p| p.value().to_vec()))
-        .collect();
+    let nodes =
+        cpus.children().filter_map(|c| c.property("phandle").map(|p| p.value().to_vec())).collect();
     (map, nodes)
 }
 

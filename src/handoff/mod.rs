@@ -95,6 +95,17 @@ impl<M: crate::smmu::io::SmmuIo> DmaStage2 for crate::smmu::Smmu<M> {
     }
 }
 
+/// No SMMU: no device DMA is translated by warden at all (boot says so), so there is nothing
+/// to invalidate.
+impl<T: DmaStage2> DmaStage2 for Option<T> {
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
+        match self {
+            Some(smmu) => smmu.invalidate_ipa_range(vmid, range),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A carveout: a physical range reserved for one peer (from `/reserved-memory`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Carveout {

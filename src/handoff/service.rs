@@ -185,12 +185,10 @@ where
                 if r.carveout.peer != t.peer {
                     return Err(AbiError::Denied);
                 }
-                let allowed = match (r.carveout.policy, kind) {
-                    (Policy::Donate, TransferKind::Donate) | (Policy::Lend, TransferKind::Lend) => {
-                        true
-                    }
-                    _ => false,
-                };
+                let allowed = matches!(
+                    (r.carveout.policy, kind),
+                    (Policy::Donate, TransferKind::Donate) | (Policy::Lend, TransferKind::Lend)
+                );
                 if !allowed {
                     return Err(AbiError::Denied);
                 }

@@ -126,6 +126,8 @@ impl FakePlatform {
                 early_uart: 0x0900_0000,
                 firmware: Firmware::QemuBuiltinPsci,
                 violation_policy: ViolationPolicy::Contain,
+                sim_peer: false,
+                control_page: None,
             },
             host_el1: HostEl1 {
                 vbar: Self::HOST_VBAR,

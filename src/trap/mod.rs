@@ -193,7 +193,9 @@ impl TrapHandler {
                 }
                 Caller::Host => Err(AbiError::Denied),
             },
-            Ok(None) if is_twin(fid, peer_abi::PEER_COMMAND) || is_twin(fid, peer_abi::PEER_DONE) => {
+            Ok(None)
+                if is_twin(fid, peer_abi::PEER_COMMAND) || is_twin(fid, peer_abi::PEER_DONE) =>
+            {
                 Err(AbiError::NotSupported)
             }
             Ok(None) => return None,

@@ -176,6 +176,8 @@ mod tests {
             early_uart: 0,
             firmware,
             violation_policy: ViolationPolicy::Contain,
+            sim_peer: false,
+            control_page: None,
         };
         (Psci::new(&[0, 1], 0).unwrap(), el3, p)
     }

@@ -98,6 +98,14 @@ pub fn write_stage2(vtcr: u64, vttbr: u64) {
     unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack, preserves_flags)) };
 }
 
+/// Makes another stage-2 current on this CPU (VTTBR_EL2 only; VTCR is shared), for TLB
+/// maintenance by VMID while warden edits that stage-2's tables.
+pub fn set_vttbr(vttbr: u64) {
+    r::VTTBR_EL2.set(vttbr);
+    // SAFETY: ISB only synchronises the register write.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
 /// The host's EL1 registers an exception injection reads.
 pub fn el1_vbar() -> u64 {
     r::VBAR_EL1.get()
