@@ -325,9 +325,10 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &mut frames) {
             Ok(sim) => {
                 log::info!(
-                    "simulated peer on CPU MPIDR {mpidr:#x} (warden CPU {}), playing {:?}",
+                    "simulated peer on CPU MPIDR {mpidr:#x} (warden CPU {}) for {} peer(s); the host gets the other {} CPU(s)",
                     mpidrs.len(),
-                    peers.iter().map(|p| p.id).collect::<Vec<_>>()
+                    peers.len(),
+                    mpidrs.len()
                 );
                 Some(sim)
             }
@@ -527,7 +528,7 @@ fn usable_carveouts(p: &PlatformInfo, l: &Layout) -> Vec<CarveoutDesc> {
             continue;
         }
         log::info!(
-            "  carveout   {} ({}: peer {:?}, {:?}{})",
+            "  carveout   {} ({}: for the {}, {:?}{})",
             c.range,
             c.name,
             c.peer,

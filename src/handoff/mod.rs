@@ -340,10 +340,12 @@ where
     let mut tracker = ctx.state.tracker.lock();
     let held = tracker.state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
     let released = match held {
-        PageState::Donated { peer: p, .. } if p == peer => {
+        PageState::Donated { peer: p, released: false } if p == peer => {
             PageState::Donated { peer, released: true }
         }
-        PageState::Lent { peer: p, .. } if p == peer => PageState::Lent { peer, released: true },
+        PageState::Lent { peer: p, released: false } if p == peer => {
+            PageState::Lent { peer, released: true }
+        }
         _ => return Err(HandoffError::NotHeldByPeer),
     };
     tracker.transition(range, held, released).map_err(HandoffError::Internal)?;

@@ -179,6 +179,9 @@ where
                 Request::Donate(_) => TransferKind::Donate,
                 _ => TransferKind::Lend,
             };
+            if !carveouts.iter().any(|c| c.peer == t.peer) {
+                return Err(AbiError::InvalidParameters);
+            }
             let r = {
                 let tracker = ctx.state.tracker();
                 let r = resolve(carveouts, &tracker, t.target)?;
@@ -230,6 +233,9 @@ where
             let r = {
                 let tracker = ctx.state.tracker();
                 let r = resolve(carveouts, &tracker, back.target)?;
+                if r.carveout.peer != peer {
+                    return Err(AbiError::Denied);
+                }
                 if tracker.extents_in(r.range).any(|e| e.state.is_transient()) {
                     return Err(AbiError::Busy);
                 }

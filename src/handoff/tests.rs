@@ -950,11 +950,13 @@ mod service_calls {
         assert_eq!(rig.host(reclaim(sub, false)), Err(AbiError::PeerHolds));
         assert_eq!(rig.host(release(sub, false)), Err(AbiError::Denied));
         // Another peer cannot release it.
-        assert_eq!(
-            rig.call(Caller::Peer(DSP), release(sub, false)),
-            Err(AbiError::InvalidParameters)
-        );
+        assert_eq!(rig.call(Caller::Peer(DSP), release(sub, false)), Err(AbiError::Denied));
         assert!(rig.call(Caller::Peer(MODEM), release(sub, false)).is_ok());
+        assert_eq!(
+            rig.call(Caller::Peer(MODEM), release(sub, false)),
+            Err(AbiError::InvalidParameters),
+            "released twice"
+        );
         assert_eq!(rig.query(C_MODEM.start + 0x3000).state, RangeState::PeerReleased(MODEM));
         // A peer may not reclaim or donate.
         assert_eq!(rig.call(Caller::Peer(MODEM), reclaim(sub, false)), Err(AbiError::Denied));
@@ -1034,7 +1036,7 @@ mod service_calls {
             (
                 Caller::Host,
                 donate(range(C_MODEM.start, PAGE_SIZE), peer(9), false),
-                AbiError::Denied,
+                AbiError::InvalidParameters,
             ),
             // Lend on a donate-only carveout.
             (Caller::Host, lend(range(C_MODEM.start, PAGE_SIZE), MODEM, false), AbiError::Denied),

@@ -101,6 +101,15 @@ impl PeerId {
     }
 }
 
+impl core::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "peer {}", self.0),
+        }
+    }
+}
+
 /// Which transfer kind a carveout accepts (its DT `warden,policy`); the other kind is `DENIED`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
