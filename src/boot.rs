@@ -424,29 +424,10 @@ fn build_el2_tables(
         cursor = guard.end;
     }
     push(MemRange::new(cursor, image.end), Attrs::normal(Perms::RW));
-    // RAM is cacheable for warden except the carveouts: those are Normal Non-cacheable, so
-    // EL2 never allocates a line of theirs (not even speculatively) and its CLEAR writes go
-    // straight to memory; cache maintenance by VA works whatever the attributes.
-    let mut holes: ArrayVec<MemRange, { 1 + dt::MAX_CARVEOUTS }> = ArrayVec::new();
-    holes.push(warden);
-    for c in p.carveouts.iter() {
-        if !c.range.overlaps(&warden) {
-            holes.push(c.range);
-        }
-    }
-    holes.sort_unstable_by_key(|h| h.start);
+    let mut carveouts: ArrayVec<MemRange, { dt::MAX_CARVEOUTS }> = ArrayVec::new();
+    carveouts.extend(p.carveouts.iter().map(|c| c.range));
     for bank in p.memory.iter() {
-        let mut cursor = bank.start;
-        for hole in holes.iter().filter(|h| h.overlaps(bank)) {
-            push(MemRange::new(cursor, hole.start.max(cursor)), Attrs::normal(Perms::RW));
-            cursor = cursor.max(hole.end);
-        }
-        push(MemRange::new(cursor.min(bank.end), bank.end), Attrs::normal(Perms::RW));
-    }
-    for c in p.carveouts.iter() {
-        if !c.range.overlaps(&warden) && p.memory.iter().any(|b| b.contains_range(&c.range)) {
-            push(c.range, Attrs::normal_non_cacheable(Perms::RW));
-        }
+        crate::mm::el2::ram_regions(*bank, warden, &carveouts, &mut push);
     }
     push(MemRange::new(uart, uart + PAGE_SIZE), Attrs::device(Perms::RW));
     // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.

@@ -127,6 +127,43 @@ where
     Ok(El2Map { table, tcr, mair: MAIR_EL2_VALUE, sctlr: SCTLR_EL2_MMU_ON, ttbr0, stats })
 }
 
+/// warden's view of one RAM bank: cacheable RW everywhere except its own image (mapped
+/// separately, with finer permissions) and the carveouts, which are Normal Non-cacheable RW so
+/// that EL2 never allocates a cache line of theirs (not even speculatively) and zeros it writes
+/// go straight to memory. Cache maintenance by VA works on any of these attributes. `holes` must
+/// be sorted by start and disjoint; carveouts not wholly inside `bank` are left out (and so not
+/// mapped at all).
+pub fn ram_regions(
+    bank: MemRange,
+    warden: MemRange,
+    carveouts: &[MemRange],
+    mut push: impl FnMut(MemRange, Attrs),
+) {
+    let rw = Attrs::normal(super::pgtable::Perms::RW);
+    let mut cursor = bank.start;
+    let holes = core::iter::once(warden).chain(carveouts.iter().copied());
+    let mut sorted: [Option<MemRange>; 1 + crate::dt::MAX_CARVEOUTS] =
+        [None; 1 + crate::dt::MAX_CARVEOUTS];
+    for (slot, hole) in sorted.iter_mut().zip(holes.filter(|h| h.overlaps(&bank))) {
+        *slot = Some(hole);
+    }
+    sorted.sort_unstable_by_key(|h| h.map_or(u64::MAX, |h| h.start));
+    for hole in sorted.iter().flatten() {
+        if hole.start > cursor {
+            push(MemRange::new(cursor, hole.start.min(bank.end)), rw);
+        }
+        cursor = cursor.max(hole.end);
+    }
+    if cursor < bank.end {
+        push(MemRange::new(cursor, bank.end), rw);
+    }
+    for c in carveouts {
+        if bank.contains_range(c) && !c.overlaps(&warden) {
+            push(*c, Attrs::normal_non_cacheable(super::pgtable::Perms::RW));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +250,34 @@ mod tests {
             Err(El2MapError::Config(ConfigError::UnsupportedInputBits(20)))
         ));
         assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn ram_regions_cut_warden_and_carveouts_out_and_map_carveouts_non_cacheable() {
+        use crate::mm::pgtable::Perms;
+        let bank = MemRange::new(0x4000_0000, 0x8000_0000);
+        let warden = MemRange::new(0x4020_0000, 0x4040_0000);
+        let modem = MemRange::new(0x7c00_0000, 0x7d00_0000);
+        let dsp = MemRange::new(0x7d00_0000, 0x7e00_0000);
+        let outside = MemRange::new(0x9000_0000, 0x9100_0000);
+        let mut got = alloc::vec::Vec::new();
+        ram_regions(bank, warden, &[dsp, outside, modem], |r, a| got.push((r, a)));
+        let rw = Attrs::normal(Perms::RW);
+        let nc = Attrs::normal_non_cacheable(Perms::RW);
+        assert_eq!(
+            got,
+            [
+                (MemRange::new(0x4000_0000, 0x4020_0000), rw),
+                (MemRange::new(0x4040_0000, 0x7c00_0000), rw),
+                (MemRange::new(0x7e00_0000, 0x8000_0000), rw),
+                (dsp, nc),
+                (modem, nc),
+            ]
+        );
+        // warden outside the bank, a carveout at the bank's very end.
+        got.clear();
+        let tail = MemRange::new(0x7f00_0000, 0x8000_0000);
+        ram_regions(bank, MemRange::new(0x1000, 0x2000), &[tail], |r, a| got.push((r, a)));
+        assert_eq!(got, [(MemRange::new(0x4000_0000, 0x7f00_0000), rw), (tail, nc)]);
     }
 }
