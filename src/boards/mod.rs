@@ -45,3 +45,8 @@ pub use qemu_virt::BOARD as CURRENT;
 #[cfg(feature = "board-qemu-virt")]
 #[path = "../../boards/qemu-virt/carveouts.rs"]
 pub mod carveouts;
+
+/// The simulated peer program warden runs on the CPU it keeps (qemu-virt firmware only).
+#[cfg(all(feature = "board-qemu-virt", feature = "firmware"))]
+#[path = "../../boards/qemu-virt/sim_peer.rs"]
+pub mod sim_peer;

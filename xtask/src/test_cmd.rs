@@ -213,11 +213,11 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
     }
     let build_ok = errors.is_empty();
     if build_ok {
-        tally.record(&Verdict::pass("firmware/build (warden, test guest)"));
+        tally.record(&Verdict::pass("firmware/build (sim peer, warden, test guest)"));
     } else {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
-            "firmware/build (warden, test guest)",
+            "firmware/build (sim peer, warden, test guest)",
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
@@ -251,7 +251,7 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
         println!("skip firmware/clippy: the firmware toolchain has no clippy");
     }
     Ok(match (build_ok, built.as_slice()) {
-        (true, [warden, guest]) => Some((warden.clone(), guest.clone())),
+        (true, [_sim_peer, warden, guest]) => Some((warden.clone(), guest.clone())),
         _ => None,
     })
 }
