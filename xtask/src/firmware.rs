@@ -266,7 +266,8 @@ not json
     #[test]
     fn the_peer_is_built_first_and_bounded() {
         assert_eq!(ALL.first().map(|k| k.package), Some(SIM_PEER.package));
-        assert!(WARDEN.embeds_sim_peer && !SIM_PEER.embeds_sim_peer);
+        let embeds: Vec<_> = ALL.iter().map(|k| k.embeds_sim_peer).collect();
+        assert_eq!(embeds, [false, true, false]);
         assert_eq!(SIM_PEER.load, Load::Fixed { base: warden_abi::peer::PROGRAM_IPA });
         assert!(check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE).is_ok());
         let err = check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE + 1).unwrap_err();

@@ -269,9 +269,13 @@ fn report_timeout(scenario: &str, run: &Captured) {
     }
 }
 
+/// CPUs the test guest gets in guest-boot (QEMU has one more: the peer's).
+const GUEST_HOST_CPUS: u32 = 2;
+
 fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
-    let mut machine = Machine::new(Some(image.to_owned()));
+    let mut machine = Machine::with_warden(image.to_owned(), GUEST_HOST_CPUS);
     machine.devices = crate::qemu::test_guest_devices();
+    qemu::attach_warden_dt(qemu, &mut machine, "guest-boot")?;
     let run = qemu::run_captured(
         machine.command(qemu),
         SCENARIO_TIMEOUT,
@@ -347,7 +351,10 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
     let host = linux_host::prepare(&opts)?;
-    let machine = linux_host::machine(&host, warden, &opts)?;
+    let mut machine = linux_host::machine(&host, warden, &opts)?;
+    if warden.is_some() {
+        qemu::attach_warden_dt(qemu, &mut machine, name)?;
+    }
     let run = qemu::run_captured(
         machine.command(qemu),
         LINUX_TIMEOUT,
