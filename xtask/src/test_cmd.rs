@@ -140,11 +140,16 @@ fn step(title: &str) {
     println!("== {title}");
 }
 
+/// Workspace members that only build for aarch64 bare metal: host `cargo test`/`clippy` skip them
+/// (the firmware steps build and lint them).
+const BARE_METAL_ONLY: [&str; 4] =
+    ["--exclude", "warden-test-guest", "--exclude", "warden-sim-peer"];
+
 fn unit_tests(tally: &mut Tally) -> Result<()> {
-    step("host unit tests: cargo test --workspace --exclude warden-test-guest");
+    step("host unit tests: cargo test --workspace (bare-metal-only crates excluded)");
     let log = logs_dir().join("unit-tests.log");
     let mut cmd = host_cargo();
-    cmd.args(["test", "--workspace", "--exclude", "warden-test-guest"]);
+    cmd.args(["test", "--workspace"]).args(BARE_METAL_ONLY);
     let (ok, text) = run_to_log(cmd, &log)?;
     let binaries = parse_cargo_test(&text);
     for bin in &binaries {
@@ -450,15 +455,11 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             &mut tally,
             "lint/clippy --workspace --all-targets -D warnings",
             &[
-                "clippy",
-                "--workspace",
-                "--exclude",
-                "warden-test-guest",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
+                &["clippy", "--workspace"][..],
+                &BARE_METAL_ONLY,
+                &["--all-targets", "--", "-D", "warnings"],
+            ]
+            .concat(),
             "clippy.log",
         )?;
         lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
