@@ -1,9 +1,40 @@
-//! Passes warden's linker script when the firmware binary is built.
+//! Passes warden's linker script when the firmware binary is built, and checks that the
+//! simulated peer image it embeds (qemu-virt) is named.
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=linker/warden.ld");
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-T{manifest}/linker/warden.ld");
+    }
+    sim_peer();
+}
+
+/// `boards/qemu-virt/sim_peer.rs` embeds the file `WARDEN_SIM_PEER` names: rebuild when the
+/// variable or the file changes, and explain a missing variable instead of leaving it to
+/// `env!`.
+fn sim_peer() {
+    const VAR: &str = "WARDEN_SIM_PEER";
+    println!("cargo:rerun-if-env-changed={VAR}");
+    let embeds = std::env::var_os("CARGO_FEATURE_FIRMWARE").is_some()
+        && std::env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT").is_some();
+    match std::env::var_os(VAR) {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            if embeds && !path.is_file() {
+                panic!(
+                    "{VAR}={} is not a file: build the firmware with `cargo xtask build`, which \
+                     builds the simulated peer (boards/qemu-virt/peer) first",
+                    path.display()
+                );
+            }
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        None if embeds => panic!(
+            "{VAR} is not set: warden's firmware (feature `firmware`, board qemu-virt) embeds the \
+             simulated peer program; build it with `cargo xtask build`, which builds the peer \
+             and sets {VAR}"
+        ),
+        None => {}
     }
 }

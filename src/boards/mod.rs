@@ -52,7 +52,7 @@ pub use qemu_virt::BOARD as CURRENT;
 #[path = "../../boards/qemu-virt/carveouts.rs"]
 pub mod carveouts;
 
-/// The simulated peer's program (see `boards/qemu-virt/peer`).
+/// The simulated peer program warden runs on the CPU it keeps (qemu-virt firmware only).
 #[cfg(all(feature = "board-qemu-virt", feature = "firmware"))]
 #[path = "../../boards/qemu-virt/sim_peer.rs"]
 pub mod sim_peer;

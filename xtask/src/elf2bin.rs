@@ -1,10 +1,13 @@
 //! ELF → flat binary conversion for the firmware images.
 //!
-//! warden and the test guest are linked position-independent at address 0 and loaded by QEMU
-//! (or a bootloader) as raw arm64 `Image` files, so the flat binary is the PT_LOAD segments laid
-//! out by virtual address from 0. The only fix-ups the entry code applies are
-//! `R_AARCH64_RELATIVE` entries of `.rela.dyn`, so any other dynamic relocation would leave a
-//! wrong pointer in the running image: such an ELF is rejected here, at build time.
+//! Two layouts ([`Load`]). warden and the test guest are linked position-independent at address
+//! 0 and loaded by QEMU (or a bootloader) as raw arm64 `Image` files, so the flat binary is the
+//! PT_LOAD segments laid out by virtual address from 0. The only fix-ups their entry code
+//! applies are `R_AARCH64_RELATIVE` entries of `.rela.dyn`, so any other dynamic relocation
+//! would leave a wrong pointer in the running image: such an ELF is rejected here, at build
+//! time. The simulated peer program is linked at the one address it runs at, with its
+//! relocations applied by the linker (`--apply-dynamic-relocs`) because nothing relocates it at
+//! run time: there, every `R_AARCH64_RELATIVE` must already hold its final value.
 
 use anyhow::{Context, Result, bail, ensure};
 use object::LittleEndian;
@@ -15,12 +18,42 @@ use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, Rela, SectionHeade
 /// segments sit gigabytes apart).
 const MAX_FLAT_SIZE: u64 = 256 << 20;
 
+/// How the flat image is loaded and entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// An arm64 `Image` linked at 0: placed anywhere, relocates itself (warden, test guest).
+    SelfRelocatingImage,
+    /// Linked at `base` and copied there as is, entered at its first byte: every dynamic
+    /// relocation must already be applied for `base` (the simulated peer).
+    Fixed { base: u64 },
+}
+
+/// A flat image and the memory it occupies once loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flat {
+    /// File contents: byte `i` goes to load address + `i`. Trailing BSS is not stored.
+    pub bytes: Vec<u8>,
+    /// Bytes from the load address to the end of the last segment (BSS and any stack section
+    /// included): what must be free at the load address.
+    pub mem_size: u64,
+}
+
 /// Converts a little-endian AArch64 ELF linked at 0 into the flat binary a loader expects.
 ///
 /// Fails when the ELF is not AArch64, when its first PT_LOAD segment is not at virtual address
 /// 0, when segments overlap, when it has a dynamic relocation other than `R_AARCH64_RELATIVE`
 /// (naming it), or when the result does not begin with an arm64 Image header.
 pub fn elf_to_flat_binary(elf_bytes: &[u8]) -> Result<Vec<u8>> {
+    elf_to_flat(elf_bytes, Load::SelfRelocatingImage).map(|flat| flat.bytes)
+}
+
+/// Converts a little-endian AArch64 ELF into a flat image for `load`.
+///
+/// Besides the checks of [`elf_to_flat_binary`] (the arm64 Image header only for
+/// [`Load::SelfRelocatingImage`]): with [`Load::Fixed`] the first segment must start at `base`,
+/// the entry point must be `base`, and every `R_AARCH64_RELATIVE` must already hold its addend
+/// (applied at link time).
+pub fn elf_to_flat(elf_bytes: &[u8], load: Load) -> Result<Flat> {
     let file = ElfFile64::<LittleEndian>::parse(elf_bytes)
         .context("not a 64-bit little-endian ELF file")?;
     let endian = file.endian();
@@ -30,6 +63,10 @@ pub fn elf_to_flat_binary(elf_bytes: &[u8]) -> Result<Vec<u8>> {
         "ELF machine is {:?}, expected AArch64",
         header.e_machine(endian)
     );
+    let base = match load {
+        Load::SelfRelocatingImage => 0,
+        Load::Fixed { base } => base,
+    };
 
     let mut loads: Vec<(u64, u64, &[u8])> = Vec::new();
     for phdr in file.elf_program_headers() {
@@ -52,9 +89,14 @@ pub fn elf_to_flat_binary(elf_bytes: &[u8]) -> Result<Vec<u8>> {
     loads.sort_by_key(|&(vaddr, _, _)| vaddr);
     let first_vaddr = loads[0].0;
     ensure!(
-        first_vaddr == 0,
-        "ELF is linked at {first_vaddr:#x}, not 0 (the linker script must place the image at 0)"
+        first_vaddr == base,
+        "ELF is linked at {first_vaddr:#x}, not {base:#x} (the linker script must place the \
+         image at {base:#x})"
     );
+    if let Load::Fixed { .. } = load {
+        let entry = header.e_entry(endian);
+        ensure!(entry == base, "entry point {entry:#x} is not the first byte {base:#x}");
+    }
     for pair in loads.windows(2) {
         let (prev_vaddr, prev_memsz, _) = pair[0];
         let (next_vaddr, _, _) = pair[1];
@@ -69,31 +111,51 @@ pub fn elf_to_flat_binary(elf_bytes: &[u8]) -> Result<Vec<u8>> {
 
     let mem_end =
         loads.iter().map(|&(vaddr, memsz, _)| vaddr.saturating_add(memsz)).max().unwrap_or(0);
-    check_dynamic_relocations(&file, mem_end)?;
+    let relatives = check_dynamic_relocations(&file, base, mem_end)?;
 
     // The flat file ends with the last byte that has file contents; trailing BSS is zeroed by
     // the entry code and need not be stored.
     let file_end = loads
         .iter()
         .filter(|(_, _, data)| !data.is_empty())
-        .map(|&(vaddr, _, data)| vaddr.saturating_add(data.len() as u64))
+        .map(|&(vaddr, _, data)| vaddr.saturating_add(data.len() as u64) - base)
         .max()
         .unwrap_or(0);
     ensure!(file_end <= MAX_FLAT_SIZE, "flat image would be {file_end:#x} bytes: too large");
     let mut flat = vec![0u8; file_end as usize];
     // BSS-only segments (no file bytes) may start past the end of the file contents.
     for (vaddr, _, data) in loads.iter().filter(|(_, _, data)| !data.is_empty()) {
-        let start = *vaddr as usize;
+        let start = (*vaddr - base) as usize;
         flat[start..start + data.len()].copy_from_slice(data);
     }
 
-    warden::payload::Arm64ImageHeader::parse(&flat).map_err(|e| {
-        anyhow::anyhow!(
-            "flat image does not start with an arm64 Image header ({e}); \
-             the entry code must begin with the 64-byte header (magic ARM\\x64 at offset 56)"
-        )
-    })?;
-    Ok(flat)
+    match load {
+        Load::SelfRelocatingImage => {
+            warden::payload::Arm64ImageHeader::parse(&flat).map_err(|e| {
+                anyhow::anyhow!(
+                    "flat image does not start with an arm64 Image header ({e}); \
+                     the entry code must begin with the 64-byte header (magic ARM\\x64 at \
+                     offset 56)"
+                )
+            })?;
+        }
+        Load::Fixed { .. } => {
+            for (offset, addend) in relatives {
+                let at = (offset - base) as usize;
+                let stored = flat
+                    .get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                ensure!(
+                    stored == addend,
+                    "R_AARCH64_RELATIVE at {offset:#x} is not applied (holds {stored:#x}, \
+                     should be {addend:#x}): link with --apply-dynamic-relocs"
+                );
+            }
+        }
+    }
+    Ok(Flat { bytes: flat, mem_size: mem_end - base })
 }
 
 /// Name of an AArch64 relocation type for error messages.
@@ -105,8 +167,13 @@ fn relocation_name(r_type: elf::RelocationType) -> String {
 }
 
 /// Fails unless every dynamic relocation is `R_AARCH64_RELATIVE` without a symbol, applied
-/// inside the loaded image.
-fn check_dynamic_relocations(file: &ElfFile64<'_, LittleEndian>, mem_end: u64) -> Result<()> {
+/// inside the loaded image `[base, mem_end)`. Returns each one's `(r_offset, r_addend)`.
+fn check_dynamic_relocations(
+    file: &ElfFile64<'_, LittleEndian>,
+    base: u64,
+    mem_end: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let mut relatives = Vec::new();
     let endian = file.endian();
     let data = file.data();
     for section in file.elf_section_table().iter() {
@@ -148,12 +215,13 @@ fn check_dynamic_relocations(file: &ElfFile64<'_, LittleEndian>, mem_end: u64) -
                 "R_AARCH64_RELATIVE at {offset:#x} refers to a symbol"
             );
             ensure!(
-                offset.checked_add(8).is_some_and(|end| end <= mem_end),
+                offset >= base && offset.checked_add(8).is_some_and(|end| end <= mem_end),
                 "R_AARCH64_RELATIVE at {offset:#x} lies outside the image (ends at {mem_end:#x})"
             );
+            relatives.push((offset, rela.r_addend(endian) as u64));
         }
     }
-    Ok(())
+    Ok(relatives)
 }
 
 #[cfg(test)]
@@ -181,6 +249,11 @@ pub(crate) mod tests {
 
     /// Writes an AArch64 ELF with the given PT_LOAD segments and an allocated `.rela.dyn`.
     pub(crate) fn build_elf(segments: &[Segment], relocs: &[(u64, u32, u32)]) -> Vec<u8> {
+        build_elf_entry(segments, relocs, 0)
+    }
+
+    /// [`build_elf`] with entry point `e_entry`. Every relocation's addend is [`ADDEND`].
+    fn build_elf_entry(segments: &[Segment], relocs: &[(u64, u32, u32)], e_entry: u64) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = Writer::new(Endianness::Little, true, &mut out);
         w.reserve_file_header();
@@ -200,7 +273,7 @@ pub(crate) mod tests {
             abi_version: 0,
             e_type: elf::ET_DYN,
             e_machine: elf::EM_AARCH64,
-            e_entry: 0,
+            e_entry,
             e_flags: elf::FileFlags(0),
         })
         .unwrap();
@@ -225,7 +298,12 @@ pub(crate) mod tests {
         for &(r_offset, r_sym, r_type) in relocs {
             w.write_relocation(
                 true,
-                &Rel { r_offset, r_sym, r_type: elf::RelocationType(r_type), r_addend: 0x40 },
+                &Rel {
+                    r_offset,
+                    r_sym,
+                    r_type: elf::RelocationType(r_type),
+                    r_addend: ADDEND as i64,
+                },
             );
         }
         w.write_shstrtab();
@@ -246,6 +324,8 @@ pub(crate) mod tests {
         w.write_shstrtab_section_header();
         out
     }
+
+    const ADDEND: u64 = 0x1000_0040;
 
     fn two_segments() -> Vec<Segment> {
         vec![
@@ -315,5 +395,54 @@ pub(crate) mod tests {
         assert!(err.contains("overlap"), "{err}");
         assert!(elf_to_flat_binary(b"\x7fELF garbage").is_err());
         assert!(elf_to_flat_binary(&[]).is_err());
+    }
+
+    const PEER_BASE: u64 = 0x1000_0000;
+
+    /// A fixed-address image as lld lays out the peer: code, data holding an applied
+    /// relocation at `PEER_BASE + 0x1008`, then BSS and stack up to `PEER_BASE + 0x1_0000`.
+    fn fixed_segments(relocated_word: u64) -> Vec<Segment> {
+        let mut data = vec![0xaa; 0x20];
+        data[8..16].copy_from_slice(&relocated_word.to_le_bytes());
+        vec![
+            Segment { vaddr: PEER_BASE, data: vec![0x11; 0x100], memsz: 0x100 },
+            Segment { vaddr: PEER_BASE + 0x1000, data, memsz: 0x20 },
+            Segment { vaddr: PEER_BASE + 0x1020, data: vec![], memsz: 0xefe0 },
+        ]
+    }
+
+    #[test]
+    fn fixed_image_is_laid_out_from_its_base() {
+        let segs = fixed_segments(ADDEND);
+        let elf = build_elf_entry(&segs, &[(PEER_BASE + 0x1008, 0, 1027)], PEER_BASE);
+        let flat = elf_to_flat(&elf, Load::Fixed { base: PEER_BASE }).unwrap();
+        assert_eq!(flat.mem_size, 0x1_0000, "BSS and stack count, from the base");
+        assert_eq!(flat.bytes.len(), 0x1020);
+        assert_eq!(&flat.bytes[..0x100], &segs[0].data[..]);
+        assert_eq!(&flat.bytes[0x1000..], &segs[1].data[..]);
+        // No Image header needed, but the relocating layout still demands one (and 0).
+        assert!(elf_to_flat_binary(&elf).is_err());
+    }
+
+    #[test]
+    fn fixed_image_rejects_unapplied_relocations() {
+        let elf = build_elf_entry(&fixed_segments(0), &[(PEER_BASE + 0x1008, 0, 1027)], PEER_BASE);
+        let err = format!("{:#}", elf_to_flat(&elf, Load::Fixed { base: PEER_BASE }).unwrap_err());
+        assert!(err.contains("not applied") && err.contains("0x10001008"), "{err}");
+    }
+
+    #[test]
+    fn fixed_image_rejects_wrong_base_entry_and_relocation_below_base() {
+        let segs = fixed_segments(ADDEND);
+        let elf = build_elf_entry(&segs, &[], PEER_BASE);
+        let err =
+            format!("{:#}", elf_to_flat(&elf, Load::Fixed { base: 0x2000_0000 }).unwrap_err());
+        assert!(err.contains("not 0x20000000"), "{err}");
+        let elf = build_elf_entry(&segs, &[], PEER_BASE + 4);
+        let err = format!("{:#}", elf_to_flat(&elf, Load::Fixed { base: PEER_BASE }).unwrap_err());
+        assert!(err.contains("entry point"), "{err}");
+        let elf = build_elf_entry(&segs, &[(0x8, 0, 1027)], PEER_BASE);
+        let err = format!("{:#}", elf_to_flat(&elf, Load::Fixed { base: PEER_BASE }).unwrap_err());
+        assert!(err.contains("outside the image"), "{err}");
     }
 }

@@ -1,25 +1,51 @@
-//! Building the aarch64 firmware (warden and the test guest) and converting it to flat images.
+//! Building the aarch64 firmware (the simulated peer, warden, the test guest) and converting it
+//! to flat images.
 
-use crate::elf2bin::elf_to_flat_binary;
+use crate::elf2bin::{Load, elf_to_flat};
 use crate::toolchain::{self, FirmwareToolchain};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// One firmware crate: how to select it and what the output is called.
+/// One firmware crate: how to select it, how it is loaded and what the output is called.
 pub struct FirmwareCrate {
     pub package: &'static str,
     pub cargo_args: &'static [&'static str],
     pub bin_name: &'static str,
     pub output: &'static str,
+    pub load: Load,
+    /// Most bytes the loaded image may span (BSS and stack included), if bounded.
+    pub max_mem_size: Option<u64>,
+    /// The build embeds the simulated peer: cargo gets [`SIM_PEER_ENV`] naming its flat image,
+    /// which must be built first.
+    pub embeds_sim_peer: bool,
 }
+
+/// Environment variable naming the simulated peer's flat image for warden's build (read by
+/// `build.rs` and `boards/qemu-virt/sim_peer.rs`).
+pub const SIM_PEER_ENV: &str = "WARDEN_SIM_PEER";
+
+/// The simulated peer program warden embeds (qemu-virt): linked and loaded at
+/// `PROGRAM_IPA`, at most `PROGRAM_SIZE` bytes.
+pub const SIM_PEER: FirmwareCrate = FirmwareCrate {
+    package: "warden-sim-peer",
+    cargo_args: &["--package", "warden-sim-peer", "--bins"],
+    bin_name: "warden-sim-peer",
+    output: "sim-peer.bin",
+    load: Load::Fixed { base: warden_abi::peer::PROGRAM_IPA },
+    max_mem_size: Some(warden_abi::peer::PROGRAM_SIZE),
+    embeds_sim_peer: false,
+};
 
 pub const WARDEN: FirmwareCrate = FirmwareCrate {
     package: "warden",
     cargo_args: &["--package", "warden", "--features", "firmware", "--bin", "warden"],
     bin_name: "warden",
     output: "warden.bin",
+    load: Load::SelfRelocatingImage,
+    max_mem_size: None,
+    embeds_sim_peer: true,
 };
 
 pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
@@ -27,9 +53,13 @@ pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
     cargo_args: &["--package", "warden-test-guest", "--bins"],
     bin_name: "warden-test-guest",
     output: "test-guest.bin",
+    load: Load::SelfRelocatingImage,
+    max_mem_size: None,
+    embeds_sim_peer: false,
 };
 
-pub const ALL: [&FirmwareCrate; 2] = [&WARDEN, &TEST_GUEST];
+/// Every firmware crate, in build order: the simulated peer before warden, which embeds it.
+pub const ALL: [&FirmwareCrate; 3] = [&SIM_PEER, &WARDEN, &TEST_GUEST];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_owned()
@@ -96,14 +126,31 @@ fn run_cargo(mut cmd: Command, log: Option<&Path>) -> Result<Vec<(String, PathBu
     Ok(executables_from_messages(&collected))
 }
 
-/// Builds one firmware crate and returns its ELF path.
+/// Absolute path of the simulated peer's flat image (what [`SIM_PEER_ENV`] names).
+pub fn sim_peer_image() -> PathBuf {
+    output_dir().join(SIM_PEER.output)
+}
+
+/// `cargo <subcommand>` for `krate` (build or clippy), with the environment its build script
+/// needs.
+fn firmware_cargo(tc: &FirmwareToolchain, subcommand: &str, krate: &FirmwareCrate) -> Command {
+    let mut cmd = tc.cargo(subcommand, &firmware_target_dir());
+    cmd.args(krate.cargo_args);
+    if krate.embeds_sim_peer {
+        cmd.env(SIM_PEER_ENV, sim_peer_image());
+    }
+    cmd
+}
+
+/// Builds one firmware crate and returns its ELF path. A crate that embeds the simulated peer
+/// needs [`sim_peer_image`] built first.
 pub fn build_elf(
     tc: &FirmwareToolchain,
     krate: &FirmwareCrate,
     log: Option<&Path>,
 ) -> Result<PathBuf> {
-    let mut cmd = tc.cargo("build", &firmware_target_dir());
-    cmd.args(krate.cargo_args).arg("--message-format=json-render-diagnostics");
+    let mut cmd = firmware_cargo(tc, "build", krate);
+    cmd.arg("--message-format=json-render-diagnostics");
     let exes = run_cargo(cmd, log).with_context(|| format!("building {}", krate.package))?;
     // The crate's own binary name wins; a crate with a single differently named binary is
     // accepted too.
@@ -120,12 +167,17 @@ pub fn build_elf(
         })
 }
 
-/// Builds, converts and writes one firmware crate; returns the flat binary path.
+/// Builds, converts and writes one firmware crate (and first the simulated peer if the crate
+/// embeds it); returns the flat binary path.
 pub fn build_one(tc: &FirmwareToolchain, krate: &FirmwareCrate) -> Result<PathBuf> {
+    if krate.embeds_sim_peer {
+        build(tc, &SIM_PEER, None)?;
+    }
     build(tc, krate, None)
 }
 
-/// Like [`build_one`], with cargo's diagnostics appended to `log`.
+/// Builds only `krate`, with cargo's diagnostics appended to `log`. Callers go through [`ALL`],
+/// whose order builds the simulated peer before the crate embedding it.
 pub fn build_one_logged(
     tc: &FirmwareToolchain,
     krate: &FirmwareCrate,
@@ -138,8 +190,10 @@ fn build(tc: &FirmwareToolchain, krate: &FirmwareCrate, log: Option<&Path>) -> R
     let elf_path = build_elf(tc, krate, log)?;
     let elf =
         std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
-    let flat = elf_to_flat_binary(&elf)
+    let flat = elf_to_flat(&elf, krate.load)
         .with_context(|| format!("converting {} to a flat image", elf_path.display()))?;
+    check_size(krate, flat.mem_size)?;
+    let flat = flat.bytes;
     let out = output_dir().join(krate.output);
     std::fs::create_dir_all(output_dir())?;
     std::fs::write(&out, &flat).with_context(|| format!("writing {}", out.display()))?;
@@ -147,6 +201,18 @@ fn build(tc: &FirmwareToolchain, krate: &FirmwareCrate, log: Option<&Path>) -> R
         eprintln!("xtask: wrote {} ({} bytes)", out.display(), flat.len());
     }
     Ok(out)
+}
+
+/// Fails if the loaded image (`mem_size` bytes from its load address) exceeds the crate's bound.
+fn check_size(krate: &FirmwareCrate, mem_size: u64) -> Result<()> {
+    match krate.max_mem_size {
+        Some(max) if mem_size > max => bail!(
+            "{} spans {mem_size:#x} bytes once loaded (code, data, BSS and stack), more than \
+             the {max:#x} bytes it may use",
+            krate.package
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `cargo xtask build`: every firmware crate. Builds all of them even if one fails, then
@@ -171,8 +237,8 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
 pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<Command> {
     ALL.iter()
         .map(|krate| {
-            let mut cmd = tc.cargo("clippy", &firmware_target_dir());
-            cmd.args(krate.cargo_args).args(["--", "-D", "warnings"]).current_dir(repo_root());
+            let mut cmd = firmware_cargo(tc, "clippy", krate);
+            cmd.args(["--", "-D", "warnings"]).current_dir(repo_root());
             cmd
         })
         .collect()
@@ -195,5 +261,33 @@ not json
                 PathBuf::from("/r/target/firmware/aarch64-unknown-none-softfloat/release/warden")
             )]
         );
+    }
+
+    #[test]
+    fn the_peer_is_built_first_and_bounded() {
+        assert_eq!(ALL.first().map(|k| k.package), Some(SIM_PEER.package));
+        let embeds: Vec<_> = ALL.iter().map(|k| k.embeds_sim_peer).collect();
+        assert_eq!(embeds, [false, true, false]);
+        assert_eq!(SIM_PEER.load, Load::Fixed { base: warden_abi::peer::PROGRAM_IPA });
+        assert!(check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE).is_ok());
+        let err = check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE + 1).unwrap_err();
+        assert!(format!("{err}").contains("warden-sim-peer spans 0x10001 bytes"), "{err}");
+        assert!(check_size(&WARDEN, u64::MAX).is_ok());
+        assert!(sim_peer_image().is_absolute());
+    }
+
+    #[test]
+    fn warden_builds_and_lints_with_the_peer_image_named() {
+        let tc = FirmwareToolchain::Debian { version: "1.96.0".into(), has_clippy: true };
+        for sub in ["build", "clippy"] {
+            let env_of = |krate: &FirmwareCrate| {
+                firmware_cargo(&tc, sub, krate)
+                    .get_envs()
+                    .find(|(k, _)| *k == SIM_PEER_ENV)
+                    .and_then(|(_, v)| v.map(PathBuf::from))
+            };
+            assert_eq!(env_of(&WARDEN), Some(sim_peer_image()));
+            assert_eq!(env_of(&TEST_GUEST), None);
+        }
     }
 }

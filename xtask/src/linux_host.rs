@@ -177,8 +177,10 @@ pub fn prepare(opts: &HostOptions) -> Result<LinuxHost> {
     })
 }
 
-/// The QEMU machine booting `host`: packed behind `warden` (a flat warden binary), or, with
-/// `warden: None`, directly with `-kernel/-initrd/-append` on a machine without EL2.
+/// The QEMU machine booting `host`: packed behind `warden` (a flat warden binary; `opts.smp`
+/// host CPUs plus the peer's, and the caller attaches the DT with
+/// [`crate::qemu::attach_warden_dt`]), or, with `warden: None`, directly with
+/// `-kernel/-initrd/-append` on a machine without EL2 and `opts.smp` CPUs.
 pub fn machine(host: &LinuxHost, warden: Option<&Path>, opts: &HostOptions) -> Result<Machine> {
     let mut m = match warden {
         Some(warden) => {
@@ -190,17 +192,17 @@ pub fn machine(host: &LinuxHost, warden: Option<&Path>, opts: &HostOptions) -> R
                 Some(&host.cmdline),
                 &image,
             )?;
-            Machine::new(Some(image))
+            Machine::with_warden(image, opts.smp)
         }
         None => {
             let mut m = Machine::new(Some(host.kernel.clone()));
             m.virtualization = false;
             m.initrd = Some(host.initrd.clone());
             m.append = Some(host.cmdline.clone());
+            m.smp = opts.smp;
             m
         }
     };
-    m.smp = opts.smp;
     m.memory = opts.memory.clone();
     m.devices = host.devices.clone();
     Ok(m)

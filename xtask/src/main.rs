@@ -66,6 +66,7 @@ enum Cmd {
     Run {
         #[arg(long, value_enum, default_value_t = Host::Linux)]
         host: Host,
+        /// CPUs the host gets; a run with warden gives QEMU one more, the simulated peer's.
         #[arg(long, default_value_t = 2)]
         smp: u32,
         #[arg(long, default_value = "1G")]
@@ -137,10 +138,10 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
             let image = firmware::output_dir().join("warden-test-guest.img");
             pack::pack_files(&warden, &guest, None, None, &image)?;
-            let mut m = qemu::Machine::new(Some(image));
+            let mut m = qemu::Machine::with_warden(image, o.smp);
             m.devices = qemu::test_guest_devices();
-            m.smp = o.smp;
             m.memory = o.memory;
+            qemu::attach_warden_dt(&qemu.path, &mut m, "run-guest")?;
             m
         }
         Host::Linux => {
@@ -165,7 +166,11 @@ fn run(o: RunOptions) -> Result<ExitCode> {
                     "xtask: stdin is a terminal: a shell follows the demo (exit it to power off;                      Ctrl-A X quits QEMU)"
                 );
             }
-            linux_host::machine(&host, warden.as_deref(), &opts)?
+            let mut m = linux_host::machine(&host, warden.as_deref(), &opts)?;
+            if warden.is_some() {
+                qemu::attach_warden_dt(&qemu.path, &mut m, "run-linux")?;
+            }
+            m
         }
     };
     machine.extra = o.qemu_args;

@@ -1,7 +1,7 @@
-//! Running QEMU: the command line, and a captured run with a timeout that kills the whole
-//! process group.
+//! Running QEMU: the command line, the DT a warden run boots with, and a captured run with a
+//! timeout that kills the whole process group.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ pub const MACHINE: &str = "virt,virtualization=on,gic-version=3,iommu=smmuv3";
 /// "no hypervisor" baseline, `cargo xtask run --no-warden`).
 pub const MACHINE_WITHOUT_EL2: &str = "virt,gic-version=3,iommu=smmuv3";
 pub const CPU: &str = "max,pauth-impdef=on";
+/// CPUs a warden run has beyond the host's: warden removes the last CPU of `/cpus` from the
+/// host's DT and runs the simulated peer on it.
+pub const PEER_CPUS: u32 = 1;
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -48,6 +51,32 @@ impl Machine {
             virtualization: true,
             devices: Vec::new(),
             extra: Vec::new(),
+        }
+    }
+
+    /// warden packed with a host in `image`: `host_cpus` CPUs for the host plus [`PEER_CPUS`].
+    /// Once its devices are set, [`attach_warden_dt`] gives it the DT warden boots with.
+    pub fn with_warden(image: PathBuf, host_cpus: u32) -> Self {
+        let mut m = Self::new(Some(image));
+        m.smp = host_cpus + PEER_CPUS;
+        m
+    }
+
+    /// The same machine (`-machine`, `-cpu`, `-smp`, `-m`, devices) told to write the DT it
+    /// generates to `out` and exit instead of booting: no kernel, DT or extra arguments.
+    pub fn dumping_dtb_to(&self, out: &Path) -> Self {
+        let dump = format!("dumpdtb={}", out.display());
+        Self {
+            machine_extra: Some(match &self.machine_extra {
+                Some(extra) => format!("{extra},{dump}"),
+                None => dump,
+            }),
+            kernel: None,
+            initrd: None,
+            append: None,
+            dtb: None,
+            extra: Vec::new(),
+            ..self.clone()
         }
     }
 
@@ -94,6 +123,54 @@ impl Machine {
         cmd.args(self.args());
         cmd
     }
+}
+
+/// The DT warden boots with: QEMU's own DT `dumped` (for a machine with `cpus` CPUs) plus the
+/// board's carveouts (QEMU generates no `/reserved-memory`). Checked with warden's own parser:
+/// the carveouts must come back in order and all `cpus` CPUs must be there.
+pub fn warden_dtb(dumped: &[u8], cpus: u32) -> Result<Vec<u8>> {
+    use warden::boards::carveouts::{self, CARVEOUTS};
+    let edit = carveouts::add_to(warden::dt::DtEdit::new());
+    let dtb = warden::dt::apply(dumped, &edit)
+        .map_err(|e| anyhow::anyhow!("adding the board carveouts to QEMU's DT: {e}"))?;
+    let info = warden::dt::parse(&dtb)
+        .map_err(|e| anyhow::anyhow!("warden cannot parse the DT with carveouts: {e}"))?;
+    let found: Vec<_> = info.carveouts.iter().map(|c| c.range).collect();
+    let wanted: Vec<_> = CARVEOUTS.iter().map(|c| c.range).collect();
+    ensure!(found == wanted, "the DT has carveouts {found:x?}, expected {wanted:x?}");
+    ensure!(
+        info.cpus.len() == cpus as usize,
+        "QEMU's DT has {} CPUs, the machine {cpus}",
+        info.cpus.len()
+    );
+    Ok(dtb)
+}
+
+/// Makes `machine` (a warden run, devices set) boot with [`warden_dtb`]: asks QEMU for the DT of
+/// exactly that machine, writes `target/warden/<name>.dtb` and sets `machine.dtb`. `name` says
+/// which configuration (one file per scenario or `run` host).
+pub fn attach_warden_dt(qemu: &Path, machine: &mut Machine, name: &str) -> Result<PathBuf> {
+    let dir = crate::firmware::output_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dumped_path = dir.join(format!("{name}.qemu.dtb"));
+    let _ = std::fs::remove_file(&dumped_path);
+    let mut dump = machine.dumping_dtb_to(&dumped_path).command(qemu);
+    let out = dump.stdin(Stdio::null()).output().context("starting QEMU to dump its DT")?;
+    if !out.status.success() {
+        bail!(
+            "QEMU could not dump its DT ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let dumped = std::fs::read(&dumped_path)
+        .with_context(|| format!("reading QEMU's DT {}", dumped_path.display()))?;
+    let dtb =
+        warden_dtb(&dumped, machine.smp).with_context(|| format!("building the DT for {name}"))?;
+    let path = dir.join(format!("{name}.dtb"));
+    std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
+    machine.dtb = Some(path.clone());
+    Ok(path)
 }
 
 /// `arg` quoted for a POSIX shell when it needs it (for printing command lines to copy).
@@ -278,6 +355,71 @@ mod tests {
         assert!(m.args().join(" ").starts_with(
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/x.dtb "
         ));
+    }
+
+    #[test]
+    fn a_warden_run_has_the_peer_cpu_and_its_dt() {
+        let mut m = Machine::with_warden("/t/img".into(), 2);
+        m.devices = test_guest_devices();
+        m.dtb = Some("/t/warden.dtb".into());
+        assert_eq!(
+            m.args().join(" "),
+            "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max,pauth-impdef=on \
+             -smp 3 -m 1G -nographic -no-reboot -kernel /t/img -dtb /t/warden.dtb \
+             -device edu,dma_mask=0xffffffffff"
+        );
+        // The DT is QEMU's for the same machine and devices, with nothing to boot.
+        m.extra = vec!["-s".into()];
+        assert_eq!(
+            m.dumping_dtb_to(Path::new("/t/q.dtb")).args().join(" "),
+            "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/q.dtb \
+             -cpu max,pauth-impdef=on -smp 3 -m 1G -nographic -no-reboot \
+             -device edu,dma_mask=0xffffffffff"
+        );
+    }
+
+    /// QEMU 10.0.2's DT for 2 CPUs (boards/qemu-virt/qemu-virt.dtb).
+    const QEMU_DTB_2_CPUS: &[u8] = include_bytes!("../../boards/qemu-virt/qemu-virt.dtb");
+
+    #[test]
+    fn warden_dtb_adds_the_carveouts() {
+        let dtb = warden_dtb(QEMU_DTB_2_CPUS, 2).unwrap();
+        let info = warden::dt::parse(&dtb).unwrap();
+        let carveouts: Vec<_> = info
+            .carveouts
+            .iter()
+            .map(|c| (c.range.start, c.range.end, c.peer, c.policy, c.clear_on_reclaim))
+            .collect();
+        use warden::dt::{PeerId, Policy};
+        assert_eq!(
+            carveouts,
+            [
+                (0x7c00_0000, 0x7d00_0000, PeerId::MODEM, Policy::Donate, false),
+                (0x7d00_0000, 0x7e00_0000, PeerId::DSP, Policy::Lend, true),
+            ]
+        );
+        let err = format!("{:#}", warden_dtb(QEMU_DTB_2_CPUS, 3).unwrap_err());
+        assert!(err.contains("2 CPUs, the machine 3"), "{err}");
+        assert!(warden_dtb(b"not a DT", 2).is_err());
+    }
+
+    /// The real thing: QEMU's DT for a warden run (3 CPUs), with the carveouts. Needs
+    /// `qemu-system-aarch64` (`cargo xtask setup`), like every QEMU scenario.
+    #[test]
+    fn warden_run_dt_from_qemu_has_three_cpus_and_the_carveouts() {
+        let qemu = crate::toolchain::find_in_path("qemu-system-aarch64")
+            .expect("qemu-system-aarch64 in PATH (cargo xtask setup installs it)");
+        let mut m = Machine::with_warden("/nonexistent/img".into(), 2);
+        m.devices = test_guest_devices();
+        let name = format!("unit-test-{}", std::process::id());
+        let path = attach_warden_dt(&qemu, &mut m, &name).unwrap();
+        assert_eq!(m.dtb.as_deref(), Some(path.as_path()));
+        let info = warden::dt::parse(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(info.cpus.len(), 3);
+        assert_eq!(info.carveouts.len(), 2);
+        assert!(info.carveouts[1].clear_on_reclaim);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(path.with_extension("qemu.dtb")).unwrap();
     }
 
     #[test]

@@ -140,11 +140,16 @@ fn step(title: &str) {
     println!("== {title}");
 }
 
+/// Workspace members that only build for aarch64 bare metal: host `cargo test`/`clippy` skip them
+/// (the firmware steps build and lint them).
+const BARE_METAL_ONLY: [&str; 4] =
+    ["--exclude", "warden-test-guest", "--exclude", "warden-sim-peer"];
+
 fn unit_tests(tally: &mut Tally) -> Result<()> {
-    step("host unit tests: cargo test --workspace --exclude warden-test-guest");
+    step("host unit tests: cargo test --workspace (bare-metal-only crates excluded)");
     let log = logs_dir().join("unit-tests.log");
     let mut cmd = host_cargo();
-    cmd.args(["test", "--workspace", "--exclude", "warden-test-guest"]);
+    cmd.args(["test", "--workspace"]).args(BARE_METAL_ONLY);
     let (ok, text) = run_to_log(cmd, &log)?;
     let binaries = parse_cargo_test(&text);
     for bin in &binaries {
@@ -213,11 +218,11 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
     }
     let build_ok = errors.is_empty();
     if build_ok {
-        tally.record(&Verdict::pass("firmware/build (warden, test guest)"));
+        tally.record(&Verdict::pass("firmware/build (sim peer, warden, test guest)"));
     } else {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
-            "firmware/build (warden, test guest)",
+            "firmware/build (sim peer, warden, test guest)",
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
@@ -251,7 +256,7 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
         println!("skip firmware/clippy: the firmware toolchain has no clippy");
     }
     Ok(match (build_ok, built.as_slice()) {
-        (true, [warden, guest]) => Some((warden.clone(), guest.clone())),
+        (true, [_sim_peer, warden, guest]) => Some((warden.clone(), guest.clone())),
         _ => None,
     })
 }
@@ -269,9 +274,13 @@ fn report_timeout(scenario: &str, run: &Captured) {
     }
 }
 
+/// CPUs the test guest gets in guest-boot (QEMU has one more: the peer's).
+const GUEST_HOST_CPUS: u32 = 2;
+
 fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
-    let mut machine = Machine::new(Some(image.to_owned()));
+    let mut machine = Machine::with_warden(image.to_owned(), GUEST_HOST_CPUS);
     machine.devices = crate::qemu::test_guest_devices();
+    qemu::attach_warden_dt(qemu, &mut machine, "guest-boot")?;
     let run = qemu::run_captured(
         machine.command(qemu),
         SCENARIO_TIMEOUT,
@@ -347,7 +356,10 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
     let host = linux_host::prepare(&opts)?;
-    let machine = linux_host::machine(&host, warden, &opts)?;
+    let mut machine = linux_host::machine(&host, warden, &opts)?;
+    if warden.is_some() {
+        qemu::attach_warden_dt(qemu, &mut machine, name)?;
+    }
     let run = qemu::run_captured(
         machine.command(qemu),
         LINUX_TIMEOUT,
@@ -443,15 +455,11 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             &mut tally,
             "lint/clippy --workspace --all-targets -D warnings",
             &[
-                "clippy",
-                "--workspace",
-                "--exclude",
-                "warden-test-guest",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
+                &["clippy", "--workspace"][..],
+                &BARE_METAL_ONLY,
+                &["--all-targets", "--", "-D", "warnings"],
+            ]
+            .concat(),
             "clippy.log",
         )?;
         lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
