@@ -129,6 +129,61 @@ impl fmt::Display for Span {
     }
 }
 
+/// Compact text of ABI values for failure reasons (which are cut at 200 bytes): addresses in
+/// hex, no field names.
+pub struct Show<T>(pub T);
+
+impl fmt::Display for Show<RangeInfo> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.0;
+        write!(f, "[{:#x}+{:#x} {:?} #{}]", r.base, r.size, r.state, r.carveout)
+    }
+}
+
+impl fmt::Display for Show<CarveoutInfo> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.0;
+        let clear = if c.clear_on_reclaim { " clear-on-reclaim" } else { "" };
+        write!(
+            f,
+            "[{:#x}+{:#x} peer {} {:?}{clear} {:?}]",
+            c.base,
+            c.size,
+            c.peer.get(),
+            c.policy,
+            c.state
+        )
+    }
+}
+
+impl fmt::Display for Show<ViolationCount> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.0;
+        write!(f, "[{} incidents from {}, {} accesses]", v.incidents, v.oldest, v.accesses)
+    }
+}
+
+impl fmt::Display for Show<ViolationInfo> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.0;
+        let a = &v.access;
+        write!(
+            f,
+            "[IPA {:x?} VA {:x?} ELR {:#x} ESR {:#x} size {:?}{}{} {:?} cpu {} x{}]",
+            v.ipa,
+            v.va,
+            v.elr,
+            v.esr,
+            a.size,
+            if a.write { " write" } else { " read" },
+            if a.fetch { " fetch" } else { "" },
+            v.owner,
+            v.cpu,
+            v.count
+        )
+    }
+}
+
 /// Why a call did not give the expected kind of answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallError {
@@ -309,7 +364,9 @@ pub fn expect_run(addr: u64, expected: RangeInfo) -> Result<(), Reason> {
     let run = check(range_query(addr), format_args!("RANGE_QUERY({addr:#x})"))?;
     if run != expected {
         return Err(Reason::new(format_args!(
-            "RANGE_QUERY({addr:#x}) = {run:?}, expected {expected:?}"
+            "RANGE_QUERY({addr:#x}) = {}, expected {}",
+            Show(run),
+            Show(expected)
         )));
     }
     Ok(())
@@ -321,8 +378,10 @@ pub fn expect_carveout(c: &Carveout, state: CarveoutState) -> Result<(), Reason>
     let expected = c.info(state);
     if info != expected {
         return Err(Reason::new(format_args!(
-            "CARVEOUT_INFO({}) = {info:?}, expected {expected:?}",
-            c.index
+            "CARVEOUT_INFO({}) = {}, expected {}",
+            c.index,
+            Show(info),
+            Show(expected)
         )));
     }
     Ok(())
@@ -362,7 +421,8 @@ pub fn restore_all_host() -> Result<(), Reason> {
             let span = Span { base: run.base, size: run.size };
             if span.end() <= addr {
                 return Err(Reason::new(format_args!(
-                    "RANGE_QUERY({addr:#x}) = {run:?} does not contain the address"
+                    "RANGE_QUERY({addr:#x}) = {} does not contain the address",
+                    Show(run)
                 )));
             }
             match run.state {
