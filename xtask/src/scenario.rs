@@ -64,6 +64,37 @@ fn ending_text(ending: &Ending) -> String {
     }
 }
 
+/// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
+/// with no result line is a failure: the guest stopped (or was changed) before reporting it.
+pub const GUEST_SCENARIOS: [&str; 17] = [
+    "runs_at_el1",
+    "warden_abi_version",
+    "unknown_hvc_returns_not_supported",
+    "warden_memory_read_aborts",
+    "secondary_cpu_on",
+    "psci_cpu_on_errors",
+    "psci_version",
+    "carveouts_listed",
+    "donate_then_peer_checksum",
+    "host_read_after_donate_aborts",
+    "reclaim_without_clear_keeps_data",
+    "reclaim_with_clear_zeroes",
+    "dsp_lend_scrubbed_on_reclaim",
+    "bad_requests_change_nothing",
+    "two_cpus_hammer_carveouts",
+    "edu_dma_works",
+    "edu_dma_into_warden_refused",
+];
+
+/// The guest's `guest: N passed, M failed` line.
+fn parse_guest_summary(line: &str) -> Option<(usize, usize)> {
+    let rest = line.trim().strip_prefix("guest: ")?;
+    let (passed, failed) = rest.split_once(", ")?;
+    let passed = passed.strip_suffix(" passed")?.parse().ok()?;
+    let failed = failed.strip_suffix(" failed")?.parse().ok()?;
+    Some((passed, failed))
+}
+
 /// Boot of warden with the test guest as host.
 pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
     let mut out = vec![
@@ -85,7 +116,31 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
             "the guest printed no `ok NAME` or `FAILED NAME: reason` line",
         ));
     }
+    let counted = (
+        guest.iter().filter(|v| v.outcome.is_ok()).count(),
+        guest.iter().filter(|v| v.outcome.is_err()).count(),
+    );
+    let missing: Vec<Verdict> = GUEST_SCENARIOS
+        .iter()
+        .filter(|name| !guest.iter().any(|v| v.name.strip_prefix("guest/") == Some(**name)))
+        .map(|name| {
+            Verdict::fail(
+                format!("guest/{name}"),
+                "no `ok`/`FAILED` line for it (the guest stopped before it, or no longer runs it)",
+            )
+        })
+        .collect();
     out.extend(guest);
+    out.extend(missing);
+    let summary = run.lines.iter().find_map(|l| parse_guest_summary(l));
+    out.push(Verdict::check(
+        "boot/guest summary agrees with its result lines",
+        summary == Some(counted),
+        || match summary {
+            Some(s) => format!("the guest counted {s:?} (passed, failed), the log has {counted:?}"),
+            None => "no `guest: N passed, M failed` line".into(),
+        },
+    ));
     out.push(Verdict::check(
         "boot/guest printed `guest: done`",
         run.lines.iter().any(|l| l.trim() == "guest: done"),
@@ -318,87 +373,172 @@ mod tests {
         }
     }
 
-    const GOOD_BOOT: &str = "\
+    const BOOT_HEAD: &str = "\
 warden v0.1.0 on qemu-virt
 warden: memory map:
 warden:   0x40200000..0x40400000 warden
-guest: at EL1
-ok el1
-ok warden-memory-abort
-FAILED cpu1-online: CPU_ON returned -2
-ok unknown-hvc
+guest: warden test guest at 0x40c00000, EL1, DT at 0x40e00000
+";
+    const BOOT_TAIL: &str = "\
 guest: done
 warden: cpu0: WARN: SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2) (SMMU event #1)
 warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
 
+    /// A guest boot whose scenario lines are `ok NAME` for every expected name except those
+    /// in `failed` (`FAILED NAME: why`) and `absent` (no line); the summary line matches.
+    fn guest_boot(failed: &[(&str, &str)], absent: &[&str]) -> String {
+        let mut text = BOOT_HEAD.to_owned();
+        let (mut passed, mut failures) = (0, 0);
+        for name in GUEST_SCENARIOS.iter().filter(|name| !absent.contains(name)) {
+            match failed.iter().find(|(n, _)| n == name) {
+                Some((_, why)) => {
+                    failures += 1;
+                    text += &format!("FAILED {name}: {why}\n");
+                }
+                None => {
+                    passed += 1;
+                    text += &format!("ok {name}\n");
+                }
+            }
+        }
+        text += &format!("guest: {passed} passed, {failures} failed\n");
+        text + BOOT_TAIL
+    }
+
     fn names(v: &[Verdict]) -> Vec<(&str, bool)> {
         v.iter().map(|v| (v.name.as_str(), v.outcome.is_ok())).collect()
     }
 
+    fn failures(v: &[Verdict]) -> Vec<(&str, &str)> {
+        v.iter()
+            .filter_map(|v| v.outcome.as_ref().err().map(|e| (v.name.as_str(), e.as_str())))
+            .collect()
+    }
+
+    const BOOT_CHECKS_AFTER_GUEST: [&str; 5] = [
+        "boot/guest summary agrees with its result lines",
+        "boot/guest printed `guest: done`",
+        "boot/warden logged the SMMU refusing the edu DMA into its memory",
+        "boot/warden code+rodata intact at power-down",
+        "boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
+    ];
+
     #[test]
-    fn passing_boot_with_one_failed_scenario() {
-        let v = judge_guest_boot(&captured(GOOD_BOOT, Ending::Exited(Some(0))));
+    fn passing_boot_reports_every_scenario_in_order() {
+        let v = judge_guest_boot(&captured(&guest_boot(&[], &[]), Ending::Exited(Some(0))));
+        let mut expected = vec!["boot/warden banner printed", "boot/warden memory map printed"];
+        let guest: Vec<String> = GUEST_SCENARIOS.iter().map(|n| format!("guest/{n}")).collect();
+        expected.extend(guest.iter().map(String::as_str));
+        expected.extend(BOOT_CHECKS_AFTER_GUEST);
+        assert_eq!(v.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), expected);
+        assert_eq!(failures(&v), []);
+    }
+
+    #[test]
+    fn handoff_scenarios_refused_by_warden_are_failures_not_skips() {
+        let why = "CARVEOUT_COUNT by HVC: NOT_SUPPORTED (-1)";
+        let refused = [
+            ("carveouts_listed", why),
+            ("two_cpus_hammer_carveouts", "CARVEOUT_INFO(0): NOT_SUPPORTED (-1)"),
+        ];
+        let v = judge_guest_boot(&captured(&guest_boot(&refused, &[]), Ending::Exited(Some(0))));
         assert_eq!(
-            names(&v),
+            failures(&v),
             [
-                ("boot/warden banner printed", true),
-                ("boot/warden memory map printed", true),
-                ("guest/el1", true),
-                ("guest/warden-memory-abort", true),
-                ("guest/cpu1-online", false),
-                ("guest/unknown-hvc", true),
-                ("boot/guest printed `guest: done`", true),
-                ("boot/warden logged the SMMU refusing the edu DMA into its memory", true),
-                ("boot/warden code+rodata intact at power-down", true),
-                ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", true),
+                ("guest/carveouts_listed", why),
+                ("guest/two_cpus_hammer_carveouts", "CARVEOUT_INFO(0): NOT_SUPPORTED (-1)"),
             ]
         );
-        assert_eq!(v[4].outcome, Err("CPU_ON returned -2".into()));
+        assert_eq!(v.len(), 2 + GUEST_SCENARIOS.len() + BOOT_CHECKS_AFTER_GUEST.len());
+    }
+
+    #[test]
+    fn scenarios_without_a_line_fail() {
+        let absent = ["bad_requests_change_nothing", "two_cpus_hammer_carveouts"];
+        let v = judge_guest_boot(&captured(&guest_boot(&[], &absent), Ending::Exited(Some(0))));
+        let f = failures(&v);
+        assert_eq!(
+            f.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            ["guest/bad_requests_change_nothing", "guest/two_cpus_hammer_carveouts"]
+        );
+        assert!(f.iter().all(|(_, why)| why.contains("no `ok`/`FAILED` line")), "{f:?}");
+        // Unexpected names (a fatal report, an extra scenario) are results too.
+        let text = guest_boot(&[], &[])
+            .replace("guest: done", "FAILED unexpected_exception: EL1 vector 4\nguest: done");
+        let v = judge_guest_boot(&captured(&text, Ending::Exited(Some(0))));
+        assert_eq!(
+            failures(&v),
+            [
+                ("guest/unexpected_exception", "EL1 vector 4"),
+                (
+                    "boot/guest summary agrees with its result lines",
+                    "the guest counted (17, 0) (passed, failed), the log has (17, 1)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn guest_summary_parsing() {
+        assert_eq!(parse_guest_summary("guest: 9 passed, 0 failed"), Some((9, 0)));
+        assert_eq!(parse_guest_summary("guest: 9 passed, 2 failed\r"), Some((9, 2)));
+        assert_eq!(parse_guest_summary("guest: done"), None);
+        assert_eq!(parse_guest_summary("guest: 9 passed"), None);
+        assert_eq!(parse_guest_summary("9 passed, 0 failed"), None);
     }
 
     #[test]
     fn timeout_without_done_line() {
-        let text = "warden v0.1.0 on qemu-virt\nwarden: memory map:\nok el1\n";
+        let text = "warden v0.1.0 on qemu-virt\nwarden: memory map:\nok runs_at_el1\n";
         let v = judge_guest_boot(&captured(text, Ending::TimedOut(Duration::from_secs(120))));
         let done = v.iter().find(|v| v.name.contains("guest: done")).unwrap();
         assert_eq!(done.outcome, Err("no `guest: done` line (timed out after 120 s)".into()));
         let exit = v.iter().find(|v| v.name.contains("QEMU exited")).unwrap();
         assert_eq!(exit.outcome, Err("timed out after 120 s".into()));
-        assert_eq!(v.iter().filter(|v| v.outcome.is_ok()).count(), 3);
+        let passed: Vec<&str> =
+            v.iter().filter(|v| v.outcome.is_ok()).map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            passed,
+            ["boot/warden banner printed", "boot/warden memory map printed", "guest/runs_at_el1"]
+        );
+        assert_eq!(v.iter().filter(|v| v.outcome.is_err()).count(), GUEST_SCENARIOS.len() - 1 + 5);
     }
 
     #[test]
     fn silent_guest_and_missing_banner_fail() {
         let v = judge_guest_boot(&captured("guest: done\n", Ending::Exited(Some(1))));
+        assert!(
+            v.iter().all(|v| v.outcome.is_ok() == (v.name == "boot/guest printed `guest: done`"))
+        );
+        let head: Vec<(&str, bool)> = names(&v).into_iter().take(4).collect();
         assert_eq!(
-            names(&v),
+            head,
             [
                 ("boot/warden banner printed", false),
                 ("boot/warden memory map printed", false),
                 ("guest/any scenario", false),
-                ("boot/guest printed `guest: done`", true),
-                ("boot/warden logged the SMMU refusing the edu DMA into its memory", false),
-                ("boot/warden code+rodata intact at power-down", false),
-                ("boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)", false),
+                ("guest/runs_at_el1", false),
             ]
         );
-        assert_eq!(v[6].outcome, Err("QEMU exited with status 1".into()));
+        assert_eq!(v.last().unwrap().outcome, Err("QEMU exited with status 1".into()));
     }
 
     #[test]
     fn corrupted_image_or_missing_smmu_refusal_fail() {
-        let text = GOOD_BOOT.replace("code+rodata intact", "code+rodata CORRUPTED").replace(
-            "SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2)",
-            "SMMU event C_BAD_STE sid 0x10",
-        );
+        let text = guest_boot(&[("secondary_cpu_on", "CPU_ON returned -2")], &[])
+            .replace("code+rodata intact", "code+rodata CORRUPTED")
+            .replace(
+                "SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2)",
+                "SMMU event C_BAD_STE sid 0x10",
+            );
         let v = judge_guest_boot(&captured(&text, Ending::Exited(Some(0))));
         let failed: Vec<&str> =
             v.iter().filter(|v| v.outcome.is_err()).map(|v| v.name.as_str()).collect();
         assert_eq!(
             failed,
             [
-                "guest/cpu1-online",
+                "guest/secondary_cpu_on",
                 "boot/warden logged the SMMU refusing the edu DMA into its memory",
                 "boot/warden code+rodata intact at power-down",
             ]
@@ -470,12 +610,6 @@ linux: done
 
     fn linux(text: &str, ending: Ending) -> Vec<Verdict> {
         judge_linux_boot(&captured(text, ending), 2, true)
-    }
-
-    fn failures(v: &[Verdict]) -> Vec<(&str, &str)> {
-        v.iter()
-            .filter_map(|v| v.outcome.as_ref().err().map(|e| (v.name.as_str(), e.as_str())))
-            .collect()
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub fn park() -> ! {
     }
 }
 
-fn counter() -> u64 {
+/// The physical counter (CNTPCT_EL0).
+pub fn counter() -> u64 {
     let value: u64;
     // SAFETY: reading the physical counter has no side effects; the ISB keeps the read from
     // being hoisted above earlier instructions.
@@ -49,7 +50,8 @@ fn counter() -> u64 {
     value
 }
 
-fn counter_frequency() -> u64 {
+/// Ticks per second of [`counter`].
+pub fn counter_frequency() -> u64 {
     let value: u64;
     // SAFETY: reading CNTFRQ_EL0 has no side effects.
     unsafe { asm!("mrs {}, cntfrq_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
@@ -74,5 +76,14 @@ pub fn wait_until(timeout_ms: u64, mut condition: impl FnMut() -> bool) -> bool 
             return condition();
         }
         core::hint::spin_loop();
+    }
+}
+
+/// Milliseconds of counter time since `start` (a [`counter`] value); 0 if CNTFRQ is 0.
+pub fn elapsed_ms(start: u64) -> u64 {
+    let ticks = counter().wrapping_sub(start);
+    match counter_frequency() / 1000 {
+        0 => 0,
+        ticks_per_ms => ticks / ticks_per_ms,
     }
 }

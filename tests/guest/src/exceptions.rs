@@ -201,6 +201,13 @@ pub fn catch<T>(attempt: impl FnOnce() -> T) -> (T, Option<Caught>) {
     (result, caught)
 }
 
+/// Whether the probe armed by the [`catch`] running on this CPU has caught an exception yet.
+/// A probe catches one exception only (a second one is fatal), so a loop of accesses inside
+/// `catch` checks this after each access and stops at the first abort.
+pub fn caught_yet() -> bool {
+    PROBES.get(cpu::cpu_slot()).is_some_and(|slot| slot.caught.load() == 1)
+}
+
 fn read_esr_far_el1() -> (u64, u64) {
     let (esr, far): (u64, u64);
     // SAFETY: reading the syndrome registers has no side effects.

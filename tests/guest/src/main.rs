@@ -20,6 +20,8 @@ mod devicetree;
 mod edu;
 mod entry;
 mod exceptions;
+mod handoff;
+mod handoff_scenarios;
 mod pci;
 mod platform;
 mod report;

@@ -22,6 +22,26 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The text (UTF-8, possibly cut inside a character by truncation).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.text.get(..self.len).unwrap_or_default()
+    }
+
+    /// A reason from bytes another CPU produced with [`Reason::as_bytes`]; invalid UTF-8 is
+    /// cut at the first bad byte.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let text = match core::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => {
+                core::str::from_utf8(bytes.get(..error.valid_up_to()).unwrap_or_default())
+                    .unwrap_or_default()
+            }
+        };
+        Self::new(format_args!("{text}"))
+    }
+}
+
 impl Write for Reason {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         for &byte in text.as_bytes() {
@@ -38,7 +58,7 @@ impl Write for Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bytes = self.text.get(..self.len).unwrap_or_default();
+        let bytes = self.as_bytes();
         match core::str::from_utf8(bytes) {
             Ok(text) => f.write_str(text),
             // Truncation may have split a character: print the valid prefix.

@@ -10,6 +10,8 @@ use crate::cpu;
 use crate::edu::{self, DmaPage, Edu, RESULT_PAGE, SOURCE_PAGE};
 use crate::entry::secondary_entry;
 use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
+use crate::handoff;
+use crate::handoff_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
@@ -37,10 +39,45 @@ pub fn run_all(platform: &Platform) {
     record("secondary_cpu_on", secondary_cpu_on(platform));
     record("psci_cpu_on_errors", psci_cpu_on_errors(platform));
     record("psci_version", psci_version(platform));
+    record_handoff("carveouts_listed", handoff_scenarios::carveouts_listed());
+    record_handoff("donate_then_peer_checksum", handoff_scenarios::donate_then_peer_checksum());
+    record_handoff(
+        "host_read_after_donate_aborts",
+        handoff_scenarios::host_read_after_donate_aborts(),
+    );
+    record_handoff("reclaim_without_clear_keeps_data", handoff_scenarios::reclaim_modem(false));
+    record_handoff("reclaim_with_clear_zeroes", handoff_scenarios::reclaim_modem(true));
+    record_handoff(
+        "dsp_lend_scrubbed_on_reclaim",
+        handoff_scenarios::dsp_lend_scrubbed_on_reclaim(),
+    );
+    record_handoff(
+        "bad_requests_change_nothing",
+        handoff_scenarios::bad_requests_change_nothing(platform),
+    );
+    record_handoff(
+        "two_cpus_hammer_carveouts",
+        handoff_scenarios::two_cpus_hammer_carveouts(platform),
+    );
     // Last: should a DMA into warden's memory land, everything else has reported already.
     let edu = Edu::set_up(platform);
     record("edu_dma_works", edu_dma_works(&edu));
     record("edu_dma_into_warden_refused", edu_dma_into_warden_refused(platform, &edu));
+}
+
+/// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the
+/// next one starts clean; a scenario that passed but left a carveout handed over fails.
+fn record_handoff(name: &str, outcome: Outcome) {
+    let restored = handoff::restore_all_host();
+    let outcome = match (outcome, restored) {
+        (Ok(()), Err(why)) => Err(Reason::new(format_args!("cleaning up afterwards: {why}"))),
+        (Err(why), Err(cleanup)) => {
+            println!("guest: note {name}: cleaning up after the failure: {cleanup}");
+            Err(why)
+        }
+        (outcome, Ok(())) => outcome,
+    };
+    record(name, outcome);
 }
 
 /// Scenario `runs_at_el1`.
@@ -117,7 +154,7 @@ fn unknown_calls_return_not_supported() -> Outcome {
 }
 
 #[derive(Clone, Copy)]
-enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
@@ -158,7 +195,10 @@ fn probe_access(address: u64, access: Access) -> (u64, u32) {
     (instruction, value)
 }
 
-fn check_contained(address: u64, access: Access) -> Outcome {
+/// One 32-bit `access` of `address` must take the synchronous external abort warden injects
+/// (vector 0x200, EC 0x25, DFSC 0x10, WnR, FAR and ELR right). Returns the address of the
+/// access instruction (the ELR warden records).
+pub(crate) fn check_contained(address: u64, access: Access) -> Result<u64, Reason> {
     let ((instruction, value), caught) = exceptions::catch(|| probe_access(address, access));
     let Some(Caught { vector, esr, far, elr }) = caught else {
         fail!("{access} of {address:#x} completed without an abort (value {value:#x})");
@@ -184,7 +224,7 @@ fn check_contained(address: u64, access: Access) -> Outcome {
     if elr != instruction {
         fail!("{access} of {address:#x}: ELR_EL1 {elr:#x}, access instruction at {instruction:#x}");
     }
-    Ok(())
+    Ok(instruction)
 }
 
 /// Scenario `warden_memory_read_aborts`.

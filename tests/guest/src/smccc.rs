@@ -53,6 +53,34 @@ pub fn call(conduit: Conduit, function_id: u32, args: [u64; 3]) -> [u64; 4] {
     [x0, x1, x2, x3]
 }
 
+/// Issues `HVC #0` or `SMC #0` with `regs` in x0..x7 (the function ID in w0); returns x0..x7
+/// as the callee left them (SMCCC v1.2 register use, which warden's own calls follow).
+/// x8..x17 may be clobbered too.
+pub fn call_regs(conduit: Conduit, regs: [u64; 8]) -> [u64; 8] {
+    let [mut x0, mut x1, mut x2, mut x3, mut x4, mut x5, mut x6, mut x7] = regs;
+    match conduit {
+        // SAFETY: as for `call`: no memory of ours changes, control returns to the next
+        // instruction (or an exception that `exceptions` handles), every register the callee
+        // may change is declared.
+        Conduit::Hvc => unsafe {
+            asm!("hvc #0",
+                inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+                inout("x4") x4, inout("x5") x5, inout("x6") x6, inout("x7") x7,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _)
+        },
+        // SAFETY: as for HVC.
+        Conduit::Smc => unsafe {
+            asm!("smc #0",
+                inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+                inout("x4") x4, inout("x5") x5, inout("x6") x6, inout("x7") x7,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _)
+        },
+    }
+    [x0, x1, x2, x3, x4, x5, x6, x7]
+}
+
 /// PSCI conduit from the DT, for code that has no `Platform` (secondaries, power-off):
 /// 0 = unknown, 1 = HVC, 2 = SMC. Written by the primary before any secondary starts.
 static PSCI_CONDUIT: SharedU64 = SharedU64::new(0);
