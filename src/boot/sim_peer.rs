@@ -164,7 +164,14 @@ pub fn run(w: &Warden, sim: &SimPeer, command: &PeerCommand) -> Result<u64, AbiE
         .iter()
         .position(|p| p.id == command.peer)
         .ok_or(AbiError::InvalidParameters)?;
-    let Some(mut seq) = sim.busy.try_lock() else { return Err(AbiError::Retry) };
+    // One peer CPU for every peer: a command queues behind the one running (bounded), rather
+    // than bouncing RETRY back to a host that would only ask again at once.
+    let mut busy = None;
+    wait_for(COMMAND_TIMEOUT_MS, || {
+        busy = sim.busy.try_lock();
+        busy.is_some()
+    });
+    let Some(mut seq) = busy else { return Err(AbiError::Retry) };
     if !wait_for(POWER_OFF_TIMEOUT_MS, || peer_cpu_is_off(sim.mpidr)) {
         log::warn!("peer CPU (MPIDR {:#x}) is still on from an earlier command", sim.mpidr);
         return Err(AbiError::Retry);
@@ -221,7 +228,7 @@ pub fn run(w: &Warden, sim: &SimPeer, command: &PeerCommand) -> Result<u64, AbiE
     });
     if !finished {
         log::error!(
-            "peer {:?} did not answer command {seq} ({:?}) within {COMMAND_TIMEOUT_MS} ms",
+            "peer {} did not answer command {seq} ({}) within {COMMAND_TIMEOUT_MS} ms",
             command.peer,
             command.op
         );
@@ -236,7 +243,7 @@ pub fn run(w: &Warden, sim: &SimPeer, command: &PeerCommand) -> Result<u64, AbiE
         abi::STATUS_OK => Ok(answer.result),
         abi::STATUS_FAULT => {
             log::warn!(
-                "peer {:?} faulted at {:#x} (ESR {:#x}) running {:?}",
+                "peer {} faulted at {:#x} (ESR {:#x}) running {}",
                 command.peer,
                 answer.fault_addr,
                 answer.result,

@@ -204,12 +204,12 @@ impl TrapHandler {
         if should_log(n) {
             match &reply {
                 Ok(regs) => log::info!(
-                    "call {fid:#x} from {caller:?} on CPU {}: ok {:#x?} (warden call #{n})",
+                    "call {fid:#x} from {caller} on CPU {}: ok {:#x?} (warden call #{n})",
                     platform.cpu_index(),
                     &regs[1..3]
                 ),
                 Err(e) => log::info!(
-                    "call {fid:#x} {:#x?} from {caller:?} on CPU {}: {e} (warden call #{n})",
+                    "call {fid:#x} {:#x?} from {caller} on CPU {}: {e} (warden call #{n})",
                     &call.regs[1..6],
                     platform.cpu_index()
                 ),
@@ -254,14 +254,14 @@ impl TrapHandler {
         if board.violation_policy == ViolationPolicy::Panic {
             panic!(
                 "{who} stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
-                 owner {owner:?}",
+                 owner {owner}",
                 frame.elr, frame.spsr
             );
         }
         if recorded.log {
             log::warn!(
                 "{who} stage-2 violation #{n} on CPU {cpu}: {report} ELR {:#x} SPSR {:#x} \
-                 owner {owner:?} (incident {}, seen {} times)",
+                 owner {owner} (incident {}, seen {} times)",
                 frame.elr,
                 frame.spsr,
                 recorded.seq,

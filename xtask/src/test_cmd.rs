@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
 /// A Linux boot takes 5-7 s to `linux: done` without warden under TCG; generous for slow runs.
 pub const LINUX_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long warden must stay halted after reporting a hostile DT.

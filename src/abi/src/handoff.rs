@@ -267,11 +267,32 @@ impl Owner {
     }
 }
 
+impl core::fmt::Display for Owner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("unknown"),
+            Self::Host => f.write_str("host"),
+            Self::Warden => f.write_str("warden"),
+            Self::Device => f.write_str("device"),
+            Self::Peer(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 /// Who made a call: the host or a peer (warden knows from the VMID it trapped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
     Host,
     Peer(PeerId),
+}
+
+impl core::fmt::Display for Caller {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Host => f.write_str("host"),
+            Self::Peer(p) => write!(f, "{p}"),
+        }
+    }
 }
 
 /// What a transfer call names.

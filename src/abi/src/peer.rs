@@ -42,6 +42,21 @@ pub enum Op {
     Touch { addr: u64 },
 }
 
+impl core::fmt::Display for Op {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Checksum { base, size } => write!(f, "CHECKSUM {base:#x}+{size:#x}"),
+            Self::Fill { base, size, pattern } => {
+                write!(f, "FILL {base:#x}+{size:#x} with {pattern:#x}")
+            }
+            Self::Release { base, size, clear } => {
+                write!(f, "RELEASE {base:#x}+{size:#x}{}", if clear { " CLEAR" } else { "" })
+            }
+            Self::Touch { addr } => write!(f, "TOUCH {addr:#x}"),
+        }
+    }
+}
+
 const OP_CHECKSUM: u64 = 1;
 const OP_FILL: u64 = 2;
 const OP_RELEASE: u64 = 3;
