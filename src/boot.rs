@@ -366,6 +366,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         trap: TrapHandler::new(psci),
         image_digest: image_digest(),
     });
+    log_footprint(w, &image);
     let ticks = sysreg::counter().wrapping_sub(boot_start);
     let freq = sysreg::counter_frequency().max(1);
     log::info!(
@@ -374,6 +375,28 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         freq / 1_000_000
     );
     enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
+}
+
+/// warden's memory in use after boot, in one parseable line (`cargo xtask bench` reads it).
+fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
+    let kib = |bytes: u64| bytes / 1024;
+    let frames = w.frames.lock();
+    let heap = HEAP.lock();
+    let host_tables = w.host_stage2.lock().stats().table_pages;
+    log::info!(
+        "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} pages",
+        kib(image.end - image.start),
+        kib(image.rodata_end - image.start),
+        kib(image.pool_start - image.rodata_end),
+        kib(image.pool_end - image.pool_start),
+        kib(heap.stats_alloc_actual() as u64),
+        kib(HEAP_SIZE),
+        frames.allocated_pages(),
+        frames.total_pages(),
+        kib(frames.allocated_pages() as u64 * PAGE_SIZE),
+        host_tables,
+        BOOT_TABLE_PAGES,
+    );
 }
 
 /// Programs this CPU's EL2 controls and stage-2, then enters the host.
@@ -1073,10 +1096,25 @@ impl HandoffCpu for Hw {
     }
 
     fn zero(&self, range: MemRange) {
-        // SAFETY: only carveouts are zeroed, and warden maps every carveout Normal
-        // Non-cacheable, identity, RW at EL2 (build_el2_tables); nobody else maps the range at
-        // this point of a transfer.
-        unsafe { core::ptr::write_bytes(range.start as *mut u8, 0, range.size() as usize) };
+        // DC ZVA writes a whole block of zeros per instruction (Normal memory of any
+        // cacheability; carveouts are page aligned, so are blocks of up to 2 KiB): 16 MiB costs
+        // 256 Ki instructions instead of 2 Mi stores.
+        match sysreg::dc_zva_block_size() {
+            Some(block) => {
+                let mut va = range.start;
+                while va < range.end {
+                    // SAFETY: as below; `va` is block aligned inside the range.
+                    unsafe { sysreg::dc_zva(va) };
+                    va += block;
+                }
+            }
+            // SAFETY: only carveouts are zeroed, and warden maps every carveout Normal
+            // Non-cacheable, identity, RW at EL2 (build_el2_tables); nobody else maps the range
+            // at this point of a transfer.
+            None => unsafe {
+                core::ptr::write_bytes(range.start as *mut u8, 0, range.size() as usize)
+            },
+        }
         use crate::arch::CacheMaintenance;
         self.dsb_sy();
     }

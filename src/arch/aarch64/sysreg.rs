@@ -106,6 +106,22 @@ pub fn set_vttbr(vttbr: u64) {
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
 }
 
+/// Bytes `DC ZVA` zeroes (DCZID_EL0.BS, at most 2 KiB by the architecture), or `None` when it
+/// is prohibited (DCZID_EL0.DZP).
+pub fn dc_zva_block_size() -> Option<u64> {
+    let dczid = read_raw!("dczid_el0");
+    (dczid & (1 << 4) == 0).then(|| 4u64 << (dczid & 0xf))
+}
+
+/// `DC ZVA`: zeroes the block containing `va`.
+///
+/// # Safety
+/// The block must be warden-mapped Normal memory nobody else relies on keeping.
+pub unsafe fn dc_zva(va: u64) {
+    // SAFETY: the caller vouches for the block.
+    unsafe { asm!("dc zva, {}", in(reg) va, options(nostack, preserves_flags)) };
+}
+
 /// The host's EL1 registers an exception injection reads.
 pub fn el1_vbar() -> u64 {
     r::VBAR_EL1.get()

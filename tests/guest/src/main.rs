@@ -14,6 +14,7 @@
     reason = "a failure carries its message in a fixed buffer: there is no heap to box it in"
 )]
 
+mod bench;
 mod console;
 mod cpu;
 mod devicetree;
@@ -60,7 +61,10 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
     // At any other EL the other scenarios would test the wrong thing (and the vectors would
     // not catch anything): stop here.
     if continue_run {
-        scenarios::run_all(&platform);
+        match platform.bench {
+            Some(mode) => bench::run_all(&platform, mode),
+            None => scenarios::run_all(&platform),
+        }
     }
     report::finish();
     smccc::system_off()

@@ -59,6 +59,28 @@ pub struct Platform {
     pub warden_regions: Result<FixedList<WardenRegion, MAX_WARDEN_REGIONS>, &'static str>,
     /// The PCIe host bridge (ECAM and 32-bit memory window).
     pub pcie: Result<PcieHost, &'static str>,
+    /// `warden.bench` (or `warden.bench=quick`) on the command line: measure instead of test.
+    pub bench: Option<BenchMode>,
+    /// The console UART's base, if the DT names one.
+    pub console: Option<u64>,
+}
+
+/// How much `cargo xtask bench` wants measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Every row, repeated.
+    Full,
+    /// Every row once (a smoke test of the harness).
+    Quick,
+}
+
+fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
+    let bootargs = fdt.chosen().bootargs()?;
+    bootargs.split_ascii_whitespace().find_map(|word| match word {
+        "warden.bench" => Some(BenchMode::Full),
+        "warden.bench=quick" => Some(BenchMode::Quick),
+        _ => None,
+    })
 }
 
 impl Platform {
@@ -74,10 +96,13 @@ impl Platform {
         let fdt = Fdt::new(blob).map_err(|_| "the DT header is not valid")?;
         // The console (`/chosen/stdout-path`, else the first `arm,pl011`) is switched on as
         // soon as it is known, so that a parser panic below is reported.
-        if let Some(base) = find_console(&fdt) {
+        let console = find_console(&fdt);
+        if let Some(base) = console {
             crate::console::init(base);
         }
         Ok(Self {
+            bench: find_bench_mode(&fdt),
+            console,
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),
             warden_regions: find_warden_regions(&fdt),

@@ -1,0 +1,258 @@
+//! `warden.bench` on the command line (`cargo xtask bench`): cost figures instead of
+//! scenarios. Run under QEMU `-icount shift=0`, the 1 GHz counter advances one tick per
+//! instruction executed by any CPU, so counter deltas are instruction counts, warden's work at
+//! EL2 on the guest's behalf included.
+//!
+//! Every figure is printed as one line the harness parses:
+//! `bench <row> <unit> <sample> <sample> ...` (raw samples; the harness takes min/median/max).
+
+use core::arch::asm;
+
+use warden_abi::handoff::{PeerId, Policy, Request, Return, Transfer};
+use warden_abi::hyp;
+
+use crate::console::println;
+use crate::cpu;
+use crate::exceptions;
+use crate::handoff::{self, Span};
+use crate::platform::{BenchMode, Platform};
+use crate::smccc::{self, Conduit};
+
+/// Samples per row, and operations per sample for the per-operation rows.
+struct Plan {
+    samples: usize,
+    ops: u64,
+    handoff_samples: usize,
+}
+
+impl Plan {
+    fn for_mode(mode: BenchMode) -> Self {
+        match mode {
+            BenchMode::Full => Plan { samples: 9, ops: 200, handoff_samples: 5 },
+            BenchMode::Quick => Plan { samples: 1, ops: 10, handoff_samples: 1 },
+        }
+    }
+}
+
+/// Sizes of the handoff rows (each needs a donate-policy carveout at least that large).
+const HANDOFF_SIZES: [u64; 4] = [64 << 10, 1 << 20, 16 << 20, 256 << 20];
+
+pub fn run_all(platform: &Platform, mode: BenchMode) {
+    let plan = Plan::for_mode(mode);
+    println!("guest: bench mode ({mode:?}); counter at {} Hz", cpu::counter_frequency());
+    trap_rows(platform, &plan);
+    handoff_rows(&plan);
+    println!("guest: bench done");
+}
+
+/// Prints one row.
+fn emit(row: &str, unit: &str, samples: &[u64]) {
+    crate::console::print(format_args!("bench {row} {unit}"));
+    for s in samples {
+        crate::console::print(format_args!(" {s}"));
+    }
+    crate::console::print(format_args!("\n"));
+}
+
+/// Per-operation cost: `ops` runs of `op` timed together, minus the same loop around `empty`.
+fn per_op(plan: &Plan, mut op: impl FnMut(), mut empty: impl FnMut()) -> [u64; 16] {
+    let mut out = [0u64; 16];
+    for slot in out.iter_mut().take(plan.samples) {
+        let t0 = cpu::counter();
+        for _ in 0..plan.ops {
+            op();
+        }
+        let t1 = cpu::counter();
+        for _ in 0..plan.ops {
+            empty();
+        }
+        let t2 = cpu::counter();
+        let with = t1 - t0;
+        let without = t2 - t1;
+        *slot = with.saturating_sub(without) / plan.ops;
+    }
+    out
+}
+
+fn trap_rows(platform: &Platform, plan: &Plan) {
+    let n = plan.samples;
+    let hvc = per_op(
+        plan,
+        || {
+            smccc::call(Conduit::Hvc, hyp::ABI_VERSION, [0; 3]);
+        },
+        || core::hint::black_box(()),
+    );
+    emit("trap/hvc_abi_version", "instructions", &hvc[..n]);
+    let smc = per_op(
+        plan,
+        || {
+            smccc::call(Conduit::Smc, hyp::ABI_VERSION, [0; 3]);
+        },
+        || core::hint::black_box(()),
+    );
+    emit("trap/smc_abi_version", "instructions", &smc[..n]);
+    // A load warden refuses at stage 2: the trap, the violation record, the injected abort,
+    // the guest's vector skipping the load, and back. Baseline: the same probe around a load
+    // of ordinary RAM.
+    let warden = match &platform.warden_regions {
+        Ok(regions) => regions.as_slice().first().map(|r| r.base),
+        Err(_) => None,
+    };
+    let ram = core::ptr::addr_of!(PLAIN_WORD) as u64;
+    if let Some(addr) = warden {
+        let fault = per_op(
+            plan,
+            || {
+                // SAFETY: the probe catches the injected abort and skips the load.
+                let _ = exceptions::catch(|| unsafe { (addr as *const u32).read_volatile() });
+            },
+            || {
+                // SAFETY: an ordinary static, always readable.
+                let _ = exceptions::catch(|| unsafe { (ram as *const u32).read_volatile() });
+            },
+        );
+        emit("trap/stage2_fault_injected_abort", "instructions", &fault[..n]);
+    }
+    if let Some(uart) = platform.console {
+        // PL011 UARTFR: emulated by QEMU directly, no exit to EL2.
+        let mmio = per_op(
+            plan,
+            // SAFETY: reading the UART flag register has no side effect.
+            || unsafe {
+                ((uart + 0x18) as *const u32).read_volatile();
+            },
+            || core::hint::black_box(()),
+        );
+        emit("mmio/untrapped_uart_read", "instructions", &mmio[..n]);
+    }
+}
+
+static PLAIN_WORD: u32 = 0;
+
+/// The modem-style (donate-policy) carveouts, largest first.
+fn donate_carveouts() -> [(u64, u64, PeerId); 4] {
+    let mut out = [(0, 0, PeerId::MODEM); 4];
+    let count = handoff::carveout_count().unwrap_or(0);
+    let mut n = 0;
+    for index in 0..count {
+        if let Ok(info) = handoff::carveout_info(index)
+            && info.policy == Policy::Donate
+            && n < out.len()
+        {
+            out[n] = (info.base, info.size, info.peer);
+            n += 1;
+        }
+    }
+    out.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    out
+}
+
+fn dminline() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// `DC CIVAC` over every line of the range at EL1, then `DSB SY`: the lower bound of what any
+/// handoff must do.
+fn dc_civac(span: Span) {
+    let line = dminline();
+    let mut va = span.base;
+    while va < span.end() {
+        // SAFETY: cache maintenance of memory the host owns and may access.
+        unsafe { asm!("dc civac, {}", in(reg) va, options(nostack, preserves_flags)) };
+        va += line;
+    }
+    cpu::dsb_sy();
+}
+
+/// Ticks of one warden call; `None` (after printing why) if it failed.
+fn timed_call(regs: [u64; 8], what: &str) -> Option<u64> {
+    let t0 = cpu::counter();
+    let out = smccc::call_regs(Conduit::Hvc, regs);
+    let t1 = cpu::counter();
+    if out[0] != 0 {
+        println!("guest: bench {what} failed: x0 = {}", out[0] as i64);
+        return None;
+    }
+    Some(t1 - t0)
+}
+
+fn handoff_rows(plan: &Plan) {
+    let carveouts = donate_carveouts();
+    for size in HANDOFF_SIZES {
+        let Some(&(base, _, peer)) = carveouts.iter().find(|c| c.1 >= size) else {
+            println!(
+                "guest: bench handoff/{size}: no donate carveout of {size} bytes, row skipped"
+            );
+            continue;
+        };
+        let span = Span { base, size };
+        let mut rows = [[0u64; 16]; 5];
+        let mut n = 0;
+        for sample in 0..plan.handoff_samples {
+            let t0 = cpu::counter();
+            dc_civac(span);
+            rows[4][sample] = cpu::counter() - t0;
+            let Some(costs) = one_cycle(span, peer) else { break };
+            for (row, cost) in rows.iter_mut().zip(costs) {
+                row[sample] = cost;
+            }
+            n += 1;
+        }
+        let names = ["donate", "reclaim", "donate_clear", "reclaim_clear", "el1_dc_civac"];
+        for (name, row) in names.iter().zip(rows.iter()) {
+            let row_name = Row::new(name, size);
+            emit(row_name.as_str(), "instructions", &row[..n]);
+        }
+    }
+}
+
+/// DONATE, peer RELEASE, RECLAIM; then the same with CLEAR. Returns the four call costs.
+fn one_cycle(span: Span, peer: PeerId) -> Option<[u64; 4]> {
+    let target = span.target();
+    let mut costs = [0u64; 4];
+    for (i, clear) in [false, true].into_iter().enumerate() {
+        let donate = Request::Donate(Transfer { target, peer, clear }).encode();
+        costs[2 * i] = timed_call(donate, "donate")?;
+        if handoff::peer_release(peer, span).is_err() {
+            println!("guest: bench peer release of {span} failed");
+            return None;
+        }
+        let reclaim = Request::Reclaim(Return { target, clear }).encode();
+        costs[2 * i + 1] = timed_call(reclaim, "reclaim")?;
+    }
+    Some(costs)
+}
+
+/// `handoff/<name>/<bytes>` in a fixed buffer (no heap).
+struct Row {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Row {
+    fn new(name: &str, size: u64) -> Row {
+        use core::fmt::Write;
+        let mut row = Row { buf: [0; 48], len: 0 };
+        let _ = write!(row, "handoff/{name}/{size}");
+        row
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("handoff/?")
+    }
+}
+
+impl core::fmt::Write for Row {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let bytes = s.as_bytes();
+        let end = self.len + bytes.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        dst.copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
