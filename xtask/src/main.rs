@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up, build, pack, run and test warden. See README.md.
 
+mod bench;
 mod cpio;
 mod elf2bin;
 mod firmware;
@@ -102,6 +103,13 @@ enum Cmd {
         /// skipping unit tests and lints; may be repeated.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
         only: Vec<String>,
+    },
+    /// Instruction counts of warden's paths under QEMU -icount, and its memory footprint:
+    /// target/bench/report.{md,json} and handoff.svg.
+    Bench {
+        /// One sample per row (a smoke test of the harness; the numbers mean little).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -248,6 +256,14 @@ fn main() -> ExitCode {
             kernel_version,
             no_warden,
             qemu_args,
+        }),
+        Cmd::Bench { quick } => bench::run(quick).map(|report| {
+            print!("{}", bench::render_markdown(&report));
+            println!(
+                "\nxtask: wrote {}/report.{{md,json}} and handoff.svg",
+                bench::output_dir().display()
+            );
+            ExitCode::SUCCESS
         }),
         Cmd::Test { only } => test_cmd::run_all(&only)
             .map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }),

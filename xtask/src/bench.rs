@@ -1,0 +1,455 @@
+//! `cargo xtask bench`: instruction counts for warden's paths, measured by the test guest under
+//! QEMU `-icount shift=0` (the 1 GHz counter then advances one tick per instruction executed,
+//! warden's EL2 work on the guest's behalf included), plus warden's memory footprint.
+//!
+//! Writes `target/bench/report.json` (every raw sample), `target/bench/report.md` (the tables)
+//! and `target/bench/handoff.svg` (handoff cost against size), and prints the tables.
+
+use anyhow::{Context, Result, bail, ensure};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::firmware;
+use crate::pack;
+use crate::qemu::{self, Machine};
+use crate::toolchain;
+
+/// A bench carveout big enough for the 256 MiB handoff row (the board's are 16 MiB), in the
+/// middle of the 1 GiB of RAM, away from warden, the guest and its DT (all near 0x4000_0000).
+const BENCH_CARVEOUT: warden::boards::carveouts::CarveoutSpec =
+    warden::boards::carveouts::CarveoutSpec {
+        name: "bench",
+        range: warden::mm::MemRange::new(0x5000_0000, 0x6000_0000),
+        peer: "modem",
+        policy: "donate",
+        clear_on_reclaim: false,
+    };
+
+/// A whole bench run stays well inside the 15 minutes the issue allows.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One measured row: raw samples in `unit`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub name: String,
+    pub unit: String,
+    pub samples: Vec<u64>,
+}
+
+impl Row {
+    pub fn min(&self) -> u64 {
+        self.samples.iter().copied().min().unwrap_or(0)
+    }
+    pub fn max(&self) -> u64 {
+        self.samples.iter().copied().max().unwrap_or(0)
+    }
+    /// The middle sample (the lower middle one for an even count).
+    pub fn median(&self) -> u64 {
+        let mut s = self.samples.clone();
+        s.sort_unstable();
+        s.get(s.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+    }
+}
+
+/// `bench <row> <unit> <sample>...` lines of the guest's output.
+pub fn parse_rows(lines: &[String]) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for line in lines {
+        let Some(rest) = line.trim_end().strip_prefix("bench ") else { continue };
+        let mut words = rest.split_ascii_whitespace();
+        let (Some(name), Some(unit)) = (words.next(), words.next()) else {
+            bail!("malformed bench line: {line:?}");
+        };
+        let samples = words
+            .map(|w| w.parse::<u64>().with_context(|| format!("sample {w:?} in {line:?}")))
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(!samples.is_empty(), "bench row {name} has no samples");
+        rows.push(Row { name: name.into(), unit: unit.into(), samples });
+    }
+    Ok(rows)
+}
+
+/// warden's `footprint:` boot line, as `(what, KiB)` pairs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Footprint {
+    pub host_ram: String,
+    pub region_kib: u64,
+    pub code_kib: u64,
+    pub data_kib: u64,
+    pub pool_kib: u64,
+    pub heap_used_kib: u64,
+    pub table_frames: u64,
+    pub host_stage2_pages: u64,
+}
+
+/// Numbers after the given words in warden's footprint line.
+pub fn parse_footprint(lines: &[String], host_ram: &str) -> Result<Footprint> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.split_once("footprint: ").map(|(_, rest)| rest.to_owned()))
+        .context("warden printed no `footprint:` line")?;
+    let after = |key: &str| -> Result<u64> {
+        let at = line.find(key).with_context(|| format!("no `{key}` in {line:?}"))?;
+        let digits: String =
+            line[at + key.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().with_context(|| format!("no number after `{key}` in {line:?}"))
+    };
+    Ok(Footprint {
+        host_ram: host_ram.to_owned(),
+        region_kib: after("region ")?,
+        code_kib: after("code+rodata ")?,
+        data_kib: after("data+bss+stacks ")?,
+        pool_kib: after("pool ")?,
+        heap_used_kib: after("heap ")?,
+        table_frames: after("page-table frames ")?,
+        host_stage2_pages: after("host stage-2 ")?,
+    })
+}
+
+/// The full result of a bench run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub quick: bool,
+    pub rows: Vec<Row>,
+    pub footprints: Vec<Footprint>,
+}
+
+fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.name == name)
+}
+
+/// Sizes with handoff rows, ascending.
+fn handoff_sizes(rows: &[Row]) -> Vec<u64> {
+    let mut sizes: Vec<u64> =
+        rows.iter().filter_map(|r| r.name.strip_prefix("handoff/donate/")?.parse().ok()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+fn ratio(a: u64, b: u64) -> String {
+    if b == 0 { "–".into() } else { format!("{:.2}×", a as f64 / b as f64) }
+}
+
+/// The Markdown report (what `report.md` holds and the command prints).
+pub fn render_markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# warden bench{}\n\nInstructions counted under QEMU `-icount shift=0` (1 GHz counter: \
+         one tick per instruction, EL2 work included); median of the samples, [min–max].\n",
+        if r.quick { " (--quick: one sample per row, smoke test only)" } else { "" }
+    );
+    let _ = writeln!(md, "## Trap costs (per operation, loop overhead subtracted)\n");
+    let _ = writeln!(md, "| path | instructions | range | vs untrapped MMIO read |");
+    let _ = writeln!(md, "|---|---:|---|---:|");
+    let mmio = row(&r.rows, "mmio/untrapped_uart_read").map(Row::median).unwrap_or(0);
+    for x in r.rows.iter().filter(|x| x.name.starts_with("trap/") || x.name.starts_with("mmio/")) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {}–{} | {} |",
+            x.name,
+            x.median(),
+            x.min(),
+            x.max(),
+            ratio(x.median(), mmio.max(1))
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Handoff cost (one call, instructions)\n\nAgainst the lower bound: a plain `DC CIVAC` \
+         loop over the same range at EL1 (`ratio` = donate / that loop).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| size | donate | reclaim | donate CLEAR | reclaim CLEAR | EL1 DC CIVAC | ratio |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    for size in handoff_sizes(&r.rows) {
+        let get = |kind: &str| row(&r.rows, &format!("handoff/{kind}/{size}")).map(Row::median);
+        let cell = |v: Option<u64>| v.map_or_else(|| "–".to_owned(), |v| v.to_string());
+        let donate = get("donate");
+        let civac = get("el1_dc_civac");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            human_size(size),
+            cell(donate),
+            cell(get("reclaim")),
+            cell(get("donate_clear")),
+            cell(get("reclaim_clear")),
+            cell(civac),
+            ratio(donate.unwrap_or(0), civac.unwrap_or(0))
+        );
+    }
+    let _ = writeln!(md, "\n## Memory footprint (after boot)\n");
+    let _ = writeln!(
+        md,
+        "| host RAM | warden region KiB | code+rodata | data+bss+stacks | pool | heap in use | page-table frames in use | host stage-2 table pages |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for f in &r.footprints {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} ({} KiB) | {} |",
+            f.host_ram,
+            f.region_kib,
+            f.code_kib,
+            f.data_kib,
+            f.pool_kib,
+            f.heap_used_kib,
+            f.table_frames,
+            f.table_frames * 4,
+            f.host_stage2_pages
+        );
+    }
+    md
+}
+
+/// The report as JSON, raw samples included.
+pub fn render_json(r: &Report) -> String {
+    let rows: Vec<serde_json::Value> = r
+        .rows
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "name": x.name, "unit": x.unit, "samples": x.samples,
+                "min": x.min(), "median": x.median(), "max": x.max(),
+            })
+        })
+        .collect();
+    let footprints: Vec<serde_json::Value> = r
+        .footprints
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "host_ram": f.host_ram, "region_kib": f.region_kib, "code_rodata_kib": f.code_kib,
+                "data_bss_stacks_kib": f.data_kib, "pool_kib": f.pool_kib,
+                "heap_used_kib": f.heap_used_kib, "page_table_frames": f.table_frames,
+                "host_stage2_table_pages": f.host_stage2_pages,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "method": "QEMU -icount shift=0; counter ticks = instructions",
+        "quick": r.quick,
+        "rows": rows,
+        "footprint": footprints,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Handoff cost against size, log-log, one line per kind.
+pub fn render_svg(r: &Report) -> String {
+    let sizes = handoff_sizes(&r.rows);
+    let kinds = [
+        ("donate", "#1f77b4"),
+        ("donate_clear", "#ff7f0e"),
+        ("reclaim", "#2ca02c"),
+        ("el1_dc_civac", "#7f7f7f"),
+    ];
+    let (w, h, pad) = (640.0f64, 400.0f64, 60.0f64);
+    let points: Vec<(u64, u64)> = kinds
+        .iter()
+        .flat_map(|(k, _)| {
+            sizes.iter().filter_map(move |s| {
+                row(&r.rows, &format!("handoff/{k}/{s}")).map(|x| (*s, x.median().max(1)))
+            })
+        })
+        .collect();
+    let span = |f: fn(&(u64, u64)) -> u64| {
+        let lo = points.iter().map(f).min().unwrap_or(1).max(1) as f64;
+        let hi = points.iter().map(f).max().unwrap_or(2).max(2) as f64;
+        (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0))
+    };
+    let (x0, x1) = span(|p| p.0);
+    let (y0, y1) = span(|p| p.1);
+    let px = |v: u64| pad + ((v as f64).log10() - x0) / (x1 - x0) * (w - 2.0 * pad);
+    let py = |v: u64| h - pad - ((v as f64).log10() - y0) / (y1 - y0) * (h - 2.0 * pad);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\">warden handoff cost (instructions, log) against size (bytes, log)</text>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n",
+        w / 2.0,
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad
+    );
+    for s in &sizes {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            px(*s),
+            h - pad + 18.0,
+            human_size(*s)
+        );
+    }
+    for e in (y0 as i32)..=(y1 as i32) {
+        let v = 10u64.saturating_pow(e.max(0) as u32);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">1e{e}</text>",
+            pad - 6.0,
+            py(v) + 4.0
+        );
+    }
+    for (i, (kind, colour)) in kinds.iter().enumerate() {
+        let pts: Vec<String> = sizes
+            .iter()
+            .filter_map(|s| row(&r.rows, &format!("handoff/{kind}/{s}")).map(|x| (*s, x)))
+            .map(|(s, x)| format!("{:.1},{:.1}", px(s), py(x.median().max(1))))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{kind}</text>",
+            pad + 10.0,
+            pad + 16.0 * (i as f64 + 1.0)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+pub fn output_dir() -> PathBuf {
+    firmware::repo_root().join("target/bench")
+}
+
+/// Runs the test guest in bench mode with `memory` of RAM; returns its output lines.
+fn guest_run(qemu: &Path, image: &Path, memory: &str, name: &str) -> Result<Vec<String>> {
+    let mut machine = Machine::with_warden(image.to_owned(), 2);
+    machine.devices = qemu::test_guest_devices();
+    machine.memory = memory.to_owned();
+    let dtb = qemu::attach_warden_dt(qemu, &mut machine, name)?;
+    let with_bench =
+        warden::dt::apply(&std::fs::read(&dtb)?, &BENCH_CARVEOUT.add_to(warden::dt::DtEdit::new()))
+            .map_err(|e| anyhow::anyhow!("adding the bench carveout: {e}"))?;
+    std::fs::write(&dtb, with_bench)?;
+    machine.extra = vec!["-icount".into(), "shift=0".into()];
+    let log = output_dir().join(format!("{name}.log"));
+    let run =
+        qemu::run_captured(machine.command(qemu), RUN_TIMEOUT, &log, &|_| false, Duration::ZERO)?;
+    ensure!(
+        run.lines.iter().any(|l| l.contains("guest: bench done")),
+        "the bench guest did not finish (see {})",
+        log.display()
+    );
+    Ok(run.lines)
+}
+
+/// `cargo xtask bench [--quick]`.
+pub fn run(quick: bool) -> Result<Report> {
+    let qemu = toolchain::qemu()?;
+    let tc = toolchain::firmware()?;
+    let warden_bin = firmware::build_one(tc, &firmware::WARDEN)?;
+    let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
+    std::fs::create_dir_all(output_dir())?;
+    let mode = if quick { "warden.bench=quick" } else { "warden.bench" };
+    let image = output_dir().join("warden-bench-guest.img");
+    pack::pack_files(&warden_bin, &guest, None, Some(mode), &image)?;
+    let lines = guest_run(&qemu.path, &image, "1G", "bench-1g")?;
+    let rows = parse_rows(&lines)?;
+    let mut footprints = vec![parse_footprint(&lines, "1 GiB")?];
+    // The footprint with 4 GiB: the same image, every row measured once.
+    let quick_image = output_dir().join("warden-bench-guest-quick.img");
+    pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=quick"), &quick_image)?;
+    let lines_4g = guest_run(&qemu.path, &quick_image, "4G", "bench-4g")?;
+    footprints.push(parse_footprint(&lines_4g, "4 GiB")?);
+    let report = Report { quick, rows, footprints };
+    let dir = output_dir();
+    std::fs::write(dir.join("report.json"), render_json(&report))?;
+    std::fs::write(dir.join("report.md"), render_markdown(&report))?;
+    std::fs::write(dir.join("handoff.svg"), render_svg(&report))?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    const OUTPUT: &str = "\
+guest: bench mode (Full)
+bench trap/hvc_abi_version instructions 463 470 460
+bench mmio/untrapped_uart_read instructions 1 1 1
+bench handoff/donate/65536 instructions 50008 61872 53101
+bench handoff/el1_dc_civac/65536 instructions 4106 4106 4106
+bench handoff/donate/1048576 instructions 153439
+bench handoff/el1_dc_civac/1048576 instructions 65546
+warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stacks 1240 KiB + pool 8192 KiB; heap 22 of 2048 KiB in use; page-table frames 57 of 1536 in use (228 KiB); host stage-2 8 table pages; EL2 boot tables 32 pages
+";
+
+    #[test]
+    fn rows_and_statistics() {
+        let rows = parse_rows(&lines(OUTPUT)).unwrap();
+        assert_eq!(rows.len(), 6);
+        assert_eq!(rows[0].name, "trap/hvc_abi_version");
+        assert_eq!((rows[0].min(), rows[0].median(), rows[0].max()), (460, 463, 470));
+        assert_eq!(rows[2].median(), 53101);
+        let even = Row { name: "x".into(), unit: "u".into(), samples: vec![4, 1, 3, 2] };
+        assert_eq!(even.median(), 2);
+        assert!(parse_rows(&lines("bench x instructions 1 y")).is_err());
+        assert!(parse_rows(&lines("bench x instructions")).is_err());
+        assert!(parse_rows(&lines("bench x")).is_err());
+    }
+
+    #[test]
+    fn footprint_line() {
+        let f = parse_footprint(&lines(OUTPUT), "1 GiB").unwrap();
+        assert_eq!(
+            f,
+            Footprint {
+                host_ram: "1 GiB".into(),
+                region_kib: 10240,
+                code_kib: 236,
+                data_kib: 1240,
+                pool_kib: 8192,
+                heap_used_kib: 22,
+                table_frames: 57,
+                host_stage2_pages: 8,
+            }
+        );
+        assert!(parse_footprint(&lines("nothing"), "1 GiB").is_err());
+    }
+
+    #[test]
+    fn reports_show_every_row_and_the_ratio() {
+        let report = Report {
+            quick: false,
+            rows: parse_rows(&lines(OUTPUT)).unwrap(),
+            footprints: vec![parse_footprint(&lines(OUTPUT), "1 GiB").unwrap()],
+        };
+        let md = render_markdown(&report);
+        assert!(md.contains("| trap/hvc_abi_version | 463 | 460–470 | 463.00× |"), "{md}");
+        assert!(md.contains("| 64 KiB | 53101 | – | – | – | 4106 | 12.93× |"), "{md}");
+        assert!(md.contains("| 1 MiB | 153439 |"), "{md}");
+        assert!(md.contains("| 1 GiB | 10240 | 236 | 1240 | 8192 | 22 | 57 (228 KiB) | 8 |"));
+        let json: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
+        assert_eq!(json["rows"][2]["samples"], serde_json::json!([50008, 61872, 53101]));
+        assert_eq!(json["rows"][2]["median"], 53101);
+        let svg = render_svg(&report);
+        assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("1 MiB"));
+    }
+}
