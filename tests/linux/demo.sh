@@ -69,7 +69,7 @@ handoff_demo() {
     warden_call "$WARDEN_DONATE" "$page" "$size" "$WARDEN_PEER_MODEM" 0
     [ "$WARDEN_STATUS" = 0 ] || { handoff="DONATE returned $WARDEN_STATUS"; return; }
     say "DONATE to the modem: ok, RANGE_QUERY says state $(range_state "$page") (Donated(modem))"
-    out=$(devmem_child "$page" 64 | tr '\n' ' ')
+    out=$(devmem_child "$page" 64 | tr '\n' ' ' | sed 's/ $//')
     say "host reads it again with devmem: $out"
     after=$(violation_accesses)
     say "Linux carries on; warden counted refused accesses: $before -> $after"

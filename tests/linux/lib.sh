@@ -304,9 +304,9 @@ violation_accesses() {
 }
 
 # Runs devmem with the arguments in a child shell and prints what that shell printed (devmem's
-# output, or "Bus error" if it was killed by SIGBUS) followed by "status N".
+# output, or "Bus error" if it was killed by SIGBUS) followed by "(exit status N)".
 devmem_child() {
-    sh -c 'devmem "$@"; echo "status $?"' devmem "$@" 2>&1
+    sh -c 'devmem "$@"; echo "(exit status $?)"' devmem "$@" 2>&1
 }
 
 # Reads the 512 words of the 4 KiB page at physical address $1 with devmem (every $2-th word
