@@ -6,11 +6,13 @@
 //! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
 //! runs in host tests against `fake::FakePlatform`.
 
+pub mod control_page;
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod frame;
 pub mod inject;
+pub mod mmio;
 pub mod psci;
 pub mod smccc;
 pub mod violations;

@@ -86,3 +86,247 @@ system_ram() {
 disk_sha256() {
     dd if="/dev/$1" bs=65536 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1
 }
+
+# ---- warden's control page (docs/abi.md, "Control page"), driven with busybox devmem ----
+# Values are passed around as hex strings; 64-bit ones are handled as two 32-bit halves, so
+# nothing depends on how the shell's arithmetic treats values above 2^63.
+
+# warden call IDs and constants (warden_abi; docs/abi.md).
+# shellcheck disable=SC2034 # used by the scripts that source this file
+{
+    WARDEN_RANGE_QUERY=0xc6000012
+    WARDEN_DONATE=0xc6000020
+    WARDEN_LEND=0xc6000021
+    WARDEN_RECLAIM=0xc6000022
+    WARDEN_VIOLATION_COUNT=0xc6000030
+    WARDEN_PEER_COMMAND=0xc6000040
+    WARDEN_FLAG_CLEAR=1
+    WARDEN_PEER_MODEM=1
+    WARDEN_PEER_DSP=2
+    WARDEN_OP_CHECKSUM=1
+    WARDEN_OP_FILL=2
+    WARDEN_OP_RELEASE=3
+    WARDEN_OP_TOUCH=4
+    WARDEN_STATE_HOST=0x0
+    WARDEN_STATE_DONATED_MODEM=0x102
+    WARDEN_STATE_LENT_DSP=0x204
+    WARDEN_PEER_FAULT=-10
+    # Register offsets in the page.
+    WARDEN_REG_MAGIC=0x0
+    WARDEN_REG_ARG1=0x8
+    WARDEN_REG_CALL=0x40
+    WARDEN_REG_RET0=0x80
+    # "WRDN" as a little-endian 32-bit word.
+    WARDEN_CONTROL_MAGIC=0x4e445257
+}
+
+# Sets SPLIT_HI and SPLIT_LO to the 32-bit halves of the 64-bit hex value $1 (0x optional, up
+# to 16 digits, any case).
+split64() {
+    split_digits=${1#0[xX]}
+    while [ ${#split_digits} -lt 16 ]; do
+        split_digits=0$split_digits
+    done
+    SPLIT_HI=$((0x${split_digits%????????}))
+    SPLIT_LO=$((0x${split_digits#????????}))
+}
+
+# The 64-bit hex value $1 as 0x + 16 lower-case digits.
+hex64() {
+    split64 "$1"
+    printf '0x%08x%08x\n' "$SPLIT_HI" "$SPLIT_LO"
+}
+
+# A small integer (ash arithmetic, may be negative down to -2^31) as a 64-bit hex value.
+int_hex64() {
+    if [ "$1" -lt 0 ]; then
+        printf '0xffffffff%08x\n' $(($1 & 0xffffffff))
+    else
+        printf '0x%016x\n' "$1"
+    fi
+}
+
+# Whether the 64-bit hex values $1 and $2 are equal.
+hex64_eq() {
+    split64 "$1"
+    eq_hi=$SPLIT_HI
+    eq_lo=$SPLIT_LO
+    split64 "$2"
+    [ "$eq_hi" -eq "$SPLIT_HI" ] && [ "$eq_lo" -eq "$SPLIT_LO" ]
+}
+
+# The 64-bit hex value $1 as a signed number, when it fits in 32 bits (status codes, counts);
+# else the hex value itself.
+hex64_int() {
+    split64 "$1"
+    if [ "$SPLIT_HI" -eq 0 ] && [ "$SPLIT_LO" -lt 2147483648 ]; then
+        echo "$SPLIT_LO"
+    elif [ "$SPLIT_HI" -eq 4294967295 ] && [ "$SPLIT_LO" -ge 2147483648 ]; then
+        echo $((SPLIT_LO - 4294967296))
+    else
+        hex64 "$1"
+    fi
+}
+
+# FNV-1a over 64-bit words, as warden_abi::peer::Checksum: fnv_init, fnv_add WORD..., then
+# fnv_value prints 0x + 16 digits. The state is kept in 32-bit halves: with the FNV prime
+# 2^40 + 0x1b3, h * prime mod 2^64 = h * 0x1b3 + (lo << 40), and every partial product stays
+# below 2^42.
+fnv_init() {
+    FNV_HI=0xcbf29ce4
+    FNV_LO=0x84222325
+}
+
+fnv_add() {
+    for fnv_word in "$@"; do
+        split64 "$fnv_word"
+        FNV_HI=$((FNV_HI ^ SPLIT_HI))
+        FNV_LO=$((FNV_LO ^ SPLIT_LO))
+        fnv_low_product=$((FNV_LO * 0x1b3))
+        FNV_HI=$(((FNV_HI * 0x1b3 + (fnv_low_product >> 32) + ((FNV_LO & 0xffffff) << 8)) & 0xffffffff))
+        FNV_LO=$((fnv_low_product & 0xffffffff))
+    done
+}
+
+fnv_value() {
+    printf '0x%08x%08x\n' "$FNV_HI" "$FNV_LO"
+}
+
+# Word $2 (0..511) of the test pattern with seed $1 (0..255): distinct words, no zero word.
+pattern_word() {
+    printf '0x%08x%08x\n' \
+        $((((($2 * 0x9e3779b1) >> 7) ^ 0x5752444e ^ ($1 << 24)) & 0xffffffff)) \
+        $((($2 * 0x85ebca6b + 0x27d4eb2f + $1) & 0xffffffff))
+}
+
+# Writes the 512 words of pattern $2 into the 4 KiB page at physical address $1 with devmem,
+# folding each into the FNV state (call fnv_init first). Fails on the first failed write.
+write_pattern_page() {
+    pattern_index=0
+    while [ "$pattern_index" -lt 512 ]; do
+        pattern_value=$(pattern_word "$2" "$pattern_index")
+        devmem "$(printf '0x%x' $(($1 + 8 * pattern_index)))" 64 "$pattern_value" || return 1
+        fnv_add "$pattern_value"
+        pattern_index=$((pattern_index + 1))
+    done
+}
+
+# The control page's physical address (0x...), from the unit address of
+# /proc/device-tree/warden-control@ADDR with compatible "warden,control-v1" (WARDEN_DEVICE_TREE
+# replaces /proc/device-tree, for testing the scripts elsewhere). Fails without one.
+control_page() {
+    for control_node in "${WARDEN_DEVICE_TREE:-/proc/device-tree}"/warden-control@*; do
+        [ -d "$control_node" ] || continue
+        tr '\000' '\n' < "$control_node/compatible" | grep -qx 'warden,control-v1' || continue
+        echo "0x${control_node##*@}"
+        return 0
+    done
+    return 1
+}
+
+# Finds the control page and checks its MAGIC; sets WARDEN_CONTROL, or WARDEN_CONTROL_WHY to
+# the reason it cannot be used.
+# shellcheck disable=SC2034 # WARDEN_CONTROL_WHY is for the caller
+control_page_init() {
+    [ -n "${WARDEN_CONTROL:-}" ] && return 0
+    if ! init_page=$(control_page); then
+        WARDEN_CONTROL_WHY="no /proc/device-tree/warden-control@* node (compatible warden,control-v1)"
+        return 1
+    fi
+    if ! init_magic=$(devmem "$(printf '0x%x' $((init_page + WARDEN_REG_MAGIC)))" 32 2>&1); then
+        WARDEN_CONTROL_WHY="devmem cannot read the control page at $init_page: $init_magic"
+        return 1
+    fi
+    if [ $((init_magic)) -ne $((WARDEN_CONTROL_MAGIC)) ]; then
+        WARDEN_CONTROL_WHY="control page $init_page: MAGIC reads $init_magic, expected $WARDEN_CONTROL_MAGIC"
+        return 1
+    fi
+    WARDEN_CONTROL=$init_page
+}
+
+# The ABI version in the control page's MAGIC register, as MAJOR.MINOR.
+control_page_version() {
+    control_page_init || return 1
+    version=$(devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_MAGIC + 4)))" 32) || return 1
+    echo "$(($((version)) >> 16)).$(($((version)) & 0xffff))"
+}
+
+# warden_call FID [A1..A7]: makes warden call FID with x1..x7 = A1..A7 (numbers or hex; missing
+# ones 0) through the control page: 64-bit devmem writes of every ARG, the write of CALL, then
+# 64-bit reads of RET0..RET7 into RET0..RET7 (hex strings 0x + 16 digits) and the status
+# (RET0 as a signed number) into WARDEN_STATUS. Fails if devmem does.
+warden_call() {
+    control_page_init || return 1
+    call_fid=$1
+    shift
+    [ $# -le 7 ] || return 1
+    call_n=1
+    while [ "$call_n" -le 7 ]; do
+        call_value=0
+        if [ $# -gt 0 ]; then
+            call_value=$1
+            shift
+        fi
+        case "$call_value" in
+            0x* | 0X*) ;;
+            *) call_value=$(int_hex64 "$call_value") ;;
+        esac
+        devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_ARG1 + 8 * (call_n - 1))))" 64 \
+            "$(hex64 "$call_value")" || return 1
+        call_n=$((call_n + 1))
+    done
+    devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_CALL)))" 64 "$(hex64 "$call_fid")" ||
+        return 1
+    call_n=0
+    while [ "$call_n" -le 7 ]; do
+        call_value=$(devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_RET0 + 8 * call_n)))" 64) ||
+            return 1
+        eval "RET$call_n=\$(hex64 \"\$call_value\")"
+        call_n=$((call_n + 1))
+    done
+    WARDEN_STATUS=$(hex64_int "$RET0")
+}
+
+# RANGE_QUERY(addr): prints the state word of the run around $1 (0x..., e.g. 0x102 for
+# Donated(modem)); fails on an error status.
+range_state() {
+    warden_call "$WARDEN_RANGE_QUERY" "$1" || return 1
+    [ "$WARDEN_STATUS" = 0 ] || return 1
+    split64 "$RET3"
+    printf '0x%x\n' "$SPLIT_LO"
+}
+
+# VIOLATION_COUNT: prints the number of refused accesses so far (x3).
+violation_accesses() {
+    warden_call "$WARDEN_VIOLATION_COUNT" || return 1
+    [ "$WARDEN_STATUS" = 0 ] || return 1
+    hex64_int "$RET3"
+}
+
+# Runs devmem with the arguments in a child shell and prints what that shell printed (devmem's
+# output, or "Bus error" if it was killed by SIGBUS) followed by "(exit status N)".
+devmem_child() {
+    sh -c 'devmem "$@"; echo "(exit status $?)"' devmem "$@" 2>&1
+}
+
+# Reads the 512 words of the 4 KiB page at physical address $1 with devmem (every $2-th word
+# if given), folding each into the FNV state (call fnv_init first). Fails if a read does.
+read_page_words() {
+    read_index=0
+    while [ "$read_index" -lt 512 ]; do
+        read_value=$(devmem "$(printf '0x%x' $(($1 + 8 * read_index)))" 64) || return 1
+        fnv_add "$read_value"
+        read_index=$((read_index + ${2:-1}))
+    done
+}
+
+# The FNV checksum of $1 zero words.
+zeros_checksum() {
+    fnv_init
+    zero_index=0
+    while [ "$zero_index" -lt "$1" ]; do
+        fnv_add 0
+        zero_index=$((zero_index + 1))
+    done
+    fnv_value
+}

@@ -237,6 +237,11 @@ fn judge_report_then_halt(
 pub const KERNEL_TROUBLE: [&str; 6] =
     ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
 
+/// Linux scenarios that must report a result under warden (a missing line is a failure, not
+/// silence): the control-page handoff stories of `tests/linux/scenarios/7*-*.sh`. Without
+/// warden they skip (no control page).
+pub const REQUIRED_WITH_WARDEN: [&str; 2] = ["handoff-devmem", "lend-devmem"];
+
 /// The line /init prints first (results are only read after it).
 const INIT_STARTED: &str = "linux: /init started";
 
@@ -312,6 +317,18 @@ pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verd
         skipped.len(),
     );
     out.extend(results);
+    // (When /init ran no scenario at all, "any scenario" already says so.)
+    let ran_scenarios = counted != (0, 0, 0);
+    if with_warden && ran_scenarios {
+        for name in REQUIRED_WITH_WARDEN {
+            let full = format!("{P}/{name}");
+            let reported = out.iter().any(|v| v.name == full)
+                || skipped.iter().any(|(skipped, _)| skipped == name);
+            if !reported {
+                out.push(Verdict::fail(full, "no `ok`/`FAILED`/`skip` line for this scenario"));
+            }
+        }
+    }
     if with_warden {
         for (name, reason) in &skipped {
             out.push(Verdict::fail(
@@ -603,7 +620,9 @@ ok cpus-at-el1
 ok cpu-hotplug
 ok iomem-excludes-warden
 ok disk-read
-linux: 4 passed, 0 failed
+ok handoff-devmem
+ok lend-devmem
+linux: 6 passed, 0 failed
 linux: done
 [    8.633] reboot: Power down
 ";
@@ -619,12 +638,13 @@ linux: done
         let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
         assert!(names.contains(&"linux/cpu-hotplug"));
         assert!(names.contains(&"linux/boot/nproc is 2 (-smp)"));
-        assert_eq!(v.len(), 12);
+        assert!(names.contains(&"linux/handoff-devmem"));
+        assert_eq!(v.len(), 14);
         // Without warden no banner is required.
         let text = LINUX_PASS.replace("warden v0.1.0", "qemu");
         let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
         assert_eq!(failures(&v), []);
-        assert_eq!(v.len(), 11);
+        assert_eq!(v.len(), 13);
     }
 
     #[test]
@@ -643,7 +663,7 @@ linux: done
                 ),
                 (
                     "linux/boot/summary line agrees with the result lines",
-                    "/init counted (4, 0, 0) (passed, failed, skipped), the log has (3, 1, 0)"
+                    "/init counted (6, 0, 0) (passed, failed, skipped), the log has (5, 1, 0)"
                 ),
             ]
         );
@@ -692,7 +712,7 @@ warden v0.1.0 on qemu-virt
     fn linux_warning_timeout_and_skip() {
         let text = LINUX_PASS
             .replace("ok disk-read", "skip disk-read: no disk")
-            .replace("4 passed, 0 failed", "3 passed, 0 failed, 1 skipped")
+            .replace("6 passed, 0 failed", "5 passed, 0 failed, 1 skipped")
             .replace("linux: done\n", "[    5.0] WARNING: CPU: 1 PID: 1 at mm/slub.c:1 x\n");
         let v = linux(&text, Ending::TimedOut(Duration::from_secs(300)));
         let f = failures(&v);
@@ -709,6 +729,44 @@ warden v0.1.0 on qemu-virt
         // Result-like lines before /init are not results.
         let early = format!("ok early\n{LINUX_PASS}");
         assert!(!linux(&early, Ending::Exited(Some(0))).iter().any(|v| v.name == "linux/early"));
+    }
+
+    #[test]
+    fn handoff_scenarios_are_required_under_warden_only() {
+        // Under warden, a missing handoff line is a failure; a FAILED one is reported as such.
+        let text = LINUX_PASS
+            .replace("ok handoff-devmem\n", "")
+            .replace(
+                "ok lend-devmem",
+                "FAILED lend-devmem: no /proc/device-tree/warden-control@* node",
+            )
+            .replace("6 passed, 0 failed", "4 passed, 1 failed");
+        let v = linux(&text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [
+                ("linux/lend-devmem", "no /proc/device-tree/warden-control@* node"),
+                ("linux/handoff-devmem", "no `ok`/`FAILED`/`skip` line for this scenario"),
+            ]
+        );
+        // The no-warden baseline skips them cleanly: no failure, and the skips are not results.
+        let text = LINUX_PASS
+            .replace("warden v0.1.0", "qemu")
+            .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
+            .replace("ok lend-devmem", "skip lend-devmem: no warden, so no control page")
+            .replace("6 passed, 0 failed", "4 passed, 0 failed, 2 skipped");
+        let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
+        assert_eq!(failures(&v), []);
+        assert!(!v.iter().any(|v| v.name.contains("devmem")));
+        // Under warden a skip of them fails once, as a skip (not also as missing).
+        let text = LINUX_PASS
+            .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
+            .replace("6 passed, 0 failed", "5 passed, 0 failed, 1 skipped");
+        let v = linux(&text, Ending::Exited(Some(0)));
+        assert_eq!(
+            failures(&v),
+            [("linux/handoff-devmem", "skipped under warden: no warden, so no control page")]
+        );
     }
 
     #[test]
