@@ -25,6 +25,7 @@ use warden_abi::handoff::{Caller, Owner, Request};
 use warden_abi::peer::{self as peer_abi, PeerCommand};
 
 use crate::boards::{Board, ViolationPolicy};
+use control_page::ControlPage;
 use esr::{AbortReport, Esr, ExceptionClass};
 use inject::{El1ExceptionRegs, HostEl1, InjectError, Injection, TrappedState};
 use psci::Psci;
@@ -86,6 +87,10 @@ pub struct TrapHandler {
     unhandled: AtomicU64,
     /// warden's own calls answered (logged with the same rate limit as violations).
     warden_calls: AtomicU64,
+    /// The control page's registers (one set for the machine; see `warden_abi::control`).
+    control: spin::Mutex<ControlPage>,
+    /// Control-page accesses refused (undecodable or not a register).
+    control_faults: AtomicU64,
 }
 
 impl TrapHandler {
@@ -95,6 +100,8 @@ impl TrapHandler {
             violations: ViolationRing::new(),
             unhandled: AtomicU64::new(0),
             warden_calls: AtomicU64::new(0),
+            control: spin::Mutex::new(ControlPage::new()),
+            control_faults: AtomicU64::new(0),
         }
     }
 
@@ -130,9 +137,11 @@ impl TrapHandler {
                 // A trapped SMC's preferred return address is the SMC itself.
                 frame.elr = frame.elr.wrapping_add(4);
             }
-            ExceptionClass::DabtLow | ExceptionClass::IabtLow => {
-                self.violation(esr, frame, platform);
-            }
+            ExceptionClass::DabtLow => match self.control_page_offset(esr, frame, platform) {
+                Some(base) => self.control_page_access(base, frame, platform),
+                None => self.violation(esr, frame, platform),
+            },
+            ExceptionClass::IabtLow => self.violation(esr, frame, platform),
             other => {
                 let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
                 if should_log(n) {
@@ -272,6 +281,83 @@ impl TrapHandler {
         }
         let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
         deliver(injection, frame, platform);
+    }
+}
+
+impl TrapHandler {
+    /// The control page's base if this data abort is the host's access to it.
+    fn control_page_offset<P: Platform + ?Sized>(
+        &self,
+        esr: Esr,
+        frame: &TrapFrame,
+        platform: &P,
+    ) -> Option<u64> {
+        let base = platform.board().control_page?;
+        let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
+        let inside = ipa.checked_sub(base).is_some_and(|o| o < warden_abi::control::SIZE);
+        (inside && platform.caller() == Caller::Host).then_some(base)
+    }
+
+    /// Emulates one load or store to the control page; anything that is not a register access
+    /// warden can decode gets a synchronous external abort, like a violation.
+    fn control_page_access<P: Platform + ?Sized>(
+        &self,
+        base: u64,
+        frame: &mut TrapFrame,
+        platform: &mut P,
+    ) {
+        let refused = match mmio::decode(frame) {
+            Ok(access) => {
+                let offset = access.ipa - base;
+                // Held across the call: the page has one register set, and a call through it
+                // (owner 6 only, see `control_call`) always returns.
+                let result = self
+                    .control
+                    .lock()
+                    .access(offset, &access, |regs| self.control_call(regs, platform));
+                match result {
+                    Ok(value) => {
+                        mmio::complete(frame, &access, value);
+                        return;
+                    }
+                    Err(fault) => alloc::format!("{access}: {fault}"),
+                }
+            }
+            Err(e) => alloc::format!("{e}"),
+        };
+        let n = self.control_faults.fetch_add(1, Ordering::Relaxed) + 1;
+        if should_log(n) {
+            log::warn!(
+                "control page access refused on CPU {} (ELR {:#x}, ESR {:#x}): {refused}; \
+                 injecting a synchronous external abort (#{n})",
+                platform.cpu_index(),
+                frame.elr,
+                frame.esr
+            );
+        }
+        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
+        deliver(injection, frame, platform);
+    }
+
+    /// A call written to the control page's `CALL` register, as the host's `HVC #0` with those
+    /// registers. Only warden's own calls (owner 6): PSCI through the page could power the
+    /// CPU off with the page's lock held, and nothing else belongs there.
+    fn control_call<P: Platform + ?Sized>(&self, regs: [u64; 8], platform: &mut P) -> [u64; 8] {
+        let mut x = [0u64; 31];
+        x[..8].copy_from_slice(&regs);
+        let call = SmcccCall::from_regs(&x);
+        let result =
+            if warden_abi::smccc::owner(call.function_id) != warden_abi::smccc::OWNER_VENDOR_HYP {
+                SmcccReturn::not_supported()
+            } else if let Some(result) = self.warden_call(&call, Caller::Host, platform) {
+                result
+            } else {
+                smccc::route(&call, &self.psci, platform)
+            };
+        result.apply(&mut x);
+        let mut out = [0u64; 8];
+        out.copy_from_slice(&x[..8]);
+        out
     }
 }
 
@@ -655,6 +741,103 @@ mod tests {
         h.handle_lower_sync(&mut f, &mut p);
         assert_eq!(f.x[0], AbiError::NoData.register());
         assert!(p.handoff_requests.is_empty());
+    }
+
+    const CONTROL: u64 = 0x090c_0000;
+
+    /// A host `STR`/`LDR` (64-bit, x<srt>) of the control page register at `offset`.
+    fn control_access(offset: u64, write: bool, srt: u64, size_log2: u64) -> TrapFrame {
+        let ipa = CONTROL + offset;
+        let sf = if size_log2 == 3 { 1 << 15 } else { 0 };
+        let wnr = if write { 1 << 6 } else { 0 };
+        let esr = (0x24 << 26)
+            | (1 << 25)
+            | (1 << 24)
+            | (size_log2 << 22)
+            | (srt << 16)
+            | sf
+            | wnr
+            | 0x07;
+        let mut f = frame(esr, 0, [0; 3]);
+        f.far = 0xffff_0000_1000_0000 + (ipa & 0xfff);
+        f.hpfar = (ipa >> 12) << 4;
+        f
+    }
+
+    fn control_write(h: &TrapHandler, p: &mut FakePlatform, offset: u64, value: u64) {
+        let mut f = control_access(offset, true, 1, 3);
+        f.x[1] = value;
+        let elr = f.elr;
+        h.handle_lower_sync(&mut f, p);
+        assert_eq!(f.elr, elr + 4, "write to {offset:#x} emulated and skipped");
+    }
+
+    fn control_read(h: &TrapHandler, p: &mut FakePlatform, offset: u64) -> u64 {
+        let mut f = control_access(offset, false, 2, 3);
+        h.handle_lower_sync(&mut f, p);
+        f.x[2]
+    }
+
+    #[test]
+    fn control_page_makes_warden_calls() {
+        use warden_abi::control;
+        use warden_abi::handoff::{PeerId, Request, Target, Transfer};
+        let (h, el3, mut p) = setup();
+        p.board.control_page = Some(CONTROL);
+        assert_eq!(control_read(&h, &mut p, control::REG_MAGIC), control_page::magic());
+        // ABI_VERSION through CALL.
+        control_write(&h, &mut p, control::REG_CALL, u64::from(warden_abi::hyp::ABI_VERSION));
+        assert_eq!(control_read(&h, &mut p, control::ret(0)), warden_abi::hyp::packed_version());
+        // DONATE: arguments from ARG1..4, reply in RET0..2, the platform sees the host.
+        let donate = Request::Donate(Transfer {
+            target: Target::Range { base: 0x7c00_0000, size: 0x1000 },
+            peer: PeerId::MODEM,
+            clear: false,
+        })
+        .encode();
+        p.handoff_reply = Ok([0, 0x7c00_0000, 0x1000, 0, 0, 0, 0, 0]);
+        for (n, value) in donate.iter().enumerate().skip(1) {
+            control_write(&h, &mut p, control::arg(n), *value);
+        }
+        control_write(&h, &mut p, control::REG_CALL, donate[0]);
+        assert_eq!(p.handoff_requests.len(), 1);
+        assert_eq!(p.handoff_requests[0].0, Caller::Host);
+        assert_eq!(control_read(&h, &mut p, control::ret(1)), 0x7c00_0000);
+        // PSCI through the page is refused and never reaches EL3.
+        control_write(&h, &mut p, control::REG_CALL, u64::from(psci_abi::SYSTEM_OFF));
+        assert_eq!(control_read(&h, &mut p, control::ret(0)), u64::MAX);
+        assert!(el3.calls().is_empty() && p.power_down_notices.is_empty());
+        // None of this was a violation.
+        assert_eq!(h.violation_count(), 0);
+        assert!(p.el1_writes.is_empty());
+    }
+
+    #[test]
+    fn control_page_refuses_what_is_not_a_register_access() {
+        let (h, _el3, mut p) = setup();
+        p.board.control_page = Some(CONTROL);
+        // A byte store: not a register access, an abort.
+        let mut f = control_access(0x08, true, 1, 0);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes.len(), 1);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        // No syndrome (ISV = 0, e.g. LDP): an abort too.
+        let mut f = control_access(0x80, false, 2, 3);
+        f.esr &= !(1 << 24);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes.len(), 2);
+        assert_eq!(h.violation_count(), 0, "refused accesses are not ownership violations");
+        // The same page from a peer is an ordinary violation (it is not the peer's page).
+        p.caller = Caller::Peer(warden_abi::handoff::PeerId::DSP);
+        let mut f = control_access(0x80, false, 2, 3);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 1);
+        // Without a control page on the board the address is just unmapped.
+        p.caller = Caller::Host;
+        p.board.control_page = None;
+        let mut f = control_access(0x80, false, 2, 3);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 2);
     }
 
     #[test]
