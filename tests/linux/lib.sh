@@ -205,7 +205,8 @@ write_pattern_page() {
     pattern_index=0
     while [ "$pattern_index" -lt 512 ]; do
         pattern_value=$(pattern_word "$2" "$pattern_index")
-        devmem "$(printf '0x%x' $(($1 + 8 * pattern_index)))" 64 "$pattern_value" || return 1
+        # devmem takes a decimal address too: one fork fewer per word.
+        devmem $(($1 + 8 * pattern_index)) 64 "$pattern_value" || return 1
         fnv_add "$pattern_value"
         pattern_index=$((pattern_index + 1))
     done
@@ -233,7 +234,7 @@ control_page_init() {
         WARDEN_CONTROL_WHY="no /proc/device-tree/warden-control@* node (compatible warden,control-v1)"
         return 1
     fi
-    if ! init_magic=$(devmem "$(printf '0x%x' $((init_page + WARDEN_REG_MAGIC)))" 32 2>&1); then
+    if ! init_magic=$(devmem $((init_page + WARDEN_REG_MAGIC)) 32 2>&1); then
         WARDEN_CONTROL_WHY="devmem cannot read the control page at $init_page: $init_magic"
         return 1
     fi
@@ -247,7 +248,7 @@ control_page_init() {
 # The ABI version in the control page's MAGIC register, as MAJOR.MINOR.
 control_page_version() {
     control_page_init || return 1
-    version=$(devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_MAGIC + 4)))" 32) || return 1
+    version=$(devmem $((WARDEN_CONTROL + WARDEN_REG_MAGIC + 4)) 32) || return 1
     echo "$(($((version)) >> 16)).$(($((version)) & 0xffff))"
 }
 
@@ -271,15 +272,15 @@ warden_call() {
             0x* | 0X*) ;;
             *) call_value=$(int_hex64 "$call_value") ;;
         esac
-        devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_ARG1 + 8 * (call_n - 1))))" 64 \
+        devmem $((WARDEN_CONTROL + WARDEN_REG_ARG1 + 8 * (call_n - 1))) 64 \
             "$(hex64 "$call_value")" || return 1
         call_n=$((call_n + 1))
     done
-    devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_CALL)))" 64 "$(hex64 "$call_fid")" ||
+    devmem $((WARDEN_CONTROL + WARDEN_REG_CALL)) 64 "$(hex64 "$call_fid")" ||
         return 1
     call_n=0
     while [ "$call_n" -le 7 ]; do
-        call_value=$(devmem "$(printf '0x%x' $((WARDEN_CONTROL + WARDEN_REG_RET0 + 8 * call_n)))" 64) ||
+        call_value=$(devmem $((WARDEN_CONTROL + WARDEN_REG_RET0 + 8 * call_n)) 64) ||
             return 1
         eval "RET$call_n=\$(hex64 \"\$call_value\")"
         call_n=$((call_n + 1))
@@ -314,7 +315,7 @@ devmem_child() {
 read_page_words() {
     read_index=0
     while [ "$read_index" -lt 512 ]; do
-        read_value=$(devmem "$(printf '0x%x' $(($1 + 8 * read_index)))" 64) || return 1
+        read_value=$(devmem $(($1 + 8 * read_index)) 64) || return 1
         fnv_add "$read_value"
         read_index=$((read_index + ${2:-1}))
     done

@@ -144,7 +144,7 @@ fn donate_carveouts() -> [(u64, u64, PeerId); 4] {
             n += 1;
         }
     }
-    out.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    out.sort_unstable_by_key(|c| core::cmp::Reverse(c.1));
     out
 }
 
