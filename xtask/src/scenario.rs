@@ -25,7 +25,7 @@ impl Verdict {
     pub fn fail(name: impl Into<String>, why: impl Into<String>) -> Self {
         Self { name: name.into(), outcome: Err(why.into()) }
     }
-    fn check(name: &str, ok: bool, why: impl FnOnce() -> String) -> Self {
+    pub fn check(name: &str, ok: bool, why: impl FnOnce() -> String) -> Self {
         if ok { Self::pass(name) } else { Self::fail(name, why()) }
     }
 }

@@ -345,10 +345,30 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 5] =
-    ["guest-boot", "hostile-dt", "wrong-el", "linux", "linux-no-warden"];
+pub const ALL_SCENARIOS: [&str; 6] =
+    ["guest-boot", "hostile-dt", "wrong-el", "linux", "linux-no-warden", "bench-quick"];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 4] = ["guest-boot", "hostile-dt", "wrong-el", "linux"];
+const DEFAULT_SCENARIOS: [&str; 5] =
+    ["guest-boot", "hostile-dt", "wrong-el", "linux", "bench-quick"];
+
+/// `cargo xtask bench --quick`: proves the bench harness runs end to end (every row measured
+/// once, the reports written). Nothing about the numbers is asserted: timing belongs to the
+/// bench itself.
+fn scenario_bench_quick() -> Result<Vec<Verdict>> {
+    let report = crate::bench::run(true)?;
+    let rows = report.rows.len();
+    let written = ["report.md", "report.json", "handoff.svg"]
+        .iter()
+        .all(|f| crate::bench::output_dir().join(f).is_file());
+    Ok(vec![
+        Verdict::check(&format!("bench-quick/{rows} rows measured"), rows > 0, || {
+            "the bench guest printed no `bench` line".into()
+        }),
+        Verdict::check("bench-quick/reports written", written, || {
+            format!("missing files in {}", crate::bench::output_dir().display())
+        }),
+    ])
+}
 
 /// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden.
 fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
@@ -427,6 +447,7 @@ fn qemu_steps(
     for name in needs_firmware {
         let result = match (name, &guest_image) {
             ("linux", _) => scenario_linux(&qemu.path, Some(&warden)),
+            ("bench-quick", _) => scenario_bench_quick(),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => scenario_guest_boot(&qemu.path, &image),
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
