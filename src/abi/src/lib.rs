@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 pub mod handoff;
 pub mod peer;
+pub mod stats;
 
 pub use error::AbiError;
 

@@ -1,0 +1,72 @@
+//! `TRAP_STATS`: how often and for how long warden ran on the callers' behalf, for the EL2-share
+//! figure of `cargo xtask bench` (under QEMU `-icount shift=0` counter ticks are instructions).
+
+use crate::error::{AbiError, SUCCESS};
+use crate::smccc::{OWNER_VENDOR_HYP, fast_call};
+
+/// `TRAP_STATS()`: host or peer; every other register zero. Reply: [`TrapStats`].
+pub const TRAP_STATS: u32 = fast_call(true, OWNER_VENDOR_HYP, 0x0050);
+
+/// Counts since boot, over every CPU. A trap is one synchronous exception from EL1/EL0 into
+/// warden (the call reading these included, up to its own entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapStats {
+    /// `x1`: traps of every kind.
+    pub traps: u64,
+    /// `x2`: counter ticks spent in warden handling them (entry to exit, summed over CPUs).
+    pub el2_ticks: u64,
+    /// `x3`: the counter (CNTPCT) when warden answered.
+    pub now: u64,
+    /// `x4`: SMCCC calls (HVC and trapped SMC).
+    pub calls: u64,
+    /// `x5`: stage-2 data aborts (violations and emulated MMIO).
+    pub data_aborts: u64,
+    /// `x6`: everything else (instruction aborts, other trapped instructions).
+    pub other: u64,
+}
+
+impl TrapStats {
+    /// `x0..x7` of the call.
+    pub const fn request() -> [u64; 8] {
+        [TRAP_STATS as u64, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    pub const fn encode(&self) -> [u64; 8] {
+        [0, self.traps, self.el2_ticks, self.now, self.calls, self.data_aborts, self.other, 0]
+    }
+
+    pub fn decode(regs: &[u64; 8]) -> Result<Self, AbiError> {
+        let status = regs[0] as i64;
+        if status != SUCCESS {
+            return Err(AbiError::from_code(status).unwrap_or(AbiError::Unknown(status)));
+        }
+        if regs[7] != 0 {
+            return Err(AbiError::InvalidParameters);
+        }
+        Ok(Self {
+            traps: regs[1],
+            el2_ticks: regs[2],
+            now: regs[3],
+            calls: regs[4],
+            data_aborts: regs[5],
+            other: regs[6],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_and_round_trip() {
+        assert_eq!(TRAP_STATS, 0xC600_0050);
+        let s = TrapStats { traps: 9, el2_ticks: 5, now: 100, calls: 4, data_aborts: 3, other: 2 };
+        assert_eq!(TrapStats::decode(&s.encode()), Ok(s));
+        assert_eq!(
+            TrapStats::decode(&[u64::MAX - 1, 0, 0, 0, 0, 0, 0, 0]),
+            Err(AbiError::InvalidParameters)
+        );
+        assert_eq!(TrapStats::request()[0], 0xC600_0050);
+    }
+}
