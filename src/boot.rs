@@ -972,9 +972,11 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     if PANICKED.load(Ordering::Acquire) {
         hw::park();
     }
+    let entry = sysreg::counter();
     let w = warden();
     w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
     drain_smmu_events(w);
+    w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
 }
 
 /// RAM the host owns: every bank minus warden's region (and, later, carveouts).
@@ -1073,6 +1075,10 @@ impl Platform for HwPlatform<'_> {
 
     fn peer_done(&mut self) {
         sim_peer::done()
+    }
+
+    fn counter(&self) -> u64 {
+        sysreg::counter()
     }
 
     fn before_system_power_down(&mut self) {

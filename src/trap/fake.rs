@@ -115,6 +115,8 @@ impl FakePlatform {
     pub const RAM_BASE: u64 = 0x4000_0000;
     pub const RAM_SIZE: u64 = 0x4000_0000;
     pub const HOST_VBAR: u64 = 0xffff_8000_1001_0800;
+    /// What [`Platform::counter`] reads.
+    pub const COUNTER: u64 = 0x1234_5678;
 
     /// CPU `cpu` on QEMU virt's board (built-in PSCI, Contain), host with FEAT_PAN and
     /// SCTLR_EL1.SPAN = 0 (as Linux sets it).
@@ -199,5 +201,8 @@ impl Platform for FakePlatform {
     }
     fn peer_done(&mut self) {
         self.peer_done += 1;
+    }
+    fn counter(&self) -> u64 {
+        Self::COUNTER
     }
 }

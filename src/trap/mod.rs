@@ -67,6 +67,8 @@ pub trait Platform {
     /// The peer's `PEER_DONE`: its command is finished; on hardware this powers the peer's CPU
     /// off and does not return.
     fn peer_done(&mut self);
+    /// The counter (CNTPCT), for `TRAP_STATS`.
+    fn counter(&self) -> u64;
 }
 
 /// Unhandled traps logged in full before rate limiting starts; after that, only the 2^k-th.
@@ -91,6 +93,17 @@ pub struct TrapHandler {
     control: spin::Mutex<ControlPage>,
     /// Control-page accesses refused (undecodable or not a register).
     control_faults: AtomicU64,
+    stats: Stats,
+}
+
+/// What `TRAP_STATS` reports (relaxed counters: each is exact, their snapshot need not be).
+#[derive(Debug)]
+struct Stats {
+    traps: AtomicU64,
+    el2_ticks: AtomicU64,
+    calls: AtomicU64,
+    data_aborts: AtomicU64,
+    other: AtomicU64,
 }
 
 impl TrapHandler {
@@ -102,6 +115,13 @@ impl TrapHandler {
             warden_calls: AtomicU64::new(0),
             control: spin::Mutex::new(ControlPage::new()),
             control_faults: AtomicU64::new(0),
+            stats: Stats {
+                traps: AtomicU64::new(0),
+                el2_ticks: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                data_aborts: AtomicU64::new(0),
+                other: AtomicU64::new(0),
+            },
         }
     }
 
@@ -124,9 +144,38 @@ impl TrapHandler {
         self.unhandled.load(Ordering::Relaxed)
     }
 
+    /// Adds counter ticks spent in warden on a trap (measured by the caller around
+    /// [`Self::handle_lower_sync`]).
+    pub fn add_el2_ticks(&self, ticks: u64) {
+        self.stats.el2_ticks.fetch_add(ticks, Ordering::Relaxed);
+    }
+
+    fn count_trap(&self, class: ExceptionClass) {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        let kind = match class {
+            ExceptionClass::Hvc64 | ExceptionClass::Smc64 => &self.stats.calls,
+            ExceptionClass::DabtLow => &self.stats.data_aborts,
+            _ => &self.stats.other,
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn trap_stats<P: Platform + ?Sized>(&self, platform: &P) -> warden_abi::stats::TrapStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        warden_abi::stats::TrapStats {
+            traps: get(&self.stats.traps),
+            el2_ticks: get(&self.stats.el2_ticks),
+            now: platform.counter(),
+            calls: get(&self.stats.calls),
+            data_aborts: get(&self.stats.data_aborts),
+            other: get(&self.stats.other),
+        }
+    }
+
     /// Handles a synchronous exception from the host (EL1/EL0, AArch64) taken to EL2.
     pub fn handle_lower_sync<P: Platform + ?Sized>(&self, frame: &mut TrapFrame, platform: &mut P) {
         let esr = Esr(frame.esr);
+        self.count_trap(esr.class());
         match esr.class() {
             ExceptionClass::Hvc64 => {
                 // ELR_EL2 already points after the HVC.
@@ -204,8 +253,17 @@ impl TrapHandler {
                 }
                 Caller::Host => Err(AbiError::Denied),
             },
+            Ok(None) if fid == warden_abi::stats::TRAP_STATS => {
+                if call.regs[1..].iter().any(|&r| r != 0) {
+                    Err(AbiError::InvalidParameters)
+                } else {
+                    Ok(self.trap_stats(platform).encode())
+                }
+            }
             Ok(None)
-                if is_twin(fid, peer_abi::PEER_COMMAND) || is_twin(fid, peer_abi::PEER_DONE) =>
+                if is_twin(fid, peer_abi::PEER_COMMAND)
+                    || is_twin(fid, peer_abi::PEER_DONE)
+                    || is_twin(fid, warden_abi::stats::TRAP_STATS) =>
             {
                 Err(AbiError::NotSupported)
             }
@@ -838,6 +896,37 @@ mod tests {
         let mut f = control_access(0x80, false, 2, 3);
         h.handle_lower_sync(&mut f, &mut p);
         assert_eq!(h.violation_count(), 2);
+    }
+
+    #[test]
+    fn trap_stats_count_by_kind() {
+        use warden_abi::stats::TrapStats;
+        let (h, _el3, mut p) = setup();
+        h.add_el2_ticks(40);
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        let mut f = frame(0x6230_c001, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        h.add_el2_ticks(2);
+        let mut f = call_regs(HVC, TrapStats::request());
+        h.handle_lower_sync(&mut f, &mut p);
+        let stats = TrapStats::decode(f.x[..8].try_into().unwrap()).unwrap();
+        assert_eq!(
+            stats,
+            TrapStats {
+                traps: 3,
+                el2_ticks: 42,
+                now: FakePlatform::COUNTER,
+                calls: 1,
+                data_aborts: 1,
+                other: 1
+            }
+        );
+        let mut bad = TrapStats::request();
+        bad[3] = 1;
+        let mut f = call_regs(SMC, bad);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::InvalidParameters.register());
     }
 
     #[test]

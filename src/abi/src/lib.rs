@@ -114,8 +114,8 @@ pub mod hyp {
 
     /// Number of warden calls implemented in this ABI version (answer to [`CALL_COUNT`]):
     /// `ABI_VERSION`, the nine carveout/violation calls of [`crate::handoff::CALLS`],
-    /// `PEER_COMMAND` and `PEER_DONE`.
-    pub const IMPLEMENTED_CALLS: u64 = 1 + crate::handoff::CALLS.len() as u64 + 2;
+    /// `PEER_COMMAND`, `PEER_DONE` and `TRAP_STATS`.
+    pub const IMPLEMENTED_CALLS: u64 = 1 + crate::handoff::CALLS.len() as u64 + 3;
 
     /// Packed ABI version as returned by [`ABI_VERSION`].
     pub const fn packed_version() -> u64 {
