@@ -580,7 +580,8 @@ mod tests {
         assert_eq!(run(&mut regs, &mut mem, 64).0.stop, Stop::ErrorActive);
         // Linux's recovery: replace it with CMD_SYNC, then ack through GERRORN.
         put(&mut mem, 3, 1, [0x46, 0]);
-        assert!(regs.write(GERRORN, 4, regs.read(GERROR, 4)).cmdq_kick);
+        let gerror = regs.read(GERROR, 4);
+        assert!(regs.write(GERRORN, 4, gerror).cmdq_kick);
         let (c, _) = run(&mut regs, &mut mem, 64);
         assert_eq!((c.commands, c.stop), (2, Stop::Empty));
         assert_eq!(regs.read(CMDQ_CONS, 4) & 0xfffff, 3);

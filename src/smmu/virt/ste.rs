@@ -342,14 +342,14 @@ mod tests {
         m.write_u64(0x4000_0018, 0x4000_c000 | 10);
         // bus 4 -> L2 in memory that is not the host's.
         m.write_u64(0x4000_0020, 0x5000_0000 | 9);
-        let loc = |sid| locate_ste(&m, 0x4000_0000, TWO_LEVEL, sid, &adv());
-        assert_eq!(loc(0x0100), Ok(0x4000_4000));
-        assert_eq!(loc(0x01ff), Ok(0x4000_7fc0));
-        assert_eq!(loc(0x0000), Err(SteFault::BadStreamId), "Span 0");
-        assert_eq!(loc(0x0201), Ok(0x4000_8040));
-        assert_eq!(loc(0x0202), Err(SteFault::BadStreamId), "beyond the L2's span");
-        assert_eq!(loc(0x0300), Err(SteFault::BadL1Span));
-        assert_eq!(loc(0x0400), Ok(0x5000_0000), "located; the read is what fails");
+        let loc = |m: &FakeMemory, sid| locate_ste(m, 0x4000_0000, TWO_LEVEL, sid, &adv());
+        assert_eq!(loc(&m, 0x0100), Ok(0x4000_4000));
+        assert_eq!(loc(&m, 0x01ff), Ok(0x4000_7fc0));
+        assert_eq!(loc(&m, 0x0000), Err(SteFault::BadStreamId), "Span 0");
+        assert_eq!(loc(&m, 0x0201), Ok(0x4000_8040));
+        assert_eq!(loc(&m, 0x0202), Err(SteFault::BadStreamId), "beyond the L2's span");
+        assert_eq!(loc(&m, 0x0300), Err(SteFault::BadL1Span));
+        assert_eq!(loc(&m, 0x0400), Ok(0x5000_0000), "located; the read is what fails");
         assert_eq!(
             read_host_ste(&m, 0x4000_0000, TWO_LEVEL, 0x0400, &adv()),
             Err(SteFault::Fetch(0x5000_0000))
@@ -359,17 +359,22 @@ mod tests {
             locate_ste(&m, 0x6000_0000, TWO_LEVEL, 0x100, &adv()),
             Err(SteFault::Fetch(0x6000_0008))
         );
-        // Reserved SPLIT behaves as 6: sid 0x40 uses L1 index 1.
+        // Reserved SPLIT behaves as 6: sid 0x40 uses L1 index 1, whose Span 9 is then too big.
         let split7 = (1 << 16) | (7 << 6) | 16;
-        assert_eq!(locate_ste(&m, 0x4000_0000, split7, 0x40, &adv()), Ok(0x4000_4000));
+        assert_eq!(locate_ste(&m, 0x4000_0000, split7, 0x40, &adv()), Err(SteFault::BadL1Span));
+        assert_eq!(locate_ste(&m, 0x4000_0000, split7, 0x80, &adv()), Ok(0x4000_8000));
         // Span 12..31 are reserved and behave as 0.
         m.write_u64(0x4000_0028, 0x4000_4000 | 12);
-        assert_eq!(loc(0x0500), Err(SteFault::BadStreamId));
+        assert_eq!(loc(&m, 0x0500), Err(SteFault::BadStreamId));
         // L2Ptr bits below the L2 size are ignored.
         m.write_u64(0x4000_0030, 0x4000_4040 | 2);
-        assert_eq!(loc(0x0601), Ok(0x4000_4040));
+        assert_eq!(loc(&m, 0x0601), Ok(0x4000_4040));
         m.write_u64(0x4000_0030, 0x4000_4040 | 3);
-        assert_eq!(loc(0x0601), Ok(0x4000_4040), "256-byte L2 aligns 0x..40 down to 0x..00 + 64");
+        assert_eq!(
+            loc(&m, 0x0601),
+            Ok(0x4000_4040),
+            "256-byte L2 aligns 0x..40 down to 0x..00 + 64"
+        );
     }
 
     #[test]
