@@ -326,7 +326,6 @@ mod tests {
         up(&mut b, 5, ctx(4, 0x9000));
         assert_eq!(up(&mut b, 2, ctx(4, 0xa000)), Update::default());
         assert_eq!(b.context(2), ctx(4, 0xa000));
-        drop(up);
         assert_eq!(flushes, vec![3, 4]);
         assert_eq!(b.tracker().stats().forced_flushes, 2);
         assert_eq!(b.tracker().stats().unprotected_reuses, 0);

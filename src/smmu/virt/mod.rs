@@ -497,9 +497,9 @@ impl VirtSmmu {
             }
         }
         self.regs = regs;
-        if !enabled {
-            // Nothing is live any more; completing the STE changes frees nothing by itself.
-            let _ = self.real_sync(real);
+        // The new STEs are in force once CR0ACK shows the change: complete them now.
+        if self.real_sync(real).is_err() {
+            log::error!("vSMMU: real SMMU sync failed after SMMUEN = {enabled}");
         }
         notify
     }

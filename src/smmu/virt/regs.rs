@@ -190,7 +190,7 @@ impl RegisterFile {
         }
         match size {
             8 if REGS64.contains(&offset) => Some(Width::Full64(offset)),
-            4 if offset % 4 == 0 => {
+            4 if offset.is_multiple_of(4) => {
                 if REGS64.contains(&offset) {
                     Some(Width::Low(offset))
                 } else if offset >= 4 && REGS64.contains(&(offset - 4)) {
