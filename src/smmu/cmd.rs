@@ -6,6 +6,14 @@ use core::fmt;
 pub const OP_CFGI_STE: u8 = 0x03;
 /// CMD_CFGI_STE_RANGE; CMD_CFGI_ALL is this opcode with Range = 31.
 pub const OP_CFGI_STE_RANGE: u8 = 0x04;
+pub const OP_PREFETCH_CONFIG: u8 = 0x01;
+pub const OP_PREFETCH_ADDR: u8 = 0x02;
+pub const OP_CFGI_CD: u8 = 0x05;
+pub const OP_CFGI_CD_ALL: u8 = 0x06;
+pub const OP_TLBI_NH_ALL: u8 = 0x10;
+pub const OP_TLBI_NH_ASID: u8 = 0x11;
+pub const OP_TLBI_NH_VA: u8 = 0x12;
+pub const OP_TLBI_NH_VAA: u8 = 0x13;
 pub const OP_TLBI_EL2_ALL: u8 = 0x20;
 pub const OP_TLBI_S12_VMALL: u8 = 0x28;
 pub const OP_TLBI_S2_IPA: u8 = 0x2a;
@@ -87,6 +95,11 @@ pub fn opcode_name(op: u8) -> &'static str {
         _ => "unknown command",
     }
 }
+
+/// CMDQ_CONS.ERR codes.
+pub const CERROR_NONE: u8 = 0;
+pub const CERROR_ILL: u8 = 1;
+pub const CERROR_ABT: u8 = 2;
 
 /// A CMDQ_CONS.ERR reason code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,7 @@ pub mod regs;
 pub mod ste;
 #[cfg(test)]
 mod tests;
+pub mod virt;
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -25,6 +25,27 @@ pub const EVTQ_CONS: u32 = 0x1_00ac;
 /// Both register pages: what must be mapped (as device memory) for this driver.
 pub const REGS_SIZE: u64 = 0x2_0000;
 
+/// Further page 0 offsets (the virtual SMMU emulates every register Linux touches).
+pub const IDR2: u32 = 0x08;
+pub const IDR3: u32 = 0x0c;
+pub const IDR4: u32 = 0x10;
+pub const IIDR: u32 = 0x18;
+pub const AIDR: u32 = 0x1c;
+pub const AGBPA: u32 = 0x48;
+/// 64-bit MSI address registers (RES0 without IDR0.MSI) and their 32-bit companions.
+pub const GERROR_IRQ_CFG0: u32 = 0x68;
+pub const GERROR_IRQ_CFG1: u32 = 0x70;
+pub const GERROR_IRQ_CFG2: u32 = 0x74;
+pub const EVTQ_IRQ_CFG0: u32 = 0xb0;
+pub const EVTQ_IRQ_CFG1: u32 = 0xb8;
+pub const EVTQ_IRQ_CFG2: u32 = 0xbc;
+pub const PRIQ_BASE: u32 = 0xc0;
+pub const PRIQ_IRQ_CFG0: u32 = 0xd0;
+pub const PRIQ_PROD: u32 = 0x1_00c8;
+pub const PRIQ_CONS: u32 = 0x1_00cc;
+/// The second 64 KiB register page.
+pub const PAGE1: u32 = 0x1_0000;
+
 // IDR0
 pub const IDR0_S2P: u32 = 1 << 0;
 pub const IDR0_S1P: u32 = 1 << 1;
@@ -35,6 +56,14 @@ pub const IDR0_HYP: u32 = 1 << 9;
 pub const IDR0_VMID16: u32 = 1 << 18;
 pub const IDR0_TTENDIAN_SHIFT: u32 = 21;
 pub const IDR0_ST_LEVEL_SHIFT: u32 = 27;
+pub const IDR0_ASID16: u32 = 1 << 12;
+pub const IDR0_TTF_AARCH64: u32 = 0b10;
+pub const IDR0_TTENDIAN_LE: u32 = 0b10;
+pub const IDR0_STALL_MODEL_SHIFT: u32 = 24;
+/// IDR0.STALL_MODEL = 0b01: stalling is not supported.
+pub const IDR0_STALL_MODEL_NONE: u32 = 0b01;
+pub const IDR0_TERM_MODEL: u32 = 1 << 26;
+pub const IDR0_ST_LEVEL_2LVL: u32 = 0b01;
 
 // IDR1
 pub const IDR1_SIDSIZE_MASK: u32 = 0x3f;
@@ -51,6 +80,8 @@ pub const IDR5_GRAN4K: u32 = 1 << 4;
 pub const CR0_SMMUEN: u32 = 1 << 0;
 pub const CR0_EVTQEN: u32 = 1 << 2;
 pub const CR0_CMDQEN: u32 = 1 << 3;
+pub const CR0_PRIQEN: u32 = 1 << 1;
+pub const CR0_ATSCHK: u32 = 1 << 4;
 
 // CR1: cacheability 1 = write-back (not the TCR encoding), shareability 3 = inner.
 pub const CR1_CACHE_WB: u32 = 1;
@@ -70,6 +101,11 @@ pub const CR2_PTM: u32 = 1 << 2;
 pub const GBPA_ABORT: u32 = 1 << 20;
 pub const GBPA_UPDATE: u32 = 1 << 31;
 
+// IRQ_CTRL / IRQ_CTRLACK
+pub const IRQ_CTRL_GERROR_IRQEN: u32 = 1 << 0;
+pub const IRQ_CTRL_PRIQ_IRQEN: u32 = 1 << 1;
+pub const IRQ_CTRL_EVTQ_IRQEN: u32 = 1 << 2;
+
 // GERROR / GERRORN
 pub const GERROR_CMDQ_ERR: u32 = 1 << 0;
 pub const GERROR_EVTQ_ABT_ERR: u32 = 1 << 2;
@@ -82,10 +118,17 @@ pub const STRTAB_BASE_RA: u64 = 1 << 62;
 pub const STRTAB_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_ffc0; // [51:6]
 pub const STRTAB_CFG_FMT_2LVL: u32 = 1 << 16;
 pub const STRTAB_CFG_SPLIT_SHIFT: u32 = 6;
+pub const STRTAB_CFG_FMT_SHIFT: u32 = 16;
+pub const STRTAB_CFG_LOG2SIZE_MASK: u32 = 0x3f;
+/// STRTAB_BASE_CFG's defined fields: FMT[17:16], SPLIT[10:6], LOG2SIZE[5:0].
+pub const STRTAB_CFG_MASK: u32 = (3 << 16) | (0x1f << 6) | 0x3f;
 
 // Queue base registers: RA/WA hint, ADDR[51:5], LOG2SIZE[4:0].
 pub const Q_BASE_RWA: u64 = 1 << 62;
 pub const Q_BASE_ADDR_MASK: u64 = 0x000f_ffff_ffff_ffe0;
+pub const Q_BASE_LOG2SIZE_MASK: u64 = 0x1f;
+/// CMDQ_PROD.WR / CMDQ_CONS.RD / EVTQ_PROD.WR / EVTQ_CONS.RD: index and wrap, [19:0].
+pub const Q_PTR_MASK: u32 = 0xf_ffff;
 
 /// CMDQ_CONS.ERR[30:24].
 pub const CMDQ_CONS_ERR_SHIFT: u32 = 24;
