@@ -33,7 +33,7 @@ use crate::boards::{self, Board};
 use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
 use crate::handoff::service::{self, CarveoutDesc};
-use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Stage2Ref};
+use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Phase, Stage2Ref};
 use crate::mm::layout::{self, Layout, LayoutInput};
 use crate::mm::ownership::{OwnershipTracker, PageState, PeerId};
 use crate::mm::range::HumanSize;
@@ -1083,6 +1083,7 @@ impl Platform for HwPlatform<'_> {
 
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
+        log_handoff_profile();
         let digest = image_digest();
         let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
         log::info!(
@@ -1124,6 +1125,43 @@ impl HandoffCpu for Hw {
         use crate::arch::CacheMaintenance;
         self.dsb_sy();
     }
+
+    fn phase_start(&self) {
+        if let Some(last) = PROFILE_LAST.get(cpu_index()) {
+            last.store(sysreg::counter(), Ordering::Relaxed);
+        }
+        PROFILE_TRANSFERS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn phase_end(&self, phase: Phase) {
+        let Some(last) = PROFILE_LAST.get(cpu_index()) else { return };
+        let now = sysreg::counter();
+        let ticks = now.wrapping_sub(last.swap(now, Ordering::Relaxed));
+        if let Some(total) =
+            Phase::ALL.iter().position(|&p| p == phase).and_then(|i| PROFILE_TICKS.get(i))
+        {
+            total.fetch_add(ticks, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counter ticks each [`Phase`] took, summed over every transfer (and the count of transfers):
+/// logged at power-down, where `cargo xtask bench` reads the profile of a handoff.
+static PROFILE_TICKS: [AtomicU64; Phase::ALL.len()] =
+    [const { AtomicU64::new(0) }; Phase::ALL.len()];
+static PROFILE_LAST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static PROFILE_TRANSFERS: AtomicU64 = AtomicU64::new(0);
+
+fn log_handoff_profile() {
+    let transfers = PROFILE_TRANSFERS.load(Ordering::Relaxed);
+    if transfers == 0 {
+        return;
+    }
+    let mut line = alloc::string::String::new();
+    for (phase, ticks) in Phase::ALL.iter().zip(PROFILE_TICKS.iter()) {
+        let _ = write!(line, " {}={}", phase.name(), ticks.load(Ordering::Relaxed));
+    }
+    log::info!("handoff profile: {transfers} transfers, counter ticks per phase:{line}");
 }
 
 /// FNV-1a over warden's code and read-only data (which nothing may write after relocation):

@@ -48,8 +48,9 @@
 //! serialized, different carveouts proceed in parallel. The tracker has its own short lock
 //! (check-and-mark at the start, commit at the end; never held across hardware operations).
 //! Each stage-2 table has its own lock, held only while it is edited; the frame allocator's
-//! lock only while the reserve is taken and returned. Lock order: carveout → tracker, or
-//! carveout → one stage-2 table, or carveout → frames; never two tables at once. TLB
+//! lock (and the spare frames' lock, see [`SPARE_FRAMES`]) only while the reserve is taken and
+//! returned. Lock order: carveout → tracker, or carveout → one stage-2 table, or carveout →
+//! spare frames → frames; never two tables at once. TLB
 //! maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
 
 pub mod reserve;
@@ -78,6 +79,63 @@ pub trait HandoffCpu: TlbMaintenance + CacheMaintenance {
     /// a line of `range` that warden put there. The caller has already cleaned+invalidated the
     /// range, so no older dirty line can be written back over the zeros.
     fn zero(&self, range: MemRange);
+    /// A transfer starts on this CPU (for [`Self::phase_end`]'s accounting).
+    fn phase_start(&self) {}
+    /// `phase` of the transfer running on this CPU has just ended: profiling hook (the cost of
+    /// each step, see `cargo xtask bench`); nothing else may depend on it.
+    fn phase_end(&self, phase: Phase) {
+        let _ = phase;
+    }
+}
+
+/// The steps of a transfer, for [`HandoffCpu::phase_end`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Checks and the tracker's check-and-mark.
+    Validate,
+    /// Page-table frames reserved (and returned at the end).
+    Reserve,
+    HostUnmap,
+    /// SMMU TLB invalidation and CMD_SYNC.
+    DmaSync,
+    /// `DC CIVAC` over the range.
+    CacheClean,
+    Zero,
+    PeerMap,
+    PeerUnmap,
+    HostMap,
+    /// The tracker's final transition.
+    Commit,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Validate,
+        Phase::Reserve,
+        Phase::HostUnmap,
+        Phase::DmaSync,
+        Phase::CacheClean,
+        Phase::Zero,
+        Phase::PeerMap,
+        Phase::PeerUnmap,
+        Phase::HostMap,
+        Phase::Commit,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Phase::Validate => "validate",
+            Phase::Reserve => "reserve",
+            Phase::HostUnmap => "host-unmap",
+            Phase::DmaSync => "smmu-sync",
+            Phase::CacheClean => "dc-civac",
+            Phase::Zero => "zero",
+            Phase::PeerMap => "peer-map",
+            Phase::PeerUnmap => "peer-unmap",
+            Phase::HostMap => "host-map",
+            Phase::Commit => "commit",
+        }
+    }
 }
 
 /// Stage-2 TLB invalidation in the SMMU(s) translating host devices.
@@ -190,10 +248,16 @@ struct CarveoutSlot {
     busy: Mutex<()>,
 }
 
+/// Frames kept between transfers (see [`FrameReserve::release_keeping`]): two transfers'
+/// worth of the largest reserve a 48-bit stage-2 transfer needs.
+pub const SPARE_FRAMES: usize = 64;
+
 /// Shared ownership state: the tracker and the carveouts with their locks.
 pub struct HandoffState {
     tracker: Mutex<OwnershipTracker>,
     carveouts: Vec<CarveoutSlot>,
+    /// Page-table frames kept for the next transfers' reserves.
+    spare_frames: Mutex<Vec<u64>>,
 }
 
 impl HandoffState {
@@ -219,7 +283,7 @@ impl HandoffState {
             .into_iter()
             .map(|carveout| CarveoutSlot { carveout, busy: Mutex::new(()) })
             .collect();
-        Ok(Self { tracker: Mutex::new(tracker), carveouts })
+        Ok(Self { tracker: Mutex::new(tracker), carveouts, spare_frames: Mutex::new(Vec::new()) })
     }
 
     /// The tracker, locked (for queries and for deriving tables).
@@ -370,6 +434,7 @@ where
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
+    ctx.cpu.phase_start();
     let range = request_range(base, size)?;
     let peer_ref = ctx.peer(peer)?;
     let slot = ctx.state.slot_for(range)?;
@@ -394,6 +459,7 @@ where
         tracker.transition(range, held, moving).map_err(HandoffError::Internal)?;
         (held, kind)
     };
+    ctx.cpu.phase_end(Phase::Validate);
     let moving = PageState::Reclaiming { from: peer, kind };
     let result =
         ctx.with_reserve(range, |ctx, reserve| ctx.to_host(range, peer_ref, flags, reserve));
@@ -403,6 +469,7 @@ where
         Err(Rollback::HostKeeps(e)) => (Err(e), PageState::Host),
     };
     ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    ctx.cpu.phase_end(Phase::Commit);
     result
 }
 
@@ -419,6 +486,7 @@ where
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
+    ctx.cpu.phase_start();
     let range = request_range(base, size)?;
     let peer_ref = ctx.peer(peer)?;
     let slot = ctx.state.slot_for(range)?;
@@ -428,6 +496,7 @@ where
     let _serial = slot.busy.lock();
     let moving = PageState::HandingOff { to: peer, kind };
     ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
+    ctx.cpu.phase_end(Phase::Validate);
     let result =
         ctx.with_reserve(range, |ctx, reserve| ctx.to_peer(range, peer_ref, flags, reserve));
     let end_state = match (&result, kind) {
@@ -436,6 +505,7 @@ where
         (Err(_), _) => PageState::Host,
     };
     ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    ctx.cpu.phase_end(Phase::Commit);
     result.map_err(|r| r.error())
 }
 
@@ -474,12 +544,20 @@ where
         let level = peer_level.fold(host_level, u8::min);
         // Forward: one unmap and one map; rollback: at most one more of each.
         let count = 2 * (UNMAP_BOUND + map_bound(range, level));
-        let reserve = FrameReserve::take(&mut *self.frames.lock(), count);
+        let reserve = {
+            let mut spares = self.state.spare_frames.lock();
+            FrameReserve::take_with_spares(&mut spares, &mut *self.frames.lock(), count)
+        };
         let Some(mut reserve) = reserve else {
             return Err(Rollback::Restored(HandoffError::OutOfFrames));
         };
+        self.cpu.phase_end(Phase::Reserve);
         let result = f(self, &mut reserve);
-        reserve.release(&mut *self.frames.lock());
+        {
+            let mut spares = self.state.spare_frames.lock();
+            reserve.release_keeping(&mut spares, SPARE_FRAMES, &mut *self.frames.lock());
+        }
+        self.cpu.phase_end(Phase::Reserve);
         result
     }
 
@@ -501,16 +579,20 @@ where
     ) -> Result<(), Rollback> {
         // The host's stage-2 is current: this runs on a hypercall from the host.
         let unmapped = self.host.table.lock().unmap(range, reserve, self.cpu);
+        self.cpu.phase_end(Phase::HostUnmap);
         if let Err(e) = unmapped {
             return Err(self.restore_host(range, reserve, HandoffError::Stage2(e)));
         }
         let synced = self.smmu.lock().invalidate_ipa_range(self.host.vmid, range);
+        self.cpu.phase_end(Phase::DmaSync);
         if let Err(e) = synced {
             return Err(self.restore_host(range, reserve, HandoffError::DmaSync(e)));
         }
         dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
+        self.cpu.phase_end(Phase::CacheClean);
         if flags.clear {
             self.cpu.zero(range);
+            self.cpu.phase_end(Phase::Zero);
         }
         let mapped = {
             let mut table = peer.stage2.table.lock();
@@ -524,6 +606,7 @@ where
             mapped
         };
         self.cpu.load_stage2(self.host.vmid, self.host_root());
+        self.cpu.phase_end(Phase::PeerMap);
         match mapped {
             Ok(()) => Ok(()),
             Err(e) => Err(self.restore_host(range, reserve, HandoffError::Stage2(e))),
@@ -564,14 +647,19 @@ where
             unmapped
         };
         self.cpu.load_stage2(self.host.vmid, self.host_root());
+        self.cpu.phase_end(Phase::PeerUnmap);
         if let Err(e) = unmapped {
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         if flags.clear {
             dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
+            self.cpu.phase_end(Phase::CacheClean);
             self.cpu.zero(range);
+            self.cpu.phase_end(Phase::Zero);
         }
-        match self.map_host(range, reserve) {
+        let mapped = self.map_host(range, reserve);
+        self.cpu.phase_end(Phase::HostMap);
+        match mapped {
             Ok(()) => Ok(()),
             Err(e) => Err(self.back_to_peer(range, peer, reserve, HandoffError::Stage2(e))),
         }

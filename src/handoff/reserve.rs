@@ -57,6 +57,43 @@ impl FrameReserve {
     }
 
     /// Gives every frame still held back to `alloc`.
+    /// Like [`Self::take`], but first from `spares` (frames kept from earlier transfers: they
+    /// are zeroed when handed out, so their content does not matter) and only the rest from
+    /// `alloc`, which zeroes what it gives. On failure everything taken goes back.
+    pub fn take_with_spares<A: FrameAllocator + ?Sized>(
+        spares: &mut Vec<u64>,
+        alloc: &mut A,
+        count: usize,
+    ) -> Option<Self> {
+        let from_spares = count.min(spares.len());
+        let mut frames = spares.split_off(spares.len() - from_spares);
+        match Self::take(alloc, count - from_spares) {
+            Some(mut rest) => {
+                frames.append(&mut rest.frames);
+                Some(Self { frames })
+            }
+            None => {
+                spares.append(&mut frames);
+                None
+            }
+        }
+    }
+
+    /// Keeps up to `cap` frames in `spares` for the next transfer and gives the rest back to
+    /// `alloc`: in the steady state a transfer then costs no allocation and no zeroing of
+    /// frames it does not use.
+    pub fn release_keeping<A: FrameAllocator + ?Sized>(
+        mut self,
+        spares: &mut Vec<u64>,
+        cap: usize,
+        alloc: &mut A,
+    ) {
+        let keep = cap.saturating_sub(spares.len()).min(self.frames.len());
+        let rest = self.frames.split_off(keep);
+        spares.append(&mut self.frames);
+        Self { frames: rest }.release(alloc);
+    }
+
     pub fn release<A: FrameAllocator + ?Sized>(self, alloc: &mut A) {
         for pa in self.frames {
             alloc.free(pa, 1);
@@ -109,6 +146,26 @@ mod tests {
         assert_eq!(map_bound(MemRange::new(0x4030_0000, 0x4030_1000), 0), 3);
         // Straddling 2 MiB and 1 GiB boundaries: two tables per level.
         assert_eq!(map_bound(MemRange::new((1 << 30) - sz_2m - 0x1000, (1 << 30) + 0x1000), 1), 4);
+    }
+
+    #[test]
+    fn spares_are_used_first_and_kept_up_to_the_cap() {
+        let mut frames = HeapFrames::new(8);
+        let mut spares = Vec::new();
+        let reserve = FrameReserve::take_with_spares(&mut spares, &mut frames, 3).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), 3);
+        reserve.release_keeping(&mut spares, 2, &mut frames);
+        assert_eq!((spares.len(), frames.pool.allocated_pages()), (2, 2));
+        // Two from the spares, one new; a failure gives the spares back.
+        let reserve = FrameReserve::take_with_spares(&mut spares, &mut frames, 3).unwrap();
+        assert_eq!((spares.len(), frames.pool.allocated_pages()), (0, 3));
+        reserve.release_keeping(&mut spares, 2, &mut frames);
+        assert!(FrameReserve::take_with_spares(&mut spares, &mut frames, 9).is_none());
+        assert_eq!((spares.len(), frames.pool.allocated_pages()), (2, 2));
+        for pa in spares.drain(..) {
+            frames.free(pa, 1);
+        }
+        assert_eq!(frames.pool.allocated_pages(), 0);
     }
 
     #[test]

@@ -1092,3 +1092,62 @@ mod service_calls {
         assert_eq!(service::owner_at(&tracker, u64::MAX), AbiOwner::Unknown);
     }
 }
+
+/// A CPU that only records the profiling hooks.
+struct PhaseCpu(RefCell<Vec<Option<Phase>>>);
+
+impl TlbMaintenance for PhaseCpu {
+    fn dsb_ishst(&self) {}
+    fn dsb_ish(&self) {}
+    fn isb(&self) {}
+    fn tlbi_ipas2e1is(&self, _: u64) {}
+    fn tlbi_vmalle1is(&self) {}
+    fn tlbi_vmalls12e1is(&self) {}
+    fn tlbi_alle2is(&self) {}
+    fn tlbi_vae2is(&self, _: u64) {}
+}
+
+impl CacheMaintenance for PhaseCpu {
+    fn dcache_line_size(&self) -> u64 {
+        2048
+    }
+    fn dc_civac(&self, _: u64) {}
+    fn dc_cvac(&self, _: u64) {}
+    fn dc_ivac(&self, _: u64) {}
+    fn dsb_sy(&self) {}
+}
+
+impl HandoffCpu for PhaseCpu {
+    fn load_stage2(&self, _: u16, _: u64) {}
+    fn zero(&self, _: MemRange) {}
+    fn phase_start(&self) {
+        self.0.borrow_mut().push(None);
+    }
+    fn phase_end(&self, phase: Phase) {
+        self.0.borrow_mut().push(Some(phase));
+    }
+}
+
+#[test]
+fn profiling_hooks_name_every_step_in_order() {
+    use Phase::*;
+    let w = World::new();
+    let cpu = PhaseCpu(RefCell::new(Vec::new()));
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&cpu, &smmu, &peers);
+    let clear = TransferFlags { clear: true };
+    donate(&ctx, C_DSP.start, C_DSP.size(), DSP, clear).unwrap();
+    let want = [Validate, Reserve, HostUnmap, DmaSync, CacheClean, Zero, PeerMap, Reserve, Commit];
+    let mut expected: Vec<Option<Phase>> = vec![None];
+    expected.extend(want.iter().map(|p| Some(*p)));
+    assert_eq!(cpu.0.take(), expected);
+    release(&ctx, C_DSP.start, C_DSP.size(), DSP, TransferFlags::default()).unwrap();
+    cpu.0.take();
+    reclaim(&ctx, C_DSP.start, C_DSP.size(), DSP, clear).unwrap();
+    let want = [Validate, Reserve, PeerUnmap, CacheClean, Zero, HostMap, Reserve, Commit];
+    let mut expected: Vec<Option<Phase>> = vec![None];
+    expected.extend(want.iter().map(|p| Some(*p)));
+    assert_eq!(cpu.0.take(), expected);
+    assert!(Phase::ALL.iter().all(|p| !p.name().is_empty()));
+}

@@ -107,12 +107,40 @@ pub fn parse_footprint(lines: &[String], host_ram: &str) -> Result<Footprint> {
     })
 }
 
+/// warden's `handoff profile:` power-down line: counter ticks per phase over `transfers`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub transfers: u64,
+    pub phases: Vec<(String, u64)>,
+}
+
+pub fn parse_profile(lines: &[String]) -> Result<Profile> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.split_once("handoff profile: ").map(|(_, rest)| rest.to_owned()))
+        .context("warden printed no `handoff profile:` line")?;
+    let (count, phases) = line
+        .split_once(" transfers, counter ticks per phase:")
+        .with_context(|| format!("malformed profile line {line:?}"))?;
+    let transfers = count.trim().parse().with_context(|| format!("transfer count in {line:?}"))?;
+    let phases = phases
+        .split_ascii_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').with_context(|| format!("{kv:?} in {line:?}"))?;
+            Ok((k.to_owned(), v.parse().with_context(|| format!("{kv:?} in {line:?}"))?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Profile { transfers, phases })
+}
+
 /// The full result of a bench run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub quick: bool,
     pub rows: Vec<Row>,
     pub footprints: Vec<Footprint>,
+    /// Where a 64 KiB donate/reclaim's instructions go (the profile run).
+    pub profile: Option<Profile>,
 }
 
 fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
@@ -191,6 +219,25 @@ pub fn render_markdown(r: &Report) -> String {
             ratio(donate.unwrap_or(0), civac.unwrap_or(0))
         );
     }
+    if let Some(p) = &r.profile {
+        let total: u64 = p.phases.iter().map(|(_, t)| t).sum();
+        let _ = writeln!(
+            md,
+            "\n## Where a 64 KiB DONATE + RECLAIM goes\n\nwarden's per-phase counters over {} \
+             transfers (half DONATE, half RECLAIM, no CLEAR), per transfer:\n",
+            p.transfers
+        );
+        let _ = writeln!(md, "| phase | instructions per transfer | share |");
+        let _ = writeln!(md, "|---|---:|---:|");
+        for (phase, ticks) in p.phases.iter().filter(|(_, t)| *t > 0) {
+            let _ = writeln!(
+                md,
+                "| {phase} | {} | {:.0}% |",
+                ticks / p.transfers.max(1),
+                100.0 * *ticks as f64 / total.max(1) as f64
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Memory footprint (after boot)\n");
     let _ = writeln!(
         md,
@@ -239,11 +286,19 @@ pub fn render_json(r: &Report) -> String {
             })
         })
         .collect();
+    let profile = r.profile.as_ref().map(|p| {
+        serde_json::json!({
+            "transfers": p.transfers,
+            "ticks_per_phase": p.phases.iter().map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    });
     let doc = serde_json::json!({
         "method": "QEMU -icount shift=0; counter ticks = instructions",
         "quick": r.quick,
         "rows": rows,
         "footprint": footprints,
+        "handoff_profile_64k": profile,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
@@ -374,7 +429,12 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=quick"), &quick_image)?;
     let lines_4g = guest_run(&qemu.path, &quick_image, "4G", "bench-4g")?;
     footprints.push(parse_footprint(&lines_4g, "4 GiB")?);
-    let report = Report { quick, rows, footprints };
+    // Only 64 KiB donate/reclaim cycles, so warden's per-phase counters describe just those.
+    let profile_image = output_dir().join("warden-bench-guest-profile.img");
+    pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=profile"), &profile_image)?;
+    let lines_profile = guest_run(&qemu.path, &profile_image, "1G", "bench-profile")?;
+    let profile = Some(parse_profile(&lines_profile)?);
+    let report = Report { quick, rows, footprints, profile };
     let dir = output_dir();
     std::fs::write(dir.join("report.json"), render_json(&report))?;
     std::fs::write(dir.join("report.md"), render_markdown(&report))?;
@@ -434,18 +494,33 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
         assert!(parse_footprint(&lines("nothing"), "1 GiB").is_err());
     }
 
+    const PROFILE: &str = "warden: cpu0: handoff profile: 20 transfers, counter ticks per phase: validate=12938 reserve=55159 host-unmap=20505 smmu-sync=17640 dc-civac=51540 zero=0 peer-map=55000 peer-unmap=87598 host-map=12840 commit=12523";
+
+    #[test]
+    fn profile_line() {
+        let p = parse_profile(&lines(PROFILE)).unwrap();
+        assert_eq!(p.transfers, 20);
+        assert_eq!(p.phases.len(), 10);
+        assert_eq!(p.phases[1], ("reserve".to_owned(), 55159));
+        assert!(parse_profile(&lines("handoff profile: x")).is_err());
+        assert!(parse_profile(&lines("nothing")).is_err());
+    }
+
     #[test]
     fn reports_show_every_row_and_the_ratio() {
         let report = Report {
             quick: false,
             rows: parse_rows(&lines(OUTPUT)).unwrap(),
             footprints: vec![parse_footprint(&lines(OUTPUT), "1 GiB").unwrap()],
+            profile: Some(parse_profile(&lines(PROFILE)).unwrap()),
         };
         let md = render_markdown(&report);
         assert!(md.contains("| trap/hvc_abi_version | 463 | 460–470 | 463.00× |"), "{md}");
         assert!(md.contains("| 64 KiB | 53101 | – | – | – | 4106 | 12.93× |"), "{md}");
         assert!(md.contains("| 1 MiB | 153439 |"), "{md}");
         assert!(md.contains("| 1 GiB | 10240 | 236 | 1240 | 8192 | 22 | 57 (228 KiB) | 8 |"));
+        assert!(md.contains("| peer-unmap | 4379 | 27% |"), "{md}");
+        assert!(!md.contains("| zero |"), "phases that cost nothing are left out");
         let json: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
         assert_eq!(json["rows"][2]["samples"], serde_json::json!([50008, 61872, 53101]));
         assert_eq!(json["rows"][2]["median"], 53101);

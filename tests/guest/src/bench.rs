@@ -29,7 +29,9 @@ impl Plan {
     fn for_mode(mode: BenchMode) -> Self {
         match mode {
             BenchMode::Full => Plan { samples: 9, ops: 200, handoff_samples: 5 },
-            BenchMode::Quick => Plan { samples: 1, ops: 10, handoff_samples: 1 },
+            BenchMode::Quick | BenchMode::Profile => {
+                Plan { samples: 1, ops: 10, handoff_samples: 1 }
+            }
         }
     }
 }
@@ -40,8 +42,12 @@ const HANDOFF_SIZES: [u64; 4] = [64 << 10, 1 << 20, 16 << 20, 256 << 20];
 pub fn run_all(platform: &Platform, mode: BenchMode) {
     let plan = Plan::for_mode(mode);
     println!("guest: bench mode ({mode:?}); counter at {} Hz", cpu::counter_frequency());
-    trap_rows(platform, &plan);
-    handoff_rows(&plan);
+    if mode == BenchMode::Profile {
+        profile_cycles();
+    } else {
+        trap_rows(platform, &plan);
+        handoff_rows(&plan);
+    }
     println!("guest: bench done");
 }
 
@@ -208,6 +214,34 @@ fn handoff_rows(plan: &Plan) {
             emit(row_name.as_str(), "instructions", &row[..n]);
         }
     }
+}
+
+/// Donate/reclaim cycles (without CLEAR) of [`PROFILE_SIZE`] in the profile run.
+pub const PROFILE_CYCLES: usize = 10;
+const PROFILE_SIZE: u64 = 64 << 10;
+
+/// Only DONATE, peer RELEASE and RECLAIM of 64 KiB, so that warden's per-phase profile (logged
+/// at power-down) describes exactly those transfers.
+fn profile_cycles() {
+    let Some(&(base, _, peer)) = donate_carveouts().iter().find(|c| c.1 >= PROFILE_SIZE) else {
+        println!("guest: bench profile: no donate carveout");
+        return;
+    };
+    let span = Span { base, size: PROFILE_SIZE };
+    let target = span.target();
+    let mut done = 0;
+    for _ in 0..PROFILE_CYCLES {
+        let donate = Request::Donate(Transfer { target, peer, clear: false }).encode();
+        if timed_call(donate, "donate").is_none() || handoff::peer_release(peer, span).is_err() {
+            break;
+        }
+        let reclaim = Request::Reclaim(Return { target, clear: false }).encode();
+        if timed_call(reclaim, "reclaim").is_none() {
+            break;
+        }
+        done += 1;
+    }
+    println!("guest: bench profile: {done} cycles of {PROFILE_SIZE} bytes");
 }
 
 /// DONATE, peer RELEASE, RECLAIM; then the same with CLEAR. Returns the four call costs.

@@ -72,6 +72,9 @@ pub enum BenchMode {
     Full,
     /// Every row once (a smoke test of the harness).
     Quick,
+    /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of 64 KiB, for warden's
+    /// per-phase profile (logged at power-down).
+    Profile,
 }
 
 fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
@@ -79,6 +82,7 @@ fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
     bootargs.split_ascii_whitespace().find_map(|word| match word {
         "warden.bench" => Some(BenchMode::Full),
         "warden.bench=quick" => Some(BenchMode::Quick),
+        "warden.bench=profile" => Some(BenchMode::Profile),
         _ => None,
     })
 }
