@@ -273,13 +273,16 @@ impl TrapHandler {
         if should_log(n) {
             match &reply {
                 Ok(regs) => log::info!(
-                    "call {fid:#x} from {caller} on CPU {}: ok {:#x?} (warden call #{n})",
+                    "call {fid:#x} ({}) from {caller} on CPU {}: ok, x1 {:#x} x2 {:#x} \
+                     (warden call #{n})",
+                    Regs(&call.regs[1..6]),
                     platform.cpu_index(),
-                    &regs[1..3]
+                    regs[1],
+                    regs[2]
                 ),
                 Err(e) => log::info!(
-                    "call {fid:#x} {:#x?} from {caller} on CPU {}: {e} (warden call #{n})",
-                    &call.regs[1..6],
+                    "call {fid:#x} ({}) from {caller} on CPU {}: {e} (warden call #{n})",
+                    Regs(&call.regs[1..6]),
                     platform.cpu_index()
                 ),
             }
@@ -416,6 +419,21 @@ impl TrapHandler {
         let mut out = [0u64; 8];
         out.copy_from_slice(&x[..8]);
         out
+    }
+}
+
+/// Argument registers on one line: `0x1, 0x2, ...`.
+struct Regs<'a>(&'a [u64]);
+
+impl core::fmt::Display for Regs<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{r:#x}")?;
+        }
+        Ok(())
     }
 }
 
