@@ -686,7 +686,48 @@ enum Action {
     Donate,
     Lend,
     Release,
-    Reclaim { clear: bool },
+    Reclaim {
+        clear: bool,
+    },
+    /// An access by the host (`None`) or a peer to `base`: it must translate exactly when the
+    /// tracker says that agent may access the page (else it is a stage-2 fault).
+    Access {
+        peer: Option<PeerId>,
+    },
+}
+
+/// One of the two CPUs of the property test: it remembers which stage-2 is current on it, so
+/// the test can check every transfer leaves the host's loaded again.
+struct VmidCpu {
+    vmid: Cell<u16>,
+}
+
+impl TlbMaintenance for VmidCpu {
+    fn dsb_ishst(&self) {}
+    fn dsb_ish(&self) {}
+    fn isb(&self) {}
+    fn tlbi_ipas2e1is(&self, _: u64) {}
+    fn tlbi_vmalle1is(&self) {}
+    fn tlbi_vmalls12e1is(&self) {}
+    fn tlbi_alle2is(&self) {}
+    fn tlbi_vae2is(&self, _: u64) {}
+}
+
+impl CacheMaintenance for VmidCpu {
+    fn dcache_line_size(&self) -> u64 {
+        2048
+    }
+    fn dc_civac(&self, _: u64) {}
+    fn dc_cvac(&self, _: u64) {}
+    fn dc_ivac(&self, _: u64) {}
+    fn dsb_sy(&self) {}
+}
+
+impl HandoffCpu for VmidCpu {
+    fn load_stage2(&self, vmid: u16, _: u64) {
+        self.vmid.set(vmid);
+    }
+    fn zero(&self, _: MemRange) {}
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -699,6 +740,8 @@ struct Step {
     /// Target the range of the last successful request instead (so releases and reclaims
     /// match earlier transfers).
     reuse: bool,
+    /// Which of the two CPUs makes the request.
+    cpu: usize,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -707,6 +750,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Action::Lend),
         3 => Just(Action::Release),
         3 => any::<bool>().prop_map(|clear| Action::Reclaim { clear }),
+        2 => prop_oneof![Just(None), Just(Some(MODEM)), Just(Some(DSP))]
+            .prop_map(|peer| Action::Access { peer }),
     ];
     // Mostly page-aligned sub-ranges of a carveout, sometimes anything.
     let in_carveout = (0..3usize, 0..40u64, 1..40u64).prop_map(|(i, first, len)| {
@@ -721,28 +766,48 @@ fn step() -> impl Strategy<Value = Step> {
     let range =
         prop_oneof![6 => in_carveout, 3 => whole, 1 => wild, 1 => Just((u64::MAX - 0xfff, 0x2000))];
     let peer = prop_oneof![4 => Just(MODEM), 4 => Just(DSP), 1 => Just(peer(9))];
-    (action, range, peer, prop::bool::weighted(0.1), prop::bool::weighted(0.75)).prop_map(
-        |(action, (base, size), peer, smmu_fails, reuse)| Step {
+    (action, range, peer, prop::bool::weighted(0.1), prop::bool::weighted(0.75), 0..2usize)
+        .prop_map(|(action, (base, size), peer, smmu_fails, reuse, cpu)| Step {
             action,
             base,
             size,
             peer,
             smmu_fails,
             reuse,
-        },
-    )
+            cpu,
+        })
 }
 
-fn apply(w: &World, s: &Step) -> Result<(), HandoffError> {
+fn apply(w: &World, cpu: &VmidCpu, s: &Step) -> Result<(), HandoffError> {
     let smmu = Mutex::new(FakeSmmu { log: None, fail: s.smmu_fails });
     let peers = w.peers();
-    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    let ctx = w.ctx(cpu, &smmu, &peers);
     let flags = TransferFlags { clear: matches!(s.action, Action::Reclaim { clear: true }) };
     match s.action {
         Action::Donate => donate(&ctx, s.base, s.size, s.peer, flags),
         Action::Lend => lend(&ctx, s.base, s.size, s.peer, flags),
         Action::Release => release(&ctx, s.base, s.size, s.peer, TransferFlags::default()),
         Action::Reclaim { .. } => reclaim(&ctx, s.base, s.size, s.peer, flags),
+        Action::Access { .. } => Ok(()),
+    }
+}
+
+/// For [`Action::Access`]: whether the agent's stage-2 translates `addr` exactly when the
+/// tracker allows it access.
+fn access_matches_ownership(w: &World, addr: u64, peer: Option<PeerId>) -> Result<(), String> {
+    let page = addr & !(PAGE_SIZE - 1);
+    let Some(range) = MemRange::from_base_size(page, PAGE_SIZE) else { return Ok(()) };
+    let (who, table) = match peer {
+        None => (Accessor::Host, &w.host),
+        Some(p) if p == MODEM => (Accessor::Peer(MODEM), &w.modem),
+        Some(_) => (Accessor::Peer(DSP), &w.dsp),
+    };
+    let allowed = w.state.tracker().state_of(range).is_ok_and(|s| s.accessor() == Some(who));
+    let translates = table.lock().translate(page).is_some();
+    if allowed == translates {
+        Ok(())
+    } else {
+        Err(format!("{who:?} access to {page:#x}: allowed {allowed}, translates {translates}"))
     }
 }
 
@@ -753,14 +818,21 @@ proptest! {
     #[test]
     fn random_transfers_keep_every_page_with_its_owner(steps in prop::collection::vec(step(), 1..10)) {
         let w = World::new();
+        let cpus = [VmidCpu { vmid: Cell::new(HOST_VMID) }, VmidCpu { vmid: Cell::new(HOST_VMID) }];
         let mut last_ok: Option<(u64, u64, PeerId)> = None;
         for s in &steps {
             let mut s = *s;
             if let (true, Some((base, size, peer))) = (s.reuse, last_ok) {
                 (s.base, s.size, s.peer) = (base, size, peer);
             }
+            if let Action::Access { peer } = s.action
+                && let Err(e) = access_matches_ownership(&w, s.base, peer)
+            {
+                prop_assert!(false, "{}", e);
+            }
             let before = w.snapshot();
-            let result = apply(&w, &s);
+            let result = apply(&w, &cpus[s.cpu], &s);
+            prop_assert_eq!(cpus[s.cpu].vmid.get(), HOST_VMID, "the host's stage-2 is current again");
             if result.is_ok() {
                 last_ok = Some((s.base, s.size, s.peer));
             }
