@@ -236,8 +236,7 @@ const GIC_COMPATIBLES: [&str; 4] =
 /// (type 0) are kept, as INTIDs. Malformed or missing properties give no interrupts.
 fn smmu_irqs(node: &Node<'_>) -> SmmuIrqs {
     let mut irqs = SmmuIrqs::default();
-    let (Some(cells), Some(names)) = (node.prop("interrupts"), node.prop("interrupt-names"))
-    else {
+    let (Some(cells), Some(names)) = (node.prop("interrupts"), node.prop("interrupt-names")) else {
         return irqs;
     };
     if cells.len() % 12 != 0 {

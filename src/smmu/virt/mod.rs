@@ -21,6 +21,7 @@ pub mod cmdq;
 pub mod evtq;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+pub mod real;
 pub mod regs;
 pub mod ste;
 #[cfg(test)]
