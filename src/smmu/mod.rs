@@ -587,6 +587,11 @@ impl<M: SmmuIo> Smmu<M> {
     /// Reads at most one queue's worth of event records, oldest first, passing each to `f`, and
     /// acknowledges an overflow flag.
     pub fn drain_events(&mut self, mut f: impl FnMut(Event)) -> EventDrain {
+        self.drain_raw_events(|raw| f(Event::decode(raw)))
+    }
+
+    /// [`Self::drain_events`] with the records as the SMMU wrote them (for forwarding).
+    pub fn drain_raw_events(&mut self, mut f: impl FnMut([u64; 4])) -> EventDrain {
         let q = self.evtq.shape;
         let prod_reg = self.io.read32(EVTQ_PROD);
         let prod = q.pointer(prod_reg);
@@ -596,7 +601,7 @@ impl<M: SmmuIo> Smmu<M> {
         while !q.is_empty(prod, self.evtq.ptr) && events < q.entries() {
             let entry = self.evtq.base + u64::from(q.index(self.evtq.ptr)) * EVENT_SIZE;
             let raw = core::array::from_fn(|i| self.io.mem_read64(entry + 8 * i as u64));
-            f(Event::decode(raw));
+            f(raw);
             self.evtq.ptr = q.next(self.evtq.ptr);
             events += 1;
         }
