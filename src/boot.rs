@@ -1137,6 +1137,17 @@ impl Platform for HwPlatform<'_> {
         sysreg::counter()
     }
 
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
+        vsmmu::stats(self.w).map(|s| warden_abi::stats::SmmuStats {
+            commands: s.commands,
+            real_syncs: s.real_syncs,
+            asids_retired: s.asids.retired,
+            asids_freed: s.asids.freed,
+            forced_flushes: s.asids.forced_flushes,
+            events_forwarded: s.events_written,
+        })
+    }
+
     fn vsmmu_frames(&self) -> Option<MemRange> {
         self.w.vsmmu.as_ref().map(|v| v.frames)
     }

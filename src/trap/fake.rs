@@ -105,6 +105,8 @@ pub struct FakePlatform {
     pub peer_reply: Result<u64, AbiError>,
     /// `PEER_DONE` calls seen.
     pub peer_done: usize,
+    /// What [`Platform::smmu_stats`] answers.
+    pub smmu_stats: Option<warden_abi::stats::SmmuStats>,
     /// The virtual SMMU frames [`Platform::vsmmu_frames`] reports.
     pub vsmmu_frames: Option<crate::mm::MemRange>,
     /// Every virtual SMMU access: (offset, size, written value or `None` for a load).
@@ -152,6 +154,7 @@ impl FakePlatform {
             peer_commands: Vec::new(),
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
+            smmu_stats: None,
             vsmmu_frames: None,
             vsmmu_accesses: Vec::new(),
             vsmmu_value: 0,
@@ -213,6 +216,9 @@ impl Platform for FakePlatform {
     }
     fn counter(&self) -> u64 {
         Self::COUNTER
+    }
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
+        self.smmu_stats
     }
     fn vsmmu_frames(&self) -> Option<crate::mm::MemRange> {
         self.vsmmu_frames

@@ -69,6 +69,8 @@ pub trait Platform {
     fn peer_done(&mut self);
     /// The counter (CNTPCT), for `TRAP_STATS`.
     fn counter(&self) -> u64;
+    /// The virtual SMMU's counters for `SMMU_STATS` (`None`: no virtual SMMU).
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats>;
     /// The virtual SMMU's register frames (both 64 KiB pages), if warden emulates one.
     fn vsmmu_frames(&self) -> Option<crate::mm::MemRange>;
     /// A 4- or 8-byte load at `offset` into the virtual SMMU's frames: the value read.
@@ -274,10 +276,18 @@ impl TrapHandler {
                     Ok(self.trap_stats(platform).encode())
                 }
             }
+            Ok(None) if fid == warden_abi::stats::SMMU_STATS => {
+                if call.regs[1..].iter().any(|&r| r != 0) {
+                    Err(AbiError::InvalidParameters)
+                } else {
+                    platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
+                }
+            }
             Ok(None)
                 if is_twin(fid, peer_abi::PEER_COMMAND)
                     || is_twin(fid, peer_abi::PEER_DONE)
-                    || is_twin(fid, warden_abi::stats::TRAP_STATS) =>
+                    || is_twin(fid, warden_abi::stats::TRAP_STATS)
+                    || is_twin(fid, warden_abi::stats::SMMU_STATS) =>
             {
                 Err(AbiError::NotSupported)
             }
@@ -1051,6 +1061,24 @@ mod tests {
         h.handle_lower_sync(&mut f, &mut p);
         assert_eq!(h.violation_count(), 2);
         assert!(p.vsmmu_accesses.is_empty());
+    }
+
+    #[test]
+    fn smmu_stats_come_from_the_platform() {
+        use warden_abi::stats::SmmuStats;
+        let (h, _el3, mut p) = setup();
+        let mut f = call_regs(HVC, SmmuStats::request());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::NotSupported.register(), "no virtual SMMU");
+        p.smmu_stats = Some(SmmuStats { commands: 3, forced_flushes: 1, ..SmmuStats::default() });
+        let mut f = call_regs(HVC, SmmuStats::request());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(SmmuStats::decode(f.x[..8].try_into().unwrap()), Ok(p.smmu_stats.unwrap()));
+        let mut bad = SmmuStats::request();
+        bad[2] = 1;
+        let mut f = call_regs(HVC, bad);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::InvalidParameters.register());
     }
 
     #[test]
