@@ -238,9 +238,9 @@ pub const KERNEL_TROUBLE: [&str; 6] =
     ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
 
 /// Linux scenarios that must report a result under warden (a missing line is a failure, not
-/// silence): the control-page handoff stories of `tests/linux/scenarios/7*-*.sh` (without
-/// warden they skip: no control page) and the IOMMU-group cycling of `80-iommu-groups.sh`.
-pub const REQUIRED_WITH_WARDEN: [&str; 3] = ["handoff-devmem", "lend-devmem", "iommu-groups"];
+/// silence): the control-page handoff stories of `tests/linux/scenarios/7*-*.sh`. Without
+/// warden they skip (no control page).
+pub const REQUIRED_WITH_WARDEN: [&str; 2] = ["handoff-devmem", "lend-devmem"];
 
 /// The line /init prints first (results are only read after it).
 const INIT_STARTED: &str = "linux: /init started";
