@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 mod sim_peer;
+mod vsmmu;
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +95,9 @@ pub struct Warden {
     /// The real SMMU, warden's alone (absent from the host's stage-2 and DT); `None` when the
     /// DT has none.
     pub smmu: spin::Mutex<Option<Smmu<MmioSmmu>>>,
+    /// The virtual SMMU the host drives in place of the real one (`None`: no SMMU, or one that
+    /// cannot nest; the host then sees no SMMU and its devices get stage-2-only STEs).
+    pub vsmmu: Option<vsmmu::VirtSmmuState>,
     /// One stage-2 per peer named by a carveout.
     pub peers: Vec<PeerStage2>,
     /// The ownership tracker and the carveouts' transfer locks.
@@ -265,7 +269,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let root_size = host_stage2.config.root_tables() as u64 * PAGE_SIZE;
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
-    let smmu = match take_smmu(&platform, &host_stage2, vtcr, vttbr, &mut frames) {
+    let (smmu, vsmmu) = match take_smmu(&platform, &host_stage2, vtcr, vttbr, &mut frames) {
         Ok(s) => s,
         Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
     };
@@ -283,11 +287,18 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     if board.sim_peer && peer_cpu.is_none() {
         log::warn!("only one CPU: no simulated peer (PEER_COMMAND answers NOT_SUPPORTED)");
     }
-    let host_dt =
-        match patch_host_dt(dt_blob, &platform, &layout, &payload, peer_cpu, board.control_page) {
-            Ok(d) => d,
-            Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
-        };
+    let host_dt = match patch_host_dt(
+        dt_blob,
+        &platform,
+        &layout,
+        &payload,
+        peer_cpu,
+        board.control_page,
+        vsmmu.is_some(),
+    ) {
+        Ok(d) => d,
+        Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
+    };
     if host_dt.len() as u64 > layout.dt.size() {
         fatal_unlocked(format_args!(
             "patched DT is {} bytes, planned {}",
@@ -357,6 +368,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         host_stage2: spin::Mutex::new(host_stage2.table),
         frames: spin::Mutex::new(frames),
         smmu: spin::Mutex::new(smmu),
+        vsmmu,
         peers,
         handoff,
         carveouts,
@@ -431,6 +443,7 @@ fn build_el2_tables(
                 + 2 * dt::MAX_CARVEOUTS
                 + dt::MAX_SMMUS
                 + dt::MAX_PCIE
+                + 1
         },
     > = ArrayVec::new();
     let mut push = |r: MemRange, a: Attrs| {
@@ -459,6 +472,10 @@ fn build_el2_tables(
     }
     for host in p.pcie.iter() {
         push(host.ecam, Attrs::device(Perms::RW));
+    }
+    // The GIC distributor, where the virtual SMMU raises the host's SMMU interrupts.
+    if let Some(gicd) = p.gic_dist.and_then(|g| g.page_aligned_outward()) {
+        push(gicd, Attrs::device(Perms::RW));
     }
     let max_end = regions.iter().map(|(r, _)| r.end).max().unwrap_or(0);
     let va_bits = ipa_bits_for(max_end).ok_or(BootError::AddressTooHigh(max_end))?;
@@ -598,20 +615,24 @@ fn sim_peer_program() -> &'static [u8] {
     &[]
 }
 
-/// Takes the (first) SMMU: reset, warden's own queues and stream table, and a stage-2-only STE
-/// for every PCI function present now, walking the host's stage-2 tables themselves (one source
-/// of truth: a later change to the host's stage-2 applies to DMA too, once the SMMU's TLB is
+/// Takes the (first) SMMU: reset, warden's own queues and stream table, and the virtual SMMU
+/// the host will drive: every PCI function present now starts with a valid abort STE (the host
+/// configures it through the virtual SMMU: its stage 1 nested over warden's host stage 2, or
+/// stage 2 alone for bypass). If the real SMMU cannot nest, there is no virtual SMMU and the
+/// functions get stage-2-only STEs walking the host's stage-2 tables themselves (one source of
+/// truth: a later change to the host's stage-2 applies to DMA too, once the SMMU's TLB is
 /// invalidated). Every other stream ID aborts and is reported.
+#[allow(clippy::type_complexity)]
 fn take_smmu(
     p: &PlatformInfo,
     s2: &HostStage2,
     vtcr: u64,
     vttbr: u64,
     frames: &mut PoolFrames,
-) -> Result<Option<Smmu<MmioSmmu>>, BootError> {
+) -> Result<(Option<Smmu<MmioSmmu>>, Option<vsmmu::VirtSmmuState>), BootError> {
     let Some(info) = p.smmu() else {
         log::warn!("no SMMU in the DT: host DMA is not confined");
-        return Ok(None);
+        return Ok((None, None));
     };
     if p.smmus.len() > 1 {
         log::warn!(
@@ -637,14 +658,35 @@ fn take_smmu(
     // config space has no side effects.
     let ecam = unsafe { MmioEcam::new(&ecams) };
     let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
-    smmu.install_stage2_only(&sids, &S2Config::from_vtcr_vttbr(vtcr, vttbr), frames)
-        .map_err(BootError::Smmu)?;
+    let virt = match vsmmu::set_up(&smmu, info, p.gic_dist, s2.config.ipa_bits(), &sids) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("no virtual SMMU for the host: {e}");
+            smmu.install_stage2_only(&sids, &S2Config::from_vtcr_vttbr(vtcr, vttbr), frames)
+                .map_err(BootError::Smmu)?;
+            log::info!(
+                "SMMU {} taken: stage-2-only (host VMID {HOST_VMID}, the CPU's tables) for stream IDs {:x?}; all others abort",
+                info.regs,
+                sids
+            );
+            return Ok((Some(smmu), None));
+        }
+    };
+    smmu.install_abort(&sids, frames).map_err(BootError::Smmu)?;
+    let adv = *virt.virt.lock().registers().advertised();
     log::info!(
-        "SMMU {} taken: stage-2-only (host VMID {HOST_VMID}, the CPU's tables) for stream IDs {:x?}; all others abort",
+        "SMMU {} taken; virtual SMMUv3 for the host at the same address (stage 1 nested over host VMID {HOST_VMID}, OAS {} bits, {}-bit SIDs, {}-bit ASIDs, irqs {:?}); stream IDs {:x?} abort until the host configures them, all others abort",
         info.regs,
+        adv.oas_bits(),
+        adv.sid_bits,
+        if adv.asid16 { 16 } else { 8 },
+        virt.irqs,
         sids
     );
-    Ok(Some(smmu))
+    if virt.gicd.is_none() {
+        log::warn!("no GIC distributor in the DT: the virtual SMMU raises no interrupts");
+    }
+    Ok((Some(smmu), Some(virt)))
 }
 
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
@@ -656,23 +698,28 @@ fn drain_smmu_events(w: &Warden) {
     let Some(smmu) = guard.as_mut() else { return };
     // A device stuck retrying a refused DMA can produce thousands: same rate limit as
     // violations (the first few in full, then every 2^k-th), with the running total.
-    let drained = smmu.drain_events(|e| {
+    let mut records: ArrayVec<[u64; 4], { 1 << crate::smmu::EVTQ_LOG2_MAX }> = ArrayVec::new();
+    let drained = smmu.drain_raw_events(|raw| {
         let n = SMMU_EVENTS.fetch_add(1, Ordering::Relaxed) + 1;
         if trap::should_log(n) {
-            log::warn!("{e} (SMMU event #{n})");
+            log::warn!("{} (SMMU event #{n})", crate::smmu::Event::decode(raw));
         }
+        let _ = records.try_push(raw);
     });
+    drop(guard);
     if drained.overflowed {
         log::warn!("SMMU event queue overflowed: events were lost");
     }
+    // The host's own devices' events go to its virtual SMMU's event queue too.
+    vsmmu::forward_events(w, &records);
 }
 
 /// SMMU events seen since boot.
 static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// The DT the host boots with: warden's memory reserved `no-map`, the payload's command line
-/// and initrd in /chosen, the SMMUs (warden's own) and the PCIe `iommu-map`s that point at them
-/// removed, everything else passed through.
+/// and initrd in /chosen, the SMMUs warden does not emulate and the PCIe `iommu-map`s that
+/// point at them removed, everything else passed through.
 fn patch_host_dt(
     blob: &[u8],
     p: &PlatformInfo,
@@ -680,6 +727,7 @@ fn patch_host_dt(
     payload: &Payload,
     peer_cpu: Option<u64>,
     control_page: Option<u64>,
+    keep_smmu: bool,
 ) -> Result<Vec<u8>, dt::DtError> {
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
     if let Some(mpidr) = peer_cpu {
@@ -689,11 +737,19 @@ fn patch_host_dt(
     if let Some(range) = control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)) {
         edit = edit.add_device("warden-control", warden_abi::control::COMPATIBLE, range);
     }
-    for smmu in p.smmus.iter() {
-        edit = edit.remove_node(&smmu.path);
+    // The first SMMU stays when the host drives it through the virtual SMMU; the others
+    // (and the first one without a virtual SMMU) are warden's or nobody's.
+    let kept = if keep_smmu { p.smmu().map(|s| s.phandle) } else { None };
+    for (i, smmu) in p.smmus.iter().enumerate() {
+        if !(keep_smmu && i == 0) {
+            edit = edit.remove_node(&smmu.path);
+        }
     }
-    for pcie in p.pcie.iter().filter(|h| !h.iommu_map.is_empty()) {
-        edit = edit.remove_property(&pcie.path, "iommu-map");
+    for pcie in p.pcie.iter() {
+        let points_elsewhere = pcie.iommu_map.iter().any(|m| Some(Some(m.iommu_phandle)) != kept);
+        if points_elsewhere {
+            edit = edit.remove_property(&pcie.path, "iommu-map");
+        }
     }
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
@@ -1081,9 +1137,46 @@ impl Platform for HwPlatform<'_> {
         sysreg::counter()
     }
 
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
+        vsmmu::stats(self.w).map(|s| warden_abi::stats::SmmuStats {
+            commands: s.commands,
+            real_syncs: s.real_syncs,
+            asids_retired: s.asids.retired,
+            asids_freed: s.asids.freed,
+            forced_flushes: s.asids.forced_flushes,
+            events_forwarded: s.events_written,
+        })
+    }
+
+    fn vsmmu_frames(&self) -> Option<MemRange> {
+        self.w.vsmmu.as_ref().map(|v| v.frames)
+    }
+
+    fn vsmmu_read(&mut self, offset: u32, size: u8) -> u64 {
+        vsmmu::read(self.w, offset, size)
+    }
+
+    fn vsmmu_write(&mut self, offset: u32, size: u8, value: u64) {
+        vsmmu::write(self.w, offset, size, value)
+    }
+
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
         log_handoff_profile();
+        if let Some(s) = vsmmu::stats(self.w) {
+            log::info!(
+                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} event(s) forwarded ({} lost); ASIDs: {} retired, {} freed, {} forced flush(es)",
+                s.commands,
+                s.illegal_commands,
+                s.real_syncs,
+                s.ste_refusals,
+                s.events_written,
+                s.events_lost,
+                s.asids.retired,
+                s.asids.freed,
+                s.asids.forced_flushes
+            );
+        }
         let digest = image_digest();
         let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
         log::info!(

@@ -155,6 +155,17 @@ pub struct SmmuInfo {
     pub phandle: Option<u32>,
     /// Node path, e.g. for [`DtEdit::remove_node`].
     pub path: NodePath,
+    /// Its wired interrupts (GIC SPIs, as INTIDs), by `interrupt-names`.
+    pub irqs: SmmuIrqs,
+}
+
+/// An SMMUv3's wired interrupts as GIC INTIDs (32 + SPI number). Only SPIs in the 3-cell GIC
+/// binding are understood; anything else is `None` (that interrupt is not raised).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmmuIrqs {
+    pub eventq: Option<u16>,
+    pub gerror: Option<u16>,
+    pub cmdq_sync: Option<u16>,
 }
 
 /// PCI address space of a host-bridge window (`phys.hi` bits 24..25).
@@ -224,6 +235,8 @@ pub struct PlatformInfo {
     pub initrd: Option<MemRange>,
     /// The header's `boot_cpuid_phys`.
     pub boot_cpuid_phys: u32,
+    /// The GIC distributor (first `reg` of the `arm,gic-v3` / GICv2 node), if any.
+    pub gic_dist: Option<MemRange>,
 }
 
 impl PlatformInfo {

@@ -42,6 +42,7 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
             bootargs: None,
             initrd: None,
             boot_cpuid_phys: blob.boot_cpuid_phys,
+            gic_dist: None,
         },
         stdout_path,
         stdout_uart: None,
@@ -227,6 +228,37 @@ fn insert_merged<const N: usize>(
         .map_err(|_| DtError::TooMany { what: "device ranges (MAX_DEVICES)", limit: N })
 }
 
+/// GIC nodes whose first `reg` entry is the distributor.
+const GIC_COMPATIBLES: [&str; 4] =
+    ["arm,gic-v3", "arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"];
+
+/// The SMMU's `interrupts` (3-cell GIC specifiers) matched with `interrupt-names`; only SPIs
+/// (type 0) are kept, as INTIDs. Malformed or missing properties give no interrupts.
+fn smmu_irqs(node: &Node<'_>) -> SmmuIrqs {
+    let mut irqs = SmmuIrqs::default();
+    let (Some(cells), Some(names)) = (node.prop("interrupts"), node.prop("interrupt-names")) else {
+        return irqs;
+    };
+    if cells.len() % 12 != 0 {
+        return irqs;
+    }
+    let names = names.split(|&b| b == 0).filter(|n| !n.is_empty());
+    for (i, name) in names.enumerate() {
+        let (Some(kind), Some(number)) = (be32(cells, i * 12), be32(cells, i * 12 + 4)) else {
+            break;
+        };
+        // SPIs 0..987 are INTIDs 32..1019.
+        let intid = (kind == 0 && number < 988).then_some(32 + number as u16);
+        match name {
+            b"eventq" => irqs.eventq = intid,
+            b"gerror" => irqs.gerror = intid,
+            b"cmdq-sync" => irqs.cmdq_sync = intid,
+            _ => {}
+        }
+    }
+    irqs
+}
+
 fn phandle(node: &Node<'_>) -> Option<u32> {
     node.prop("phandle")
         .or_else(|| node.prop("linux,phandle"))
@@ -306,6 +338,16 @@ impl State<'_> {
         }
         if node.is_compatible("arm,pl011") {
             self.uart(v)?;
+        }
+        if self.info.gic_dist.is_none() && GIC_COMPATIBLES.iter().any(|c| node.is_compatible(c)) {
+            let mut first = None;
+            for_each_reg(v, |entry| {
+                if first.is_none() {
+                    first = Some(required_range(v, &entry)?);
+                }
+                Ok(())
+            })?;
+            self.info.gic_dist = first;
         }
         for_each_reg(v, |entry| {
             let Some(cpu) = entry.cpu else { return Ok(()) };
@@ -445,7 +487,8 @@ impl State<'_> {
             property: "reg",
             what: "missing (the SMMU registers must be known to hide them)",
         })?;
-        let smmu = SmmuInfo { regs, phandle: phandle(&v.node), path: v.path() };
+        let smmu =
+            SmmuInfo { regs, phandle: phandle(&v.node), path: v.path(), irqs: smmu_irqs(&v.node) };
         push(&mut self.info.smmus, smmu, "SMMUv3 nodes (MAX_SMMUS)")
     }
 

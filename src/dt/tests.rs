@@ -70,6 +70,9 @@ fn qemu_fixture() {
     assert_eq!(smmu.phandle, Some(0x8005));
     assert_eq!(smmu.path.as_str(), "/smmuv3@9050000");
     assert_eq!(info.smmus.len(), 1);
+    // interrupts = <0 74 1  0 75 1  0 76 1  0 77 1>: eventq, priq, cmdq-sync, gerror.
+    assert_eq!(smmu.irqs, SmmuIrqs { eventq: Some(106), gerror: Some(109), cmdq_sync: Some(108) });
+    assert_eq!(info.gic_dist, Some(r(0x0800_0000, 0x0801_0000)));
 
     assert_eq!(info.pcie.len(), 1);
     let pcie = &info.pcie[0];

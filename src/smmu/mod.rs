@@ -516,20 +516,45 @@ impl<M: SmmuIo> Smmu<M> {
             self.check_sid(sid)?;
         }
         for &sid in sids {
-            let addr = self.ste_addr_alloc(sid, frames)?;
-            if self.io.mem_read64(addr) & ste::STE0_V != 0 {
-                self.io.mem_write64(addr, 0);
-                self.push(Command::CfgiSte { sid })?;
-                self.sync()?;
-            }
-            for i in 1..STE_WORDS {
-                self.io.mem_write64(addr + 8 * i as u64, ste.0[i]);
-            }
-            self.io.barrier();
-            self.io.mem_write64(addr, ste.0[0]);
-            self.push(Command::CfgiSte { sid })?;
+            self.write_ste(sid, ste, frames)?;
         }
         self.sync()
+    }
+
+    /// Makes `sid`'s STE `ste`: words 1..7, barrier, word 0 (with V), CFGI_STE. A valid STE is
+    /// first made invalid and synced (break-before-make). In force after the next [`Self::sync`].
+    pub fn write_ste<F: FrameAllocator + ?Sized>(
+        &mut self,
+        sid: u32,
+        ste: &Ste,
+        frames: &mut F,
+    ) -> Result<(), SmmuError> {
+        self.check_sid(sid)?;
+        let addr = self.ste_addr_alloc(sid, frames)?;
+        if self.io.mem_read64(addr) & ste::STE0_V != 0 {
+            self.io.mem_write64(addr, 0);
+            self.push(Command::CfgiSte { sid })?;
+            self.sync()?;
+        }
+        for i in 1..STE_WORDS {
+            self.io.mem_write64(addr + 8 * i as u64, ste.0[i]);
+        }
+        self.io.barrier();
+        self.io.mem_write64(addr, ste.0[0]);
+        self.push(Command::CfgiSte { sid })
+    }
+
+    /// The STE now in the table for `sid` (`None`: beyond the table or no level-2 table yet).
+    pub fn read_ste(&self, sid: u32) -> Option<Ste> {
+        self.check_sid(sid).ok()?;
+        let addr = self.ste_addr(sid)?;
+        Some(Ste(core::array::from_fn(|i| self.io.mem_read64(addr + 8 * i as u64))))
+    }
+
+    /// Queues one command given as its two words (the virtual SMMU's translated commands);
+    /// complete after the next [`Self::sync`].
+    pub fn submit_words(&mut self, words: [u64; 2]) -> Result<(), SmmuError> {
+        self.push_words(words)
     }
 
     /// Stage-2 TLB invalidation for `range` of `vmid`'s IPA space (all levels, so freed table
@@ -562,6 +587,11 @@ impl<M: SmmuIo> Smmu<M> {
     /// Reads at most one queue's worth of event records, oldest first, passing each to `f`, and
     /// acknowledges an overflow flag.
     pub fn drain_events(&mut self, mut f: impl FnMut(Event)) -> EventDrain {
+        self.drain_raw_events(|raw| f(Event::decode(raw)))
+    }
+
+    /// [`Self::drain_events`] with the records as the SMMU wrote them (for forwarding).
+    pub fn drain_raw_events(&mut self, mut f: impl FnMut([u64; 4])) -> EventDrain {
         let q = self.evtq.shape;
         let prod_reg = self.io.read32(EVTQ_PROD);
         let prod = q.pointer(prod_reg);
@@ -571,7 +601,7 @@ impl<M: SmmuIo> Smmu<M> {
         while !q.is_empty(prod, self.evtq.ptr) && events < q.entries() {
             let entry = self.evtq.base + u64::from(q.index(self.evtq.ptr)) * EVENT_SIZE;
             let raw = core::array::from_fn(|i| self.io.mem_read64(entry + 8 * i as u64));
-            f(Event::decode(raw));
+            f(raw);
             self.evtq.ptr = q.next(self.evtq.ptr);
             events += 1;
         }
@@ -648,6 +678,10 @@ impl<M: SmmuIo> Smmu<M> {
 
     /// Writes one command at PROD (publishing and waiting for space when the queue is full).
     fn push(&mut self, cmd: Command) -> Result<(), SmmuError> {
+        self.push_words(cmd.encode())
+    }
+
+    fn push_words(&mut self, words: [u64; 2]) -> Result<(), SmmuError> {
         let q = self.cmdq.shape;
         let mut polls = 0;
         while q.is_full(self.cmdq.ptr, self.cmdq_cons) {
@@ -663,7 +697,6 @@ impl<M: SmmuIo> Smmu<M> {
             }
         }
         let entry = self.cmdq.base + u64::from(q.index(self.cmdq.ptr)) * CMD_SIZE;
-        let words = cmd.encode();
         self.io.mem_write64(entry, words[0]);
         self.io.mem_write64(entry + 8, words[1]);
         self.cmdq.ptr = q.next(self.cmdq.ptr);

@@ -154,6 +154,7 @@ pub struct Features {
     pub broadcast_tlb: bool,
     pub hyp: bool,
     pub vmid16: bool,
+    pub asid16: bool,
     pub two_level_strtab: bool,
     pub sid_bits: u32,
     /// log2 of the largest queue in entries.
@@ -181,6 +182,7 @@ impl Features {
             broadcast_tlb: idr0 & IDR0_BTM != 0,
             hyp: idr0 & IDR0_HYP != 0,
             vmid16: idr0 & IDR0_VMID16 != 0,
+            asid16: idr0 & IDR0_ASID16 != 0,
             two_level_strtab: (idr0 >> IDR0_ST_LEVEL_SHIFT) & 3 == 1,
             sid_bits: idr1 & IDR1_SIDSIZE_MASK,
             cmdq_log2: (idr1 >> IDR1_CMDQS_SHIFT) & 0x1f,

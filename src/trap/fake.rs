@@ -105,6 +105,14 @@ pub struct FakePlatform {
     pub peer_reply: Result<u64, AbiError>,
     /// `PEER_DONE` calls seen.
     pub peer_done: usize,
+    /// What [`Platform::smmu_stats`] answers.
+    pub smmu_stats: Option<warden_abi::stats::SmmuStats>,
+    /// The virtual SMMU frames [`Platform::vsmmu_frames`] reports.
+    pub vsmmu_frames: Option<crate::mm::MemRange>,
+    /// Every virtual SMMU access: (offset, size, written value or `None` for a load).
+    pub vsmmu_accesses: Vec<(u32, u8, Option<u64>)>,
+    /// What every virtual SMMU load returns.
+    pub vsmmu_value: u64,
 }
 
 impl FakePlatform {
@@ -146,6 +154,10 @@ impl FakePlatform {
             peer_commands: Vec::new(),
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
+            smmu_stats: None,
+            vsmmu_frames: None,
+            vsmmu_accesses: Vec::new(),
+            vsmmu_value: 0,
         }
     }
 
@@ -204,5 +216,18 @@ impl Platform for FakePlatform {
     }
     fn counter(&self) -> u64 {
         Self::COUNTER
+    }
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
+        self.smmu_stats
+    }
+    fn vsmmu_frames(&self) -> Option<crate::mm::MemRange> {
+        self.vsmmu_frames
+    }
+    fn vsmmu_read(&mut self, offset: u32, size: u8) -> u64 {
+        self.vsmmu_accesses.push((offset, size, None));
+        self.vsmmu_value
+    }
+    fn vsmmu_write(&mut self, offset: u32, size: u8, value: u64) {
+        self.vsmmu_accesses.push((offset, size, Some(value)));
     }
 }

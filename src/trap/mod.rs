@@ -69,6 +69,14 @@ pub trait Platform {
     fn peer_done(&mut self);
     /// The counter (CNTPCT), for `TRAP_STATS`.
     fn counter(&self) -> u64;
+    /// The virtual SMMU's counters for `SMMU_STATS` (`None`: no virtual SMMU).
+    fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats>;
+    /// The virtual SMMU's register frames (both 64 KiB pages), if warden emulates one.
+    fn vsmmu_frames(&self) -> Option<crate::mm::MemRange>;
+    /// A 4- or 8-byte load at `offset` into the virtual SMMU's frames: the value read.
+    fn vsmmu_read(&mut self, offset: u32, size: u8) -> u64;
+    /// A 4- or 8-byte store of `value` at `offset` into the virtual SMMU's frames.
+    fn vsmmu_write(&mut self, offset: u32, size: u8, value: u64);
 }
 
 /// Unhandled traps logged in full before rate limiting starts; after that, only the 2^k-th.
@@ -93,6 +101,8 @@ pub struct TrapHandler {
     control: spin::Mutex<ControlPage>,
     /// Control-page accesses refused (undecodable or not a register).
     control_faults: AtomicU64,
+    /// Virtual SMMU accesses refused (undecodable, or neither 32 nor 64 bits).
+    vsmmu_faults: AtomicU64,
     stats: Stats,
 }
 
@@ -115,6 +125,7 @@ impl TrapHandler {
             warden_calls: AtomicU64::new(0),
             control: spin::Mutex::new(ControlPage::new()),
             control_faults: AtomicU64::new(0),
+            vsmmu_faults: AtomicU64::new(0),
             stats: Stats {
                 traps: AtomicU64::new(0),
                 el2_ticks: AtomicU64::new(0),
@@ -186,10 +197,15 @@ impl TrapHandler {
                 // A trapped SMC's preferred return address is the SMC itself.
                 frame.elr = frame.elr.wrapping_add(4);
             }
-            ExceptionClass::DabtLow => match self.control_page_offset(esr, frame, platform) {
-                Some(base) => self.control_page_access(base, frame, platform),
-                None => self.violation(esr, frame, platform),
-            },
+            ExceptionClass::DabtLow => {
+                if let Some(base) = self.control_page_offset(esr, frame, platform) {
+                    self.control_page_access(base, frame, platform)
+                } else if let Some(base) = self.vsmmu_base(esr, frame, platform) {
+                    self.vsmmu_access(base, frame, platform)
+                } else {
+                    self.violation(esr, frame, platform)
+                }
+            }
             ExceptionClass::IabtLow => self.violation(esr, frame, platform),
             other => {
                 let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
@@ -260,10 +276,18 @@ impl TrapHandler {
                     Ok(self.trap_stats(platform).encode())
                 }
             }
+            Ok(None) if fid == warden_abi::stats::SMMU_STATS => {
+                if call.regs[1..].iter().any(|&r| r != 0) {
+                    Err(AbiError::InvalidParameters)
+                } else {
+                    platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
+                }
+            }
             Ok(None)
                 if is_twin(fid, peer_abi::PEER_COMMAND)
                     || is_twin(fid, peer_abi::PEER_DONE)
-                    || is_twin(fid, warden_abi::stats::TRAP_STATS) =>
+                    || is_twin(fid, warden_abi::stats::TRAP_STATS)
+                    || is_twin(fid, warden_abi::stats::SMMU_STATS) =>
             {
                 Err(AbiError::NotSupported)
             }
@@ -390,6 +414,55 @@ impl TrapHandler {
         if should_log(n) {
             log::warn!(
                 "control page access refused on CPU {} (ELR {:#x}, ESR {:#x}): {refused}; \
+                 injecting a synchronous external abort (#{n})",
+                platform.cpu_index(),
+                frame.elr,
+                frame.esr
+            );
+        }
+        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
+        deliver(injection, frame, platform);
+    }
+
+    /// The virtual SMMU frames' base if this data abort is the host's access to them.
+    fn vsmmu_base<P: Platform + ?Sized>(
+        &self,
+        esr: Esr,
+        frame: &TrapFrame,
+        platform: &P,
+    ) -> Option<u64> {
+        let frames = platform.vsmmu_frames()?;
+        let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
+        (frames.contains(ipa) && platform.caller() == Caller::Host).then_some(frames.start)
+    }
+
+    /// Emulates one 32- or 64-bit load or store to the virtual SMMU; any other access (other
+    /// sizes, no syndrome) gets a synchronous external abort, like the control page.
+    fn vsmmu_access<P: Platform + ?Sized>(
+        &self,
+        base: u64,
+        frame: &mut TrapFrame,
+        platform: &mut P,
+    ) {
+        let refused = match mmio::decode(frame) {
+            Ok(access) if access.size == 4 || access.size == 8 => {
+                let offset = u32::try_from(access.ipa - base).unwrap_or(u32::MAX);
+                let value = if access.write {
+                    platform.vsmmu_write(offset, access.size, access.value);
+                    0
+                } else {
+                    platform.vsmmu_read(offset, access.size)
+                };
+                mmio::complete(frame, &access, value);
+                return;
+            }
+            Ok(access) => alloc::format!("{access}: SMMU registers are accessed as 32 or 64 bits"),
+            Err(e) => alloc::format!("{e}"),
+        };
+        let n = self.vsmmu_faults.fetch_add(1, Ordering::Relaxed) + 1;
+        if should_log(n) {
+            log::warn!(
+                "SMMU register access refused on CPU {} (ELR {:#x}, ESR {:#x}): {refused}; \
                  injecting a synchronous external abort (#{n})",
                 platform.cpu_index(),
                 frame.elr,
@@ -943,6 +1016,85 @@ mod tests {
         let mut bad = TrapStats::request();
         bad[3] = 1;
         let mut f = call_regs(SMC, bad);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::InvalidParameters.register());
+    }
+
+    const SMMU: u64 = 0x0905_0000;
+
+    /// A host load/store of `1 << size_log2` bytes at `ipa` through x<srt>.
+    fn mmio_access(ipa: u64, write: bool, srt: u64, size_log2: u64) -> TrapFrame {
+        let mut f = control_access(0, write, srt, size_log2);
+        f.far = 0xffff_0000_1000_0000 + (ipa & 0xfff);
+        f.hpfar = (ipa >> 12) << 4;
+        f
+    }
+
+    #[test]
+    fn smmu_frames_are_emulated_in_32_and_64_bits() {
+        let (h, _el3, mut p) = setup();
+        p.vsmmu_frames = Some(crate::mm::MemRange::new(SMMU, SMMU + 0x20000));
+        p.vsmmu_value = 0xdead_beef_0000_0fff;
+        // 32-bit read of IDR0 into w2: the platform's value cut to 32 bits.
+        let mut f = mmio_access(SMMU, false, 2, 2);
+        let elr = f.elr;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!((f.x[2], f.elr), (0x0000_0fff, elr + 4));
+        // 64-bit write to page 1's EVTQ_CONS... as the frame offset 0x100a8.
+        let mut f = mmio_access(SMMU + 0x1_00a8, true, 1, 3);
+        f.x[1] = 0x1234;
+        h.handle_lower_sync(&mut f, &mut p);
+        let mut f = mmio_access(SMMU + 0x20, false, 3, 3);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[3], 0xdead_beef_0000_0fff);
+        assert_eq!(
+            p.vsmmu_accesses,
+            vec![(0, 4, None), (0x1_00a8, 8, Some(0x1234)), (0x20, 8, None)]
+        );
+        assert!(p.el1_writes.is_empty());
+        assert_eq!(h.violation_count(), 0);
+    }
+
+    #[test]
+    fn smmu_frames_refuse_other_accesses() {
+        let (h, _el3, mut p) = setup();
+        p.vsmmu_frames = Some(crate::mm::MemRange::new(SMMU, SMMU + 0x20000));
+        // Byte and halfword accesses, and an access without syndrome: aborts.
+        for size_log2 in [0, 1] {
+            let mut f = mmio_access(SMMU + 0x44, true, 1, size_log2);
+            h.handle_lower_sync(&mut f, &mut p);
+            assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        }
+        let mut f = mmio_access(SMMU + 0x98, false, 2, 3);
+        f.esr &= !(1 << 24);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes.len(), 3);
+        assert!(p.vsmmu_accesses.is_empty());
+        assert_eq!(h.violation_count(), 0);
+        // Past the frames, or from a peer: an ordinary violation.
+        let mut f = mmio_access(SMMU + 0x20000, false, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        p.caller = Caller::Peer(warden_abi::handoff::PeerId::DSP);
+        let mut f = mmio_access(SMMU, false, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 2);
+        assert!(p.vsmmu_accesses.is_empty());
+    }
+
+    #[test]
+    fn smmu_stats_come_from_the_platform() {
+        use warden_abi::stats::SmmuStats;
+        let (h, _el3, mut p) = setup();
+        let mut f = call_regs(HVC, SmmuStats::request());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[0], AbiError::NotSupported.register(), "no virtual SMMU");
+        p.smmu_stats = Some(SmmuStats { commands: 3, forced_flushes: 1, ..SmmuStats::default() });
+        let mut f = call_regs(HVC, SmmuStats::request());
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(SmmuStats::decode(f.x[..8].try_into().unwrap()), Ok(p.smmu_stats.unwrap()));
+        let mut bad = SmmuStats::request();
+        bad[2] = 1;
+        let mut f = call_regs(HVC, bad);
         h.handle_lower_sync(&mut f, &mut p);
         assert_eq!(f.x[0], AbiError::InvalidParameters.register());
     }

@@ -32,7 +32,16 @@ else
     mem="no /reserved-memory/warden* node in the DT"
 fi
 
-if [ -d /sys/class/iommu ] && [ -n "$(ls /sys/class/iommu 2>/dev/null)" ]; then
+probe=$(dmesg | grep -E 'arm-smmu-v3 .*: ias [0-9]+-bit, oas [0-9]+-bit' | head -n 1)
+groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)
+if [ -n "$probe" ]; then
+    if without_warden; then
+        whose="the real SMMU"
+    else
+        whose="warden's virtual SMMU (nested over warden's stage 2)"
+    fi
+    iommu="Linux drives $whose, $groups IOMMU groups: ${probe#*] }"
+elif [ -d /sys/class/iommu ] && [ -n "$(ls /sys/class/iommu 2>/dev/null)" ]; then
     iommu="Linux drives an IOMMU itself: $(ls /sys/class/iommu | tr '\n' ' ')"
 else
     iommu="Linux sees no IOMMU (the SMMU belongs to warden)"

@@ -54,6 +54,65 @@ impl TrapStats {
     }
 }
 
+/// `SMMU_STATS()`: host or peer; every other register zero. Reply: [`SmmuStats`];
+/// `NOT_SUPPORTED` when warden emulates no SMMU.
+pub const SMMU_STATS: u32 = fast_call(true, OWNER_VENDOR_HYP, 0x0051);
+
+/// The virtual SMMU's counters since boot, ASID retirement (G3) included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmmuStats {
+    /// `x1`: host commands consumed.
+    pub commands: u64,
+    /// `x2`: real CMD_SYNCs warden issued for them.
+    pub real_syncs: u64,
+    /// `x3`: host ASIDs that left service (CD invalidated or changed).
+    pub asids_retired: u64,
+    /// `x4`: retiring ASIDs freed by a TLBI_NH_ASID plus a completed CMD_SYNC.
+    pub asids_freed: u64,
+    /// `x5`: reuses of a still-retiring ASID that warden invalidated and synced itself first.
+    pub forced_flushes: u64,
+    /// `x6`: real event records copied into the host's event queue.
+    pub events_forwarded: u64,
+}
+
+impl SmmuStats {
+    /// `x0..x7` of the call.
+    pub const fn request() -> [u64; 8] {
+        [SMMU_STATS as u64, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    pub const fn encode(&self) -> [u64; 8] {
+        [
+            0,
+            self.commands,
+            self.real_syncs,
+            self.asids_retired,
+            self.asids_freed,
+            self.forced_flushes,
+            self.events_forwarded,
+            0,
+        ]
+    }
+
+    pub fn decode(regs: &[u64; 8]) -> Result<Self, AbiError> {
+        let status = regs[0] as i64;
+        if status != SUCCESS {
+            return Err(AbiError::from_code(status).unwrap_or(AbiError::Unknown(status)));
+        }
+        if regs[7] != 0 {
+            return Err(AbiError::InvalidParameters);
+        }
+        Ok(Self {
+            commands: regs[1],
+            real_syncs: regs[2],
+            asids_retired: regs[3],
+            asids_freed: regs[4],
+            forced_flushes: regs[5],
+            events_forwarded: regs[6],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +127,23 @@ mod tests {
             Err(AbiError::InvalidParameters)
         );
         assert_eq!(TrapStats::request()[0], 0xC600_0050);
+    }
+
+    #[test]
+    fn smmu_stats_id_and_round_trip() {
+        assert_eq!(SMMU_STATS, 0xC600_0051);
+        let s = SmmuStats {
+            commands: 7,
+            real_syncs: 6,
+            asids_retired: 5,
+            asids_freed: 4,
+            forced_flushes: 3,
+            events_forwarded: 2,
+        };
+        assert_eq!(SmmuStats::decode(&s.encode()), Ok(s));
+        assert_eq!(
+            SmmuStats::decode(&[AbiError::NotSupported.register(), 0, 0, 0, 0, 0, 0, 0]),
+            Err(AbiError::NotSupported)
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod cmdq;
 pub mod evtq;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+pub mod real;
 pub mod regs;
 pub mod ste;
 #[cfg(test)]
@@ -401,7 +402,11 @@ impl VirtSmmu {
         } else {
             match ste::read_host_ste(mem, regs.strtab_base(), regs.strtab_cfg(), sid, &adv) {
                 Err(fault) => {
-                    if fault != ste::SteFault::BadStreamId || regs.recinvsid() {
+                    // A stream ID outside the host's table is only an error once a device
+                    // uses it: the real STE goes invalid, and the real SMMU reports that
+                    // transaction (forwarded). Linux enables the SMMU before it fills in the
+                    // level-2 tables of its devices, so reporting here would be noise.
+                    if fault != ste::SteFault::BadStreamId {
                         event = Some(fault.event(sid));
                     }
                     RealSte::Invalid

@@ -96,6 +96,16 @@ impl Edu {
              {registers:#x} (+{size:#x})",
             function.requester_id()
         );
+        // Under warden the SMMU is its virtual one, and every stream aborts until the guest
+        // configures it: edu's stream goes to bypass, i.e. warden's stage 2 alone.
+        if let Some(base) = platform.smmu {
+            let mut smmu = crate::vsmmu::Smmu::enable(base)?;
+            smmu.bypass(u32::from(function.requester_id()))?;
+            println!(
+                "guest: note SMMU at {base:#x}: stream {:#x} in bypass (warden: stage 2 only)",
+                function.requester_id()
+            );
+        }
         Ok(edu)
     }
 

@@ -30,6 +30,7 @@ mod scenarios;
 mod secondary;
 mod shared;
 mod smccc;
+mod vsmmu;
 
 use console::println;
 use platform::Platform;

@@ -63,6 +63,8 @@ pub struct Platform {
     pub bench: Option<BenchMode>,
     /// The console UART's base, if the DT names one.
     pub console: Option<u64>,
+    /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
+    pub smmu: Option<u64>,
 }
 
 /// How much `cargo xtask bench` wants measured.
@@ -111,6 +113,7 @@ impl Platform {
             psci: find_psci(&fdt),
             warden_regions: find_warden_regions(&fdt),
             pcie: pci::find_host(&fdt),
+            smmu: fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg_address),
         })
     }
 }

@@ -1,0 +1,163 @@
+//! The virtual SMMU's hardware side: host memory checked against the ownership tracker, the
+//! real SMMU through its driver, and the host's SMMU interrupts raised at the GIC distributor.
+//!
+//! Lock order on a trapped access: the virtual SMMU, then the tracker (held for the whole
+//! access, so no range can change owner between the check and the copy), then the real SMMU,
+//! then the frame pool. The handoff sequences take the tracker, the SMMU and the frame pool
+//! one at a time and never the virtual SMMU, so the order has no cycle.
+
+use alloc::vec::Vec;
+
+use super::{HOST_VMID, Warden};
+use crate::dt::SmmuIrqs;
+use crate::mm::MemRange;
+use crate::mm::ownership::{OwnershipTracker, PageState};
+use crate::smmu::S2Config;
+use crate::smmu::virt::real::SmmuBackend;
+use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
+
+/// The virtual SMMU the host sees at the real SMMU's address.
+pub struct VirtSmmuState {
+    /// Both 64 KiB register pages (absent from the host's stage 2: every access traps).
+    pub frames: MemRange,
+    pub irqs: SmmuIrqs,
+    /// GIC distributor base (mapped as device at EL2), for raising the host's interrupts.
+    pub gicd: Option<u64>,
+    pub virt: spin::Mutex<VirtSmmu>,
+}
+
+/// Host RAM as the virtual SMMU may touch it: host-owned pages only, never a carveout (warden
+/// maps carveouts non-cacheable, so it would not see what the host wrote through its caches).
+struct TrackedHostMemory<'a> {
+    tracker: &'a OwnershipTracker,
+    carveouts: &'a [MemRange],
+}
+
+impl GuestMemory for TrackedHostMemory<'_> {
+    fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), Refused> {
+        let range = MemRange::from_base_size(ipa, buf.len() as u64).ok_or(Refused)?;
+        if !self.is_host_owned(range) {
+            return Err(Refused);
+        }
+        // SAFETY: the range is host RAM (tracked as the host's, outside warden and the
+        // carveouts), identity-mapped RW at EL2; the tracker lock held by the caller keeps it
+        // the host's for this copy. The host may change it concurrently: bytes, not references.
+        unsafe {
+            core::ptr::copy_nonoverlapping(ipa as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), Refused> {
+        let range = MemRange::from_base_size(ipa, data.len() as u64).ok_or(Refused)?;
+        if !self.is_host_owned(range) {
+            return Err(Refused);
+        }
+        // SAFETY: as in `read`; the host gave this memory to the SMMU (its event queue).
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ipa as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    fn is_host_owned(&self, range: MemRange) -> bool {
+        let Some(pages) = range.page_aligned_outward() else { return false };
+        !range.is_empty()
+            && !self.carveouts.iter().any(|c| c.overlaps(&pages))
+            && self.tracker.state_of(pages) == Ok(PageState::Host)
+    }
+}
+
+/// Runs `f` on the virtual SMMU with host memory and the real SMMU, then raises what it asks.
+fn with_virt<T>(
+    w: &Warden,
+    v: &VirtSmmuState,
+    f: impl FnOnce(
+        &mut VirtSmmu,
+        &mut TrackedHostMemory<'_>,
+        &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
+    ) -> (T, Notify),
+) -> Option<T> {
+    let mut virt = v.virt.lock();
+    let tracker = w.handoff.tracker();
+    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
+    let mut mem = TrackedHostMemory { tracker: &tracker, carveouts: &carveouts };
+    let mut smmu = w.smmu.lock();
+    let smmu = smmu.as_mut()?;
+    let mut frames = w.frames.lock();
+    let mut real =
+        SmmuBackend { smmu, s2: S2Config::from_vtcr_vttbr(w.vtcr, w.vttbr), frames: &mut *frames };
+    let (out, notify) = f(&mut virt, &mut mem, &mut real);
+    raise(v, notify);
+    Some(out)
+}
+
+pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
+    let Some(v) = w.vsmmu.as_ref() else { return 0 };
+    with_virt(w, v, |virt, mem, real| virt.mmio_read(offset, size, mem, real)).unwrap_or(0)
+}
+
+pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
+    let Some(v) = w.vsmmu.as_ref() else { return };
+    with_virt(w, v, |virt, mem, real| ((), virt.mmio_write(offset, size, value, mem, real)));
+}
+
+/// Copies real event records for host streams into the host's event queue.
+pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
+    let Some(v) = w.vsmmu.as_ref() else { return };
+    if records.is_empty() {
+        return;
+    }
+    let mut virt = v.virt.lock();
+    let tracker = w.handoff.tracker();
+    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
+    let mut mem = TrackedHostMemory { tracker: &tracker, carveouts: &carveouts };
+    let mut notify = Notify::default();
+    for record in records {
+        let n = virt.forward_event(record, &mut mem);
+        notify.evtq_irq |= n.evtq_irq;
+        notify.gerror_irq |= n.gerror_irq;
+    }
+    drop(virt);
+    raise(v, notify);
+}
+
+pub fn stats(w: &Warden) -> Option<VirtStats> {
+    w.vsmmu.as_ref().map(|v| v.virt.lock().stats())
+}
+
+/// GICD_ISPENDR<n>: write-1-to-set pending, one bit per INTID (GICv2 and GICv3 alike).
+const GICD_ISPENDR: u64 = 0x200;
+
+fn raise(v: &VirtSmmuState, notify: Notify) {
+    let Some(gicd) = v.gicd else { return };
+    let wanted = [
+        (notify.evtq_irq, v.irqs.eventq),
+        (notify.gerror_irq, v.irqs.gerror),
+        (notify.cmd_sync_irq, v.irqs.cmdq_sync),
+    ];
+    for (_, intid) in wanted.into_iter().filter(|(raise, _)| *raise) {
+        let Some(intid) = intid.map(u64::from) else { continue };
+        let reg = gicd + GICD_ISPENDR + 4 * (intid / 32);
+        // SAFETY: the distributor's page is mapped as device memory at EL2
+        // (build_el2_tables); ISPENDR is write-1-to-set, so other bits and the host's own
+        // concurrent writes are unaffected.
+        unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (intid % 32)) };
+    }
+}
+
+/// The virtual SMMU for the host's streams on this real SMMU, or why not.
+pub fn set_up(
+    smmu: &crate::smmu::Smmu<crate::smmu::MmioSmmu>,
+    info: &crate::dt::SmmuInfo,
+    gicd: Option<MemRange>,
+    host_ipa_bits: u32,
+    sids: &[u32],
+) -> Result<VirtSmmuState, crate::smmu::virt::real::VirtUnsupported> {
+    let config =
+        crate::smmu::virt::real::virt_config(smmu, host_ipa_bits, HOST_VMID, sids.to_vec())?;
+    Ok(VirtSmmuState {
+        frames: info.regs,
+        irqs: info.irqs,
+        gicd: gicd.map(|g| g.start),
+        virt: spin::Mutex::new(VirtSmmu::new(config)),
+    })
+}
