@@ -120,6 +120,34 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
         );
         emit("trap/stage2_fault_injected_abort", "instructions", &fault[..n]);
     }
+    if let Some(smmu) = platform.smmu {
+        // A register read of warden's virtual SMMU: trapped, decoded, emulated, resumed.
+        let read = per_op(
+            plan,
+            // SAFETY: IDR0 of the SMMU the DT names; reading it has no side effect.
+            || unsafe {
+                (smmu as *const u32).read_volatile();
+            },
+            || core::hint::black_box(()),
+        );
+        emit("trap/vsmmu_register_read", "instructions", &read[..n]);
+        // A CMD_SYNC: the command written to the queue in RAM, the CMDQ_PROD write (warden
+        // copies and runs the command, syncing the real SMMU if anything is pending) and the
+        // CMDQ_CONS read that sees it done.
+        match crate::vsmmu::Smmu::enable(smmu) {
+            Ok(mut q) => {
+                let sync = per_op(
+                    plan,
+                    || {
+                        let _ = q.sync();
+                    },
+                    || core::hint::black_box(()),
+                );
+                emit("trap/vsmmu_cmd_sync", "instructions", &sync[..n]);
+            }
+            Err(why) => println!("guest: bench vSMMU not usable: {why}"),
+        }
+    }
     if let Some(uart) = platform.console {
         // PL011 UARTFR: emulated by QEMU directly, no exit to EL2.
         let mmio = per_op(
