@@ -113,6 +113,8 @@ pub struct Report {
     pub quick: bool,
     pub rows: Vec<Row>,
     pub footprints: Vec<Footprint>,
+    /// Rows 3–5 (Linux boots); None when not run.
+    pub linux: Option<crate::bench_linux::LinuxReport>,
 }
 
 fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
@@ -128,7 +130,7 @@ fn handoff_sizes(rows: &[Row]) -> Vec<u64> {
     sizes
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
@@ -191,6 +193,10 @@ pub fn render_markdown(r: &Report) -> String {
             ratio(donate.unwrap_or(0), civac.unwrap_or(0))
         );
     }
+    if let Some(linux) = &r.linux {
+        md.push('\n');
+        md.push_str(&crate::bench_linux::render_markdown(linux));
+    }
     let _ = writeln!(md, "\n## Memory footprint (after boot)\n");
     let _ = writeln!(
         md,
@@ -244,6 +250,7 @@ pub fn render_json(r: &Report) -> String {
         "quick": r.quick,
         "rows": rows,
         "footprint": footprints,
+        "linux": r.linux.as_ref().map(crate::bench_linux::render_json),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
@@ -374,7 +381,8 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=quick"), &quick_image)?;
     let lines_4g = guest_run(&qemu.path, &quick_image, "4G", "bench-4g")?;
     footprints.push(parse_footprint(&lines_4g, "4 GiB")?);
-    let report = Report { quick, rows, footprints };
+    let linux = crate::bench_linux::run(&qemu.path, &warden_bin, quick)?;
+    let report = Report { quick, rows, footprints, linux: Some(linux) };
     let dir = output_dir();
     std::fs::write(dir.join("report.json"), render_json(&report))?;
     std::fs::write(dir.join("report.md"), render_markdown(&report))?;
@@ -440,6 +448,7 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
             quick: false,
             rows: parse_rows(&lines(OUTPUT)).unwrap(),
             footprints: vec![parse_footprint(&lines(OUTPUT), "1 GiB").unwrap()],
+            linux: None,
         };
         let md = render_markdown(&report);
         assert!(md.contains("| trap/hvc_abi_version | 463 | 460–470 | 463.00× |"), "{md}");
