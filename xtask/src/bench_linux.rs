@@ -33,6 +33,8 @@ pub fn repeatable_qemu_args() -> Vec<String> {
         "base=2025-01-01T00:00:00,clock=vm",
         "-seed",
         "1",
+        "-nic",
+        "none",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -450,7 +452,7 @@ pub struct LinuxReport {
     pub configs: Vec<ConfigResult>,
 }
 
-fn config<'a>(r: &'a LinuxReport, c: Config) -> Option<&'a ConfigResult> {
+fn config(r: &LinuxReport, c: Config) -> Option<&ConfigResult> {
     r.configs.iter().find(|x| x.config == c)
 }
 
@@ -950,6 +952,7 @@ bench-linux: done
         assert!(args[3].contains("serial=warden-bench,iommu_platform=on,disable-legacy=on"));
         let q = repeatable_qemu_args().join(" ");
         assert!(q.contains("-icount shift=0,sleep=off") && q.contains("-seed 1"), "{q}");
+        assert!(q.ends_with("-nic none"), "no default NIC: {q}");
     }
 
     fn u16_at(b: &[u8], at: usize) -> u16 {
