@@ -21,9 +21,15 @@ fi
 #    fd 3 (/dev/kmsg: the kernel timestamps it), reads CNTVCT again and prints both (raw
 #    64-bit words). printk time starts when sched_clock is registered, not at power-on; the
 #    mark converts it to the counter, which does.
+#    With one CPU, the time it spent idle (/proc/timer_list, ns = ticks) is the time QEMU
+#    skipped while nothing ran: ticks minus idle is the instructions executed.
+idle_ns() {
+    awk '$1 == ".idle_sleeptime" || $1 == ".iowait_sleeptime" { sum += $3 }
+         END { printf "%.0f\n", sum }' /proc/timer_list
+}
 # shellcheck disable=SC2046 # two numbers, split on purpose
 set -- $(/warden-counter 3>/dev/kmsg | od -An -tu8)
-echo "bench-linux: counter-mark $1 $2"
+echo "bench-linux: counter-mark $1 $2 idle $(idle_ns)"
 
 # The counter now (the first word; fd 3 closed, so no mark).
 counter_now() {
@@ -57,15 +63,17 @@ else
     blocks=$((dd_bytes / 1048576))
     for _ in $(seq 1 "$dd_runs"); do
         echo 3 > /proc/sys/vm/drop_caches
+        i0=$(idle_ns)
         t0=$(counter_now)
         dd if="/dev/$disk" of=/dev/null bs=1048576 count="$blocks" iflag=direct 2> /tmp/dd.err
         status=$?
         t1=$(counter_now)
+        i1=$(idle_ns)
         if [ "$status" -ne 0 ]; then
             echo "bench-linux: dd failed: $(tail -n 1 /tmp/dd.err)"
             break
         fi
-        echo "bench-linux: dd $((t1 - t0)) $(tail -n 1 /tmp/dd.err)"
+        echo "bench-linux: dd $((t1 - t0)) $((i1 - i0)) $(tail -n 1 /tmp/dd.err)"
     done
 fi
 echo "bench-linux: done"

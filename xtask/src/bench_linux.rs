@@ -21,6 +21,9 @@ pub const RUN_INIT: &str = "Run /init as init process";
 pub const DISK_SERIAL: &str = "warden-bench";
 /// The bench disk: big enough for the longest `dd`.
 pub const DISK_SIZE: u64 = 64 << 20;
+/// Host CPUs: one, so that the time Linux spent idle is the time QEMU skipped with nothing to
+/// run, and ticks minus idle time are instructions (docs/bench.md).
+pub const HOST_CPUS: u32 = 1;
 /// One run boots in about 5 s of wall time and reads the disk in a few more.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -46,7 +49,7 @@ pub fn repeatable_qemu_args() -> Vec<String> {
 pub const MACHINE_EXTRA: &str = "dtb-randomness=off";
 
 /// Kernel command-line words every bench boot gets besides [`linux_host::BASE_CMDLINE`].
-pub const BENCH_CMDLINE: &str = "nokaslr random.trust_cpu=off warden.bench=linux";
+pub const BENCH_CMDLINE: &str = "nokaslr random.trust_cpu=off idle=poll warden.bench=linux";
 
 /// One way of booting the same kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,14 +295,23 @@ fn bench_value<'a>(lines: &'a [String], key: &str) -> Option<&'a str> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DdSample {
     pub ticks: u64,
+    /// ns (= ticks) Linux spent idle meanwhile: QEMU skipped them.
+    pub idle: u64,
     pub bytes: u64,
+}
+
+impl DdSample {
+    /// Instructions executed: ticks minus idle time.
+    pub fn instructions(&self) -> u64 {
+        self.ticks.saturating_sub(self.idle)
+    }
 }
 
 /// The block size of `tests/linux/bench.sh`'s `dd` (`bs=1048576`).
 pub const DD_BLOCK: u64 = 1 << 20;
 
-/// `bench-linux: dd TICKS F+P records out` lines (the tick count, then busybox dd's last line:
-/// F full and P partial blocks of [`DD_BLOCK`] written to /dev/null).
+/// `bench-linux: dd TICKS IDLE F+P records out` lines (the tick count, the idle ns, then busybox
+/// dd's last line: F full and P partial blocks of [`DD_BLOCK`] written to /dev/null).
 pub fn parse_dd(lines: &[String]) -> Result<Vec<DdSample>> {
     let prefix = "bench-linux: dd ";
     let mut out = Vec::new();
@@ -311,6 +323,8 @@ pub fn parse_dd(lines: &[String]) -> Result<Vec<DdSample>> {
         let mut words = rest.split_ascii_whitespace();
         let ticks = number(words.next().unwrap_or_default())
             .with_context(|| format!("dd line {line:?}"))?;
+        let idle = number(words.next().unwrap_or_default())
+            .with_context(|| format!("dd line {line:?}: no idle time"))?;
         let records = words.next().unwrap_or_default();
         ensure!(
             words.next() == Some("records") && words.next() == Some("out"),
@@ -323,7 +337,7 @@ pub fn parse_dd(lines: &[String]) -> Result<Vec<DdSample>> {
         let bytes = number(full)?
             .checked_mul(DD_BLOCK)
             .with_context(|| format!("dd line {line:?}: record count overflows"))?;
-        out.push(DdSample { ticks, bytes });
+        out.push(DdSample { ticks, idle, bytes });
     }
     Ok(out)
 }
@@ -335,6 +349,8 @@ pub struct RunResult {
     pub boot_ticks: u64,
     /// Linux's own timestamp of `Run /init` (starts when sched_clock does, not at power-on).
     pub printk_run_init_ns: u64,
+    /// ns (= ticks) Linux had spent idle at the counter mark (QEMU skipped them).
+    pub idle_at_mark: u64,
     pub trap_stats: Option<TrapStatsLine>,
     /// KVM's `... mode initialized successfully` line (or what it said instead).
     pub kvm: Option<String>,
@@ -355,10 +371,11 @@ pub fn parse_run(lines: &[String]) -> Result<RunResult> {
     let mark = printk_time_of(lines, COUNTER_MARK)
         .with_context(|| format!("no printk line `{COUNTER_MARK}`"))?;
     let counters = bench_value(lines, "counter-mark").context("no `bench-linux: counter-mark`")?;
-    let counters = counters.split_ascii_whitespace().map(number).collect::<Result<Vec<_>>>()?;
-    let [before, after] = counters[..] else {
-        bail!("counter-mark line has {} values, expected 2", counters.len());
+    let words: Vec<&str> = counters.split_ascii_whitespace().collect();
+    let [before, after, "idle", idle] = words[..] else {
+        bail!("counter-mark line {counters:?} is not `BEFORE AFTER idle NS`");
     };
+    let (before, after, idle_at_mark) = (number(before)?, number(after)?, number(idle)?);
     ensure!(before <= after, "counter went backwards around the mark: {before} > {after}");
     ensure!(mark >= run_init, "the mark is timestamped before `{RUN_INIT}`");
     // The mark's timestamp is taken inside the write, between the two counter reads; `before`
@@ -390,6 +407,7 @@ pub fn parse_run(lines: &[String]) -> Result<RunResult> {
     Ok(RunResult {
         boot_ticks,
         printk_run_init_ns: run_init,
+        idle_at_mark,
         trap_stats: parse_trap_stats(lines)?,
         kvm,
         counter_overhead: bench_value(lines, "counter-overhead").map(number).transpose()?,
@@ -417,13 +435,27 @@ impl ConfigResult {
     }
 
     /// Counter ticks from power-on to `Run /init`, one sample per boot.
+    pub fn boot_ticks(&self) -> Option<Row> {
+        self.row("boot_ticks", "ticks", |r| vec![r.boot_ticks])
+    }
+
+    /// Instructions from power-on to `Run /init`: ticks minus idle (the idle time between
+    /// `Run /init` and the mark is included, and nil: /init runs without a pause).
     pub fn boot(&self) -> Option<Row> {
-        self.row("boot", "instructions", |r| vec![r.boot_ticks])
+        self.row("boot", "instructions", |r| vec![r.boot_ticks.saturating_sub(r.idle_at_mark)])
     }
 
     /// Counter ticks per `dd`, the counter reads' own cost subtracted.
     pub fn dd(&self) -> Option<Row> {
         self.row("dd", "instructions", |r| {
+            let overhead = r.counter_overhead.unwrap_or(0);
+            r.dd.iter().map(|d| d.instructions().saturating_sub(overhead)).collect()
+        })
+    }
+
+    /// Counter ticks per `dd` (idle included), the counter reads' cost subtracted.
+    pub fn dd_ticks(&self) -> Option<Row> {
+        self.row("dd_ticks", "ticks", |r| {
             let overhead = r.counter_overhead.unwrap_or(0);
             r.dd.iter().map(|d| d.ticks.saturating_sub(overhead)).collect()
         })
@@ -479,17 +511,19 @@ pub fn render_markdown(r: &LinuxReport) -> String {
     let _ = writeln!(
         md,
         "## Linux boot overhead (power-on to `{RUN_INIT}`)\n\n\
-         Debian 6.12, 2 host CPUs, 1 GiB, same QEMU options (`-icount shift=0,sleep=off`), {} \
-         boot(s) per configuration; counter ticks (instructions, plus idle time skipped to the \
-         next timer), median [min–max], spread = (max − min) / median.\n",
+         Debian 6.12, {HOST_CPUS} host CPU, 1 GiB, same QEMU options (`-icount \
+         shift=0,sleep=off`, `idle=poll`), {} boot(s) per configuration. Instructions = counter \
+         ticks minus the time Linux spent idle (QEMU skips it; with one CPU and `idle=poll` it is \
+         0); median [min–max], spread = (max − min) / median. Ticks: the counter itself (idle included). Before \
+         Linux's clock: ticks before sched_clock starts (warden's boot shows there).\n",
         r.runs_per_config
     );
     let _ = writeln!(
         md,
-        "| configuration | ticks to /init | range | spread | vs (a) | vs (a′) | before Linux's \
-         clock | note |"
+        "| configuration | instructions to /init | range | spread | vs (a) | vs (a′) | ticks | \
+         before Linux's clock | note |"
     );
-    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|---|");
     let median_of = |c: Config| config(r, c).and_then(ConfigResult::boot).map(|x| x.median());
     let (base, base_no_smmu) = (median_of(Config::NoHypervisor), median_of(Config::NoSmmu));
     for c in &r.configs {
@@ -508,7 +542,7 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             Some(row) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {}–{} | {} | {} | {} | {} | {note} |",
+                    "| {} | {} | {}–{} | {} | {} | {} | {} | {} | {note} |",
                     c.config.label(),
                     row.median(),
                     row.min(),
@@ -516,6 +550,7 @@ pub fn render_markdown(r: &LinuxReport) -> String {
                     spread(&row),
                     ratio(row.median(), base.unwrap_or(0)),
                     ratio(row.median(), base_no_smmu.unwrap_or(0)),
+                    c.boot_ticks().map_or(0, |x| x.median()),
                     c.row("before_clock", "instructions", |r| {
                         vec![r.boot_ticks.saturating_sub(r.printk_run_init_ns)]
                     })
@@ -523,7 +558,8 @@ pub fn render_markdown(r: &LinuxReport) -> String {
                 );
             }
             None => {
-                let _ = writeln!(md, "| {} | – | – | – | – | – | – | {note} |", c.config.label());
+                let _ =
+                    writeln!(md, "| {} | – | – | – | – | – | – | – | {note} |", c.config.label());
             }
         }
     }
@@ -553,7 +589,7 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 md,
-                "| {el2} | {now} | {:.3} % | {} | {} | {} | {} |",
+                "| {el2} | {now} | {:.4} % | {} | {} | {} | {} |",
                 el2 as f64 * 100.0 / now.max(1) as f64,
                 median(|s| s.traps),
                 median(|s| s.calls),
@@ -580,19 +616,20 @@ pub fn render_markdown(r: &LinuxReport) -> String {
         "\n## DMA through the SMMU (virtio-blk sequential read)\n\n\
          `dd` of {} from the read-only virtio-blk disk to /dev/null, `bs=1M iflag=direct` \
          (every byte DMA through the SMMU), timed with the counter in the guest (the reads' \
-         own cost subtracted). The figure is the **minimum** over all reads: while the CPUs \
-         idle waiting for QEMU's I/O thread, `sleep=off` skips virtual time to the next timer, \
-         an amount that depends on host timing and only ever adds (median and max show it); \
-         MiB per second of virtual time at that minimum.\n",
+         own cost subtracted). Instructions = ticks minus Linux's idle time (0: with \
+         `idle=poll` the wait for QEMU's I/O thread is spent polling, so it costs instructions \
+         in proportion to the host's latency: the spread); median [min–max]; MiB/s = MiB per \
+         10^9 instructions.\n",
         crate::bench::human_size(r.dd_bytes)
     );
     let _ = writeln!(
         md,
-        "| configuration | ticks per dd (min) | median | max | MiB/s | vs (a) | vs (a′) |"
+        "| configuration | instructions per dd | range | spread | MiB/s | vs (a) | vs (a′) | \
+         ticks (median) |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
-    let dd_min = |c: Config| config(r, c).and_then(ConfigResult::dd).map(|x| x.min());
-    let (dd_base, dd_no_smmu) = (dd_min(Config::NoHypervisor), dd_min(Config::NoSmmu));
+    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---:|");
+    let dd_median = |c: Config| config(r, c).and_then(ConfigResult::dd).map(|x| x.median());
+    let (dd_base, dd_no_smmu) = (dd_median(Config::NoHypervisor), dd_median(Config::NoSmmu));
     for c in &r.configs {
         let label = match c.config {
             Config::NoHypervisor => "(a) Linux's own SMMU, no hypervisor",
@@ -605,13 +642,15 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             Some(row) => {
                 let _ = writeln!(
                     md,
-                    "| {label} | {} | {} | {} | {} | {} | {} |",
-                    row.min(),
+                    "| {label} | {} | {}–{} | {} | {} | {} | {} | {} |",
                     row.median(),
+                    row.min(),
                     row.max(),
-                    mib_per_s(r.dd_bytes, row.min()),
-                    ratio(row.min(), dd_base.unwrap_or(0)),
-                    ratio(row.min(), dd_no_smmu.unwrap_or(0))
+                    spread(&row),
+                    mib_per_s(r.dd_bytes, row.median()),
+                    ratio(row.median(), dd_base.unwrap_or(0)),
+                    ratio(row.median(), dd_no_smmu.unwrap_or(0)),
+                    c.dd_ticks().map_or(0, |x| x.median())
                 );
             }
             None => {
@@ -619,13 +658,13 @@ pub fn render_markdown(r: &LinuxReport) -> String {
                     .first_problem(|run| run.dd_problem.clone())
                     .or_else(|| c.error.clone())
                     .unwrap_or_else(|| "no dd line".into());
-                let _ = writeln!(md, "| {label} | – | – | – | – | – | not available: {why} |");
+                let _ = writeln!(md, "| {label} | – | – | – | – | – | – | not available: {why} |");
             }
         }
     }
     let _ = writeln!(
         md,
-        "| (c) warden's virtual SMMU, nested translation | – | – | – | – | – | not built yet (the \
+        "| (c) warden's virtual SMMU, nested translation | – | – | – | – | – | – | not built yet (the \
          vSMMU model is not wired into the running warden) |"
     );
     md
@@ -659,6 +698,7 @@ pub fn render_json(r: &LinuxReport) -> serde_json::Value {
                 .map(|run| {
                     serde_json::json!({
                         "boot_ticks": run.boot_ticks,
+                        "idle_ns_at_mark": run.idle_at_mark,
                         "printk_run_init_ns": run.printk_run_init_ns,
                         "trap_stats": match &run.trap_stats {
                             Some(TrapStatsLine::Values(s)) => stats_json(s),
@@ -669,7 +709,8 @@ pub fn render_json(r: &LinuxReport) -> serde_json::Value {
                         "kvm": run.kvm,
                         "counter_overhead_ticks": run.counter_overhead,
                         "dd": run.dd.iter().map(|d| serde_json::json!({
-                            "ticks": d.ticks, "bytes": d.bytes })).collect::<Vec<_>>(),
+                            "ticks": d.ticks, "idle_ns": d.idle, "bytes": d.bytes }))
+                            .collect::<Vec<_>>(),
                         "dd_problem": run.dd_problem,
                     })
                 })
@@ -679,14 +720,16 @@ pub fn render_json(r: &LinuxReport) -> serde_json::Value {
                 "label": c.config.label(),
                 "error": c.error,
                 "boot": row_json(c.boot()),
+                "boot_ticks": row_json(c.boot_ticks()),
                 "dd": row_json(c.dd()),
+                "dd_ticks": row_json(c.dd_ticks()),
                 "runs": runs,
             })
         })
         .collect();
     serde_json::json!({
-        "method": "QEMU -icount shift=0,sleep=off; guest counter ticks (1 GHz) = instructions \
-                   plus skipped idle time",
+        "method": "QEMU -icount shift=0,sleep=off, one host CPU; guest counter ticks (1 GHz) = \
+                   instructions plus skipped idle time; instructions = ticks - Linux's idle ns",
         "runs_per_config": r.runs_per_config,
         "dd_bytes": r.dd_bytes,
         "configs": configs,
@@ -737,7 +780,8 @@ fn work_dir() -> PathBuf {
 /// Runs rows 3–5: `runs` boots per configuration, each reading `dd_bytes` `dd_runs` times.
 pub fn run(qemu: &Path, warden: &Path, quick: bool) -> Result<LinuxReport> {
     let (runs, dd_bytes, dd_runs) = if quick { (1, 4 << 20, 1) } else { (5, DISK_SIZE, 3) };
-    let opts = HostOptions::new(work_dir());
+    let mut opts = HostOptions::new(work_dir());
+    opts.smp = HOST_CPUS;
     let prepared = linux_host::prepare(&opts)?;
     let base = std::fs::read(&prepared.initrd)
         .with_context(|| format!("reading {}", prepared.initrd.display()))?;
@@ -797,10 +841,10 @@ mod tests {
 [    1.007961] Run /init as init process
 bench-linux: trap-stats 0x0000000000000a3c 0x00000000003d0f12 0x0000000052a1c3e0 0x000000000000001b 0x0000000000000a15 0x0000000000000006
 [    1.046002] warden-bench: counter mark
-bench-linux: counter-mark 1386324480 1386339021
+bench-linux: counter-mark 1386324480 1386339021 idle 1000
 bench-linux: counter-overhead 1402311
-bench-linux: dd 58112331 4+0 records out
-bench-linux: dd 57000000 4+0 records out
+bench-linux: dd 58112331 112331 4+0 records out
+bench-linux: dd 57000000 0 4+0 records out
 bench-linux: done
 ";
 
@@ -824,6 +868,7 @@ bench-linux: done
         // The mark is 38.041 ms of printk time after `Run /init`.
         assert_eq!(run.boot_ticks, 1_386_324_480 - 38_041_000);
         assert_eq!(run.printk_run_init_ns, 1_007_961_000);
+        assert_eq!(run.idle_at_mark, 1000);
         assert_eq!(
             run.trap_stats,
             Some(TrapStatsLine::Values(TrapStats {
@@ -840,14 +885,20 @@ bench-linux: done
         assert_eq!(
             run.dd,
             [
-                DdSample { ticks: 58_112_331, bytes: 4 << 20 },
-                DdSample { ticks: 57_000_000, bytes: 4 << 20 }
+                DdSample { ticks: 58_112_331, idle: 112_331, bytes: 4 << 20 },
+                DdSample { ticks: 57_000_000, idle: 0, bytes: 4 << 20 }
             ]
         );
         assert_eq!(run.dd_problem, None);
         let result = ConfigResult { config: Config::Warden, runs: vec![run], error: None };
-        assert_eq!(result.dd().unwrap().samples, [58_112_331 - 1_402_311, 57_000_000 - 1_402_311]);
+        assert_eq!(
+            result.dd().unwrap().samples,
+            [58_112_331 - 112_331 - 1_402_311, 57_000_000 - 1_402_311]
+        );
+        assert_eq!(result.dd_ticks().unwrap().samples[0], 58_112_331 - 1_402_311);
         assert_eq!(result.boot().unwrap().name, "linux/boot/warden");
+        assert_eq!(result.boot().unwrap().samples, [1_386_324_480 - 38_041_000 - 1000]);
+        assert_eq!(result.boot_ticks().unwrap().samples, [1_386_324_480 - 38_041_000]);
     }
 
     #[test]
@@ -899,22 +950,25 @@ bench-linux: done
         assert!(parse_run(&lines(&swapped)).is_err());
         let one = WARDEN_RUN.replace("1386324480 1386339021", "1386324480");
         assert!(parse_run(&lines(&one)).is_err());
+        let no_idle = WARDEN_RUN.replace(" idle 1000", "");
+        assert!(parse_run(&lines(&no_idle)).is_err());
         let behind = WARDEN_RUN.replace("1386324480 1386339021", "1000 2000");
         assert!(parse_run(&lines(&behind)).is_err(), "counter behind printk time");
         let short_stats = WARDEN_RUN.replace(" 0x0000000000000006\n", "\n");
         assert!(parse_run(&lines(&short_stats)).is_err());
         for bad in [
-            "bench-linux: dd 57000000 4+1 records out",
-            "bench-linux: dd 57000000 4 records out",
-            "bench-linux: dd 57000000 4+0 records in",
-            "bench-linux: dd x 4+0 records out",
-            "bench-linux: dd 1 99999999999999+0 records out",
+            "bench-linux: dd 57000000 0 4+1 records out",
+            "bench-linux: dd 57000000 0 4 records out",
+            "bench-linux: dd 57000000 0 4+0 records in",
+            "bench-linux: dd x 0 4+0 records out",
+            "bench-linux: dd 57000000 4+0 records out",
+            "bench-linux: dd 1 0 99999999999999+0 records out",
         ] {
             assert!(parse_dd(&lines(bad)).is_err(), "{bad}");
         }
         assert_eq!(
-            parse_dd(&lines("bench-linux: dd 7 64+0 records out")).unwrap(),
-            [DdSample { ticks: 7, bytes: 64 << 20 }]
+            parse_dd(&lines("bench-linux: dd 7 2 64+0 records out")).unwrap(),
+            [DdSample { ticks: 7, idle: 2, bytes: 64 << 20 }]
         );
     }
 
@@ -941,7 +995,7 @@ bench-linux: done
     fn command_lines_and_devices() {
         assert_eq!(
             cmdline(Config::Warden, 4 << 20, 1),
-            "console=ttyAMA0 earlycon panic=-1 nokaslr random.trust_cpu=off warden.bench=linux \
+            "console=ttyAMA0 earlycon panic=-1 nokaslr random.trust_cpu=off idle=poll warden.bench=linux \
              warden.bench_dd_bytes=4194304 warden.bench_dd_runs=1"
         );
         assert!(cmdline(Config::NoHypervisor, 1, 1).ends_with(" warden.absent=1"));
@@ -1011,7 +1065,7 @@ bench-linux: done
         let mut base = run.clone();
         base.boot_ticks = 1_000_000_000;
         base.trap_stats = Some(TrapStatsLine::Unavailable("no warden".into()));
-        base.dd = vec![DdSample { ticks: 21_402_311, bytes: 4 << 20 }];
+        base.dd = vec![DdSample { ticks: 21_402_311, idle: 0, bytes: 4 << 20 }];
         let report = LinuxReport {
             runs_per_config: 1,
             dd_bytes: 4 << 20,
@@ -1026,33 +1080,29 @@ bench-linux: done
             ],
         };
         let md = render_markdown(&report);
-        assert!(
-            md.contains(
-                "| (b) warden | 1348283480 | 1348283480–1348283480 | 0.00 % | 1.348× | – | \
-                 340322480 |  |"
-            ),
-            "{md}"
-        );
-        assert!(
-            md.contains(
-                "| (c) pKVM (kvm-arm.mode=protected) | – | – | – | – | – | – | could not run: no \
-                 power-off within 180 s |"
-            ),
-            "{md}"
-        );
-        assert!(
-            md.contains("| (a) Linux's own SMMU, no hypervisor | 20000000 | 20000000 | 20000000 | 200.0 | 1.000× | – |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| (b) warden, stage-2-only confinement | 55597689 | 55597689 | 56710020 | 71.9 | 2.780× | – |"),
-            "{md}"
-        );
-        assert!(md.contains("| pKVM (Linux's own SMMU; pKVM does not manage it) | – | – | – | – | – | not available: no power-off within 180 s |"), "{md}");
-        assert!(md.contains("| 4001554 | 1386333152 | 0.289 % | 2620 | 27 | 2581 | 6 |"), "{md}");
-        assert!(md.contains("not built yet"), "{md}");
+        let expected = [
+            "| (a) no hypervisor (virtualization=off) | 999999000 | 999999000–999999000 | 0.00 % | \
+             1.000× | – | 1000000000 | 0 |  |",
+            "| (b) warden | 1348282480 | 1348282480–1348282480 | 0.00 % | 1.348× | – | 1348283480 | \
+             340322480 |  |",
+            "| (c) pKVM (kvm-arm.mode=protected) | – | – | – | – | – | – | – | could not run: no \
+             power-off within 180 s |",
+            "| 4001554 | 1386333152 | 0.2886 % | 2620 | 27 | 2581 | 6 |",
+            "| (a) Linux's own SMMU, no hypervisor | 20000000 | 20000000–20000000 | 0.00 % | 200.0 | \
+             1.000× | – | 20000000 |",
+            "| (b) warden, stage-2-only confinement | 55597689 | 55597689–56597689 | 1.80 % | 71.9 | \
+             2.780× | – | 55597689 |",
+            "| pKVM (Linux's own SMMU; pKVM does not manage it) | – | – | – | – | – | – | not \
+             available: no power-off within 180 s |",
+            "| (c) warden's virtual SMMU, nested translation | – | – | – | – | – | – | not built yet",
+        ];
+        for line in expected {
+            assert!(md.contains(line), "{line}\n{md}");
+        }
         let json = render_json(&report);
-        assert_eq!(json["configs"][1]["boot"]["samples"][0], 1_348_283_480u64);
+        assert_eq!(json["configs"][1]["boot"]["samples"][0], 1_348_282_480u64);
+        assert_eq!(json["configs"][1]["boot_ticks"]["samples"][0], 1_348_283_480u64);
+        assert_eq!(json["configs"][1]["runs"][0]["dd"][0]["idle_ns"], 112_331);
         assert_eq!(json["configs"][1]["runs"][0]["trap_stats"]["traps"], 0xa3c);
         assert_eq!(json["configs"][2]["error"], "no power-off within 180 s");
     }
