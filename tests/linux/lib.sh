@@ -100,6 +100,7 @@ disk_sha256() {
     WARDEN_RECLAIM=0xc6000022
     WARDEN_VIOLATION_COUNT=0xc6000030
     WARDEN_PEER_COMMAND=0xc6000040
+    WARDEN_TRAP_STATS=0xc6000050
     WARDEN_FLAG_CLEAR=1
     WARDEN_PEER_MODEM=1
     WARDEN_PEER_DSP=2
@@ -295,6 +296,14 @@ range_state() {
     [ "$WARDEN_STATUS" = 0 ] || return 1
     split64 "$RET3"
     printf '0x%x\n' "$SPLIT_LO"
+}
+
+# TRAP_STATS: prints `traps el2_ticks now calls data_aborts other` (x1..x6, hex), or fails
+# (WARDEN_STATUS says why when the call itself was answered).
+trap_stats() {
+    warden_call "$WARDEN_TRAP_STATS" || return 1
+    [ "$WARDEN_STATUS" = 0 ] || return 1
+    echo "$RET1 $RET2 $RET3 $RET4 $RET5 $RET6"
 }
 
 # VIOLATION_COUNT: prints the number of refused accesses so far (x3).

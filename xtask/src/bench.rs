@@ -141,6 +141,8 @@ pub struct Report {
     pub footprints: Vec<Footprint>,
     /// Where a 64 KiB donate/reclaim's instructions go (the profile run).
     pub profile: Option<Profile>,
+    /// Rows 3–5 (Linux boots); None when not run.
+    pub linux: Option<crate::bench_linux::LinuxReport>,
 }
 
 fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
@@ -156,7 +158,7 @@ fn handoff_sizes(rows: &[Row]) -> Vec<u64> {
     sizes
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
@@ -238,6 +240,10 @@ pub fn render_markdown(r: &Report) -> String {
             );
         }
     }
+    if let Some(linux) = &r.linux {
+        md.push('\n');
+        md.push_str(&crate::bench_linux::render_markdown(linux));
+    }
     let _ = writeln!(md, "\n## Memory footprint (after boot)\n");
     let _ = writeln!(
         md,
@@ -299,6 +305,7 @@ pub fn render_json(r: &Report) -> String {
         "rows": rows,
         "footprint": footprints,
         "handoff_profile_64k": profile,
+        "linux": r.linux.as_ref().map(crate::bench_linux::render_json),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
@@ -434,7 +441,8 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=profile"), &profile_image)?;
     let lines_profile = guest_run(&qemu.path, &profile_image, "1G", "bench-profile")?;
     let profile = Some(parse_profile(&lines_profile)?);
-    let report = Report { quick, rows, footprints, profile };
+    let linux = crate::bench_linux::run(&qemu.path, &warden_bin, quick)?;
+    let report = Report { quick, rows, footprints, profile, linux: Some(linux) };
     let dir = output_dir();
     std::fs::write(dir.join("report.json"), render_json(&report))?;
     std::fs::write(dir.join("report.md"), render_markdown(&report))?;
@@ -513,6 +521,7 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
             rows: parse_rows(&lines(OUTPUT)).unwrap(),
             footprints: vec![parse_footprint(&lines(OUTPUT), "1 GiB").unwrap()],
             profile: Some(parse_profile(&lines(PROFILE)).unwrap()),
+            linux: None,
         };
         let md = render_markdown(&report);
         assert!(md.contains("| trap/hvc_abi_version | 463 | 460–470 | 463.00× |"), "{md}");

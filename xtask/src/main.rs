@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, pack, run and test warden. See README.md.
 
 mod bench;
+mod bench_linux;
 mod cpio;
 mod elf2bin;
 mod firmware;

@@ -1,0 +1,81 @@
+#!/bin/sh
+# /bench.sh: the Linux part of `cargo xtask bench` (xtask/src/bench_linux.rs, docs/bench.md).
+# /init runs it instead of the scenarios when the command line has warden.bench=linux. It prints
+# `bench-linux: ...` lines for the harness, then powers off. Under QEMU -icount shift=0 the
+# counter (CNTVCT, 1 GHz) advances one tick per instruction: every figure is virtual time.
+. /lib/warden.sh
+
+# 1. warden's TRAP_STATS first, so its figures cover the boot up to /init and little else.
+#    (Called in this shell, not in $(...), so WARDEN_STATUS survives a refused call.)
+if without_warden; then
+    echo "bench-linux: trap-stats unavailable: no warden"
+elif trap_stats > /tmp/trap-stats; then
+    echo "bench-linux: trap-stats $(cat /tmp/trap-stats)"
+elif [ -n "${WARDEN_STATUS:-}" ]; then
+    echo "bench-linux: trap-stats unavailable: status $WARDEN_STATUS"
+else
+    echo "bench-linux: trap-stats unavailable: ${WARDEN_CONTROL_WHY:-warden_call failed}"
+fi
+
+# 2. The counter next to a printk timestamp: /warden-counter reads CNTVCT, writes a mark to
+#    fd 3 (/dev/kmsg: the kernel timestamps it), reads CNTVCT again and prints both (raw
+#    64-bit words). printk time starts when sched_clock is registered, not at power-on; the
+#    mark converts it to the counter, which does.
+#    With one CPU, the time it spent idle (/proc/timer_list, ns = ticks) is the time QEMU
+#    skipped while nothing ran: ticks minus idle is the instructions executed.
+idle_ns() {
+    awk '$1 == ".idle_sleeptime" || $1 == ".iowait_sleeptime" { sum += $3 }
+         END { printf "%.0f\n", sum }' /proc/timer_list
+}
+# shellcheck disable=SC2046 # two numbers, split on purpose
+set -- $(/warden-counter 3>/dev/kmsg | od -An -tu8)
+echo "bench-linux: counter-mark $1 $2 idle $(idle_ns)"
+
+# The counter now (the first word; fd 3 closed, so no mark).
+counter_now() {
+    /warden-counter 3>&- | od -An -tu8 | {
+        read -r counter_first _
+        echo "$counter_first"
+    }
+}
+
+# 3. virtio-blk sequential reads (O_DIRECT: every byte is DMA through the SMMU).
+echo 5 > /proc/sys/kernel/printk
+for module in $(cat /etc/warden/modules); do
+    insmod "/lib/modules/$module.ko" 2>/dev/null || echo "bench-linux: insmod $module failed"
+done
+disk=
+for _ in $(seq 1 100); do
+    disk=$(disk_by_serial warden-bench) && break
+    sleep 0.1
+done
+dd_bytes=$(cmdline_arg warden.bench_dd_bytes)
+dd_runs=$(cmdline_arg warden.bench_dd_runs)
+if [ -z "$disk" ]; then
+    echo "bench-linux: dd unavailable: no virtio disk with serial warden-bench"
+elif [ -z "$dd_bytes" ] || [ -z "$dd_runs" ]; then
+    echo "bench-linux: dd unavailable: no warden.bench_dd_bytes/warden.bench_dd_runs"
+else
+    # What reading the counter costs (two back to back), subtracted by the harness.
+    t0=$(counter_now)
+    t1=$(counter_now)
+    echo "bench-linux: counter-overhead $((t1 - t0))"
+    blocks=$((dd_bytes / 1048576))
+    for _ in $(seq 1 "$dd_runs"); do
+        echo 3 > /proc/sys/vm/drop_caches
+        i0=$(idle_ns)
+        t0=$(counter_now)
+        dd if="/dev/$disk" of=/dev/null bs=1048576 count="$blocks" iflag=direct 2> /tmp/dd.err
+        status=$?
+        t1=$(counter_now)
+        i1=$(idle_ns)
+        if [ "$status" -ne 0 ]; then
+            echo "bench-linux: dd failed: $(tail -n 1 /tmp/dd.err)"
+            break
+        fi
+        echo "bench-linux: dd $((t1 - t0)) $((i1 - i0)) $(tail -n 1 /tmp/dd.err)"
+    done
+fi
+echo "bench-linux: done"
+sync
+poweroff -f
