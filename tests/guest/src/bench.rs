@@ -131,6 +131,17 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
             || core::hint::black_box(()),
         );
         emit("trap/vsmmu_register_read", "instructions", &read[..n]);
+        // A register write: IRQ_CTRL = 0 (no interrupts), which the SMMU acknowledges in
+        // IRQ_CTRLACK; harmless at any time.
+        let write = per_op(
+            plan,
+            // SAFETY: IRQ_CTRL (offset 0x50) of the SMMU the DT names; 0 keeps interrupts off.
+            || unsafe {
+                ((smmu + 0x50) as *mut u32).write_volatile(0);
+            },
+            || core::hint::black_box(()),
+        );
+        emit("trap/vsmmu_register_write", "instructions", &write[..n]);
         // A CMD_SYNC: the command written to the queue in RAM, the CMDQ_PROD write (warden
         // copies and runs the command, syncing the real SMMU if anything is pending) and the
         // CMDQ_CONS read that sees it done.
