@@ -416,11 +416,7 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     Ok(verdicts)
 }
 
-fn qemu_steps(
-    tally: &mut Tally,
-    binaries: Option<Binaries>,
-    selected: &[&str],
-) -> Result<()> {
+fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) -> Result<()> {
     step("QEMU scenarios");
     let not_run = |tally: &mut Tally, why: &str| {
         for s in selected {

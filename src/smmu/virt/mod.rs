@@ -240,8 +240,10 @@ impl VirtSmmu {
             if value & !u64::from(test_switch::ON) == u64::from(test_switch::KEY) {
                 let enabled = value & u64::from(test_switch::ON) != 0;
                 self.set_g3_enabled(enabled);
-                log::warn!("vSMMU: G3 (ASID retirement flushes) switched {} by the host (test switch)",
-                    if enabled { "on" } else { "off" });
+                log::warn!(
+                    "vSMMU: G3 (ASID retirement flushes) switched {} by the host (test switch)",
+                    if enabled { "on" } else { "off" }
+                );
             }
             return Notify::default();
         }

@@ -250,7 +250,7 @@ impl Stage1Pool {
 
     /// Maps the 4 KiB page at `iova` to `pa` in `space` (read/write, ASID-tagged).
     pub fn map(&mut self, space: Space, iova: u64, pa: u64) -> Result<(), Reason> {
-        if iova >= IOVA_LIMIT || iova % PAGE_SIZE != 0 || pa % PAGE_SIZE != 0 {
+        if iova >= IOVA_LIMIT || !iova.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) {
             return Err(Reason::new(format_args!(
                 "stage-1 map {iova:#x} -> {pa:#x}: not page aligned or beyond 2^39"
             )));
@@ -365,8 +365,14 @@ impl Smmu {
     /// The next record in the guest's event queue, if warden wrote one (each EVTQ_PROD read
     /// traps to warden, which forwards the real SMMU's events first).
     pub fn next_event(&mut self) -> Option<Event> {
-        let prod = self.read32(EVTQ_PROD) & !Q_OVERFLOW;
-        if prod == self.evtq_cons & !Q_OVERFLOW {
+        let prod = self.read32(EVTQ_PROD);
+        // An overflow (OVFLG != OVACKFLG) is acknowledged with the next CONS write.
+        let overflow = prod & Q_OVERFLOW;
+        if prod & !Q_OVERFLOW == self.evtq_cons & !Q_OVERFLOW {
+            if overflow != self.evtq_cons & Q_OVERFLOW {
+                self.evtq_cons = (self.evtq_cons & !Q_OVERFLOW) | overflow;
+                self.write32(EVTQ_CONS, self.evtq_cons);
+            }
             return None;
         }
         let index = (self.evtq_cons % EVTQ_ENTRIES) as usize;
@@ -376,7 +382,7 @@ impl Smmu {
             // SAFETY: `index` < EVTQ_ENTRIES, EVENT_WORDS words each.
             *word = unsafe { queue.add(EVENT_WORDS * index + i).read_volatile() };
         }
-        self.evtq_cons = (self.evtq_cons + 1) % (2 * EVTQ_ENTRIES);
+        self.evtq_cons = overflow | ((self.evtq_cons & !Q_OVERFLOW) + 1) % (2 * EVTQ_ENTRIES);
         self.write32(EVTQ_CONS, self.evtq_cons);
         Some(Event(record))
     }

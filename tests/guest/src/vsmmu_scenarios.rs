@@ -314,7 +314,11 @@ fn read_stale_iova(edu: &Edu) -> Result<Seen, Reason> {
 /// The FastRPC pattern: IOVA X -> P1 under `asid`, read (QEMU's IOTLB caches it); the CD goes
 /// invalid with CFGI_CD + CMD_SYNC but no TLBI; a new CD reuses `asid` with X -> P2; X is read
 /// again.
-fn stale_asid_run(platform: &Platform, edu: &Result<Edu, Reason>, asid: u16) -> Result<StaleRun, Reason> {
+fn stale_asid_run(
+    platform: &Platform,
+    edu: &Result<Edu, Reason>,
+    asid: u16,
+) -> Result<StaleRun, Reason> {
     let (mut smmu, edu, sid) = devices(platform, edu)?;
     let mut pool = Stage1Pool::take();
     let first = pool.space()?;
