@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 21] = [
+pub const GUEST_SCENARIOS: [&str; 22] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -88,6 +88,7 @@ pub const GUEST_SCENARIOS: [&str; 21] = [
     "vsmmu_stage1_into_carveout_faults",
     "vsmmu_stale_asid_is_flushed",
     "vsmmu_stale_asid_without_g3_reads_stale",
+    "vsmmu_hostile_tables",
 ];
 
 /// The guest's `guest: N passed, M failed` line.
@@ -510,7 +511,7 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
                 ("guest/unexpected_exception", "EL1 vector 4"),
                 (
                     "boot/guest summary agrees with its result lines",
-                    "the guest counted (21, 0) (passed, failed), the log has (21, 1)"
+                    "the guest counted (22, 0) (passed, failed), the log has (22, 1)"
                 ),
             ]
         );

@@ -75,6 +75,7 @@ pub fn run_all(platform: &Platform) {
         "vsmmu_stale_asid_without_g3_reads_stale",
         vsmmu_scenarios::stale_asid_without_g3_reads_stale(platform, &edu),
     );
+    record_handoff("vsmmu_hostile_tables", vsmmu_scenarios::hostile_tables(platform, &edu));
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the

@@ -21,6 +21,8 @@ const EVTQ_BASE: u64 = 0xa0;
 /// In page 1 (the second 64 KiB frame).
 const EVTQ_PROD: u64 = 0x1_00a8;
 const EVTQ_CONS: u64 = 0x1_00ac;
+const GERROR: u64 = 0x60;
+const GERRORN: u64 = 0x64;
 const CR0_SMMUEN: u32 = 1 << 0;
 const CR0_EVTQEN: u32 = 1 << 2;
 const CR0_CMDQEN: u32 = 1 << 3;
@@ -303,13 +305,24 @@ impl Smmu {
     /// Disables the SMMU, points it at the (all-invalid) stream table and the command queue,
     /// and enables the queue and translation.
     pub fn enable(base: u64) -> Result<Self, Reason> {
+        Self::enable_with(base, None, None)
+    }
+
+    /// [`Smmu::enable`] with the stream table or the command queue at another address (the
+    /// hostile-host scenario points them at memory the guest does not own; nothing is written
+    /// there).
+    pub fn enable_with(base: u64, strtab: Option<u64>, cmdq: Option<u64>) -> Result<Self, Reason> {
         let mut smmu = Self { base, prod: 0, evtq_cons: 0 };
         smmu.set_cr0(0)?;
-        for sid in 0..1u32 << STRTAB_LOG2 {
-            smmu.write_ste(sid, [0; STE_WORDS]);
+        // A global error left active (a stopped command queue) would keep the queue stopped.
+        smmu.ack_errors();
+        if strtab.is_none() {
+            for sid in 0..1u32 << STRTAB_LOG2 {
+                smmu.write_ste(sid, [0; STE_WORDS]);
+            }
         }
-        let strtab = STRTAB.0.get() as usize as u64;
-        let cmdq = CMDQ.0.get() as usize as u64;
+        let strtab = strtab.unwrap_or(STRTAB.0.get() as usize as u64);
+        let cmdq = cmdq.unwrap_or(CMDQ.0.get() as usize as u64);
         smmu.write64(STRTAB_BASE, strtab);
         smmu.write32(STRTAB_BASE_CFG, STRTAB_LOG2);
         smmu.write64(CMDQ_BASE, cmdq | u64::from(CMDQ_LOG2));
@@ -324,6 +337,33 @@ impl Smmu {
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN)?;
         smmu.set_cr0(CR0_CMDQEN | CR0_EVTQEN | CR0_SMMUEN)?;
         Ok(smmu)
+    }
+
+    /// CMDQ_CONS as the SMMU reports it (ERR in bits 30:24).
+    pub fn cmdq_cons(&self) -> u32 {
+        self.read32(CMDQ_CONS)
+    }
+
+    /// GERROR ^ GERRORN: the global errors active now.
+    pub fn active_errors(&self) -> u32 {
+        self.read32(GERROR) ^ self.read32(GERRORN)
+    }
+
+    /// Acknowledges every active global error (GERRORN := GERROR).
+    pub fn ack_errors(&self) {
+        self.write32(GERRORN, self.read32(GERROR));
+    }
+
+    /// Publishes one more command slot (PROD + 1) without writing the slot: for a queue that
+    /// is not in guest memory.
+    pub fn publish_one(&mut self) {
+        self.prod = (self.prod + 1) % (2 * CMDQ_ENTRIES);
+        self.write32(CMDQ_PROD, self.prod);
+    }
+
+    /// CFGI_STE for `sid`, queued: complete at the next [`Smmu::sync`].
+    pub fn cfgi_ste(&mut self, sid: u32) -> Result<(), Reason> {
+        self.command([OP_CFGI_STE | (u64::from(sid) << 32), 1])
     }
 
     fn write_ste(&self, sid: u32, words: [u64; STE_WORDS]) {
@@ -382,7 +422,7 @@ impl Smmu {
             // SAFETY: `index` < EVTQ_ENTRIES, EVENT_WORDS words each.
             *word = unsafe { queue.add(EVENT_WORDS * index + i).read_volatile() };
         }
-        self.evtq_cons = overflow | ((self.evtq_cons & !Q_OVERFLOW) + 1) % (2 * EVTQ_ENTRIES);
+        self.evtq_cons = overflow | (((self.evtq_cons & !Q_OVERFLOW) + 1) % (2 * EVTQ_ENTRIES));
         self.write32(EVTQ_CONS, self.evtq_cons);
         Some(Event(record))
     }

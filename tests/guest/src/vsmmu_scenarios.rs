@@ -413,3 +413,95 @@ pub fn stale_asid_without_g3_reads_stale(
     }
     Ok(())
 }
+
+/// CMDQ_CONS.ERR of a command fetch abort, and GERROR.CMDQ_ERR.
+const CERROR_ABT: u32 = 2;
+const GERROR_CMDQ_ERR: u32 = 1;
+/// F_STE_FETCH.
+const F_STE_FETCH: u8 = 0x03;
+
+/// Scenario `vsmmu_hostile_tables`: the guest points its command queue at warden's memory
+/// (the queue stops with CERROR_ABT and GERROR.CMDQ_ERR) and its stream table at a donated
+/// carveout (CFGI_STE gives F_STE_FETCH for the STE's address); then the SMMU, set up
+/// properly again, still works: warden kept running and nothing was corrupted. The caller
+/// restores the carveouts afterwards.
+pub fn hostile_tables(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
+    const SEED: u64 = 0x71;
+    const CARVEOUT_SEED: u64 = 0x7172;
+    let edu = edu.as_ref().map_err(|why| Reason::new(format_args!("{why}")))?;
+    let Some(base) = platform.smmu else {
+        fail!("no arm,smmu-v3 node in the DT");
+    };
+    let warden_base = match &platform.warden_regions {
+        Ok(regions) => match regions.as_slice().first() {
+            Some(region) => region.base,
+            None => fail!("no warden region in the DT"),
+        },
+        Err(why) => fail!("{why}"),
+    };
+    let sid = u32::from(edu.function.requester_id());
+
+    // The command queue in warden's memory.
+    let mut smmu = Smmu::enable_with(base, None, Some(warden_base))?;
+    smmu.publish_one();
+    let mut cons = 0;
+    let stopped = crate::cpu::wait_until(EVENT_TIMEOUT_MS, || {
+        cons = smmu.cmdq_cons();
+        (cons >> 24) & 0x7f == CERROR_ABT && smmu.active_errors() & GERROR_CMDQ_ERR != 0
+    });
+    if !stopped {
+        fail!(
+            "command queue at warden memory {warden_base:#x}: CMDQ_CONS {cons:#x}, active \
+             GERROR {:#x}; expected CERROR_ABT and CMDQ_ERR",
+            smmu.active_errors()
+        );
+    }
+
+    // The stream table in a donated carveout (16 KiB aligned: the linear table's size).
+    let table = MODEM.span(MODEM.size - 0x4000, 0x4000);
+    handoff::write_pattern(table, CARVEOUT_SEED)?;
+    handoff::check(MODEM.hand_over(table.target(), false), format_args!("DONATE {table}"))?;
+    let before = handoff::peer_checksum(PeerId::MODEM, table)?;
+    let mut smmu = Smmu::enable_with(base, Some(table.base), None)?;
+    smmu.drain_events();
+    smmu.cfgi_ste(sid)?;
+    smmu.sync()?;
+    let ste_address = table.base + u64::from(sid) * 64;
+    let event = smmu
+        .wait_event(EVENT_TIMEOUT_MS, |e| e.stream_id() == sid && e.kind() == F_STE_FETCH)
+        .map_err(|skipped| {
+            Reason::new(format_args!(
+                "stream table in carveout {table}: no F_STE_FETCH for stream {sid:#x} (other \
+                 records:{})",
+                describe(&skipped)
+            ))
+        })?;
+    if event.0[3] & !7 != ste_address {
+        fail!("F_STE_FETCH {event}: expected the STE's address {ste_address:#x}");
+    }
+    let after = handoff::peer_checksum(PeerId::MODEM, table)?;
+    if after != before {
+        fail!("the peer's checksum of {table} changed: {before:#x} -> {after:#x}");
+    }
+
+    // Set up properly again, everything works.
+    let mut smmu = Smmu::enable(base)?;
+    if smmu.active_errors() != 0 {
+        fail!("global errors still active after acknowledging: {:#x}", smmu.active_errors());
+    }
+    smmu.bypass(sid)?;
+    fill(&SOURCE_PAGE, PROBE_WORDS, SEED);
+    fill(&RESULT_PAGE, PROBE_WORDS, POISON);
+    edu.dma_to_device(SOURCE_PAGE.address(), PATTERN_SLOT, PROBE_BYTES)?;
+    edu.dma_to_ram(PATTERN_SLOT, RESULT_PAGE.address(), PROBE_BYTES)?;
+    if seen(&RESULT_PAGE, PROBE_WORDS, &[SEED]) != Seen::Seed(SEED) {
+        fail!("after the hostile tables, a DMA round trip through bypass no longer works");
+    }
+    println!(
+        "guest: note vsmmu_hostile_tables: CMDQ at {warden_base:#x}: CONS {cons:#x} \
+         (CERROR_ABT), GERROR.CMDQ_ERR; STRTAB in {table}: event {event}; the SMMU works after"
+    );
+    handoff::peer_release(PeerId::MODEM, table)?;
+    handoff::check(handoff::reclaim(table.target(), false), format_args!("RECLAIM {table}"))?;
+    Ok(())
+}
