@@ -48,6 +48,18 @@ pub const WARDEN: FirmwareCrate = FirmwareCrate {
     embeds_sim_peer: true,
 };
 
+/// warden with its test-only switches (the vSMMU's G3 switch, docs/smmu.md): only the
+/// guest-boot scenario runs it; `warden.bin` never has them.
+pub const WARDEN_TEST_SWITCHES: FirmwareCrate = FirmwareCrate {
+    package: "warden",
+    cargo_args: &["--package", "warden", "--features", "firmware,test-switches", "--bin", "warden"],
+    bin_name: "warden",
+    output: "warden-test-switches.bin",
+    load: Load::SelfRelocatingImage,
+    max_mem_size: None,
+    embeds_sim_peer: true,
+};
+
 pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
     package: "warden-test-guest",
     cargo_args: &["--package", "warden-test-guest", "--bins"],
@@ -59,7 +71,7 @@ pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
 };
 
 /// Every firmware crate, in build order: the simulated peer before warden, which embeds it.
-pub const ALL: [&FirmwareCrate; 3] = [&SIM_PEER, &WARDEN, &TEST_GUEST];
+pub const ALL: [&FirmwareCrate; 4] = [&SIM_PEER, &WARDEN, &WARDEN_TEST_SWITCHES, &TEST_GUEST];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_owned()
@@ -267,7 +279,10 @@ not json
     fn the_peer_is_built_first_and_bounded() {
         assert_eq!(ALL.first().map(|k| k.package), Some(SIM_PEER.package));
         let embeds: Vec<_> = ALL.iter().map(|k| k.embeds_sim_peer).collect();
-        assert_eq!(embeds, [false, true, false]);
+        assert_eq!(embeds, [false, true, true, false]);
+        assert!(WARDEN_TEST_SWITCHES.cargo_args.contains(&"firmware,test-switches"));
+        assert!(!WARDEN.cargo_args.iter().any(|a| a.contains("test-switches")));
+        assert_ne!(WARDEN.output, WARDEN_TEST_SWITCHES.output);
         assert_eq!(SIM_PEER.load, Load::Fixed { base: warden_abi::peer::PROGRAM_IPA });
         assert!(check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE).is_ok());
         let err = check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE + 1).unwrap_err();

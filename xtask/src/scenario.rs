@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 17] = [
+pub const GUEST_SCENARIOS: [&str; 22] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -84,6 +84,11 @@ pub const GUEST_SCENARIOS: [&str; 17] = [
     "two_cpus_hammer_carveouts",
     "edu_dma_works",
     "edu_dma_into_warden_refused",
+    "vsmmu_stage1_dma_works",
+    "vsmmu_stage1_into_carveout_faults",
+    "vsmmu_stale_asid_is_flushed",
+    "vsmmu_stale_asid_without_g3_reads_stale",
+    "vsmmu_hostile_tables",
 ];
 
 /// The guest's `guest: N passed, M failed` line.
@@ -155,6 +160,15 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
         },
     ));
     out.push(Verdict::check(
+        "boot/warden logged its G3 flush of the reused ASID",
+        run.lines.iter().any(|l| is_g3_forced_flush(l)),
+        || {
+            "no `vSMMU G3: ... warden invalidated it first` line (vsmmu_stale_asid_is_flushed \
+             reused a retiring ASID)"
+                .into()
+        },
+    ));
+    out.push(Verdict::check(
         "boot/warden code+rodata intact at power-down",
         run.lines.iter().any(|l| l.contains("host requested power-down") && l.contains("intact")),
         || "no power-down report saying warden's code+rodata are intact".into(),
@@ -170,6 +184,11 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
 /// warden's log line for a DMA the SMMU refused at stage 2 (`SMMU event F_... (stage 2)`).
 pub fn is_smmu_refusal(line: &str) -> bool {
     line.contains("SMMU event F_") && line.contains("stage 2")
+}
+
+/// warden's log line for a retiring ASID it invalidated itself before its reuse (G3).
+pub fn is_g3_forced_flush(line: &str) -> bool {
+    line.contains("vSMMU G3:") && line.contains("warden invalidated it first")
 }
 
 /// Line that reports the hostile DT.
@@ -399,6 +418,7 @@ guest: warden test guest at 0x40c00000, EL1, DT at 0x40e00000
     const BOOT_TAIL: &str = "\
 guest: done
 warden: cpu0: WARN: SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stage 2) (SMMU event #1)
+warden: cpu0: vSMMU G3: stream 0x10 reuses retiring ASID 42 before its TLBI + sync; warden invalidated it first (1 so far)
 warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
 
@@ -433,10 +453,11 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
             .collect()
     }
 
-    const BOOT_CHECKS_AFTER_GUEST: [&str; 5] = [
+    const BOOT_CHECKS_AFTER_GUEST: [&str; 6] = [
         "boot/guest summary agrees with its result lines",
         "boot/guest printed `guest: done`",
         "boot/warden logged the SMMU refusing the edu DMA into its memory",
+        "boot/warden logged its G3 flush of the reused ASID",
         "boot/warden code+rodata intact at power-down",
         "boot/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
     ];
@@ -490,7 +511,7 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
                 ("guest/unexpected_exception", "EL1 vector 4"),
                 (
                     "boot/guest summary agrees with its result lines",
-                    "the guest counted (17, 0) (passed, failed), the log has (17, 1)"
+                    "the guest counted (22, 0) (passed, failed), the log has (22, 1)"
                 ),
             ]
         );
@@ -519,7 +540,7 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
             passed,
             ["boot/warden banner printed", "boot/warden memory map printed", "guest/runs_at_el1"]
         );
-        assert_eq!(v.iter().filter(|v| v.outcome.is_err()).count(), GUEST_SCENARIOS.len() - 1 + 5);
+        assert_eq!(v.iter().filter(|v| v.outcome.is_err()).count(), GUEST_SCENARIOS.len() - 1 + 6);
     }
 
     #[test]
@@ -560,6 +581,24 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
                 "boot/warden code+rodata intact at power-down",
             ]
         );
+    }
+
+    #[test]
+    fn stale_asid_without_g3_flush_line_fails() {
+        // The G3-off run's log has no flush line; without the G3-on run's, warden did not flush.
+        let text = guest_boot(&[], &[]).replace("warden invalidated it first", "nothing done");
+        let v = judge_guest_boot(&captured(&text, Ending::Exited(Some(0))));
+        assert_eq!(
+            failures(&v).iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+            ["boot/warden logged its G3 flush of the reused ASID"]
+        );
+        assert!(is_g3_forced_flush(
+            "warden: cpu0: vSMMU G3: stream 0x10 reuses retiring ASID 42 before its TLBI + \
+             sync; warden invalidated it first (1 so far)"
+        ));
+        assert!(!is_g3_forced_flush(
+            "warden: cpu0: WARN: vSMMU: G3 (ASID retirement flushes) switched off"
+        ));
     }
 
     #[test]

@@ -196,8 +196,16 @@ fn lint(tally: &mut Tally, name: &str, args: &[&str], log_name: &str) -> Result<
     Ok(())
 }
 
+/// The flat images the QEMU scenarios run.
+struct Binaries {
+    warden: PathBuf,
+    /// warden with `test-switches`: for guest-boot only.
+    warden_test_switches: PathBuf,
+    guest: PathBuf,
+}
+
 /// Firmware build and clippy; returns the flat binaries if the build succeeded.
-fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
+fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
     step("firmware (aarch64-unknown-none-softfloat)");
     let tc = match toolchain::firmware() {
         Ok(tc) => tc,
@@ -256,7 +264,11 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<(PathBuf, PathBuf)>> {
         println!("skip firmware/clippy: the firmware toolchain has no clippy");
     }
     Ok(match (build_ok, built.as_slice()) {
-        (true, [_sim_peer, warden, guest]) => Some((warden.clone(), guest.clone())),
+        (true, [_sim_peer, warden, warden_test_switches, guest]) => Some(Binaries {
+            warden: warden.clone(),
+            warden_test_switches: warden_test_switches.clone(),
+            guest: guest.clone(),
+        }),
         _ => None,
     })
 }
@@ -404,11 +416,7 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     Ok(verdicts)
 }
 
-fn qemu_steps(
-    tally: &mut Tally,
-    binaries: Option<(PathBuf, PathBuf)>,
-    selected: &[&str],
-) -> Result<()> {
+fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) -> Result<()> {
     step("QEMU scenarios");
     let not_run = |tally: &mut Tally, why: &str| {
         for s in selected {
@@ -436,7 +444,7 @@ fn qemu_steps(
     if needs_firmware.is_empty() {
         return Ok(());
     }
-    let Some((warden, guest)) = binaries else {
+    let Some(Binaries { warden, warden_test_switches, guest }) = binaries else {
         for s in &needs_firmware {
             tally.record(&Verdict::fail(format!("{s}/not run"), "firmware build failed"));
         }
@@ -444,12 +452,19 @@ fn qemu_steps(
     };
     let image = firmware::output_dir().join("warden-test-guest.img");
     let guest_image = pack::pack_files(&warden, &guest, None, None, &image);
+    // guest-boot flips warden's test-only G3 switch: it runs the build that has it.
+    let switches_image = firmware::output_dir().join("warden-test-switches-guest.img");
+    let switches_guest_image =
+        pack::pack_files(&warden_test_switches, &guest, None, None, &switches_image);
     for name in needs_firmware {
         let result = match (name, &guest_image) {
             ("linux", _) => scenario_linux(&qemu.path, Some(&warden)),
             ("bench-quick", _) => scenario_bench_quick(),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
-            ("guest-boot", Ok(_)) => scenario_guest_boot(&qemu.path, &image),
+            ("guest-boot", Ok(_)) => match &switches_guest_image {
+                Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
+                Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
+            },
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
             ("wrong-el", Ok(_)) => scenario_wrong_el(&qemu.path, &image),
             (other, Ok(_)) => Err(anyhow::anyhow!("unknown scenario {other}")),

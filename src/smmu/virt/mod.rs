@@ -86,6 +86,21 @@ impl VirtConfig {
     pub const DEFAULT_CMD_BUDGET: u32 = 64;
 }
 
+/// The test-only G3 switch (cargo feature `test-switches`, built by `cargo xtask build` into
+/// the image the test guest runs on, never into `warden.bin`): a 32-bit register in page 0's
+/// IMPLEMENTATION DEFINED space. Reading it gives [`test_switch::KEY`] | G3-on; writing
+/// `KEY | 1` turns G3 on, `KEY | 0` off, anything else is ignored. Without the feature the
+/// offset is RAZ/WI like every unknown register, so a guest sees 0 and knows there is no switch.
+#[cfg(any(test, feature = "test-switches"))]
+pub mod test_switch {
+    /// Offset in page 0 (0xE00..0xEFF is IMPLEMENTATION DEFINED in SMMUv3).
+    pub const G3_OFFSET: u32 = 0xe00;
+    /// Upper half of every read and of every write that is obeyed ("G3").
+    pub const KEY: u32 = 0x4733_0000;
+    /// Bit 0: G3 on.
+    pub const ON: u32 = 1;
+}
+
 /// Interrupts the caller must raise towards the host after a trap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Notify {
@@ -149,6 +164,17 @@ impl VirtSmmu {
         }
     }
 
+    /// Turns G3 (forced flushes of reused retiring ASIDs) on or off; off only in the test that
+    /// shows what G3 prevents (see [`test_switch`]).
+    pub fn set_g3_enabled(&mut self, enabled: bool) {
+        self.config.g3_enabled = enabled;
+        self.asids.tracker_mut().set_enabled(enabled);
+    }
+
+    pub fn g3_enabled(&self) -> bool {
+        self.asids.tracker().enabled()
+    }
+
     pub fn registers(&self) -> &RegisterFile {
         &self.regs
     }
@@ -184,6 +210,11 @@ impl VirtSmmu {
         M: GuestMemory + ?Sized,
         R: RealSmmu + ?Sized,
     {
+        #[cfg(any(test, feature = "test-switches"))]
+        if offset == test_switch::G3_OFFSET && size == 4 {
+            let value = test_switch::KEY | u32::from(self.g3_enabled());
+            return (u64::from(value), Notify::default());
+        }
         let mut notify = Notify::default();
         if offset == CMDQ_CONS && size == 4 {
             notify = self.process_commands(mem, real);
@@ -204,6 +235,18 @@ impl VirtSmmu {
         M: GuestMemory + ?Sized,
         R: RealSmmu + ?Sized,
     {
+        #[cfg(any(test, feature = "test-switches"))]
+        if offset == test_switch::G3_OFFSET && size == 4 {
+            if value & !u64::from(test_switch::ON) == u64::from(test_switch::KEY) {
+                let enabled = value & u64::from(test_switch::ON) != 0;
+                self.set_g3_enabled(enabled);
+                log::warn!(
+                    "vSMMU: G3 (ASID retirement flushes) switched {} by the host (test switch)",
+                    if enabled { "on" } else { "off" }
+                );
+            }
+            return Notify::default();
+        }
         let fx = self.regs.write(offset, size, value);
         if fx.bypass_refused {
             log::warn!("vSMMU: host asked for global bypass (GBPA.ABORT = 0); kept abort");

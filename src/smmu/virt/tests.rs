@@ -484,3 +484,28 @@ fn vmid_reuse_is_flushed_while_retiring() {
     assert!(vmids.needs_flush(3), "still retiring after a failed flush");
     let _: Vec<RealOp> = real.take();
 }
+
+#[test]
+fn g3_test_switch_turns_forced_flushes_off_and_on() {
+    use super::test_switch::{G3_OFFSET, KEY, ON};
+    let mut h = Host::new(true);
+    assert_eq!(h.read(G3_OFFSET), u64::from(KEY | ON));
+    // Without the key, or as a 64-bit access, nothing changes.
+    h.write(G3_OFFSET, 4, 0);
+    h.write(G3_OFFSET, 4, u64::from(0x1234_0000u32));
+    h.write(G3_OFFSET, 8, u64::from(KEY));
+    assert!(h.smmu.g3_enabled());
+    assert_eq!(h.smmu.registers().bad_accesses(), 1, "only the 64-bit access is a bad one");
+    h.write(G3_OFFSET, 4, u64::from(KEY));
+    assert!(!h.smmu.g3_enabled());
+    assert_eq!(h.read(G3_OFFSET), u64::from(KEY));
+    stale_asid_sequence(&mut h);
+    assert_eq!(h.real.take(), vec![RealOp::Install(SID_BLK, nested(CD_B)), RealOp::Sync]);
+    assert_eq!(h.smmu.stats().asids.unprotected_reuses, 1);
+    // Back on: the same sequence is flushed again.
+    let mut h2 = Host::new(false);
+    h2.write(G3_OFFSET, 4, u64::from(KEY | ON));
+    assert!(h2.smmu.g3_enabled());
+    stale_asid_sequence(&mut h2);
+    assert_eq!(h2.smmu.stats().asids.forced_flushes, 1);
+}

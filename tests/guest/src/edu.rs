@@ -202,7 +202,7 @@ unsafe impl Sync for DmaPage {}
 impl DmaPage {
     pub const WORDS: usize = PAGE_WORDS;
 
-    const fn new() -> Self {
+    pub const fn new() -> Self {
         Self(UnsafeCell::new([0; PAGE_WORDS]))
     }
 

@@ -16,6 +16,7 @@ use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
 use crate::smccc::{self, Conduit};
+use crate::vsmmu_scenarios;
 
 /// ESR_ELx.EC values.
 const EC_UNKNOWN: u64 = 0x00;
@@ -63,6 +64,18 @@ pub fn run_all(platform: &Platform) {
     let edu = Edu::set_up(platform);
     record("edu_dma_works", edu_dma_works(&edu));
     record("edu_dma_into_warden_refused", edu_dma_into_warden_refused(platform, &edu));
+    // The virtual SMMU with a stage-1 context (each leaves edu's stream in bypass).
+    record("vsmmu_stage1_dma_works", vsmmu_scenarios::stage1_dma_works(platform, &edu));
+    record_handoff(
+        "vsmmu_stage1_into_carveout_faults",
+        vsmmu_scenarios::stage1_into_carveout_faults(platform, &edu),
+    );
+    record("vsmmu_stale_asid_is_flushed", vsmmu_scenarios::stale_asid_is_flushed(platform, &edu));
+    record(
+        "vsmmu_stale_asid_without_g3_reads_stale",
+        vsmmu_scenarios::stale_asid_without_g3_reads_stale(platform, &edu),
+    );
+    record_handoff("vsmmu_hostile_tables", vsmmu_scenarios::hostile_tables(platform, &edu));
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the
