@@ -226,11 +226,13 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
     }
     let build_ok = errors.is_empty();
     if build_ok {
-        tally.record(&Verdict::pass("firmware/build (sim peer, warden, test guest)"));
+        tally.record(&Verdict::pass(
+            "firmware/build (sim peer, warden, warden with test switches, test guest)",
+        ));
     } else {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
-            "firmware/build (sim peer, warden, test guest)",
+            "firmware/build (sim peer, warden, warden with test switches, test guest)",
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
