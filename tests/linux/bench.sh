@@ -75,6 +75,10 @@ else
         fi
         echo "bench-linux: dd $((t1 - t0)) $((i1 - i0)) $(tail -n 1 /tmp/dd.err)"
     done
+    # warden's share of the DMA path: TRAP_STATS again, the difference is the dd loop's.
+    if ! without_warden && trap_stats > /tmp/trap-stats-after; then
+        echo "bench-linux: trap-stats-after-dd $(cat /tmp/trap-stats-after)"
+    fi
 fi
 echo "bench-linux: done"
 sync

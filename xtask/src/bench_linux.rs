@@ -291,7 +291,12 @@ pub enum TrapStatsLine {
 
 /// `bench-linux: trap-stats T E N C D O` (hex or decimal) or `... unavailable: why`.
 pub fn parse_trap_stats(lines: &[String]) -> Result<Option<TrapStatsLine>> {
-    let Some(rest) = bench_value(lines, "trap-stats") else { return Ok(None) };
+    parse_trap_stats_line(lines, "trap-stats")
+}
+
+/// A `bench-linux: KEY` line of `TRAP_STATS` values (or `unavailable: why`).
+fn parse_trap_stats_line(lines: &[String], key: &str) -> Result<Option<TrapStatsLine>> {
+    let Some(rest) = bench_value(lines, key) else { return Ok(None) };
     if let Some(why) = rest.strip_prefix("unavailable:") {
         return Ok(Some(TrapStatsLine::Unavailable(why.trim().to_owned())));
     }
@@ -372,6 +377,9 @@ pub struct RunResult {
     /// ns (= ticks) Linux had spent idle at the counter mark (QEMU skipped them).
     pub idle_at_mark: u64,
     pub trap_stats: Option<TrapStatsLine>,
+    /// `TRAP_STATS` again after the dd runs (warden only): the difference is warden's share of
+    /// the DMA path.
+    pub trap_stats_after_dd: Option<TrapStatsLine>,
     /// KVM's `... mode initialized successfully` line (or what it said instead).
     pub kvm: Option<String>,
     pub counter_overhead: Option<u64>,
@@ -429,6 +437,7 @@ pub fn parse_run(lines: &[String]) -> Result<RunResult> {
         printk_run_init_ns: run_init,
         idle_at_mark,
         trap_stats: parse_trap_stats(lines)?,
+        trap_stats_after_dd: parse_trap_stats_line(lines, "trap-stats-after-dd")?,
         kvm,
         counter_overhead: bench_value(lines, "counter-overhead").map(number).transpose()?,
         dd: parse_dd(lines)?,
@@ -486,6 +495,29 @@ impl ConfigResult {
             .iter()
             .filter_map(|r| match &r.trap_stats {
                 Some(TrapStatsLine::Values(s)) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// warden's work during the dd loop of each run: `TRAP_STATS` after minus before, with the
+    /// instructions the dd runs took.
+    fn dd_el2(&self) -> Vec<(TrapStats, u64)> {
+        self.runs
+            .iter()
+            .filter_map(|r| match (&r.trap_stats, &r.trap_stats_after_dd) {
+                (Some(TrapStatsLine::Values(a)), Some(TrapStatsLine::Values(b))) => {
+                    let delta = TrapStats {
+                        traps: b.traps.saturating_sub(a.traps),
+                        el2_ticks: b.el2_ticks.saturating_sub(a.el2_ticks),
+                        now: b.now.saturating_sub(a.now),
+                        calls: b.calls.saturating_sub(a.calls),
+                        data_aborts: b.data_aborts.saturating_sub(a.data_aborts),
+                        other: b.other.saturating_sub(a.other),
+                    };
+                    let dd: u64 = r.dd.iter().map(DdSample::instructions).sum();
+                    Some((delta, dd))
+                }
                 _ => None,
             })
             .collect()
@@ -687,6 +719,41 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             }
         }
     }
+    let el2_rows: Vec<(Config, Vec<(TrapStats, u64)>)> = r
+        .configs
+        .iter()
+        .filter(|c| c.config.with_warden())
+        .map(|c| (c.config, c.dd_el2()))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !el2_rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nwarden's part of it (`TRAP_STATS` before and after the dd loop; the loop's \
+             traps and EL2 ticks against the dd runs' instructions, median over boots):\n"
+        );
+        let _ = writeln!(
+            md,
+            "| configuration | traps | SMMU/control-page accesses | calls | EL2 ticks | share of the dd instructions | EL2 ticks per trap |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+        for (config, v) in el2_rows {
+            let med = |f: &dyn Fn(&(TrapStats, u64)) -> u64| {
+                Row { name: String::new(), unit: String::new(), samples: v.iter().map(f).collect() }
+                    .median()
+            };
+            let (traps, aborts, calls) =
+                (med(&|x| x.0.traps), med(&|x| x.0.data_aborts), med(&|x| x.0.calls));
+            let (el2, dd) = (med(&|x| x.0.el2_ticks), med(&|x| x.1));
+            let _ = writeln!(
+                md,
+                "| {} | {traps} | {aborts} | {calls} | {el2} | {:.1} % | {} |",
+                config.label(),
+                el2 as f64 * 100.0 / dd.max(1) as f64,
+                el2 / traps.max(1)
+            );
+        }
+    }
     md
 }
 
@@ -866,6 +933,25 @@ bench-linux: dd 58112331 112331 4+0 records out
 bench-linux: dd 57000000 0 4+0 records out
 bench-linux: done
 ";
+
+    #[test]
+    fn warden_share_of_the_dd_loop() {
+        let text = WARDEN_RUN.replace(
+            "bench-linux: done",
+            "bench-linux: trap-stats-after-dd 0xb3c 0x4d0f12 0x60000000 0x1b 0xb15 0x6\nbench-linux: done",
+        );
+        let run = parse_run(&lines(&text)).unwrap();
+        let c = ConfigResult { config: Config::Warden, runs: vec![run], error: None };
+        let v = c.dd_el2();
+        assert_eq!(v.len(), 1);
+        let (delta, dd) = v[0];
+        assert_eq!((delta.traps, delta.data_aborts, delta.el2_ticks), (0x100, 0x100, 0x100000));
+        assert_eq!(dd, 58_112_331 - 112_331 + 57_000_000);
+        // Without the second line there is nothing to report.
+        let run = parse_run(&lines(WARDEN_RUN)).unwrap();
+        let c = ConfigResult { config: Config::Warden, runs: vec![run], error: None };
+        assert!(c.dd_el2().is_empty());
+    }
 
     #[test]
     fn printk_timestamps() {
