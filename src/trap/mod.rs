@@ -198,9 +198,14 @@ impl TrapHandler {
                 frame.elr = frame.elr.wrapping_add(4);
             }
             ExceptionClass::DabtLow => {
-                if let Some(base) = self.control_page_offset(esr, frame, platform) {
+                let control = platform.board().control_page.and_then(|base| {
+                    crate::mm::MemRange::from_base_size(base, warden_abi::control::SIZE)
+                });
+                if let Some(base) = host_access_in(control, esr, frame, platform) {
                     self.control_page_access(base, frame, platform)
-                } else if let Some(base) = self.vsmmu_base(esr, frame, platform) {
+                } else if let Some(base) =
+                    host_access_in(platform.vsmmu_frames(), esr, frame, platform)
+                {
                     self.vsmmu_access(base, frame, platform)
                 } else {
                     self.violation(esr, frame, platform)
@@ -370,19 +375,6 @@ impl TrapHandler {
 }
 
 impl TrapHandler {
-    /// The control page's base if this data abort is the host's access to it.
-    fn control_page_offset<P: Platform + ?Sized>(
-        &self,
-        esr: Esr,
-        frame: &TrapFrame,
-        platform: &P,
-    ) -> Option<u64> {
-        let base = platform.board().control_page?;
-        let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
-        let inside = ipa.checked_sub(base).is_some_and(|o| o < warden_abi::control::SIZE);
-        (inside && platform.caller() == Caller::Host).then_some(base)
-    }
-
     /// Emulates one load or store to the control page; anything that is not a register access
     /// warden can decode gets a synchronous external abort, like a violation.
     fn control_page_access<P: Platform + ?Sized>(
@@ -410,30 +402,7 @@ impl TrapHandler {
             }
             Err(e) => alloc::format!("{e}"),
         };
-        let n = self.control_faults.fetch_add(1, Ordering::Relaxed) + 1;
-        if should_log(n) {
-            log::warn!(
-                "control page access refused on CPU {} (ELR {:#x}, ESR {:#x}): {refused}; \
-                 injecting a synchronous external abort (#{n})",
-                platform.cpu_index(),
-                frame.elr,
-                frame.esr
-            );
-        }
-        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-        deliver(injection, frame, platform);
-    }
-
-    /// The virtual SMMU frames' base if this data abort is the host's access to them.
-    fn vsmmu_base<P: Platform + ?Sized>(
-        &self,
-        esr: Esr,
-        frame: &TrapFrame,
-        platform: &P,
-    ) -> Option<u64> {
-        let frames = platform.vsmmu_frames()?;
-        let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
-        (frames.contains(ipa) && platform.caller() == Caller::Host).then_some(frames.start)
+        refuse_mmio("control page", &self.control_faults, &refused, frame, platform);
     }
 
     /// Emulates one 32- or 64-bit load or store to the virtual SMMU; any other access (other
@@ -459,18 +428,7 @@ impl TrapHandler {
             Ok(access) => alloc::format!("{access}: SMMU registers are accessed as 32 or 64 bits"),
             Err(e) => alloc::format!("{e}"),
         };
-        let n = self.vsmmu_faults.fetch_add(1, Ordering::Relaxed) + 1;
-        if should_log(n) {
-            log::warn!(
-                "SMMU register access refused on CPU {} (ELR {:#x}, ESR {:#x}): {refused}; \
-                 injecting a synchronous external abort (#{n})",
-                platform.cpu_index(),
-                frame.elr,
-                frame.esr
-            );
-        }
-        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-        deliver(injection, frame, platform);
+        refuse_mmio("SMMU register", &self.vsmmu_faults, &refused, frame, platform);
     }
 
     /// A call written to the control page's `CALL` register, as the host's `HVC #0` with those
@@ -493,6 +451,42 @@ impl TrapHandler {
         out.copy_from_slice(&x[..8]);
         out
     }
+}
+
+/// The start of `window` if this data abort is the host's access inside it (a peer's access
+/// there is an ordinary violation: the window is not in its stage-2 either).
+fn host_access_in<P: Platform + ?Sized>(
+    window: Option<crate::mm::MemRange>,
+    esr: Esr,
+    frame: &TrapFrame,
+    platform: &P,
+) -> Option<u64> {
+    let window = window?;
+    let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
+    (window.contains(ipa) && platform.caller() == Caller::Host).then_some(window.start)
+}
+
+/// An access to an emulated MMIO window that is not one warden emulates: counted, logged with
+/// the rate limit, answered with a synchronous external abort.
+fn refuse_mmio<P: Platform + ?Sized>(
+    what: &str,
+    faults: &AtomicU64,
+    why: &str,
+    frame: &mut TrapFrame,
+    platform: &mut P,
+) {
+    let n = faults.fetch_add(1, Ordering::Relaxed) + 1;
+    if should_log(n) {
+        log::warn!(
+            "{what} access refused on CPU {} (ELR {:#x}, ESR {:#x}): {why}; injecting a \
+             synchronous external abort (#{n})",
+            platform.cpu_index(),
+            frame.elr,
+            frame.esr
+        );
+    }
+    let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
+    deliver(injection, frame, platform);
 }
 
 /// Argument registers on one line: `0x1, 0x2, ...`.
