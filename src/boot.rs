@@ -1203,7 +1203,9 @@ impl HandoffCpu for Hw {
             Some(block) => {
                 let mut va = range.start;
                 while va < range.end {
-                    // SAFETY: as below; `va` is block aligned inside the range.
+                    // SAFETY: `va` is a block-aligned address inside a carveout, which warden
+                    // maps Normal Non-cacheable, identity, RW at EL2 (build_el2_tables) and
+                    // which nobody else maps at this point of a transfer.
                     unsafe { sysreg::dc_zva(va) };
                     va += block;
                 }

@@ -182,30 +182,38 @@ impl DmaStage2 for FakeSmmu {
     }
 }
 
+/// Barrier, TLB and cache operations that do nothing, for the fakes that check tables or
+/// record something else (large lines keep the property test fast; line coverage is checked by
+/// the recording fake).
+macro_rules! no_op_maintenance {
+    ($($cpu:ty),*) => {$(
+        impl TlbMaintenance for $cpu {
+            fn dsb_ishst(&self) {}
+            fn dsb_ish(&self) {}
+            fn isb(&self) {}
+            fn tlbi_ipas2e1is(&self, _: u64) {}
+            fn tlbi_vmalle1is(&self) {}
+            fn tlbi_vmalls12e1is(&self) {}
+            fn tlbi_alle2is(&self) {}
+            fn tlbi_vae2is(&self, _: u64) {}
+        }
+
+        impl CacheMaintenance for $cpu {
+            fn dcache_line_size(&self) -> u64 {
+                2048
+            }
+            fn dc_civac(&self, _: u64) {}
+            fn dc_cvac(&self, _: u64) {}
+            fn dc_ivac(&self, _: u64) {}
+            fn dsb_sy(&self) {}
+        }
+    )*};
+}
+
+no_op_maintenance!(NullCpu, VmidCpu, PhaseCpu);
+
 /// CPU hardware that does nothing (property and thread tests check tables, not order).
 struct NullCpu;
-
-impl TlbMaintenance for NullCpu {
-    fn dsb_ishst(&self) {}
-    fn dsb_ish(&self) {}
-    fn isb(&self) {}
-    fn tlbi_ipas2e1is(&self, _: u64) {}
-    fn tlbi_vmalle1is(&self) {}
-    fn tlbi_vmalls12e1is(&self) {}
-    fn tlbi_alle2is(&self) {}
-    fn tlbi_vae2is(&self, _: u64) {}
-}
-
-impl CacheMaintenance for NullCpu {
-    fn dcache_line_size(&self) -> u64 {
-        // Large lines keep the property test fast; coverage is checked in the unit tests.
-        2048
-    }
-    fn dc_civac(&self, _: u64) {}
-    fn dc_cvac(&self, _: u64) {}
-    fn dc_ivac(&self, _: u64) {}
-    fn dsb_sy(&self) {}
-}
 
 impl HandoffCpu for NullCpu {
     fn load_stage2(&self, _: u16, _: u64) {}
@@ -702,27 +710,6 @@ struct VmidCpu {
     vmid: Cell<u16>,
 }
 
-impl TlbMaintenance for VmidCpu {
-    fn dsb_ishst(&self) {}
-    fn dsb_ish(&self) {}
-    fn isb(&self) {}
-    fn tlbi_ipas2e1is(&self, _: u64) {}
-    fn tlbi_vmalle1is(&self) {}
-    fn tlbi_vmalls12e1is(&self) {}
-    fn tlbi_alle2is(&self) {}
-    fn tlbi_vae2is(&self, _: u64) {}
-}
-
-impl CacheMaintenance for VmidCpu {
-    fn dcache_line_size(&self) -> u64 {
-        2048
-    }
-    fn dc_civac(&self, _: u64) {}
-    fn dc_cvac(&self, _: u64) {}
-    fn dc_ivac(&self, _: u64) {}
-    fn dsb_sy(&self) {}
-}
-
 impl HandoffCpu for VmidCpu {
     fn load_stage2(&self, vmid: u16, _: u64) {
         self.vmid.set(vmid);
@@ -1167,27 +1154,6 @@ mod service_calls {
 
 /// A CPU that only records the profiling hooks.
 struct PhaseCpu(RefCell<Vec<Option<Phase>>>);
-
-impl TlbMaintenance for PhaseCpu {
-    fn dsb_ishst(&self) {}
-    fn dsb_ish(&self) {}
-    fn isb(&self) {}
-    fn tlbi_ipas2e1is(&self, _: u64) {}
-    fn tlbi_vmalle1is(&self) {}
-    fn tlbi_vmalls12e1is(&self) {}
-    fn tlbi_alle2is(&self) {}
-    fn tlbi_vae2is(&self, _: u64) {}
-}
-
-impl CacheMaintenance for PhaseCpu {
-    fn dcache_line_size(&self) -> u64 {
-        2048
-    }
-    fn dc_civac(&self, _: u64) {}
-    fn dc_cvac(&self, _: u64) {}
-    fn dc_ivac(&self, _: u64) {}
-    fn dsb_sy(&self) {}
-}
 
 impl HandoffCpu for PhaseCpu {
     fn load_stage2(&self, _: u16, _: u64) {}
