@@ -11,6 +11,7 @@ mod linux_host;
 mod pack;
 mod qemu;
 mod scenario;
+mod smmu_trace;
 mod test_cmd;
 mod toolchain;
 
@@ -104,6 +105,12 @@ enum Cmd {
         /// skipping unit tests and lints; may be repeated.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
         only: Vec<String>,
+    },
+    /// Check a QEMU SMMU trace (`-trace enable=smmuv3_cmdq_* ... -D FILE`, see
+    /// docs/smmu.md): every ASID reused by a new context was invalidated and synced first.
+    SmmuTrace {
+        /// The trace log QEMU wrote.
+        trace: PathBuf,
     },
     /// Instruction counts of warden's paths under QEMU -icount, and its memory footprint:
     /// target/bench/report.{md,json} and handoff.svg.
@@ -265,6 +272,13 @@ fn main() -> ExitCode {
                 bench::output_dir().display()
             );
             ExitCode::SUCCESS
+        }),
+        Cmd::SmmuTrace { trace } => smmu_trace::check_file(&trace).map(|w| {
+            println!("{}", w.summary());
+            for v in &w.violations {
+                println!("violation: {v}");
+            }
+            if w.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }),
         Cmd::Test { only } => test_cmd::run_all(&only)
             .map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }),

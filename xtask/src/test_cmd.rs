@@ -4,7 +4,7 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{linux_host, pack, toolchain};
+use crate::{linux_host, pack, smmu_trace, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -295,6 +295,8 @@ fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     let mut machine = Machine::with_warden(image.to_owned(), GUEST_HOST_CPUS);
     machine.devices = crate::qemu::test_guest_devices();
     qemu::attach_warden_dt(qemu, &mut machine, "guest-boot")?;
+    let trace = logs_dir().join("qemu-guest-boot.smmu-trace.log");
+    machine.extra.extend(smmu_trace::qemu_args(&trace));
     let run = qemu::run_captured(
         machine.command(qemu),
         SCENARIO_TIMEOUT,
@@ -303,7 +305,16 @@ fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
         Duration::ZERO,
     )?;
     report_timeout("guest-boot", &run);
-    Ok(scenario::judge_guest_boot(&run))
+    let mut verdicts = scenario::judge_guest_boot(&run);
+    verdicts.extend(smmu_trace::judge_guest_boot(witness(&trace), &run.lines));
+    Ok(verdicts)
+}
+
+/// Replays QEMU's SMMU trace of a run and says what it saw.
+fn witness(trace: &Path) -> Result<smmu_trace::Witness> {
+    let witness = smmu_trace::check_file(trace)?;
+    println!("     smmu trace {}: {}", trace.display(), witness.summary());
+    Ok(witness)
 }
 
 /// `dtb` plus a `/reserved-memory` with two `no-map` regions that overlap by 1 MiB, high in the
@@ -391,8 +402,10 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     opts.with_warden = warden.is_some();
     let host = linux_host::prepare(&opts)?;
     let mut machine = linux_host::machine(&host, warden, &opts)?;
+    let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
     if warden.is_some() {
         qemu::attach_warden_dt(qemu, &mut machine, name)?;
+        machine.extra.extend(smmu_trace::qemu_args(&trace));
     }
     let run = qemu::run_captured(
         machine.command(qemu),
@@ -410,6 +423,9 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
         }
     }
     let mut verdicts = scenario::judge_linux_boot(&run, opts.smp, opts.with_warden);
+    if warden.is_some() {
+        verdicts.extend(smmu_trace::judge_linux(witness(&trace)));
+    }
     if warden.is_none() {
         for v in &mut verdicts {
             v.name = v.name.replacen("linux/", "linux-no-warden/", 1);
