@@ -71,7 +71,7 @@ fn field(text: &str, key: &str) -> Option<i64> {
         *i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric() && text.as_bytes()[i - 1] != b'_'
     })?;
     let value = &text[at.0 + key.len()..];
-    let value = value.split(|c: char| c == ' ' || c == ',' || c == ')').next()?;
+    let value = value.split([' ', ',', ')']).next()?;
     match value.strip_prefix("0x") {
         Some(hex) => i64::from_str_radix(hex, 16).ok(),
         None => value.parse().ok(),
@@ -203,10 +203,10 @@ pub fn check(lines: impl Iterator<Item = String>) -> Witness {
                 }
             }
             Event::TableBase { index, ttb } => {
-                if let Some(tables) = decoding.and_then(|sid| contexts.get_mut(&sid)) {
-                    if let Some(slot) = tables.get_mut(index) {
-                        *slot = Some(ttb);
-                    }
+                if let Some(slot) =
+                    decoding.and_then(|sid| contexts.get_mut(&sid)).and_then(|t| t.get_mut(index))
+                {
+                    *slot = Some(ttb);
                 }
             }
             Event::Lookup { asid, vmid } => {
