@@ -445,13 +445,21 @@ mod tests {
     #[test]
     fn handoff_scenarios_exist_for_the_judge() {
         let s = Scripts::load(&tests_dir()).unwrap();
-        for name in crate::scenario::REQUIRED_WITH_WARDEN {
+        let body = |name: &str| {
             let file = s.scenarios.iter().find(|(file, _)| {
                 file.split_once('-').is_some_and(|(_, rest)| rest == format!("{name}.sh"))
             });
             let (_, body) = file.unwrap_or_else(|| panic!("no tests/linux/scenarios/NN-{name}.sh"));
-            let body = String::from_utf8_lossy(body);
-            assert!(body.contains("without_warden && skip"), "{name} must skip without warden");
+            String::from_utf8_lossy(body).into_owned()
+        };
+        for name in crate::scenario::REQUIRED_WITH_WARDEN {
+            body(name);
+        }
+        for name in crate::scenario::WARDEN_ONLY {
+            assert!(
+                body(name).contains("without_warden && skip"),
+                "{name} must skip without warden"
+            );
         }
         assert!(APPLETS.contains(&"devmem"));
     }

@@ -256,10 +256,14 @@ fn judge_report_then_halt(
 pub const KERNEL_TROUBLE: [&str; 6] =
     ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
 
+/// The control-page handoff stories of `tests/linux/scenarios/7*-*.sh`: without warden they
+/// skip (no control page).
+pub const WARDEN_ONLY: [&str; 2] = ["handoff-devmem", "lend-devmem"];
+
 /// Linux scenarios that must report a result under warden (a missing line is a failure, not
-/// silence): the control-page handoff stories of `tests/linux/scenarios/7*-*.sh`. Without
-/// warden they skip (no control page).
-pub const REQUIRED_WITH_WARDEN: [&str; 2] = ["handoff-devmem", "lend-devmem"];
+/// silence): the handoff stories and `iommu-groups` (Linux on the virtual SMMU, cycling domain
+/// types; without warden it runs on QEMU's SMMU).
+pub const REQUIRED_WITH_WARDEN: [&str; 3] = [WARDEN_ONLY[0], WARDEN_ONLY[1], "iommu-groups"];
 
 /// The line /init prints first (results are only read after it).
 const INIT_STARTED: &str = "linux: /init started";
@@ -661,7 +665,8 @@ ok iomem-excludes-warden
 ok disk-read
 ok handoff-devmem
 ok lend-devmem
-linux: 6 passed, 0 failed
+ok iommu-groups
+linux: 7 passed, 0 failed
 linux: done
 [    8.633] reboot: Power down
 ";
@@ -678,12 +683,12 @@ linux: done
         assert!(names.contains(&"linux/cpu-hotplug"));
         assert!(names.contains(&"linux/boot/nproc is 2 (-smp)"));
         assert!(names.contains(&"linux/handoff-devmem"));
-        assert_eq!(v.len(), 14);
+        assert_eq!(v.len(), 15);
         // Without warden no banner is required.
         let text = LINUX_PASS.replace("warden v0.1.0", "qemu");
         let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
         assert_eq!(failures(&v), []);
-        assert_eq!(v.len(), 13);
+        assert_eq!(v.len(), 14);
     }
 
     #[test]
@@ -702,7 +707,7 @@ linux: done
                 ),
                 (
                     "linux/boot/summary line agrees with the result lines",
-                    "/init counted (6, 0, 0) (passed, failed, skipped), the log has (5, 1, 0)"
+                    "/init counted (7, 0, 0) (passed, failed, skipped), the log has (6, 1, 0)"
                 ),
             ]
         );
@@ -751,7 +756,7 @@ warden v0.1.0 on qemu-virt
     fn linux_warning_timeout_and_skip() {
         let text = LINUX_PASS
             .replace("ok disk-read", "skip disk-read: no disk")
-            .replace("6 passed, 0 failed", "5 passed, 0 failed, 1 skipped")
+            .replace("7 passed, 0 failed", "6 passed, 0 failed, 1 skipped")
             .replace("linux: done\n", "[    5.0] WARNING: CPU: 1 PID: 1 at mm/slub.c:1 x\n");
         let v = linux(&text, Ending::TimedOut(Duration::from_secs(300)));
         let f = failures(&v);
@@ -779,7 +784,7 @@ warden v0.1.0 on qemu-virt
                 "ok lend-devmem",
                 "FAILED lend-devmem: no /proc/device-tree/warden-control@* node",
             )
-            .replace("6 passed, 0 failed", "4 passed, 1 failed");
+            .replace("7 passed, 0 failed", "5 passed, 1 failed");
         let v = linux(&text, Ending::Exited(Some(0)));
         assert_eq!(
             failures(&v),
@@ -793,18 +798,26 @@ warden v0.1.0 on qemu-virt
             .replace("warden v0.1.0", "qemu")
             .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
             .replace("ok lend-devmem", "skip lend-devmem: no warden, so no control page")
-            .replace("6 passed, 0 failed", "4 passed, 0 failed, 2 skipped");
+            .replace("7 passed, 0 failed", "5 passed, 0 failed, 2 skipped");
         let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
         assert_eq!(failures(&v), []);
         assert!(!v.iter().any(|v| v.name.contains("devmem")));
         // Under warden a skip of them fails once, as a skip (not also as missing).
         let text = LINUX_PASS
             .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
-            .replace("6 passed, 0 failed", "5 passed, 0 failed, 1 skipped");
+            .replace("7 passed, 0 failed", "6 passed, 0 failed, 1 skipped");
         let v = linux(&text, Ending::Exited(Some(0)));
         assert_eq!(
             failures(&v),
             [("linux/handoff-devmem", "skipped under warden: no warden, so no control page")]
+        );
+        // iommu-groups (Linux on the virtual SMMU) must report under warden too.
+        let text = LINUX_PASS
+            .replace("ok iommu-groups\n", "")
+            .replace("7 passed, 0 failed", "6 passed, 0 failed");
+        assert_eq!(
+            failures(&linux(&text, Ending::Exited(Some(0)))),
+            [("linux/iommu-groups", "no `ok`/`FAILED`/`skip` line for this scenario")]
         );
     }
 
