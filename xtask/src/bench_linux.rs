@@ -49,7 +49,11 @@ pub fn repeatable_qemu_args() -> Vec<String> {
 pub const MACHINE_EXTRA: &str = "dtb-randomness=off";
 
 /// Kernel command-line words every bench boot gets besides [`linux_host::BASE_CMDLINE`].
-pub const BENCH_CMDLINE: &str = "nokaslr random.trust_cpu=off idle=poll warden.bench=linux";
+/// The initcall trace events time Linux's SMMU probe (`tests/linux/bench.sh`, 2b); a small
+/// buffer keeps their cost low and still holds every initcall's pair.
+pub const BENCH_CMDLINE: &str = "nokaslr random.trust_cpu=off idle=poll warden.bench=linux \
+                                 trace_event=initcall:initcall_start,initcall:initcall_finish \
+                                 trace_buf_size=256K";
 
 /// One way of booting the same kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +390,26 @@ pub struct RunResult {
     pub dd: Vec<DdSample>,
     /// Why the dd row has no samples (`bench-linux: dd unavailable/failed: ...`).
     pub dd_problem: Option<String>,
+    /// Ticks of `arm_smmu_driver_init` (Linux's SMMU probe), or why there is no figure.
+    pub smmu_probe: Option<Result<u64, String>>,
+}
+
+/// A trace timestamp (`1.388527`, seconds with 6 decimals) in ns.
+fn trace_seconds(word: &str) -> Option<u64> {
+    printk_time(&format!("[{word}]")).map(|(ns, _)| ns)
+}
+
+/// `bench-linux: smmu-probe START FINISH` → FINISH − START in ns (= ticks).
+fn parse_smmu_probe(lines: &[String]) -> Option<Result<u64, String>> {
+    let rest = bench_value(lines, "smmu-probe")?;
+    if let Some(why) = rest.strip_prefix("unavailable:") {
+        return Some(Err(why.trim().to_owned()));
+    }
+    let times: Vec<Option<u64>> = rest.split_ascii_whitespace().map(trace_seconds).collect();
+    Some(match times[..] {
+        [Some(start), Some(finish)] if finish >= start => Ok(finish - start),
+        _ => Err(format!("`smmu-probe {rest}` is not START FINISH (seconds, in order)")),
+    })
 }
 
 /// Parses the console of one bench boot.
@@ -442,6 +466,7 @@ pub fn parse_run(lines: &[String]) -> Result<RunResult> {
         counter_overhead: bench_value(lines, "counter-overhead").map(number).transpose()?,
         dd: parse_dd(lines)?,
         dd_problem,
+        smmu_probe: parse_smmu_probe(lines),
     })
 }
 
@@ -472,6 +497,11 @@ impl ConfigResult {
     /// `Run /init` and the mark is included, and nil: /init runs without a pause).
     pub fn boot(&self) -> Option<Row> {
         self.row("boot", "instructions", |r| vec![r.boot_ticks.saturating_sub(r.idle_at_mark)])
+    }
+
+    /// Ticks of Linux's SMMU probe (its initcall), one sample per boot that has it.
+    pub fn smmu_probe(&self) -> Option<Row> {
+        self.row("smmu_probe", "ticks", |r| r.smmu_probe.iter().flatten().copied().collect())
     }
 
     /// Counter ticks per `dd`, the counter reads' own cost subtracted.
@@ -557,6 +587,43 @@ fn mib_per_s(bytes: u64, ticks: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 20) as f64 / (ticks as f64 / 1e9))
 }
 
+/// Linux's boot-time SMMU probe per configuration (ticks of its initcall).
+fn render_smmu_probe(md: &mut String, r: &LinuxReport) {
+    let _ = writeln!(
+        md,
+        "\n## Linux's SMMU probe (`arm_smmu_driver_init`, at boot)\n\n\
+         Counter ticks between the `initcall_start` and `initcall_finish` trace events of the \
+         built-in arm-smmu-v3 driver's initcall, which probes the SMMU (±1000: the events print \
+         µs). Under warden every SMMU register access of the probe traps and is emulated; \
+         without an SMMU (a′) the initcall only registers the driver.\n"
+    );
+    let _ = writeln!(md, "| configuration | probe ticks | range | vs (a) |");
+    let _ = writeln!(md, "|---|---:|---|---:|");
+    let base = config(r, Config::NoHypervisor).and_then(ConfigResult::smmu_probe);
+    for c in &r.configs {
+        match c.smmu_probe() {
+            Some(row) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {}–{} | {} |",
+                    c.config.label(),
+                    row.median(),
+                    row.min(),
+                    row.max(),
+                    ratio(row.median(), base.as_ref().map_or(0, Row::median))
+                );
+            }
+            None => {
+                let why = c
+                    .first_problem(|run| run.smmu_probe.clone().and_then(Result::err))
+                    .or_else(|| c.error.clone())
+                    .unwrap_or_else(|| "no smmu-probe line".into());
+                let _ = writeln!(md, "| {} | – | – | not available: {why} |", c.config.label());
+            }
+        }
+    }
+}
+
 /// The Markdown sections for rows 3, 4 and 5.
 pub fn render_markdown(r: &LinuxReport) -> String {
     let mut md = String::new();
@@ -615,6 +682,7 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             }
         }
     }
+    render_smmu_probe(&mut md, r);
     let _ = writeln!(
         md,
         "\n## EL2 share (warden, power-on to /init's first command)\n\n\
@@ -799,6 +867,11 @@ pub fn render_json(r: &LinuxReport) -> serde_json::Value {
                             "ticks": d.ticks, "idle_ns": d.idle, "bytes": d.bytes }))
                             .collect::<Vec<_>>(),
                         "dd_problem": run.dd_problem,
+                        "smmu_probe_ticks": match &run.smmu_probe {
+                            Some(Ok(ticks)) => serde_json::json!(ticks),
+                            Some(Err(why)) => serde_json::json!({ "unavailable": why }),
+                            None => serde_json::Value::Null,
+                        },
                     })
                 })
                 .collect();
@@ -810,6 +883,7 @@ pub fn render_json(r: &LinuxReport) -> serde_json::Value {
                 "boot_ticks": row_json(c.boot_ticks()),
                 "dd": row_json(c.dd()),
                 "dd_ticks": row_json(c.dd_ticks()),
+                "smmu_probe": row_json(c.smmu_probe()),
                 "runs": runs,
             })
         })
@@ -928,6 +1002,7 @@ mod tests {
 bench-linux: trap-stats 0x0000000000000a3c 0x00000000003d0f12 0x0000000052a1c3e0 0x000000000000001b 0x0000000000000a15 0x0000000000000006
 [    1.046002] warden-bench: counter mark
 bench-linux: counter-mark 1386324480 1386339021 idle 1000
+bench-linux: smmu-probe 1.388002 1.391230
 bench-linux: counter-overhead 1402311
 bench-linux: dd 58112331 112331 4+0 records out
 bench-linux: dd 57000000 0 4+0 records out
@@ -951,6 +1026,20 @@ bench-linux: done
         let run = parse_run(&lines(WARDEN_RUN)).unwrap();
         let c = ConfigResult { config: Config::Warden, runs: vec![run], error: None };
         assert!(c.dd_el2().is_empty());
+    }
+
+    #[test]
+    fn smmu_probe_lines() {
+        let probe = |line: &str| parse_smmu_probe(&lines(line));
+        assert_eq!(probe("bench-linux: smmu-probe 0.500000 0.500001"), Some(Ok(1000)));
+        assert_eq!(
+            probe("bench-linux: smmu-probe unavailable: no initcall events"),
+            Some(Err("no initcall events".into()))
+        );
+        for bad in ["0.5 0.6", "1.000002 1.000001", "1.000000", "1.000000 2.000000 3.000000"] {
+            assert!(probe(&format!("bench-linux: smmu-probe {bad}")).unwrap().is_err(), "{bad}");
+        }
+        assert_eq!(probe("bench-linux: done"), None);
     }
 
     #[test]
@@ -995,6 +1084,7 @@ bench-linux: done
             ]
         );
         assert_eq!(run.dd_problem, None);
+        assert_eq!(run.smmu_probe, Some(Ok(3_228_000)));
         let result = ConfigResult { config: Config::Warden, runs: vec![run], error: None };
         assert_eq!(
             result.dd().unwrap().samples,
@@ -1101,6 +1191,7 @@ bench-linux: done
         assert_eq!(
             cmdline(Config::Warden, 4 << 20, 1),
             "console=ttyAMA0 earlycon panic=-1 nokaslr random.trust_cpu=off idle=poll warden.bench=linux \
+             trace_event=initcall:initcall_start,initcall:initcall_finish trace_buf_size=256K \
              warden.bench_dd_bytes=4194304 warden.bench_dd_runs=1"
         );
         assert!(cmdline(Config::NoHypervisor, 1, 1).ends_with(" warden.absent=1"));
