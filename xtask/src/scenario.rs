@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 22] = [
+pub const GUEST_SCENARIOS: [&str; 27] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -89,6 +89,11 @@ pub const GUEST_SCENARIOS: [&str; 22] = [
     "vsmmu_stale_asid_is_flushed",
     "vsmmu_stale_asid_without_g3_reads_stale",
     "vsmmu_hostile_tables",
+    "vsmmu_hostile_prod",
+    "vsmmu_hostile_gbpa",
+    "vsmmu_hostile_ste",
+    "vsmmu_cd_in_carveout",
+    "vsmmu_cmd_sync_flood",
 ];
 
 /// The guest's `guest: N passed, M failed` line.

@@ -16,6 +16,7 @@ use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
 use crate::smccc::{self, Conduit};
+use crate::vsmmu_hostile;
 use crate::vsmmu_scenarios;
 
 /// ESR_ELx.EC values.
@@ -76,6 +77,11 @@ pub fn run_all(platform: &Platform) {
         vsmmu_scenarios::stale_asid_without_g3_reads_stale(platform, &edu),
     );
     record_handoff("vsmmu_hostile_tables", vsmmu_scenarios::hostile_tables(platform, &edu));
+    record("vsmmu_hostile_prod", vsmmu_hostile::hostile_prod(platform, &edu));
+    record("vsmmu_hostile_gbpa", vsmmu_hostile::hostile_gbpa(platform, &edu));
+    record_handoff("vsmmu_hostile_ste", vsmmu_hostile::hostile_ste(platform, &edu));
+    record_handoff("vsmmu_cd_in_carveout", vsmmu_hostile::cd_in_carveout(platform, &edu));
+    record("vsmmu_cmd_sync_flood", vsmmu_hostile::cmd_sync_flood(platform, &edu));
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the

@@ -10,6 +10,7 @@ use core::cell::UnsafeCell;
 use crate::cpu;
 use crate::report::Reason;
 
+const IDR1: u64 = 0x04;
 const CR0: u64 = 0x20;
 const CR0ACK: u64 = 0x24;
 const STRTAB_BASE: u64 = 0x80;
@@ -23,6 +24,12 @@ const EVTQ_PROD: u64 = 0x1_00a8;
 const EVTQ_CONS: u64 = 0x1_00ac;
 const GERROR: u64 = 0x60;
 const GERRORN: u64 = 0x64;
+const GBPA: u64 = 0x44;
+/// GBPA.UPDATE (bit 31) and GBPA.ABORT (bit 20).
+pub const GBPA_UPDATE: u32 = 1 << 31;
+pub const GBPA_ABORT: u32 = 1 << 20;
+/// IDR1.CMDQS: log2 of the largest command queue (bits 25:21).
+const IDR1_CMDQS_SHIFT: u32 = 21;
 const CR0_SMMUEN: u32 = 1 << 0;
 const CR0_EVTQEN: u32 = 1 << 2;
 const CR0_CMDQEN: u32 = 1 << 3;
@@ -36,9 +43,11 @@ const TEST_G3_KEY: u32 = 0x4733_0000;
 /// Stream IDs below 2^8 (one PCI bus): 256 STEs of 64 bytes.
 const STRTAB_LOG2: u32 = 8;
 const STE_WORDS: usize = 8;
-/// 2^4 commands of 16 bytes.
+/// 2^4 commands of 16 bytes: what every scenario uses...
 const CMDQ_LOG2: u32 = 4;
-const CMDQ_ENTRIES: u32 = 1 << CMDQ_LOG2;
+/// ...but the static queue has room for 2^8 (one page), for [`Smmu::enable_large_queue`].
+const CMDQ_MAX_LOG2: u32 = 8;
+const CMDQ_MAX_ENTRIES: u32 = 1 << CMDQ_MAX_LOG2;
 /// 2^4 event records of 32 bytes.
 const EVTQ_LOG2: u32 = 4;
 const EVTQ_ENTRIES: u32 = 1 << EVTQ_LOG2;
@@ -48,9 +57,15 @@ const OP_CFGI_STE: u64 = 0x03;
 const OP_CFGI_CD: u64 = 0x05;
 const OP_TLBI_NH_ASID: u64 = 0x11;
 const OP_CMD_SYNC: u64 = 0x46;
-const STE0_V: u64 = 1;
+/// CMD_SYNC with CS = SIG_NONE (completion seen by polling CMDQ_CONS), as [`Smmu::sync`] issues
+/// it.
+pub const CMD_SYNC: [u64; 2] = [OP_CMD_SYNC, 0];
+pub const STE0_V: u64 = 1;
 const STE0_CONFIG_BYPASS: u64 = 0b100 << 1;
-const STE0_CONFIG_S1: u64 = 0b101 << 1;
+pub const STE0_CONFIG_S1: u64 = 0b101 << 1;
+/// Stage 2 only and stage 1 + stage 2: not advertised by warden (IDR0.S2P = 0).
+pub const STE0_CONFIG_S2: u64 = 0b110 << 1;
+pub const STE0_CONFIG_NESTED: u64 = 0b111 << 1;
 /// S1DSS = substream 0, S1CIR/S1COR write-back, S1CSH inner shareable (as Linux writes it).
 const STE1_S1: u64 = 2 | (1 << 2) | (1 << 4) | (3 << 6);
 
@@ -92,7 +107,7 @@ const TIMEOUT_MS: u64 = 1000;
 #[repr(C, align(16384))]
 struct StreamTable(UnsafeCell<[u64; (1 << STRTAB_LOG2) * STE_WORDS]>);
 #[repr(C, align(4096))]
-struct CommandQueue(UnsafeCell<[u64; 2 * CMDQ_ENTRIES as usize]>);
+struct CommandQueue(UnsafeCell<[u64; 2 * CMDQ_MAX_ENTRIES as usize]>);
 #[repr(C, align(4096))]
 struct EventQueue(UnsafeCell<[u64; EVENT_WORDS * EVTQ_ENTRIES as usize]>);
 #[repr(C, align(4096))]
@@ -112,7 +127,7 @@ unsafe impl Sync for ContextDescriptors {}
 unsafe impl Sync for TablePool {}
 
 static STRTAB: StreamTable = StreamTable(UnsafeCell::new([0; (1 << STRTAB_LOG2) * STE_WORDS]));
-static CMDQ: CommandQueue = CommandQueue(UnsafeCell::new([0; 2 * CMDQ_ENTRIES as usize]));
+static CMDQ: CommandQueue = CommandQueue(UnsafeCell::new([0; 2 * CMDQ_MAX_ENTRIES as usize]));
 static EVTQ: EventQueue = EventQueue(UnsafeCell::new([0; EVENT_WORDS * EVTQ_ENTRIES as usize]));
 static CDS: ContextDescriptors = ContextDescriptors(UnsafeCell::new([0; CD_WORDS * CD_SLOTS]));
 static TABLES: TablePool = TablePool(UnsafeCell::new([0; TABLE_ENTRIES * POOL_TABLES]));
@@ -121,6 +136,8 @@ static TABLES: TablePool = TablePool(UnsafeCell::new([0; TABLE_ENTRIES * POOL_TA
 #[derive(Debug)]
 pub struct Smmu {
     base: u64,
+    /// log2 of the command queue's entries (at most CMDQ_MAX_LOG2).
+    cmdq_log2: u32,
     prod: u32,
     /// The guest's event queue read pointer (index and wrap bit).
     evtq_cons: u32,
@@ -145,6 +162,11 @@ impl Event {
         self.0[1] & (1 << 39) != 0
     }
 
+    /// CLASS (word 1 bits 41:40): what the faulting access was for.
+    pub fn class(&self) -> u8 {
+        ((self.0[1] >> 40) & 3) as u8
+    }
+
     /// The input address (the IOVA).
     pub fn input_address(&self) -> u64 {
         self.0[2]
@@ -163,7 +185,8 @@ impl core::fmt::Display for Event {
     }
 }
 
-fn cd_address(slot: usize) -> u64 {
+/// The address of CD slot `slot`.
+pub fn cd_address(slot: usize) -> u64 {
     CDS.0.get() as usize as u64 + (slot % CD_SLOTS * CD_WORDS * 8) as u64
 }
 
@@ -177,10 +200,20 @@ fn write_cd_words(slot: usize, words: [u64; CD_WORDS]) {
     cpu::dsb_sy();
 }
 
+/// The words of a stage-1 CD: `asid` over the tables rooted at `ttb0`.
+pub fn cd_words(asid: u16, ttb0: u64) -> [u64; CD_WORDS] {
+    let w0 = CD0_BASE | (u64::from(asid) << 48);
+    [w0, ttb0 & DESC_ADDRESS, 0, CD_MAIR, 0, 0, 0, 0]
+}
+
 /// Makes CD slot `slot` a stage-1 context: `asid` over the tables rooted at `ttb0`.
 pub fn write_cd(slot: usize, asid: u16, ttb0: u64) {
-    let w0 = CD0_BASE | (u64::from(asid) << 48);
-    write_cd_words(slot, [w0, ttb0 & DESC_ADDRESS, 0, CD_MAIR, 0, 0, 0, 0]);
+    write_cd_words(slot, cd_words(asid, ttb0));
+}
+
+/// The STE words of a stage-1 stream whose CD is at `cd_address`.
+pub fn stage1_ste(cd_address: u64) -> [u64; STE_WORDS] {
+    [STE0_V | STE0_CONFIG_S1 | (cd_address & 0x00ff_ffff_ffff_ffc0), STE1_S1, 0, 0, 0, 0, 0, 0]
 }
 
 /// Invalidates CD slot `slot` (V = 0; the rest cleared too).
@@ -312,7 +345,25 @@ impl Smmu {
     /// hostile-host scenario points them at memory the guest does not own; nothing is written
     /// there).
     pub fn enable_with(base: u64, strtab: Option<u64>, cmdq: Option<u64>) -> Result<Self, Reason> {
-        let mut smmu = Self { base, prod: 0, evtq_cons: 0 };
+        Self::set_up(base, strtab, cmdq, CMDQ_LOG2)
+    }
+
+    /// [`Smmu::enable`] with the largest command queue both the static buffer (2^8 entries)
+    /// and the SMMU (IDR1.CMDQS) allow.
+    pub fn enable_large_queue(base: u64) -> Result<Self, Reason> {
+        let probe = Self { base, cmdq_log2: CMDQ_LOG2, prod: 0, evtq_cons: 0 };
+        let cmdqs = (probe.read32(IDR1) >> IDR1_CMDQS_SHIFT) & 0x1f;
+        Self::set_up(base, None, None, cmdqs.min(CMDQ_MAX_LOG2))
+    }
+
+    fn set_up(
+        base: u64,
+        strtab: Option<u64>,
+        cmdq: Option<u64>,
+        cmdq_log2: u32,
+    ) -> Result<Self, Reason> {
+        let mut smmu =
+            Self { base, cmdq_log2: cmdq_log2.min(CMDQ_MAX_LOG2), prod: 0, evtq_cons: 0 };
         smmu.set_cr0(0)?;
         // A global error left active (a stopped command queue) would keep the queue stopped.
         smmu.ack_errors();
@@ -325,7 +376,7 @@ impl Smmu {
         let cmdq = cmdq.unwrap_or(CMDQ.0.get() as usize as u64);
         smmu.write64(STRTAB_BASE, strtab);
         smmu.write32(STRTAB_BASE_CFG, STRTAB_LOG2);
-        smmu.write64(CMDQ_BASE, cmdq | u64::from(CMDQ_LOG2));
+        smmu.write64(CMDQ_BASE, cmdq | u64::from(smmu.cmdq_log2));
         smmu.write32(CMDQ_PROD, 0);
         smmu.write32(CMDQ_CONS, 0);
         smmu.prod = 0;
@@ -354,11 +405,60 @@ impl Smmu {
         self.write32(GERRORN, self.read32(GERROR));
     }
 
+    /// Entries in the command queue.
+    pub fn cmdq_entries(&self) -> u32 {
+        1 << self.cmdq_log2
+    }
+
+    /// PROD as the guest last wrote it (index and wrap bit).
+    pub fn cmdq_prod(&self) -> u32 {
+        self.prod
+    }
+
+    /// PROD + `n` (index and wrap bit, wrapped).
+    pub fn advanced(&self, pointer: u32, n: u32) -> u32 {
+        pointer.wrapping_add(n) % (2 * self.cmdq_entries())
+    }
+
     /// Publishes one more command slot (PROD + 1) without writing the slot: for a queue that
     /// is not in guest memory.
     pub fn publish_one(&mut self) {
-        self.prod = (self.prod + 1) % (2 * CMDQ_ENTRIES);
-        self.write32(CMDQ_PROD, self.prod);
+        self.write_cmdq_prod(self.advanced(self.prod, 1));
+    }
+
+    /// Writes `value` to CMDQ_PROD as it is (the hostile-host scenarios write values no
+    /// driver would); the driver's PROD becomes its index and wrap bit.
+    pub fn write_cmdq_prod(&mut self, value: u32) {
+        self.prod = value % (2 * self.cmdq_entries());
+        self.write32(CMDQ_PROD, value);
+    }
+
+    /// Writes command slot `pointer` (index and wrap bit; the index is used) without
+    /// publishing it.
+    pub fn write_command_slot(&self, pointer: u32, words: [u64; 2]) {
+        let index = (pointer % self.cmdq_entries()) as usize;
+        let queue = CMDQ.0.get().cast::<u64>();
+        // SAFETY: `index` < cmdq_entries <= CMDQ_MAX_ENTRIES, two words each.
+        unsafe {
+            queue.add(2 * index).write_volatile(words[0]);
+            queue.add(2 * index + 1).write_volatile(words[1]);
+        }
+    }
+
+    /// GBPA as the SMMU reports it.
+    pub fn gbpa(&self) -> u32 {
+        self.read32(GBPA)
+    }
+
+    /// Writes GBPA (only a write with UPDATE = 1 changes it).
+    pub fn write_gbpa(&self, value: u32) {
+        self.write32(GBPA, value);
+    }
+
+    /// Turns translation (CR0.SMMUEN) off or on, the queues staying enabled.
+    pub fn set_translation(&self, enabled: bool) -> Result<(), Reason> {
+        let queues = CR0_CMDQEN | CR0_EVTQEN;
+        self.set_cr0(if enabled { queues | CR0_SMMUEN } else { queues })
     }
 
     /// CFGI_STE for `sid`, queued: complete at the next [`Smmu::sync`].
@@ -378,15 +478,18 @@ impl Smmu {
 
     /// Makes `sid` bypass (warden gives it its stage 2 alone) and waits for the SMMU to use it.
     pub fn bypass(&mut self, sid: u32) -> Result<(), Reason> {
-        self.write_ste(sid, [STE0_V | STE0_CONFIG_BYPASS, 0, 0, 0, 0, 0, 0, 0]);
-        self.command([OP_CFGI_STE | (u64::from(sid) << 32), 1])?;
-        self.sync()
+        self.install_ste(sid, [STE0_V | STE0_CONFIG_BYPASS, 0, 0, 0, 0, 0, 0, 0])
     }
 
     /// Points `sid` at CD slot `cd_slot` (stage-1 translation) and waits for the SMMU to use it.
     pub fn stage1(&mut self, sid: u32, cd_slot: usize) -> Result<(), Reason> {
-        let ste0 = STE0_V | STE0_CONFIG_S1 | cd_address(cd_slot);
-        self.write_ste(sid, [ste0, STE1_S1, 0, 0, 0, 0, 0, 0]);
+        self.install_ste(sid, stage1_ste(cd_address(cd_slot)))
+    }
+
+    /// Writes `sid`'s STE as given (whatever it asks for), CFGI_STE, and waits for the SMMU
+    /// to use it.
+    pub fn install_ste(&mut self, sid: u32, words: [u64; STE_WORDS]) -> Result<(), Reason> {
+        self.write_ste(sid, words);
         cpu::dsb_sy();
         self.command([OP_CFGI_STE | (u64::from(sid) << 32), 1])?;
         self.sync()
@@ -483,28 +586,22 @@ impl Smmu {
     }
 
     fn command(&mut self, words: [u64; 2]) -> Result<(), Reason> {
-        let index = (self.prod % CMDQ_ENTRIES) as usize;
-        let queue = CMDQ.0.get().cast::<u64>();
-        // SAFETY: `index` < CMDQ_ENTRIES, two words each.
-        unsafe {
-            queue.add(2 * index).write_volatile(words[0]);
-            queue.add(2 * index + 1).write_volatile(words[1]);
-        }
-        // Index and wrap bit.
-        self.prod = (self.prod + 1) % (2 * CMDQ_ENTRIES);
+        self.write_command_slot(self.prod, words);
         cpu::dsb_sy();
-        self.write32(CMDQ_PROD, self.prod);
+        self.write_cmdq_prod(self.advanced(self.prod, 1));
         Ok(())
     }
 
     /// CMD_SYNC, then CONS polled until it reaches PROD (no error).
     pub fn sync(&mut self) -> Result<(), Reason> {
-        self.command([OP_CMD_SYNC, 0])?;
+        self.command(CMD_SYNC)?;
         let prod = self.prod;
         let mut cons = 0;
+        // RD and its wrap bit only: CONS.ERR keeps the last error's code after it was
+        // acknowledged.
         let done = cpu::wait_until(TIMEOUT_MS, || {
             cons = self.read32(CMDQ_CONS);
-            cons & 0x7fff_ffff == prod
+            cons % (2 * self.cmdq_entries()) == prod
         });
         if done {
             Ok(())

@@ -28,8 +28,8 @@ use crate::vsmmu::{Event, Smmu, Stage1Pool, write_cd};
 /// IOVAs the scenarios map (below 2^39, above guest RAM so no identity mapping is confused
 /// with them): the source page, the destination page, then the targets.
 const IOVA_BASE: u64 = 0x40_0000_0000;
-const IOVA_SOURCE: u64 = IOVA_BASE;
-const IOVA_RESULT: u64 = IOVA_BASE + 0x1000;
+pub(crate) const IOVA_SOURCE: u64 = IOVA_BASE;
+pub(crate) const IOVA_RESULT: u64 = IOVA_BASE + 0x1000;
 const IOVA_UNMAPPED: u64 = IOVA_BASE + 0x2000;
 const IOVA_CARVEOUT: u64 = IOVA_BASE + 0x10_0000;
 const IOVA_WARDEN: u64 = IOVA_BASE + 0x20_0000;
@@ -45,17 +45,17 @@ const ASID_CARVEOUT: u16 = 0x22;
 const ASID_STALE_G3: u16 = 0x2a;
 const ASID_STALE_NO_G3: u16 = 0x2b;
 
-const EVENT_TIMEOUT_MS: u64 = 2000;
+pub(crate) const EVENT_TIMEOUT_MS: u64 = 2000;
 /// Event types of a translation-stage fault: F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION.
-const FAULT_KINDS: core::ops::RangeInclusive<u8> = 0x10..=0x13;
-const F_TRANSLATION: u8 = 0x10;
+pub(crate) const FAULT_KINDS: core::ops::RangeInclusive<u8> = 0x10..=0x13;
+pub(crate) const F_TRANSLATION: u8 = 0x10;
 
 /// Bytes written at the carveout and warden targets.
-const PROBE_BYTES: u64 = 64;
-const PROBE_WORDS: usize = (PROBE_BYTES / 8) as usize;
+pub(crate) const PROBE_BYTES: u64 = 64;
+pub(crate) const PROBE_WORDS: usize = (PROBE_BYTES / 8) as usize;
 /// edu buffer slots: the pattern, and what a target reads back as.
-const PATTERN_SLOT: u64 = 0x000;
-const READBACK_SLOT: u64 = 0x800;
+pub(crate) const PATTERN_SLOT: u64 = 0x000;
+pub(crate) const READBACK_SLOT: u64 = 0x800;
 
 /// The page P2 of the stale-ASID test (P1 is `SOURCE_PAGE`).
 static SECOND_PAGE: DmaPage = DmaPage::new();
@@ -65,9 +65,9 @@ fn pattern(seed: u64, index: usize) -> u64 {
     0x534d_4d55_0000_0000 | (seed & 0xffff) << 16 | (index as u64 & 0xffff)
 }
 
-const POISON: u64 = 0xdead;
+pub(crate) const POISON: u64 = 0xdead;
 
-fn fill(page: &DmaPage, words: usize, seed: u64) {
+pub(crate) fn fill(page: &DmaPage, words: usize, seed: u64) {
     for index in 0..words {
         page.write(index, pattern(seed, index));
     }
@@ -75,12 +75,12 @@ fn fill(page: &DmaPage, words: usize, seed: u64) {
 
 /// Which pattern `page[..words]` holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Seen {
+pub(crate) enum Seen {
     Seed(u64),
     Other { index: usize, value: u64 },
 }
 
-fn seen(page: &DmaPage, words: usize, seeds: &[u64]) -> Seen {
+pub(crate) fn seen(page: &DmaPage, words: usize, seeds: &[u64]) -> Seen {
     for &seed in seeds {
         if (0..words).all(|i| page.read(i) == Some(pattern(seed, i))) {
             return Seen::Seed(seed);
@@ -92,7 +92,7 @@ fn seen(page: &DmaPage, words: usize, seeds: &[u64]) -> Seen {
     Seen::Other { index, value: page.read(index).unwrap_or(0) }
 }
 
-fn devices<'a>(
+pub(crate) fn devices<'a>(
     platform: &Platform,
     edu: &'a Result<Edu, Reason>,
 ) -> Result<(Smmu, &'a Edu, u32), Reason> {
@@ -143,13 +143,13 @@ fn with_teardown(
     }
 }
 
-fn smmu_stats() -> Result<SmmuStats, Reason> {
+pub(crate) fn smmu_stats() -> Result<SmmuStats, Reason> {
     let regs = handoff::check(handoff::raw_call(Conduit::Hvc, SmmuStats::request()), "SMMU_STATS")?;
     SmmuStats::decode(&regs)
         .map_err(|e| Reason::new(format_args!("SMMU_STATS: {e} (x0 {:#x})", regs[0])))
 }
 
-fn describe(skipped: &[Option<Event>; 4]) -> Reason {
+pub(crate) fn describe(skipped: &[Option<Event>; 4]) -> Reason {
     let mut text = Reason::new(format_args!(""));
     let mut any = false;
     for event in skipped.iter().flatten() {
@@ -161,7 +161,12 @@ fn describe(skipped: &[Option<Event>; 4]) -> Reason {
 
 /// Waits for the fault event of a DMA to `iova`: a translation-stage fault of `sid` for that
 /// input address, at stage 2 (`ipa` given: with that IPA) or at stage 1 (`ipa` None).
-fn expect_fault(smmu: &mut Smmu, sid: u32, iova: u64, ipa: Option<u64>) -> Result<Event, Reason> {
+pub(crate) fn expect_fault(
+    smmu: &mut Smmu,
+    sid: u32,
+    iova: u64,
+    ipa: Option<u64>,
+) -> Result<Event, Reason> {
     let event = smmu
         .wait_event(EVENT_TIMEOUT_MS, |e| e.stream_id() == sid && e.input_address() == iova)
         .map_err(|skipped| {
@@ -415,16 +420,17 @@ pub fn stale_asid_without_g3_reads_stale(
 }
 
 /// CMDQ_CONS.ERR of a command fetch abort, and GERROR.CMDQ_ERR.
-const CERROR_ABT: u32 = 2;
-const GERROR_CMDQ_ERR: u32 = 1;
+pub(crate) const CERROR_ABT: u32 = 2;
+pub(crate) const GERROR_CMDQ_ERR: u32 = 1;
 /// F_STE_FETCH.
-const F_STE_FETCH: u8 = 0x03;
+pub(crate) const F_STE_FETCH: u8 = 0x03;
 
 /// Scenario `vsmmu_hostile_tables`: the guest points its command queue at warden's memory
 /// (the queue stops with CERROR_ABT and GERROR.CMDQ_ERR) and its stream table at a donated
-/// carveout (CFGI_STE gives F_STE_FETCH for the STE's address); then the SMMU, set up
-/// properly again, still works: warden kept running and nothing was corrupted. The caller
-/// restores the carveouts afterwards.
+/// carveout (CFGI_STE gives F_STE_FETCH for the STE's address), then the command queue at
+/// that carveout (CERROR_ABT) and the stream table at warden's memory (F_STE_FETCH); then the
+/// SMMU, set up properly again, still works: warden kept running and nothing was corrupted.
+/// The caller restores the carveouts afterwards.
 pub fn hostile_tables(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     const SEED: u64 = 0x71;
     const CARVEOUT_SEED: u64 = 0x7172;
@@ -484,6 +490,46 @@ pub fn hostile_tables(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome
         fail!("the peer's checksum of {table} changed: {before:#x} -> {after:#x}");
     }
 
+    // The command queue in that donated carveout: a fetch abort too, the carveout unchanged.
+    let mut smmu = Smmu::enable_with(base, None, Some(table.base))?;
+    smmu.publish_one();
+    let mut carveout_cons = 0;
+    let stopped = crate::cpu::wait_until(EVENT_TIMEOUT_MS, || {
+        carveout_cons = smmu.cmdq_cons();
+        (carveout_cons >> 24) & 0x7f == CERROR_ABT && smmu.active_errors() & GERROR_CMDQ_ERR != 0
+    });
+    if !stopped {
+        fail!(
+            "command queue in carveout {table}: CMDQ_CONS {carveout_cons:#x}, active GERROR \
+             {:#x}; expected CERROR_ABT and CMDQ_ERR",
+            smmu.active_errors()
+        );
+    }
+    let after = handoff::peer_checksum(PeerId::MODEM, table)?;
+    if after != before {
+        fail!("command queue in {table}: the peer's checksum changed: {before:#x} -> {after:#x}");
+    }
+
+    // The stream table in warden's memory (aligned to the linear table's 16 KiB).
+    let warden_table = warden_base & !0x3fff;
+    let mut smmu = Smmu::enable_with(base, Some(warden_table), None)?;
+    smmu.drain_events();
+    smmu.cfgi_ste(sid)?;
+    smmu.sync()?;
+    let warden_ste = warden_table + u64::from(sid) * 64;
+    let warden_event = smmu
+        .wait_event(EVENT_TIMEOUT_MS, |e| e.stream_id() == sid && e.kind() == F_STE_FETCH)
+        .map_err(|skipped| {
+            Reason::new(format_args!(
+                "stream table in warden memory {warden_table:#x}: no F_STE_FETCH for stream \
+                 {sid:#x} (other records:{})",
+                describe(&skipped)
+            ))
+        })?;
+    if warden_event.0[3] & !7 != warden_ste {
+        fail!("F_STE_FETCH {warden_event}: expected the STE's address {warden_ste:#x}");
+    }
+
     // Set up properly again, everything works.
     let mut smmu = Smmu::enable(base)?;
     if smmu.active_errors() != 0 {
@@ -499,7 +545,9 @@ pub fn hostile_tables(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome
     }
     println!(
         "guest: note vsmmu_hostile_tables: CMDQ at {warden_base:#x}: CONS {cons:#x} \
-         (CERROR_ABT), GERROR.CMDQ_ERR; STRTAB in {table}: event {event}; the SMMU works after"
+         (CERROR_ABT), GERROR.CMDQ_ERR; STRTAB in {table}: event {event}; CMDQ in {table}: \
+         CONS {carveout_cons:#x} (CERROR_ABT); STRTAB at {warden_table:#x}: event \
+         {warden_event}; the SMMU works after"
     );
     handoff::peer_release(PeerId::MODEM, table)?;
     handoff::check(handoff::reclaim(table.target(), false), format_args!("RECLAIM {table}"))?;
