@@ -1145,6 +1145,7 @@ impl Platform for HwPlatform<'_> {
             asids_freed: s.asids.freed,
             forced_flushes: s.asids.forced_flushes,
             events_forwarded: s.events_written,
+            bypass_refusals: s.bypass_refusals,
         })
     }
 
@@ -1165,13 +1166,16 @@ impl Platform for HwPlatform<'_> {
         log_handoff_profile();
         if let Some(s) = vsmmu::stats(self.w) {
             log::info!(
-                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} event(s) forwarded ({} lost); ASIDs: {} retired, {} freed, {} forced flush(es)",
+                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); ASIDs: {} retired, {} freed, {} forced flush(es)",
                 s.commands,
                 s.illegal_commands,
                 s.real_syncs,
                 s.ste_refusals,
+                s.bypass_refusals,
                 s.events_written,
-                s.events_lost,
+                s.events_lost_disabled,
+                s.events_lost_overflow,
+                s.events_lost_abort,
                 s.asids.retired,
                 s.asids.freed,
                 s.asids.forced_flushes

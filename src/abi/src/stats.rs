@@ -73,6 +73,8 @@ pub struct SmmuStats {
     pub forced_flushes: u64,
     /// `x6`: real event records copied into the host's event queue.
     pub events_forwarded: u64,
+    /// `x7`: GBPA updates asking for global bypass, refused (GBPA.ABORT stays set).
+    pub bypass_refusals: u64,
 }
 
 impl SmmuStats {
@@ -90,7 +92,7 @@ impl SmmuStats {
             self.asids_freed,
             self.forced_flushes,
             self.events_forwarded,
-            0,
+            self.bypass_refusals,
         ]
     }
 
@@ -99,9 +101,6 @@ impl SmmuStats {
         if status != SUCCESS {
             return Err(AbiError::from_code(status).unwrap_or(AbiError::Unknown(status)));
         }
-        if regs[7] != 0 {
-            return Err(AbiError::InvalidParameters);
-        }
         Ok(Self {
             commands: regs[1],
             real_syncs: regs[2],
@@ -109,6 +108,7 @@ impl SmmuStats {
             asids_freed: regs[4],
             forced_flushes: regs[5],
             events_forwarded: regs[6],
+            bypass_refusals: regs[7],
         })
     }
 }
@@ -139,8 +139,10 @@ mod tests {
             asids_freed: 4,
             forced_flushes: 3,
             events_forwarded: 2,
+            bypass_refusals: 1,
         };
         assert_eq!(SmmuStats::decode(&s.encode()), Ok(s));
+        assert_eq!(s.encode()[7], 1, "x7: bypass refusals");
         assert_eq!(
             SmmuStats::decode(&[AbiError::NotSupported.register(), 0, 0, 0, 0, 0, 0, 0]),
             Err(AbiError::NotSupported)

@@ -131,7 +131,12 @@ pub struct VirtStats {
     pub retries: u64,
     pub ste_refusals: u64,
     pub events_written: u64,
-    pub events_lost: u64,
+    /// Real events not forwarded because the host's event queue was disabled (EVTQEN = 0 or
+    /// SMMUEN = 0: the architecture discards them), full (EVTQ_PROD.OVFLG toggled), or not
+    /// in host memory (GERROR.EVTQ_ABT_ERR).
+    pub events_lost_disabled: u64,
+    pub events_lost_overflow: u64,
+    pub events_lost_abort: u64,
     pub bad_accesses: u64,
     pub bypass_refusals: u64,
     pub asids: RetireStats,
@@ -565,11 +570,15 @@ fn record_event<M: GuestMemory + ?Sized>(
             Notify { evtq_irq: irq, ..Notify::default() }
         }
         EventWrite::Aborted { gerror_irq } => {
-            stats.events_lost += 1;
+            stats.events_lost_abort += 1;
             Notify { gerror_irq, ..Notify::default() }
         }
-        EventWrite::Overflow | EventWrite::Disabled => {
-            stats.events_lost += 1;
+        EventWrite::Overflow => {
+            stats.events_lost_overflow += 1;
+            Notify::default()
+        }
+        EventWrite::Disabled => {
+            stats.events_lost_disabled += 1;
             Notify::default()
         }
     }

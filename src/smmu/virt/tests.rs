@@ -464,6 +464,15 @@ fn real_events_are_forwarded_for_host_streams_only() {
     let foreign = [(0x99u64 << 32) | 0x10, 0, 0, 0];
     assert_eq!(h.smmu.forward_event(&foreign, &mut h.mem), Notify::default());
     assert_eq!(h.read(EVTQ_PROD), 1);
+    // With the host's event queue disabled the record is discarded, and counted as such.
+    h.write(CR0, 4, u64::from(CR0_CMDQEN | CR0_SMMUEN));
+    assert_eq!(h.smmu.forward_event(&fault, &mut h.mem), Notify::default());
+    assert_eq!(h.read(EVTQ_PROD), 1);
+    let s = h.smmu.stats();
+    assert_eq!(
+        (s.events_written, s.events_lost_disabled, s.events_lost_overflow, s.events_lost_abort),
+        (1, 1, 0, 0)
+    );
 }
 
 #[test]

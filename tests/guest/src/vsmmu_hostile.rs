@@ -185,10 +185,15 @@ pub fn hostile_gbpa(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
         fail!("GBPA reads {initial:#x} before any update: ABORT clear");
     }
     // Linux's arm_smmu_update_gbpa(smmu, 0, GBPA_ABORT) for `disable_bypass=0`.
+    let refusals_before = smmu_stats()?.bypass_refusals;
     smmu.write_gbpa(vsmmu::GBPA_UPDATE);
     let updated = smmu.gbpa();
     if updated & vsmmu::GBPA_ABORT == 0 || updated & vsmmu::GBPA_UPDATE != 0 {
         fail!("GBPA update asking for bypass: reads {updated:#x}, expected ABORT set, UPDATE 0");
+    }
+    let refused = smmu_stats()?.bypass_refusals.wrapping_sub(refusals_before);
+    if refused != 1 {
+        fail!("SMMU_STATS x7 counts {refused} bypass refusal(s) for the update, expected 1");
     }
 
     // SMMUEN = 0: GBPA applies, and it is abort.
@@ -217,8 +222,8 @@ pub fn hostile_gbpa(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     }
     round_trip(edu, BUFFER_SEED + 2, "SMMUEN = 1 again")?;
     println!(
-        "guest: note vsmmu_hostile_gbpa: GBPA {initial:#x}, update asking bypass -> {updated:#x}; \
-         SMMUEN = 0: edu's write to RAM did not land, its read gave {buffer:?}; DMA works after"
+        "guest: note vsmmu_hostile_gbpa: GBPA {initial:#x}, update asking bypass -> {updated:#x} \
+         (SMMU_STATS: refused); SMMUEN = 0: edu's write to RAM did not land, its read gave {buffer:?}; DMA works after"
     );
     Ok(())
 }
