@@ -47,6 +47,14 @@ else
     iommu="Linux sees no IOMMU (the SMMU belongs to warden)"
 fi
 
+if without_warden; then
+    asids="no warden (booted with --no-warden)"
+elif smmu_stats; then
+    asids="$SMMU_COMMANDS SMMU commands; ASIDs $SMMU_ASIDS_RETIRED retired, $SMMU_ASIDS_FREED freed after TLBI+CMD_SYNC, $SMMU_FORCED_FLUSHES flushed by warden on early reuse"
+else
+    asids="SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
+fi
+
 disk=$(disk_by_serial warden-ro)
 expected=$(cmdline_arg warden.disk_sha256)
 if [ -z "$disk" ]; then
@@ -109,6 +117,7 @@ echo "linux: | warden demo: Linux $(uname -r) as the host"
 echo "linux: | CPUs:   $el"
 echo "linux: | memory: $mem"
 echo "linux: | SMMU:   $iommu"
+echo "linux: | G3:     $asids"
 echo "linux: | DMA:    $dma"
 echo "linux: | handoff: $handoff"
 echo "linux: +------------------------------------------------------------------------"

@@ -101,6 +101,7 @@ disk_sha256() {
     WARDEN_VIOLATION_COUNT=0xc6000030
     WARDEN_PEER_COMMAND=0xc6000040
     WARDEN_TRAP_STATS=0xc6000050
+    WARDEN_SMMU_STATS=0xc6000051
     WARDEN_FLAG_CLEAR=1
     WARDEN_PEER_MODEM=1
     WARDEN_PEER_DSP=2
@@ -304,6 +305,18 @@ trap_stats() {
     warden_call "$WARDEN_TRAP_STATS" || return 1
     [ "$WARDEN_STATUS" = 0 ] || return 1
     echo "$RET1 $RET2 $RET3 $RET4 $RET5 $RET6"
+}
+
+# SMMU_STATS: sets SMMU_COMMANDS, SMMU_ASIDS_RETIRED, SMMU_ASIDS_FREED, SMMU_FORCED_FLUSHES
+# (numbers) from x1, x3, x4, x5; fails on an error status (no virtual SMMU).
+# shellcheck disable=SC2034 # the SMMU_* variables are for the scripts that source this file
+smmu_stats() {
+    warden_call "$WARDEN_SMMU_STATS" || return 1
+    [ "$WARDEN_STATUS" = 0 ] || return 1
+    SMMU_COMMANDS=$(hex64_int "$RET1")
+    SMMU_ASIDS_RETIRED=$(hex64_int "$RET3")
+    SMMU_ASIDS_FREED=$(hex64_int "$RET4")
+    SMMU_FORCED_FLUSHES=$(hex64_int "$RET5")
 }
 
 # VIOLATION_COUNT: prints the number of refused accesses so far (x3).

@@ -401,7 +401,7 @@ mod tests {
                      WARDEN_PEER_MODEM WARDEN_PEER_DSP WARDEN_STATE_HOST \
                      WARDEN_STATE_DONATED_MODEM WARDEN_STATE_LENT_DSP WARDEN_PEER_FAULT \
                      WARDEN_REG_MAGIC WARDEN_REG_ARG1 WARDEN_REG_CALL WARDEN_REG_RET0 \
-                     WARDEN_CONTROL_MAGIC";
+                     WARDEN_CONTROL_MAGIC WARDEN_TRAP_STATS WARDEN_SMMU_STATS";
         let got: Vec<i64> =
             lib_sh(&format!("for n in {names}; do eval \"echo \\$(( \\${{n}} ))\"; done"))
                 .lines()
@@ -426,6 +426,8 @@ mod tests {
             control::REG_CALL as i64,
             control::ret(0) as i64,
             control::MAGIC.into(),
+            warden_abi::stats::TRAP_STATS.into(),
+            warden_abi::stats::SMMU_STATS.into(),
         ];
         assert_eq!(got, want);
         // Op numbers, through the ABI's encoder.

@@ -52,6 +52,11 @@ step() {
     [ "$actual" = "$prefix" ] || fail "cycle $2 ($1): /dev/$disk first 256 KiB sha256 $actual, expected $prefix"
 }
 
+retired_before=0
+if ! without_warden; then
+    smmu_stats || fail "SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
+    retired_before=$SMMU_ASIDS_RETIRED
+fi
 for cycle in $(seq 1 50); do
     for type in identity DMA DMA-FQ DMA; do
         disk=""
@@ -63,3 +68,12 @@ actual=$(disk_sha256 "$disk")
 bad=$(dmesg | grep -E 'WARNING:|Oops|BUG:|Call trace|arm-smmu-v3.*event' | head -n 1)
 [ -z "$bad" ] || fail "kernel log after 200 domain changes: $bad"
 echo "linux: iommu: 50 cycles (200 domain changes), every read matched"
+# Under warden, its G3 book-keeping saw the domains come and go: every cycle replaces DMA
+# domains, whose CDs retire their ASID (or reuse it with other tables).
+if ! without_warden; then
+    smmu_stats || fail "SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
+    retired=$((SMMU_ASIDS_RETIRED - retired_before))
+    echo "linux: iommu: warden's SMMU_STATS: $SMMU_COMMANDS commands, ASIDs $SMMU_ASIDS_RETIRED retired ($retired while cycling), $SMMU_ASIDS_FREED freed, $SMMU_FORCED_FLUSHES forced flushes"
+    [ "$retired" -ge 50 ] ||
+        fail "warden counted $retired ASID retirements over 50 cycles of DMA domain changes"
+fi
