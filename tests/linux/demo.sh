@@ -47,14 +47,6 @@ else
     iommu="Linux sees no IOMMU (the SMMU belongs to warden)"
 fi
 
-if without_warden; then
-    asids="no warden (booted with --no-warden)"
-elif smmu_stats; then
-    asids="$SMMU_COMMANDS SMMU commands; ASIDs $SMMU_ASIDS_RETIRED retired, $SMMU_ASIDS_FREED freed after TLBI+CMD_SYNC, $SMMU_FORCED_FLUSHES flushed by warden on early reuse"
-else
-    asids="SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
-fi
-
 disk=$(disk_by_serial warden-ro)
 expected=$(cmdline_arg warden.disk_sha256)
 if [ -z "$disk" ]; then
@@ -63,6 +55,23 @@ elif [ "$(disk_sha256 "$disk")" = "$expected" ]; then
     dma="/dev/$disk read by DMA matches its sha256 ${expected%"${expected#????????????}"}..."
 else
     dma="/dev/$disk read by DMA does NOT match its sha256"
+fi
+
+# G3 at work: two domain changes of the read-only disk (DMA -> DMA-FQ -> DMA) retire its
+# DMA domains' ASIDs; warden counts them and frees each once a TLBI + CMD_SYNC is on record.
+if [ -n "$probe" ] && [ -n "$disk" ]; then
+    pci=$(dirname "$(readlink -f "/sys/block/$disk/device")")
+    for type in DMA-FQ DMA; do
+        set_iommu_type "$pci" "$type" > /dev/null || echo "linux: demo: changing to $type failed"
+    done
+    wait_disk_by_serial warden-ro > /dev/null || echo "linux: demo: the disk did not come back"
+fi
+if without_warden; then
+    asids="no warden (booted with --no-warden)"
+elif smmu_stats; then
+    asids="$SMMU_COMMANDS SMMU commands; ASIDs $SMMU_ASIDS_RETIRED retired, $SMMU_ASIDS_FREED freed after TLBI+CMD_SYNC, $SMMU_FORCED_FLUSHES flushed by warden on early reuse"
+else
+    asids="SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
 fi
 
 # Handoff with nothing but busybox devmem and warden's control page, on the second page of the

@@ -82,6 +82,30 @@ system_ram() {
     done
 }
 
+# Sets the IOMMU domain type of the PCI device at sysfs path $1 to $2 (identity, DMA, DMA-FQ),
+# its driver unbound around the change (Linux refuses it while bound), and prints what the
+# group's type reads afterwards. Fails if a step does.
+set_iommu_type() {
+    type_bdf=$(basename "$1")
+    type_group=$(readlink -f "$1/iommu_group")
+    type_driver=$(basename "$(readlink -f "$1/driver")")
+    echo "$type_bdf" > "/sys/bus/pci/drivers/$type_driver/unbind" || return 1
+    type_status=0
+    echo "$2" > "$type_group/type" || type_status=1
+    echo "$type_bdf" > "/sys/bus/pci/drivers/$type_driver/bind" || return 1
+    [ "$type_status" -eq 0 ] || return 1
+    cat "$type_group/type"
+}
+
+# Waits up to 10 s for the virtio disk with serial $1 (after a rebind) and prints its name.
+wait_disk_by_serial() {
+    for _ in $(seq 1 100); do
+        disk_by_serial "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # sha256 of the whole block device /dev/$1, read with O_DIRECT (no page cache: DMA).
 disk_sha256() {
     dd if="/dev/$1" bs=65536 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1

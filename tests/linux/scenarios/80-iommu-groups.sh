@@ -37,17 +37,10 @@ actual=$(disk_sha256 "$disk")
 prefix=$(prefix_sha256 "$disk")
 
 step() {
-    echo "$bdf" > "/sys/bus/pci/drivers/$driver/unbind" || fail "unbinding $bdf failed"
-    echo "$1" > "$group/type" || fail "cycle $2: writing $1 to $group/type failed"
-    echo "$bdf" > "/sys/bus/pci/drivers/$driver/bind" || fail "cycle $2: binding $bdf failed"
-    now=$(cat "$group/type")
-    # DMA-FQ may show as DMA-FQ; identity as identity.
+    now=$(set_iommu_type "$pci" "$1") ||
+        fail "cycle $2: unbinding $bdf ($driver), writing $1 to $group/type or binding it failed"
     [ "$now" = "$1" ] || fail "cycle $2: $group/type reads $now after writing $1"
-    for _ in $(seq 1 100); do
-        disk=$(disk_by_serial warden-ro) && break
-        sleep 0.1
-    done
-    [ -n "$disk" ] || fail "cycle $2 ($1): the disk did not come back"
+    disk=$(wait_disk_by_serial warden-ro) || fail "cycle $2 ($1): the disk did not come back"
     actual=$(prefix_sha256 "$disk")
     [ "$actual" = "$prefix" ] || fail "cycle $2 ($1): /dev/$disk first 256 KiB sha256 $actual, expected $prefix"
 }
@@ -59,7 +52,6 @@ if ! without_warden; then
 fi
 for cycle in $(seq 1 50); do
     for type in identity DMA DMA-FQ DMA; do
-        disk=""
         step "$type" "$cycle"
     done
 done
