@@ -57,8 +57,9 @@ else
     dma="/dev/$disk read by DMA does NOT match its sha256"
 fi
 
-# G3 at work: two domain changes of the read-only disk (DMA -> DMA-FQ -> DMA) retire its
-# DMA domains' ASIDs; warden counts them and frees each once a TLBI + CMD_SYNC is on record.
+# G3 at work: the read-only disk's group goes DMA -> DMA-FQ (Linux upgrades the domain in
+# place) -> DMA (a new domain: the old one's ASID retires); warden counts the retirement and
+# frees the ASID once a TLBI + CMD_SYNC is on record.
 if [ -n "$probe" ] && [ -n "$disk" ]; then
     pci=$(dirname "$(readlink -f "/sys/block/$disk/device")")
     for type in DMA-FQ DMA; do

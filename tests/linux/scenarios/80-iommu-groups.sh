@@ -60,8 +60,9 @@ actual=$(disk_sha256 "$disk")
 bad=$(dmesg | grep -E 'WARNING:|Oops|BUG:|Call trace|arm-smmu-v3.*event' | head -n 1)
 [ -z "$bad" ] || fail "kernel log after 200 domain changes: $bad"
 echo "linux: iommu: 50 cycles (200 domain changes), every read matched"
-# Under warden, its G3 book-keeping saw the domains come and go: every cycle replaces DMA
-# domains, whose CDs retire their ASID (or reuse it with other tables).
+# Under warden, its G3 book-keeping saw the domains come and go: each cycle leaves two DMA
+# domains (DMA -> identity, DMA-FQ -> DMA; DMA -> DMA-FQ is an in-place upgrade), whose ASIDs
+# retire (measured: 2 per cycle).
 if ! without_warden; then
     smmu_stats || fail "SMMU_STATS failed (status ${WARDEN_STATUS:-none})"
     retired=$((SMMU_ASIDS_RETIRED - retired_before))
