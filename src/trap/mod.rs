@@ -197,20 +197,13 @@ impl TrapHandler {
                 // A trapped SMC's preferred return address is the SMC itself.
                 frame.elr = frame.elr.wrapping_add(4);
             }
-            ExceptionClass::DabtLow => {
-                let control = platform.board().control_page.and_then(|base| {
-                    crate::mm::MemRange::from_base_size(base, warden_abi::control::SIZE)
-                });
-                if let Some(base) = host_access_in(control, esr, frame, platform) {
+            ExceptionClass::DabtLow => match emulated_window(esr, frame, platform) {
+                Some(EmulatedWindow::ControlPage(base)) => {
                     self.control_page_access(base, frame, platform)
-                } else if let Some(base) =
-                    host_access_in(platform.vsmmu_frames(), esr, frame, platform)
-                {
-                    self.vsmmu_access(base, frame, platform)
-                } else {
-                    self.violation(esr, frame, platform)
                 }
-            }
+                Some(EmulatedWindow::Vsmmu(base)) => self.vsmmu_access(base, frame, platform),
+                None => self.violation(esr, frame, platform),
+            },
             ExceptionClass::IabtLow => self.violation(esr, frame, platform),
             other => {
                 let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
@@ -453,17 +446,32 @@ impl TrapHandler {
     }
 }
 
-/// The start of `window` if this data abort is the host's access inside it (a peer's access
-/// there is an ordinary violation: the window is not in its stage-2 either).
-fn host_access_in<P: Platform + ?Sized>(
-    window: Option<crate::mm::MemRange>,
+/// An MMIO window warden emulates for the host, by its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EmulatedWindow {
+    ControlPage(u64),
+    Vsmmu(u64),
+}
+
+/// The emulated window this data abort is the host's access to, if any (a peer's access there
+/// is an ordinary violation: the windows are not in its stage-2 either). On every data abort's
+/// path: the IPA is decoded once and the caller looked up only for a hit.
+fn emulated_window<P: Platform + ?Sized>(
     esr: Esr,
     frame: &TrapFrame,
     platform: &P,
-) -> Option<u64> {
-    let window = window?;
+) -> Option<EmulatedWindow> {
     let ipa = AbortReport { esr, far: frame.far, hpfar: frame.hpfar }.ipa()?;
-    (window.contains(ipa) && platform.caller() == Caller::Host).then_some(window.start)
+    let window = if let Some(base) =
+        platform.board().control_page.filter(|&b| ipa.wrapping_sub(b) < warden_abi::control::SIZE)
+    {
+        EmulatedWindow::ControlPage(base)
+    } else if let Some(frames) = platform.vsmmu_frames().filter(|f| f.contains(ipa)) {
+        EmulatedWindow::Vsmmu(frames.start)
+    } else {
+        return None;
+    };
+    (platform.caller() == Caller::Host).then_some(window)
 }
 
 /// An access to an emulated MMIO window that is not one warden emulates: counted, logged with
