@@ -275,16 +275,8 @@ fn number(word: &str) -> Result<u64> {
     parsed.with_context(|| format!("{word:?} is not a number"))
 }
 
-/// warden's `TRAP_STATS` as `/init` read it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrapStats {
-    pub traps: u64,
-    pub el2_ticks: u64,
-    pub now: u64,
-    pub calls: u64,
-    pub data_aborts: u64,
-    pub other: u64,
-}
+/// warden's `TRAP_STATS` (the ABI's own type), as `/init` read it.
+pub use warden_abi::stats::TrapStats;
 
 /// Why `TRAP_STATS` has no figures, or the figures.
 #[derive(Clone, Debug, PartialEq, Eq)]
