@@ -17,6 +17,11 @@ pub const CPU: &str = "max,pauth-impdef=on";
 /// CPUs a warden run has beyond the host's: warden removes the last CPU of `/cpus` from the
 /// host's DT and runs the simulated peer on it.
 pub const PEER_CPUS: u32 = 1;
+/// No option ROM for any virtio NIC (the board's default NIC included): Debian ships the ROMs
+/// in `ipxe-qemu`, which `qemu-system-arm --no-install-recommends` leaves out, and without the
+/// file QEMU refuses to start (`failed to find romfile "efi-virtio.rom"`). Nothing here boots
+/// from the network, so the ROM is never needed.
+pub const NO_NIC_ROM: [&str; 2] = ["-global", "virtio-net-pci.romfile="];
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -97,6 +102,8 @@ impl Machine {
             &self.memory,
             "-nographic",
             "-no-reboot",
+            NO_NIC_ROM[0],
+            NO_NIC_ROM[1],
         ]
         .iter()
         .map(|s| s.to_string())
@@ -347,7 +354,7 @@ mod tests {
         assert_eq!(
             m.args().join(" "),
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max,pauth-impdef=on \
-             -smp 2 -m 1G -nographic -no-reboot -kernel /t/img -s"
+             -smp 2 -m 1G -nographic -no-reboot -global virtio-net-pci.romfile= -kernel /t/img -s"
         );
         m.machine_extra = Some("dumpdtb=/t/x.dtb".into());
         m.kernel = None;
@@ -365,8 +372,8 @@ mod tests {
         assert_eq!(
             m.args().join(" "),
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max,pauth-impdef=on \
-             -smp 3 -m 1G -nographic -no-reboot -kernel /t/img -dtb /t/warden.dtb \
-             -device edu,dma_mask=0xffffffffff"
+             -smp 3 -m 1G -nographic -no-reboot -global virtio-net-pci.romfile= -kernel /t/img \
+             -dtb /t/warden.dtb -device edu,dma_mask=0xffffffffff"
         );
         // The DT is QEMU's for the same machine and devices, with nothing to boot.
         m.extra = vec!["-s".into()];
@@ -374,7 +381,7 @@ mod tests {
             m.dumping_dtb_to(Path::new("/t/q.dtb")).args().join(" "),
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/q.dtb \
              -cpu max,pauth-impdef=on -smp 3 -m 1G -nographic -no-reboot \
-             -device edu,dma_mask=0xffffffffff"
+             -global virtio-net-pci.romfile= -device edu,dma_mask=0xffffffffff"
         );
     }
 
@@ -448,6 +455,8 @@ mod tests {
                 "1G",
                 "-nographic",
                 "-no-reboot",
+                "-global",
+                "virtio-net-pci.romfile=",
                 "-kernel",
                 "/t/Image",
                 "-initrd",
