@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 27] = [
+pub const GUEST_SCENARIOS: [&str; 28] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -86,6 +86,7 @@ pub const GUEST_SCENARIOS: [&str; 27] = [
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
     "vsmmu_stage1_into_carveout_faults",
+    "vsmmu_donate_after_stage1_dma_faults",
     "vsmmu_stale_asid_is_flushed",
     "vsmmu_stale_asid_without_g3_reads_stale",
     "vsmmu_hostile_tables",

@@ -31,6 +31,7 @@ mod secondary;
 mod shared;
 mod smccc;
 mod vsmmu;
+mod vsmmu_donate;
 mod vsmmu_hostile;
 mod vsmmu_scenarios;
 

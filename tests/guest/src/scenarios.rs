@@ -16,6 +16,7 @@ use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
 use crate::smccc::{self, Conduit};
+use crate::vsmmu_donate;
 use crate::vsmmu_hostile;
 use crate::vsmmu_scenarios;
 
@@ -70,6 +71,10 @@ pub fn run_all(platform: &Platform) {
     record_handoff(
         "vsmmu_stage1_into_carveout_faults",
         vsmmu_scenarios::stage1_into_carveout_faults(platform, &edu),
+    );
+    record_handoff(
+        "vsmmu_donate_after_stage1_dma_faults",
+        vsmmu_donate::donate_after_stage1_dma_faults(platform, &edu),
     );
     record("vsmmu_stale_asid_is_flushed", vsmmu_scenarios::stale_asid_is_flushed(platform, &edu));
     record(
