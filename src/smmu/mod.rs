@@ -184,6 +184,10 @@ pub enum SmmuError {
         sid_bits: u32,
     },
     Stage2(S2ConfigError),
+    /// A context descriptor write outside the arena (or with no arena).
+    CdArena {
+        ipa: u64,
+    },
 }
 
 impl fmt::Display for SmmuError {
@@ -215,6 +219,9 @@ impl fmt::Display for SmmuError {
                 write!(f, "stream ID {sid:#x} is beyond the {sid_bits}-bit stream table")
             }
             SmmuError::Stage2(e) => write!(f, "SMMU stage 2: {e}"),
+            SmmuError::CdArena { ipa } => {
+                write!(f, "context descriptor at IPA {ipa:#x} is outside the CD arena")
+            }
         }
     }
 }
@@ -284,6 +291,9 @@ pub struct Smmu<M: SmmuIo> {
     /// VMIDs whose TLB entries may include combined stage-1 + stage-2 ones (see the module
     /// documentation).
     combined: BTreeSet<u16>,
+    /// Warden memory holding the context descriptors of nested STEs, and the IPA at which
+    /// the SMMU's stage 2 maps it (see [`Smmu::set_cd_arena`]).
+    cd_arena: Option<(u64, MemRange)>,
 }
 
 fn pages_for(bytes: u64) -> usize {
@@ -445,6 +455,7 @@ impl<M: SmmuIo> Smmu<M> {
             pending: None,
             nested: BTreeMap::new(),
             combined: BTreeSet::new(),
+            cd_arena: None,
         };
         // From here on the SMMU knows the memory: on failure it is disabled, and the frames
         // stay allocated (it might still be reading them).
@@ -482,13 +493,46 @@ impl<M: SmmuIo> Smmu<M> {
         self.memory
     }
 
-    /// Every range of warden memory the SMMU reads or writes: queues, stream table, L2 tables.
+    /// Every range of warden memory the SMMU reads or writes: queues, stream table, L2 tables,
+    /// the context descriptor arena.
     pub fn memory_ranges(&self) -> Vec<MemRange> {
         let mut out = alloc::vec![self.memory.cmdq, self.memory.evtq, self.memory.strtab];
         if let StreamTable::TwoLevel { l2, .. } = &self.strtab {
             out.extend(l2.iter().flatten().map(|&pa| MemRange::new(pa, pa + l2_table_bytes())));
         }
+        out.extend(self.cd_arena.map(|(_, memory)| memory));
         out
+    }
+
+    /// Declares `memory` (warden memory, page aligned) the context descriptor arena of nested
+    /// STEs: their stage 2 maps it at IPA `ipa` (read-only), and
+    /// [`Self::write_context_descriptor`] fills it.
+    pub fn set_cd_arena(&mut self, ipa: u64, memory: MemRange) {
+        self.cd_arena = Some((ipa, memory));
+    }
+
+    /// Writes a context descriptor (8 words) at arena IPA `ipa`, then a barrier: it is visible
+    /// to the SMMU before any later STE write points at it. Refused outside the arena.
+    pub fn write_context_descriptor(
+        &mut self,
+        ipa: u64,
+        words: &[u64; 8],
+    ) -> Result<(), SmmuError> {
+        let Some((base, memory)) = self.cd_arena else {
+            return Err(SmmuError::CdArena { ipa });
+        };
+        let pa = ipa
+            .checked_sub(base)
+            .and_then(|offset| memory.start.checked_add(offset))
+            .filter(|pa| {
+                pa.is_multiple_of(64) && pa.checked_add(64).is_some_and(|e| e <= memory.end)
+            })
+            .ok_or(SmmuError::CdArena { ipa })?;
+        for (i, word) in words.iter().enumerate() {
+            self.io.mem_write64(pa + 8 * i as u64, *word);
+        }
+        self.io.barrier();
+        Ok(())
     }
 
     pub fn io(&self) -> &M {
@@ -560,6 +604,9 @@ impl<M: SmmuIo> Smmu<M> {
         self.check_sid(sid)?;
         let addr = self.ste_addr_alloc(sid, frames)?;
         let current = Ste(core::array::from_fn(|i| self.io.mem_read64(addr + 8 * i as u64)));
+        if current.is_valid() && current == *ste {
+            return self.push(Command::CfgiSte { sid });
+        }
         if current.only_context_pointer_differs(ste) {
             // The new context descriptor must be visible before the pointer to it.
             self.io.barrier();

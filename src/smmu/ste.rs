@@ -234,7 +234,13 @@ mod tests {
     /// QEMU virt's SMMU: S1P+S2P, AArch64, COHACC, VMID16, 2-level, SIDSIZE 16, OAS 44, 4K.
     pub(crate) fn qemu_features() -> Features {
         Features::decode(
-            0b11 | (0b10 << 2) | (1 << 4) | (1 << 12) | (1 << 18) | (0b10 << 21) | (1 << 27),
+            0b11 | (0b10 << 2)
+                | (1 << 4)
+                | (1 << 12)
+                | (1 << 18)
+                | (0b10 << 21)
+                | (1 << 24)
+                | (1 << 27),
             16 | (19 << 16) | (19 << 21),
             4 | (1 << 4) | (1 << 5) | (1 << 6),
         )

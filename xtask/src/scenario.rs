@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 28] = [
+pub const GUEST_SCENARIOS: [&str; 31] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -89,6 +89,9 @@ pub const GUEST_SCENARIOS: [&str; 28] = [
     "vsmmu_donate_after_stage1_dma_faults",
     "vsmmu_stale_asid_is_flushed",
     "vsmmu_stale_asid_without_g3_reads_stale",
+    "vsmmu_same_asid_two_streams",
+    "vsmmu_cd_rewrite_needs_cfgi_cd",
+    "vsmmu_stall_cd_refused",
     "vsmmu_hostile_tables",
     "vsmmu_hostile_prod",
     "vsmmu_hostile_gbpa",

@@ -34,6 +34,7 @@ mod vsmmu;
 mod vsmmu_donate;
 mod vsmmu_hostile;
 mod vsmmu_scenarios;
+mod vsmmu_shadow;
 
 use console::println;
 use platform::Platform;
