@@ -20,8 +20,8 @@
 //! (the FastRPC seed's race: ASID reused before its invalidation completed), warden invalidates
 //! it and syncs first (a *forced flush*), which frees it. With the test-only G3 switch off,
 //! warden instead reuses that retiring real ASID as it is, reproducing the stale read G3
-//! exists to prevent. With every real ASID live or retiring, warden invalidates them all
-//! (TLBI_NH_ALL + CMD_SYNC) to free the retiring ones.
+//! exists to prevent. With every real ASID live or retiring, or [`RETIRING_LIMIT`] of them
+//! retiring, warden invalidates them all (TLBI_NH_ALL + CMD_SYNC) to free the retiring ones.
 //!
 //! [`RetireTracker`] is the same retirement rule for identifiers warden hands out by number
 //! (VMIDs), with no allocation.
@@ -170,6 +170,11 @@ pub struct ContextKey {
     pub ttb0: Option<u64>,
     pub ttb1: Option<u64>,
 }
+
+/// Retiring real ASIDs warden keeps at most: a host that changes contexts without ever
+/// invalidating their ASIDs makes warden invalidate them all (TLBI_NH_ALL + CMD_SYNC) once this
+/// many are retiring, so its bookkeeping (heap) stays bounded whatever the host does.
+pub const RETIRING_LIMIT: usize = 256;
 
 /// What a real ASID is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,7 +356,8 @@ impl RealAsids {
             self.stats.forced_flushes += stale.len() as u64;
             done.flushed = stale;
         }
-        let real = match self.free(key.host_asid) {
+        let free = self.free(key.host_asid).filter(|_| self.retiring().count() < RETIRING_LIMIT);
+        let real = match free {
             Some(r) => r,
             None => {
                 if self.retiring().next().is_none() {
@@ -628,6 +634,26 @@ mod tests {
         assert_eq!(a.stats().exhaustion_flushes, 1);
         assert_eq!(a.stats().freed, 10);
         assert_eq!(got.real, 255, "the highest of the freed");
+    }
+
+    #[test]
+    fn retiring_real_asids_are_bounded() {
+        let mut a = RealAsids::new(true);
+        let mut log = Vec::new();
+        // A host that keeps changing contexts and never invalidates anything.
+        for i in 0..RETIRING_LIMIT as u64 {
+            let k = key(1000 + i as u16, i << 12);
+            take(&mut a, k, &mut log);
+            a.release(k);
+            a.sync_completed();
+        }
+        assert_eq!(a.retiring().count(), RETIRING_LIMIT);
+        assert!(log.is_empty());
+        let got = take(&mut a, key(7, 0x1000), &mut log);
+        assert_eq!(log, vec![Flush::All]);
+        assert!(got.exhaustion_flush);
+        assert_eq!(a.retiring().count(), 0);
+        assert_eq!(a.stats().freed, RETIRING_LIMIT as u64);
     }
 
     // ---- Exhaustive 2-CPU model ----
