@@ -14,7 +14,7 @@ use crate::mm::MemRange;
 use crate::mm::ownership::{OwnershipTracker, PageState};
 use crate::smmu::S2Config;
 use crate::smmu::virt::real::SmmuBackend;
-use crate::smmu::virt::{CdArena, GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
+use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
 
 /// The virtual SMMU the host sees at the real SMMU's address.
 pub struct VirtSmmuState {
@@ -162,7 +162,7 @@ impl core::fmt::Display for SetUpError {
 }
 
 /// The virtual SMMU for the host's streams on this real SMMU, or why not: the SMMU's view of
-/// the host stage 2 (`host`, VTCR `vtcr`) with the shadow-CD arena, declared to the driver.
+/// the host stage 2 (`host`) with the shadow-CD arena, declared to the driver.
 pub fn set_up(
     smmu: &mut crate::smmu::Smmu<crate::smmu::MmioSmmu>,
     info: &crate::dt::SmmuInfo,
@@ -173,15 +173,8 @@ pub fn set_up(
 ) -> Result<VirtSmmuState, SetUpError> {
     use crate::smmu::virt::real;
     let ipa_bits = host.config.ipa_bits();
-    // Checked before anything is allocated.
-    real::virt_config(
-        smmu,
-        ipa_bits,
-        HOST_VMID,
-        sids.to_vec(),
-        CdArena { ipa: 0, slots: 0, unmapped_ipa: 0 },
-    )
-    .map_err(SetUpError::Unsupported)?;
+    // Checked before anything is allocated or reserved.
+    real::advertised_oas(smmu.features(), ipa_bits).map_err(SetUpError::Unsupported)?;
     let view = real::smmu_view(&mut host.table, sids.len(), frames, &crate::arch::aarch64::Hw)
         .map_err(SetUpError::View)?;
     smmu.set_cd_arena(view.arena.ipa, view.memory);

@@ -149,6 +149,27 @@ impl core::fmt::Display for VirtUnsupported {
     }
 }
 
+/// Whether this real SMMU can offer the host a virtual SMMU at all, and with which IDR5.OAS
+/// encoding (the largest not above the host's IPA size and the real OAS).
+pub fn advertised_oas(
+    f: &crate::smmu::Features,
+    host_ipa_bits: u32,
+) -> Result<u32, VirtUnsupported> {
+    if !(f.stage1 && f.stage2) {
+        return Err(VirtUnsupported::NoNesting);
+    }
+    if f.stall_model == crate::smmu::regs::IDR0_STALL_MODEL_FORCED {
+        return Err(VirtUnsupported::StallForced);
+    }
+    (0..=6u32)
+        .rev()
+        .find(|&field| {
+            crate::mm::tcr::address_size_bits(u64::from(field))
+                .is_some_and(|b| b <= host_ipa_bits && f.oas_bits.is_some_and(|real| b <= real))
+        })
+        .ok_or(VirtUnsupported::IpaBits(host_ipa_bits))
+}
+
 /// What the host is offered: its stream IDs, the real SMMU's stream-ID width and ASID size, an
 /// output address size no larger than its IPA space (the stage-1 output is a stage-2 input).
 pub fn virt_config<M: SmmuIo>(
@@ -159,19 +180,7 @@ pub fn virt_config<M: SmmuIo>(
     arena: CdArena,
 ) -> Result<VirtConfig, VirtUnsupported> {
     let f = smmu.features();
-    if !(f.stage1 && f.stage2) {
-        return Err(VirtUnsupported::NoNesting);
-    }
-    if f.stall_model == crate::smmu::regs::IDR0_STALL_MODEL_FORCED {
-        return Err(VirtUnsupported::StallForced);
-    }
-    let oas_field = (0..=6u32)
-        .rev()
-        .find(|&field| {
-            crate::mm::tcr::address_size_bits(u64::from(field))
-                .is_some_and(|b| b <= host_ipa_bits && f.oas_bits.is_some_and(|real| b <= real))
-        })
-        .ok_or(VirtUnsupported::IpaBits(host_ipa_bits))?;
+    let oas_field = advertised_oas(f, host_ipa_bits)?;
     Ok(VirtConfig {
         advertised: Advertised {
             sid_bits: smmu.stream_table().sid_bits(),
