@@ -8,6 +8,7 @@ mod firmware;
 mod initramfs;
 mod linux;
 mod linux_host;
+mod linux_tool;
 mod pack;
 mod qemu;
 mod scenario;
