@@ -4,7 +4,7 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{linux_host, pack, smmu_trace, toolchain};
+use crate::{fuzz, linux_host, pack, smmu_trace, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -517,6 +517,13 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             "clippy.log",
         )?;
         lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
+        step(&format!(
+            "fuzz smoke: every target {} s over its seed corpus (cargo xtask fuzz for real runs)",
+            fuzz::smoke_seconds()
+        ));
+        for verdict in fuzz::smoke(&logs_dir()) {
+            tally.record(&verdict);
+        }
     }
     let binaries = if selected.iter().any(|s| *s != "linux-no-warden") {
         firmware_steps(&mut tally)?
