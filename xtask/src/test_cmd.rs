@@ -503,6 +503,11 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
         ALL_SCENARIOS.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
     };
     if only.is_empty() {
+        // One xtask unit test boots QEMU (to dump the DT of a warden run): on a fresh machine
+        // QEMU must be installed before the unit tests, not only before the scenarios.
+        if let Err(e) = toolchain::qemu() {
+            tally.record(&Verdict::fail("setup/qemu-system-aarch64", format!("{e:#}")));
+        }
         unit_tests(&mut tally)?;
         step("lints");
         lint(
