@@ -4,7 +4,7 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{linux_host, linux_tool, pack, smmu_trace, toolchain};
+use crate::{fuzz, linux_host, linux_tool, pack, smmu_trace, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -528,6 +528,11 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
         ALL_SCENARIOS.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
     };
     if only.is_empty() {
+        // One xtask unit test boots QEMU (to dump the DT of a warden run): on a fresh machine
+        // QEMU must be installed before the unit tests, not only before the scenarios.
+        if let Err(e) = toolchain::qemu() {
+            tally.record(&Verdict::fail("setup/qemu-system-aarch64", format!("{e:#}")));
+        }
         unit_tests(&mut tally)?;
         step("lints");
         lint(
@@ -542,6 +547,13 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             "clippy.log",
         )?;
         lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
+        step(&format!(
+            "fuzz smoke: every target {} s over its seed corpus (cargo xtask fuzz for real runs)",
+            fuzz::smoke_seconds()
+        ));
+        for verdict in fuzz::smoke(&logs_dir()) {
+            tally.record(&verdict);
+        }
     }
     let binaries = if selected.iter().any(|s| *s != "linux-no-warden") {
         firmware_steps(&mut tally)?
