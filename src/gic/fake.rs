@@ -507,7 +507,7 @@ impl FakeRedist {
         match offset {
             GICR_CTLR => {
                 let sticky = st.lpis_sticky && st.ctlr & 1 != 0;
-                st.ctlr = (value as u32 & 1) | u32::from(sticky);
+                st.ctlr = value as u32 | u32::from(sticky);
             }
             GICR_PROPBASER => {
                 st.propbaser = value & (keep | !mask(GICR_PROPBASER_F::PHYSICAL_ADDRESS))
