@@ -569,10 +569,10 @@ impl VirtIts {
             return;
         }
         // An earlier batch first: nothing moves until the real ITS finished it.
-        if let Some(end) = self.batch_end {
-            if !self.finish_batch(io, end) {
-                return;
-            }
+        if let Some(end) = self.batch_end
+            && !self.finish_batch(io, end)
+        {
+            return;
         }
         let Some(queue_bytes) = self.host_queue_bytes() else { return };
         if self.stall.is_some() {
