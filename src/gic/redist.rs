@@ -152,7 +152,9 @@ impl VirtRedist {
                 (GICR_PENDBASER_F::PHYSICAL_ADDRESS.read(value) << 16, self.pend_table_bytes())
             }
         };
-        if bytes == 0 {
+        // No table (IDbits too small), or the reset value's address 0: nothing to check, and
+        // nothing EnableLPIs would accept.
+        if bytes == 0 || base == 0 {
             return Some(None);
         }
         MemRange::from_base_size(base, bytes).map(Some)
@@ -268,10 +270,13 @@ impl VirtRedist {
             value &= !GICR_CTLR_F::ENABLE_LPIS::SET.value;
             self.stats.enable_refusals += 1;
             if should_log(self.stats.enable_refusals) {
+                let which = match (self.prop_ok, self.pend_ok) {
+                    (false, false) => "GICR_PROPBASER and GICR_PENDBASER do",
+                    (false, true) => "GICR_PROPBASER does",
+                    _ => "GICR_PENDBASER does",
+                };
                 log::warn!(
-                    "GICR: EnableLPIs refused: {}{} not validated (#{})",
-                    if self.prop_ok { "" } else { "GICR_PROPBASER " },
-                    if self.pend_ok { "" } else { "GICR_PENDBASER " },
+                    "GICR: EnableLPIs refused: {which} not name a table in host memory (#{})",
                     self.stats.enable_refusals
                 );
             }

@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn baser_addresses_by_page_size() {
-        let four_k = GITS_BASER_F::PHYSICAL_ADDRESS.val(0x4_1234_5).value;
+        let four_k = GITS_BASER_F::PHYSICAL_ADDRESS.val(0x0041_2345).value;
         assert_eq!(its_baser_address(four_k), 0x4_1234_5000);
         let sixty_four_k = GITS_BASER_F::PAGE_SIZE::Size64K.value
             | GITS_BASER_F::PHYSICAL_ADDRESS.val((0x4_1230_0000 >> 12) | 0x3).value;

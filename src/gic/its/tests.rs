@@ -566,7 +566,7 @@ proptest::proptest! {
             let offset = offsets[pick % offsets.len()];
             // A plausible address: in the host buffer, the carveout, or warden's memory.
             let address = [
-                r.host.at((value >> 8) % HOST_BYTES as u64 & !0xff),
+                r.host.at(((value >> 8) % HOST_BYTES as u64) & !0xff),
                 r.host.at(CARVEOUT + ((value >> 8) & 0xff00)),
                 r.warden().start + ((value >> 8) & 0xff00),
             ][pick % 3];
