@@ -8,7 +8,8 @@
 //! 2. MMU off, no atomics: parse the DT, plan the layout, build warden's EL2 stage-1 in BSS,
 //!    invalidate warden's image from the caches, MMU on.
 //! 3. Logger; move the payload (initrd, then kernel) to its planned place; heap and frame pool.
-//! 4. Host stage-2 from the DT (RAM minus warden, devices minus the SMMU frames).
+//! 4. Host stage-2 from the DT (RAM minus warden, the devices the DMA policy keeps minus the
+//!    SMMU frames and the GIC frames warden emulates); the SMMU and the ITS become warden's.
 //! 5. Patched DT written for the host; kernel, initrd and DT cleaned to PoC.
 //! 6. EL2 controls, stage-2 on, PSCI mediation ready; ERET to the kernel at EL1.
 
