@@ -1098,3 +1098,16 @@ fn add_device_node() {
     let empty = DtEdit::new().add_device("x", "y", r(0x1000, 0x1000));
     assert!(matches!(apply(FIXTURE, &empty), Err(DtError::Unencodable { .. })));
 }
+
+#[test]
+fn withheld_nodes_leave_the_host_dt() {
+    let original = parse(FIXTURE).unwrap();
+    let edit = original.withheld.iter().fold(DtEdit::new(), |e, w| e.remove_node(&w.path));
+    let host = parse(&apply(FIXTURE, &edit).unwrap()).unwrap();
+    assert!(host.withheld.is_empty(), "{:?}", host.withheld);
+    assert_eq!(host.devices, original.devices, "what was kept is all the host DT describes");
+    let fdt_host = apply(FIXTURE, &edit).unwrap();
+    let fdt = fdt::Fdt::new(&fdt_host).unwrap();
+    assert!(fdt.find_compatible(&["qemu,fw-cfg-mmio", "virtio,mmio", "qemu,platform"]).is_none());
+    assert!(fdt.find_compatible(&["arm,gic-v3-its"]).is_some());
+}
