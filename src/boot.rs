@@ -8,7 +8,8 @@
 //! 2. MMU off, no atomics: parse the DT, plan the layout, build warden's EL2 stage-1 in BSS,
 //!    invalidate warden's image from the caches, MMU on.
 //! 3. Logger; move the payload (initrd, then kernel) to its planned place; heap and frame pool.
-//! 4. Host stage-2 from the DT (RAM minus warden, devices minus the SMMU frames).
+//! 4. Host stage-2 from the DT (RAM minus warden, the devices the DMA policy keeps minus the
+//!    SMMU frames and the GIC frames warden emulates); the SMMU and the ITS become warden's.
 //! 5. Patched DT written for the host; kernel, initrd and DT cleaned to PoC.
 //! 6. EL2 controls, stage-2 on, PSCI mediation ready; ERET to the kernel at EL1.
 
@@ -16,6 +17,7 @@
 // returned once, on the boot path, so their size costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod gic;
 mod sim_peer;
 mod vsmmu;
 
@@ -98,6 +100,9 @@ pub struct Warden {
     /// The virtual SMMU the host drives in place of the real one (`None`: no SMMU, or one that
     /// cannot nest; the host then sees no SMMU and its devices get stage-2-only STEs).
     pub vsmmu: Option<vsmmu::VirtSmmuState>,
+    /// The GICv3's ITSes and redistributors, emulated where they write memory (`None`: no
+    /// GICv3).
+    pub gic: Option<gic::GicState>,
     /// One stage-2 per peer named by a carveout.
     pub peers: Vec<PeerStage2>,
     /// The ownership tracker and the carveouts' transfer locks.
@@ -259,10 +264,18 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(f) => f,
         Err(e) => fatal_unlocked(format_args!("frame pool: {e}")),
     };
-    let host_stage2 = match host_stage2(&platform, &layout, board.control_page, &mut frames) {
-        Ok(s) => s,
-        Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
+    log_withheld_devices(&platform);
+    // The GIC frames that write memory are trapped: known before the host's stage 2 is built.
+    let gic_layout = match gic::probe(&platform) {
+        Ok(l) => l,
+        Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
     };
+    let host_stage2 =
+        match host_stage2(&platform, &layout, board.control_page, &gic_layout.holes(), &mut frames)
+        {
+            Ok(s) => s,
+            Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
+        };
     let vtcr = host_stage2.vtcr();
     let vttbr = match host_stage2.vttbr(HOST_VMID) {
         Ok(v) => v,
@@ -275,6 +288,15 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let (smmu, vsmmu) = match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames) {
         Ok(s) => s,
         Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
+    };
+    let vlpi_stride = gic_layout.any_vlpi();
+    let gic = if platform.gicv3.is_some() || !gic_layout.its.is_empty() {
+        match gic::take(&platform, gic_layout, &mut frames) {
+            Ok(g) => Some(g),
+            Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
+        }
+    } else {
+        None
     };
 
     let carveouts = usable_carveouts(&platform, &layout);
@@ -297,7 +319,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         &payload,
         peer_cpu,
         board.control_page,
-        vsmmu.is_some(),
+        HostDtChoices { keep_smmu: vsmmu.is_some(), vlpi_stride },
     ) {
         Ok(d) => d,
         Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
@@ -372,6 +394,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         frames: spin::Mutex::new(frames),
         smmu: spin::Mutex::new(smmu),
         vsmmu,
+        gic,
         peers,
         handoff,
         carveouts,
@@ -447,6 +470,8 @@ fn build_el2_tables(
                 + dt::MAX_SMMUS
                 + dt::MAX_PCIE
                 + 1
+                + dt::MAX_ITS
+                + dt::MAX_REDIST_REGIONS
         },
     > = ArrayVec::new();
     let mut push = |r: MemRange, a: Attrs| {
@@ -480,6 +505,18 @@ fn build_el2_tables(
     if let Some(gicd) = p.gic_dist.and_then(|g| g.page_aligned_outward()) {
         push(gicd, Attrs::device(Perms::RW));
     }
+    // The ITSes' control frames and the redistributor regions, which warden emulates.
+    for its in p.gic_its.iter() {
+        push(
+            MemRange::new(its.start, its.start + crate::gic::regs::FRAME_SIZE),
+            Attrs::device(Perms::RW),
+        );
+    }
+    for region in p.gicv3.iter().flat_map(|g| g.redist_regions.iter()) {
+        if let Some(r) = region.page_aligned_outward() {
+            push(r, Attrs::device(Perms::RW));
+        }
+    }
     let max_end = regions.iter().map(|(r, _)| r.end).max().unwrap_or(0);
     let va_bits = ipa_bits_for(max_end).ok_or(BootError::AddressTooHigh(max_end))?;
     let pa_bits = pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0()).ok_or(BootError::PaRange)?;
@@ -495,15 +532,18 @@ fn build_el2_tables(
     Ok(El2Mmu { mair: map.mair, tcr: map.tcr, ttbr: map.ttbr0, sctlr: map.sctlr })
 }
 
-/// The host's stage-2: RAM minus warden, every DT device minus the SMMU register frames.
+/// The host's stage-2: RAM minus warden, every DT device the DMA policy keeps minus the SMMU
+/// register frames and the GIC frames warden emulates (`gic_holes`).
 fn host_stage2(
     p: &PlatformInfo,
     l: &Layout,
     control_page: Option<u64>,
+    gic_holes: &[MemRange],
     frames: &mut PoolFrames,
 ) -> Result<HostStage2, BootError> {
     let mut holes: Vec<MemRange> = alloc::vec![l.warden];
     holes.extend(p.smmus.iter().map(|s| s.regs));
+    holes.extend_from_slice(gic_holes);
     // Every access to the control page must trap (no DT device should be there; if one is,
     // the page still wins).
     holes.extend(control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)));
@@ -634,16 +674,12 @@ fn take_smmu(
     frames: &mut PoolFrames,
 ) -> Result<(Option<Smmu<MmioSmmu>>, Option<vsmmu::VirtSmmuState>), BootError> {
     let Some(info) = p.smmu() else {
-        log::warn!("no SMMU in the DT: host DMA is not confined");
+        log::warn!(
+            "no SMMU in the DT: PCIe and every other DMA-capable device are withheld from the host (dt::policy)"
+        );
         return Ok((None, None));
     };
-    if p.smmus.len() > 1 {
-        log::warn!(
-            "{} SMMUs in the DT: only {} is driven; the others stay in reset (GBPA as firmware left it)",
-            p.smmus.len(),
-            info.path
-        );
-    }
+    quiesce_other_smmus(p)?;
     // SAFETY: the SMMU's register frames are mapped as device memory at EL2
     // (build_el2_tables) and absent from the host's stage-2, so warden is their only user.
     let io = unsafe { MmioSmmu::new(info.regs) }.map_err(BootError::SmmuRegs)?;
@@ -695,6 +731,25 @@ fn take_smmu(
     Ok((Some(smmu), Some(virt)))
 }
 
+/// Every SMMU after the first (which warden drives): GBPA.ABORT set and SMMUEN off
+/// (`smmu::quiesce`), so no DMA passes through one untranslated. A failure stops the boot.
+fn quiesce_other_smmus(p: &PlatformInfo) -> Result<(), BootError> {
+    for other in p.smmus.iter().skip(1) {
+        // SAFETY: every SMMU's register frames are mapped as device memory at EL2
+        // (build_el2_tables) and absent from the host's stage 2 and DT: warden is their only
+        // user.
+        let io = unsafe { MmioSmmu::new(other.regs) }.map_err(BootError::SmmuRegs)?;
+        crate::smmu::quiesce::abort_all_traffic(&io, crate::smmu::DEFAULT_POLL_LIMIT)
+            .map_err(|e| BootError::OtherSmmu(other.regs, e))?;
+        log::info!(
+            "SMMU {} ({}) not driven by warden: GBPA.ABORT set, SMMUEN off, hidden from the host",
+            other.regs,
+            other.path
+        );
+    }
+    Ok(())
+}
+
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
@@ -733,9 +788,11 @@ fn patch_host_dt(
     payload: &Payload,
     peer_cpu: Option<u64>,
     control_page: Option<u64>,
-    keep_smmu: bool,
+    choices: HostDtChoices,
 ) -> Result<Vec<u8>, dt::DtError> {
+    let HostDtChoices { keep_smmu, vlpi_stride } = choices;
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
+    edit = withhold_in_host_dt(edit, p, vlpi_stride);
     if let Some(mpidr) = peer_cpu {
         // The unit address of a CPU node is its `reg` (MPIDR affinity) in hex.
         edit = edit.remove_cpu(&alloc::format!("/cpus/cpu@{mpidr:x}"));
@@ -767,6 +824,38 @@ fn patch_host_dt(
     dt::apply(blob, &edit)
 }
 
+/// What the host DT keeps of what warden took over.
+#[derive(Clone, Copy, Debug)]
+struct HostDtChoices {
+    /// The first SMMU stays (the host drives it through the virtual SMMU).
+    keep_smmu: bool,
+    /// The redistributors are 256 KiB apart (GICv4) but the host is shown no VLPIS.
+    vlpi_stride: bool,
+}
+
+/// The DMA policy's side of the host DT (`dt::policy`): withheld devices removed; and when the
+/// redistributors are GICv4 ones (256 KiB apart) while the host is shown no VLPIS, the stride
+/// is given explicitly so the host still finds every frame.
+fn withhold_in_host_dt(mut edit: dt::DtEdit, p: &PlatformInfo, vlpi_stride: bool) -> dt::DtEdit {
+    for w in p.withheld.iter() {
+        edit = edit.remove_node(&w.path);
+    }
+    if let Some(g) = p.gicv3.as_ref().filter(|g| vlpi_stride && g.redist_stride.is_none()) {
+        edit = edit.set_property(&g.path, "redistributor-stride", &0x4_0000u64.to_be_bytes());
+    }
+    edit
+}
+
+/// One line per device the host is not given, and why (`dt::policy`).
+fn log_withheld_devices(p: &PlatformInfo) {
+    for w in p.withheld.iter() {
+        match w.regs {
+            Some(r) => log::info!("  withheld   {r} ({}): {}", w.path, w.why),
+            None => log::info!("  withheld   {}: {}", w.path, w.why),
+        }
+    }
+}
+
 /// Boot failures after the DT was read.
 #[derive(Debug)]
 enum BootError {
@@ -777,6 +866,7 @@ enum BootError {
     Stage2(crate::mm::HostStage2Error),
     SmmuRegs(crate::smmu::RegsTooSmall),
     Smmu(crate::smmu::SmmuError),
+    OtherSmmu(MemRange, crate::smmu::quiesce::QuiesceError),
 }
 
 impl core::fmt::Display for BootError {
@@ -789,6 +879,10 @@ impl core::fmt::Display for BootError {
             BootError::Stage2(e) => write!(f, "{e}"),
             BootError::SmmuRegs(e) => write!(f, "{e}"),
             BootError::Smmu(e) => write!(f, "{e}"),
+            BootError::OtherSmmu(regs, e) => write!(
+                f,
+                "SMMU at {regs} (not driven by warden) could not be made to abort DMA: {e}; refusing to boot (DMA through it would be unconfined)"
+            ),
         }
     }
 }
@@ -1174,9 +1268,22 @@ impl Platform for HwPlatform<'_> {
         vsmmu::write(self.w, offset, size, value)
     }
 
+    fn gic_frame(&self, ipa: u64) -> Option<(crate::gic::GicFrame, u32)> {
+        self.w.gic.as_ref().and_then(|g| g.layout.lookup(ipa))
+    }
+
+    fn gic_read(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8) -> u64 {
+        gic::read(self.w, frame, offset, size)
+    }
+
+    fn gic_write(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8, value: u64) {
+        gic::write(self.w, frame, offset, size, value)
+    }
+
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
         log_handoff_profile();
+        gic::log_stats(self.w);
         if let Some(s) = vsmmu::stats(self.w) {
             log::info!(
                 "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",

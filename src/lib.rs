@@ -16,6 +16,7 @@ pub mod boards;
 pub mod boot;
 pub mod console;
 pub mod dt;
+pub mod gic;
 pub mod handoff;
 pub mod mm;
 pub mod payload;

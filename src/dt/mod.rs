@@ -24,7 +24,10 @@
 //!
 //! # What counts as a device
 //! [`PlatformInfo::devices`] is every MMIO range the host may be given: the translated `reg` of
-//! every node that has one, plus PCIe ECAM and windows, EXCEPT `/memory` nodes
+//! every node that has one and that the DMA policy keeps ([`policy`]: devices behind warden's
+//! SMMU, the trapped GIC, kinds known not to master memory; the others are listed in
+//! [`PlatformInfo::withheld`] and their pages left out), plus PCIe ECAM and windows of host
+//! bridges behind warden's SMMU, EXCEPT `/memory` nodes
 //! (`device_type = "memory"`), the `/reserved-memory` and `/cpus` subtrees, SMMUv3 nodes,
 //! children of PCI buses (their `reg` is PCI config addressing, covered by ECAM and windows),
 //! and nodes whose `reg` cannot be translated: a parent without `ranges` (e.g. `/chosen`, an
@@ -43,6 +46,7 @@ mod blob;
 mod edit;
 mod error;
 mod parse;
+pub mod policy;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +55,7 @@ use arrayvec::{ArrayString, ArrayVec};
 pub use edit::{DtEdit, apply};
 pub use error::{DtError, NodeName, NodePath};
 pub use parse::parse;
+pub use policy::Withheld;
 
 use crate::mm::MemRange;
 pub use warden_abi::handoff::{PeerId, Policy};
@@ -81,6 +86,12 @@ pub const MAX_PATH_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;
 /// Bytes of `/chosen/bootargs`.
 pub const MAX_BOOTARGS: usize = 1024;
+/// Devices withheld from the host (`dt::policy`); QEMU virt has 34.
+pub const MAX_WITHHELD: usize = 48;
+/// GICv3 redistributor regions (`#redistributor-regions`).
+pub const MAX_REDIST_REGIONS: usize = 8;
+/// GICv3 ITSes.
+pub const MAX_ITS: usize = 4;
 
 /// The [`ReservedRegion::name`] of `/memreserve/` entries.
 pub const MEMRESERVE_NAME: &str = "memreserve";
@@ -208,6 +219,27 @@ pub struct PcieHost {
     pub iommu_map: ArrayVec<IommuMapEntry, MAX_IOMMU_MAP>,
 }
 
+/// A GICv3 (`arm,gic-v3`): what warden traps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GicV3Info {
+    pub path: NodePath,
+    /// The distributor (first `reg` entry).
+    pub dist: MemRange,
+    /// The redistributor regions (the next `#redistributor-regions` entries, default 1).
+    pub redist_regions: ArrayVec<MemRange, MAX_REDIST_REGIONS>,
+    /// `redistributor-stride`, if given.
+    pub redist_stride: Option<u64>,
+}
+
+/// A device withheld from the host (see [`policy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithheldDevice {
+    pub path: NodePath,
+    pub why: Withheld,
+    /// Its first MMIO range, if it has one (for the log).
+    pub regs: Option<MemRange>,
+}
+
 /// What warden needs to know about the platform, read from the DT.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlatformInfo {
@@ -237,6 +269,13 @@ pub struct PlatformInfo {
     pub boot_cpuid_phys: u32,
     /// The GIC distributor (first `reg` of the `arm,gic-v3` / GICv2 node), if any.
     pub gic_dist: Option<MemRange>,
+    /// The GICv3, if the GIC is one.
+    pub gicv3: Option<GicV3Info>,
+    /// Every enabled `arm,gic-v3-its` node's register frames (control, then translater).
+    pub gic_its: ArrayVec<MemRange, MAX_ITS>,
+    /// Devices the host is not given ([`policy`]), in DT order: not in `devices`, removed
+    /// from the host's DT.
+    pub withheld: ArrayVec<WithheldDevice, MAX_WITHHELD>,
 }
 
 impl PlatformInfo {

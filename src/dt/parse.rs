@@ -16,6 +16,9 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
     // the whole structure block before anything is interpreted.
     let mut chosen: Option<Node<'_>> = None;
     let mut aliases: Option<Node<'_>> = None;
+    // The SMMU warden drives is the first SMMUv3 in DT order: the DMA policy needs its
+    // phandle before devices that point at it are met.
+    let mut first_smmu: Option<Option<u32>> = None;
     walk(&blob, |v| {
         if v.depth() == 1 {
             match v.node.name {
@@ -23,6 +26,9 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
                 "aliases" if aliases.is_none() => aliases = Some(v.node),
                 _ => {}
             }
+        }
+        if first_smmu.is_none() && v.node.is_compatible("arm,smmu-v3") {
+            first_smmu = Some(phandle(&v.node));
         }
         Ok(())
     })?;
@@ -43,10 +49,15 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
             initrd: None,
             boot_cpuid_phys: blob.boot_cpuid_phys,
             gic_dist: None,
+            gicv3: None,
+            gic_its: ArrayVec::new(),
+            withheld: ArrayVec::new(),
         },
         stdout_path,
         stdout_uart: None,
         first_uart: None,
+        warden_smmu: first_smmu.flatten(),
+        withheld_ranges: ArrayVec::new(),
     };
     walk(&blob, |v| state.visit(v))?;
 
@@ -228,6 +239,29 @@ fn insert_merged<const N: usize>(
         .map_err(|_| DtError::TooMany { what: "device ranges (MAX_DEVICES)", limit: N })
 }
 
+/// Removes `cut` from the sorted, disjoint `list`, splitting ranges it falls inside.
+fn subtract<const N: usize>(
+    list: &mut ArrayVec<MemRange, N>,
+    cut: MemRange,
+) -> Result<(), DtError> {
+    let mut i = 0;
+    while let Some(range) = list.get(i).copied() {
+        if !range.overlaps(&cut) {
+            i += 1;
+            continue;
+        }
+        list.remove(i);
+        let below = MemRange::new(range.start, cut.start.clamp(range.start, range.end));
+        let above = MemRange::new(cut.end.clamp(range.start, range.end), range.end);
+        for piece in [below, above].into_iter().filter(|p| !p.is_empty()) {
+            list.try_insert(i, piece)
+                .map_err(|_| DtError::TooMany { what: "device ranges (MAX_DEVICES)", limit: N })?;
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 /// GIC nodes whose first `reg` entry is the distributor.
 const GIC_COMPATIBLES: [&str; 4] =
     ["arm,gic-v3", "arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"];
@@ -286,6 +320,16 @@ struct State<'a> {
     stdout_path: Option<&'a str>,
     stdout_uart: Option<MemRange>,
     first_uart: Option<MemRange>,
+    /// The phandle of the SMMU warden drives (the first SMMUv3).
+    warden_smmu: Option<u32>,
+    /// Pages of withheld devices: left out of `devices` at the end, even where a kept device
+    /// shares them.
+    withheld_ranges: ArrayVec<MemRange, MAX_DEVICES>,
+}
+
+/// Whether `path` is strictly inside the subtree at `root`.
+fn is_under(path: &str, root: &str) -> bool {
+    path.len() > root.len() && path.starts_with(root) && path.as_bytes()[root.len()] == b'/'
 }
 
 impl State<'_> {
@@ -330,6 +374,13 @@ impl State<'_> {
         if v.ancestors.iter().skip(1).any(|l| l.node.prop_str("device_type") == Some("pci")) {
             return Ok(());
         }
+        // A withheld node's subtree goes with it.
+        if self.info.withheld.iter().any(|w| is_under(v.path, &w.path)) {
+            return Ok(());
+        }
+        if node.is_compatible("qemu,platform") {
+            return self.withhold(v, policy::Withheld::DynamicSysbus, None);
+        }
         if node.is_compatible("arm,smmu-v3") {
             return self.smmu(v);
         }
@@ -349,17 +400,110 @@ impl State<'_> {
             })?;
             self.info.gic_dist = first;
         }
-        for_each_reg(v, |entry| {
-            let Some(cpu) = entry.cpu else { return Ok(()) };
-            if entry.size == 0 {
-                return Ok(());
+        let available = is_available(node);
+        if available && self.info.gicv3.is_none() && node.is_compatible("arm,gic-v3") {
+            self.gicv3(v)?;
+        }
+        if available && node.is_compatible("arm,gic-v3-its") {
+            let mut first = None;
+            for_each_reg(v, |entry| {
+                if first.is_none() {
+                    first = Some(required_range(v, &entry)?);
+                }
+                Ok(())
+            })?;
+            if let Some(regs) = first {
+                push(&mut self.info.gic_its, regs, "GICv3 ITSes (MAX_ITS)")?;
             }
-            let range = MemRange::from_base_size(cpu, entry.size)
+        }
+        // The node's MMIO, page aligned: first to know whether it is a device at all, then
+        // into the list the policy picks.
+        let page_range = |entry: &RegEntry| -> Result<Option<MemRange>, DtError> {
+            let Some(cpu) = entry.cpu else { return Ok(None) };
+            if entry.size == 0 {
+                return Ok(None);
+            }
+            MemRange::from_base_size(cpu, entry.size)
                 .and_then(|r| r.page_aligned_outward())
                 .filter(|r| r.end != 0)
-                .ok_or(DtError::AddressOverflow { path: v.path() })?;
-            insert_merged(&mut self.info.devices, range)
-        })
+                .map(Some)
+                .ok_or(DtError::AddressOverflow { path: v.path() })
+        };
+        let mut first = None;
+        for_each_reg(v, |entry| {
+            if first.is_none() {
+                first = page_range(&entry)?;
+            }
+            Ok(())
+        })?;
+        if first.is_none() {
+            return Ok(());
+        }
+        let verdict = policy::classify(node, self.warden_smmu, available);
+        let list = match verdict {
+            policy::Verdict::Keep => &mut self.info.devices,
+            policy::Verdict::Withhold(_) => &mut self.withheld_ranges,
+        };
+        for_each_reg(v, |entry| match page_range(&entry)? {
+            Some(range) => insert_merged(list, range),
+            None => Ok(()),
+        })?;
+        match verdict {
+            policy::Verdict::Keep => Ok(()),
+            policy::Verdict::Withhold(why) => {
+                let device = WithheldDevice { path: v.path(), why, regs: first };
+                push(&mut self.info.withheld, device, "withheld devices (MAX_WITHHELD)")
+            }
+        }
+    }
+
+    /// Records a withheld device: listed for the log and the DT patch, its pages kept out.
+    fn withhold(
+        &mut self,
+        v: &Visit<'_, '_>,
+        why: policy::Withheld,
+        ranges: Option<&[MemRange]>,
+    ) -> Result<(), DtError> {
+        let ranges = ranges.unwrap_or(&[]);
+        for range in ranges {
+            insert_merged(&mut self.withheld_ranges, *range)?;
+        }
+        let device = WithheldDevice { path: v.path(), why, regs: ranges.first().copied() };
+        push(&mut self.info.withheld, device, "withheld devices (MAX_WITHHELD)")
+    }
+
+    /// The `arm,gic-v3` node: distributor, redistributor regions, stride.
+    fn gicv3(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let bad = |what| DtError::BadProperty { path: v.path(), property: "reg", what };
+        let regions = match number(v, "#redistributor-regions")? {
+            None => 1,
+            Some(n) if (1..=MAX_REDIST_REGIONS as u64).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(DtError::BadProperty {
+                    path: v.path(),
+                    property: "#redistributor-regions",
+                    what: "must be 1..=MAX_REDIST_REGIONS",
+                });
+            }
+        };
+        let mut dist = None;
+        let mut redist_regions = ArrayVec::new();
+        for_each_reg(v, |entry| {
+            let range = required_range(v, &entry)?;
+            if dist.is_none() {
+                dist = Some(range);
+            } else if redist_regions.len() < regions {
+                redist_regions.push(range);
+            }
+            Ok(())
+        })?;
+        let dist = dist.ok_or(bad("missing (the distributor)"))?;
+        if redist_regions.len() < regions {
+            return Err(bad("fewer redistributor regions than #redistributor-regions"));
+        }
+        let redist_stride = number(v, "redistributor-stride")?;
+        self.info.gicv3 = Some(GicV3Info { path: v.path(), dist, redist_regions, redist_stride });
+        Ok(())
     }
 
     fn chosen(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
@@ -556,10 +700,31 @@ impl State<'_> {
             }
         }
 
+        let mut ranges: ArrayVec<MemRange, { MAX_PCIE_WINDOWS + 1 }> = ArrayVec::new();
         for range in core::iter::once(host.ecam).chain(host.windows.iter().map(|w| w.cpu)) {
             let aligned =
                 range.page_aligned_outward().ok_or(DtError::AddressOverflow { path: v.path() })?;
-            insert_merged(&mut self.info.devices, aligned)?;
+            ranges.push(aligned);
+        }
+        // Behind warden's SMMU only if every requester ID of its buses goes there.
+        let (first_bus, last_bus) = match v.node.prop("bus-range") {
+            Some(value) => match (be32(value, 0), be32(value, 4)) {
+                (Some(first), Some(last)) if value.len() == 8 && first <= last && last < 256 => {
+                    (first, last)
+                }
+                _ => return Err(bad("bus-range", "must be two cells, first <= last < 256")),
+            },
+            None => (0, 255),
+        };
+        let behind = self.warden_smmu.is_some_and(|smmu| {
+            let map = host.iommu_map.iter().map(|m| (m.rid_base, m.iommu_phandle, m.length));
+            policy::rids_covered(map, smmu, first_bus << 8, (last_bus + 1) << 8)
+        });
+        if !behind {
+            return self.withhold(v, policy::Withheld::PcieOutsideSmmu, Some(&ranges));
+        }
+        for range in ranges {
+            insert_merged(&mut self.info.devices, range)?;
         }
         push(&mut self.info.pcie, host, "PCIe host bridges (MAX_PCIE)")
     }
@@ -625,6 +790,10 @@ impl State<'_> {
             if let Some(device) = info.devices.iter().find(|d| d.overlaps(&smmu.regs)) {
                 return Err(DtError::DeviceOverlapsSmmu { device: *device, smmu: smmu.regs });
             }
+        }
+        // A page a withheld device shares with a kept one is left out: the withheld wins.
+        for cut in &self.withheld_ranges {
+            subtract(&mut info.devices, *cut)?;
         }
         Ok(self.info)
     }

@@ -96,7 +96,7 @@ fn qemu_fixture() {
         info.devices.iter().any(|d| d.contains_range(&r(start, start + size)))
     };
     // Flash banks, GIC distributor, ITS (through the GIC's empty `ranges`), redistributors,
-    // pl011, pl031, fw-cfg, pl061, the virtio-mmio area, ECAM and all PCIe windows.
+    // pl011, pl031, pl061, ECAM and all PCIe windows (behind the SMMU).
     for (start, size) in [
         (0, 0x800_0000),
         (0x800_0000, 0x1_0000),
@@ -104,9 +104,7 @@ fn qemu_fixture() {
         (0x80a_0000, 0xf6_0000),
         (0x900_0000, 0x1000),
         (0x901_0000, 0x1000),
-        (0x902_0000, 0x18),
         (0x903_0000, 0x1000),
-        (0xa00_0000, 0x4000),
         (0x40_1000_0000, 0x1000_0000),
         (0x3eff_0000, 0x1_0000),
         (0x1000_0000, 0x2eff_0000),
@@ -120,9 +118,32 @@ fn qemu_fixture() {
         assert!(!device.overlaps(&info.memory[0]), "RAM mapped as device: {device:?}");
     }
     assert!(info.devices.windows(2).all(|p| p[0].end < p[1].start), "sorted, merged");
+    // Withheld: fw-cfg (DMA), the 32 virtio-mmio transports, the dynamic sysbus.
+    for (start, size) in [(0x902_0000, 0x18), (0xa00_0000, 0x4000)] {
+        assert!(!info.devices.iter().any(|d| d.overlaps(&r(start, start + size))));
+    }
+    let withheld: Vec<(&str, &Withheld)> =
+        info.withheld.iter().map(|w| (w.path.as_str(), &w.why)).collect();
+    assert_eq!(withheld.len(), 34, "{withheld:?}");
+    assert_eq!(withheld[0], ("/platform-bus@c000000", &Withheld::DynamicSysbus));
+    assert_eq!(withheld[1], ("/fw-cfg@9020000", &Withheld::FwCfgDma));
+    assert!(
+        withheld[2..]
+            .iter()
+            .all(|(p, w)| p.starts_with("/virtio_mmio@a00") && **w == Withheld::VirtioMmio)
+    );
+    assert_eq!(info.withheld[1].regs, Some(r(0x902_0000, 0x902_1000)));
+    // The GICv3: distributor, one redistributor region, the ITS.
+    let gic = info.gicv3.as_ref().unwrap();
+    assert_eq!(gic.path.as_str(), "/intc@8000000");
+    assert_eq!(gic.dist, r(0x800_0000, 0x801_0000));
+    assert_eq!(gic.redist_regions.as_slice(), &[r(0x80a_0000, 0x900_0000)]);
+    assert_eq!(gic.redist_stride, None);
+    assert_eq!(info.gic_its.as_slice(), &[r(0x808_0000, 0x80a_0000)]);
     assert_eq!(info.bootargs, None);
     assert_eq!(info.initrd, None);
-    assert!(core::mem::size_of::<PlatformInfo>() < 12 * 1024);
+    let size = core::mem::size_of::<PlatformInfo>();
+    assert!(size < 24 * 1024, "PlatformInfo is {size} bytes");
 }
 
 #[test]
@@ -398,11 +419,21 @@ fn uart_from_stdout_path() {
 
 #[test]
 fn address_translation() {
+    let bus_props: [(&str, &[u8]); 4] = [
+        ("compatible", b"simple-bus\0"),
+        ("#address-cells", &[0, 0, 0, 1]),
+        ("#size-cells", &[0, 0, 0, 1]),
+        ("ranges", &[0, 0, 0, 0, 0, 0, 0, 0, 0x0c, 0, 0, 0, 0x02, 0, 0, 0]),
+    ];
     let blob = with_tree(|tree| {
-        let bus = tree.find_node_mut("/platform-bus@c000000").unwrap();
-        bus.add_child(node("dev@1000", &[("reg", &cells(&[0x1000, 0x100]))]));
+        let mut bus = node("soc@c000000", &bus_props);
+        let gpio = |name: &str, reg: &[u32]| {
+            node(name, &[("compatible", b"arm,pl061\0"), ("reg", &cells(reg))])
+        };
+        bus.add_child(gpio("gpio@1000", &[0x1000, 0x100]));
         // Outside the bus's ranges: not translatable, not mapped.
-        bus.add_child(node("far@3000000", &[("reg", &cells(&[0x300_0000, 0x100]))]));
+        bus.add_child(gpio("gpio@3000000", &[0x300_0000, 0x100]));
+        tree.root.add_child(bus);
         // Under /chosen (no ranges): not mapped.
         let chosen = tree.find_node_mut("/chosen").unwrap();
         chosen.add_property(DeviceTreeProperty::new("#size-cells", 2u32).unwrap());
@@ -415,6 +446,9 @@ fn address_translation() {
         poweroff.add_property(
             DeviceTreeProperty::new("reg", cells(&[0, 0x7000_0000, 0x1000])).unwrap(),
         );
+        // Under the withheld dynamic sysbus: withheld with it, never mapped.
+        let platform = tree.find_node_mut("/platform-bus@c000000").unwrap();
+        platform.add_child(gpio("gpio@100000", &[0x10_0000, 0x100]));
     });
     let info = parse(&blob).unwrap();
     assert!(info.devices.iter().any(|d| d.contains_range(&r(0xc00_1000, 0xc00_1100))));
@@ -422,16 +456,118 @@ fn address_translation() {
     assert_eq!(info.devices.len(), parse(FIXTURE).unwrap().devices.len() + 1);
     assert!(!info.devices.iter().any(|d| d.overlaps(&r(0x4800_0000, 0x4800_1000))));
     assert!(!info.devices.iter().any(|d| d.overlaps(&r(0x7000_0000, 0x7000_1000))));
+    assert!(!info.devices.iter().any(|d| d.overlaps(&r(0xc10_0000, 0xc10_0100))));
+    assert_eq!(info.withheld.len(), parse(FIXTURE).unwrap().withheld.len());
 
     // A malformed ranges on the way is an error naming the bus.
     let blob =
-        apply(&blob, &DtEdit::new().set_property("/platform-bus@c000000", "ranges", &[0; 12]))
-            .unwrap();
+        apply(&blob, &DtEdit::new().set_property("/soc@c000000", "ranges", &[0; 12])).unwrap();
     let err = parse_err(&blob);
     assert!(
-        matches!(&err, DtError::BadProperty { path, property: "ranges", .. } if path.as_str() == "/platform-bus@c000000"),
+        matches!(&err, DtError::BadProperty { path, property: "ranges", .. } if path.as_str() == "/soc@c000000"),
         "{err:?}"
     );
+}
+
+#[test]
+fn dma_policy() {
+    let with = |change: &dyn Fn(&mut DeviceTree)| parse(&with_tree(|t| change(t))).unwrap();
+    let withheld = |info: &PlatformInfo, path: &str| {
+        info.withheld.iter().find(|w| w.path.as_str() == path).map(|w| w.why)
+    };
+    // An unknown kind (a display controller, a DMA master) is withheld, a known one kept.
+    let info = with(&|t| {
+        t.root.add_child(node(
+            "clcd@9100000",
+            &[
+                ("compatible", b"arm,pl111\0arm,primecell\0"),
+                ("reg", &cells(&[0, 0x910_0000, 0, 0x1000])),
+            ],
+        ));
+        t.root.add_child(node(
+            "watchdog@9110000",
+            &[("compatible", b"arm,sbsa-gwdt\0"), ("reg", &cells(&[0, 0x911_0000, 0, 0x1000]))],
+        ));
+    });
+    let mut kind = arrayvec::ArrayString::new();
+    kind.push_str("arm,pl111");
+    assert_eq!(withheld(&info, "/clcd@9100000"), Some(Withheld::Unknown(kind)));
+    assert!(!info.devices.iter().any(|d| d.contains(0x910_0000)));
+    assert!(info.devices.iter().any(|d| d.contains(0x911_0000)));
+    // Behind warden's SMMU through `iommus`: kept; behind another IOMMU: withheld.
+    let info = with(&|t| {
+        t.root.add_child(node(
+            "dma@9120000",
+            &[
+                ("compatible", b"vendor,dma\0"),
+                ("reg", &cells(&[0, 0x912_0000, 0, 0x1000])),
+                ("iommus", &cells(&[0x8005, 0x40, 0x8005, 0x41])),
+            ],
+        ));
+        t.root.add_child(node(
+            "dma@9130000",
+            &[
+                ("compatible", b"vendor,dma\0"),
+                ("reg", &cells(&[0, 0x913_0000, 0, 0x1000])),
+                ("iommus", &cells(&[0x8005, 0x40, 0x1234, 0x41])),
+            ],
+        ));
+    });
+    assert!(info.devices.iter().any(|d| d.contains(0x912_0000)));
+    assert_eq!(withheld(&info, "/dma@9130000"), Some(Withheld::OtherIommu));
+    // A page shared by a kept and a withheld device: left out.
+    let info = with(&|t| {
+        t.root.add_child(node(
+            "virtio_mmio@9031800",
+            &[("compatible", b"virtio,mmio\0"), ("reg", &cells(&[0, 0x903_1800, 0, 0x200]))],
+        ));
+        let gpio = t.find_node_mut("/pl061@9030000").unwrap();
+        gpio.add_property(
+            DeviceTreeProperty::new("reg", cells(&[0, 0x903_0000, 0, 0x2000])).unwrap(),
+        );
+    });
+    assert!(info.devices.iter().any(|d| d.contains_range(&r(0x903_0000, 0x903_1000))));
+    assert!(!info.devices.iter().any(|d| d.contains(0x903_1000)));
+    // PCIe: an iommu-map to another IOMMU, or one that leaves buses out.
+    let info = parse(&edited(DtEdit::new().set_property(
+        "/pcie@10000000",
+        "iommu-map",
+        &cells(&[0, 0x8005, 0, 0x100]),
+    )))
+    .unwrap();
+    assert_eq!(withheld(&info, "/pcie@10000000"), Some(Withheld::PcieOutsideSmmu));
+    assert!(info.pcie.is_empty());
+    assert!(!info.devices.iter().any(|d| d.contains(0x40_1000_0000)));
+    let info = parse(&edited(
+        DtEdit::new()
+            .set_property("/pcie@10000000", "iommu-map", &cells(&[0, 0x8005, 0, 0x100]))
+            .set_property("/pcie@10000000", "bus-range", &cells(&[0, 0])),
+    ))
+    .unwrap();
+    assert_eq!(info.pcie.len(), 1, "bus 0 only, and bus 0 is covered");
+    let info = parse(&edited(DtEdit::new().remove_node("/smmuv3@9050000"))).unwrap();
+    assert_eq!(withheld(&info, "/pcie@10000000"), Some(Withheld::PcieOutsideSmmu));
+    // A disabled ITS is neither trapped nor mapped.
+    let info = parse(&edited(DtEdit::new().set_property(
+        "/intc@8000000/its@8080000",
+        "status",
+        b"disabled\0",
+    )))
+    .unwrap();
+    assert!(info.gic_its.is_empty());
+    assert_eq!(withheld(&info, "/intc@8000000/its@8080000"), Some(Withheld::DisabledGic));
+    assert!(!info.devices.iter().any(|d| d.contains(0x808_0000)));
+    for why in [
+        Withheld::FwCfgDma,
+        Withheld::VirtioMmio,
+        Withheld::DynamicSysbus,
+        Withheld::PcieOutsideSmmu,
+        Withheld::OtherIommu,
+        Withheld::Unknown(kind),
+        Withheld::DisabledGic,
+    ] {
+        assert!(!alloc::format!("{why}").is_empty());
+    }
 }
 
 #[test]
@@ -554,11 +690,18 @@ fn patch_round_trip() {
     assert_eq!(info.bootargs.as_deref(), Some("console=ttyAMA0"));
     assert_eq!(info.initrd, Some(initrd));
     assert!(info.smmus.is_empty());
-    assert!(info.pcie[0].iommu_map.is_empty());
+    // Without an SMMU in it, this DT's PCIe is not behind one: a parser applying the DMA
+    // policy to it withholds the bridge.
+    assert!(info.pcie.is_empty());
+    assert!(
+        info.withheld
+            .iter()
+            .any(|w| w.path.as_str() == "/pcie@10000000" && w.why == Withheld::PcieOutsideSmmu)
+    );
     let original = parse(FIXTURE).unwrap();
     assert_eq!(info.memory, original.memory);
     assert_eq!(info.cpus, original.cpus);
-    assert_eq!(info.devices, original.devices);
+    assert!(info.devices.iter().all(|d| original.devices.iter().any(|o| o.contains_range(d))));
 
     // The independent `fdt` crate.
     let fdt = fdt::Fdt::new(&out).unwrap();
@@ -954,4 +1097,17 @@ fn add_device_node() {
     assert!(matches!(apply(&blob, &edit), Err(DtError::NodeExists { .. })));
     let empty = DtEdit::new().add_device("x", "y", r(0x1000, 0x1000));
     assert!(matches!(apply(FIXTURE, &empty), Err(DtError::Unencodable { .. })));
+}
+
+#[test]
+fn withheld_nodes_leave_the_host_dt() {
+    let original = parse(FIXTURE).unwrap();
+    let edit = original.withheld.iter().fold(DtEdit::new(), |e, w| e.remove_node(&w.path));
+    let host = parse(&apply(FIXTURE, &edit).unwrap()).unwrap();
+    assert!(host.withheld.is_empty(), "{:?}", host.withheld);
+    assert_eq!(host.devices, original.devices, "what was kept is all the host DT describes");
+    let fdt_host = apply(FIXTURE, &edit).unwrap();
+    let fdt = fdt::Fdt::new(&fdt_host).unwrap();
+    assert!(fdt.find_compatible(&["qemu,fw-cfg-mmio", "virtio,mmio", "qemu,platform"]).is_none());
+    assert!(fdt.find_compatible(&["arm,gic-v3-its"]).is_some());
 }

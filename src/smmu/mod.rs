@@ -45,6 +45,7 @@ pub mod fake;
 pub mod io;
 pub mod pci;
 pub mod queue;
+pub mod quiesce;
 pub mod regs;
 pub mod ste;
 #[cfg(test)]

@@ -113,6 +113,12 @@ pub struct FakePlatform {
     pub vsmmu_accesses: Vec<(u32, u8, Option<u64>)>,
     /// What every virtual SMMU load returns.
     pub vsmmu_value: u64,
+    /// The GIC frames [`Platform::gic_frame`] looks addresses up in.
+    pub gic_layout: Option<crate::gic::GicLayout>,
+    /// Every GIC frame access: (frame, offset, size, written value or `None` for a load).
+    pub gic_accesses: Vec<(crate::gic::GicFrame, u32, u8, Option<u64>)>,
+    /// What every GIC frame load returns.
+    pub gic_value: u64,
 }
 
 impl FakePlatform {
@@ -158,6 +164,9 @@ impl FakePlatform {
             vsmmu_frames: None,
             vsmmu_accesses: Vec::new(),
             vsmmu_value: 0,
+            gic_layout: None,
+            gic_accesses: Vec::new(),
+            gic_value: 0,
         }
     }
 
@@ -229,5 +238,15 @@ impl Platform for FakePlatform {
     }
     fn vsmmu_write(&mut self, offset: u32, size: u8, value: u64) {
         self.vsmmu_accesses.push((offset, size, Some(value)));
+    }
+    fn gic_frame(&self, ipa: u64) -> Option<(crate::gic::GicFrame, u32)> {
+        self.gic_layout.as_ref().and_then(|l| l.lookup(ipa))
+    }
+    fn gic_read(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8) -> u64 {
+        self.gic_accesses.push((frame, offset, size, None));
+        self.gic_value
+    }
+    fn gic_write(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8, value: u64) {
+        self.gic_accesses.push((frame, offset, size, Some(value)));
     }
 }

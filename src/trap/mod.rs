@@ -77,6 +77,13 @@ pub trait Platform {
     fn vsmmu_read(&mut self, offset: u32, size: u8) -> u64;
     /// A 4- or 8-byte store of `value` at `offset` into the virtual SMMU's frames.
     fn vsmmu_write(&mut self, offset: u32, size: u8, value: u64);
+    /// The GIC frame warden emulates that `ipa` falls in, and the offset in it (an ITS's
+    /// control frame, a redistributor's RD_base or VLPI_base: `crate::gic`).
+    fn gic_frame(&self, ipa: u64) -> Option<(crate::gic::GicFrame, u32)>;
+    /// A 4- or 8-byte load at `offset` in an emulated GIC frame: the value read.
+    fn gic_read(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8) -> u64;
+    /// A 4- or 8-byte store of `value` at `offset` in an emulated GIC frame.
+    fn gic_write(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8, value: u64);
 }
 
 /// Unhandled traps logged in full before rate limiting starts; after that, only the 2^k-th.
@@ -103,6 +110,8 @@ pub struct TrapHandler {
     control_faults: AtomicU64,
     /// Virtual SMMU accesses refused (undecodable, or neither 32 nor 64 bits).
     vsmmu_faults: AtomicU64,
+    /// Emulated GIC frame accesses refused (undecodable, or neither 32 nor 64 bits).
+    gic_faults: AtomicU64,
     stats: Stats,
 }
 
@@ -126,6 +135,7 @@ impl TrapHandler {
             control: spin::Mutex::new(ControlPage::new()),
             control_faults: AtomicU64::new(0),
             vsmmu_faults: AtomicU64::new(0),
+            gic_faults: AtomicU64::new(0),
             stats: Stats {
                 traps: AtomicU64::new(0),
                 el2_ticks: AtomicU64::new(0),
@@ -202,6 +212,7 @@ impl TrapHandler {
                     self.control_page_access(base, frame, platform)
                 }
                 Some(EmulatedWindow::Vsmmu(base)) => self.vsmmu_access(base, frame, platform),
+                Some(EmulatedWindow::Gic(gic, base)) => self.gic_access(gic, base, frame, platform),
                 None => self.violation(esr, frame, platform),
             },
             ExceptionClass::IabtLow => self.violation(esr, frame, platform),
@@ -424,6 +435,33 @@ impl TrapHandler {
         refuse_mmio("SMMU register", &self.vsmmu_faults, &refused, frame, platform);
     }
 
+    /// Emulates one 32- or 64-bit load or store to a trapped GIC frame (`crate::gic`); other
+    /// accesses get a synchronous external abort, like the virtual SMMU's.
+    fn gic_access<P: Platform + ?Sized>(
+        &self,
+        gic: crate::gic::GicFrame,
+        base: u64,
+        frame: &mut TrapFrame,
+        platform: &mut P,
+    ) {
+        let refused = match mmio::decode(frame) {
+            Ok(access) if access.size == 4 || access.size == 8 => {
+                let offset = u32::try_from(access.ipa.wrapping_sub(base)).unwrap_or(u32::MAX);
+                let value = if access.write {
+                    platform.gic_write(gic, offset, access.size, access.value);
+                    0
+                } else {
+                    platform.gic_read(gic, offset, access.size)
+                };
+                mmio::complete(frame, &access, value);
+                return;
+            }
+            Ok(access) => alloc::format!("{access}: GIC registers are accessed as 32 or 64 bits"),
+            Err(e) => alloc::format!("{e}"),
+        };
+        refuse_mmio("GIC register", &self.gic_faults, &refused, frame, platform);
+    }
+
     /// A call written to the control page's `CALL` register, as the host's `HVC #0` with those
     /// registers. Only warden's own calls (owner 6): PSCI through the page could power the
     /// CPU off with the page's lock held, and nothing else belongs there.
@@ -451,6 +489,8 @@ impl TrapHandler {
 enum EmulatedWindow {
     ControlPage(u64),
     Vsmmu(u64),
+    /// A trapped GIC frame, and the frame's base.
+    Gic(crate::gic::GicFrame, u64),
 }
 
 /// The emulated window this data abort is the host's access to, if any (a peer's access there
@@ -468,6 +508,8 @@ fn emulated_window<P: Platform + ?Sized>(
         EmulatedWindow::ControlPage(base)
     } else if let Some(frames) = platform.vsmmu_frames().filter(|f| f.contains(ipa)) {
         EmulatedWindow::Vsmmu(frames.start)
+    } else if let Some((gic, offset)) = platform.gic_frame(ipa) {
+        EmulatedWindow::Gic(gic, ipa - u64::from(offset))
     } else {
         return None;
     };
@@ -1081,6 +1123,72 @@ mod tests {
         h.handle_lower_sync(&mut f, &mut p);
         assert_eq!(h.violation_count(), 2);
         assert!(p.vsmmu_accesses.is_empty());
+    }
+
+    fn qemu_gic() -> crate::gic::GicLayout {
+        use crate::gic::regs::GICR_TYPER_F;
+        let redist = |n: u64| crate::gic::RedistFrame {
+            rd_base: 0x080a_0000 + n * 0x2_0000,
+            typer: GICR_TYPER_F::PROCESSOR_NUMBER.val(n).value,
+        };
+        crate::gic::GicLayout { its: vec![0x0808_0000], redists: vec![redist(0), redist(1)] }
+    }
+
+    #[test]
+    fn gic_frames_are_emulated() {
+        use crate::gic::GicFrame;
+        let (h, _el3, mut p) = setup();
+        p.gic_layout = Some(qemu_gic());
+        p.gic_value = 0x1234_5678_9abc_def0;
+        // GITS_CWRITER (64-bit store), GITS_CREADR (32-bit load), GICR_PROPBASER of CPU 1.
+        let mut f = mmio_access(0x0808_0088, true, 1, 3);
+        f.x[1] = 0x40;
+        let elr = f.elr;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.elr, elr + 4);
+        let mut f = mmio_access(0x0808_0090, false, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.x[2], 0x9abc_def0);
+        let mut f = mmio_access(0x080c_0070, true, 3, 3);
+        f.x[3] = 0x4000_0000 | 15;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(
+            p.gic_accesses,
+            vec![
+                (GicFrame::ItsControl(0), 0x88, 8, Some(0x40)),
+                (GicFrame::ItsControl(0), 0x90, 4, None),
+                (GicFrame::RdBase(1), 0x70, 8, Some(0x4000_000f)),
+            ]
+        );
+        assert!(p.el1_writes.is_empty());
+        assert_eq!(h.violation_count(), 0);
+    }
+
+    #[test]
+    fn gic_frames_refuse_other_accesses() {
+        let (h, _el3, mut p) = setup();
+        p.gic_layout = Some(qemu_gic());
+        // A byte store and an access without syndrome: aborts, not violations.
+        let mut f = mmio_access(0x080a_0000, true, 1, 0);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        let mut f = mmio_access(0x0808_0000, false, 2, 2);
+        f.esr &= !(1 << 24);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(p.el1_writes.len(), 2);
+        assert!(p.gic_accesses.is_empty());
+        assert_eq!(h.violation_count(), 0);
+        // SGI_base and GITS_TRANSLATER's frame are not emulated: an unmapped access there is
+        // an ordinary violation; so is a peer's access to an emulated frame.
+        let mut f = mmio_access(0x080b_0100, false, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        let mut f = mmio_access(0x0809_0040, true, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        p.caller = Caller::Peer(warden_abi::handoff::PeerId::DSP);
+        let mut f = mmio_access(0x0808_0000, false, 2, 2);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 3);
+        assert!(p.gic_accesses.is_empty());
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 31] = [
+pub const GUEST_SCENARIOS: [&str; 34] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -98,6 +98,9 @@ pub const GUEST_SCENARIOS: [&str; 31] = [
     "vsmmu_hostile_ste",
     "vsmmu_cd_in_carveout",
     "vsmmu_cmd_sync_flood",
+    "its_tables_hostile",
+    "gicr_tables_hostile",
+    "fw_cfg_dma_contained",
 ];
 
 /// The guest's `guest: N passed, M failed` line.

@@ -21,6 +21,7 @@ mod devicetree;
 mod edu;
 mod entry;
 mod exceptions;
+mod gic_hostile;
 mod handoff;
 mod handoff_scenarios;
 mod pci;

@@ -65,6 +65,10 @@ pub struct Platform {
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
     pub smmu: Option<u64>,
+    /// The GICv3 ITS's register base (its control frame), if the DT has one.
+    pub its: Option<u64>,
+    /// The GICv3's first redistributor region (base, size): its second `reg` entry.
+    pub gicr: Option<(u64, u64)>,
 }
 
 /// How much `cargo xtask bench` wants measured.
@@ -114,6 +118,8 @@ impl Platform {
             warden_regions: find_warden_regions(&fdt),
             pcie: pci::find_host(&fdt),
             smmu: fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg_address),
+            its: fdt.find_compatible(&["arm,gic-v3-its"]).and_then(first_reg_address),
+            gicr: fdt.find_compatible(&["arm,gic-v3"]).and_then(redistributor_region),
         })
     }
 }
@@ -121,6 +127,14 @@ impl Platform {
 fn first_reg_address(node: FdtNode<'_, '_>) -> Option<u64> {
     let region = node.reg()?.next()?;
     u64::try_from(region.starting_address as usize).ok()
+}
+
+/// The second `reg` entry of a GICv3 node: its first redistributor region.
+fn redistributor_region(node: FdtNode<'_, '_>) -> Option<(u64, u64)> {
+    let region = node.reg()?.nth(1)?;
+    let base = u64::try_from(region.starting_address as usize).ok()?;
+    let size = u64::try_from(region.size?).ok()?;
+    Some((base, size))
 }
 
 fn is_pl011(node: FdtNode<'_, '_>) -> bool {

@@ -10,6 +10,7 @@ use crate::cpu;
 use crate::edu::{self, DmaPage, Edu, RESULT_PAGE, SOURCE_PAGE};
 use crate::entry::secondary_entry;
 use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
+use crate::gic_hostile;
 use crate::handoff;
 use crate::handoff_scenarios;
 use crate::platform::Platform;
@@ -99,6 +100,11 @@ pub fn run_all(platform: &Platform) {
     record_handoff("vsmmu_hostile_ste", vsmmu_hostile::hostile_ste(platform, &edu));
     record_handoff("vsmmu_cd_in_carveout", vsmmu_hostile::cd_in_carveout(platform, &edu));
     record("vsmmu_cmd_sync_flood", vsmmu_hostile::cmd_sync_flood(platform, &edu));
+    // DMA masters outside the SMMU (without warden's containment these write warden's memory
+    // and a donated page: last, like the edu DMA into warden's memory).
+    record_handoff("its_tables_hostile", gic_hostile::its_tables_hostile(platform));
+    record_handoff("gicr_tables_hostile", gic_hostile::gicr_tables_hostile(platform));
+    record_handoff("fw_cfg_dma_contained", gic_hostile::fw_cfg_dma_contained(platform));
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the
