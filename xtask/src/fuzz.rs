@@ -33,6 +33,11 @@ pub const TARGETS: &[Target] = &[
         what: "trap dispatch: SMCCC/PSCI/warden calls, MMIO decode, control page, syndromes",
     },
     Target { name: "dt", max_len: 16384, what: "DT parse (warden's validating reader) and patch" },
+    Target {
+        name: "vsmmu",
+        max_len: 8192,
+        what: "virtual SMMUv3: registers, command queue, STE and CD decoding, event forwarding",
+    },
 ];
 
 /// The outcome of one target's run.
