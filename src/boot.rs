@@ -1122,6 +1122,9 @@ impl Platform for HwPlatform<'_> {
         service::handle(&ctx, &w.carveouts, caller, request)
     }
 
+    fn peer_commands_available(&self) -> bool {
+        self.w.sim_peer.is_some()
+    }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
         match self.w.sim_peer.as_ref() {
             Some(sim) => sim_peer::run(self.w, sim, command),

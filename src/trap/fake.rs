@@ -100,6 +100,8 @@ pub struct FakePlatform {
     /// Every carveout request passed on, and the reply given to all of them.
     pub handoff_requests: Vec<(Caller, Request)>,
     pub handoff_reply: Result<[u64; 8], AbiError>,
+    /// Whether [`Platform::peer_commands_available`] says there is a simulated peer.
+    pub peer_available: bool,
     /// Every `PEER_COMMAND` passed on, and the reply given to all of them.
     pub peer_commands: Vec<PeerCommand>,
     pub peer_reply: Result<u64, AbiError>,
@@ -151,6 +153,7 @@ impl FakePlatform {
             owner: Owner::Unknown,
             handoff_requests: Vec::new(),
             handoff_reply: Err(AbiError::Aborted),
+            peer_available: true,
             peer_commands: Vec::new(),
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
@@ -206,6 +209,9 @@ impl Platform for FakePlatform {
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
         self.handoff_requests.push((caller, *request));
         self.handoff_reply
+    }
+    fn peer_commands_available(&self) -> bool {
+        self.peer_available
     }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
         self.peer_commands.push(*command);

@@ -6,6 +6,8 @@
 //! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
 //! runs in host tests against `fake::FakePlatform`.
 
+#[cfg(test)]
+mod abi_order_tests;
 pub mod control_page;
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
@@ -21,8 +23,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
 use warden_abi::AbiError;
+use warden_abi::calls::WardenCall;
 use warden_abi::handoff::{Caller, Owner, Request};
 use warden_abi::peer::{self as peer_abi, PeerCommand};
+use warden_abi::smccc::CONV_64;
 
 use crate::boards::{Board, ViolationPolicy};
 use control_page::ControlPage;
@@ -62,6 +66,8 @@ pub trait Platform {
     /// A carveout call (anything [`Request::decode`] knows but the violation queries), already
     /// checked to be well formed; `x0..x7` of the reply.
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError>;
+    /// Whether this machine runs a simulated peer (else `PEER_COMMAND` is `NOT_SUPPORTED`).
+    fn peer_commands_available(&self) -> bool;
     /// The host's `PEER_COMMAND`: runs it on the simulated peer and waits for the result.
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError>;
     /// The peer's `PEER_DONE`: its command is finished; on hardware this powers the peer's CPU
@@ -242,8 +248,8 @@ impl TrapHandler {
         result.apply(&mut frame.x);
     }
 
-    /// warden's carveout, violation and peer calls; `None` for anything else (including the
-    /// version queries, which [`smccc::route`] answers).
+    /// warden's carveout, violation, peer and statistics calls; `None` for anything else
+    /// (including the version queries, which [`smccc::route`] answers).
     fn warden_call<P: Platform + ?Sized>(
         &self,
         call: &SmcccCall,
@@ -251,45 +257,14 @@ impl TrapHandler {
         platform: &mut P,
     ) -> Option<SmcccReturn> {
         let fid = call.function_id;
-        let reply = match Request::decode(&call.regs) {
+        let reply = match WardenCall::identify(fid) {
+            Ok(None | Some(WardenCall::AbiVersion)) => return None,
+            // The version query's twin is the router's too (x0 only, like any unknown ID).
+            Err(_) if WardenCall::identify(fid ^ CONV_64) == Ok(Some(WardenCall::AbiVersion)) => {
+                return None;
+            }
             Err(e) => Err(e),
-            Ok(Some(request)) => self.request(&request, caller, platform),
-            Ok(None) if fid == peer_abi::PEER_COMMAND => match caller {
-                Caller::Host => PeerCommand::decode(&call.regs)
-                    .and_then(|command| platform.peer_command(&command))
-                    .map(peer_abi::encode_result),
-                Caller::Peer(_) => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == peer_abi::PEER_DONE => match caller {
-                Caller::Peer(_) => {
-                    platform.peer_done();
-                    Ok([0; 8])
-                }
-                Caller::Host => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == warden_abi::stats::TRAP_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    Ok(self.trap_stats(platform).encode())
-                }
-            }
-            Ok(None) if fid == warden_abi::stats::SMMU_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
-                }
-            }
-            Ok(None)
-                if is_twin(fid, peer_abi::PEER_COMMAND)
-                    || is_twin(fid, peer_abi::PEER_DONE)
-                    || is_twin(fid, warden_abi::stats::TRAP_STATS)
-                    || is_twin(fid, warden_abi::stats::SMMU_STATS) =>
-            {
-                Err(AbiError::NotSupported)
-            }
-            Ok(None) => return None,
+            Ok(Some(kind)) => self.checked_call(kind, &call.regs, caller, platform),
         };
         let n = self.warden_calls.fetch_add(1, Ordering::Relaxed) + 1;
         if should_log(n) {
@@ -313,6 +288,51 @@ impl TrapHandler {
             Ok(regs) => SmcccReturn::x0_to_x7(regs),
             Err(e) => SmcccReturn::abi_error(e),
         })
+    }
+
+    /// One identified warden call, checked in the documented order (`docs/abi.md`, "Checks
+    /// run in this order", and [`warden_abi::calls`]): offered on this board (else
+    /// `NOT_SUPPORTED`), made by a caller that may (else `DENIED`), and only then its
+    /// arguments decoded (`INVALID_PARAMETERS`) and the call carried out.
+    fn checked_call<P: Platform + ?Sized>(
+        &self,
+        kind: WardenCall,
+        regs: &[u64; 8],
+        caller: Caller,
+        platform: &mut P,
+    ) -> Result<[u64; 8], AbiError> {
+        let offered = match kind {
+            WardenCall::PeerCommand => platform.peer_commands_available(),
+            WardenCall::SmmuStats => platform.smmu_stats().is_some(),
+            _ => true,
+        };
+        if !offered {
+            return Err(AbiError::NotSupported);
+        }
+        kind.allowed_for(caller)?;
+        match kind {
+            WardenCall::PeerCommand => PeerCommand::decode(regs)
+                .and_then(|command| platform.peer_command(&command))
+                .map(peer_abi::encode_result),
+            WardenCall::PeerDone => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.peer_done();
+                Ok([0; 8])
+            }
+            WardenCall::TrapStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                Ok(self.trap_stats(platform).encode())
+            }
+            WardenCall::SmmuStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
+            }
+            _ => match Request::decode(regs)? {
+                Some(request) => self.request(&request, caller, platform),
+                // identify() and Request::decode() know the same calls.
+                None => Err(AbiError::NotSupported),
+            },
+        }
     }
 
     fn request<P: Platform + ?Sized>(
@@ -510,11 +530,6 @@ impl core::fmt::Display for Regs<'_> {
         }
         Ok(())
     }
-}
-
-/// Whether `fid` is the other calling convention's twin of `call`.
-fn is_twin(fid: u32, call: u32) -> bool {
-    fid != call && fid | warden_abi::smccc::CONV_64 == call | warden_abi::smccc::CONV_64
 }
 
 fn trapped(frame: &TrapFrame) -> TrappedState {

@@ -7,7 +7,7 @@
 //! writes the result back and calls [`PEER_DONE`]; warden then powers the CPU off again.
 
 use crate::error::AbiError;
-use crate::handoff::{PeerId, check_range};
+use crate::handoff::{PA_LIMIT, PeerId, check_range};
 use crate::smccc::{OWNER_VENDOR_HYP, fast_call};
 
 /// `PEER_COMMAND(peer, op, a1, a2, a3)`: host only. Runs one command on the peer and waits for
@@ -92,7 +92,11 @@ impl Op {
                 check_range(a1, a2)?;
                 Self::Release { base: a1, size: a2, clear: a3 != 0 }
             }
-            OP_TOUCH if a2 == 0 && a3 == 0 && a1.is_multiple_of(8) => Self::Touch { addr: a1 },
+            // An address the peer cannot even form (at or beyond 2^52, the largest PA space)
+            // would fault in its own stage 1, unseen by warden: refused like any bad range.
+            OP_TOUCH if a2 == 0 && a3 == 0 && a1.is_multiple_of(8) && a1 < PA_LIMIT => {
+                Self::Touch { addr: a1 }
+            }
             _ => return Err(bad),
         })
     }
