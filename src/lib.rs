@@ -19,5 +19,6 @@ pub mod dt;
 pub mod handoff;
 pub mod mm;
 pub mod payload;
+pub mod sim_peer;
 pub mod smmu;
 pub mod trap;

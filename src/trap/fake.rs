@@ -12,6 +12,7 @@ use warden_abi::{psci, smccc};
 
 use super::Platform;
 use super::inject::{El1ExceptionRegs, El1Features, HostEl1};
+use super::s1walk::El1Regime;
 use crate::boards::{Board, Firmware, ViolationPolicy};
 
 /// EL3 firmware model shared by all fake CPUs: records every SMC and answers like QEMU's
@@ -109,6 +110,8 @@ pub struct FakePlatform {
     pub peer_done: usize,
     /// What [`Platform::smmu_stats`] answers.
     pub smmu_stats: Option<warden_abi::stats::SmmuStats>,
+    /// Host memory [`Platform::read_host_u64`] answers from (address → word).
+    pub host_words: alloc::collections::BTreeMap<u64, u64>,
     /// The virtual SMMU frames [`Platform::vsmmu_frames`] reports.
     pub vsmmu_frames: Option<crate::mm::MemRange>,
     /// Every virtual SMMU access: (offset, size, written value or `None` for a load).
@@ -145,6 +148,7 @@ impl FakePlatform {
                 vbar: Self::HOST_VBAR,
                 sctlr: 0,
                 features: El1Features { pan: true, ..El1Features::default() },
+                regime: El1Regime::default(),
             },
             el1_writes: Vec::new(),
             power_down_notices: Vec::new(),
@@ -158,6 +162,7 @@ impl FakePlatform {
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
             smmu_stats: None,
+            host_words: alloc::collections::BTreeMap::new(),
             vsmmu_frames: None,
             vsmmu_accesses: Vec::new(),
             vsmmu_value: 0,
@@ -196,6 +201,9 @@ impl Platform for FakePlatform {
         let in_ram = addr >= Self::RAM_BASE && addr - Self::RAM_BASE < Self::RAM_SIZE;
         let in_warden = addr >= Self::WARDEN_BASE && addr - Self::WARDEN_BASE < Self::WARDEN_SIZE;
         in_ram && !in_warden
+    }
+    fn read_host_u64(&self, ipa: u64) -> Option<u64> {
+        self.host_words.get(&ipa).copied()
     }
     fn before_system_power_down(&mut self) {
         self.power_down_notices.push(self.el3.calls().len());

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
+pub mod s1walk;
 pub mod smccc;
 pub mod violations;
 
@@ -56,6 +57,9 @@ pub trait Platform {
     fn secondary_context(&self, cpu_index: usize) -> u64;
     /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
     fn is_host_ram(&self, addr: u64) -> bool;
+    /// The 64-bit word at `ipa` (8-byte aligned) if it is memory warden may read for the host
+    /// (host-owned, outside every carveout: it cannot change owner meanwhile), else `None`.
+    fn read_host_u64(&self, ipa: u64) -> Option<u64>;
     /// The host asked for SYSTEM_OFF/SYSTEM_RESET(2): called just before the call goes to EL3,
     /// so warden can report its final state (it does not return on success).
     fn before_system_power_down(&mut self);
@@ -382,8 +386,7 @@ impl TrapHandler {
                 recorded.count
             );
         }
-        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-        deliver(injection, frame, platform);
+        deliver(sea(frame, platform), frame, platform);
     }
 }
 
@@ -513,8 +516,7 @@ fn refuse_mmio<P: Platform + ?Sized>(
             frame.esr
         );
     }
-    let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-    deliver(injection, frame, platform);
+    deliver(sea(frame, platform), frame, platform);
 }
 
 /// Argument registers on one line: `0x1, 0x2, ...`.
@@ -533,7 +535,22 @@ impl core::fmt::Display for Regs<'_> {
 }
 
 fn trapped(frame: &TrapFrame) -> TrappedState {
-    TrappedState { esr: Esr(frame.esr), spsr: frame.spsr, elr: frame.elr, far: frame.far }
+    TrappedState {
+        esr: Esr(frame.esr),
+        spsr: frame.spsr,
+        elr: frame.elr,
+        far: frame.far,
+        s1_walk_level: None,
+    }
+}
+
+/// The synchronous external abort for a refused access; for a fault on the host's own stage-1
+/// walk, at the stage-1 level the walk was at ([`s1walk`]).
+fn sea<P: Platform + ?Sized>(frame: &TrapFrame, platform: &P) -> Result<Injection, InjectError> {
+    let host = platform.host_el1();
+    let report = AbortReport { esr: Esr(frame.esr), far: frame.far, hpfar: frame.hpfar };
+    let level = s1walk::walk_level(&report, &host.regime, |ipa| platform.read_host_u64(ipa));
+    inject::inject_sea(&TrappedState { s1_walk_level: level, ..trapped(frame) }, &host)
 }
 
 /// Performs a computed exception entry. If the host's state cannot take one (AArch32 EL0, not

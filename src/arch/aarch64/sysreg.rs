@@ -141,6 +141,11 @@ pub fn el1_sctlr() -> u64 {
     r::SCTLR_EL1.get()
 }
 
+/// The host's EL1&0 translation registers (TCR_EL1, TTBR0_EL1, TTBR1_EL1).
+pub fn el1_translation() -> (u64, u64, u64) {
+    (r::TCR_EL1.get(), r::TTBR0_EL1.get(), r::TTBR1_EL1.get())
+}
+
 /// Writes the EL1 exception registers for an injected exception (FAR_EL1 only when defined).
 pub fn write_el1_exception(esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
     r::ESR_EL1.set(esr);

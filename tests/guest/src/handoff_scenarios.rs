@@ -41,7 +41,7 @@ fn all_host(c: &Carveout) -> RangeInfo {
 }
 
 /// DONATE/LEND (by the carveout's policy) of `span` to its peer; the reply must name `span`.
-fn hand_over(c: &Carveout, span: Span, clear: bool) -> Outcome {
+pub(crate) fn hand_over(c: &Carveout, span: Span, clear: bool) -> Outcome {
     let done = check(
         c.hand_over(span.target(), clear),
         format_args!("{:?} {span} to {:?}", c.policy, c.peer),
@@ -62,7 +62,7 @@ fn reclaim(span: Span, clear: bool) -> Outcome {
 }
 
 /// The peer releases `span` and the host reclaims it; the carveout is then all `Host` again.
-fn give_back(c: &Carveout, span: Span, clear: bool) -> Outcome {
+pub(crate) fn give_back(c: &Carveout, span: Span, clear: bool) -> Outcome {
     peer_release(c.peer, span)?;
     expect_run(span.base, span.run(RangeState::PeerReleased(c.peer), c))?;
     reclaim(span, clear)?;
@@ -358,6 +358,18 @@ fn bad(what: &'static str, regs: [u64; 8], expected: AbiError) -> BadRequest {
     BadRequest { what, regs, expected }
 }
 
+/// `PEER_DONE` with `x1` = `x1` (the host may not make it at all).
+fn peer_done(x1: u64) -> [u64; 8] {
+    [u64::from(warden_abi::peer::PEER_DONE), x1, 0, 0, 0, 0, 0, 0]
+}
+
+/// `SMMU_STATS` with `x1` set.
+fn tweaked_stats(x1: u64) -> [u64; 8] {
+    let mut regs = warden_abi::stats::SmmuStats::request();
+    regs[1] = x1;
+    regs
+}
+
 /// `request` encoded, then `tweak`ed (to set what no encoder would).
 fn tweaked(request: Request, tweak: impl FnOnce(&mut [u64; 8])) -> [u64; 8] {
     let mut regs = request.encode();
@@ -382,8 +394,9 @@ fn range(base: u64, size: u64) -> Target {
 }
 
 /// Every bad request of issue 4 and `docs/abi.md` ("Checks run in this order"), with the
-/// state `donated` (modem) and `lent` (DSP) in place.
-fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
+/// state `donated` (modem) and `lent` (DSP) in place. A request breaking two rules gets the
+/// earlier rule's error (issue 11: the caller before the arguments).
+fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 62] {
     use AbiError::{Denied, InvalidParameters as Invalid, NoData, NotSupported, PeerHolds};
     let (modem, dsp) = (PeerId::MODEM, PeerId::DSP);
     // A page of each carveout the host still owns.
@@ -468,6 +481,21 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
             Request::Release(Return { target: Target::Carveout(1), clear: false }).encode(),
             Denied,
         ),
+        // The caller is checked before the arguments.
+        bad(
+            "RELEASE from the host, zero size",
+            Request::Release(Return { target: range(donated.base, 0), clear: false }).encode(),
+            Denied,
+        ),
+        bad(
+            "RELEASE from the host, flag bit 2",
+            tweaked(Request::Release(Return { target: donated.target(), clear: false }), |r| {
+                r[3] = 4
+            }),
+            Denied,
+        ),
+        bad("PEER_DONE from the host", peer_done(0), Denied),
+        bad("PEER_DONE from the host, x1", peer_done(1), Denied),
         // Reserved bits and registers, wrong convention.
         bad("DONATE flag bit 2", tweaked(donate_req(modem_host, modem), |r| r[4] = 4), Invalid),
         bad("DONATE x5", tweaked(donate_req(modem_host, modem), |r| r[5] = 1), Invalid),
@@ -504,6 +532,24 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
             peer(modem, Op::Touch { addr: donated.base + 4 }),
             Invalid,
         ),
+        bad("PEER_COMMAND Touch beyond 2^52", peer(modem, Op::Touch { addr: PA_LIMIT }), Invalid),
+        // Peer commands touch only what the peer holds (issue 11).
+        bad(
+            "PEER_COMMAND Checksum of host memory",
+            peer(modem, Op::Checksum { base: MODEM.base, size: PAGE_SIZE }),
+            Denied,
+        ),
+        bad(
+            "PEER_COMMAND Fill of another peer's range",
+            peer(modem, Op::Fill { base: lent.base, size: PAGE_SIZE, pattern: 1 }),
+            Denied,
+        ),
+        bad(
+            "PEER_COMMAND Checksum reaching past the peer's range",
+            peer(modem, Op::Checksum { base: donated.base, size: donated.size + PAGE_SIZE }),
+            Denied,
+        ),
+        bad("SMMU_STATS x1", tweaked_stats(1), Invalid),
     ]
 }
 

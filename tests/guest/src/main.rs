@@ -24,6 +24,7 @@ mod exceptions;
 mod handoff;
 mod handoff_scenarios;
 mod pci;
+mod peer_scenarios;
 mod platform;
 mod report;
 mod scenarios;

@@ -12,6 +12,7 @@ use crate::entry::secondary_entry;
 use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
 use crate::handoff;
 use crate::handoff_scenarios;
+use crate::peer_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
@@ -61,6 +62,8 @@ pub fn run_all(platform: &Platform) {
         "two_cpus_hammer_carveouts",
         handoff_scenarios::two_cpus_hammer_carveouts(platform),
     );
+    record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
+    record_handoff("hung_peer_is_stopped", peer_scenarios::hung_peer_is_stopped());
     // Last: should a DMA into warden's memory land, everything else has reported already.
     let edu = Edu::set_up(platform);
     record("edu_dma_works", edu_dma_works(&edu));
