@@ -945,12 +945,22 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
         log::info!("  RAM        {r}");
     }
     for r in p.reserved.iter() {
+        let in_ram = p.memory.iter().any(|bank| bank.contains_range(&r.range));
         log::info!(
             "  reserved   {} ({}{})",
             r.range,
             r.name,
             if r.no_map { ", no-map" } else { "" }
         );
+        if r.carveout && !in_ram {
+            // Reported, not fatal: warden hands over RAM only, and the host's stage-2 maps
+            // only RAM and devices, so the host cannot reach it as memory either way.
+            log::error!(
+                "carveout {} {} is not inside RAM: not managed (CARVEOUT_COUNT leaves it out)",
+                r.name,
+                r.range
+            );
+        }
     }
     log::info!(
         "  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})",

@@ -10,15 +10,14 @@ use warden_abi::peer::{self as peer_abi, Op};
 
 use crate::cpu;
 use crate::handoff::{
-    self, CallError, DSP, MODEM, Show, check, expect_all_host, host_checksum, peer_checksum,
-    write_pattern,
+    self, CallError, Show, check, expect_all_host, host_checksum, peer_checksum, write_pattern,
 };
 use crate::handoff_scenarios::{give_back, hand_over};
 use crate::report::{Outcome, fail};
 
 /// A full cycle on each carveout: the peer answers, checksums what it holds, releases it.
 fn peer_still_works(seed: u64) -> Outcome {
-    for c in [MODEM, DSP] {
+    for c in [handoff::modem(), handoff::dsp()] {
         let span = c.span(0x2000, 0x3000);
         write_pattern(span, seed)?;
         let ours = host_checksum(span)?;
@@ -47,7 +46,7 @@ pub fn peer_own_pages_refused() -> Outcome {
         ("mailbox", peer_abi::MAILBOX_IPA),
     ];
     for (what, base) in windows {
-        for peer in [MODEM.peer, DSP.peer] {
+        for peer in [handoff::modem().peer, handoff::dsp().peer] {
             let fill = Op::Fill { base, size: PAGE_SIZE, pattern: 0xdead_beef_dead_beef };
             match handoff::peer_command(peer, fill) {
                 Err(CallError::Refused(AbiError::Denied)) => {}
@@ -66,7 +65,8 @@ pub fn peer_own_pages_refused() -> Outcome {
             }
         }
     }
-    let first = handoff::peer_command(MODEM.peer, Op::Touch { addr: peer_abi::PROGRAM_IPA });
+    let first =
+        handoff::peer_command(handoff::modem().peer, Op::Touch { addr: peer_abi::PROGRAM_IPA });
     match first {
         Ok(answer) if answer.result != 0 => {}
         other => fail!("modem TOUCH of its own program: {other:?}, expected its first word"),
@@ -89,7 +89,7 @@ pub fn hung_peer_is_stopped() -> Outcome {
     expect_all_host()?;
     for round in 0..2 {
         let start = cpu::counter();
-        match handoff::peer_command(MODEM.peer, Op::Spin) {
+        match handoff::peer_command(handoff::modem().peer, Op::Spin) {
             Err(CallError::Refused(AbiError::Aborted)) => {}
             other => {
                 fail!("round {round}: PEER_COMMAND(modem, SPIN) = {other:?}, expected ABORTED")

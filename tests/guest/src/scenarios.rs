@@ -34,6 +34,28 @@ const CPU_TIMEOUT_MS: u64 = 5000;
 /// Slot (stack, mailbox) the secondary CPU under test uses.
 const SECONDARY_SLOT: u8 = 1;
 
+/// Runs the carveout handoff scenarios only (`warden.scenarios=handoff` on the command line:
+/// `cargo xtask test`'s `small-ram` run, which checks the board placed its carveouts inside a
+/// smaller RAM and the handoff works there), after `runs_at_el1` passed.
+pub fn run_handoff(platform: &Platform) {
+    record_handoff("carveouts_listed", handoff_scenarios::carveouts_listed());
+    record_handoff("donate_then_peer_checksum", handoff_scenarios::donate_then_peer_checksum());
+    record_handoff(
+        "host_read_after_donate_aborts",
+        handoff_scenarios::host_read_after_donate_aborts(),
+    );
+    record_handoff("reclaim_with_clear_zeroes", handoff_scenarios::reclaim_modem(true));
+    record_handoff(
+        "dsp_lend_scrubbed_on_reclaim",
+        handoff_scenarios::dsp_lend_scrubbed_on_reclaim(),
+    );
+    record_handoff(
+        "bad_requests_change_nothing",
+        handoff_scenarios::bad_requests_change_nothing(platform),
+    );
+    record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
+}
+
 /// Runs every scenario after `runs_at_el1` passed.
 pub fn run_all(platform: &Platform) {
     record("warden_abi_version", warden_abi_version());
