@@ -358,7 +358,9 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let sim_peer = peer_cpu.and_then(|mpidr| {
         let tables: Vec<(PeerId, &spin::Mutex<PageTable<Stage2>>)> =
             peers.iter().map(|p| (p.id, &p.table)).collect();
-        match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &mut frames) {
+        let ranges: Vec<MemRange> = carveouts.iter().map(|c| c.range).collect();
+        match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &ranges, &mut frames)
+        {
             Ok(sim) => {
                 log::info!(
                     "simulated peer on CPU MPIDR {mpidr:#x} (warden CPU {}) for {} peer(s); the host gets the other {} CPU(s)",
@@ -1043,12 +1045,22 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
         log::info!("  RAM        {r}");
     }
     for r in p.reserved.iter() {
+        let in_ram = p.memory.iter().any(|bank| bank.contains_range(&r.range));
         log::info!(
             "  reserved   {} ({}{})",
             r.range,
             r.name,
             if r.no_map { ", no-map" } else { "" }
         );
+        if r.carveout && !in_ram {
+            // Reported, not fatal: warden hands over RAM only, and the host's stage-2 maps
+            // only RAM and devices, so the host cannot reach it as memory either way.
+            log::error!(
+                "carveout {} {} is not inside RAM: not managed (CARVEOUT_COUNT leaves it out)",
+                r.name,
+                r.range
+            );
+        }
     }
     log::info!(
         "  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})",
@@ -1137,9 +1149,17 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     }
     let entry = sysreg::counter();
     let w = warden();
+    stop_peer_if_asked(w);
     w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
     drain_smmu_events(w);
     w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
+}
+
+/// On the simulated peer's CPU: a peer warden is stopping powers off at its first trap.
+fn stop_peer_if_asked(w: &Warden) {
+    if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu_index()) {
+        sim_peer::stop_if_asked(sim);
+    }
 }
 
 /// RAM the host owns: every bank minus warden's region (and, later, carveouts).
@@ -1168,10 +1188,12 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn host_el1(&self) -> HostEl1 {
+        let (tcr, ttbr0, ttbr1) = sysreg::el1_translation();
         HostEl1 {
             vbar: sysreg::el1_vbar(),
             sctlr: sysreg::el1_sctlr(),
             features: self.w.el1_features,
+            regime: trap::s1walk::El1Regime { tcr, ttbr0, ttbr1 },
         }
     }
 
@@ -1193,6 +1215,10 @@ impl Platform for HwPlatform<'_> {
 
     fn is_host_ram(&self, addr: u64) -> bool {
         self.w.host_ram.iter().any(|r| r.contains(addr))
+    }
+
+    fn read_host_u64(&self, ipa: u64) -> Option<u64> {
+        vsmmu::read_host_u64(self.w, ipa)
     }
 
     fn owner_of(&self, ipa: u64) -> Owner {
@@ -1229,6 +1255,9 @@ impl Platform for HwPlatform<'_> {
         service::handle(&ctx, &w.carveouts, caller, request)
     }
 
+    fn peer_commands_available(&self) -> bool {
+        self.w.sim_peer.is_some()
+    }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
         match self.w.sim_peer.as_ref() {
             Some(sim) => sim_peer::run(self.w, sim, command),
@@ -1303,6 +1332,9 @@ impl Platform for HwPlatform<'_> {
                 s.asids.forced_flushes,
                 s.asids.exhaustion_flushes
             );
+        }
+        if let Some(sim) = self.w.sim_peer.as_ref() {
+            log::info!("simulated peer: {} peer(s) stopped for not answering", sim.stopped());
         }
         let digest = image_digest();
         let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
@@ -1429,6 +1461,7 @@ pub extern "C" fn lower_other(frame: &mut TrapFrame, kind: u64) {
     if PANICKED.load(Ordering::Acquire) {
         hw::park();
     }
+    stop_peer_if_asked(warden());
     log::warn!(
         "unexpected exception from the host (vector {kind}), ESR {:#x} ELR {:#x}: ignored",
         frame.esr,

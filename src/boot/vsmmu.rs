@@ -69,6 +69,21 @@ impl GuestMemory for TrackedHostMemory<'_> {
     }
 }
 
+/// One 64-bit word of host memory under the virtual SMMU's rule (host-owned, outside every
+/// carveout), for other host tables warden must read: the host's stage-1 descriptors
+/// (`trap::s1walk`). `None` if the word is not such memory or not 8-byte aligned.
+pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
+    if !ipa.is_multiple_of(8) {
+        return None;
+    }
+    let tracker = w.handoff.tracker();
+    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
+    let mem = TrackedHostMemory { tracker: &tracker, carveouts: &carveouts };
+    let mut word = [0u8; 8];
+    mem.read(ipa, &mut word).ok()?;
+    Some(u64::from_le_bytes(word))
+}
+
 /// Runs `f` on the virtual SMMU with host memory and the real SMMU, then raises what it asks.
 fn with_virt<T>(
     w: &Warden,

@@ -1121,6 +1121,76 @@ mod service_calls {
         );
     }
 
+    /// Two checks fail at once: the answer is the earlier one of `docs/abi.md`'s order (4 peer
+    /// exists, 5 warden's memory, 6 inside one carveout, 7 peer and policy, 8 in flight, 9
+    /// state), whoever calls.
+    #[test]
+    fn two_failures_answer_the_earlier_check() {
+        let rig = Rig::new();
+        rig.host(donate(range(C_BIG.start, PAGE_SIZE), MODEM, false)).unwrap();
+        // A run of the modem carveout in flight (a transfer on another CPU, frozen here).
+        let in_flight = MemRange::from_base_size(C_MODEM.start + 4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let handing_off = PageState::HandingOff { to: MODEM, kind: TransferKind::Donate };
+        rig.w.state.tracker().transition(in_flight, PageState::Host, handing_off).unwrap();
+        let flying = range(in_flight.start, PAGE_SIZE);
+        let half_flying = range(in_flight.start - PAGE_SIZE, 2 * PAGE_SIZE);
+        let before = rig.w.snapshot();
+        let cases: [(&str, Caller, Request, AbiError); 8] = [
+            (
+                "4 before 5: unknown peer, warden's memory",
+                Caller::Host,
+                donate(range(WARDEN.start, PAGE_SIZE), peer(9), false),
+                AbiError::InvalidParameters,
+            ),
+            (
+                "5 before 6: warden's memory outside every carveout",
+                Caller::Host,
+                reclaim(range(WARDEN.end - PAGE_SIZE, 2 * PAGE_SIZE), false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: the wrong peer for a range in flight",
+                Caller::Host,
+                donate(flying, DSP, false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: the wrong policy for a range in flight",
+                Caller::Host,
+                lend(flying, MODEM, false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: RELEASE by another peer of a range in flight",
+                Caller::Peer(DSP),
+                release(flying, false),
+                AbiError::Denied,
+            ),
+            (
+                "8 before 9: DONATE of host and in-flight pages",
+                Caller::Host,
+                donate(half_flying, MODEM, false),
+                AbiError::Busy,
+            ),
+            (
+                "8 before 9: RECLAIM of host and in-flight pages",
+                Caller::Host,
+                reclaim(half_flying, false),
+                AbiError::Busy,
+            ),
+            (
+                "8 before 9: RELEASE of host and in-flight pages",
+                Caller::Peer(MODEM),
+                release(half_flying, true),
+                AbiError::Busy,
+            ),
+        ];
+        for (what, caller, request, want) in cases {
+            assert_eq!(rig.call(caller, request), Err(want), "{what}");
+            assert!(rig.w.snapshot() == before, "{what}: changed state");
+        }
+    }
+
     #[test]
     fn states_and_errors_map_onto_the_abi() {
         use crate::mm::ownership::TransferKind::{Donate, Lend};

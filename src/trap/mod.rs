@@ -6,6 +6,8 @@
 //! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
 //! runs in host tests against `fake::FakePlatform`.
 
+#[cfg(test)]
+mod abi_order_tests;
 pub mod control_page;
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
@@ -14,6 +16,7 @@ pub mod frame;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
+pub mod s1walk;
 pub mod smccc;
 pub mod violations;
 
@@ -21,8 +24,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
 use warden_abi::AbiError;
+use warden_abi::calls::WardenCall;
 use warden_abi::handoff::{Caller, Owner, Request};
 use warden_abi::peer::{self as peer_abi, PeerCommand};
+use warden_abi::smccc::CONV_64;
 
 use crate::boards::{Board, ViolationPolicy};
 use control_page::ControlPage;
@@ -52,6 +57,9 @@ pub trait Platform {
     fn secondary_context(&self, cpu_index: usize) -> u64;
     /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
     fn is_host_ram(&self, addr: u64) -> bool;
+    /// The 64-bit word at `ipa` (8-byte aligned) if it is memory warden may read for the host
+    /// (host-owned, outside every carveout: it cannot change owner meanwhile), else `None`.
+    fn read_host_u64(&self, ipa: u64) -> Option<u64>;
     /// The host asked for SYSTEM_OFF/SYSTEM_RESET(2): called just before the call goes to EL3,
     /// so warden can report its final state (it does not return on success).
     fn before_system_power_down(&mut self);
@@ -62,6 +70,8 @@ pub trait Platform {
     /// A carveout call (anything [`Request::decode`] knows but the violation queries), already
     /// checked to be well formed; `x0..x7` of the reply.
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError>;
+    /// Whether this machine runs a simulated peer (else `PEER_COMMAND` is `NOT_SUPPORTED`).
+    fn peer_commands_available(&self) -> bool;
     /// The host's `PEER_COMMAND`: runs it on the simulated peer and waits for the result.
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError>;
     /// The peer's `PEER_DONE`: its command is finished; on hardware this powers the peer's CPU
@@ -253,8 +263,8 @@ impl TrapHandler {
         result.apply(&mut frame.x);
     }
 
-    /// warden's carveout, violation and peer calls; `None` for anything else (including the
-    /// version queries, which [`smccc::route`] answers).
+    /// warden's carveout, violation, peer and statistics calls; `None` for anything else
+    /// (including the version queries, which [`smccc::route`] answers).
     fn warden_call<P: Platform + ?Sized>(
         &self,
         call: &SmcccCall,
@@ -262,45 +272,14 @@ impl TrapHandler {
         platform: &mut P,
     ) -> Option<SmcccReturn> {
         let fid = call.function_id;
-        let reply = match Request::decode(&call.regs) {
+        let reply = match WardenCall::identify(fid) {
+            Ok(None | Some(WardenCall::AbiVersion)) => return None,
+            // The version query's twin is the router's too (x0 only, like any unknown ID).
+            Err(_) if WardenCall::identify(fid ^ CONV_64) == Ok(Some(WardenCall::AbiVersion)) => {
+                return None;
+            }
             Err(e) => Err(e),
-            Ok(Some(request)) => self.request(&request, caller, platform),
-            Ok(None) if fid == peer_abi::PEER_COMMAND => match caller {
-                Caller::Host => PeerCommand::decode(&call.regs)
-                    .and_then(|command| platform.peer_command(&command))
-                    .map(peer_abi::encode_result),
-                Caller::Peer(_) => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == peer_abi::PEER_DONE => match caller {
-                Caller::Peer(_) => {
-                    platform.peer_done();
-                    Ok([0; 8])
-                }
-                Caller::Host => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == warden_abi::stats::TRAP_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    Ok(self.trap_stats(platform).encode())
-                }
-            }
-            Ok(None) if fid == warden_abi::stats::SMMU_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
-                }
-            }
-            Ok(None)
-                if is_twin(fid, peer_abi::PEER_COMMAND)
-                    || is_twin(fid, peer_abi::PEER_DONE)
-                    || is_twin(fid, warden_abi::stats::TRAP_STATS)
-                    || is_twin(fid, warden_abi::stats::SMMU_STATS) =>
-            {
-                Err(AbiError::NotSupported)
-            }
-            Ok(None) => return None,
+            Ok(Some(kind)) => self.checked_call(kind, &call.regs, caller, platform),
         };
         let n = self.warden_calls.fetch_add(1, Ordering::Relaxed) + 1;
         if should_log(n) {
@@ -324,6 +303,51 @@ impl TrapHandler {
             Ok(regs) => SmcccReturn::x0_to_x7(regs),
             Err(e) => SmcccReturn::abi_error(e),
         })
+    }
+
+    /// One identified warden call, checked in the documented order (`docs/abi.md`, "Checks
+    /// run in this order", and [`warden_abi::calls`]): offered on this board (else
+    /// `NOT_SUPPORTED`), made by a caller that may (else `DENIED`), and only then its
+    /// arguments decoded (`INVALID_PARAMETERS`) and the call carried out.
+    fn checked_call<P: Platform + ?Sized>(
+        &self,
+        kind: WardenCall,
+        regs: &[u64; 8],
+        caller: Caller,
+        platform: &mut P,
+    ) -> Result<[u64; 8], AbiError> {
+        let offered = match kind {
+            WardenCall::PeerCommand => platform.peer_commands_available(),
+            WardenCall::SmmuStats => platform.smmu_stats().is_some(),
+            _ => true,
+        };
+        if !offered {
+            return Err(AbiError::NotSupported);
+        }
+        kind.allowed_for(caller)?;
+        match kind {
+            WardenCall::PeerCommand => PeerCommand::decode(regs)
+                .and_then(|command| platform.peer_command(&command))
+                .map(peer_abi::encode_result),
+            WardenCall::PeerDone => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.peer_done();
+                Ok([0; 8])
+            }
+            WardenCall::TrapStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                Ok(self.trap_stats(platform).encode())
+            }
+            WardenCall::SmmuStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
+            }
+            _ => match Request::decode(regs)? {
+                Some(request) => self.request(&request, caller, platform),
+                // identify() and Request::decode() know the same calls.
+                None => Err(AbiError::NotSupported),
+            },
+        }
     }
 
     fn request<P: Platform + ?Sized>(
@@ -373,8 +397,7 @@ impl TrapHandler {
                 recorded.count
             );
         }
-        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-        deliver(injection, frame, platform);
+        deliver(sea(frame, platform), frame, platform);
     }
 }
 
@@ -535,8 +558,7 @@ fn refuse_mmio<P: Platform + ?Sized>(
             frame.esr
         );
     }
-    let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-    deliver(injection, frame, platform);
+    deliver(sea(frame, platform), frame, platform);
 }
 
 /// Argument registers on one line: `0x1, 0x2, ...`.
@@ -554,13 +576,23 @@ impl core::fmt::Display for Regs<'_> {
     }
 }
 
-/// Whether `fid` is the other calling convention's twin of `call`.
-fn is_twin(fid: u32, call: u32) -> bool {
-    fid != call && fid | warden_abi::smccc::CONV_64 == call | warden_abi::smccc::CONV_64
+fn trapped(frame: &TrapFrame) -> TrappedState {
+    TrappedState {
+        esr: Esr(frame.esr),
+        spsr: frame.spsr,
+        elr: frame.elr,
+        far: frame.far,
+        s1_walk_level: None,
+    }
 }
 
-fn trapped(frame: &TrapFrame) -> TrappedState {
-    TrappedState { esr: Esr(frame.esr), spsr: frame.spsr, elr: frame.elr, far: frame.far }
+/// The synchronous external abort for a refused access; for a fault on the host's own stage-1
+/// walk, at the stage-1 level the walk was at ([`s1walk`]).
+fn sea<P: Platform + ?Sized>(frame: &TrapFrame, platform: &P) -> Result<Injection, InjectError> {
+    let host = platform.host_el1();
+    let report = AbortReport { esr: Esr(frame.esr), far: frame.far, hpfar: frame.hpfar };
+    let level = s1walk::walk_level(&report, &host.regime, |ipa| platform.read_host_u64(ipa));
+    inject::inject_sea(&TrappedState { s1_walk_level: level, ..trapped(frame) }, &host)
 }
 
 /// Performs a computed exception entry. If the host's state cannot take one (AArch32 EL0, not

@@ -335,6 +335,26 @@ fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     Ok(verdicts)
 }
 
+/// warden + the test guest in half the default RAM, handoff scenarios only (issue 11: the
+/// board's carveouts used to sit outside any RAM under 1 GiB, and warden halted).
+fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let image = firmware::output_dir().join("warden-test-guest-small-ram.img");
+    pack::pack_files(warden, guest, None, Some("warden.scenarios=handoff"), &image)?;
+    let mut machine = Machine::with_warden(image, GUEST_HOST_CPUS);
+    machine.devices = crate::qemu::test_guest_devices();
+    machine.memory = scenario::SMALL_RAM.into();
+    qemu::attach_warden_dt(qemu, &mut machine, "small-ram")?;
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-small-ram.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("small-ram", &run);
+    Ok(scenario::judge_small_ram(&run))
+}
+
 /// Replays QEMU's SMMU trace of a run and says what it saw.
 fn witness(trace: &Path) -> Result<smmu_trace::Witness> {
     let witness = smmu_trace::check_file(trace)?;
@@ -395,11 +415,18 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 6] =
-    ["guest-boot", "hostile-dt", "wrong-el", "linux", "linux-no-warden", "bench-quick"];
+pub const ALL_SCENARIOS: [&str; 7] = [
+    "guest-boot",
+    "small-ram",
+    "hostile-dt",
+    "wrong-el",
+    "linux",
+    "linux-no-warden",
+    "bench-quick",
+];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 5] =
-    ["guest-boot", "hostile-dt", "wrong-el", "linux", "bench-quick"];
+const DEFAULT_SCENARIOS: [&str; 6] =
+    ["guest-boot", "small-ram", "hostile-dt", "wrong-el", "linux", "bench-quick"];
 
 /// `cargo xtask bench --quick`: proves the bench harness runs end to end (every row measured
 /// once, the reports written). Nothing about the numbers is asserted: timing belongs to the
@@ -508,6 +535,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
                 Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
             },
+            ("small-ram", Ok(_)) => scenario_small_ram(&qemu.path, &warden, &guest),
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
             ("wrong-el", Ok(_)) => scenario_wrong_el(&qemu.path, &image),
             (other, Ok(_)) => Err(anyhow::anyhow!("unknown scenario {other}")),

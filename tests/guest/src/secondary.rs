@@ -150,7 +150,7 @@ pub extern "C" fn secondary_main(context_id: u64) -> ! {
     mailbox.context.store(context_id);
     cpu::dsb_sy();
     if mailbox.task.load() == TASK_HAMMER_DSP {
-        mailbox.finish_task(handoff_scenarios::hammer(&handoff::DSP));
+        mailbox.finish_task(handoff_scenarios::hammer(&handoff::dsp()));
     }
     let status = match smccc::psci_conduit() {
         Some(conduit) => smccc::cpu_off(conduit),
