@@ -512,6 +512,14 @@ struct Op<'a, A: ?Sized, T: ?Sized> {
     wrote: bool,
     /// TLBIs issued since the last completion sequence.
     tlbi_pending: bool,
+    /// `map` writes 4 KiB pages only, never blocks ([`PageTable::map_pages`]).
+    pages_only: bool,
+}
+
+impl<'a, A: ?Sized, T: ?Sized> Op<'a, A, T> {
+    fn new(frames: &'a mut A, tlb: &'a T) -> Self {
+        Self { frames, tlb, wrote: false, tlbi_pending: false, pages_only: false }
+    }
 }
 
 /// A translation table of format `F`.
@@ -607,6 +615,41 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
+        self.map_with(va, pa, attrs, false, frames, tlb)
+    }
+
+    /// Like [`Self::map`], but every leaf written is a 4 KiB page, never a block (a block met
+    /// in the range is split, its other pages kept): a range split to pages
+    /// ([`Self::split_to_pages`]) stays split, so a later unmap of part of it only clears
+    /// leaves and never breaks a block that also maps memory outside the range.
+    pub fn map_pages<A, T>(
+        &mut self,
+        va: MemRange,
+        pa: u64,
+        attrs: Attrs,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        self.map_with(va, pa, attrs, true, frames, tlb)
+    }
+
+    fn map_with<A, T>(
+        &mut self,
+        va: MemRange,
+        pa: u64,
+        attrs: Attrs,
+        pages_only: bool,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
         self.check_input(va)?;
         if !pa.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Unaligned { addr: pa });
@@ -621,7 +664,8 @@ impl<F: Format> PageTable<F> {
         }
         // pa_of(v) = v + offset, in wrapping arithmetic (both ranges are checked above).
         let offset = pa.wrapping_sub(va.start);
-        let mut op = Op { frames, tlb, wrote: false, tlbi_pending: false };
+        let mut op = Op::new(frames, tlb);
+        op.pages_only = pages_only;
         let result =
             self.map_in(self.root(), self.layout.start_level, va, offset, attr_bits, &mut op);
         if op.wrote {
@@ -655,8 +699,8 @@ impl<F: Format> PageTable<F> {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
             let entry = decode(desc, level);
-            let whole =
-                va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_allowed(level);
+            let leaf_here = leaf_allowed(level) && (level == 3 || !op.pages_only);
+            let whole = va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_here;
             if whole {
                 let new = leaf_desc(level, pa, attr_bits);
                 if desc != new {
@@ -684,7 +728,10 @@ impl<F: Format> PageTable<F> {
                         child
                     }
                     Entry::Leaf { oa, attr_bits: old_bits } => {
-                        if old_bits == attr_bits && oa.wrapping_add(va - base) == pa {
+                        if old_bits == attr_bits
+                            && oa.wrapping_add(va - base) == pa
+                            && !op.pages_only
+                        {
                             // The block already maps this piece exactly as asked.
                             va = chunk_end;
                             continue;
@@ -701,7 +748,11 @@ impl<F: Format> PageTable<F> {
 
     /// Removes every mapping in `va` (page aligned). Blocks straddling the edges are split
     /// (break-before-make); each removed leaf gets a TLBI; tables left empty are unlinked,
-    /// flushed and freed. Ends with the regime's TLB completion sequence.
+    /// flushed and freed (to `frames`: an allocator that must not hand them out again while
+    /// another walker, e.g. an SMMU sharing these tables, may still hold them), except the
+    /// tables the root points to: a root entry that points to a table keeps pointing to it,
+    /// so root entries only change when a table is built or [`Self::map`] puts a block there.
+    /// Ends with the regime's TLB completion sequence.
     ///
     /// On `OutOfFrames` (a split needed a table) part of the range may remain mapped.
     pub fn unmap<A, T>(&mut self, va: MemRange, frames: &mut A, tlb: &T) -> Result<(), MapError>
@@ -713,7 +764,7 @@ impl<F: Format> PageTable<F> {
         if va.is_empty() {
             return Ok(());
         }
-        let mut op = Op { frames, tlb, wrote: false, tlbi_pending: false };
+        let mut op = Op::new(frames, tlb);
         let result = self.unmap_in(self.root(), self.layout.start_level, va, &mut op);
         if op.tlbi_pending {
             F::tlbi_complete(tlb);
@@ -758,7 +809,7 @@ impl<F: Format> PageTable<F> {
                 }
                 Entry::Table(child) => {
                     self.unmap_in(child, level + 1, MemRange::new(va, chunk_end), op)?;
-                    if child.is_empty() {
+                    if level > self.layout.start_level && child.is_empty() {
                         table.write(idx, 0);
                         op.tlb.dsb_ishst();
                         F::tlbi_entry(op.tlb, base);
@@ -769,6 +820,67 @@ impl<F: Format> PageTable<F> {
                         op.frames.free(child.pa, 1);
                     }
                 }
+            }
+            va = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Splits every block overlapping `va` (page aligned) down to 4 KiB pages, each with
+    /// break-before-make; translations stay as they were. Afterwards a change to pages inside
+    /// `va` never has to break an entry that also maps memory outside `va` (keep it so with
+    /// [`Self::map_pages`]). Invalid entries stay invalid. Ends with `DSB ISHST; ISB` when
+    /// something changed.
+    ///
+    /// On `OutOfFrames` part of the range may still be blocks; the tables stay consistent.
+    pub fn split_to_pages<A, T>(
+        &mut self,
+        va: MemRange,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        self.check_input(va)?;
+        if va.is_empty() {
+            return Ok(());
+        }
+        let mut op = Op::new(frames, tlb);
+        let result = self.split_in(self.root(), self.layout.start_level, va, &mut op);
+        if op.wrote {
+            tlb.dsb_ishst();
+            tlb.isb();
+        }
+        result
+    }
+
+    fn split_in<A, T>(
+        &mut self,
+        table: Table,
+        level: u8,
+        range: MemRange,
+        op: &mut Op<'_, A, T>,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        let size = entry_size(level);
+        let mut va = range.start;
+        while va < range.end {
+            let idx = table.index(va, level);
+            let base = va & !(size - 1);
+            let chunk_end = range.end.min(base + size);
+            let piece = MemRange::new(va, chunk_end);
+            match decode(table.read(idx), level) {
+                Entry::Leaf { oa, attr_bits } if level < 3 => {
+                    let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
+                    self.split_in(child, level + 1, piece, op)?;
+                }
+                Entry::Table(child) if level < 3 => self.split_in(child, level + 1, piece, op)?,
+                _ => {}
             }
             va = chunk_end;
         }
@@ -891,6 +1003,15 @@ impl<F: Format> PageTable<F> {
         }
     }
 
+    /// Calls `f` with the physical address of every table frame reachable from the root, the
+    /// root's own frames first.
+    pub fn for_each_table_frame(&self, mut f: impl FnMut(u64)) {
+        for i in 0..self.layout.root_tables {
+            f(self.root_pa + i as u64 * PAGE_SIZE);
+        }
+        visit_tables(self.root(), self.layout.start_level, &mut f);
+    }
+
     /// Counts leaves by size and reachable table frames.
     pub fn stats(&self) -> TableStats {
         let mut stats =
@@ -947,6 +1068,17 @@ fn visit_leaves(table: Table, level: u8, base: u64, f: &mut dyn FnMut(u64, u64, 
             Entry::Table(child) if level < 3 => visit_leaves(child, level + 1, va, f),
             Entry::Table(_) => {}
             Entry::Leaf { oa, attr_bits } => f(va, oa, level, attr_bits),
+        }
+    }
+}
+
+fn visit_tables(table: Table, level: u8, f: &mut dyn FnMut(u64)) {
+    for idx in 0..table.entries {
+        if let Entry::Table(child) = decode(table.read(idx), level)
+            && level < 3
+        {
+            f(child.pa);
+            visit_tables(child, level + 1, f);
         }
     }
 }
@@ -1333,13 +1465,101 @@ mod tests {
         assert_eq!(rec.take(), expected, "every old leaf flushed before the block appears");
         assert_eq!(frames.pool.allocated_pages(), 2);
         assert_eq!(pt.translate(SZ_2M + 5).unwrap().pa, 0x8000_0005);
-        // Unmapping everything leaves only the root.
+        // Unmapping everything leaves the root and the (now empty) level-2 table it points to:
+        // root entries do not change.
+        let root_entry = pt.root().read(0);
         pt.unmap(range(0, 1 << 32), &mut frames, &rec).unwrap();
-        assert_eq!(frames.pool.allocated_pages(), 1);
-        assert_eq!(pt.stats(), TableStats { table_pages: 1, ..TableStats::default() });
+        assert_eq!(pt.root().read(0), root_entry);
+        assert_eq!(frames.pool.allocated_pages(), 2);
+        assert_eq!(pt.stats(), TableStats { table_pages: 2, ..TableStats::default() });
         // SAFETY: never installed in hardware.
         unsafe { pt.destroy(&mut frames) };
         assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn split_to_pages_keeps_translations_and_later_unmaps_touch_only_leaves() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let mut pt =
+            PageTable::<Stage2>::new(TableLayout::new(40, 1, 2).unwrap(), &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RWX);
+        // A 1 GiB block, then 2 MiB blocks.
+        pt.map(range(SZ_1G, SZ_1G + 4 * SZ_2M), SZ_1G, attrs, &mut frames, &rec).unwrap();
+        let before = pt.mappings();
+        rec.take();
+        // Straddles a 2 MiB boundary inside the 1 GiB block.
+        let carveout = range(SZ_1G + SZ_2M - 2 * PAGE_SIZE, 4 * PAGE_SIZE);
+        pt.split_to_pages(carveout, &mut frames, &rec).unwrap();
+        let mut want = vec![HwOp::DsbIshst, HwOp::TlbiIpas2e1is(SZ_1G)];
+        want.extend(STAGE2_COMPLETE);
+        for block in [SZ_1G, SZ_1G + SZ_2M] {
+            want.extend([HwOp::DsbIshst, HwOp::TlbiIpas2e1is(block)]);
+            want.extend(STAGE2_COMPLETE);
+        }
+        want.extend([HwOp::DsbIshst, HwOp::Isb]);
+        assert_eq!(rec.take(), want, "one break per block, outermost first");
+        // Same translations everywhere; pages exactly in the two 2 MiB blocks it touches.
+        let mut regions = Vec::new();
+        pt.for_each_region(|m| regions.push((m.va, m.pa, m.size, m.attrs)));
+        assert_eq!(regions, [(SZ_1G, SZ_1G, SZ_1G + 4 * SZ_2M, attrs)]);
+        assert_eq!(before.iter().map(|m| m.size).sum::<u64>(), SZ_1G + 4 * SZ_2M);
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_1g, stats.blocks_2m, stats.pages_4k), (0, 510 + 4, 1024));
+        assert_eq!(pt.translate(carveout.start).unwrap().level, 3);
+        assert_eq!(pt.translate(SZ_1G + 2 * SZ_2M).unwrap().level, 2);
+        // Already pages: nothing to do.
+        pt.split_to_pages(carveout, &mut frames, &rec).unwrap();
+        assert!(rec.take().is_empty());
+        // Unmapping and mapping back pages of it only touches their own leaves.
+        let page = range(carveout.start + PAGE_SIZE, 2 * PAGE_SIZE);
+        pt.unmap(page, &mut frames, &rec).unwrap();
+        let mut want = vec![
+            HwOp::DsbIshst,
+            HwOp::TlbiIpas2e1is(page.start),
+            HwOp::DsbIshst,
+            HwOp::TlbiIpas2e1is(page.start + PAGE_SIZE),
+        ];
+        want.extend(STAGE2_COMPLETE);
+        assert_eq!(rec.take(), want);
+        pt.map_pages(page, page.start, attrs, &mut frames, &rec).unwrap();
+        assert_eq!(rec.take(), [HwOp::DsbIshst, HwOp::Isb], "no break to map pages back");
+        assert_eq!(pt.stats(), stats, "still split: nothing merged back into a block");
+        assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
+    }
+
+    #[test]
+    fn map_pages_never_writes_blocks() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let rw = Attrs::normal(Perms::RW);
+        pt.map_pages(range(2 * SZ_2M, SZ_2M), 2 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_2m, stats.pages_4k), (0, 512));
+        // Over an existing block with the same mapping: split to pages all the same.
+        pt.map(range(4 * SZ_2M, SZ_2M), 4 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        pt.map_pages(range(4 * SZ_2M, PAGE_SIZE), 4 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_2m, stats.pages_4k), (0, 1024));
+        assert_eq!(pt.translate(5 * SZ_2M - 8).unwrap().pa, 5 * SZ_2M - 8);
+        assert!(matches!(
+            pt.split_to_pages(MemRange::new(0x1000, 0x1800), &mut frames, &rec),
+            Err(MapError::Unaligned { .. })
+        ));
+    }
+
+    #[test]
+    fn table_frames_are_listed() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        pt.map(range(0x1000, 0x1000), 0x1000, Attrs::normal(Perms::RW), &mut frames, &rec).unwrap();
+        let mut seen = Vec::new();
+        pt.for_each_table_frame(|pa| seen.push(pa));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], pt.root_pa());
+        assert!(seen.iter().all(|pa| frames.pool.range().contains(*pa)));
     }
 
     #[derive(Clone, Debug)]
@@ -1416,8 +1636,12 @@ mod tests {
                 prop_assert_eq!(mapped, model.iter().flatten().count() as u64 * PAGE_SIZE);
                 prop_assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
             }
+            let root_entries: Vec<u64> = (0..4).map(|i| pt.root().read(i)).collect();
             pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoTlb).unwrap();
-            prop_assert_eq!(frames.pool.allocated_pages(), 1, "only the root remains");
+            // Only the root and the tables it points to remain; root entries are unchanged.
+            let linked = root_entries.iter().filter(|&&d| d & DESC_VALID != 0).count();
+            prop_assert_eq!(frames.pool.allocated_pages(), 1 + linked);
+            prop_assert_eq!(root_entries, (0..4).map(|i| pt.root().read(i)).collect::<Vec<u64>>());
             prop_assert!(pt.mappings().is_empty());
         }
     }
