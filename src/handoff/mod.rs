@@ -35,7 +35,8 @@
 //! # Release (by the peer)
 //! Refused unless the range is entirely donated or lent to that peer and not yet released.
 //! Then: peer stage-2 unmap with TLBIs under the peer's VMID (afterwards nobody can access the
-//! range: `PeerReleased`), the host's VMID current again; with CLEAR the window scrubs it
+//! range: `PeerReleased`; the peer's stage-2 stays current, it is the peer's call); with CLEAR
+//! the window scrubs it
 //! (`DC CIVAC` first, so a line the peer dirtied cannot land on the zeros; the peer can no
 //! longer refetch one); tracker → `released`.
 //!
@@ -785,6 +786,8 @@ where
     }
 
     /// The release sequence (module documentation): the peer's mapping goes, then the scrub.
+    /// It runs on the peer's own call, on the CPU the peer runs on: the peer's stage-2 is
+    /// current there (it is loaded again all the same) and stays current.
     fn peer_lets_go(
         &self,
         range: MemRange,
@@ -792,31 +795,22 @@ where
         flags: TransferFlags,
         reserve: &mut FrameReserve,
     ) -> Result<(), Rollback> {
-        let unmapped = {
-            let mut table = peer.stage2.table.lock();
-            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-            let unmapped = table.unmap(range, reserve, self.cpu);
-            if unmapped.is_err() {
-                // The peer keeps the range; whatever part of its mapping could not be put back
-                // stays unmapped for its holder, which is safe.
-                let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
-            }
-            unmapped
-        };
-        self.cpu.load_stage2(self.host.vmid, self.host_root());
-        if let Err(e) = unmapped {
+        let mut table = peer.stage2.table.lock();
+        self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+        if let Err(e) = table.unmap(range, reserve, self.cpu) {
+            // The peer keeps the range; whatever part of its mapping could not be put back
+            // stays unmapped for its holder, which is safe.
+            let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
+        drop(table);
         if flags.clear
             && let Err(e) = self.scrub(range, true, reserve, Profiled::No)
         {
             // Not released after all: the peer gets its mapping back (adding a mapping needs
             // no invalidation).
             let mut table = peer.stage2.table.lock();
-            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
             let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
-            drop(table);
-            self.cpu.load_stage2(self.host.vmid, self.host_root());
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         Ok(())

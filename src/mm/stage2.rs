@@ -322,7 +322,12 @@ where
     if result.is_ok() {
         for range in spec.split {
             let Ok(Some(pages)) = outward_pages(*range) else { continue };
-            let pages = MemRange::new(pages.start, pages.end.min(config.layout().va_limit()));
+            // Beyond the IPA space nothing is mapped, so nothing is to split.
+            let limit = config.layout().va_limit();
+            if pages.start >= limit {
+                continue;
+            }
+            let pages = MemRange::new(pages.start, pages.end.min(limit));
             result = table.split_to_pages(pages, frames, tlb).map_err(HostStage2Error::Map);
             if result.is_err() {
                 break;
@@ -448,6 +453,10 @@ mod tests {
             (s2.stats.blocks_1g, s2.stats.blocks_2m, s2.stats.pages_4k),
             (1, 507 + 510 + 510, 1024 + 1024)
         );
+        // A carveout beyond the IPA space (not in RAM): nothing to split, no error.
+        let far = [MemRange::new(0x100_0000_0000, 0x100_0010_0000)];
+        let spec = HostStage2Spec { split: &far, ..spec_of(&ram, &[WARDEN]) };
+        assert!(build_host_stage2(&spec, &mut frames, &rec).is_ok());
     }
 
     fn spec_of<'a>(ram: &'a [MemRange], holes: &'a [MemRange]) -> HostStage2Spec<'a> {
