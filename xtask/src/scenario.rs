@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 27] = [
+pub const GUEST_SCENARIOS: [&str; 29] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -82,7 +82,9 @@ pub const GUEST_SCENARIOS: [&str; 27] = [
     "dsp_lend_scrubbed_on_reclaim",
     "bad_requests_change_nothing",
     "two_cpus_hammer_carveouts",
+    "peer_write_after_release_refused",
     "edu_dma_works",
+    "carveout_neighbours_never_fault",
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
     "vsmmu_stage1_into_carveout_faults",

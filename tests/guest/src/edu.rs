@@ -48,7 +48,7 @@ const MIN_BAR0_SIZE: u64 = 0x1000;
 const DMA_TIMEOUT_MS: u64 = 3000;
 
 /// An edu device with BAR0 placed and bus mastering on.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Edu {
     pub function: Function,
     /// CPU address of BAR0.

@@ -23,6 +23,7 @@ mod entry;
 mod exceptions;
 mod handoff;
 mod handoff_scenarios;
+mod handoff_stress;
 mod pci;
 mod platform;
 mod report;

@@ -12,6 +12,7 @@ use crate::entry::secondary_entry;
 use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
 use crate::handoff;
 use crate::handoff_scenarios;
+use crate::handoff_stress;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
@@ -61,9 +62,17 @@ pub fn run_all(platform: &Platform) {
         "two_cpus_hammer_carveouts",
         handoff_scenarios::two_cpus_hammer_carveouts(platform),
     );
+    record_handoff(
+        "peer_write_after_release_refused",
+        handoff_stress::peer_write_after_release_refused(),
+    );
     // Last: should a DMA into warden's memory land, everything else has reported already.
     let edu = Edu::set_up(platform);
     record("edu_dma_works", edu_dma_works(&edu));
+    record_handoff(
+        "carveout_neighbours_never_fault",
+        handoff_stress::carveout_neighbours_never_fault(platform, &edu),
+    );
     record("edu_dma_into_warden_refused", edu_dma_into_warden_refused(platform, &edu));
     // The virtual SMMU with a stage-1 context (each leaves edu's stream in bypass).
     record("vsmmu_stage1_dma_works", vsmmu_scenarios::stage1_dma_works(platform, &edu));
