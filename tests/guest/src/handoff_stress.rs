@@ -130,8 +130,9 @@ pub fn peer_write_after_release_refused() -> Outcome {
 pub const CYCLES: u64 = 10_000;
 /// Every this many cycles the whole 2 MiB block around [`RANGE`] is handed over instead.
 const WHOLE_BLOCK_EVERY: u64 = 100;
-/// Bound on CPU 0's loop (QEMU TCG on two shared host cores, four busy CPUs).
-const DEADLINE_MS: u64 = 170_000;
+/// Bound on CPU 0's loop (QEMU TCG on two shared host cores, four busy CPUs; below xtask's
+/// 900 s for the run).
+const DEADLINE_MS: u64 = 780_000;
 /// How long CPU 0 waits for the other CPUs to step off the block's pages.
 const PAUSE_TIMEOUT_MS: u64 = 5_000;
 

@@ -67,6 +67,7 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
     if continue_run {
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
+            None if platform.stress => scenarios::run_stress(&platform),
             None => scenarios::run_all(&platform),
         }
     }

@@ -61,6 +61,9 @@ pub struct Platform {
     pub pcie: Result<PcieHost, &'static str>,
     /// `warden.bench` (or `warden.bench=quick`) on the command line: measure instead of test.
     pub bench: Option<BenchMode>,
+    /// `warden.stress` on the command line: run only the handoff stress scenario
+    /// (`cargo xtask test --only handoff-stress`).
+    pub stress: bool,
     /// The console UART's base, if the DT names one.
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
@@ -108,6 +111,10 @@ impl Platform {
         }
         Ok(Self {
             bench: find_bench_mode(&fdt),
+            stress: fdt
+                .chosen()
+                .bootargs()
+                .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.stress")),
             console,
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),
