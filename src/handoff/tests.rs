@@ -492,10 +492,6 @@ impl World {
     }
 }
 
-fn stage2_complete(vmid: u16) -> [Ev; 4] {
-    [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb].map(|op| Ev::Cpu { vmid, op })
-}
-
 fn cpu(vmid: u16, op: HwOp) -> Ev {
     Ev::Cpu { vmid, op }
 }

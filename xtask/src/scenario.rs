@@ -498,7 +498,7 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
         );
         let verdicts = judge_handoff_stress(&captured(&bad, Ending::Exited(Some(0))));
         let failed: Vec<&str> =
-            verdicts.iter().filter(|v| !v.outcome.is_ok()).map(|v| v.name.as_str()).collect();
+            verdicts.iter().filter(|v| v.outcome.is_err()).map(|v| v.name.as_str()).collect();
         assert_eq!(
             failed,
             [
@@ -507,7 +507,7 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
             ]
         );
         let hung = judge_handoff_stress(&captured("", Ending::TimedOut(Duration::from_secs(9))));
-        assert!(hung.iter().all(|v| !v.outcome.is_ok()));
+        assert!(hung.iter().all(|v| v.outcome.is_err()));
     }
 
     /// A guest boot whose scenario lines are `ok NAME` for every expected name except those
