@@ -8,7 +8,8 @@
 //! write invalid, `DSB ISHST`, TLBI for the entry (and for every leaf below it when a table is
 //! replaced), then the regime's completion sequence, and only then the new entry. Filling
 //! invalid entries needs no TLBI: `map` ends with `DSB ISHST; ISB`. `unmap` issues a TLBI per
-//! removed leaf and one completion sequence at the end.
+//! removed leaf and one completion sequence at the end (for more than [`BULK_TLBI_PAGES`] pages:
+//! one invalidation of the whole regime instead).
 //!
 //! Consequence for fault handling: while an entry is broken, an access through it faults even
 //! though the memory stays mapped before and after. A stage-2 abort handler must therefore
@@ -197,7 +198,16 @@ pub trait Format {
     fn tlbi_entry<T: TlbMaintenance + ?Sized>(tlb: &T, va: u64);
     /// Completes earlier TLBIs so that no CPU can still use the removed entries.
     fn tlbi_complete<T: TlbMaintenance + ?Sized>(tlb: &T);
+    /// Invalidates every entry of the regime (after `DSB ISHST`) and completes: what a large
+    /// unmap issues instead of one TLBI per entry ([`BULK_TLBI_PAGES`]).
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T);
 }
+
+/// An unmap of more pages than this invalidates the whole regime (the current VMID's stage 1
+/// and 2, or all of EL2) once at the end instead of one TLBI per removed entry: thousands of
+/// broadcast TLBIs cost more than refilling the TLBs (Linux's arm64 `MAX_TLBI_OPS` makes the
+/// same choice at the same size).
+pub const BULK_TLBI_PAGES: u64 = 512;
 
 /// Stage-2 descriptors (VTTBR_EL2 / VTCR_EL2 regime).
 ///
@@ -261,6 +271,12 @@ impl Format for Stage2 {
         tlb.dsb_ish();
         tlb.isb();
     }
+
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.tlbi_vmalls12e1is();
+        tlb.dsb_ish();
+        tlb.isb();
+    }
 }
 
 /// EL2 stage-1 descriptors (TTBR0_EL2 with HCR_EL2.E2H=0: one VA range, one privilege level).
@@ -316,6 +332,12 @@ impl Format for El2Stage1 {
     }
 
     fn tlbi_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.dsb_ish();
+        tlb.isb();
+    }
+
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.tlbi_alle2is();
         tlb.dsb_ish();
         tlb.isb();
     }
@@ -514,11 +536,24 @@ struct Op<'a, A: ?Sized, T: ?Sized> {
     tlbi_pending: bool,
     /// `map` writes 4 KiB pages only, never blocks ([`PageTable::map_pages`]).
     pages_only: bool,
+    /// `unmap` of more than [`BULK_TLBI_PAGES`]: removed leaves get no TLBI of their own, the
+    /// whole regime is invalidated at the end instead.
+    bulk: bool,
+    /// Leaves removed in bulk mode, not invalidated yet.
+    bulk_pending: bool,
 }
 
 impl<'a, A: ?Sized, T: ?Sized> Op<'a, A, T> {
     fn new(frames: &'a mut A, tlb: &'a T) -> Self {
-        Self { frames, tlb, wrote: false, tlbi_pending: false, pages_only: false }
+        Self {
+            frames,
+            tlb,
+            wrote: false,
+            tlbi_pending: false,
+            pages_only: false,
+            bulk: false,
+            bulk_pending: false,
+        }
     }
 }
 
@@ -747,7 +782,8 @@ impl<F: Format> PageTable<F> {
     }
 
     /// Removes every mapping in `va` (page aligned). Blocks straddling the edges are split
-    /// (break-before-make); each removed leaf gets a TLBI; tables left empty are unlinked,
+    /// (break-before-make); each removed leaf gets a TLBI (above [`BULK_TLBI_PAGES`], one
+    /// invalidation of the whole regime at the end instead); tables left empty are unlinked,
     /// flushed and freed (to `frames`: an allocator that must not hand them out again while
     /// another walker, e.g. an SMMU sharing these tables, may still hold them), except the
     /// tables the root points to: a root entry that points to a table keeps pointing to it,
@@ -765,8 +801,12 @@ impl<F: Format> PageTable<F> {
             return Ok(());
         }
         let mut op = Op::new(frames, tlb);
+        op.bulk = va.size() / PAGE_SIZE > BULK_TLBI_PAGES;
         let result = self.unmap_in(self.root(), self.layout.start_level, va, &mut op);
-        if op.tlbi_pending {
+        if op.bulk_pending {
+            tlb.dsb_ishst();
+            F::tlbi_all_complete(tlb);
+        } else if op.tlbi_pending {
             F::tlbi_complete(tlb);
         } else if op.wrote {
             tlb.dsb_ishst();
@@ -798,10 +838,14 @@ impl<F: Format> PageTable<F> {
                 Entry::Invalid => {}
                 Entry::Leaf { .. } if whole || level >= 3 => {
                     table.write(idx, 0);
-                    op.tlb.dsb_ishst();
-                    F::tlbi_entry(op.tlb, base);
+                    if op.bulk {
+                        op.bulk_pending = true;
+                    } else {
+                        op.tlb.dsb_ishst();
+                        F::tlbi_entry(op.tlb, base);
+                        op.tlbi_pending = true;
+                    }
                     op.wrote = true;
-                    op.tlbi_pending = true;
                 }
                 Entry::Leaf { oa, attr_bits } => {
                     let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
@@ -1526,6 +1570,36 @@ mod tests {
         assert_eq!(rec.take(), [HwOp::DsbIshst, HwOp::Isb], "no break to map pages back");
         assert_eq!(pt.stats(), stats, "still split: nothing merged back into a block");
         assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
+    }
+
+    #[test]
+    fn a_large_unmap_invalidates_the_regime_once() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let rw = Attrs::normal(Perms::RW);
+        let big = range(SZ_2M, (BULK_TLBI_PAGES + 1) * PAGE_SIZE);
+        pt.map_pages(big, big.start, rw, &mut frames, &rec).unwrap();
+        rec.take();
+        pt.unmap(big, &mut frames, &rec).unwrap();
+        let ops = rec.take();
+        // The two emptied level-3 tables are unlinked with their own breaks (they are freed
+        // at once); the leaves get no TLBI of their own; one VMALLS12E1IS at the end.
+        let mut want = Vec::new();
+        for table in [SZ_2M, 2 * SZ_2M] {
+            want.extend([HwOp::DsbIshst, HwOp::TlbiIpas2e1is(table)]);
+            want.extend(STAGE2_COMPLETE);
+        }
+        want.extend([HwOp::DsbIshst, HwOp::TlbiVmalls12e1is, HwOp::DsbIsh, HwOp::Isb]);
+        assert_eq!(ops, want);
+        assert!(pt.mappings().is_empty());
+        // At the threshold: one TLBI per page, as before.
+        let small = range(SZ_2M, BULK_TLBI_PAGES * PAGE_SIZE);
+        pt.map_pages(small, small.start, rw, &mut frames, &rec).unwrap();
+        rec.take();
+        pt.unmap(small, &mut frames, &rec).unwrap();
+        let per_page = rec.take().iter().filter(|op| matches!(op, HwOp::TlbiIpas2e1is(_))).count();
+        assert_eq!(per_page as u64, BULK_TLBI_PAGES + 1, "each page, and the emptied table");
     }
 
     #[test]
