@@ -140,6 +140,8 @@ static PANICKED: AtomicBool = AtomicBool::new(false);
 /// Root of the host stage-2 and its size, for the panic path's stop-the-world.
 static STAGE2_ROOT: AtomicU64 = AtomicU64::new(0);
 static STAGE2_ROOT_SIZE: AtomicU64 = AtomicU64::new(0);
+/// Root of the SMMU's view of the host stage 2 (same size; 0: none), emptied with it.
+static SMMU_STAGE2_ROOT: AtomicU64 = AtomicU64::new(0);
 
 fn warden() -> &'static Warden {
     // The exception vectors and secondaries only run after the primary finished booting.
@@ -275,7 +277,8 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let root_size = host_stage2.config.root_tables() as u64 * PAGE_SIZE;
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
-    let (smmu, vsmmu) = match take_smmu(&platform, &host_stage2, vtcr, vttbr, &mut frames) {
+    let mut host_stage2 = host_stage2;
+    let (smmu, vsmmu) = match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames) {
         Ok(s) => s,
         Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
     };
@@ -649,7 +652,7 @@ fn sim_peer_program() -> &'static [u8] {
 #[allow(clippy::type_complexity)]
 fn take_smmu(
     p: &PlatformInfo,
-    s2: &HostStage2,
+    s2: &mut HostStage2,
     vtcr: u64,
     vttbr: u64,
     frames: &mut PoolFrames,
@@ -682,7 +685,7 @@ fn take_smmu(
     // config space has no side effects.
     let ecam = unsafe { MmioEcam::new(&ecams) };
     let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
-    let virt = match vsmmu::set_up(&smmu, info, p.gic_dist, s2.config.ipa_bits(), &sids) {
+    let virt = match vsmmu::set_up(&mut smmu, info, p.gic_dist, s2, &sids, frames) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("no virtual SMMU for the host: {e}");
@@ -697,6 +700,9 @@ fn take_smmu(
         }
     };
     smmu.install_abort(&sids, frames).map_err(BootError::Smmu)?;
+    if let Some(root) = s2.table.mirror_root_pa() {
+        SMMU_STAGE2_ROOT.store(root, Ordering::Release);
+    }
     let adv = *virt.virt.lock().registers().advertised();
     log::info!(
         "SMMU {} taken; virtual SMMUv3 for the host at the same address (stage 1 nested over host VMID {HOST_VMID}, OAS {} bits, {}-bit SIDs, {}-bit ASIDs, irqs {:?}); stream IDs {:x?} abort until the host configures them, all others abort",
@@ -1038,6 +1044,13 @@ fn stop_the_world() {
         // SAFETY: root..root+size is the host stage-2 root table(s) in warden's pool.
         unsafe { core::ptr::write_volatile((root + off) as *mut u64, 0) };
     }
+    let smmu_root = SMMU_STAGE2_ROOT.load(Ordering::Acquire);
+    if smmu_root != 0 {
+        for off in (0..size).step_by(8) {
+            // SAFETY: the SMMU view's root has the host root's size, in warden's pool.
+            unsafe { core::ptr::write_volatile((smmu_root + off) as *mut u64, 0) };
+        }
+    }
     use crate::arch::TlbMaintenance;
     tlb.dsb_ishst();
     tlb.tlbi_vmalls12e1is();
@@ -1226,11 +1239,13 @@ impl Platform for HwPlatform<'_> {
         log_handoff_profile();
         if let Some(s) = vsmmu::stats(self.w) {
             log::info!(
-                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); ASIDs: {} retired, {} freed, {} forced flush(es)",
+                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
                 s.commands,
                 s.illegal_commands,
                 s.real_syncs,
                 s.ste_refusals,
+                s.cd_refusals,
+                s.cd_unreadable,
                 s.bypass_refusals,
                 s.events_written,
                 s.events_lost_disabled,
@@ -1238,7 +1253,8 @@ impl Platform for HwPlatform<'_> {
                 s.events_lost_abort,
                 s.asids.retired,
                 s.asids.freed,
-                s.asids.forced_flushes
+                s.asids.forced_flushes,
+                s.asids.exhaustion_flushes
             );
         }
         let digest = image_digest();

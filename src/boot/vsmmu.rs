@@ -19,6 +19,9 @@ use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
 pub struct VirtSmmuState {
     /// Both 64 KiB register pages (absent from the host's stage 2: every access traps).
     pub frames: MemRange,
+    /// The real SMMU's stage 2 for the host's streams: host VMID, the SMMU view's root (the
+    /// host stage 2 plus the shadow-CD arena).
+    pub s2: S2Config,
     pub irqs: SmmuIrqs,
     /// GIC distributor base (mapped as device at EL2), for raising the host's interrupts.
     pub gicd: Option<u64>,
@@ -86,8 +89,7 @@ fn with_virt<T>(
     let mut smmu = w.smmu.lock();
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
-    let mut real =
-        SmmuBackend { smmu, s2: S2Config::from_vtcr_vttbr(w.vtcr, w.vttbr), frames: &mut *frames };
+    let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
     let (out, notify) = f(&mut virt, &mut mem, &mut real);
     raise(v, notify);
     Some(out)
@@ -146,18 +148,50 @@ fn raise(v: &VirtSmmuState, notify: Notify) {
     }
 }
 
-/// The virtual SMMU for the host's streams on this real SMMU, or why not.
+/// Why there is no virtual SMMU.
+pub enum SetUpError {
+    Unsupported(crate::smmu::virt::real::VirtUnsupported),
+    View(crate::smmu::virt::real::ViewError),
+}
+
+impl core::fmt::Display for SetUpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetUpError::Unsupported(e) => write!(f, "{e}"),
+            SetUpError::View(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The virtual SMMU for the host's streams on this real SMMU, or why not: the SMMU's view of
+/// the host stage 2 (`host`) with the shadow-CD arena, declared to the driver.
 pub fn set_up(
-    smmu: &crate::smmu::Smmu<crate::smmu::MmioSmmu>,
+    smmu: &mut crate::smmu::Smmu<crate::smmu::MmioSmmu>,
     info: &crate::dt::SmmuInfo,
     gicd: Option<MemRange>,
-    host_ipa_bits: u32,
+    host: &mut crate::mm::HostStage2,
     sids: &[u32],
-) -> Result<VirtSmmuState, crate::smmu::virt::real::VirtUnsupported> {
-    let config =
-        crate::smmu::virt::real::virt_config(smmu, host_ipa_bits, HOST_VMID, sids.to_vec())?;
+    frames: &mut crate::mm::PoolFrames,
+) -> Result<VirtSmmuState, SetUpError> {
+    use crate::smmu::virt::real;
+    let ipa_bits = host.config.ipa_bits();
+    // Checked before anything is allocated or reserved.
+    real::advertised_oas(smmu.features(), ipa_bits).map_err(SetUpError::Unsupported)?;
+    let view = real::smmu_view(&mut host.table, sids.len(), frames, &crate::arch::aarch64::Hw)
+        .map_err(SetUpError::View)?;
+    smmu.set_cd_arena(view.arena.ipa, view.memory);
+    let config = real::virt_config(smmu, ipa_bits, HOST_VMID, sids.to_vec(), view.arena)
+        .map_err(SetUpError::Unsupported)?;
+    log::info!(
+        "SMMU view of the host stage 2: root {:#x}; {} shadow CD slots at IPA {:#x} (warden {}), read-only",
+        view.root_pa,
+        view.arena.slots,
+        view.arena.ipa,
+        view.memory
+    );
     Ok(VirtSmmuState {
         frames: info.regs,
+        s2: S2Config { vtcr: host.vtcr(), root_pa: view.root_pa, vmid: HOST_VMID },
         irqs: info.irqs,
         gicd: gicd.map(|g| g.start),
         virt: spin::Mutex::new(VirtSmmu::new(config)),

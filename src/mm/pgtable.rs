@@ -11,6 +11,14 @@
 //! removed leaf and one completion sequence at the end (for more than [`BULK_TLBI_PAGES`] pages:
 //! one invalidation of the whole regime instead).
 //!
+//! A stage-2 table can have a **root mirror** ([`PageTable::add_root_mirror`]): a second root
+//! whose descriptors are kept equal to the table's own root descriptors (every root-level
+//! write goes to both), so both roots share every lower-level table and any change below the
+//! root applies to both at once. The mirror can own exactly one root entry the table itself
+//! leaves invalid ([`PageTable::graft_into_mirror`]); that input slot is then reserved: `map`
+//! and `unmap` refuse ranges touching it. warden gives the SMMU such a mirror of the host's
+//! stage 2, with one extra slot for memory only the SMMU may read (`docs/smmu.md`).
+//!
 //! Consequence for fault handling: while an entry is broken, an access through it faults even
 //! though the memory stays mapped before and after. A stage-2 abort handler must therefore
 //! re-check (ownership, or [`PageTable::translate`] under the table's lock) and simply retry
@@ -163,6 +171,9 @@ pub enum MapError {
     UnsupportedAttrs(Attrs),
     /// Inconsistent (va_bits, start level, concatenated roots) for this regime.
     BadLayout { va_bits: u32, start_level: u8, root_tables: usize },
+    /// The range touches the input slot reserved for the root mirror's own entry, or a graft
+    /// was asked for a slot that is not one free root entry (or of a differently shaped table).
+    MirrorSlot(MemRange),
 }
 
 impl fmt::Display for MapError {
@@ -182,6 +193,9 @@ impl fmt::Display for MapError {
                 "bad table layout: {va_bits} input bits, start level {start_level}, \
                  {root_tables} root tables"
             ),
+            MapError::MirrorSlot(r) => {
+                write!(f, "range {r:?} is (or needs) the root mirror's reserved slot")
+            }
         }
     }
 }
@@ -433,6 +447,8 @@ struct Table {
     pa: u64,
     /// A power of two: 512, or the root's entry count.
     entries: usize,
+    /// The root mirror every write also goes to (0: none; only ever set on a root).
+    mirror: u64,
 }
 
 impl Table {
@@ -448,12 +464,18 @@ impl Table {
         unsafe { core::ptr::read_volatile((self.pa as usize as *const u64).add(idx)) }
     }
 
-    /// A single 64-bit store, so a walker never sees a torn descriptor.
+    /// A single 64-bit store, so a walker never sees a torn descriptor; on a mirrored root the
+    /// same store to the mirror follows (both before the caller's barrier or TLBI).
     fn write(&self, idx: usize, desc: u64) {
         let idx = idx & (self.entries - 1);
         // SAFETY: as in `read`; the table belongs to this `PageTable`, reached only via
         // `&mut self` methods.
         unsafe { core::ptr::write_volatile((self.pa as usize as *mut u64).add(idx), desc) }
+        if self.mirror != 0 {
+            // SAFETY: a root mirror is a frame run from a `FrameAllocator` of the root's size
+            // (`add_root_mirror`), owned by the same `PageTable`; `idx` is masked as above.
+            unsafe { core::ptr::write_volatile((self.mirror as usize as *mut u64).add(idx), desc) }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -477,7 +499,7 @@ fn decode(desc: u64, level: u8) -> Entry {
     }
     let is_table_or_page = desc & DESC_TABLE_OR_PAGE != 0;
     if level < 3 && is_table_or_page {
-        Entry::Table(Table { pa: desc & OA_MASK, entries: ENTRIES_PER_TABLE })
+        Entry::Table(Table { pa: desc & OA_MASK, entries: ENTRIES_PER_TABLE, mirror: 0 })
     } else if level == 3 && !is_table_or_page {
         // 0b01 at level 3 is reserved: treated as invalid by the walker.
         Entry::Invalid
@@ -566,7 +588,16 @@ impl<'a, A: ?Sized, T: ?Sized> Op<'a, A, T> {
 pub struct PageTable<F: Format> {
     root_pa: u64,
     layout: TableLayout,
+    mirror: Option<RootMirror>,
     _format: PhantomData<F>,
+}
+
+/// See the module documentation.
+#[derive(Clone, Copy, Debug)]
+struct RootMirror {
+    pa: u64,
+    /// The root index whose entry belongs to the mirror alone.
+    private: Option<usize>,
 }
 
 impl<F: Format> fmt::Debug for PageTable<F> {
@@ -600,7 +631,7 @@ impl<F: Format> PageTable<F> {
             frames.free(root_pa, pages);
             return Err(MapError::BadFrame { pa: root_pa });
         }
-        Ok(Self { root_pa, layout, _format: PhantomData })
+        Ok(Self { root_pa, layout, mirror: None, _format: PhantomData })
     }
 
     /// Physical address of the root (for TTBR0_EL2 / VTTBR_EL2.BADDR).
@@ -613,7 +644,91 @@ impl<F: Format> PageTable<F> {
     }
 
     fn root(&self) -> Table {
-        Table { pa: self.root_pa, entries: self.layout.root_entries() }
+        Table {
+            pa: self.root_pa,
+            entries: self.layout.root_entries(),
+            mirror: self.mirror.map_or(0, |m| m.pa),
+        }
+    }
+
+    /// Input bytes one root entry covers.
+    pub fn root_entry_size(&self) -> u64 {
+        entry_size(self.layout.start_level)
+    }
+
+    /// Gives the table a root mirror (see the module documentation): a new root, aligned like
+    /// the table's own, holding a copy of every root descriptor, kept equal from now on.
+    /// Returns its physical address; a table has at most one (a second call returns it).
+    pub fn add_root_mirror<A: FrameAllocator + ?Sized>(
+        &mut self,
+        frames: &mut A,
+    ) -> Result<u64, MapError> {
+        if let Some(m) = self.mirror {
+            return Ok(m.pa);
+        }
+        let pages = self.layout.root_tables;
+        let pa = frames.alloc_zeroed(pages).ok_or(MapError::OutOfFrames)?;
+        let align = pages as u64 * PAGE_SIZE;
+        if !pa.is_multiple_of(align) || pa.checked_add(align).is_none_or(|e| e > 1 << MAX_OA_BITS) {
+            frames.free(pa, pages);
+            return Err(MapError::BadFrame { pa });
+        }
+        let root = self.root();
+        let copy = Table { pa, entries: root.entries, mirror: 0 };
+        for idx in 0..root.entries {
+            copy.write(idx, root.read(idx));
+        }
+        self.mirror = Some(RootMirror { pa, private: None });
+        Ok(pa)
+    }
+
+    /// The root mirror's physical address, if the table has one.
+    pub fn mirror_root_pa(&self) -> Option<u64> {
+        self.mirror.map(|m| m.pa)
+    }
+
+    /// The highest root-entry-sized input slot below the input limit that the table leaves
+    /// entirely unmapped (its root entry invalid) and that is not the mirror's.
+    pub fn highest_free_root_slot(&self) -> Option<MemRange> {
+        let root = self.root();
+        let private = self.mirror.and_then(|m| m.private);
+        (0..root.entries)
+            .rev()
+            .find(|&idx| root.read(idx) & DESC_VALID == 0 && Some(idx) != private)
+            .map(|idx| {
+                let size = self.root_entry_size();
+                MemRange::new(idx as u64 * size, (idx as u64 + 1) * size)
+            })
+    }
+
+    /// Makes `donor`'s root entry for `slot` (exactly one root entry's input range, invalid in
+    /// this table's own root) the mirror's entry for it, and reserves the slot: this table will
+    /// never map it. `donor` must have this table's layout; its tables below that entry are
+    /// shared from now on, so it must not change them again (its root may go: it is not
+    /// referenced).
+    pub fn graft_into_mirror(
+        &mut self,
+        slot: MemRange,
+        donor: &PageTable<F>,
+    ) -> Result<(), MapError> {
+        let Some(mirror) = self.mirror else { return Err(MapError::MirrorSlot(slot)) };
+        let size = self.root_entry_size();
+        let root = self.root();
+        let idx = (slot.start / size) as usize;
+        let fits = slot.start.is_multiple_of(size)
+            && slot.size() == size
+            && slot.end <= self.layout.va_limit()
+            && donor.layout == self.layout
+            && root.read(idx) & DESC_VALID == 0
+            && mirror.private.is_none_or(|p| p == idx);
+        if !fits {
+            return Err(MapError::MirrorSlot(slot));
+        }
+        let desc = donor.root().read(idx);
+        let only_mirror = Table { pa: mirror.pa, entries: root.entries, mirror: 0 };
+        only_mirror.write(idx, desc);
+        self.mirror = Some(RootMirror { pa: mirror.pa, private: Some(idx) });
+        Ok(())
     }
 
     fn check_input(&self, va: MemRange) -> Result<(), MapError> {
@@ -628,6 +743,13 @@ impl<F: Format> PageTable<F> {
         let limit = self.layout.va_limit();
         if va.end > limit {
             return Err(MapError::OutOfRange { end: va.end, limit });
+        }
+        if let Some(idx) = self.mirror.and_then(|m| m.private) {
+            let size = self.root_entry_size();
+            let slot = MemRange::new(idx as u64 * size, (idx as u64 + 1) * size);
+            if va.overlaps(&slot) {
+                return Err(MapError::MirrorSlot(va));
+            }
         }
         Ok(())
     }
@@ -1078,6 +1200,10 @@ impl<F: Format> PageTable<F> {
             }
         }
         frames.free(self.root_pa, self.layout.root_tables);
+        if let Some(mirror) = self.mirror {
+            // The grafted entry's tables belong to the donor.
+            frames.free(mirror.pa, self.layout.root_tables);
+        }
     }
 }
 
@@ -1087,7 +1213,7 @@ fn alloc_table<A: FrameAllocator + ?Sized>(frames: &mut A) -> Result<Table, MapE
         frames.free(pa, 1);
         return Err(MapError::BadFrame { pa });
     }
-    Ok(Table { pa, entries: ENTRIES_PER_TABLE })
+    Ok(Table { pa, entries: ENTRIES_PER_TABLE, mirror: 0 })
 }
 
 /// Frees `table` (at `level`) and every table below it.
@@ -1297,6 +1423,88 @@ mod tests {
         let mut regions = Vec::new();
         pt.for_each_region(|m| regions.push((m.va, m.size)));
         assert_eq!(regions[0], (SZ_1G - SZ_2M, SZ_1G + 2 * SZ_2M + PAGE_SIZE));
+    }
+
+    /// The root descriptors of `pt` and of its mirror (index, own, mirror) that differ.
+    fn mirror_differences(pt: &PageTable<Stage2>) -> Vec<(usize, u64, u64)> {
+        let mirror = pt.mirror_root_pa().unwrap();
+        let root = pt.root();
+        (0..root.entries)
+            .filter_map(|i| {
+                // SAFETY: the mirror is a live root of `root.entries` descriptors.
+                let m = unsafe { core::ptr::read_volatile((mirror as *const u64).add(i)) };
+                (root.read(i) != m).then_some((i, root.read(i), m))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn root_mirror_follows_every_root_write_and_owns_its_slot() {
+        let mut frames = HeapFrames::new(64);
+        let rec = Recorder::new(256);
+        let layout = TableLayout::new(40, 1, 2).unwrap();
+        let mut pt = PageTable::<Stage2>::new(layout, &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RW);
+        // Mapped before the mirror exists: copied.
+        pt.map(range(SZ_1G, SZ_1G + SZ_2M), SZ_1G, attrs, &mut frames, &rec).unwrap();
+        let mirror = pt.add_root_mirror(&mut frames).unwrap();
+        assert_eq!(mirror % (2 * PAGE_SIZE), 0, "aligned like the concatenated root");
+        assert_ne!(mirror, pt.root_pa());
+        assert_eq!(pt.add_root_mirror(&mut frames), Ok(mirror), "one mirror");
+        assert!(mirror_differences(&pt).is_empty());
+        // New root-level tables, 1 GiB blocks (root-level leaves), a block split (BBM at the
+        // root), and an unmap that empties a root-level table (which stays linked: root
+        // entries do not change on unmap): every step mirrored.
+        pt.map(range(5 * SZ_1G + SZ_2M, PAGE_SIZE), 0x9000_0000, attrs, &mut frames, &rec).unwrap();
+        assert!(mirror_differences(&pt).is_empty());
+        pt.map(range(8 * SZ_1G, 2 * SZ_1G), 8 * SZ_1G, attrs, &mut frames, &rec).unwrap();
+        assert!(mirror_differences(&pt).is_empty());
+        pt.unmap(range(8 * SZ_1G + SZ_2M, PAGE_SIZE), &mut frames, &rec).unwrap();
+        assert!(mirror_differences(&pt).is_empty());
+        let tables = frames.pool.allocated_pages();
+        pt.unmap(range(5 * SZ_1G, SZ_1G), &mut frames, &rec).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), tables - 1, "L3 freed, the root's L2 kept");
+        assert!(mirror_differences(&pt).is_empty());
+        // Changes below the root are the same tables: nothing to mirror, nothing differs.
+        pt.unmap(range(SZ_1G, PAGE_SIZE), &mut frames, &rec).unwrap();
+        assert!(mirror_differences(&pt).is_empty());
+
+        // The highest free slot, grafted from a donor table of the same shape.
+        let slot = pt.highest_free_root_slot().unwrap();
+        assert_eq!(slot, range((1 << 40) - SZ_1G, SZ_1G));
+        let mut donor = PageTable::<Stage2>::new(layout, &mut frames).unwrap();
+        donor
+            .map(
+                range(slot.start, PAGE_SIZE),
+                0x4000_0000,
+                Attrs::normal(Perms::R),
+                &mut frames,
+                &rec,
+            )
+            .unwrap();
+        let other =
+            PageTable::<Stage2>::new(TableLayout::new(39, 1, 1).unwrap(), &mut frames).unwrap();
+        assert_eq!(pt.graft_into_mirror(slot, &other), Err(MapError::MirrorSlot(slot)), "shape");
+        let half = range(slot.start, SZ_2M);
+        assert_eq!(pt.graft_into_mirror(half, &donor), Err(MapError::MirrorSlot(half)));
+        let used = range(SZ_1G, SZ_1G);
+        assert_eq!(pt.graft_into_mirror(used, &donor), Err(MapError::MirrorSlot(used)), "mapped");
+        pt.graft_into_mirror(slot, &donor).unwrap();
+        let idx = (slot.start / SZ_1G) as usize;
+        assert_eq!(mirror_differences(&pt), vec![(idx, 0, donor.root().read(idx))]);
+        assert_eq!(pt.translate(slot.start), None, "the table itself does not map it");
+        assert_eq!(donor.translate(slot.start + 8).unwrap().pa, 0x4000_0008);
+        // The slot is reserved: no map or unmap touching it, and it is not free any more.
+        let touching = range(slot.start - PAGE_SIZE, 2 * PAGE_SIZE);
+        assert_eq!(
+            pt.map(touching, 0, attrs, &mut frames, &rec),
+            Err(MapError::MirrorSlot(touching))
+        );
+        assert_eq!(pt.unmap(slot, &mut frames, &rec), Err(MapError::MirrorSlot(slot)));
+        assert_eq!(pt.highest_free_root_slot(), Some(range(slot.start - SZ_1G, SZ_1G)));
+        // Root writes elsewhere still reach the mirror, which keeps its own entry.
+        pt.map(range(100 * SZ_1G, SZ_1G), 100 * SZ_1G, attrs, &mut frames, &rec).unwrap();
+        assert_eq!(mirror_differences(&pt), vec![(idx, 0, donor.root().read(idx))]);
     }
 
     #[test]

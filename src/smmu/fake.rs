@@ -93,9 +93,15 @@ impl FakeSmmu {
 
     /// QEMU virt's SMMU in nested mode: S1P+S2P, AArch64 tables, COHACC, ASID16, VMID16,
     /// little-endian, 2-level stream tables, SIDSIZE 16, CMDQS = EVTQS = 19, OAS 44 bits,
-    /// 4K/16K/64K granules, no HYP, no BTM, no MSI.
-    pub const QEMU_IDR0: u32 =
-        0b11 | (0b10 << 2) | (1 << 4) | (1 << 12) | (1 << 18) | (0b10 << 21) | (1 << 27);
+    /// 4K/16K/64K granules, no stalls, no HYP, no BTM, no MSI.
+    pub const QEMU_IDR0: u32 = 0b11
+        | (0b10 << 2)
+        | (1 << 4)
+        | (1 << 12)
+        | (1 << 18)
+        | (0b10 << 21)
+        | (1 << 24)
+        | (1 << 27);
     pub const QEMU_IDR1: u32 = 16 | (19 << 16) | (19 << 21);
     pub const QEMU_IDR5: u32 = 4 | (1 << 4) | (1 << 5) | (1 << 6);
 

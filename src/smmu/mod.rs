@@ -20,6 +20,23 @@
 //! - **Command errors** (architecture 7.1): the failing command is reported, replaced in the
 //!   queue by a CMD_SYNC (a no-op) and GERROR.CMDQ_ERR acknowledged through GERRORN; the SMMU
 //!   then resumes at CMDQ_CONS, which software does not write.
+//! - **Combined stage-1 + stage-2 TLB entries.** A nested STE (the host's stage 1 over
+//!   warden's stage 2) fills the TLB with entries that combine both stages, tagged with the
+//!   VMID and an ASID and looked up by the stage-1 input address. CMD_TLBI_S2_IPA is not
+//!   required to invalidate them (IHI 0070, 4.4.2: it affects stage-2-only entries and
+//!   stage-2 walk caches; like the CPU's `TLBI IPAS2E1IS`, combined entries need a stage-1
+//!   invalidation, CMD_TLBI_NH_ALL or CMD_TLBI_S12_VMALL), and QEMU's IOTLB keeps them too.
+//!   So [`Smmu::invalidate_s2_ipa_range`] becomes one CMD_TLBI_S12_VMALL of the VMID whenever
+//!   a nested STE with that VMID was installed since the VMID's last complete invalidation:
+//!   one command instead of one per page, at the price of the VMID's other TLB entries (on
+//!   real hardware the stage-1 ones would go with TLBI_NH_ALL anyway, which is the other
+//!   correct choice; S12_VMALL needs no second CMD_SYNC between the stage-2 and the stage-1
+//!   invalidation). The VMID stays marked after its last nested STE is gone until such an
+//!   invalidation completes, since its combined entries outlive the STE.
+//! - **Hitless context switch.** Replacing a valid STE is break-before-make, except when only
+//!   the stage-1 context pointer of a nested STE changes (the virtual SMMU's double-buffered
+//!   shadow context descriptors): then word 0 is rewritten in one 64-bit store, which the SMMU
+//!   sees either old or new, and CMD_CFGI_STE follows.
 
 pub mod cmd;
 pub mod event;
@@ -34,6 +51,7 @@ pub mod ste;
 mod tests;
 pub mod virt;
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -166,6 +184,10 @@ pub enum SmmuError {
         sid_bits: u32,
     },
     Stage2(S2ConfigError),
+    /// A context descriptor write outside the arena (or with no arena).
+    CdArena {
+        ipa: u64,
+    },
 }
 
 impl fmt::Display for SmmuError {
@@ -197,6 +219,9 @@ impl fmt::Display for SmmuError {
                 write!(f, "stream ID {sid:#x} is beyond the {sid_bits}-bit stream table")
             }
             SmmuError::Stage2(e) => write!(f, "SMMU stage 2: {e}"),
+            SmmuError::CdArena { ipa } => {
+                write!(f, "context descriptor at IPA {ipa:#x} is outside the CD arena")
+            }
         }
     }
 }
@@ -261,6 +286,14 @@ pub struct Smmu<M: SmmuIo> {
     memory: SmmuMemory,
     /// A command error met while waiting for queue space, returned by the next sync.
     pending: Option<SmmuError>,
+    /// Stream IDs whose STE is nested (stage 1 + 2), with its S2VMID.
+    nested: BTreeMap<u32, u16>,
+    /// VMIDs whose TLB entries may include combined stage-1 + stage-2 ones (see the module
+    /// documentation).
+    combined: BTreeSet<u16>,
+    /// Warden memory holding the context descriptors of nested STEs, and the IPA at which
+    /// the SMMU's stage 2 maps it (see [`Smmu::set_cd_arena`]).
+    cd_arena: Option<(u64, MemRange)>,
 }
 
 fn pages_for(bytes: u64) -> usize {
@@ -420,6 +453,9 @@ impl<M: SmmuIo> Smmu<M> {
             strtab,
             memory: SmmuMemory { cmdq: cmdq_mem, evtq: evtq_mem, strtab: strtab_mem },
             pending: None,
+            nested: BTreeMap::new(),
+            combined: BTreeSet::new(),
+            cd_arena: None,
         };
         // From here on the SMMU knows the memory: on failure it is disabled, and the frames
         // stay allocated (it might still be reading them).
@@ -457,13 +493,46 @@ impl<M: SmmuIo> Smmu<M> {
         self.memory
     }
 
-    /// Every range of warden memory the SMMU reads or writes: queues, stream table, L2 tables.
+    /// Every range of warden memory the SMMU reads or writes: queues, stream table, L2 tables,
+    /// the context descriptor arena.
     pub fn memory_ranges(&self) -> Vec<MemRange> {
         let mut out = alloc::vec![self.memory.cmdq, self.memory.evtq, self.memory.strtab];
         if let StreamTable::TwoLevel { l2, .. } = &self.strtab {
             out.extend(l2.iter().flatten().map(|&pa| MemRange::new(pa, pa + l2_table_bytes())));
         }
+        out.extend(self.cd_arena.map(|(_, memory)| memory));
         out
+    }
+
+    /// Declares `memory` (warden memory, page aligned) the context descriptor arena of nested
+    /// STEs: their stage 2 maps it at IPA `ipa` (read-only), and
+    /// [`Self::write_context_descriptor`] fills it.
+    pub fn set_cd_arena(&mut self, ipa: u64, memory: MemRange) {
+        self.cd_arena = Some((ipa, memory));
+    }
+
+    /// Writes a context descriptor (8 words) at arena IPA `ipa`, then a barrier: it is visible
+    /// to the SMMU before any later STE write points at it. Refused outside the arena.
+    pub fn write_context_descriptor(
+        &mut self,
+        ipa: u64,
+        words: &[u64; 8],
+    ) -> Result<(), SmmuError> {
+        let Some((base, memory)) = self.cd_arena else {
+            return Err(SmmuError::CdArena { ipa });
+        };
+        let pa = ipa
+            .checked_sub(base)
+            .and_then(|offset| memory.start.checked_add(offset))
+            .filter(|pa| {
+                pa.is_multiple_of(64) && pa.checked_add(64).is_some_and(|e| e <= memory.end)
+            })
+            .ok_or(SmmuError::CdArena { ipa })?;
+        for (i, word) in words.iter().enumerate() {
+            self.io.mem_write64(pa + 8 * i as u64, *word);
+        }
+        self.io.barrier();
+        Ok(())
     }
 
     pub fn io(&self) -> &M {
@@ -498,6 +567,7 @@ impl<M: SmmuIo> Smmu<M> {
             self.check_sid(sid)?;
             if let Some(addr) = self.ste_addr(sid) {
                 self.io.mem_write64(addr, 0);
+                self.nested.remove(&sid);
                 self.push(Command::CfgiSte { sid })?;
             }
         }
@@ -522,7 +592,9 @@ impl<M: SmmuIo> Smmu<M> {
     }
 
     /// Makes `sid`'s STE `ste`: words 1..7, barrier, word 0 (with V), CFGI_STE. A valid STE is
-    /// first made invalid and synced (break-before-make). In force after the next [`Self::sync`].
+    /// first made invalid and synced (break-before-make), unless only the stage-1 context
+    /// pointer of a nested STE changes: then word 0 alone is rewritten (hitless, see the module
+    /// documentation). In force after the next [`Self::sync`].
     pub fn write_ste<F: FrameAllocator + ?Sized>(
         &mut self,
         sid: u32,
@@ -531,8 +603,19 @@ impl<M: SmmuIo> Smmu<M> {
     ) -> Result<(), SmmuError> {
         self.check_sid(sid)?;
         let addr = self.ste_addr_alloc(sid, frames)?;
-        if self.io.mem_read64(addr) & ste::STE0_V != 0 {
+        let current = Ste(core::array::from_fn(|i| self.io.mem_read64(addr + 8 * i as u64)));
+        if current.is_valid() && current == *ste {
+            return self.push(Command::CfgiSte { sid });
+        }
+        if current.only_context_pointer_differs(ste) {
+            // The new context descriptor must be visible before the pointer to it.
+            self.io.barrier();
+            self.io.mem_write64(addr, ste.0[0]);
+            return self.push(Command::CfgiSte { sid });
+        }
+        if current.is_valid() {
             self.io.mem_write64(addr, 0);
+            self.nested.remove(&sid);
             self.push(Command::CfgiSte { sid })?;
             self.sync()?;
         }
@@ -541,6 +624,10 @@ impl<M: SmmuIo> Smmu<M> {
         }
         self.io.barrier();
         self.io.mem_write64(addr, ste.0[0]);
+        if ste.is_valid() && ste.is_nested() {
+            self.nested.insert(sid, ste.s2_vmid());
+            self.combined.insert(ste.s2_vmid());
+        }
         self.push(Command::CfgiSte { sid })
     }
 
@@ -559,10 +646,15 @@ impl<M: SmmuIo> Smmu<M> {
 
     /// Stage-2 TLB invalidation for `range` of `vmid`'s IPA space (all levels, so freed table
     /// pages are covered too), ending with a completed CMD_SYNC. Large ranges become one
-    /// TLBI_S12_VMALL.
+    /// TLBI_S12_VMALL, and so does every range while `vmid` may have combined stage-1 +
+    /// stage-2 entries (a nested STE uses it, or did since its last complete invalidation):
+    /// TLBI_S2_IPA leaves those in place.
     pub fn invalidate_s2_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
         if range.is_empty() {
             return Ok(());
+        }
+        if self.combined.contains(&vmid) {
+            return self.invalidate_vmid(vmid);
         }
         let Some(pages) = range.page_aligned_outward() else {
             return self.invalidate_vmid(vmid);
@@ -581,7 +673,17 @@ impl<M: SmmuIo> Smmu<M> {
     /// Every TLB entry of `vmid`, ending with a completed CMD_SYNC.
     pub fn invalidate_vmid(&mut self, vmid: u16) -> Result<(), SmmuError> {
         self.push(Command::TlbiS12Vmall { vmid })?;
-        self.sync()
+        self.sync()?;
+        if !self.nested.values().any(|&v| v == vmid) {
+            self.combined.remove(&vmid);
+        }
+        Ok(())
+    }
+
+    /// Whether `vmid`'s TLB entries may include combined stage-1 + stage-2 ones (what makes
+    /// [`Self::invalidate_s2_ipa_range`] invalidate the whole VMID).
+    pub fn may_hold_combined_entries(&self, vmid: u16) -> bool {
+        self.combined.contains(&vmid)
     }
 
     /// Reads at most one queue's worth of event records, oldest first, passing each to `f`, and

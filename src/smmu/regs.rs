@@ -62,6 +62,9 @@ pub const IDR0_TTENDIAN_LE: u32 = 0b10;
 pub const IDR0_STALL_MODEL_SHIFT: u32 = 24;
 /// IDR0.STALL_MODEL = 0b01: stalling is not supported.
 pub const IDR0_STALL_MODEL_NONE: u32 = 0b01;
+/// IDR0.STALL_MODEL = 0b00: stalls supported (STE.S1STALLD can disable them); 0b10: forced.
+pub const IDR0_STALL_MODEL_SUPPORTED: u32 = 0b00;
+pub const IDR0_STALL_MODEL_FORCED: u32 = 0b10;
 pub const IDR0_TERM_MODEL: u32 = 1 << 26;
 pub const IDR0_ST_LEVEL_2LVL: u32 = 0b01;
 
@@ -166,6 +169,8 @@ pub struct Features {
     pub oas_field: u32,
     pub oas_bits: Option<u32>,
     pub gran4k: bool,
+    /// IDR0.STALL_MODEL: 0b00 stalls supported, 0b01 not supported, 0b10 forced.
+    pub stall_model: u32,
 }
 
 impl Features {
@@ -184,6 +189,7 @@ impl Features {
             vmid16: idr0 & IDR0_VMID16 != 0,
             asid16: idr0 & IDR0_ASID16 != 0,
             two_level_strtab: (idr0 >> IDR0_ST_LEVEL_SHIFT) & 3 == 1,
+            stall_model: (idr0 >> IDR0_STALL_MODEL_SHIFT) & 3,
             sid_bits: idr1 & IDR1_SIDSIZE_MASK,
             cmdq_log2: (idr1 >> IDR1_CMDQS_SHIFT) & 0x1f,
             evtq_log2: (idr1 >> IDR1_EVTQS_SHIFT) & 0x1f,

@@ -21,6 +21,9 @@ const CONFIG_ABORT: u64 = 0b000;
 #[cfg(any(test, feature = "fakes"))]
 const CONFIG_BYPASS: u64 = 0b100;
 const CONFIG_S2_ONLY: u64 = 0b110;
+const CONFIG_NESTED: u64 = 0b111;
+/// S1ContextPtr, word 0 bits [55:6].
+pub const STE0_S1_CONTEXT_PTR: u64 = 0x00ff_ffff_ffff_ffc0;
 
 // Word 1.
 const STE1_SHCFG_SHIFT: u32 = 44;
@@ -193,6 +196,28 @@ impl Ste {
     pub fn config(&self) -> u64 {
         (self.0[0] >> STE0_CONFIG_SHIFT) & 7
     }
+
+    /// Config = stage 1 + stage 2 (nested).
+    pub fn is_nested(&self) -> bool {
+        self.config() == CONFIG_NESTED
+    }
+
+    /// S2VMID.
+    pub fn s2_vmid(&self) -> u16 {
+        (self.0[2] & STE2_S2VMID_MASK) as u16
+    }
+
+    /// Both are valid nested STEs that differ in S1ContextPtr (word 0, bits [55:6]) and in
+    /// nothing else: the change the SMMU may see in one 64-bit store.
+    pub fn only_context_pointer_differs(&self, new: &Ste) -> bool {
+        self.is_valid()
+            && new.is_valid()
+            && self.is_nested()
+            && new.is_nested()
+            && self.0[1..] == new.0[1..]
+            && (self.0[0] ^ new.0[0]) & !STE0_S1_CONTEXT_PTR == 0
+            && self.0[0] != new.0[0]
+    }
 }
 
 /// Level-1 stream table descriptor: Span[4:0] (log2 of L2 entries + 1), L2Ptr[51:6].
@@ -209,7 +234,13 @@ mod tests {
     /// QEMU virt's SMMU: S1P+S2P, AArch64, COHACC, VMID16, 2-level, SIDSIZE 16, OAS 44, 4K.
     pub(crate) fn qemu_features() -> Features {
         Features::decode(
-            0b11 | (0b10 << 2) | (1 << 4) | (1 << 12) | (1 << 18) | (0b10 << 21) | (1 << 27),
+            0b11 | (0b10 << 2)
+                | (1 << 4)
+                | (1 << 12)
+                | (1 << 18)
+                | (0b10 << 21)
+                | (1 << 24)
+                | (1 << 27),
             16 | (19 << 16) | (19 << 21),
             4 | (1 << 4) | (1 << 5) | (1 << 6),
         )

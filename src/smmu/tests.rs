@@ -354,6 +354,110 @@ fn invalidation_commands() {
     );
 }
 
+/// A nested STE over the host's stage 2 with its stage-1 context descriptor at `cd`.
+fn nested_ste(smmu: &Smmu<FakeSmmu>, cd: u64) -> Ste {
+    let mut ste = Ste::stage2_only(&host_s2(), smmu.features()).unwrap();
+    ste.0[0] = 1 | (0b111 << 1) | cd;
+    ste
+}
+
+#[test]
+fn nested_streams_make_ipa_invalidation_cover_combined_entries() {
+    let mut frames = HeapFrames::new(64);
+    let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();
+    let page = MemRange::new(0x7c00_0000, 0x7c00_1000);
+    smmu.install_stage2_only(&[0x10], &host_s2(), &mut frames).unwrap();
+    smmu.io().take_log();
+    smmu.invalidate_s2_ipa_range(1, page).unwrap();
+    assert_eq!(
+        smmu.io().commands(),
+        vec![
+            Command::TlbiS2Ipa { vmid: 1, ipa: 0x7c00_0000, leaf: false }.encode(),
+            Command::Sync.encode()
+        ],
+        "stage 2 only: by IPA"
+    );
+    assert!(!smmu.may_hold_combined_entries(1));
+    // A nested stream: its TLB entries combine both stages, which TLBI_S2_IPA need not touch.
+    let ste = nested_ste(&smmu, 0x7f_c000_0000);
+    smmu.install(&[0x18], &ste, &mut frames).unwrap();
+    assert!(smmu.may_hold_combined_entries(1));
+    assert!(!smmu.may_hold_combined_entries(2), "per VMID");
+    smmu.io().take_log();
+    smmu.invalidate_s2_ipa_range(1, page).unwrap();
+    smmu.invalidate_s2_ipa_range(2, page).unwrap();
+    assert_eq!(
+        smmu.io().commands(),
+        vec![
+            Command::TlbiS12Vmall { vmid: 1 }.encode(),
+            Command::Sync.encode(),
+            Command::TlbiS2Ipa { vmid: 2, ipa: 0x7c00_0000, leaf: false }.encode(),
+            Command::Sync.encode(),
+        ]
+    );
+    // The nested STE goes: its combined entries stay until a complete invalidation.
+    smmu.install_stage2_only(&[0x18], &host_s2(), &mut frames).unwrap();
+    assert!(smmu.may_hold_combined_entries(1), "entries outlive the STE");
+    smmu.io().take_log();
+    smmu.invalidate_s2_ipa_range(1, page).unwrap();
+    assert_eq!(
+        smmu.io().commands(),
+        vec![Command::TlbiS12Vmall { vmid: 1 }.encode(), Command::Sync.encode()]
+    );
+    assert!(!smmu.may_hold_combined_entries(1), "gone after TLBI_S12_VMALL + CMD_SYNC");
+    smmu.io().take_log();
+    smmu.invalidate_s2_ipa_range(1, page).unwrap();
+    assert_eq!(op(&smmu.io().commands()[0]), cmd::OP_TLBI_S2_IPA);
+    // Removing the STE and a failed sync: still marked.
+    smmu.install(&[0x18], &ste, &mut frames).unwrap();
+    smmu.remove(&[0x18]).unwrap();
+    smmu.io().set_faults(FakeFaults { stuck_cons: true, ..FakeFaults::default() });
+    assert!(smmu.invalidate_vmid(1).is_err());
+    assert!(smmu.may_hold_combined_entries(1), "not known to be complete");
+}
+
+#[test]
+fn nested_context_pointer_change_is_hitless() {
+    let mut frames = HeapFrames::new(64);
+    let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();
+    let a = nested_ste(&smmu, 0x7f_c000_0000);
+    let b = nested_ste(&smmu, 0x7f_c000_0040);
+    smmu.install(&[0x18], &a, &mut frames).unwrap();
+    let StreamTable::TwoLevel { l2, .. } = smmu.stream_table().clone() else { panic!() };
+    let addr = l2[0].unwrap() + 0x18 * 64;
+    smmu.io().take_log();
+    smmu.install(&[0x18], &b, &mut frames).unwrap();
+    let log = smmu.io().log();
+    let writes: Vec<&FakeOp> = log
+        .iter()
+        .filter(|o| matches!(o, FakeOp::MemWrite { pa, .. } if (addr..addr + 64).contains(pa)))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![&FakeOp::MemWrite { pa: addr, value: b.0[0] }],
+        "one store, never V = 0"
+    );
+    assert_eq!(
+        log[position(&log, FakeOp::MemWrite { pa: addr, value: b.0[0] }) - 1],
+        FakeOp::Barrier
+    );
+    let cmds: Vec<u8> = smmu.io().commands().iter().map(op).collect();
+    assert_eq!(cmds, vec![cmd::OP_CFGI_STE, cmd::OP_CMD_SYNC]);
+    assert_eq!(smmu.read_ste(0x18), Some(b));
+    // Anything else that changes (here the VMID) breaks before making.
+    let mut c = b;
+    c.0[2] ^= 1;
+    smmu.io().take_log();
+    smmu.install(&[0x18], &c, &mut frames).unwrap();
+    assert_eq!(smmu.io().log()[0], FakeOp::MemWrite { pa: addr, value: 0 });
+    let cmds: Vec<u8> = smmu.io().commands().iter().map(op).collect();
+    assert_eq!(cmds, vec![0x03, 0x46, 0x03, 0x46]);
+    // And so does nested -> stage 2 only.
+    smmu.io().take_log();
+    smmu.install_stage2_only(&[0x18], &host_s2(), &mut frames).unwrap();
+    assert_eq!(smmu.io().log()[0], FakeOp::MemWrite { pa: addr, value: 0 });
+}
+
 #[test]
 fn command_queue_wraps_many_times() {
     let mut frames = HeapFrames::new(64);

@@ -254,6 +254,21 @@ pub(crate) mod tests {
 
     /// [`build_elf`] with entry point `e_entry`. Every relocation's addend is [`ADDEND`].
     fn build_elf_entry(segments: &[Segment], relocs: &[(u64, u32, u32)], e_entry: u64) -> Vec<u8> {
+        build_elf_typed(segments, relocs, e_entry, elf::ET_DYN)
+    }
+
+    /// A fixed-address executable (`ET_EXEC`) with the given segments and entry point, and an
+    /// empty `.rela.dyn`.
+    pub(crate) fn build_executable(segments: &[Segment], e_entry: u64) -> Vec<u8> {
+        build_elf_typed(segments, &[], e_entry, elf::ET_EXEC)
+    }
+
+    fn build_elf_typed(
+        segments: &[Segment],
+        relocs: &[(u64, u32, u32)],
+        e_entry: u64,
+        e_type: elf::FileType,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = Writer::new(Endianness::Little, true, &mut out);
         w.reserve_file_header();
@@ -271,7 +286,7 @@ pub(crate) mod tests {
         w.write_file_header(&WFileHeader {
             os_abi: elf::ELFOSABI_NONE,
             abi_version: 0,
-            e_type: elf::ET_DYN,
+            e_type,
             e_machine: elf::EM_AARCH64,
             e_entry,
             e_flags: elf::FileFlags(0),

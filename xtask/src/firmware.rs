@@ -99,7 +99,7 @@ pub fn executables_from_messages(stdout: &str) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-fn append_to(log: &Path) -> Result<std::fs::File> {
+pub(crate) fn append_to(log: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

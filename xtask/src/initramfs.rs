@@ -7,10 +7,13 @@ use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Modules the scenarios need, in load order (dependencies first). Debian builds some of them
-/// as modules (6.12: the virtio-net and virtio-blk ones, `.ko.xz`; 6.1 also virtio-pci, `.ko`);
-/// one built into the kernel (listed in `modules.builtin`) is skipped.
-pub const MODULES: [&str; 7] = [
+/// Modules the scenarios need, in load order. Each module's own dependencies (the `depends=`
+/// of its `.modinfo`) are loaded before it, found the same way ([`collect_modules`]). Debian
+/// builds some of them as modules (6.12: the virtio-net, virtio-blk and VFIO ones, `.ko.xz`;
+/// 6.1 also virtio-pci, `.ko`); one built into the kernel (listed in `modules.builtin`) is
+/// skipped. VFIO (`vfio-pci` with the type1 IOMMU backend) is for `dma-after-donate`, whose
+/// program drives QEMU's `edu` from user space.
+pub const MODULES: [&str; 10] = [
     "virtio_pci_legacy_dev",
     "virtio_pci_modern_dev",
     "virtio_pci",
@@ -18,7 +21,17 @@ pub const MODULES: [&str; 7] = [
     "net_failover",
     "virtio_net",
     "virtio_blk",
+    "vfio",
+    "vfio_iommu_type1",
+    "vfio-pci",
 ];
+
+/// User-space programs built from this repository that go into the initramfs as `/bin/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
 
 /// busybox applets the scripts use, linked as `/bin/<applet>`.
 pub const APPLETS: &[&str] = &[
@@ -184,44 +197,116 @@ fn xz_decompress(path: &Path) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// Collects [`MODULES`] from `lib/modules/<release>` of an extracted kernel package, skipping
-/// those built into the kernel.
+/// Module names compare with `-` and `_` alike (the kernel treats them as the same).
+fn same_module(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || (x == b'-' || x == b'_') && (y == b'-' || y == b'_'))
+}
+
+/// The modules a module needs loaded first: the comma-separated `depends=` entry of its
+/// `.modinfo` section (NUL-separated `key=value` strings, as `modinfo` reads them).
+pub fn module_depends(bytes: &[u8]) -> Result<Vec<String>> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(bytes).context("not an ELF file")?;
+    let Some(section) = file.section_by_name(".modinfo") else { bail!("no .modinfo section") };
+    let data = section.data().context("reading .modinfo")?;
+    Ok(data
+        .split(|&b| b == 0)
+        .filter_map(|entry| entry.strip_prefix(b"depends="))
+        .flat_map(|list| list.split(|&b| b == b','))
+        .filter(|name| !name.is_empty())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect())
+}
+
+/// Reads the module file `name` (`.ko`, or `.ko.xz` decompressed) under `kernel/`, trying the
+/// name with `-` and with `_`; `None` when there is no such file.
+fn read_module(modules_dir: &Path, name: &str) -> Result<Option<Module>> {
+    let spellings = [name.to_owned(), name.replace('-', "_"), name.replace('_', "-")];
+    let candidates: Vec<String> = spellings
+        .iter()
+        .flat_map(|n| [format!("{n}.ko"), format!("{n}.ko.xz"), format!("{n}.ko.zst")])
+        .collect();
+    let Some(path) = find_file(&modules_dir.join("kernel"), &candidates) else {
+        return Ok(None);
+    };
+    let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let bytes = if file.ends_with(".ko.xz") {
+        xz_decompress(&path)?
+    } else if file.ends_with(".ko.zst") {
+        bail!("{} is zstd-compressed; only .ko and .ko.xz are supported", path.display())
+    } else {
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+    };
+    ensure!(
+        bytes.starts_with(b"\x7fELF"),
+        "{} is not an ELF kernel module after decompression",
+        path.display()
+    );
+    let stem = file.split(".ko").next().unwrap_or(name).to_owned();
+    Ok(Some(Module { name: stem, bytes }))
+}
+
+/// Adds module `name` to `out` after its dependencies (depth first); `chain` is the path of
+/// modules being added, to report a dependency cycle instead of recursing forever.
+fn add_module(
+    modules_dir: &Path,
+    name: &str,
+    out: &mut Vec<Module>,
+    chain: &mut Vec<String>,
+) -> Result<()> {
+    if out.iter().any(|m| same_module(&m.name, name)) {
+        return Ok(());
+    }
+    if chain.iter().any(|c| same_module(c, name)) {
+        bail!("kernel modules depend on each other in a cycle: {} -> {name}", chain.join(" -> "));
+    }
+    let Some(module) = read_module(modules_dir, name)? else {
+        let builtin = [name.to_owned(), name.replace('-', "_"), name.replace('_', "-")]
+            .iter()
+            .any(|n| is_builtin(modules_dir, n));
+        ensure!(
+            builtin,
+            "kernel module {name} is neither in {} nor built in (modules.builtin){}",
+            modules_dir.display(),
+            match chain.last() {
+                Some(parent) => format!(" (needed by {parent})"),
+                None => String::new(),
+            }
+        );
+        return Ok(());
+    };
+    let depends = module_depends(&module.bytes)
+        .with_context(|| format!("reading the dependencies of kernel module {name}"))?;
+    chain.push(name.to_owned());
+    for dep in &depends {
+        add_module(modules_dir, dep, out, chain)?;
+    }
+    chain.pop();
+    out.push(module);
+    Ok(())
+}
+
+/// Collects [`MODULES`] and what they depend on from `lib/modules/<release>` of an extracted
+/// kernel package, in an order `insmod` can load them (dependencies first), skipping those
+/// built into the kernel.
 pub fn collect_modules(modules_dir: &Path) -> Result<Vec<Module>> {
     let mut out = Vec::new();
     for name in MODULES {
-        let candidates = [format!("{name}.ko"), format!("{name}.ko.xz"), format!("{name}.ko.zst")];
-        match find_file(&modules_dir.join("kernel"), &candidates) {
-            Some(path) => {
-                let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                let bytes = if file.ends_with(".ko.xz") {
-                    xz_decompress(&path)?
-                } else if file.ends_with(".ko.zst") {
-                    bail!(
-                        "{} is zstd-compressed; only .ko and .ko.xz are supported",
-                        path.display()
-                    )
-                } else {
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
-                };
-                ensure!(
-                    bytes.starts_with(b"\x7fELF"),
-                    "{} is not an ELF kernel module after decompression",
-                    path.display()
-                );
-                out.push(Module { name: name.to_owned(), bytes });
-            }
-            None if is_builtin(modules_dir, name) => {}
-            None => bail!(
-                "kernel module {name} is neither in {} nor built in (modules.builtin)",
-                modules_dir.display()
-            ),
-        }
+        add_module(modules_dir, name, &mut out, &mut Vec::new())?;
     }
     Ok(out)
 }
 
 /// Builds the initramfs archive (uncompressed `newc` cpio; Linux accepts it as is).
-pub fn build(busybox: &[u8], modules: &[Module], scripts: &Scripts) -> Result<Vec<u8>> {
+pub fn build(
+    busybox: &[u8],
+    modules: &[Module],
+    programs: &[Program],
+    scripts: &Scripts,
+) -> Result<Vec<u8>> {
     ensure!(
         busybox.starts_with(b"\x7fELF"),
         "busybox is not an ELF executable: the busybox-static package looks damaged"
@@ -236,6 +321,19 @@ pub fn build(busybox: &[u8], modules: &[Module], scripts: &Scripts) -> Result<Ve
     a.file("bin/busybox", 0o755, busybox.to_vec())?;
     for applet in APPLETS {
         a.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    for program in programs {
+        ensure!(
+            !APPLETS.contains(&program.name.as_str()) && program.name != "busybox",
+            "program {} would replace a busybox applet",
+            program.name
+        );
+        ensure!(
+            program.bytes.starts_with(b"\x7fELF"),
+            "program {} is not an ELF file",
+            program.name
+        );
+        a.file(&format!("bin/{}", program.name), 0o755, program.bytes.clone())?;
     }
     a.file("init", 0o755, scripts.init.clone())?;
     a.file("lib/warden.sh", 0o644, scripts.lib.clone())?;
@@ -295,7 +393,9 @@ mod tests {
     #[test]
     fn initramfs_layout() {
         let modules = vec![Module { name: "virtio_blk".into(), bytes: b"\x7fELFmod".to_vec() }];
-        let bytes = build(b"\x7fELFbusybox", &modules, &scripts()).unwrap();
+        let programs =
+            vec![Program { name: "dma-after-donate".into(), bytes: b"\x7fELFp".to_vec() }];
+        let bytes = build(b"\x7fELFbusybox", &modules, &programs, &scripts()).unwrap();
         let entries: Vec<_> =
             parse(&bytes).unwrap().iter().map(|p| p.to_entry().unwrap()).collect();
         let find = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p}"));
@@ -307,7 +407,14 @@ mod tests {
         assert_eq!(find("scenarios/10-a.sh").kind, Kind::File(b"true\n".to_vec()));
         assert_eq!(find("lib/modules/virtio_blk.ko").kind, Kind::File(b"\x7fELFmod".to_vec()));
         assert_eq!(find("etc/warden/modules").kind, Kind::File(b"virtio_blk\n".to_vec()));
-        assert!(build(b"#!/bin/sh", &modules, &scripts()).is_err(), "busybox must be ELF");
+        assert_eq!(find("bin/dma-after-donate").kind, Kind::File(b"\x7fELFp".to_vec()));
+        assert_eq!(find("bin/dma-after-donate").permissions, 0o755);
+        assert!(build(b"#!/bin/sh", &modules, &[], &scripts()).is_err(), "busybox must be ELF");
+        // A program may not shadow an applet, and must be an ELF file.
+        let shadow = [Program { name: "sh".into(), bytes: b"\x7fELF".to_vec() }];
+        assert!(build(b"\x7fELFbusybox", &modules, &shadow, &scripts()).is_err());
+        let script = [Program { name: "x".into(), bytes: b"#!/bin/sh".to_vec() }];
+        assert!(build(b"\x7fELFbusybox", &modules, &script, &scripts()).is_err());
     }
 
     #[test]
@@ -466,26 +573,58 @@ mod tests {
         assert!(APPLETS.contains(&"devmem"));
     }
 
-    #[test]
-    fn modules_found_decompressed_or_builtin() {
-        let dir = std::env::temp_dir().join(format!("xtask-mods-{}", std::process::id()));
-        let kernel = dir.join("kernel/drivers/block");
-        std::fs::create_dir_all(&kernel).unwrap();
-        std::fs::create_dir_all(dir.join("kernel/net/core")).unwrap();
-        std::fs::create_dir_all(dir.join("kernel/drivers/net")).unwrap();
-        std::fs::write(kernel.join("virtio_blk.ko"), b"\x7fELFblk").unwrap();
-        std::fs::write(dir.join("kernel/net/core/failover.ko"), b"\x7fELFfo").unwrap();
-        // xz-compressed module, made with the same tool the build uses.
-        let xz = Command::new("xz")
+    /// A relocatable AArch64 ELF with a `.modinfo` section holding `modinfo` (as a kernel
+    /// module has).
+    fn fake_module(modinfo: &[u8]) -> Vec<u8> {
+        use object::write::Object;
+        use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::Aarch64, Endianness::Little);
+        let section = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+        obj.append_section_data(section, modinfo, 1);
+        obj.write().unwrap()
+    }
+
+    fn xz(bytes: &[u8]) -> Vec<u8> {
+        // Compressed with the same tool the build uses to decompress.
+        let mut child = Command::new("xz")
             .args(["-c"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .spawn();
-        let mut child = xz.expect("xz must be installed (xz-utils)");
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"\x7fELFnet").unwrap();
+            .spawn()
+            .expect("xz must be installed (xz-utils)");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), bytes).unwrap();
         drop(child.stdin.take());
-        let compressed = child.wait_with_output().unwrap().stdout;
-        std::fs::write(dir.join("kernel/drivers/net/virtio_net.ko.xz"), compressed).unwrap();
+        child.wait_with_output().unwrap().stdout
+    }
+
+    #[test]
+    fn module_dependencies_are_read_from_modinfo() {
+        let m = fake_module(b"license=GPL v2\0depends=vfio-pci-core,vfio\0intree=Y\0");
+        assert_eq!(module_depends(&m).unwrap(), ["vfio-pci-core", "vfio"]);
+        assert!(module_depends(&fake_module(b"depends=\0")).unwrap().is_empty());
+        assert!(module_depends(&fake_module(b"license=GPL\0")).unwrap().is_empty());
+        assert!(module_depends(b"\x7fELFjunk").is_err());
+        assert!(same_module("vfio-pci", "vfio_pci"));
+        assert!(!same_module("vfio-pci", "vfio_pc"));
+    }
+
+    #[test]
+    fn modules_found_decompressed_or_builtin_with_dependencies_first() {
+        let dir = std::env::temp_dir().join(format!("xtask-mods-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let put = |path: &str, bytes: Vec<u8>| {
+            let path = dir.join("kernel").join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        let none = || fake_module(b"depends=\0");
+        put("drivers/block/virtio_blk.ko", none());
+        put("net/core/failover.ko", none());
+        put("drivers/net/virtio_net.ko.xz", xz(&fake_module(b"depends=net_failover\0")));
+        put("drivers/vfio/vfio.ko.xz", xz(&none()));
+        put("drivers/vfio/vfio_iommu_type1.ko.xz", xz(&fake_module(b"depends=vfio\0")));
+        put("drivers/vfio/pci/vfio-pci-core.ko.xz", xz(&fake_module(b"depends=vfio\0")));
+        put("drivers/vfio/pci/vfio-pci.ko.xz", xz(&fake_module(b"depends=vfio-pci-core,vfio\0")));
         let builtin_pci = "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\n\
                            kernel/drivers/virtio/virtio_pci.ko\n\
                            kernel/drivers/virtio/virtio_pci_modern_dev.ko\n";
@@ -496,14 +635,31 @@ mod tests {
         assert!(err.contains("net_failover is neither"), "{err}");
         std::fs::write(
             dir.join("modules.builtin"),
-            "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\nkernel/drivers/virtio/virtio_pci.ko\n\
-             kernel/drivers/virtio/virtio_pci_modern_dev.ko\nkernel/drivers/net/net_failover.ko\n",
+            format!("{builtin_pci}kernel/drivers/net/net_failover.ko\n"),
         )
         .unwrap();
         let mods = collect_modules(&dir).unwrap();
         let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["failover", "virtio_net", "virtio_blk"]);
-        assert_eq!(mods[1].bytes, b"\x7fELFnet");
+        assert_eq!(
+            names,
+            [
+                "failover",
+                "virtio_net",
+                "virtio_blk",
+                "vfio",
+                "vfio_iommu_type1",
+                "vfio-pci-core",
+                "vfio-pci"
+            ]
+        );
+        assert_eq!(module_depends(&mods[1].bytes).unwrap(), ["net_failover"]);
+        // A dependency that is nowhere says who needed it; a cycle is reported, not followed.
+        put("drivers/vfio/vfio.ko.xz", xz(&fake_module(b"depends=irqbypass\0")));
+        let err = format!("{:#}", collect_modules(&dir).unwrap_err());
+        assert!(err.contains("irqbypass is neither") && err.contains("(needed by vfio)"), "{err}");
+        put("drivers/vfio/vfio.ko.xz", xz(&fake_module(b"depends=vfio-pci\0")));
+        let err = format!("{:#}", collect_modules(&dir).unwrap_err());
+        assert!(err.contains("cycle: vfio -> vfio-pci -> vfio-pci-core -> vfio"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -80,7 +80,14 @@ pub fn cmdline(opts: &HostOptions, disk_sha256: &str) -> String {
     words.join(" ")
 }
 
-/// QEMU arguments for the two virtio-blk disks and the virtio-net card, all behind the SMMU.
+/// QEMU's `edu` for the `dma-after-donate` scenario (its user-space program drives it through
+/// VFIO). Placed after the virtio devices so their PCI slots, and so their stream IDs, stay
+/// what they were. The `dma_mask` lets its DMA engine reach any 40-bit IOVA, as for the test
+/// guest (the program uses low IOVAs, which need no such mask).
+pub const EDU_DEVICE: &str = "edu,dma_mask=0xffffffffff";
+
+/// QEMU arguments for the two virtio-blk disks, the virtio-net card and `edu`, all behind the
+/// SMMU.
 pub fn device_args(ro_disk: &Path, scratch_disk: &Path) -> Vec<String> {
     // Without iommu_platform=on the devices' DMA bypasses the SMMU; disable-legacy=on because
     // legacy virtio cannot use it.
@@ -98,7 +105,19 @@ pub fn device_args(ro_disk: &Path, scratch_disk: &Path) -> Vec<String> {
         "user,id=n0,restrict=on".into(),
         "-device".into(),
         format!("virtio-net-pci,netdev=n0,{behind_smmu}"),
+        // A plain PCI device: its DMA always goes through the SMMU.
+        "-device".into(),
+        EDU_DEVICE.into(),
     ]
+}
+
+/// The scenarios' own program (`tests/linux/dma-after-donate`), built with the firmware
+/// toolchain (a no-op when it is up to date).
+fn linux_program() -> Result<initramfs::Program> {
+    let tc = crate::toolchain::firmware()?;
+    let elf = crate::linux_tool::build(tc, None)?;
+    let bytes = std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+    Ok(initramfs::Program { name: crate::linux_tool::BIN.to_owned(), bytes })
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -150,7 +169,8 @@ pub fn prepare(opts: &HostOptions) -> Result<LinuxHost> {
                 }
             };
             let scripts = initramfs::Scripts::load(&initramfs::tests_dir())?;
-            let archive = initramfs::build(&busybox, &modules, &scripts)?;
+            let programs = vec![linux_program()?];
+            let archive = initramfs::build(&busybox, &modules, &programs, &scripts)?;
             let path = opts.work_dir.join("initramfs.cpio");
             write(&path, &archive)?;
             path
@@ -244,6 +264,10 @@ mod tests {
         for d in devices {
             assert!(d.ends_with(",iommu_platform=on,disable-legacy=on"), "{d}");
         }
+        // edu comes last, so the virtio devices keep their slots (and stream IDs).
+        let all: Vec<&String> = args.iter().skip(1).step_by(2).collect();
+        assert_eq!(all.last().map(|d| d.as_str()), Some(EDU_DEVICE));
+        assert_eq!(args.iter().filter(|a| a.starts_with("edu")).count(), 1);
         assert!(args.contains(&"user,id=n0,restrict=on".to_owned()));
         assert!(args.contains(&"if=none,id=ro,format=raw,readonly=on,file=/d/ro.img".to_owned()));
     }

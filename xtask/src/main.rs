@@ -5,9 +5,11 @@ mod bench_linux;
 mod cpio;
 mod elf2bin;
 mod firmware;
+mod fuzz;
 mod initramfs;
 mod linux;
 mod linux_host;
+mod linux_tool;
 mod pack;
 mod qemu;
 mod scenario;
@@ -111,6 +113,18 @@ enum Cmd {
     SmmuTrace {
         /// The trace log QEMU wrote.
         trace: PathBuf,
+    },
+    /// Coverage-guided fuzzing of the decoders of host input (cargo-fuzz, x86_64 nightly): one
+    /// line per target with executions, coverage and crashes; non-zero exit on a crash.
+    Fuzz {
+        /// One target (default: all of them, one after the other).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Merge the inputs that added coverage into the committed corpus (fuzz/corpus/).
+        #[arg(long)]
+        save: bool,
     },
     /// Instruction counts of warden's paths under QEMU -icount, and its memory footprint:
     /// target/bench/report.{md,json} and handoff.svg.
@@ -280,6 +294,8 @@ fn main() -> ExitCode {
             }
             if w.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }),
+        Cmd::Fuzz { target, seconds, save } => fuzz::run(target.as_deref(), seconds, save)
+            .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Cmd::Test { only } => test_cmd::run_all(&only)
             .map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
     };

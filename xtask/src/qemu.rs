@@ -340,7 +340,9 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<Option<i32>
 /// default DMA mask is 28 bits and it silently clamps addresses above it, so the mask is
 /// widened to reach RAM at 0x4000_0000 and above.
 pub fn test_guest_devices() -> Vec<String> {
-    vec!["-device".into(), "edu,dma_mask=0xffffffffff".into()]
+    // Two: the second gives the vSMMU scenarios a second stream (tests/guest/src/vsmmu_shadow.rs).
+    let edu = || ["-device".to_owned(), "edu,dma_mask=0xffffffffff".to_owned()];
+    edu().into_iter().chain(edu()).collect()
 }
 
 #[cfg(test)]
@@ -373,7 +375,8 @@ mod tests {
             m.args().join(" "),
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max,pauth-impdef=on \
              -smp 3 -m 1G -nographic -no-reboot -global virtio-net-pci.romfile= -kernel /t/img \
-             -dtb /t/warden.dtb -device edu,dma_mask=0xffffffffff"
+             -dtb /t/warden.dtb -device edu,dma_mask=0xffffffffff \
+             -device edu,dma_mask=0xffffffffff"
         );
         // The DT is QEMU's for the same machine and devices, with nothing to boot.
         m.extra = vec!["-s".into()];
@@ -381,7 +384,8 @@ mod tests {
             m.dumping_dtb_to(Path::new("/t/q.dtb")).args().join(" "),
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/q.dtb \
              -cpu max,pauth-impdef=on -smp 3 -m 1G -nographic -no-reboot \
-             -global virtio-net-pci.romfile= -device edu,dma_mask=0xffffffffff"
+             -global virtio-net-pci.romfile= -device edu,dma_mask=0xffffffffff \
+             -device edu,dma_mask=0xffffffffff"
         );
     }
 
@@ -431,7 +435,7 @@ mod tests {
 
     #[test]
     fn test_guest_gets_an_edu_that_reaches_all_ram() {
-        assert_eq!(test_guest_devices(), ["-device", "edu,dma_mask=0xffffffffff"]);
+        assert_eq!(test_guest_devices(), ["-device", "edu,dma_mask=0xffffffffff"].repeat(2));
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 28] = [
+pub const GUEST_SCENARIOS: [&str; 32] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -87,8 +87,12 @@ pub const GUEST_SCENARIOS: [&str; 28] = [
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
     "vsmmu_stage1_into_carveout_faults",
+    "vsmmu_donate_after_stage1_dma_faults",
     "vsmmu_stale_asid_is_flushed",
     "vsmmu_stale_asid_without_g3_reads_stale",
+    "vsmmu_same_asid_two_streams",
+    "vsmmu_cd_rewrite_needs_cfgi_cd",
+    "vsmmu_stall_cd_refused",
     "vsmmu_hostile_tables",
     "vsmmu_hostile_prod",
     "vsmmu_hostile_gbpa",
@@ -306,14 +310,59 @@ fn judge_report_then_halt(
 pub const KERNEL_TROUBLE: [&str; 6] =
     ["WARNING:", "Oops", "BUG:", "Call trace", "Internal error:", "Kernel panic"];
 
-/// The control-page handoff stories of `tests/linux/scenarios/7*-*.sh`: without warden they
-/// skip (no control page).
-pub const WARDEN_ONLY: [&str; 2] = ["handoff-devmem", "lend-devmem"];
+/// The scenarios driven through warden's control page: the handoff stories of
+/// `tests/linux/scenarios/7*-*.sh` and `dma-after-donate` (a device's DMA into a page after it
+/// was donated). Without warden they skip (no control page).
+pub const WARDEN_ONLY: [&str; 3] = ["handoff-devmem", "lend-devmem", DMA_AFTER_DONATE];
+
+/// The scenario whose refused DMA warden must log (see [`judge_linux_boot`]).
+pub const DMA_AFTER_DONATE: &str = "dma-after-donate";
 
 /// Linux scenarios that must report a result under warden (a missing line is a failure, not
-/// silence): the handoff stories and `iommu-groups` (Linux on the virtual SMMU, cycling domain
-/// types; without warden it runs on QEMU's SMMU).
-pub const REQUIRED_WITH_WARDEN: [&str; 3] = [WARDEN_ONLY[0], WARDEN_ONLY[1], "iommu-groups"];
+/// silence): the control-page scenarios and `iommu-groups` (Linux on the virtual SMMU, cycling
+/// domain types; without warden it runs on QEMU's SMMU).
+pub const REQUIRED_WITH_WARDEN: [&str; 4] =
+    [WARDEN_ONLY[0], WARDEN_ONLY[1], WARDEN_ONLY[2], "iommu-groups"];
+
+/// The line `dma-after-donate` writes straight to the console (so it shows even when the
+/// scenario passes), followed by the page: `linux: dma-after-donate: DMA target page P = 0x...`.
+const DMA_TARGET_LINE: &str = "linux: dma-after-donate: DMA target page P = ";
+
+/// The page `dma-after-donate` DMAed into after donating it, from its console line.
+pub fn dma_target_page(line: &str) -> Option<u64> {
+    let hex = line.trim().strip_prefix(DMA_TARGET_LINE)?.strip_prefix("0x")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The IPA of a warden `SMMU event F_... (stage 2)` line (`... IPA 0x7cfff000 ...`).
+pub fn smmu_refusal_ipa(line: &str) -> Option<u64> {
+    if !is_smmu_refusal(line) {
+        return None;
+    }
+    let (_, rest) = line.split_once(" IPA 0x")?;
+    let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
+
+/// Under warden: `dma-after-donate` named its page, and warden logged a stage-2 SMMU fault
+/// inside that page (the device's DMA after the donation was refused, and warden saw it).
+fn judge_dma_refusal_logged(run: &Captured) -> Verdict {
+    const NAME: &str = "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+    let Some(page) = run.lines.iter().find_map(|l| dma_target_page(l)) else {
+        return Verdict::fail(NAME, format!("no `{DMA_TARGET_LINE}0x...` line"));
+    };
+    let logged = run
+        .lines
+        .iter()
+        .filter_map(|l| smmu_refusal_ipa(l))
+        .any(|ipa| (page..page + 0x1000).contains(&ipa));
+    Verdict::check(NAME, logged, || {
+        format!(
+            "no warden `SMMU event F_... IPA {page:#x} ... (stage 2)` line: the DMA after the \
+             donation was not refused"
+        )
+    })
+}
 
 /// The line /init prints first (results are only read after it).
 const INIT_STARTED: &str = "linux: /init started";
@@ -436,6 +485,9 @@ pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verd
             }
         },
     ));
+    if with_warden && ran_scenarios {
+        out.push(judge_dma_refusal_logged(run));
+    }
     let trouble = run.lines.iter().find(|l| KERNEL_TROUBLE.iter().any(|t| l.contains(t)));
     out.push(Verdict::check(
         "linux/boot/no WARNING:, Oops, BUG:, Call trace or panic on the console",
@@ -749,7 +801,10 @@ ok disk-read
 ok handoff-devmem
 ok lend-devmem
 ok iommu-groups
-linux: 7 passed, 0 failed
+warden: cpu1: WARN: SMMU event F_TRANSLATION sid 0x20 VA 0x2000000 IPA 0x7cfff000 write (stage 2) (SMMU event #1)
+linux: dma-after-donate: DMA target page P = 0x7cfff000
+ok dma-after-donate
+linux: 8 passed, 0 failed
 linux: done
 [    8.633] reboot: Power down
 ";
@@ -766,12 +821,13 @@ linux: done
         assert!(names.contains(&"linux/cpu-hotplug"));
         assert!(names.contains(&"linux/boot/nproc is 2 (-smp)"));
         assert!(names.contains(&"linux/handoff-devmem"));
-        assert_eq!(v.len(), 15);
+        assert!(names.contains(&"linux/dma-after-donate"));
+        assert_eq!(v.len(), 17);
         // Without warden no banner is required.
         let text = LINUX_PASS.replace("warden v0.1.0", "qemu");
         let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
         assert_eq!(failures(&v), []);
-        assert_eq!(v.len(), 14);
+        assert_eq!(v.len(), 15);
     }
 
     #[test]
@@ -790,7 +846,7 @@ linux: done
                 ),
                 (
                     "linux/boot/summary line agrees with the result lines",
-                    "/init counted (7, 0, 0) (passed, failed, skipped), the log has (6, 1, 0)"
+                    "/init counted (8, 0, 0) (passed, failed, skipped), the log has (7, 1, 0)"
                 ),
             ]
         );
@@ -839,7 +895,7 @@ warden v0.1.0 on qemu-virt
     fn linux_warning_timeout_and_skip() {
         let text = LINUX_PASS
             .replace("ok disk-read", "skip disk-read: no disk")
-            .replace("7 passed, 0 failed", "6 passed, 0 failed, 1 skipped")
+            .replace("8 passed, 0 failed", "7 passed, 0 failed, 1 skipped")
             .replace("linux: done\n", "[    5.0] WARNING: CPU: 1 PID: 1 at mm/slub.c:1 x\n");
         let v = linux(&text, Ending::TimedOut(Duration::from_secs(300)));
         let f = failures(&v);
@@ -867,7 +923,7 @@ warden v0.1.0 on qemu-virt
                 "ok lend-devmem",
                 "FAILED lend-devmem: no /proc/device-tree/warden-control@* node",
             )
-            .replace("7 passed, 0 failed", "5 passed, 1 failed");
+            .replace("8 passed, 0 failed", "6 passed, 1 failed");
         let v = linux(&text, Ending::Exited(Some(0)));
         assert_eq!(
             failures(&v),
@@ -881,14 +937,14 @@ warden v0.1.0 on qemu-virt
             .replace("warden v0.1.0", "qemu")
             .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
             .replace("ok lend-devmem", "skip lend-devmem: no warden, so no control page")
-            .replace("7 passed, 0 failed", "5 passed, 0 failed, 2 skipped");
+            .replace("8 passed, 0 failed", "6 passed, 0 failed, 2 skipped");
         let v = judge_linux_boot(&captured(&text, Ending::Exited(Some(0))), 2, false);
         assert_eq!(failures(&v), []);
         assert!(!v.iter().any(|v| v.name.contains("devmem")));
         // Under warden a skip of them fails once, as a skip (not also as missing).
         let text = LINUX_PASS
             .replace("ok handoff-devmem", "skip handoff-devmem: no warden, so no control page")
-            .replace("7 passed, 0 failed", "6 passed, 0 failed, 1 skipped");
+            .replace("8 passed, 0 failed", "7 passed, 0 failed, 1 skipped");
         let v = linux(&text, Ending::Exited(Some(0)));
         assert_eq!(
             failures(&v),
@@ -897,11 +953,66 @@ warden v0.1.0 on qemu-virt
         // iommu-groups (Linux on the virtual SMMU) must report under warden too.
         let text = LINUX_PASS
             .replace("ok iommu-groups\n", "")
-            .replace("7 passed, 0 failed", "6 passed, 0 failed");
+            .replace("8 passed, 0 failed", "7 passed, 0 failed");
         assert_eq!(
             failures(&linux(&text, Ending::Exited(Some(0)))),
             [("linux/iommu-groups", "no `ok`/`FAILED`/`skip` line for this scenario")]
         );
+    }
+
+    #[test]
+    fn dma_after_donate_needs_warden_s_record_of_the_refusal() {
+        const NAME: &str =
+            "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+        let refusal = "warden: cpu1: WARN: SMMU event F_TRANSLATION sid 0x20 VA 0x2000000 IPA \
+                       0x7cfff000 write (stage 2) (SMMU event #1)\n";
+        assert_eq!(smmu_refusal_ipa(refusal.trim()), Some(0x7cff_f000));
+        assert_eq!(smmu_refusal_ipa("SMMU event C_BAD_STE sid 0x8"), None);
+        assert_eq!(
+            dma_target_page("linux: dma-after-donate: DMA target page P = 0x7cfff000"),
+            Some(0x7cff_f000)
+        );
+        assert_eq!(dma_target_page("linux: dma-after-donate: DMA target page P = "), None);
+        // The escape of today's main: the scenario fails and warden logged nothing.
+        let escape = LINUX_PASS
+            .replace(refusal, "")
+            .replace(
+                "ok dma-after-donate",
+                "FAILED dma-after-donate: ESCAPE: edu wrote pattern B into P",
+            )
+            .replace("8 passed, 0 failed", "7 passed, 1 failed");
+        assert_eq!(
+            failures(&linux(&escape, Ending::Exited(Some(0)))),
+            [
+                ("linux/dma-after-donate", "ESCAPE: edu wrote pattern B into P"),
+                (
+                    NAME,
+                    "no warden `SMMU event F_... IPA 0x7cfff000 ... (stage 2)` line: the DMA \
+                     after the donation was not refused"
+                ),
+            ]
+        );
+        // A refusal elsewhere does not count; a refusal anywhere in the page does.
+        let elsewhere = LINUX_PASS.replace("IPA 0x7cfff000", "IPA 0x40200000");
+        assert_eq!(failures(&linux(&elsewhere, Ending::Exited(Some(0))))[0].0, NAME);
+        let inside = LINUX_PASS.replace("IPA 0x7cfff000", "IPA 0x7cfffff8");
+        assert_eq!(failures(&linux(&inside, Ending::Exited(Some(0)))), []);
+        // No page named: nothing to look for.
+        let silent =
+            LINUX_PASS.replace("linux: dma-after-donate: DMA target page P = 0x7cfff000\n", "");
+        assert_eq!(
+            failures(&linux(&silent, Ending::Exited(Some(0)))),
+            [(NAME, "no `linux: dma-after-donate: DMA target page P = 0x...` line")]
+        );
+        // Without warden there is nothing to refuse.
+        let baseline = LINUX_PASS
+            .replace("warden v0.1.0", "qemu")
+            .replace(refusal, "")
+            .replace("ok dma-after-donate", "skip dma-after-donate: no warden, so no control page")
+            .replace("8 passed, 0 failed", "7 passed, 0 failed, 1 skipped");
+        let v = judge_linux_boot(&captured(&baseline, Ending::Exited(Some(0))), 2, false);
+        assert_eq!(failures(&v), []);
+        assert!(!v.iter().any(|v| v.name == NAME));
     }
 
     #[test]

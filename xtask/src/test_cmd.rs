@@ -4,7 +4,7 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{linux_host, pack, smmu_trace, toolchain};
+use crate::{fuzz, linux_host, linux_tool, pack, smmu_trace, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -140,10 +140,17 @@ fn step(title: &str) {
     println!("== {title}");
 }
 
-/// Workspace members that only build for aarch64 bare metal: host `cargo test`/`clippy` skip them
-/// (the firmware steps build and lint them).
-const BARE_METAL_ONLY: [&str; 4] =
-    ["--exclude", "warden-test-guest", "--exclude", "warden-sim-peer"];
+/// Workspace members that only build for aarch64 bare metal (the Linux test program too: it
+/// has its own `_start` and system calls): host `cargo test`/`clippy` skip them (the firmware
+/// steps build and lint them).
+const BARE_METAL_ONLY: [&str; 6] = [
+    "--exclude",
+    "warden-test-guest",
+    "--exclude",
+    "warden-sim-peer",
+    "--exclude",
+    crate::linux_tool::PACKAGE,
+];
 
 fn unit_tests(tally: &mut Tally) -> Result<()> {
     step("host unit tests: cargo test --workspace (bare-metal-only crates excluded)");
@@ -236,6 +243,21 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
+    // The Linux host's program: built again (a no-op) when the linux scenario packs the
+    // initramfs; a failure here names the compiler error instead of a `linux/setup` one.
+    let tool_log = logs_dir().join("linux-tool-build.log");
+    let _ = std::fs::remove_file(&tool_log);
+    let tool_name = format!("firmware/build Linux test program ({})", linux_tool::BIN);
+    match linux_tool::build(tc, Some(&tool_log)) {
+        Ok(_) => tally.record(&Verdict::pass(tool_name)),
+        Err(e) => {
+            let text = std::fs::read_to_string(&tool_log).unwrap_or_default();
+            tally.record(&Verdict::fail(
+                tool_name,
+                format!("{e:#}; see {}{}", tool_log.display(), failure_summary(&text, 20)),
+            ));
+        }
+    }
 
     if tc.has_clippy() {
         let log = logs_dir().join("firmware-clippy.log");
@@ -246,6 +268,9 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
             if !ok {
                 failures.push(krate.package);
             }
+        }
+        if !firmware::run_appending(linux_tool::clippy_command(tc), &log)? {
+            failures.push(linux_tool::PACKAGE);
         }
         let verdict = if failures.is_empty() {
             Verdict::pass("firmware/clippy -D warnings")
@@ -536,6 +561,11 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
         ALL_SCENARIOS.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
     };
     if only.is_empty() {
+        // One xtask unit test boots QEMU (to dump the DT of a warden run): on a fresh machine
+        // QEMU must be installed before the unit tests, not only before the scenarios.
+        if let Err(e) = toolchain::qemu() {
+            tally.record(&Verdict::fail("setup/qemu-system-aarch64", format!("{e:#}")));
+        }
         unit_tests(&mut tally)?;
         step("lints");
         lint(
@@ -550,6 +580,13 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             "clippy.log",
         )?;
         lint(&mut tally, "lint/cargo fmt --check", &["fmt", "--all", "--", "--check"], "fmt.log")?;
+        step(&format!(
+            "fuzz smoke: every target {} s over its seed corpus (cargo xtask fuzz for real runs)",
+            fuzz::smoke_seconds()
+        ));
+        for verdict in fuzz::smoke(&logs_dir()) {
+            tally.record(&verdict);
+        }
     }
     let binaries = if selected.iter().any(|s| *s != "linux-no-warden") {
         firmware_steps(&mut tally)?

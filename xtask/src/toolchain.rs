@@ -65,7 +65,20 @@ impl FirmwareToolchain {
     /// A `cargo <subcommand>` for the firmware target with the environment this toolchain needs.
     /// `subcommand` is `build` or `clippy`; the caller adds packages and features.
     pub fn cargo(&self, subcommand: &str, target_dir: &Path) -> Command {
-        let mut rustflags: Vec<&str> = FIRMWARE_RUSTFLAGS.to_vec();
+        self.cargo_with_rustflags(subcommand, target_dir, FIRMWARE_RUSTFLAGS)
+    }
+
+    /// [`Self::cargo`] with `rustflags` instead of [`FIRMWARE_RUSTFLAGS`] (the toolchain's own
+    /// linker flags are still added): for programs that are not position-independent firmware,
+    /// such as the Linux test program (`xtask/src/linux_tool.rs`). Use a target directory of
+    /// their own: cargo rebuilds core and alloc whenever RUSTFLAGS change.
+    pub fn cargo_with_rustflags(
+        &self,
+        subcommand: &str,
+        target_dir: &Path,
+        rustflags: &[&str],
+    ) -> Command {
+        let mut rustflags: Vec<&str> = rustflags.to_vec();
         let mut cmd = match self {
             Self::Rustup { toolchain, .. } => {
                 let mut cmd = Command::new("rustup");

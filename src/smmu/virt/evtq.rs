@@ -34,6 +34,36 @@ pub fn ste_fetch(sid: u32, addr: u64) -> EventRecord {
     [EVT_ID_STE_FETCH | (u64::from(sid) << 32), 0, 0, addr & 0x000f_ffff_ffff_fff8]
 }
 
+/// C_BAD_CD: the stream's CD asks for something this SMMU does not do.
+pub fn bad_cd(sid: u32) -> EventRecord {
+    [EVT_ID_BAD_CD | (u64::from(sid) << 32), 0, 0, 0]
+}
+
+/// Event types whose record carries a stage-2 IPA in word 3 (`[51:12]`).
+const EVT_ID_TRANSLATION_FAULTS: core::ops::RangeInclusive<u64> = 0x10..=0x13;
+const EVT_S2: u64 = 1 << 39;
+const EVT_CLASS_SHIFT: u32 = 40;
+const EVT_CLASS_CD: u64 = 0b00;
+const EVT_IPA: u64 = 0x000f_ffff_ffff_f000;
+const EVT_FETCH_ADDR: u64 = 0x000f_ffff_ffff_fff8;
+
+/// A real record about the CD fetch of a stream whose real STE points at warden's unmapped
+/// page `unmapped` in place of the host's CD at `host_cd` gets the host's address: a stage-2
+/// fault with CLASS = CD and that IPA, or F_CD_FETCH with that fetch address.
+pub fn rename_cd_fetch_address(record: &mut EventRecord, unmapped: u64, host_cd: u64) {
+    let id = record[0] & 0xff;
+    let page = |a: u64| a & EVT_IPA;
+    if EVT_ID_TRANSLATION_FAULTS.contains(&id)
+        && record[1] & EVT_S2 != 0
+        && (record[1] >> EVT_CLASS_SHIFT) & 3 == EVT_CLASS_CD
+        && page(record[3]) == page(unmapped)
+    {
+        record[3] = (record[3] & !EVT_IPA) | (host_cd & EVT_IPA);
+    } else if id == EVT_ID_CD_FETCH && page(record[3]) == page(unmapped) {
+        record[3] = (record[3] & !EVT_FETCH_ADDR) | (host_cd & EVT_FETCH_ADDR);
+    }
+}
+
 /// What happened to a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventWrite {
@@ -125,6 +155,31 @@ mod tests {
         );
         assert_eq!(regs.evtq_prod(), 0x8000_0003, "OVFLG kept, index advanced");
         assert_eq!(mem.read_u64(0x8000_0000), 0x3_0000_0004);
+    }
+
+    #[test]
+    fn cd_fetch_faults_name_the_host_cd() {
+        let unmapped = 0x7f_fff0_0000;
+        let host = 0x7c00_0040;
+        // F_TRANSLATION, stage 2, CLASS = CD, IPA = the unmapped page.
+        let mut rec = [0x10_0000_0010, (1 << 39) | (1 << 35), 0x40_0000_1000, unmapped];
+        rename_cd_fetch_address(&mut rec, unmapped, host);
+        assert_eq!(rec, [0x10_0000_0010, (1 << 39) | (1 << 35), 0x40_0000_1000, 0x7c00_0000]);
+        // Other faults, other classes, other IPAs: untouched.
+        for mut other in [
+            [0x10_0000_0010, (1 << 39) | (2 << 40), 0, unmapped],
+            [0x10_0000_0010, 1 << 35, 0, unmapped],
+            [0x10_0000_0010, 1 << 39, 0, 0x4000_0000],
+            [0x10_0000_000a, 0, 0, unmapped],
+        ] {
+            let before = other;
+            rename_cd_fetch_address(&mut other, unmapped, host);
+            assert_eq!(other, before);
+        }
+        let mut fetch = [0x10_0000_0009, 0, 0, unmapped | 0x40];
+        rename_cd_fetch_address(&mut fetch, unmapped, host);
+        assert_eq!(fetch[3], host);
+        assert_eq!(bad_cd(0x10), [0x10_0000_000a, 0, 0, 0]);
     }
 
     #[test]

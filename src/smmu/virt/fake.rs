@@ -7,6 +7,7 @@ use core::cell::Cell;
 
 use crate::mm::{MemRange, PAGE_SIZE};
 
+use super::cd::CD_WORDS;
 use super::cmdq::RealCommand;
 use super::ste::RealSte;
 use super::{GuestMemory, RealSmmu, RealSmmuError, Refused};
@@ -113,6 +114,8 @@ impl GuestMemory for FakeMemory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RealOp {
     Install(u32, RealSte),
+    /// A shadow CD written at this arena IPA.
+    WriteCd(u64, [u64; CD_WORDS]),
     Command(RealCommand),
     Sync,
 }
@@ -133,6 +136,11 @@ impl RecordingSmmu {
 impl RealSmmu for RecordingSmmu {
     fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), RealSmmuError> {
         self.log.push(RealOp::Install(sid, ste));
+        Ok(())
+    }
+
+    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), RealSmmuError> {
+        self.log.push(RealOp::WriteCd(ipa, *words));
         Ok(())
     }
 

@@ -9,14 +9,27 @@
 //! - [`regs`]: the register file (IDRs, CR0/CR0ACK, GBPA, IRQ_CTRL, GERROR, bases, PROD/CONS).
 //! - [`cmdq`]: decode and validate host commands; the bounded consumer.
 //! - [`ste`]: host STE lookup and validation; the real STE (nested or stage-2-only).
-//! - [`asid`]: G3 retirement tracking.
+//! - [`cd`]: host CD validation; the shadow CDs the real SMMU reads instead.
+//! - [`asid`]: real ASIDs warden allocates per host context, and their retirement (G3).
 //! - [`evtq`]: records written into the host's event queue.
+//!
+//! **Shadow CDs.** The real SMMU never reads a host CD. Each host stream has two 64-byte CD
+//! slots in an arena of warden memory ([`CdArena`]) that the real SMMU reaches through its
+//! own view of the host stage 2 (see `docs/smmu.md`). On CFGI_STE (when the STE's stage-1
+//! context is new) and CFGI_CD, warden copies the host's CD once, validates it, writes the
+//! shadow (with a real ASID warden allocated) into the stream's idle slot, switches the real
+//! STE's S1ContextPtr to it with one 64-bit store, and issues CFGI_STE + CFGI_CD_ALL; the old
+//! context is released only once a CMD_SYNC has completed that switch, so its real ASID
+//! starts retiring only when no DMA can use it any more, and only TLBIs issued after that
+//! count towards freeing it. A slot is rewritten only after the switch away from it was
+//! synced.
 //!
 //! Work per trap is bounded: at most [`VirtConfig::cmd_budget`] commands per CMDQ_PROD write;
 //! the rest is consumed on later traps, and a host waiting for a CMD_SYNC polls CMDQ_CONS,
 //! each read of which traps and consumes another batch first.
 
 pub mod asid;
+pub mod cd;
 pub mod cmdq;
 pub mod evtq;
 #[cfg(any(test, feature = "fakes"))]
@@ -33,11 +46,12 @@ use alloc::vec::Vec;
 use crate::mm::MemRange;
 use crate::smmu::regs::CMDQ_CONS;
 
-use asid::{AsidBook, RetireStats};
+use asid::{AcquireError, AsidStats, ContextKey, Flush, RealAsids};
+use cd::{CD_BYTES, CD_WORDS, ValidCd};
 use cmdq::{HostCommand, Outcome, RealCommand, Stop, SyncSignal};
 use evtq::{EventRecord, EventWrite};
 use regs::{Advertised, RegisterFile};
-use ste::{RealSte, SteRefusal};
+use ste::{RealSte, Stage1Context, SteRefusal};
 
 /// A host memory access warden refused (the range is not, or not wholly, host-owned).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,9 +73,13 @@ pub struct RealSmmuError;
 
 /// The few real-SMMU operations the emulation needs.
 pub trait RealSmmu {
-    /// Makes `sid`'s real STE this one (written safely, then CMD_CFGI_STE for it); complete
-    /// at the next successful [`RealSmmu::sync`].
+    /// Makes `sid`'s real STE this one (written safely: break-before-make, or one store when
+    /// only a nested STE's CD pointer changes; then CMD_CFGI_STE for it); complete at the next
+    /// successful [`RealSmmu::sync`].
     fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), RealSmmuError>;
+    /// Writes a shadow CD into the arena slot at `ipa` (see [`CdArena`]), visible to the real
+    /// SMMU before anything written after it.
+    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), RealSmmuError>;
     /// Queues one command.
     fn submit(&mut self, cmd: RealCommand) -> Result<(), RealSmmuError>;
     /// CMD_SYNC, waiting (bounded) for it to complete.
@@ -80,10 +98,37 @@ pub struct VirtConfig {
     pub cmd_budget: u32,
     /// G3 on (the default); off only in the test that shows what it prevents.
     pub g3_enabled: bool,
+    /// Where the shadow CDs go: two slots per host stream, in `host_sids` order.
+    pub arena: CdArena,
 }
 
 impl VirtConfig {
     pub const DEFAULT_CMD_BUDGET: u32 = 64;
+}
+
+/// The shadow CD slots as the real SMMU addresses them: IPAs of warden's SMMU view of the host
+/// stage 2, which maps them read-only onto warden memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CdArena {
+    /// IPA of slot 0; slot `i` is at `ipa + 64 * i`.
+    pub ipa: u64,
+    pub slots: u32,
+    /// A page the SMMU view never maps: the CD pointer of a stream whose host CD warden cannot
+    /// read, so that the real SMMU reports the CD fetch as a stage-2 fault, as it would for
+    /// the host's own CD (warden puts the host's CD address into the forwarded event).
+    pub unmapped_ipa: u64,
+}
+
+impl CdArena {
+    /// Slots for `streams` host streams.
+    pub const fn slots_for(streams: usize) -> u32 {
+        2 * streams as u32
+    }
+
+    fn slot_ipa(&self, stream: u32, slot: u8) -> Option<u64> {
+        let index = 2 * stream + u32::from(slot & 1);
+        (index < self.slots).then(|| self.ipa + u64::from(index) * CD_BYTES)
+    }
 }
 
 /// The test-only G3 switch (cargo feature `test-switches`, built by `cargo xtask build` into
@@ -139,16 +184,66 @@ pub struct VirtStats {
     pub events_lost_abort: u64,
     pub bad_accesses: u64,
     pub bypass_refusals: u64,
-    pub asids: RetireStats,
+    /// Host CDs refused (C_BAD_CD), and CDs warden could not read from host memory.
+    pub cd_refusals: u64,
+    pub cd_unreadable: u64,
+    pub asids: AsidStats,
+}
+
+/// What a host stream's real STE points its stage 1 at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamCd {
+    /// No stage 1.
+    None,
+    /// The shadow CD in `slot` (0 or 1 of the stream's pair); `context`: what it makes live
+    /// (`None`: a V = 0 shadow, for a host CD that is invalid or refused).
+    Shadow { slot: u8, words: [u64; CD_WORDS], context: Option<ContextKey> },
+    /// The host's CD at `host_ptr` could not be read: the real STE points at the arena's
+    /// unmapped page.
+    Unreadable { host_ptr: u64 },
+}
+
+/// One host stream.
+#[derive(Clone, Copy, Debug)]
+struct Stream {
+    /// Its position among the host's streams: shadow slots `2 index` and `2 index + 1`.
+    index: u32,
+    real: RealSte,
+    /// The stage-1 context of the host STE warden last read (for CFGI_CD).
+    host_s1: Option<Stage1Context>,
+    cd: StreamCd,
+    /// The real STE or CD changed since the last completed real sync: the SMMU may still use
+    /// the previous configuration (and the idle slot).
+    unsynced: bool,
+    /// A real-SMMU failure left the installation incomplete: redo it even if nothing changed.
+    stale: bool,
+}
+
+impl Stream {
+    fn context(&self) -> Option<ContextKey> {
+        match self.cd {
+            StreamCd::Shadow { context, .. } => context,
+            _ => None,
+        }
+    }
+}
+
+/// What a host CD turns into.
+enum CdPlan {
+    Valid(ValidCd),
+    /// A V = 0 shadow.
+    Invalid,
+    Unreadable {
+        host_ptr: u64,
+    },
 }
 
 /// The virtual SMMU.
 pub struct VirtSmmu {
     regs: RegisterFile,
     config: VirtConfig,
-    /// The real STE installed for each host stream.
-    installed: BTreeMap<u32, RealSte>,
-    asids: AsidBook,
+    streams: BTreeMap<u32, Stream>,
+    asids: RealAsids,
     /// Real commands were issued since the last completed real sync.
     real_dirty: bool,
     stats: VirtStats,
@@ -156,13 +251,28 @@ pub struct VirtSmmu {
 
 impl VirtSmmu {
     pub fn new(config: VirtConfig) -> Self {
-        let mut asids = AsidBook::new();
-        asids.tracker_mut().set_enabled(config.g3_enabled);
-        let installed = config.host_sids.iter().map(|&s| (s, RealSte::Abort)).collect();
+        let mut asids = RealAsids::new(config.advertised.asid16);
+        asids.set_enabled(config.g3_enabled);
+        let streams = config
+            .host_sids
+            .iter()
+            .enumerate()
+            .map(|(index, &sid)| {
+                let stream = Stream {
+                    index: index as u32,
+                    real: RealSte::Abort,
+                    host_s1: None,
+                    cd: StreamCd::None,
+                    unsynced: false,
+                    stale: false,
+                };
+                (sid, stream)
+            })
+            .collect();
         Self {
             regs: RegisterFile::new(config.advertised),
             config,
-            installed,
+            streams,
             asids,
             real_dirty: false,
             stats: VirtStats::default(),
@@ -173,31 +283,41 @@ impl VirtSmmu {
     /// shows what G3 prevents (see [`test_switch`]).
     pub fn set_g3_enabled(&mut self, enabled: bool) {
         self.config.g3_enabled = enabled;
-        self.asids.tracker_mut().set_enabled(enabled);
+        self.asids.set_enabled(enabled);
     }
 
     pub fn g3_enabled(&self) -> bool {
-        self.asids.tracker().enabled()
+        self.asids.enabled()
     }
 
     pub fn registers(&self) -> &RegisterFile {
         &self.regs
     }
 
-    pub fn asids(&self) -> &AsidBook {
+    pub fn asids(&self) -> &RealAsids {
         &self.asids
     }
 
     /// The real STE warden installed for a host stream.
     pub fn installed(&self, sid: u32) -> Option<RealSte> {
-        self.installed.get(&sid).copied()
+        self.streams.get(&sid).map(|s| s.real)
+    }
+
+    /// What a host stream's real STE points its stage 1 at.
+    pub fn stream_cd(&self, sid: u32) -> Option<StreamCd> {
+        self.streams.get(&sid).map(|s| s.cd)
+    }
+
+    /// The real ASID a host stream's shadow CD carries.
+    pub fn real_asid(&self, sid: u32) -> Option<u16> {
+        self.streams.get(&sid).and_then(Stream::context).and_then(|k| self.asids.real_of(&k))
     }
 
     pub fn stats(&self) -> VirtStats {
         VirtStats {
             bad_accesses: self.regs.bad_accesses(),
             bypass_refusals: self.regs.bypass_refusals(),
-            asids: self.asids.tracker().stats(),
+            asids: self.asids.stats(),
             ..self.stats
         }
     }
@@ -306,17 +426,23 @@ impl VirtSmmu {
     }
 
     /// Copies a real event record for a host stream into the host's event queue (records for
-    /// other streams are warden's own and are not forwarded).
+    /// other streams are warden's own and are not forwarded). A stage-2 fault on the CD fetch
+    /// of a stream whose host CD warden could not read names the host's CD, as the host's own
+    /// CD fetch would have.
     pub fn forward_event<M: GuestMemory + ?Sized>(
         &mut self,
         record: &EventRecord,
         mem: &mut M,
     ) -> Notify {
         let sid = (record[0] >> 32) as u32;
-        if !self.installed.contains_key(&sid) {
+        let Some(stream) = self.streams.get(&sid) else {
             return Notify::default();
+        };
+        let mut record = *record;
+        if let StreamCd::Unreadable { host_ptr } = stream.cd {
+            evtq::rename_cd_fetch_address(&mut record, self.config.arena.unmapped_ipa, host_ptr);
         }
-        record_event(&mut self.regs, &mut self.stats, record, mem)
+        record_event(&mut self.regs, &mut self.stats, &record, mem)
     }
 
     fn execute<M, R>(
@@ -341,31 +467,46 @@ impl VirtSmmu {
                 let first = u64::from(sid) & !span;
                 let last = first.saturating_add(span);
                 let sids: Vec<u32> = self
-                    .installed
+                    .streams
                     .keys()
                     .copied()
                     .filter(|&s| (first..=last).contains(&u64::from(s)))
                     .collect();
                 sids.into_iter().try_for_each(|s| self.reshadow(regs, mem, real, s, &mut notify))
             }
-            HostCommand::CfgiCd { sid, leaf, .. } => self
-                .refresh_cd(regs, mem, real, sid)
-                .and_then(|_| self.issue(real, sid, RealCommand::CfgiCd { sid, ssid: 0, leaf })),
-            HostCommand::CfgiCdAll { sid } => self
-                .refresh_cd(regs, mem, real, sid)
-                .and_then(|_| self.issue(real, sid, RealCommand::CfgiCdAll { sid })),
-            HostCommand::TlbiNhAll => self.tlbi(real, RealCommand::TlbiNhAll { vmid }, None),
-            HostCommand::TlbiNhAsid { asid } => {
-                self.tlbi(real, RealCommand::TlbiNhAsid { vmid, asid }, Some(asid))
+            // No substreams: every CD invalidation of a stream is about its one CD.
+            HostCommand::CfgiCd { sid, .. } | HostCommand::CfgiCdAll { sid } => {
+                self.refresh_cd(regs, mem, real, sid, &mut notify)
             }
+            HostCommand::TlbiNhAll => {
+                self.submit(real, RealCommand::TlbiNhAll { vmid }).map(|()| {
+                    self.asids.invalidated_all();
+                })
+            }
+            HostCommand::TlbiNhAsid { asid } => {
+                // Every real ASID the host's ASID names, retiring ones included.
+                self.asids.associated(asid).into_iter().try_for_each(|r| {
+                    self.submit(real, RealCommand::TlbiNhAsid { vmid, asid: r })?;
+                    self.asids.invalidated(r);
+                    Ok(())
+                })
+            }
+            // Only live contexts can use a VA; a retiring real ASID is invalidated whole
+            // before its next use anyway.
             HostCommand::TlbiNhVa { asid, addr, leaf } => {
-                self.submit(real, RealCommand::TlbiNhVa { vmid, asid, addr, leaf })
+                self.asids.live_of(asid).into_iter().try_for_each(|r| {
+                    self.submit(real, RealCommand::TlbiNhVa { vmid, asid: r, addr, leaf })
+                })
             }
             HostCommand::TlbiNhVaa { addr, leaf } => {
                 self.submit(real, RealCommand::TlbiNhVaa { vmid, addr, leaf })
             }
             // From the host's view "all non-secure, non-hyp entries" are its own VMID's.
-            HostCommand::TlbiNsnhAll => self.tlbi(real, RealCommand::TlbiS12Vmall { vmid }, None),
+            HostCommand::TlbiNsnhAll => {
+                self.submit(real, RealCommand::TlbiS12Vmall { vmid }).map(|()| {
+                    self.asids.invalidated_all();
+                })
+            }
             HostCommand::Sync(signal) => {
                 let r = self.real_sync(real);
                 if r.is_ok() && signal == SyncSignal::Irq {
@@ -389,31 +530,6 @@ impl VirtSmmu {
         real.submit(cmd)
     }
 
-    /// Configuration invalidations only matter for the host's own streams.
-    fn issue<R: RealSmmu + ?Sized>(
-        &mut self,
-        real: &mut R,
-        sid: u32,
-        cmd: RealCommand,
-    ) -> Result<(), RealSmmuError> {
-        if self.installed.contains_key(&sid) { self.submit(real, cmd) } else { Ok(()) }
-    }
-
-    fn tlbi<R: RealSmmu + ?Sized>(
-        &mut self,
-        real: &mut R,
-        cmd: RealCommand,
-        asid: Option<u16>,
-    ) -> Result<(), RealSmmuError> {
-        self.submit(real, cmd)?;
-        let tracker = self.asids.tracker_mut();
-        match asid {
-            Some(a) => tracker.invalidated(a),
-            None => tracker.invalidated_all(),
-        }
-        Ok(())
-    }
-
     fn real_sync<R: RealSmmu + ?Sized>(&mut self, real: &mut R) -> Result<(), RealSmmuError> {
         if !self.real_dirty {
             self.stats.skipped_syncs += 1;
@@ -421,12 +537,22 @@ impl VirtSmmu {
         }
         real.sync()?;
         self.stats.real_syncs += 1;
-        self.real_dirty = false;
-        self.asids.tracker_mut().sync_completed();
+        self.synced();
+        self.asids.sync_completed();
         Ok(())
     }
 
-    /// Re-derives `sid`'s real STE from the host's STE (only for the host's streams).
+    /// A real CMD_SYNC completed: every configuration change so far is in force.
+    fn synced(&mut self) {
+        self.real_dirty = false;
+        for stream in self.streams.values_mut() {
+            stream.unsynced = false;
+        }
+    }
+
+    /// Re-derives `sid`'s real STE from the host's STE (only for the host's streams). A
+    /// stage-1 STE whose context pointer is the one warden already shadows keeps the shadow:
+    /// only CFGI_CD re-reads a CD.
     fn reshadow<M, R>(
         &mut self,
         regs: &mut RegisterFile,
@@ -439,14 +565,15 @@ impl VirtSmmu {
         M: GuestMemory + ?Sized,
         R: RealSmmu + ?Sized,
     {
-        if !self.installed.contains_key(&sid) {
+        let Some(stream) = self.streams.get(&sid).copied() else {
             return Ok(());
-        }
+        };
         let adv = *regs.advertised();
         let mut event = None;
-        let real_ste = if !regs.smmu_enabled() {
+        let mut stage1 = None;
+        let plain = if !regs.smmu_enabled() {
             // SMMUEN = 0: GBPA applies, and GBPA is always abort.
-            RealSte::Abort
+            Some(RealSte::Abort)
         } else {
             match ste::read_host_ste(mem, regs.strtab_base(), regs.strtab_cfg(), sid, &adv) {
                 Err(fault) => {
@@ -457,7 +584,7 @@ impl VirtSmmu {
                     if fault != ste::SteFault::BadStreamId {
                         event = Some(fault.event(sid));
                     }
-                    RealSte::Invalid
+                    Some(RealSte::Invalid)
                 }
                 Ok(words) => {
                     let host = ste::decode_host_ste(&words, &adv);
@@ -465,68 +592,282 @@ impl VirtSmmu {
                         self.refused(sid, why);
                         event = Some(evtq::bad_ste(sid));
                     }
-                    RealSte::for_host(host)
+                    if let Ok(ste::HostSte::Stage1(s1)) = host {
+                        stage1 = Some(s1);
+                    }
+                    RealSte::without_stage1(host)
                 }
             }
         };
-        let ctx = real_ste.stage1().and_then(|s1| ste::read_host_cd(mem, s1.ctx_ptr, &adv));
-        self.set_context(real, sid, ctx)?;
-        self.real_dirty = true;
-        real.install_ste(sid, real_ste)?;
-        self.installed.insert(sid, real_ste);
+        let result = match (plain, stage1) {
+            (Some(r), _) => self.install_plain(real, sid, r),
+            (None, Some(s1)) => {
+                let same_context = stream.host_s1.map(|h| h.ctx_ptr) == Some(s1.ctx_ptr)
+                    && matches!(stream.real, RealSte::Nested { .. })
+                    && !matches!(stream.cd, StreamCd::Unreadable { .. })
+                    && !stream.stale;
+                if same_context {
+                    if let Some(st) = self.streams.get_mut(&sid) {
+                        st.host_s1 = Some(s1);
+                    }
+                    Ok(())
+                } else {
+                    let (plan, cd_event) = self.plan_cd(mem, sid, s1.ctx_ptr, &adv);
+                    event = event.or(cd_event);
+                    self.install_cd(real, sid, s1, plan, &mut event)
+                }
+            }
+            (None, None) => Ok(()),
+        };
         if let Some(record) = event {
             notify.merge(record_event(regs, &mut self.stats, &record, mem));
         }
-        Ok(())
+        result
     }
 
-    /// Re-reads `sid`'s CD (after the host's CFGI_CD*) for ASID tracking.
+    /// Re-reads `sid`'s CD after the host's CFGI_CD(_ALL) (nested streams only).
     fn refresh_cd<M, R>(
         &mut self,
-        regs: &RegisterFile,
+        regs: &mut RegisterFile,
         mem: &mut M,
         real: &mut R,
         sid: u32,
+        notify: &mut Notify,
     ) -> Result<(), RealSmmuError>
     where
         M: GuestMemory + ?Sized,
         R: RealSmmu + ?Sized,
     {
-        let Some(s1) = self.installed.get(&sid).and_then(RealSte::stage1) else {
+        let Some(stream) = self.streams.get(&sid).copied() else {
             return Ok(());
         };
-        let ctx = ste::read_host_cd(mem, s1.ctx_ptr, regs.advertised());
-        self.set_context(real, sid, ctx)
+        let (Some(s1), RealSte::Nested { .. }) = (stream.host_s1, stream.real) else {
+            return Ok(());
+        };
+        let adv = *regs.advertised();
+        let (plan, mut event) = self.plan_cd(mem, sid, s1.ctx_ptr, &adv);
+        let result = self.install_cd(real, sid, s1, plan, &mut event);
+        if let Some(record) = event {
+            notify.merge(record_event(regs, &mut self.stats, &record, mem));
+        }
+        result
     }
 
-    /// G3: before a stream's new context can be used, a retiring ASID it reuses is
-    /// invalidated and synced by warden itself.
-    fn set_context<R: RealSmmu + ?Sized>(
+    /// Copies and validates the host's CD at `ptr`; the C_BAD_CD record if it is refused.
+    fn plan_cd<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        sid: u32,
+        ptr: u64,
+        adv: &Advertised,
+    ) -> (CdPlan, Option<EventRecord>) {
+        let words = match cd::read(mem, ptr) {
+            Ok(words) => words,
+            Err(cd::Unreadable) => {
+                self.stats.cd_unreadable += 1;
+                return (CdPlan::Unreadable { host_ptr: ptr }, None);
+            }
+        };
+        match cd::validate(&words, adv) {
+            Ok(Some(valid)) => (CdPlan::Valid(valid), None),
+            Ok(None) => (CdPlan::Invalid, None),
+            Err(why) => {
+                self.stats.cd_refusals += 1;
+                log::warn!("vSMMU: CD at {ptr:#x} for stream {sid:#x} refused: {why}; C_BAD_CD");
+                (CdPlan::Invalid, Some(evtq::bad_cd(sid)))
+            }
+        }
+    }
+
+    /// A real STE without stage 1. The stream's old context (if any) is released.
+    fn install_plain<R: RealSmmu + ?Sized>(
         &mut self,
         real: &mut R,
         sid: u32,
-        ctx: Option<ste::CdContext>,
+        ste: RealSte,
     ) -> Result<(), RealSmmuError> {
-        let vmid = self.config.host_vmid;
-        let mut dirty = self.real_dirty;
-        let update = self.asids.update(sid, ctx, |asid| {
-            real.submit(RealCommand::TlbiNhAsid { vmid, asid })?;
-            dirty = true;
-            real.sync()?;
-            dirty = false;
-            Ok(())
-        });
-        self.real_dirty = dirty;
-        let update = update?;
-        if let Some(asid) = update.flushed {
-            self.stats.real_syncs += 1;
-            log::info!(
-                "vSMMU G3: stream {sid:#x} reuses retiring ASID {asid} before its TLBI + sync; \
-                 warden invalidated it first ({} so far)",
-                self.asids.tracker().stats().forced_flushes
-            );
+        let Some(stream) = self.streams.get(&sid).copied() else {
+            return Ok(());
+        };
+        if stream.real == ste && !stream.stale {
+            return Ok(());
+        }
+        self.real_dirty = true;
+        if let Err(e) = real.install_ste(sid, ste) {
+            self.mark_stale(sid);
+            return Err(e);
+        }
+        self.switched(sid, ste, None, StreamCd::None);
+        Ok(())
+    }
+
+    /// A nested real STE whose stage 1 is `plan`: the shadow CD into the idle slot, the STE's
+    /// CD pointer switched to it, CFGI_STE + CFGI_CD_ALL. The old context is released (it
+    /// retires once a sync completes the switch). A refused CD (or no free real ASID) becomes
+    /// a V = 0 shadow with C_BAD_CD in `event`.
+    fn install_cd<R: RealSmmu + ?Sized>(
+        &mut self,
+        real: &mut R,
+        sid: u32,
+        s1: Stage1Context,
+        plan: CdPlan,
+        event: &mut Option<EventRecord>,
+    ) -> Result<(), RealSmmuError> {
+        let Some(stream) = self.streams.get(&sid).copied() else {
+            return Ok(());
+        };
+        let nested = matches!(stream.real, RealSte::Nested { .. }) && !stream.stale;
+        let unchanged = nested
+            && match (&plan, stream.cd) {
+                (CdPlan::Valid(v), StreamCd::Shadow { words, context: Some(k), .. }) => {
+                    v.key == k && self.asids.real_of(&k).map(|r| v.shadow(r)) == Some(words)
+                }
+                (CdPlan::Invalid, StreamCd::Shadow { context: None, .. }) => true,
+                (CdPlan::Unreadable { host_ptr }, StreamCd::Unreadable { host_ptr: p }) => {
+                    *host_ptr == p
+                }
+                _ => false,
+            };
+        if unchanged {
+            if let Some(st) = self.streams.get_mut(&sid) {
+                st.host_s1 = Some(s1);
+            }
+            return Ok(());
+        }
+        // The idle slot may still be in use until the last switch away from it is synced.
+        if stream.unsynced {
+            self.real_sync(real)?;
+        }
+        self.real_dirty = true;
+        let slot = match stream.cd {
+            StreamCd::Shadow { slot, .. } => slot ^ 1,
+            _ => 0,
+        };
+        let arena = self.config.arena;
+        let Some(slot_ipa) = arena.slot_ipa(stream.index, slot) else {
+            log::error!("vSMMU: no shadow CD slot for stream {sid:#x}");
+            return Err(RealSmmuError);
+        };
+        let (cd_ipa, cd, acquired) = match plan {
+            CdPlan::Unreadable { host_ptr } => {
+                (arena.unmapped_ipa, StreamCd::Unreadable { host_ptr }, None)
+            }
+            CdPlan::Valid(v) => match self.acquire(real, sid, v.key)? {
+                Some(r) => {
+                    let words = v.shadow(r);
+                    (slot_ipa, StreamCd::Shadow { slot, words, context: Some(v.key) }, Some(v.key))
+                }
+                None => {
+                    *event = Some(evtq::bad_cd(sid));
+                    let words = [0; CD_WORDS];
+                    (slot_ipa, StreamCd::Shadow { slot, words, context: None }, None)
+                }
+            },
+            CdPlan::Invalid => {
+                let words = [0; CD_WORDS];
+                (slot_ipa, StreamCd::Shadow { slot, words, context: None }, None)
+            }
+        };
+        // (Set again: a forced flush in `acquire` completed a sync.)
+        self.real_dirty = true;
+        let written = match cd {
+            StreamCd::Shadow { words, .. } => real.write_cd(cd_ipa, &words),
+            _ => Ok(()),
+        };
+        let ste = RealSte::Nested { cd_ipa };
+        if let Err(e) = written.and_then(|()| real.install_ste(sid, ste)) {
+            if let Some(key) = acquired {
+                self.asids.release(key);
+            }
+            self.mark_stale(sid);
+            return Err(e);
+        }
+        self.switched(sid, ste, Some(s1), cd);
+        // CDs are cached by stream: the old one must go with the STE that pointed at it.
+        if let Err(e) = real.submit(RealCommand::CfgiCdAll { sid }) {
+            self.mark_stale(sid);
+            return Err(e);
         }
         Ok(())
+    }
+
+    fn mark_stale(&mut self, sid: u32) {
+        if let Some(st) = self.streams.get_mut(&sid) {
+            st.stale = true;
+        }
+    }
+
+    /// The stream's real STE is now `ste`: its old context is released.
+    fn switched(&mut self, sid: u32, ste: RealSte, host_s1: Option<Stage1Context>, cd: StreamCd) {
+        let Some(st) = self.streams.get_mut(&sid) else { return };
+        let old = st.context();
+        *st = Stream { real: ste, host_s1, cd, unsynced: true, stale: false, ..*st };
+        if let Some(key) = old {
+            self.asids.release(key);
+        }
+    }
+
+    /// A real ASID for `key` (see [`asid`]): warden's own flushes go to the real SMMU here.
+    /// `None`: every real ASID is live.
+    fn acquire<R: RealSmmu + ?Sized>(
+        &mut self,
+        real: &mut R,
+        sid: u32,
+        key: ContextKey,
+    ) -> Result<Option<u16>, RealSmmuError> {
+        let vmid = self.config.host_vmid;
+        let mut synced = false;
+        let got = self.asids.acquire(key, |flush| {
+            match flush {
+                Flush::Asids(list) => {
+                    for asid in list {
+                        real.submit(RealCommand::TlbiNhAsid { vmid, asid })?;
+                    }
+                }
+                Flush::All => real.submit(RealCommand::TlbiNhAll { vmid })?,
+            }
+            real.sync()?;
+            synced = true;
+            Ok(())
+        });
+        if synced {
+            self.stats.real_syncs += 1;
+            self.synced();
+        }
+        match got {
+            Ok(done) => {
+                let forced = self.asids.stats().forced_flushes;
+                for old in &done.flushed {
+                    log::info!(
+                        "vSMMU G3: stream {sid:#x} reuses retiring ASID {} (host) before its \
+                         TLBI + sync (real ASID {old} still retiring); warden invalidated it \
+                         first ({forced} so far)",
+                        key.host_asid
+                    );
+                }
+                if done.unprotected {
+                    log::warn!(
+                        "vSMMU: G3 off: stream {sid:#x} reuses retiring real ASID {} of host \
+                         ASID {} without invalidating it",
+                        done.real,
+                        key.host_asid
+                    );
+                }
+                if done.exhaustion_flush {
+                    log::info!("vSMMU: no free real ASID: warden invalidated every retiring one");
+                }
+                Ok(Some(done.real))
+            }
+            Err(AcquireError::Flush(e)) => Err(e),
+            Err(AcquireError::Exhausted) => {
+                log::error!(
+                    "vSMMU: stream {sid:#x}: every real ASID is in use by a live context; CD \
+                     refused (C_BAD_CD)"
+                );
+                self.stats.cd_refusals += 1;
+                Ok(None)
+            }
+        }
     }
 
     fn refused(&mut self, sid: u32, why: SteRefusal) {
@@ -541,7 +882,7 @@ impl VirtSmmu {
         R: RealSmmu + ?Sized,
     {
         let mut notify = Notify::default();
-        let sids: Vec<u32> = self.installed.keys().copied().collect();
+        let sids: Vec<u32> = self.streams.keys().copied().collect();
         let mut regs =
             core::mem::replace(&mut self.regs, RegisterFile::new(self.config.advertised));
         for sid in sids {

@@ -7,8 +7,9 @@
 //! - **Config 0b0xx** (abort, and the reserved values that behave as abort) → real abort.
 //! - **Config 0b100** (bypass) → real stage-2-only translation over warden's host stage 2:
 //!   the host gets its identity view, never real bypass.
-//! - **Config 0b101** (stage 1) → real nested (0b111): the host's S1ContextPtr (an IPA, as
-//!   stage 2 is on) with its S1CIR/S1COR/S1CSH, under warden's host stage 2 and host VMID.
+//! - **Config 0b101** (stage 1) → real nested (0b111) under warden's host stage 2 and host
+//!   VMID, whose S1ContextPtr is warden's shadow of the host's CD (see [`super::cd`]), never
+//!   the host's CD itself; S1STALLD = 1.
 //! - **Refused** (C_BAD_STE, real V = 0): Config 0b11x (stage 2 is not advertised, ILLEGAL),
 //!   S1STALLD = 1 with stage 1 (STALL_MODEL = 0b01 makes it ILLEGAL), an S1ContextPtr above
 //!   the advertised OAS, non-zero RES0 bits [58:56].
@@ -18,8 +19,9 @@
 //!   MemAttr/MTCFG/ALLOCCFG/SHCFG/NSCFG/PRIVCFG/INSTCFG (IDR1.ATTR_*_OVR = 0), DRE, DCP,
 //!   CONT, PPAR, MEV, S2FWB, S1PIE, S1MPAM, SW_RESERVED and words 4..7.
 
-use crate::smmu::regs::{Features, STRTAB_CFG_FMT_SHIFT, STRTAB_CFG_LOG2SIZE_MASK};
+use crate::smmu::regs::{Features, IDR0_STALL_MODEL_SUPPORTED};
 use crate::smmu::regs::{STRTAB_BASE_ADDR_MASK, STRTAB_CFG_SPLIT_SHIFT};
+use crate::smmu::regs::{STRTAB_CFG_FMT_SHIFT, STRTAB_CFG_LOG2SIZE_MASK};
 use crate::smmu::ste::{S2Config, S2ConfigError, STE_SIZE, STE_WORDS, Ste};
 
 use super::GuestMemory;
@@ -37,6 +39,9 @@ const STE1_S1STALLD: u64 = 1 << 27;
 const CONFIG_BYPASS: u64 = 0b100;
 const CONFIG_S1: u64 = 0b101;
 const CONFIG_NESTED: u64 = 0b111;
+/// S1CIR/S1COR = write-back read/write-allocate, S1CSH = inner shareable.
+const CD_FETCH_WB: u64 = 0b01;
+const CD_FETCH_INNER_SHAREABLE: u64 = 0b11;
 const L1_SPAN_MASK: u64 = 0x1f;
 const L1_L2PTR_MASK: u64 = 0x000f_ffff_ffff_ffc0;
 
@@ -129,7 +134,8 @@ pub fn read_host_ste<M: GuestMemory + ?Sized>(
     Ok(words)
 }
 
-/// The stage-1 context a host STE points at (attributes are the CD fetch attributes).
+/// The stage-1 context a host STE points at (attributes are the host's CD fetch attributes,
+/// which only matter for warden's copy: the shadow CD is warden memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stage1Context {
     /// S1ContextPtr: host IPA of the (single) context descriptor.
@@ -214,87 +220,51 @@ pub enum RealSte {
     Abort,
     /// Warden's host stage 2 only (the host asked for bypass).
     Stage2Only,
-    /// The host's stage 1 nested over warden's host stage 2.
-    Nested(Stage1Context),
+    /// The host's stage 1, as the shadow CD at `cd_ipa` (an IPA of warden's SMMU view of the
+    /// host stage 2) describes it, nested over warden's host stage 2.
+    Nested { cd_ipa: u64 },
 }
 
 impl RealSte {
-    /// The real STE for a decoded host STE; a refused one becomes V = 0.
-    pub fn for_host(host: Result<HostSte, SteRefusal>) -> RealSte {
+    /// The real STE for a decoded host STE that is not stage 1 (a refused one becomes V = 0);
+    /// stage 1 needs its shadow CD first (`None`).
+    pub fn without_stage1(host: Result<HostSte, SteRefusal>) -> Option<RealSte> {
         match host {
-            Ok(HostSte::Invalid) | Err(_) => RealSte::Invalid,
-            Ok(HostSte::Abort) => RealSte::Abort,
-            Ok(HostSte::Bypass) => RealSte::Stage2Only,
-            Ok(HostSte::Stage1(ctx)) => RealSte::Nested(ctx),
+            Ok(HostSte::Invalid) | Err(_) => Some(RealSte::Invalid),
+            Ok(HostSte::Abort) => Some(RealSte::Abort),
+            Ok(HostSte::Bypass) => Some(RealSte::Stage2Only),
+            Ok(HostSte::Stage1(_)) => None,
         }
     }
 
-    /// The stage-1 context the real SMMU walks for this stream, if any.
-    pub fn stage1(&self) -> Option<Stage1Context> {
-        match self {
-            RealSte::Nested(ctx) => Some(*ctx),
-            _ => None,
-        }
-    }
-
-    /// The real STE words: stage 2 exactly as [`Ste::stage2_only`] builds it (host VMID, the
-    /// host's stage-2 tables), plus for nested the host's CD pointer and CD fetch attributes;
-    /// S1Fmt = linear, S1CDMax = 0, S1DSS = terminate, STRW = NS-EL1, EATS = 0.
+    /// The real STE words: stage 2 exactly as [`Ste::stage2_only`] builds it (host VMID,
+    /// warden's tables for the host's devices), plus for nested the shadow CD's pointer with
+    /// warden's CD fetch attributes (write-back, inner shareable: warden memory), S1Fmt =
+    /// linear, S1CDMax = 0, S1DSS = terminate, STRW = NS-EL1, EATS = 0, and S1STALLD = 1 on an
+    /// SMMU that supports stalls (IDR0.STALL_MODEL = 0b00), so no CD can enable them. Where
+    /// stalls are not supported S1STALLD is not allowed (QEMU's SMMU calls such an STE bad),
+    /// and a CD with S = 1 is ILLEGAL there anyway; a forced-stall SMMU gets no virtual SMMU
+    /// at all ([`super::real::virt_config`]).
     pub fn to_ste(&self, s2: &S2Config, features: &Features) -> Result<Ste, S2ConfigError> {
         match self {
             RealSte::Invalid => Ok(Ste::INVALID),
             RealSte::Abort => Ok(Ste::abort()),
             RealSte::Stage2Only => Ste::stage2_only(s2, features),
-            RealSte::Nested(ctx) => {
+            RealSte::Nested { cd_ipa } => {
                 let mut ste = Ste::stage2_only(s2, features)?;
                 ste.0[0] = STE0_V
                     | (CONFIG_NESTED << STE0_CONFIG_SHIFT)
-                    | (ctx.ctx_ptr & STE0_CTXPTR_MASK & L1_L2PTR_MASK);
-                ste.0[1] |= (u64::from(ctx.cir & 3) << STE1_S1CIR_SHIFT)
-                    | (u64::from(ctx.cor & 3) << STE1_S1COR_SHIFT)
-                    | (u64::from(ctx.csh & 3) << STE1_S1CSH_SHIFT);
+                    | (cd_ipa & STE0_CTXPTR_MASK & L1_L2PTR_MASK);
+                ste.0[1] |= (CD_FETCH_WB << STE1_S1CIR_SHIFT)
+                    | (CD_FETCH_WB << STE1_S1COR_SHIFT)
+                    | (CD_FETCH_INNER_SHAREABLE << STE1_S1CSH_SHIFT);
+                if features.stall_model == IDR0_STALL_MODEL_SUPPORTED {
+                    ste.0[1] |= STE1_S1STALLD;
+                }
                 Ok(ste)
             }
         }
     }
-}
-
-/// What warden reads from a host context descriptor: the identity of the address space a
-/// stream uses (its ASID and table roots), for ASID retirement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CdContext {
-    pub asid: u16,
-    pub ttb0: u64,
-    pub ttb1: u64,
-}
-
-const CD0_V: u64 = 1 << 31;
-const CD0_ASID_SHIFT: u32 = 48;
-const CD_TTB_MASK: u64 = 0x000f_ffff_ffff_fff0; // [51:4]
-
-/// Reads the CD at host IPA `ctx_ptr`. `None`: invalid (V = 0) or not readable host memory
-/// (then the real SMMU cannot fetch it through stage 2 either, so no ASID is live).
-pub fn read_host_cd<M: GuestMemory + ?Sized>(
-    mem: &M,
-    ctx_ptr: u64,
-    adv: &Advertised,
-) -> Option<CdContext> {
-    let mut bytes = [0u8; 24];
-    mem.read(ctx_ptr, &mut bytes).ok()?;
-    let word = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(b)
-    };
-    let w0 = word(0);
-    if w0 & CD0_V == 0 {
-        return None;
-    }
-    Some(CdContext {
-        asid: ((w0 >> CD0_ASID_SHIFT) as u16) & adv.asid_mask(),
-        ttb0: word(1) & CD_TTB_MASK,
-        ttb1: word(2) & CD_TTB_MASK,
-    })
 }
 
 #[cfg(test)]
@@ -425,19 +395,26 @@ mod tests {
 
     #[test]
     fn real_ste_choice() {
-        assert_eq!(RealSte::for_host(Ok(HostSte::Invalid)), RealSte::Invalid);
-        assert_eq!(RealSte::for_host(Ok(HostSte::Abort)), RealSte::Abort);
-        assert_eq!(RealSte::for_host(Ok(HostSte::Bypass)), RealSte::Stage2Only);
-        assert_eq!(RealSte::for_host(Err(SteRefusal::Stage2Requested)), RealSte::Invalid);
+        assert_eq!(RealSte::without_stage1(Ok(HostSte::Invalid)), Some(RealSte::Invalid));
+        assert_eq!(RealSte::without_stage1(Ok(HostSte::Abort)), Some(RealSte::Abort));
+        assert_eq!(RealSte::without_stage1(Ok(HostSte::Bypass)), Some(RealSte::Stage2Only));
+        assert_eq!(
+            RealSte::without_stage1(Err(SteRefusal::Stage2Requested)),
+            Some(RealSte::Invalid)
+        );
         let ctx = Stage1Context { ctx_ptr: 0x4002_0000, cir: 1, cor: 2, csh: 3 };
-        assert_eq!(RealSte::for_host(Ok(HostSte::Stage1(ctx))), RealSte::Nested(ctx));
-        assert_eq!(RealSte::Nested(ctx).stage1(), Some(ctx));
-        assert_eq!(RealSte::Stage2Only.stage1(), None);
+        assert_eq!(RealSte::without_stage1(Ok(HostSte::Stage1(ctx))), None);
     }
 
     fn qemu_features() -> Features {
         Features::decode(
-            0b11 | (0b10 << 2) | (1 << 4) | (1 << 12) | (1 << 18) | (0b10 << 21) | (1 << 27),
+            0b11 | (0b10 << 2)
+                | (1 << 4)
+                | (1 << 12)
+                | (1 << 18)
+                | (0b10 << 21)
+                | (1 << 24)
+                | (1 << 27),
             16 | (19 << 16) | (19 << 21),
             4 | (1 << 4) | (1 << 5) | (1 << 6),
         )
@@ -452,32 +429,17 @@ mod tests {
         assert_eq!(RealSte::Stage2Only.to_ste(&s2, &f), Ok(s2only));
         assert_eq!(RealSte::Invalid.to_ste(&s2, &f), Ok(Ste::INVALID));
         assert_eq!(RealSte::Abort.to_ste(&s2, &f), Ok(Ste::abort()));
-        let ctx = Stage1Context { ctx_ptr: 0x4002_0040, cir: 1, cor: 2, csh: 3 };
-        let w = RealSte::Nested(ctx).to_ste(&s2, &f).unwrap().0;
-        assert_eq!(w[0], 1 | (0b111 << 1) | 0x4002_0040, "V, nested, CD pointer, CDMax 0");
-        assert_eq!(w[1], s2only.0[1] | (1 << 2) | (2 << 4) | (3 << 6));
+        let nested = RealSte::Nested { cd_ipa: 0x7f_c000_0040 };
+        let w = nested.to_ste(&s2, &f).unwrap().0;
+        assert_eq!(w[0], 1 | (0b111 << 1) | 0x7f_c000_0040, "V, nested, CD pointer, CDMax 0");
+        assert_eq!(w[1], s2only.0[1] | (1 << 2) | (1 << 4) | (3 << 6));
+        assert_eq!((w[1] >> 27) & 1, 0, "no stalls on QEMU's SMMU: S1STALLD not allowed");
+        let stalls = Features { stall_model: 0b00, ..f };
+        let w1 = nested.to_ste(&s2, &stalls).unwrap().0[1];
+        assert_eq!((w1 >> 27) & 1, 1, "S1STALLD: no CD may ask for stalls");
         assert_eq!(w[1] & 3, 0, "S1DSS");
         assert_eq!((w[1] >> 28) & 0xf, 0, "EATS, STRW");
         assert_eq!(&w[2..], &s2only.0[2..], "stage 2: host VMID and tables");
         assert_eq!(w[2] & 0xffff, 1);
-    }
-
-    #[test]
-    fn context_descriptors() {
-        let mut m = mem();
-        let a = adv();
-        m.write_u64(0x4002_0000, (0x1234 << 48) | (1 << 31) | 0x10);
-        m.write_u64(0x4002_0008, 0x4300_0000 | 0xf);
-        m.write_u64(0x4002_0010, 0);
-        assert_eq!(
-            read_host_cd(&m, 0x4002_0000, &a),
-            Some(CdContext { asid: 0x1234, ttb0: 0x4300_0000, ttb1: 0 })
-        );
-        let a8 = Advertised { asid16: false, ..a };
-        assert_eq!(read_host_cd(&m, 0x4002_0000, &a8).map(|c| c.asid), Some(0x34));
-        m.write_u64(0x4002_0040, 0x1234 << 48); // V = 0
-        assert_eq!(read_host_cd(&m, 0x4002_0040, &a), None);
-        assert_eq!(read_host_cd(&m, 0x5000_0000, &a), None, "not host memory");
-        assert_eq!(read_host_cd(&m, 0x400f_fff0, &a), None, "straddles the end");
     }
 }

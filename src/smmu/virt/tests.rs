@@ -4,11 +4,12 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::asid::{IdState, RetireTracker};
+use super::asid::{IdState, RealState, RetireTracker};
+use super::cd::CD_WORDS;
 use super::cmdq::RealCommand;
 use super::fake::{FakeMemory, RealOp, RecordingSmmu};
 use super::regs::Advertised;
-use super::ste::{RealSte, Stage1Context};
+use super::ste::RealSte;
 use super::*;
 use crate::mm::MemRange;
 use crate::smmu::regs::*;
@@ -25,6 +26,11 @@ const CD_B: u64 = 0x4030_0040;
 const HOST_VMID: u16 = 1;
 const SID_NET: u32 = 0x08;
 const SID_BLK: u32 = 0x10;
+/// The shadow CD arena: slots 0/1 for SID_NET, 2/3 for SID_BLK.
+const ARENA: u64 = 0x7f_c000_0000;
+const UNMAPPED: u64 = ARENA + 0x3fff_f000;
+const T1: u64 = 0x4100_0000;
+const T2: u64 = 0x4200_0000;
 
 struct Host {
     smmu: VirtSmmu,
@@ -33,20 +39,49 @@ struct Host {
     prod: u32,
 }
 
+fn adv() -> Advertised {
+    Advertised { sid_bits: 16, oas_field: 2, asid16: true, cmdq_log2: 8, evtq_log2: 7 }
+}
+
 fn config(g3: bool) -> VirtConfig {
     VirtConfig {
-        advertised: Advertised {
-            sid_bits: 16,
-            oas_field: 2,
-            asid16: true,
-            cmdq_log2: 8,
-            evtq_log2: 7,
-        },
+        advertised: adv(),
         host_vmid: HOST_VMID,
         host_sids: vec![SID_NET, SID_BLK],
         cmd_budget: 64,
         g3_enabled: g3,
+        arena: CdArena { ipa: ARENA, slots: 4, unmapped_ipa: UNMAPPED },
     }
+}
+
+/// Shadow slot `slot` (0 or 1) of host stream number `stream` (0: SID_NET, 1: SID_BLK).
+fn slot(stream: u64, slot: u64) -> u64 {
+    ARENA + (2 * stream + slot) * 64
+}
+
+fn nested(cd_ipa: u64) -> RealSte {
+    RealSte::Nested { cd_ipa }
+}
+
+/// Linux's CD: T0SZ, TG0, IRGN/ORGN/SH, EPD1, V, IPS, AA64, R, A, ASET, ASID.
+fn cd_words(asid: u16, ttb0: u64) -> [u64; CD_WORDS] {
+    let w0 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 30) | (1 << 31) | (2 << 32);
+    let w0 = w0 | (1 << 41) | (1 << 45) | (1 << 46) | (1 << 47) | (u64::from(asid) << 48);
+    [w0, ttb0, 0, 0xff, 0, 0, 0, 0]
+}
+
+/// The shadow warden builds from `cd_words(asid, ttb0)` with real ASID `real`.
+fn shadow(asid: u16, ttb0: u64, real: u16) -> [u64; CD_WORDS] {
+    cd::validate(&cd_words(asid, ttb0), &adv()).unwrap().unwrap().shadow(real)
+}
+
+/// What installing a shadow CD looks like on the real SMMU.
+fn shadow_install(sid: u32, ipa: u64, words: [u64; CD_WORDS]) -> Vec<RealOp> {
+    vec![
+        RealOp::WriteCd(ipa, words),
+        RealOp::Install(sid, nested(ipa)),
+        RealOp::Command(RealCommand::CfgiCdAll { sid }),
+    ]
 }
 
 impl Host {
@@ -103,9 +138,7 @@ impl Host {
     }
 
     fn set_cd(&mut self, addr: u64, asid: u16, ttb0: u64) {
-        // Linux's CD: T0SZ, TG0, IRGN/ORGN/SH, EPD1, V, IPS, AA64, R, A, ASET, ASID.
-        let w0 = 16 | (1 << 30) | (1 << 31) | (2 << 32) | (1 << 41) | (1 << 45) | (1 << 46);
-        self.mem.write_words(addr, &[w0 | (u64::from(asid) << 48), ttb0, 0, 0, 0, 0, 0, 0]);
+        self.mem.write_words(addr, &cd_words(asid, ttb0));
     }
 
     fn clear_cd(&mut self, addr: u64) {
@@ -147,10 +180,6 @@ fn bypass_ste() -> [u64; 8] {
     [1 | (0b100 << 1), 1 << 44, 0, 0, 0, 0, 0, 0]
 }
 
-fn nested(cd: u64) -> RealSte {
-    RealSte::Nested(Stage1Context { ctx_ptr: cd, cir: 1, cor: 1, csh: 3 })
-}
-
 const SYNC: [u64; 2] = [0x46 | (2 << 12), 0];
 
 fn cfgi_ste(sid: u32) -> [u64; 2] {
@@ -176,11 +205,12 @@ fn linux_probe_and_reset() {
         h.set_ste(sid, [1, 0, 0, 0, 0, 0, 0, 0]);
     }
     h.linux_reset();
-    let log = h.real.take();
-    // CFGI_ALL with SMMUEN = 0: both streams abort (GBPA); NSNH_ALL -> S12_VMALL(host).
-    assert!(log.contains(&RealOp::Install(SID_NET, RealSte::Abort)));
-    assert!(log.contains(&RealOp::Command(RealCommand::TlbiS12Vmall { vmid: HOST_VMID })));
-    assert!(log.contains(&RealOp::Sync));
+    // CFGI_ALL with SMMUEN = 0: both streams abort (GBPA), as they did since boot: nothing to
+    // install; NSNH_ALL -> S12_VMALL(host).
+    assert_eq!(
+        h.real.take(),
+        vec![RealOp::Command(RealCommand::TlbiS12Vmall { vmid: HOST_VMID }), RealOp::Sync]
+    );
     assert_eq!(h.smmu.installed(SID_NET), Some(RealSte::Abort));
     assert_eq!(h.read(GERROR), 0);
     let s = h.smmu.stats();
@@ -190,44 +220,123 @@ fn linux_probe_and_reset() {
 }
 
 #[test]
-fn stage1_domain_is_nested_and_bypass_is_stage2_only() {
+fn stage1_domain_is_nested_over_a_shadow_cd_and_bypass_is_stage2_only() {
     let mut h = Host::new(true);
     h.linux_reset();
     h.real.take();
-    h.set_cd(CD_A, 5, 0x4100_0000);
+    h.set_cd(CD_A, 5, T1);
     h.set_ste(SID_NET, stage1_ste(CD_A));
     h.set_ste(SID_BLK, bypass_ste());
     h.submit(&[cfgi_ste(SID_NET), cfgi_ste(SID_BLK), SYNC]);
-    assert_eq!(
-        h.real.take(),
-        vec![
-            RealOp::Install(SID_NET, nested(CD_A)),
-            RealOp::Install(SID_BLK, RealSte::Stage2Only),
-            RealOp::Sync
-        ]
-    );
-    assert_eq!(h.smmu.asids().context(SID_NET).map(|c| c.asid), Some(5));
-    assert_eq!(h.smmu.asids().tracker().state(5), Some(IdState::Live(1)));
+    let mut want = shadow_install(SID_NET, slot(0, 0), shadow(5, T1, 5));
+    want.extend([RealOp::Install(SID_BLK, RealSte::Stage2Only), RealOp::Sync]);
+    assert_eq!(h.real.take(), want, "the real SMMU reads warden's copy, never CD_A");
+    assert_eq!(h.smmu.real_asid(SID_NET), Some(5), "the host's ASID, free");
+    let key = asid::ContextKey { host_asid: 5, ttb0: Some(T1), ttb1: None };
+    assert_eq!(h.smmu.asids().state(5), Some(RealState::Live { key, users: 1 }));
+    // The same STE again: the CD is not re-read (only CFGI_CD does that), nothing changes.
+    h.set_cd(CD_A, 6, T2);
+    h.submit(&[cfgi_ste(SID_NET), SYNC]);
+    assert!(h.real.take().is_empty());
     // A stream the host does not own (not in the DT) is not touched.
     h.set_ste(0x20, bypass_ste());
     h.submit(&[cfgi_ste(0x20), SYNC]);
     assert!(h.real.take().is_empty(), "nothing issued, the sync skipped");
-    assert_eq!(h.smmu.stats().skipped_syncs, 1);
+    assert_eq!(h.smmu.stats().skipped_syncs, 3, "and the reset's first one");
 }
 
 #[test]
-fn tlbis_are_forwarded_with_the_host_vmid() {
+fn cd_rewritten_without_cfgi_cd_changes_nothing_until_cfgi_cd() {
     let mut h = Host::new(true);
     h.linux_reset();
+    h.set_cd(CD_A, 5, T1);
+    h.set_ste(SID_NET, stage1_ste(CD_A));
+    h.submit(&[cfgi_ste(SID_NET), SYNC]);
+    h.real.take();
+    // A stall-enabled CD written over it, then other commands (and a DMA could happen here:
+    // the real SMMU only ever reads the shadow, which still holds the validated copy).
+    let mut stall = cd_words(5, T2);
+    stall[0] |= 1 << 44;
+    h.mem.write_words(CD_A, &stall);
+    h.submit(&[tlbi_asid(9), [0x10, 0], SYNC]);
+    assert_eq!(
+        h.real.take(),
+        vec![RealOp::Command(RealCommand::TlbiNhAll { vmid: HOST_VMID }), RealOp::Sync]
+    );
+    assert_eq!(
+        h.smmu.stream_cd(SID_NET).map(|c| matches!(c, StreamCd::Shadow { slot: 0, .. })),
+        Some(true)
+    );
+    // CFGI_CD: now it is read, and refused.
+    h.submit(&[cfgi_cd(SID_NET), SYNC]);
+    assert_eq!(h.event(0), [0x8_0000_000a, 0, 0, 0], "C_BAD_CD");
+    let mut want = shadow_install(SID_NET, slot(0, 1), [0; CD_WORDS]);
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want, "a V = 0 shadow: every DMA of the stream is C_BAD_CD");
+    assert_eq!(h.smmu.real_asid(SID_NET), None);
+    assert_eq!(h.smmu.stats().cd_refusals, 1);
+    assert_eq!(h.smmu.asids().retiring().collect::<Vec<_>>(), vec![5]);
+    // A valid CD again, and CFGI_CD: the other slot.
+    h.set_cd(CD_A, 5, T2);
+    h.submit(&[cfgi_cd(SID_NET), SYNC]);
+    let log = h.real.take();
+    assert_eq!(
+        log[..2],
+        [RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid: 5 }), RealOp::Sync],
+        "host ASID 5 reused while its old real ASID retires: flushed first"
+    );
+    assert_eq!(log[2..5], shadow_install(SID_NET, slot(0, 0), shadow(5, T2, 5))[..]);
+}
+
+#[test]
+fn same_host_asid_different_tables_get_different_real_asids() {
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.set_cd(CD_A, 4, T1);
+    h.set_cd(CD_B, 4, T2);
+    h.set_ste(SID_NET, stage1_ste(CD_A));
+    h.set_ste(SID_BLK, stage1_ste(CD_B));
+    h.real.take();
+    h.submit(&[cfgi_ste(SID_NET), cfgi_ste(SID_BLK), SYNC]);
+    let mut want = shadow_install(SID_NET, slot(0, 0), shadow(4, T1, 4));
+    want.extend(shadow_install(SID_BLK, slot(1, 0), shadow(4, T2, 0xffff)));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want);
+    // The host's TLBI_NH_ASID(4) and TLBI_NH_VA reach both.
+    h.submit(&[tlbi_asid(4), [0x12 | (4 << 48), 0x5000], SYNC]);
+    let tlbi = |asid| RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid });
+    let va = |asid| {
+        RealOp::Command(RealCommand::TlbiNhVa { vmid: HOST_VMID, asid, addr: 0x5000, leaf: false })
+    };
+    assert_eq!(h.real.take(), vec![tlbi(4), tlbi(0xffff), va(4), va(0xffff), RealOp::Sync]);
+    // The same tables on both: one context, one real ASID.
+    h.set_cd(CD_B, 4, T1);
+    h.submit(&[cfgi_cd(SID_BLK), SYNC]);
+    assert_eq!(h.smmu.real_asid(SID_BLK), Some(4));
+    let key = asid::ContextKey { host_asid: 4, ttb0: Some(T1), ttb1: None };
+    assert_eq!(h.smmu.asids().state(4), Some(RealState::Live { key, users: 2 }));
+    assert_eq!(h.smmu.asids().retiring().collect::<Vec<_>>(), vec![0xffff]);
+}
+
+#[test]
+fn tlbis_are_translated_to_real_asids_with_the_host_vmid() {
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.set_cd(CD_A, 9, T1);
+    h.set_ste(SID_NET, stage1_ste(CD_A));
+    h.submit(&[cfgi_ste(SID_NET), SYNC]);
     h.real.take();
     h.submit(&[
         [0x10 | (7 << 32), 0],
         tlbi_asid(9),
         [0x12 | (9 << 48), 0x1234_5001],
         [0x13, 0x6000],
+        tlbi_asid(0x33),
+        [0x12 | (0x33 << 48), 0x1000],
         [0x18_0000_5005, 0],
         [0x18_0000_0006, 0],
         [0x01 | (0x8 << 32), 0],
+        cfgi_cd(SID_NET),
         SYNC,
     ]);
     assert_eq!(
@@ -242,17 +351,10 @@ fn tlbis_are_forwarded_with_the_host_vmid() {
                 leaf: true
             }),
             RealOp::Command(RealCommand::TlbiNhVaa { vmid: HOST_VMID, addr: 0x6000, leaf: false }),
-            // CFGI_CD for stream 0x18 (not the host's): dropped; prefetch: dropped.
+            // ASID 0x33 names no context: nothing of it can be cached. CFGI_CD for stream
+            // 0x18 (not the host's): dropped; prefetch: dropped; CFGI_CD of an unchanged CD:
+            // nothing to do.
             RealOp::Sync,
-        ]
-    );
-    // CFGI_CD for a host stream is forwarded (SSID forced to 0: no substreams).
-    h.submit(&[[0x05 | (u64::from(SID_NET) << 32) | (3 << 12), 1], SYNC]);
-    assert_eq!(
-        h.real.take(),
-        vec![
-            RealOp::Command(RealCommand::CfgiCd { sid: SID_NET, ssid: 0, leaf: true }),
-            RealOp::Sync
         ]
     );
 }
@@ -260,7 +362,7 @@ fn tlbis_are_forwarded_with_the_host_vmid() {
 /// The FastRPC pattern: a context is torn down without any TLBI and its ASID reused at once.
 fn stale_asid_sequence(h: &mut Host) {
     h.linux_reset();
-    h.set_cd(CD_A, 7, 0x4100_0000);
+    h.set_cd(CD_A, 7, T1);
     h.set_ste(SID_NET, stage1_ste(CD_A));
     h.submit(&[cfgi_ste(SID_NET), SYNC]);
     // Release: the CD goes invalid (Linux clears V, then CFGI_CD + SYNC) - no TLBI.
@@ -268,7 +370,7 @@ fn stale_asid_sequence(h: &mut Host) {
     h.submit(&[cfgi_cd(SID_NET), SYNC]);
     h.real.take();
     // A new context (new tables) reuses ASID 7 on the other device.
-    h.set_cd(CD_B, 7, 0x4200_0000);
+    h.set_cd(CD_B, 7, T2);
     h.set_ste(SID_BLK, stage1_ste(CD_B));
     h.submit(&[cfgi_ste(SID_BLK), SYNC]);
 }
@@ -277,25 +379,78 @@ fn stale_asid_sequence(h: &mut Host) {
 fn reusing_a_retiring_asid_forces_tlbi_and_sync_first() {
     let mut h = Host::new(true);
     stale_asid_sequence(&mut h);
-    assert_eq!(
-        h.real.take(),
-        vec![
-            RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid: 7 }),
-            RealOp::Sync,
-            RealOp::Install(SID_BLK, nested(CD_B)),
-            RealOp::Sync,
-        ],
-        "the invalidation completes before the new context is installed"
-    );
+    let mut want =
+        vec![RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid: 7 }), RealOp::Sync];
+    want.extend(shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7)));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want, "the invalidation completes before the new context exists");
     let s = h.smmu.stats().asids;
-    assert_eq!((s.retired, s.forced_flushes, s.unprotected_reuses), (1, 1, 0));
+    assert_eq!((s.retired, s.freed, s.forced_flushes, s.unprotected_reuses), (1, 1, 1, 0));
+}
+
+#[test]
+fn retirement_order_is_config_sync_then_tlbi_then_sync() {
+    // Issue 11 §6 (b): the old context's real ASID may only be invalidated for reuse once the
+    // switch away from it has completed; a TLBI issued before that (even in the same batch)
+    // does not free it.
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.set_cd(CD_A, 7, T1);
+    h.set_ste(SID_NET, stage1_ste(CD_A));
+    h.submit(&[cfgi_ste(SID_NET), SYNC]);
+    h.real.take();
+    h.clear_cd(CD_A);
+    h.submit(&[cfgi_cd(SID_NET), tlbi_asid(7), SYNC]);
+    let mut want = shadow_install(SID_NET, slot(0, 1), [0; CD_WORDS]);
+    want.extend([
+        RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid: 7 }),
+        RealOp::Sync,
+    ]);
+    assert_eq!(h.real.take(), want);
+    assert_eq!(
+        h.smmu.asids().state(7),
+        Some(RealState::Retiring { host_asid: 7, invalidated: false }),
+        "the TLBI may have run before the switch: not counted"
+    );
+    // A new context of host ASID 7 now: the config change is synced, so warden's own TLBI +
+    // sync come after that sync and before the new context is installed.
+    h.set_cd(CD_B, 7, T2);
+    h.set_ste(SID_BLK, stage1_ste(CD_B));
+    h.submit(&[cfgi_ste(SID_BLK), SYNC]);
+    let mut want =
+        vec![RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid: 7 }), RealOp::Sync];
+    want.extend(shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7)));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want);
+    // In-place rewrite (same host ASID, new tables) without any sync between: the new context
+    // gets another real ASID while the old one is still live, so there is nothing to flush
+    // early; the host's TLBI + SYNC after the switch's sync then free the old one.
+    h.set_cd(CD_B, 7, T1);
+    h.submit(&[cfgi_cd(SID_BLK)]);
+    assert_eq!(h.real.take(), shadow_install(SID_BLK, slot(1, 1), shadow(7, T1, 0xffff)));
+    h.submit(&[SYNC, tlbi_asid(7), SYNC]);
+    let tlbi = |asid| RealOp::Command(RealCommand::TlbiNhAsid { vmid: HOST_VMID, asid });
+    assert_eq!(h.real.take(), vec![RealOp::Sync, tlbi(7), tlbi(0xffff), RealOp::Sync]);
+    assert_eq!(h.smmu.asids().state(7), None, "freed");
+    // Two CD changes without a sync: the second waits for the first to complete before it
+    // reuses the slot the SMMU may still be reading.
+    h.set_cd(CD_B, 7, T2);
+    h.submit(&[cfgi_cd(SID_BLK)]);
+    h.set_cd(CD_B, 8, T2);
+    h.submit(&[cfgi_cd(SID_BLK), SYNC]);
+    let log = h.real.take();
+    assert_eq!(log[..3], shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7))[..]);
+    assert_eq!(log[3], RealOp::Sync, "slot 1 is rewritten only after this");
+    assert_eq!(log[4..7], shadow_install(SID_BLK, slot(1, 1), shadow(8, T2, 8))[..]);
 }
 
 #[test]
 fn with_g3_off_the_reuse_goes_through_unflushed() {
     let mut h = Host::new(false);
     stale_asid_sequence(&mut h);
-    assert_eq!(h.real.take(), vec![RealOp::Install(SID_BLK, nested(CD_B)), RealOp::Sync]);
+    let mut want = shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want, "the retiring real ASID 7, unflushed: stale entries stay");
     let s = h.smmu.stats().asids;
     assert_eq!((s.forced_flushes, s.unprotected_reuses), (0, 1));
 }
@@ -304,24 +459,26 @@ fn with_g3_off_the_reuse_goes_through_unflushed() {
 fn host_tlbi_and_sync_free_the_asid() {
     let mut h = Host::new(true);
     h.linux_reset();
-    h.set_cd(CD_A, 7, 0x4100_0000);
+    h.set_cd(CD_A, 7, T1);
     h.set_ste(SID_NET, stage1_ste(CD_A));
     h.submit(&[cfgi_ste(SID_NET), SYNC]);
     // Detach by switching the STE to bypass (domain teardown), with a proper TLBI + SYNC.
     h.set_ste(SID_NET, bypass_ste());
     h.submit(&[cfgi_ste(SID_NET), SYNC, tlbi_asid(7)]);
     assert_eq!(
-        h.smmu.asids().tracker().state(7),
-        Some(IdState::Retiring { invalidated: true }),
+        h.smmu.asids().state(7),
+        Some(RealState::Retiring { host_asid: 7, invalidated: true }),
         "TLBI issued, not yet synced"
     );
     h.submit(&[SYNC]);
-    assert_eq!(h.smmu.asids().tracker().state(7), None, "free");
+    assert_eq!(h.smmu.asids().state(7), None, "free");
     h.real.take();
-    h.set_cd(CD_B, 7, 0x4200_0000);
+    h.set_cd(CD_B, 7, T2);
     h.set_ste(SID_BLK, stage1_ste(CD_B));
     h.submit(&[cfgi_ste(SID_BLK), SYNC]);
-    assert_eq!(h.real.take(), vec![RealOp::Install(SID_BLK, nested(CD_B)), RealOp::Sync]);
+    let mut want = shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want);
     assert_eq!(h.smmu.stats().asids.forced_flushes, 0);
 }
 
@@ -359,14 +516,29 @@ fn hostile_stes_are_refused_with_events() {
 }
 
 #[test]
-fn cd_pointer_outside_host_memory_leaves_no_live_asid() {
+fn cd_pointer_outside_host_memory_faults_at_stage_2_naming_the_host_cd() {
     let mut h = Host::new(true);
     h.linux_reset();
-    h.set_ste(SID_NET, stage1_ste(WARDEN));
+    h.real.take();
+    h.set_ste(SID_NET, stage1_ste(WARDEN + 0x40));
     h.submit(&[cfgi_ste(SID_NET), SYNC]);
-    // Installed nested: the real SMMU's CD fetch goes through warden's stage 2 and faults.
-    assert_eq!(h.smmu.installed(SID_NET), Some(nested(WARDEN)));
-    assert_eq!(h.smmu.asids().context(SID_NET), None);
+    // The real STE points at the arena's unmapped page: the real SMMU's CD fetch faults at
+    // stage 2, as it would for the host's CD, and nothing of warden's is ever read as a CD.
+    assert_eq!(
+        h.real.take(),
+        vec![
+            RealOp::Install(SID_NET, nested(UNMAPPED)),
+            RealOp::Command(RealCommand::CfgiCdAll { sid: SID_NET }),
+            RealOp::Sync
+        ]
+    );
+    assert_eq!(h.smmu.stream_cd(SID_NET), Some(StreamCd::Unreadable { host_ptr: WARDEN + 0x40 }));
+    assert_eq!(h.smmu.real_asid(SID_NET), None);
+    assert_eq!(h.smmu.stats().cd_unreadable, 1);
+    // The fault names the host's CD when forwarded.
+    let fault = [(u64::from(SID_NET) << 32) | 0x10, (1 << 39) | (1 << 35), 0x1000, UNMAPPED];
+    h.smmu.forward_event(&fault, &mut h.mem);
+    assert_eq!(h.event(0)[3], WARDEN);
 }
 
 #[test]
@@ -411,7 +583,7 @@ fn sync_flood_is_bounded_and_polling_makes_progress() {
     let polls = h.submit(&cmds);
     assert_eq!(polls, 3);
     assert!(h.real.take().is_empty(), "nothing to complete: no real syncs");
-    assert_eq!(h.smmu.stats().skipped_syncs, 256);
+    assert_eq!(h.smmu.stats().skipped_syncs, 256 + 1, "and the reset's first one");
 }
 
 #[test]
@@ -420,10 +592,10 @@ fn real_sync_failure_keeps_cons_and_retries() {
     h.linux_reset();
     h.real.take();
     h.real.fail_syncs = 2;
-    h.submit(&[tlbi_asid(3), SYNC]);
+    h.submit(&[[0x10, 0], SYNC]);
     assert_eq!(
         h.real.take(),
-        vec![RealOp::Command(RealCommand::TlbiNhAsid { vmid: 1, asid: 3 }), RealOp::Sync]
+        vec![RealOp::Command(RealCommand::TlbiNhAll { vmid: 1 }), RealOp::Sync]
     );
     assert_eq!(h.smmu.stats().retries, 2);
 }
@@ -432,7 +604,7 @@ fn real_sync_failure_keeps_cons_and_retries() {
 fn disabling_the_smmu_aborts_every_host_stream() {
     let mut h = Host::new(true);
     h.linux_reset();
-    h.set_cd(CD_A, 5, 0x4100_0000);
+    h.set_cd(CD_A, 5, T1);
     h.set_ste(SID_NET, stage1_ste(CD_A));
     h.set_ste(SID_BLK, bypass_ste());
     h.submit(&[cfgi_ste(SID_NET), cfgi_ste(SID_BLK), SYNC]);
@@ -446,10 +618,13 @@ fn disabling_the_smmu_aborts_every_host_stream() {
             RealOp::Sync
         ]
     );
-    assert_eq!(h.smmu.asids().tracker().state(5), Some(IdState::Retiring { invalidated: false }));
-    // Re-enabling re-reads the host's STEs.
+    assert_eq!(
+        h.smmu.asids().state(5),
+        Some(RealState::Retiring { host_asid: 5, invalidated: false })
+    );
+    // Re-enabling re-reads the host's STEs and CDs.
     h.write(CR0, 4, u64::from(CR0_SMMUEN));
-    assert_eq!(h.smmu.installed(SID_NET), Some(nested(CD_A)));
+    assert_eq!(h.smmu.installed(SID_NET), Some(nested(slot(0, 0))));
     assert_eq!(h.smmu.installed(SID_BLK), Some(RealSte::Stage2Only));
     assert_eq!(h.smmu.stats().asids.forced_flushes, 1, "ASID 5 came back while retiring");
 }
@@ -509,7 +684,9 @@ fn g3_test_switch_turns_forced_flushes_off_and_on() {
     assert!(!h.smmu.g3_enabled());
     assert_eq!(h.read(G3_OFFSET), u64::from(KEY));
     stale_asid_sequence(&mut h);
-    assert_eq!(h.real.take(), vec![RealOp::Install(SID_BLK, nested(CD_B)), RealOp::Sync]);
+    let mut want = shadow_install(SID_BLK, slot(1, 0), shadow(7, T2, 7));
+    want.push(RealOp::Sync);
+    assert_eq!(h.real.take(), want);
     assert_eq!(h.smmu.stats().asids.unprotected_reuses, 1);
     // Back on: the same sequence is flushed again.
     let mut h2 = Host::new(false);

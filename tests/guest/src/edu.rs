@@ -43,6 +43,8 @@ const BUFFER_ADDRESS: u64 = 0x40000;
 pub const BUFFER_SIZE: u64 = 4096;
 /// BAR0 must reach past the buffer's registers (edu's BAR0 is 1 MiB).
 const MIN_BAR0_SIZE: u64 = 0x1000;
+/// Where the n-th edu's BAR0 goes in the 32-bit window: n x 16 MiB (room for edu's 1 MiB).
+const BAR_SPACING: u64 = 16 << 20;
 
 /// One DMA takes ~100 ms of virtual time; QEMU TCG on a loaded host can stretch that.
 const DMA_TIMEOUT_MS: u64 = 3000;
@@ -59,19 +61,33 @@ impl Edu {
     /// Finds edu on the PCIe host's root bus and enables it. Prints a note line with the
     /// stream ID the SMMU will see, for matching warden's event log.
     pub fn set_up(platform: &Platform) -> Result<Self, Reason> {
+        Self::set_up_nth(platform, 0)
+    }
+
+    /// [`Edu::set_up`] for the second edu (QEMU runs the guest with two, see
+    /// `xtask/src/qemu.rs`), with BAR0 clear of the first one's.
+    pub fn set_up_second(platform: &Platform) -> Result<Self, Reason> {
+        Self::set_up_nth(platform, 1)
+    }
+
+    fn set_up_nth(platform: &Platform, nth: usize) -> Result<Self, Reason> {
         let host = platform.pcie.map_err(|why| Reason::new(format_args!("{why}")))?;
-        let function = match pci::find_function(&host.ecam, VENDOR_QEMU, DEVICE_EDU) {
+        let function = match pci::find_nth_function(&host.ecam, VENDOR_QEMU, DEVICE_EDU, nth) {
             Ok(Some(function)) => function,
             Ok(None) => {
                 return Err(Reason::new(format_args!(
-                    "no edu device on bus {}: run QEMU with {QEMU_DEVICE_OPTION}",
-                    host.ecam.first_bus
+                    "no edu device number {} on bus {}: run QEMU with {QEMU_DEVICE_OPTION} ({} \
+                     times)",
+                    nth + 1,
+                    host.ecam.first_bus,
+                    nth + 1
                 )));
             }
             Err(why) => return Err(Reason::new(format_args!("{why}"))),
         };
-        let (registers, size) = pci::enable_bar0(&function, &host.window32)
-            .map_err(|why| Reason::new(format_args!("edu at {function}: {why}")))?;
+        let (registers, size) =
+            pci::enable_bar0_above(&function, &host.window32, nth as u64 * BAR_SPACING)
+                .map_err(|why| Reason::new(format_args!("edu at {function}: {why}")))?;
         if size < MIN_BAR0_SIZE {
             return Err(Reason::new(format_args!(
                 "edu at {function}: BAR0 is only {size:#x} bytes"

@@ -32,8 +32,10 @@ mod secondary;
 mod shared;
 mod smccc;
 mod vsmmu;
+mod vsmmu_donate;
 mod vsmmu_hostile;
 mod vsmmu_scenarios;
+mod vsmmu_shadow;
 
 use console::println;
 use platform::Platform;

@@ -173,7 +173,7 @@ impl Function {
 
     fn read32(&self, offset: u64) -> u32 {
         // SAFETY: `config` is this function's config space inside the DT's ECAM region (checked
-        // in `find_function`), `offset` is a register of the type 0 header, 4-byte aligned.
+        // in `find_nth_function`), `offset` is a register of the type 0 header, 4-byte aligned.
         unsafe { ((self.config + offset) as *const u32).read_volatile() }
     }
 
@@ -206,13 +206,16 @@ fn config_address(ecam: &Ecam, device: u8, function: u8) -> Option<u64> {
     (offset + 0x1000 <= ecam.size).then(|| ecam.base + offset)
 }
 
-/// Scans the ECAM's first bus for `vendor:device`. `Ok(None)`: not there. An abort on the very
-/// first config read (ECAM not mapped for the guest) becomes an error, not a fatal exception.
-pub fn find_function(
+/// Scans the ECAM's first bus for the `nth` (from 0, in bus order) `vendor:device`.
+/// `Ok(None)`: not there. An abort on the very first config read (ECAM not mapped for the
+/// guest) becomes an error, not a fatal exception.
+pub fn find_nth_function(
     ecam: &Ecam,
     vendor: u16,
     device_id: u16,
+    nth: usize,
 ) -> Result<Option<Function>, &'static str> {
+    let mut skip = nth;
     let wanted = u32::from(device_id) << 16 | u32::from(vendor);
     let first = Function { bus: ecam.first_bus, device: 0, function: 0, config: ecam.base };
     let (_, caught) = exceptions::catch(|| first.read32(CFG_VENDOR_DEVICE));
@@ -234,7 +237,10 @@ pub fn find_function(
                 continue;
             }
             if ids == wanted {
-                return Ok(Some(candidate));
+                if skip == 0 {
+                    return Ok(Some(candidate));
+                }
+                skip -= 1;
             }
             let header_type = candidate.read32(CFG_HEADER_TYPE_WORD) >> 16;
             if function == 0 && header_type & HEADER_MULTI_FUNCTION == 0 {
@@ -245,10 +251,22 @@ pub fn find_function(
     Ok(None)
 }
 
-/// Sizes `function`'s BAR0 (a memory BAR), places it at the lowest suitably aligned address of
-/// `window`, and enables memory decoding and bus mastering. Returns BAR0's CPU address and
-/// size.
-pub fn enable_bar0(function: &Function, window: &MemoryWindow) -> Result<(u64, u64), &'static str> {
+/// Sizes `function`'s BAR0 (a memory BAR), places it at the lowest suitably aligned address at
+/// least `offset` bytes into `window` (so a second device's BAR stays clear of the first's),
+/// and enables memory decoding and bus mastering. Returns BAR0's CPU address and size.
+pub fn enable_bar0_above(
+    function: &Function,
+    window: &MemoryWindow,
+    offset: u64,
+) -> Result<(u64, u64), &'static str> {
+    let Some(window) = window.size.checked_sub(offset).map(|size| MemoryWindow {
+        cpu: window.cpu + offset,
+        pci: window.pci + offset,
+        size,
+    }) else {
+        return Err("the offset is beyond the 32-bit memory window");
+    };
+    let window = &window;
     if function.read32(CFG_HEADER_TYPE_WORD) >> 16 & HEADER_TYPE_MASK != 0 {
         return Err("the function's header is not type 0 (an endpoint)");
     }

@@ -17,8 +17,10 @@ use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
 use crate::smccc::{self, Conduit};
+use crate::vsmmu_donate;
 use crate::vsmmu_hostile;
 use crate::vsmmu_scenarios;
+use crate::vsmmu_shadow;
 
 /// ESR_ELx.EC values.
 const EC_UNKNOWN: u64 = 0x00;
@@ -76,11 +78,26 @@ pub fn run_all(platform: &Platform) {
         "vsmmu_stage1_into_carveout_faults",
         vsmmu_scenarios::stage1_into_carveout_faults(platform, &edu),
     );
+    record_handoff(
+        "vsmmu_donate_after_stage1_dma_faults",
+        vsmmu_donate::donate_after_stage1_dma_faults(platform, &edu),
+    );
     record("vsmmu_stale_asid_is_flushed", vsmmu_scenarios::stale_asid_is_flushed(platform, &edu));
     record(
         "vsmmu_stale_asid_without_g3_reads_stale",
         vsmmu_scenarios::stale_asid_without_g3_reads_stale(platform, &edu),
     );
+    // Shadow CDs and warden's ASIDs: a second edu for a second stream.
+    let second_edu = Edu::set_up_second(platform);
+    record(
+        "vsmmu_same_asid_two_streams",
+        vsmmu_shadow::same_asid_two_streams(platform, &edu, &second_edu),
+    );
+    record(
+        "vsmmu_cd_rewrite_needs_cfgi_cd",
+        vsmmu_shadow::cd_rewrite_needs_cfgi_cd(platform, &edu),
+    );
+    record("vsmmu_stall_cd_refused", vsmmu_shadow::stall_cd_refused(platform, &edu));
     record_handoff("vsmmu_hostile_tables", vsmmu_scenarios::hostile_tables(platform, &edu));
     record("vsmmu_hostile_prod", vsmmu_hostile::hostile_prod(platform, &edu));
     record("vsmmu_hostile_gbpa", vsmmu_hostile::hostile_gbpa(platform, &edu));

@@ -85,6 +85,8 @@ const CD0_BASE: u64 = CD_T0SZ
     | (1 << 46)
     | (1 << 47);
 const CD0_V: u64 = 1 << 31;
+/// CD word 0 bit 44: S, stall faulting transactions (warden advertises no stalls).
+pub const CD0_S: u64 = 1 << 44;
 /// MAIR attribute 0: normal memory, write-back.
 const CD_MAIR: u64 = 0xff;
 const CD_WORDS: usize = 8;
@@ -191,7 +193,7 @@ pub fn cd_address(slot: usize) -> u64 {
 }
 
 /// Writes a CD slot: word 0 (with V) last, so the SMMU never sees half an entry.
-fn write_cd_words(slot: usize, words: [u64; CD_WORDS]) {
+pub fn write_cd_words(slot: usize, words: [u64; CD_WORDS]) {
     let first = cd_address(slot) as *mut u64;
     for (i, word) in words.iter().enumerate().rev() {
         // SAFETY: `first` is slot `slot % CD_SLOTS` of CDS, CD_WORDS words long.

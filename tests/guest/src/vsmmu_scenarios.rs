@@ -27,7 +27,7 @@ use crate::vsmmu::{Event, Smmu, Stage1Pool, write_cd};
 
 /// IOVAs the scenarios map (below 2^39, above guest RAM so no identity mapping is confused
 /// with them): the source page, the destination page, then the targets.
-const IOVA_BASE: u64 = 0x40_0000_0000;
+pub(crate) const IOVA_BASE: u64 = 0x40_0000_0000;
 pub(crate) const IOVA_SOURCE: u64 = IOVA_BASE;
 pub(crate) const IOVA_RESULT: u64 = IOVA_BASE + 0x1000;
 const IOVA_UNMAPPED: u64 = IOVA_BASE + 0x2000;
@@ -61,7 +61,7 @@ pub(crate) const READBACK_SLOT: u64 = 0x800;
 static SECOND_PAGE: DmaPage = DmaPage::new();
 
 /// Word `index` of pattern `seed` (never 0; distinct per seed and index).
-fn pattern(seed: u64, index: usize) -> u64 {
+pub(crate) fn pattern(seed: u64, index: usize) -> u64 {
     0x534d_4d55_0000_0000 | (seed & 0xffff) << 16 | (index as u64 & 0xffff)
 }
 
@@ -111,7 +111,7 @@ pub(crate) fn devices<'a>(
 
 /// Installs a fresh stage-1 context: CD slot with `asid` over `root`, the ASID invalidated
 /// first (as Linux does for a new domain), then `sid`'s STE pointing at the CD.
-fn install_context(smmu: &mut Smmu, sid: u32, asid: u16, root: u64) -> Outcome {
+pub(crate) fn install_context(smmu: &mut Smmu, sid: u32, asid: u16, root: u64) -> Outcome {
     write_cd(CD_SLOT, asid, root);
     smmu.tlbi_asid(asid)?;
     smmu.sync()?;
@@ -128,7 +128,7 @@ fn tear_down(smmu: &mut Smmu, sid: u32, asid: u16) -> Outcome {
 }
 
 /// Runs `body`, then `tear_down` whatever happened; the body's failure wins.
-fn with_teardown(
+pub(crate) fn with_teardown(
     smmu: &mut Smmu,
     sid: u32,
     asid: u16,
