@@ -124,6 +124,10 @@ pub struct FakePlatform {
     pub gic_accesses: Vec<(crate::gic::GicFrame, u32, u8, Option<u64>)>,
     /// What every GIC frame load returns.
     pub gic_value: u64,
+    /// What the caller's stage-2 maps now, for [`Platform::stage2_allows`].
+    pub stage2: Vec<(crate::mm::MemRange, crate::mm::Perms)>,
+    /// Every [`Platform::stage2_allows`] question: (IPA, permission needed).
+    pub stage2_queries: Mutex<Vec<(u64, crate::mm::Perms)>>,
 }
 
 impl FakePlatform {
@@ -175,6 +179,8 @@ impl FakePlatform {
             gic_layout: None,
             gic_accesses: Vec::new(),
             gic_value: 0,
+            stage2: Vec::new(),
+            stage2_queries: Mutex::new(Vec::new()),
         }
     }
 
@@ -219,6 +225,15 @@ impl Platform for FakePlatform {
     }
     fn owner_of(&self, _ipa: u64) -> Owner {
         self.owner
+    }
+    fn stage2_allows(&self, ipa: u64, needed: crate::mm::Perms) -> bool {
+        self.stage2_queries.lock().push((ipa, needed));
+        self.stage2.iter().any(|(range, perms)| {
+            range.contains(ipa)
+                && (!needed.read || perms.read)
+                && (!needed.write || perms.write)
+                && (!needed.exec || perms.exec)
+        })
     }
     fn caller(&self) -> Caller {
         self.caller

@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 36] = [
+pub const GUEST_SCENARIOS: [&str; 37] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -84,6 +84,7 @@ pub const GUEST_SCENARIOS: [&str; 36] = [
     "two_cpus_hammer_carveouts",
     "peer_own_pages_refused",
     "hung_peer_is_stopped",
+    "peer_write_after_release_refused",
     "edu_dma_works",
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
@@ -104,6 +105,50 @@ pub const GUEST_SCENARIOS: [&str; 36] = [
     "gicr_tables_hostile",
     "fw_cfg_dma_contained",
 ];
+
+/// The stress run's one scenario (`tests/guest/src/handoff_stress.rs`).
+pub const STRESS_SCENARIO: &str = "carveout_neighbours_never_fault";
+
+/// warden + the test guest in stress mode: its one scenario passed, the guest finished, and
+/// warden's own power-down report (an oracle independent of the guest) counts no violation and
+/// no SMMU event.
+pub fn judge_handoff_stress(run: &Captured) -> Vec<Verdict> {
+    let ok_line = format!("ok {STRESS_SCENARIO}");
+    let failed =
+        run.lines.iter().find(|l| l.trim_start().starts_with(&format!("FAILED {STRESS_SCENARIO}")));
+    let report = run.lines.iter().find(|l| l.contains("host requested power-down"));
+    let clean = report.is_some_and(|l| {
+        l.contains(": 0 violation(s) contained") && l.contains(" 0 SMMU event(s)")
+    });
+    vec![
+        Verdict::check(
+            &format!("handoff-stress/{STRESS_SCENARIO}"),
+            run.lines.iter().any(|l| l.trim() == ok_line),
+            || match failed {
+                Some(line) => line.trim().to_owned(),
+                None => format!("no `{ok_line}` line"),
+            },
+        ),
+        Verdict::check(
+            "handoff-stress/warden counted no violation and no SMMU event",
+            clean,
+            || match report {
+                Some(line) => line.trim().to_owned(),
+                None => "no power-down report".into(),
+            },
+        ),
+        Verdict::check(
+            "handoff-stress/guest printed `guest: done`",
+            run.lines.iter().any(|l| l.trim() == "guest: done"),
+            || "no `guest: done` line".into(),
+        ),
+        Verdict::check(
+            "handoff-stress/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
+            matches!(run.ending, Ending::Exited(Some(0))),
+            || ending_text(&run.ending),
+        ),
+    ]
+}
 
 /// The guest's `guest: N passed, M failed` line.
 fn parse_guest_summary(line: &str) -> Option<(usize, usize)> {
@@ -540,6 +585,40 @@ warden: cpu0: WARN: SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stag
 warden: cpu0: vSMMU G3: stream 0x10 reuses retiring ASID 42 before its TLBI + sync; warden invalidated it first (1 so far)
 warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
+
+    #[test]
+    fn handoff_stress_judge() {
+        let report = |violations: u32, events: u32| {
+            format!(
+                "warden: cpu0: host requested power-down: {violations} violation(s) contained, 0 \
+                 other trap(s) refused, {events} SMMU event(s), 0 stage-2 fault(s) retried, 0 \
+                 table frame(s) quarantined; warden code+rodata intact (digest 0x1, boot 0x1)"
+            )
+        };
+        let good = format!(
+            "guest: note carveout_neighbours_never_fault: ...\nok carveout_neighbours_never_fault\n\
+             guest: 2 passed, 0 failed\nguest: done\n{}\n",
+            report(0, 0)
+        );
+        let verdicts = judge_handoff_stress(&captured(&good, Ending::Exited(Some(0))));
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        let bad = format!(
+            "FAILED carveout_neighbours_never_fault: 3 SEA(s)\nguest: done\n{}\n",
+            report(3, 1)
+        );
+        let verdicts = judge_handoff_stress(&captured(&bad, Ending::Exited(Some(0))));
+        let failed: Vec<&str> =
+            verdicts.iter().filter(|v| v.outcome.is_err()).map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            failed,
+            [
+                "handoff-stress/carveout_neighbours_never_fault",
+                "handoff-stress/warden counted no violation and no SMMU event"
+            ]
+        );
+        let hung = judge_handoff_stress(&captured("", Ending::TimedOut(Duration::from_secs(9))));
+        assert!(hung.iter().all(|v| v.outcome.is_err()));
+    }
 
     /// A guest boot whose scenario lines are `ok NAME` for every expected name except those
     /// in `failed` (`FAILED NAME: why`) and `absent` (no line); the summary line matches.

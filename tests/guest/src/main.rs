@@ -24,6 +24,7 @@ mod exceptions;
 mod gic_hostile;
 mod handoff;
 mod handoff_scenarios;
+mod handoff_stress;
 mod pci;
 mod peer_scenarios;
 mod platform;
@@ -74,6 +75,7 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
             None if platform.handoff_only => scenarios::run_handoff(&platform),
+            None if platform.stress => scenarios::run_stress(&platform),
             None => scenarios::run_all(&platform),
         }
     }

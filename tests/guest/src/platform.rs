@@ -63,6 +63,9 @@ pub struct Platform {
     pub bench: Option<BenchMode>,
     /// `warden.scenarios=handoff` on the command line: only the carveout handoff scenarios.
     pub handoff_only: bool,
+    /// `warden.stress` on the command line: run only the handoff stress scenario
+    /// (`cargo xtask test --only handoff-stress`).
+    pub stress: bool,
     /// The console UART's base, if the DT names one.
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
@@ -131,6 +134,10 @@ impl Platform {
         Ok(Self {
             bench: find_bench_mode(&fdt),
             handoff_only: find_handoff_only(&fdt),
+            stress: fdt
+                .chosen()
+                .bootargs()
+                .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.stress")),
             console,
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),

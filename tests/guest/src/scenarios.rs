@@ -13,6 +13,7 @@ use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
 use crate::gic_hostile;
 use crate::handoff;
 use crate::handoff_scenarios;
+use crate::handoff_stress;
 use crate::peer_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
@@ -89,6 +90,10 @@ pub fn run_all(platform: &Platform) {
     );
     record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
     record_handoff("hung_peer_is_stopped", peer_scenarios::hung_peer_is_stopped());
+    record_handoff(
+        "peer_write_after_release_refused",
+        handoff_stress::peer_write_after_release_refused(),
+    );
     // Last: should a DMA into warden's memory land, everything else has reported already.
     let edu = Edu::set_up(platform);
     record("edu_dma_works", edu_dma_works(&edu));
@@ -130,6 +135,16 @@ pub fn run_all(platform: &Platform) {
     record_handoff("its_tables_hostile", gic_hostile::its_tables_hostile(platform));
     record_handoff("gicr_tables_hostile", gic_hostile::gicr_tables_hostile(platform));
     record_handoff("fw_cfg_dma_contained", gic_hostile::fw_cfg_dma_contained(platform));
+}
+
+/// The stress run (`warden.stress`, `cargo xtask test --only handoff-stress`): edu set up, then
+/// `carveout_neighbours_never_fault`, which needs three host CPUs and minutes of QEMU time.
+pub fn run_stress(platform: &Platform) {
+    let edu = Edu::set_up(platform);
+    record_handoff(
+        "carveout_neighbours_never_fault",
+        handoff_stress::carveout_neighbours_never_fault(platform, &edu),
+    );
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the
