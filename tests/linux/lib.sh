@@ -15,6 +15,27 @@ scenario_name() {
     basename "$1" .sh | sed 's/^[0-9][0-9]*-//'
 }
 
+# Whether scenario $1 runs when the command line says warden.only=$2 (a comma-separated list
+# of names; empty: every scenario runs).
+scenario_selected() {
+    [ -z "$2" ] && return 0
+    case ",$2," in
+        *",$1,"*) return 0 ;;
+    esac
+    return 1
+}
+
+# The step (0..3: identity, DMA, DMA-FQ, DMA) of IOMMU-group cycle $1 after which the whole
+# disk is read, with a whole-disk read every $2-th cycle (0: never, prints -1). The step
+# rotates from one such cycle to the next, so every domain type gets whole-disk reads.
+whole_disk_step() {
+    if [ "$2" -gt 0 ] && [ $(($1 % $2)) -eq 0 ]; then
+        echo $((($1 / $2) % 4))
+    else
+        echo -1
+    fi
+}
+
 fail() {
     echo "$*"
     exit 1

@@ -552,6 +552,32 @@ mod tests {
     }
 
     #[test]
+    fn soak_steering_helpers() {
+        // warden.only= picks scenarios by whole name; empty runs them all.
+        let selected = lib_sh(
+            "for case in 'iommu-groups iommu-groups' 'iommu iommu-groups' 'disk-read a,disk-read' \
+                         'disk-read disk-read-x' 'cpus-at-el1 '; do
+                 set -- $case
+                 if scenario_selected \"$1\" \"$2\"; then echo yes; else echo no; fi
+             done",
+        );
+        assert_eq!(
+            selected.split_whitespace().collect::<Vec<_>>(),
+            ["yes", "no", "yes", "no", "yes"]
+        );
+        // The whole-disk read comes after a step that rotates through the four domain types.
+        let steps = |every: u32| {
+            lib_sh(&format!("for c in $(seq 1 12); do whole_disk_step $c {every}; done"))
+                .split_whitespace()
+                .map(|s| s.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(0), [-1; 12]);
+        assert_eq!(steps(1), [1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0]);
+        assert_eq!(steps(3), [-1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 0]);
+    }
+
+    #[test]
     fn handoff_scenarios_exist_for_the_judge() {
         let s = Scripts::load(&tests_dir()).unwrap();
         let body = |name: &str| {

@@ -14,6 +14,7 @@ mod pack;
 mod qemu;
 mod scenario;
 mod smmu_trace;
+mod soak;
 mod test_cmd;
 mod toolchain;
 
@@ -125,6 +126,17 @@ enum Cmd {
         /// Merge the inputs that added coverage into the committed corpus (fuzz/corpus/).
         #[arg(long)]
         save: bool,
+    },
+    /// Long runs, not part of `test` (see docs/soak.md): Linux IOMMU-group churn with
+    /// whole-disk checks and QEMU's SMMU trace witness, then donate/reclaim cycles next to two
+    /// hammering CPUs and edu DMA; target/soak/report.{md,json}; non-zero exit on any error.
+    Soak {
+        /// IOMMU-group cycles of the Linux part (0 skips it).
+        #[arg(long, default_value_t = soak::DEFAULT_LINUX_CYCLES)]
+        linux_cycles: u64,
+        /// Donate/reclaim cycles of the test guest's stress part (0 skips it).
+        #[arg(long, default_value_t = soak::DEFAULT_HANDOFF_CYCLES)]
+        handoff_cycles: u64,
     },
     /// Instruction counts of warden's paths under QEMU -icount, and its memory footprint:
     /// target/bench/report.{md,json} and handoff.svg.
@@ -296,6 +308,11 @@ fn main() -> ExitCode {
         }),
         Cmd::Fuzz { target, seconds, save } => fuzz::run(target.as_deref(), seconds, save)
             .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Cmd::Soak { linux_cycles, handoff_cycles } => {
+            soak::run(soak::Options { linux_cycles, handoff_cycles }).map(|report| {
+                if report.errors() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            })
+        }
         Cmd::Test { only } => test_cmd::run_all(&only)
             .map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
     };

@@ -50,12 +50,12 @@ pub fn parse_guest_line(line: &str) -> Option<Verdict> {
     parse_result_line(line, "guest")
 }
 
-fn is_banner(line: &str) -> bool {
+pub fn is_banner(line: &str) -> bool {
     line.match_indices("warden v")
         .any(|(i, m)| line[i + m.len()..].chars().next().is_some_and(|c| c.is_ascii_digit()))
 }
 
-fn ending_text(ending: &Ending) -> String {
+pub fn ending_text(ending: &Ending) -> String {
     match ending {
         Ending::Exited(Some(code)) => format!("QEMU exited with status {code}"),
         Ending::Exited(None) => "QEMU was killed by a signal".into(),

@@ -300,7 +300,7 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
     })
 }
 
-fn report_timeout(scenario: &str, run: &Captured) {
+pub fn report_timeout(scenario: &str, run: &Captured) {
     println!("     scenario {scenario}: QEMU ran {:.1} s", run.elapsed.as_secs_f64());
     if let Ending::TimedOut(t) = run.ending {
         println!(
@@ -318,9 +318,50 @@ const GUEST_HOST_CPUS: u32 = 2;
 /// CPUs the test guest gets in handoff-stress: one handing a range over, two using the pages
 /// next to it.
 const STRESS_HOST_CPUS: u32 = 3;
-/// handoff-stress's bound: 10 000 transfer cycles with three busy CPUs take about a minute on
-/// an idle 2-core machine, several on a loaded one.
-const STRESS_TIMEOUT: Duration = Duration::from_secs(900);
+/// handoff-stress's bound per donate/reclaim cycle, as the guest's own deadline
+/// (`DEADLINE_MS_PER_CYCLE` in tests/guest/src/handoff_stress.rs): 10 000 cycles with three
+/// busy CPUs take about a minute on an idle 2-core machine, 196 s on a loaded one.
+pub const STRESS_MS_PER_CYCLE: u64 = 78;
+/// What the run gets on top: boot, edu set-up, the hammers stopping, power-down.
+const STRESS_MARGIN: Duration = Duration::from_secs(120);
+/// The guest's cycles without a count on its command line (`DEFAULT_CYCLES` there).
+pub const STRESS_DEFAULT_CYCLES: u64 = 10_000;
+
+/// The bound on a stress run of `cycles` (900 s for the default 10 000).
+pub fn stress_timeout(cycles: u64) -> Duration {
+    STRESS_MARGIN + Duration::from_millis(cycles.saturating_mul(STRESS_MS_PER_CYCLE))
+}
+
+/// The packed command line of a stress run: `warden.stress` (the guest's default count) or
+/// `warden.stress=N`.
+pub fn stress_cmdline(cycles: Option<u64>) -> String {
+    match cycles {
+        Some(n) => format!("warden.stress={n}"),
+        None => "warden.stress".into(),
+    }
+}
+
+/// warden + the test guest in stress mode with `cycles` (None: the guest's default), three
+/// host CPUs; QEMU's console goes to `log`, and `watch` sees every line as it comes.
+pub fn run_handoff_stress(
+    qemu: &Path,
+    warden: &Path,
+    guest: &Path,
+    cycles: Option<u64>,
+    log: &Path,
+    watch: &dyn Fn(&str) -> bool,
+) -> Result<Captured> {
+    let image = firmware::output_dir().join(match cycles {
+        Some(n) => format!("warden-test-guest-stress-{n}.img"),
+        None => "warden-test-guest-stress.img".into(),
+    });
+    pack::pack_files(warden, guest, None, Some(&stress_cmdline(cycles)), &image)?;
+    let mut machine = Machine::with_warden(image, STRESS_HOST_CPUS);
+    machine.devices = crate::qemu::test_guest_devices();
+    qemu::attach_warden_dt(qemu, &mut machine, "handoff-stress")?;
+    let timeout = stress_timeout(cycles.unwrap_or(STRESS_DEFAULT_CYCLES));
+    qemu::run_captured(machine.command(qemu), timeout, log, watch, Duration::ZERO)
+}
 
 fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     let mut machine = Machine::with_warden(image.to_owned(), GUEST_HOST_CPUS);
@@ -362,26 +403,16 @@ fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Ve
 }
 
 /// warden + the test guest in stress mode (`warden.stress`): `carveout_neighbours_never_fault`
-/// on three host CPUs.
+/// on three host CPUs, the guest's default cycle count.
 fn scenario_handoff_stress(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
-    let image = firmware::output_dir().join("warden-test-guest-stress.img");
-    pack::pack_files(warden, guest, None, Some("warden.stress"), &image)?;
-    let mut machine = Machine::with_warden(image, STRESS_HOST_CPUS);
-    machine.devices = crate::qemu::test_guest_devices();
-    qemu::attach_warden_dt(qemu, &mut machine, "handoff-stress")?;
-    let run = qemu::run_captured(
-        machine.command(qemu),
-        STRESS_TIMEOUT,
-        &logs_dir().join("qemu-handoff-stress.log"),
-        &|_| false,
-        Duration::ZERO,
-    )?;
+    let log = logs_dir().join("qemu-handoff-stress.log");
+    let run = run_handoff_stress(qemu, warden, guest, None, &log, &|_| false)?;
     report_timeout("handoff-stress", &run);
     Ok(scenario::judge_handoff_stress(&run))
 }
 
 /// Replays QEMU's SMMU trace of a run and says what it saw.
-fn witness(trace: &Path) -> Result<smmu_trace::Witness> {
+pub fn witness(trace: &Path) -> Result<smmu_trace::Witness> {
     let witness = smmu_trace::check_file(trace)?;
     println!("     smmu trace {}: {}", trace.display(), witness.summary());
     Ok(witness)
@@ -694,6 +725,15 @@ test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
             failure_summary("Diff in /r/src/x.rs:3:\n-a\n+b\n", 20),
             "\n       | Diff in /r/src/x.rs:3:"
         );
+    }
+
+    #[test]
+    fn stress_bound_scales_with_the_cycles() {
+        // The default run keeps the bound it always had.
+        assert_eq!(stress_timeout(STRESS_DEFAULT_CYCLES), Duration::from_secs(900));
+        assert_eq!(stress_timeout(100_000), Duration::from_secs(120 + 7800));
+        assert_eq!(stress_cmdline(None), "warden.stress");
+        assert_eq!(stress_cmdline(Some(100_000)), "warden.stress=100000");
     }
 
     #[test]

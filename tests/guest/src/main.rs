@@ -75,8 +75,10 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
             None if platform.handoff_only => scenarios::run_handoff(&platform),
-            None if platform.stress => scenarios::run_stress(&platform),
-            None => scenarios::run_all(&platform),
+            None => match platform.stress {
+                Some(cycles) => scenarios::run_stress(&platform, cycles),
+                None => scenarios::run_all(&platform),
+            },
         }
     }
     report::finish();

@@ -63,9 +63,11 @@ pub struct Platform {
     pub bench: Option<BenchMode>,
     /// `warden.scenarios=handoff` on the command line: only the carveout handoff scenarios.
     pub handoff_only: bool,
-    /// `warden.stress` on the command line: run only the handoff stress scenario
-    /// (`cargo xtask test --only handoff-stress`).
-    pub stress: bool,
+    /// `warden.stress[=CYCLES]` on the command line: run only the handoff stress scenario, with
+    /// that many donate/reclaim cycles (`cargo xtask test --only handoff-stress` gives none:
+    /// [`crate::handoff_stress::DEFAULT_CYCLES`]; `cargo xtask soak` 100 000). `Err`: a
+    /// `CYCLES` that is not a positive number.
+    pub stress: Option<Result<u64, &'static str>>,
     /// The console UART's base, if the DT names one.
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
@@ -104,6 +106,22 @@ fn find_handoff_only(fdt: &Fdt<'_>) -> bool {
         .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.scenarios=handoff"))
 }
 
+/// `warden.stress` → the default cycle count; `warden.stress=N` → N (a positive decimal
+/// number, else `Err`); absent → `None`.
+fn find_stress(fdt: &Fdt<'_>) -> Option<Result<u64, &'static str>> {
+    let bootargs = fdt.chosen().bootargs()?;
+    bootargs.split_ascii_whitespace().find_map(|word| {
+        if word == "warden.stress" {
+            return Some(Ok(crate::handoff_stress::DEFAULT_CYCLES));
+        }
+        let cycles = word.strip_prefix("warden.stress=")?;
+        Some(match cycles.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err("warden.stress=CYCLES: CYCLES must be a positive decimal number"),
+        })
+    })
+}
+
 fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
     let bootargs = fdt.chosen().bootargs()?;
     bootargs.split_ascii_whitespace().find_map(|word| match word {
@@ -134,10 +152,7 @@ impl Platform {
         Ok(Self {
             bench: find_bench_mode(&fdt),
             handoff_only: find_handoff_only(&fdt),
-            stress: fdt
-                .chosen()
-                .bootargs()
-                .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.stress")),
+            stress: find_stress(&fdt),
             console,
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),

@@ -137,14 +137,17 @@ pub fn run_all(platform: &Platform) {
     record_handoff("fw_cfg_dma_contained", gic_hostile::fw_cfg_dma_contained(platform));
 }
 
-/// The stress run (`warden.stress`, `cargo xtask test --only handoff-stress`): edu set up, then
-/// `carveout_neighbours_never_fault`, which needs three host CPUs and minutes of QEMU time.
-pub fn run_stress(platform: &Platform) {
+/// The stress run (`warden.stress[=CYCLES]`, `cargo xtask test --only handoff-stress`,
+/// `cargo xtask soak`): edu set up, then `carveout_neighbours_never_fault` with `cycles`, which
+/// needs three host CPUs and minutes of QEMU time (an `Err`: the command line's count was bad).
+pub fn run_stress(platform: &Platform, cycles: Result<u64, &'static str>) {
+    const NAME: &str = "carveout_neighbours_never_fault";
+    let cycles = match cycles {
+        Ok(cycles) => cycles,
+        Err(why) => return record(NAME, Err(Reason::new(format_args!("{why}")))),
+    };
     let edu = Edu::set_up(platform);
-    record_handoff(
-        "carveout_neighbours_never_fault",
-        handoff_stress::carveout_neighbours_never_fault(platform, &edu),
-    );
+    record_handoff(NAME, handoff_stress::carveout_neighbours_never_fault(platform, &edu, cycles));
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the
