@@ -37,13 +37,14 @@ use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
 use crate::handoff::service::{self, CarveoutDesc};
 use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Phase, Stage2Ref};
+use crate::mm::el2::{El2Plan, WardenImage, warden_regions};
 use crate::mm::layout::{self, Layout, LayoutInput};
 use crate::mm::ownership::{OwnershipTracker, PageState, PeerId};
 use crate::mm::range::HumanSize;
 use crate::mm::stage2::HOST_RAM_ATTRS;
 use crate::mm::{
-    Attrs, BumpFrames, HostStage2, HostStage2Spec, MemRange, PAGE_SIZE, PageTable, Perms,
-    PoolFrames, Stage2, build_el2_identity_map, build_host_stage2, ipa_bits_for,
+    Attrs, BumpFrames, El2PageTable, HostStage2, HostStage2Spec, MemRange, PAGE_SIZE, PageTable,
+    Perms, PoolFrames, Stage2, build_el2_identity_map, build_host_stage2, ipa_bits_for,
     pa_range_bits_from_mmfr0, vmid16_from_mmfr1,
 };
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
@@ -92,6 +93,9 @@ pub struct Warden {
     pub vttbr: u64,
     /// The host's stage-2 tables (changed only under the lock, by the handoff sequences).
     pub host_stage2: spin::Mutex<PageTable<Stage2>>,
+    /// warden's own EL2 stage-1 (TTBR0_EL2 on every CPU): fixed at boot but for the handoff
+    /// sequences' clean/zero window over a carveout, opened and closed under this lock.
+    pub el2_table: spin::Mutex<El2PageTable>,
     /// Every page-table frame after boot comes from here.
     pub frames: spin::Mutex<PoolFrames>,
     /// The real SMMU, warden's alone (absent from the host's stage-2 and DT); `None` when the
@@ -236,15 +240,17 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Err(e) => early_fatal(&mut uart, format_args!("memory layout: {e}")),
     };
     let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
-    let el2_mmu = match build_el2_tables(&platform, &image, uart_base) {
+    let (el2_mmu, el2_table) = match build_el2_tables(&platform, &image, uart_base, dt_range) {
         Ok(m) => m,
         Err(e) => early_fatal(&mut uart, format_args!("EL2 page tables: {e}")),
     };
     // Lines of warden's image written with caches off (relocations, BSS, tables) must not be
     // shadowed by stale cached copies once caches are on.
     dcache_range(&Hw, CacheOp::Invalidate, image.start, image.end - image.start);
-    // SAFETY: the tables identity-map warden's image, stacks, the UART and RAM (checked by
-    // build_el2_tables), and the image was just invalidated from the data caches.
+    // SAFETY: the tables identity-map warden's image, stacks, the UART and RAM outside the
+    // carveouts and no-map regions (build_el2_tables; nothing warden uses from here on lies
+    // in those: the layout planner keeps the payload off reserved memory, and the DT was
+    // checked), and the image was just invalidated from the data caches.
     unsafe { hw::enable_el2_mmu(el2_mmu.mair, el2_mmu.tcr, el2_mmu.ttbr, el2_mmu.sctlr) };
 
     // --- MMU and caches on.
@@ -358,7 +364,9 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     let sim_peer = peer_cpu.and_then(|mpidr| {
         let tables: Vec<(PeerId, &spin::Mutex<PageTable<Stage2>>)> =
             peers.iter().map(|p| (p.id, &p.table)).collect();
-        match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &mut frames) {
+        let ranges: Vec<MemRange> = carveouts.iter().map(|c| c.range).collect();
+        match SimPeer::set_up(mpidrs.len(), mpidr, sim_peer_program(), &tables, &ranges, &mut frames)
+        {
             Ok(sim) => {
                 log::info!(
                     "simulated peer on CPU MPIDR {mpidr:#x} (warden CPU {}) for {} peer(s); the host gets the other {} CPU(s)",
@@ -391,6 +399,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         vtcr,
         vttbr,
         host_stage2: spin::Mutex::new(host_stage2.table),
+        el2_table: spin::Mutex::new(el2_table),
         frames: spin::Mutex::new(frames),
         smmu: spin::Mutex::new(smmu),
         vsmmu,
@@ -450,23 +459,76 @@ fn enter_host_on_this_cpu(w: &Warden, entry: u64, arg: u64) -> ! {
     unsafe { sysreg::enter_host(entry, arg) }
 }
 
-/// warden's own EL2 stage-1: an identity map of its image (code RX, read-only data R, data,
-/// BSS and pool RW), of RAM (RW, never executable) and of the console UART (device), built in
-/// BSS pages with the MMU off.
+/// Never host memory warden may touch, never mapped at EL2 (except a carveout for warden's own
+/// clean/zero step): every carveout the DT names and every `no-map` reserved region.
+fn excluded_ranges(
+    p: &PlatformInfo,
+) -> ArrayVec<MemRange, { dt::MAX_RESERVED + dt::MAX_CARVEOUTS }> {
+    let mut out = ArrayVec::new();
+    out.extend(p.carveouts.iter().map(|c| c.range));
+    out.extend(p.reserved.iter().filter(|r| r.no_map).map(|r| r.range));
+    out
+}
+
+/// warden's own EL2 stage-1 ([`crate::mm::el2::warden_regions`]): an identity map of its image
+/// (code RX, read-only data R, data, BSS and pool RW, stack guards left out), of RAM minus the
+/// carveouts and the `no-map` reserved regions (RW, never executable) and of the devices it
+/// drives, built in BSS pages with the MMU off. The tables stay in BSS; the handoff sequences
+/// edit them at run time under [`Warden::el2_table`]'s lock (the clean/zero window).
 fn build_el2_tables(
     p: &PlatformInfo,
     image: &hw::ImageLayout,
     uart: u64,
-) -> Result<El2Mmu, BootError> {
-    let warden = MemRange::new(image.start, image.end);
-    // No heap yet: a fixed list (image parts around the stack guards, RAM banks cut around
-    // warden and the carveouts, the carveouts, the UART, SMMUs, ECAM windows).
+    dt: MemRange,
+) -> Result<(El2Mmu, El2PageTable), BootError> {
+    let excluded = excluded_ranges(p);
+    // The DT is read with the MMU on: it must not sit where warden maps nothing.
+    if let Some(x) = excluded.iter().find(|x| x.overlaps(&dt)) {
+        return Err(BootError::DtInExcluded(*x));
+    }
+    // No heap yet: fixed lists.
+    let mut guards: ArrayVec<MemRange, MAX_CPUS> = ArrayVec::new();
+    guards.extend(hw::stack_guards());
+    let mut devices: ArrayVec<
+        MemRange,
+        { 2 + dt::MAX_SMMUS + dt::MAX_PCIE + dt::MAX_ITS + dt::MAX_REDIST_REGIONS },
+    > = ArrayVec::new();
+    devices.push(MemRange::new(uart, uart + PAGE_SIZE));
+    // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
+    devices.extend(p.smmus.iter().map(|s| s.regs));
+    devices.extend(p.pcie.iter().map(|h| h.ecam));
+    // The GIC distributor, where the virtual SMMU raises the host's SMMU interrupts.
+    devices.extend(p.gic_dist.and_then(|g| g.page_aligned_outward()));
+    // The ITSes' control frames and the redistributor regions, which warden emulates.
+    devices.extend(
+        p.gic_its
+            .iter()
+            .map(|its| MemRange::new(its.start, its.start + crate::gic::regs::FRAME_SIZE)),
+    );
+    devices.extend(
+        p.gicv3
+            .iter()
+            .flat_map(|g| g.redist_regions.iter())
+            .filter_map(|r| r.page_aligned_outward()),
+    );
+    let plan = El2Plan {
+        image: WardenImage {
+            start: image.start,
+            text_end: image.text_end,
+            rodata_end: image.rodata_end,
+            end: image.end,
+        },
+        guards: &guards,
+        ram: &p.memory,
+        excluded: &excluded,
+        devices: &devices,
+    };
     let mut regions: ArrayVec<
         (MemRange, Attrs),
         {
-            4 + MAX_CPUS
-                + 2 * dt::MAX_MEMORY_RANGES
-                + 2 * dt::MAX_CARVEOUTS
+            3 + MAX_CPUS
+                + dt::MAX_MEMORY_RANGES * (2 + dt::MAX_RESERVED + dt::MAX_CARVEOUTS)
+                + 2
                 + dt::MAX_SMMUS
                 + dt::MAX_PCIE
                 + 1
@@ -474,48 +536,10 @@ fn build_el2_tables(
                 + dt::MAX_REDIST_REGIONS
         },
     > = ArrayVec::new();
-    let mut push = |r: MemRange, a: Attrs| {
-        if !r.is_empty() {
-            regions.push((r, a));
-        }
-    };
-    push(MemRange::new(image.start, image.text_end), Attrs::normal(Perms::RX));
-    push(MemRange::new(image.text_end, image.rodata_end), Attrs::normal(Perms::R));
-    // Data, BSS and pool, minus each stack's guard page.
-    let mut cursor = image.rodata_end;
-    for guard in hw::stack_guards() {
-        push(MemRange::new(cursor, guard.start), Attrs::normal(Perms::RW));
-        cursor = guard.end;
-    }
-    push(MemRange::new(cursor, image.end), Attrs::normal(Perms::RW));
-    let mut carveouts: ArrayVec<MemRange, { dt::MAX_CARVEOUTS }> = ArrayVec::new();
-    carveouts.extend(p.carveouts.iter().map(|c| c.range));
-    for bank in p.memory.iter() {
-        crate::mm::el2::ram_regions(*bank, warden, &carveouts, &mut push);
-    }
-    push(MemRange::new(uart, uart + PAGE_SIZE), Attrs::device(Perms::RW));
-    // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
-    for smmu in p.smmus.iter() {
-        push(smmu.regs, Attrs::device(Perms::RW));
-    }
-    for host in p.pcie.iter() {
-        push(host.ecam, Attrs::device(Perms::RW));
-    }
-    // The GIC distributor, where the virtual SMMU raises the host's SMMU interrupts.
-    if let Some(gicd) = p.gic_dist.and_then(|g| g.page_aligned_outward()) {
-        push(gicd, Attrs::device(Perms::RW));
-    }
-    // The ITSes' control frames and the redistributor regions, which warden emulates.
-    for its in p.gic_its.iter() {
-        push(
-            MemRange::new(its.start, its.start + crate::gic::regs::FRAME_SIZE),
-            Attrs::device(Perms::RW),
-        );
-    }
-    for region in p.gicv3.iter().flat_map(|g| g.redist_regions.iter()) {
-        if let Some(r) = region.page_aligned_outward() {
-            push(r, Attrs::device(Perms::RW));
-        }
+    let mut overflow = false;
+    warden_regions(&plan, |r, a| overflow |= regions.try_push((r, a)).is_err());
+    if overflow {
+        return Err(BootError::TooManyRegions);
     }
     let max_end = regions.iter().map(|(r, _)| r.end).max().unwrap_or(0);
     let va_bits = ipa_bits_for(max_end).ok_or(BootError::AddressTooHigh(max_end))?;
@@ -528,8 +552,8 @@ fn build_el2_tables(
     .map_err(BootError::Frames)?;
     let map = build_el2_identity_map(&regions, va_bits, pa_bits, &mut frames, &Hw)
         .map_err(BootError::El2Map)?;
-    // The tables live in BSS for warden's whole life; only the register values are kept.
-    Ok(El2Mmu { mair: map.mair, tcr: map.tcr, ttbr: map.ttbr0, sctlr: map.sctlr })
+    let mmu = El2Mmu { mair: map.mair, tcr: map.tcr, ttbr: map.ttbr0, sctlr: map.sctlr };
+    Ok((mmu, map.table))
 }
 
 /// The host's stage-2: RAM minus warden, every DT device the DMA policy keeps minus the SMMU
@@ -547,10 +571,14 @@ fn host_stage2(
     // Every access to the control page must trap (no DT device should be there; if one is,
     // the page still wins).
     holes.extend(control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)));
+    // Carveouts and the blocks at their edges as pages: a handoff then only sets or clears
+    // its own range's leaves, never breaking an entry that maps the host's other memory.
+    let split: Vec<MemRange> = p.carveouts.iter().map(|c| c.range).collect();
     let spec = HostStage2Spec {
         ram: &p.memory,
         devices: &p.devices,
         holes: &holes,
+        split: &split,
         pa_range_bits: pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0())
             .ok_or(BootError::PaRange)?,
         vmid16: vmid16_from_mmfr1(sysreg::id_aa64mmfr1()),
@@ -629,7 +657,9 @@ fn handoff_state(
     }
     tracker.add(l.warden, PageState::Warden).map_err(|e| alloc::format!("warden: {e}"))?;
     let list: Vec<crate::handoff::Carveout> = carveouts.iter().map(|c| c.carveout()).collect();
-    let state = HandoffState::new(tracker, &list).map_err(|e| alloc::format!("{e:?}"))?;
+    let mut state = HandoffState::new(tracker, &list).map_err(|e| alloc::format!("{e:?}"))?;
+    // Rule 1: no carveout (managed or not) and no no-map region is host memory warden touches.
+    state.exclude_from_host_memory(&excluded_ranges(p));
     let mut peers: Vec<PeerStage2> = Vec::new();
     for c in carveouts {
         if peers.iter().any(|p| p.id == c.peer) {
@@ -860,6 +890,10 @@ fn log_withheld_devices(p: &PlatformInfo) {
 #[derive(Debug)]
 enum BootError {
     AddressTooHigh(u64),
+    /// The DT lies in a carveout or a `no-map` region, which warden's EL2 stage-1 leaves out.
+    DtInExcluded(MemRange),
+    /// More EL2 regions than the boot-time list holds.
+    TooManyRegions,
     PaRange,
     Frames(crate::mm::FrameError),
     El2Map(crate::mm::El2MapError),
@@ -873,6 +907,11 @@ impl core::fmt::Display for BootError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             BootError::AddressTooHigh(a) => write!(f, "address {a:#x} is beyond 48 bits"),
+            BootError::DtInExcluded(r) => write!(
+                f,
+                "the DT lies in {r}, a carveout or no-map region (warden never maps those)"
+            ),
+            BootError::TooManyRegions => write!(f, "too many regions for warden's own map"),
             BootError::PaRange => write!(f, "ID_AA64MMFR0_EL1.PARange has a reserved value"),
             BootError::Frames(e) => write!(f, "{e}"),
             BootError::El2Map(e) => write!(f, "{e}"),
@@ -1043,12 +1082,22 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
         log::info!("  RAM        {r}");
     }
     for r in p.reserved.iter() {
+        let in_ram = p.memory.iter().any(|bank| bank.contains_range(&r.range));
         log::info!(
             "  reserved   {} ({}{})",
             r.range,
             r.name,
             if r.no_map { ", no-map" } else { "" }
         );
+        if r.carveout && !in_ram {
+            // Reported, not fatal: warden hands over RAM only, and the host's stage-2 maps
+            // only RAM and devices, so the host cannot reach it as memory either way.
+            log::error!(
+                "carveout {} {} is not inside RAM: not managed (CARVEOUT_COUNT leaves it out)",
+                r.name,
+                r.range
+            );
+        }
     }
     log::info!(
         "  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})",
@@ -1137,9 +1186,17 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     }
     let entry = sysreg::counter();
     let w = warden();
+    stop_peer_if_asked(w);
     w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
     drain_smmu_events(w);
     w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
+}
+
+/// On the simulated peer's CPU: a peer warden is stopping powers off at its first trap.
+fn stop_peer_if_asked(w: &Warden) {
+    if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu_index()) {
+        sim_peer::stop_if_asked(sim);
+    }
 }
 
 /// RAM the host owns: every bank minus warden's region (and, later, carveouts).
@@ -1168,10 +1225,12 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn host_el1(&self) -> HostEl1 {
+        let (tcr, ttbr0, ttbr1) = sysreg::el1_translation();
         HostEl1 {
             vbar: sysreg::el1_vbar(),
             sctlr: sysreg::el1_sctlr(),
             features: self.w.el1_features,
+            regime: trap::s1walk::El1Regime { tcr, ttbr0, ttbr1 },
         }
     }
 
@@ -1195,8 +1254,38 @@ impl Platform for HwPlatform<'_> {
         self.w.host_ram.iter().any(|r| r.contains(addr))
     }
 
+    fn read_host_u64(&self, ipa: u64) -> Option<u64> {
+        vsmmu::read_host_u64(self.w, ipa)
+    }
+
     fn owner_of(&self, ipa: u64) -> Owner {
         service::owner_at(&self.w.handoff.tracker(), ipa)
+    }
+
+    fn stage2_allows(&self, ipa: u64, needed: Perms) -> bool {
+        let table = match self.caller() {
+            Caller::Host => &self.w.host_stage2,
+            Caller::Peer(id) => match self.w.peers.iter().find(|p| p.id == id) {
+                Some(p) => &p.table,
+                None => return false,
+            },
+        };
+        let allowed = table.lock().translate(ipa).is_some_and(|t| {
+            let p = t.attrs.perms;
+            (!needed.read || p.read) && (!needed.write || p.write) && (!needed.exec || p.exec)
+        });
+        if allowed {
+            // The caller's stage-2 is current on this CPU: drop whatever its TLBs hold for the
+            // page (a translation that faulted is never cached, but be exact about it).
+            use crate::arch::TlbMaintenance;
+            Hw.dsb_ishst();
+            Hw.tlbi_ipas2e1is(ipa);
+            Hw.dsb_ish();
+            Hw.tlbi_vmalle1is();
+            Hw.dsb_ish();
+            Hw.isb();
+        }
+        allowed
     }
 
     fn caller(&self) -> Caller {
@@ -1225,10 +1314,14 @@ impl Platform for HwPlatform<'_> {
             host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
             peers: &peers,
             state: &w.handoff,
+            el2: &w.el2_table,
         };
         service::handle(&ctx, &w.carveouts, caller, request)
     }
 
+    fn peer_commands_available(&self) -> bool {
+        self.w.sim_peer.is_some()
+    }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
         match self.w.sim_peer.as_ref() {
             Some(sim) => sim_peer::run(self.w, sim, command),
@@ -1304,13 +1397,18 @@ impl Platform for HwPlatform<'_> {
                 s.asids.exhaustion_flushes
             );
         }
+        if let Some(sim) = self.w.sim_peer.as_ref() {
+            log::info!("simulated peer: {} peer(s) stopped for not answering", sim.stopped());
+        }
         let digest = image_digest();
         let verdict = if digest == self.w.image_digest { "intact" } else { "CORRUPTED" };
         log::info!(
-            "host requested power-down: {} violation(s) contained, {} other trap(s) refused, {} SMMU event(s); warden code+rodata {verdict} (digest {digest:#018x}, boot {:#018x})",
+            "host requested power-down: {} violation(s) contained, {} other trap(s) refused, {} SMMU event(s), {} stage-2 fault(s) retried, {} table frame(s) quarantined; warden code+rodata {verdict} (digest {digest:#018x}, boot {:#018x})",
             self.w.trap.violation_count(),
             self.w.trap.unhandled_count(),
             SMMU_EVENTS.load(Ordering::Relaxed),
+            self.w.trap.retried_count(),
+            self.w.handoff.quarantined_frames(),
             self.w.image_digest
         );
     }
@@ -1330,16 +1428,16 @@ impl HandoffCpu for Hw {
             Some(block) => {
                 let mut va = range.start;
                 while va < range.end {
-                    // SAFETY: `va` is a block-aligned address inside a carveout, which warden
-                    // maps Normal Non-cacheable, identity, RW at EL2 (build_el2_tables) and
-                    // which nobody else maps at this point of a transfer.
+                    // SAFETY: `va` is a block-aligned address inside a carveout range that the
+                    // handoff sequence has just mapped Normal Non-cacheable, identity, RW in
+                    // warden's EL2 stage-1 (the window, open for this call) and that nobody
+                    // else maps at this point of a transfer.
                     unsafe { sysreg::dc_zva(va) };
                     va += block;
                 }
             }
-            // SAFETY: only carveouts are zeroed, and warden maps every carveout Normal
-            // Non-cacheable, identity, RW at EL2 (build_el2_tables); nobody else maps the range
-            // at this point of a transfer.
+            // SAFETY: as above: the range is mapped Normal Non-cacheable, identity, RW at EL2
+            // (the window) and nobody else maps it at this point of a transfer.
             None => unsafe {
                 core::ptr::write_bytes(range.start as *mut u8, 0, range.size() as usize)
             },
@@ -1429,6 +1527,7 @@ pub extern "C" fn lower_other(frame: &mut TrapFrame, kind: u64) {
     if PANICKED.load(Ordering::Acquire) {
         hw::park();
     }
+    stop_peer_if_asked(warden());
     log::warn!(
         "unexpected exception from the host (vector {kind}), ESR {:#x} ELR {:#x}: ignored",
         frame.esr,

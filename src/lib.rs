@@ -20,5 +20,6 @@ pub mod gic;
 pub mod handoff;
 pub mod mm;
 pub mod payload;
+pub mod sim_peer;
 pub mod smmu;
 pub mod trap;

@@ -2,7 +2,23 @@
 //!
 //! warden is not a VM monitor: the host should find EL1 as if firmware had dropped it there
 //! directly, with everything usable except what warden mediates (SMC, stage 2). The choices
-//! follow what Linux's own `init_el2_state` does before it drops from EL2 to EL1 (nVHE).
+//! follow what Linux's own `init_el2_state` does before it drops from EL2 to EL1 (nVHE), with
+//! one difference: the host may profile and trace itself, never warden. EL1 owns the PMU, the
+//! SPE and trace buffers and the branch record buffer, so without EL2's own controls it could
+//! count, sample, trace or record what warden executes. Each control exists only with its
+//! feature, so each is set where the ID registers say it is implemented:
+//! - PMU (FEAT_PMUv3p1): `MDCR_EL2.HPMD`, no event counting at EL2; FEAT_PMUv3p5 adds
+//!   `MDCR_EL2.HCCD`, no cycle counting at EL2. A PMUv3.0 (or, before v3p5, the cycle counter
+//!   with PMCR_EL0.DP clear) has no such control: EL1 could still count at EL2 there, which
+//!   only trapping every PMU access would prevent (not done: it would take the PMU from the
+//!   host on the cores that have one).
+//! - SPE (FEAT_SPE): `PMSCR_EL2.E2SPE` = 0, no sampling at EL2 (PA and PCT as Linux sets them
+//!   for an EL1-owned buffer: the host's IPAs are its PAs).
+//! - Self-hosted trace (FEAT_TRF): `TRFCR_EL2` = 0, no trace of EL2 (E2TRE), no
+//!   CONTEXTIDR_EL2/VMID in the host's trace (CX). A trace unit without FEAT_TRF filters by
+//!   exception level only in its own EL1-programmable registers.
+//! - Branch records (FEAT_BRBE): `BRBCR_EL2.E2BRE` = 0 (CC and MPRED as Linux sets them), as
+//!   every field of it resets to an UNKNOWN value.
 
 /// ID register values that decide the controls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,6 +32,10 @@ pub struct CpuFeatures {
     /// PMCR_EL0.N: number of event counters.
     pub pmcr_n: u64,
 }
+
+/// ID_AA64DFR0_EL1.PMUVer values.
+const PMUVER_V3P1: u64 = 0b0100;
+const PMUVER_V3P5: u64 = 0b0110;
 
 fn field(reg: u64, shift: u32) -> u64 {
     (reg >> shift) & 0xf
@@ -44,6 +64,29 @@ impl CpuFeatures {
     pub fn trbe(&self) -> bool {
         field(self.id_aa64dfr0, 44) != 0
     }
+    /// ID_AA64DFR0_EL1.PMUVer, or 0 for none or an IMPLEMENTATION DEFINED PMU.
+    fn pmu_version(&self) -> u64 {
+        match field(self.id_aa64dfr0, 8) {
+            0xf => 0,
+            v => v,
+        }
+    }
+    /// FEAT_PMUv3p1: MDCR_EL2.HPMD exists.
+    pub fn pmuv3p1(&self) -> bool {
+        self.pmu_version() >= PMUVER_V3P1
+    }
+    /// FEAT_PMUv3p5: MDCR_EL2.HCCD exists.
+    pub fn pmuv3p5(&self) -> bool {
+        self.pmu_version() >= PMUVER_V3P5
+    }
+    /// FEAT_TRF: TRFCR_EL2 exists.
+    pub fn trace_filter(&self) -> bool {
+        field(self.id_aa64dfr0, 40) != 0
+    }
+    /// FEAT_BRBE: BRBCR_EL2 exists.
+    pub fn brbe(&self) -> bool {
+        field(self.id_aa64dfr0, 52) != 0
+    }
     pub fn hcx(&self) -> bool {
         field(self.id_aa64mmfr1, 40) != 0
     }
@@ -66,6 +109,12 @@ pub struct HostEl2Controls {
     pub cptr: u64,
     pub cnthctl: u64,
     pub mdcr: u64,
+    /// PMSCR_EL2, where FEAT_SPE is implemented.
+    pub pmscr: Option<u64>,
+    /// TRFCR_EL2, where FEAT_TRF is implemented.
+    pub trfcr: Option<u64>,
+    /// BRBCR_EL2, where FEAT_BRBE is implemented.
+    pub brbcr: Option<u64>,
     pub zcr: Option<u64>,
     pub smcr: Option<u64>,
 }
@@ -79,6 +128,44 @@ pub mod hcr {
     pub const API: u64 = 1 << 41;
     pub const ENSCXT: u64 = 1 << 53;
     pub const ATA: u64 = 1 << 56;
+}
+
+pub mod mdcr {
+    /// Number of event counters EL1 may use (bits 4:0).
+    pub const HPMN_MASK: u64 = 0x1f;
+    /// E2PB: the SPE buffer is owned by EL1&0.
+    pub const E2PB_EL1: u64 = 0b11 << 12;
+    /// HPMD (FEAT_PMUv3p1): event counting prohibited at EL2.
+    pub const HPMD: u64 = 1 << 17;
+    /// HCCD (FEAT_PMUv3p5): PMCCNTR_EL0 does not count at EL2.
+    pub const HCCD: u64 = 1 << 23;
+    /// E2TB: the trace buffer is owned by EL1&0.
+    pub const E2TB_EL1: u64 = 0b11 << 24;
+}
+
+pub mod pmscr {
+    /// E2SPE: sampling at EL2.
+    pub const E2SPE: u64 = 1 << 1;
+    /// PA: EL1 may sample physical addresses.
+    pub const PA: u64 = 1 << 4;
+    /// PCT = 0b01: EL1 may use the physical timestamp.
+    pub const PCT_PHYSICAL: u64 = 0b01 << 6;
+}
+
+pub mod trfcr {
+    /// E2TRE: trace at EL2.
+    pub const E2TRE: u64 = 1 << 1;
+    /// CX: CONTEXTIDR_EL2 and the VMID in the trace.
+    pub const CX: u64 = 1 << 3;
+}
+
+pub mod brbcr {
+    /// E2BRE: branch records at EL2.
+    pub const E2BRE: u64 = 1 << 1;
+    /// CC: cycle counts in branch records (lets BRBCR_EL1.CC work).
+    pub const CC: u64 = 1 << 3;
+    /// MPRED: mispredict bits in branch records (lets BRBCR_EL1.MPRED work).
+    pub const MPRED: u64 = 1 << 4;
 }
 
 pub mod hcrx {
@@ -129,18 +216,28 @@ impl HostEl2Controls {
         // EL1 may use the physical counter and timer (EL1PCTEN, EL1PCEN).
         let cnthctl = 0b11;
         // Debug and PMU belong to the host: no traps, all counters (HPMN = N); SPE and TRBE
-        // buffers owned by EL1 (E2PB/E2TB = 0b11) where present.
-        let mut mdcr = if f.pmu() { f.pmcr_n & 0x1f } else { 0 };
+        // buffers owned by EL1 (E2PB/E2TB = 0b11) where present. None of them sees EL2 (module
+        // documentation).
+        let mut mdcr = if f.pmu() { f.pmcr_n & mdcr::HPMN_MASK } else { 0 };
+        if f.pmuv3p1() {
+            mdcr |= mdcr::HPMD;
+        }
+        if f.pmuv3p5() {
+            mdcr |= mdcr::HCCD;
+        }
         if f.spe() {
-            mdcr |= 0b11 << 12;
+            mdcr |= mdcr::E2PB_EL1;
         }
         if f.trbe() {
-            mdcr |= 0b11 << 24;
+            mdcr |= mdcr::E2TB_EL1;
         }
+        let pmscr = f.spe().then_some(pmscr::PA | pmscr::PCT_PHYSICAL);
+        let trfcr = f.trace_filter().then_some(0);
+        let brbcr = f.brbe().then_some(brbcr::CC | brbcr::MPRED);
         // Largest vector lengths the hardware allows (LEN saturates); SME: FA64 and ZT0 too.
         let zcr = f.sve().then_some(0x1ff);
         let smcr = f.sme().then_some((1 << 31) | (1 << 30) | 0x1ff);
-        Self { hcr, hcrx, cptr, cnthctl, mdcr, zcr, smcr }
+        Self { hcr, hcrx, cptr, cnthctl, mdcr, pmscr, trfcr, brbcr, zcr, smcr }
     }
 }
 
@@ -176,7 +273,74 @@ mod tests {
         assert_ne!(c.hcr & hcr::ENSCXT, 0);
         assert_ne!(c.hcr & hcr::ATA, 0);
         assert_eq!(c.hcrx, Some(hcrx::MSCEN | hcrx::TCR2EN | hcrx::SCTLR2EN));
-        assert_eq!(c.mdcr, 6);
+        assert_eq!(c.mdcr, 6 | mdcr::HPMD | mdcr::HCCD);
         assert_eq!(c.zcr, Some(0x1ff));
+    }
+
+    fn with_dfr0(id_aa64dfr0: u64) -> HostEl2Controls {
+        HostEl2Controls::for_host(&CpuFeatures { id_aa64dfr0, pmcr_n: 6, ..CpuFeatures::default() })
+    }
+
+    /// MDCR_EL2 per PMU version (ID_AA64DFR0_EL1.PMUVer): every counter for EL1, and from
+    /// PMUv3p1 on no event counting at EL2, from PMUv3p5 on no cycle counting there either.
+    #[test]
+    fn pmu_versions_decide_what_el2_hides_from_the_counters() {
+        let cases = [
+            (0x0, 0),
+            (0x1, 6),
+            (0x4, 6 | mdcr::HPMD),
+            (0x5, 6 | mdcr::HPMD),
+            (0x6, 6 | mdcr::HPMD | mdcr::HCCD),
+            (0x7, 6 | mdcr::HPMD | mdcr::HCCD),
+            (0x8, 6 | mdcr::HPMD | mdcr::HCCD),
+            (0x9, 6 | mdcr::HPMD | mdcr::HCCD),
+            // IMPLEMENTATION DEFINED PMU: not PMUv3, none of its controls.
+            (0xf, 0),
+        ];
+        for (pmuver, want) in cases {
+            let c = with_dfr0(pmuver << 8);
+            assert_eq!(c.mdcr, want, "PMUVer {pmuver:#x}: MDCR_EL2 {:#x}", c.mdcr);
+        }
+    }
+
+    /// SPE, self-hosted trace and BRBE: each EL2 control is programmed exactly where its
+    /// feature exists, and never lets EL1 sample, trace or record EL2.
+    #[test]
+    fn profiling_and_trace_never_reach_el2() {
+        const SPE: u64 = 1 << 32;
+        const TRBE: u64 = 1 << 44;
+        const TRF: u64 = 1 << 40;
+        const BRBE: u64 = 1 << 52;
+        for bits in 0..16u64 {
+            let pick = |i: u64, v: u64| if bits & (1 << i) != 0 { v } else { 0 };
+            let dfr0 = pick(0, SPE) | pick(1, TRBE) | pick(2, TRF) | pick(3, BRBE);
+            let c = with_dfr0(dfr0);
+            let what = format!("ID_AA64DFR0_EL1 {dfr0:#x}");
+            assert_eq!(c.mdcr & mdcr::E2PB_EL1 != 0, dfr0 & SPE != 0, "{what}");
+            assert_eq!(c.mdcr & mdcr::E2TB_EL1 != 0, dfr0 & TRBE != 0, "{what}");
+            match c.pmscr {
+                Some(v) => {
+                    assert_ne!(dfr0 & SPE, 0, "{what}: PMSCR_EL2 without SPE");
+                    assert_eq!(v & pmscr::E2SPE, 0, "{what}: EL2 sampled");
+                    assert_eq!(v, pmscr::PA | pmscr::PCT_PHYSICAL, "{what}");
+                }
+                None => assert_eq!(dfr0 & SPE, 0, "{what}: SPE left as reset"),
+            }
+            match c.trfcr {
+                Some(v) => {
+                    assert_ne!(dfr0 & TRF, 0, "{what}: TRFCR_EL2 without FEAT_TRF");
+                    assert_eq!(v & (trfcr::E2TRE | trfcr::CX), 0, "{what}: EL2 traced");
+                }
+                None => assert_eq!(dfr0 & TRF, 0, "{what}: trace filter left as reset"),
+            }
+            match c.brbcr {
+                Some(v) => {
+                    assert_ne!(dfr0 & BRBE, 0, "{what}: BRBCR_EL2 without BRBE");
+                    assert_eq!(v & brbcr::E2BRE, 0, "{what}: EL2 branches recorded");
+                    assert_eq!(v, brbcr::CC | brbcr::MPRED, "{what}");
+                }
+                None => assert_eq!(dfr0 & BRBE, 0, "{what}: BRBE left as reset"),
+            }
+        }
     }
 }

@@ -50,6 +50,31 @@ pub trait CacheMaintenance {
     fn dsb_sy(&self);
 }
 
+/// `value` when `ok`, else 0, without a branch, followed by a speculation barrier (`CSDB` on
+/// aarch64): code that uses the result after a bounds or ownership check cannot be steered,
+/// even speculatively, to a value the check refused (the check's branch may be mispredicted,
+/// but the result depends on `ok` as data, and CSDB stops that data from being predicted).
+/// Use it on every host-supplied address or index right after the check that allowed it.
+#[inline(always)]
+pub fn select_nospec(ok: bool, value: u64) -> u64 {
+    #[cfg(target_arch = "aarch64")]
+    {
+        aarch64::select_nospec(ok, value)
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        // The host build (tests) has no speculation hazard to close: same result, plainly.
+        if ok { value } else { 0 }
+    }
+}
+
+/// `index` when `index < len`, else 0, by [`select_nospec`]: for indexing a table with a
+/// host-supplied number after checking it.
+#[inline(always)]
+pub fn index_nospec(index: usize, len: usize) -> usize {
+    select_nospec(index < len, index as u64) as usize
+}
+
 /// Which data-cache operation to run over a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheOp {
@@ -95,5 +120,14 @@ mod tests {
         );
         dcache_range(&rec, CacheOp::Clean, 0x1000, 0);
         assert!(rec.take().is_empty());
+    }
+
+    #[test]
+    fn nospec_selection() {
+        assert_eq!(select_nospec(true, 0x7c00_1000), 0x7c00_1000);
+        assert_eq!(select_nospec(false, 0x7c00_1000), 0);
+        assert_eq!(index_nospec(3, 4), 3);
+        assert_eq!(index_nospec(4, 4), 0);
+        assert_eq!(index_nospec(usize::MAX, 4), 0);
     }
 }

@@ -16,14 +16,13 @@ use alloc::vec::Vec;
 
 use super::Warden;
 use crate::arch::aarch64::Hw;
-use crate::arch::{CacheMaintenance, CacheOp, dcache_range};
+use crate::arch::{CacheMaintenance, CacheOp, dcache_range, select_nospec};
 use crate::dt::PlatformInfo;
 use crate::gic::its::{ItsIo, ItsParams, RdTarget, VirtIts};
 use crate::gic::redist::{RegisterFrame, VirtRedist};
 use crate::gic::regs::{FRAME_SIZE, GICD_TYPER, GICD_TYPER_F};
 use crate::gic::{GicFrame, GicLayout, HostMemory, Refused, layout};
 use crate::mm::MemRange;
-use crate::mm::ownership::{OwnershipTracker, PageState};
 
 /// One real 64 KiB register frame, by physical address (identity-mapped as device at EL2).
 #[derive(Debug)]
@@ -101,35 +100,32 @@ pub struct GicState {
     pub layout: GicLayout,
     its: Vec<Its>,
     redists: Vec<Redist>,
-    /// `no-map` reserved regions (never host memory a device may be given).
-    no_map: Vec<MemRange>,
 }
 
-/// Host memory as rule 1 defines it, with the tracker held.
+/// Host memory as rule 1 defines it: exactly [`crate::handoff::HostMemory::allows`], the one
+/// predicate the virtual SMMU and the stage-1 walker use too (its tracker lock held for the
+/// whole access). A copy's address goes through [`select_nospec`] after the check, so a
+/// mispredicted check cannot lead even a speculative load to a refused address.
 struct RuleOne<'a> {
-    tracker: &'a OwnershipTracker,
-    carveouts: &'a [MemRange],
-    no_map: &'a [MemRange],
+    host: &'a crate::handoff::HostMemory<'a>,
 }
 
 impl HostMemory for RuleOne<'_> {
     fn is_host_memory(&self, range: MemRange) -> bool {
-        let Some(pages) = range.page_aligned_outward() else { return false };
-        !range.is_empty()
-            && !self.carveouts.iter().any(|c| c.overlaps(&pages))
-            && !self.no_map.iter().any(|r| r.overlaps(&pages))
-            && self.tracker.state_of(pages) == Ok(PageState::Host)
+        self.host.allows(range)
     }
 
     fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), Refused> {
         let range = MemRange::from_base_size(pa, buf.len() as u64).ok_or(Refused)?;
-        if !self.is_host_memory(range) {
+        let allowed = self.host.allows(range);
+        if !allowed {
             return Err(Refused);
         }
-        // SAFETY: the range is host RAM outside every carveout and warden's region,
-        // identity-mapped at EL2; the tracker lock held by the caller keeps it the host's. The
+        let src = select_nospec(allowed, pa);
+        // SAFETY: the range is host memory warden may touch (rule 1), which warden's EL2
+        // stage-1 maps identity RW; the tracker lock held by `host` keeps it the host's. The
         // host may change it concurrently: bytes are copied, never referenced.
-        unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, buf.as_mut_ptr(), buf.len()) };
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 }
@@ -231,21 +227,15 @@ pub fn take(
             if layout.any_vlpi() { " and VLPI_base" } else { "" }
         );
     }
-    let no_map = p.reserved.iter().filter(|r| r.no_map).map(|r| r.range).collect();
-    Ok(GicState { layout, its, redists, no_map })
+    Ok(GicState { layout, its, redists })
 }
 
 /// Runs `f` with rule-1 host memory (tracker held) and the frame pool.
-fn with_host<T>(
-    w: &Warden,
-    g: &GicState,
-    f: impl FnOnce(&RuleOne<'_>, &mut crate::mm::PoolFrames) -> T,
-) -> T {
-    let tracker = w.handoff.tracker();
-    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
-    let host = RuleOne { tracker: &tracker, carveouts: &carveouts, no_map: &g.no_map };
+fn with_host<T>(w: &Warden, f: impl FnOnce(&RuleOne<'_>, &mut crate::mm::PoolFrames) -> T) -> T {
+    let host = w.handoff.host_memory();
+    let rule = RuleOne { host: &host };
     let mut frames = w.frames.lock();
-    f(&host, &mut frames)
+    f(&rule, &mut frames)
 }
 
 pub fn read(w: &Warden, frame: GicFrame, offset: u32, size: u8) -> u64 {
@@ -254,7 +244,7 @@ pub fn read(w: &Warden, frame: GicFrame, offset: u32, size: u8) -> u64 {
         GicFrame::ItsControl(i) => {
             let Some(its) = g.its.get(i) else { return 0 };
             let mut virt = its.virt.lock();
-            with_host(w, g, |host, frames| virt.mmio_read(offset, size, &its.io, host, frames))
+            with_host(w, |host, frames| virt.mmio_read(offset, size, &its.io, host, frames))
         }
         GicFrame::RdBase(i) => {
             let Some(r) = g.redists.get(i) else { return 0 };
@@ -272,17 +262,15 @@ pub fn write(w: &Warden, frame: GicFrame, offset: u32, size: u8, value: u64) {
         GicFrame::ItsControl(i) => {
             let Some(its) = g.its.get(i) else { return };
             let mut virt = its.virt.lock();
-            with_host(w, g, |host, frames| {
+            with_host(w, |host, frames| {
                 virt.mmio_write(offset, size, value, &its.io, host, frames)
             });
         }
         GicFrame::RdBase(i) => {
             let Some(r) = g.redists.get(i) else { return };
             let mut virt = r.virt.lock();
-            let tracker = w.handoff.tracker();
-            let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
-            let host = RuleOne { tracker: &tracker, carveouts: &carveouts, no_map: &g.no_map };
-            virt.write(&r.io, &host, offset, size, value);
+            let host = w.handoff.host_memory();
+            virt.write(&r.io, &RuleOne { host: &host }, offset, size, value);
         }
         GicFrame::Vlpi(i) => {
             if let Some(r) = g.redists.get(i) {

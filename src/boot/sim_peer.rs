@@ -1,23 +1,21 @@
-//! The simulated peer (boards with `sim_peer`): a CPU warden keeps from the host and runs the
-//! peer program on, at EL1, one command at a time, under the stage-2 of the peer it plays.
+//! The simulated peer on hardware (boards with `sim_peer`): a CPU warden keeps from the host and
+//! runs the peer program on, at EL1, one command at a time, under the stage-2 of the peer it
+//! plays. The rules (private windows, what a command may touch) and the command protocol
+//! (including stopping a peer that never finishes) are host-tested in [`crate::sim_peer`];
+//! this is their [`PeerCpu`]: PSCI from EL2, the mailbox pages, the peer's stage-2.
 //!
-//! Each peer named by a carveout gets a private copy of the program (at
-//! [`abi::PROGRAM_IPA`]) and a mailbox page (at [`abi::MAILBOX_IPA`]) in its stage-2, next to
-//! whatever the host handed it; nothing else is mapped, so any other access is a stage-2 fault
-//! that warden contains like a host violation (the peer gets a synchronous external abort).
+//! Each peer named by a carveout gets its own copy of the program (read-only and executable at
+//! [`abi::PROGRAM_IPA`]), BSS and stack pages (at [`abi::DATA_IPA`]) and a mailbox page (at
+//! [`abi::MAILBOX_IPA`]), next to whatever the host handed it; nothing else is mapped, so any
+//! other access is a stage-2 fault that warden contains like a host violation.
 //!
-//! A command, on the host CPU that made the `PEER_COMMAND` call:
-//! 1. take the peer CPU (one command at a time; `RETRY` if busy) and check it is off;
-//! 2. write the command into that peer's mailbox; refresh the program copy (so every run
-//!    starts from the same image) and make it visible to instruction fetch;
-//! 3. PSCI `CPU_ON` the peer CPU at warden's secondary entry; it enters the program at EL1
-//!    (see [`enter`]) under the peer's VMID;
-//! 4. wait (bounded) for the mailbox's `done_seq`; the peer's `PEER_DONE` powers its CPU off
-//!    ([`done`]); wait (bounded) for PSCI to report it off.
+//! On the peer CPU: [`enter`] (from warden's secondary entry) programs EL2 for the peer
+//! (stage 1 off with HCR_EL2.DC, WFI/WFE trapped) and enters the program; its `PEER_DONE`
+//! ([`done`]) powers the CPU off; any trap while the runner asks for a stop ([`stop_if_asked`],
+//! first thing on every trap from that CPU) powers it off too.
 
 use alloc::vec::Vec;
 use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Mutex;
 use warden_abi::AbiError;
@@ -28,33 +26,28 @@ use super::{HOST_VMID, Warden};
 use crate::arch::aarch64::{self as hw, Hw, sysreg};
 use crate::arch::{CacheOp, dcache_range};
 use crate::mm::ownership::PeerId;
-use crate::mm::{Attrs, FrameAllocator, MemRange, PAGE_SIZE, PageTable, Perms, Stage2, stage2};
-
-/// How long a command may run: a checksum of a 16 MiB carveout under QEMU TCG takes well under
-/// a second.
-const COMMAND_TIMEOUT_MS: u64 = 5000;
-/// How long PSCI may take to report the peer CPU off after its `PEER_DONE`.
-const POWER_OFF_TIMEOUT_MS: u64 = 500;
+use crate::mm::tcr::pa_range_bits_from_mmfr0;
+use crate::mm::{FrameAllocator, MapError, MemRange, PAGE_SIZE, PageTable, Stage2, stage2};
+use crate::sim_peer::{
+    CommandRunner, PeerCpu, PrivatePages, check_command, map_windows, unmap_windows, windows_span,
+};
 
 /// The private pages of one peer identity.
 pub struct PeerPages {
     pub id: PeerId,
     /// Index into [`Warden::peers`] (its stage-2 and VMID).
     pub stage2: usize,
-    program_pa: u64,
-    mailbox_pa: u64,
+    pages: PrivatePages,
 }
 
 pub struct SimPeer {
     /// warden's index for the CPU (its stacks, `SecondaryBoot` slot, TPIDR_EL2).
     pub cpu_index: usize,
     pub mpidr: u64,
-    program: &'static [u8],
     identities: Vec<PeerPages>,
-    /// Held for a whole command; the value is the last mailbox sequence number used.
-    busy: Mutex<u64>,
-    /// Index into `identities` of the peer the CPU plays now (set before `CPU_ON`).
-    current: AtomicUsize,
+    runner: CommandRunner,
+    /// The peer CPU's physical address size (a TOUCH beyond it is refused).
+    pa_bits: u32,
 }
 
 /// Why the simulated peer could not be set up (boot continues without it).
@@ -63,7 +56,9 @@ pub enum SetUpError {
     NoProgram,
     ProgramTooLarge(usize),
     OutOfFrames,
-    Map(crate::mm::MapError),
+    Map(MapError),
+    /// A carveout lies where the peer sees its own windows (it would be mapped there too).
+    CarveoutOverlapsWindows(MemRange),
 }
 
 impl core::fmt::Display for SetUpError {
@@ -75,19 +70,25 @@ impl core::fmt::Display for SetUpError {
             }
             SetUpError::OutOfFrames => write!(f, "no frames for the peer's private pages"),
             SetUpError::Map(e) => write!(f, "peer stage-2: {e}"),
+            SetUpError::CarveoutOverlapsWindows(c) => {
+                write!(f, "carveout {c} overlaps the peer's own windows at {}", windows_span())
+            }
         }
     }
 }
 
 const PROGRAM_PAGES: usize = (abi::PROGRAM_SIZE / PAGE_SIZE) as usize;
+const DATA_PAGES: usize = (abi::DATA_SIZE / PAGE_SIZE) as usize;
 
 impl SimPeer {
-    /// Gives every peer stage-2 in `tables` (peer id, table) a program copy and a mailbox page.
+    /// Gives every peer stage-2 in `tables` (peer id, table) its private windows, the program
+    /// copied in once (nothing can write it afterwards).
     pub fn set_up<A: FrameAllocator + ?Sized>(
         cpu_index: usize,
         mpidr: u64,
         program: &'static [u8],
         tables: &[(PeerId, &Mutex<PageTable<Stage2>>)],
+        carveouts: &[MemRange],
         frames: &mut A,
     ) -> Result<Self, SetUpError> {
         if program.is_empty() {
@@ -96,36 +97,50 @@ impl SimPeer {
         if program.len() as u64 > abi::PROGRAM_SIZE {
             return Err(SetUpError::ProgramTooLarge(program.len()));
         }
+        if let Some(c) = carveouts.iter().find(|c| c.overlaps(&windows_span())) {
+            return Err(SetUpError::CarveoutOverlapsWindows(*c));
+        }
         let mut identities = Vec::new();
         for (index, (id, table)) in tables.iter().enumerate() {
-            let program_pa = frames.alloc_zeroed(PROGRAM_PAGES).ok_or(SetUpError::OutOfFrames)?;
-            let mailbox_pa = frames.alloc_zeroed(1).ok_or(SetUpError::OutOfFrames)?;
-            let mut table = table.lock();
-            let program_ipa =
-                MemRange::from_base_size(abi::PROGRAM_IPA, abi::PROGRAM_SIZE).unwrap_or_default();
-            table
-                .map(program_ipa, program_pa, Attrs::normal(Perms::RWX), frames, &Hw)
-                .map_err(SetUpError::Map)?;
-            let mailbox_ipa =
-                MemRange::from_base_size(abi::MAILBOX_IPA, PAGE_SIZE).unwrap_or_default();
-            table
-                .map(mailbox_ipa, mailbox_pa, Attrs::normal(Perms::RW), frames, &Hw)
-                .map_err(SetUpError::Map)?;
-            identities.push(PeerPages { id: *id, stage2: index, program_pa, mailbox_pa });
+            let mut alloc = |n| frames.alloc_zeroed(n).ok_or(SetUpError::OutOfFrames);
+            let pages = PrivatePages {
+                program_pa: alloc(PROGRAM_PAGES)?,
+                data_pa: alloc(DATA_PAGES)?,
+                mailbox_pa: alloc(1)?,
+            };
+            // SAFETY: the program pages were just allocated for this copy (PROGRAM_SIZE bytes,
+            // warden's RW memory at EL2), and the image fits (checked above).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    program.as_ptr(),
+                    pages.program_pa as *mut u8,
+                    program.len(),
+                )
+            };
+            // The peer fetches its program through a fresh translation: it must be in memory.
+            dcache_range(&Hw, CacheOp::Clean, pages.program_pa, abi::PROGRAM_SIZE);
+            map_windows(&mut table.lock(), &pages, frames, &Hw).map_err(SetUpError::Map)?;
+            identities.push(PeerPages { id: *id, stage2: index, pages });
         }
+        // SAFETY: I-cache invalidation to PoU, broadcast; no memory effects.
+        unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
         Ok(Self {
             cpu_index,
             mpidr,
-            program,
             identities,
-            busy: Mutex::new(0),
-            current: AtomicUsize::new(0),
+            runner: CommandRunner::new(),
+            pa_bits: pa_range_bits_from_mmfr0(sysreg::id_aa64mmfr0()).unwrap_or(32),
         })
     }
 
     /// The peer the CPU is playing right now.
     pub fn current(&self) -> Option<&PeerPages> {
-        self.identities.get(self.current.load(Ordering::Acquire))
+        self.identities.get(self.runner.current())
+    }
+
+    /// Peers stopped so far because they did not answer in time.
+    pub fn stopped(&self) -> u64 {
+        self.runner.stopped()
     }
 }
 
@@ -134,125 +149,116 @@ fn ticks(ms: u64) -> u64 {
     sysreg::counter_frequency().max(1).saturating_mul(ms) / 1000
 }
 
-/// Polls `done` until it is true or `ms` milliseconds passed.
-fn wait_for(ms: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = sysreg::counter().saturating_add(ticks(ms));
-    loop {
-        if done() {
-            return true;
-        }
-        if sysreg::counter() > deadline {
-            return done();
-        }
-        core::hint::spin_loop();
-    }
-}
-
-fn peer_cpu_is_off(mpidr: u64) -> bool {
-    let r = hw::smc([u64::from(psci::AFFINITY_INFO_64), mpidr, 0, 0, 0, 0, 0, 0]);
-    r[0] as i64 == psci::AFFINITY_OFF
-}
-
 fn mailbox(pa: u64) -> *mut Mailbox {
     pa as *mut Mailbox
 }
 
-/// The host's `PEER_COMMAND` (see the module documentation).
+/// The peer CPU and the peers' pages, for [`CommandRunner`].
+struct HwPeerCpu<'a> {
+    w: &'a Warden,
+    sim: &'a SimPeer,
+}
+
+impl HwPeerCpu<'_> {
+    fn pages(&self, identity: usize) -> Option<&PeerPages> {
+        self.sim.identities.get(identity)
+    }
+
+    /// Runs `f` on `identity`'s stage-2 with its VMID current on this CPU (TLB maintenance by
+    /// VMID), then makes the host's current again (this runs on a host hypercall).
+    fn with_peer_stage2(
+        &self,
+        identity: usize,
+        f: impl FnOnce(
+            &mut PageTable<Stage2>,
+            &PrivatePages,
+            &mut crate::mm::PoolFrames,
+        ) -> Result<(), MapError>,
+    ) -> Result<(), MapError> {
+        let Some(p) = self.pages(identity) else { return Ok(()) };
+        let Some(peer) = self.w.peers.get(p.stage2) else { return Ok(()) };
+        let mut table = peer.table.lock();
+        let mut frames = self.w.frames.lock();
+        sysreg::set_vttbr(stage2::vttbr(table.root_pa(), peer.vmid));
+        let result = f(&mut table, &p.pages, &mut frames);
+        sysreg::set_vttbr(self.w.vttbr);
+        result
+    }
+}
+
+impl PeerCpu for HwPeerCpu<'_> {
+    fn is_off(&self) -> bool {
+        let r = hw::smc([u64::from(psci::AFFINITY_INFO_64), self.sim.mpidr, 0, 0, 0, 0, 0, 0]);
+        r[0] as i64 == psci::AFFINITY_OFF
+    }
+
+    fn post(&self, identity: usize, mail: &Mailbox) {
+        let Some(p) = self.pages(identity) else { return };
+        // SAFETY: the mailbox page is warden's (from the pool, mapped RW at EL2) and the peer
+        // CPU is off, so nobody else accesses it now.
+        unsafe { mailbox(p.pages.mailbox_pa).write_volatile(*mail) };
+        // The peer starts with caches off at EL2 and reads its mailbox through a fresh
+        // translation: the command must be in memory.
+        dcache_range(&Hw, CacheOp::Clean, p.pages.mailbox_pa, PAGE_SIZE);
+    }
+
+    fn mailbox(&self, identity: usize) -> Mailbox {
+        match self.pages(identity) {
+            // SAFETY: as in `post`; the peer writes done_seq last, so a volatile read that
+            // sees it sees a finished answer.
+            Some(p) => unsafe { mailbox(p.pages.mailbox_pa).read_volatile() },
+            None => Mailbox::default(),
+        }
+    }
+
+    fn power_on(&self, _identity: usize) -> Result<(), i64> {
+        let context = super::secondary_boot_args(self.w, self.sim.cpu_index);
+        let on = hw::smc([
+            u64::from(psci::CPU_ON_64),
+            self.sim.mpidr,
+            hw::secondary_entry_address(),
+            context,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        if on[0] == 0 { Ok(()) } else { Err(on[0] as i64) }
+    }
+
+    fn revoke(&self, identity: usize) -> Result<(), MapError> {
+        self.with_peer_stage2(identity, |table, _, frames| unmap_windows(table, frames, &Hw))
+    }
+
+    fn restore(&self, identity: usize) -> Result<(), MapError> {
+        self.with_peer_stage2(identity, |table, pages, frames| {
+            map_windows(table, pages, frames, &Hw)
+        })
+    }
+
+    fn wait(&self, ms: u64, done: &mut dyn FnMut() -> bool) -> bool {
+        let deadline = sysreg::counter().saturating_add(ticks(ms));
+        loop {
+            if done() {
+                return true;
+            }
+            if sysreg::counter() > deadline {
+                return done();
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The host's `PEER_COMMAND` (see [`crate::sim_peer`]).
 pub fn run(w: &Warden, sim: &SimPeer, command: &PeerCommand) -> Result<u64, AbiError> {
-    let index = sim
+    let identity = sim
         .identities
         .iter()
         .position(|p| p.id == command.peer)
         .ok_or(AbiError::InvalidParameters)?;
-    // One peer CPU for every peer: a command queues behind the one running (bounded), rather
-    // than bouncing RETRY back to a host that would only ask again at once.
-    let mut busy = None;
-    wait_for(COMMAND_TIMEOUT_MS, || {
-        busy = sim.busy.try_lock();
-        busy.is_some()
-    });
-    let Some(mut seq) = busy else { return Err(AbiError::Retry) };
-    if !wait_for(POWER_OFF_TIMEOUT_MS, || peer_cpu_is_off(sim.mpidr)) {
-        log::warn!("peer CPU (MPIDR {:#x}) is still on from an earlier command", sim.mpidr);
-        return Err(AbiError::Retry);
-    }
-    let pages = &sim.identities[index];
-    *seq += 1;
-    let seq = *seq;
-    let mail = Mailbox {
-        seq,
-        command: command.op.encode(),
-        done_seq: 0,
-        status: 0,
-        result: 0,
-        fault_addr: 0,
-        peer: u64::from(command.peer.get()),
-    };
-    // SAFETY: the mailbox page is warden's (from the pool, mapped RW at EL2) and the peer CPU
-    // is off, so nobody else accesses it now.
-    unsafe { mailbox(pages.mailbox_pa).write_volatile(mail) };
-    // SAFETY: the program copy is warden's RW memory of PROGRAM_SIZE bytes, and the image fits
-    // (checked in set_up); the peer CPU that executes it is off.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            sim.program.as_ptr(),
-            pages.program_pa as *mut u8,
-            sim.program.len(),
-        )
-    };
-    // The peer starts with caches off at EL2 and fetches its program through a fresh
-    // translation: both must see memory. Then drop stale instructions from every I-cache.
-    dcache_range(&Hw, CacheOp::Clean, pages.program_pa, abi::PROGRAM_SIZE);
-    dcache_range(&Hw, CacheOp::Clean, pages.mailbox_pa, PAGE_SIZE);
-    // SAFETY: I-cache invalidation to PoU, broadcast; no memory effects.
-    unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack, preserves_flags)) };
-    sim.current.store(index, Ordering::Release);
-    let context = super::secondary_boot_args(w, sim.cpu_index);
-    let on = hw::smc([
-        u64::from(psci::CPU_ON_64),
-        sim.mpidr,
-        hw::secondary_entry_address(),
-        context,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    if on[0] != 0 {
-        log::error!("PSCI CPU_ON of the peer CPU failed: {}", on[0] as i64);
-        return Err(AbiError::Aborted);
-    }
-    // SAFETY: as above; the peer writes done_seq last, so volatile reads see a finished answer.
-    let finished = wait_for(COMMAND_TIMEOUT_MS, || unsafe {
-        core::ptr::addr_of!((*mailbox(pages.mailbox_pa)).done_seq).read_volatile() == seq
-    });
-    if !finished {
-        log::error!(
-            "peer {} did not answer command {seq} ({}) within {COMMAND_TIMEOUT_MS} ms",
-            command.peer,
-            command.op
-        );
-        return Err(AbiError::Aborted);
-    }
-    // SAFETY: as above.
-    let answer = unsafe { mailbox(pages.mailbox_pa).read_volatile() };
-    if !wait_for(POWER_OFF_TIMEOUT_MS, || peer_cpu_is_off(sim.mpidr)) {
-        log::warn!("peer CPU did not power off after command {seq}");
-    }
-    match answer.status {
-        abi::STATUS_OK => Ok(answer.result),
-        abi::STATUS_FAULT => {
-            log::warn!(
-                "peer {} faulted at {:#x} (ESR {:#x}) running {}",
-                command.peer,
-                answer.fault_addr,
-                answer.result,
-                command.op
-            );
-            Err(AbiError::PeerFault)
-        }
-        _ => Err(AbiError::InvalidParameters),
-    }
+    check_command(&w.handoff.tracker(), command.peer, &command.op, sim.pa_bits)?;
+    sim.runner.run(&HwPeerCpu { w, sim }, identity, command.peer, command.op)
 }
 
 /// On the peer CPU, from warden's secondary entry: program EL2 for the peer and enter its
@@ -266,19 +272,31 @@ pub fn enter(w: &Warden, sim: &SimPeer) -> ! {
     let root = peer.table.lock().root_pa();
     let mut controls = w.host_controls;
     // Stage 1 off at EL1 means Normal write-back memory: the program needs no page tables.
-    controls.hcr |= HCR_DC;
+    // WFI and WFE trap, so a peer waiting for nothing still reaches warden to be stopped.
+    controls.hcr |= HCR_DC | HCR_TWI | HCR_TWE;
     sysreg::write_host_controls(&controls);
     sysreg::write_stage2(w.vtcr, stage2::vttbr(root, peer.vmid));
     debug_assert_ne!(peer.vmid, HOST_VMID);
     // SAFETY: stage 2 (the peer's own tables) and the EL2 controls are programmed on this CPU;
-    // the entry is the program copy warden just refreshed.
+    // the entry is the program copy mapped read-only and executable.
     unsafe { sysreg::enter_host(abi::PROGRAM_IPA, abi::MAILBOX_IPA) }
 }
 
 /// HCR_EL2.DC: default cacheable when EL1's stage 1 is off.
 const HCR_DC: u64 = 1 << 12;
+/// HCR_EL2.TWI, TWE: WFI and WFE at EL1/EL0 trap to EL2.
+const HCR_TWI: u64 = 1 << 13;
+const HCR_TWE: u64 = 1 << 14;
 
-/// The peer's `PEER_DONE`: its answer is in the mailbox; power the CPU off.
+/// First thing on every trap from the peer CPU: if the runner is stopping the peer (it did not
+/// answer in time and lost its windows), power this CPU off instead of handling the trap.
+pub fn stop_if_asked(sim: &SimPeer) {
+    if sim.runner.stop_requested() {
+        done()
+    }
+}
+
+/// The peer's `PEER_DONE` (or a stop): power the CPU off.
 pub fn done() -> ! {
     // SAFETY: DSB only orders the peer's mailbox writes before the power-off; no memory effects.
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };

@@ -6,12 +6,11 @@
 //! then the frame pool. The handoff sequences take the tracker, the SMMU and the frame pool
 //! one at a time and never the virtual SMMU, so the order has no cycle.
 
-use alloc::vec::Vec;
-
 use super::{HOST_VMID, Warden};
+use crate::arch::select_nospec;
 use crate::dt::SmmuIrqs;
+use crate::handoff::HostMemory;
 use crate::mm::MemRange;
-use crate::mm::ownership::{OwnershipTracker, PageState};
 use crate::smmu::S2Config;
 use crate::smmu::virt::real::SmmuBackend;
 use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
@@ -29,44 +28,63 @@ pub struct VirtSmmuState {
     pub virt: spin::Mutex<VirtSmmu>,
 }
 
-/// Host RAM as the virtual SMMU may touch it: host-owned pages only, never a carveout (warden
-/// maps carveouts non-cacheable, so it would not see what the host wrote through its caches).
+/// Host RAM as the virtual SMMU may touch it: exactly what [`HostMemory::allows`] (rule 1 of
+/// the design) allows: host-owned, no carveout, no `no-map` region, not warden's. That is also
+/// exactly the RAM warden's EL2 stage-1 maps besides its own region, so an allowed access never
+/// faults at EL2. After the check the address goes through [`select_nospec`]: a mispredicted
+/// check cannot lead even a speculative access to the refused address.
 struct TrackedHostMemory<'a> {
-    tracker: &'a OwnershipTracker,
-    carveouts: &'a [MemRange],
+    host: &'a HostMemory<'a>,
+}
+
+impl TrackedHostMemory<'_> {
+    /// `ipa` if all of `[ipa, ipa + len)` may be touched, under speculation too.
+    fn checked(&self, ipa: u64, len: usize) -> Result<u64, Refused> {
+        let range = MemRange::from_base_size(ipa, len as u64).ok_or(Refused)?;
+        let allowed = self.host.allows(range);
+        if !allowed {
+            return Err(Refused);
+        }
+        Ok(select_nospec(allowed, ipa))
+    }
 }
 
 impl GuestMemory for TrackedHostMemory<'_> {
     fn read(&self, ipa: u64, buf: &mut [u8]) -> Result<(), Refused> {
-        let range = MemRange::from_base_size(ipa, buf.len() as u64).ok_or(Refused)?;
-        if !self.is_host_owned(range) {
-            return Err(Refused);
-        }
-        // SAFETY: the range is host RAM (tracked as the host's, outside warden and the
-        // carveouts), identity-mapped RW at EL2; the tracker lock held by the caller keeps it
-        // the host's for this copy. The host may change it concurrently: bytes, not references.
+        let src = self.checked(ipa, buf.len())?;
+        // SAFETY: the range is host memory warden may touch (rule 1), which warden's EL2
+        // stage-1 maps identity RW; the tracker lock held by `host` keeps it the host's for this
+        // copy. The host may change it concurrently: bytes, not references.
         unsafe {
-            core::ptr::copy_nonoverlapping(ipa as *const u8, buf.as_mut_ptr(), buf.len());
+            core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len());
         }
         Ok(())
     }
 
     fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), Refused> {
-        let range = MemRange::from_base_size(ipa, data.len() as u64).ok_or(Refused)?;
-        if !self.is_host_owned(range) {
-            return Err(Refused);
-        }
+        let dst = self.checked(ipa, data.len())?;
         // SAFETY: as in `read`; the host gave this memory to the SMMU (its event queue).
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ipa as *mut u8, data.len()) };
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
         Ok(())
     }
 
     fn is_host_owned(&self, range: MemRange) -> bool {
-        let Some(pages) = range.page_aligned_outward() else { return false };
-        !range.is_empty()
-            && !self.carveouts.iter().any(|c| c.overlaps(&pages))
-            && self.tracker.state_of(pages) == Ok(PageState::Host)
+        self.host.allows(range)
     }
+}
+
+/// One 64-bit word of host memory warden may touch (rule 1, [`HostMemory::allows`]), for
+/// other host tables warden must read: the host's stage-1 descriptors (`trap::s1walk`). `None`
+/// if the word is not such memory or not 8-byte aligned.
+pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
+    if !ipa.is_multiple_of(8) {
+        return None;
+    }
+    let host = w.handoff.host_memory();
+    let mem = TrackedHostMemory { host: &host };
+    let mut word = [0u8; 8];
+    mem.read(ipa, &mut word).ok()?;
+    Some(u64::from_le_bytes(word))
 }
 
 /// Runs `f` on the virtual SMMU with host memory and the real SMMU, then raises what it asks.
@@ -80,9 +98,8 @@ fn with_virt<T>(
     ) -> (T, Notify),
 ) -> Option<T> {
     let mut virt = v.virt.lock();
-    let tracker = w.handoff.tracker();
-    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
-    let mut mem = TrackedHostMemory { tracker: &tracker, carveouts: &carveouts };
+    let host = w.handoff.host_memory();
+    let mut mem = TrackedHostMemory { host: &host };
     let mut smmu = w.smmu.lock();
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
@@ -109,9 +126,8 @@ pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
         return;
     }
     let mut virt = v.virt.lock();
-    let tracker = w.handoff.tracker();
-    let carveouts: Vec<MemRange> = w.carveouts.iter().map(|c| c.range).collect();
-    let mut mem = TrackedHostMemory { tracker: &tracker, carveouts: &carveouts };
+    let host = w.handoff.host_memory();
+    let mut mem = TrackedHostMemory { host: &host };
     let mut notify = Notify::default();
     for record in records {
         let n = virt.forward_event(record, &mut mem);

@@ -82,10 +82,6 @@ pub enum DtError {
         second: NodeName,
         second_range: MemRange,
     },
-    ReservedOutsideMemory {
-        name: NodeName,
-        range: MemRange,
-    },
     NoCpus,
     DuplicateCpu {
         mpidr: u64,
@@ -201,9 +197,6 @@ impl fmt::Display for DtError {
                 ReservedLabel(first),
                 ReservedLabel(second)
             ),
-            Self::ReservedOutsideMemory { name, range } => {
-                write!(f, "DT: {} {range:?} is not inside any /memory range", ReservedLabel(name))
-            }
             Self::NoCpus => write!(f, "DT: no CPU nodes (/cpus/cpu@* with device_type = \"cpu\")"),
             Self::DuplicateCpu { mpidr } => {
                 write!(f, "DT: two CPU nodes have the same reg (MPIDR {mpidr:#x})")

@@ -104,6 +104,9 @@ pub struct ReservedRegion {
     pub range: MemRange,
     /// `no-map`: the OS must not even map it (these become carveouts).
     pub no_map: bool,
+    /// A warden carveout by its binding or name (a carveout outside RAM is only here, not in
+    /// [`PlatformInfo::carveouts`]).
+    pub carveout: bool,
 }
 
 /// Why a `/reserved-memory` child is a carveout.
@@ -246,10 +249,13 @@ pub struct PlatformInfo {
     /// All `/memory` `reg` entries, sorted, non-overlapping, non-empty.
     pub memory: ArrayVec<MemRange, MAX_MEMORY_RANGES>,
     /// `/reserved-memory` children with `reg` (status not "disabled") and `/memreserve/`
-    /// entries; sorted by address, non-overlapping, each inside `memory`.
+    /// entries; sorted by address, non-overlapping. Usually inside `memory`; one outside is
+    /// kept (the layout planner avoids whatever part of it is RAM).
     pub reserved: ArrayVec<ReservedRegion, MAX_RESERVED>,
-    /// The reserved regions that are carveouts, sorted by address (their order is the
-    /// carveout index of the hypercall ABI).
+    /// The reserved regions that are carveouts wholly inside RAM, sorted by address (their
+    /// order is the carveout index of the hypercall ABI). A carveout outside RAM is only in
+    /// `reserved`: boot reports it and leaves it unmanaged (the host's stage-2 maps only RAM
+    /// and devices, so the host never reaches it as memory anyway).
     pub carveouts: ArrayVec<Carveout, MAX_CARVEOUTS>,
     /// CPUs in DT order (at least one).
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,

@@ -70,7 +70,8 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
             .filter(|r| r.end != 0)
             .ok_or(DtError::AddressOverflow { path })?;
         let name = NodeName::from(MEMRESERVE_NAME).unwrap_or_default();
-        push(&mut state.info.reserved, ReservedRegion { name, range, no_map: false }, RESERVED)
+        let region = ReservedRegion { name, range, no_map: false, carveout: false };
+        push(&mut state.info.reserved, region, RESERVED)
     })?;
 
     state.finish()
@@ -601,7 +602,8 @@ impl State<'_> {
                 let carveout = Carveout { name, range, peer, policy, clear_on_reclaim, source };
                 push(&mut self.info.carveouts, carveout, "carveouts (MAX_CARVEOUTS)")?;
             }
-            push(&mut self.info.reserved, ReservedRegion { name, range, no_map }, RESERVED)
+            let region = ReservedRegion { name, range, no_map, carveout: carveout.is_some() };
+            push(&mut self.info.reserved, region, RESERVED)
         })?;
         if carveout.is_some() && regs == 0 {
             return Err(DtError::BadProperty {
@@ -778,14 +780,11 @@ impl State<'_> {
             }
         }
         info.carveouts.sort_unstable_by_key(|c| c.range.start);
-        for region in &info.reserved {
-            if !covered(&info.memory, &region.range) {
-                return Err(DtError::ReservedOutsideMemory {
-                    name: region.name,
-                    range: region.range,
-                });
-            }
-        }
+        // A carveout outside RAM cannot be managed (warden tracks and hands over RAM only):
+        // set aside to be reported, not refused. Other reserved regions outside RAM are as
+        // harmless as they are pointless.
+        let memory = info.memory.clone();
+        info.carveouts.retain(|c| covered(&memory, &c.range));
         for smmu in &info.smmus {
             if let Some(device) = info.devices.iter().find(|d| d.overlaps(&smmu.regs)) {
                 return Err(DtError::DeviceOverlapsSmmu { device: *device, smmu: smmu.regs });

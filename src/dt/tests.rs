@@ -223,16 +223,26 @@ fn overlapping_reserved_regions() {
     assert!(err.to_string().contains("/memreserve/ entry"), "{err}");
 }
 
+/// A reserved region (carveout or not) outside RAM, or reaching past it, is no reason to halt:
+/// it stays a reserved region (the planner avoids the part that is RAM); a carveout there is
+/// set aside, to be reported and left unmanaged (`docs/architecture.md`).
 #[test]
-fn reserved_outside_memory() {
+fn reserved_outside_memory_is_kept_and_carveouts_set_aside() {
     for range in [r(0x8000_0000, 0x8010_0000), r(0x7ff0_0000, 0x8010_0000), r(0x1000, 0x2000)] {
         let blob = edited(DtEdit::new().reserve_no_map("fw", range));
-        let err = parse_err(&blob);
-        assert!(
-            matches!(&err, DtError::ReservedOutsideMemory { range: got, .. } if *got == range),
-            "{err:?}"
+        let info = parse(&blob).unwrap();
+        assert!(info.reserved.iter().any(|res| res.range == range && res.no_map), "{range:?}");
+        let path = alloc::format!("/reserved-memory/mpss@{:x}", range.start);
+        let blob = edited(
+            DtEdit::new()
+                .reserve_no_map("mpss", range)
+                .reserve_no_map("dsp", r(0x7000_0000, 0x7010_0000)),
         );
-        assert!(err.to_string().ends_with("is not inside any /memory range"));
+        let info = parse(&blob).unwrap();
+        assert_eq!(info.carveouts.len(), 1, "{path}: only the one in RAM is a carveout");
+        assert_eq!(info.carveouts[0].range, r(0x7000_0000, 0x7010_0000));
+        let kept = info.reserved.iter().find(|res| res.range == range);
+        assert!(kept.is_some_and(|res| res.carveout && res.no_map), "{path} still reserved");
     }
 }
 
@@ -886,9 +896,14 @@ mod carveouts {
         assert!(parse(FIXTURE).unwrap().carveouts.is_empty());
     }
 
+    /// The board's carveouts for the fixture's 1 GiB of RAM.
+    fn board_1g() -> [board::CarveoutSpec; 2] {
+        board::for_ram(&[r(0x4000_0000, 0x8000_0000)]).unwrap()
+    }
+
     #[test]
     fn board_recipe() {
-        let blob = edited(board::add_to(DtEdit::new()));
+        let blob = edited(board::add_to(DtEdit::new(), &board_1g()));
         let info = parse(&blob).unwrap();
         assert_eq!(info.carveouts.len(), 2);
         let [modem, dsp] = [info.carveouts[0], info.carveouts[1]];
@@ -904,7 +919,7 @@ mod carveouts {
         for c in &info.carveouts {
             assert!(info.reserved.iter().any(|res| res.range == c.range && res.no_map));
         }
-        assert_eq!(board::MODEM.node_path(), "/reserved-memory/modem@7c000000");
+        assert_eq!(board_1g()[0].node_path(), "/reserved-memory/modem@7c000000");
     }
 
     #[test]
@@ -1021,7 +1036,7 @@ mod carveouts {
     #[test]
     fn existing_reserved_checks_apply() {
         let peer = s("modem");
-        // Outside /memory.
+        // Outside /memory: set aside, not managed, not an error.
         let blob = edited(
             DtEdit::new().reserve_no_map("region", r(0x8000_0000, 0x8100_0000)).set_property(
                 "/reserved-memory/region@80000000",
@@ -1029,10 +1044,14 @@ mod carveouts {
                 &peer,
             ),
         );
-        assert!(matches!(parse_err(&blob), DtError::ReservedOutsideMemory { .. }));
+        let info = parse(&blob).unwrap();
+        assert!(info.carveouts.is_empty());
+        assert_eq!(info.reserved[0].range, r(0x8000_0000, 0x8100_0000));
         // Overlapping another reserved region.
-        let blob =
-            edited(board::add_to(DtEdit::new()).reserve_no_map("fw", r(0x7cff_0000, 0x7d01_0000)));
+        let blob = edited(
+            board::add_to(DtEdit::new(), &board_1g())
+                .reserve_no_map("fw", r(0x7cff_0000, 0x7d01_0000)),
+        );
         assert!(matches!(parse_err(&blob), DtError::ReservedOverlap { .. }));
     }
 

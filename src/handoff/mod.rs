@@ -1,36 +1,56 @@
 //! Carveout handoff between the host and a peer processor: DONATE, LEND, peer RELEASE and
 //! RECLAIM, written once over narrow traits so a recording fake can check the order.
 //!
+//! The host's stage-2 has every carveout split to 4 KiB pages at boot (and the 2 MiB / 1 GiB
+//! blocks around its edges with it), and every map here writes pages
+//! ([`PageTable::map_pages`]), so a transfer only sets or clears the leaves of its own range:
+//! no entry that also maps memory outside the range is ever broken, and a host CPU or device
+//! using its own pages next to a carveout never faults while the carveout changes hands.
+//!
+//! warden's own EL2 stage-1 never maps a carveout, except for the moment of warden's own
+//! clean/zero step: the *window* ([`HandoffCtx::el2`]): map the range Normal Non-cacheable,
+//! `DC CIVAC` over it (cache maintenance by VA needs a mapping), zero it when asked, unmap it
+//! (break-before-make, `TLBI VAE2IS` per removed entry, `DSB ISH; ISB`). In between, the
+//! range is in flight: nobody else has it mapped.
+//!
 //! # Donate / lend (host → peer)
 //! 1. Tracker: every page `Host` → `HandingOff` (refused otherwise; nothing changes).
-//! 2. Host CPU stage-2: unmap with break-before-make (`DSB ISHST; TLBI IPAS2E1IS` per removed
-//!    entry; `DSB ISH; TLBI VMALLE1IS; DSB ISH; ISB`), the host's VMID being current.
+//! 2. Host CPU stage-2: unmap its leaves (`DSB ISHST; TLBI IPAS2E1IS` per page;
+//!    `DSB ISH; TLBI VMALLE1IS; DSB ISH; ISB`; above 512 pages one `TLBI VMALLS12E1IS`
+//!    instead), the host's VMID being current.
 //! 3. SMMU: host devices walk the host's stage-2 tables themselves, so step 2 removed their
 //!    mappings too; their TLBs are invalidated for the range and VMID ([`DmaStage2`]) and the
-//!    CMD_SYNC must complete.
-//! 4. `DC CIVAC` over every line, `DSB SY`: no dirty line of the host's can later be written
-//!    back over the peer's data, and no clean line can hit instead of the peer's writes (the
-//!    seed: a non-coherent modem's XPU faults on such lines). Then, with CLEAR, zero the range
-//!    through warden's own mapping of carveouts, which is Normal Non-cacheable: the zeros go
-//!    straight to memory and no line is allocated, so nothing needs cleaning afterwards (and
-//!    zeroing *before* the clean would not do: a dirty host line could land on top).
-//! 5. Peer stage-2: map the range (identity, `peer_attrs`) with the peer's VMID current, then
-//!    the host's again.
+//!    CMD_SYNC must complete. Table frames step 2 freed are reused only after that
+//!    ([`reserve::FrameReserve::shared_with_dma`]).
+//! 4. Window: map; `DC CIVAC` over every line, `DSB SY`: no dirty line of the host's can later
+//!    be written back over the peer's data, and no clean line can hit instead of the peer's
+//!    writes (the seed: a non-coherent modem's XPU faults on such lines). Then, with CLEAR,
+//!    zero the range through the window, which is Normal Non-cacheable: the zeros go straight
+//!    to memory and no line is allocated, so nothing needs cleaning afterwards (and zeroing
+//!    *before* the clean would not do: a dirty host line could land on top). Unmap the window.
+//! 5. Peer stage-2: map the range (identity, `peer_attrs`, pages) with the peer's VMID
+//!    current, then the host's again.
 //! 6. Tracker: `HandingOff` → `Donated`/`Lent { released: false }`. The integrator tells the
 //!    peer only after this returns.
 //!
-//! # Reclaim (peer → host)
+//! # Release (by the peer)
+//! Refused unless the range is entirely donated or lent to that peer and not yet released.
+//! Then: peer stage-2 unmap with TLBIs under the peer's VMID (afterwards nobody can access the
+//! range: `PeerReleased`; the peer's stage-2 stays current, it is the peer's call); with CLEAR
+//! the window scrubs it
+//! (`DC CIVAC` first, so a line the peer dirtied cannot land on the zeros; the peer can no
+//! longer refetch one); tracker → `released`.
+//!
+//! # Reclaim (host)
 //! Refused unless the range is entirely donated or lent to that peer *and* the peer released
-//! it. Then: tracker → `Reclaiming`; peer stage-2 unmap with break-before-make and TLBIs under
-//! the peer's VMID; the host's VMID current again; with CLEAR: `DC CIVAC` over every line,
-//! `DSB SY` (a coherent peer's dirty lines must not be written back over the zeros), then zero
-//! through warden's non-cacheable window (the zeros are in memory before anyone with any memory
-//! attributes reads them); map into the host's stage-2; tracker → `Host`.
+//! it (so the peer's stage-2 maps none of it). Then: tracker → `Reclaiming`; with CLEAR the
+//! window scrubs it (the zeros are in memory before anyone with any memory attributes reads
+//! them); map into the host's stage-2; tracker → `Host`.
 //!
 //! No SMMU invalidation is needed when the host *gains* access: TLBs (CPU and SMMU) never hold
 //! invalid (faulting) entries, and `map` ends with `DSB ISHST` so the table walkers, the SMMU's
 //! included (it walks the same tables, coherently on the supported boards), see the new
-//! entries. Peers have no SMMU stage-2 here, so reclaim issues no SMMU command.
+//! entries. Peers have no SMMU stage-2 here, so release and reclaim issue no SMMU command.
 //!
 //! # Errors
 //! Every request is validated first (alignment, overflow, carveout, peer, tracker state); a
@@ -41,17 +61,18 @@
 //! A failed SMMU invalidation during donate/lend means warden cannot prove that no host device
 //! still holds a translation for the range, so the range must not reach the peer: the host's
 //! mapping is restored (restoring access the host already had needs no invalidation), the
-//! tracker says `Host` again and the call returns [`HandoffError::DmaSync`].
+//! tracker says `Host` again and the call returns [`HandoffError::DmaSync`]. Table frames
+//! freed before it are never reused (counted in [`HandoffState::quarantined_frames`]).
 //!
 //! # Concurrency
 //! Each carveout has its own lock, held for the whole transfer: the same carveout is
 //! serialized, different carveouts proceed in parallel. The tracker has its own short lock
 //! (check-and-mark at the start, commit at the end; never held across hardware operations).
-//! Each stage-2 table has its own lock, held only while it is edited; the frame allocator's
-//! lock (and the spare frames' lock, see [`SPARE_FRAMES`]) only while the reserve is taken and
-//! returned. Lock order: carveout → tracker, or carveout → one stage-2 table, or carveout →
-//! spare frames → frames; never two tables at once. TLB
-//! maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
+//! Each table (every stage-2, and warden's EL2 stage-1 for the window) has its own lock, held
+//! only while it is edited; the frame allocator's lock (and the spare frames' lock, see
+//! [`SPARE_FRAMES`]) only while the reserve is taken and returned. Lock order: carveout →
+//! tracker, or carveout → one table, or carveout → spare frames → frames; never two tables at
+//! once. TLB maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
 
 pub mod reserve;
 pub mod service;
@@ -60,24 +81,28 @@ mod tests;
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Mutex;
 
 use crate::arch::{CacheMaintenance, CacheOp, TlbMaintenance, dcache_range};
 use crate::mm::ownership::{OwnershipError, OwnershipTracker, PageState, PeerId, TransferKind};
-use crate::mm::{Attrs, FrameAllocator, MapError, MemRange, PAGE_SIZE, PageTable, Stage2};
+use crate::mm::{
+    Attrs, El2Stage1, FrameAllocator, MapError, MemRange, PAGE_SIZE, PageTable, Perms, Stage2,
+};
 use crate::smmu::SmmuError;
-use reserve::{FrameReserve, UNMAP_BOUND, map_bound};
+use reserve::{FrameReserve, UNMAP_BOUND, map_bound, map_pages_bound};
 
 /// The CPU-side hardware effects of a transfer, on the CPU running it.
 pub trait HandoffCpu: TlbMaintenance + CacheMaintenance {
     /// Makes the stage-2 of `vmid` (root at `root_pa`) current on this CPU, so that stage-2
     /// TLB maintenance applies to it: on hardware `VTTBR_EL2 = vttbr(root_pa, vmid); ISB`.
     fn load_stage2(&self, vmid: u16, root_pa: u64);
-    /// Writes zeros over `range` through warden's own Normal Non-cacheable mapping of it and
-    /// waits for them to complete (`DSB SY`): afterwards they are in memory and no cache holds
-    /// a line of `range` that warden put there. The caller has already cleaned+invalidated the
-    /// range, so no older dirty line can be written back over the zeros.
+    /// Writes zeros over `range` through warden's own Normal Non-cacheable mapping of it (the
+    /// window, open while this runs) and waits for them to complete (`DSB SY`): afterwards
+    /// they are in memory and no cache holds a line of `range` that warden put there. The
+    /// caller has already cleaned+invalidated the range, so no older dirty line can be written
+    /// back over the zeros.
     fn zero(&self, range: MemRange);
     /// A transfer starts on this CPU (for [`Self::phase_end`]'s accounting).
     fn phase_start(&self) {}
@@ -98,9 +123,13 @@ pub enum Phase {
     HostUnmap,
     /// SMMU TLB invalidation and CMD_SYNC.
     DmaSync,
+    /// The window opened: the range mapped in warden's EL2 stage-1.
+    El2Map,
     /// `DC CIVAC` over the range.
     CacheClean,
     Zero,
+    /// The window closed: unmapped, `TLBI VAE2IS`, `DSB ISH; ISB`.
+    El2Unmap,
     PeerMap,
     PeerUnmap,
     HostMap,
@@ -109,13 +138,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Validate,
         Phase::Reserve,
         Phase::HostUnmap,
         Phase::DmaSync,
+        Phase::El2Map,
         Phase::CacheClean,
         Phase::Zero,
+        Phase::El2Unmap,
         Phase::PeerMap,
         Phase::PeerUnmap,
         Phase::HostMap,
@@ -128,8 +159,10 @@ impl Phase {
             Phase::Reserve => "reserve",
             Phase::HostUnmap => "host-unmap",
             Phase::DmaSync => "smmu-sync",
+            Phase::El2Map => "el2-map",
             Phase::CacheClean => "dc-civac",
             Phase::Zero => "zero",
+            Phase::El2Unmap => "el2-unmap",
             Phase::PeerMap => "peer-map",
             Phase::PeerUnmap => "peer-unmap",
             Phase::HostMap => "host-map",
@@ -137,6 +170,12 @@ impl Phase {
         }
     }
 }
+
+/// How warden's EL2 stage-1 maps a carveout during its own clean/zero step: Normal
+/// Non-cacheable (its zeros go straight to memory and it never allocates a line of the
+/// carveout; cache maintenance by VA works whatever the attributes), read-write, never
+/// executable.
+pub const EL2_WINDOW_ATTRS: Attrs = Attrs::normal_non_cacheable(Perms::RW);
 
 /// Stage-2 TLB invalidation in the SMMU(s) translating host devices.
 pub trait DmaStage2 {
@@ -256,8 +295,14 @@ pub const SPARE_FRAMES: usize = 64;
 pub struct HandoffState {
     tracker: Mutex<OwnershipTracker>,
     carveouts: Vec<CarveoutSlot>,
+    /// Never host memory warden may touch: the carveouts, then whatever
+    /// [`Self::exclude_from_host_memory`] added (`no-map` reserved regions).
+    excluded: Vec<MemRange>,
     /// Page-table frames kept for the next transfers' reserves.
     spare_frames: Mutex<Vec<u64>>,
+    /// Table frames freed from the host's stage-2 by transfers whose SMMU sync failed: never
+    /// reused (a device may still walk them).
+    quarantined_frames: AtomicUsize,
 }
 
 impl HandoffState {
@@ -279,16 +324,41 @@ impl HandoffState {
                 return Err(CarveoutError::Overlap(pair[0].range, pair[1].range));
             }
         }
+        let excluded = sorted.iter().map(|c| c.range).collect();
         let carveouts = sorted
             .into_iter()
             .map(|carveout| CarveoutSlot { carveout, busy: Mutex::new(()) })
             .collect();
-        Ok(Self { tracker: Mutex::new(tracker), carveouts, spare_frames: Mutex::new(Vec::new()) })
+        Ok(Self {
+            tracker: Mutex::new(tracker),
+            carveouts,
+            excluded,
+            spare_frames: Mutex::new(Vec::new()),
+            quarantined_frames: AtomicUsize::new(0),
+        })
+    }
+
+    /// Adds ranges (the `no-map` reserved regions, any other carveout the DT names) that are
+    /// never host memory warden may touch, whatever the tracker says.
+    pub fn exclude_from_host_memory(&mut self, ranges: &[MemRange]) {
+        self.excluded.extend(ranges.iter().filter(|r| !r.is_empty()));
     }
 
     /// The tracker, locked (for queries and for deriving tables).
     pub fn tracker(&self) -> spin::MutexGuard<'_, OwnershipTracker> {
         self.tracker.lock()
+    }
+
+    /// The host memory warden may touch, with the tracker locked for as long as the returned
+    /// view lives: check a range with [`HostMemory::allows`], then access it while still
+    /// holding the view, so no page of it can change owner in between.
+    pub fn host_memory(&self) -> HostMemory<'_> {
+        HostMemory { tracker: self.tracker.lock(), excluded: &self.excluded }
+    }
+
+    /// Table frames never reused because the SMMU sync that had to precede their reuse failed.
+    pub fn quarantined_frames(&self) -> usize {
+        self.quarantined_frames.load(Ordering::Relaxed)
     }
 
     /// The carveouts, sorted by address.
@@ -310,6 +380,26 @@ impl HandoffState {
         to: PageState,
     ) -> Result<(), OwnershipError> {
         self.tracker.lock().transition(range, from, to)
+    }
+}
+
+/// The one predicate for "host memory warden may touch" (`mm::host_memory`), over a locked
+/// tracker: see [`HandoffState::host_memory`].
+pub struct HostMemory<'a> {
+    tracker: spin::MutexGuard<'a, OwnershipTracker>,
+    excluded: &'a [MemRange],
+}
+
+impl HostMemory<'_> {
+    /// Whether warden may read or write `range` as the host's memory (or let a device it does
+    /// not confine use it): host-owned, no carveout, no `no-map` region, not warden's.
+    pub fn allows(&self, range: MemRange) -> bool {
+        crate::mm::host_memory::warden_may_touch(&self.tracker, self.excluded, range)
+    }
+
+    /// The locked tracker.
+    pub fn tracker(&self) -> &OwnershipTracker {
+        &self.tracker
     }
 }
 
@@ -335,6 +425,9 @@ pub struct HandoffCtx<'a, H: ?Sized, D: ?Sized, A: ?Sized> {
     pub host: Stage2Ref<'a>,
     pub peers: &'a [PeerRef<'a>],
     pub state: &'a HandoffState,
+    /// warden's own EL2 stage-1 (the one in TTBR0_EL2 on every CPU), where the window is
+    /// opened ([`EL2_WINDOW_ATTRS`]).
+    pub el2: &'a Mutex<PageTable<El2Stage1>>,
 }
 
 /// `[base, base + size)` if it is a valid request range.
@@ -382,9 +475,10 @@ where
 }
 
 /// The peer's side: it is done with `[base, base + size)` (donated or lent to it), so the host
-/// may reclaim it. The peer keeps its mapping until the reclaim removes it. With CLEAR the
-/// range is scrubbed now, on the peer's behalf (`DC CIVAC` first: the peer's dirty lines must
-/// not land on the zeros); what the peer writes after releasing is its own business.
+/// may reclaim it. The peer's stage-2 loses the range first (with TLBIs under its VMID); with
+/// CLEAR the range is then scrubbed on the peer's behalf, through the window (`DC CIVAC`
+/// first: the peer's dirty lines must not land on the zeros, and it can no longer refetch
+/// one). Not profiled (the bench's transfers are donate/lend and reclaim).
 pub fn release<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
@@ -394,15 +488,14 @@ pub fn release<H, D, A>(
 ) -> Result<(), HandoffError>
 where
     H: HandoffCpu + ?Sized,
-    D: ?Sized,
-    A: ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
 {
     let range = request_range(base, size)?;
-    ctx.peer(peer)?;
+    let peer_ref = ctx.peer(peer)?;
     let slot = ctx.state.slot_for(range)?;
     let _serial = slot.busy.lock();
-    let mut tracker = ctx.state.tracker.lock();
-    let held = tracker.state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
+    let held = ctx.state.tracker.lock().state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
     let released = match held {
         PageState::Donated { peer: p, released: false } if p == peer => {
             PageState::Donated { peer, released: true }
@@ -412,13 +505,13 @@ where
         }
         _ => return Err(HandoffError::NotHeldByPeer),
     };
-    tracker.transition(range, held, released).map_err(HandoffError::Internal)?;
-    drop(tracker);
-    if flags.clear {
-        dcache_range(ctx.cpu, CacheOp::CleanInvalidate, range.start, range.size());
-        ctx.cpu.zero(range);
-    }
-    Ok(())
+    // The carveout's lock keeps the state as checked until the commit below: every other
+    // transfer of these pages takes it first.
+    ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
+        ctx.peer_lets_go(range, peer_ref, flags, reserve)
+    })
+    .map_err(Rollback::error)?;
+    ctx.state.transition(range, held, released).map_err(HandoffError::Internal)
 }
 
 /// Takes `[base, base + size)` back from `peer` for the host (see the module documentation).
@@ -436,7 +529,7 @@ where
 {
     ctx.cpu.phase_start();
     let range = request_range(base, size)?;
-    let peer_ref = ctx.peer(peer)?;
+    ctx.peer(peer)?;
     let slot = ctx.state.slot_for(range)?;
     if slot.carveout.peer != peer {
         return Err(HandoffError::NotHeldByPeer);
@@ -462,7 +555,7 @@ where
     ctx.cpu.phase_end(Phase::Validate);
     let moving = PageState::Reclaiming { from: peer, kind };
     let result =
-        ctx.with_reserve(range, |ctx, reserve| ctx.to_host(range, peer_ref, flags, reserve));
+        ctx.with_reserve(range, Profiled::Yes, |ctx, reserve| ctx.to_host(range, flags, reserve));
     let (result, end_state) = match result {
         Ok(()) => (Ok(()), PageState::Host),
         Err(Rollback::Restored(e)) => (Err(e), held),
@@ -497,8 +590,9 @@ where
     let moving = PageState::HandingOff { to: peer, kind };
     ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
     ctx.cpu.phase_end(Phase::Validate);
-    let result =
-        ctx.with_reserve(range, |ctx, reserve| ctx.to_peer(range, peer_ref, flags, reserve));
+    let result = ctx.with_reserve(range, Profiled::Yes, |ctx, reserve| {
+        ctx.to_peer(range, peer_ref, flags, reserve)
+    });
     let end_state = match (&result, kind) {
         (Ok(()), TransferKind::Donate) => PageState::Donated { peer, released: false },
         (Ok(()), TransferKind::Lend) => PageState::Lent { peer, released: false },
@@ -513,8 +607,8 @@ where
 enum Rollback {
     /// Tables as before the transfer: the previous owner keeps the range.
     Restored(HandoffError),
-    /// Reclaim only: the peer's mapping is gone and cannot safely come back; the range is the
-    /// host's (mapped for nobody else).
+    /// Reclaim only: the host's mapping could not be removed again (or the SMMU not
+    /// invalidated); the range is the host's (mapped for nobody else).
     HostKeeps(HandoffError),
 }
 
@@ -526,24 +620,41 @@ impl Rollback {
     }
 }
 
+/// Whether a step is counted in the bench's handoff profile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profiled {
+    Yes,
+    No,
+}
+
 impl<'a, H, D, A> HandoffCtx<'a, H, D, A>
 where
     H: HandoffCpu + ?Sized,
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
+    fn phase_end(&self, profiled: Profiled, phase: Phase) {
+        if profiled == Profiled::Yes {
+            self.cpu.phase_end(phase);
+        }
+    }
+
     /// Runs `f` with frames reserved for every table operation a transfer of `range` (and its
-    /// rollback) can make.
+    /// rollback) can make. Frames freed from the host's stage-2 whose SMMU sync never
+    /// completed are not returned (see [`HandoffState::quarantined_frames`]).
     fn with_reserve(
         &self,
         range: MemRange,
+        profiled: Profiled,
         f: impl FnOnce(&Self, &mut FrameReserve) -> Result<(), Rollback>,
     ) -> Result<(), Rollback> {
         let host_level = self.host.table.lock().layout().start_level();
         let peer_level = self.peers.iter().map(|p| p.stage2.table.lock().layout().start_level());
         let level = peer_level.fold(host_level, u8::min);
-        // Forward: one unmap and one map; rollback: at most one more of each.
-        let count = 2 * (UNMAP_BOUND + map_bound(range, level));
+        let el2_level = self.el2.lock().layout().start_level();
+        // Forward: one stage-2 unmap and one stage-2 map (pages), the window (blocks where they
+        // fit; closing it needs no frame); rollback: at most one more unmap and map.
+        let count = 2 * (UNMAP_BOUND + map_pages_bound(range, level)) + map_bound(range, el2_level);
         let reserve = {
             let mut spares = self.state.spare_frames.lock();
             FrameReserve::take_with_spares(&mut spares, &mut *self.frames.lock(), count)
@@ -551,13 +662,17 @@ where
         let Some(mut reserve) = reserve else {
             return Err(Rollback::Restored(HandoffError::OutOfFrames));
         };
-        self.cpu.phase_end(Phase::Reserve);
+        self.phase_end(profiled, Phase::Reserve);
         let result = f(self, &mut reserve);
+        let unsynced = reserve.awaiting_dma_sync();
+        if unsynced > 0 {
+            self.state.quarantined_frames.fetch_add(unsynced, Ordering::Relaxed);
+        }
         {
             let mut spares = self.state.spare_frames.lock();
             reserve.release_keeping(&mut spares, SPARE_FRAMES, &mut *self.frames.lock());
         }
-        self.cpu.phase_end(Phase::Reserve);
+        self.phase_end(profiled, Phase::Reserve);
         result
     }
 
@@ -566,7 +681,62 @@ where
     }
 
     fn map_host(&self, range: MemRange, reserve: &mut FrameReserve) -> Result<(), MapError> {
-        self.host.table.lock().map(range, range.start, self.host.attrs, reserve, self.cpu)
+        self.host.table.lock().map_pages(range, range.start, self.host.attrs, reserve, self.cpu)
+    }
+
+    /// Removes `range` from the host's stage-2 (tables it empties wait for the SMMU sync),
+    /// then invalidates the SMMU's TLBs for it; on success the freed frames may be reused.
+    fn unmap_host(
+        &self,
+        range: MemRange,
+        reserve: &mut FrameReserve,
+        profiled: Profiled,
+    ) -> Result<(), HandoffError> {
+        // The host's stage-2 is current: this runs on a call from the host.
+        let unmapped =
+            self.host.table.lock().unmap(range, &mut reserve.shared_with_dma(), self.cpu);
+        self.phase_end(profiled, Phase::HostUnmap);
+        unmapped.map_err(HandoffError::Stage2)?;
+        let synced = self.smmu.lock().invalidate_ipa_range(self.host.vmid, range);
+        self.phase_end(profiled, Phase::DmaSync);
+        synced.map_err(HandoffError::DmaSync)?;
+        reserve.dma_synced();
+        Ok(())
+    }
+
+    /// warden's own clean (and, with `clear`, zero) step over `range`, which nobody else maps
+    /// now: open the window, `DC CIVAC` every line, zero, close the window. An error means the
+    /// window could not be opened (nothing was cleaned; the window is closed again).
+    fn scrub(
+        &self,
+        range: MemRange,
+        clear: bool,
+        reserve: &mut FrameReserve,
+        profiled: Profiled,
+    ) -> Result<(), MapError> {
+        let opened = {
+            let mut el2 = self.el2.lock();
+            let mapped = el2.map(range, range.start, EL2_WINDOW_ATTRS, reserve, self.cpu);
+            if mapped.is_err() {
+                // Whatever part was mapped: whole blocks and pages inside `range`, so removing
+                // them needs no frame.
+                let _ = el2.unmap(range, reserve, self.cpu);
+            }
+            mapped
+        };
+        self.phase_end(profiled, Phase::El2Map);
+        opened?;
+        dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
+        self.phase_end(profiled, Phase::CacheClean);
+        if clear {
+            self.cpu.zero(range);
+            self.phase_end(profiled, Phase::Zero);
+        }
+        // Removes exactly what `map` made above: whole blocks and pages inside `range`, so no
+        // split and no frame is needed, and it cannot fail.
+        let closed = self.el2.lock().unmap(range, reserve, self.cpu);
+        self.phase_end(profiled, Phase::El2Unmap);
+        closed
     }
 
     /// Steps 2-5 of donate/lend (module documentation).
@@ -577,30 +747,19 @@ where
         flags: TransferFlags,
         reserve: &mut FrameReserve,
     ) -> Result<(), Rollback> {
-        // The host's stage-2 is current: this runs on a hypercall from the host.
-        let unmapped = self.host.table.lock().unmap(range, reserve, self.cpu);
-        self.cpu.phase_end(Phase::HostUnmap);
-        if let Err(e) = unmapped {
+        if let Err(e) = self.unmap_host(range, reserve, Profiled::Yes) {
+            return Err(self.restore_host(range, reserve, e));
+        }
+        if let Err(e) = self.scrub(range, flags.clear, reserve, Profiled::Yes) {
             return Err(self.restore_host(range, reserve, HandoffError::Stage2(e)));
-        }
-        let synced = self.smmu.lock().invalidate_ipa_range(self.host.vmid, range);
-        self.cpu.phase_end(Phase::DmaSync);
-        if let Err(e) = synced {
-            return Err(self.restore_host(range, reserve, HandoffError::DmaSync(e)));
-        }
-        dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
-        self.cpu.phase_end(Phase::CacheClean);
-        if flags.clear {
-            self.cpu.zero(range);
-            self.cpu.phase_end(Phase::Zero);
         }
         let mapped = {
             let mut table = peer.stage2.table.lock();
             self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-            let mapped = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            let mapped = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             if mapped.is_err() {
                 // Removes what was mapped (with TLBIs under the peer's VMID); cannot need
-                // frames: `map` only created whole leaves inside `range`.
+                // frames: `map_pages` only created pages inside `range`.
                 let _ = table.unmap(range, reserve, self.cpu);
             }
             mapped
@@ -627,70 +786,69 @@ where
         }
     }
 
-    /// The reclaim sequence after the tracker said `Reclaiming`.
-    fn to_host(
+    /// The release sequence (module documentation): the peer's mapping goes, then the scrub.
+    /// It runs on the peer's own call, on the CPU the peer runs on: the peer's stage-2 is
+    /// current there (it is loaded again all the same) and stays current.
+    fn peer_lets_go(
         &self,
         range: MemRange,
         peer: &PeerRef<'_>,
         flags: TransferFlags,
         reserve: &mut FrameReserve,
     ) -> Result<(), Rollback> {
-        let unmapped = {
-            let mut table = peer.stage2.table.lock();
-            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-            let unmapped = table.unmap(range, reserve, self.cpu);
-            if unmapped.is_err() {
-                // The peer keeps the range; whatever part of its mapping could not be put back
-                // stays unmapped for its holder, which is safe.
-                let _ = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
-            }
-            unmapped
-        };
-        self.cpu.load_stage2(self.host.vmid, self.host_root());
-        self.cpu.phase_end(Phase::PeerUnmap);
-        if let Err(e) = unmapped {
+        let mut table = peer.stage2.table.lock();
+        self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+        if let Err(e) = table.unmap(range, reserve, self.cpu) {
+            // The peer keeps the range; whatever part of its mapping could not be put back
+            // stays unmapped for its holder, which is safe.
+            let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
-        if flags.clear {
-            dcache_range(self.cpu, CacheOp::CleanInvalidate, range.start, range.size());
-            self.cpu.phase_end(Phase::CacheClean);
-            self.cpu.zero(range);
-            self.cpu.phase_end(Phase::Zero);
+        drop(table);
+        if flags.clear
+            && let Err(e) = self.scrub(range, true, reserve, Profiled::No)
+        {
+            // Not released after all: the peer gets its mapping back (adding a mapping needs
+            // no invalidation).
+            let mut table = peer.stage2.table.lock();
+            let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            return Err(Rollback::Restored(HandoffError::Stage2(e)));
+        }
+        Ok(())
+    }
+
+    /// The reclaim sequence after the tracker said `Reclaiming`; the peer's stage-2 has no
+    /// mapping of the range since its release.
+    fn to_host(
+        &self,
+        range: MemRange,
+        flags: TransferFlags,
+        reserve: &mut FrameReserve,
+    ) -> Result<(), Rollback> {
+        if flags.clear
+            && let Err(e) = self.scrub(range, true, reserve, Profiled::Yes)
+        {
+            return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         let mapped = self.map_host(range, reserve);
         self.cpu.phase_end(Phase::HostMap);
         match mapped {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.back_to_peer(range, peer, reserve, HandoffError::Stage2(e))),
+            Err(e) => Err(self.unmap_after_failed_map(range, reserve, HandoffError::Stage2(e))),
         }
     }
 
-    /// After a failed host map in reclaim: remove whatever the host got, invalidate the SMMU
-    /// (host devices may have cached it), and map the peer again.
-    fn back_to_peer(
+    /// After a failed host map in reclaim: remove whatever the host got and invalidate the
+    /// SMMU (host devices may have cached it); the range is then released as before.
+    fn unmap_after_failed_map(
         &self,
         range: MemRange,
-        peer: &PeerRef<'_>,
         reserve: &mut FrameReserve,
         e: HandoffError,
     ) -> Rollback {
-        // Cannot need frames: the failed `map` only created whole leaves inside `range`.
-        let removed = self.host.table.lock().unmap(range, reserve, self.cpu);
-        if removed.is_err() || self.smmu.lock().invalidate_ipa_range(self.host.vmid, range).is_err()
-        {
-            // The host may still reach part of it: it must stay the host's.
-            return Rollback::HostKeeps(e);
-        }
-        let mut table = peer.stage2.table.lock();
-        self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-        let remapped = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
-        if remapped.is_err() {
-            let _ = table.unmap(range, reserve, self.cpu);
-        }
-        drop(table);
-        self.cpu.load_stage2(self.host.vmid, self.host_root());
-        match remapped {
+        match self.unmap_host(range, reserve, Profiled::No) {
             Ok(()) => Rollback::Restored(e),
+            // The host may still reach part of it: it must stay the host's.
             Err(_) => Rollback::HostKeeps(e),
         }
     }

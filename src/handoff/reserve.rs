@@ -1,6 +1,13 @@
 //! Page-table frames reserved before a transfer starts, so that no table operation inside the
 //! sequence (nor its rollback) can fail for lack of frames, and the shared allocator's lock is
 //! held only to take and return the reserve.
+//!
+//! Frames freed by an edit of the host's stage-2 (through [`FrameReserve::shared_with_dma`])
+//! are not handed out again until [`FrameReserve::dma_synced`]: host devices walk the same
+//! tables through the SMMU, whose TLB and walk caches may still hold a freed table until the
+//! transfer's SMMU invalidation and CMD_SYNC have completed; reusing the frame earlier (for a
+//! peer's table, say) would let a device walk it. Frames whose sync never completed are never
+//! handed out again (the reserve forgets them; the caller counts them).
 
 use alloc::vec::Vec;
 
@@ -28,14 +35,32 @@ pub fn map_bound(range: MemRange, start_level: u8) -> usize {
         .sum()
 }
 
+/// Upper bound on new tables `PageTable::map_pages` needs for the identity map of `range` in a
+/// table whose walk starts at `start_level`: one table below every entry the range touches at
+/// each level above the pages.
+pub fn map_pages_bound(range: MemRange, start_level: u8) -> usize {
+    if range.is_empty() {
+        return 0;
+    }
+    (start_level..3)
+        .map(|level| {
+            let size = entry_size(level);
+            ((range.end - 1) / size - range.start / size + 1) as usize
+        })
+        .sum()
+}
+
 /// Upper bound on new tables `PageTable::unmap` needs: splitting the 1 GiB and 2 MiB blocks at
 /// each edge of the range.
 pub const UNMAP_BOUND: usize = 4;
 
 /// A stash of zeroed frames; frees go back into the stash (they came from the reserve or from
-/// the tables this operation edits, which the shared allocator gave out earlier).
+/// the tables this operation edits, which the shared allocator gave out earlier), those freed
+/// through [`Self::shared_with_dma`] only once the DMA side has synced.
 pub struct FrameReserve {
     frames: Vec<u64>,
+    /// Freed from tables an SMMU walks too; reusable after [`Self::dma_synced`].
+    awaiting_dma_sync: Vec<u64>,
 }
 
 impl FrameReserve {
@@ -53,7 +78,7 @@ impl FrameReserve {
                 }
             }
         }
-        Some(Self { frames })
+        Some(Self { frames, awaiting_dma_sync: Vec::new() })
     }
 
     /// Gives every frame still held back to `alloc`.
@@ -70,7 +95,7 @@ impl FrameReserve {
         match Self::take(alloc, count - from_spares) {
             Some(mut rest) => {
                 frames.append(&mut rest.frames);
-                Some(Self { frames })
+                Some(Self { frames, awaiting_dma_sync: Vec::new() })
             }
             None => {
                 spares.append(&mut frames);
@@ -81,7 +106,7 @@ impl FrameReserve {
 
     /// Keeps up to `cap` frames in `spares` for the next transfer and gives the rest back to
     /// `alloc`: in the steady state a transfer then costs no allocation and no zeroing of
-    /// frames it does not use.
+    /// frames it does not use. Frames still awaiting a DMA sync are not given to anyone.
     pub fn release_keeping<A: FrameAllocator + ?Sized>(
         mut self,
         spares: &mut Vec<u64>,
@@ -91,13 +116,31 @@ impl FrameReserve {
         let keep = cap.saturating_sub(spares.len()).min(self.frames.len());
         let rest = self.frames.split_off(keep);
         spares.append(&mut self.frames);
-        Self { frames: rest }.release(alloc);
+        Self { frames: rest, awaiting_dma_sync: Vec::new() }.release(alloc);
     }
 
+    /// Gives every reusable frame back to `alloc` (not those awaiting a DMA sync).
     pub fn release<A: FrameAllocator + ?Sized>(self, alloc: &mut A) {
         for pa in self.frames {
             alloc.free(pa, 1);
         }
+    }
+
+    /// This reserve as the allocator for edits of a table that DMA walks too: it hands out
+    /// frames as usual, but frames freed through it wait for [`Self::dma_synced`].
+    pub fn shared_with_dma(&mut self) -> SharedWithDma<'_> {
+        SharedWithDma(self)
+    }
+
+    /// The DMA side's invalidation covering every table edited so far has completed: frames
+    /// freed from those tables may be reused.
+    pub fn dma_synced(&mut self) {
+        self.frames.append(&mut self.awaiting_dma_sync);
+    }
+
+    /// Frames freed from DMA-walked tables whose sync has not completed (yet).
+    pub fn awaiting_dma_sync(&self) -> usize {
+        self.awaiting_dma_sync.len()
     }
 
     pub fn len(&self) -> usize {
@@ -132,6 +175,23 @@ unsafe impl FrameAllocator for FrameReserve {
     }
 }
 
+/// [`FrameReserve::shared_with_dma`].
+pub struct SharedWithDma<'a>(&'a mut FrameReserve);
+
+// SAFETY: hands out the reserve's own frames (see `FrameReserve`'s implementation); frees are
+// only stashed, never handed out before `dma_synced`.
+unsafe impl FrameAllocator for SharedWithDma<'_> {
+    fn alloc_zeroed(&mut self, pages: usize) -> Option<u64> {
+        self.0.alloc_zeroed(pages)
+    }
+
+    fn free(&mut self, pa: u64, pages: usize) {
+        if pages == 1 && pa.is_multiple_of(PAGE_SIZE) {
+            self.0.awaiting_dma_sync.push(pa);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +206,12 @@ mod tests {
         assert_eq!(map_bound(MemRange::new(0x4030_0000, 0x4030_1000), 0), 3);
         // Straddling 2 MiB and 1 GiB boundaries: two tables per level.
         assert_eq!(map_bound(MemRange::new((1 << 30) - sz_2m - 0x1000, (1 << 30) + 0x1000), 1), 4);
+        // Pages only: one level-3 table per 2 MiB touched.
+        let sixteen = MemRange::new(0x7c00_0000, 0x7d00_0000);
+        assert_eq!(map_pages_bound(sixteen, 1), 1 + 8);
+        assert_eq!(map_pages_bound(sixteen, 0), 1 + 1 + 8);
+        assert_eq!(map_pages_bound(MemRange::new(0x4030_0000, 0x4030_1000), 1), 2);
+        assert_eq!(map_pages_bound(MemRange::new(0, 0), 1), 0);
     }
 
     #[test]
@@ -166,6 +232,30 @@ mod tests {
             frames.free(pa, 1);
         }
         assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn frames_freed_from_dma_walked_tables_wait_for_the_sync() {
+        let mut frames = HeapFrames::new(4);
+        let mut reserve = FrameReserve::take(&mut frames, 2).unwrap();
+        let table = reserve.alloc_zeroed(1).unwrap();
+        reserve.shared_with_dma().free(table, 1);
+        assert_eq!(reserve.awaiting_dma_sync(), 1);
+        // Only the other frame can be handed out, through either view.
+        let other = reserve.shared_with_dma().alloc_zeroed(1).unwrap();
+        assert_ne!(other, table);
+        assert_eq!(reserve.alloc_zeroed(1), None);
+        reserve.free(other, 1);
+        reserve.dma_synced();
+        assert_eq!(reserve.awaiting_dma_sync(), 0);
+        assert_eq!(reserve.len(), 2);
+        // Never synced: the frame is not given back to anyone.
+        let table = reserve.alloc_zeroed(1).unwrap();
+        reserve.shared_with_dma().free(table, 1);
+        let mut spares = Vec::new();
+        reserve.release_keeping(&mut spares, 0, &mut frames);
+        assert!(spares.is_empty());
+        assert_eq!(frames.pool.allocated_pages(), 1, "the unsynced frame stays out of the pool");
     }
 
     #[test]

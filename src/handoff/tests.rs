@@ -8,9 +8,11 @@ use spin::Mutex;
 
 use super::*;
 use crate::arch::fake::{HwOp, Recorder};
+use crate::mm::el2::{El2Plan, WardenImage, build_el2_identity_map, warden_regions};
 use crate::mm::frame::test_support::HeapFrames;
 use crate::mm::ownership::Accessor;
-use crate::mm::{Mapping, Perms, TableLayout};
+use crate::mm::stage2::{HostStage2Spec, build_host_stage2};
+use crate::mm::{Mapping, MemKind, Perms, TableLayout};
 
 const HOST_VMID: u16 = 1;
 const MODEM: PeerId = PeerId::MODEM;
@@ -36,6 +38,19 @@ const CARVEOUTS: [Carveout; 3] = [
     Carveout { range: C_DSP, peer: DSP },
     Carveout { range: C_BIG, peer: MODEM },
 ];
+/// A `no-map` reserved region that is no carveout (firmware's): host RAM to the tracker, but
+/// never mapped at EL2 and never host memory warden may touch.
+const NO_MAP: MemRange = MemRange::new(0x4048_0000, 0x4049_0000);
+/// All RAM: warden's region then the host's.
+const RAM: MemRange = MemRange::new(WARDEN.start, HOST_RAM.end);
+/// warden's image inside its region: code, read-only data, the rest (data, BSS, pool).
+const IMAGE: WardenImage = WardenImage {
+    start: WARDEN.start,
+    text_end: 0x4004_0000,
+    rodata_end: 0x4006_0000,
+    end: WARDEN.end,
+};
+const UART: MemRange = MemRange::new(0x0900_0000, 0x0900_1000);
 
 const HOST_ATTRS: Attrs = Attrs::normal(Perms::RWX);
 const PEER_ATTRS: Attrs = Attrs::normal(Perms::RW);
@@ -67,6 +82,10 @@ struct FakeCpu<'a> {
     log: Log,
     probe: Option<(&'a HandoffState, MemRange)>,
     probe_violations: Cell<usize>,
+    /// warden's EL2 stage-1: every `DC CIVAC` and every zeroed page must be mapped there
+    /// (Normal Non-cacheable) when issued, as on hardware, where an unmapped VA faults.
+    window: Option<&'a Mutex<PageTable<El2Stage1>>>,
+    unmapped_accesses: Cell<usize>,
 }
 
 impl<'a> FakeCpu<'a> {
@@ -77,6 +96,23 @@ impl<'a> FakeCpu<'a> {
             log,
             probe: None,
             probe_violations: Cell::new(0),
+            window: None,
+            unmapped_accesses: Cell::new(0),
+        }
+    }
+
+    /// Also checks warden's own accesses against `w`'s EL2 stage-1.
+    fn on(w: &'a World, log: Log) -> Self {
+        Self { window: Some(&w.el2), ..Self::new(log) }
+    }
+
+    fn check_window(&self, va: u64) {
+        let Some(el2) = self.window else { return };
+        let mapped = el2.lock().translate(va).is_some_and(|t| {
+            t.pa == va && t.attrs == EL2_WINDOW_ATTRS && t.attrs.kind == MemKind::NormalNonCacheable
+        });
+        if !mapped {
+            self.unmapped_accesses.set(self.unmapped_accesses.get() + 1);
         }
     }
 
@@ -136,10 +172,12 @@ impl CacheMaintenance for FakeCpu<'_> {
         self.rec.dcache_line_size()
     }
     fn dc_civac(&self, va: u64) {
+        self.check_window(va);
         self.rec.dc_civac(va);
         self.flush()
     }
     fn dc_cvac(&self, va: u64) {
+        self.check_window(va);
         self.rec.dc_cvac(va);
         self.flush()
     }
@@ -160,6 +198,9 @@ impl HandoffCpu for FakeCpu<'_> {
         self.check_probe();
     }
     fn zero(&self, range: MemRange) {
+        for page in pages(range) {
+            self.check_window(page);
+        }
         self.log.borrow_mut().push(Ev::Zero(range));
         self.check_probe();
     }
@@ -220,12 +261,14 @@ impl HandoffCpu for NullCpu {
     fn zero(&self, _: MemRange) {}
 }
 
-/// Test memory: the tables live in `frames`; the mapped memory itself is never touched.
+/// Test memory: the tables live in `frames`; the mapped memory itself is never touched. The
+/// host's stage-2 and warden's EL2 stage-1 are built by the code the boot uses.
 struct World {
     frames: Mutex<SendFrames>,
     host: Mutex<PageTable<Stage2>>,
     modem: Mutex<PageTable<Stage2>>,
     dsp: Mutex<PageTable<Stage2>>,
+    el2: Mutex<PageTable<El2Stage1>>,
     state: HandoffState,
 }
 
@@ -250,26 +293,66 @@ fn layout() -> TableLayout {
     TableLayout::new(32, 1, 1).unwrap()
 }
 
+/// The host's stage-2 as the boot builds it: RAM minus warden, carveouts split to pages.
+fn boot_host_stage2(frames: &mut SendFrames, split: bool) -> PageTable<Stage2> {
+    let carveouts = CARVEOUTS.map(|c| c.range);
+    let spec = HostStage2Spec {
+        ram: &[RAM],
+        devices: &[],
+        holes: &[WARDEN],
+        split: if split { &carveouts } else { &[] },
+        pa_range_bits: 40,
+        vmid16: false,
+    };
+    let s2 = build_host_stage2(&spec, frames, &NullCpu).unwrap();
+    assert_eq!(s2.config.layout(), layout());
+    s2.table
+}
+
+/// warden's EL2 stage-1 as the boot builds it: its image, RAM minus the carveouts and the
+/// no-map region, the UART.
+fn boot_el2_stage1(frames: &mut SendFrames) -> PageTable<El2Stage1> {
+    let guards = [MemRange::new(0x4010_0000, 0x4010_1000)];
+    let plan = El2Plan {
+        image: IMAGE,
+        guards: &guards,
+        ram: &[RAM],
+        excluded: &[C_MODEM, C_DSP, C_BIG, NO_MAP],
+        devices: &[UART],
+    };
+    let mut regions = Vec::new();
+    warden_regions(&plan, |r, a| regions.push((r, a)));
+    build_el2_identity_map(&regions, 32, 40, frames, &NullCpu).unwrap().table
+}
+
 impl World {
     fn new() -> Self {
-        Self::with_frames(64)
+        Self::build(128, true)
     }
 
-    fn with_frames(pages: usize) -> Self {
+    /// With the host's stage-2 mapping carveouts like any RAM (2 MiB blocks), as before
+    /// carveouts were split at boot.
+    fn unsplit() -> Self {
+        Self::build(128, false)
+    }
+
+    fn build(pages: usize, split: bool) -> Self {
         let mut frames = SendFrames(HeapFrames::new(pages));
-        let mut host = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
-        host.map(HOST_RAM, HOST_RAM.start, HOST_ATTRS, &mut frames, &NullCpu).unwrap();
+        let host = boot_host_stage2(&mut frames, split);
+        let el2 = boot_el2_stage1(&mut frames);
         let modem = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
         let dsp = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
         let mut tracker = OwnershipTracker::new();
         tracker.add(WARDEN, PageState::Warden).unwrap();
         tracker.add(HOST_RAM, PageState::Host).unwrap();
-        let state = HandoffState::new(tracker, &CARVEOUTS).unwrap();
+        let mut state = HandoffState::new(tracker, &CARVEOUTS).unwrap();
+        state.exclude_from_host_memory(&[NO_MAP]);
         Self {
             frames: Mutex::new(frames),
             host: Mutex::new(host),
             modem: Mutex::new(modem),
             dsp: Mutex::new(dsp),
+            el2: Mutex::new(el2),
             state,
         }
     }
@@ -297,26 +380,61 @@ impl World {
             host: Stage2Ref { vmid: HOST_VMID, table: &self.host, attrs: HOST_ATTRS },
             peers,
             state: &self.state,
+            el2: &self.el2,
         }
     }
 
     /// Tracker, then every table's merged regions: what "state unchanged" compares.
-    fn snapshot(&self) -> (OwnershipTracker, [Vec<Mapping>; 3]) {
+    fn snapshot(&self) -> (OwnershipTracker, [Vec<Mapping>; 4]) {
         let regions = |t: &Mutex<PageTable<Stage2>>| {
             let mut out = Vec::new();
             t.lock().for_each_region(|m| out.push(m));
             out
         };
+        let mut el2 = Vec::new();
+        self.el2.lock().for_each_region(|m| el2.push(m));
         (
             self.state.tracker().clone(),
-            [regions(&self.host), regions(&self.modem), regions(&self.dsp)],
+            [regions(&self.host), regions(&self.modem), regions(&self.dsp), el2],
         )
+    }
+
+    /// warden's own EL2 stage-1 maps, besides its image and the UART, only RAM that is host
+    /// memory warden may touch: the host's, outside every carveout and the no-map region.
+    /// (Checked between transfers: a transfer's own window is checked by [`FakeCpu`].)
+    fn check_el2(&self) -> Result<(), String> {
+        let host_memory = self.state.host_memory();
+        let el2 = self.el2.lock();
+        for m in el2.mappings() {
+            let r = MemRange::new(m.va, m.va + m.size);
+            if m.pa != m.va {
+                return Err(format!("EL2: {r:?} not identity"));
+            }
+            if WARDEN.contains_range(&r) || (r == UART && m.attrs.kind == MemKind::Device) {
+                continue;
+            }
+            if m.attrs != Attrs::normal(Perms::RW) {
+                return Err(format!("EL2 maps RAM {r:?} as {}", m.attrs));
+            }
+            if !host_memory.allows(r) {
+                let states: Vec<_> = host_memory.tracker().extents_in(r).collect();
+                return Err(format!("EL2 maps {r:?} ({states:?}), not host memory"));
+            }
+        }
+        // And each carveout and the no-map region, page by page, by walking.
+        for c in CARVEOUTS.iter().map(|c| c.range).chain([NO_MAP]) {
+            if let Some(page) = pages(c).find(|&p| el2.translate(p).is_some()) {
+                return Err(format!("EL2 maps {page:#x} of {c:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Every page mapped in a table is tracked, identity-mapped, and in a state whose accessor
     /// is that table's agent; every page with an accessor is mapped by it (so no page is lost
     /// or mapped twice). Checked by walking the tables, and by `translate` at carveout edges.
     fn check(&self) -> Result<(), String> {
+        self.check_el2()?;
         let tracker = self.state.tracker().clone();
         tracker.check_invariants().map_err(|e| format!("{e:?}"))?;
         if tracker.tracked_bytes() != WARDEN.size() + HOST_RAM.size() {
@@ -374,10 +492,6 @@ impl World {
     }
 }
 
-fn stage2_complete(vmid: u16) -> [Ev; 4] {
-    [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb].map(|op| Ev::Cpu { vmid, op })
-}
-
 fn cpu(vmid: u16, op: HwOp) -> Ev {
     Ev::Cpu { vmid, op }
 }
@@ -394,52 +508,72 @@ fn lines(range: MemRange, op: fn(u64) -> HwOp) -> Vec<Ev> {
     v
 }
 
-/// Host unmap of `range` when the host maps it with 2 MiB blocks: each block that `range`
-/// only partly covers is split first (BBM with its own completion), then one TLBI per page.
-fn host_unmap_split(range: MemRange) -> Vec<Ev> {
-    let mut v = Vec::new();
-    let mut split_blocks: Vec<u64> = Vec::new();
-    let whole_block = |b: u64| range.start <= b && b + SZ_2M <= range.end;
-    let mut addr = range.start;
-    while addr < range.end {
-        let block = addr & !(SZ_2M - 1);
-        if whole_block(block) {
-            v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(block))]);
-            addr = block + SZ_2M;
-            continue;
-        }
-        if !split_blocks.contains(&block) {
-            split_blocks.push(block);
-            v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(block))]);
-            v.extend(stage2_complete(HOST_VMID));
-        }
-        v.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::TlbiIpas2e1is(addr))]);
-        addr += PAGE_SIZE;
-    }
-    v.extend(stage2_complete(HOST_VMID));
-    v
+/// What `edit` issues through a [`Recorder`], as events under `vmid`.
+fn recorded(vmid: u16, edit: impl FnOnce(&Recorder)) -> Vec<Ev> {
+    let rec = Recorder::new(LINE);
+    edit(&rec);
+    rec.take().into_iter().map(|op| cpu(vmid, op)).collect()
 }
 
-/// The whole donate/lend sequence for `range` into a peer with `vmid`, from a host mapping of
-/// 2 MiB blocks.
-fn expected_give(range: MemRange, vmid: u16, clear: bool) -> Vec<Ev> {
-    let mut v = host_unmap_split(range);
-    v.push(Ev::Smmu { vmid: HOST_VMID, range });
+/// The window over `range` on `replica` (a world in the state the transfer found): opening it
+/// (map), cleaning every line, zeroing (with `clear`), closing it (unmap), as the sequence
+/// must issue them.
+fn expected_scrub(replica: &World, range: MemRange, clear: bool) -> Vec<Ev> {
+    let mut frames = replica.frames.lock();
+    let mut el2 = replica.el2.lock();
+    let mut v = recorded(HOST_VMID, |rec| {
+        el2.map(range, range.start, EL2_WINDOW_ATTRS, &mut *frames, rec).unwrap()
+    });
     v.extend(lines(range, HwOp::DcCivac));
     if clear {
         v.push(Ev::Zero(range));
     }
+    v.extend(recorded(HOST_VMID, |rec| el2.unmap(range, &mut *frames, rec).unwrap()));
+    v
+}
+
+/// The whole donate/lend sequence for `range` into a peer with `vmid`, replayed table by table
+/// on `replica` (a world as the transfer found it).
+fn expected_give(
+    replica: &World,
+    range: MemRange,
+    peer: PeerId,
+    vmid: u16,
+    clear: bool,
+) -> Vec<Ev> {
+    let mut v = recorded(HOST_VMID, |rec| {
+        replica.host.lock().unmap(range, &mut *replica.frames.lock(), rec).unwrap()
+    });
+    v.push(Ev::Smmu { vmid: HOST_VMID, range });
+    v.extend(expected_scrub(replica, range, clear));
     v.push(Ev::Load(vmid));
-    // Mapping into invalid entries: no TLBI, only DSB ISHST; ISB.
-    v.extend([cpu(vmid, HwOp::DsbIshst), cpu(vmid, HwOp::Isb)]);
+    let table = if peer == MODEM { &replica.modem } else { &replica.dsp };
+    v.extend(recorded(vmid, |rec| {
+        table
+            .lock()
+            .map_pages(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec)
+            .unwrap()
+    }));
     v.push(Ev::Load(HOST_VMID));
     v
+}
+
+fn position(log: &[Ev], what: impl Fn(&Ev) -> bool) -> usize {
+    log.iter().position(what).expect("event not in the log")
+}
+
+fn rposition(log: &[Ev], what: impl Fn(&Ev) -> bool) -> usize {
+    log.iter().rposition(what).expect("event not in the log")
+}
+
+fn is_civac(e: &Ev) -> bool {
+    matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })
 }
 
 fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear: bool) {
     let w = World::new();
     let log: Log = Rc::default();
-    let mut fake = FakeCpu::new(log.clone());
+    let mut fake = FakeCpu::on(&w, log.clone());
     fake.probe = Some((&w.state, range));
     let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
     let peers = w.peers();
@@ -451,11 +585,11 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
     };
     f(&ctx, range.start, range.size(), peer, flags).unwrap();
     let got = log.take();
-    let want = expected_give(range, vmid, clear);
+    let want = expected_give(&World::new(), range, peer, vmid, clear);
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
-    // Coverage: every line exactly once; SMMU before the first DC CIVAC; the peer map after
-    // the last one.
+    // Coverage: every line exactly once; SMMU before the window opens; the peer map after the
+    // window closed.
     let civac: Vec<u64> = got
         .iter()
         .filter_map(|e| match e {
@@ -464,21 +598,29 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
         })
         .collect();
     assert_eq!(civac, (range.start..range.end).step_by(LINE as usize).collect::<Vec<_>>());
-    let smmu_at = got.iter().position(|e| matches!(e, Ev::Smmu { .. })).unwrap();
-    let first_dc =
-        got.iter().position(|e| matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })).unwrap();
-    let last_dc =
-        got.iter().rposition(|e| matches!(e, Ev::Cpu { op: HwOp::DcCivac(_), .. })).unwrap();
-    let load_peer = got.iter().position(|e| *e == Ev::Load(vmid)).unwrap();
-    assert!(smmu_at < first_dc && last_dc < load_peer);
-    // Every TLBI by IPA ran under the host's VMID and covered each page of the range.
+    let smmu_at = position(&got, |e| matches!(e, Ev::Smmu { .. }));
+    let last_dc = rposition(&got, is_civac);
+    let first_vae2 = position(&got, |e| matches!(e, Ev::Cpu { op: HwOp::TlbiVae2is(_), .. }));
+    let load_peer = position(&got, |e| *e == Ev::Load(vmid));
+    assert!(smmu_at < first_vae2 && last_dc < first_vae2 && first_vae2 < load_peer);
+    // Every host TLBI by IPA is for a page of the range: pre-split, the host's stage-2 only
+    // loses the range's own leaves and no entry mapping anything else is ever broken.
+    for e in &got[..smmu_at] {
+        if let Ev::Cpu { vmid: v, op: HwOp::TlbiIpas2e1is(ipa) } = *e {
+            assert_eq!(v, HOST_VMID);
+            assert!(range.contains(ipa), "host TLBI at {ipa:#x} outside {range:?}");
+        }
+    }
     for page in pages(range) {
         let block = page & !(SZ_2M - 1);
         assert!(
-            got.iter().any(|e| *e == cpu(HOST_VMID, HwOp::TlbiIpas2e1is(page)))
+            got.contains(&cpu(HOST_VMID, HwOp::TlbiIpas2e1is(page)))
                 || (range.contains(block) && range.contains(block + SZ_2M - 1))
         );
     }
+    // warden's accesses were all through the window; afterwards it is closed.
+    assert_eq!(fake.unmapped_accesses.get(), 0);
+    assert!(pages(range).all(|p| w.el2.lock().translate(p).is_none()));
     // The tracker said "in flight" at every hardware operation, and the peer's state only now.
     assert_eq!(fake.probe_violations.get(), 0);
     let end = match kind {
@@ -490,7 +632,7 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
 }
 
 #[test]
-fn donate_splits_a_block_in_order() {
+fn donate_a_page_in_order() {
     run_give(TransferKind::Donate, C_MODEM, MODEM, 2, false);
 }
 
@@ -510,65 +652,138 @@ fn lend_a_sub_range_not_2m_aligned() {
 }
 
 #[test]
-fn donate_a_whole_block_without_split() {
+fn donate_a_whole_2m_table() {
     run_give(TransferKind::Donate, C_BIG, MODEM, 2, true);
 }
 
-fn run_reclaim(range: MemRange, clear: bool, kind: TransferKind) {
-    let w = World::new();
+/// The unsplit host stage-2 (carveouts in 2 MiB blocks, as before the boot split them): a
+/// donation breaks the block around it, i.e. entries mapping the host's other pages. What the
+/// split prevents, shown on the same sequence.
+#[test]
+fn without_the_split_a_donation_breaks_its_neighbours() {
+    let w = World::unsplit();
     let log: Log = Rc::default();
-    let mut fake = FakeCpu::new(log.clone());
+    let fake = FakeCpu::on(&w, log.clone());
     let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
     let peers = w.peers();
-    {
-        let ctx = w.ctx(&fake, &smmu, &peers);
-        transfer(&ctx, range.start, range.size(), DSP, kind, TransferFlags::default()).unwrap();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    let page = MemRange::new(C_MODEM.start + PAGE_SIZE, C_MODEM.start + 2 * PAGE_SIZE);
+    donate(&ctx, page.start, page.size(), MODEM, TransferFlags::default()).unwrap();
+    let block = C_MODEM.start & !(SZ_2M - 1);
+    assert!(log.take().contains(&cpu(HOST_VMID, HwOp::TlbiIpas2e1is(block))));
+    w.check().unwrap();
+}
+
+/// A donate, a release and a reclaim of `range`, the reclaim logged; with the peer's stage-2
+/// already empty since the release, the reclaim only scrubs (with `clear`) and maps the host.
+fn run_reclaim(range: MemRange, peer: PeerId, clear: bool, kind: TransferKind) {
+    let w = World::new();
+    let replica = World::new();
+    let log: Log = Rc::default();
+    let mut fake = FakeCpu::on(&w, log.clone());
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+    let peers = w.peers();
+    for world in [&w, &replica] {
+        let null_smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+        let peers = world.peers();
+        let ctx = world.ctx(&NullCpu, &null_smmu, &peers);
+        transfer(&ctx, range.start, range.size(), peer, kind, TransferFlags::default()).unwrap();
         let flags = TransferFlags { clear };
         assert_eq!(
-            reclaim(&ctx, range.start, range.size(), DSP, flags),
+            reclaim(&ctx, range.start, range.size(), peer, flags),
             Err(HandoffError::PeerStillHolds)
         );
-        release(&ctx, range.start, range.size(), DSP, TransferFlags::default()).unwrap();
+        release(&ctx, range.start, range.size(), peer, TransferFlags::default()).unwrap();
     }
-    log.take();
+    let table = if peer == MODEM { &w.modem } else { &w.dsp };
+    assert!(table.lock().mappings().is_empty(), "released: the peer maps nothing");
     fake.probe = Some((&w.state, range));
     let ctx = w.ctx(&fake, &smmu, &peers);
-    reclaim(&ctx, range.start, range.size(), DSP, TransferFlags { clear }).unwrap();
-    // The peer's part: replay the same unmap on an identical table with a Recorder; every
-    // operation must have run under the peer's VMID, with the peer's own leaves.
-    let rec = Recorder::new(LINE);
-    let mut replica = PageTable::<Stage2>::new(layout(), &mut *w.frames.lock()).unwrap();
-    replica.map(range, range.start, PEER_ATTRS, &mut *w.frames.lock(), &NullCpu).unwrap();
-    replica.unmap(range, &mut *w.frames.lock(), &rec).unwrap();
-    let mut want = vec![Ev::Load(3)];
-    want.extend(rec.take().into_iter().map(|op| cpu(3, op)));
-    want.push(Ev::Load(HOST_VMID));
-    let got = log.take();
-    assert!(want.iter().any(|e| matches!(e, Ev::Cpu { op: HwOp::TlbiIpas2e1is(_), .. })));
-    assert_eq!(got[..want.len()], want[..]);
-    let back = want.len() - 1;
-    let mut tail = Vec::new();
+    reclaim(&ctx, range.start, range.size(), peer, TransferFlags { clear }).unwrap();
+    let mut want = Vec::new();
     if clear {
-        tail.extend(lines(range, HwOp::DcCivac));
-        tail.push(Ev::Zero(range));
+        want.extend(expected_scrub(&replica, range, true));
     }
-    tail.extend([cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::Isb)]);
-    assert_eq!(got[back + 1..], tail[..], "scrub, then map back; no SMMU command");
+    want.extend(recorded(HOST_VMID, |rec| {
+        replica
+            .host
+            .lock()
+            .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+            .unwrap()
+    }));
+    assert_eq!(log.take(), want, "scrub, then map back; no peer table, no SMMU command");
     assert_eq!(fake.probe_violations.get(), 0);
+    assert_eq!(fake.unmapped_accesses.get(), 0);
     assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Host));
     w.check().unwrap();
-    // SAFETY: never installed in hardware.
-    unsafe { replica.destroy(&mut *w.frames.lock()) };
 }
 
 #[test]
 fn reclaim_without_clear() {
-    run_reclaim(C_DSP, false, TransferKind::Donate);
+    run_reclaim(C_DSP, DSP, false, TransferKind::Donate);
 }
 
 #[test]
 fn reclaim_with_clear_scrubs_before_the_host_maps() {
-    run_reclaim(C_DSP, true, TransferKind::Lend);
+    run_reclaim(C_DSP, DSP, true, TransferKind::Lend);
+}
+
+#[test]
+fn reclaim_of_a_whole_2m_table_builds_it_again_as_pages() {
+    run_reclaim(C_BIG, MODEM, true, TransferKind::Donate);
+    let w = World::new();
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    let before = w.host.lock().stats();
+    let none = TransferFlags::default();
+    donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    release(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    reclaim(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    assert_eq!(w.host.lock().stats(), before, "split again: the same pages, no block");
+}
+
+/// RELEASE takes the range out of the peer's stage-2 (TLBIs under its VMID) before anything
+/// else, and with CLEAR scrubs it only then, through the window.
+#[test]
+fn release_unmaps_the_peer_then_scrubs() {
+    let w = World::new();
+    let replica = World::new();
+    let range = MemRange::new(C_DSP.start + PAGE_SIZE, C_DSP.end - PAGE_SIZE);
+    for world in [&w, &replica] {
+        let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+        let peers = world.peers();
+        let ctx = world.ctx(&NullCpu, &smmu, &peers);
+        lend(&ctx, range.start, range.size(), DSP, TransferFlags::default()).unwrap();
+    }
+    let log: Log = Rc::default();
+    let fake = FakeCpu::on(&w, log.clone());
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    release(&ctx, range.start, range.size(), DSP, TransferFlags { clear: true }).unwrap();
+    let got = log.take();
+    let mut want = vec![Ev::Load(3)];
+    want.extend(recorded(3, |rec| {
+        replica.dsp.lock().unmap(range, &mut *replica.frames.lock(), rec).unwrap()
+    }));
+    // The peer's call: its stage-2 stays current (the window is warden's own stage-1).
+    want.extend(expected_scrub(&replica, range, true).into_iter().map(|e| match e {
+        Ev::Cpu { op, .. } => cpu(3, op),
+        other => other,
+    }));
+    assert_eq!(got, want);
+    // The peer's last TLBI and its completion come before warden's first clean.
+    let last_peer_tlbi = rposition(&got, |e| *e == cpu(3, HwOp::TlbiVmalle1is));
+    assert!(last_peer_tlbi < position(&got, is_civac));
+    assert!(got.iter().all(|e| !matches!(e, Ev::Smmu { .. })));
+    assert_eq!(fake.unmapped_accesses.get(), 0);
+    assert_eq!(
+        w.state.tracker().state_of(range),
+        Ok(PageState::Lent { peer: DSP, released: true })
+    );
+    assert!(w.dsp.lock().translate(range.start).is_none());
+    w.check().unwrap();
 }
 
 #[test]
@@ -646,10 +861,53 @@ fn failing_smmu_sync_keeps_the_range_the_hosts() {
     w.check().unwrap();
 }
 
+fn table_frames<F: crate::mm::pgtable::Format>(t: &Mutex<PageTable<F>>) -> Vec<u64> {
+    let mut v = Vec::new();
+    t.lock().for_each_table_frame(|pa| v.push(pa));
+    v
+}
+
+/// A level-3 table the host's unmap empties (a whole 2 MiB of carveout) is freed, but a device
+/// may still walk it until the SMMU's invalidation has completed: its frame must not be reused
+/// before that. Here the sync fails, so the host's mapping comes back in another frame and the
+/// freed one is never used again.
+#[test]
+fn freed_host_tables_are_not_reused_before_the_smmu_sync() {
+    let w = World::new();
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: true });
+    let peers = w.peers();
+    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    let before = table_frames(&w.host);
+    let got = donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, TransferFlags::default());
+    assert_eq!(got, Err(HandoffError::DmaSync(SYNC_FAILED)));
+    let after = table_frames(&w.host);
+    let gone: Vec<u64> = before.iter().copied().filter(|pa| !after.contains(pa)).collect();
+    let new: Vec<u64> = after.iter().copied().filter(|pa| !before.contains(pa)).collect();
+    assert_eq!((gone.len(), new.len()), (1, 1), "C_BIG's table was freed and built again");
+    assert_eq!(w.state.quarantined_frames(), 1);
+    let everywhere: Vec<u64> =
+        [table_frames(&w.modem), table_frames(&w.dsp), table_frames(&w.el2)].concat();
+    assert!(!everywhere.contains(&gone[0]), "the freed table is nowhere");
+    assert!(!w.state.spare_frames.lock().contains(&gone[0]), "nor kept for later");
+    assert_eq!(w.state.tracker().state_of(C_BIG), Ok(PageState::Host));
+    w.check().unwrap();
+    // With the sync completing, the frame is reused (only afterwards: the peer's tables are
+    // built after the SMMU step).
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let ctx = w.ctx(&NullCpu, &smmu, &peers);
+    donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, TransferFlags::default()).unwrap();
+    assert_eq!(w.state.quarantined_frames(), 1, "nothing more quarantined");
+    w.check().unwrap();
+}
+
 #[test]
 fn too_few_frames_refuses_before_touching_anything() {
-    // Host table: root + 1 L2 + 3 L3... just enough for the tables, nothing to reserve.
-    let w = World::with_frames(6);
+    let w = World::new();
+    // Every frame left is taken: nothing to reserve.
+    let mut hoard = Vec::new();
+    while let Some(pa) = w.frames.lock().alloc_zeroed(1) {
+        hoard.push(pa);
+    }
     let fake = FakeCpu::new(Rc::default());
     let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
     let peers = w.peers();
@@ -806,6 +1064,7 @@ proptest! {
     fn random_transfers_keep_every_page_with_its_owner(steps in prop::collection::vec(step(), 1..10)) {
         let w = World::new();
         let cpus = [VmidCpu { vmid: Cell::new(HOST_VMID) }, VmidCpu { vmid: Cell::new(HOST_VMID) }];
+        let peer_cpu = VmidCpu { vmid: Cell::new(2) };
         let mut last_ok: Option<(u64, u64, PeerId)> = None;
         for s in &steps {
             let mut s = *s;
@@ -818,8 +1077,18 @@ proptest! {
                 prop_assert!(false, "{}", e);
             }
             let before = w.snapshot();
-            let result = apply(&w, &cpus[s.cpu], &s);
-            prop_assert_eq!(cpus[s.cpu].vmid.get(), HOST_VMID, "the host's stage-2 is current again");
+            // A release is the peer's call, on the CPU it runs on, where its stage-2 is current
+            // and stays so; everything else is the host's, whose stage-2 is current again after.
+            let (cpu, vmid) = match s.action {
+                Action::Release => {
+                    let vmid = if s.peer == MODEM { 2 } else { 3 };
+                    (&peer_cpu, vmid)
+                }
+                _ => (&cpus[s.cpu], HOST_VMID),
+            };
+            cpu.vmid.set(vmid);
+            let result = apply(&w, cpu, &s);
+            prop_assert_eq!(cpu.vmid.get(), vmid, "the caller's stage-2 is current again");
             if result.is_ok() {
                 last_ok = Some((s.base, s.size, s.peer));
             }
@@ -1061,9 +1330,19 @@ mod service_calls {
         rig.log.take();
         rig.call(Caller::Peer(MODEM), release(whole, true)).unwrap();
         let log = rig.log.take();
-        let mut want = lines(C_MODEM, HwOp::DcCivac);
-        want.push(Ev::Zero(C_MODEM));
-        assert_eq!(log, want);
+        // The peer's stage-2 loses the range (its VMID current) before warden's clean, the
+        // zeros come after the clean, the window closes last.
+        assert_eq!(log[0], Ev::Load(2));
+        assert_eq!(log.iter().filter(|e| matches!(e, Ev::Load(_))).count(), 1);
+        let peer_done = rposition(&log, |e| *e == cpu(2, HwOp::TlbiVmalle1is));
+        let first_civac = position(&log, is_civac);
+        let zero = position(&log, |e| *e == Ev::Zero(C_MODEM));
+        let closed = rposition(&log, |e| matches!(e, Ev::Cpu { op: HwOp::TlbiVae2is(_), .. }));
+        assert!(peer_done < first_civac && first_civac < zero && zero < closed);
+        let civac = log.iter().filter(|e| is_civac(e)).count() as u64;
+        assert_eq!(civac, C_MODEM.size() / LINE);
+        assert_eq!(rig.query(C_MODEM.start).state, RangeState::PeerReleased(MODEM));
+        rig.w.check().unwrap();
     }
 
     #[test]
@@ -1121,6 +1400,76 @@ mod service_calls {
         );
     }
 
+    /// Two checks fail at once: the answer is the earlier one of `docs/abi.md`'s order (4 peer
+    /// exists, 5 warden's memory, 6 inside one carveout, 7 peer and policy, 8 in flight, 9
+    /// state), whoever calls.
+    #[test]
+    fn two_failures_answer_the_earlier_check() {
+        let rig = Rig::new();
+        rig.host(donate(range(C_BIG.start, PAGE_SIZE), MODEM, false)).unwrap();
+        // A run of the modem carveout in flight (a transfer on another CPU, frozen here).
+        let in_flight = MemRange::from_base_size(C_MODEM.start + 4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let handing_off = PageState::HandingOff { to: MODEM, kind: TransferKind::Donate };
+        rig.w.state.tracker().transition(in_flight, PageState::Host, handing_off).unwrap();
+        let flying = range(in_flight.start, PAGE_SIZE);
+        let half_flying = range(in_flight.start - PAGE_SIZE, 2 * PAGE_SIZE);
+        let before = rig.w.snapshot();
+        let cases: [(&str, Caller, Request, AbiError); 8] = [
+            (
+                "4 before 5: unknown peer, warden's memory",
+                Caller::Host,
+                donate(range(WARDEN.start, PAGE_SIZE), peer(9), false),
+                AbiError::InvalidParameters,
+            ),
+            (
+                "5 before 6: warden's memory outside every carveout",
+                Caller::Host,
+                reclaim(range(WARDEN.end - PAGE_SIZE, 2 * PAGE_SIZE), false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: the wrong peer for a range in flight",
+                Caller::Host,
+                donate(flying, DSP, false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: the wrong policy for a range in flight",
+                Caller::Host,
+                lend(flying, MODEM, false),
+                AbiError::Denied,
+            ),
+            (
+                "7 before 8: RELEASE by another peer of a range in flight",
+                Caller::Peer(DSP),
+                release(flying, false),
+                AbiError::Denied,
+            ),
+            (
+                "8 before 9: DONATE of host and in-flight pages",
+                Caller::Host,
+                donate(half_flying, MODEM, false),
+                AbiError::Busy,
+            ),
+            (
+                "8 before 9: RECLAIM of host and in-flight pages",
+                Caller::Host,
+                reclaim(half_flying, false),
+                AbiError::Busy,
+            ),
+            (
+                "8 before 9: RELEASE of host and in-flight pages",
+                Caller::Peer(MODEM),
+                release(half_flying, true),
+                AbiError::Busy,
+            ),
+        ];
+        for (what, caller, request, want) in cases {
+            assert_eq!(rig.call(caller, request), Err(want), "{what}");
+            assert!(rig.w.snapshot() == before, "{what}: changed state");
+        }
+    }
+
     #[test]
     fn states_and_errors_map_onto_the_abi() {
         use crate::mm::ownership::TransferKind::{Donate, Lend};
@@ -1176,14 +1525,17 @@ fn profiling_hooks_name_every_step_in_order() {
     let ctx = w.ctx(&cpu, &smmu, &peers);
     let clear = TransferFlags { clear: true };
     donate(&ctx, C_DSP.start, C_DSP.size(), DSP, clear).unwrap();
-    let want = [Validate, Reserve, HostUnmap, DmaSync, CacheClean, Zero, PeerMap, Reserve, Commit];
+    let want = [
+        Validate, Reserve, HostUnmap, DmaSync, El2Map, CacheClean, Zero, El2Unmap, PeerMap,
+        Reserve, Commit,
+    ];
     let mut expected: Vec<Option<Phase>> = vec![None];
     expected.extend(want.iter().map(|p| Some(*p)));
     assert_eq!(cpu.0.take(), expected);
-    release(&ctx, C_DSP.start, C_DSP.size(), DSP, TransferFlags::default()).unwrap();
-    cpu.0.take();
+    release(&ctx, C_DSP.start, C_DSP.size(), DSP, clear).unwrap();
+    assert!(cpu.0.take().is_empty(), "a release is not profiled");
     reclaim(&ctx, C_DSP.start, C_DSP.size(), DSP, clear).unwrap();
-    let want = [Validate, Reserve, PeerUnmap, CacheClean, Zero, HostMap, Reserve, Commit];
+    let want = [Validate, Reserve, El2Map, CacheClean, Zero, El2Unmap, HostMap, Reserve, Commit];
     let mut expected: Vec<Option<Phase>> = vec![None];
     expected.extend(want.iter().map(|p| Some(*p)));
     assert_eq!(cpu.0.take(), expected);

@@ -4,7 +4,7 @@
 use core::fmt;
 
 use super::frame::FrameAllocator;
-use super::pgtable::{Attrs, El2Stage1, MapError, PageTable, TableLayout, TableStats};
+use super::pgtable::{Attrs, El2Stage1, MapError, PageTable, Perms, TableLayout, TableStats};
 use super::range::MemRange;
 use super::tcr::{self, ConfigError};
 use crate::arch::TlbMaintenance;
@@ -127,39 +127,86 @@ where
     Ok(El2Map { table, tcr, mair: MAIR_EL2_VALUE, sctlr: SCTLR_EL2_MMU_ON, ttbr0, stats })
 }
 
-/// warden's view of one RAM bank: cacheable RW everywhere except its own image (mapped
-/// separately, with finer permissions) and the carveouts, which are Normal Non-cacheable RW so
-/// that EL2 never allocates a cache line of theirs (not even speculatively) and zeros it writes
-/// go straight to memory. Cache maintenance by VA works on any of these attributes. `holes` must
-/// be sorted by start and disjoint; carveouts not wholly inside `bank` are left out (and so not
-/// mapped at all).
-pub fn ram_regions(
-    bank: MemRange,
-    warden: MemRange,
-    carveouts: &[MemRange],
-    mut push: impl FnMut(MemRange, Attrs),
-) {
-    let rw = Attrs::normal(super::pgtable::Perms::RW);
-    let mut cursor = bank.start;
-    let holes = core::iter::once(warden).chain(carveouts.iter().copied());
-    let mut sorted: [Option<MemRange>; 1 + crate::dt::MAX_CARVEOUTS] =
-        [None; 1 + crate::dt::MAX_CARVEOUTS];
-    for (slot, hole) in sorted.iter_mut().zip(holes.filter(|h| h.overlaps(&bank))) {
-        *slot = Some(hole);
+/// What warden's own EL2 stage-1 maps, identity, for its whole life (see
+/// [`warden_regions`]).
+#[derive(Clone, Copy, Debug)]
+pub struct El2Plan<'a> {
+    /// warden's image: `[start, text_end)` code, `[text_end, rodata_end)` read-only data,
+    /// `[rodata_end, end)` data, BSS, stacks and pool.
+    pub image: WardenImage,
+    /// Pages of the image left unmapped (each CPU stack's guard page).
+    pub guards: &'a [MemRange],
+    /// RAM banks.
+    pub ram: &'a [MemRange],
+    /// Never mapped (beyond warden's own region): every carveout and every `no-map` reserved
+    /// region. Carveouts are mapped only for the moment of warden's own clean/zero step, by
+    /// the handoff sequence.
+    pub excluded: &'a [MemRange],
+    /// Device frames warden drives (page aligned): console, SMMUs, PCIe config space, GIC.
+    pub devices: &'a [MemRange],
+}
+
+/// warden's image in memory (all page aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WardenImage {
+    pub start: u64,
+    pub text_end: u64,
+    pub rodata_end: u64,
+    pub end: u64,
+}
+
+impl WardenImage {
+    pub const fn range(&self) -> MemRange {
+        MemRange::new(self.start, self.end)
     }
-    sorted.sort_unstable_by_key(|h| h.map_or(u64::MAX, |h| h.start));
-    for hole in sorted.iter().flatten() {
-        if hole.start > cursor {
-            push(MemRange::new(cursor, hole.start.min(bank.end)), rw);
+}
+
+/// The regions of warden's EL2 identity map, in order: code RX, read-only data R, the rest of
+/// its image RW (minus `guards`), RAM RW-XN minus warden's image and minus `excluded`, then the
+/// devices (Device-nGnRE RW). Nothing the host does not own, and no `no-map` region, is ever
+/// mapped: a speculative read by warden can only reach its own memory and host RAM (rule 2 of
+/// the design: `docs/architecture.md`, *warden's own mappings*). Empty pieces are skipped.
+pub fn warden_regions(plan: &El2Plan<'_>, mut push: impl FnMut(MemRange, Attrs)) {
+    let mut push = |r: MemRange, a: Attrs| {
+        if !r.is_empty() {
+            push(r, a)
         }
-        cursor = cursor.max(hole.end);
+    };
+    let image = plan.image;
+    push(MemRange::new(image.start, image.text_end), Attrs::normal(Perms::RX));
+    push(MemRange::new(image.text_end, image.rodata_end), Attrs::normal(Perms::R));
+    for_each_piece_outside(MemRange::new(image.rodata_end, image.end), plan.guards, |r| {
+        push(r, Attrs::normal(Perms::RW))
+    });
+    for bank in plan.ram {
+        for_each_piece_outside(*bank, &[image.range()], |piece| {
+            for_each_piece_outside(piece, plan.excluded, |r| push(r, Attrs::normal(Perms::RW)))
+        });
     }
-    if cursor < bank.end {
-        push(MemRange::new(cursor, bank.end), rw);
+    for dev in plan.devices {
+        push(*dev, Attrs::device(Perms::RW));
     }
-    for c in carveouts {
-        if bank.contains_range(c) && !c.overlaps(&warden) {
-            push(*c, Attrs::normal_non_cacheable(super::pgtable::Perms::RW));
+}
+
+/// Calls `f` for each piece of `range` outside every one of `holes` (any order; each widened
+/// to whole pages), lowest first.
+fn for_each_piece_outside(range: MemRange, holes: &[MemRange], mut f: impl FnMut(MemRange)) {
+    let mut cursor = range.start;
+    while cursor < range.end {
+        let rest = MemRange::new(cursor, range.end);
+        let next_hole = holes
+            .iter()
+            .filter_map(|h| h.page_aligned_outward())
+            .filter(|h| h.overlaps(&rest))
+            .min_by_key(|h| h.start);
+        match next_hole {
+            None => return f(rest),
+            Some(h) => {
+                if h.start > cursor {
+                    f(MemRange::new(cursor, h.start));
+                }
+                cursor = cursor.max(h.end);
+            }
         }
     }
 }
@@ -253,31 +300,49 @@ mod tests {
     }
 
     #[test]
-    fn ram_regions_cut_warden_and_carveouts_out_and_map_carveouts_non_cacheable() {
-        use crate::mm::pgtable::Perms;
-        let bank = MemRange::new(0x4000_0000, 0x8000_0000);
-        let warden = MemRange::new(0x4020_0000, 0x4040_0000);
+    fn warden_regions_leave_out_carveouts_no_map_regions_and_guards() {
+        let ram =
+            [MemRange::new(0x4000_0000, 0x8000_0000), MemRange::new(0x1_0000_0000, 0x1_0010_0000)];
+        let image = WardenImage {
+            start: 0x4020_0000,
+            text_end: 0x4024_0000,
+            rodata_end: 0x4026_0000,
+            end: 0x4040_0000,
+        };
+        let guards = [MemRange::new(0x4030_0000, 0x4030_1000)];
         let modem = MemRange::new(0x7c00_0000, 0x7d00_0000);
         let dsp = MemRange::new(0x7d00_0000, 0x7e00_0000);
-        let outside = MemRange::new(0x9000_0000, 0x9100_0000);
+        // A no-map region not page aligned: widened to whole pages.
+        let firmware = MemRange::new(0x7f00_0800, 0x7f00_1800);
+        let uart = MemRange::new(0x0900_0000, 0x0900_1000);
+        let plan = El2Plan {
+            image,
+            guards: &guards,
+            ram: &ram,
+            excluded: &[dsp, firmware, modem],
+            devices: &[uart],
+        };
         let mut got = alloc::vec::Vec::new();
-        ram_regions(bank, warden, &[dsp, outside, modem], |r, a| got.push((r, a)));
+        warden_regions(&plan, |r, a| got.push((r, a)));
         let rw = Attrs::normal(Perms::RW);
-        let nc = Attrs::normal_non_cacheable(Perms::RW);
         assert_eq!(
             got,
             [
+                (MemRange::new(0x4020_0000, 0x4024_0000), Attrs::normal(Perms::RX)),
+                (MemRange::new(0x4024_0000, 0x4026_0000), Attrs::normal(Perms::R)),
+                (MemRange::new(0x4026_0000, 0x4030_0000), rw),
+                (MemRange::new(0x4030_1000, 0x4040_0000), rw),
                 (MemRange::new(0x4000_0000, 0x4020_0000), rw),
                 (MemRange::new(0x4040_0000, 0x7c00_0000), rw),
-                (MemRange::new(0x7e00_0000, 0x8000_0000), rw),
-                (dsp, nc),
-                (modem, nc),
+                (MemRange::new(0x7e00_0000, 0x7f00_0000), rw),
+                (MemRange::new(0x7f00_2000, 0x8000_0000), rw),
+                (ram[1], rw),
+                (uart, Attrs::device(Perms::RW)),
             ]
         );
-        // warden outside the bank, a carveout at the bank's very end.
-        got.clear();
-        let tail = MemRange::new(0x7f00_0000, 0x8000_0000);
-        ram_regions(bank, MemRange::new(0x1000, 0x2000), &[tail], |r, a| got.push((r, a)));
-        assert_eq!(got, [(MemRange::new(0x4000_0000, 0x7f00_0000), rw), (tail, nc)]);
+        assert!(got.iter().all(|(r, a)| a.kind != crate::mm::MemKind::NormalNonCacheable
+            && !r.overlaps(&modem)
+            && !r.overlaps(&dsp)
+            && !r.overlaps(&firmware)));
     }
 }

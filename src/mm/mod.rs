@@ -3,6 +3,7 @@
 
 pub mod el2;
 pub mod frame;
+pub mod host_memory;
 pub mod layout;
 pub mod ownership;
 pub mod pgtable;

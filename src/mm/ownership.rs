@@ -74,25 +74,30 @@ impl PageState {
         }
     }
 
-    /// The one agent allowed to have the page mapped once no transfer is in flight.
+    /// The one agent allowed to have the page mapped once no transfer is in flight. A page its
+    /// peer has released is nobody's to access until the host reclaims it.
     pub fn accessor(&self) -> Option<Accessor> {
         match *self {
             PageState::Host => Some(Accessor::Host),
-            PageState::Donated { peer, .. } | PageState::Lent { peer, .. } => {
-                Some(Accessor::Peer(peer))
-            }
-            PageState::Warden | PageState::HandingOff { .. } | PageState::Reclaiming { .. } => None,
+            PageState::Donated { peer, released: false }
+            | PageState::Lent { peer, released: false } => Some(Accessor::Peer(peer)),
+            PageState::Donated { released: true, .. }
+            | PageState::Lent { released: true, .. }
+            | PageState::Warden
+            | PageState::HandingOff { .. }
+            | PageState::Reclaiming { .. } => None,
         }
     }
 
     /// Whether `who` may have the page mapped right now. While a transfer is in flight the
     /// source loses its mapping before the destination gains one, but concurrent observers may
-    /// still see either side's mapping.
+    /// still see either side's mapping (a reclaim's source, the released peer, has none).
     pub fn may_be_mapped_by(&self, who: Accessor) -> bool {
         match *self {
-            PageState::HandingOff { to: peer, .. } | PageState::Reclaiming { from: peer, .. } => {
+            PageState::HandingOff { to: peer, .. } => {
                 who == Accessor::Host || who == Accessor::Peer(peer)
             }
+            PageState::Reclaiming { .. } => who == Accessor::Host,
             _ => self.accessor() == Some(who),
         }
     }
@@ -378,8 +383,12 @@ mod tests {
         let lent = PageState::Lent { peer: MODEM, released: true };
         assert_eq!(donated.owner(), Owner::Peer(MODEM));
         assert_eq!(lent.owner(), Owner::Host);
-        assert_eq!(lent.accessor(), Some(Accessor::Peer(MODEM)));
+        assert_eq!(lent.accessor(), None, "released: nobody's");
+        assert_eq!(donated.accessor(), Some(Accessor::Peer(MODEM)));
         assert_eq!(PageState::Warden.accessor(), None);
+        let back = PageState::Reclaiming { from: MODEM, kind: TransferKind::Lend };
+        assert!(back.may_be_mapped_by(Accessor::Host));
+        assert!(!back.may_be_mapped_by(Accessor::Peer(MODEM)), "released before the reclaim");
         let moving = PageState::HandingOff { to: MODEM, kind: TransferKind::Donate };
         assert!(moving.is_transient() && moving.may_be_mapped_by(Accessor::Host));
         assert!(!moving.may_be_mapped_by(Accessor::Peer(PeerId::DSP)));

@@ -8,7 +8,8 @@
 //! write invalid, `DSB ISHST`, TLBI for the entry (and for every leaf below it when a table is
 //! replaced), then the regime's completion sequence, and only then the new entry. Filling
 //! invalid entries needs no TLBI: `map` ends with `DSB ISHST; ISB`. `unmap` issues a TLBI per
-//! removed leaf and one completion sequence at the end.
+//! removed leaf and one completion sequence at the end (for more than [`BULK_TLBI_PAGES`] pages:
+//! one invalidation of the whole regime instead).
 //!
 //! A stage-2 table can have a **root mirror** ([`PageTable::add_root_mirror`]): a second root
 //! whose descriptors are kept equal to the table's own root descriptors (every root-level
@@ -211,7 +212,16 @@ pub trait Format {
     fn tlbi_entry<T: TlbMaintenance + ?Sized>(tlb: &T, va: u64);
     /// Completes earlier TLBIs so that no CPU can still use the removed entries.
     fn tlbi_complete<T: TlbMaintenance + ?Sized>(tlb: &T);
+    /// Invalidates every entry of the regime (after `DSB ISHST`) and completes: what a large
+    /// unmap issues instead of one TLBI per entry ([`BULK_TLBI_PAGES`]).
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T);
 }
+
+/// An unmap of more pages than this invalidates the whole regime (the current VMID's stage 1
+/// and 2, or all of EL2) once at the end instead of one TLBI per removed entry: thousands of
+/// broadcast TLBIs cost more than refilling the TLBs (Linux's arm64 `MAX_TLBI_OPS` makes the
+/// same choice at the same size).
+pub const BULK_TLBI_PAGES: u64 = 512;
 
 /// Stage-2 descriptors (VTTBR_EL2 / VTCR_EL2 regime).
 ///
@@ -275,6 +285,12 @@ impl Format for Stage2 {
         tlb.dsb_ish();
         tlb.isb();
     }
+
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.tlbi_vmalls12e1is();
+        tlb.dsb_ish();
+        tlb.isb();
+    }
 }
 
 /// EL2 stage-1 descriptors (TTBR0_EL2 with HCR_EL2.E2H=0: one VA range, one privilege level).
@@ -330,6 +346,12 @@ impl Format for El2Stage1 {
     }
 
     fn tlbi_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.dsb_ish();
+        tlb.isb();
+    }
+
+    fn tlbi_all_complete<T: TlbMaintenance + ?Sized>(tlb: &T) {
+        tlb.tlbi_alle2is();
         tlb.dsb_ish();
         tlb.isb();
     }
@@ -534,6 +556,27 @@ struct Op<'a, A: ?Sized, T: ?Sized> {
     wrote: bool,
     /// TLBIs issued since the last completion sequence.
     tlbi_pending: bool,
+    /// `map` writes 4 KiB pages only, never blocks ([`PageTable::map_pages`]).
+    pages_only: bool,
+    /// `unmap` of more than [`BULK_TLBI_PAGES`]: removed leaves get no TLBI of their own, the
+    /// whole regime is invalidated at the end instead.
+    bulk: bool,
+    /// Leaves removed in bulk mode, not invalidated yet.
+    bulk_pending: bool,
+}
+
+impl<'a, A: ?Sized, T: ?Sized> Op<'a, A, T> {
+    fn new(frames: &'a mut A, tlb: &'a T) -> Self {
+        Self {
+            frames,
+            tlb,
+            wrote: false,
+            tlbi_pending: false,
+            pages_only: false,
+            bulk: false,
+            bulk_pending: false,
+        }
+    }
 }
 
 /// A translation table of format `F`.
@@ -729,6 +772,41 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
+        self.map_with(va, pa, attrs, false, frames, tlb)
+    }
+
+    /// Like [`Self::map`], but every leaf written is a 4 KiB page, never a block (a block met
+    /// in the range is split, its other pages kept): a range split to pages
+    /// ([`Self::split_to_pages`]) stays split, so a later unmap of part of it only clears
+    /// leaves and never breaks a block that also maps memory outside the range.
+    pub fn map_pages<A, T>(
+        &mut self,
+        va: MemRange,
+        pa: u64,
+        attrs: Attrs,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        self.map_with(va, pa, attrs, true, frames, tlb)
+    }
+
+    fn map_with<A, T>(
+        &mut self,
+        va: MemRange,
+        pa: u64,
+        attrs: Attrs,
+        pages_only: bool,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
         self.check_input(va)?;
         if !pa.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Unaligned { addr: pa });
@@ -743,7 +821,8 @@ impl<F: Format> PageTable<F> {
         }
         // pa_of(v) = v + offset, in wrapping arithmetic (both ranges are checked above).
         let offset = pa.wrapping_sub(va.start);
-        let mut op = Op { frames, tlb, wrote: false, tlbi_pending: false };
+        let mut op = Op::new(frames, tlb);
+        op.pages_only = pages_only;
         let result =
             self.map_in(self.root(), self.layout.start_level, va, offset, attr_bits, &mut op);
         if op.wrote {
@@ -777,8 +856,8 @@ impl<F: Format> PageTable<F> {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
             let entry = decode(desc, level);
-            let whole =
-                va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_allowed(level);
+            let leaf_here = leaf_allowed(level) && (level == 3 || !op.pages_only);
+            let whole = va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_here;
             if whole {
                 let new = leaf_desc(level, pa, attr_bits);
                 if desc != new {
@@ -806,7 +885,10 @@ impl<F: Format> PageTable<F> {
                         child
                     }
                     Entry::Leaf { oa, attr_bits: old_bits } => {
-                        if old_bits == attr_bits && oa.wrapping_add(va - base) == pa {
+                        if old_bits == attr_bits
+                            && oa.wrapping_add(va - base) == pa
+                            && !op.pages_only
+                        {
                             // The block already maps this piece exactly as asked.
                             va = chunk_end;
                             continue;
@@ -822,8 +904,13 @@ impl<F: Format> PageTable<F> {
     }
 
     /// Removes every mapping in `va` (page aligned). Blocks straddling the edges are split
-    /// (break-before-make); each removed leaf gets a TLBI; tables left empty are unlinked,
-    /// flushed and freed. Ends with the regime's TLB completion sequence.
+    /// (break-before-make); each removed leaf gets a TLBI (above [`BULK_TLBI_PAGES`], one
+    /// invalidation of the whole regime at the end instead); tables left empty are unlinked,
+    /// flushed and freed (to `frames`: an allocator that must not hand them out again while
+    /// another walker, e.g. an SMMU sharing these tables, may still hold them), except the
+    /// tables the root points to: a root entry that points to a table keeps pointing to it,
+    /// so root entries only change when a table is built or [`Self::map`] puts a block there.
+    /// Ends with the regime's TLB completion sequence.
     ///
     /// On `OutOfFrames` (a split needed a table) part of the range may remain mapped.
     pub fn unmap<A, T>(&mut self, va: MemRange, frames: &mut A, tlb: &T) -> Result<(), MapError>
@@ -835,9 +922,13 @@ impl<F: Format> PageTable<F> {
         if va.is_empty() {
             return Ok(());
         }
-        let mut op = Op { frames, tlb, wrote: false, tlbi_pending: false };
+        let mut op = Op::new(frames, tlb);
+        op.bulk = va.size() / PAGE_SIZE > BULK_TLBI_PAGES;
         let result = self.unmap_in(self.root(), self.layout.start_level, va, &mut op);
-        if op.tlbi_pending {
+        if op.bulk_pending {
+            tlb.dsb_ishst();
+            F::tlbi_all_complete(tlb);
+        } else if op.tlbi_pending {
             F::tlbi_complete(tlb);
         } else if op.wrote {
             tlb.dsb_ishst();
@@ -869,10 +960,14 @@ impl<F: Format> PageTable<F> {
                 Entry::Invalid => {}
                 Entry::Leaf { .. } if whole || level >= 3 => {
                     table.write(idx, 0);
-                    op.tlb.dsb_ishst();
-                    F::tlbi_entry(op.tlb, base);
+                    if op.bulk {
+                        op.bulk_pending = true;
+                    } else {
+                        op.tlb.dsb_ishst();
+                        F::tlbi_entry(op.tlb, base);
+                        op.tlbi_pending = true;
+                    }
                     op.wrote = true;
-                    op.tlbi_pending = true;
                 }
                 Entry::Leaf { oa, attr_bits } => {
                     let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
@@ -880,7 +975,7 @@ impl<F: Format> PageTable<F> {
                 }
                 Entry::Table(child) => {
                     self.unmap_in(child, level + 1, MemRange::new(va, chunk_end), op)?;
-                    if child.is_empty() {
+                    if level > self.layout.start_level && child.is_empty() {
                         table.write(idx, 0);
                         op.tlb.dsb_ishst();
                         F::tlbi_entry(op.tlb, base);
@@ -891,6 +986,67 @@ impl<F: Format> PageTable<F> {
                         op.frames.free(child.pa, 1);
                     }
                 }
+            }
+            va = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Splits every block overlapping `va` (page aligned) down to 4 KiB pages, each with
+    /// break-before-make; translations stay as they were. Afterwards a change to pages inside
+    /// `va` never has to break an entry that also maps memory outside `va` (keep it so with
+    /// [`Self::map_pages`]). Invalid entries stay invalid. Ends with `DSB ISHST; ISB` when
+    /// something changed.
+    ///
+    /// On `OutOfFrames` part of the range may still be blocks; the tables stay consistent.
+    pub fn split_to_pages<A, T>(
+        &mut self,
+        va: MemRange,
+        frames: &mut A,
+        tlb: &T,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        self.check_input(va)?;
+        if va.is_empty() {
+            return Ok(());
+        }
+        let mut op = Op::new(frames, tlb);
+        let result = self.split_in(self.root(), self.layout.start_level, va, &mut op);
+        if op.wrote {
+            tlb.dsb_ishst();
+            tlb.isb();
+        }
+        result
+    }
+
+    fn split_in<A, T>(
+        &mut self,
+        table: Table,
+        level: u8,
+        range: MemRange,
+        op: &mut Op<'_, A, T>,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        let size = entry_size(level);
+        let mut va = range.start;
+        while va < range.end {
+            let idx = table.index(va, level);
+            let base = va & !(size - 1);
+            let chunk_end = range.end.min(base + size);
+            let piece = MemRange::new(va, chunk_end);
+            match decode(table.read(idx), level) {
+                Entry::Leaf { oa, attr_bits } if level < 3 => {
+                    let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
+                    self.split_in(child, level + 1, piece, op)?;
+                }
+                Entry::Table(child) if level < 3 => self.split_in(child, level + 1, piece, op)?,
+                _ => {}
             }
             va = chunk_end;
         }
@@ -1013,6 +1169,15 @@ impl<F: Format> PageTable<F> {
         }
     }
 
+    /// Calls `f` with the physical address of every table frame reachable from the root, the
+    /// root's own frames first.
+    pub fn for_each_table_frame(&self, mut f: impl FnMut(u64)) {
+        for i in 0..self.layout.root_tables {
+            f(self.root_pa + i as u64 * PAGE_SIZE);
+        }
+        visit_tables(self.root(), self.layout.start_level, &mut f);
+    }
+
     /// Counts leaves by size and reachable table frames.
     pub fn stats(&self) -> TableStats {
         let mut stats =
@@ -1073,6 +1238,17 @@ fn visit_leaves(table: Table, level: u8, base: u64, f: &mut dyn FnMut(u64, u64, 
             Entry::Table(child) if level < 3 => visit_leaves(child, level + 1, va, f),
             Entry::Table(_) => {}
             Entry::Leaf { oa, attr_bits } => f(va, oa, level, attr_bits),
+        }
+    }
+}
+
+fn visit_tables(table: Table, level: u8, f: &mut dyn FnMut(u64)) {
+    for idx in 0..table.entries {
+        if let Entry::Table(child) = decode(table.read(idx), level)
+            && level < 3
+        {
+            f(child.pa);
+            visit_tables(child, level + 1, f);
         }
     }
 }
@@ -1277,7 +1453,8 @@ mod tests {
         assert_eq!(pt.add_root_mirror(&mut frames), Ok(mirror), "one mirror");
         assert!(mirror_differences(&pt).is_empty());
         // New root-level tables, 1 GiB blocks (root-level leaves), a block split (BBM at the
-        // root), and an unmap that frees a root-level table: every step mirrored.
+        // root), and an unmap that empties a root-level table (which stays linked: root
+        // entries do not change on unmap): every step mirrored.
         pt.map(range(5 * SZ_1G + SZ_2M, PAGE_SIZE), 0x9000_0000, attrs, &mut frames, &rec).unwrap();
         assert!(mirror_differences(&pt).is_empty());
         pt.map(range(8 * SZ_1G, 2 * SZ_1G), 8 * SZ_1G, attrs, &mut frames, &rec).unwrap();
@@ -1286,7 +1463,7 @@ mod tests {
         assert!(mirror_differences(&pt).is_empty());
         let tables = frames.pool.allocated_pages();
         pt.unmap(range(5 * SZ_1G, SZ_1G), &mut frames, &rec).unwrap();
-        assert_eq!(frames.pool.allocated_pages(), tables - 2, "L2 + L3 freed");
+        assert_eq!(frames.pool.allocated_pages(), tables - 1, "L3 freed, the root's L2 kept");
         assert!(mirror_differences(&pt).is_empty());
         // Changes below the root are the same tables: nothing to mirror, nothing differs.
         pt.unmap(range(SZ_1G, PAGE_SIZE), &mut frames, &rec).unwrap();
@@ -1540,13 +1717,131 @@ mod tests {
         assert_eq!(rec.take(), expected, "every old leaf flushed before the block appears");
         assert_eq!(frames.pool.allocated_pages(), 2);
         assert_eq!(pt.translate(SZ_2M + 5).unwrap().pa, 0x8000_0005);
-        // Unmapping everything leaves only the root.
+        // Unmapping everything leaves the root and the (now empty) level-2 table it points to:
+        // root entries do not change.
+        let root_entry = pt.root().read(0);
         pt.unmap(range(0, 1 << 32), &mut frames, &rec).unwrap();
-        assert_eq!(frames.pool.allocated_pages(), 1);
-        assert_eq!(pt.stats(), TableStats { table_pages: 1, ..TableStats::default() });
+        assert_eq!(pt.root().read(0), root_entry);
+        assert_eq!(frames.pool.allocated_pages(), 2);
+        assert_eq!(pt.stats(), TableStats { table_pages: 2, ..TableStats::default() });
         // SAFETY: never installed in hardware.
         unsafe { pt.destroy(&mut frames) };
         assert_eq!(frames.pool.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn split_to_pages_keeps_translations_and_later_unmaps_touch_only_leaves() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let mut pt =
+            PageTable::<Stage2>::new(TableLayout::new(40, 1, 2).unwrap(), &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RWX);
+        // A 1 GiB block, then 2 MiB blocks.
+        pt.map(range(SZ_1G, SZ_1G + 4 * SZ_2M), SZ_1G, attrs, &mut frames, &rec).unwrap();
+        let before = pt.mappings();
+        rec.take();
+        // Straddles a 2 MiB boundary inside the 1 GiB block.
+        let carveout = range(SZ_1G + SZ_2M - 2 * PAGE_SIZE, 4 * PAGE_SIZE);
+        pt.split_to_pages(carveout, &mut frames, &rec).unwrap();
+        let mut want = vec![HwOp::DsbIshst, HwOp::TlbiIpas2e1is(SZ_1G)];
+        want.extend(STAGE2_COMPLETE);
+        for block in [SZ_1G, SZ_1G + SZ_2M] {
+            want.extend([HwOp::DsbIshst, HwOp::TlbiIpas2e1is(block)]);
+            want.extend(STAGE2_COMPLETE);
+        }
+        want.extend([HwOp::DsbIshst, HwOp::Isb]);
+        assert_eq!(rec.take(), want, "one break per block, outermost first");
+        // Same translations everywhere; pages exactly in the two 2 MiB blocks it touches.
+        let mut regions = Vec::new();
+        pt.for_each_region(|m| regions.push((m.va, m.pa, m.size, m.attrs)));
+        assert_eq!(regions, [(SZ_1G, SZ_1G, SZ_1G + 4 * SZ_2M, attrs)]);
+        assert_eq!(before.iter().map(|m| m.size).sum::<u64>(), SZ_1G + 4 * SZ_2M);
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_1g, stats.blocks_2m, stats.pages_4k), (0, 510 + 4, 1024));
+        assert_eq!(pt.translate(carveout.start).unwrap().level, 3);
+        assert_eq!(pt.translate(SZ_1G + 2 * SZ_2M).unwrap().level, 2);
+        // Already pages: nothing to do.
+        pt.split_to_pages(carveout, &mut frames, &rec).unwrap();
+        assert!(rec.take().is_empty());
+        // Unmapping and mapping back pages of it only touches their own leaves.
+        let page = range(carveout.start + PAGE_SIZE, 2 * PAGE_SIZE);
+        pt.unmap(page, &mut frames, &rec).unwrap();
+        let mut want = vec![
+            HwOp::DsbIshst,
+            HwOp::TlbiIpas2e1is(page.start),
+            HwOp::DsbIshst,
+            HwOp::TlbiIpas2e1is(page.start + PAGE_SIZE),
+        ];
+        want.extend(STAGE2_COMPLETE);
+        assert_eq!(rec.take(), want);
+        pt.map_pages(page, page.start, attrs, &mut frames, &rec).unwrap();
+        assert_eq!(rec.take(), [HwOp::DsbIshst, HwOp::Isb], "no break to map pages back");
+        assert_eq!(pt.stats(), stats, "still split: nothing merged back into a block");
+        assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
+    }
+
+    #[test]
+    fn a_large_unmap_invalidates_the_regime_once() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let rw = Attrs::normal(Perms::RW);
+        let big = range(SZ_2M, (BULK_TLBI_PAGES + 1) * PAGE_SIZE);
+        pt.map_pages(big, big.start, rw, &mut frames, &rec).unwrap();
+        rec.take();
+        pt.unmap(big, &mut frames, &rec).unwrap();
+        let ops = rec.take();
+        // The two emptied level-3 tables are unlinked with their own breaks (they are freed
+        // at once); the leaves get no TLBI of their own; one VMALLS12E1IS at the end.
+        let mut want = Vec::new();
+        for table in [SZ_2M, 2 * SZ_2M] {
+            want.extend([HwOp::DsbIshst, HwOp::TlbiIpas2e1is(table)]);
+            want.extend(STAGE2_COMPLETE);
+        }
+        want.extend([HwOp::DsbIshst, HwOp::TlbiVmalls12e1is, HwOp::DsbIsh, HwOp::Isb]);
+        assert_eq!(ops, want);
+        assert!(pt.mappings().is_empty());
+        // At the threshold: one TLBI per page, as before.
+        let small = range(SZ_2M, BULK_TLBI_PAGES * PAGE_SIZE);
+        pt.map_pages(small, small.start, rw, &mut frames, &rec).unwrap();
+        rec.take();
+        pt.unmap(small, &mut frames, &rec).unwrap();
+        let per_page = rec.take().iter().filter(|op| matches!(op, HwOp::TlbiIpas2e1is(_))).count();
+        assert_eq!(per_page as u64, BULK_TLBI_PAGES + 1, "each page, and the emptied table");
+    }
+
+    #[test]
+    fn map_pages_never_writes_blocks() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let rw = Attrs::normal(Perms::RW);
+        pt.map_pages(range(2 * SZ_2M, SZ_2M), 2 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_2m, stats.pages_4k), (0, 512));
+        // Over an existing block with the same mapping: split to pages all the same.
+        pt.map(range(4 * SZ_2M, SZ_2M), 4 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        pt.map_pages(range(4 * SZ_2M, PAGE_SIZE), 4 * SZ_2M, rw, &mut frames, &rec).unwrap();
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_2m, stats.pages_4k), (0, 1024));
+        assert_eq!(pt.translate(5 * SZ_2M - 8).unwrap().pa, 5 * SZ_2M - 8);
+        assert!(matches!(
+            pt.split_to_pages(MemRange::new(0x1000, 0x1800), &mut frames, &rec),
+            Err(MapError::Unaligned { .. })
+        ));
+    }
+
+    #[test]
+    fn table_frames_are_listed() {
+        let mut frames = HeapFrames::new(8);
+        let rec = Recorder::new(64);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        pt.map(range(0x1000, 0x1000), 0x1000, Attrs::normal(Perms::RW), &mut frames, &rec).unwrap();
+        let mut seen = Vec::new();
+        pt.for_each_table_frame(|pa| seen.push(pa));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], pt.root_pa());
+        assert!(seen.iter().all(|pa| frames.pool.range().contains(*pa)));
     }
 
     #[derive(Clone, Debug)]
@@ -1623,8 +1918,12 @@ mod tests {
                 prop_assert_eq!(mapped, model.iter().flatten().count() as u64 * PAGE_SIZE);
                 prop_assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
             }
+            let root_entries: Vec<u64> = (0..4).map(|i| pt.root().read(i)).collect();
             pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoTlb).unwrap();
-            prop_assert_eq!(frames.pool.allocated_pages(), 1, "only the root remains");
+            // Only the root and the tables it points to remain; root entries are unchanged.
+            let linked = root_entries.iter().filter(|&&d| d & DESC_VALID != 0).count();
+            prop_assert_eq!(frames.pool.allocated_pages(), 1 + linked);
+            prop_assert_eq!(root_entries, (0..4).map(|i| pt.root().read(i)).collect::<Vec<u64>>());
             prop_assert!(pt.mappings().is_empty());
         }
     }

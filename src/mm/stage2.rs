@@ -122,8 +122,13 @@ pub struct HostStage2Spec<'a> {
     pub ram: &'a [MemRange],
     /// Device regions: mapped Device-nGnRE RW, execute-never. Widened outward to pages.
     pub devices: &'a [MemRange],
-    /// Never mapped (warden's memory, SMMU register frames, carveouts). Widened outward.
+    /// Never mapped (warden's memory, SMMU register frames, the control page). Widened
+    /// outward.
     pub holes: &'a [MemRange],
+    /// Mapped with 4 KiB pages only, and so are the 2 MiB / 1 GiB blocks around their edges
+    /// (the carveouts: a handoff then only sets or clears their own leaves and never breaks a
+    /// block that maps the host's other memory). Widened outward.
+    pub split: &'a [MemRange],
     /// ID_AA64MMFR0_EL1.PARange in bits.
     pub pa_range_bits: u32,
     /// ID_AA64MMFR1_EL1.VMIDBits says 16.
@@ -250,8 +255,8 @@ fn for_each_piece(
 
 /// Builds the host's identity stage-2: every page of `spec.ram` minus holes as
 /// [`HOST_RAM_ATTRS`], every page of `spec.devices` minus holes as [`HOST_DEVICE_ATTRS`],
-/// with the largest blocks that fit. The IPA size is the smallest covering all of them.
-/// On error the partly built tables are freed.
+/// with the largest blocks that fit, then splits `spec.split` to pages. The IPA size is the
+/// smallest covering all of them. On error the partly built tables are freed.
 pub fn build_host_stage2<A, T>(
     spec: &HostStage2Spec<'_>,
     frames: &mut A,
@@ -284,7 +289,7 @@ where
             max_end = max_end.max(d.end);
         }
     }
-    for hole in spec.holes {
+    for hole in spec.holes.iter().chain(spec.split) {
         outward_pages(*hole)?;
     }
     let ipa_bits =
@@ -311,6 +316,21 @@ where
             });
             if result.is_err() {
                 break 'outer;
+            }
+        }
+    }
+    if result.is_ok() {
+        for range in spec.split {
+            let Ok(Some(pages)) = outward_pages(*range) else { continue };
+            // Beyond the IPA space nothing is mapped, so nothing is to split.
+            let limit = config.layout().va_limit();
+            if pages.start >= limit {
+                continue;
+            }
+            let pages = MemRange::new(pages.start, pages.end.min(limit));
+            result = table.split_to_pages(pages, frames, tlb).map_err(HostStage2Error::Map);
+            if result.is_err() {
+                break;
             }
         }
     }
@@ -342,7 +362,7 @@ mod tests {
         devices: &'a [MemRange],
         holes: &'a [MemRange],
     ) -> HostStage2Spec<'a> {
-        HostStage2Spec { ram, devices, holes, pa_range_bits: 48, vmid16: false }
+        HostStage2Spec { ram, devices, holes, split: &[], pa_range_bits: 48, vmid16: false }
     }
 
     #[test]
@@ -396,6 +416,51 @@ mod tests {
         assert_eq!(s2.table.translate(0x0800_0000).unwrap().level, 2);
         assert_eq!(s2.vtcr(), s2.config.vtcr());
         assert_eq!(s2.vttbr(1).unwrap(), (1 << 48) | s2.table.root_pa());
+    }
+
+    #[test]
+    fn carveouts_are_split_to_pages_with_their_edges() {
+        let mut frames = HeapFrames::new(64);
+        let rec = Recorder::new(64);
+        let ram = [MemRange::new(0x4000_0000, 0x1_4000_0000)];
+        // One carveout inside a 1 GiB block, straddling a 2 MiB boundary, one 2 MiB aligned.
+        let odd = MemRange::new(0x8010_0000, 0x8030_0000);
+        let aligned = MemRange::new(0xc000_0000, 0xc040_0000);
+        let spec = HostStage2Spec { split: &[odd, aligned], ..spec(&ram, &[], &[WARDEN]) };
+        let s2 = build_host_stage2(&spec, &mut frames, &rec).unwrap();
+        for c in [odd, aligned] {
+            for addr in (c.start..c.end).step_by(PAGE_SIZE as usize) {
+                let t = s2.table.translate(addr).unwrap();
+                assert_eq!((t.pa, t.level, t.attrs), (addr, 3, HOST_RAM_ATTRS), "{addr:#x}");
+            }
+        }
+        // The blocks around the edges are pages too; the rest of those GiBs 2 MiB blocks.
+        assert_eq!(s2.table.translate(0x8000_0000).unwrap().level, 3);
+        assert_eq!(s2.table.translate(0x803f_f000).unwrap().level, 3);
+        assert_eq!(s2.table.translate(0x8040_0000).unwrap().level, 2);
+        assert_eq!(s2.table.translate(0xbfff_f000).unwrap().level, 2);
+        assert_eq!(s2.table.translate(0xc040_0000).unwrap().level, 2);
+        assert_eq!(s2.table.translate(0x1_0000_0000).unwrap().level, 1);
+        // Nothing else changed: the same memory mapped the same way.
+        let plain = build_host_stage2(&spec_of(&ram, &[WARDEN]), &mut frames, &rec).unwrap();
+        let regions = |t: &PageTable<Stage2>| {
+            let mut v = Vec::new();
+            t.for_each_region(|m| v.push((m.va, m.pa, m.size, m.attrs)));
+            v
+        };
+        assert_eq!(regions(&s2.table), regions(&plain.table));
+        assert_eq!(
+            (s2.stats.blocks_1g, s2.stats.blocks_2m, s2.stats.pages_4k),
+            (1, 507 + 510 + 510, 1024 + 1024)
+        );
+        // A carveout beyond the IPA space (not in RAM): nothing to split, no error.
+        let far = [MemRange::new(0x100_0000_0000, 0x100_0010_0000)];
+        let spec = HostStage2Spec { split: &far, ..spec_of(&ram, &[WARDEN]) };
+        assert!(build_host_stage2(&spec, &mut frames, &rec).is_ok());
+    }
+
+    fn spec_of<'a>(ram: &'a [MemRange], holes: &'a [MemRange]) -> HostStage2Spec<'a> {
+        spec(ram, &[], holes)
     }
 
     #[test]

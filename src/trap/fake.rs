@@ -12,6 +12,7 @@ use warden_abi::{psci, smccc};
 
 use super::Platform;
 use super::inject::{El1ExceptionRegs, El1Features, HostEl1};
+use super::s1walk::El1Regime;
 use crate::boards::{Board, Firmware, ViolationPolicy};
 
 /// EL3 firmware model shared by all fake CPUs: records every SMC and answers like QEMU's
@@ -100,6 +101,8 @@ pub struct FakePlatform {
     /// Every carveout request passed on, and the reply given to all of them.
     pub handoff_requests: Vec<(Caller, Request)>,
     pub handoff_reply: Result<[u64; 8], AbiError>,
+    /// Whether [`Platform::peer_commands_available`] says there is a simulated peer.
+    pub peer_available: bool,
     /// Every `PEER_COMMAND` passed on, and the reply given to all of them.
     pub peer_commands: Vec<PeerCommand>,
     pub peer_reply: Result<u64, AbiError>,
@@ -107,6 +110,8 @@ pub struct FakePlatform {
     pub peer_done: usize,
     /// What [`Platform::smmu_stats`] answers.
     pub smmu_stats: Option<warden_abi::stats::SmmuStats>,
+    /// Host memory [`Platform::read_host_u64`] answers from (address → word).
+    pub host_words: alloc::collections::BTreeMap<u64, u64>,
     /// The virtual SMMU frames [`Platform::vsmmu_frames`] reports.
     pub vsmmu_frames: Option<crate::mm::MemRange>,
     /// Every virtual SMMU access: (offset, size, written value or `None` for a load).
@@ -119,6 +124,10 @@ pub struct FakePlatform {
     pub gic_accesses: Vec<(crate::gic::GicFrame, u32, u8, Option<u64>)>,
     /// What every GIC frame load returns.
     pub gic_value: u64,
+    /// What the caller's stage-2 maps now, for [`Platform::stage2_allows`].
+    pub stage2: Vec<(crate::mm::MemRange, crate::mm::Perms)>,
+    /// Every [`Platform::stage2_allows`] question: (IPA, permission needed).
+    pub stage2_queries: Mutex<Vec<(u64, crate::mm::Perms)>>,
 }
 
 impl FakePlatform {
@@ -149,6 +158,7 @@ impl FakePlatform {
                 vbar: Self::HOST_VBAR,
                 sctlr: 0,
                 features: El1Features { pan: true, ..El1Features::default() },
+                regime: El1Regime::default(),
             },
             el1_writes: Vec::new(),
             power_down_notices: Vec::new(),
@@ -157,16 +167,20 @@ impl FakePlatform {
             owner: Owner::Unknown,
             handoff_requests: Vec::new(),
             handoff_reply: Err(AbiError::Aborted),
+            peer_available: true,
             peer_commands: Vec::new(),
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
             smmu_stats: None,
+            host_words: alloc::collections::BTreeMap::new(),
             vsmmu_frames: None,
             vsmmu_accesses: Vec::new(),
             vsmmu_value: 0,
             gic_layout: None,
             gic_accesses: Vec::new(),
             gic_value: 0,
+            stage2: Vec::new(),
+            stage2_queries: Mutex::new(Vec::new()),
         }
     }
 
@@ -203,11 +217,23 @@ impl Platform for FakePlatform {
         let in_warden = addr >= Self::WARDEN_BASE && addr - Self::WARDEN_BASE < Self::WARDEN_SIZE;
         in_ram && !in_warden
     }
+    fn read_host_u64(&self, ipa: u64) -> Option<u64> {
+        self.host_words.get(&ipa).copied()
+    }
     fn before_system_power_down(&mut self) {
         self.power_down_notices.push(self.el3.calls().len());
     }
     fn owner_of(&self, _ipa: u64) -> Owner {
         self.owner
+    }
+    fn stage2_allows(&self, ipa: u64, needed: crate::mm::Perms) -> bool {
+        self.stage2_queries.lock().push((ipa, needed));
+        self.stage2.iter().any(|(range, perms)| {
+            range.contains(ipa)
+                && (!needed.read || perms.read)
+                && (!needed.write || perms.write)
+                && (!needed.exec || perms.exec)
+        })
     }
     fn caller(&self) -> Caller {
         self.caller
@@ -215,6 +241,9 @@ impl Platform for FakePlatform {
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
         self.handoff_requests.push((caller, *request));
         self.handoff_reply
+    }
+    fn peer_commands_available(&self) -> bool {
+        self.peer_available
     }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
         self.peer_commands.push(*command);

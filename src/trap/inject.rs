@@ -7,7 +7,8 @@
 
 use core::fmt;
 
-use super::esr::{ESR_IL, Esr, ExceptionClass, FSC_SYNC_EXTERNAL, dabt};
+use super::esr::{ESR_IL, Esr, ExceptionClass, FSC_SYNC_EXTERNAL, Level, dabt};
+use super::s1walk::El1Regime;
 
 /// SPSR_ELx / PSTATE bits (AArch64 layout).
 pub mod spsr {
@@ -85,6 +86,8 @@ pub struct HostEl1 {
     pub vbar: u64,
     pub sctlr: u64,
     pub features: El1Features,
+    /// Its translation registers (for the level of an abort on its own table walk).
+    pub regime: El1Regime,
 }
 
 /// What the trap handler saved: the syndrome and where the host was.
@@ -98,6 +101,9 @@ pub struct TrappedState {
     pub elr: u64,
     /// FAR_EL2.
     pub far: u64,
+    /// For a fault on the host's own stage-1 walk (ESR_EL2.S1PTW): the stage-1 level of the
+    /// descriptor ([`super::s1walk::faulting_level`]); `None` is reported as level 0.
+    pub s1_walk_level: Option<Level>,
 }
 
 /// The EL1 registers an exception entry writes.
@@ -207,14 +213,27 @@ fn enter_el1(
     })
 }
 
+/// The FSC of a synchronous external abort on a translation table walk at `level`: 0b0101LL
+/// for levels 0..=3, 0b010011 for level -1 (FEAT_LPA2).
+pub const fn fsc_sea_on_walk(level: Level) -> u32 {
+    match level {
+        -1 => 0b01_0011,
+        l => 0b01_0100 | (l as u32 & 3),
+    }
+}
+
 /// A synchronous external abort for the data or instruction abort that trapped to EL2.
 ///
 /// ESR_EL1: EC = DABT/IABT from the current EL (host kernel) or a lower EL (host EL0); IL = 1
 /// (the Arm ARM makes IL RES1 for instruction aborts and for data aborts with ISV = 0, which
-/// is what this reports; an AArch64 trap has IL = 1 anyway); FSC = 0b010000; for data aborts
-/// WnR and CM are kept (they describe the access, which the architecture reports for any data
-/// abort); FnV is kept, and then FAR_EL1 is UNKNOWN (written as 0, so nothing about warden's
-/// view leaks). ISV, SAS, SRT, S1PTW and the rest are 0.
+/// is what this reports; an AArch64 trap has IL = 1 anyway); FSC = 0b010000, or, when stage 2
+/// refused the host's own stage-1 walk (ESR_EL2.S1PTW), the walk's "synchronous external abort
+/// on translation table walk" at the stage-1 level of the descriptor
+/// ([`TrappedState::s1_walk_level`], [`fsc_sea_on_walk`]): what the host would see if that
+/// memory answered its walk with an external abort. For data aborts WnR and CM are kept (they
+/// describe the access, which the architecture reports for any data abort); FnV is kept, and
+/// then FAR_EL1 is UNKNOWN (written as 0, so nothing about warden's view leaks). ISV, SAS,
+/// SRT, S1PTW (RES0 at EL1) and the rest are 0.
 pub fn inject_sea(trapped: &TrappedState, host: &HostEl1) -> Result<Injection, InjectError> {
     let class = trapped.esr.class();
     let (is_data, iss) = match class {
@@ -229,7 +248,12 @@ pub fn inject_sea(trapped: &TrappedState, host: &HostEl1) -> Result<Injection, I
         (false, true) => ExceptionClass::IabtLow,
         (false, false) => ExceptionClass::IabtCur,
     };
-    let mut new_iss = u32::from(FSC_SYNC_EXTERNAL);
+    let on_walk = iss & dabt::S1PTW != 0;
+    let mut new_iss = if on_walk {
+        fsc_sea_on_walk(trapped.s1_walk_level.unwrap_or(0))
+    } else {
+        u32::from(FSC_SYNC_EXTERNAL)
+    };
     if is_data {
         new_iss |= iss & (dabt::WNR | dabt::CM);
     }
@@ -252,13 +276,13 @@ pub fn inject_undefined(trapped: &TrappedState, host: &HostEl1) -> Result<Inject
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trap::esr::DataAbortIss;
+    use crate::trap::esr::{DataAbortIss, FaultStatus};
 
     const VBAR: u64 = 0xffff_8000_1001_0800;
     const ALL_FEATURES: El1Features = El1Features { pan: true, ssbs: true, mte: true, nmi: true };
 
     fn host(sctlr: u64, features: El1Features) -> HostEl1 {
-        HostEl1 { vbar: VBAR, sctlr, features }
+        HostEl1 { vbar: VBAR, sctlr, features, regime: El1Regime::default() }
     }
 
     /// `str x1, [x0]` at stage 2: translation fault L3, ISV, SAS=8, WnR.
@@ -267,7 +291,13 @@ mod tests {
     const IABT: Esr = Esr(0x8200_0007);
 
     fn trapped(esr: Esr, spsr: u64) -> TrappedState {
-        TrappedState { esr, spsr, elr: 0xffff_8000_1234_5670, far: 0xffff_0000_dead_b000 }
+        TrappedState {
+            esr,
+            spsr,
+            elr: 0xffff_8000_1234_5670,
+            far: 0xffff_0000_dead_b000,
+            s1_walk_level: None,
+        }
     }
 
     #[test]
@@ -378,6 +408,35 @@ mod tests {
         }
     }
 
+    /// Stage 2 refused the host's own stage-1 walk (S1PTW): the host sees a synchronous external
+    /// abort *on translation table walk* at the stage-1 level of the descriptor, not a plain
+    /// one, and not at ESR_EL2's (stage-2) level.
+    #[test]
+    fn abort_on_the_hosts_table_walk_reports_the_walk_fsc() {
+        let h = host(sctlr::SPAN, El1Features::default());
+        // Data abort from EL1 whose stage-1 walk hit a stage-2 translation fault at stage-2
+        // level 3: ESR_EL2 0x9600_0087 (S1PTW, DFSC 0b000111).
+        let dabt = Esr::from_parts(ExceptionClass::DabtLow, true, dabt::S1PTW | 0x07);
+        for (level, fsc) in [(-1, 0x13), (0, 0x14), (1, 0x15), (2, 0x16), (3, 0x17)] {
+            let t = TrappedState { s1_walk_level: Some(level), ..trapped(dabt, spsr::M_EL1H) };
+            let inj = inject_sea(&t, &h).unwrap();
+            assert_eq!(inj.el1.esr, 0x9600_0000 | fsc, "level {level}");
+            assert_eq!(FaultStatus::from_bits(fsc as u8), FaultStatus::SyncExternalOnWalk(level));
+        }
+        // A hardware AF update (the walk's write) from EL0 keeps WnR; S1PTW itself is RES0 at
+        // EL1 and not passed on.
+        let write = Esr::from_parts(ExceptionClass::DabtLow, true, dabt::S1PTW | dabt::WNR | 0x0f);
+        let t = TrappedState { s1_walk_level: Some(3), ..trapped(write, spsr::M_EL0T) };
+        assert_eq!(inject_sea(&t, &h).unwrap().el1.esr, 0x9200_0057);
+        // An instruction fetch whose walk faulted, level unknown: level 0.
+        let iabt = Esr::from_parts(ExceptionClass::IabtLow, true, dabt::S1PTW | 0x06);
+        let inj = inject_sea(&trapped(iabt, spsr::M_EL1H), &h).unwrap();
+        assert_eq!(inj.el1.esr, 0x8600_0014);
+        // Not a walk: the plain FSC, whatever level was passed.
+        let t = TrappedState { s1_walk_level: Some(2), ..trapped(DABT_WRITE, spsr::M_EL1H) };
+        assert_eq!(inject_sea(&t, &h).unwrap().el1.esr & 0x3f, 0x10);
+    }
+
     #[test]
     fn far_not_valid_is_propagated_without_the_address() {
         let h = host(sctlr::SPAN, El1Features::default());
@@ -427,7 +486,12 @@ mod tests {
 
     #[test]
     fn vbar_low_bits_are_ignored_and_features_decode() {
-        let h = HostEl1 { vbar: 0x4000_07ff, sctlr: sctlr::SPAN, features: El1Features::default() };
+        let h = HostEl1 {
+            vbar: 0x4000_07ff,
+            sctlr: sctlr::SPAN,
+            features: El1Features::default(),
+            regime: El1Regime::default(),
+        };
         let inj = inject_sea(&trapped(DABT_WRITE, spsr::M_EL1H), &h).unwrap();
         assert_eq!(inj.elr_el2, 0x4000_0200);
         let f = El1Features::from_id_regs(1 << 20, (1 << 4) | (2 << 8) | (1 << 36));
@@ -446,8 +510,19 @@ mod tests {
             sctlr_el1 in proptest::prelude::any::<u64>(),
             vbar in proptest::prelude::any::<u64>(),
         ) {
-            let t = TrappedState { esr: Esr(esr), spsr: spsr_el2, elr: 0x1000, far: 0x2000 };
-            let h = HostEl1 { vbar, sctlr: sctlr_el1, features: ALL_FEATURES };
+            let t = TrappedState {
+                esr: Esr(esr),
+                spsr: spsr_el2,
+                elr: 0x1000,
+                far: 0x2000,
+                s1_walk_level: Some(-1),
+            };
+            let h = HostEl1 {
+                vbar,
+                sctlr: sctlr_el1,
+                features: ALL_FEATURES,
+                regime: El1Regime::default(),
+            };
             for inj in [inject_sea(&t, &h), inject_undefined(&t, &h)].into_iter().flatten() {
                 let offset = inj.elr_el2.wrapping_sub(vbar & !0x7ff);
                 proptest::prop_assert!([0, 0x200, 0x400].contains(&offset));

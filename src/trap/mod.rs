@@ -6,6 +6,8 @@
 //! and `ERET`ed. Everything hardware-dependent comes through [`Platform`], so the whole path
 //! runs in host tests against `fake::FakePlatform`.
 
+#[cfg(test)]
+mod abi_order_tests;
 pub mod control_page;
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
@@ -14,6 +16,7 @@ pub mod frame;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
+pub mod s1walk;
 pub mod smccc;
 pub mod violations;
 
@@ -21,12 +24,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub use frame::TrapFrame;
 use warden_abi::AbiError;
+use warden_abi::calls::WardenCall;
 use warden_abi::handoff::{Caller, Owner, Request};
 use warden_abi::peer::{self as peer_abi, PeerCommand};
+use warden_abi::smccc::CONV_64;
 
 use crate::boards::{Board, ViolationPolicy};
+use crate::mm::Perms;
 use control_page::ControlPage;
-use esr::{AbortReport, Esr, ExceptionClass};
+use esr::{AbortReport, Esr, ExceptionClass, FaultStatus};
 use inject::{El1ExceptionRegs, HostEl1, InjectError, Injection, TrappedState};
 use psci::Psci;
 use smccc::{SmcccCall, SmcccReturn};
@@ -52,16 +58,28 @@ pub trait Platform {
     fn secondary_context(&self, cpu_index: usize) -> u64;
     /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
     fn is_host_ram(&self, addr: u64) -> bool;
+    /// The 64-bit word at `ipa` (8-byte aligned) if it is memory warden may read for the host
+    /// (host-owned, outside every carveout: it cannot change owner meanwhile), else `None`.
+    fn read_host_u64(&self, ipa: u64) -> Option<u64>;
     /// The host asked for SYSTEM_OFF/SYSTEM_RESET(2): called just before the call goes to EL3,
     /// so warden can report its final state (it does not return on success).
     fn before_system_power_down(&mut self);
     /// Who owns `ipa` (from the ownership tracker), recorded with a violation there.
     fn owner_of(&self, ipa: u64) -> Owner;
+    /// Whether the stage-2 of the caller that trapped (the host's, or the peer's on its CPU)
+    /// maps the page at `ipa` now with at least `needed`, looked up under that table's lock:
+    /// a stage-2 fault the answer is yes for raced with a change that has completed since
+    /// (an entry briefly broken, a mapping just added), and the access is to be retried. When
+    /// it answers yes, this CPU's TLBs hold nothing older for the page (on hardware: a local
+    /// TLBI for it), so the retried access walks the tables as they are now.
+    fn stage2_allows(&self, ipa: u64, needed: Perms) -> bool;
     /// Who trapped: the host, or a peer running on a CPU warden kept for it.
     fn caller(&self) -> Caller;
     /// A carveout call (anything [`Request::decode`] knows but the violation queries), already
     /// checked to be well formed; `x0..x7` of the reply.
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError>;
+    /// Whether this machine runs a simulated peer (else `PEER_COMMAND` is `NOT_SUPPORTED`).
+    fn peer_commands_available(&self) -> bool;
     /// The host's `PEER_COMMAND`: runs it on the simulated peer and waits for the result.
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError>;
     /// The peer's `PEER_DONE`: its command is finished; on hardware this powers the peer's CPU
@@ -112,7 +130,36 @@ pub struct TrapHandler {
     vsmmu_faults: AtomicU64,
     /// Emulated GIC frame accesses refused (undecodable, or neither 32 nor 64 bits).
     gic_faults: AtomicU64,
+    /// Stage-2 faults retried because the access was allowed by the time warden looked.
+    retried: AtomicU64,
+    /// Per CPU (index modulo [`RETRY_SLOTS`]): the access retried last and how many times in
+    /// a row, so an access that keeps faulting although the table allows it is not retried
+    /// forever.
+    retry_streaks: [RetryStreak; RETRY_SLOTS],
     stats: Stats,
+}
+
+/// CPUs tracked separately by the retry guard (more share slots, which only shortens streaks).
+const RETRY_SLOTS: usize = 16;
+/// Retries of the same access in a row on one CPU before it is treated as a violation. One
+/// retry suffices after a completed table change (the platform also drops this CPU's TLB
+/// entries for the page), so a longer run means something else is wrong; the bound keeps the
+/// CPU from looping in and out of warden for ever. (A loop that legitimately hits a changing
+/// entry this often in a row, with no other fault between, would get one abort: what it got
+/// before retries existed.)
+pub const RETRY_LIMIT: u64 = 1024;
+
+#[derive(Debug)]
+struct RetryStreak {
+    /// `ELR ^ IPA page` of the access retried last (0: none).
+    key: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RetryStreak {
+    const fn new() -> Self {
+        Self { key: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
 }
 
 /// What `TRAP_STATS` reports (relaxed counters: each is exact, their snapshot need not be).
@@ -136,6 +183,8 @@ impl TrapHandler {
             control_faults: AtomicU64::new(0),
             vsmmu_faults: AtomicU64::new(0),
             gic_faults: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            retry_streaks: [const { RetryStreak::new() }; RETRY_SLOTS],
             stats: Stats {
                 traps: AtomicU64::new(0),
                 el2_ticks: AtomicU64::new(0),
@@ -253,8 +302,8 @@ impl TrapHandler {
         result.apply(&mut frame.x);
     }
 
-    /// warden's carveout, violation and peer calls; `None` for anything else (including the
-    /// version queries, which [`smccc::route`] answers).
+    /// warden's carveout, violation, peer and statistics calls; `None` for anything else
+    /// (including the version queries, which [`smccc::route`] answers).
     fn warden_call<P: Platform + ?Sized>(
         &self,
         call: &SmcccCall,
@@ -262,45 +311,14 @@ impl TrapHandler {
         platform: &mut P,
     ) -> Option<SmcccReturn> {
         let fid = call.function_id;
-        let reply = match Request::decode(&call.regs) {
+        let reply = match WardenCall::identify(fid) {
+            Ok(None | Some(WardenCall::AbiVersion)) => return None,
+            // The version query's twin is the router's too (x0 only, like any unknown ID).
+            Err(_) if WardenCall::identify(fid ^ CONV_64) == Ok(Some(WardenCall::AbiVersion)) => {
+                return None;
+            }
             Err(e) => Err(e),
-            Ok(Some(request)) => self.request(&request, caller, platform),
-            Ok(None) if fid == peer_abi::PEER_COMMAND => match caller {
-                Caller::Host => PeerCommand::decode(&call.regs)
-                    .and_then(|command| platform.peer_command(&command))
-                    .map(peer_abi::encode_result),
-                Caller::Peer(_) => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == peer_abi::PEER_DONE => match caller {
-                Caller::Peer(_) => {
-                    platform.peer_done();
-                    Ok([0; 8])
-                }
-                Caller::Host => Err(AbiError::Denied),
-            },
-            Ok(None) if fid == warden_abi::stats::TRAP_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    Ok(self.trap_stats(platform).encode())
-                }
-            }
-            Ok(None) if fid == warden_abi::stats::SMMU_STATS => {
-                if call.regs[1..].iter().any(|&r| r != 0) {
-                    Err(AbiError::InvalidParameters)
-                } else {
-                    platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
-                }
-            }
-            Ok(None)
-                if is_twin(fid, peer_abi::PEER_COMMAND)
-                    || is_twin(fid, peer_abi::PEER_DONE)
-                    || is_twin(fid, warden_abi::stats::TRAP_STATS)
-                    || is_twin(fid, warden_abi::stats::SMMU_STATS) =>
-            {
-                Err(AbiError::NotSupported)
-            }
-            Ok(None) => return None,
+            Ok(Some(kind)) => self.checked_call(kind, &call.regs, caller, platform),
         };
         let n = self.warden_calls.fetch_add(1, Ordering::Relaxed) + 1;
         if should_log(n) {
@@ -326,6 +344,51 @@ impl TrapHandler {
         })
     }
 
+    /// One identified warden call, checked in the documented order (`docs/abi.md`, "Checks
+    /// run in this order", and [`warden_abi::calls`]): offered on this board (else
+    /// `NOT_SUPPORTED`), made by a caller that may (else `DENIED`), and only then its
+    /// arguments decoded (`INVALID_PARAMETERS`) and the call carried out.
+    fn checked_call<P: Platform + ?Sized>(
+        &self,
+        kind: WardenCall,
+        regs: &[u64; 8],
+        caller: Caller,
+        platform: &mut P,
+    ) -> Result<[u64; 8], AbiError> {
+        let offered = match kind {
+            WardenCall::PeerCommand => platform.peer_commands_available(),
+            WardenCall::SmmuStats => platform.smmu_stats().is_some(),
+            _ => true,
+        };
+        if !offered {
+            return Err(AbiError::NotSupported);
+        }
+        kind.allowed_for(caller)?;
+        match kind {
+            WardenCall::PeerCommand => PeerCommand::decode(regs)
+                .and_then(|command| platform.peer_command(&command))
+                .map(peer_abi::encode_result),
+            WardenCall::PeerDone => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.peer_done();
+                Ok([0; 8])
+            }
+            WardenCall::TrapStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                Ok(self.trap_stats(platform).encode())
+            }
+            WardenCall::SmmuStats => {
+                warden_abi::calls::reserved_zero(regs)?;
+                platform.smmu_stats().map(|s| s.encode()).ok_or(AbiError::NotSupported)
+            }
+            _ => match Request::decode(regs)? {
+                Some(request) => self.request(&request, caller, platform),
+                // identify() and Request::decode() know the same calls.
+                None => Err(AbiError::NotSupported),
+            },
+        }
+    }
+
     fn request<P: Platform + ?Sized>(
         &self,
         request: &Request,
@@ -342,7 +405,49 @@ impl TrapHandler {
         }
     }
 
+    /// Stage-2 faults retried because the access had become allowed (see [`Self::violation`]).
+    pub fn retried_count(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stage-2 abort is to be retried: a translation or permission fault (on the
+    /// access or on its stage-1 walk) whose page the caller's stage-2 now maps with the access
+    /// allowed. While a table entry is broken (break-before-make) or a mapping is being added,
+    /// an access that is legal before and after faults; warden then returns to the faulting
+    /// instruction. The same access retried [`RETRY_LIMIT`] times in a row is not retried.
+    fn retry<P: Platform + ?Sized>(&self, esr: Esr, frame: &TrapFrame, platform: &P) -> bool {
+        let Some((ipa, needed)) = retry_candidate(esr, frame.hpfar) else { return false };
+        let streak = &self.retry_streaks[platform.cpu_index() % RETRY_SLOTS];
+        if !platform.stage2_allows(ipa, needed) {
+            streak.key.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let key = frame.elr ^ ipa;
+        let count = if streak.key.swap(key, Ordering::Relaxed) == key {
+            streak.count.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            streak.count.store(1, Ordering::Relaxed);
+            1
+        };
+        if count > RETRY_LIMIT {
+            streak.key.store(0, Ordering::Relaxed);
+            log::warn!(
+                "stage-2 fault on CPU {} (ELR {:#x}, IPA {ipa:#x}) retried {RETRY_LIMIT} times \
+                 in a row although the table allows it: treated as a violation",
+                platform.cpu_index(),
+                frame.elr
+            );
+            return false;
+        }
+        self.retried.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     fn violation<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
+        if self.retry(esr, frame, platform) {
+            // ELR_EL2 still points at the faulting instruction: it runs again.
+            return;
+        }
         let report = AbortReport { esr, far: frame.far, hpfar: frame.hpfar };
         let cpu = platform.cpu_index();
         let owner = report.ipa().map_or(Owner::Unknown, |ipa| platform.owner_of(ipa));
@@ -373,8 +478,7 @@ impl TrapHandler {
                 recorded.count
             );
         }
-        let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-        deliver(injection, frame, platform);
+        deliver(sea(frame, platform), frame, platform);
     }
 }
 
@@ -535,8 +639,7 @@ fn refuse_mmio<P: Platform + ?Sized>(
             frame.esr
         );
     }
-    let injection = inject::inject_sea(&trapped(frame), &platform.host_el1());
-    deliver(injection, frame, platform);
+    deliver(sea(frame, platform), frame, platform);
 }
 
 /// Argument registers on one line: `0x1, 0x2, ...`.
@@ -554,13 +657,41 @@ impl core::fmt::Display for Regs<'_> {
     }
 }
 
-/// Whether `fid` is the other calling convention's twin of `call`.
-fn is_twin(fid: u32, call: u32) -> bool {
-    fid != call && fid | warden_abi::smccc::CONV_64 == call | warden_abi::smccc::CONV_64
+/// The page and the permission a stage-2 abort needs, if it is a kind a completed table change
+/// can explain (translation or permission fault, HPFAR_EL2 valid): a write for WnR (which
+/// cache maintenance that needs write permission sets too), an instruction fetch for an
+/// instruction abort, a read otherwise (including stage-1 walks).
+fn retry_candidate(esr: Esr, hpfar: u64) -> Option<(u64, Perms)> {
+    let (fault, needed) = match (esr.data_abort(), esr.instruction_abort()) {
+        (Some(d), _) if d.write() => (d.fault(), Perms { read: false, write: true, exec: false }),
+        (Some(d), _) => (d.fault(), Perms { read: true, write: false, exec: false }),
+        (None, Some(i)) if i.s1ptw() => {
+            (i.fault(), Perms { read: true, write: false, exec: false })
+        }
+        (None, Some(i)) => (i.fault(), Perms { read: false, write: false, exec: true }),
+        (None, None) => return None,
+    };
+    matches!(fault, FaultStatus::Translation(_) | FaultStatus::Permission(_))
+        .then(|| (esr::fault_ipa(hpfar, 0), needed))
 }
 
 fn trapped(frame: &TrapFrame) -> TrappedState {
-    TrappedState { esr: Esr(frame.esr), spsr: frame.spsr, elr: frame.elr, far: frame.far }
+    TrappedState {
+        esr: Esr(frame.esr),
+        spsr: frame.spsr,
+        elr: frame.elr,
+        far: frame.far,
+        s1_walk_level: None,
+    }
+}
+
+/// The synchronous external abort for a refused access; for a fault on the host's own stage-1
+/// walk, at the stage-1 level the walk was at ([`s1walk`]).
+fn sea<P: Platform + ?Sized>(frame: &TrapFrame, platform: &P) -> Result<Injection, InjectError> {
+    let host = platform.host_el1();
+    let report = AbortReport { esr: Esr(frame.esr), far: frame.far, hpfar: frame.hpfar };
+    let level = s1walk::walk_level(&report, &host.regime, |ipa| platform.read_host_u64(ipa));
+    inject::inject_sea(&TrappedState { s1_walk_level: level, ..trapped(frame) }, &host)
 }
 
 /// Performs a computed exception entry. If the host's state cannot take one (AArch32 EL0, not
@@ -733,6 +864,82 @@ mod tests {
         assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x400);
         assert_eq!(p.el1_writes[1].esr, 0x9200_0050);
         assert_eq!(h.violation_count(), 2);
+    }
+
+    /// A page of the host's stage-2 at the fault's IPA (0x7000_0000), with `perms`.
+    fn mapped(perms: Perms) -> (crate::mm::MemRange, Perms) {
+        (crate::mm::MemRange::new(0x7000_0000, 0x7000_1000), perms)
+    }
+
+    #[test]
+    fn an_access_allowed_by_now_is_retried() {
+        let (h, _el3, mut p) = setup();
+        p.stage2 = vec![mapped(Perms::RW)];
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        let before = f;
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(f, before, "back to the faulting instruction, nothing else changed");
+        assert!(p.el1_writes.is_empty(), "no abort injected");
+        assert_eq!((h.violation_count(), h.retried_count()), (0, 1));
+        assert_eq!(h.violations().counts().incidents, 0, "nothing recorded");
+        assert_eq!(*p.stage2_queries.lock(), [(0x7000_0000, Perms { read: false, ..Perms::RW })]);
+        // A read and a fetch need their own permission.
+        let read = DABT_WRITE & !u64::from(esr::dabt::WNR);
+        let mut f = frame(read, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.retried_count(), 2);
+        let fetch = 0x8200_0007; // IABT_LOW, translation fault L3
+        let mut f = frame(fetch, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!((h.violation_count(), h.retried_count()), (1, 2), "RW is not executable");
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+    }
+
+    #[test]
+    fn a_forbidden_access_still_gets_its_abort() {
+        let (h, _el3, mut p) = setup();
+        // Mapped read-only: a write is refused; another page: refused.
+        p.stage2 = vec![
+            mapped(Perms::R),
+            (crate::mm::MemRange::new(0x7000_1000, 0x7000_2000), Perms::RWX),
+        ];
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!((h.violation_count(), h.retried_count()), (1, 0));
+        assert_eq!(p.el1_writes.len(), 1);
+        assert_eq!(f.elr, FakePlatform::HOST_VBAR + 0x200);
+        p.stage2.clear();
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 2);
+        // Faults a table change cannot explain are never retried, whatever the table says.
+        p.stage2 = vec![mapped(Perms::RWX)];
+        let queries = p.stage2_queries.lock().len();
+        for fsc in [0x10u64, 0x00, 0x09, 0x15] {
+            // synchronous external abort, address size, access flag, external abort on walk
+            let mut f = frame((DABT_WRITE & !0x3f) | fsc, 0, [0; 3]);
+            h.handle_lower_sync(&mut f, &mut p);
+        }
+        assert_eq!(h.violation_count(), 6);
+        assert_eq!(p.stage2_queries.lock().len(), queries, "the table was not even consulted");
+    }
+
+    #[test]
+    fn an_access_that_keeps_faulting_is_not_retried_for_ever() {
+        let (h, _el3, mut p) = setup();
+        p.stage2 = vec![mapped(Perms::RW)];
+        for _ in 0..RETRY_LIMIT {
+            let mut f = frame(DABT_WRITE, 0, [0; 3]);
+            h.handle_lower_sync(&mut f, &mut p);
+        }
+        assert_eq!((h.violation_count(), h.retried_count()), (0, RETRY_LIMIT));
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.violation_count(), 1, "the {}th retry in a row is refused", RETRY_LIMIT + 1);
+        // Then it starts over; another access in between also starts a new streak.
+        let mut f = frame(DABT_WRITE, 0, [0; 3]);
+        h.handle_lower_sync(&mut f, &mut p);
+        assert_eq!(h.retried_count(), RETRY_LIMIT + 1);
     }
 
     #[test]

@@ -201,7 +201,7 @@ mod tests {
         let x = call(u64::from(hyp::ABI_VERSION), [1, 2, 3], &psci, &mut p);
         assert_eq!(x[..4], [2, 1, 2, 3], "0.2");
         let x = call(u64::from(hyp::CALL_COUNT), [1, 2, 3], &psci, &mut p);
-        assert_eq!(x[..4], [13, 1, 2, 3]);
+        assert_eq!(x[..4], [14, 1, 2, 3]);
         let x = call(u64::from(hyp::CALL_UID), [1, 2, 3], &psci, &mut p);
         assert_eq!(x[..4], [0x5761_7264, 0x656e_4c32, 0x8f1d_4e0b, 0x9c3a_7d21]);
         let x = call(u64::from(hyp::REVISION), [1, 2, 3], &psci, &mut p);

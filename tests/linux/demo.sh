@@ -80,7 +80,11 @@ fi
 # host's own access die of SIGBUS while Linux carries on, let the modem checksum it, release,
 # reclaim cleared.
 handoff_demo() {
-    page=0x7c001000
+    if ! modem=$(warden_carveout modem); then
+        handoff="no modem carveout in the DT"
+        return
+    fi
+    page=$(printf '0x%x' $((modem + 0x1000)))
     size=0x1000
     say() { echo "linux: handoff: $*"; }
     if ! control_page_init; then

@@ -251,6 +251,18 @@ control_page() {
     return 1
 }
 
+# Prints the base (0x...) of the board's carveout named $1 (modem, dsp) from the DT, wherever
+# the board placed it in this machine's RAM: the unit address of
+# /reserved-memory/$1@<base> (docs/carveouts.md). Fails if there is none.
+warden_carveout() {
+    for carveout_node in "${WARDEN_DEVICE_TREE:-/proc/device-tree}"/reserved-memory/"$1"@*; do
+        [ -d "$carveout_node" ] || continue
+        echo "0x${carveout_node##*@}"
+        return 0
+    done
+    return 1
+}
+
 # Finds the control page and checks its MAGIC; sets WARDEN_CONTROL, or WARDEN_CONTROL_WHY to
 # the reason it cannot be used.
 # shellcheck disable=SC2034 # WARDEN_CONTROL_WHY is for the caller

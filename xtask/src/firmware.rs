@@ -27,14 +27,15 @@ pub struct FirmwareCrate {
 pub const SIM_PEER_ENV: &str = "WARDEN_SIM_PEER";
 
 /// The simulated peer program warden embeds (qemu-virt): linked and loaded at
-/// `PROGRAM_IPA`, at most `PROGRAM_SIZE` bytes.
+/// `PROGRAM_IPA`, its image at most `PROGRAM_SIZE` bytes (the linker script checks that) and
+/// its footprint, BSS and stack in the data window after it included, `PEER_FOOTPRINT`.
 pub const SIM_PEER: FirmwareCrate = FirmwareCrate {
     package: "warden-sim-peer",
     cargo_args: &["--package", "warden-sim-peer", "--bins"],
     bin_name: "warden-sim-peer",
     output: "sim-peer.bin",
     load: Load::Fixed { base: warden_abi::peer::PROGRAM_IPA },
-    max_mem_size: Some(warden_abi::peer::PROGRAM_SIZE),
+    max_mem_size: Some(PEER_FOOTPRINT),
     embeds_sim_peer: false,
 };
 
@@ -69,6 +70,10 @@ pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
     max_mem_size: None,
     embeds_sim_peer: false,
 };
+
+/// From the peer's first byte to the end of its data window.
+pub const PEER_FOOTPRINT: u64 =
+    warden_abi::peer::DATA_IPA + warden_abi::peer::DATA_SIZE - warden_abi::peer::PROGRAM_IPA;
 
 /// Every firmware crate, in build order: the simulated peer before warden, which embeds it.
 pub const ALL: [&FirmwareCrate; 4] = [&SIM_PEER, &WARDEN, &WARDEN_TEST_SWITCHES, &TEST_GUEST];
@@ -284,9 +289,9 @@ not json
         assert!(!WARDEN.cargo_args.iter().any(|a| a.contains("test-switches")));
         assert_ne!(WARDEN.output, WARDEN_TEST_SWITCHES.output);
         assert_eq!(SIM_PEER.load, Load::Fixed { base: warden_abi::peer::PROGRAM_IPA });
-        assert!(check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE).is_ok());
-        let err = check_size(&SIM_PEER, warden_abi::peer::PROGRAM_SIZE + 1).unwrap_err();
-        assert!(format!("{err}").contains("warden-sim-peer spans 0x10001 bytes"), "{err}");
+        assert!(check_size(&SIM_PEER, PEER_FOOTPRINT).is_ok());
+        let err = check_size(&SIM_PEER, PEER_FOOTPRINT + 1).unwrap_err();
+        assert!(format!("{err}").contains("warden-sim-peer spans 0x14001 bytes"), "{err}");
         assert!(check_size(&WARDEN, u64::MAX).is_ok());
         assert!(sim_peer_image().is_absolute());
     }

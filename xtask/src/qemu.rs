@@ -133,17 +133,22 @@ impl Machine {
 }
 
 /// The DT warden boots with: QEMU's own DT `dumped` (for a machine with `cpus` CPUs) plus the
-/// board's carveouts (QEMU generates no `/reserved-memory`). Checked with warden's own parser:
-/// the carveouts must come back in order and all `cpus` CPUs must be there.
+/// board's carveouts (QEMU generates no `/reserved-memory`), placed inside the RAM that DT
+/// names (`carveouts::for_ram`: `--memory` moves them). Checked with warden's own parser: the
+/// carveouts must come back in order and all `cpus` CPUs must be there.
 pub fn warden_dtb(dumped: &[u8], cpus: u32) -> Result<Vec<u8>> {
-    use warden::boards::carveouts::{self, CARVEOUTS};
-    let edit = carveouts::add_to(warden::dt::DtEdit::new());
+    use warden::boards::carveouts;
+    let qemus = warden::dt::parse(dumped)
+        .map_err(|e| anyhow::anyhow!("warden cannot parse QEMU's DT: {e}"))?;
+    let specs = carveouts::for_ram(&qemus.memory)
+        .map_err(|e| anyhow::anyhow!("placing the board carveouts: {e}"))?;
+    let edit = carveouts::add_to(warden::dt::DtEdit::new(), &specs);
     let dtb = warden::dt::apply(dumped, &edit)
         .map_err(|e| anyhow::anyhow!("adding the board carveouts to QEMU's DT: {e}"))?;
     let info = warden::dt::parse(&dtb)
         .map_err(|e| anyhow::anyhow!("warden cannot parse the DT with carveouts: {e}"))?;
     let found: Vec<_> = info.carveouts.iter().map(|c| c.range).collect();
-    let wanted: Vec<_> = CARVEOUTS.iter().map(|c| c.range).collect();
+    let wanted: Vec<_> = specs.iter().map(|c| c.range).collect();
     ensure!(found == wanted, "the DT has carveouts {found:x?}, expected {wanted:x?}");
     ensure!(
         info.cpus.len() == cpus as usize,
@@ -414,23 +419,29 @@ mod tests {
         assert!(warden_dtb(b"not a DT", 2).is_err());
     }
 
-    /// The real thing: QEMU's DT for a warden run (3 CPUs), with the carveouts. Needs
-    /// `qemu-system-aarch64` (`cargo xtask setup`), like every QEMU scenario.
+    /// The real thing: QEMU's DT for a warden run (3 CPUs), with the carveouts inside its RAM
+    /// whatever `-m` says (the default 1 GiB, and 512 MiB, which used to leave them outside).
+    /// Needs `qemu-system-aarch64` (`cargo xtask setup`), like every QEMU scenario.
     #[test]
     fn warden_run_dt_from_qemu_has_three_cpus_and_the_carveouts() {
         let qemu = crate::toolchain::find_in_path("qemu-system-aarch64")
             .expect("qemu-system-aarch64 in PATH (cargo xtask setup installs it)");
-        let mut m = Machine::with_warden("/nonexistent/img".into(), 2);
-        m.devices = test_guest_devices();
-        let name = format!("unit-test-{}", std::process::id());
-        let path = attach_warden_dt(&qemu, &mut m, &name).unwrap();
-        assert_eq!(m.dtb.as_deref(), Some(path.as_path()));
-        let info = warden::dt::parse(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(info.cpus.len(), 3);
-        assert_eq!(info.carveouts.len(), 2);
-        assert!(info.carveouts[1].clear_on_reclaim);
-        std::fs::remove_file(&path).unwrap();
-        std::fs::remove_file(path.with_extension("qemu.dtb")).unwrap();
+        for (memory, modem) in [("1G", 0x7c00_0000), ("512M", 0x5c00_0000)] {
+            let mut m = Machine::with_warden("/nonexistent/img".into(), 2);
+            m.devices = test_guest_devices();
+            m.memory = memory.into();
+            let name = format!("unit-test-{}-{memory}", std::process::id());
+            let path = attach_warden_dt(&qemu, &mut m, &name).unwrap();
+            assert_eq!(m.dtb.as_deref(), Some(path.as_path()));
+            let info = warden::dt::parse(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(info.cpus.len(), 3);
+            assert_eq!(info.carveouts.len(), 2, "-m {memory}");
+            assert_eq!(info.carveouts[0].range.start, modem, "-m {memory}");
+            assert!(info.carveouts.iter().all(|c| info.memory[0].contains_range(&c.range)));
+            assert!(info.carveouts[1].clear_on_reclaim);
+            std::fs::remove_file(&path).unwrap();
+            std::fs::remove_file(path.with_extension("qemu.dtb")).unwrap();
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn ending_text(ending: &Ending) -> String {
 
 /// Scenarios the test guest runs (`tests/guest/src/scenarios.rs`, `run_all`), in order. A name
 /// with no result line is a failure: the guest stopped (or was changed) before reporting it.
-pub const GUEST_SCENARIOS: [&str; 34] = [
+pub const GUEST_SCENARIOS: [&str; 37] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -82,6 +82,9 @@ pub const GUEST_SCENARIOS: [&str; 34] = [
     "dsp_lend_scrubbed_on_reclaim",
     "bad_requests_change_nothing",
     "two_cpus_hammer_carveouts",
+    "peer_own_pages_refused",
+    "hung_peer_is_stopped",
+    "peer_write_after_release_refused",
     "edu_dma_works",
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
@@ -102,6 +105,50 @@ pub const GUEST_SCENARIOS: [&str; 34] = [
     "gicr_tables_hostile",
     "fw_cfg_dma_contained",
 ];
+
+/// The stress run's one scenario (`tests/guest/src/handoff_stress.rs`).
+pub const STRESS_SCENARIO: &str = "carveout_neighbours_never_fault";
+
+/// warden + the test guest in stress mode: its one scenario passed, the guest finished, and
+/// warden's own power-down report (an oracle independent of the guest) counts no violation and
+/// no SMMU event.
+pub fn judge_handoff_stress(run: &Captured) -> Vec<Verdict> {
+    let ok_line = format!("ok {STRESS_SCENARIO}");
+    let failed =
+        run.lines.iter().find(|l| l.trim_start().starts_with(&format!("FAILED {STRESS_SCENARIO}")));
+    let report = run.lines.iter().find(|l| l.contains("host requested power-down"));
+    let clean = report.is_some_and(|l| {
+        l.contains(": 0 violation(s) contained") && l.contains(" 0 SMMU event(s)")
+    });
+    vec![
+        Verdict::check(
+            &format!("handoff-stress/{STRESS_SCENARIO}"),
+            run.lines.iter().any(|l| l.trim() == ok_line),
+            || match failed {
+                Some(line) => line.trim().to_owned(),
+                None => format!("no `{ok_line}` line"),
+            },
+        ),
+        Verdict::check(
+            "handoff-stress/warden counted no violation and no SMMU event",
+            clean,
+            || match report {
+                Some(line) => line.trim().to_owned(),
+                None => "no power-down report".into(),
+            },
+        ),
+        Verdict::check(
+            "handoff-stress/guest printed `guest: done`",
+            run.lines.iter().any(|l| l.trim() == "guest: done"),
+            || "no `guest: done` line".into(),
+        ),
+        Verdict::check(
+            "handoff-stress/QEMU exited by itself with status 0 (PSCI SYSTEM_OFF)",
+            matches!(run.ending, Ending::Exited(Some(0))),
+            || ending_text(&run.ending),
+        ),
+    ]
+}
 
 /// The guest's `guest: N passed, M failed` line.
 fn parse_guest_summary(line: &str) -> Option<(usize, usize)> {
@@ -191,6 +238,59 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
         || ending_text(&run.ending),
     ));
     out
+}
+
+/// What the `small-ram` run's guest runs (`warden.scenarios=handoff`: `run_handoff` in
+/// `tests/guest/src/scenarios.rs`), in order.
+pub const SMALL_RAM_SCENARIOS: [&str; 8] = [
+    "runs_at_el1",
+    "carveouts_listed",
+    "donate_then_peer_checksum",
+    "host_read_after_donate_aborts",
+    "reclaim_with_clear_zeroes",
+    "dsp_lend_scrubbed_on_reclaim",
+    "bad_requests_change_nothing",
+    "peer_own_pages_refused",
+];
+
+/// The RAM the `small-ram` run gives the machine: half of `cargo xtask run`'s default, which
+/// put the board's carveouts (fixed at 0x7c00_0000 then) outside RAM.
+pub const SMALL_RAM: &str = "512M";
+
+/// warden + the test guest in [`SMALL_RAM`], handoff scenarios only: the board's carveouts are
+/// inside that RAM (warden lists them, in RAM, in its memory map), every handoff scenario
+/// reports `ok`, and the run ends as it should.
+pub fn judge_small_ram(run: &Captured) -> Vec<Verdict> {
+    let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
+    let mut out = vec![Verdict::check(
+        "small-ram/warden manages two carveouts inside 512 MiB of RAM",
+        run.lines.iter().filter(|l| is_carveout_in_small_ram(l)).count() == 2,
+        || "warden's memory map does not list two carveouts inside 0x40000000..0x60000000".into(),
+    )];
+    for name in SMALL_RAM_SCENARIOS {
+        let verdict = guest.iter().find(|v| v.name.strip_prefix("guest/") == Some(name));
+        out.push(match verdict.map(|v| &v.outcome) {
+            Some(Ok(())) => Verdict::pass(format!("small-ram/{name}")),
+            Some(Err(why)) => Verdict::fail(format!("small-ram/{name}"), why.clone()),
+            None => Verdict::fail(format!("small-ram/{name}"), "no `ok`/`FAILED` line for it"),
+        });
+    }
+    out.push(Verdict::check(
+        "small-ram/guest printed `guest: done`, QEMU exited with status 0",
+        run.lines.iter().any(|l| l.trim() == "guest: done")
+            && run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
+/// warden's memory-map line for a managed carveout inside 0x4000_0000..0x6000_0000.
+fn is_carveout_in_small_ram(line: &str) -> bool {
+    let Some(rest) = line.split("  carveout   ").nth(1) else { return false };
+    let Some((start, rest)) = rest.split_once("..") else { return false };
+    let end = rest.split_whitespace().next().unwrap_or("");
+    let parse = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    matches!((parse(start), parse(end)), (Some(s), Some(e)) if s >= 0x4000_0000 && e <= 0x6000_0000 && s < e)
 }
 
 /// warden's log line for a DMA the SMMU refused at stage 2 (`SMMU event F_... (stage 2)`).
@@ -486,6 +586,40 @@ warden: cpu0: vSMMU G3: stream 0x10 reuses retiring ASID 42 before its TLBI + sy
 warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
 
+    #[test]
+    fn handoff_stress_judge() {
+        let report = |violations: u32, events: u32| {
+            format!(
+                "warden: cpu0: host requested power-down: {violations} violation(s) contained, 0 \
+                 other trap(s) refused, {events} SMMU event(s), 0 stage-2 fault(s) retried, 0 \
+                 table frame(s) quarantined; warden code+rodata intact (digest 0x1, boot 0x1)"
+            )
+        };
+        let good = format!(
+            "guest: note carveout_neighbours_never_fault: ...\nok carveout_neighbours_never_fault\n\
+             guest: 2 passed, 0 failed\nguest: done\n{}\n",
+            report(0, 0)
+        );
+        let verdicts = judge_handoff_stress(&captured(&good, Ending::Exited(Some(0))));
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        let bad = format!(
+            "FAILED carveout_neighbours_never_fault: 3 SEA(s)\nguest: done\n{}\n",
+            report(3, 1)
+        );
+        let verdicts = judge_handoff_stress(&captured(&bad, Ending::Exited(Some(0))));
+        let failed: Vec<&str> =
+            verdicts.iter().filter(|v| v.outcome.is_err()).map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            failed,
+            [
+                "handoff-stress/carveout_neighbours_never_fault",
+                "handoff-stress/warden counted no violation and no SMMU event"
+            ]
+        );
+        let hung = judge_handoff_stress(&captured("", Ending::TimedOut(Duration::from_secs(9))));
+        assert!(hung.iter().all(|v| v.outcome.is_err()));
+    }
+
     /// A guest boot whose scenario lines are `ok NAME` for every expected name except those
     /// in `failed` (`FAILED NAME: why`) and `absent` (no line); the summary line matches.
     fn guest_boot(failed: &[(&str, &str)], absent: &[&str]) -> String {
@@ -515,6 +649,38 @@ warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(
         v.iter()
             .filter_map(|v| v.outcome.as_ref().err().map(|e| (v.name.as_str(), e.as_str())))
             .collect()
+    }
+
+    #[test]
+    fn small_ram_needs_carveouts_inside_and_every_handoff_scenario() {
+        let map = "\
+warden: cpu0:   RAM        0x0040000000..0x0060000000 (512 MiB)
+warden: cpu0:   carveout   0x005c000000..0x005d000000 (16 MiB) (modem@5c000000: for the modem, Donate)
+warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: for the dsp, Lend, clear on reclaim)
+";
+        let oks: String = SMALL_RAM_SCENARIOS.iter().map(|n| format!("ok {n}\n")).collect();
+        let good = format!("{map}{oks}guest: done\n");
+        let v = judge_small_ram(&captured(&good, Ending::Exited(Some(0))));
+        assert!(failures(&v).is_empty(), "{:?}", failures(&v));
+        assert_eq!(v.len(), SMALL_RAM_SCENARIOS.len() + 2);
+        // The carveouts where 1 GiB would have them: outside 512 MiB.
+        let outside = good.replace("0x005c000000..0x005d000000", "0x007c000000..0x007d000000");
+        let v = judge_small_ram(&captured(&outside, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
+        // A scenario failing or missing, a bad ending.
+        let bad = good
+            .replace("ok peer_own_pages_refused", "FAILED peer_own_pages_refused: nope")
+            .replace("ok carveouts_listed\n", "");
+        let v = judge_small_ram(&captured(&bad, Ending::TimedOut(Duration::from_secs(240))));
+        let names: Vec<&str> = failures(&v).iter().map(|f| f.0).collect();
+        assert_eq!(
+            names,
+            [
+                "small-ram/carveouts_listed",
+                "small-ram/peer_own_pages_refused",
+                "small-ram/guest printed `guest: done`, QEMU exited with status 0"
+            ]
+        );
     }
 
     const BOOT_CHECKS_AFTER_GUEST: [&str; 6] = [

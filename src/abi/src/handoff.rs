@@ -13,6 +13,7 @@
 //! `x0` is meaningful). Results beyond `x3` follow SMCCC v1.2's register use; a v1.1 caller
 //! already treats `x4..x17` as clobbered.
 
+use crate::calls::WardenCall;
 use crate::error::{AbiError, SUCCESS};
 use crate::smccc::{OWNER_VENDOR_HYP, fast_call};
 
@@ -430,6 +431,10 @@ impl Request {
     /// the router handles or refuses it). The SMC32 twin of an SMC64 call (or the reverse) is
     /// `NOT_SUPPORTED`; for the SMC32 `CARVEOUT_COUNT` the upper halves of `x1..x7` are ignored
     /// as SMCCC requires, but the lower halves must still be zero.
+    ///
+    /// This checks the function ID and the arguments, not the caller: a call decoded for a
+    /// caller goes through [`WardenCall::identify`] and [`WardenCall::allowed_for`] first
+    /// (see [`crate::calls`]), so that `DENIED` comes before `INVALID_PARAMETERS`.
     pub fn decode(regs: &[u64; 8]) -> Result<Option<Self>, AbiError> {
         let fid = regs[0] as u32;
         let Some(&known) =
@@ -486,15 +491,26 @@ impl Request {
         Ok(Some(request))
     }
 
-    /// Whether `caller` may make this call: DONATE, LEND and RECLAIM are the host's, RELEASE
-    /// is a peer's; queries are open to both. Otherwise `DENIED`.
+    /// The call this request is.
+    pub const fn call(&self) -> WardenCall {
+        match self {
+            Self::CarveoutCount => WardenCall::CarveoutCount,
+            Self::CarveoutInfo { .. } => WardenCall::CarveoutInfo,
+            Self::RangeQuery { .. } => WardenCall::RangeQuery,
+            Self::Donate(_) => WardenCall::Donate,
+            Self::Lend(_) => WardenCall::Lend,
+            Self::Reclaim(_) => WardenCall::Reclaim,
+            Self::Release(_) => WardenCall::Release,
+            Self::ViolationCount => WardenCall::ViolationCount,
+            Self::ViolationInfo { .. } => WardenCall::ViolationInfo,
+        }
+    }
+
+    /// Whether `caller` may make this call ([`WardenCall::allowed_for`]): DONATE, LEND and
+    /// RECLAIM are the host's, RELEASE is a peer's; queries are open to both. Otherwise
+    /// `DENIED`.
     pub const fn allowed_for(&self, caller: Caller) -> Result<(), AbiError> {
-        let allowed = match self {
-            Self::Donate(_) | Self::Lend(_) | Self::Reclaim(_) => matches!(caller, Caller::Host),
-            Self::Release(_) => matches!(caller, Caller::Peer(_)),
-            _ => true,
-        };
-        if allowed { Ok(()) } else { Err(AbiError::Denied) }
+        self.call().allowed_for(caller)
     }
 }
 

@@ -7,6 +7,7 @@
 //! Every ID and error code here is stable: see `docs/abi.md`.
 #![no_std]
 
+pub mod calls;
 pub mod control;
 pub mod error;
 pub mod handoff;
@@ -112,10 +113,11 @@ pub mod hyp {
     /// 5761_7264 "Ward", 656e "en"... chosen once; never change it.
     pub const UID: [u32; 4] = [0x5761_7264, 0x656e_4c32, 0x8f1d_4e0b, 0x9c3a_7d21];
 
-    /// Number of warden calls implemented in this ABI version (answer to [`CALL_COUNT`]):
-    /// `ABI_VERSION`, the nine carveout/violation calls of [`crate::handoff::CALLS`],
-    /// `PEER_COMMAND`, `PEER_DONE` and `TRAP_STATS`.
-    pub const IMPLEMENTED_CALLS: u64 = 1 + crate::handoff::CALLS.len() as u64 + 3;
+    /// Number of warden calls implemented in this ABI version (answer to [`CALL_COUNT`]): every
+    /// call of [`crate::calls::WardenCall::ALL`] (`ABI_VERSION`, the nine carveout/violation
+    /// calls of [`crate::handoff::CALLS`], `PEER_COMMAND`, `PEER_DONE`, `TRAP_STATS` and
+    /// `SMMU_STATS`), not the service-range queries themselves.
+    pub const IMPLEMENTED_CALLS: u64 = crate::calls::WardenCall::ALL.len() as u64;
 
     /// Packed ABI version as returned by [`ABI_VERSION`].
     pub const fn packed_version() -> u64 {

@@ -7,25 +7,34 @@
 //! writes the result back and calls [`PEER_DONE`]; warden then powers the CPU off again.
 
 use crate::error::AbiError;
-use crate::handoff::{PeerId, check_range};
+use crate::handoff::{PA_LIMIT, PeerId, check_range};
 use crate::smccc::{OWNER_VENDOR_HYP, fast_call};
 
 /// `PEER_COMMAND(peer, op, a1, a2, a3)`: host only. Runs one command on the peer and waits for
 /// it (bounded): `x1` = the command's result. Errors: `INVALID_PARAMETERS` (unknown peer or op,
-/// bad range, reserved bits), `NOT_SUPPORTED` (no simulated peer on this board), `RETRY` (the
-/// peer CPU is busy with another command), `ABORTED` (no answer in time), `PEER_FAULT` (the
-/// peer touched memory not handed to it; the access is in the violation ring).
+/// bad range, reserved bits), `NOT_SUPPORTED` (no simulated peer on this board), `DENIED` (a
+/// CHECKSUM or FILL range the peer does not hold: not wholly donated or lent to it, or
+/// released), `RETRY` (the peer CPU is busy with another command, or still being stopped),
+/// `ABORTED` (no answer in time: warden stopped the peer's CPU), `PEER_FAULT` (the peer touched
+/// memory not handed to it; the access is in the violation ring).
 pub const PEER_COMMAND: u32 = fast_call(true, OWNER_VENDOR_HYP, 0x0040);
 /// `PEER_DONE()`: peer only. The command in the mailbox is finished (status and result are in
 /// the mailbox). Does not return to the peer.
 pub const PEER_DONE: u32 = fast_call(true, OWNER_VENDOR_HYP, 0x0041);
 
-/// Where the peer sees its mailbox page (a page of warden's memory, private to this peer).
+/// Where the peer sees its mailbox page (a page of warden's memory, private to this peer;
+/// read-write, never executable).
 pub const MAILBOX_IPA: u64 = 0x1010_0000;
-/// Where the peer program is linked and loaded (IPA; warden maps its private copy there).
+/// Where the peer program is linked and loaded (IPA; warden maps its private copy there
+/// read-only and executable: the peer cannot change its own program).
 pub const PROGRAM_IPA: u64 = 0x1000_0000;
-/// Largest peer program, stack included.
+/// Largest peer program (code, read-only data, GOT; no writable data).
 pub const PROGRAM_SIZE: u64 = 64 * 1024;
+/// The peer program's BSS and stack: private pages right after the program, read-write and
+/// never executable, zeroed by the program's entry code on every run.
+pub const DATA_IPA: u64 = PROGRAM_IPA + PROGRAM_SIZE;
+/// Size of the [`DATA_IPA`] window.
+pub const DATA_SIZE: u64 = 16 * 1024;
 
 /// What a command asks the peer to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +49,9 @@ pub enum Op {
     /// Read the 64-bit word at `addr` (8-byte aligned); x1 = its value. Used to show that an
     /// access outside what the peer was given is contained.
     Touch { addr: u64 },
+    /// Spin forever without touching memory: never answers. Used to show that warden stops a
+    /// peer that does not finish (the command ends `ABORTED`, later commands work).
+    Spin,
 }
 
 impl core::fmt::Display for Op {
@@ -53,6 +65,7 @@ impl core::fmt::Display for Op {
                 write!(f, "RELEASE {base:#x}+{size:#x}{}", if clear { " CLEAR" } else { "" })
             }
             Self::Touch { addr } => write!(f, "TOUCH {addr:#x}"),
+            Self::Spin => f.write_str("SPIN"),
         }
     }
 }
@@ -61,6 +74,7 @@ const OP_CHECKSUM: u64 = 1;
 const OP_FILL: u64 = 2;
 const OP_RELEASE: u64 = 3;
 const OP_TOUCH: u64 = 4;
+const OP_SPIN: u64 = 5;
 
 impl Op {
     /// `(op, a1, a2, a3)` as in `x2..x5` of `PEER_COMMAND` and in the mailbox.
@@ -72,6 +86,7 @@ impl Op {
                 [OP_RELEASE, base, size, if clear { crate::handoff::FLAG_CLEAR } else { 0 }]
             }
             Self::Touch { addr } => [OP_TOUCH, addr, 0, 0],
+            Self::Spin => [OP_SPIN, 0, 0, 0],
         }
     }
 
@@ -92,7 +107,12 @@ impl Op {
                 check_range(a1, a2)?;
                 Self::Release { base: a1, size: a2, clear: a3 != 0 }
             }
-            OP_TOUCH if a2 == 0 && a3 == 0 && a1.is_multiple_of(8) => Self::Touch { addr: a1 },
+            // An address the peer cannot even form (at or beyond 2^52, the largest PA space)
+            // would fault in its own stage 1, unseen by warden: refused like any bad range.
+            OP_TOUCH if a2 == 0 && a3 == 0 && a1.is_multiple_of(8) && a1 < PA_LIMIT => {
+                Self::Touch { addr: a1 }
+            }
+            OP_SPIN if a1 == 0 && a2 == 0 && a3 == 0 => Self::Spin,
             _ => return Err(bad),
         })
     }
@@ -199,6 +219,7 @@ mod tests {
             Op::Release { base: 0x7d00_0000, size: 0x10_0000, clear: true },
             Op::Release { base: 0x7d00_0000, size: 0x10_0000, clear: false },
             Op::Touch { addr: 0x4000_0008 },
+            Op::Spin,
         ];
         for op in ops {
             let cmd = PeerCommand { peer: PeerId::DSP, op };
@@ -227,6 +248,10 @@ mod tests {
         assert!(Op::decode([OP_CHECKSUM, 0x1001, 0x1000, 0]).is_err());
         assert!(Op::decode([OP_CHECKSUM, !0xfff, 0x2000, 0]).is_err());
         assert!(Op::decode([OP_RELEASE, 0x1000, 0x1000, 2]).is_err());
+        assert!(Op::decode([OP_TOUCH, PA_LIMIT, 0, 0]).is_err());
+        assert!(Op::decode([OP_TOUCH, PA_LIMIT - 8, 0, 0]).is_ok());
+        assert!(Op::decode([OP_SPIN, 0, 0, 1]).is_err());
+        assert_eq!(Op::decode([OP_SPIN, 0, 0, 0]), Ok(Op::Spin));
     }
 
     #[test]

@@ -222,6 +222,27 @@ impl CacheMaintenance for Hw {
     }
 }
 
+/// [`crate::arch::select_nospec`]: `CMP; CSEL; CSDB`. The conditional select uses the real
+/// flags, never predicted ones, once CSDB has executed (Arm ARM, "Consumption of Speculative
+/// Data Barrier"); the caller's later accesses depend on the result as data.
+#[inline(always)]
+pub fn select_nospec(ok: bool, value: u64) -> u64 {
+    let out: u64;
+    // SAFETY: register-only arithmetic and a hint-space barrier; no memory is accessed.
+    unsafe {
+        asm!(
+            "cmp {ok:w}, #0",
+            "csel {out}, {value}, xzr, ne",
+            "csdb",
+            ok = in(reg) u32::from(ok),
+            value = in(reg) value,
+            out = lateout(reg) out,
+            options(nomem, nostack),
+        )
+    }
+    out
+}
+
 /// Turns on warden's EL2 stage-1 MMU and caches.
 ///
 /// # Safety

@@ -73,6 +73,16 @@ pub fn write_host_controls(c: &HostEl2Controls) {
     r::CNTHCTL_EL2.set(c.cnthctl);
     r::CNTVOFF_EL2.set(0);
     r::MDCR_EL2.set(c.mdcr);
+    // What EL1 may profile, trace and record: never EL2 (`host_el2`'s module documentation).
+    if let Some(pmscr) = c.pmscr {
+        write_raw!("S3_4_C9_C9_0", pmscr); // PMSCR_EL2
+    }
+    if let Some(trfcr) = c.trfcr {
+        write_raw!("S3_4_C1_C2_1", trfcr); // TRFCR_EL2
+    }
+    if let Some(brbcr) = c.brbcr {
+        write_raw!("S2_4_C9_C0_0", brbcr); // BRBCR_EL2
+    }
     write_raw!("hstr_el2", 0);
     // EL1 reads of MIDR/MPIDR return these: show the host the real values.
     write_raw!("vpidr_el2", read_raw!("midr_el1"));
@@ -129,6 +139,11 @@ pub fn el1_vbar() -> u64 {
 
 pub fn el1_sctlr() -> u64 {
     r::SCTLR_EL1.get()
+}
+
+/// The host's EL1&0 translation registers (TCR_EL1, TTBR0_EL1, TTBR1_EL1).
+pub fn el1_translation() -> (u64, u64, u64) {
+    (r::TCR_EL1.get(), r::TTBR0_EL1.get(), r::TTBR1_EL1.get())
 }
 
 /// Writes the EL1 exception registers for an injected exception (FAR_EL1 only when defined).

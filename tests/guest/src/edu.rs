@@ -50,7 +50,7 @@ const BAR_SPACING: u64 = 16 << 20;
 const DMA_TIMEOUT_MS: u64 = 3000;
 
 /// An edu device with BAR0 placed and bus mastering on.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Edu {
     pub function: Function,
     /// CPU address of BAR0.

@@ -18,7 +18,7 @@ use core::cell::UnsafeCell;
 use crate::console::println;
 use crate::cpu;
 use crate::exceptions::{self, Caught};
-use crate::handoff::{MODEM, Span, check, expect_all_host, peer_checksum, write_pattern};
+use crate::handoff::{Span, check, expect_all_host, modem, peer_checksum, write_pattern};
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
 
@@ -316,15 +316,16 @@ fn warden_base(platform: &Platform) -> Result<u64, Reason> {
 /// checksum of it.
 fn donated_page(offset: u64) -> Result<(Span, u64), Reason> {
     expect_all_host()?;
-    let span = MODEM.span(offset, 0x1_0000);
+    let modem = modem();
+    let span = modem.span(offset, 0x1_0000);
     write_pattern(span, 0x6_1c)?;
-    check(MODEM.hand_over(span.target(), false), format_args!("DONATE {span}"))?;
-    let sum = peer_checksum(MODEM.peer, span)?;
+    check(modem.hand_over(span.target(), false), format_args!("DONATE {span}"))?;
+    let sum = peer_checksum(modem.peer, span)?;
     Ok((span, sum))
 }
 
 fn expect_checksum(span: Span, before: u64, what: &str) -> Outcome {
-    let after = peer_checksum(MODEM.peer, span)?;
+    let after = peer_checksum(modem().peer, span)?;
     if after != before {
         fail!(
             "{what} wrote the donated page {span}: the peer's checksum went {before:#x} -> {after:#x}"

@@ -14,11 +14,13 @@ use warden_abi::peer::{Checksum, Op, PeerCommand};
 
 use crate::cpu;
 use crate::exceptions::{self, Caught};
+use crate::platform::BoardCarveouts;
 use crate::report::Reason;
+use crate::shared::SharedU64;
 use crate::smccc::{self, Conduit};
 
 /// A carveout as the board is expected to announce it (`boards/qemu-virt/carveouts.rs`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Carveout {
     pub index: u32,
     pub base: u64,
@@ -28,27 +30,48 @@ pub struct Carveout {
     pub clear_on_reclaim: bool,
 }
 
-/// qemu-virt's carveout 0: the modem's, 16 MiB at 0x7c00_0000, donate only.
-pub const MODEM: Carveout = Carveout {
-    index: 0,
-    base: 0x7c00_0000,
-    size: 0x100_0000,
-    peer: PeerId::MODEM,
-    policy: Policy::Donate,
-    clear_on_reclaim: false,
-};
+/// Where the board put its carveouts (it places them inside whatever RAM the machine has), as
+/// the DT the guest was given says: modem base and size, then the DSP's. Written once by
+/// [`set_board_carveouts`] before any scenario runs, read by every CPU.
+static BOARD_CARVEOUTS: [SharedU64; 4] =
+    [SharedU64::new(0), SharedU64::new(0), SharedU64::new(0), SharedU64::new(0)];
 
-/// qemu-virt's carveout 1: the DSP's, 16 MiB at 0x7d00_0000, lend only, scrubbed on reclaim.
-pub const DSP: Carveout = Carveout {
-    index: 1,
-    base: 0x7d00_0000,
-    size: 0x100_0000,
-    peer: PeerId::DSP,
-    policy: Policy::Lend,
-    clear_on_reclaim: true,
-};
+/// Records where the DT says the board's carveouts are (`/reserved-memory/modem@*`, `dsp@*`).
+pub fn set_board_carveouts(found: &BoardCarveouts) {
+    let words = [found.modem.0, found.modem.1, found.dsp.0, found.dsp.1];
+    for (slot, word) in BOARD_CARVEOUTS.iter().zip(words) {
+        slot.store(word);
+    }
+}
 
-pub const CARVEOUTS: [Carveout; 2] = [MODEM, DSP];
+/// qemu-virt's carveout 0: the modem's (16 MiB where the DT says), donate only.
+pub fn modem() -> Carveout {
+    Carveout {
+        index: 0,
+        base: BOARD_CARVEOUTS[0].load(),
+        size: BOARD_CARVEOUTS[1].load(),
+        peer: PeerId::MODEM,
+        policy: Policy::Donate,
+        clear_on_reclaim: false,
+    }
+}
+
+/// qemu-virt's carveout 1: the DSP's (16 MiB right after the modem's), lend only, scrubbed on
+/// reclaim.
+pub fn dsp() -> Carveout {
+    Carveout {
+        index: 1,
+        base: BOARD_CARVEOUTS[2].load(),
+        size: BOARD_CARVEOUTS[3].load(),
+        peer: PeerId::DSP,
+        policy: Policy::Lend,
+        clear_on_reclaim: true,
+    }
+}
+
+pub fn carveouts() -> [Carveout; 2] {
+    [modem(), dsp()]
+}
 
 impl Carveout {
     pub const fn end(&self) -> u64 {
@@ -95,7 +118,7 @@ impl Carveout {
 
     /// The carveout containing all of `span`, if any.
     pub fn containing(span: Span) -> Option<Carveout> {
-        CARVEOUTS
+        carveouts()
             .into_iter()
             .find(|c| span.size != 0 && span.base >= c.base && span.end() <= c.end())
     }
@@ -389,7 +412,7 @@ pub fn expect_carveout(c: &Carveout, state: CarveoutState) -> Result<(), Reason>
 
 /// Every expected carveout must be wholly `Host`: what each handoff scenario starts from.
 pub fn expect_all_host() -> Result<(), Reason> {
-    for c in CARVEOUTS {
+    for c in carveouts() {
         expect_carveout(&c, CarveoutState::Uniform(RangeState::Host))?;
     }
     Ok(())

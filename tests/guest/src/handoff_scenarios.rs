@@ -17,8 +17,8 @@ use crate::console::println;
 use crate::cpu;
 use crate::entry::secondary_entry;
 use crate::handoff::{
-    self, CallError, Carveout, DSP, MODEM, Show, Span, check, expect_all_host, expect_carveout,
-    expect_run, host_checksum, peer_checksum, peer_fill, peer_release, write_pattern,
+    self, CallError, Carveout, Show, Span, check, expect_all_host, expect_carveout, expect_run,
+    host_checksum, peer_checksum, peer_fill, peer_release, write_pattern,
 };
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
@@ -41,7 +41,7 @@ fn all_host(c: &Carveout) -> RangeInfo {
 }
 
 /// DONATE/LEND (by the carveout's policy) of `span` to its peer; the reply must name `span`.
-fn hand_over(c: &Carveout, span: Span, clear: bool) -> Outcome {
+pub(crate) fn hand_over(c: &Carveout, span: Span, clear: bool) -> Outcome {
     let done = check(
         c.hand_over(span.target(), clear),
         format_args!("{:?} {span} to {:?}", c.policy, c.peer),
@@ -62,7 +62,7 @@ fn reclaim(span: Span, clear: bool) -> Outcome {
 }
 
 /// The peer releases `span` and the host reclaims it; the carveout is then all `Host` again.
-fn give_back(c: &Carveout, span: Span, clear: bool) -> Outcome {
+pub(crate) fn give_back(c: &Carveout, span: Span, clear: bool) -> Outcome {
     peer_release(c.peer, span)?;
     expect_run(span.base, span.run(RangeState::PeerReleased(c.peer), c))?;
     reclaim(span, clear)?;
@@ -82,7 +82,7 @@ pub fn carveouts_listed() -> Outcome {
         }
     }
     expect_all_host()?;
-    for c in [MODEM, DSP] {
+    for c in [handoff::modem(), handoff::dsp()] {
         expect_run(c.base + 0x1238, all_host(&c))?;
         expect_run(c.end() - 8, all_host(&c))?;
     }
@@ -101,7 +101,7 @@ pub fn carveouts_listed() -> Outcome {
 pub fn donate_then_peer_checksum() -> Outcome {
     const SEED: u64 = 0x4163;
     expect_all_host()?;
-    let c = MODEM;
+    let c = handoff::modem();
     let sub = c.span(0x3000, 0x5000);
     // The pattern spans the neighbours too, so their run boundaries are checked on real data.
     write_pattern(c.span(0, 0x10000), SEED)?;
@@ -112,7 +112,7 @@ pub fn donate_then_peer_checksum() -> Outcome {
     expect_run(c.base, c.span(0, 0x3000).run(HOST, &c))?;
     expect_run(sub.end(), Span { base: sub.end(), size: c.end() - sub.end() }.run(HOST, &c))?;
     expect_carveout(&c, CarveoutState::Mixed)?;
-    expect_carveout(&DSP, uniform(HOST))?;
+    expect_carveout(&handoff::dsp(), uniform(HOST))?;
     let theirs = peer_checksum(c.peer, sub)?;
     if theirs != ours {
         fail!("peer checksum of {sub} is {theirs:#x}, the host's before donating was {ours:#x}");
@@ -205,7 +205,7 @@ fn host_access_refused(addr: u64, access: Access, owner: Owner) -> Outcome {
 pub fn host_read_after_donate_aborts() -> Outcome {
     const SEED: u64 = 0x5ea;
     expect_all_host()?;
-    let c = MODEM;
+    let c = handoff::modem();
     let sub = c.span(0x10_0000, 0x3000);
     write_pattern(sub, SEED)?;
     hand_over(&c, sub, false)?;
@@ -234,7 +234,7 @@ pub fn reclaim_modem(clear: bool) -> Outcome {
     const SEED: u64 = 0xc1ea;
     const FILL: u64 = 0xf111_0000_0000_f111;
     expect_all_host()?;
-    let c = MODEM;
+    let c = handoff::modem();
     let sub = if clear { c.span(0x30_5000, 0x4000) } else { c.span(0x20_7000, 0x4000) };
     let around = Span { base: sub.base - PAGE_SIZE, size: sub.size + 2 * PAGE_SIZE };
     write_pattern(around, SEED)?;
@@ -271,7 +271,7 @@ pub fn dsp_lend_scrubbed_on_reclaim() -> Outcome {
     const SEED: u64 = 0xd5b;
     const FILL: u64 = 0x0d5b_0d5b_0d5b_0d5b;
     expect_all_host()?;
-    let c = DSP;
+    let c = handoff::dsp();
     let sub = c.span(0x5000, 0x3000);
     write_pattern(sub, SEED)?;
     let ours = host_checksum(sub)?;
@@ -334,12 +334,12 @@ fn snapshot(donated: Span, lent: Span) -> Result<Snapshot, Reason> {
     let info = |c: Carveout| check(handoff::carveout_info(c.index), "CARVEOUT_INFO");
     let run = |addr: u64| check(handoff::range_query(addr), format_args!("RANGE_QUERY({addr:#x})"));
     Ok(Snapshot {
-        carveouts: [info(MODEM)?, info(DSP)?],
+        carveouts: [info(handoff::modem())?, info(handoff::dsp())?],
         runs: [
-            run(MODEM.base)?,
+            run(handoff::modem().base)?,
             run(donated.base)?,
             run(donated.end())?,
-            run(DSP.base)?,
+            run(handoff::dsp().base)?,
             run(lent.base)?,
             run(lent.end())?,
         ],
@@ -356,6 +356,18 @@ struct BadRequest {
 
 fn bad(what: &'static str, regs: [u64; 8], expected: AbiError) -> BadRequest {
     BadRequest { what, regs, expected }
+}
+
+/// `PEER_DONE` with `x1` = `x1` (the host may not make it at all).
+fn peer_done(x1: u64) -> [u64; 8] {
+    [u64::from(warden_abi::peer::PEER_DONE), x1, 0, 0, 0, 0, 0, 0]
+}
+
+/// `SMMU_STATS` with `x1` set.
+fn tweaked_stats(x1: u64) -> [u64; 8] {
+    let mut regs = warden_abi::stats::SmmuStats::request();
+    regs[1] = x1;
+    regs
 }
 
 /// `request` encoded, then `tweak`ed (to set what no encoder would).
@@ -382,13 +394,14 @@ fn range(base: u64, size: u64) -> Target {
 }
 
 /// Every bad request of issue 4 and `docs/abi.md` ("Checks run in this order"), with the
-/// state `donated` (modem) and `lent` (DSP) in place.
-fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
+/// state `donated` (modem) and `lent` (DSP) in place. A request breaking two rules gets the
+/// earlier rule's error (issue 11: the caller before the arguments).
+fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 62] {
     use AbiError::{Denied, InvalidParameters as Invalid, NoData, NotSupported, PeerHolds};
     let (modem, dsp) = (PeerId::MODEM, PeerId::DSP);
     // A page of each carveout the host still owns.
-    let modem_host = range(MODEM.base, PAGE_SIZE);
-    let dsp_host = range(DSP.base, PAGE_SIZE);
+    let modem_host = range(handoff::modem().base, PAGE_SIZE);
+    let dsp_host = range(handoff::dsp().base, PAGE_SIZE);
     let unknown_peer = PeerId::new(7).unwrap_or(PeerId::MODEM);
     let donate = |target| donate_req(target, modem).encode();
     let peer = |peer: PeerId, op| PeerCommand { peer, op }.encode();
@@ -403,11 +416,11 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
     [
         // Malformed ranges.
         bad("zero size", donate(range(donated.base, 0)), Invalid),
-        bad("unaligned base", donate(range(MODEM.base + 0x800, PAGE_SIZE)), Invalid),
-        bad("unaligned size", donate(range(MODEM.base, 0x1800)), Invalid),
+        bad("unaligned base", donate(range(handoff::modem().base + 0x800, PAGE_SIZE)), Invalid),
+        bad("unaligned size", donate(range(handoff::modem().base, 0x1800)), Invalid),
         bad("address wraps", donate(range(0xffff_ffff_ffff_f000, 0x2000)), Invalid),
         bad("beyond 2^52", donate(range(PA_LIMIT - PAGE_SIZE, 0x2000)), Invalid),
-        bad("LEND zero size", lend_req(range(DSP.base, 0), dsp).encode(), Invalid),
+        bad("LEND zero size", lend_req(range(handoff::dsp().base, 0), dsp).encode(), Invalid),
         bad("RECLAIM wraps", reclaim_req(range(!0xfff, 0x2000)).encode(), Invalid),
         // warden's own memory.
         bad("DONATE warden memory", donate(range(warden, PAGE_SIZE)), Denied),
@@ -415,11 +428,19 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
         bad("DONATE touching warden", donate(range(warden - PAGE_SIZE, 0x2000)), Denied),
         bad("RECLAIM warden memory", reclaim_req(range(warden, PAGE_SIZE)).encode(), Denied),
         // Not inside exactly one carveout.
-        bad("straddles modem's start", donate(range(MODEM.base - PAGE_SIZE, 0x2000)), Invalid),
-        bad("straddles modem/dsp", donate(range(MODEM.end() - PAGE_SIZE, 0x2000)), Invalid),
+        bad(
+            "straddles modem's start",
+            donate(range(handoff::modem().base - PAGE_SIZE, 0x2000)),
+            Invalid,
+        ),
+        bad(
+            "straddles modem/dsp",
+            donate(range(handoff::modem().end() - PAGE_SIZE, 0x2000)),
+            Invalid,
+        ),
         bad(
             "straddles dsp's end",
-            lend_req(range(DSP.end() - PAGE_SIZE, 0x2000), dsp).encode(),
+            lend_req(range(handoff::dsp().end() - PAGE_SIZE, 0x2000), dsp).encode(),
             Invalid,
         ),
         bad("outside every carveout", donate(range(0x4800_0000, PAGE_SIZE)), Invalid),
@@ -468,6 +489,21 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
             Request::Release(Return { target: Target::Carveout(1), clear: false }).encode(),
             Denied,
         ),
+        // The caller is checked before the arguments.
+        bad(
+            "RELEASE from the host, zero size",
+            Request::Release(Return { target: range(donated.base, 0), clear: false }).encode(),
+            Denied,
+        ),
+        bad(
+            "RELEASE from the host, flag bit 2",
+            tweaked(Request::Release(Return { target: donated.target(), clear: false }), |r| {
+                r[3] = 4
+            }),
+            Denied,
+        ),
+        bad("PEER_DONE from the host", peer_done(0), Denied),
+        bad("PEER_DONE from the host, x1", peer_done(1), Denied),
         // Reserved bits and registers, wrong convention.
         bad("DONATE flag bit 2", tweaked(donate_req(modem_host, modem), |r| r[4] = 4), Invalid),
         bad("DONATE x5", tweaked(donate_req(modem_host, modem), |r| r[5] = 1), Invalid),
@@ -504,6 +540,24 @@ fn bad_requests(warden: u64, donated: Span, lent: Span) -> [BadRequest; 53] {
             peer(modem, Op::Touch { addr: donated.base + 4 }),
             Invalid,
         ),
+        bad("PEER_COMMAND Touch beyond 2^52", peer(modem, Op::Touch { addr: PA_LIMIT }), Invalid),
+        // Peer commands touch only what the peer holds (issue 11).
+        bad(
+            "PEER_COMMAND Checksum of host memory",
+            peer(modem, Op::Checksum { base: handoff::modem().base, size: PAGE_SIZE }),
+            Denied,
+        ),
+        bad(
+            "PEER_COMMAND Fill of another peer's range",
+            peer(modem, Op::Fill { base: lent.base, size: PAGE_SIZE, pattern: 1 }),
+            Denied,
+        ),
+        bad(
+            "PEER_COMMAND Checksum reaching past the peer's range",
+            peer(modem, Op::Checksum { base: donated.base, size: donated.size + PAGE_SIZE }),
+            Denied,
+        ),
+        bad("SMMU_STATS x1", tweaked_stats(1), Invalid),
     ]
 }
 
@@ -547,11 +601,11 @@ pub fn bad_requests_change_nothing(platform: &Platform) -> Outcome {
     const SEED: u64 = 0xbad;
     expect_all_host()?;
     let warden = warden_base(platform)?;
-    let donated = MODEM.span(0x40_0000, 0x4000);
-    let lent = DSP.span(0x40_0000, 0x4000);
+    let donated = handoff::modem().span(0x40_0000, 0x4000);
+    let lent = handoff::dsp().span(0x40_0000, 0x4000);
     write_pattern(donated, SEED)?;
-    hand_over(&MODEM, donated, false)?;
-    hand_over(&DSP, lent, false)?;
+    hand_over(&handoff::modem(), donated, false)?;
+    hand_over(&handoff::dsp(), lent, false)?;
     let before = snapshot(donated, lent)?;
     for case in bad_requests(warden, donated, lent) {
         let out = check(handoff::raw_call(Conduit::Hvc, case.regs), case.what)?;
@@ -566,7 +620,7 @@ pub fn bad_requests_change_nothing(platform: &Platform) -> Outcome {
         }
     }
     // The peer only reaches what it was given.
-    let touch = handoff::peer_command(MODEM.peer, Op::Touch { addr: donated.base + 8 });
+    let touch = handoff::peer_command(handoff::modem().peer, Op::Touch { addr: donated.base + 8 });
     let value = check(touch, "modem Touch of its donated range")?.result;
     if value != handoff::pattern_at(SEED, donated.base + 8) {
         fail!(
@@ -575,15 +629,19 @@ pub fn bad_requests_change_nothing(platform: &Platform) -> Outcome {
             handoff::pattern_at(SEED, donated.base + 8)
         );
     }
-    peer_touch_refused(MODEM.peer, MODEM.base + 0x8_0000, Owner::Host)?;
-    peer_touch_refused(DSP.peer, donated.base + 0x1000, Owner::Peer(MODEM.peer))?;
+    peer_touch_refused(handoff::modem().peer, handoff::modem().base + 0x8_0000, Owner::Host)?;
+    peer_touch_refused(
+        handoff::dsp().peer,
+        donated.base + 0x1000,
+        Owner::Peer(handoff::modem().peer),
+    )?;
     let after = snapshot(donated, lent)?;
     let after = Snapshot { violations: before.violations, ..after };
     if let Some(change) = before.first_change(&after) {
         fail!("the peer's refused touches changed {change}");
     }
-    give_back(&MODEM, donated, false)?;
-    give_back(&DSP, lent, false)?;
+    give_back(&handoff::modem(), donated, false)?;
+    give_back(&handoff::dsp(), lent, false)?;
     expect_all_host()
 }
 
@@ -664,7 +722,7 @@ pub fn two_cpus_hammer_carveouts(platform: &Platform) -> Outcome {
     if status != warden_abi::psci::SUCCESS {
         fail!("CPU_ON({target:#x}) for the DSP loop returned {status}");
     }
-    let ours = hammer(&MODEM);
+    let ours = hammer(&handoff::modem());
     let wait_ms = HAMMER_WAIT_MS.saturating_sub(cpu::elapsed_ms(started)).max(1000);
     let done = cpu::wait_until(wait_ms, || mailbox.task_done.load() != 0);
     let off = cpu::wait_until(5000, || {
@@ -702,8 +760,8 @@ pub fn two_cpus_hammer_carveouts(platform: &Platform) -> Outcome {
         );
     }
     expect_all_host()?;
-    expect_run(MODEM.base, all_host(&MODEM))?;
-    expect_run(DSP.base, all_host(&DSP))?;
+    expect_run(handoff::modem().base, all_host(&handoff::modem()))?;
+    expect_run(handoff::dsp().base, all_host(&handoff::dsp()))?;
     let violations_after = violations()?;
     if violations_after != violations_before {
         fail!(

@@ -24,7 +24,9 @@ mod exceptions;
 mod gic_hostile;
 mod handoff;
 mod handoff_scenarios;
+mod handoff_stress;
 mod pci;
+mod peer_scenarios;
 mod platform;
 mod report;
 mod scenarios;
@@ -51,6 +53,9 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
     if let Ok(conduit) = platform.psci {
         smccc::set_psci_conduit(conduit);
     }
+    if let Ok(carveouts) = &platform.carveouts {
+        handoff::set_board_carveouts(carveouts);
+    }
     println!(
         "guest: warden test guest at {load_address:#x}, EL{}, DT at {dt_address:#x}",
         cpu::current_el()
@@ -69,6 +74,8 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
     if continue_run {
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
+            None if platform.handoff_only => scenarios::run_handoff(&platform),
+            None if platform.stress => scenarios::run_stress(&platform),
             None => scenarios::run_all(&platform),
         }
     }

@@ -61,6 +61,11 @@ pub struct Platform {
     pub pcie: Result<PcieHost, &'static str>,
     /// `warden.bench` (or `warden.bench=quick`) on the command line: measure instead of test.
     pub bench: Option<BenchMode>,
+    /// `warden.scenarios=handoff` on the command line: only the carveout handoff scenarios.
+    pub handoff_only: bool,
+    /// `warden.stress` on the command line: run only the handoff stress scenario
+    /// (`cargo xtask test --only handoff-stress`).
+    pub stress: bool,
     /// The console UART's base, if the DT names one.
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
@@ -69,6 +74,16 @@ pub struct Platform {
     pub its: Option<u64>,
     /// The GICv3's first redistributor region (base, size): its second `reg` entry.
     pub gicr: Option<(u64, u64)>,
+    /// Where the board put its two carveouts (inside whatever RAM the machine has).
+    pub carveouts: Result<BoardCarveouts, &'static str>,
+}
+
+/// The board's carveouts as the DT names them: (base, size) of `/reserved-memory/modem@*` and
+/// of `/reserved-memory/dsp@*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoardCarveouts {
+    pub modem: (u64, u64),
+    pub dsp: (u64, u64),
 }
 
 /// How much `cargo xtask bench` wants measured.
@@ -81,6 +96,12 @@ pub enum BenchMode {
     /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of 64 KiB, for warden's
     /// per-phase profile (logged at power-down).
     Profile,
+}
+
+fn find_handoff_only(fdt: &Fdt<'_>) -> bool {
+    fdt.chosen()
+        .bootargs()
+        .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.scenarios=handoff"))
 }
 
 fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
@@ -112,6 +133,11 @@ impl Platform {
         }
         Ok(Self {
             bench: find_bench_mode(&fdt),
+            handoff_only: find_handoff_only(&fdt),
+            stress: fdt
+                .chosen()
+                .bootargs()
+                .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.stress")),
             console,
             cpus: find_cpus(&fdt),
             psci: find_psci(&fdt),
@@ -120,6 +146,7 @@ impl Platform {
             smmu: fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg_address),
             its: fdt.find_compatible(&["arm,gic-v3-its"]).and_then(first_reg_address),
             gicr: fdt.find_compatible(&["arm,gic-v3"]).and_then(redistributor_region),
+            carveouts: find_board_carveouts(&fdt),
         })
     }
 }
@@ -205,6 +232,23 @@ fn find_psci(fdt: &Fdt<'_>) -> Result<Conduit, &'static str> {
         Some(_) => Err("PSCI method is neither \"hvc\" nor \"smc\""),
         None => Err("PSCI node has no method"),
     }
+}
+
+/// The first region of `/reserved-memory/<name>@*`.
+fn reserved_region(fdt: &Fdt<'_>, name: &str) -> Option<(u64, u64)> {
+    let reserved = fdt.find_node("/reserved-memory")?;
+    let node = reserved.children().find(|node| node.name.split('@').next() == Some(name))?;
+    let region = node.reg()?.next()?;
+    let base = u64::try_from(region.starting_address as usize).ok()?;
+    let size = region.size.and_then(|size| u64::try_from(size).ok())?;
+    (size != 0).then_some((base, size))
+}
+
+fn find_board_carveouts(fdt: &Fdt<'_>) -> Result<BoardCarveouts, &'static str> {
+    Ok(BoardCarveouts {
+        modem: reserved_region(fdt, "modem").ok_or("no /reserved-memory/modem@* in the DT")?,
+        dsp: reserved_region(fdt, "dsp").ok_or("no /reserved-memory/dsp@* in the DT")?,
+    })
 }
 
 fn find_warden_regions(

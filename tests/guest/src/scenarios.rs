@@ -13,6 +13,8 @@ use crate::exceptions::{self, Caught, VECTOR_SYNC_CURRENT_SPX};
 use crate::gic_hostile;
 use crate::handoff;
 use crate::handoff_scenarios;
+use crate::handoff_stress;
+use crate::peer_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
 use crate::secondary;
@@ -35,6 +37,28 @@ const ESR_WNR: u64 = 1 << 6;
 const CPU_TIMEOUT_MS: u64 = 5000;
 /// Slot (stack, mailbox) the secondary CPU under test uses.
 const SECONDARY_SLOT: u8 = 1;
+
+/// Runs the carveout handoff scenarios only (`warden.scenarios=handoff` on the command line:
+/// `cargo xtask test`'s `small-ram` run, which checks the board placed its carveouts inside a
+/// smaller RAM and the handoff works there), after `runs_at_el1` passed.
+pub fn run_handoff(platform: &Platform) {
+    record_handoff("carveouts_listed", handoff_scenarios::carveouts_listed());
+    record_handoff("donate_then_peer_checksum", handoff_scenarios::donate_then_peer_checksum());
+    record_handoff(
+        "host_read_after_donate_aborts",
+        handoff_scenarios::host_read_after_donate_aborts(),
+    );
+    record_handoff("reclaim_with_clear_zeroes", handoff_scenarios::reclaim_modem(true));
+    record_handoff(
+        "dsp_lend_scrubbed_on_reclaim",
+        handoff_scenarios::dsp_lend_scrubbed_on_reclaim(),
+    );
+    record_handoff(
+        "bad_requests_change_nothing",
+        handoff_scenarios::bad_requests_change_nothing(platform),
+    );
+    record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
+}
 
 /// Runs every scenario after `runs_at_el1` passed.
 pub fn run_all(platform: &Platform) {
@@ -63,6 +87,12 @@ pub fn run_all(platform: &Platform) {
     record_handoff(
         "two_cpus_hammer_carveouts",
         handoff_scenarios::two_cpus_hammer_carveouts(platform),
+    );
+    record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
+    record_handoff("hung_peer_is_stopped", peer_scenarios::hung_peer_is_stopped());
+    record_handoff(
+        "peer_write_after_release_refused",
+        handoff_stress::peer_write_after_release_refused(),
     );
     // Last: should a DMA into warden's memory land, everything else has reported already.
     let edu = Edu::set_up(platform);
@@ -105,6 +135,16 @@ pub fn run_all(platform: &Platform) {
     record_handoff("its_tables_hostile", gic_hostile::its_tables_hostile(platform));
     record_handoff("gicr_tables_hostile", gic_hostile::gicr_tables_hostile(platform));
     record_handoff("fw_cfg_dma_contained", gic_hostile::fw_cfg_dma_contained(platform));
+}
+
+/// The stress run (`warden.stress`, `cargo xtask test --only handoff-stress`): edu set up, then
+/// `carveout_neighbours_never_fault`, which needs three host CPUs and minutes of QEMU time.
+pub fn run_stress(platform: &Platform) {
+    let edu = Edu::set_up(platform);
+    record_handoff(
+        "carveout_neighbours_never_fault",
+        handoff_stress::carveout_neighbours_never_fault(platform, &edu),
+    );
 }
 
 /// Records a handoff scenario's outcome after putting both carveouts back to `Host`, so the

@@ -6,6 +6,7 @@ use crate::cpu;
 use crate::entry::MAX_CPUS;
 use crate::handoff;
 use crate::handoff_scenarios::{self, HammerStats};
+use crate::handoff_stress;
 use crate::report::Reason;
 use crate::shared::SharedU64;
 use crate::smccc;
@@ -14,6 +15,10 @@ use crate::smccc;
 pub const TASK_NONE: u64 = 0;
 /// `two_cpus_hammer_carveouts`' loop on the DSP carveout.
 pub const TASK_HAMMER_DSP: u64 = 1;
+/// `carveout_neighbours_never_fault`: CPU accesses next to the range CPU 0 hands over.
+pub const TASK_NEIGHBOURS_CPU: u64 = 2;
+/// `carveout_neighbours_never_fault`: edu DMA and CPU accesses next to that range.
+pub const TASK_NEIGHBOURS_DMA: u64 = 3;
 
 /// Slot of the secondary that runs handoff tasks.
 pub const HANDOFF_SLOT: u8 = 1;
@@ -40,7 +45,7 @@ pub struct Mailbox {
     /// 1 if CPU_OFF returned (it must not), with its status in `cpu_off_status`.
     pub cpu_off_returned: SharedU64,
     pub cpu_off_status: SharedU64,
-    /// What to do after reporting in ([`TASK_NONE`], [`TASK_HAMMER_DSP`]); set by the primary
+    /// What to do after reporting in ([`TASK_NONE`], [`TASK_HAMMER_DSP`], ...); set by the primary
     /// between [`Mailbox::clear`] and CPU_ON.
     pub task: SharedU64,
     /// The task's results, then `task_done` = 1 last.
@@ -149,8 +154,12 @@ pub extern "C" fn secondary_main(context_id: u64) -> ! {
     mailbox.mpidr.store(cpu::mpidr_affinity());
     mailbox.context.store(context_id);
     cpu::dsb_sy();
-    if mailbox.task.load() == TASK_HAMMER_DSP {
-        mailbox.finish_task(handoff_scenarios::hammer(&handoff::DSP));
+    match mailbox.task.load() {
+        TASK_HAMMER_DSP => mailbox.finish_task(handoff_scenarios::hammer(&handoff::dsp())),
+        // These report their findings in their own words (`handoff_stress`).
+        TASK_NEIGHBOURS_CPU => mailbox.finish_task(Ok(handoff_stress::inside_hammer())),
+        TASK_NEIGHBOURS_DMA => mailbox.finish_task(Ok(handoff_stress::dma_hammer())),
+        _ => {}
     }
     let status = match smccc::psci_conduit() {
         Some(conduit) => smccc::cpu_off(conduit),

@@ -14,7 +14,7 @@ use warden_abi::handoff::PeerId;
 
 use crate::console::println;
 use crate::edu::{Edu, SOURCE_PAGE};
-use crate::handoff::{self, MODEM};
+use crate::handoff;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
 use crate::vsmmu::Stage1Pool;
@@ -28,8 +28,8 @@ const IOVA_PAGE: u64 = IOVA_BASE + 0x30_0000;
 const IOVA_SOURCE: u64 = IOVA_BASE + 0x30_1000;
 /// This scenario's ASID (no other scenario uses it).
 const ASID_DONATE: u16 = 0x24;
-/// P: the second-to-last page of the modem carveout (other scenarios use the last pages).
-const PAGE_OFFSET: u64 = MODEM.size - 0x8000;
+/// P: 32 KiB below the end of the modem carveout (other scenarios use the last pages).
+const PAGE_FROM_END: u64 = 0x8000;
 
 /// Scenario `vsmmu_donate_after_stage1_dma_faults`: the caller restores the carveouts.
 pub fn donate_after_stage1_dma_faults(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
@@ -37,8 +37,9 @@ pub fn donate_after_stage1_dma_faults(platform: &Platform, edu: &Result<Edu, Rea
     const FIRST_SEED: u64 = 0x5402;
     const SECOND_SEED: u64 = 0x5403;
     let (mut smmu, edu, sid) = devices(platform, edu)?;
-    let page = MODEM.span(PAGE_OFFSET, 0x1000);
-    let probe = MODEM.span(PAGE_OFFSET, PROBE_BYTES);
+    let modem = handoff::modem();
+    let page = modem.span(modem.size - PAGE_FROM_END, 0x1000);
+    let probe = modem.span(modem.size - PAGE_FROM_END, PROBE_BYTES);
     handoff::write_pattern(page, HOST_SEED)?;
 
     let mut pool = Stage1Pool::take();
@@ -61,7 +62,7 @@ pub fn donate_after_stage1_dma_faults(platform: &Platform, edu: &Result<Edu, Rea
             fail!("{spurious} event(s) for DMA to P while the host owned it");
         }
 
-        handoff::check(MODEM.hand_over(page.target(), false), format_args!("DONATE {page}"))?;
+        handoff::check(modem.hand_over(page.target(), false), format_args!("DONATE {page}"))?;
         donated = true;
         let before = handoff::peer_checksum(PeerId::MODEM, page)?;
 

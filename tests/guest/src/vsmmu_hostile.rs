@@ -22,7 +22,7 @@ use warden_abi::hyp;
 use crate::console::println;
 use crate::cpu;
 use crate::edu::{Edu, RESULT_PAGE, SOURCE_PAGE};
-use crate::handoff::{self, MODEM};
+use crate::handoff;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
 use crate::smccc::{self, Conduit};
@@ -270,9 +270,12 @@ pub fn hostile_ste(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     // warden's memory no.
     smmu.bypass(sid)?;
     round_trip(edu, SEED, "STE bypass into host memory")?;
-    let target = MODEM.span(MODEM.size - 0x1000, 0x1000);
+    let target = handoff::modem().span(handoff::modem().size - 0x1000, 0x1000);
     handoff::write_pattern(target, CARVEOUT_SEED)?;
-    handoff::check(MODEM.hand_over(target.target(), false), format_args!("DONATE {target}"))?;
+    handoff::check(
+        handoff::modem().hand_over(target.target(), false),
+        format_args!("DONATE {target}"),
+    )?;
     let before = handoff::peer_checksum(PeerId::MODEM, target)?;
     smmu.drain_events();
     edu.dma_to_ram(PATTERN_SLOT, target.base, PROBE_BYTES)?;
@@ -320,7 +323,7 @@ pub fn cd_in_carveout(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome
 
     // A valid CD at the start of a carveout page, its tables (guest RAM) mapping IOVA_RESULT:
     // were it ever used, the DMA below would land in RESULT_PAGE.
-    let target = MODEM.span(MODEM.size - 0x1000, 0x1000);
+    let target = handoff::modem().span(handoff::modem().size - 0x1000, 0x1000);
     handoff::write_pattern(target, CARVEOUT_SEED)?;
     let mut pool = Stage1Pool::take();
     let space = pool.space()?;
@@ -334,7 +337,10 @@ pub fn cd_in_carveout(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome
         unsafe { address.write_volatile(*word) };
     }
     cpu::dsb_sy();
-    handoff::check(MODEM.hand_over(target.target(), false), format_args!("DONATE {target}"))?;
+    handoff::check(
+        handoff::modem().hand_over(target.target(), false),
+        format_args!("DONATE {target}"),
+    )?;
     let before = handoff::peer_checksum(PeerId::MODEM, target)?;
 
     smmu.drain_events();

@@ -19,7 +19,7 @@ use warden_abi::stats::SmmuStats;
 
 use crate::console::println;
 use crate::edu::{self, DmaPage, Edu, RESULT_PAGE, SOURCE_PAGE};
-use crate::handoff::{self, MODEM};
+use crate::handoff;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
 use crate::smccc::Conduit;
@@ -241,9 +241,12 @@ pub fn stage1_into_carveout_faults(platform: &Platform, edu: &Result<Edu, Reason
         Err(why) => fail!("{why}"),
     };
     let (mut smmu, edu, sid) = devices(platform, edu)?;
-    let target = MODEM.span(MODEM.size - 0x1000, 0x1000);
+    let target = handoff::modem().span(handoff::modem().size - 0x1000, 0x1000);
     handoff::write_pattern(target, CARVEOUT_SEED)?;
-    handoff::check(MODEM.hand_over(target.target(), false), format_args!("DONATE {target}"))?;
+    handoff::check(
+        handoff::modem().hand_over(target.target(), false),
+        format_args!("DONATE {target}"),
+    )?;
     let before = handoff::peer_checksum(PeerId::MODEM, target)?;
 
     let mut pool = Stage1Pool::take();
@@ -464,9 +467,12 @@ pub fn hostile_tables(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome
     }
 
     // The stream table in a donated carveout (16 KiB aligned: the linear table's size).
-    let table = MODEM.span(MODEM.size - 0x4000, 0x4000);
+    let table = handoff::modem().span(handoff::modem().size - 0x4000, 0x4000);
     handoff::write_pattern(table, CARVEOUT_SEED)?;
-    handoff::check(MODEM.hand_over(table.target(), false), format_args!("DONATE {table}"))?;
+    handoff::check(
+        handoff::modem().hand_over(table.target(), false),
+        format_args!("DONATE {table}"),
+    )?;
     let before = handoff::peer_checksum(PeerId::MODEM, table)?;
     let mut smmu = Smmu::enable_with(base, Some(table.base), None)?;
     smmu.drain_events();

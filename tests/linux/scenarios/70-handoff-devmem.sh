@@ -7,7 +7,8 @@
 without_warden && skip "no warden, so no control page"
 control_page_init || fail "$WARDEN_CONTROL_WHY"
 
-page=0x7c000000
+# The first page of the modem carveout, wherever the board put it in this machine's RAM.
+page=$(warden_carveout modem) || fail "no /reserved-memory/modem@* in the DT"
 size=0x1000
 
 # a) Host memory: devmem reads it before donation.

@@ -7,7 +7,8 @@
 without_warden && skip "no warden, so no control page"
 control_page_init || fail "$WARDEN_CONTROL_WHY"
 
-page=0x7d000000
+# The first page of the DSP carveout, wherever the board put it in this machine's RAM.
+page=$(warden_carveout dsp) || fail "no /reserved-memory/dsp@* in the DT"
 size=0x1000
 fill=0x5a5aa5a5c3c33c3c
 

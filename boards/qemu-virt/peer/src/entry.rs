@@ -2,7 +2,8 @@
 //!
 //! warden enters the program at its first byte ([`warden_abi::peer::PROGRAM_IPA`]) at EL1h with
 //! the MMU off (its accesses are Normal cacheable through HCR_EL2.DC), DAIF masked, SP_EL1
-//! unknown and x0 = the mailbox IPA. `_start` takes the stack at the top of the program window,
+//! unknown and x0 = the mailbox IPA. The program window is read-only to the peer; `_start`
+//! takes the stack at the top of the data window ([`warden_abi::peer::DATA_IPA`]),
 //! installs its own vector table (`peer_vectors`) in VBAR_EL1, zeroes BSS and calls [`crate::peer_main`] with
 //! x0 untouched. Every command starts here again: nothing survives from the previous one.
 //!

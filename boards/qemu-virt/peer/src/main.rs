@@ -11,6 +11,7 @@
 //! | `Fill`     | writes `pattern` to every 64-bit word        | 0                             |
 //! | `Release`  | `HVC #0` `RELEASE(base, size, clear)`        | warden's `x0` (0 or an error) |
 //! | `Touch`    | reads the 64-bit word at `addr`              | its value                     |
+//! | `Spin`     | loops forever, touching nothing              | none: warden stops the CPU    |
 //! | malformed  | nothing (`STATUS_BAD_COMMAND`)               | the decode error's code       |
 //!
 //! Any exception (warden injects a synchronous external abort when the peer touches memory it
@@ -70,7 +71,7 @@ extern "C" fn peer_exception(esr: u64, far: u64) -> ! {
 }
 
 /// Runs a validated command; returns the mailbox `result`. Ranges are page aligned and do not
-/// wrap (checked by [`Op::decode`]); whether they are this peer's is warden's business.
+/// wrap (checked by [`Op::decode`]); warden ran the command only if they are this peer's.
 fn run(op: Op) -> u64 {
     match op {
         Op::Checksum { base, size } => {
@@ -87,7 +88,7 @@ fn run(op: Op) -> u64 {
             let words = words(base);
             for i in 0..size / 8 {
                 // SAFETY: as for Checksum; nothing in this program lives in the range (its
-                // own window is not transferable memory).
+                // own windows are not transferable memory, and its program is read-only).
                 unsafe { words.add(i as usize).write_volatile(pattern) };
             }
             0
@@ -102,6 +103,15 @@ fn run(op: Op) -> u64 {
             // contained by warden with an abort this program reports.
             unsafe { word.read_volatile() }
         }
+        Op::Spin => spin(),
+    }
+}
+
+/// A peer that never finishes (the `Spin` command): no memory access, no call, no WFI; only
+/// warden taking the program away stops it (its next instruction fetch faults into warden).
+fn spin() -> ! {
+    loop {
+        core::hint::spin_loop();
     }
 }
 
