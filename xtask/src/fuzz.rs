@@ -39,6 +39,12 @@ pub const TARGETS: &[Target] = &[
         what: "virtual SMMUv3: registers, command queue, STE and CD decoding, event forwarding",
     },
     Target {
+        name: "abi",
+        max_len: 4096,
+        what: "warden's carveout calls: request decoding and the handoff service over real \
+               tables, with G1's invariants after every call",
+    },
+    Target {
         name: "gic",
         max_len: 8192,
         what: "GICv3 ITS emulation (registers, command queue, commands) and a redistributor's \
