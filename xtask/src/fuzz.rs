@@ -202,8 +202,33 @@ pub fn target(name: &str) -> Result<Target> {
     })
 }
 
-/// Runs one (built) target for `seconds` and returns its figures; the output goes to `log`.
-pub fn run_target(t: Target, sanitizer: Sanitizer, seconds: u64, log: &Path) -> Result<Stats> {
+/// How long a target runs: a time, or a number of executions (whichever is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    Seconds(u64),
+    Runs(u64),
+}
+
+impl Budget {
+    fn flags(self) -> [String; 2] {
+        match self {
+            Budget::Seconds(s) => [format!("-max_total_time={s}"), "-runs=-1".into()],
+            Budget::Runs(n) => ["-max_total_time=0".into(), format!("-runs={n}")],
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Seconds(s) => write!(f, "{s} s"),
+            Budget::Runs(n) => write!(f, "{n} executions"),
+        }
+    }
+}
+
+/// Runs one (built) target for `budget` and returns its figures; the output goes to `log`.
+pub fn run_target(t: Target, sanitizer: Sanitizer, budget: Budget, log: &Path) -> Result<Stats> {
     let bin = cargo_fuzz()?;
     let corpus = work_dir().join("corpus").join(t.name);
     let seeds = fuzz_dir().join("corpus").join(t.name);
@@ -218,7 +243,7 @@ pub fn run_target(t: Target, sanitizer: Sanitizer, seconds: u64, log: &Path) -> 
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .args(budget.flags())
         .arg(format!("-max_len={}", t.max_len))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=4096"]);
@@ -260,8 +285,8 @@ pub fn save_corpus(t: Target, sanitizer: Sanitizer) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask fuzz [TARGET] [--seconds N] [--sanitizer S] [--save]`.
-pub fn run(name: Option<&str>, seconds: u64, sanitizer: Sanitizer, save: bool) -> Result<bool> {
+/// `cargo xtask fuzz [TARGET] [--seconds N | --runs N] [--sanitizer S] [--save]`.
+pub fn run(name: Option<&str>, budget: Budget, sanitizer: Sanitizer, save: bool) -> Result<bool> {
     let targets = match name {
         Some(n) => vec![target(n)?],
         None => TARGETS.to_vec(),
@@ -269,9 +294,9 @@ pub fn run(name: Option<&str>, seconds: u64, sanitizer: Sanitizer, save: bool) -
     build(sanitizer)?;
     let mut clean = true;
     for t in targets {
-        eprintln!("xtask: fuzzing {} for {seconds} s: {}", t.name, t.what);
+        eprintln!("xtask: fuzzing {} for {budget}: {}", t.name, t.what);
         let log = work_dir().join(format!("{}.log", t.name));
-        let stats = run_target(t, sanitizer, seconds, &log)?;
+        let stats = run_target(t, sanitizer, budget, &log)?;
         println!("{}", stats.line(t.name));
         clean &= stats.crash.is_none();
         if save {
@@ -295,7 +320,8 @@ pub fn smoke(logs: &Path) -> Vec<Verdict> {
     for t in TARGETS {
         let log = logs.join(format!("fuzz-{}.log", t.name));
         let name = format!("fuzz/{}", t.name);
-        out.push(match run_target(*t, Sanitizer::Address, smoke_seconds(), &log) {
+        let budget = Budget::Seconds(smoke_seconds());
+        out.push(match run_target(*t, Sanitizer::Address, budget, &log) {
             Ok(stats) if stats.crash.is_none() && stats.executions > 0 => Verdict::pass(name),
             Ok(stats) => {
                 Verdict::fail(name, format!("{}; log: {}", stats.line(t.name), log.display()))
@@ -353,6 +379,8 @@ stat::average_exec_per_sec:     1940
             assert!(seeds > 0, "{} has no seed inputs", t.name);
         }
         assert!(smoke_seconds() * TARGETS.len() as u64 <= 30);
+        assert_eq!(Budget::Runs(10).flags(), ["-max_total_time=0", "-runs=10"]);
+        assert_eq!(Budget::Seconds(5).flags(), ["-max_total_time=5", "-runs=-1"]);
         assert!(target("nope").is_err());
     }
 }

@@ -120,8 +120,11 @@ enum Cmd {
         /// One target (default: all of them, one after the other).
         target: Option<String>,
         /// Seconds per target.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, conflicts_with = "runs")]
         seconds: u64,
+        /// Executions per target instead of a time (e.g. 10000000).
+        #[arg(long)]
+        runs: Option<u64>,
         /// Instrumentation: AddressSanitizer (default) or coverage only (about 10x faster).
         #[arg(long, value_enum, default_value_t = fuzz::Sanitizer::Address)]
         sanitizer: fuzz::Sanitizer,
@@ -297,8 +300,9 @@ fn main() -> ExitCode {
             }
             if w.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }),
-        Cmd::Fuzz { target, seconds, sanitizer, save } => {
-            fuzz::run(target.as_deref(), seconds, sanitizer, save)
+        Cmd::Fuzz { target, seconds, runs, sanitizer, save } => {
+            let budget = runs.map_or(fuzz::Budget::Seconds(seconds), fuzz::Budget::Runs);
+            fuzz::run(target.as_deref(), budget, sanitizer, save)
                 .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Test { only } => test_cmd::run_all(&only)
