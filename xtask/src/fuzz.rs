@@ -38,6 +38,18 @@ pub const TARGETS: &[Target] = &[
         max_len: 8192,
         what: "virtual SMMUv3: registers, command queue, STE and CD decoding, event forwarding",
     },
+    Target {
+        name: "abi",
+        max_len: 4096,
+        what: "warden's carveout calls: request decoding and the handoff service over real \
+               tables, with G1's invariants after every call",
+    },
+    Target {
+        name: "gic",
+        max_len: 8192,
+        what: "GICv3 ITS emulation (registers, command queue, commands) and a redistributor's \
+               LPI tables",
+    },
 ];
 
 /// The outcome of one target's run.
@@ -149,11 +161,35 @@ fn nightly(program: &Path) -> Result<Command> {
     Ok(cmd)
 }
 
+/// libFuzzer's instrumentation: coverage always; AddressSanitizer (the default) also catches
+/// out-of-bounds and use-after-free in warden's `unsafe` code and in the fakes, at about a
+/// tenth of the speed, so long runs of the slow targets may go without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sanitizer {
+    Address,
+    None,
+}
+
+impl Sanitizer {
+    fn flag(self) -> &'static str {
+        match self {
+            Sanitizer::Address => "address",
+            Sanitizer::None => "none",
+        }
+    }
+
+    /// Separate build directories: switching does not rebuild the other.
+    fn build_dir(self) -> PathBuf {
+        work_dir().join(format!("build-{}", self.flag()))
+    }
+}
+
 /// Builds every target (instrumented, optimised).
-pub fn build() -> Result<()> {
+pub fn build(sanitizer: Sanitizer) -> Result<()> {
     let bin = cargo_fuzz()?;
     let mut cmd = nightly(&bin)?;
-    cmd.args(["fuzz", "build", "-O", "--target-dir"]).arg(work_dir().join("build"));
+    cmd.args(["fuzz", "build", "-O", "-s", sanitizer.flag(), "--target-dir"])
+        .arg(sanitizer.build_dir());
     let status = cmd.status().context("running cargo fuzz build")?;
     ensure!(status.success(), "cargo fuzz build failed ({status})");
     Ok(())
@@ -166,8 +202,33 @@ pub fn target(name: &str) -> Result<Target> {
     })
 }
 
-/// Runs one (built) target for `seconds` and returns its figures; the output goes to `log`.
-pub fn run_target(t: Target, seconds: u64, log: &Path) -> Result<Stats> {
+/// How long a target runs: a time, or a number of executions (whichever is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    Seconds(u64),
+    Runs(u64),
+}
+
+impl Budget {
+    fn flags(self) -> [String; 2] {
+        match self {
+            Budget::Seconds(s) => [format!("-max_total_time={s}"), "-runs=-1".into()],
+            Budget::Runs(n) => ["-max_total_time=0".into(), format!("-runs={n}")],
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Seconds(s) => write!(f, "{s} s"),
+            Budget::Runs(n) => write!(f, "{n} executions"),
+        }
+    }
+}
+
+/// Runs one (built) target for `budget` and returns its figures; the output goes to `log`.
+pub fn run_target(t: Target, sanitizer: Sanitizer, budget: Budget, log: &Path) -> Result<Stats> {
     let bin = cargo_fuzz()?;
     let corpus = work_dir().join("corpus").join(t.name);
     let seeds = fuzz_dir().join("corpus").join(t.name);
@@ -176,13 +237,13 @@ pub fn run_target(t: Target, seconds: u64, log: &Path) -> Result<Stats> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut cmd = nightly(&bin)?;
-    cmd.args(["fuzz", "run", "-O", "--target-dir"])
-        .arg(work_dir().join("build"))
+    cmd.args(["fuzz", "run", "-O", "-s", sanitizer.flag(), "--target-dir"])
+        .arg(sanitizer.build_dir())
         .arg(t.name)
         .arg(&corpus)
         .arg(&seeds)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .args(budget.flags())
         .arg(format!("-max_len={}", t.max_len))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .args(["-print_final_stats=1", "-timeout=10", "-rss_limit_mb=4096"]);
@@ -208,11 +269,11 @@ pub fn run_target(t: Target, seconds: u64, log: &Path) -> Result<Stats> {
 }
 
 /// Merges the scratch corpus into the committed one (only inputs that add coverage).
-pub fn save_corpus(t: Target) -> Result<()> {
+pub fn save_corpus(t: Target, sanitizer: Sanitizer) -> Result<()> {
     let bin = cargo_fuzz()?;
     let mut cmd = nightly(&bin)?;
-    cmd.args(["fuzz", "run", "-O", "--target-dir"])
-        .arg(work_dir().join("build"))
+    cmd.args(["fuzz", "run", "-O", "-s", sanitizer.flag(), "--target-dir"])
+        .arg(sanitizer.build_dir())
         .arg(t.name)
         .arg(fuzz_dir().join("corpus").join(t.name))
         .arg(work_dir().join("corpus").join(t.name))
@@ -224,22 +285,22 @@ pub fn save_corpus(t: Target) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask fuzz [TARGET] [--seconds N] [--save]`.
-pub fn run(name: Option<&str>, seconds: u64, save: bool) -> Result<bool> {
+/// `cargo xtask fuzz [TARGET] [--seconds N | --runs N] [--sanitizer S] [--save]`.
+pub fn run(name: Option<&str>, budget: Budget, sanitizer: Sanitizer, save: bool) -> Result<bool> {
     let targets = match name {
         Some(n) => vec![target(n)?],
         None => TARGETS.to_vec(),
     };
-    build()?;
+    build(sanitizer)?;
     let mut clean = true;
     for t in targets {
-        eprintln!("xtask: fuzzing {} for {seconds} s: {}", t.name, t.what);
+        eprintln!("xtask: fuzzing {} for {budget}: {}", t.name, t.what);
         let log = work_dir().join(format!("{}.log", t.name));
-        let stats = run_target(t, seconds, &log)?;
+        let stats = run_target(t, sanitizer, budget, &log)?;
         println!("{}", stats.line(t.name));
         clean &= stats.crash.is_none();
         if save {
-            save_corpus(t)?;
+            save_corpus(t, sanitizer)?;
         }
     }
     Ok(clean)
@@ -252,14 +313,15 @@ pub fn smoke_seconds() -> u64 {
 
 /// `cargo xtask test`'s smoke pass: build, then every target briefly over its seed corpus.
 pub fn smoke(logs: &Path) -> Vec<Verdict> {
-    if let Err(e) = build() {
+    if let Err(e) = build(Sanitizer::Address) {
         return vec![Verdict::fail("fuzz/build", format!("{e:#}"))];
     }
     let mut out = vec![Verdict::pass("fuzz/build")];
     for t in TARGETS {
         let log = logs.join(format!("fuzz-{}.log", t.name));
         let name = format!("fuzz/{}", t.name);
-        out.push(match run_target(*t, smoke_seconds(), &log) {
+        let budget = Budget::Seconds(smoke_seconds());
+        out.push(match run_target(*t, Sanitizer::Address, budget, &log) {
             Ok(stats) if stats.crash.is_none() && stats.executions > 0 => Verdict::pass(name),
             Ok(stats) => {
                 Verdict::fail(name, format!("{}; log: {}", stats.line(t.name), log.display()))
@@ -317,6 +379,8 @@ stat::average_exec_per_sec:     1940
             assert!(seeds > 0, "{} has no seed inputs", t.name);
         }
         assert!(smoke_seconds() * TARGETS.len() as u64 <= 30);
+        assert_eq!(Budget::Runs(10).flags(), ["-max_total_time=0", "-runs=10"]);
+        assert_eq!(Budget::Seconds(5).flags(), ["-max_total_time=5", "-runs=-1"]);
         assert!(target("nope").is_err());
     }
 }

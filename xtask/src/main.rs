@@ -121,8 +121,14 @@ enum Cmd {
         /// One target (default: all of them, one after the other).
         target: Option<String>,
         /// Seconds per target.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, conflicts_with = "runs")]
         seconds: u64,
+        /// Executions per target instead of a time (e.g. 10000000).
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Instrumentation: AddressSanitizer (default) or coverage only (about 10x faster).
+        #[arg(long, value_enum, default_value_t = fuzz::Sanitizer::Address)]
+        sanitizer: fuzz::Sanitizer,
         /// Merge the inputs that added coverage into the committed corpus (fuzz/corpus/).
         #[arg(long)]
         save: bool,
@@ -306,8 +312,11 @@ fn main() -> ExitCode {
             }
             if w.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }),
-        Cmd::Fuzz { target, seconds, save } => fuzz::run(target.as_deref(), seconds, save)
-            .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Cmd::Fuzz { target, seconds, runs, sanitizer, save } => {
+            let budget = runs.map_or(fuzz::Budget::Seconds(seconds), fuzz::Budget::Runs);
+            fuzz::run(target.as_deref(), budget, sanitizer, save)
+                .map(|clean| if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Cmd::Soak { linux_cycles, handoff_cycles } => {
             soak::run(soak::Options { linux_cycles, handoff_cycles }).map(|report| {
                 if report.errors() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
