@@ -130,6 +130,8 @@ pub struct NestedStreams {
     asids: RealAsids,
     /// Commands were issued since the last completed sync.
     dirty: bool,
+    /// Stream installations made so far (a face can tell whether a pass changed anything).
+    changes: u64,
     stats: EngineStats,
 }
 
@@ -159,7 +161,16 @@ impl NestedStreams {
                 (sid, stream)
             })
             .collect();
-        Self { face, host_vmid, arena, streams, asids, dirty: false, stats: EngineStats::default() }
+        Self {
+            face,
+            host_vmid,
+            arena,
+            streams,
+            asids,
+            dirty: false,
+            changes: 0,
+            stats: EngineStats::default(),
+        }
     }
 
     pub fn set_g3_enabled(&mut self, enabled: bool) {
@@ -347,6 +358,7 @@ impl NestedStreams {
     /// The stream's real STE is now `ste`: its old context is released.
     fn switched(&mut self, sid: u32, ste: RealSte, cd: StreamCd) {
         let Some(st) = self.streams.get_mut(&sid) else { return };
+        self.changes += 1;
         let old = st.context();
         *st = Stream { real: ste, cd, unsynced: true, stale: false, ..*st };
         if let Some(key) = old {
@@ -477,8 +489,11 @@ impl NestedStreams {
         stage2: bool,
     ) -> Result<(), BackendError> {
         let vmid = self.host_vmid;
-        let cmd =
-            if stage2 { RealCommand::TlbiS12Vmall { vmid } } else { RealCommand::TlbiNhAll { vmid } };
+        let cmd = if stage2 {
+            RealCommand::TlbiS12Vmall { vmid }
+        } else {
+            RealCommand::TlbiNhAll { vmid }
+        };
         self.submit(backend, cmd)?;
         self.asids.invalidated_all();
         Ok(())
@@ -495,6 +510,11 @@ impl NestedStreams {
         self.synced();
         self.asids.sync_completed();
         Ok(())
+    }
+
+    /// Stream installations made so far (real STE or shadow CD changes).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Whether commands were issued since the last completed sync.

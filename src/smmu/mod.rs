@@ -51,6 +51,7 @@ pub mod regs;
 pub mod ste;
 #[cfg(test)]
 mod tests;
+pub mod v2;
 pub mod virt;
 
 use alloc::collections::{BTreeMap, BTreeSet};

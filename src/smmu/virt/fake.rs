@@ -10,7 +10,7 @@ use crate::mm::{MemRange, PAGE_SIZE};
 use super::cd::CD_WORDS;
 use super::cmdq::RealCommand;
 use super::ste::RealSte;
-use super::{GuestMemory, NestedBackend, BackendError, Refused};
+use super::{BackendError, GuestMemory, NestedBackend, Refused};
 
 /// Sparse memory; accesses through [`GuestMemory`] succeed only inside the host ranges.
 #[derive(Default)]

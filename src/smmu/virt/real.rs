@@ -12,7 +12,7 @@ use super::cd::{CD_BYTES, CD_WORDS};
 use super::cmdq::RealCommand;
 use super::regs::Advertised;
 use super::ste::RealSte;
-use super::{CdArena, NestedBackend, BackendError, VirtConfig};
+use super::{BackendError, CdArena, NestedBackend, VirtConfig};
 
 /// The real SMMU as the emulation drives it: STEs are built over warden's host stage 2
 /// (`s2`: the host VMID and the SMMU's view of the host's tables, whose extra slot maps the
