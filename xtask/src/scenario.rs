@@ -441,6 +441,35 @@ pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
     parts.next().is_none().then_some((passed, failed, skipped))
 }
 
+/// The Snapdragon persona's probe lines (on top of [`judge_linux_boot`]): warden offered the
+/// MMU-500, Linux's `arm-smmu` (with `arm-smmu-qcom`) probed it with stage 1, and `qcom_scm`
+/// settled on the SMC64 convention through warden's SCM dispatcher.
+pub fn judge_snapdragon_probe(run: &Captured) -> Vec<Verdict> {
+    let has = |pred: &dyn Fn(&str) -> bool| run.lines.iter().any(|l| pred(l));
+    let checks: [(&str, bool); 4] = [
+        (
+            "linux/snapdragon/warden offered a virtual MMU-500",
+            has(&|l| l.contains("virtual MMU-500 (qcom,sc7280-smmu-500)")),
+        ),
+        (
+            "linux/snapdragon/arm-smmu: probing hardware configuration",
+            has(&|l| l.contains("arm-smmu ") && l.contains("probing hardware configuration")),
+        ),
+        (
+            "linux/snapdragon/arm-smmu: stage 1 translation",
+            has(&|l| l.contains("arm-smmu ") && l.trim_end().ends_with("stage 1 translation")),
+        ),
+        (
+            "linux/snapdragon/qcom_scm: convention: smc arm 64",
+            has(&|l| l.contains("qcom_scm: convention: smc arm 64")),
+        ),
+    ];
+    checks
+        .into_iter()
+        .map(|(name, ok)| Verdict::check(name, ok, || "line not on the console".into()))
+        .collect()
+}
+
 /// Boot of a Linux host (see `tests/linux/init`). `with_warden`: a `skip` line is a failure
 /// (everything must run under warden); without warden it is only reported.
 pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verdict> {
@@ -898,6 +927,23 @@ linux: 8 passed, 0 failed
 linux: done
 [    8.633] reboot: Power down
 ";
+
+    #[test]
+    fn snapdragon_probe_lines() {
+        let text = "\
+warden: SMMU [0x9050000, 0x9070000) taken; virtual MMU-500 (qcom,sc7280-smmu-500) for the host
+[    0.1] qcom_scm: convention: smc arm 64
+[    0.2] arm-smmu 9050000.smmuv3: probing hardware configuration...
+[    0.2] arm-smmu 9050000.smmuv3: SMMUv2 with:
+[    0.2] arm-smmu 9050000.smmuv3: \tstage 1 translation
+";
+        let verdicts = judge_snapdragon_probe(&captured(text, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.len(), 4);
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        let missing = text.replace("smc arm 64", "legacy");
+        let verdicts = judge_snapdragon_probe(&captured(&missing, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
+    }
 
     fn linux(text: &str, ending: Ending) -> Vec<Verdict> {
         judge_linux_boot(&captured(text, ending), 2, true)

@@ -471,19 +471,28 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 8] = [
+pub const ALL_SCENARIOS: [&str; 9] = [
     "guest-boot",
     "small-ram",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
     "linux",
+    "linux-snapdragon",
     "linux-no-warden",
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 7] =
-    ["guest-boot", "small-ram", "handoff-stress", "hostile-dt", "wrong-el", "linux", "bench-quick"];
+const DEFAULT_SCENARIOS: [&str; 8] = [
+    "guest-boot",
+    "small-ram",
+    "handoff-stress",
+    "hostile-dt",
+    "wrong-el",
+    "linux",
+    "linux-snapdragon",
+    "bench-quick",
+];
 
 /// `cargo xtask bench --quick`: proves the bench harness runs end to end (every row measured
 /// once, the reports written). Nothing about the numbers is asserted: timing belongs to the
@@ -504,11 +513,22 @@ fn scenario_bench_quick() -> Result<Vec<Verdict>> {
     ])
 }
 
-/// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden.
-fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
-    let name = if warden.is_some() { "linux" } else { "linux-no-warden" };
+/// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden, and
+/// with warden on either persona (`linux-snapdragon`: the MMU-500 face and SCM).
+fn scenario_linux(
+    qemu: &Path,
+    warden: Option<&Path>,
+    persona: crate::Persona,
+) -> Result<Vec<Verdict>> {
+    let snapdragon = persona == crate::Persona::Snapdragon;
+    let name = match (warden.is_some(), snapdragon) {
+        (false, _) => "linux-no-warden",
+        (true, false) => "linux",
+        (true, true) => "linux-snapdragon",
+    };
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
+    opts.persona = persona;
     let host = linux_host::prepare(&opts)?;
     let mut machine = linux_host::machine(&host, warden, &opts)?;
     let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
@@ -535,9 +555,12 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     if warden.is_some() {
         verdicts.extend(smmu_trace::judge_linux(witness(&trace)));
     }
-    if warden.is_none() {
+    if snapdragon {
+        verdicts.extend(scenario::judge_snapdragon_probe(&run));
+    }
+    if name != "linux" {
         for v in &mut verdicts {
-            v.name = v.name.replacen("linux/", "linux-no-warden/", 1);
+            v.name = v.name.replacen("linux/", &format!("{name}/"), 1);
         }
     }
     Ok(verdicts)
@@ -563,7 +586,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     };
     // The baseline needs no firmware.
     if selected.contains(&"linux-no-warden") {
-        let result = scenario_linux(&qemu.path, None);
+        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt);
         record(tally, "linux-no-warden", result);
     }
     let needs_firmware: Vec<&str> =
@@ -585,7 +608,10 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
         pack::pack_files(&warden_test_switches, &guest, None, None, &switches_image);
     for name in needs_firmware {
         let result = match (name, &guest_image) {
-            ("linux", _) => scenario_linux(&qemu.path, Some(&warden)),
+            ("linux", _) => scenario_linux(&qemu.path, Some(&warden), crate::Persona::Virt),
+            ("linux-snapdragon", _) => {
+                scenario_linux(&qemu.path, Some(&warden), crate::Persona::Snapdragon)
+            }
             ("bench-quick", _) => scenario_bench_quick(),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
