@@ -17,9 +17,10 @@ use crate::smmu::virt::real::SmmuBackend;
 use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
 
 /// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
+/// (Both boxed: they differ much in size, and one lives for the whole run.)
 pub enum Face {
-    Smmuv3(VirtSmmu),
-    Mmu500(VirtMmu500),
+    Smmuv3(alloc::boxed::Box<VirtSmmu>),
+    Mmu500(alloc::boxed::Box<VirtMmu500>),
 }
 
 /// The MMU-500 face's interrupts as GIC INTIDs: the global one, then one per context bank.
@@ -302,16 +303,16 @@ pub fn set_up(
     );
     let mmu500 = persona == crate::persona::Persona::Snapdragon;
     let face = if mmu500 {
-        Face::Mmu500(VirtMmu500::new(Mmu500Config {
+        Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(Mmu500Config {
             host_vmid: config.host_vmid,
             host_sids: config.host_sids.clone(),
             arena: config.arena,
             oas_field: config.advertised.oas_field,
             asid16: config.advertised.asid16,
             g3_enabled: config.g3_enabled,
-        }))
+        })))
     } else {
-        Face::Smmuv3(VirtSmmu::new(config))
+        Face::Smmuv3(alloc::boxed::Box::new(VirtSmmu::new(config)))
     };
     Ok(VirtSmmuState {
         frames: info.regs,

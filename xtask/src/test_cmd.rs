@@ -382,6 +382,37 @@ fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     Ok(verdicts)
 }
 
+/// warden (with the test switches) + the test guest on the Snapdragon persona: the MMU-500
+/// scenarios (the FastRPC session-reuse race with G3 on and off), with QEMU's SMMU trace as the
+/// outside witness.
+fn scenario_guest_snapdragon(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let image = firmware::output_dir().join("warden-test-switches-guest-snapdragon.img");
+    let cmdline = crate::Persona::Snapdragon.cmdline_word();
+    pack::pack_files(warden, guest, None, cmdline, &image)?;
+    let mut machine = Machine::with_warden(image, GUEST_HOST_CPUS);
+    machine.devices = crate::qemu::test_guest_devices();
+    qemu::attach_warden_dt(qemu, &mut machine, "guest-snapdragon")?;
+    let trace = logs_dir().join("qemu-guest-snapdragon.smmu-trace.log");
+    machine.extra.extend(smmu_trace::qemu_args(&trace));
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-guest-snapdragon.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("guest-snapdragon", &run);
+    let mut verdicts = scenario::judge_guest_snapdragon(&run);
+    verdicts.extend(smmu_trace::judge_guest_g3(
+        witness(&trace),
+        &run.lines,
+        "guest-snapdragon",
+        "mmu500_fastrpc_session_reuse_is_flushed",
+        "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
+    ));
+    Ok(verdicts)
+}
+
 /// warden + the test guest in half the default RAM, handoff scenarios only (issue 11: the
 /// board's carveouts used to sit outside any RAM under 1 GiB, and warden halted).
 fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
@@ -471,8 +502,9 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 9] = [
+pub const ALL_SCENARIOS: [&str; 10] = [
     "guest-boot",
+    "guest-snapdragon",
     "small-ram",
     "handoff-stress",
     "hostile-dt",
@@ -483,8 +515,9 @@ pub const ALL_SCENARIOS: [&str; 9] = [
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 8] = [
+const DEFAULT_SCENARIOS: [&str; 9] = [
     "guest-boot",
+    "guest-snapdragon",
     "small-ram",
     "handoff-stress",
     "hostile-dt",
@@ -619,6 +652,9 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
             },
             ("small-ram", Ok(_)) => scenario_small_ram(&qemu.path, &warden, &guest),
+            ("guest-snapdragon", Ok(_)) => {
+                scenario_guest_snapdragon(&qemu.path, &warden_test_switches, &guest)
+            }
             ("handoff-stress", Ok(_)) => scenario_handoff_stress(&qemu.path, &warden, &guest),
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
             ("wrong-el", Ok(_)) => scenario_wrong_el(&qemu.path, &image),

@@ -72,6 +72,8 @@ pub struct Platform {
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
     pub smmu: Option<u64>,
+    /// The MMU-500 register window (`arm,mmu-500`): warden's Snapdragon persona.
+    pub mmu500: Option<u64>,
     /// The GICv3 ITS's register base (its control frame), if the DT has one.
     pub its: Option<u64>,
     /// The GICv3's first redistributor region (base, size): its second `reg` entry.
@@ -159,6 +161,7 @@ impl Platform {
             warden_regions: find_warden_regions(&fdt),
             pcie: pci::find_host(&fdt),
             smmu: fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg_address),
+            mmu500: fdt.find_compatible(&["arm,mmu-500"]).and_then(first_reg_address),
             its: fdt.find_compatible(&["arm,gic-v3-its"]).and_then(first_reg_address),
             gicr: fdt.find_compatible(&["arm,gic-v3"]).and_then(redistributor_region),
             carveouts: find_board_carveouts(&fdt),
