@@ -442,11 +442,12 @@ pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
 }
 
 /// The guest scenarios on the Snapdragon persona (`guest-snapdragon`).
-pub const GUEST_SNAPDRAGON_SCENARIOS: [&str; 4] = [
+pub const GUEST_SNAPDRAGON_SCENARIOS: [&str; 5] = [
     "warden_abi_version",
     "mmu500_bypass_stream_dma_works",
     "mmu500_fastrpc_session_reuse_is_flushed",
     "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
+    "mmu500_hostile_host",
 ];
 
 /// The test guest on the Snapdragon persona: banner, every MMU-500 scenario reported and
@@ -986,7 +987,7 @@ linux: done
         text.push_str("guest: done\n");
         let verdicts = judge_guest_snapdragon(&captured(&text, Ending::Exited(Some(0))));
         assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
-        assert_eq!(verdicts.len(), 1 + 4 + 3);
+        assert_eq!(verdicts.len(), 1 + 5 + 3);
         let failed = text.replace(
             "ok mmu500_fastrpc_session_reuse_is_flushed",
             "FAILED mmu500_fastrpc_session_reuse_is_flushed: stale",

@@ -8,6 +8,8 @@ use crate::cpu;
 use crate::report::Reason;
 
 const SCR0: u64 = 0x000;
+const SGFSR: u64 = 0x048;
+const SGFSYNR1: u64 = 0x054;
 const SIDR0: u64 = 0x020;
 const SMR: u64 = 0x800;
 const S2CR: u64 = 0xc00;
@@ -24,12 +26,14 @@ const CB_TTBR0: u64 = 0x020;
 const CB_TCR: u64 = 0x030;
 const CB_MAIR0: u64 = 0x038;
 const CB_FSR: u64 = 0x058;
+const CB_FAR: u64 = 0x060;
+const CB_FSYNR0: u64 = 0x068;
 const CB_TLBIASID: u64 = 0x610;
 const CB_TLBSYNC: u64 = 0x7f0;
 const CB_TLBSTATUS: u64 = 0x7f4;
 
 /// sCR0: GFRE | GFIE | GCFGFRE | GCFGFIE | USFCFG (unmatched streams fault), client port on.
-const SCR0_ON: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10);
+pub const SCR0_ON: u32 = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10);
 const SIDR0_S1TS: u32 = 1 << 30;
 const SMR_VALID: u32 = 1 << 31;
 pub const S2CR_TRANSLATE: u32 = 0;
@@ -140,6 +144,51 @@ impl Mmu500 {
             Ok(())
         } else {
             Err(Reason::new(format_args!("{what} still set after {TIMEOUT_MS} ms")))
+        }
+    }
+
+    pub fn scr0(&self) -> u32 {
+        self.read(SCR0)
+    }
+
+    pub fn write_scr0(&self, value: u32) {
+        self.write(SCR0, value);
+    }
+
+    /// sGFSR and sGFSYNR1 (the faulting stream).
+    pub fn global_fault(&self) -> (u32, u32) {
+        (self.read(SGFSR), self.read(SGFSYNR1))
+    }
+
+    pub fn clear_global_fault(&self) {
+        self.write(SGFSR, 0x8000_01ff);
+    }
+
+    /// FAR of bank `n` (two 32-bit halves).
+    pub fn far(&self, n: u32) -> u64 {
+        u64::from(self.read(Self::cb(n, CB_FAR)))
+            | (u64::from(self.read(Self::cb(n, CB_FAR + 4))) << 32)
+    }
+
+    pub fn fsynr0(&self, n: u32) -> u32 {
+        self.read(Self::cb(n, CB_FSYNR0))
+    }
+
+    /// Waits for bank `n` to record a fault; its FSR.
+    pub fn wait_fault(&self, n: u32) -> Result<u32, Reason> {
+        if cpu::wait_until(TIMEOUT_MS, || self.fsr(n) != 0) {
+            Ok(self.fsr(n))
+        } else {
+            Err(Reason::new(format_args!("bank {n} recorded no fault in {TIMEOUT_MS} ms")))
+        }
+    }
+
+    /// Waits for a global fault; (sGFSR, sGFSYNR1).
+    pub fn wait_global_fault(&self) -> Result<(u32, u32), Reason> {
+        if cpu::wait_until(TIMEOUT_MS, || self.read(SGFSR) != 0) {
+            Ok(self.global_fault())
+        } else {
+            Err(Reason::new(format_args!("no global fault in {TIMEOUT_MS} ms")))
         }
     }
 

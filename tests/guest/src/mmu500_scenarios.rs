@@ -1,16 +1,20 @@
 //! Scenarios on the Snapdragon persona (warden's virtual MMU-500): the FastRPC seed's
 //! session-reuse race on a context bank, with G3 on (the new session never sees the old
-//! translation) and with the test-only G3 switch off (it does: the test can fail).
+//! translation) and with the test-only G3 switch off (it does: the test can fail); a bypass
+//! stream; the hostile host's carveout mapping and bypass request.
 
 use crate::console::println;
 use crate::edu::{DmaPage, Edu, RESULT_PAGE, SOURCE_PAGE};
-use crate::mmu500::{Mmu500, S2CR_BYPASS, S2CR_TRANSLATE};
+use crate::handoff;
+use crate::mmu500::{Mmu500, S2CR_BYPASS, S2CR_TRANSLATE, SCR0_ON};
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail};
 use crate::vsmmu::Stage1Pool;
 use crate::vsmmu_scenarios::{
-    IOVA_RESULT, IOVA_STALE, P1_SEED, P2_SEED, SECOND_PAGE, Seen, fill, read_stale_iova, smmu_stats,
+    IOVA_RESULT, IOVA_SOURCE, IOVA_STALE, P1_SEED, P2_SEED, PATTERN_SLOT, POISON, PROBE_BYTES,
+    PROBE_WORDS, SECOND_PAGE, Seen, fill, read_stale_iova, seen, smmu_stats,
 };
+use warden_abi::handoff::PeerId;
 
 /// The FastRPC session's context bank and stream-match group.
 const BANK: u32 = 1;
@@ -161,8 +165,112 @@ pub fn bypass_stream_dma_works(platform: &Platform, edu: &Result<Edu, Reason>) -
         .and_then(|()| edu.dma_to_ram(0, RESULT_PAGE.address(), crate::edu::BUFFER_SIZE));
     smmu.unmap_stream(GROUP);
     copied?;
-    match crate::vsmmu_scenarios::seen(&RESULT_PAGE, DmaPage::WORDS, &[P2_SEED, P1_SEED]) {
+    match seen(&RESULT_PAGE, DmaPage::WORDS, &[P2_SEED, P1_SEED]) {
         Seen::Seed(P2_SEED) => Ok(()),
         other => fail!("bypass DMA page -> edu -> page: result holds {other:?}"),
     }
+}
+
+/// The hostile-host scenario's bank, ASID and carveout IOVA.
+const HOSTILE_BANK: u32 = 2;
+const ASID_HOSTILE: u16 = 0x3c;
+const IOVA_CARVEOUT: u64 = 0x40_0010_0000;
+/// FSR.EF, FSYNR0.WNR; sGFSR.USF; sCR0.CLIENTPD.
+const FSR_EF: u32 = 1 << 4;
+const FSYNR0_WNR: u32 = 1 << 4;
+const SGFSR_USF: u32 = 1 << 1;
+const SCR0_CLIENTPD: u32 = 1;
+
+/// Scenario `mmu500_hostile_host`: (1) a bank mapping an IOVA onto a donated modem page: edu's
+/// DMA write there is refused by warden's stage 2 below the bank and reported as the bank's
+/// external abort (FSR.EF, FAR = the IOVA, FSYNR0.WNR), and the peer's checksum of the page is
+/// unchanged; (2) sCR0.CLIENTPD = 1 (bypass for every stream) is refused: it reads back 0, and
+/// an unmatched stream's DMA write into guest RAM does not land and is reported as sGFSR.USF
+/// with the stream ID.
+pub fn hostile_host(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
+    const SEED: u64 = 0x71;
+    const CARVEOUT_SEED: u64 = 0x7172;
+    let (base, edu) = edu_and_base(platform, edu)?;
+    let smmu = Mmu500::enable(base)?;
+    let sid = u32::from(edu.function.requester_id());
+    let target = handoff::modem().span(handoff::modem().size - 0x1000, 0x1000);
+    handoff::write_pattern(target, CARVEOUT_SEED)?;
+    handoff::check(
+        handoff::modem().hand_over(target.target(), false),
+        format_args!("DONATE {target}"),
+    )?;
+    let before = handoff::peer_checksum(PeerId::MODEM, target)?;
+    let outcome = (|| -> Outcome {
+        let mut pool = Stage1Pool::take();
+        let space = pool.space()?;
+        pool.map(space, IOVA_SOURCE, SOURCE_PAGE.address())?;
+        pool.map(space, IOVA_RESULT, RESULT_PAGE.address())?;
+        pool.map(space, IOVA_CARVEOUT, target.base)?;
+        smmu.write_bank(HOSTILE_BANK, ASID_HOSTILE, pool.root(space));
+        smmu.tlbi_asid(HOSTILE_BANK, ASID_HOSTILE);
+        smmu.tlb_sync(HOSTILE_BANK)?;
+        smmu.map_stream(GROUP, sid, S2CR_TRANSLATE | HOSTILE_BANK);
+        // Control: a round trip through the bank works.
+        fill(&SOURCE_PAGE, PROBE_WORDS, SEED);
+        fill(&RESULT_PAGE, PROBE_WORDS, POISON);
+        edu.dma_to_device(IOVA_SOURCE, PATTERN_SLOT, PROBE_BYTES)?;
+        edu.dma_to_ram(PATTERN_SLOT, IOVA_RESULT, PROBE_BYTES)?;
+        if seen(&RESULT_PAGE, PROBE_WORDS, &[SEED]) != Seen::Seed(SEED) {
+            fail!("control: the pattern did not make the round trip through bank {HOSTILE_BANK}");
+        }
+        if smmu.fsr(HOSTILE_BANK) != 0 {
+            fail!("control: FSR {:#x} after DMA through valid mappings", smmu.fsr(HOSTILE_BANK));
+        }
+        // (1) The donated page.
+        edu.dma_to_ram(PATTERN_SLOT, IOVA_CARVEOUT, PROBE_BYTES)?;
+        let fsr = smmu.wait_fault(HOSTILE_BANK)?;
+        let (far, fsynr0) = (smmu.far(HOSTILE_BANK), smmu.fsynr0(HOSTILE_BANK));
+        smmu.clear_fsr(HOSTILE_BANK);
+        if fsr & FSR_EF == 0 || far != IOVA_CARVEOUT || fsynr0 & FSYNR0_WNR == 0 {
+            fail!(
+                "DMA write to IOVA {IOVA_CARVEOUT:#x} (-> donated {target}): FSR {fsr:#x}, FAR \
+                 {far:#x}, FSYNR0 {fsynr0:#x}; expected EF, the IOVA and WNR"
+            );
+        }
+        let after = handoff::peer_checksum(PeerId::MODEM, target)?;
+        if after != before {
+            fail!("the peer's checksum of {target} changed: {before:#x} -> {after:#x}");
+        }
+        // (2) Bypass for every stream, asked for with no SMR matching edu.
+        smmu.unmap_stream(GROUP);
+        smmu.clear_global_fault();
+        smmu.write_scr0(SCR0_ON | SCR0_CLIENTPD);
+        let scr0 = smmu.scr0();
+        fill(&RESULT_PAGE, PROBE_WORDS, POISON);
+        edu.dma_to_ram(PATTERN_SLOT, RESULT_PAGE.address(), PROBE_BYTES)?;
+        let global = smmu.wait_global_fault();
+        smmu.write_scr0(SCR0_ON);
+        smmu.clear_global_fault();
+        if scr0 & SCR0_CLIENTPD != 0 {
+            fail!("sCR0 reads {scr0:#x} after CLIENTPD = 1: bypass was not refused");
+        }
+        let (gfsr, gfsynr1) = global?;
+        if seen(&RESULT_PAGE, PROBE_WORDS, &[SEED, POISON]) != Seen::Seed(POISON) {
+            fail!("with CLIENTPD = 1 asked, an unmatched stream's DMA write landed in guest RAM");
+        }
+        if gfsr & SGFSR_USF == 0 || gfsynr1 & 0xffff != sid {
+            fail!("sGFSR {gfsr:#x}, sGFSYNR1 {gfsynr1:#x}: expected USF for stream {sid:#x}");
+        }
+        println!(
+            "guest: note mmu500_hostile_host: donated {target} via IOVA {IOVA_CARVEOUT:#x}: FSR \
+             {fsr:#x} FAR {far:#x} FSYNR0 {fsynr0:#x}, peer checksum {before:#x} unchanged; \
+             CLIENTPD = 1 refused (sCR0 {scr0:#x}), unmatched DMA: sGFSR {gfsr:#x} sGFSYNR1 \
+             {gfsynr1:#x}"
+        );
+        Ok(())
+    })();
+    smmu.unmap_stream(GROUP);
+    smmu.disable_bank(HOSTILE_BANK);
+    smmu.tlbi_asid(HOSTILE_BANK, ASID_HOSTILE);
+    smmu.tlb_sync(HOSTILE_BANK)?;
+    smmu.clear_fsr(HOSTILE_BANK);
+    outcome?;
+    handoff::peer_release(PeerId::MODEM, target)?;
+    handoff::check(handoff::reclaim(target.target(), false), format_args!("RECLAIM {target}"))?;
+    Ok(())
 }

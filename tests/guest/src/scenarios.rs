@@ -78,6 +78,7 @@ pub fn run_snapdragon(platform: &Platform) {
         "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
         mmu500_scenarios::fastrpc_session_reuse_without_g3_reads_stale(platform, &edu),
     );
+    record("mmu500_hostile_host", mmu500_scenarios::hostile_host(platform, &edu));
 }
 
 /// Runs every scenario after `runs_at_el1` passed.
