@@ -164,10 +164,10 @@ pub fn cmdline(config: Config, dd_bytes: u64, dd_runs: u32) -> String {
     if config == Config::WardenStage2Only {
         line.push_str(" iommu.passthrough=1");
     }
-    if config == Config::WardenSnapdragon {
-        if let Some(word) = crate::Persona::Snapdragon.cmdline_word() {
-            let _ = write!(line, " {word}");
-        }
+    if let (Config::WardenSnapdragon, Some(word)) =
+        (config, crate::Persona::Snapdragon.cmdline_word())
+    {
+        let _ = write!(line, " {word}");
     }
     if let Some(mode) = config.kvm_mode() {
         let _ = write!(line, " kvm-arm.mode={mode}");
