@@ -104,8 +104,8 @@ enum Cmd {
     },
     /// Unit tests, lints, firmware build and QEMU scenarios; ends with `N passed, M failed`.
     Test {
-        /// Run only these QEMU scenarios (guest-boot, hostile-dt, wrong-el, linux, linux-no-warden),
-        /// skipping unit tests and lints; may be repeated.
+        /// Run only these QEMU scenarios (the firmware build included), skipping unit tests,
+        /// lints and the fuzz smoke pass; may be repeated.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
         only: Vec<String>,
     },
