@@ -1307,7 +1307,7 @@ fn count(table: Table, level: u8, stats: &mut TableStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::fake::{HwOp, Recorder};
+    use crate::arch::fake::{HwOp, NoOpCpu, Recorder};
     use crate::mm::frame::test_support::HeapFrames;
     use core::cell::RefCell;
     use proptest::prelude::*;
@@ -1372,19 +1372,6 @@ mod tests {
             self.snap();
             self.rec.tlbi_vae2is(va)
         }
-    }
-
-    /// TLB maintenance that does nothing (property tests check table contents only).
-    struct NoTlb;
-    impl TlbMaintenance for NoTlb {
-        fn dsb_ishst(&self) {}
-        fn dsb_ish(&self) {}
-        fn isb(&self) {}
-        fn tlbi_ipas2e1is(&self, _: u64) {}
-        fn tlbi_vmalle1is(&self) {}
-        fn tlbi_vmalls12e1is(&self) {}
-        fn tlbi_alle2is(&self) {}
-        fn tlbi_vae2is(&self, _: u64) {}
     }
 
     const STAGE2_COMPLETE: [HwOp; 4] = [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb];
@@ -1928,7 +1915,7 @@ mod tests {
                         let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
                         // Identity (0) or pa_page pages away from the VA.
                         let pa = if pa_page == 0 { va.start } else { 0x1_0000_0000 + pa_page * PAGE_SIZE };
-                        pt.map(va, pa, attrs_of(attrs), &mut frames, &NoTlb).unwrap();
+                        pt.map(va, pa, attrs_of(attrs), &mut frames, &NoOpCpu).unwrap();
                         for i in 0..pages {
                             model[first + i] = Some((pa + i as u64 * PAGE_SIZE, attrs_of(attrs)));
                         }
@@ -1936,7 +1923,7 @@ mod tests {
                     Step::Unmap { first, pages } => {
                         let pages = pages.min(WINDOW_PAGES - first);
                         let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
-                        pt.unmap(va, &mut frames, &NoTlb).unwrap();
+                        pt.unmap(va, &mut frames, &NoOpCpu).unwrap();
                         for slot in &mut model[first..first + pages] {
                             *slot = None;
                         }
@@ -1952,7 +1939,7 @@ mod tests {
                 prop_assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
             }
             let root_entries: Vec<u64> = (0..4).map(|i| pt.root().read(i)).collect();
-            pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoTlb).unwrap();
+            pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoOpCpu).unwrap();
             // Only the root and the tables it points to remain; root entries are unchanged.
             let linked = root_entries.iter().filter(|&&d| d & DESC_VALID != 0).count();
             prop_assert_eq!(frames.pool.allocated_pages(), 1 + linked);
