@@ -11,7 +11,6 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use spin::Mutex;
-use warden::arch::{CacheMaintenance, TlbMaintenance};
 use warden::dt::Policy;
 use warden::handoff::service::{self, CarveoutDesc};
 use warden::handoff::{DmaStage2, HandoffCpu, HandoffCtx, HandoffState, PeerRef, Stage2Ref};
@@ -38,26 +37,7 @@ const PEER_ATTRS: Attrs = Attrs::normal(Perms::RW);
 /// oracles read).
 struct NullCpu;
 
-impl TlbMaintenance for NullCpu {
-    fn dsb_ishst(&self) {}
-    fn dsb_ish(&self) {}
-    fn isb(&self) {}
-    fn tlbi_ipas2e1is(&self, _: u64) {}
-    fn tlbi_vmalle1is(&self) {}
-    fn tlbi_vmalls12e1is(&self) {}
-    fn tlbi_alle2is(&self) {}
-    fn tlbi_vae2is(&self, _: u64) {}
-}
-
-impl CacheMaintenance for NullCpu {
-    fn dcache_line_size(&self) -> u64 {
-        64
-    }
-    fn dc_civac(&self, _: u64) {}
-    fn dc_cvac(&self, _: u64) {}
-    fn dc_ivac(&self, _: u64) {}
-    fn dsb_sy(&self) {}
-}
+warden::no_op_maintenance!(NullCpu; line_size = 64);
 
 impl HandoffCpu for NullCpu {
     fn load_stage2(&self, _: u16, _: u64) {}

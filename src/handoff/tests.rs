@@ -223,35 +223,10 @@ impl DmaStage2 for FakeSmmu {
     }
 }
 
-/// Barrier, TLB and cache operations that do nothing, for the fakes that check tables or
-/// record something else (large lines keep the property test fast; line coverage is checked by
-/// the recording fake).
-macro_rules! no_op_maintenance {
-    ($($cpu:ty),*) => {$(
-        impl TlbMaintenance for $cpu {
-            fn dsb_ishst(&self) {}
-            fn dsb_ish(&self) {}
-            fn isb(&self) {}
-            fn tlbi_ipas2e1is(&self, _: u64) {}
-            fn tlbi_vmalle1is(&self) {}
-            fn tlbi_vmalls12e1is(&self) {}
-            fn tlbi_alle2is(&self) {}
-            fn tlbi_vae2is(&self, _: u64) {}
-        }
-
-        impl CacheMaintenance for $cpu {
-            fn dcache_line_size(&self) -> u64 {
-                2048
-            }
-            fn dc_civac(&self, _: u64) {}
-            fn dc_cvac(&self, _: u64) {}
-            fn dc_ivac(&self, _: u64) {}
-            fn dsb_sy(&self) {}
-        }
-    )*};
-}
-
-no_op_maintenance!(NullCpu, VmidCpu, PhaseCpu);
+// Barrier, TLB and cache operations that do nothing, for the fakes that check tables or record
+// something else (large lines keep the property test fast; line coverage is checked by the
+// recording fake).
+crate::no_op_maintenance!(NullCpu, VmidCpu, PhaseCpu; line_size = 2048);
 
 /// CPU hardware that does nothing (property and thread tests check tables, not order).
 struct NullCpu;
