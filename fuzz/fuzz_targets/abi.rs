@@ -250,31 +250,9 @@ fn check(
         (Accessor::Peer(PeerId::DSP), dsp),
     ] {
         let table = table.lock();
-        let mut mapped = 0;
-        for m in table.mappings() {
-            let r = MemRange::new(m.va, m.va + m.size);
-            assert_eq!(m.pa, m.va, "{who:?}: {r} not identity");
-            let mut covered = 0;
-            for e in tracker.extents_in(r) {
-                assert_eq!(
-                    e.state.accessor(),
-                    Some(who),
-                    "{who:?} maps {} in state {:?}",
-                    e.range,
-                    e.state
-                );
-                covered += e.range.size();
-            }
-            assert_eq!(covered, m.size, "{who:?} maps untracked memory in {r}");
-            mapped += m.size;
+        if let Err(e) = tracker.check_mapped_exactly(who, &table.mappings()) {
+            panic!("{e}");
         }
-        let owed: u64 = tracker
-            .extents()
-            .iter()
-            .filter(|e| e.state.accessor() == Some(who))
-            .map(|e| e.range.size())
-            .sum();
-        assert_eq!(owed, mapped, "{who:?} maps {mapped:#x} bytes, owed {owed:#x}");
     }
     for m in el2.lock().mappings() {
         let r = MemRange::new(m.va, m.va + m.size);
