@@ -11,7 +11,6 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use spin::Mutex;
-use warden::arch::{CacheMaintenance, TlbMaintenance};
 use warden::dt::Policy;
 use warden::handoff::service::{self, CarveoutDesc};
 use warden::handoff::{DmaStage2, HandoffCpu, HandoffCtx, HandoffState, PeerRef, Stage2Ref};
@@ -38,26 +37,7 @@ const PEER_ATTRS: Attrs = Attrs::normal(Perms::RW);
 /// oracles read).
 struct NullCpu;
 
-impl TlbMaintenance for NullCpu {
-    fn dsb_ishst(&self) {}
-    fn dsb_ish(&self) {}
-    fn isb(&self) {}
-    fn tlbi_ipas2e1is(&self, _: u64) {}
-    fn tlbi_vmalle1is(&self) {}
-    fn tlbi_vmalls12e1is(&self) {}
-    fn tlbi_alle2is(&self) {}
-    fn tlbi_vae2is(&self, _: u64) {}
-}
-
-impl CacheMaintenance for NullCpu {
-    fn dcache_line_size(&self) -> u64 {
-        64
-    }
-    fn dc_civac(&self, _: u64) {}
-    fn dc_cvac(&self, _: u64) {}
-    fn dc_ivac(&self, _: u64) {}
-    fn dsb_sy(&self) {}
-}
+warden::no_op_maintenance!(NullCpu; line_size = 64);
 
 impl HandoffCpu for NullCpu {
     fn load_stage2(&self, _: u16, _: u64) {}
@@ -270,31 +250,9 @@ fn check(
         (Accessor::Peer(PeerId::DSP), dsp),
     ] {
         let table = table.lock();
-        let mut mapped = 0;
-        for m in table.mappings() {
-            let r = MemRange::new(m.va, m.va + m.size);
-            assert_eq!(m.pa, m.va, "{who:?}: {r} not identity");
-            let mut covered = 0;
-            for e in tracker.extents_in(r) {
-                assert_eq!(
-                    e.state.accessor(),
-                    Some(who),
-                    "{who:?} maps {} in state {:?}",
-                    e.range,
-                    e.state
-                );
-                covered += e.range.size();
-            }
-            assert_eq!(covered, m.size, "{who:?} maps untracked memory in {r}");
-            mapped += m.size;
+        if let Err(e) = tracker.check_mapped_exactly(who, &table.mappings()) {
+            panic!("{e}");
         }
-        let owed: u64 = tracker
-            .extents()
-            .iter()
-            .filter(|e| e.state.accessor() == Some(who))
-            .map(|e| e.range.size())
-            .sum();
-        assert_eq!(owed, mapped, "{who:?} maps {mapped:#x} bytes, owed {owed:#x}");
     }
     for m in el2.lock().mappings() {
         let r = MemRange::new(m.va, m.va + m.size);

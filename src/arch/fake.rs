@@ -92,3 +92,41 @@ impl CacheMaintenance for Recorder {
         self.push(HwOp::DsbSy)
     }
 }
+
+/// Implements [`TlbMaintenance`] and [`CacheMaintenance`] for each listed type as operations
+/// that do nothing, with `dcache_line_size() == line`: for fakes whose tests check tables or
+/// record something else (the order of maintenance is what [`Recorder`] checks). A type that
+/// also needs other hooks (e.g. `HandoffCpu`) implements those itself.
+///
+/// `warden::no_op_maintenance!(NullCpu, OtherCpu; line_size = 64);`
+#[macro_export]
+macro_rules! no_op_maintenance {
+    ($($cpu:ty),+ ; line_size = $line:expr) => {$(
+        impl $crate::arch::TlbMaintenance for $cpu {
+            fn dsb_ishst(&self) {}
+            fn dsb_ish(&self) {}
+            fn isb(&self) {}
+            fn tlbi_ipas2e1is(&self, _: u64) {}
+            fn tlbi_vmalle1is(&self) {}
+            fn tlbi_vmalls12e1is(&self) {}
+            fn tlbi_alle2is(&self) {}
+            fn tlbi_vae2is(&self, _: u64) {}
+        }
+
+        impl $crate::arch::CacheMaintenance for $cpu {
+            fn dcache_line_size(&self) -> u64 {
+                $line
+            }
+            fn dc_civac(&self, _: u64) {}
+            fn dc_cvac(&self, _: u64) {}
+            fn dc_ivac(&self, _: u64) {}
+            fn dsb_sy(&self) {}
+        }
+    )+};
+}
+
+/// Barriers, TLB and cache maintenance that do nothing (64-byte lines), for tests that check
+/// table contents only.
+pub struct NoOpCpu;
+
+crate::no_op_maintenance!(NoOpCpu; line_size = 64);

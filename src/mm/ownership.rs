@@ -265,6 +265,46 @@ impl OwnershipTracker {
             .filter_map(move |e| e.range.intersection(&range).map(|r| Extent { range: r, ..*e }))
     }
 
+    /// G1's oracle for tests and fuzzing: the leaves of `who`'s stage-2 (`mappings`) are
+    /// identity-mapped and cover only memory tracked in a state whose accessor is `who`, and
+    /// they cover all of it (no page lost, none mapped twice).
+    #[cfg(any(test, feature = "fakes"))]
+    pub fn check_mapped_exactly(
+        &self,
+        who: Accessor,
+        mappings: &[super::pgtable::Mapping],
+    ) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        let mut mapped = 0;
+        for m in mappings {
+            let r = MemRange::new(m.va, m.va + m.size);
+            if m.pa != m.va {
+                return Err(format!("{who:?}: {r} not identity"));
+            }
+            let mut covered = 0;
+            for e in self.extents_in(r) {
+                if e.state.accessor() != Some(who) {
+                    return Err(format!("{who:?} maps {} in state {:?}", e.range, e.state));
+                }
+                covered += e.range.size();
+            }
+            if covered != m.size {
+                return Err(format!("{who:?} maps untracked memory in {r}"));
+            }
+            mapped += m.size;
+        }
+        let owed: u64 = self
+            .extents
+            .iter()
+            .filter(|e| e.state.accessor() == Some(who))
+            .map(|e| e.range.size())
+            .sum();
+        if owed != mapped {
+            return Err(format!("{who:?} maps {mapped:#x} bytes, owed {owed:#x}"));
+        }
+        Ok(())
+    }
+
     /// Bytes tracked (constant across transitions).
     pub fn tracked_bytes(&self) -> u64 {
         self.extents.iter().map(|e| e.range.size()).sum()

@@ -520,6 +520,59 @@ fn table_desc(table_pa: u64) -> u64 {
     (table_pa & OA_MASK) | DESC_TABLE_OR_PAGE | DESC_VALID
 }
 
+/// The entries of `table` (at `level`) that a range touches, in increasing VA order: how
+/// every range walker (`map_in`, `unmap_in`, `split_in`) steps through one table.
+struct Chunks {
+    table: Table,
+    level: u8,
+    /// What is left of the range: starts at the next chunk.
+    range: MemRange,
+}
+
+/// One entry of a [`Chunks`] walk: `table[idx]` covers `[base, base + entry_size(level))`, of
+/// which `[start, end)` lies in the range.
+#[derive(Clone, Copy)]
+struct Chunk {
+    idx: usize,
+    base: u64,
+    start: u64,
+    end: u64,
+    /// The range covers the whole entry.
+    whole: bool,
+}
+
+impl Chunk {
+    /// The part of the range under this entry.
+    fn piece(&self) -> MemRange {
+        MemRange::new(self.start, self.end)
+    }
+}
+
+impl Chunks {
+    fn new(table: Table, level: u8, range: MemRange) -> Self {
+        Self { table, level, range }
+    }
+}
+
+impl Iterator for Chunks {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        let va = self.range.start;
+        if va >= self.range.end {
+            return None;
+        }
+        let size = entry_size(self.level);
+        let idx = self.table.index(va, self.level);
+        let base = va & !(size - 1);
+        // No overflow: va < 2^48.
+        let next = base + size;
+        let end = self.range.end.min(next);
+        self.range.start = end;
+        Some(Chunk { idx, base, start: va, end, whole: va == base && end == next })
+    }
+}
+
 /// Result of [`PageTable::translate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
@@ -575,6 +628,24 @@ impl<'a, A: ?Sized, T: ?Sized> Op<'a, A, T> {
             pages_only: false,
             bulk: false,
             bulk_pending: false,
+        }
+    }
+}
+
+impl<A: ?Sized, T: TlbMaintenance + ?Sized> Op<'_, A, T> {
+    /// Ends a `map`/`unmap`/`split_to_pages` call in regime `F`: leaves removed in bulk get
+    /// the whole-regime invalidation, outstanding TLBIs their completion sequence, and other
+    /// descriptor writes `DSB ISHST; ISB`. Only `unmap` leaves TLBIs pending (`break_entry`
+    /// completes its own), so `map` and `split_to_pages` end with the last case or nothing.
+    fn finish<F: Format>(&self) {
+        if self.bulk_pending {
+            self.tlb.dsb_ishst();
+            F::tlbi_all_complete(self.tlb);
+        } else if self.tlbi_pending {
+            F::tlbi_complete(self.tlb);
+        } else if self.wrote {
+            self.tlb.dsb_ishst();
+            self.tlb.isb();
         }
     }
 }
@@ -825,10 +896,7 @@ impl<F: Format> PageTable<F> {
         op.pages_only = pages_only;
         let result =
             self.map_in(self.root(), self.layout.start_level, va, offset, attr_bits, &mut op);
-        if op.wrote {
-            tlb.dsb_ishst();
-            tlb.isb();
-        }
+        op.finish::<F>();
         result
     }
 
@@ -845,20 +913,12 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
-        let size = entry_size(level);
-        let mut va = range.start;
-        while va < range.end {
-            let idx = table.index(va, level);
-            let base = va & !(size - 1);
-            // No overflow: va < 2^48.
-            let next = base + size;
-            let chunk_end = range.end.min(next);
+        for chunk @ Chunk { idx, base, start: va, .. } in Chunks::new(table, level, range) {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
             let entry = decode(desc, level);
             let leaf_here = leaf_allowed(level) && (level == 3 || !op.pages_only);
-            let whole = va == base && chunk_end == next && pa.is_multiple_of(size) && leaf_here;
-            if whole {
+            if chunk.whole && pa.is_multiple_of(entry_size(level)) && leaf_here {
                 let new = leaf_desc(level, pa, attr_bits);
                 if desc != new {
                     if !matches!(entry, Entry::Invalid) {
@@ -890,15 +950,13 @@ impl<F: Format> PageTable<F> {
                             && !op.pages_only
                         {
                             // The block already maps this piece exactly as asked.
-                            va = chunk_end;
                             continue;
                         }
                         self.split(table, idx, oa, old_bits, level, base, op)?
                     }
                 };
-                self.map_in(child, level + 1, MemRange::new(va, chunk_end), offset, attr_bits, op)?;
+                self.map_in(child, level + 1, chunk.piece(), offset, attr_bits, op)?;
             }
-            va = chunk_end;
         }
         Ok(())
     }
@@ -925,15 +983,7 @@ impl<F: Format> PageTable<F> {
         let mut op = Op::new(frames, tlb);
         op.bulk = va.size() / PAGE_SIZE > BULK_TLBI_PAGES;
         let result = self.unmap_in(self.root(), self.layout.start_level, va, &mut op);
-        if op.bulk_pending {
-            tlb.dsb_ishst();
-            F::tlbi_all_complete(tlb);
-        } else if op.tlbi_pending {
-            F::tlbi_complete(tlb);
-        } else if op.wrote {
-            tlb.dsb_ishst();
-            tlb.isb();
-        }
+        op.finish::<F>();
         result
     }
 
@@ -948,17 +998,10 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
-        let size = entry_size(level);
-        let mut va = range.start;
-        while va < range.end {
-            let idx = table.index(va, level);
-            let base = va & !(size - 1);
-            let next = base + size;
-            let chunk_end = range.end.min(next);
-            let whole = va == base && chunk_end == next;
+        for chunk @ Chunk { idx, base, .. } in Chunks::new(table, level, range) {
             match decode(table.read(idx), level) {
                 Entry::Invalid => {}
-                Entry::Leaf { .. } if whole || level >= 3 => {
+                Entry::Leaf { .. } if chunk.whole || level >= 3 => {
                     table.write(idx, 0);
                     if op.bulk {
                         op.bulk_pending = true;
@@ -971,10 +1014,10 @@ impl<F: Format> PageTable<F> {
                 }
                 Entry::Leaf { oa, attr_bits } => {
                     let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
-                    self.unmap_in(child, level + 1, MemRange::new(va, chunk_end), op)?;
+                    self.unmap_in(child, level + 1, chunk.piece(), op)?;
                 }
                 Entry::Table(child) => {
-                    self.unmap_in(child, level + 1, MemRange::new(va, chunk_end), op)?;
+                    self.unmap_in(child, level + 1, chunk.piece(), op)?;
                     if level > self.layout.start_level && child.is_empty() {
                         table.write(idx, 0);
                         op.tlb.dsb_ishst();
@@ -987,7 +1030,6 @@ impl<F: Format> PageTable<F> {
                     }
                 }
             }
-            va = chunk_end;
         }
         Ok(())
     }
@@ -1015,10 +1057,7 @@ impl<F: Format> PageTable<F> {
         }
         let mut op = Op::new(frames, tlb);
         let result = self.split_in(self.root(), self.layout.start_level, va, &mut op);
-        if op.wrote {
-            tlb.dsb_ishst();
-            tlb.isb();
-        }
+        op.finish::<F>();
         result
     }
 
@@ -1033,13 +1072,8 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
-        let size = entry_size(level);
-        let mut va = range.start;
-        while va < range.end {
-            let idx = table.index(va, level);
-            let base = va & !(size - 1);
-            let chunk_end = range.end.min(base + size);
-            let piece = MemRange::new(va, chunk_end);
+        for chunk @ Chunk { idx, base, .. } in Chunks::new(table, level, range) {
+            let piece = chunk.piece();
             match decode(table.read(idx), level) {
                 Entry::Leaf { oa, attr_bits } if level < 3 => {
                     let child = self.split(table, idx, oa, attr_bits, level, base, op)?;
@@ -1048,7 +1082,6 @@ impl<F: Format> PageTable<F> {
                 Entry::Table(child) if level < 3 => self.split_in(child, level + 1, piece, op)?,
                 _ => {}
             }
-            va = chunk_end;
         }
         Ok(())
     }
@@ -1274,7 +1307,7 @@ fn count(table: Table, level: u8, stats: &mut TableStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::fake::{HwOp, Recorder};
+    use crate::arch::fake::{HwOp, NoOpCpu, Recorder};
     use crate::mm::frame::test_support::HeapFrames;
     use core::cell::RefCell;
     use proptest::prelude::*;
@@ -1339,19 +1372,6 @@ mod tests {
             self.snap();
             self.rec.tlbi_vae2is(va)
         }
-    }
-
-    /// TLB maintenance that does nothing (property tests check table contents only).
-    struct NoTlb;
-    impl TlbMaintenance for NoTlb {
-        fn dsb_ishst(&self) {}
-        fn dsb_ish(&self) {}
-        fn isb(&self) {}
-        fn tlbi_ipas2e1is(&self, _: u64) {}
-        fn tlbi_vmalle1is(&self) {}
-        fn tlbi_vmalls12e1is(&self) {}
-        fn tlbi_alle2is(&self) {}
-        fn tlbi_vae2is(&self, _: u64) {}
     }
 
     const STAGE2_COMPLETE: [HwOp; 4] = [HwOp::DsbIsh, HwOp::TlbiVmalle1is, HwOp::DsbIsh, HwOp::Isb];
@@ -1895,7 +1915,7 @@ mod tests {
                         let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
                         // Identity (0) or pa_page pages away from the VA.
                         let pa = if pa_page == 0 { va.start } else { 0x1_0000_0000 + pa_page * PAGE_SIZE };
-                        pt.map(va, pa, attrs_of(attrs), &mut frames, &NoTlb).unwrap();
+                        pt.map(va, pa, attrs_of(attrs), &mut frames, &NoOpCpu).unwrap();
                         for i in 0..pages {
                             model[first + i] = Some((pa + i as u64 * PAGE_SIZE, attrs_of(attrs)));
                         }
@@ -1903,7 +1923,7 @@ mod tests {
                     Step::Unmap { first, pages } => {
                         let pages = pages.min(WINDOW_PAGES - first);
                         let va = range(WINDOW_VA + first as u64 * PAGE_SIZE, pages as u64 * PAGE_SIZE);
-                        pt.unmap(va, &mut frames, &NoTlb).unwrap();
+                        pt.unmap(va, &mut frames, &NoOpCpu).unwrap();
                         for slot in &mut model[first..first + pages] {
                             *slot = None;
                         }
@@ -1919,7 +1939,7 @@ mod tests {
                 prop_assert_eq!(pt.stats().table_pages, frames.pool.allocated_pages());
             }
             let root_entries: Vec<u64> = (0..4).map(|i| pt.root().read(i)).collect();
-            pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoTlb).unwrap();
+            pt.unmap(range(WINDOW_VA, WINDOW_PAGES as u64 * PAGE_SIZE), &mut frames, &NoOpCpu).unwrap();
             // Only the root and the tables it points to remain; root entries are unchanged.
             let linked = root_entries.iter().filter(|&&d| d & DESC_VALID != 0).count();
             prop_assert_eq!(frames.pool.allocated_pages(), 1 + linked);

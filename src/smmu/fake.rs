@@ -109,6 +109,11 @@ impl FakeSmmu {
         Self::new(Self::QEMU_IDR0, Self::QEMU_IDR1, Self::QEMU_IDR5)
     }
 
+    /// What the driver decodes from [`Self::qemu`]'s ID registers.
+    pub fn qemu_features() -> Features {
+        Features::decode(Self::QEMU_IDR0, Self::QEMU_IDR1, Self::QEMU_IDR5)
+    }
+
     pub fn set_faults(&self, faults: FakeFaults) {
         self.st.borrow_mut().faults = faults;
     }

@@ -229,22 +229,7 @@ pub fn l1_descriptor(l2_pa: u64, split: u32) -> u64 {
 mod tests {
     use super::*;
     use crate::mm::Stage2Config;
-    use crate::smmu::regs::Features;
-
-    /// QEMU virt's SMMU: S1P+S2P, AArch64, COHACC, VMID16, 2-level, SIDSIZE 16, OAS 44, 4K.
-    pub(crate) fn qemu_features() -> Features {
-        Features::decode(
-            0b11 | (0b10 << 2)
-                | (1 << 4)
-                | (1 << 12)
-                | (1 << 18)
-                | (0b10 << 21)
-                | (1 << 24)
-                | (1 << 27),
-            16 | (19 << 16) | (19 << 21),
-            4 | (1 << 4) | (1 << 5) | (1 << 6),
-        )
-    }
+    use crate::smmu::fake::FakeSmmu;
 
     fn field(word: u64, lo: u32, width: u32) -> u64 {
         (word >> lo) & ((1 << width) - 1)
@@ -269,7 +254,7 @@ mod tests {
         let vttbr = cfg.vttbr(root, 1).unwrap();
         let s2 = S2Config::from_vtcr_vttbr(cfg.vtcr(), vttbr);
         assert_eq!(s2, S2Config { vtcr: cfg.vtcr(), root_pa: root, vmid: 1 });
-        let ste = Ste::stage2_only(&s2, &qemu_features()).unwrap();
+        let ste = Ste::stage2_only(&s2, &FakeSmmu::qemu_features()).unwrap();
         let w = ste.0;
         assert_eq!(field(w[0], 0, 1), 1, "V");
         assert_eq!(field(w[0], 1, 3), 0b110, "Config = stage 2 only");
@@ -304,14 +289,14 @@ mod tests {
         let cfg = Stage2Config::new(32, 36, false).unwrap();
         let s2 = S2Config::from_vtcr_vttbr(cfg.vtcr(), cfg.vttbr(0x8000_0000, 5).unwrap());
         assert_eq!(s2.vmid, 5);
-        let w = Ste::stage2_only(&s2, &qemu_features()).unwrap().0;
+        let w = Ste::stage2_only(&s2, &FakeSmmu::qemu_features()).unwrap().0;
         assert_eq!(field(w[2], 48, 3), 0b001, "36-bit PS kept (below OAS)");
         assert_eq!(field(w[2], 32, 6), 32);
     }
 
     #[test]
     fn stage2_only_refusals() {
-        let f = qemu_features();
+        let f = FakeSmmu::qemu_features();
         let good = S2Config::from_vtcr_vttbr(
             Stage2Config::new(40, 48, true).unwrap().vtcr(),
             (1 << 48) | 0x4000_0000,

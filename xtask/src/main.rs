@@ -89,36 +89,7 @@ enum Cmd {
         output: PathBuf,
     },
     /// Build, pack and boot warden with a host in QEMU (console on stdio).
-    Run {
-        #[arg(long, value_enum, default_value_t = Host::Linux)]
-        host: Host,
-        /// CPUs the host gets; a run with warden gives QEMU one more, the simulated peer's.
-        #[arg(long, default_value_t = 2)]
-        smp: u32,
-        #[arg(long, default_value = "1G")]
-        memory: String,
-        /// Linux host: your own kernel (an arm64 Image) instead of Debian's.
-        #[arg(long)]
-        kernel: Option<PathBuf>,
-        /// Linux host: your own initrd instead of the one xtask builds.
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        /// Linux host: words appended to the kernel command line.
-        #[arg(long)]
-        append: Option<String>,
-        /// Linux host: which Debian kernel to download (6.1 comes from bookworm).
-        #[arg(long, value_enum, default_value_t = linux::Series::V6_12)]
-        kernel_version: linux::Series,
-        /// Linux host: boot Linux directly on a machine without EL2, no warden (the baseline).
-        #[arg(long)]
-        no_warden: bool,
-        /// What warden presents to the host: `virt` (SMMUv3) or `snapdragon` (MMU-500 + SCM).
-        #[arg(long, value_enum, default_value_t = Persona::Virt)]
-        persona: Persona,
-        /// Extra QEMU arguments (after `--`).
-        #[arg(last = true)]
-        qemu_args: Vec<String>,
-    },
+    Run(RunOptions),
     /// Convert a firmware ELF (linked at 0) to a flat arm64 Image, with the build's checks.
     Elf2bin {
         elf: PathBuf,
@@ -127,8 +98,8 @@ enum Cmd {
     },
     /// Unit tests, lints, firmware build and QEMU scenarios; ends with `N passed, M failed`.
     Test {
-        /// Run only these QEMU scenarios (guest-boot, hostile-dt, wrong-el, linux, linux-no-warden),
-        /// skipping unit tests and lints; may be repeated.
+        /// Run only these QEMU scenarios (the firmware build included), skipping unit tests,
+        /// lints and the fuzz smoke pass; may be repeated.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(test_cmd::ALL_SCENARIOS))]
         only: Vec<String>,
     },
@@ -177,16 +148,35 @@ enum Cmd {
 }
 
 /// `cargo xtask run` options.
+#[derive(clap::Args)]
 struct RunOptions {
+    #[arg(long, value_enum, default_value_t = Host::Linux)]
     host: Host,
+    /// CPUs the host gets; a run with warden gives QEMU one more, the simulated peer's.
+    #[arg(long, default_value_t = 2)]
     smp: u32,
+    #[arg(long, default_value = "1G")]
     memory: String,
+    /// Linux host: your own kernel (an arm64 Image) instead of Debian's.
+    #[arg(long)]
     kernel: Option<PathBuf>,
+    /// Linux host: your own initrd instead of the one xtask builds.
+    #[arg(long)]
     initrd: Option<PathBuf>,
+    /// Linux host: words appended to the kernel command line.
+    #[arg(long)]
     append: Option<String>,
+    /// Linux host: which Debian kernel to download (6.1 comes from bookworm).
+    #[arg(long, value_enum, default_value_t = linux::Series::V6_12)]
     kernel_version: linux::Series,
+    /// Linux host: boot Linux directly on a machine without EL2, no warden (the baseline).
+    #[arg(long)]
     no_warden: bool,
+    /// What warden presents to the host: `virt` (SMMUv3) or `snapdragon` (MMU-500 + SCM).
+    #[arg(long, value_enum, default_value_t = Persona::Virt)]
     persona: Persona,
+    /// Extra QEMU arguments (after `--`).
+    #[arg(last = true)]
     qemu_args: Vec<String>,
 }
 
@@ -306,29 +296,7 @@ fn main() -> ExitCode {
             eprintln!("xtask: wrote {} ({} bytes)", output.display(), flat.len());
             Ok(ExitCode::SUCCESS)
         })(),
-        Cmd::Run {
-            host,
-            smp,
-            memory,
-            kernel,
-            initrd,
-            append,
-            kernel_version,
-            no_warden,
-            persona,
-            qemu_args,
-        } => run(RunOptions {
-            host,
-            smp,
-            memory,
-            kernel,
-            initrd,
-            append,
-            kernel_version,
-            no_warden,
-            persona,
-            qemu_args,
-        }),
+        Cmd::Run(options) => run(options),
         Cmd::Bench { quick } => bench::run(quick).map(|report| {
             print!("{}", bench::render_markdown(&report));
             println!(

@@ -271,6 +271,7 @@ impl RealSte {
 mod tests {
     use super::*;
     use crate::mm::{MemRange, Stage2Config};
+    use crate::smmu::fake::FakeSmmu;
     use crate::smmu::virt::fake::FakeMemory;
 
     fn adv() -> Advertised {
@@ -406,25 +407,11 @@ mod tests {
         assert_eq!(RealSte::without_stage1(Ok(HostSte::Stage1(ctx))), None);
     }
 
-    fn qemu_features() -> Features {
-        Features::decode(
-            0b11 | (0b10 << 2)
-                | (1 << 4)
-                | (1 << 12)
-                | (1 << 18)
-                | (0b10 << 21)
-                | (1 << 24)
-                | (1 << 27),
-            16 | (19 << 16) | (19 << 21),
-            4 | (1 << 4) | (1 << 5) | (1 << 6),
-        )
-    }
-
     #[test]
     fn real_ste_words() {
         let cfg = Stage2Config::new(40, 48, true).unwrap();
         let s2 = S2Config::from_vtcr_vttbr(cfg.vtcr(), cfg.vttbr(0x4100_2000, 1).unwrap());
-        let f = qemu_features();
+        let f = FakeSmmu::qemu_features();
         let s2only = Ste::stage2_only(&s2, &f).unwrap();
         assert_eq!(RealSte::Stage2Only.to_ste(&s2, &f), Ok(s2only));
         assert_eq!(RealSte::Invalid.to_ste(&s2, &f), Ok(Ste::INVALID));
