@@ -395,7 +395,8 @@ pub struct RunResult {
     pub dd: Vec<DdSample>,
     /// Why the dd row has no samples (`bench-linux: dd unavailable/failed: ...`).
     pub dd_problem: Option<String>,
-    /// Ticks of `arm_smmu_driver_init` (Linux's SMMU probe), or why there is no figure.
+    /// Ticks of the initcall that probed Linux's SMMU (`arm_smmu_driver_init` for the SMMUv3,
+    /// `arm_smmu_init` for the MMU-500), or why there is no figure.
     pub smmu_probe: Option<Result<u64, String>>,
 }
 
@@ -598,26 +599,16 @@ fn render_smmu_probe(md: &mut String, r: &LinuxReport) {
         md,
         "\n## Linux's SMMU probe (`arm_smmu_driver_init`, at boot)\n\n\
          Counter ticks between the `initcall_start` and `initcall_finish` trace events of the \
-         built-in arm-smmu-v3 driver's initcall, which probes the SMMU (±1000: the events print \
-         µs). Under warden every SMMU register access of the probe traps and is emulated; \
-         without an SMMU (a′) the initcall only registers the driver.\n"
+         built-in driver's initcall that probes the SMMU (±1000: the events print µs): \
+         arm-smmu-v3's `arm_smmu_driver_init`, or on the Snapdragon persona (b″) arm-smmu's \
+         `arm_smmu_init` probing warden's MMU-500. Under warden every SMMU register access of \
+         the probe traps and is emulated; without an SMMU (a′) the initcall only registers the \
+         driver.\n"
     );
     let _ = writeln!(md, "| configuration | probe ticks | range | vs (a) |");
     let _ = writeln!(md, "|---|---:|---|---:|");
     let base = config(r, Config::NoHypervisor).and_then(ConfigResult::smmu_probe);
     for c in &r.configs {
-        if c.config == Config::WardenSnapdragon {
-            // arm-smmu's probe of the MMU-500 is deferred until qcom_scm has probed, so it runs
-            // after (outside) the initcall the trace brackets; what the events measure here is
-            // only arm-smmu-v3 registering its driver.
-            let _ = writeln!(
-                md,
-                "| {} | – | – | not measured: arm-smmu probes the MMU-500 in deferred probe, \
-                 outside the initcall the trace events bracket |",
-                c.config.label()
-            );
-            continue;
-        }
         match c.smmu_probe() {
             Some(row) => {
                 let _ = writeln!(

@@ -97,6 +97,9 @@ pub enum BenchMode {
     Full,
     /// Every row once (a smoke test of the harness).
     Quick,
+    /// The trap rows only, repeated (`cargo xtask bench`'s run on the Snapdragon persona, for
+    /// the MMU-500 rows).
+    Traps,
     /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of 64 KiB, for warden's
     /// per-phase profile (logged at power-down).
     Profile,
@@ -130,6 +133,7 @@ fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
         "warden.bench" => Some(BenchMode::Full),
         "warden.bench=quick" => Some(BenchMode::Quick),
         "warden.bench=profile" => Some(BenchMode::Profile),
+        "warden.bench=traps" => Some(BenchMode::Traps),
         _ => None,
     })
 }
