@@ -597,7 +597,7 @@ fn mib_per_s(bytes: u64, ticks: u64) -> String {
 fn render_smmu_probe(md: &mut String, r: &LinuxReport) {
     let _ = writeln!(
         md,
-        "\n## Linux's SMMU probe (`arm_smmu_driver_init`, at boot)\n\n\
+        "\n## Linux's SMMU probe (its driver's initcall, at boot)\n\n\
          Counter ticks between the `initcall_start` and `initcall_finish` trace events of the \
          built-in driver's initcall that probes the SMMU (±1000: the events print µs): \
          arm-smmu-v3's `arm_smmu_driver_init`, or on the Snapdragon persona (b″) arm-smmu's \
