@@ -428,7 +428,9 @@ fn mmu500_rows(rows: &[Row]) -> Result<Vec<Row>> {
         .iter()
         .map(|name| {
             row(rows, name).cloned().with_context(|| {
-                format!("the Snapdragon-persona bench run measured no {name} (see bench-snapdragon.log)")
+                format!(
+                    "the Snapdragon-persona bench run measured no {name} (see bench-snapdragon.log)"
+                )
             })
         })
         .collect()

@@ -32,9 +32,7 @@ struct Plan {
 impl Plan {
     fn for_mode(mode: BenchMode) -> Self {
         match mode {
-            BenchMode::Full | BenchMode::Traps => {
-                Plan { samples: 9, ops: 200, handoff_samples: 5 }
-            }
+            BenchMode::Full | BenchMode::Traps => Plan { samples: 9, ops: 200, handoff_samples: 5 },
             BenchMode::Quick | BenchMode::Profile => {
                 Plan { samples: 1, ops: 10, handoff_samples: 1 }
             }
