@@ -1289,6 +1289,62 @@ struct HwPlatform<'a> {
     w: &'a Warden,
 }
 
+/// Runs `f` with the context every transfer runs in (this CPU, the shared tables and tracker):
+/// warden's ABI, the control page and SCM's assign_mem all reach the handoff code this way.
+fn with_handoff_ctx<T>(
+    w: &Warden,
+    f: impl FnOnce(&HandoffCtx<'_, Hw, Option<Smmu<MmioSmmu>>, PoolFrames>) -> T,
+) -> T {
+    let peers: Vec<PeerRef<'_>> = w
+        .peers
+        .iter()
+        .map(|p| PeerRef {
+            id: p.id,
+            stage2: Stage2Ref { vmid: p.vmid, table: &p.table, attrs: PEER_DATA_ATTRS },
+        })
+        .collect();
+    let ctx = HandoffCtx {
+        cpu: &Hw,
+        smmu: &w.smmu,
+        frames: &w.frames,
+        host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
+        peers: &peers,
+        state: &w.handoff,
+        el2: &w.el2_table,
+    };
+    f(&ctx)
+}
+
+impl trap::scm::ScmHost for HwPlatform<'_> {
+    fn read_host(&self, ipa: u64, buf: &mut [u8]) -> Result<(), trap::scm::Refused> {
+        let range = MemRange::from_base_size(ipa, buf.len() as u64).ok_or(trap::scm::Refused)?;
+        // The tracker stays locked for the copy: the range cannot change owner meanwhile.
+        let host = self.w.handoff.host_memory();
+        let allowed = host.allows(range);
+        if !allowed {
+            return Err(trap::scm::Refused);
+        }
+        let src = crate::arch::select_nospec(allowed, ipa);
+        dcache_range(&Hw, CacheOp::CleanInvalidate, src, range.size());
+        // SAFETY: the range is host memory warden may touch (rule 1), which warden's EL2
+        // stage-1 maps identity RW; the tracker lock held by `host` keeps it the host's for
+        // this copy. The host may change it concurrently: bytes are copied, no reference made.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn assign(
+        &mut self,
+        range: MemRange,
+        from: crate::handoff::assign::Holders,
+        to: crate::handoff::assign::Holders,
+    ) -> Result<crate::handoff::assign::AssignOutcome, crate::handoff::assign::AssignError> {
+        with_handoff_ctx(self.w, |ctx| {
+            crate::handoff::assign::assign(ctx, &self.w.carveouts, range, from, to)
+        })
+    }
+}
+
 impl Platform for HwPlatform<'_> {
     fn cpu_index(&self) -> usize {
         cpu_index()
@@ -1372,25 +1428,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
-        let w = self.w;
-        let peers: Vec<PeerRef<'_>> = w
-            .peers
-            .iter()
-            .map(|p| PeerRef {
-                id: p.id,
-                stage2: Stage2Ref { vmid: p.vmid, table: &p.table, attrs: PEER_DATA_ATTRS },
-            })
-            .collect();
-        let ctx = HandoffCtx {
-            cpu: &Hw,
-            smmu: &w.smmu,
-            frames: &w.frames,
-            host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
-            peers: &peers,
-            state: &w.handoff,
-            el2: &w.el2_table,
-        };
-        service::handle(&ctx, &w.carveouts, caller, request)
+        with_handoff_ctx(self.w, |ctx| service::handle(ctx, &self.w.carveouts, caller, request))
     }
 
     fn peer_commands_available(&self) -> bool {

@@ -116,7 +116,7 @@ pub fn route<P: Platform + ?Sized>(call: &SmcccCall, psci: &Psci, platform: &mut
         },
         super::scm::OWNER_SIP if platform.persona().has_scm() => {
             match super::scm::ScmCall::decode(call) {
-                Some(scm) => super::scm::dispatch(&scm).to_return(),
+                Some(scm) => super::scm::dispatch(&scm, platform).to_return(),
                 None => SmcccReturn::not_supported(),
             }
         }
