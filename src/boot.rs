@@ -113,6 +113,8 @@ pub struct Warden {
     pub handoff: HandoffState,
     /// The carveouts in `CARVEOUT_INFO` order.
     pub carveouts: Vec<CarveoutDesc>,
+    /// The PAS region each peer's `mem_setup` named (`trap::scm::pas`).
+    pub pas_regions: spin::Mutex<Vec<(PeerId, MemRange)>>,
     pub sim_peer: Option<SimPeer>,
     /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
     pub host_ram: alloc::vec::Vec<MemRange>,
@@ -341,6 +343,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
             vlpi_stride,
             mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
             scm: persona.has_scm(),
+            rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
         },
     ) {
         Ok(d) => d,
@@ -423,6 +426,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         peers,
         handoff,
         carveouts,
+        pas_regions: spin::Mutex::new(Vec::new()),
         sim_peer,
         host_ram,
         el1_features,
@@ -856,7 +860,7 @@ fn patch_host_dt(
     control_page: Option<u64>,
     choices: HostDtChoices,
 ) -> Result<Vec<u8>, dt::DtError> {
-    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm } = choices;
+    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm, rmtfs } = choices;
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
     edit = withhold_in_host_dt(edit, p, vlpi_stride);
     if let Some(mpidr) = peer_cpu {
@@ -886,6 +890,9 @@ fn patch_host_dt(
     }
     if scm {
         edit = edit.add_firmware("scm", "qcom,scm");
+    }
+    if let Some(name) = rmtfs {
+        edit = rmtfs_host_dt(edit, &alloc::format!("/reserved-memory/{name}"));
     }
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
@@ -924,6 +931,36 @@ pub fn mmu500_host_dt(
     if named { edit.remove_property(path, "interrupt-names") } else { edit }
 }
 
+/// The rmtfs client ID Linux's `qcom_rmtfs_mem` names its device after (`/dev/qcom_rmtfs_mem1`).
+pub const RMTFS_CLIENT_ID: u32 = 1;
+
+/// The carveout the Snapdragon persona offers as Qualcomm's rmtfs region (the remote file
+/// system's buffer between Linux's rmtfs daemon and the modem): the first carveout warden
+/// manages for the modem. Its node name in the DT, logged.
+fn rmtfs_region(p: &PlatformInfo, managed: &[CarveoutDesc]) -> Option<dt::NodeName> {
+    let modem = managed.iter().find(|c| c.peer == PeerId::MODEM)?;
+    let node = p.carveouts.iter().find(|c| c.range == modem.range)?;
+    log::info!(
+        "SCM: rmtfs region (qcom,rmtfs-mem, client {RMTFS_CLIENT_ID}, VM MSS_MSA) is carveout \
+         {} {}",
+        node.name,
+        node.range
+    );
+    Some(node.name)
+}
+
+/// Makes the carveout node at `path` Qualcomm's rmtfs region as upstream Snapdragon DTs
+/// describe it: `compatible = "qcom,rmtfs-mem"`, `qcom,client-id`, and `qcom,vmid` = the
+/// modem's MSA VM, so Linux's `qcom_rmtfs_mem` probes, shares the region with the modem by
+/// `assign_mem` (HLOS → HLOS + MSS_MSA) and gives it back on remove. The node keeps `reg`,
+/// `no-map` and the `warden,*` properties: the region is the whole carveout, so it is inside a
+/// carveout warden knows by construction, and no second reserved region overlaps it.
+pub fn rmtfs_host_dt(edit: dt::DtEdit, path: &str) -> dt::DtEdit {
+    edit.set_property(path, "compatible", b"qcom,rmtfs-mem\0")
+        .set_property(path, "qcom,client-id", &RMTFS_CLIENT_ID.to_be_bytes())
+        .set_property(path, "qcom,vmid", &trap::scm::vmid::MSS_MSA.to_be_bytes())
+}
+
 /// What the host DT keeps of what warden took over.
 #[derive(Clone, Copy, Debug)]
 struct HostDtChoices {
@@ -933,6 +970,8 @@ struct HostDtChoices {
     mmu500: Option<vsmmu::Mmu500Irqs>,
     /// `/firmware/scm` (`qcom,scm`) is added.
     scm: bool,
+    /// The `/reserved-memory` child made Qualcomm's rmtfs region (`rmtfs_host_dt`).
+    rmtfs: Option<dt::NodeName>,
     /// The redistributors are 256 KiB apart (GICv4) but the host is shown no VLPIS.
     vlpi_stride: bool,
 }
@@ -1342,6 +1381,40 @@ impl trap::scm::ScmHost for HwPlatform<'_> {
         with_handoff_ctx(self.w, |ctx| {
             crate::handoff::assign::assign(ctx, &self.w.carveouts, range, from, to)
         })
+    }
+
+    fn holders(
+        &self,
+        range: MemRange,
+        peer: PeerId,
+    ) -> Result<crate::handoff::assign::Holders, crate::handoff::assign::AssignError> {
+        with_handoff_ctx(self.w, |ctx| {
+            crate::handoff::assign::holders(ctx, &self.w.carveouts, range, peer)
+        })
+    }
+
+    fn can_forward(&self) -> bool {
+        self.w.board.scm_firmware && self.w.board.firmware == boards::Firmware::Smccc
+    }
+
+    fn forward(&mut self, call: &trap::scm::ScmCall) -> Option<[u64; 4]> {
+        self.can_forward().then(|| hw::smc(call.regs))
+    }
+
+    fn firmware_may_take(&self, range: MemRange) -> bool {
+        self.w.handoff.in_no_map_region(range)
+    }
+
+    fn pas_region(&self, peer: PeerId) -> Option<MemRange> {
+        self.w.pas_regions.lock().iter().find(|(p, _)| *p == peer).map(|(_, r)| *r)
+    }
+
+    fn set_pas_region(&mut self, peer: PeerId, region: Option<MemRange>) {
+        let mut regions = self.w.pas_regions.lock();
+        regions.retain(|(p, _)| *p != peer);
+        if let Some(r) = region {
+            regions.push((peer, r));
+        }
     }
 }
 

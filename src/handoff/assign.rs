@@ -100,6 +100,63 @@ pub enum AssignError {
     Aborted,
 }
 
+/// The carveout holding all of `range` and the range's holders now, checked as [`assign`]
+/// checks them (checks 7-11 of `docs/qcom-scm.md`): each peer in `peers` must have a carveout
+/// and be the carveout's.
+fn resolve<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    carveouts: &[CarveoutDesc],
+    range: MemRange,
+    peers: [Option<PeerId>; 2],
+) -> Result<(CarveoutDesc, Holders), AssignError>
+where
+    H: ?Sized,
+    D: ?Sized,
+    A: ?Sized,
+{
+    if range.is_empty() || !range.is_page_aligned() {
+        return Err(AssignError::BadRange);
+    }
+    let tracker = ctx.state.tracker();
+    if tracker.extents_in(range).any(|e| e.state == PageState::Warden) {
+        return Err(AssignError::TouchesWarden);
+    }
+    let carveout = *carveouts
+        .iter()
+        .find(|c| c.range.contains_range(&range))
+        .ok_or(AssignError::NotInCarveout)?;
+    for p in peers.into_iter().flatten() {
+        if !carveouts.iter().any(|c| c.peer == p) {
+            return Err(AssignError::UnknownPeer);
+        }
+        if p != carveout.peer {
+            return Err(AssignError::WrongPeer);
+        }
+    }
+    if tracker.extents_in(range).any(|e| e.state.is_transient()) {
+        return Err(AssignError::Busy);
+    }
+    let now =
+        tracker.state_of(range).ok().and_then(Holders::of).ok_or(AssignError::SourceMismatch)?;
+    Ok((carveout, now))
+}
+
+/// Who holds `range` now, which must lie in a carveout of `peer` (the PAS calls' check,
+/// `docs/qcom-scm.md`).
+pub fn holders<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    carveouts: &[CarveoutDesc],
+    range: MemRange,
+    peer: PeerId,
+) -> Result<Holders, AssignError>
+where
+    H: ?Sized,
+    D: ?Sized,
+    A: ?Sized,
+{
+    resolve(ctx, carveouts, range, [Some(peer), None]).map(|(_, now)| now)
+}
+
 /// Moves `range` from `from` to `to` (see the module documentation).
 pub fn assign<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
@@ -113,36 +170,7 @@ where
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
-    if range.is_empty() || !range.is_page_aligned() {
-        return Err(AssignError::BadRange);
-    }
-    let (carveout, now) = {
-        let tracker = ctx.state.tracker();
-        if tracker.extents_in(range).any(|e| e.state == PageState::Warden) {
-            return Err(AssignError::TouchesWarden);
-        }
-        let carveout = *carveouts
-            .iter()
-            .find(|c| c.range.contains_range(&range))
-            .ok_or(AssignError::NotInCarveout)?;
-        for p in [from.peer, to.peer].into_iter().flatten() {
-            if !carveouts.iter().any(|c| c.peer == p) {
-                return Err(AssignError::UnknownPeer);
-            }
-            if p != carveout.peer {
-                return Err(AssignError::WrongPeer);
-            }
-        }
-        if tracker.extents_in(range).any(|e| e.state.is_transient()) {
-            return Err(AssignError::Busy);
-        }
-        let now = tracker
-            .state_of(range)
-            .ok()
-            .and_then(Holders::of)
-            .ok_or(AssignError::SourceMismatch)?;
-        (carveout, now)
-    };
+    let (carveout, now) = resolve(ctx, carveouts, range, [from.peer, to.peer])?;
     if now != from {
         return Err(AssignError::SourceMismatch);
     }

@@ -345,6 +345,16 @@ impl HandoffState {
         self.excluded.extend(ranges.iter().filter(|r| !r.is_empty()));
     }
 
+    /// Whether `range` lies inside one excluded region that is no carveout (a `no-map`
+    /// reserved region: firmware's own memory, never host memory warden touches, never handed
+    /// over).
+    pub fn in_no_map_region(&self, range: MemRange) -> bool {
+        let carveout = |r: &MemRange| self.carveouts.iter().any(|c| c.carveout.range.overlaps(r));
+        !range.is_empty()
+            && !carveout(&range)
+            && self.excluded.iter().any(|x| x.contains_range(&range) && !carveout(x))
+    }
+
     /// The tracker, locked (for queries and for deriving tables).
     pub fn tracker(&self) -> spin::MutexGuard<'_, OwnershipTracker> {
         self.tracker.lock()

@@ -162,6 +162,7 @@ impl FakePlatform {
                 violation_policy: ViolationPolicy::Contain,
                 sim_peer: false,
                 control_page: None,
+                scm_firmware: false,
             },
             host_el1: HostEl1 {
                 vbar: Self::HOST_VBAR,
@@ -220,6 +221,31 @@ impl ScmHost for FakePlatform {
     ) -> Result<AssignOutcome, AssignError> {
         self.assigns.push((range, from, to));
         self.assign_reply
+    }
+    fn holders(
+        &self,
+        _range: crate::mm::MemRange,
+        _peer: crate::mm::ownership::PeerId,
+    ) -> Result<Holders, AssignError> {
+        Ok(Holders::HOST)
+    }
+    fn can_forward(&self) -> bool {
+        false
+    }
+    fn forward(&mut self, _call: &super::scm::ScmCall) -> Option<[u64; 4]> {
+        None
+    }
+    fn firmware_may_take(&self, _range: crate::mm::MemRange) -> bool {
+        false
+    }
+    fn pas_region(&self, _peer: crate::mm::ownership::PeerId) -> Option<crate::mm::MemRange> {
+        None
+    }
+    fn set_pas_region(
+        &mut self,
+        _peer: crate::mm::ownership::PeerId,
+        _region: Option<crate::mm::MemRange>,
+    ) {
     }
 }
 

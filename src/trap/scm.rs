@@ -21,8 +21,14 @@
 //!   [`crate::handoff::assign`] on the one tracker and the one set of handoff sequences warden's
 //!   own ABI uses. `docs/qcom-scm.md` lists every check and its code.
 //!
-//! Every other SiP call gets QCOM_SCM_EOPNOTSUPP (-4, Linux's -EOPNOTSUPP) on QEMU, where no
-//! firmware below implements SCM.
+//! - **PAS** (PIL 0x02, [`pas`]): each call checked against the tracker and the carveouts,
+//!   then forwarded to a board's SCM firmware (QCOM_SCM_EOPNOTSUPP on QEMU).
+//!
+//! Every other SiP call is forwarded unchanged to a board's SCM firmware
+//! ([`crate::boards::Board::scm_firmware`]) and gets QCOM_SCM_EOPNOTSUPP (-4, Linux's
+//! -EOPNOTSUPP) on QEMU, where no firmware below implements SCM.
+
+pub mod pas;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -140,6 +146,8 @@ pub struct ScmCall {
     pub arginfo: u32,
     /// x2..x5.
     pub args: [u64; 4],
+    /// x0..x7 as the host gave them (for forwarding the call unchanged).
+    pub regs: [u64; 8],
 }
 
 impl ScmCall {
@@ -160,6 +168,7 @@ impl ScmCall {
             fast: fid & smccc::FAST_CALL != 0,
             arginfo: r[1] as u32,
             args: [narrow(r[2]), narrow(r[3]), narrow(r[4]), narrow(r[5])],
+            regs: *r,
         })
     }
 
@@ -191,26 +200,37 @@ impl ScmFunction {
     }
 }
 
-/// The answer to an SCM call.
+/// The answer to an SCM call: warden's own, or the firmware's passed through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScmResult {
-    pub status: ScmStatus,
+    /// x0: an [`ScmStatus`] for warden's answers; whatever the firmware said for a forwarded
+    /// call (`INTERRUPTED`, `WAITQ_SLEEP` included).
+    pub status: i64,
     pub results: [u64; 3],
 }
 
 impl ScmResult {
     pub const fn ok(results: [u64; 3]) -> Self {
-        ScmResult { status: ScmStatus::Success, results }
+        ScmResult { status: ScmStatus::Success as i64, results }
     }
 
     pub const fn status(status: ScmStatus) -> Self {
-        ScmResult { status, results: [0; 3] }
+        ScmResult { status: status as i64, results: [0; 3] }
+    }
+
+    /// The firmware's x0..x3, unchanged.
+    pub const fn forwarded(x: [u64; 4]) -> Self {
+        ScmResult { status: x[0] as i64, results: [x[1], x[2], x[3]] }
+    }
+
+    pub const fn is_success(&self) -> bool {
+        self.status == 0
     }
 
     /// x0..x3 as the host reads them.
     pub fn to_return(self) -> SmcccReturn {
         let [a, b, c] = self.results;
-        SmcccReturn::x0_to_x3([self.status as i64 as u64, a, b, c])
+        SmcccReturn::x0_to_x3([self.status as u64, a, b, c])
     }
 }
 
@@ -229,6 +249,21 @@ pub trait ScmHost {
         from: Holders,
         to: Holders,
     ) -> Result<AssignOutcome, AssignError>;
+    /// Who holds `range`, which must lie in one carveout of `peer`
+    /// ([`crate::handoff::assign::holders`]).
+    fn holders(&self, range: MemRange, peer: PeerId) -> Result<Holders, AssignError>;
+    /// Whether the board's EL3 implements SCM ([`crate::boards::Board::scm_firmware`]).
+    fn can_forward(&self) -> bool;
+    /// Makes the host's call (x0..x7 unchanged) to EL3 and returns its x0..x3; `None` when the
+    /// firmware has no SCM ([`Self::can_forward`] false).
+    fn forward(&mut self, call: &ScmCall) -> Option<[u64; 4]>;
+    /// Whether firmware may lock `range` away from everyone else (a PAS peripheral warden plays
+    /// no peer for): it lies inside one `no-map` reserved region that is no carveout, so it is
+    /// neither warden's, nor a peer's, nor host memory warden touches.
+    fn firmware_may_take(&self, range: MemRange) -> bool;
+    /// The PAS region `mem_setup` recorded for `peer`.
+    fn pas_region(&self, peer: PeerId) -> Option<MemRange>;
+    fn set_pas_region(&mut self, peer: PeerId, region: Option<MemRange>);
 }
 
 /// Host memory that may not be read as the host's.
@@ -238,11 +273,21 @@ pub struct Refused;
 /// Answers one SCM call (see the module documentation).
 pub fn dispatch<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
     match ScmFunction::from_ids(call.svc, call.cmd) {
-        Some(ScmFunction::IsCallAvailable) => is_call_available(call),
+        Some(ScmFunction::IsCallAvailable) => is_call_available(call, host),
         Some(ScmFunction::AssignMem) => assign_mem(call, host),
+        None if call.svc == svc::PIL => pas::dispatch(call, host),
+        None => forward_or_unsupported(call, host),
+    }
+}
+
+/// A call warden does not mediate: the firmware's answer, or QCOM_SCM_EOPNOTSUPP where there
+/// is no SCM firmware below (QEMU).
+pub fn forward_or_unsupported<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
+    match host.forward(call) {
+        Some(x) => ScmResult::forwarded(x),
         None => {
             log::debug!(
-                "SCM: svc {:#04x} cmd {:#04x} not implemented (EOPNOTSUPP)",
+                "SCM: svc {:#04x} cmd {:#04x}: no SCM firmware (EOPNOTSUPP)",
                 call.svc,
                 call.cmd
             );
@@ -253,16 +298,20 @@ pub fn dispatch<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult 
 
 /// IS_CALL_AVAIL(fnid): `fnid` is `owner << 24 | svc << 8 | cmd` (the ARM SMC conventions;
 /// the legacy one never gets here, as convention detection picks SMC64).
-fn is_call_available(call: &ScmCall) -> ScmResult {
+/// warden's own calls: 1; any other: the firmware's answer when there is SCM firmware (warden
+/// forwards those calls, the PAS ones after its checks), else 0.
+fn is_call_available<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
     if call.arg_count() != 1 {
         return ScmResult::status(ScmStatus::InvalidArgument);
     }
     let fnid = call.args[0];
     let owner = (fnid >> 24) & 0x3f;
-    let known = owner == u64::from(OWNER_SIP)
-        && fnid & !0x3f00_ffff == 0
-        && ScmFunction::from_ids((fnid >> 8) as u8, fnid as u8).is_some();
-    ScmResult::ok([u64::from(known), 0, 0])
+    let sip = owner == u64::from(OWNER_SIP) && fnid & !0x3f00_ffff == 0;
+    let ours = sip && ScmFunction::from_ids((fnid >> 8) as u8, fnid as u8).is_some();
+    if ours || !host.can_forward() {
+        return ScmResult::ok([u64::from(ours), 0, 0]);
+    }
+    forward_or_unsupported(call, host)
 }
 
 /// Successful and refused assign_mem calls so far (for the log's numbering).
@@ -469,13 +518,21 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    /// Host memory as buffers by address, and the assignments passed on.
+    /// Host memory as buffers by address, the assignments passed on, the firmware below.
     #[derive(Default)]
-    struct FakeScm {
-        memory: BTreeMap<u64, Vec<u8>>,
-        reads: core::cell::RefCell<Vec<(u64, usize)>>,
-        assigns: Vec<(MemRange, Holders, Holders)>,
-        reply: Option<Result<AssignOutcome, AssignError>>,
+    pub(super) struct FakeScm {
+        pub memory: BTreeMap<u64, Vec<u8>>,
+        pub reads: core::cell::RefCell<Vec<(u64, usize)>>,
+        pub assigns: Vec<(MemRange, Holders, Holders)>,
+        pub reply: Option<Result<AssignOutcome, AssignError>>,
+        /// Who holds what (for `holders`, and updated by successful assigns); a range not
+        /// listed is refused as outside every carveout.
+        pub held: Vec<(MemRange, PeerId, Holders)>,
+        /// `Some`: the board has SCM firmware, which answers every call with this.
+        pub firmware: Option<[u64; 4]>,
+        pub forwarded: Vec<ScmCall>,
+        pub no_map: Vec<MemRange>,
+        pub pas: Vec<(PeerId, MemRange)>,
     }
 
     impl ScmHost for FakeScm {
@@ -493,18 +550,54 @@ mod tests {
             to: Holders,
         ) -> Result<AssignOutcome, AssignError> {
             self.assigns.push((range, from, to));
-            self.reply.unwrap_or(Ok(AssignOutcome::Unchanged))
+            let reply = self.reply.unwrap_or(Ok(AssignOutcome::Unchanged));
+            if reply.is_ok() {
+                for h in self.held.iter_mut().filter(|h| h.0 == range) {
+                    h.2 = to;
+                }
+            }
+            reply
+        }
+        fn holders(&self, range: MemRange, peer: PeerId) -> Result<Holders, AssignError> {
+            let h = self
+                .held
+                .iter()
+                .find(|h| h.0.contains_range(&range))
+                .ok_or(AssignError::NotInCarveout)?;
+            if h.1 != peer {
+                return Err(AssignError::WrongPeer);
+            }
+            Ok(h.2)
+        }
+        fn can_forward(&self) -> bool {
+            self.firmware.is_some()
+        }
+        fn forward(&mut self, call: &ScmCall) -> Option<[u64; 4]> {
+            self.forwarded.push(*call);
+            self.firmware
+        }
+        fn firmware_may_take(&self, range: MemRange) -> bool {
+            self.no_map.iter().any(|r| r.contains_range(&range))
+        }
+        fn pas_region(&self, peer: PeerId) -> Option<MemRange> {
+            self.pas.iter().find(|(p, _)| *p == peer).map(|(_, r)| *r)
+        }
+        fn set_pas_region(&mut self, peer: PeerId, region: Option<MemRange>) {
+            self.pas.retain(|(p, _)| *p != peer);
+            if let Some(r) = region {
+                self.pas.push((peer, r));
+            }
         }
     }
 
-    fn call(fid: u32, x: [u64; 5]) -> SmcccCall {
+    pub(super) fn call(fid: u32, x: [u64; 5]) -> SmcccCall {
         let mut regs = [0u64; 31];
         regs[0] = u64::from(fid);
         regs[1..6].copy_from_slice(&x);
         SmcccCall::from_regs(&regs)
     }
 
-    fn answer_with(host: &mut FakeScm, fid: u32, x: [u64; 5]) -> Option<[u64; 4]> {
+    pub(super) fn answer_with(host: &mut FakeScm, fid: u32, x: [u64; 5]) -> Option<[u64; 4]> {
         let c = ScmCall::decode(&call(fid, x))?;
         let mut regs = [0xaau64; 31];
         dispatch(&c, host).to_return().apply(&mut regs);
@@ -545,11 +638,41 @@ mod tests {
 
     #[test]
     fn unimplemented_calls_are_eopnotsupp_and_smc32_args_are_narrowed() {
-        assert_eq!(answer(0x4200_0201, [2, 1, 2, 3, 4]), Some([(-4i64) as u64, 0, 0, 0]));
+        // Download mode (BOOT 0x10), and a well-formed PAS init_image: no firmware on QEMU.
+        assert_eq!(answer(0x4200_0110, [2, 1, 2, 3, 4]), Some([(-4i64) as u64, 0, 0, 0]));
+        let mut host = FakeScm::default();
+        host.memory.insert(0x4100_0000, vec![0; 64]);
+        assert_eq!(
+            answer_with(&mut host, 0x4200_0201, [0x82, 4, 0x4100_0000, 0, 0]),
+            Some([(-4i64) as u64, 0, 0, 0])
+        );
         let c = ScmCall::decode(&call(0x8200_0601, [1, 0xffff_ffff_0200_0601, 0, 0, 0])).unwrap();
         assert!(!c.smc64 && c.fast);
         assert_eq!(c.args[0], 0x0200_0601);
         assert_eq!(dispatch(&c, &mut FakeScm::default()).results[0], 1);
+    }
+
+    /// With SCM firmware below, what warden does not answer itself is the firmware's: the
+    /// call is forwarded unchanged (x0..x7) and its answer passed through (INTERRUPTED too);
+    /// IS_CALL_AVAIL of such a call is the firmware's answer, of warden's own calls still 1.
+    #[test]
+    fn with_scm_firmware_the_rest_is_forwarded() {
+        let mut host = FakeScm { firmware: Some([1, 7, 8, 9]), ..FakeScm::default() };
+        assert_eq!(answer_with(&mut host, 0x4200_0110, [1, 2, 0, 0, 0]), Some([1, 7, 8, 9]));
+        assert_eq!(host.forwarded.len(), 1);
+        assert_eq!(host.forwarded[0].regs[..3], [0x4200_0110, 1, 2]);
+        let ask = |host: &mut FakeScm, svc: u64, cmd: u64| {
+            answer_with(host, 0x4200_0601, [1, (2 << 24) | (svc << 8) | cmd, 0, 0, 0])
+        };
+        host.firmware = Some([0, 1, 0, 0]);
+        assert_eq!(ask(&mut host, 0x0c, 0x16), Some([0, 1, 0, 0]), "ours");
+        assert_eq!(host.forwarded.len(), 1, "ours: not asked");
+        assert_eq!(ask(&mut host, 0x02, 0x07), Some([0, 1, 0, 0]), "the firmware's");
+        assert_eq!(host.forwarded.len(), 2);
+        // Without it: 0, nothing forwarded.
+        let mut none = FakeScm::default();
+        assert_eq!(ask(&mut none, 0x02, 0x07), Some([0, 0, 0, 0]));
+        assert!(none.forwarded.is_empty());
     }
 
     #[test]

@@ -184,6 +184,7 @@ mod tests {
             violation_policy: ViolationPolicy::Contain,
             sim_peer: false,
             control_page: None,
+            scm_firmware: false,
         };
         (Psci::new(&[0, 1], 0).unwrap(), el3, p)
     }
