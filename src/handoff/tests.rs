@@ -1181,6 +1181,40 @@ mod service_calls {
         Request::Release(Return { target, clear })
     }
 
+    /// A range shared by Qualcomm's assign_mem, seen through warden's own ABI: CARVEOUT_INFO
+    /// and RANGE_QUERY report SHARE; DONATE/LEND of it are DENIED (not the host's alone),
+    /// RECLAIM and the peer's RELEASE INVALID_PARAMETERS (nothing donated or lent); nothing
+    /// changes.
+    #[test]
+    fn shared_ranges_through_warden_abi() {
+        use crate::handoff::assign::{Holders, assign};
+        let rig = Rig::new();
+        {
+            let fake = FakeCpu::new(rig.log.clone());
+            let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+            let peers = rig.w.peers();
+            let ctx = rig.w.ctx(&fake, &smmu, &peers);
+            assign(&ctx, &DESCS, C_MODEM, Holders::HOST, Holders::shared(MODEM)).unwrap();
+        }
+        let info = CarveoutInfo::decode(&rig.host(Request::CarveoutInfo { index: 0 }).unwrap());
+        assert_eq!(info.unwrap().state, CarveoutState::Uniform(RangeState::Shared(MODEM)));
+        let q = rig.query(C_MODEM.start + 0x2000);
+        assert_eq!(
+            (q.base, q.size, q.state),
+            (C_MODEM.start, C_MODEM.size(), RangeState::Shared(MODEM))
+        );
+        let before = rig.w.snapshot();
+        let page = range(C_MODEM.start, PAGE_SIZE);
+        assert_eq!(rig.host(donate(page, MODEM, false)), Err(AbiError::Denied));
+        assert_eq!(rig.host(reclaim(page, false)), Err(AbiError::InvalidParameters));
+        assert_eq!(
+            rig.call(Caller::Peer(MODEM), release(page, false)),
+            Err(AbiError::InvalidParameters)
+        );
+        assert!(rig.w.snapshot() == before);
+        rig.w.check().unwrap();
+    }
+
     #[test]
     fn queries_describe_the_carveouts() {
         let rig = Rig::new();
@@ -1439,6 +1473,9 @@ mod service_calls {
             (PageState::Donated { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
             (PageState::Lent { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
             (PageState::Reclaiming { from: DSP, kind: Lend }, Some(RangeState::Reclaiming(DSP))),
+            (PageState::Shared { peer: DSP }, Some(RangeState::Shared(DSP))),
+            (PageState::Sharing { peer: DSP }, Some(RangeState::Sharing(DSP))),
+            (PageState::Unsharing { peer: DSP }, Some(RangeState::Unsharing(DSP))),
         ];
         for (state, want) in cases {
             assert_eq!(service::range_state(state), want);

@@ -916,4 +916,37 @@ mod tests {
         assert_eq!(holders_of(bit(vmid::SSC_Q6)), None);
         assert_eq!(vmid_of_peer(MODEM), Some(MSS));
     }
+
+    proptest::proptest! {
+        /// Hostile registers and list contents: every answer is a defined status, nothing
+        /// panics, and only a request that decodes to holders reaches the tracker.
+        #[test]
+        fn hostile_assign_mem_never_panics(
+            regs in proptest::array::uniform5(proptest::prelude::any::<u64>()),
+            pick in proptest::array::uniform4(0usize..6),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            fid in proptest::sample::select(vec![0x4200_0c16u32, 0x0200_0c16, 0xc200_0c16]),
+        ) {
+            // Addresses either random or one of the buffers (so parsing gets deep).
+            let buffers = [0x4100_0000u64, 0x4100_0100, 0x4100_0200, 0x4100_0300];
+            let mut x = regs;
+            for (i, p) in pick.iter().enumerate() {
+                if *p < 4 {
+                    x[i + 1] = buffers[*p];
+                }
+            }
+            if pick[0] == 5 {
+                x[0] = u64::from(ASSIGN_ARGINFO);
+            }
+            let mut host = FakeScm::default();
+            for (i, b) in buffers.iter().enumerate() {
+                let start = (i * 64).min(bytes.len());
+                host.memory.insert(*b, bytes[start..].to_vec());
+            }
+            let out = answer_with(&mut host, fid, x).unwrap();
+            let status = out[0] as i64;
+            proptest::prop_assert!(matches!(status, 0 | -2 | -3 | -4 | -5 | -12 | -1));
+            proptest::prop_assert!(status != 0 || host.assigns.len() == 1);
+        }
+    }
 }
