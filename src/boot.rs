@@ -118,6 +118,8 @@ pub struct Warden {
     pub host_ram: alloc::vec::Vec<MemRange>,
     pub el1_features: El1Features,
     pub trap: TrapHandler,
+    /// What the host is offered (`warden.persona=` on the packed command line).
+    pub persona: crate::persona::Persona,
     /// [`image_digest`] at boot.
     pub image_digest: u64,
 }
@@ -219,6 +221,13 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(p) => p,
         Err(e) => early_fatal(&mut uart, format_args!("payload: {e}")),
     };
+    let persona = match crate::persona::Persona::from_cmdline(cmdline(payload.cmdline_len)) {
+        Ok(p) => p,
+        Err(other) => {
+            let _ = writeln!(uart, "warden: unknown persona `{other}`: using virt");
+            crate::persona::Persona::Virt
+        }
+    };
     let mut reserved_ranges = [MemRange::default(); dt::MAX_RESERVED];
     let n_reserved = platform.reserved.len().min(reserved_ranges.len());
     for (slot, r) in reserved_ranges.iter_mut().zip(platform.reserved.iter()) {
@@ -291,10 +300,12 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
     let mut host_stage2 = host_stage2;
-    let (smmu, vsmmu) = match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames) {
-        Ok(s) => s,
-        Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
-    };
+    log::info!("persona: {}", persona.name());
+    let (smmu, vsmmu) =
+        match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames, persona) {
+            Ok(s) => s,
+            Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
+        };
     let vlpi_stride = gic_layout.any_vlpi();
     let gic = if platform.gicv3.is_some() || !gic_layout.its.is_empty() {
         match gic::take(&platform, gic_layout, &mut frames) {
@@ -325,7 +336,12 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         &payload,
         peer_cpu,
         board.control_page,
-        HostDtChoices { keep_smmu: vsmmu.is_some(), vlpi_stride },
+        HostDtChoices {
+            keep_smmu: vsmmu.is_some(),
+            vlpi_stride,
+            mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
+            scm: persona.has_scm(),
+        },
     ) {
         Ok(d) => d,
         Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
@@ -411,6 +427,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         host_ram,
         el1_features,
         trap: TrapHandler::new(psci),
+        persona,
         image_digest: image_digest(),
     });
     log_footprint(w, &image);
@@ -702,6 +719,7 @@ fn take_smmu(
     vtcr: u64,
     vttbr: u64,
     frames: &mut PoolFrames,
+    persona: crate::persona::Persona,
 ) -> Result<(Option<Smmu<MmioSmmu>>, Option<vsmmu::VirtSmmuState>), BootError> {
     let Some(info) = p.smmu() else {
         log::warn!(
@@ -727,7 +745,7 @@ fn take_smmu(
     // config space has no side effects.
     let ecam = unsafe { MmioEcam::new(&ecams) };
     let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
-    let virt = match vsmmu::set_up(&mut smmu, info, p.gic_dist, s2, &sids, frames) {
+    let virt = match vsmmu::set_up(&mut smmu, info, p.gic_dist, s2, &sids, frames, persona) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("no virtual SMMU for the host: {e}");
@@ -745,7 +763,25 @@ fn take_smmu(
     if let Some(root) = s2.table.mirror_root_pa() {
         SMMU_STAGE2_ROOT.store(root, Ordering::Release);
     }
-    let adv = *virt.virt.lock().registers().advertised();
+    if let Some(irqs) = virt.mmu500_irqs {
+        log::info!(
+            "SMMU {} taken; virtual MMU-500 (qcom,sc7280-smmu-500) for the host at the same address ({} context banks, {} stream match groups, stage 1 nested over host VMID {HOST_VMID}, global irq {}, context irqs {:?}); stream IDs {:x?} fault until the host maps them, all others abort",
+            info.regs,
+            crate::smmu::v2::regs::NUM_CB,
+            crate::smmu::v2::regs::NUM_SMRG,
+            irqs.global,
+            irqs.contexts,
+            sids
+        );
+        if virt.gicd.is_none() {
+            log::warn!("no GIC distributor in the DT: the virtual MMU-500 raises no interrupts");
+        }
+        return Ok((Some(smmu), Some(virt)));
+    }
+    let adv = match &*virt.face.lock() {
+        vsmmu::Face::Smmuv3(v) => *v.registers().advertised(),
+        vsmmu::Face::Mmu500(_) => unreachable!("the MMU-500 face returned above"),
+    };
     log::info!(
         "SMMU {} taken; virtual SMMUv3 for the host at the same address (stage 1 nested over host VMID {HOST_VMID}, OAS {} bits, {}-bit SIDs, {}-bit ASIDs, irqs {:?}); stream IDs {:x?} abort until the host configures them, all others abort",
         info.regs,
@@ -820,7 +856,7 @@ fn patch_host_dt(
     control_page: Option<u64>,
     choices: HostDtChoices,
 ) -> Result<Vec<u8>, dt::DtError> {
-    let HostDtChoices { keep_smmu, vlpi_stride } = choices;
+    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm } = choices;
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
     edit = withhold_in_host_dt(edit, p, vlpi_stride);
     if let Some(mpidr) = peer_cpu {
@@ -844,6 +880,13 @@ fn patch_host_dt(
             edit = edit.remove_property(&pcie.path, "iommu-map");
         }
     }
+    if let (Some(irqs), Some(smmu)) = (mmu500, p.smmu().filter(|_| keep_smmu)) {
+        let named = smmu.irqs != dt::SmmuIrqs::default();
+        edit = mmu500_host_dt(edit, &smmu.path, &irqs, named);
+    }
+    if scm {
+        edit = edit.add_firmware("scm", "qcom,scm");
+    }
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
         edit = edit.set_chosen_bootargs(cmd);
@@ -854,11 +897,42 @@ fn patch_host_dt(
     dt::apply(blob, &edit)
 }
 
+/// The first SMMU's node as the Snapdragon persona shows it: Qualcomm's apps SMMU, an
+/// MMU-500 (`qcom,sc7280-smmu-500`: `arm-smmu-qcom`'s impl for it needs no clocks,
+/// interconnects or SCM calls, only `qcom_scm` probed), one global interrupt then one per
+/// context bank (level-high SPIs), same `reg`, `#iommu-cells`, `dma-coherent` and phandle (so
+/// the PCIe `iommu-map` keeps pointing at it).
+/// `named`: the node has `interrupt-names` (the SMMUv3 ones), which go.
+pub fn mmu500_host_dt(
+    edit: dt::DtEdit,
+    path: &str,
+    irqs: &vsmmu::Mmu500Irqs,
+    named: bool,
+) -> dt::DtEdit {
+    const COMPATIBLE: &[u8] = b"qcom,sc7280-smmu-500\0qcom,smmu-500\0arm,mmu-500\0";
+    // GIC binding: <type (0: SPI), number, flags (4: level high)>.
+    let mut interrupts = Vec::new();
+    for intid in core::iter::once(irqs.global).chain(irqs.contexts.iter().copied()) {
+        for cell in [0u32, u32::from(intid) - 32, 4] {
+            interrupts.extend_from_slice(&cell.to_be_bytes());
+        }
+    }
+    let edit = edit
+        .set_property(path, "compatible", COMPATIBLE)
+        .set_property(path, "#global-interrupts", &1u32.to_be_bytes())
+        .set_property(path, "interrupts", &interrupts);
+    if named { edit.remove_property(path, "interrupt-names") } else { edit }
+}
+
 /// What the host DT keeps of what warden took over.
 #[derive(Clone, Copy, Debug)]
 struct HostDtChoices {
     /// The first SMMU stays (the host drives it through the virtual SMMU).
     keep_smmu: bool,
+    /// ... as an MMU-500 with these interrupts (the Snapdragon persona).
+    mmu500: Option<vsmmu::Mmu500Irqs>,
+    /// `/firmware/scm` (`qcom,scm`) is added.
+    scm: bool,
     /// The redistributors are 256 KiB apart (GICv4) but the host is shown no VLPIS.
     vlpi_stride: bool,
 }
@@ -1338,15 +1412,31 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
-        vsmmu::stats(self.w).map(|s| warden_abi::stats::SmmuStats {
-            commands: s.commands,
-            real_syncs: s.real_syncs,
-            asids_retired: s.asids.retired,
-            asids_freed: s.asids.freed,
-            forced_flushes: s.asids.forced_flushes,
-            events_forwarded: s.events_written,
-            bypass_refusals: s.bypass_refusals,
+        vsmmu::stats(self.w).map(|s| match s {
+            vsmmu::FaceStats::Smmuv3(s) => warden_abi::stats::SmmuStats {
+                commands: s.commands,
+                real_syncs: s.real_syncs,
+                asids_retired: s.asids.retired,
+                asids_freed: s.asids.freed,
+                forced_flushes: s.asids.forced_flushes,
+                events_forwarded: s.events_written,
+                bypass_refusals: s.bypass_refusals,
+            },
+            // The MMU-500 face: host TLB maintenance and sync writes, faults reported.
+            vsmmu::FaceStats::Mmu500(s) => warden_abi::stats::SmmuStats {
+                commands: s.tlb_invalidations + s.tlb_syncs,
+                real_syncs: s.real_syncs,
+                asids_retired: s.asids.retired,
+                asids_freed: s.asids.freed,
+                forced_flushes: s.asids.forced_flushes,
+                events_forwarded: s.global_faults + s.context_faults,
+                bypass_refusals: s.bypass_refusals,
+            },
         })
+    }
+
+    fn persona(&self) -> crate::persona::Persona {
+        self.w.persona
     }
 
     fn vsmmu_frames(&self) -> Option<MemRange> {
@@ -1377,7 +1467,26 @@ impl Platform for HwPlatform<'_> {
         drain_smmu_events(self.w);
         log_handoff_profile();
         gic::log_stats(self.w);
-        if let Some(s) = vsmmu::stats(self.w) {
+        if let Some(vsmmu::FaceStats::Mmu500(s)) = vsmmu::stats(self.w) {
+            log::info!(
+                "vMMU-500: {} TLB invalidation(s), {} TLB sync(s) ({} retried), {} real sync(s), {} bank refusal(s), {} bypass refusal(s), {} bad access(es), faults: {} global, {} context, {} unreported; real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
+                s.tlb_invalidations,
+                s.tlb_syncs,
+                s.sync_retries,
+                s.real_syncs,
+                s.cb_refusals,
+                s.bypass_refusals,
+                s.bad_accesses,
+                s.global_faults,
+                s.context_faults,
+                s.unreported_faults,
+                s.asids.retired,
+                s.asids.freed,
+                s.asids.forced_flushes,
+                s.asids.exhaustion_flushes
+            );
+        }
+        if let Some(vsmmu::FaceStats::Smmuv3(s)) = vsmmu::stats(self.w) {
             log::info!(
                 "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
                 s.commands,

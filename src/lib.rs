@@ -20,6 +20,7 @@ pub mod gic;
 pub mod handoff;
 pub mod mm;
 pub mod payload;
+pub mod persona;
 pub mod sim_peer;
 pub mod smmu;
 pub mod trap;

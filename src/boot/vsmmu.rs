@@ -12,8 +12,38 @@ use crate::dt::SmmuIrqs;
 use crate::handoff::HostMemory;
 use crate::mm::MemRange;
 use crate::smmu::S2Config;
+use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
 use crate::smmu::virt::real::SmmuBackend;
 use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
+
+/// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
+/// (Both boxed: they differ much in size, and one lives for the whole run.)
+pub enum Face {
+    Smmuv3(alloc::boxed::Box<VirtSmmu>),
+    Mmu500(alloc::boxed::Box<VirtMmu500>),
+}
+
+/// The MMU-500 face's interrupts as GIC INTIDs: the global one, then one per context bank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mmu500Irqs {
+    pub global: u16,
+    pub contexts: [u16; crate::smmu::v2::regs::NUM_CB],
+}
+
+/// The SPIs the MMU-500 face uses on QEMU's virt board (free there with a GICv3: the GICv2m
+/// range 48..111 is unused without GICv2, the platform bus starts at 112): SPI 100 global,
+/// 101..=108 the context banks. The host DT names them (`#global-interrupts = <1>`).
+pub const MMU500_FIRST_SPI: u16 = 100;
+
+impl Mmu500Irqs {
+    pub fn qemu_virt() -> Self {
+        let mut contexts = [0; crate::smmu::v2::regs::NUM_CB];
+        for (i, c) in contexts.iter_mut().enumerate() {
+            *c = 32 + MMU500_FIRST_SPI + 1 + i as u16;
+        }
+        Mmu500Irqs { global: 32 + MMU500_FIRST_SPI, contexts }
+    }
+}
 
 /// The virtual SMMU the host sees at the real SMMU's address.
 pub struct VirtSmmuState {
@@ -25,7 +55,9 @@ pub struct VirtSmmuState {
     pub irqs: SmmuIrqs,
     /// GIC distributor base (mapped as device at EL2), for raising the host's interrupts.
     pub gicd: Option<u64>,
-    pub virt: spin::Mutex<VirtSmmu>,
+    /// The MMU-500 face's interrupts (`None` on the SMMUv3 face, which uses `irqs`).
+    pub mmu500_irqs: Option<Mmu500Irqs>,
+    pub face: spin::Mutex<Face>,
 }
 
 /// Host RAM as the virtual SMMU may touch it: exactly what [`HostMemory::allows`] (rule 1 of
@@ -87,63 +119,119 @@ pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
     Some(u64::from_le_bytes(word))
 }
 
-/// Runs `f` on the virtual SMMU with host memory and the real SMMU, then raises what it asks.
-fn with_virt<T>(
+/// Runs `f` on the face with host memory and the real SMMU as its back end. The lock order of
+/// the module documentation: the face, the tracker, the real SMMU, the frame pool.
+fn with_face<T>(
     w: &Warden,
     v: &VirtSmmuState,
     f: impl FnOnce(
-        &mut VirtSmmu,
+        &mut Face,
         &mut TrackedHostMemory<'_>,
         &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
-    ) -> (T, Notify),
+    ) -> T,
 ) -> Option<T> {
-    let mut virt = v.virt.lock();
+    let mut face = v.face.lock();
     let host = w.handoff.host_memory();
     let mut mem = TrackedHostMemory { host: &host };
     let mut smmu = w.smmu.lock();
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
     let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
-    let (out, notify) = f(&mut virt, &mut mem, &mut real);
-    raise(v, notify);
-    Some(out)
+    Some(f(&mut face, &mut mem, &mut real))
 }
 
 pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
     let Some(v) = w.vsmmu.as_ref() else { return 0 };
-    with_virt(w, v, |virt, mem, real| virt.mmio_read(offset, size, mem, real)).unwrap_or(0)
+    with_face(w, v, |face, mem, real| match face {
+        Face::Smmuv3(virt) => {
+            let (value, notify) = virt.mmio_read(offset, size, mem, real);
+            raise(v, notify);
+            value
+        }
+        Face::Mmu500(mmu) => mmu.mmio_read(offset, size, real),
+    })
+    .unwrap_or(0)
 }
 
 pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
     let Some(v) = w.vsmmu.as_ref() else { return };
-    with_virt(w, v, |virt, mem, real| ((), virt.mmio_write(offset, size, value, mem, real)));
+    with_face(w, v, |face, mem, real| match face {
+        Face::Smmuv3(virt) => raise(v, virt.mmio_write(offset, size, value, mem, real)),
+        Face::Mmu500(mmu) => raise_mmu500(v, mmu.mmio_write(offset, size, value, real)),
+    });
 }
 
-/// Copies real event records for host streams into the host's event queue.
+/// Copies real event records for host streams into the host's event queue (SMMUv3 face), or
+/// reports them in the context banks' and global fault registers (MMU-500 face).
 pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
     let Some(v) = w.vsmmu.as_ref() else { return };
     if records.is_empty() {
         return;
     }
-    let mut virt = v.virt.lock();
-    let host = w.handoff.host_memory();
-    let mut mem = TrackedHostMemory { host: &host };
-    let mut notify = Notify::default();
-    for record in records {
-        let n = virt.forward_event(record, &mut mem);
-        notify.evtq_irq |= n.evtq_irq;
-        notify.gerror_irq |= n.gerror_irq;
+    let mut face = v.face.lock();
+    match &mut *face {
+        Face::Smmuv3(virt) => {
+            let host = w.handoff.host_memory();
+            let mut mem = TrackedHostMemory { host: &host };
+            let mut notify = Notify::default();
+            for record in records {
+                let n = virt.forward_event(record, &mut mem);
+                notify.evtq_irq |= n.evtq_irq;
+                notify.gerror_irq |= n.gerror_irq;
+            }
+            drop(face);
+            raise(v, notify);
+        }
+        Face::Mmu500(mmu) => {
+            let mut notify = crate::smmu::v2::Notify::default();
+            for record in records {
+                let n = mmu.forward_event(&crate::smmu::Event::decode(*record));
+                notify.global_irq |= n.global_irq;
+                notify.context_irqs |= n.context_irqs;
+            }
+            drop(face);
+            raise_mmu500(v, notify);
+        }
     }
-    drop(virt);
-    raise(v, notify);
 }
 
-pub fn stats(w: &Warden) -> Option<VirtStats> {
-    w.vsmmu.as_ref().map(|v| v.virt.lock().stats())
+/// The counters of whichever face the host has.
+pub enum FaceStats {
+    Smmuv3(VirtStats),
+    Mmu500(Mmu500Stats),
+}
+
+pub fn stats(w: &Warden) -> Option<FaceStats> {
+    w.vsmmu.as_ref().map(|v| match &*v.face.lock() {
+        Face::Smmuv3(virt) => FaceStats::Smmuv3(virt.stats()),
+        Face::Mmu500(mmu) => FaceStats::Mmu500(mmu.stats()),
+    })
 }
 
 /// GICD_ISPENDR<n>: write-1-to-set pending, one bit per INTID (GICv2 and GICv3 alike).
 const GICD_ISPENDR: u64 = 0x200;
+
+/// Makes `intid` pending at the distributor.
+fn set_pending(gicd: u64, intid: u16) {
+    let intid = u64::from(intid);
+    let reg = gicd + GICD_ISPENDR + 4 * (intid / 32);
+    // SAFETY: the distributor's page is mapped as device memory at EL2 (build_el2_tables);
+    // ISPENDR is write-1-to-set, so other bits and the host's own concurrent writes are
+    // unaffected.
+    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (intid % 32)) };
+}
+
+fn raise_mmu500(v: &VirtSmmuState, notify: crate::smmu::v2::Notify) {
+    let (Some(gicd), Some(irqs)) = (v.gicd, v.mmu500_irqs) else { return };
+    if notify.global_irq {
+        set_pending(gicd, irqs.global);
+    }
+    for (n, intid) in irqs.contexts.iter().enumerate() {
+        if notify.context_irqs & (1 << n) != 0 {
+            set_pending(gicd, *intid);
+        }
+    }
+}
 
 fn raise(v: &VirtSmmuState, notify: Notify) {
     let Some(gicd) = v.gicd else { return };
@@ -153,12 +241,9 @@ fn raise(v: &VirtSmmuState, notify: Notify) {
         (notify.cmd_sync_irq, v.irqs.cmdq_sync),
     ];
     for (_, intid) in wanted.into_iter().filter(|(raise, _)| *raise) {
-        let Some(intid) = intid.map(u64::from) else { continue };
-        let reg = gicd + GICD_ISPENDR + 4 * (intid / 32);
-        // SAFETY: the distributor's page is mapped as device memory at EL2
-        // (build_el2_tables); ISPENDR is write-1-to-set, so other bits and the host's own
-        // concurrent writes are unaffected.
-        unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (intid % 32)) };
+        if let Some(intid) = intid {
+            set_pending(gicd, intid);
+        }
     }
 }
 
@@ -166,6 +251,8 @@ fn raise(v: &VirtSmmuState, notify: Notify) {
 pub enum SetUpError {
     Unsupported(crate::smmu::virt::real::VirtUnsupported),
     View(crate::smmu::virt::real::ViewError),
+    /// The real SMMU's register window is smaller than the MMU-500's.
+    Window(MemRange),
 }
 
 impl core::fmt::Display for SetUpError {
@@ -173,6 +260,11 @@ impl core::fmt::Display for SetUpError {
         match self {
             SetUpError::Unsupported(e) => write!(f, "{e}"),
             SetUpError::View(e) => write!(f, "{e}"),
+            SetUpError::Window(r) => write!(
+                f,
+                "the SMMU window {r} is smaller than the MMU-500's {:#x} bytes",
+                crate::smmu::v2::regs::WINDOW
+            ),
         }
     }
 }
@@ -186,8 +278,14 @@ pub fn set_up(
     host: &mut crate::mm::HostStage2,
     sids: &[u32],
     frames: &mut crate::mm::PoolFrames,
+    persona: crate::persona::Persona,
 ) -> Result<VirtSmmuState, SetUpError> {
     use crate::smmu::virt::real;
+    if persona == crate::persona::Persona::Snapdragon
+        && info.regs.size() < u64::from(crate::smmu::v2::regs::WINDOW)
+    {
+        return Err(SetUpError::Window(info.regs));
+    }
     let ipa_bits = host.config.ipa_bits();
     // Checked before anything is allocated or reserved.
     real::advertised_oas(smmu.features(), ipa_bits).map_err(SetUpError::Unsupported)?;
@@ -203,11 +301,25 @@ pub fn set_up(
         view.arena.ipa,
         view.memory
     );
+    let mmu500 = persona == crate::persona::Persona::Snapdragon;
+    let face = if mmu500 {
+        Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(Mmu500Config {
+            host_vmid: config.host_vmid,
+            host_sids: config.host_sids.clone(),
+            arena: config.arena,
+            oas_field: config.advertised.oas_field,
+            asid16: config.advertised.asid16,
+            g3_enabled: config.g3_enabled,
+        })))
+    } else {
+        Face::Smmuv3(alloc::boxed::Box::new(VirtSmmu::new(config)))
+    };
     Ok(VirtSmmuState {
         frames: info.regs,
         s2: S2Config { vtcr: host.vtcr(), root_pa: view.root_pa, vmid: HOST_VMID },
         irqs: info.irqs,
         gicd: gicd.map(|g| g.start),
-        virt: spin::Mutex::new(VirtSmmu::new(config)),
+        mmu500_irqs: mmu500.then(Mmu500Irqs::qemu_virt),
+        face: spin::Mutex::new(face),
     })
 }

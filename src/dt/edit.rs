@@ -24,6 +24,7 @@ enum EditOp {
     SetProperty { path: String, name: String, value: Vec<u8> },
     RemoveCpu(String),
     AddDevice { name: String, compatible: String, range: MemRange },
+    AddFirmware { name: String, compatible: String },
 }
 
 /// A list of changes to a DT, applied in the order they were added by [`apply`].
@@ -110,6 +111,16 @@ impl DtEdit {
         self
     }
 
+    /// Adds `/firmware/<name> { compatible = "<compatible>"; }` (a firmware interface such as
+    /// Qualcomm's `qcom,scm`); creates `/firmware` if missing.
+    pub fn add_firmware(mut self, name: &str, compatible: &str) -> Self {
+        self.ops.push(EditOp::AddFirmware {
+            name: name.to_string(),
+            compatible: compatible.to_string(),
+        });
+        self
+    }
+
     fn payload_bytes(&self) -> usize {
         self.ops
             .iter()
@@ -121,6 +132,7 @@ impl DtEdit {
                 EditOp::SetProperty { name, value, .. } => name.len() + value.len() + 16,
                 EditOp::RemoveCpu(_) => 0,
                 EditOp::AddDevice { name, compatible, .. } => name.len() + compatible.len() + 96,
+                EditOp::AddFirmware { name, compatible } => name.len() + compatible.len() + 96,
             })
             .fold(0usize, usize::saturating_add)
     }
@@ -193,7 +205,25 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
         }
         EditOp::RemoveCpu(path) => remove_cpu(tree, path),
         EditOp::AddDevice { name, compatible, range } => add_device(tree, name, compatible, *range),
+        EditOp::AddFirmware { name, compatible } => add_firmware(tree, name, compatible),
     }
+}
+
+fn add_firmware(tree: &mut DeviceTree, name: &str, compatible: &str) -> Result<(), DtError> {
+    let parent = match tree.root.child_mut("firmware") {
+        Some(node) => node,
+        None => tree.root.add_child_mut(DeviceTreeNode::new_unchecked("firmware")),
+    };
+    if parent.child_mut(name).is_some() {
+        return Err(DtError::NodeExists { path: path_lossy(&alloc::format!("/firmware/{name}")) });
+    }
+    let mut node =
+        DeviceTreeNode::new(name).map_err(|_| DtError::InvalidName { name: name_lossy(name) })?;
+    let mut compatible_z = compatible.as_bytes().to_vec();
+    compatible_z.push(0);
+    node.add_property(DeviceTreeProperty::new_unchecked("compatible", compatible_z));
+    parent.add_child(node);
+    Ok(())
 }
 
 fn remove_cpu(tree: &mut DeviceTree, path: &str) -> Result<(), DtError> {

@@ -1119,6 +1119,22 @@ fn add_device_node() {
 }
 
 #[test]
+fn add_firmware_node() {
+    let edit = DtEdit::new().add_firmware("scm", "qcom,scm");
+    let blob = apply(FIXTURE, &edit).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let node = fdt.find_node("/firmware/scm").expect("node added");
+    assert_eq!(node.compatible().unwrap().first(), "qcom,scm");
+    assert!(matches!(apply(&blob, &edit), Err(DtError::NodeExists { .. })));
+    // A second firmware node goes next to it.
+    let blob = apply(&blob, &DtEdit::new().add_firmware("psci-ish", "x,y")).unwrap();
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    assert!(
+        fdt.find_node("/firmware/scm").is_some() && fdt.find_node("/firmware/psci-ish").is_some()
+    );
+}
+
+#[test]
 fn withheld_nodes_leave_the_host_dt() {
     let original = parse(FIXTURE).unwrap();
     let edit = original.withheld.iter().fold(DtEdit::new(), |e, w| e.remove_node(&w.path));

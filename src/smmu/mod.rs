@@ -38,6 +38,7 @@
 //!   shadow context descriptors): then word 0 is rewritten in one 64-bit store, which the SMMU
 //!   sees either old or new, and CMD_CFGI_STE follows.
 
+pub mod backend;
 pub mod cmd;
 pub mod event;
 #[cfg(any(test, feature = "fakes"))]
@@ -50,6 +51,7 @@ pub mod regs;
 pub mod ste;
 #[cfg(test)]
 mod tests;
+pub mod v2;
 pub mod virt;
 
 use alloc::collections::{BTreeMap, BTreeSet};

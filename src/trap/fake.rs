@@ -108,6 +108,8 @@ pub struct FakePlatform {
     pub peer_reply: Result<u64, AbiError>,
     /// `PEER_DONE` calls seen.
     pub peer_done: usize,
+    /// What [`Platform::persona`] answers.
+    pub persona: crate::persona::Persona,
     /// What [`Platform::smmu_stats`] answers.
     pub smmu_stats: Option<warden_abi::stats::SmmuStats>,
     /// Host memory [`Platform::read_host_u64`] answers from (address → word).
@@ -171,6 +173,7 @@ impl FakePlatform {
             peer_commands: Vec::new(),
             peer_reply: Err(AbiError::Aborted),
             peer_done: 0,
+            persona: crate::persona::Persona::Virt,
             smmu_stats: None,
             host_words: alloc::collections::BTreeMap::new(),
             vsmmu_frames: None,
@@ -257,6 +260,9 @@ impl Platform for FakePlatform {
     }
     fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats> {
         self.smmu_stats
+    }
+    fn persona(&self) -> crate::persona::Persona {
+        self.persona
     }
     fn vsmmu_frames(&self) -> Option<crate::mm::MemRange> {
         self.vsmmu_frames

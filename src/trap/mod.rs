@@ -17,6 +17,7 @@ pub mod inject;
 pub mod mmio;
 pub mod psci;
 pub mod s1walk;
+pub mod scm;
 pub mod smccc;
 pub mod violations;
 
@@ -87,6 +88,8 @@ pub trait Platform {
     fn peer_done(&mut self);
     /// The counter (CNTPCT), for `TRAP_STATS`.
     fn counter(&self) -> u64;
+    /// The persona the host is offered (the SCM interface only on the Snapdragon one).
+    fn persona(&self) -> crate::persona::Persona;
     /// The virtual SMMU's counters for `SMMU_STATS` (`None`: no virtual SMMU).
     fn smmu_stats(&self) -> Option<warden_abi::stats::SmmuStats>;
     /// The virtual SMMU's register frames (both 64 KiB pages), if warden emulates one.

@@ -114,6 +114,12 @@ pub fn route<P: Platform + ?Sized>(call: &SmcccCall, psci: &Psci, platform: &mut
             }
             _ => SmcccReturn::not_supported(),
         },
+        super::scm::OWNER_SIP if platform.persona().has_scm() => {
+            match super::scm::ScmCall::decode(call) {
+                Some(scm) => super::scm::dispatch(&scm).to_return(),
+                None => SmcccReturn::not_supported(),
+            }
+        }
         _ => SmcccReturn::not_supported(),
     }
 }

@@ -39,18 +39,25 @@ counter_now() {
     }
 }
 
-# 2b. Linux's SMMU probe. arm-smmu-v3 is built in and probes inside its initcall, which the
-#     command line's trace_event= brackets with initcall_start/finish events; their timestamps
-#     (sched_clock, ns = ticks) print as seconds with 6 decimals, so the figure is +-1000 ticks.
-#     Every instruction counts, EL2's included (warden's trapped SMMU accesses).
+# 2b. Linux's SMMU probe. Both SMMU drivers are built in and probe inside their initcalls,
+#     which the command line's trace_event= brackets with initcall_start/finish events; their
+#     timestamps (sched_clock, ns = ticks) print as seconds with 6 decimals, so the figure is
+#     +-1000 ticks. arm-smmu-v3's initcall is arm_smmu_driver_init; arm-smmu's (the MMU-500 of
+#     the Snapdragon persona) is arm_smmu_init (Linux 6.10+). The one whose driver has a
+#     device bound is the probe. Every instruction counts, EL2's included (warden's trapped
+#     SMMU accesses).
 mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
-probe=$(awk '/initcall_(start|finish): func=arm_smmu_driver_init\+/ {
+smmu_initcall=arm_smmu_driver_init
+for bound in /sys/bus/platform/drivers/arm-smmu/*; do
+    [ -L "$bound" ] && [ -e "$bound/driver" ] && smmu_initcall=arm_smmu_init
+done
+probe=$(awk -v f="func=$smmu_initcall+" '/initcall_(start|finish):/ && index($0, f) {
         for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+[.][0-9]+:$/) { sub(":", "", $i); printf " %s", $i }
     }' /sys/kernel/tracing/trace 2>/dev/null)
 if [ -n "$probe" ]; then
     echo "bench-linux: smmu-probe$probe"
 else
-    echo "bench-linux: smmu-probe unavailable: no initcall events for arm_smmu_driver_init"
+    echo "bench-linux: smmu-probe unavailable: no initcall events for $smmu_initcall"
 fi
 
 # 3. virtio-blk sequential reads (O_DIRECT: every byte is DMA through the SMMU).

@@ -418,6 +418,24 @@ fn guest_run(qemu: &Path, image: &Path, memory: &str, name: &str) -> Result<Vec<
     Ok(run.lines)
 }
 
+/// The rows of the MMU-500 face, all of them: a run that lost one (the guest printed why)
+/// is an error, not a shorter report.
+pub const MMU500_ROWS: [&str; 3] =
+    ["trap/mmu500_register_read", "trap/mmu500_register_write", "trap/mmu500_tlbiasid_tlbsync"];
+
+fn mmu500_rows(rows: &[Row]) -> Result<Vec<Row>> {
+    MMU500_ROWS
+        .iter()
+        .map(|name| {
+            row(rows, name).cloned().with_context(|| {
+                format!(
+                    "the Snapdragon-persona bench run measured no {name} (see bench-snapdragon.log)"
+                )
+            })
+        })
+        .collect()
+}
+
 /// `cargo xtask bench [--quick]`.
 pub fn run(quick: bool) -> Result<Report> {
     let qemu = toolchain::qemu()?;
@@ -429,7 +447,7 @@ pub fn run(quick: bool) -> Result<Report> {
     let image = output_dir().join("warden-bench-guest.img");
     pack::pack_files(&warden_bin, &guest, None, Some(mode), &image)?;
     let lines = guest_run(&qemu.path, &image, "1G", "bench-1g")?;
-    let rows = parse_rows(&lines)?;
+    let mut rows = parse_rows(&lines)?;
     let mut footprints = vec![parse_footprint(&lines, "1 GiB")?];
     // The footprint with 4 GiB: the same image, every row measured once.
     let quick_image = output_dir().join("warden-bench-guest-quick.img");
@@ -441,6 +459,15 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=profile"), &profile_image)?;
     let lines_profile = guest_run(&qemu.path, &profile_image, "1G", "bench-profile")?;
     let profile = Some(parse_profile(&lines_profile)?);
+    // The MMU-500 face's trap rows: the Snapdragon persona, trap rows only.
+    let snapdragon_image = output_dir().join("warden-bench-guest-snapdragon.img");
+    let snapdragon_cmdline = format!(
+        "warden.bench=traps {}",
+        crate::Persona::Snapdragon.cmdline_word().unwrap_or_default()
+    );
+    pack::pack_files(&warden_bin, &guest, None, Some(&snapdragon_cmdline), &snapdragon_image)?;
+    let lines_snapdragon = guest_run(&qemu.path, &snapdragon_image, "1G", "bench-snapdragon")?;
+    rows.extend(mmu500_rows(&parse_rows(&lines_snapdragon)?)?);
     let linux = crate::bench_linux::run(&qemu.path, &warden_bin, quick)?;
     let report = Report { quick, rows, footprints, profile, linux: Some(linux) };
     let dir = output_dir();
@@ -481,6 +508,21 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
         assert!(parse_rows(&lines("bench x instructions 1 y")).is_err());
         assert!(parse_rows(&lines("bench x instructions")).is_err());
         assert!(parse_rows(&lines("bench x")).is_err());
+    }
+
+    #[test]
+    fn the_mmu500_rows_are_all_required() {
+        let run = "bench trap/hvc_abi_version instructions 500\n\
+                   bench trap/mmu500_register_read instructions 700 710\n\
+                   bench trap/mmu500_register_write instructions 780\n\
+                   bench trap/mmu500_tlbiasid_tlbsync instructions 5000\n";
+        let rows = mmu500_rows(&parse_rows(&lines(run)).unwrap()).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, MMU500_ROWS);
+        let lost = "bench trap/mmu500_register_read instructions 700\n\
+                    guest: bench MMU-500 not usable: no edu\n";
+        let err = mmu500_rows(&parse_rows(&lines(lost)).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("trap/mmu500_register_write"), "{err}");
     }
 
     #[test]

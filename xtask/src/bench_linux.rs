@@ -69,6 +69,9 @@ pub enum Config {
     /// The same with `iommu.passthrough=1`: Linux puts its devices in identity domains, which
     /// warden turns into stage-2-only confinement.
     WardenStage2Only,
+    /// warden on the Snapdragon persona (`warden.persona=snapdragon`): Linux's `arm-smmu` on
+    /// warden's virtual MMU-500, its context banks nested over warden's stage-2.
+    WardenSnapdragon,
     /// Linux entered at EL2, `kvm-arm.mode=protected`.
     Pkvm,
     /// Linux entered at EL2, `kvm-arm.mode=nvhe`.
@@ -76,18 +79,19 @@ pub enum Config {
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::NoHypervisor,
         Config::NoSmmu,
         Config::Warden,
         Config::WardenStage2Only,
+        Config::WardenSnapdragon,
         Config::Pkvm,
         Config::KvmNvhe,
     ];
 
     /// Whether warden runs in this configuration.
     pub fn with_warden(self) -> bool {
-        matches!(self, Config::Warden | Config::WardenStage2Only)
+        matches!(self, Config::Warden | Config::WardenStage2Only | Config::WardenSnapdragon)
     }
 
     pub fn key(self) -> &'static str {
@@ -96,6 +100,7 @@ impl Config {
             Config::NoSmmu => "no-hypervisor-no-smmu",
             Config::Warden => "warden",
             Config::WardenStage2Only => "warden-stage2-only",
+            Config::WardenSnapdragon => "warden-snapdragon",
             Config::Pkvm => "pkvm",
             Config::KvmNvhe => "kvm-nvhe",
         }
@@ -107,6 +112,9 @@ impl Config {
             Config::NoSmmu => "(a′) no hypervisor, no SMMU (iommu=none)",
             Config::Warden => "(b) warden (Linux on its virtual SMMU)",
             Config::WardenStage2Only => "(b′) warden, iommu.passthrough=1",
+            Config::WardenSnapdragon => {
+                "(b″) warden, Snapdragon persona (Linux on its virtual MMU-500)"
+            }
             Config::Pkvm => "(c) pKVM (kvm-arm.mode=protected)",
             Config::KvmNvhe => "(d) KVM nVHE (kvm-arm.mode=nvhe)",
         }
@@ -155,6 +163,11 @@ pub fn cmdline(config: Config, dd_bytes: u64, dd_runs: u32) -> String {
     }
     if config == Config::WardenStage2Only {
         line.push_str(" iommu.passthrough=1");
+    }
+    if let (Config::WardenSnapdragon, Some(word)) =
+        (config, crate::Persona::Snapdragon.cmdline_word())
+    {
+        let _ = write!(line, " {word}");
     }
     if let Some(mode) = config.kvm_mode() {
         let _ = write!(line, " kvm-arm.mode={mode}");
@@ -382,7 +395,8 @@ pub struct RunResult {
     pub dd: Vec<DdSample>,
     /// Why the dd row has no samples (`bench-linux: dd unavailable/failed: ...`).
     pub dd_problem: Option<String>,
-    /// Ticks of `arm_smmu_driver_init` (Linux's SMMU probe), or why there is no figure.
+    /// Ticks of the initcall that probed Linux's SMMU (`arm_smmu_driver_init` for the SMMUv3,
+    /// `arm_smmu_init` for the MMU-500), or why there is no figure.
     pub smmu_probe: Option<Result<u64, String>>,
 }
 
@@ -583,11 +597,13 @@ fn mib_per_s(bytes: u64, ticks: u64) -> String {
 fn render_smmu_probe(md: &mut String, r: &LinuxReport) {
     let _ = writeln!(
         md,
-        "\n## Linux's SMMU probe (`arm_smmu_driver_init`, at boot)\n\n\
+        "\n## Linux's SMMU probe (its driver's initcall, at boot)\n\n\
          Counter ticks between the `initcall_start` and `initcall_finish` trace events of the \
-         built-in arm-smmu-v3 driver's initcall, which probes the SMMU (±1000: the events print \
-         µs). Under warden every SMMU register access of the probe traps and is emulated; \
-         without an SMMU (a′) the initcall only registers the driver.\n"
+         built-in driver's initcall that probes the SMMU (±1000: the events print µs): \
+         arm-smmu-v3's `arm_smmu_driver_init`, or on the Snapdragon persona (b″) arm-smmu's \
+         `arm_smmu_init` probing warden's MMU-500. Under warden every SMMU register access of \
+         the probe traps and is emulated; without an SMMU (a′) the initcall only registers the \
+         driver.\n"
     );
     let _ = writeln!(md, "| configuration | probe ticks | range | vs (a) |");
     let _ = writeln!(md, "|---|---:|---|---:|");
@@ -752,6 +768,10 @@ pub fn render_markdown(r: &LinuxReport) -> String {
             Config::Warden => {
                 "(c) warden's virtual SMMU, Linux's DMA domains nested over warden's stage-2"
             }
+            Config::WardenSnapdragon => {
+                "(c′) warden's virtual MMU-500 (Snapdragon persona), Linux's context banks \
+                 nested over warden's stage-2"
+            }
             Config::Pkvm => "pKVM (Linux's own SMMU; pKVM does not manage it)",
             Config::KvmNvhe => "KVM nVHE (Linux's own SMMU)",
         };
@@ -908,7 +928,7 @@ fn machine_for(
     opts: &HostOptions,
 ) -> Result<Machine> {
     let mut m = match config {
-        Config::Warden | Config::WardenStage2Only => {
+        Config::Warden | Config::WardenStage2Only | Config::WardenSnapdragon => {
             let mut m = linux_host::machine(host, Some(warden), opts)?;
             m.machine_extra = Some(config.machine_extra());
             qemu::attach_warden_dt(qemu, &mut m, "bench-linux")?;
@@ -1189,6 +1209,9 @@ bench-linux: done
         assert!(cmdline(Config::NoHypervisor, 1, 1).ends_with(" warden.absent=1"));
         assert!(cmdline(Config::Pkvm, 1, 1).ends_with(" warden.absent=1 kvm-arm.mode=protected"));
         assert!(cmdline(Config::KvmNvhe, 1, 1).ends_with(" kvm-arm.mode=nvhe"));
+        let snapdragon = cmdline(Config::WardenSnapdragon, 1, 1);
+        assert!(snapdragon.ends_with(" warden.persona=snapdragon"), "{snapdragon}");
+        assert!(!snapdragon.contains("warden.absent"));
         let args = device_args(Path::new("/b/disk.img"));
         assert_eq!(args[1], "if=none,id=bench,format=raw,readonly=on,file=/b/disk.img");
         assert!(args[3].contains("serial=warden-bench,iommu_platform=on,disable-legacy=on"));

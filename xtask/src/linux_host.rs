@@ -27,6 +27,8 @@ pub struct HostOptions {
     pub shell: bool,
     /// False: boot Linux directly at EL1, without warden (`--no-warden`).
     pub with_warden: bool,
+    /// What warden presents to the host (`--persona`).
+    pub persona: crate::Persona,
     /// Where the initramfs, disks and packed image go.
     pub work_dir: PathBuf,
 }
@@ -42,6 +44,7 @@ impl HostOptions {
             memory: "1G".into(),
             shell: false,
             with_warden: true,
+            persona: crate::Persona::Virt,
             work_dir,
         }
     }
@@ -73,6 +76,9 @@ pub fn cmdline(opts: &HostOptions, disk_sha256: &str) -> String {
     }
     if opts.shell {
         words.push("warden.shell=1".into());
+    }
+    if let Some(word) = opts.persona.cmdline_word() {
+        words.push(word.into());
     }
     if let Some(append) = opts.append.as_deref().filter(|a| !a.trim().is_empty()) {
         words.push(append.trim().to_owned());
@@ -244,6 +250,9 @@ mod tests {
         opts.shell = true;
         opts.with_warden = false;
         opts.append = Some("  loglevel=8 ".into());
+        opts.persona = crate::Persona::Snapdragon;
+        assert!(cmdline(&opts, "ab12").contains(" warden.shell=1 warden.persona=snapdragon "));
+        opts.persona = crate::Persona::Virt;
         let line = cmdline(&opts, "ab12");
         assert!(
             line.ends_with(

@@ -44,6 +44,26 @@ enum Host {
     Guest,
 }
 
+/// What hardware warden presents to the host (`warden.persona=` on the packed command line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Persona {
+    /// A virtual SMMUv3 and warden's ABI (QEMU's virt board as it is).
+    #[default]
+    Virt,
+    /// A virtual Qualcomm MMU-500 (qcom,sc7280-smmu-500) and the qcom,scm firmware interface.
+    Snapdragon,
+}
+
+impl Persona {
+    /// The packed command-line word (`None` for the default).
+    pub fn cmdline_word(self) -> Option<&'static str> {
+        match self {
+            Persona::Virt => None,
+            Persona::Snapdragon => Some("warden.persona=snapdragon"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Install the firmware toolchain and QEMU if missing (needs root and apt-get).
@@ -152,6 +172,9 @@ struct RunOptions {
     /// Linux host: boot Linux directly on a machine without EL2, no warden (the baseline).
     #[arg(long)]
     no_warden: bool,
+    /// What warden presents to the host: `virt` (SMMUv3) or `snapdragon` (MMU-500 + SCM).
+    #[arg(long, value_enum, default_value_t = Persona::Virt)]
+    persona: Persona,
     /// Extra QEMU arguments (after `--`).
     #[arg(last = true)]
     qemu_args: Vec<String>,
@@ -163,14 +186,15 @@ fn run(o: RunOptions) -> Result<ExitCode> {
         || o.initrd.is_some()
         || o.append.is_some()
         || o.no_warden
+        || o.persona != Persona::Virt
         || o.kernel_version != linux::Series::V6_12;
     let mut watch_done = false;
     let mut machine = match o.host {
         Host::Guest => {
             anyhow::ensure!(
                 !linux_only,
-                "--kernel, --initrd, --append, --kernel-version and --no-warden apply to the \
-                 Linux host only (drop --host guest)"
+                "--kernel, --initrd, --append, --kernel-version, --persona and --no-warden apply \
+                 to the Linux host only (drop --host guest)"
             );
             let tc = toolchain::firmware()?;
             let warden = firmware::build_one(tc, &firmware::WARDEN)?;
@@ -192,6 +216,11 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             opts.smp = o.smp;
             opts.memory = o.memory;
             opts.with_warden = !o.no_warden;
+            anyhow::ensure!(
+                opts.with_warden || o.persona == Persona::Virt,
+                "--persona needs warden (drop --no-warden)"
+            );
+            opts.persona = o.persona;
             opts.shell = std::io::stdin().is_terminal();
             let warden = if opts.with_warden {
                 Some(firmware::build_one(toolchain::firmware()?, &firmware::WARDEN)?)

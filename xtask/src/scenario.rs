@@ -441,6 +441,81 @@ pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
     parts.next().is_none().then_some((passed, failed, skipped))
 }
 
+/// The guest scenarios on the Snapdragon persona (`guest-snapdragon`).
+pub const GUEST_SNAPDRAGON_SCENARIOS: [&str; 5] = [
+    "warden_abi_version",
+    "mmu500_bypass_stream_dma_works",
+    "mmu500_fastrpc_session_reuse_is_flushed",
+    "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
+    "mmu500_hostile_host",
+];
+
+/// The test guest on the Snapdragon persona: banner, every MMU-500 scenario reported and
+/// passed, `guest: done` and a clean power-off, and warden's `vMMU-500 G3: ... warden
+/// invalidated it first` line (the G3-on run's forced flush).
+pub fn judge_guest_snapdragon(run: &Captured) -> Vec<Verdict> {
+    const P: &str = "guest-snapdragon";
+    let mut out = vec![Verdict::check(
+        &format!("{P}/warden banner printed"),
+        run.lines.iter().any(|l| is_banner(l)),
+        || "no line containing `warden v<version>`".into(),
+    )];
+    let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_result_line(l, P)).collect();
+    for name in GUEST_SNAPDRAGON_SCENARIOS {
+        let full = format!("{P}/{name}");
+        if !guest.iter().any(|v| v.name == full) {
+            out.push(Verdict::fail(full, "no `ok`/`FAILED` line for it"));
+        }
+    }
+    out.extend(guest);
+    out.push(Verdict::check(
+        &format!("{P}/warden forced the flush of the reused ASID (vMMU-500 G3 line)"),
+        run.lines
+            .iter()
+            .any(|l| l.contains("vMMU-500 G3: ") && l.contains("warden invalidated it first")),
+        || "no `vMMU-500 G3: ... warden invalidated it first` line".into(),
+    ));
+    let done = run.lines.iter().any(|l| l.trim() == "guest: done");
+    out.push(Verdict::check(&format!("{P}/guest: done"), done, || {
+        format!("no `guest: done` line ({})", ending_text(&run.ending))
+    }));
+    out.push(Verdict::check(
+        &format!("{P}/powered off cleanly"),
+        matches!(run.ending, Ending::Exited(Some(0))),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
+/// The Snapdragon persona's probe lines (on top of [`judge_linux_boot`]): warden offered the
+/// MMU-500, Linux's `arm-smmu` (with `arm-smmu-qcom`) probed it with stage 1, and `qcom_scm`
+/// settled on the SMC64 convention through warden's SCM dispatcher.
+pub fn judge_snapdragon_probe(run: &Captured) -> Vec<Verdict> {
+    let has = |pred: &dyn Fn(&str) -> bool| run.lines.iter().any(|l| pred(l));
+    let checks: [(&str, bool); 4] = [
+        (
+            "linux/snapdragon/warden offered a virtual MMU-500",
+            has(&|l| l.contains("virtual MMU-500 (qcom,sc7280-smmu-500)")),
+        ),
+        (
+            "linux/snapdragon/arm-smmu: probing hardware configuration",
+            has(&|l| l.contains("arm-smmu ") && l.contains("probing hardware configuration")),
+        ),
+        (
+            "linux/snapdragon/arm-smmu: stage 1 translation",
+            has(&|l| l.contains("arm-smmu ") && l.trim_end().ends_with("stage 1 translation")),
+        ),
+        (
+            "linux/snapdragon/qcom_scm: convention: smc arm 64",
+            has(&|l| l.contains("qcom_scm: convention: smc arm 64")),
+        ),
+    ];
+    checks
+        .into_iter()
+        .map(|(name, ok)| Verdict::check(name, ok, || "line not on the console".into()))
+        .collect()
+}
+
 /// Boot of a Linux host (see `tests/linux/init`). `with_warden`: a `skip` line is a failure
 /// (everything must run under warden); without warden it is only reported.
 pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verdict> {
@@ -898,6 +973,48 @@ linux: 8 passed, 0 failed
 linux: done
 [    8.633] reboot: Power down
 ";
+
+    #[test]
+    fn guest_snapdragon_verdicts() {
+        let mut text = String::from("warden v0.1.0 on qemu-virt\n");
+        for name in GUEST_SNAPDRAGON_SCENARIOS {
+            text.push_str(&format!("ok {name}\n"));
+        }
+        text.push_str(
+            "warden: cpu0: vMMU-500 G3: stream 0x10 reuses retiring ASID 58 (host) before its \
+             TLBI + sync (real ASID 58 still retiring); warden invalidated it first (1 so far)\n",
+        );
+        text.push_str("guest: done\n");
+        let verdicts = judge_guest_snapdragon(&captured(&text, Ending::Exited(Some(0))));
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        assert_eq!(verdicts.len(), 1 + 5 + 3);
+        let failed = text.replace(
+            "ok mmu500_fastrpc_session_reuse_is_flushed",
+            "FAILED mmu500_fastrpc_session_reuse_is_flushed: stale",
+        );
+        let verdicts = judge_guest_snapdragon(&captured(&failed, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
+        let missing = text.replace("ok mmu500_bypass_stream_dma_works\n", "");
+        let verdicts = judge_guest_snapdragon(&captured(&missing, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
+    }
+
+    #[test]
+    fn snapdragon_probe_lines() {
+        let text = "\
+warden: SMMU [0x9050000, 0x9070000) taken; virtual MMU-500 (qcom,sc7280-smmu-500) for the host
+[    0.1] qcom_scm: convention: smc arm 64
+[    0.2] arm-smmu 9050000.smmuv3: probing hardware configuration...
+[    0.2] arm-smmu 9050000.smmuv3: SMMUv2 with:
+[    0.2] arm-smmu 9050000.smmuv3: \tstage 1 translation
+";
+        let verdicts = judge_snapdragon_probe(&captured(text, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.len(), 4);
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        let missing = text.replace("smc arm 64", "legacy");
+        let verdicts = judge_snapdragon_probe(&captured(&missing, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
+    }
 
     fn linux(text: &str, ending: Ending) -> Vec<Verdict> {
         judge_linux_boot(&captured(text, ending), 2, true)

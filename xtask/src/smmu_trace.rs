@@ -327,26 +327,43 @@ fn noted_asid(lines: &[String], scenario: &str) -> Option<i64> {
 /// QEMU's eyes and nothing else is reused unflushed, except the one reuse of the G3-off run,
 /// which the witness must catch (so it is shown able to fail).
 pub fn judge_guest_boot(witness: Result<Witness>, lines: &[String]) -> Vec<Verdict> {
-    const CLEAN: &str = "guest-boot/smmu trace: every ASID reuse flushed first (QEMU's view)";
-    const CAUGHT: &str = "guest-boot/smmu trace: the G3-off reuse is caught";
+    judge_guest_g3(
+        witness,
+        lines,
+        "guest-boot",
+        "vsmmu_stale_asid_is_flushed",
+        "vsmmu_stale_asid_without_g3_reads_stale",
+    )
+}
+
+/// [`judge_guest_boot`] for any guest run with a G3-on and a G3-off scenario that name their
+/// ASIDs in `guest: note NAME: ... ASID 0x..` lines (`guest-snapdragon`: the MMU-500 face).
+pub fn judge_guest_g3(
+    witness: Result<Witness>,
+    lines: &[String],
+    scenario: &str,
+    on_note: &str,
+    off_note: &str,
+) -> Vec<Verdict> {
+    let clean_name = format!("{scenario}/smmu trace: every ASID reuse flushed first (QEMU's view)");
+    let caught_name = format!("{scenario}/smmu trace: the G3-off reuse is caught");
+    let (clean_label, caught_label) = (clean_name.as_str(), caught_name.as_str());
     let w = match witness {
         Ok(w) => w,
         Err(e) => {
             return vec![
-                Verdict::fail(CLEAN, format!("{e:#}")),
-                Verdict::fail(CAUGHT, format!("{e:#}")),
+                Verdict::fail(clean_label, format!("{e:#}")),
+                Verdict::fail(caught_label, format!("{e:#}")),
             ];
         }
     };
-    let with_g3 = noted_asid(lines, "vsmmu_stale_asid_is_flushed");
-    let without_g3 = noted_asid(lines, "vsmmu_stale_asid_without_g3_reads_stale");
+    let with_g3 = noted_asid(lines, on_note);
+    let without_g3 = noted_asid(lines, off_note);
     let unexpected: Vec<&Violation> =
         w.violations.iter().filter(|v| Some(v.asid) != without_g3).collect();
     let clean = match (with_g3, unexpected.first()) {
         (_, Some(v)) => Err(format!("{v} ({} more; {})", unexpected.len() - 1, w.summary())),
-        (None, None) => {
-            Err("no `guest: note vsmmu_stale_asid_is_flushed: ... ASID 0x..` line".into())
-        }
+        (None, None) => Err(format!("no `guest: note {on_note}: ... ASID 0x..` line")),
         (Some(asid), None) if !w.reused_asids.iter().any(|(a, _)| *a == asid) => Err(format!(
             "the trace shows no reuse of ASID {asid:#x} by a new context ({})",
             w.summary()
@@ -354,10 +371,7 @@ pub fn judge_guest_boot(witness: Result<Witness>, lines: &[String]) -> Vec<Verdi
         _ => Ok(()),
     };
     let caught = match without_g3 {
-        None => {
-            Err("no `guest: note vsmmu_stale_asid_without_g3_reads_stale: ... ASID 0x..` line"
-                .into())
-        }
+        None => Err(format!("no `guest: note {off_note}: ... ASID 0x..` line")),
         Some(asid) => {
             let found = w.violations.iter().filter(|v| v.asid == asid).count();
             if found == 1 {
@@ -371,8 +385,8 @@ pub fn judge_guest_boot(witness: Result<Witness>, lines: &[String]) -> Vec<Verdi
         }
     };
     vec![
-        Verdict { name: CLEAN.into(), outcome: clean },
-        Verdict { name: CAUGHT.into(), outcome: caught },
+        Verdict { name: clean_label.into(), outcome: clean },
+        Verdict { name: caught_label.into(), outcome: caught },
     ]
 }
 

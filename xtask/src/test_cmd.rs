@@ -11,8 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
-/// A Linux boot takes 5-7 s to `linux: done` without warden under TCG; generous for slow runs.
-pub const LINUX_TIMEOUT: Duration = Duration::from_secs(300);
+/// A Linux run (boot, scenarios, IOMMU-group churn, demo) under warden takes minutes under
+/// TCG, and on a loaded machine over 300 s (one stopped there, in the churn of
+/// `linux-snapdragon`). Only a hang should reach this.
+pub const LINUX_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long warden must stay halted after reporting a hostile DT.
 const HALT_GRACE: Duration = Duration::from_secs(2);
 
@@ -382,6 +384,37 @@ fn scenario_guest_boot(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
     Ok(verdicts)
 }
 
+/// warden (with the test switches) + the test guest on the Snapdragon persona: the MMU-500
+/// scenarios (the FastRPC session-reuse race with G3 on and off), with QEMU's SMMU trace as the
+/// outside witness.
+fn scenario_guest_snapdragon(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let image = firmware::output_dir().join("warden-test-switches-guest-snapdragon.img");
+    let cmdline = crate::Persona::Snapdragon.cmdline_word();
+    pack::pack_files(warden, guest, None, cmdline, &image)?;
+    let mut machine = Machine::with_warden(image, GUEST_HOST_CPUS);
+    machine.devices = crate::qemu::test_guest_devices();
+    qemu::attach_warden_dt(qemu, &mut machine, "guest-snapdragon")?;
+    let trace = logs_dir().join("qemu-guest-snapdragon.smmu-trace.log");
+    machine.extra.extend(smmu_trace::qemu_args(&trace));
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-guest-snapdragon.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("guest-snapdragon", &run);
+    let mut verdicts = scenario::judge_guest_snapdragon(&run);
+    verdicts.extend(smmu_trace::judge_guest_g3(
+        witness(&trace),
+        &run.lines,
+        "guest-snapdragon",
+        "mmu500_fastrpc_session_reuse_is_flushed",
+        "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
+    ));
+    Ok(verdicts)
+}
+
 /// warden + the test guest in half the default RAM, handoff scenarios only (issue 11: the
 /// board's carveouts used to sit outside any RAM under 1 GiB, and warden halted).
 fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
@@ -471,19 +504,30 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 8] = [
+pub const ALL_SCENARIOS: [&str; 10] = [
     "guest-boot",
+    "guest-snapdragon",
     "small-ram",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
     "linux",
+    "linux-snapdragon",
     "linux-no-warden",
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 7] =
-    ["guest-boot", "small-ram", "handoff-stress", "hostile-dt", "wrong-el", "linux", "bench-quick"];
+const DEFAULT_SCENARIOS: [&str; 9] = [
+    "guest-boot",
+    "guest-snapdragon",
+    "small-ram",
+    "handoff-stress",
+    "hostile-dt",
+    "wrong-el",
+    "linux",
+    "linux-snapdragon",
+    "bench-quick",
+];
 
 /// `cargo xtask bench --quick`: proves the bench harness runs end to end (every row measured
 /// once, the reports written). Nothing about the numbers is asserted: timing belongs to the
@@ -504,11 +548,22 @@ fn scenario_bench_quick() -> Result<Vec<Verdict>> {
     ])
 }
 
-/// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden.
-fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
-    let name = if warden.is_some() { "linux" } else { "linux-no-warden" };
+/// Boots the Linux host (Debian 6.12, built initramfs, 2 CPUs) with or without warden, and
+/// with warden on either persona (`linux-snapdragon`: the MMU-500 face and SCM).
+fn scenario_linux(
+    qemu: &Path,
+    warden: Option<&Path>,
+    persona: crate::Persona,
+) -> Result<Vec<Verdict>> {
+    let snapdragon = persona == crate::Persona::Snapdragon;
+    let name = match (warden.is_some(), snapdragon) {
+        (false, _) => "linux-no-warden",
+        (true, false) => "linux",
+        (true, true) => "linux-snapdragon",
+    };
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
+    opts.persona = persona;
     let host = linux_host::prepare(&opts)?;
     let mut machine = linux_host::machine(&host, warden, &opts)?;
     let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
@@ -535,9 +590,12 @@ fn scenario_linux(qemu: &Path, warden: Option<&Path>) -> Result<Vec<Verdict>> {
     if warden.is_some() {
         verdicts.extend(smmu_trace::judge_linux(witness(&trace)));
     }
-    if warden.is_none() {
+    if snapdragon {
+        verdicts.extend(scenario::judge_snapdragon_probe(&run));
+    }
+    if name != "linux" {
         for v in &mut verdicts {
-            v.name = v.name.replacen("linux/", "linux-no-warden/", 1);
+            v.name = v.name.replacen("linux/", &format!("{name}/"), 1);
         }
     }
     Ok(verdicts)
@@ -563,7 +621,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     };
     // The baseline needs no firmware.
     if selected.contains(&"linux-no-warden") {
-        let result = scenario_linux(&qemu.path, None);
+        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt);
         record(tally, "linux-no-warden", result);
     }
     let needs_firmware: Vec<&str> =
@@ -585,7 +643,10 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
         pack::pack_files(&warden_test_switches, &guest, None, None, &switches_image);
     for name in needs_firmware {
         let result = match (name, &guest_image) {
-            ("linux", _) => scenario_linux(&qemu.path, Some(&warden)),
+            ("linux", _) => scenario_linux(&qemu.path, Some(&warden), crate::Persona::Virt),
+            ("linux-snapdragon", _) => {
+                scenario_linux(&qemu.path, Some(&warden), crate::Persona::Snapdragon)
+            }
             ("bench-quick", _) => scenario_bench_quick(),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
@@ -593,6 +654,9 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
             },
             ("small-ram", Ok(_)) => scenario_small_ram(&qemu.path, &warden, &guest),
+            ("guest-snapdragon", Ok(_)) => {
+                scenario_guest_snapdragon(&qemu.path, &warden_test_switches, &guest)
+            }
             ("handoff-stress", Ok(_)) => scenario_handoff_stress(&qemu.path, &warden, &guest),
             ("hostile-dt", Ok(_)) => scenario_hostile_dt(&qemu.path, &image),
             ("wrong-el", Ok(_)) => scenario_wrong_el(&qemu.path, &image),

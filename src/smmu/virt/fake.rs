@@ -10,7 +10,7 @@ use crate::mm::{MemRange, PAGE_SIZE};
 use super::cd::CD_WORDS;
 use super::cmdq::RealCommand;
 use super::ste::RealSte;
-use super::{GuestMemory, RealSmmu, RealSmmuError, Refused};
+use super::{BackendError, GuestMemory, NestedBackend, Refused};
 
 /// Sparse memory; accesses through [`GuestMemory`] succeed only inside the host ranges.
 #[derive(Default)]
@@ -133,26 +133,26 @@ impl RecordingSmmu {
     }
 }
 
-impl RealSmmu for RecordingSmmu {
-    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), RealSmmuError> {
+impl NestedBackend for RecordingSmmu {
+    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), BackendError> {
         self.log.push(RealOp::Install(sid, ste));
         Ok(())
     }
 
-    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), RealSmmuError> {
+    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), BackendError> {
         self.log.push(RealOp::WriteCd(ipa, *words));
         Ok(())
     }
 
-    fn submit(&mut self, cmd: RealCommand) -> Result<(), RealSmmuError> {
+    fn submit(&mut self, cmd: RealCommand) -> Result<(), BackendError> {
         self.log.push(RealOp::Command(cmd));
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), RealSmmuError> {
+    fn sync(&mut self) -> Result<(), BackendError> {
         if self.fail_syncs > 0 {
             self.fail_syncs -= 1;
-            return Err(RealSmmuError);
+            return Err(BackendError);
         }
         self.log.push(RealOp::Sync);
         Ok(())

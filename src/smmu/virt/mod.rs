@@ -3,7 +3,7 @@
 //! The host's SMMU register frames are absent from its stage 2; every access traps and lands
 //! in [`VirtSmmu::mmio_read`] / [`VirtSmmu::mmio_write`]. Nothing here touches hardware:
 //! host memory is reached through [`GuestMemory`] (which refuses anything the host does not
-//! own), and the real SMMU through [`RealSmmu`]. The caller holds one lock around the
+//! own), and the real SMMU through [`NestedBackend`]. The caller holds one lock around the
 //! `VirtSmmu`, so every trap is atomic with respect to the other CPUs.
 //!
 //! - [`regs`]: the register file (IDRs, CR0/CR0ACK, GBPA, IRQ_CTRL, GERROR, bases, PROD/CONS).
@@ -46,8 +46,9 @@ use alloc::vec::Vec;
 use crate::mm::MemRange;
 use crate::smmu::regs::CMDQ_CONS;
 
-use asid::{AcquireError, AsidStats, ContextKey, Flush, RealAsids};
-use cd::{CD_BYTES, CD_WORDS, ValidCd};
+use crate::smmu::backend::{ContextPlan, Installed, NestedStreams};
+use asid::{AsidStats, RealAsids};
+use cd::CD_BYTES;
 use cmdq::{HostCommand, Outcome, RealCommand, Stop, SyncSignal};
 use evtq::{EventRecord, EventWrite};
 use regs::{Advertised, RegisterFile};
@@ -67,24 +68,7 @@ pub trait GuestMemory {
     fn is_host_owned(&self, range: MemRange) -> bool;
 }
 
-/// The real SMMU failed a request (the driver logs the details).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RealSmmuError;
-
-/// The few real-SMMU operations the emulation needs.
-pub trait RealSmmu {
-    /// Makes `sid`'s real STE this one (written safely: break-before-make, or one store when
-    /// only a nested STE's CD pointer changes; then CMD_CFGI_STE for it); complete at the next
-    /// successful [`RealSmmu::sync`].
-    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), RealSmmuError>;
-    /// Writes a shadow CD into the arena slot at `ipa` (see [`CdArena`]), visible to the real
-    /// SMMU before anything written after it.
-    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), RealSmmuError>;
-    /// Queues one command.
-    fn submit(&mut self, cmd: RealCommand) -> Result<(), RealSmmuError>;
-    /// CMD_SYNC, waiting (bounded) for it to complete.
-    fn sync(&mut self) -> Result<(), RealSmmuError>;
-}
+pub use crate::smmu::backend::{BackendError, NestedBackend, StreamCd};
 
 /// How the virtual SMMU is set up.
 #[derive(Clone, Debug)]
@@ -125,7 +109,7 @@ impl CdArena {
         2 * streams as u32
     }
 
-    fn slot_ipa(&self, stream: u32, slot: u8) -> Option<u64> {
+    pub(crate) fn slot_ipa(&self, stream: u32, slot: u8) -> Option<u64> {
         let index = 2 * stream + u32::from(slot & 1);
         (index < self.slots).then(|| self.ipa + u64::from(index) * CD_BYTES)
     }
@@ -190,91 +174,32 @@ pub struct VirtStats {
     pub asids: AsidStats,
 }
 
-/// What a host stream's real STE points its stage 1 at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamCd {
-    /// No stage 1.
-    None,
-    /// The shadow CD in `slot` (0 or 1 of the stream's pair); `context`: what it makes live
-    /// (`None`: a V = 0 shadow, for a host CD that is invalid or refused).
-    Shadow { slot: u8, words: [u64; CD_WORDS], context: Option<ContextKey> },
-    /// The host's CD at `host_ptr` could not be read: the real STE points at the arena's
-    /// unmapped page.
-    Unreadable { host_ptr: u64 },
-}
-
-/// One host stream.
-#[derive(Clone, Copy, Debug)]
-struct Stream {
-    /// Its position among the host's streams: shadow slots `2 index` and `2 index + 1`.
-    index: u32,
-    real: RealSte,
-    /// The stage-1 context of the host STE warden last read (for CFGI_CD).
-    host_s1: Option<Stage1Context>,
-    cd: StreamCd,
-    /// The real STE or CD changed since the last completed real sync: the SMMU may still use
-    /// the previous configuration (and the idle slot).
-    unsynced: bool,
-    /// A real-SMMU failure left the installation incomplete: redo it even if nothing changed.
-    stale: bool,
-}
-
-impl Stream {
-    fn context(&self) -> Option<ContextKey> {
-        match self.cd {
-            StreamCd::Shadow { context, .. } => context,
-            _ => None,
-        }
-    }
-}
-
-/// What a host CD turns into.
-enum CdPlan {
-    Valid(ValidCd),
-    /// A V = 0 shadow.
-    Invalid,
-    Unreadable {
-        host_ptr: u64,
-    },
-}
-
 /// The virtual SMMU.
 pub struct VirtSmmu {
     regs: RegisterFile,
     config: VirtConfig,
-    streams: BTreeMap<u32, Stream>,
-    asids: RealAsids,
-    /// Real commands were issued since the last completed real sync.
-    real_dirty: bool,
+    /// The host's streams on the back end: real STEs, shadow CDs, real ASIDs (G3).
+    engine: NestedStreams,
+    /// Per host stream, the stage-1 context of the host STE warden last read (for CFGI_CD).
+    host_s1: BTreeMap<u32, Stage1Context>,
     stats: VirtStats,
 }
 
 impl VirtSmmu {
     pub fn new(config: VirtConfig) -> Self {
-        let mut asids = RealAsids::new(config.advertised.asid16);
-        asids.set_enabled(config.g3_enabled);
-        let streams = config
-            .host_sids
-            .iter()
-            .enumerate()
-            .map(|(index, &sid)| {
-                let stream = Stream {
-                    index: index as u32,
-                    real: RealSte::Abort,
-                    host_s1: None,
-                    cd: StreamCd::None,
-                    unsynced: false,
-                    stale: false,
-                };
-                (sid, stream)
-            })
-            .collect();
+        let engine = NestedStreams::new(
+            "vSMMU",
+            config.host_vmid,
+            &config.host_sids,
+            config.arena,
+            config.advertised.asid16,
+            config.g3_enabled,
+        );
         Self {
             regs: RegisterFile::new(config.advertised),
             config,
-            streams,
-            asids,
-            real_dirty: false,
+            engine,
+            host_s1: BTreeMap::new(),
             stats: VirtStats::default(),
         }
     }
@@ -283,11 +208,11 @@ impl VirtSmmu {
     /// shows what G3 prevents (see [`test_switch`]).
     pub fn set_g3_enabled(&mut self, enabled: bool) {
         self.config.g3_enabled = enabled;
-        self.asids.set_enabled(enabled);
+        self.engine.set_g3_enabled(enabled);
     }
 
     pub fn g3_enabled(&self) -> bool {
-        self.asids.enabled()
+        self.engine.g3_enabled()
     }
 
     pub fn registers(&self) -> &RegisterFile {
@@ -295,29 +220,33 @@ impl VirtSmmu {
     }
 
     pub fn asids(&self) -> &RealAsids {
-        &self.asids
+        self.engine.asids()
     }
 
     /// The real STE warden installed for a host stream.
     pub fn installed(&self, sid: u32) -> Option<RealSte> {
-        self.streams.get(&sid).map(|s| s.real)
+        self.engine.installed(sid)
     }
 
     /// What a host stream's real STE points its stage 1 at.
     pub fn stream_cd(&self, sid: u32) -> Option<StreamCd> {
-        self.streams.get(&sid).map(|s| s.cd)
+        self.engine.stream_cd(sid)
     }
 
     /// The real ASID a host stream's shadow CD carries.
     pub fn real_asid(&self, sid: u32) -> Option<u16> {
-        self.streams.get(&sid).and_then(Stream::context).and_then(|k| self.asids.real_of(&k))
+        self.engine.real_asid(sid)
     }
 
     pub fn stats(&self) -> VirtStats {
+        let engine = self.engine.stats();
         VirtStats {
             bad_accesses: self.regs.bad_accesses(),
             bypass_refusals: self.regs.bypass_refusals(),
-            asids: self.asids.stats(),
+            asids: self.engine.asid_stats(),
+            real_syncs: engine.real_syncs,
+            skipped_syncs: engine.skipped_syncs,
+            cd_refusals: self.stats.cd_refusals + engine.asid_exhausted,
             ..self.stats
         }
     }
@@ -333,7 +262,7 @@ impl VirtSmmu {
     ) -> (u64, Notify)
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
         #[cfg(any(test, feature = "test-switches"))]
         if offset == test_switch::G3_OFFSET && size == 4 {
@@ -358,7 +287,7 @@ impl VirtSmmu {
     ) -> Notify
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
         #[cfg(any(test, feature = "test-switches"))]
         if offset == test_switch::G3_OFFSET && size == 4 {
@@ -390,7 +319,7 @@ impl VirtSmmu {
     pub fn process_commands<M, R>(&mut self, mem: &mut M, real: &mut R) -> Notify
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
         let budget = self.config.cmd_budget;
         let mut notify = Notify::default();
@@ -435,11 +364,11 @@ impl VirtSmmu {
         mem: &mut M,
     ) -> Notify {
         let sid = (record[0] >> 32) as u32;
-        let Some(stream) = self.streams.get(&sid) else {
+        let Some(cd) = self.engine.stream_cd(sid) else {
             return Notify::default();
         };
         let mut record = *record;
-        if let StreamCd::Unreadable { host_ptr } = stream.cd {
+        if let StreamCd::Unreadable { host_ptr } = cd {
             evtq::rename_cd_fetch_address(&mut record, self.config.arena.unmapped_ipa, host_ptr);
         }
         record_event(&mut self.regs, &mut self.stats, &record, mem)
@@ -454,9 +383,8 @@ impl VirtSmmu {
     ) -> (Outcome, Notify)
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
-        let vmid = self.config.host_vmid;
         let mut notify = Notify::default();
         let result = match cmd {
             // Prefetching is a hint; the real SMMU fetches on demand.
@@ -467,9 +395,9 @@ impl VirtSmmu {
                 let first = u64::from(sid) & !span;
                 let last = first.saturating_add(span);
                 let sids: Vec<u32> = self
-                    .streams
-                    .keys()
-                    .copied()
+                    .engine
+                    .sids()
+                    .into_iter()
                     .filter(|&s| (first..=last).contains(&u64::from(s)))
                     .collect();
                 sids.into_iter().try_for_each(|s| self.reshadow(regs, mem, real, s, &mut notify))
@@ -478,37 +406,19 @@ impl VirtSmmu {
             HostCommand::CfgiCd { sid, .. } | HostCommand::CfgiCdAll { sid } => {
                 self.refresh_cd(regs, mem, real, sid, &mut notify)
             }
-            HostCommand::TlbiNhAll => {
-                self.submit(real, RealCommand::TlbiNhAll { vmid }).map(|()| {
-                    self.asids.invalidated_all();
-                })
-            }
-            HostCommand::TlbiNhAsid { asid } => {
-                // Every real ASID the host's ASID names, retiring ones included.
-                self.asids.associated(asid).into_iter().try_for_each(|r| {
-                    self.submit(real, RealCommand::TlbiNhAsid { vmid, asid: r })?;
-                    self.asids.invalidated(r);
-                    Ok(())
-                })
-            }
-            // Only live contexts can use a VA; a retiring real ASID is invalidated whole
-            // before its next use anyway.
+            HostCommand::TlbiNhAll => self.engine.invalidate_all(real, false),
+            // Every real ASID the host's ASID names, retiring ones included.
+            HostCommand::TlbiNhAsid { asid } => self.engine.invalidate_host_asid(real, asid),
             HostCommand::TlbiNhVa { asid, addr, leaf } => {
-                self.asids.live_of(asid).into_iter().try_for_each(|r| {
-                    self.submit(real, RealCommand::TlbiNhVa { vmid, asid: r, addr, leaf })
-                })
+                self.engine.invalidate_host_va(real, asid, addr, leaf)
             }
             HostCommand::TlbiNhVaa { addr, leaf } => {
-                self.submit(real, RealCommand::TlbiNhVaa { vmid, addr, leaf })
+                self.engine.invalidate_va_all_asids(real, addr, leaf)
             }
             // From the host's view "all non-secure, non-hyp entries" are its own VMID's.
-            HostCommand::TlbiNsnhAll => {
-                self.submit(real, RealCommand::TlbiS12Vmall { vmid }).map(|()| {
-                    self.asids.invalidated_all();
-                })
-            }
+            HostCommand::TlbiNsnhAll => self.engine.invalidate_all(real, true),
             HostCommand::Sync(signal) => {
-                let r = self.real_sync(real);
+                let r = self.engine.sync(real);
                 if r.is_ok() && signal == SyncSignal::Irq {
                     notify.cmd_sync_irq = true;
                 }
@@ -517,36 +427,7 @@ impl VirtSmmu {
         };
         match result {
             Ok(()) => (Outcome::Done, notify),
-            Err(RealSmmuError) => (Outcome::Retry, notify),
-        }
-    }
-
-    fn submit<R: RealSmmu + ?Sized>(
-        &mut self,
-        real: &mut R,
-        cmd: RealCommand,
-    ) -> Result<(), RealSmmuError> {
-        self.real_dirty = true;
-        real.submit(cmd)
-    }
-
-    fn real_sync<R: RealSmmu + ?Sized>(&mut self, real: &mut R) -> Result<(), RealSmmuError> {
-        if !self.real_dirty {
-            self.stats.skipped_syncs += 1;
-            return Ok(());
-        }
-        real.sync()?;
-        self.stats.real_syncs += 1;
-        self.synced();
-        self.asids.sync_completed();
-        Ok(())
-    }
-
-    /// A real CMD_SYNC completed: every configuration change so far is in force.
-    fn synced(&mut self) {
-        self.real_dirty = false;
-        for stream in self.streams.values_mut() {
-            stream.unsynced = false;
+            Err(BackendError) => (Outcome::Retry, notify),
         }
     }
 
@@ -560,14 +441,14 @@ impl VirtSmmu {
         real: &mut R,
         sid: u32,
         notify: &mut Notify,
-    ) -> Result<(), RealSmmuError>
+    ) -> Result<(), BackendError>
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
-        let Some(stream) = self.streams.get(&sid).copied() else {
+        if !self.engine.contains(sid) {
             return Ok(());
-        };
+        }
         let adv = *regs.advertised();
         let mut event = None;
         let mut stage1 = None;
@@ -602,14 +483,12 @@ impl VirtSmmu {
         let result = match (plain, stage1) {
             (Some(r), _) => self.install_plain(real, sid, r),
             (None, Some(s1)) => {
-                let same_context = stream.host_s1.map(|h| h.ctx_ptr) == Some(s1.ctx_ptr)
-                    && matches!(stream.real, RealSte::Nested { .. })
-                    && !matches!(stream.cd, StreamCd::Unreadable { .. })
-                    && !stream.stale;
+                let same_context = self.host_s1.get(&sid).map(|h| h.ctx_ptr) == Some(s1.ctx_ptr)
+                    && matches!(self.engine.installed(sid), Some(RealSte::Nested { .. }))
+                    && !matches!(self.engine.stream_cd(sid), Some(StreamCd::Unreadable { .. }))
+                    && !self.engine.is_stale(sid);
                 if same_context {
-                    if let Some(st) = self.streams.get_mut(&sid) {
-                        st.host_s1 = Some(s1);
-                    }
+                    self.host_s1.insert(sid, s1);
                     Ok(())
                 } else {
                     let (plan, cd_event) = self.plan_cd(mem, sid, s1.ctx_ptr, &adv);
@@ -633,15 +512,14 @@ impl VirtSmmu {
         real: &mut R,
         sid: u32,
         notify: &mut Notify,
-    ) -> Result<(), RealSmmuError>
+    ) -> Result<(), BackendError>
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
-        let Some(stream) = self.streams.get(&sid).copied() else {
-            return Ok(());
-        };
-        let (Some(s1), RealSte::Nested { .. }) = (stream.host_s1, stream.real) else {
+        let (Some(&s1), Some(RealSte::Nested { .. })) =
+            (self.host_s1.get(&sid), self.engine.installed(sid))
+        else {
             return Ok(());
         };
         let adv = *regs.advertised();
@@ -660,214 +538,55 @@ impl VirtSmmu {
         sid: u32,
         ptr: u64,
         adv: &Advertised,
-    ) -> (CdPlan, Option<EventRecord>) {
+    ) -> (ContextPlan, Option<EventRecord>) {
         let words = match cd::read(mem, ptr) {
             Ok(words) => words,
             Err(cd::Unreadable) => {
                 self.stats.cd_unreadable += 1;
-                return (CdPlan::Unreadable { host_ptr: ptr }, None);
+                return (ContextPlan::Unreadable { host_ptr: ptr }, None);
             }
         };
         match cd::validate(&words, adv) {
-            Ok(Some(valid)) => (CdPlan::Valid(valid), None),
-            Ok(None) => (CdPlan::Invalid, None),
+            Ok(Some(valid)) => (ContextPlan::Valid(valid), None),
+            Ok(None) => (ContextPlan::Invalid, None),
             Err(why) => {
                 self.stats.cd_refusals += 1;
                 log::warn!("vSMMU: CD at {ptr:#x} for stream {sid:#x} refused: {why}; C_BAD_CD");
-                (CdPlan::Invalid, Some(evtq::bad_cd(sid)))
+                (ContextPlan::Invalid, Some(evtq::bad_cd(sid)))
             }
         }
     }
 
-    /// A real STE without stage 1. The stream's old context (if any) is released.
-    fn install_plain<R: RealSmmu + ?Sized>(
+    /// A real STE without stage 1 (the stream's old context, if any, is released).
+    fn install_plain<R: NestedBackend + ?Sized>(
         &mut self,
         real: &mut R,
         sid: u32,
         ste: RealSte,
-    ) -> Result<(), RealSmmuError> {
-        let Some(stream) = self.streams.get(&sid).copied() else {
-            return Ok(());
-        };
-        if stream.real == ste && !stream.stale {
-            return Ok(());
-        }
-        self.real_dirty = true;
-        if let Err(e) = real.install_ste(sid, ste) {
-            self.mark_stale(sid);
-            return Err(e);
-        }
-        self.switched(sid, ste, None, StreamCd::None);
+    ) -> Result<(), BackendError> {
+        self.engine.install_plain(real, sid, ste)?;
+        self.host_s1.remove(&sid);
         Ok(())
     }
 
-    /// A nested real STE whose stage 1 is `plan`: the shadow CD into the idle slot, the STE's
-    /// CD pointer switched to it, CFGI_STE + CFGI_CD_ALL. The old context is released (it
-    /// retires once a sync completes the switch). A refused CD (or no free real ASID) becomes
-    /// a V = 0 shadow with C_BAD_CD in `event`.
-    fn install_cd<R: RealSmmu + ?Sized>(
+    /// A nested real STE whose stage 1 is `plan` (see [`NestedStreams::install_context`]); a
+    /// context refused for want of a real ASID becomes C_BAD_CD in `event`.
+    fn install_cd<R: NestedBackend + ?Sized>(
         &mut self,
         real: &mut R,
         sid: u32,
         s1: Stage1Context,
-        plan: CdPlan,
+        plan: ContextPlan,
         event: &mut Option<EventRecord>,
-    ) -> Result<(), RealSmmuError> {
-        let Some(stream) = self.streams.get(&sid).copied() else {
-            return Ok(());
-        };
-        let nested = matches!(stream.real, RealSte::Nested { .. }) && !stream.stale;
-        let unchanged = nested
-            && match (&plan, stream.cd) {
-                (CdPlan::Valid(v), StreamCd::Shadow { words, context: Some(k), .. }) => {
-                    v.key == k && self.asids.real_of(&k).map(|r| v.shadow(r)) == Some(words)
-                }
-                (CdPlan::Invalid, StreamCd::Shadow { context: None, .. }) => true,
-                (CdPlan::Unreadable { host_ptr }, StreamCd::Unreadable { host_ptr: p }) => {
-                    *host_ptr == p
-                }
-                _ => false,
-            };
-        if unchanged {
-            if let Some(st) = self.streams.get_mut(&sid) {
-                st.host_s1 = Some(s1);
-            }
+    ) -> Result<(), BackendError> {
+        if !self.engine.contains(sid) {
             return Ok(());
         }
-        // The idle slot may still be in use until the last switch away from it is synced.
-        if stream.unsynced {
-            self.real_sync(real)?;
+        if self.engine.install_context(real, sid, plan)? == Installed::NoAsid {
+            *event = Some(evtq::bad_cd(sid));
         }
-        self.real_dirty = true;
-        let slot = match stream.cd {
-            StreamCd::Shadow { slot, .. } => slot ^ 1,
-            _ => 0,
-        };
-        let arena = self.config.arena;
-        let Some(slot_ipa) = arena.slot_ipa(stream.index, slot) else {
-            log::error!("vSMMU: no shadow CD slot for stream {sid:#x}");
-            return Err(RealSmmuError);
-        };
-        let (cd_ipa, cd, acquired) = match plan {
-            CdPlan::Unreadable { host_ptr } => {
-                (arena.unmapped_ipa, StreamCd::Unreadable { host_ptr }, None)
-            }
-            CdPlan::Valid(v) => match self.acquire(real, sid, v.key)? {
-                Some(r) => {
-                    let words = v.shadow(r);
-                    (slot_ipa, StreamCd::Shadow { slot, words, context: Some(v.key) }, Some(v.key))
-                }
-                None => {
-                    *event = Some(evtq::bad_cd(sid));
-                    let words = [0; CD_WORDS];
-                    (slot_ipa, StreamCd::Shadow { slot, words, context: None }, None)
-                }
-            },
-            CdPlan::Invalid => {
-                let words = [0; CD_WORDS];
-                (slot_ipa, StreamCd::Shadow { slot, words, context: None }, None)
-            }
-        };
-        // (Set again: a forced flush in `acquire` completed a sync.)
-        self.real_dirty = true;
-        let written = match cd {
-            StreamCd::Shadow { words, .. } => real.write_cd(cd_ipa, &words),
-            _ => Ok(()),
-        };
-        let ste = RealSte::Nested { cd_ipa };
-        if let Err(e) = written.and_then(|()| real.install_ste(sid, ste)) {
-            if let Some(key) = acquired {
-                self.asids.release(key);
-            }
-            self.mark_stale(sid);
-            return Err(e);
-        }
-        self.switched(sid, ste, Some(s1), cd);
-        // CDs are cached by stream: the old one must go with the STE that pointed at it.
-        if let Err(e) = real.submit(RealCommand::CfgiCdAll { sid }) {
-            self.mark_stale(sid);
-            return Err(e);
-        }
+        self.host_s1.insert(sid, s1);
         Ok(())
-    }
-
-    fn mark_stale(&mut self, sid: u32) {
-        if let Some(st) = self.streams.get_mut(&sid) {
-            st.stale = true;
-        }
-    }
-
-    /// The stream's real STE is now `ste`: its old context is released.
-    fn switched(&mut self, sid: u32, ste: RealSte, host_s1: Option<Stage1Context>, cd: StreamCd) {
-        let Some(st) = self.streams.get_mut(&sid) else { return };
-        let old = st.context();
-        *st = Stream { real: ste, host_s1, cd, unsynced: true, stale: false, ..*st };
-        if let Some(key) = old {
-            self.asids.release(key);
-        }
-    }
-
-    /// A real ASID for `key` (see [`asid`]): warden's own flushes go to the real SMMU here.
-    /// `None`: every real ASID is live.
-    fn acquire<R: RealSmmu + ?Sized>(
-        &mut self,
-        real: &mut R,
-        sid: u32,
-        key: ContextKey,
-    ) -> Result<Option<u16>, RealSmmuError> {
-        let vmid = self.config.host_vmid;
-        let mut synced = false;
-        let got = self.asids.acquire(key, |flush| {
-            match flush {
-                Flush::Asids(list) => {
-                    for asid in list {
-                        real.submit(RealCommand::TlbiNhAsid { vmid, asid })?;
-                    }
-                }
-                Flush::All => real.submit(RealCommand::TlbiNhAll { vmid })?,
-            }
-            real.sync()?;
-            synced = true;
-            Ok(())
-        });
-        if synced {
-            self.stats.real_syncs += 1;
-            self.synced();
-        }
-        match got {
-            Ok(done) => {
-                let forced = self.asids.stats().forced_flushes;
-                for old in &done.flushed {
-                    log::info!(
-                        "vSMMU G3: stream {sid:#x} reuses retiring ASID {} (host) before its \
-                         TLBI + sync (real ASID {old} still retiring); warden invalidated it \
-                         first ({forced} so far)",
-                        key.host_asid
-                    );
-                }
-                if done.unprotected {
-                    log::warn!(
-                        "vSMMU: G3 off: stream {sid:#x} reuses retiring real ASID {} of host \
-                         ASID {} without invalidating it",
-                        done.real,
-                        key.host_asid
-                    );
-                }
-                if done.exhaustion_flush {
-                    log::info!("vSMMU: no free real ASID: warden invalidated every retiring one");
-                }
-                Ok(Some(done.real))
-            }
-            Err(AcquireError::Flush(e)) => Err(e),
-            Err(AcquireError::Exhausted) => {
-                log::error!(
-                    "vSMMU: stream {sid:#x}: every real ASID is in use by a live context; CD \
-                     refused (C_BAD_CD)"
-                );
-                self.stats.cd_refusals += 1;
-                Ok(None)
-            }
-        }
     }
 
     fn refused(&mut self, sid: u32, why: SteRefusal) {
@@ -879,10 +598,10 @@ impl VirtSmmu {
     fn resync_all<M, R>(&mut self, enabled: bool, mem: &mut M, real: &mut R) -> Notify
     where
         M: GuestMemory + ?Sized,
-        R: RealSmmu + ?Sized,
+        R: NestedBackend + ?Sized,
     {
         let mut notify = Notify::default();
-        let sids: Vec<u32> = self.streams.keys().copied().collect();
+        let sids = self.engine.sids();
         let mut regs =
             core::mem::replace(&mut self.regs, RegisterFile::new(self.config.advertised));
         for sid in sids {
@@ -892,7 +611,7 @@ impl VirtSmmu {
         }
         self.regs = regs;
         // The new STEs are in force once CR0ACK shows the change: complete them now.
-        if self.real_sync(real).is_err() {
+        if self.engine.sync(real).is_err() {
             log::error!("vSMMU: real SMMU sync failed after SMMUEN = {enabled}");
         }
         notify
@@ -927,11 +646,11 @@ fn record_event<M: GuestMemory + ?Sized>(
 
 /// Makes `vmid` live again on the real SMMU: if it is still retiring, its TLB entries are
 /// invalidated (TLBI_S12_VMALL) and synced first. Returns whether that flush was needed.
-pub fn reuse_vmid<R: RealSmmu + ?Sized>(
+pub fn reuse_vmid<R: NestedBackend + ?Sized>(
     vmids: &mut asid::RetireTracker,
     vmid: u16,
     real: &mut R,
-) -> Result<bool, RealSmmuError> {
+) -> Result<bool, BackendError> {
     let flush = vmids.needs_flush(vmid);
     if flush {
         real.submit(RealCommand::TlbiS12Vmall { vmid })?;

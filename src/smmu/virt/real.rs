@@ -1,4 +1,4 @@
-//! The virtual SMMU's view of warden's real SMMU: [`RealSmmu`] over the [`Smmu`] driver, and
+//! The virtual SMMU's view of warden's real SMMU: [`NestedBackend`] over the [`Smmu`] driver, and
 //! the [`VirtConfig`] the firmware builds from what the real SMMU and the host's stage 2 allow.
 
 use alloc::vec::Vec;
@@ -12,7 +12,7 @@ use super::cd::{CD_BYTES, CD_WORDS};
 use super::cmdq::RealCommand;
 use super::regs::Advertised;
 use super::ste::RealSte;
-use super::{CdArena, RealSmmu, RealSmmuError, VirtConfig};
+use super::{BackendError, CdArena, NestedBackend, VirtConfig};
 
 /// The real SMMU as the emulation drives it: STEs are built over warden's host stage 2
 /// (`s2`: the host VMID and the SMMU's view of the host's tables, whose extra slot maps the
@@ -24,29 +24,29 @@ pub struct SmmuBackend<'a, M: SmmuIo, F: FrameAllocator + ?Sized> {
     pub frames: &'a mut F,
 }
 
-fn failed(what: &str, e: SmmuError) -> RealSmmuError {
+fn failed(what: &str, e: SmmuError) -> BackendError {
     log::error!("vSMMU: real SMMU {what} failed: {e}");
-    RealSmmuError
+    BackendError
 }
 
-impl<M: SmmuIo, F: FrameAllocator + ?Sized> RealSmmu for SmmuBackend<'_, M, F> {
-    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), RealSmmuError> {
+impl<M: SmmuIo, F: FrameAllocator + ?Sized> NestedBackend for SmmuBackend<'_, M, F> {
+    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), BackendError> {
         let words = ste.to_ste(&self.s2, self.smmu.features()).map_err(|e| {
             log::error!("vSMMU: no real STE for stream {sid:#x}: {e}");
-            RealSmmuError
+            BackendError
         })?;
         self.smmu.write_ste(sid, &words, self.frames).map_err(|e| failed("STE write", e))
     }
 
-    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), RealSmmuError> {
+    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), BackendError> {
         self.smmu.write_context_descriptor(ipa, words).map_err(|e| failed("CD write", e))
     }
 
-    fn submit(&mut self, cmd: RealCommand) -> Result<(), RealSmmuError> {
+    fn submit(&mut self, cmd: RealCommand) -> Result<(), BackendError> {
         self.smmu.submit_words(cmd.encode()).map_err(|e| failed("command", e))
     }
 
-    fn sync(&mut self) -> Result<(), RealSmmuError> {
+    fn sync(&mut self) -> Result<(), BackendError> {
         self.smmu.sync().map_err(|e| failed("CMD_SYNC", e))
     }
 }
@@ -242,9 +242,9 @@ mod tests {
             real.install_ste(0x10, slot1).unwrap();
             real.submit(RealCommand::TlbiNhAsid { vmid: 1, asid: 7 }).unwrap();
             real.sync().unwrap();
-            assert_eq!(real.write_cd(ARENA_IPA + 0x1000, &cd), Err(RealSmmuError), "beyond");
-            assert_eq!(real.write_cd(ARENA_IPA - 0x40, &cd), Err(RealSmmuError), "below");
-            assert_eq!(real.write_cd(ARENA_IPA + 8, &cd), Err(RealSmmuError), "misaligned");
+            assert_eq!(real.write_cd(ARENA_IPA + 0x1000, &cd), Err(BackendError), "beyond");
+            assert_eq!(real.write_cd(ARENA_IPA - 0x40, &cd), Err(BackendError), "below");
+            assert_eq!(real.write_cd(ARENA_IPA + 8, &cd), Err(BackendError), "misaligned");
         }
         for (i, w) in cd.iter().enumerate() {
             assert_eq!(smmu.io().mem_read64(page + 0x40 + 8 * i as u64), *w);

@@ -664,7 +664,7 @@ fn vmid_reuse_is_flushed_while_retiring() {
     assert_eq!(vmids.state(3), Some(IdState::Live(1)));
     real.fail_syncs = 1;
     vmids.release(3);
-    assert_eq!(reuse_vmid(&mut vmids, 3, &mut real), Err(RealSmmuError));
+    assert_eq!(reuse_vmid(&mut vmids, 3, &mut real), Err(BackendError));
     assert!(vmids.needs_flush(3), "still retiring after a failed flush");
     let _: Vec<RealOp> = real.take();
 }

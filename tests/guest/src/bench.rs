@@ -13,10 +13,14 @@ use warden_abi::hyp;
 
 use crate::console::println;
 use crate::cpu;
+use crate::edu::{Edu, RESULT_PAGE};
 use crate::exceptions;
 use crate::handoff::{self, Span};
+use crate::mmu500::{Mmu500, S2CR_TRANSLATE};
 use crate::platform::{BenchMode, Platform};
+use crate::report::Reason;
 use crate::smccc::{self, Conduit};
+use crate::vsmmu::Stage1Pool;
 
 /// Samples per row, and operations per sample for the per-operation rows.
 struct Plan {
@@ -28,7 +32,7 @@ struct Plan {
 impl Plan {
     fn for_mode(mode: BenchMode) -> Self {
         match mode {
-            BenchMode::Full => Plan { samples: 9, ops: 200, handoff_samples: 5 },
+            BenchMode::Full | BenchMode::Traps => Plan { samples: 9, ops: 200, handoff_samples: 5 },
             BenchMode::Quick | BenchMode::Profile => {
                 Plan { samples: 1, ops: 10, handoff_samples: 1 }
             }
@@ -42,11 +46,13 @@ const HANDOFF_SIZES: [u64; 4] = [64 << 10, 1 << 20, 16 << 20, 256 << 20];
 pub fn run_all(platform: &Platform, mode: BenchMode) {
     let plan = Plan::for_mode(mode);
     println!("guest: bench mode ({mode:?}); counter at {} Hz", cpu::counter_frequency());
-    if mode == BenchMode::Profile {
-        profile_cycles();
-    } else {
-        trap_rows(platform, &plan);
-        handoff_rows(&plan);
+    match mode {
+        BenchMode::Profile => profile_cycles(),
+        BenchMode::Traps => trap_rows(platform, &plan),
+        BenchMode::Full | BenchMode::Quick => {
+            trap_rows(platform, &plan);
+            handoff_rows(&plan);
+        }
     }
     println!("guest: bench done");
 }
@@ -159,6 +165,9 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
             Err(why) => println!("guest: bench vSMMU not usable: {why}"),
         }
     }
+    if let Some(mmu500) = platform.mmu500 {
+        mmu500_rows(platform, plan, mmu500);
+    }
     if let Some(uart) = platform.console {
         // PL011 UARTFR: emulated by QEMU directly, no exit to EL2.
         let mmio = per_op(
@@ -174,6 +183,73 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
 }
 
 static PLAIN_WORD: u32 = 0;
+
+/// The MMU-500 face (Snapdragon persona): a register read and write, and the TLB maintenance
+/// Linux's `arm_smmu_tlb_inv_context_s1` does on a live context bank (TLBIASID, then TLBSYNC
+/// polled through TLBSTATUS), which warden turns into a real CMD_TLBI_NH_ASID and CMD_SYNC.
+fn mmu500_rows(platform: &Platform, plan: &Plan, base: u64) {
+    const SIDR0: u64 = 0x020;
+    const SGFSR: u64 = 0x048;
+    const BANK: u32 = 2;
+    const GROUP: u32 = 0;
+    const ASID: u16 = 0x5e;
+    const IOVA: u64 = 0x10_0000;
+    let n = plan.samples;
+    let read = per_op(
+        plan,
+        // SAFETY: sIDR0 of the MMU-500 the DT names; reading it has no side effect.
+        || unsafe {
+            ((base + SIDR0) as *const u32).read_volatile();
+        },
+        || core::hint::black_box(()),
+    );
+    emit("trap/mmu500_register_read", "instructions", &read[..n]);
+    let write = per_op(
+        plan,
+        // SAFETY: sGFSR is write-one-to-clear: writing 0 changes nothing.
+        || unsafe {
+            ((base + SGFSR) as *mut u32).write_volatile(0);
+        },
+        || core::hint::black_box(()),
+    );
+    emit("trap/mmu500_register_write", "instructions", &write[..n]);
+    // A live bank: edu's stream translated by it over one mapped page, so that the ASID has a
+    // real ASID on the back end to invalidate.
+    let setup = || -> Result<(Mmu500, Edu), Reason> {
+        let edu = Edu::set_up(platform)?;
+        let smmu = Mmu500::enable(base)?;
+        let mut pool = Stage1Pool::take();
+        let space = pool.space()?;
+        pool.map(space, IOVA, RESULT_PAGE.address())?;
+        smmu.write_bank(BANK, ASID, pool.root(space));
+        smmu.map_stream(GROUP, u32::from(edu.function.requester_id()), S2CR_TRANSLATE | BANK);
+        Ok((smmu, edu))
+    };
+    match setup() {
+        Ok((smmu, _edu)) => {
+            let mut failed = None;
+            let tlbi = per_op(
+                plan,
+                || {
+                    smmu.tlbi_asid(BANK, ASID);
+                    if let Err(why) = smmu.tlb_sync(BANK) {
+                        failed = Some(why);
+                    }
+                },
+                || core::hint::black_box(()),
+            );
+            smmu.unmap_stream(GROUP);
+            smmu.disable_bank(BANK);
+            smmu.tlbi_asid(BANK, ASID);
+            let _ = smmu.tlb_sync(BANK);
+            match failed {
+                None => emit("trap/mmu500_tlbiasid_tlbsync", "instructions", &tlbi[..n]),
+                Some(why) => println!("guest: bench MMU-500 TLBSYNC failed: {why}"),
+            }
+        }
+        Err(why) => println!("guest: bench MMU-500 not usable: {why}"),
+    }
+}
 
 /// The modem-style (donate-policy) carveouts, largest first.
 fn donate_carveouts() -> [(u64, u64, PeerId); 4] {

@@ -25,6 +25,8 @@ mod gic_hostile;
 mod handoff;
 mod handoff_scenarios;
 mod handoff_stress;
+mod mmu500;
+mod mmu500_scenarios;
 mod pci;
 mod peer_scenarios;
 mod platform;
@@ -75,6 +77,7 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
             None if platform.handoff_only => scenarios::run_handoff(&platform),
+            None if platform.mmu500.is_some() => scenarios::run_snapdragon(&platform),
             None => match platform.stress {
                 Some(cycles) => scenarios::run_stress(&platform, cycles),
                 None => scenarios::run_all(&platform),

@@ -72,6 +72,8 @@ pub struct Platform {
     pub console: Option<u64>,
     /// The SMMUv3's register base (warden's virtual SMMU), if the DT has one.
     pub smmu: Option<u64>,
+    /// The MMU-500 register window (`arm,mmu-500`): warden's Snapdragon persona.
+    pub mmu500: Option<u64>,
     /// The GICv3 ITS's register base (its control frame), if the DT has one.
     pub its: Option<u64>,
     /// The GICv3's first redistributor region (base, size): its second `reg` entry.
@@ -95,6 +97,9 @@ pub enum BenchMode {
     Full,
     /// Every row once (a smoke test of the harness).
     Quick,
+    /// The trap rows only, repeated (`cargo xtask bench`'s run on the Snapdragon persona, for
+    /// the MMU-500 rows).
+    Traps,
     /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of 64 KiB, for warden's
     /// per-phase profile (logged at power-down).
     Profile,
@@ -128,6 +133,7 @@ fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
         "warden.bench" => Some(BenchMode::Full),
         "warden.bench=quick" => Some(BenchMode::Quick),
         "warden.bench=profile" => Some(BenchMode::Profile),
+        "warden.bench=traps" => Some(BenchMode::Traps),
         _ => None,
     })
 }
@@ -159,6 +165,7 @@ impl Platform {
             warden_regions: find_warden_regions(&fdt),
             pcie: pci::find_host(&fdt),
             smmu: fdt.find_compatible(&["arm,smmu-v3"]).and_then(first_reg_address),
+            mmu500: fdt.find_compatible(&["arm,mmu-500"]).and_then(first_reg_address),
             its: fdt.find_compatible(&["arm,gic-v3-its"]).and_then(first_reg_address),
             gicr: fdt.find_compatible(&["arm,gic-v3"]).and_then(redistributor_region),
             carveouts: find_board_carveouts(&fdt),

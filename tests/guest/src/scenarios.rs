@@ -14,6 +14,7 @@ use crate::gic_hostile;
 use crate::handoff;
 use crate::handoff_scenarios;
 use crate::handoff_stress;
+use crate::mmu500_scenarios;
 use crate::peer_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
@@ -58,6 +59,26 @@ pub fn run_handoff(platform: &Platform) {
         handoff_scenarios::bad_requests_change_nothing(platform),
     );
     record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
+}
+
+/// On the Snapdragon persona (`warden.persona=snapdragon`: an `arm,mmu-500` in the DT instead
+/// of the SMMUv3): the MMU-500 scenarios, after `runs_at_el1` passed.
+pub fn run_snapdragon(platform: &Platform) {
+    let edu = Edu::set_up(platform);
+    record("warden_abi_version", warden_abi_version());
+    record(
+        "mmu500_bypass_stream_dma_works",
+        mmu500_scenarios::bypass_stream_dma_works(platform, &edu),
+    );
+    record(
+        "mmu500_fastrpc_session_reuse_is_flushed",
+        mmu500_scenarios::fastrpc_session_reuse_is_flushed(platform, &edu),
+    );
+    record(
+        "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
+        mmu500_scenarios::fastrpc_session_reuse_without_g3_reads_stale(platform, &edu),
+    );
+    record("mmu500_hostile_host", mmu500_scenarios::hostile_host(platform, &edu));
 }
 
 /// Runs every scenario after `runs_at_el1` passed.

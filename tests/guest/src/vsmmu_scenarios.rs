@@ -34,7 +34,7 @@ const IOVA_UNMAPPED: u64 = IOVA_BASE + 0x2000;
 const IOVA_CARVEOUT: u64 = IOVA_BASE + 0x10_0000;
 const IOVA_WARDEN: u64 = IOVA_BASE + 0x20_0000;
 /// The IOVA the stale-ASID test maps to P1, then to P2.
-const IOVA_STALE: u64 = IOVA_BASE + 0x4000_0000;
+pub(crate) const IOVA_STALE: u64 = IOVA_BASE + 0x4000_0000;
 
 /// The one CD slot the scenarios use.
 const CD_SLOT: usize = 0;
@@ -58,7 +58,7 @@ pub(crate) const PATTERN_SLOT: u64 = 0x000;
 pub(crate) const READBACK_SLOT: u64 = 0x800;
 
 /// The page P2 of the stale-ASID test (P1 is `SOURCE_PAGE`).
-static SECOND_PAGE: DmaPage = DmaPage::new();
+pub(crate) static SECOND_PAGE: DmaPage = DmaPage::new();
 
 /// Word `index` of pattern `seed` (never 0; distinct per seed and index).
 pub(crate) fn pattern(seed: u64, index: usize) -> u64 {
@@ -308,11 +308,11 @@ struct StaleRun {
     forced_flushes: u64,
 }
 
-const P1_SEED: u64 = 0x61;
-const P2_SEED: u64 = 0x62;
+pub(crate) const P1_SEED: u64 = 0x61;
+pub(crate) const P2_SEED: u64 = 0x62;
 
 /// Reads IOVA_STALE through edu into the result page; what it held.
-fn read_stale_iova(edu: &Edu) -> Result<Seen, Reason> {
+pub(crate) fn read_stale_iova(edu: &Edu) -> Result<Seen, Reason> {
     fill(&RESULT_PAGE, DmaPage::WORDS, POISON);
     edu.dma_to_device(IOVA_STALE, 0, edu::BUFFER_SIZE)?;
     edu.dma_to_ram(0, IOVA_RESULT, edu::BUFFER_SIZE)?;

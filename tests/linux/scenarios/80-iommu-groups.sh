@@ -1,6 +1,8 @@
 #!/bin/sh
 # Linux drives the SMMU (warden's virtual one; its own with --no-warden): the arm-smmu-v3 probe
-# line is in the kernel log and every virtio PCI device is in an IOMMU group. Then the read-only
+# line (with warden.persona=snapdragon: arm-smmu's MMU-500 probe, "probing hardware
+# configuration" and "stage 1 translation") is in the kernel log and every virtio PCI device
+# is in an IOMMU group. Then the read-only
 # disk's group cycles through identity, DMA, DMA-FQ, DMA (each change frees the domain's ASID
 # and allocates another), the driver unbound around each change, with an O_DIRECT read checked
 # against the disk's sha256 after every step (see below).
@@ -10,8 +12,20 @@
 #   warden.iommu_whole_every=K  also read the whole disk every K-th cycle (default 0: only
 #                               before and after the cycles)
 . /lib/warden.sh
-probe=$(dmesg | grep -E 'arm-smmu-v3 .*: ias [0-9]+-bit, oas [0-9]+-bit' | head -n 1)
-[ -n "$probe" ] || fail "no arm-smmu-v3 'ias .. oas ..' probe line in the kernel log"
+persona=$(cmdline_arg warden.persona) || persona=virt
+if [ "$persona" = snapdragon ]; then
+    probe=$(dmesg | grep -E 'arm-smmu [^ ]+: probing hardware configuration' | head -n 1)
+    [ -n "$probe" ] || fail "no arm-smmu 'probing hardware configuration' line in the kernel log"
+    dmesg | grep -qE 'arm-smmu [^ ]+:[[:space:]]+stage 1 translation' ||
+        fail "arm-smmu did not find stage 1 translation"
+    dmesg | grep -qE 'qcom_scm: convention: smc arm 64' ||
+        fail "qcom_scm did not settle on the SMC64 convention"
+    trouble='WARNING:|Oops|BUG:|Call trace|arm-smmu .*(context fault|Blocked unknown Stream|global fault)'
+else
+    probe=$(dmesg | grep -E 'arm-smmu-v3 .*: ias [0-9]+-bit, oas [0-9]+-bit' | head -n 1)
+    [ -n "$probe" ] || fail "no arm-smmu-v3 'ias .. oas ..' probe line in the kernel log"
+    trouble='WARNING:|Oops|BUG:|Call trace|arm-smmu-v3.*event'
+fi
 echo "linux: iommu: ${probe#*] }"
 virtio=0
 for dev in /sys/bus/pci/devices/*; do
@@ -52,7 +66,6 @@ esac
 # Long runs report progress straight to the console every this many cycles (the scenario's
 # own output is only shown if it fails).
 progress_every=50
-trouble='WARNING:|Oops|BUG:|Call trace|arm-smmu-v3.*event'
 
 step() {
     now=$(set_iommu_type "$pci" "$1") ||
