@@ -1039,7 +1039,7 @@ linux: done
         text.push_str("guest: done\n");
         let verdicts = judge_guest_snapdragon(&captured(&text, Ending::Exited(Some(0))));
         assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
-        assert_eq!(verdicts.len(), 1 + 5 + 3);
+        assert_eq!(verdicts.len(), 1 + GUEST_SNAPDRAGON_SCENARIOS.len() + 3);
         let failed = text.replace(
             "ok mmu500_fastrpc_session_reuse_is_flushed",
             "FAILED mmu500_fastrpc_session_reuse_is_flushed: stale",
