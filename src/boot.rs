@@ -113,6 +113,8 @@ pub struct Warden {
     pub handoff: HandoffState,
     /// The carveouts in `CARVEOUT_INFO` order.
     pub carveouts: Vec<CarveoutDesc>,
+    /// The PAS region each peer's `mem_setup` named (`trap::scm::pas`).
+    pub pas_regions: spin::Mutex<Vec<(PeerId, MemRange)>>,
     pub sim_peer: Option<SimPeer>,
     /// Host RAM as the host's stage-2 maps it (RAM minus warden), for entry-point checks.
     pub host_ram: alloc::vec::Vec<MemRange>,
@@ -341,6 +343,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
             vlpi_stride,
             mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
             scm: persona.has_scm(),
+            rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
         },
     ) {
         Ok(d) => d,
@@ -423,6 +426,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         peers,
         handoff,
         carveouts,
+        pas_regions: spin::Mutex::new(Vec::new()),
         sim_peer,
         host_ram,
         el1_features,
@@ -856,7 +860,7 @@ fn patch_host_dt(
     control_page: Option<u64>,
     choices: HostDtChoices,
 ) -> Result<Vec<u8>, dt::DtError> {
-    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm } = choices;
+    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm, rmtfs } = choices;
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
     edit = withhold_in_host_dt(edit, p, vlpi_stride);
     if let Some(mpidr) = peer_cpu {
@@ -886,6 +890,9 @@ fn patch_host_dt(
     }
     if scm {
         edit = edit.add_firmware("scm", "qcom,scm");
+    }
+    if let Some(name) = rmtfs {
+        edit = rmtfs_host_dt(edit, &alloc::format!("/reserved-memory/{name}"));
     }
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
@@ -924,6 +931,36 @@ pub fn mmu500_host_dt(
     if named { edit.remove_property(path, "interrupt-names") } else { edit }
 }
 
+/// The rmtfs client ID Linux's `qcom_rmtfs_mem` names its device after (`/dev/qcom_rmtfs_mem1`).
+pub const RMTFS_CLIENT_ID: u32 = 1;
+
+/// The carveout the Snapdragon persona offers as Qualcomm's rmtfs region (the remote file
+/// system's buffer between Linux's rmtfs daemon and the modem): the first carveout warden
+/// manages for the modem. Its node name in the DT, logged.
+fn rmtfs_region(p: &PlatformInfo, managed: &[CarveoutDesc]) -> Option<dt::NodeName> {
+    let modem = managed.iter().find(|c| c.peer == PeerId::MODEM)?;
+    let node = p.carveouts.iter().find(|c| c.range == modem.range)?;
+    log::info!(
+        "SCM: rmtfs region (qcom,rmtfs-mem, client {RMTFS_CLIENT_ID}, VM MSS_MSA) is carveout \
+         {} {}",
+        node.name,
+        node.range
+    );
+    Some(node.name)
+}
+
+/// Makes the carveout node at `path` Qualcomm's rmtfs region as upstream Snapdragon DTs
+/// describe it: `compatible = "qcom,rmtfs-mem"`, `qcom,client-id`, and `qcom,vmid` = the
+/// modem's MSA VM, so Linux's `qcom_rmtfs_mem` probes, shares the region with the modem by
+/// `assign_mem` (HLOS → HLOS + MSS_MSA) and gives it back on remove. The node keeps `reg`,
+/// `no-map` and the `warden,*` properties: the region is the whole carveout, so it is inside a
+/// carveout warden knows by construction, and no second reserved region overlaps it.
+pub fn rmtfs_host_dt(edit: dt::DtEdit, path: &str) -> dt::DtEdit {
+    edit.set_property(path, "compatible", b"qcom,rmtfs-mem\0")
+        .set_property(path, "qcom,client-id", &RMTFS_CLIENT_ID.to_be_bytes())
+        .set_property(path, "qcom,vmid", &trap::scm::vmid::MSS_MSA.to_be_bytes())
+}
+
 /// What the host DT keeps of what warden took over.
 #[derive(Clone, Copy, Debug)]
 struct HostDtChoices {
@@ -933,6 +970,8 @@ struct HostDtChoices {
     mmu500: Option<vsmmu::Mmu500Irqs>,
     /// `/firmware/scm` (`qcom,scm`) is added.
     scm: bool,
+    /// The `/reserved-memory` child made Qualcomm's rmtfs region (`rmtfs_host_dt`).
+    rmtfs: Option<dt::NodeName>,
     /// The redistributors are 256 KiB apart (GICv4) but the host is shown no VLPIS.
     vlpi_stride: bool,
 }
@@ -1289,6 +1328,96 @@ struct HwPlatform<'a> {
     w: &'a Warden,
 }
 
+/// Runs `f` with the context every transfer runs in (this CPU, the shared tables and tracker):
+/// warden's ABI, the control page and SCM's assign_mem all reach the handoff code this way.
+fn with_handoff_ctx<T>(
+    w: &Warden,
+    f: impl FnOnce(&HandoffCtx<'_, Hw, Option<Smmu<MmioSmmu>>, PoolFrames>) -> T,
+) -> T {
+    let peers: Vec<PeerRef<'_>> = w
+        .peers
+        .iter()
+        .map(|p| PeerRef {
+            id: p.id,
+            stage2: Stage2Ref { vmid: p.vmid, table: &p.table, attrs: PEER_DATA_ATTRS },
+        })
+        .collect();
+    let ctx = HandoffCtx {
+        cpu: &Hw,
+        smmu: &w.smmu,
+        frames: &w.frames,
+        host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
+        peers: &peers,
+        state: &w.handoff,
+        el2: &w.el2_table,
+    };
+    f(&ctx)
+}
+
+impl trap::scm::ScmHost for HwPlatform<'_> {
+    fn read_host(&self, ipa: u64, buf: &mut [u8]) -> Result<(), trap::scm::Refused> {
+        let range = MemRange::from_base_size(ipa, buf.len() as u64).ok_or(trap::scm::Refused)?;
+        // The tracker stays locked for the copy: the range cannot change owner meanwhile.
+        let host = self.w.handoff.host_memory();
+        let allowed = host.allows(range);
+        if !allowed {
+            return Err(trap::scm::Refused);
+        }
+        let src = crate::arch::select_nospec(allowed, ipa);
+        dcache_range(&Hw, CacheOp::CleanInvalidate, src, range.size());
+        // SAFETY: the range is host memory warden may touch (rule 1), which warden's EL2
+        // stage-1 maps identity RW; the tracker lock held by `host` keeps it the host's for
+        // this copy. The host may change it concurrently: bytes are copied, no reference made.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn assign(
+        &mut self,
+        range: MemRange,
+        from: crate::handoff::assign::Holders,
+        to: crate::handoff::assign::Holders,
+    ) -> Result<crate::handoff::assign::AssignOutcome, crate::handoff::assign::AssignError> {
+        with_handoff_ctx(self.w, |ctx| {
+            crate::handoff::assign::assign(ctx, &self.w.carveouts, range, from, to)
+        })
+    }
+
+    fn holders(
+        &self,
+        range: MemRange,
+        peer: PeerId,
+    ) -> Result<crate::handoff::assign::Holders, crate::handoff::assign::AssignError> {
+        with_handoff_ctx(self.w, |ctx| {
+            crate::handoff::assign::holders(ctx, &self.w.carveouts, range, peer)
+        })
+    }
+
+    fn can_forward(&self) -> bool {
+        self.w.board.scm_firmware && self.w.board.firmware == boards::Firmware::Smccc
+    }
+
+    fn forward(&mut self, call: &trap::scm::ScmCall) -> Option<[u64; 4]> {
+        self.can_forward().then(|| hw::smc(call.regs))
+    }
+
+    fn firmware_may_take(&self, range: MemRange) -> bool {
+        self.w.handoff.in_no_map_region(range)
+    }
+
+    fn pas_region(&self, peer: PeerId) -> Option<MemRange> {
+        self.w.pas_regions.lock().iter().find(|(p, _)| *p == peer).map(|(_, r)| *r)
+    }
+
+    fn set_pas_region(&mut self, peer: PeerId, region: Option<MemRange>) {
+        let mut regions = self.w.pas_regions.lock();
+        regions.retain(|(p, _)| *p != peer);
+        if let Some(r) = region {
+            regions.push((peer, r));
+        }
+    }
+}
+
 impl Platform for HwPlatform<'_> {
     fn cpu_index(&self) -> usize {
         cpu_index()
@@ -1372,25 +1501,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn handoff(&mut self, caller: Caller, request: &Request) -> Result<[u64; 8], AbiError> {
-        let w = self.w;
-        let peers: Vec<PeerRef<'_>> = w
-            .peers
-            .iter()
-            .map(|p| PeerRef {
-                id: p.id,
-                stage2: Stage2Ref { vmid: p.vmid, table: &p.table, attrs: PEER_DATA_ATTRS },
-            })
-            .collect();
-        let ctx = HandoffCtx {
-            cpu: &Hw,
-            smmu: &w.smmu,
-            frames: &w.frames,
-            host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
-            peers: &peers,
-            state: &w.handoff,
-            el2: &w.el2_table,
-        };
-        service::handle(&ctx, &w.carveouts, caller, request)
+        with_handoff_ctx(self.w, |ctx| service::handle(ctx, &self.w.carveouts, caller, request))
     }
 
     fn peer_commands_available(&self) -> bool {

@@ -157,7 +157,8 @@ pub fn check_command(
             match tracker.state_of(range) {
                 Ok(
                     PageState::Donated { peer: holder, released: false }
-                    | PageState::Lent { peer: holder, released: false },
+                    | PageState::Lent { peer: holder, released: false }
+                    | PageState::Shared { peer: holder },
                 ) if holder == peer => Ok(()),
                 _ => Err(AbiError::Denied),
             }

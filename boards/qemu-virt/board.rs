@@ -17,4 +17,5 @@ pub const BOARD: Board = Board {
     // A hole in virt's memory map: after the secure GPIO (0x090b_0000), before virtio-mmio
     // (0x0a00_0000).
     control_page: Some(0x090c_0000),
+    scm_firmware: false,
 };

@@ -38,6 +38,10 @@ pub struct Board {
     /// IPA of the warden control page (`warden_abi::control`), if the board offers one. Must be
     /// an address the DT gives to no device.
     pub control_page: Option<u64>,
+    /// The EL3 firmware implements Qualcomm's SCM (a Snapdragon board's TrustZone): SiP calls
+    /// warden does not answer itself, and the PAS calls once warden's checks pass, are
+    /// forwarded to it (`docs/qcom-scm.md`). Only with [`Firmware::Smccc`].
+    pub scm_firmware: bool,
 }
 
 #[cfg(feature = "board-qemu-virt")]

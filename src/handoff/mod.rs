@@ -74,6 +74,7 @@
 //! tracker, or carveout → one table, or carveout → spare frames → frames; never two tables at
 //! once. TLB maintenance is broadcast (IS), so the CPU running the transfer covers every CPU.
 
+pub mod assign;
 pub mod reserve;
 pub mod service;
 #[cfg(test)]
@@ -344,6 +345,16 @@ impl HandoffState {
         self.excluded.extend(ranges.iter().filter(|r| !r.is_empty()));
     }
 
+    /// Whether `range` lies inside one excluded region that is no carveout (a `no-map`
+    /// reserved region: firmware's own memory, never host memory warden touches, never handed
+    /// over).
+    pub fn in_no_map_region(&self, range: MemRange) -> bool {
+        let carveout = |r: &MemRange| self.carveouts.iter().any(|c| c.carveout.range.overlaps(r));
+        !range.is_empty()
+            && !carveout(&range)
+            && self.excluded.iter().any(|x| x.contains_range(&range) && !carveout(x))
+    }
+
     /// The tracker, locked (for queries and for deriving tables).
     pub fn tracker(&self) -> spin::MutexGuard<'_, OwnershipTracker> {
         self.tracker.lock()
@@ -566,6 +577,139 @@ where
     result
 }
 
+/// Shares `[base, base + size)` of `peer`'s carveout between the host and `peer` (Qualcomm's
+/// `assign_mem` to HLOS plus one peer VM; see the module documentation, *Share*).
+pub fn share<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    let range = request_range(base, size)?;
+    let peer_ref = ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    if slot.carveout.peer != peer {
+        return Err(HandoffError::WrongPeer);
+    }
+    let _serial = slot.busy.lock();
+    let moving = PageState::Sharing { peer };
+    ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
+    let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
+        // The host's dirty lines reach memory before a non-coherent peer reads it there.
+        ctx.scrub(range, false, reserve, Profiled::No)
+            .map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))?;
+        ctx.map_peer(range, peer_ref, reserve)
+            .map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))
+    });
+    let end_state = if result.is_ok() { PageState::Shared { peer } } else { PageState::Host };
+    ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    result.map_err(Rollback::error)
+}
+
+/// Ends the sharing of `[base, base + size)` with `peer`: the host alone has it again (see
+/// the module documentation, *Share*).
+pub fn unshare<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    let range = request_range(base, size)?;
+    let peer_ref = ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    let _serial = slot.busy.lock();
+    let (held, moving) = (PageState::Shared { peer }, PageState::Unsharing { peer });
+    ctx.state.transition(range, held, moving).map_err(|_| HandoffError::NotHeldByPeer)?;
+    let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
+        ctx.unmap_peer(range, peer_ref, reserve)?;
+        // No stale line of the host's may hide what the peer wrote last (it can write no more).
+        if let Err(e) = ctx.scrub(range, false, reserve, Profiled::No) {
+            let _ = ctx.map_peer(range, peer_ref, reserve);
+            return Err(Rollback::Restored(HandoffError::Stage2(e)));
+        }
+        Ok(())
+    });
+    let end_state = if result.is_ok() { PageState::Host } else { held };
+    ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    result.map_err(Rollback::error)
+}
+
+/// The host takes `[base, base + size)` back from `peer` without waiting for the peer's
+/// RELEASE (Qualcomm's `assign_mem` from the peer VM to HLOS alone): the peer's mapping goes
+/// first, then the reclaim sequence (see the module documentation, *Take back*).
+pub fn take_back<H, D, A>(
+    ctx: &HandoffCtx<'_, H, D, A>,
+    base: u64,
+    size: u64,
+    peer: PeerId,
+    flags: TransferFlags,
+) -> Result<(), HandoffError>
+where
+    H: HandoffCpu + ?Sized,
+    D: DmaStage2 + ?Sized,
+    A: FrameAllocator + ?Sized,
+{
+    let range = request_range(base, size)?;
+    let peer_ref = ctx.peer(peer)?;
+    let slot = ctx.state.slot_for(range)?;
+    if slot.carveout.peer != peer {
+        return Err(HandoffError::NotHeldByPeer);
+    }
+    let _serial = slot.busy.lock();
+    let (held, kind, released) = {
+        let mut tracker = ctx.state.tracker.lock();
+        let held = tracker.state_of(range).map_err(|_| HandoffError::NotHeldByPeer)?;
+        let (kind, released) = match held {
+            PageState::Donated { peer: p, released } if p == peer => {
+                (TransferKind::Donate, released)
+            }
+            PageState::Lent { peer: p, released } if p == peer => (TransferKind::Lend, released),
+            _ => return Err(HandoffError::NotHeldByPeer),
+        };
+        let moving = PageState::Reclaiming { from: peer, kind };
+        tracker.transition(range, held, moving).map_err(HandoffError::Internal)?;
+        (held, kind, released)
+    };
+    let moving = PageState::Reclaiming { from: peer, kind };
+    let mut peer_unmapped = false;
+    let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
+        if !released {
+            ctx.unmap_peer(range, peer_ref, reserve)?;
+            peer_unmapped = true;
+        }
+        let back = ctx.to_host(range, flags, reserve);
+        if let Err(Rollback::Restored(_)) = &back
+            && !released
+            && ctx.map_peer(range, peer_ref, reserve).is_ok()
+        {
+            peer_unmapped = false;
+        }
+        back
+    });
+    let end_state = match result {
+        Ok(()) => PageState::Host,
+        Err(Rollback::HostKeeps(_)) => PageState::Host,
+        // The peer's mapping could not be put back: it stays released (mapped for nobody).
+        Err(Rollback::Restored(_)) if peer_unmapped => match kind {
+            TransferKind::Donate => PageState::Donated { peer, released: true },
+            TransferKind::Lend => PageState::Lent { peer, released: true },
+        },
+        Err(Rollback::Restored(_)) => held,
+    };
+    ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
+    result.map_err(Rollback::error)
+}
+
 fn transfer<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
@@ -739,6 +883,50 @@ where
         closed
     }
 
+    /// Maps `range` into `peer`'s stage-2 (its VMID current while its table changes, the
+    /// host's again afterwards); on failure whatever part was mapped is removed again.
+    fn map_peer(
+        &self,
+        range: MemRange,
+        peer: &PeerRef<'_>,
+        reserve: &mut FrameReserve,
+    ) -> Result<(), MapError> {
+        let mapped = {
+            let mut table = peer.stage2.table.lock();
+            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+            let mapped = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            if mapped.is_err() {
+                // `map_pages` only created pages inside `range`: removing them needs no frame.
+                let _ = table.unmap(range, reserve, self.cpu);
+            }
+            mapped
+        };
+        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        mapped
+    }
+
+    /// Removes `range` from `peer`'s stage-2 from a host call: TLBIs under the peer's VMID,
+    /// then the host's VMID current again. On failure the peer's mapping is put back (what
+    /// cannot be stays unmapped for its holder, which is safe).
+    fn unmap_peer(
+        &self,
+        range: MemRange,
+        peer: &PeerRef<'_>,
+        reserve: &mut FrameReserve,
+    ) -> Result<(), Rollback> {
+        let unmapped = {
+            let mut table = peer.stage2.table.lock();
+            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
+            let unmapped = table.unmap(range, reserve, self.cpu);
+            if unmapped.is_err() {
+                let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            }
+            unmapped
+        };
+        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        unmapped.map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))
+    }
+
     /// Steps 2-5 of donate/lend (module documentation).
     fn to_peer(
         &self,
@@ -753,18 +941,7 @@ where
         if let Err(e) = self.scrub(range, flags.clear, reserve, Profiled::Yes) {
             return Err(self.restore_host(range, reserve, HandoffError::Stage2(e)));
         }
-        let mapped = {
-            let mut table = peer.stage2.table.lock();
-            self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-            let mapped = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
-            if mapped.is_err() {
-                // Removes what was mapped (with TLBIs under the peer's VMID); cannot need
-                // frames: `map_pages` only created pages inside `range`.
-                let _ = table.unmap(range, reserve, self.cpu);
-            }
-            mapped
-        };
-        self.cpu.load_stage2(self.host.vmid, self.host_root());
+        let mapped = self.map_peer(range, peer, reserve);
         self.cpu.phase_end(Phase::PeerMap);
         match mapped {
             Ok(()) => Ok(()),

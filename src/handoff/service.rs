@@ -48,6 +48,9 @@ pub fn range_state(state: PageState) -> Option<RangeState> {
             RangeState::PeerReleased(peer)
         }
         PageState::Reclaiming { from, .. } => RangeState::Reclaiming(from),
+        PageState::Shared { peer } => RangeState::Shared(peer),
+        PageState::Sharing { peer } => RangeState::Sharing(peer),
+        PageState::Unsharing { peer } => RangeState::Unsharing(peer),
     })
 }
 

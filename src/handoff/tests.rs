@@ -428,7 +428,7 @@ impl World {
                     [c.range.start - PAGE_SIZE, c.range.start, c.range.end - PAGE_SIZE, c.range.end]
                 {
                     let state = tracker.state_of(MemRange::new(page, page + PAGE_SIZE));
-                    let allowed = state.is_ok_and(|s| s.accessor() == Some(who));
+                    let allowed = state.is_ok_and(|s| s.accessible_by(who));
                     if table.translate(page + 8).is_some() != allowed {
                         return Err(format!(
                             "{who:?}: translate({page:#x}) disagrees with {state:?}"
@@ -996,7 +996,7 @@ fn access_matches_ownership(w: &World, addr: u64, peer: Option<PeerId>) -> Resul
         Some(p) if p == MODEM => (Accessor::Peer(MODEM), &w.modem),
         Some(_) => (Accessor::Peer(DSP), &w.dsp),
     };
-    let allowed = w.state.tracker().state_of(range).is_ok_and(|s| s.accessor() == Some(who));
+    let allowed = w.state.tracker().state_of(range).is_ok_and(|s| s.accessible_by(who));
     let translates = table.lock().translate(page).is_some();
     if allowed == translates {
         Ok(())
@@ -1179,6 +1179,40 @@ mod service_calls {
 
     fn release(target: Target, clear: bool) -> Request {
         Request::Release(Return { target, clear })
+    }
+
+    /// A range shared by Qualcomm's assign_mem, seen through warden's own ABI: CARVEOUT_INFO
+    /// and RANGE_QUERY report SHARE; DONATE/LEND of it are DENIED (not the host's alone),
+    /// RECLAIM and the peer's RELEASE INVALID_PARAMETERS (nothing donated or lent); nothing
+    /// changes.
+    #[test]
+    fn shared_ranges_through_warden_abi() {
+        use crate::handoff::assign::{Holders, assign};
+        let rig = Rig::new();
+        {
+            let fake = FakeCpu::new(rig.log.clone());
+            let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+            let peers = rig.w.peers();
+            let ctx = rig.w.ctx(&fake, &smmu, &peers);
+            assign(&ctx, &DESCS, C_MODEM, Holders::HOST, Holders::shared(MODEM)).unwrap();
+        }
+        let info = CarveoutInfo::decode(&rig.host(Request::CarveoutInfo { index: 0 }).unwrap());
+        assert_eq!(info.unwrap().state, CarveoutState::Uniform(RangeState::Shared(MODEM)));
+        let q = rig.query(C_MODEM.start + 0x2000);
+        assert_eq!(
+            (q.base, q.size, q.state),
+            (C_MODEM.start, C_MODEM.size(), RangeState::Shared(MODEM))
+        );
+        let before = rig.w.snapshot();
+        let page = range(C_MODEM.start, PAGE_SIZE);
+        assert_eq!(rig.host(donate(page, MODEM, false)), Err(AbiError::Denied));
+        assert_eq!(rig.host(reclaim(page, false)), Err(AbiError::InvalidParameters));
+        assert_eq!(
+            rig.call(Caller::Peer(MODEM), release(page, false)),
+            Err(AbiError::InvalidParameters)
+        );
+        assert!(rig.w.snapshot() == before);
+        rig.w.check().unwrap();
     }
 
     #[test]
@@ -1439,6 +1473,9 @@ mod service_calls {
             (PageState::Donated { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
             (PageState::Lent { peer: DSP, released: true }, Some(RangeState::PeerReleased(DSP))),
             (PageState::Reclaiming { from: DSP, kind: Lend }, Some(RangeState::Reclaiming(DSP))),
+            (PageState::Shared { peer: DSP }, Some(RangeState::Shared(DSP))),
+            (PageState::Sharing { peer: DSP }, Some(RangeState::Sharing(DSP))),
+            (PageState::Unsharing { peer: DSP }, Some(RangeState::Unsharing(DSP))),
         ];
         for (state, want) in cases {
             assert_eq!(service::range_state(state), want);
@@ -1496,4 +1533,237 @@ fn profiling_hooks_name_every_step_in_order() {
     expected.extend(want.iter().map(|p| Some(*p)));
     assert_eq!(cpu.0.take(), expected);
     assert!(Phase::ALL.iter().all(|p| !p.name().is_empty()));
+}
+
+/// Qualcomm's assign_mem on the tracker ([`super::assign`]): the sequences it runs, in order,
+/// and its refusals.
+mod assign_mem {
+    use super::*;
+    use crate::handoff::assign::{AssignError, AssignOutcome, Holders, assign};
+    use crate::handoff::service::CarveoutDesc;
+    use warden_abi::handoff::Policy;
+
+    fn descs() -> [CarveoutDesc; 3] {
+        let d = |c: Carveout, policy, clear_on_reclaim| CarveoutDesc {
+            range: c.range,
+            peer: c.peer,
+            policy,
+            clear_on_reclaim,
+        };
+        [
+            d(CARVEOUTS[0], Policy::Donate, false),
+            d(CARVEOUTS[1], Policy::Lend, false),
+            d(CARVEOUTS[2], Policy::Lend, true),
+        ]
+    }
+
+    fn run(
+        w: &World,
+        cpu: &FakeCpu<'_>,
+        log: &Log,
+        range: MemRange,
+        from: Holders,
+        to: Holders,
+    ) -> Result<AssignOutcome, AssignError> {
+        let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+        let peers = w.peers();
+        let ctx = w.ctx(cpu, &smmu, &peers);
+        assign(&ctx, &descs(), range, from, to)
+    }
+
+    /// The peer's map of `range` (its VMID current, then the host's again).
+    fn expected_peer_map(replica: &World, range: MemRange) -> Vec<Ev> {
+        let mut v = vec![Ev::Load(2)];
+        v.extend(recorded(2, |rec| {
+            replica
+                .modem
+                .lock()
+                .map_pages(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec)
+                .unwrap()
+        }));
+        v.push(Ev::Load(HOST_VMID));
+        v
+    }
+
+    fn expected_peer_unmap(replica: &World, range: MemRange) -> Vec<Ev> {
+        let mut v = vec![Ev::Load(2)];
+        v.extend(recorded(2, |rec| {
+            replica.modem.lock().unmap(range, &mut *replica.frames.lock(), rec).unwrap()
+        }));
+        v.push(Ev::Load(HOST_VMID));
+        v
+    }
+
+    /// rmtfs_mem's probe and remove: HLOS → HLOS + MSS → HLOS. Share: the window cleans the
+    /// host's lines to memory, then the peer maps; the host keeps its mapping, no SMMU step.
+    /// Unshare: the peer's mapping goes (TLBIs under its VMID), then the clean.
+    #[test]
+    fn share_then_unshare_in_order() {
+        let w = World::new();
+        let replica = World::new();
+        let range = MemRange::new(C_BIG.start, C_BIG.start + 4 * PAGE_SIZE);
+        let log: Log = Rc::default();
+        let mut fake = FakeCpu::on(&w, log.clone());
+        fake.probe = Some((&w.state, range));
+        let got = run(&w, &fake, &log, range, Holders::HOST, Holders::shared(MODEM));
+        assert_eq!(got, Ok(AssignOutcome::Shared(MODEM)));
+        let mut want = expected_scrub(&replica, range, false);
+        want.extend(expected_peer_map(&replica, range));
+        assert_eq!(log.take(), want);
+        assert_eq!(fake.probe_violations.get(), 0, "in flight (Sharing) throughout");
+        assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Shared { peer: MODEM }));
+        assert!(w.host.lock().translate(range.start).is_some(), "the host keeps it");
+        assert!(w.modem.lock().translate(range.start).is_some(), "the peer has it");
+        w.check().unwrap();
+
+        let got = run(&w, &fake, &log, range, Holders::shared(MODEM), Holders::HOST);
+        assert_eq!(got, Ok(AssignOutcome::Unshared(MODEM)));
+        let mut want = expected_peer_unmap(&replica, range);
+        want.extend(expected_scrub(&replica, range, false));
+        assert_eq!(log.take(), want);
+        assert_eq!(fake.probe_violations.get(), 0, "in flight (Unsharing) throughout");
+        assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Host));
+        assert!(w.modem.lock().translate(range.start).is_none());
+        assert_eq!(fake.unmapped_accesses.get(), 0);
+        w.check().unwrap();
+    }
+
+    /// HLOS → MSS is the carveout's DONATE (same sequence, same log); MSS → HLOS takes it
+    /// back without the peer's RELEASE: the peer's mapping goes first, then the scrub (a
+    /// donated range is always scrubbed), then the host maps.
+    #[test]
+    fn exclusive_assign_is_donate_and_back_scrubs() {
+        let w = World::new();
+        let replica = World::new();
+        let range = MemRange::new(C_MODEM.start, C_MODEM.start + PAGE_SIZE);
+        let log: Log = Rc::default();
+        let fake = FakeCpu::on(&w, log.clone());
+        let got = run(&w, &fake, &log, range, Holders::HOST, Holders::peer(MODEM));
+        assert_eq!(got, Ok(AssignOutcome::Exclusive(MODEM, TransferKind::Donate)));
+        assert_eq!(log.take(), expected_give(&replica, range, MODEM, 2, false));
+        assert_eq!(
+            w.state.tracker().state_of(range),
+            Ok(PageState::Donated { peer: MODEM, released: false })
+        );
+        w.check().unwrap();
+        {
+            let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+            let peers = replica.peers();
+            let ctx = replica.ctx(&NullCpu, &smmu, &peers);
+            donate(&ctx, range.start, range.size(), MODEM, TransferFlags::default()).unwrap();
+        }
+        let got = run(&w, &fake, &log, range, Holders::peer(MODEM), Holders::HOST);
+        assert_eq!(got, Ok(AssignOutcome::TakenBack { from: MODEM, scrubbed: true }));
+        let got = log.take();
+        let mut want = expected_peer_unmap(&replica, range);
+        want.extend(expected_scrub(&replica, range, true));
+        want.extend(recorded(HOST_VMID, |rec| {
+            replica
+                .host
+                .lock()
+                .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+                .unwrap()
+        }));
+        assert_eq!(got, want);
+        assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Host));
+        assert_eq!(fake.unmapped_accesses.get(), 0);
+        w.check().unwrap();
+    }
+
+    /// A lend-policy carveout without clear-on-reclaim is lent, and comes back unscrubbed.
+    #[test]
+    fn exclusive_assign_of_a_lend_carveout() {
+        let w = World::new();
+        let range = MemRange::new(C_DSP.start, C_DSP.start + 2 * PAGE_SIZE);
+        let log: Log = Rc::default();
+        let fake = FakeCpu::on(&w, log.clone());
+        let got = run(&w, &fake, &log, range, Holders::HOST, Holders::peer(DSP));
+        assert_eq!(got, Ok(AssignOutcome::Exclusive(DSP, TransferKind::Lend)));
+        let got = run(&w, &fake, &log, range, Holders::peer(DSP), Holders::HOST);
+        assert_eq!(got, Ok(AssignOutcome::TakenBack { from: DSP, scrubbed: false }));
+        assert!(!log.take().iter().any(|e| matches!(e, Ev::Zero(_))));
+        w.check().unwrap();
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let w = World::new();
+        let log: Log = Rc::default();
+        let fake = FakeCpu::new(log.clone());
+        let page = |base: u64| MemRange::new(base, base + PAGE_SIZE);
+        let shared = page(C_BIG.start);
+        run(&w, &fake, &log, shared, Holders::HOST, Holders::shared(MODEM)).unwrap();
+        let before = w.snapshot();
+        log.take();
+        let (host, modem, dsp) = (Holders::HOST, Holders::peer(MODEM), Holders::peer(DSP));
+        let cases = [
+            (page(WARDEN.start), host, modem, AssignError::TouchesWarden),
+            (
+                MemRange::new(WARDEN.end - PAGE_SIZE, C_MODEM.end),
+                host,
+                modem,
+                AssignError::TouchesWarden,
+            ),
+            (page(HOST_RAM.start), host, modem, AssignError::NotInCarveout),
+            (
+                MemRange::new(C_DSP.end - PAGE_SIZE, C_DSP.end + PAGE_SIZE),
+                host,
+                dsp,
+                AssignError::NotInCarveout,
+            ),
+            (MemRange::new(C_MODEM.start, C_DSP.end), host, modem, AssignError::NotInCarveout),
+            (page(C_MODEM.start), host, Holders::peer(peer(9)), AssignError::UnknownPeer),
+            (page(C_MODEM.start), host, dsp, AssignError::WrongPeer),
+            (page(C_MODEM.start), modem, host, AssignError::SourceMismatch),
+            (page(C_MODEM.start), Holders::shared(MODEM), host, AssignError::SourceMismatch),
+            (
+                MemRange::new(C_BIG.start, C_BIG.start + 2 * PAGE_SIZE),
+                host,
+                modem,
+                AssignError::SourceMismatch,
+            ),
+            (shared, Holders::shared(MODEM), modem, AssignError::Unmediated),
+            (MemRange::new(C_MODEM.start, C_MODEM.start), host, modem, AssignError::BadRange),
+        ];
+        for (range, from, to, err) in cases {
+            assert_eq!(run(&w, &fake, &log, range, from, to), Err(err), "{range} {from:?} {to:?}");
+            assert_eq!(w.snapshot(), before, "{err:?}");
+        }
+        assert_eq!(
+            run(&w, &fake, &log, shared, Holders::shared(MODEM), Holders::shared(MODEM)),
+            Ok(AssignOutcome::Unchanged)
+        );
+        // In flight: BUSY.
+        w.state
+            .tracker()
+            .transition(page(C_MODEM.start), PageState::Host, PageState::Sharing { peer: MODEM })
+            .unwrap();
+        assert_eq!(run(&w, &fake, &log, page(C_MODEM.start), host, modem), Err(AssignError::Busy));
+        w.state
+            .tracker()
+            .transition(page(C_MODEM.start), PageState::Sharing { peer: MODEM }, PageState::Host)
+            .unwrap();
+        assert!(log.take().is_empty(), "no hardware operation for a refusal");
+        assert_eq!(w.snapshot(), before);
+        w.check().unwrap();
+    }
+
+    /// No frames for the sequence: NO_MEMORY, nothing changed.
+    #[test]
+    fn out_of_frames_is_no_memory_and_changes_nothing() {
+        let w = World::new();
+        let mut hoard = Vec::new();
+        while let Some(pa) = w.frames.lock().alloc_zeroed(1) {
+            hoard.push(pa);
+        }
+        let log: Log = Rc::default();
+        let fake = FakeCpu::new(log.clone());
+        let before = w.snapshot();
+        let range = MemRange::new(C_BIG.start, C_BIG.start + PAGE_SIZE);
+        for to in [Holders::shared(MODEM), Holders::peer(MODEM)] {
+            assert_eq!(run(&w, &fake, &log, range, Holders::HOST, to), Err(AssignError::NoMemory));
+            assert_eq!(w.snapshot(), before);
+        }
+        assert!(log.take().is_empty());
+    }
 }

@@ -42,8 +42,17 @@ pub enum PageState {
     Lent { peer: PeerId, released: bool },
     /// Moving from the host to `to`: the host's mapping is being removed, the peer's added.
     HandingOff { to: PeerId, kind: TransferKind },
-    /// Moving from `from` back to the host.
+    /// Moving from `from` back to the host. The host's own RECLAIM starts here only after the
+    /// peer's RELEASE; a Qualcomm `assign_mem` back to the host alone (`crate::trap::scm`)
+    /// starts here while the peer still has it mapped and removes that mapping first.
     Reclaiming { from: PeerId, kind: TransferKind },
+    /// Owned by the host, accessible to the host *and* the peer (Qualcomm's `assign_mem` to
+    /// HLOS plus one peer VM): both stage-2s map it.
+    Shared { peer: PeerId },
+    /// Moving from `Host` to `Shared { peer }`: the host keeps its mapping, the peer's is added.
+    Sharing { peer: PeerId },
+    /// Moving from `Shared { peer }` back to `Host`: the peer's mapping is removed.
+    Unsharing { peer: PeerId },
 }
 
 /// Who owns a page (lent pages stay the host's).
@@ -71,39 +80,54 @@ impl PageState {
             PageState::HandingOff { .. } => Owner::Host,
             PageState::Reclaiming { from, kind: TransferKind::Donate } => Owner::Peer(from),
             PageState::Reclaiming { kind: TransferKind::Lend, .. } => Owner::Host,
+            PageState::Shared { .. } | PageState::Sharing { .. } | PageState::Unsharing { .. } => {
+                Owner::Host
+            }
         }
     }
 
-    /// The one agent allowed to have the page mapped once no transfer is in flight. A page its
-    /// peer has released is nobody's to access until the host reclaims it.
-    pub fn accessor(&self) -> Option<Accessor> {
+    /// Whether `who` is allowed to have the page mapped once no transfer is in flight: the
+    /// host its own pages, a peer what was donated or lent to it and not released, both what
+    /// is shared between them. A page its peer has released is nobody's to access until the
+    /// host reclaims it.
+    pub fn accessible_by(&self, who: Accessor) -> bool {
         match *self {
-            PageState::Host => Some(Accessor::Host),
+            PageState::Host => who == Accessor::Host,
             PageState::Donated { peer, released: false }
-            | PageState::Lent { peer, released: false } => Some(Accessor::Peer(peer)),
+            | PageState::Lent { peer, released: false } => who == Accessor::Peer(peer),
+            PageState::Shared { peer } => who == Accessor::Host || who == Accessor::Peer(peer),
             PageState::Donated { released: true, .. }
             | PageState::Lent { released: true, .. }
             | PageState::Warden
             | PageState::HandingOff { .. }
-            | PageState::Reclaiming { .. } => None,
+            | PageState::Reclaiming { .. }
+            | PageState::Sharing { .. }
+            | PageState::Unsharing { .. } => false,
         }
     }
 
     /// Whether `who` may have the page mapped right now. While a transfer is in flight the
     /// source loses its mapping before the destination gains one, but concurrent observers may
-    /// still see either side's mapping (a reclaim's source, the released peer, has none).
+    /// still see either side's mapping (a reclaim's source has none after its RELEASE, and
+    /// loses it first when the host takes the range back by `assign_mem`).
     pub fn may_be_mapped_by(&self, who: Accessor) -> bool {
         match *self {
-            PageState::HandingOff { to: peer, .. } => {
-                who == Accessor::Host || who == Accessor::Peer(peer)
-            }
-            PageState::Reclaiming { .. } => who == Accessor::Host,
-            _ => self.accessor() == Some(who),
+            PageState::HandingOff { to: peer, .. }
+            | PageState::Reclaiming { from: peer, .. }
+            | PageState::Sharing { peer }
+            | PageState::Unsharing { peer } => who == Accessor::Host || who == Accessor::Peer(peer),
+            _ => self.accessible_by(who),
         }
     }
 
     pub fn is_transient(&self) -> bool {
-        matches!(self, PageState::HandingOff { .. } | PageState::Reclaiming { .. })
+        matches!(
+            self,
+            PageState::HandingOff { .. }
+                | PageState::Reclaiming { .. }
+                | PageState::Sharing { .. }
+                | PageState::Unsharing { .. }
+        )
     }
 }
 
@@ -283,7 +307,7 @@ impl OwnershipTracker {
             }
             let mut covered = 0;
             for e in self.extents_in(r) {
-                if e.state.accessor() != Some(who) {
+                if !e.state.accessible_by(who) {
                     return Err(format!("{who:?} maps {} in state {:?}", e.range, e.state));
                 }
                 covered += e.range.size();
@@ -296,7 +320,7 @@ impl OwnershipTracker {
         let owed: u64 = self
             .extents
             .iter()
-            .filter(|e| e.state.accessor() == Some(who))
+            .filter(|e| e.state.accessible_by(who))
             .map(|e| e.range.size())
             .sum();
         if owed != mapped {
@@ -423,12 +447,28 @@ mod tests {
         let lent = PageState::Lent { peer: MODEM, released: true };
         assert_eq!(donated.owner(), Owner::Peer(MODEM));
         assert_eq!(lent.owner(), Owner::Host);
-        assert_eq!(lent.accessor(), None, "released: nobody's");
-        assert_eq!(donated.accessor(), Some(Accessor::Peer(MODEM)));
-        assert_eq!(PageState::Warden.accessor(), None);
+        for who in [Accessor::Host, Accessor::Peer(MODEM)] {
+            assert!(!lent.accessible_by(who), "released: nobody's");
+            assert!(!PageState::Warden.accessible_by(who));
+        }
+        assert!(donated.accessible_by(Accessor::Peer(MODEM)));
+        assert!(!donated.accessible_by(Accessor::Host));
         let back = PageState::Reclaiming { from: MODEM, kind: TransferKind::Lend };
         assert!(back.may_be_mapped_by(Accessor::Host));
-        assert!(!back.may_be_mapped_by(Accessor::Peer(MODEM)), "released before the reclaim");
+        assert!(back.may_be_mapped_by(Accessor::Peer(MODEM)), "assign_mem back: peer unmaps first");
+        assert!(!back.may_be_mapped_by(Accessor::Peer(PeerId::DSP)));
+        let shared = PageState::Shared { peer: MODEM };
+        assert_eq!(shared.owner(), Owner::Host);
+        assert!(
+            shared.accessible_by(Accessor::Host) && shared.accessible_by(Accessor::Peer(MODEM))
+        );
+        assert!(!shared.accessible_by(Accessor::Peer(PeerId::DSP)) && !shared.is_transient());
+        for moving in [PageState::Sharing { peer: MODEM }, PageState::Unsharing { peer: MODEM }] {
+            assert!(moving.is_transient() && !moving.accessible_by(Accessor::Host));
+            assert!(moving.may_be_mapped_by(Accessor::Host));
+            assert!(moving.may_be_mapped_by(Accessor::Peer(MODEM)));
+            assert!(!moving.may_be_mapped_by(Accessor::Peer(PeerId::DSP)));
+        }
         let moving = PageState::HandingOff { to: MODEM, kind: TransferKind::Donate };
         assert!(moving.is_transient() && moving.may_be_mapped_by(Accessor::Host));
         assert!(!moving.may_be_mapped_by(Accessor::Peer(PeerId::DSP)));

@@ -13,7 +13,9 @@ use warden_abi::{psci, smccc};
 use super::Platform;
 use super::inject::{El1ExceptionRegs, El1Features, HostEl1};
 use super::s1walk::El1Regime;
+use super::scm::{Refused, ScmHost};
 use crate::boards::{Board, Firmware, ViolationPolicy};
+use crate::handoff::assign::{AssignError, AssignOutcome, Holders};
 
 /// EL3 firmware model shared by all fake CPUs: records every SMC and answers like QEMU's
 /// built-in PSCI (PSCI 1.1, everything succeeds, CPUs report OFF to AFFINITY_INFO).
@@ -126,6 +128,11 @@ pub struct FakePlatform {
     pub gic_accesses: Vec<(crate::gic::GicFrame, u32, u8, Option<u64>)>,
     /// What every GIC frame load returns.
     pub gic_value: u64,
+    /// Host memory [`super::scm::ScmHost::read_host`] copies from (address → bytes).
+    pub host_bytes: alloc::collections::BTreeMap<u64, Vec<u8>>,
+    /// Every assignment passed on, and the reply given to all of them.
+    pub assigns: Vec<(crate::mm::MemRange, Holders, Holders)>,
+    pub assign_reply: Result<AssignOutcome, AssignError>,
     /// What the caller's stage-2 maps now, for [`Platform::stage2_allows`].
     pub stage2: Vec<(crate::mm::MemRange, crate::mm::Perms)>,
     /// Every [`Platform::stage2_allows`] question: (IPA, permission needed).
@@ -155,6 +162,7 @@ impl FakePlatform {
                 violation_policy: ViolationPolicy::Contain,
                 sim_peer: false,
                 control_page: None,
+                scm_firmware: false,
             },
             host_el1: HostEl1 {
                 vbar: Self::HOST_VBAR,
@@ -183,6 +191,9 @@ impl FakePlatform {
             gic_accesses: Vec::new(),
             gic_value: 0,
             stage2: Vec::new(),
+            host_bytes: alloc::collections::BTreeMap::new(),
+            assigns: Vec::new(),
+            assign_reply: Err(AssignError::Aborted),
             stage2_queries: Mutex::new(Vec::new()),
         }
     }
@@ -190,6 +201,51 @@ impl FakePlatform {
     /// The per-CPU context the fake hands EL3 for `cpu_index`.
     pub const fn context_for(cpu_index: usize) -> u64 {
         0x7080_0000 + cpu_index as u64 * 0x1000
+    }
+}
+
+/// Host memory is whatever `host_bytes` holds: a read must lie inside one stored buffer.
+impl ScmHost for FakePlatform {
+    fn read_host(&self, ipa: u64, buf: &mut [u8]) -> Result<(), Refused> {
+        let (&base, bytes) = self.host_bytes.range(..=ipa).next_back().ok_or(Refused)?;
+        let at = usize::try_from(ipa - base).map_err(|_| Refused)?;
+        let src = bytes.get(at..at.checked_add(buf.len()).ok_or(Refused)?).ok_or(Refused)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn assign(
+        &mut self,
+        range: crate::mm::MemRange,
+        from: Holders,
+        to: Holders,
+    ) -> Result<AssignOutcome, AssignError> {
+        self.assigns.push((range, from, to));
+        self.assign_reply
+    }
+    fn holders(
+        &self,
+        _range: crate::mm::MemRange,
+        _peer: crate::mm::ownership::PeerId,
+    ) -> Result<Holders, AssignError> {
+        Ok(Holders::HOST)
+    }
+    fn can_forward(&self) -> bool {
+        false
+    }
+    fn forward(&mut self, _call: &super::scm::ScmCall) -> Option<[u64; 4]> {
+        None
+    }
+    fn firmware_may_take(&self, _range: crate::mm::MemRange) -> bool {
+        false
+    }
+    fn pas_region(&self, _peer: crate::mm::ownership::PeerId) -> Option<crate::mm::MemRange> {
+        None
+    }
+    fn set_pas_region(
+        &mut self,
+        _peer: crate::mm::ownership::PeerId,
+        _region: Option<crate::mm::MemRange>,
+    ) {
     }
 }
 

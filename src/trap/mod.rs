@@ -40,8 +40,9 @@ use smccc::{SmcccCall, SmcccReturn};
 use violations::ViolationRing;
 
 /// The hardware-dependent pieces the trap path needs, implemented by the aarch64 integration
-/// (and by `fake::FakePlatform` in tests). One value per CPU per trap.
-pub trait Platform {
+/// (and by `fake::FakePlatform` in tests). One value per CPU per trap. The SCM calls' needs
+/// ([`scm::ScmHost`]: host buffers, assignments) are part of it.
+pub trait Platform: scm::ScmHost {
     /// Index of the current CPU in the host CPU list given to [`Psci::new`].
     fn cpu_index(&self) -> usize;
     /// The board (firmware kind, violation policy).

@@ -116,7 +116,7 @@ pub fn route<P: Platform + ?Sized>(call: &SmcccCall, psci: &Psci, platform: &mut
         },
         super::scm::OWNER_SIP if platform.persona().has_scm() => {
             match super::scm::ScmCall::decode(call) {
-                Some(scm) => super::scm::dispatch(&scm).to_return(),
+                Some(scm) => super::scm::dispatch(&scm, platform).to_return(),
                 None => SmcccReturn::not_supported(),
             }
         }
@@ -184,6 +184,7 @@ mod tests {
             violation_policy: ViolationPolicy::Contain,
             sim_peer: false,
             control_page: None,
+            scm_firmware: false,
         };
         (Psci::new(&[0, 1], 0).unwrap(), el3, p)
     }

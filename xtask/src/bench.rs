@@ -221,6 +221,45 @@ pub fn render_markdown(r: &Report) -> String {
             ratio(donate.unwrap_or(0), civac.unwrap_or(0))
         );
     }
+    let scm_sizes: Vec<u64> = SCM_SIZES
+        .iter()
+        .copied()
+        .filter(|s| row(&r.rows, &format!("scm/assign_exclusive/{s}")).is_some())
+        .collect();
+    if !scm_sizes.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Qualcomm assign_mem (Snapdragon persona, one call, instructions)\n\nOn the \
+             modem carveout (donate policy): HLOS → MSS_MSA runs the same DONATE sequence, plus \
+             the SMC decode and the copy of three host lists; MSS_MSA → HLOS takes it back \
+             (peer unmap, scrub, host map); share and unshare keep the host mapped. DONATE and \
+             the EL1 `DC CIVAC` loop are the virt run's rows of the same size.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| size | HLOS → MSS | DONATE | MSS → HLOS (scrubbed) | share | unshare | EL1 DC \
+             CIVAC | HLOS → MSS / DONATE |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for size in scm_sizes {
+            let get = |name: String| row(&r.rows, &name).map(Row::median);
+            let cell = |v: Option<u64>| v.map_or_else(|| "–".to_owned(), |v| v.to_string());
+            let exclusive = get(format!("scm/assign_exclusive/{size}"));
+            let donate = get(format!("handoff/donate/{size}"));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                human_size(size),
+                cell(exclusive),
+                cell(donate),
+                cell(get(format!("scm/assign_back/{size}"))),
+                cell(get(format!("scm/share/{size}"))),
+                cell(get(format!("scm/unshare/{size}"))),
+                cell(get(format!("handoff/el1_dc_civac/{size}"))),
+                ratio(exclusive.unwrap_or(0), donate.unwrap_or(0))
+            );
+        }
+    }
     if let Some(p) = &r.profile {
         let total: u64 = p.phases.iter().map(|(_, t)| t).sum();
         let _ = writeln!(
@@ -423,9 +462,25 @@ fn guest_run(qemu: &Path, image: &Path, memory: &str, name: &str) -> Result<Vec<
 pub const MMU500_ROWS: [&str; 3] =
     ["trap/mmu500_register_read", "trap/mmu500_register_write", "trap/mmu500_tlbiasid_tlbsync"];
 
+/// Sizes of the Snapdragon run's assign_mem rows (`scm/<kind>/<bytes>`).
+pub const SCM_SIZES: [u64; 3] = [64 << 10, 1 << 20, 16 << 20];
+/// The assign_mem kinds measured per size.
+pub const SCM_KINDS: [&str; 4] = ["assign_exclusive", "assign_back", "share", "unshare"];
+
+/// Every `scm/...` row name the Snapdragon run must have measured.
+pub fn scm_row_names() -> Vec<String> {
+    SCM_SIZES
+        .iter()
+        .flat_map(|size| SCM_KINDS.iter().map(move |kind| format!("scm/{kind}/{size}")))
+        .collect()
+}
+
 fn mmu500_rows(rows: &[Row]) -> Result<Vec<Row>> {
+    let scm = scm_row_names();
     MMU500_ROWS
         .iter()
+        .copied()
+        .chain(scm.iter().map(String::as_str))
         .map(|name| {
             row(rows, name).cloned().with_context(|| {
                 format!(
@@ -512,13 +567,34 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
 
     #[test]
     fn the_mmu500_rows_are_all_required() {
-        let run = "bench trap/hvc_abi_version instructions 500\n\
-                   bench trap/mmu500_register_read instructions 700 710\n\
-                   bench trap/mmu500_register_write instructions 780\n\
-                   bench trap/mmu500_tlbiasid_tlbsync instructions 5000\n";
-        let rows = mmu500_rows(&parse_rows(&lines(run)).unwrap()).unwrap();
-        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, MMU500_ROWS);
+        let mut run = String::from(
+            "bench trap/hvc_abi_version instructions 500\n\
+             bench trap/mmu500_register_read instructions 700 710\n\
+             bench trap/mmu500_register_write instructions 780\n\
+             bench trap/mmu500_tlbiasid_tlbsync instructions 5000\n",
+        );
+        for name in scm_row_names() {
+            run += &format!("bench {name} instructions 90000\n");
+        }
+        let rows = mmu500_rows(&parse_rows(&lines(&run)).unwrap()).unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        let mut want: Vec<String> = MMU500_ROWS.iter().map(|s| s.to_string()).collect();
+        want.extend(scm_row_names());
+        assert_eq!(names, want);
+        assert_eq!(want.len(), 3 + 12);
+        // The report compares HLOS -> MSS with the virt run's DONATE of the same size.
+        let mut all = parse_rows(&lines(OUTPUT)).unwrap();
+        all.extend(rows);
+        let report =
+            Report { quick: false, rows: all, footprints: vec![], profile: None, linux: None };
+        let md = render_markdown(&report);
+        assert!(
+            md.contains("| 64 KiB | 90000 | 53101 | 90000 | 90000 | 90000 | 4106 | 1.69× |"),
+            "{md}"
+        );
+        let lost_scm = run.replace("bench scm/share/1048576 instructions 90000\n", "");
+        let err = mmu500_rows(&parse_rows(&lines(&lost_scm)).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("scm/share/1048576"), "{err}");
         let lost = "bench trap/mmu500_register_read instructions 700\n\
                     guest: bench MMU-500 not usable: no edu\n";
         let err = mmu500_rows(&parse_rows(&lines(lost)).unwrap()).unwrap_err().to_string();

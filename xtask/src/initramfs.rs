@@ -26,6 +26,10 @@ pub const MODULES: [&str; 10] = [
     "vfio-pci",
 ];
 
+/// Modules a scenario loads itself (`insmod /lib/modules/NAME.ko`), not /init: Qualcomm's
+/// rmtfs region driver (`rmtfs-mem`, on the Snapdragon persona). They depend on nothing.
+pub const ON_DEMAND_MODULES: [&str; 1] = ["rmtfs_mem"];
+
 /// User-space programs built from this repository that go into the initramfs as `/bin/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
@@ -59,6 +63,7 @@ pub const APPLETS: &[&str] = &[
     "ls",
     "mkdir",
     "mount",
+    "rmmod",
     "nproc",
     "od",
     "ping",
@@ -153,6 +158,8 @@ impl Scripts {
 pub struct Module {
     pub name: String,
     pub bytes: Vec<u8>,
+    /// Loaded by /init at boot (listed in `/etc/warden/modules`); else a scenario loads it.
+    pub at_boot: bool,
 }
 
 fn find_file(dir: &Path, wanted: &[String]) -> Option<PathBuf> {
@@ -246,7 +253,7 @@ fn read_module(modules_dir: &Path, name: &str) -> Result<Option<Module>> {
         path.display()
     );
     let stem = file.split(".ko").next().unwrap_or(name).to_owned();
-    Ok(Some(Module { name: stem, bytes }))
+    Ok(Some(Module { name: stem, bytes, at_boot: true }))
 }
 
 /// Adds module `name` to `out` after its dependencies (depth first); `chain` is the path of
@@ -297,6 +304,12 @@ pub fn collect_modules(modules_dir: &Path) -> Result<Vec<Module>> {
     for name in MODULES {
         add_module(modules_dir, name, &mut out, &mut Vec::new())?;
     }
+    for name in ON_DEMAND_MODULES {
+        let mut module = read_module(modules_dir, name)?
+            .with_context(|| format!("kernel module {name} is not in {}", modules_dir.display()))?;
+        module.at_boot = false;
+        out.push(module);
+    }
     Ok(out)
 }
 
@@ -344,8 +357,10 @@ pub fn build(
     let mut order = String::new();
     for module in modules {
         a.file(&format!("lib/modules/{}.ko", module.name), 0o644, module.bytes.clone())?;
-        order.push_str(&module.name);
-        order.push('\n');
+        if module.at_boot {
+            order.push_str(&module.name);
+            order.push('\n');
+        }
     }
     a.file("etc/warden/modules", 0o644, order.into_bytes())?;
     let bytes = a.to_bytes()?;
@@ -392,7 +407,10 @@ mod tests {
 
     #[test]
     fn initramfs_layout() {
-        let modules = vec![Module { name: "virtio_blk".into(), bytes: b"\x7fELFmod".to_vec() }];
+        let modules = vec![
+            Module { name: "virtio_blk".into(), bytes: b"\x7fELFmod".to_vec(), at_boot: true },
+            Module { name: "rmtfs_mem".into(), bytes: b"\x7fELFrm".to_vec(), at_boot: false },
+        ];
         let programs =
             vec![Program { name: "dma-after-donate".into(), bytes: b"\x7fELFp".to_vec() }];
         let bytes = build(b"\x7fELFbusybox", &modules, &programs, &scripts()).unwrap();
@@ -406,7 +424,12 @@ mod tests {
         assert_eq!(find("dev/console").kind, Kind::CharDevice { major: 5, minor: 1 });
         assert_eq!(find("scenarios/10-a.sh").kind, Kind::File(b"true\n".to_vec()));
         assert_eq!(find("lib/modules/virtio_blk.ko").kind, Kind::File(b"\x7fELFmod".to_vec()));
-        assert_eq!(find("etc/warden/modules").kind, Kind::File(b"virtio_blk\n".to_vec()));
+        assert_eq!(find("lib/modules/rmtfs_mem.ko").kind, Kind::File(b"\x7fELFrm".to_vec()));
+        assert_eq!(
+            find("etc/warden/modules").kind,
+            Kind::File(b"virtio_blk\n".to_vec()),
+            "on-demand modules are not loaded by /init"
+        );
         assert_eq!(find("bin/dma-after-donate").kind, Kind::File(b"\x7fELFp".to_vec()));
         assert_eq!(find("bin/dma-after-donate").permissions, 0o755);
         assert!(build(b"#!/bin/sh", &modules, &[], &scripts()).is_err(), "busybox must be ELF");
@@ -651,6 +674,7 @@ mod tests {
         put("drivers/vfio/vfio_iommu_type1.ko.xz", xz(&fake_module(b"depends=vfio\0")));
         put("drivers/vfio/pci/vfio-pci-core.ko.xz", xz(&fake_module(b"depends=vfio\0")));
         put("drivers/vfio/pci/vfio-pci.ko.xz", xz(&fake_module(b"depends=vfio-pci-core,vfio\0")));
+        put("drivers/soc/qcom/rmtfs_mem.ko.xz", xz(&none()));
         let builtin_pci = "kernel/drivers/virtio/virtio_pci_legacy_dev.ko\n\
                            kernel/drivers/virtio/virtio_pci.ko\n\
                            kernel/drivers/virtio/virtio_pci_modern_dev.ko\n";
@@ -675,9 +699,12 @@ mod tests {
                 "vfio",
                 "vfio_iommu_type1",
                 "vfio-pci-core",
-                "vfio-pci"
+                "vfio-pci",
+                "rmtfs_mem"
             ]
         );
+        let at_boot: Vec<bool> = mods.iter().map(|m| m.at_boot).collect();
+        assert_eq!(at_boot, [true, true, true, true, true, true, true, false]);
         assert_eq!(module_depends(&mods[1].bytes).unwrap(), ["net_failover"]);
         // A dependency that is nowhere says who needed it; a cycle is reported, not followed.
         put("drivers/vfio/vfio.ko.xz", xz(&fake_module(b"depends=irqbypass\0")));

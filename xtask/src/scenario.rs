@@ -442,12 +442,15 @@ pub fn parse_linux_summary(line: &str) -> Option<(usize, usize, usize)> {
 }
 
 /// The guest scenarios on the Snapdragon persona (`guest-snapdragon`).
-pub const GUEST_SNAPDRAGON_SCENARIOS: [&str; 5] = [
+pub const GUEST_SNAPDRAGON_SCENARIOS: [&str; 8] = [
     "warden_abi_version",
     "mmu500_bypass_stream_dma_works",
     "mmu500_fastrpc_session_reuse_is_flushed",
     "mmu500_fastrpc_session_reuse_without_g3_reads_stale",
     "mmu500_hostile_host",
+    "scm_exclusive_assign",
+    "scm_share_then_unshare",
+    "scm_bad_inputs_change_nothing",
 ];
 
 /// The test guest on the Snapdragon persona: banner, every MMU-500 scenario reported and
@@ -485,6 +488,55 @@ pub fn judge_guest_snapdragon(run: &Captured) -> Vec<Verdict> {
         || ending_text(&run.ending),
     ));
     out
+}
+
+/// assign_mem calls the `rmtfs-mem` scenario makes: its probe, then 20 binds (shares), and 20
+/// unbinds then its rmmod (unshares).
+pub const RMTFS_ASSIGNS: usize = 21;
+
+/// warden's side of the `rmtfs-mem` scenario (on top of its own `ok` line): warden offered the
+/// rmtfs region, mediated exactly [`RMTFS_ASSIGNS`] shares and as many unshares of it, refused
+/// none, and its assign_mem counter (`#n`) agrees with the lines (1, 2, ... in order).
+pub fn judge_snapdragon_scm(run: &Captured) -> Vec<Verdict> {
+    let assigns: Vec<&str> =
+        run.lines.iter().map(|l| l.as_str()).filter(|l| l.contains("SCM assign_mem #")).collect();
+    let count = |what: &str| assigns.iter().filter(|l| l.contains(what)).count();
+    let shares = count("HLOS -> HLOS+MSS_MSA: shared (SHARE)");
+    let unshares = count("HLOS+MSS_MSA -> HLOS: unshared");
+    let numbers: Vec<Option<usize>> = assigns
+        .iter()
+        .map(|l| {
+            let rest = l.split("SCM assign_mem #").nth(1)?;
+            rest.split(':').next()?.trim().parse().ok()
+        })
+        .collect();
+    let in_order = numbers.iter().enumerate().all(|(i, n)| *n == Some(i + 1));
+    let refused = run.lines.iter().find(|l| l.contains("SCM assign_mem refused"));
+    vec![
+        Verdict::check(
+            "linux/snapdragon/scm: warden offered the rmtfs region",
+            run.lines.iter().any(|l| l.contains("SCM: rmtfs region (qcom,rmtfs-mem")),
+            || "no `SCM: rmtfs region` line".into(),
+        ),
+        Verdict::check(
+            &format!("linux/snapdragon/scm: {RMTFS_ASSIGNS} shares (HLOS -> HLOS+MSS_MSA)"),
+            shares == RMTFS_ASSIGNS,
+            || format!("{shares} share lines"),
+        ),
+        Verdict::check(
+            &format!("linux/snapdragon/scm: {RMTFS_ASSIGNS} unshares (HLOS+MSS_MSA -> HLOS)"),
+            unshares == RMTFS_ASSIGNS,
+            || format!("{unshares} unshare lines"),
+        ),
+        Verdict::check(
+            "linux/snapdragon/scm: assign_mem counter agrees with the lines",
+            in_order && assigns.len() == shares + unshares,
+            || format!("numbers {numbers:?} over {} lines", assigns.len()),
+        ),
+        Verdict::check("linux/snapdragon/scm: no assign_mem refused", refused.is_none(), || {
+            format!("`{}`", refused.map(|l| l.trim()).unwrap_or_default())
+        }),
+    ]
 }
 
 /// The Snapdragon persona's probe lines (on top of [`judge_linux_boot`]): warden offered the
@@ -987,7 +1039,7 @@ linux: done
         text.push_str("guest: done\n");
         let verdicts = judge_guest_snapdragon(&captured(&text, Ending::Exited(Some(0))));
         assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
-        assert_eq!(verdicts.len(), 1 + 5 + 3);
+        assert_eq!(verdicts.len(), 1 + GUEST_SNAPDRAGON_SCENARIOS.len() + 3);
         let failed = text.replace(
             "ok mmu500_fastrpc_session_reuse_is_flushed",
             "FAILED mmu500_fastrpc_session_reuse_is_flushed: stale",
@@ -996,6 +1048,35 @@ linux: done
         assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
         let missing = text.replace("ok mmu500_bypass_stream_dma_works\n", "");
         let verdicts = judge_guest_snapdragon(&captured(&missing, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
+    }
+
+    #[test]
+    fn snapdragon_scm_lines() {
+        let mut text = String::from(
+            "warden: SCM: rmtfs region (qcom,rmtfs-mem, client 1, VM MSS_MSA) is carveout x\n",
+        );
+        let mut n = 0;
+        for _ in 0..RMTFS_ASSIGNS {
+            n += 1;
+            text +=
+                &format!("warden: SCM assign_mem #{n}: r HLOS -> HLOS+MSS_MSA: shared (SHARE)\n");
+            n += 1;
+            text += &format!(
+                "warden: SCM assign_mem #{n}: r HLOS+MSS_MSA -> HLOS: unshared (host alone)\n"
+            );
+        }
+        let verdicts = judge_snapdragon_scm(&captured(&text, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.len(), 5);
+        assert!(verdicts.iter().all(|v| v.outcome.is_ok()), "{verdicts:?}");
+        let skipped = text.replace("#5:", "#50:");
+        let verdicts = judge_snapdragon_scm(&captured(&skipped, Ending::Exited(Some(0))));
+        assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1, "{verdicts:?}");
+        let one_less = text.replacen("HLOS -> HLOS+MSS_MSA: shared", "x", 1);
+        let verdicts = judge_snapdragon_scm(&captured(&one_less, Ending::Exited(Some(0))));
+        assert!(verdicts.iter().any(|v| v.outcome.is_err()));
+        let refused = text + "warden: SCM assign_mem refused: InvalidArgument\n";
+        let verdicts = judge_snapdragon_scm(&captured(&refused, Ending::Exited(Some(0))));
         assert_eq!(verdicts.iter().filter(|v| v.outcome.is_err()).count(), 1);
     }
 

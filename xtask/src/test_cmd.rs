@@ -592,6 +592,7 @@ fn scenario_linux(
     }
     if snapdragon {
         verdicts.extend(scenario::judge_snapdragon_probe(&run));
+        verdicts.extend(scenario::judge_snapdragon_scm(&run));
     }
     if name != "linux" {
         for v in &mut verdicts {

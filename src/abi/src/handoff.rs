@@ -134,7 +134,11 @@ impl Policy {
 ///  Host --DONATE--> Donating(p) --> Donated(p) --RELEASE by p--> PeerReleased(p)
 ///  Host --LEND----> Lending(p)  --> Lent(p)    --RELEASE by p--> PeerReleased(p)
 ///  PeerReleased(p) --RECLAIM--> Reclaiming(p) --> Host
+///  Host --assign_mem HLOS+p--> Sharing(p) --> Shared(p) --assign_mem HLOS--> Unsharing(p) --> Host
 /// ```
+/// `Shared` exists only through Qualcomm's `assign_mem` on the Snapdragon persona
+/// (`docs/qcom-scm.md`), which also takes `Donated(p)`/`Lent(p)` back to `Host` through
+/// `Reclaiming(p)` without the peer's RELEASE.
 /// The `-ing` states are transient (a transfer in flight; calls on them get `BUSY`); a failed
 /// transfer returns the range to the state it started from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +154,10 @@ pub enum RangeState {
     /// The peer gave it up; unmapped from everyone until the host reclaims it.
     PeerReleased(PeerId),
     Reclaiming(PeerId),
+    /// Owned by the host, mapped for the host and the peer.
+    Shared(PeerId),
+    Sharing(PeerId),
+    Unsharing(PeerId),
 }
 
 const KIND_HOST: u64 = 0;
@@ -159,6 +167,9 @@ const KIND_LENDING: u64 = 3;
 const KIND_LENT: u64 = 4;
 const KIND_RELEASED: u64 = 5;
 const KIND_RECLAIMING: u64 = 6;
+const KIND_SHARED: u64 = 7;
+const KIND_SHARING: u64 = 8;
+const KIND_UNSHARING: u64 = 9;
 /// [`CarveoutState::Mixed`]: only in `CARVEOUT_INFO`.
 const KIND_MIXED: u64 = 0xff;
 
@@ -172,6 +183,9 @@ impl RangeState {
             Self::Lent(p) => (KIND_LENT, p.0),
             Self::PeerReleased(p) => (KIND_RELEASED, p.0),
             Self::Reclaiming(p) => (KIND_RECLAIMING, p.0),
+            Self::Shared(p) => (KIND_SHARED, p.0),
+            Self::Sharing(p) => (KIND_SHARING, p.0),
+            Self::Unsharing(p) => (KIND_UNSHARING, p.0),
         };
         kind | (peer as u64) << 8
     }
@@ -189,13 +203,23 @@ impl RangeState {
             KIND_LENT => Self::Lent(peer()?),
             KIND_RELEASED => Self::PeerReleased(peer()?),
             KIND_RECLAIMING => Self::Reclaiming(peer()?),
+            KIND_SHARED => Self::Shared(peer()?),
+            KIND_SHARING => Self::Sharing(peer()?),
+            KIND_UNSHARING => Self::Unsharing(peer()?),
             _ => return Err(AbiError::InvalidParameters),
         })
     }
 
     /// A transfer is in flight: every call touching the range gets `BUSY`.
     pub const fn is_transient(self) -> bool {
-        matches!(self, Self::Donating(_) | Self::Lending(_) | Self::Reclaiming(_))
+        matches!(
+            self,
+            Self::Donating(_)
+                | Self::Lending(_)
+                | Self::Reclaiming(_)
+                | Self::Sharing(_)
+                | Self::Unsharing(_)
+        )
     }
 
     /// The peer the range is with, if any.
@@ -207,7 +231,10 @@ impl RangeState {
             | Self::Lending(p)
             | Self::Lent(p)
             | Self::PeerReleased(p)
-            | Self::Reclaiming(p) => Some(p),
+            | Self::Reclaiming(p)
+            | Self::Shared(p)
+            | Self::Sharing(p)
+            | Self::Unsharing(p) => Some(p),
         }
     }
 }
@@ -932,6 +959,9 @@ mod tests {
             RangeState::Lent(p),
             RangeState::PeerReleased(p),
             RangeState::Reclaiming(p),
+            RangeState::Shared(p),
+            RangeState::Sharing(p),
+            RangeState::Unsharing(p),
         ];
         for s in states {
             assert_eq!(RangeState::decode(s.encode()), Ok(s));
@@ -939,11 +969,12 @@ mod tests {
             assert_eq!(s.peer(), if s == RangeState::Host { None } else { Some(p) });
         }
         assert_eq!(RangeState::Lent(p).encode(), 0x204);
+        assert_eq!(RangeState::Shared(p).encode(), 0x207);
         assert_eq!(CarveoutState::decode(0xff), Ok(CarveoutState::Mixed));
         assert_eq!(CarveoutState::Mixed.encode(), 0xff);
         let transient: usize = states.iter().filter(|s| s.is_transient()).count();
-        assert_eq!(transient, 3);
-        for bad in [0x100, 0x2, 0x7, 0x107, 0x1_0204, 0x8000_0000_0000_0000, 0x4002, 0xfe] {
+        assert_eq!(transient, 5);
+        for bad in [0x100, 0x2, 0x7, 0xa, 0x10a, 0x1_0204, 0x8000_0000_0000_0000, 0x4002, 0xfe] {
             assert_eq!(RangeState::decode(bad), Err(AbiError::InvalidParameters), "{bad:#x}");
         }
         assert!(RangeState::decode(0xff).is_err());

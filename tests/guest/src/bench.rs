@@ -167,6 +167,7 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
     }
     if let Some(mmu500) = platform.mmu500 {
         mmu500_rows(platform, plan, mmu500);
+        scm_rows(plan);
     }
     if let Some(uart) = platform.console {
         // PL011 UARTFR: emulated by QEMU directly, no exit to EL2.
@@ -287,6 +288,58 @@ fn dc_civac(span: Span) {
         va += line;
     }
     cpu::dsb_sy();
+}
+
+/// Sizes of the assign_mem rows (the modem carveout is 16 MiB).
+const SCM_SIZES: [u64; 3] = [64 << 10, 1 << 20, 16 << 20];
+
+/// Qualcomm's assign_mem on the Snapdragon persona, per call, on the modem carveout: HLOS →
+/// MSS_MSA (the carveout's DONATE), MSS_MSA → HLOS (take-back, scrubbed: a donate carveout),
+/// HLOS → HLOS + MSS_MSA (share) and back (unshare). Compared in the report with the virt
+/// run's DONATE and EL1 `DC CIVAC` loop of the same size.
+fn scm_rows(plan: &Plan) {
+    use crate::scm_scenarios::{HLOS, MSS_MSA, RW, assign_mem};
+    let modem = donate_carveouts().into_iter().find(|c| c.1 > 0 && c.2 == PeerId::MODEM);
+    let Some((base, size, _)) = modem else {
+        println!("guest: bench scm: no modem carveout, rows skipped");
+        return;
+    };
+    let timed = |span: Span, src: &[u32], dest: &[(u32, u32)], what: &str| {
+        let t0 = cpu::counter();
+        let (status, _) = assign_mem(span, src, dest);
+        let t1 = cpu::counter();
+        if status != 0 {
+            println!("guest: bench scm {what} of {span} failed: x0 = {status}");
+            return None;
+        }
+        Some(t1 - t0)
+    };
+    for bytes in SCM_SIZES.into_iter().filter(|b| *b <= size) {
+        let span = Span { base, size: bytes };
+        let mut rows = [[0u64; 16]; 4];
+        let mut n = 0;
+        for sample in 0..plan.handoff_samples {
+            let costs = [
+                timed(span, &[HLOS], &[(MSS_MSA, RW)], "HLOS -> MSS"),
+                timed(span, &[MSS_MSA], &[(HLOS, RW)], "MSS -> HLOS"),
+                timed(span, &[HLOS], &[(HLOS, RW), (MSS_MSA, RW)], "share"),
+                timed(span, &[HLOS, MSS_MSA], &[(HLOS, RW)], "unshare"),
+            ];
+            if costs.iter().any(Option::is_none) {
+                break;
+            }
+            for (row, cost) in rows.iter_mut().zip(costs) {
+                row[sample] = cost.unwrap_or(0);
+            }
+            n += 1;
+        }
+        for (name, row) in ["assign_exclusive", "assign_back", "share", "unshare"].iter().zip(&rows)
+        {
+            let mut row_name = Row { buf: [0; 48], len: 0 };
+            let _ = core::fmt::Write::write_fmt(&mut row_name, format_args!("scm/{name}/{bytes}"));
+            emit(row_name.as_str(), "instructions", &row[..n]);
+        }
+    }
 }
 
 /// Ticks of one warden call; `None` (after printing why) if it failed.

@@ -457,6 +457,8 @@ pub fn restore_all_host() -> Result<(), Reason> {
                 RangeState::PeerReleased(_) => {
                     check(reclaim(span.target(), false), format_args!("RECLAIM {span}"))?;
                 }
+                // Only Qualcomm's assign_mem shares (the Snapdragon persona).
+                RangeState::Shared(peer) => crate::scm_scenarios::unshare(span, peer)?,
                 transient => {
                     return Err(Reason::new(format_args!(
                         "{span} is stuck in {transient:?} (a transfer never finished)"

@@ -171,7 +171,7 @@ fn violations() -> Result<ViolationCount, Reason> {
 
 /// A host access to `addr` (donated to the modem) aborts, and warden records it as one new
 /// incident with the right details.
-fn host_access_refused(addr: u64, access: Access, owner: Owner) -> Outcome {
+pub(crate) fn host_access_refused(addr: u64, access: Access, owner: Owner) -> Outcome {
     let before = violations()?;
     let elr = check_contained(addr, access)?;
     let after = violations()?;

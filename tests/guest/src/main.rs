@@ -32,6 +32,7 @@ mod peer_scenarios;
 mod platform;
 mod report;
 mod scenarios;
+mod scm_scenarios;
 mod secondary;
 mod shared;
 mod smccc;

@@ -18,6 +18,7 @@ use crate::mmu500_scenarios;
 use crate::peer_scenarios;
 use crate::platform::Platform;
 use crate::report::{Outcome, Reason, fail, record};
+use crate::scm_scenarios;
 use crate::secondary;
 use crate::smccc::{self, Conduit};
 use crate::vsmmu_donate;
@@ -79,6 +80,16 @@ pub fn run_snapdragon(platform: &Platform) {
         mmu500_scenarios::fastrpc_session_reuse_without_g3_reads_stale(platform, &edu),
     );
     record("mmu500_hostile_host", mmu500_scenarios::hostile_host(platform, &edu));
+    record_handoff("scm_exclusive_assign", scm_scenarios::exclusive_assign());
+    record_handoff("scm_share_then_unshare", scm_scenarios::share_then_unshare());
+    let warden = match &platform.warden_regions {
+        Ok(regions) => regions.as_slice().first().map(|r| (r.base, r.size)),
+        Err(_) => None,
+    };
+    record_handoff(
+        "scm_bad_inputs_change_nothing",
+        scm_scenarios::bad_inputs_change_nothing(warden),
+    );
 }
 
 /// Runs every scenario after `runs_at_el1` passed.
