@@ -21,12 +21,8 @@ fi
 #    fd 3 (/dev/kmsg: the kernel timestamps it), reads CNTVCT again and prints both (raw
 #    64-bit words). printk time starts when sched_clock is registered, not at power-on; the
 #    mark converts it to the counter, which does.
-#    With one CPU, the time it spent idle (/proc/timer_list, ns = ticks) is the time QEMU
-#    skipped while nothing ran: ticks minus idle is the instructions executed.
-idle_ns() {
-    awk '$1 == ".idle_sleeptime" || $1 == ".iowait_sleeptime" { sum += $3 }
-         END { printf "%.0f\n", sum }' /proc/timer_list
-}
+#    With one CPU, the time it spent idle or waiting for I/O (idle_ns, lib.sh) is the time
+#    QEMU skipped while nothing ran: ticks minus that is the instructions executed.
 # shellcheck disable=SC2046 # two numbers, split on purpose
 set -- $(/warden-counter 3>/dev/kmsg | od -An -tu8)
 echo "bench-linux: counter-mark $1 $2 idle $(idle_ns)"

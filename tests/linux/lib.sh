@@ -411,3 +411,16 @@ zeros_checksum() {
     done
     fnv_value
 }
+
+# idle_ns [FILE]: ns this machine's CPUs spent idle, waiting for I/O included, from
+# /proc/timer_list (or FILE). Under QEMU -icount shift=0,sleep=off that is the virtual time
+# QEMU skipped while no CPU ran (ns = ticks), which the bench subtracts from counter ticks.
+# The lines are `  .%-15s: %Lu nsecs`: `.idle_sleeptime : N nsecs`, but the longer name runs
+# into the colon, `.iowait_sleeptime: N nsecs`, so the name is compared without it.
+idle_ns() {
+    awk '{ name = $1; sub(/:$/, "", name) }
+         name == ".idle_sleeptime" || name == ".iowait_sleeptime" {
+             for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) { sum += $i; break }
+         }
+         END { printf "%.0f\n", sum }' "${1:-/proc/timer_list}"
+}

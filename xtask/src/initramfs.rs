@@ -464,6 +464,33 @@ mod tests {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The bench's idle time sums both sleep fields of every CPU in /proc/timer_list's real
+    /// format, where `iowait_sleeptime` (16 characters) runs into the colon: a reader
+    /// matching `.iowait_sleeptime` as a word missed every I/O wait, which the bench then
+    /// counted as instructions.
+    #[test]
+    fn idle_ns_counts_idle_and_iowait_sleep() {
+        let fixture = "\
+cpu: 0
+ clock 0:
+  .base:               pK-error
+  .idle_jiffies   : 4294937296
+  .idle_calls     : 12
+  .idle_entrytime : 4105000000 nsecs
+  .idle_sleeptime : 1500 nsecs
+  .iowait_sleeptime: 250000 nsecs
+  .last_jiffies   : 4294937297
+cpu: 1
+  .idle_sleeptime : 7 nsecs
+  .iowait_sleeptime: 3 nsecs
+";
+        let file = std::env::temp_dir().join(format!("xtask-timer-list-{}", std::process::id()));
+        std::fs::write(&file, fixture).unwrap();
+        let got = lib_sh(&format!("idle_ns '{}'", file.display()));
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(got.trim(), "251510");
+    }
+
     fn pattern_word(seed: u64, index: u64) -> u64 {
         let hi = ((index * 0x9e37_79b1) >> 7) ^ 0x5752_444e ^ (seed << 24);
         let lo = index * 0x85eb_ca6b + 0x27d4_eb2f + seed;
