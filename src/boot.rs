@@ -841,6 +841,13 @@ fn drain_smmu_events(w: &Warden) {
     if drained.overflowed {
         log::warn!("SMMU event queue overflowed: events were lost");
     }
+    if drained.global_errors != 0 {
+        log::warn!(
+            "SMMU global errors {:#x} acknowledged (EVTQ_ABT_ERR {:#x}: events were lost)",
+            drained.global_errors,
+            crate::smmu::regs::GERROR_EVTQ_ABT_ERR
+        );
+    }
     // The host's own devices' events go to its virtual SMMU's event queue too.
     vsmmu::forward_events(w, &records);
 }

@@ -255,6 +255,10 @@ pub struct EventDrain {
     pub events: u32,
     /// The SMMU flagged an event-queue overflow (events were lost) since the last drain.
     pub overflowed: bool,
+    /// Global errors other than the command queue's, acknowledged while waiting for a sync
+    /// since the last drain (GERROR bits; EVTQ_ABT_ERR: an event record could not be written,
+    /// which QEMU also raises for a full queue, so events were lost).
+    pub global_errors: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -285,6 +289,8 @@ pub struct Smmu<M: SmmuIo> {
     evtq: Queue,
     /// CONS.OVACKFLG as last written.
     evtq_ovack: u32,
+    /// Global errors [`Self::sync`] acknowledged and did not fail on, for the next drain.
+    global_errors: u32,
     strtab: StreamTable,
     memory: SmmuMemory,
     /// A command error met while waiting for queue space, returned by the next sync.
@@ -453,6 +459,7 @@ impl<M: SmmuIo> Smmu<M> {
             cmdq_cons: 0,
             evtq: Queue { base: evtq_mem.start, shape: evtq_shape, ptr: 0 },
             evtq_ovack: 0,
+            global_errors: 0,
             strtab,
             memory: SmmuMemory { cmdq: cmdq_mem, evtq: evtq_mem, strtab: strtab_mem },
             pending: None,
@@ -715,7 +722,8 @@ impl<M: SmmuIo> Smmu<M> {
         // Finish reading the records before handing their slots back.
         self.io.barrier();
         self.io.write32(EVTQ_CONS, self.evtq.ptr | self.evtq_ovack);
-        EventDrain { events, overflowed }
+        let global_errors = core::mem::take(&mut self.global_errors);
+        EventDrain { events, overflowed, global_errors }
     }
 
     /// Returns the first error among the GERROR bits now active, acknowledging them; a command
@@ -827,9 +835,16 @@ impl<M: SmmuIo> Smmu<M> {
                 first_error.get_or_insert(err);
                 continue;
             }
-            if active != 0 {
-                self.ack_gerror(active);
+            if active & GERROR_SFM_ERR != 0 {
                 return Err(first_error.unwrap_or(SmmuError::Global { active }));
+            }
+            if active != 0 {
+                // An event-queue write abort (or an MSI or PRI queue error) does not stop the
+                // command queue (IHI0070: CMDQ_ERR stops it, SFM_ERR stops all): failing the sync for it would let any device
+                // that floods the event queue with faults make warden's handoffs and
+                // invalidations fail. Acknowledge, report with the next drain, keep waiting.
+                self.ack_gerror(active);
+                self.global_errors |= active;
             }
             let cons = q.pointer(self.io.read32(CMDQ_CONS));
             self.cmdq_cons = cons;

@@ -215,6 +215,24 @@ fn other_global_errors_are_returned_and_acknowledged() {
     assert!(smmu.check_global_errors().is_err(), "SFM cannot be acknowledged");
 }
 
+/// An event-queue write abort (QEMU raises it when a faulting device fills the queue) does not
+/// fail a sync: the invalidation completes, the error is acknowledged and reported by the next
+/// drain. Before, any such error failed every sync in flight, so a DMA fault flood could make
+/// handoffs fail.
+#[test]
+fn event_queue_abort_does_not_fail_a_sync() {
+    let mut frames = HeapFrames::new(64);
+    let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();
+    smmu.io().raise_gerror(GERROR_EVTQ_ABT_ERR);
+    assert_eq!(smmu.invalidate_vmid(1), Ok(()));
+    assert_eq!(smmu.io().reg(GERROR), smmu.io().reg(GERRORN), "acknowledged");
+    let drain = smmu.drain_events(|_| {});
+    assert_eq!(drain.global_errors, GERROR_EVTQ_ABT_ERR);
+    assert_eq!(smmu.drain_events(|_| {}).global_errors, 0, "reported once");
+    smmu.io().raise_gerror(GERROR_SFM_ERR);
+    assert!(smmu.invalidate_vmid(1).is_err(), "service failure still fails it");
+}
+
 #[test]
 fn ste_install_writes_v_last_then_cfgi_and_sync() {
     let mut frames = HeapFrames::new(64);
@@ -478,7 +496,10 @@ fn events_are_drained_decoded_and_wrap() {
     let mut frames = HeapFrames::new(64);
     let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();
     let mut seen = Vec::new();
-    assert_eq!(smmu.drain_events(|e| seen.push(e)), EventDrain { events: 0, overflowed: false });
+    assert_eq!(
+        smmu.drain_events(|e| seen.push(e)),
+        EventDrain { events: 0, overflowed: false, global_errors: 0 }
+    );
     let mut next = 0u64;
     for round in 0..5 {
         let n = 50 + round * 10;
@@ -492,7 +513,7 @@ fn events_are_drained_decoded_and_wrap() {
             next += 1;
         }
         let drain = smmu.drain_events(|e| seen.push(e));
-        assert_eq!(drain, EventDrain { events: n as u32, overflowed: false });
+        assert_eq!(drain, EventDrain { events: n as u32, overflowed: false, global_errors: 0 });
     }
     assert_eq!(seen.len() as u64, next);
     for (i, e) in seen.iter().enumerate() {
@@ -523,9 +544,12 @@ fn event_overflow_is_reported_and_acknowledged() {
         assert_eq!(e.kind, EventKind::BadSte);
         n += 1
     });
-    assert_eq!(drain, EventDrain { events: 128, overflowed: true });
+    assert_eq!(drain, EventDrain { events: 128, overflowed: true, global_errors: 0 });
     assert_eq!(n, 128);
     assert_eq!(smmu.io().reg(EVTQ_CONS) as u32 & Q_OVERFLOW_FLAG, Q_OVERFLOW_FLAG, "acknowledged");
     assert!(smmu.io().push_event([0x04, 0, 0, 0]));
-    assert_eq!(smmu.drain_events(|_| {}), EventDrain { events: 1, overflowed: false });
+    assert_eq!(
+        smmu.drain_events(|_| {}),
+        EventDrain { events: 1, overflowed: false, global_errors: 0 }
+    );
 }
