@@ -155,6 +155,8 @@ impl FakePlatform {
                 violation_policy: ViolationPolicy::Contain,
                 sim_peer: false,
                 control_page: None,
+                interrupt_controllers: &[crate::gic::GicVersion::V3],
+                max_cpus: 8,
             },
             host_el1: HostEl1 {
                 vbar: Self::HOST_VBAR,

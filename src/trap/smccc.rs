@@ -184,6 +184,8 @@ mod tests {
             violation_policy: ViolationPolicy::Contain,
             sim_peer: false,
             control_page: None,
+            interrupt_controllers: &[crate::gic::GicVersion::V3],
+            max_cpus: 8,
         };
         (Psci::new(&[0, 1], 0).unwrap(), el3, p)
     }

@@ -435,6 +435,52 @@ fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Ve
     Ok(scenario::judge_small_ram(&run))
 }
 
+/// warden + the test guest's board checks and handoff scenarios (`warden.scenarios=platform`)
+/// on `gic`, with `host_cpus` CPUs for the host; `name` names the run's files.
+fn run_platform_guest(
+    qemu: &Path,
+    warden: &Path,
+    guest: &Path,
+    name: &str,
+    gic: crate::qemu::Gic,
+    host_cpus: u32,
+) -> Result<Captured> {
+    let image = firmware::output_dir().join(format!("warden-test-guest-{name}.img"));
+    pack::pack_files(warden, guest, None, Some("warden.scenarios=platform"), &image)?;
+    let mut machine = Machine::with_warden(image, host_cpus);
+    machine.devices = crate::qemu::test_guest_devices();
+    machine.gic = gic;
+    qemu::attach_warden_dt(qemu, &mut machine, name)?;
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    Ok(run)
+}
+
+/// warden on `-machine virt,gic-version=2` (issue 14): GICv2, 3 host CPUs.
+fn scenario_guest_gicv2(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let run = run_platform_guest(qemu, warden, guest, "guest-gicv2", crate::qemu::Gic::V2, 3)?;
+    Ok(scenario::judge_guest_gicv2(&run))
+}
+
+/// warden with more CPUs than its old fixed limit of 8 (issue 14: the board's limit).
+fn scenario_many_cpus(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let run = run_platform_guest(
+        qemu,
+        warden,
+        guest,
+        "many-cpus",
+        crate::qemu::Gic::V3,
+        scenario::MANY_CPUS_HOST,
+    )?;
+    Ok(scenario::judge_many_cpus(&run))
+}
+
 /// warden + the test guest in stress mode (`warden.stress`): `carveout_neighbours_never_fault`
 /// on three host CPUs, the guest's default cycle count.
 fn scenario_handoff_stress(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
@@ -504,10 +550,12 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 10] = [
+pub const ALL_SCENARIOS: [&str; 12] = [
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
+    "guest-gicv2",
+    "many-cpus",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
@@ -517,10 +565,12 @@ pub const ALL_SCENARIOS: [&str; 10] = [
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 9] = [
+const DEFAULT_SCENARIOS: [&str; 11] = [
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
+    "guest-gicv2",
+    "many-cpus",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
@@ -654,6 +704,8 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
             },
             ("small-ram", Ok(_)) => scenario_small_ram(&qemu.path, &warden, &guest),
+            ("guest-gicv2", Ok(_)) => scenario_guest_gicv2(&qemu.path, &warden, &guest),
+            ("many-cpus", Ok(_)) => scenario_many_cpus(&qemu.path, &warden, &guest),
             ("guest-snapdragon", Ok(_)) => {
                 scenario_guest_snapdragon(&qemu.path, &warden_test_switches, &guest)
             }
