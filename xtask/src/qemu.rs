@@ -44,6 +44,12 @@ pub fn machine_option(virtualization: bool, gic: Gic) -> String {
     let el2 = if virtualization { "virtualization=on," } else { "" };
     format!("virt,{el2}gic-version={},iommu=smmuv3", gic.version())
 }
+
+/// [`machine_option`] with EL3 (`secure=on`): QEMU runs the `-bios` image at EL3 on every CPU
+/// and offers no PSCI of its own.
+pub fn secure_machine_option(gic: Gic) -> String {
+    format!("virt,secure=on,virtualization=on,gic-version={},iommu=smmuv3", gic.version())
+}
 pub const CPU: &str = "max,pauth-impdef=on";
 /// CPUs a warden run has beyond the host's: warden removes the last CPU of `/cpus` from the
 /// host's DT and runs the simulated peer on it.
@@ -70,6 +76,8 @@ pub struct Machine {
     /// False: no EL2 (`virtualization=off`), for booting a kernel without warden.
     pub virtualization: bool,
     pub gic: Gic,
+    /// EL3 firmware (`-bios`, with `secure=on`): tz-sim.
+    pub bios: Option<PathBuf>,
     /// Device arguments (`-drive`, `-device`, `-netdev`), before `extra`.
     pub devices: Vec<String>,
     pub extra: Vec<String>,
@@ -87,6 +95,7 @@ impl Machine {
             dtb: None,
             virtualization: true,
             gic: Gic::V3,
+            bios: None,
             devices: Vec::new(),
             extra: Vec::new(),
         }
@@ -119,7 +128,10 @@ impl Machine {
     }
 
     pub fn args(&self) -> Vec<String> {
-        let base = machine_option(self.virtualization, self.gic);
+        let base = match self.bios {
+            Some(_) => secure_machine_option(self.gic),
+            None => machine_option(self.virtualization, self.gic),
+        };
         let machine = match &self.machine_extra {
             Some(extra) => format!("{base},{extra}"),
             None => base,
@@ -141,6 +153,9 @@ impl Machine {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(bios) = &self.bios {
+            args.extend(["-bios".into(), bios.display().to_string()]);
+        }
         if let Some(kernel) = &self.kernel {
             args.extend(["-kernel".into(), kernel.display().to_string()]);
         }
@@ -412,6 +427,21 @@ mod tests {
         m.virtualization = false;
         assert_eq!(m.args()[1], "virt,gic-version=2,iommu=smmuv3");
         assert_eq!((Gic::V2.max_cpus(), Gic::V3.max_cpus()), (8, 512));
+    }
+
+    #[test]
+    fn a_bios_run_has_el3() {
+        let mut m = Machine::new(None);
+        m.bios = Some("/t/tz-sim.bin".into());
+        m.gic = Gic::V2;
+        let args = m.args().join(" ");
+        assert!(
+            args.starts_with(
+                "-machine virt,secure=on,virtualization=on,gic-version=2,iommu=smmuv3 "
+            ),
+            "{args}"
+        );
+        assert!(args.contains(" -bios /t/tz-sim.bin"), "{args}");
     }
 
     #[test]

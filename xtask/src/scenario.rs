@@ -352,6 +352,47 @@ pub fn judge_many_cpus(run: &Captured) -> Vec<Verdict> {
     out
 }
 
+/// What tz-probe checks (`boards/qemu-virt/tz-sim/src/probe.rs`), in order.
+pub const TZ_PROBE_CHECKS: [&str; 6] =
+    ["hyp_entry", "psci_version", "psci_features", "cpu_on_cycle", "cpu_on_errors", "gic_group1"];
+
+/// tz-sim + tz-probe on one GIC (`gic`: `gicv3` or `gicv2`): tz-sim's banner names that GIC
+/// and 4 CPUs, every probe check passes, the probe finishes and tz-sim powers the machine off
+/// (QEMU exits with status 0).
+pub fn judge_tz_sim(gic: &str, run: &Captured) -> Vec<Verdict> {
+    let prefix = format!("tz-sim/{gic}");
+    let version = if gic == "gicv2" { "GICv2" } else { "GICv3" };
+    let mut out = vec![Verdict::check(
+        &format!("{prefix}/banner names the {version} and 4 CPUs"),
+        run.lines
+            .iter()
+            .any(|l| l.contains("tz-sim v") && l.contains(&format!("({version}, 4 CPUs)"))),
+        || format!("no `tz-sim v... ({version}, 4 CPUs)` banner"),
+    )];
+    let results: Vec<Verdict> =
+        run.lines.iter().filter_map(|l| parse_result_line(l, &prefix)).collect();
+    for check in TZ_PROBE_CHECKS {
+        let name = format!("{prefix}/{check}");
+        out.push(match results.iter().find(|v| v.name == name) {
+            Some(v) => v.clone(),
+            None => Verdict::fail(name, "no `ok`/`FAILED` line for it"),
+        });
+    }
+    if let Some(extra) =
+        results.iter().find(|v| !TZ_PROBE_CHECKS.iter().any(|c| v.name.ends_with(&format!("/{c}"))))
+    {
+        out.push(extra.clone());
+    }
+    out.push(Verdict::check(
+        &format!("{prefix}/probe done, SYSTEM_OFF, QEMU exited with status 0"),
+        run.lines.iter().any(|l| l.trim() == "tz-probe: done")
+            && run.lines.iter().any(|l| l.trim() == "tz-sim: SYSTEM_OFF")
+            && run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
 /// warden's memory-map line for a managed carveout inside 0x4000_0000..0x6000_0000.
 fn is_carveout_in_small_ram(line: &str) -> bool {
     let Some(rest) = line.split("  carveout   ").nth(1) else { return false };
@@ -849,6 +890,38 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
                 .map(|f| f.0.to_owned())
                 .collect();
         assert_eq!(names, ["guest-gicv2/gicv2_frames"]);
+    }
+
+    #[test]
+    fn tz_sim_needs_the_banner_every_probe_check_and_the_power_off() {
+        let oks: String = TZ_PROBE_CHECKS.iter().map(|n| format!("ok {n}\n")).collect();
+        let good = format!(
+            "tz-sim v0.1.0: EL3 on QEMU virt (GICv2, 4 CPUs), PSCI 1.0 over SMC; ...\n{oks}tz-probe: done\ntz-sim: SYSTEM_OFF\n"
+        );
+        let v = judge_tz_sim("gicv2", &captured(&good, Ending::Exited(Some(0))));
+        assert!(failures(&v).is_empty(), "{:?}", failures(&v));
+        assert_eq!(v.len(), TZ_PROBE_CHECKS.len() + 2);
+        assert!(v.iter().all(|v| v.name.starts_with("tz-sim/gicv2/")));
+        // The other GIC's banner; a failed check; no power-off.
+        let v = judge_tz_sim("gicv3", &captured(&good, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
+        let bad = good
+            .replace("ok gic_group1", "FAILED gic_group1: acknowledged INTID 1023")
+            .replace("tz-sim: SYSTEM_OFF\n", "");
+        let names: Vec<String> = failures(&judge_tz_sim(
+            "gicv2",
+            &captured(&bad, Ending::TimedOut(Duration::from_secs(240))),
+        ))
+        .iter()
+        .map(|f| f.0.to_owned())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "tz-sim/gicv2/gic_group1",
+                "tz-sim/gicv2/probe done, SYSTEM_OFF, QEMU exited with status 0"
+            ]
+        );
     }
 
     #[test]

@@ -211,6 +211,9 @@ struct Binaries {
     /// warden with `test-switches`: for guest-boot only.
     warden_test_switches: PathBuf,
     guest: PathBuf,
+    /// tz-sim (`-bios`) and the EL2 program that checks it.
+    tz_sim: PathBuf,
+    tz_probe: PathBuf,
 }
 
 /// Firmware build and clippy; returns the flat binaries if the build succeeded.
@@ -236,12 +239,12 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
     let build_ok = errors.is_empty();
     if build_ok {
         tally.record(&Verdict::pass(
-            "firmware/build (sim peer, warden, warden with test switches, test guest)",
+            "firmware/build (sim peer, warden, warden with test switches, test guest, tz-sim, tz-probe)",
         ));
     } else {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
-            "firmware/build (sim peer, warden, warden with test switches, test guest)",
+            "firmware/build (sim peer, warden, warden with test switches, test guest, tz-sim, tz-probe)",
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
@@ -293,11 +296,15 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
         println!("skip firmware/clippy: the firmware toolchain has no clippy");
     }
     Ok(match (build_ok, built.as_slice()) {
-        (true, [_sim_peer, warden, warden_test_switches, guest]) => Some(Binaries {
-            warden: warden.clone(),
-            warden_test_switches: warden_test_switches.clone(),
-            guest: guest.clone(),
-        }),
+        (true, [_sim_peer, warden, warden_test_switches, guest, tz_sim, tz_probe]) => {
+            Some(Binaries {
+                warden: warden.clone(),
+                warden_test_switches: warden_test_switches.clone(),
+                guest: guest.clone(),
+                tz_sim: tz_sim.clone(),
+                tz_probe: tz_probe.clone(),
+            })
+        }
         _ => None,
     })
 }
@@ -462,6 +469,36 @@ fn run_platform_guest(
     Ok(run)
 }
 
+/// tz-sim as `-bios` with tz-probe where the hyp image goes, on each GIC (4 CPUs: as many as
+/// QEMU's GICv2 takes is not needed, three secondaries show the pen and the PSCI cycle).
+fn scenario_tz_sim(qemu: &Path, tz_sim: &Path, tz_probe: &Path) -> Result<Vec<Verdict>> {
+    let mut verdicts = Vec::new();
+    for gic in [crate::qemu::Gic::V3, crate::qemu::Gic::V2] {
+        let name = match gic {
+            crate::qemu::Gic::V3 => "gicv3",
+            crate::qemu::Gic::V2 => "gicv2",
+        };
+        let mut machine = Machine::new(None);
+        machine.bios = Some(tz_sim.to_owned());
+        machine.gic = gic;
+        machine.smp = 4;
+        machine.devices = vec![
+            "-device".into(),
+            format!("loader,file={},addr={:#x}", tz_probe.display(), tz_sim::layout::HYP_BASE),
+        ];
+        let run = qemu::run_captured(
+            machine.command(qemu),
+            SCENARIO_TIMEOUT,
+            &logs_dir().join(format!("qemu-tz-sim-{name}.log")),
+            &|_| false,
+            Duration::ZERO,
+        )?;
+        report_timeout(&format!("tz-sim/{name}"), &run);
+        verdicts.extend(scenario::judge_tz_sim(name, &run));
+    }
+    Ok(verdicts)
+}
+
 /// warden on `-machine virt,gic-version=2` (issue 14): GICv2, 3 host CPUs.
 fn scenario_guest_gicv2(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
     let run = run_platform_guest(qemu, warden, guest, "guest-gicv2", crate::qemu::Gic::V2, 3)?;
@@ -550,7 +587,8 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 12] = [
+pub const ALL_SCENARIOS: [&str; 13] = [
+    "tz-sim",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -565,7 +603,8 @@ pub const ALL_SCENARIOS: [&str; 12] = [
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 11] = [
+const DEFAULT_SCENARIOS: [&str; 12] = [
+    "tz-sim",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -679,7 +718,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     if needs_firmware.is_empty() {
         return Ok(());
     }
-    let Some(Binaries { warden, warden_test_switches, guest }) = binaries else {
+    let Some(Binaries { warden, warden_test_switches, guest, tz_sim, tz_probe }) = binaries else {
         for s in &needs_firmware {
             tally.record(&Verdict::fail(format!("{s}/not run"), "firmware build failed"));
         }
@@ -698,6 +737,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 scenario_linux(&qemu.path, Some(&warden), crate::Persona::Snapdragon)
             }
             ("bench-quick", _) => scenario_bench_quick(),
+            ("tz-sim", _) => scenario_tz_sim(&qemu.path, &tz_sim, &tz_probe),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
