@@ -587,7 +587,7 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 13] = [
+pub const ALL_SCENARIOS: [&str; 14] = [
     "tz-sim",
     "guest-boot",
     "guest-snapdragon",
@@ -599,10 +599,12 @@ pub const ALL_SCENARIOS: [&str; 13] = [
     "wrong-el",
     "linux",
     "linux-snapdragon",
+    "linux-gicv2",
     "linux-no-warden",
     "bench-quick",
 ];
-/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
+/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline and
+/// linux-gicv2 the `linux` scenario on `gic-version=2`, both on request).
 const DEFAULT_SCENARIOS: [&str; 12] = [
     "tz-sim",
     "guest-boot",
@@ -643,16 +645,19 @@ fn scenario_linux(
     qemu: &Path,
     warden: Option<&Path>,
     persona: crate::Persona,
+    gic: crate::qemu::Gic,
 ) -> Result<Vec<Verdict>> {
     let snapdragon = persona == crate::Persona::Snapdragon;
-    let name = match (warden.is_some(), snapdragon) {
-        (false, _) => "linux-no-warden",
-        (true, false) => "linux",
-        (true, true) => "linux-snapdragon",
+    let name = match (warden.is_some(), snapdragon, gic) {
+        (false, _, _) => "linux-no-warden",
+        (true, false, crate::qemu::Gic::V2) => "linux-gicv2",
+        (true, false, crate::qemu::Gic::V3) => "linux",
+        (true, true, _) => "linux-snapdragon",
     };
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
     opts.persona = persona;
+    opts.gic = gic;
     let host = linux_host::prepare(&opts)?;
     let mut machine = linux_host::machine(&host, warden, &opts)?;
     let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
@@ -710,7 +715,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     };
     // The baseline needs no firmware.
     if selected.contains(&"linux-no-warden") {
-        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt);
+        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt, crate::qemu::Gic::V3);
         record(tally, "linux-no-warden", result);
     }
     let needs_firmware: Vec<&str> =
@@ -732,10 +737,24 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
         pack::pack_files(&warden_test_switches, &guest, None, None, &switches_image);
     for name in needs_firmware {
         let result = match (name, &guest_image) {
-            ("linux", _) => scenario_linux(&qemu.path, Some(&warden), crate::Persona::Virt),
-            ("linux-snapdragon", _) => {
-                scenario_linux(&qemu.path, Some(&warden), crate::Persona::Snapdragon)
-            }
+            ("linux", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Virt,
+                crate::qemu::Gic::V3,
+            ),
+            ("linux-gicv2", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Virt,
+                crate::qemu::Gic::V2,
+            ),
+            ("linux-snapdragon", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Snapdragon,
+                crate::qemu::Gic::V3,
+            ),
             ("bench-quick", _) => scenario_bench_quick(),
             ("tz-sim", _) => scenario_tz_sim(&qemu.path, &tz_sim, &tz_probe),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
