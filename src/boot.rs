@@ -382,7 +382,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
 
     let host_controls = HostEl2Controls::for_host(&features, gic_version);
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
-    let mpidrs: Vec<u64> =
+    let mut mpidrs: Vec<u64> =
         platform.cpus.iter().map(|c| c.mpidr).filter(|&m| Some(m) != peer_cpu).collect();
     if platform.cpus.len() > MAX_CPUS {
         fatal_unlocked(format_args!(
@@ -413,9 +413,11 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         }
     });
     let boot_mpidr = sysreg::mpidr() & trap::psci::MPIDR_AFFINITY_MASK;
-    let Some(boot_cpu) = mpidrs.iter().position(|&m| m == boot_mpidr) else {
+    // The boot CPU keeps stack 0 (entry.S): it is warden CPU 0 whatever the DT's order.
+    if !trap::psci::boot_cpu_first(&mut mpidrs, boot_mpidr) {
         fatal_unlocked(format_args!("boot CPU (MPIDR {boot_mpidr:#x}) is not in the DT's /cpus"))
-    };
+    }
+    let boot_cpu = 0;
     sysreg::set_tpidr_el2(boot_cpu as u64);
     let psci = match Psci::new(&mpidrs, boot_cpu) {
         Ok(p) => p,
