@@ -35,6 +35,7 @@ use crate::arch::{CacheOp, dcache_range};
 use crate::boards::{self, Board};
 use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
+use crate::gic::GicVersion;
 use crate::handoff::service::{self, CarveoutDesc};
 use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Phase, Stage2Ref};
 use crate::mm::el2::{El2Plan, WardenImage, warden_regions};
@@ -218,6 +219,15 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(p) => p,
         Err(e) => early_fatal(&mut uart, format_args!("{e}")),
     };
+    let features = sysreg::cpu_features();
+    let gic_version = match crate::gic::select::select(
+        &platform,
+        board.interrupt_controllers,
+        features.gicv3_sysregs(),
+    ) {
+        Ok(v) => v,
+        Err(e) => early_fatal(&mut uart, format_args!("interrupt controller: {e}")),
+    };
     let image = hw::image_layout();
     let payload = match locate_payload(&image) {
         Ok(p) => p,
@@ -282,10 +292,14 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Err(e) => fatal_unlocked(format_args!("frame pool: {e}")),
     };
     log_withheld_devices(&platform);
+    log_gic(&platform, gic_version);
     // The GIC frames that write memory are trapped: known before the host's stage 2 is built.
-    let gic_layout = match gic::probe(&platform) {
-        Ok(l) => l,
-        Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
+    let gic_layout = match gic_version {
+        GicVersion::V3 => match gic::probe(&platform) {
+            Ok(l) => l,
+            Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
+        },
+        GicVersion::V2 => crate::gic::GicLayout::default(),
     };
     let host_stage2 =
         match host_stage2(&platform, &layout, board.control_page, &gic_layout.holes(), &mut frames)
@@ -309,7 +323,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
             Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
         };
     let vlpi_stride = gic_layout.any_vlpi();
-    let gic = if platform.gicv3.is_some() || !gic_layout.its.is_empty() {
+    let gic = if gic_version == GicVersion::V3 {
         match gic::take(&platform, gic_layout, &mut frames) {
             Ok(g) => Some(g),
             Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
@@ -344,6 +358,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
             mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
             scm: persona.has_scm(),
             rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
+            gicv2: platform.gicv2.as_ref().filter(|_| gic_version == GicVersion::V2),
         },
     ) {
         Ok(d) => d,
@@ -368,10 +383,9 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     }
     dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
 
-    let features = sysreg::cpu_features();
-    let host_controls = HostEl2Controls::for_host(&features);
+    let host_controls = HostEl2Controls::for_host(&features, gic_version);
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
-    let mpidrs: Vec<u64> =
+    let mut mpidrs: Vec<u64> =
         platform.cpus.iter().map(|c| c.mpidr).filter(|&m| Some(m) != peer_cpu).collect();
     if platform.cpus.len() > MAX_CPUS {
         fatal_unlocked(format_args!(
@@ -402,9 +416,11 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         }
     });
     let boot_mpidr = sysreg::mpidr() & trap::psci::MPIDR_AFFINITY_MASK;
-    let Some(boot_cpu) = mpidrs.iter().position(|&m| m == boot_mpidr) else {
+    // The boot CPU keeps stack 0 (entry.S): it is warden CPU 0 whatever the DT's order.
+    if !trap::psci::boot_cpu_first(&mut mpidrs, boot_mpidr) {
         fatal_unlocked(format_args!("boot CPU (MPIDR {boot_mpidr:#x}) is not in the DT's /cpus"))
-    };
+    }
+    let boot_cpu = 0;
     sysreg::set_tpidr_el2(boot_cpu as u64);
     let psci = match Psci::new(&mpidrs, boot_cpu) {
         Ok(p) => p,
@@ -865,14 +881,16 @@ fn patch_host_dt(
     payload: &Payload,
     peer_cpu: Option<u64>,
     control_page: Option<u64>,
-    choices: HostDtChoices,
+    choices: HostDtChoices<'_>,
 ) -> Result<Vec<u8>, dt::DtError> {
-    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm, rmtfs } = choices;
+    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm, rmtfs, gicv2 } = choices;
     let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
     edit = withhold_in_host_dt(edit, p, vlpi_stride);
+    if let Some(gic) = gicv2 {
+        edit = gic.host_view(edit);
+    }
     if let Some(mpidr) = peer_cpu {
-        // The unit address of a CPU node is its `reg` (MPIDR affinity) in hex.
-        edit = edit.remove_cpu(&alloc::format!("/cpus/cpu@{mpidr:x}"));
+        edit = edit.remove_cpu(mpidr);
     }
     if let Some(range) = control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)) {
         edit = edit.add_device("warden-control", warden_abi::control::COMPATIBLE, range);
@@ -968,9 +986,34 @@ pub fn rmtfs_host_dt(edit: dt::DtEdit, path: &str) -> dt::DtEdit {
         .set_property(path, "qcom,vmid", &trap::scm::vmid::MSS_MSA.to_be_bytes())
 }
 
+/// One line naming the interrupt controller and what of it the host gets.
+fn log_gic(p: &PlatformInfo, version: GicVersion) {
+    match (version, p.gicv2.as_ref()) {
+        (GicVersion::V2, Some(g)) => log::info!(
+            "interrupt controller: GICv2 ({}): GICD {} and GICC {} passed through{}",
+            g.path,
+            g.dist,
+            g.cpu,
+            match (g.hyp, g.vcpu) {
+                (None, None) => alloc::string::String::new(),
+                (h, v) => alloc::format!(
+                    "; GICH {} and GICV {} withheld (a hypervisor's)",
+                    h.map_or_else(|| "-".into(), |r| alloc::format!("{r}")),
+                    v.map_or_else(|| "-".into(), |r| alloc::format!("{r}"))
+                ),
+            }
+        ),
+        _ => log::info!(
+            "interrupt controller: {version}: system-register CPU interface for EL1, ITS and redistributor LPI tables emulated"
+        ),
+    }
+}
+
 /// What the host DT keeps of what warden took over.
 #[derive(Clone, Copy, Debug)]
-struct HostDtChoices {
+struct HostDtChoices<'a> {
+    /// The GICv2 (when the boot uses one), whose virtualization frames go.
+    gicv2: Option<&'a dt::GicV2Info>,
     /// The first SMMU stays (the host drives it through the virtual SMMU).
     keep_smmu: bool,
     /// ... as an MMU-500 with these interrupts (the Snapdragon persona).
@@ -1638,7 +1681,23 @@ impl Platform for HwPlatform<'_> {
             self.w.handoff.quarantined_frames(),
             self.w.image_digest
         );
+        log_stack_use();
     }
+}
+
+/// The deepest use of every CPU's EL2 stack (the boot CPU's includes the boot itself), for
+/// sizing `STACK_SIZE` against the BSS every CPU of the board costs.
+fn log_stack_use() {
+    let others = (1..MAX_CPUS).map(|cpu| (cpu, hw::stack_high_water(cpu))).max_by_key(|&(_, b)| b);
+    let (cpu, deepest) = others.unwrap_or((0, 0));
+    log::info!(
+        "EL2 stacks: boot CPU's stack {} KiB deep, the others' deepest {} KiB (CPU {cpu}), of {} KiB each; {} CPU(s) of {} KiB BSS each",
+        hw::stack_high_water(0) / 1024,
+        deepest / 1024,
+        hw::STACK_SIZE / 1024,
+        MAX_CPUS,
+        hw::PER_CPU_BSS / 1024
+    );
 }
 
 /// The handoff sequences' CPU side on this CPU.

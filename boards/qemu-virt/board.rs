@@ -1,9 +1,10 @@
-//! QEMU `virt` (QEMU >= 10.0) with `virtualization=on`, GICv3 and `iommu=smmuv3`.
+//! QEMU `virt` (QEMU >= 10.0) with `virtualization=on`, GICv3 or GICv2 and `iommu=smmuv3`.
 //!
 //! Memory, devices, CPUs and the SMMU all come from the DT QEMU generates; see
 //! `boards/qemu-virt/README.md` for the facts this board relies on.
 
 use crate::boards::{Board, Firmware, ViolationPolicy};
+use crate::gic::GicVersion;
 
 pub const BOARD: Board = Board {
     name: "qemu-virt",
@@ -18,4 +19,9 @@ pub const BOARD: Board = Board {
     // (0x0a00_0000).
     control_page: Some(0x090c_0000),
     scm_firmware: false,
+    // `-machine virt,gic-version=3` (the default here) or `gic-version=2` (as on DB410c).
+    interrupt_controllers: &[GicVersion::V3, GicVersion::V2],
+    // virt takes up to 512 CPUs with a GICv3 (8 with a GICv2); 16 covers the 12-core
+    // Snapdragon X1E the boards issue targets, plus room, at 136 KiB of BSS per CPU.
+    max_cpus: 16,
 };

@@ -32,7 +32,7 @@ fuzz_target!(|blob: &[u8]| {
     let edit = warden::boards::carveouts::add_to(
         DtEdit::new()
             .reserve_no_map("warden", MemRange::new(0x4020_0000, 0x40c0_0000))
-            .remove_cpu("/cpus/cpu@2")
+            .remove_cpu(2)
             .add_device(
                 "warden-control",
                 "warden,control-v1",

@@ -20,6 +20,8 @@
 //! - Branch records (FEAT_BRBE): `BRBCR_EL2.E2BRE` = 0 (CC and MPRED as Linux sets them), as
 //!   every field of it resets to an UNKNOWN value.
 
+use crate::gic::GicVersion;
+
 /// ID register values that decide the controls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuFeatures {
@@ -42,6 +44,10 @@ fn field(reg: u64, shift: u32) -> u64 {
 }
 
 impl CpuFeatures {
+    /// ID_AA64PFR0_EL1.GIC: the CPU has a GICv3 system-register interface (ICC_*).
+    pub fn gicv3_sysregs(&self) -> bool {
+        field(self.id_aa64pfr0, 24) != 0
+    }
     pub fn sve(&self) -> bool {
         field(self.id_aa64pfr0, 32) != 0
     }
@@ -117,6 +123,9 @@ pub struct HostEl2Controls {
     pub brbcr: Option<u64>,
     pub zcr: Option<u64>,
     pub smcr: Option<u64>,
+    /// Bits set in ICC_SRE_EL2 (SRE: EL2 uses the system registers; Enable: EL1 may), with a
+    /// GICv3 only: without a GICv3 CPU interface the register is UNDEFINED.
+    pub icc_sre_set: Option<u64>,
 }
 
 pub mod hcr {
@@ -168,6 +177,13 @@ pub mod brbcr {
     pub const MPRED: u64 = 1 << 4;
 }
 
+pub mod icc_sre {
+    /// SRE: the system-register interface is used at EL2.
+    pub const SRE: u64 = 1 << 0;
+    /// Enable: EL1 may set ICC_SRE_EL1.SRE (use the system registers).
+    pub const ENABLE: u64 = 1 << 3;
+}
+
 pub mod hcrx {
     pub const MSCEN: u64 = 1 << 11;
     pub const MCE2: u64 = 1 << 10;
@@ -181,7 +197,8 @@ const CPTR_TZ: u64 = 1 << 8;
 const CPTR_TSM: u64 = 1 << 12;
 
 impl HostEl2Controls {
-    pub fn for_host(f: &CpuFeatures) -> Self {
+    /// The controls for a host on this CPU with the board's interrupt controller `gic`.
+    pub fn for_host(f: &CpuFeatures, gic: GicVersion) -> Self {
         // Stage 2 on, host at AArch64 EL1, SMC trapped for PSCI mediation. IRQ/FIQ/SError stay
         // with the host (no IMO/FMO/AMO): the host owns the GIC. Pointer authentication keys
         // and instructions are the host's own (APK/API), as are MTE tags and SCXTNUM.
@@ -237,7 +254,10 @@ impl HostEl2Controls {
         // Largest vector lengths the hardware allows (LEN saturates); SME: FA64 and ZT0 too.
         let zcr = f.sve().then_some(0x1ff);
         let smcr = f.sme().then_some((1 << 31) | (1 << 30) | 0x1ff);
-        Self { hcr, hcrx, cptr, cnthctl, mdcr, pmscr, trfcr, brbcr, zcr, smcr }
+        // GICv3: EL1 uses the system-register CPU interface, as Linux's init_el2_state lets it.
+        // GICv2: the CPU interface is GICC, mapped in the host's stage 2; nothing to open.
+        let icc_sre_set = (gic == GicVersion::V3).then_some(icc_sre::SRE | icc_sre::ENABLE);
+        Self { hcr, hcrx, cptr, cnthctl, mdcr, pmscr, trfcr, brbcr, zcr, smcr, icc_sre_set }
     }
 }
 
@@ -247,7 +267,7 @@ mod tests {
 
     #[test]
     fn minimal_cpu_gets_stage2_tsc_and_no_fp_traps() {
-        let c = HostEl2Controls::for_host(&CpuFeatures::default());
+        let c = HostEl2Controls::for_host(&CpuFeatures::default(), GicVersion::V3);
         assert_eq!(c.hcr & (hcr::VM | hcr::TSC | hcr::RW), hcr::VM | hcr::TSC | hcr::RW);
         assert_eq!(c.hcr & ((1 << 3) | (1 << 4) | (1 << 5) | (1 << 27) | (1 << 34)), 0);
         assert_eq!(c.cptr & (1 << 10), 0, "TFP must be clear: the host owns FP/SIMD");
@@ -268,7 +288,7 @@ mod tests {
             id_aa64isar2: 1 << 16,
             pmcr_n: 6,
         };
-        let c = HostEl2Controls::for_host(&f);
+        let c = HostEl2Controls::for_host(&f, GicVersion::V3);
         assert_eq!(c.cptr & (CPTR_TZ | CPTR_TSM), 0);
         assert_ne!(c.hcr & hcr::ENSCXT, 0);
         assert_ne!(c.hcr & hcr::ATA, 0);
@@ -278,7 +298,10 @@ mod tests {
     }
 
     fn with_dfr0(id_aa64dfr0: u64) -> HostEl2Controls {
-        HostEl2Controls::for_host(&CpuFeatures { id_aa64dfr0, pmcr_n: 6, ..CpuFeatures::default() })
+        HostEl2Controls::for_host(
+            &CpuFeatures { id_aa64dfr0, pmcr_n: 6, ..CpuFeatures::default() },
+            GicVersion::V3,
+        )
     }
 
     /// MDCR_EL2 per PMU version (ID_AA64DFR0_EL1.PMUVer): every counter for EL1, and from
@@ -342,5 +365,27 @@ mod tests {
                 None => assert_eq!(dfr0 & BRBE, 0, "{what}: BRBE left as reset"),
             }
         }
+    }
+
+    /// ICC_SRE_EL2 is written with a GICv3 only: on a GICv2 (QEMU `gic-version=2`, msm8916)
+    /// it is UNDEFINED and the write would fault warden before the host ever ran.
+    #[test]
+    fn icc_sre_el2_only_with_a_gicv3() {
+        let f = CpuFeatures::default();
+        let v3 = HostEl2Controls::for_host(&f, GicVersion::V3);
+        assert_eq!(v3.icc_sre_set, Some(icc_sre::SRE | icc_sre::ENABLE));
+        let v2 = HostEl2Controls::for_host(&f, GicVersion::V2);
+        assert_eq!(v2.icc_sre_set, None);
+        // Nothing else depends on the GIC.
+        assert_eq!(HostEl2Controls { icc_sre_set: None, ..v3 }, v2);
+    }
+
+    #[test]
+    fn gicv3_sysregs_is_id_aa64pfr0_gic() {
+        let with = |pfr0| CpuFeatures { id_aa64pfr0: pfr0, ..CpuFeatures::default() };
+        assert!(!with(0).gicv3_sysregs());
+        assert!(with(1 << 24).gicv3_sysregs());
+        assert!(with(3 << 24).gicv3_sysregs());
+        assert!(!with(!(0xf << 24)).gicv3_sysregs());
     }
 }

@@ -4,6 +4,8 @@
 //! supplies what the DT cannot (the console to use before the DT is parsed, firmware quirks,
 //! policy).
 
+use crate::gic::GicVersion;
+
 /// What the EL3 firmware below warden implements for SMC calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Firmware {
@@ -25,6 +27,9 @@ pub enum ViolationPolicy {
 }
 
 /// Static facts about a board.
+///
+/// Each field picks one of the pieces warden is built from; the boot sequence (`crate::boot`)
+/// runs over what the board picked and what the DT says.
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
     pub name: &'static str,
@@ -42,6 +47,14 @@ pub struct Board {
     /// warden does not answer itself, and the PAS calls once warden's checks pass, are
     /// forwarded to it (`docs/qcom-scm.md`). Only with [`Firmware::Smccc`].
     pub scm_firmware: bool,
+    /// The interrupt controllers the board may have; the DT says which one it has
+    /// (`crate::gic::select`).
+    pub interrupt_controllers: &'static [GicVersion],
+    /// Most CPUs the board has (the simulated peer's included). warden's per-CPU state is
+    /// static, sized by this: each CPU costs an EL2 stack and an emergency stack in BSS
+    /// (`crate::arch::aarch64::PER_CPU_BSS`). A power of two (the exception vectors mask the
+    /// CPU index with it).
+    pub max_cpus: usize,
 }
 
 #[cfg(feature = "board-qemu-virt")]

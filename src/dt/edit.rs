@@ -22,7 +22,7 @@ enum EditOp {
     RemoveNode(String),
     RemoveProperty { path: String, name: String },
     SetProperty { path: String, name: String, value: Vec<u8> },
-    RemoveCpu(String),
+    RemoveCpu(u64),
     AddDevice { name: String, compatible: String, range: MemRange },
     AddFirmware { name: String, compatible: String },
 }
@@ -92,11 +92,13 @@ impl DtEdit {
         self
     }
 
-    /// Removes the CPU node at `path` (e.g. `/cpus/cpu@2`) and every `/cpus/cpu-map` entry
+    /// Removes the `/cpus` CPU node whose `reg` is `mpidr` and every `/cpus/cpu-map` entry
     /// whose `cpu` phandle points at it, so the OS neither sees the CPU nor trips over a
-    /// dangling topology reference.
-    pub fn remove_cpu(mut self, path: &str) -> Self {
-        self.ops.push(EditOp::RemoveCpu(path.to_string()));
+    /// dangling topology reference. Found by `reg`, not by name: unit addresses are a
+    /// convention DTs do not all keep (QEMU names its CPUs `cpu@<index in decimal>`, so
+    /// `cpu@11` has `reg = <0xb>`).
+    pub fn remove_cpu(mut self, mpidr: u64) -> Self {
+        self.ops.push(EditOp::RemoveCpu(mpidr));
         self
     }
 
@@ -203,7 +205,7 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
             node_mut(tree, path)?.add_property(property);
             Ok(())
         }
-        EditOp::RemoveCpu(path) => remove_cpu(tree, path),
+        EditOp::RemoveCpu(mpidr) => remove_cpu(tree, *mpidr),
         EditOp::AddDevice { name, compatible, range } => add_device(tree, name, compatible, *range),
         EditOp::AddFirmware { name, compatible } => add_firmware(tree, name, compatible),
     }
@@ -226,11 +228,31 @@ fn add_firmware(tree: &mut DeviceTree, name: &str, compatible: &str) -> Result<(
     Ok(())
 }
 
-fn remove_cpu(tree: &mut DeviceTree, path: &str) -> Result<(), DtError> {
-    let (parent, child) = split_path(path)?;
-    let removed = node_mut(tree, parent)?
-        .remove_child(child)
-        .ok_or(DtError::NoSuchNode { path: path_lossy(path) })?;
+fn remove_cpu(tree: &mut DeviceTree, mpidr: u64) -> Result<(), DtError> {
+    let missing =
+        || DtError::NoSuchNode { path: path_lossy(&alloc::format!("/cpus/<reg {mpidr:#x}>")) };
+    let cpus = tree.find_node_mut("/cpus").ok_or_else(missing)?;
+    let cells = cpus
+        .property("#address-cells")
+        .and_then(|p| <[u8; 4]>::try_from(p.value()).ok())
+        .map_or(2, u32::from_be_bytes);
+    let reg: Vec<u8> = match cells {
+        1 => u32::try_from(mpidr).map_err(|_| missing())?.to_be_bytes().to_vec(),
+        2 => mpidr.to_be_bytes().to_vec(),
+        _ => return Err(missing()),
+    };
+    // A CPU node as the parser counts one (`parse::is_cpu`): `device_type = "cpu"`, or no
+    // `device_type` and the name `cpu[@...]`.
+    let is_cpu = |c: &DeviceTreeNode| {
+        let kind_ok = match c.property("device_type") {
+            Some(p) => p.value() == b"cpu\0",
+            None => c.name().split('@').next() == Some("cpu"),
+        };
+        kind_ok && c.property("reg").is_some_and(|p| p.value() == reg.as_slice())
+    };
+    let name =
+        cpus.children().find(|c| is_cpu(c)).map(|c| c.name().to_string()).ok_or_else(missing)?;
+    let removed = cpus.remove_child(&name).ok_or_else(missing)?;
     let phandle = removed.property("phandle").map(|p| p.value().to_vec());
     if let (Some(phandle), Some(map)) = (phandle, tree.find_node_mut("/cpus/cpu-map")) {
         remove_cpu_map_entries(map, &phandle);

@@ -234,6 +234,42 @@ pub struct GicV3Info {
     pub redist_stride: Option<u64>,
 }
 
+/// A GICv2 (`arm,cortex-a15-gic`, `arm,gic-400`, ...): distributor and CPU interface, which the
+/// host drives directly, and the virtualization extension's frames, which are nobody's under
+/// warden (GICH is the hypervisor's control interface, GICV the CPU interface a hypervisor maps
+/// for its guests): left out of the host's stage 2 and cut from the node the host sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GicV2Info {
+    pub path: NodePath,
+    /// GICD (`reg` entry 0).
+    pub dist: MemRange,
+    /// GICC (`reg` entry 1).
+    pub cpu: MemRange,
+    /// GICH (`reg` entry 2), if listed.
+    pub hyp: Option<MemRange>,
+    /// GICV (`reg` entry 3), if listed.
+    pub vcpu: Option<MemRange>,
+    /// The `reg` property's first two entries as they are encoded (GICD, GICC): the node's
+    /// `reg` in the host's DT.
+    pub host_reg: ArrayVec<u8, GICV2_HOST_REG_MAX>,
+}
+
+impl GicV2Info {
+    /// The node as the host sees it: GICD and GICC only. GICH and GICV (left out of the
+    /// host's stage 2) and the maintenance interrupt that goes with them are a hypervisor's; a
+    /// host at EL1 has no use for them (Linux looks for them only to offer KVM).
+    pub fn host_view(&self, edit: DtEdit) -> DtEdit {
+        if self.hyp.is_none() && self.vcpu.is_none() {
+            return edit;
+        }
+        edit.set_property(&self.path, "reg", &self.host_reg)
+            .remove_property(&self.path, "interrupts")
+    }
+}
+
+/// Bytes of two `reg` entries at the largest cell counts warden accepts (2 + 2 cells each).
+pub const GICV2_HOST_REG_MAX: usize = 2 * 4 * 4;
+
 /// A device withheld from the host (see [`policy`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WithheldDevice {
@@ -277,6 +313,8 @@ pub struct PlatformInfo {
     pub gic_dist: Option<MemRange>,
     /// The GICv3, if the GIC is one.
     pub gicv3: Option<GicV3Info>,
+    /// The GICv2, if the GIC is one.
+    pub gicv2: Option<GicV2Info>,
     /// Every enabled `arm,gic-v3-its` node's register frames (control, then translater).
     pub gic_its: ArrayVec<MemRange, MAX_ITS>,
     /// Devices the host is not given ([`policy`]), in DT order: not in `devices`, removed

@@ -50,6 +50,7 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
             boot_cpuid_phys: blob.boot_cpuid_phys,
             gic_dist: None,
             gicv3: None,
+            gicv2: None,
             gic_its: ArrayVec::new(),
             withheld: ArrayVec::new(),
         },
@@ -264,8 +265,25 @@ fn subtract<const N: usize>(
 }
 
 /// GIC nodes whose first `reg` entry is the distributor.
-const GIC_COMPATIBLES: [&str; 4] =
-    ["arm,gic-v3", "arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"];
+const GIC_COMPATIBLES: [&str; 6] = [
+    "arm,gic-v3",
+    GICV2_COMPATIBLES[0],
+    GICV2_COMPATIBLES[1],
+    GICV2_COMPATIBLES[2],
+    GICV2_COMPATIBLES[3],
+    GICV2_COMPATIBLES[4],
+];
+
+/// GICv2 nodes (`reg`: GICD, GICC, then optionally GICH and GICV), as Linux's `irq-gic`
+/// matches them (QEMU virt's `gic-version=2` is `arm,cortex-a15-gic`, msm8916's
+/// `qcom,msm-qgic2`).
+pub const GICV2_COMPATIBLES: [&str; 5] = [
+    "arm,cortex-a15-gic",
+    "arm,gic-400",
+    "arm,cortex-a9-gic",
+    "arm,cortex-a7-gic",
+    "qcom,msm-qgic2",
+];
 
 /// The SMMU's `interrupts` (3-cell GIC specifiers) matched with `interrupt-names`; only SPIs
 /// (type 0) are kept, as INTIDs. Malformed or missing properties give no interrupts.
@@ -405,6 +423,12 @@ impl State<'_> {
         if available && self.info.gicv3.is_none() && node.is_compatible("arm,gic-v3") {
             self.gicv3(v)?;
         }
+        if available
+            && self.info.gicv2.is_none()
+            && GICV2_COMPATIBLES.iter().any(|c| node.is_compatible(c))
+        {
+            self.gicv2(v)?;
+        }
         if available && node.is_compatible("arm,gic-v3-its") {
             let mut first = None;
             for_each_reg(v, |entry| {
@@ -504,6 +528,38 @@ impl State<'_> {
         }
         let redist_stride = number(v, "redistributor-stride")?;
         self.info.gicv3 = Some(GicV3Info { path: v.path(), dist, redist_regions, redist_stride });
+        Ok(())
+    }
+
+    /// A GICv2 node: GICD and GICC (required), GICH and GICV (optional). GICH and GICV are
+    /// cut from the host's devices (`withheld_ranges`, so no other node's range can bring them
+    /// back): the host runs at EL1 and has no use for a hypervisor's interface.
+    fn gicv2(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let bad = |what| DtError::BadProperty { path: v.path(), property: "reg", what };
+        let mut frames: ArrayVec<MemRange, 4> = ArrayVec::new();
+        for_each_reg(v, |entry| {
+            let range = required_range(v, &entry)?;
+            // Entries past GICV (none in the binding) are ignored like Linux does.
+            let _ = frames.try_push(range);
+            Ok(())
+        })?;
+        let (Some(&dist), Some(&cpu)) = (frames.first(), frames.get(1)) else {
+            return Err(bad("a GICv2 needs GICD and GICC"));
+        };
+        let (hyp, vcpu) = (frames.get(2).copied(), frames.get(3).copied());
+        let parent = v.ancestors.last().ok_or(bad("no parent node"))?;
+        let entry_bytes = (parent.address_cells as usize + parent.size_cells as usize) * 4;
+        let raw = v.node.prop("reg").unwrap_or(&[]);
+        let mut host_reg = ArrayVec::new();
+        host_reg
+            .try_extend_from_slice(raw.get(..2 * entry_bytes).ok_or(bad("too short"))?)
+            .map_err(|_| bad("entries wider than 2 address + 2 size cells"))?;
+        for frame in hyp.iter().chain(vcpu.iter()) {
+            let cut =
+                frame.page_aligned_outward().ok_or(DtError::AddressOverflow { path: v.path() })?;
+            insert_merged(&mut self.withheld_ranges, cut)?;
+        }
+        self.info.gicv2 = Some(GicV2Info { path: v.path(), dist, cpu, hyp, vcpu, host_reg });
         Ok(())
     }
 

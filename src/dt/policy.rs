@@ -9,7 +9,8 @@
 //!   entries all name that SMMU (its DMA is translated by warden's stage 2, stray stream IDs
 //!   abort);
 //! - **kept, trapped**: the GICv3 and its ITSes, whose memory-writing registers warden
-//!   emulates (`crate::gic`), and GICv2 / GICv2m, which have none;
+//!   emulates (`crate::gic`), and GICv2 / GICv2m, which have none (a GICv2's virtualization
+//!   frames, GICH and GICV, are cut: `parse`);
 //! - **kept, known not to master memory**: the compatibles in [`NON_DMA_COMPATIBLES`]
 //!   (UART, RTC, GPIO, NOR flash, watchdogs, syscon, memory-mapped timer);
 //! - **withheld**, everything else: removed from the host's DT and left out of its stage 2,
@@ -30,7 +31,7 @@ use core::fmt;
 use super::blob::{Node, be32};
 
 /// Device kinds that never master memory, kept without an IOMMU.
-pub const NON_DMA_COMPATIBLES: [&str; 18] = [
+pub const NON_DMA_COMPATIBLES: [&str; 20] = [
     // PL011 UART (and SBSA's generic UART): registers only.
     "arm,pl011",
     "arm,sbsa-uart",
@@ -48,6 +49,8 @@ pub const NON_DMA_COMPATIBLES: [&str; 18] = [
     "arm,gic-400",
     "arm,cortex-a15-gic",
     "arm,cortex-a9-gic",
+    "arm,cortex-a7-gic",
+    "qcom,msm-qgic2",
     "arm,gic-v2m-frame",
     // Watchdogs.
     "arm,sbsa-gwdt",

@@ -146,6 +146,85 @@ fn qemu_fixture() {
     assert!(size < 24 * 1024, "PlatformInfo is {size} bytes");
 }
 
+/// QEMU 10.0.2's DT for `-machine virt,virtualization=on,gic-version=2,iommu=smmuv3 -cpu max
+/// -smp 2 -m 1G`, compacted with dtc.
+const GICV2_FIXTURE: &[u8] = include_bytes!("../../boards/qemu-virt/qemu-virt-gicv2.dtb");
+
+/// The GICv2 node's four frames: GICD and GICC (and the GICv2m frame under it) are the host's,
+/// GICH and GICV are in no device range the host's stage 2 maps.
+#[test]
+fn qemu_gicv2_fixture() {
+    let info = parse(GICV2_FIXTURE).unwrap();
+    assert_eq!(info.gicv3, None);
+    assert!(info.gic_its.is_empty());
+    let gic = info.gicv2.as_ref().expect("a GICv2");
+    assert_eq!(gic.path.as_str(), "/intc@8000000");
+    assert_eq!(gic.dist, r(0x800_0000, 0x801_0000));
+    assert_eq!(gic.cpu, r(0x801_0000, 0x802_0000));
+    assert_eq!(gic.hyp, Some(r(0x803_0000, 0x804_0000)));
+    assert_eq!(gic.vcpu, Some(r(0x804_0000, 0x805_0000)));
+    assert_eq!(info.gic_dist, Some(gic.dist));
+    // <0 0x8000000 0 0x10000  0 0x8010000 0 0x10000>: two entries of 2 + 2 cells.
+    assert_eq!(
+        gic.host_reg.as_slice(),
+        &cells(&[0, 0x800_0000, 0, 0x1_0000, 0, 0x801_0000, 0, 0x1_0000])[..]
+    );
+    let covers = |range: MemRange| info.devices.iter().any(|d| d.contains_range(&range));
+    let touches = |range: MemRange| info.devices.iter().any(|d| d.overlaps(&range));
+    assert!(covers(gic.dist) && covers(gic.cpu));
+    assert!(covers(r(0x802_0000, 0x802_1000)), "the GICv2m frame is the host's");
+    assert!(
+        !touches(r(0x803_0000, 0x805_0000)),
+        "GICH/GICV mapped for the host: {:x?}",
+        info.devices
+    );
+    assert!(info.withheld.iter().all(|w| w.path.as_str() != "/intc@8000000"));
+}
+
+/// The host's view of the GICv2 node: GICD and GICC, no maintenance interrupt; everything else
+/// the host gets is unchanged.
+#[test]
+fn gicv2_host_view_drops_the_virtualization_frames() {
+    let before = parse(GICV2_FIXTURE).unwrap();
+    let gic = before.gicv2.clone().unwrap();
+    let blob = apply(GICV2_FIXTURE, &gic.host_view(DtEdit::new())).unwrap();
+    let after = parse(&blob).unwrap();
+    let seen = after.gicv2.as_ref().unwrap();
+    assert_eq!((seen.dist, seen.cpu, seen.hyp, seen.vcpu), (gic.dist, gic.cpu, None, None));
+    assert_eq!(after.devices, before.devices);
+    // The independent `fdt` crate.
+    let fdt = fdt::Fdt::new(&blob).unwrap();
+    let node = fdt.find_node("/intc@8000000").unwrap();
+    assert!(node.property("interrupts").is_none(), "maintenance interrupt left in");
+    let regs: Vec<(u64, Option<usize>)> =
+        node.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+    assert_eq!(regs, [(0x800_0000, Some(0x1_0000)), (0x801_0000, Some(0x1_0000))]);
+    assert!(node.property("interrupt-controller").is_some());
+    // Without GICH/GICV there is nothing to change.
+    let plain = GicV2Info { hyp: None, vcpu: None, ..gic };
+    assert_eq!(
+        apply(GICV2_FIXTURE, &plain.host_view(DtEdit::new())).unwrap(),
+        apply(GICV2_FIXTURE, &DtEdit::new()).unwrap()
+    );
+}
+
+/// A GICv2 node must list GICD and GICC.
+#[test]
+fn gicv2_without_its_cpu_interface_is_refused() {
+    let blob = &GICV2_FIXTURE[..blob_size(GICV2_FIXTURE).unwrap()];
+    let mut tree = DeviceTree::from_fdt(&dtoolkit::fdt::Fdt::new(blob).unwrap());
+    let gic = tree.find_node_mut("/intc@8000000").unwrap();
+    gic.add_property(DeviceTreeProperty::new("reg", cells(&[0, 0x800_0000, 0, 0x1_0000])).unwrap());
+    let err = parse_err(&tree.to_dtb());
+    assert!(
+        matches!(
+            err,
+            DtError::BadProperty { property: "reg", what: "a GICv2 needs GICD and GICC", .. }
+        ),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn blob_size_reads_header() {
     assert_eq!(blob_size(&FIXTURE[..40]), Ok(0x10_0000));
@@ -1092,13 +1171,40 @@ fn cpu_phandles(blob: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 fn remove_cpu_drops_its_topology_entry() {
     let (map, nodes) = cpu_phandles(FIXTURE);
     assert_eq!((map.len(), nodes.len()), (2, 2));
-    let blob = apply(FIXTURE, &DtEdit::new().remove_cpu("/cpus/cpu@1")).unwrap();
+    let blob = apply(FIXTURE, &DtEdit::new().remove_cpu(1)).unwrap();
     let info = parse(&blob).unwrap();
     assert_eq!(info.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(), [0]);
     let (map, nodes) = cpu_phandles(&blob);
     assert_eq!(map, nodes, "cpu-map names exactly the CPUs left");
     assert!(matches!(
-        apply(FIXTURE, &DtEdit::new().remove_cpu("/cpus/cpu@7")),
+        apply(FIXTURE, &DtEdit::new().remove_cpu(7)),
+        Err(DtError::NoSuchNode { .. })
+    ));
+}
+
+/// QEMU names CPU nodes by index in decimal (`cpu@11` has `reg = <0xb>`): the node is found by
+/// its `reg`, whatever its name.
+#[test]
+fn remove_cpu_finds_the_node_by_reg_not_by_name() {
+    let blob = with_tree(|tree| {
+        let cpus = tree.find_node_mut("/cpus").unwrap();
+        cpus.add_child(node(
+            "cpu@11",
+            &[
+                ("device_type", b"cpu\0"),
+                ("compatible", b"arm,cortex-a57\0"),
+                ("enable-method", b"psci\0"),
+                ("reg", &cells(&[0xb])),
+            ],
+        ));
+    });
+    let mpidrs =
+        |blob: &[u8]| parse(blob).unwrap().cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>();
+    assert_eq!(mpidrs(&blob), [0, 1, 0xb]);
+    let out = apply(&blob, &DtEdit::new().remove_cpu(0xb)).unwrap();
+    assert_eq!(mpidrs(&out), [0, 1]);
+    assert!(matches!(
+        apply(&blob, &DtEdit::new().remove_cpu(0x11)),
         Err(DtError::NoSuchNode { .. })
     ));
 }

@@ -1,4 +1,5 @@
-//! The GICv3 pieces that write memory: the ITS and the redistributors' LPI tables.
+//! The GICv3 pieces that write memory: the ITS and the redistributors' LPI tables; and which
+//! GIC a boot uses ([`select`]: GICv3 or GICv2, from the DT, among the board's).
 //!
 //! The host owns the GIC (warden takes no interrupts), but an ITS writes device-table,
 //! collection-table and interrupt-translation-table entries, and a redistributor writes LPI
@@ -26,10 +27,12 @@ pub mod its;
 pub mod layout;
 pub mod redist;
 pub mod regs;
+pub mod select;
 
 use crate::mm::MemRange;
 
 pub use layout::{GicFrame, GicLayout, RedistFrame};
+pub use select::{GicVersion, SelectError};
 
 /// A host-memory access refused (the range is not all host memory warden may touch).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -163,6 +163,8 @@ impl FakePlatform {
                 sim_peer: false,
                 control_page: None,
                 scm_firmware: false,
+                interrupt_controllers: &[crate::gic::GicVersion::V3],
+                max_cpus: 8,
             },
             host_el1: HostEl1 {
                 vbar: Self::HOST_VBAR,

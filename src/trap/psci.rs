@@ -125,6 +125,22 @@ pub fn is_mediated(function_id: u32) -> bool {
     MEDIATED.contains(&function_id)
 }
 
+/// Orders the host CPUs' affinity values for [`Psci::new`] with the boot CPU's (`boot`) first,
+/// the others in DT order after it, and returns whether `boot` is among them. The boot CPU runs
+/// on stack 0 from the entry code on, so it must be warden CPU 0: were it CPU `k`, the host CPU
+/// with index 0 would be started on the stack the boot CPU is using (a DT that does not list
+/// the boot CPU first, as a TrustZone that boots another core may hand over).
+pub fn boot_cpu_first(mpidrs: &mut alloc::vec::Vec<u64>, boot: u64) -> bool {
+    match mpidrs.iter().position(|&m| m == boot) {
+        Some(i) => {
+            let m = mpidrs.remove(i);
+            mpidrs.insert(0, m);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The host CPUs and their power state.
 pub struct Psci {
     cpus: [CpuSlot; MAX_HOST_CPUS],
@@ -410,6 +426,20 @@ mod tests {
 
     const MPIDRS: [u64; 4] = [0x0, 0x1, 0x100, 0x1_0000_0000];
     const ENTRY: u64 = 0x4008_0000;
+
+    #[test]
+    fn the_boot_cpu_is_cpu_0_whatever_the_dt_order() {
+        let mut mpidrs = vec![0x1, 0x2, 0x0, 0x3];
+        assert!(boot_cpu_first(&mut mpidrs, 0x0));
+        assert_eq!(mpidrs, [0x0, 0x1, 0x2, 0x3]);
+        let mut mpidrs = vec![0x100, 0x0, 0x1];
+        assert!(boot_cpu_first(&mut mpidrs, 0x1));
+        assert_eq!(mpidrs, [0x1, 0x100, 0x0]);
+        assert!(boot_cpu_first(&mut mpidrs, 0x1));
+        assert_eq!(mpidrs, [0x1, 0x100, 0x0], "already first: unchanged");
+        assert!(!boot_cpu_first(&mut mpidrs, 0x7));
+        assert_eq!(mpidrs, [0x1, 0x100, 0x0]);
+    }
 
     fn setup() -> (Psci, Arc<FakeEl3>, FakePlatform) {
         let el3 = Arc::new(FakeEl3::qemu());

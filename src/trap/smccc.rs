@@ -185,6 +185,8 @@ mod tests {
             sim_peer: false,
             control_page: None,
             scm_firmware: false,
+            interrupt_controllers: &[crate::gic::GicVersion::V3],
+            max_cpus: 8,
         };
         (Psci::new(&[0, 1], 0).unwrap(), el3, p)
     }

@@ -1,5 +1,17 @@
 # Helpers for /init, /demo.sh and the scenarios (sourced; busybox ash).
 
+# The parameters the kernel command line gives module $1 (`module.param=value` words, as
+# modprobe would pass them; insmod does not read the command line), one per line, dashes in the
+# module's name as underscores.
+module_params() {
+    prefix=$(echo "$1" | tr - _).
+    for word in $(cat /proc/cmdline); do
+        case "$word" in
+            "$prefix"*=*) echo "${word#"$prefix"}" ;;
+        esac
+    done
+}
+
 # The value of NAME=VALUE on the kernel command line (empty if absent).
 cmdline_arg() {
     for word in $(cat /proc/cmdline); do

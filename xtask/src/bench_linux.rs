@@ -44,7 +44,7 @@ pub fn repeatable_qemu_args() -> Vec<String> {
     .collect()
 }
 
-/// `-machine` options added to [`crate::qemu::MACHINE`]: no random DT nodes (rng-seed,
+/// `-machine` options added to [`crate::qemu::machine_option`]: no random DT nodes (rng-seed,
 /// kaslr-seed).
 pub const MACHINE_EXTRA: &str = "dtb-randomness=off";
 

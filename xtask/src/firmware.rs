@@ -71,12 +71,37 @@ pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
     embeds_sim_peer: false,
 };
 
+/// tz-sim, the EL3 firmware QEMU runs as `-bios` (`boards/qemu-virt/tz-sim`): linked at the
+/// secure flash's base, BSS and stacks in the secure SRAM.
+pub const TZ_SIM: FirmwareCrate = FirmwareCrate {
+    package: "warden-tz-sim",
+    cargo_args: &["--package", "warden-tz-sim", "--features", "firmware", "--bin", "tz-sim"],
+    bin_name: "tz-sim",
+    output: "tz-sim.bin",
+    load: Load::Fixed { base: tz_sim::layout::FLASH_BASE },
+    max_mem_size: None,
+    embeds_sim_peer: false,
+};
+
+/// tz-probe, the EL2 program that checks tz-sim from the hyp image's place (the `tz-sim`
+/// scenario).
+pub const TZ_PROBE: FirmwareCrate = FirmwareCrate {
+    package: "warden-tz-sim",
+    cargo_args: &["--package", "warden-tz-sim", "--features", "firmware", "--bin", "tz-probe"],
+    bin_name: "tz-probe",
+    output: "tz-probe.bin",
+    load: Load::Fixed { base: tz_sim::layout::HYP_BASE },
+    max_mem_size: None,
+    embeds_sim_peer: false,
+};
+
 /// From the peer's first byte to the end of its data window.
 pub const PEER_FOOTPRINT: u64 =
     warden_abi::peer::DATA_IPA + warden_abi::peer::DATA_SIZE - warden_abi::peer::PROGRAM_IPA;
 
 /// Every firmware crate, in build order: the simulated peer before warden, which embeds it.
-pub const ALL: [&FirmwareCrate; 4] = [&SIM_PEER, &WARDEN, &WARDEN_TEST_SWITCHES, &TEST_GUEST];
+pub const ALL: [&FirmwareCrate; 6] =
+    [&SIM_PEER, &WARDEN, &WARDEN_TEST_SWITCHES, &TEST_GUEST, &TZ_SIM, &TZ_PROBE];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_owned()
@@ -284,7 +309,7 @@ not json
     fn the_peer_is_built_first_and_bounded() {
         assert_eq!(ALL.first().map(|k| k.package), Some(SIM_PEER.package));
         let embeds: Vec<_> = ALL.iter().map(|k| k.embeds_sim_peer).collect();
-        assert_eq!(embeds, [false, true, true, false]);
+        assert_eq!(embeds, [false, true, true, false, false, false]);
         assert!(WARDEN_TEST_SWITCHES.cargo_args.contains(&"firmware,test-switches"));
         assert!(!WARDEN.cargo_args.iter().any(|a| a.contains("test-switches")));
         assert_ne!(WARDEN.output, WARDEN_TEST_SWITCHES.output);

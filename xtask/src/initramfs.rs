@@ -491,6 +491,18 @@ cpu: 1
         assert_eq!(got.trim(), "251510");
     }
 
+    /// `module.param=value` words of the command line reach insmod (for `--gic 2`'s
+    /// `vfio_iommu_type1.allow_unsafe_interrupts=1`); `cat` stands in for /proc/cmdline.
+    #[test]
+    fn module_params_come_from_the_command_line() {
+        let script = "cat() { echo 'console=ttyAMA0 vfio_iommu_type1.allow_unsafe_interrupts=1 \
+                      vfio_pci.ids=1 vfio_iommu_type1.x=y vfio.z=1 warden.smp=2'; }\n\
+                      echo \"[$(module_params vfio_iommu_type1 | tr '\\n' ' ')]\"\n\
+                      echo \"[$(module_params vfio-pci | tr '\\n' ' ')]\"\n\
+                      echo \"[$(module_params virtio_blk)]\"\n";
+        assert_eq!(lib_sh(script), "[allow_unsafe_interrupts=1 x=y ]\n[ids=1 ]\n[]\n");
+    }
+
     fn pattern_word(seed: u64, index: u64) -> u64 {
         let hi = ((index * 0x9e37_79b1) >> 7) ^ 0x5752_444e ^ (seed << 24);
         let lo = index * 0x85eb_ca6b + 0x27d4_eb2f + seed;

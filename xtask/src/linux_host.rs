@@ -29,6 +29,8 @@ pub struct HostOptions {
     pub with_warden: bool,
     /// What warden presents to the host (`--persona`).
     pub persona: crate::Persona,
+    /// QEMU virt's interrupt controller (`--gic`).
+    pub gic: crate::qemu::Gic,
     /// Where the initramfs, disks and packed image go.
     pub work_dir: PathBuf,
 }
@@ -45,6 +47,7 @@ impl HostOptions {
             shell: false,
             with_warden: true,
             persona: crate::Persona::Virt,
+            gic: crate::qemu::Gic::V3,
             work_dir,
         }
     }
@@ -80,11 +83,19 @@ pub fn cmdline(opts: &HostOptions, disk_sha256: &str) -> String {
     if let Some(word) = opts.persona.cmdline_word() {
         words.push(word.into());
     }
+    if opts.gic == crate::qemu::Gic::V2 {
+        // VFIO refuses (EPERM) an IOMMU whose MSIs are not isolated, which a GICv2m's are not
+        // (a GICv3 ITS's are); `dma-after-donate`'s edu raises none.
+        words.push(GICV2_VFIO.into());
+    }
     if let Some(append) = opts.append.as_deref().filter(|a| !a.trim().is_empty()) {
         words.push(append.trim().to_owned());
     }
     words.join(" ")
 }
+
+/// What `dma-after-donate` needs on a GICv2 (`--gic 2`) to hand edu to user space.
+pub const GICV2_VFIO: &str = "vfio_iommu_type1.allow_unsafe_interrupts=1";
 
 /// QEMU's `edu` for the `dma-after-donate` scenario (its user-space program drives it through
 /// VFIO). Placed after the virtio devices so their PCI slots, and so their stream IDs, stay
@@ -231,6 +242,7 @@ pub fn machine(host: &LinuxHost, warden: Option<&Path>, opts: &HostOptions) -> R
     };
     m.memory = opts.memory.clone();
     m.devices = host.devices.clone();
+    m.gic = opts.gic;
     Ok(m)
 }
 
@@ -262,6 +274,9 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("quiet"));
+        assert!(!line.contains(GICV2_VFIO));
+        opts.gic = crate::qemu::Gic::V2;
+        assert!(cmdline(&opts, "ab12").contains(GICV2_VFIO));
     }
 
     #[test]

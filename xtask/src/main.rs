@@ -175,6 +175,10 @@ struct RunOptions {
     /// What warden presents to the host: `virt` (SMMUv3) or `snapdragon` (MMU-500 + SCM).
     #[arg(long, value_enum, default_value_t = Persona::Virt)]
     persona: Persona,
+    /// QEMU virt's interrupt controller: GICv3 (with an ITS) or GICv2 (at most 8 CPUs, the
+    /// simulated peer's included).
+    #[arg(long, value_enum, default_value_t = qemu::Gic::V3)]
+    gic: qemu::Gic,
     /// Extra QEMU arguments (after `--`).
     #[arg(last = true)]
     qemu_args: Vec<String>,
@@ -188,6 +192,7 @@ fn run(o: RunOptions) -> Result<ExitCode> {
         || o.no_warden
         || o.persona != Persona::Virt
         || o.kernel_version != linux::Series::V6_12;
+    check_gic(&o)?;
     let mut watch_done = false;
     let mut machine = match o.host {
         Host::Guest => {
@@ -204,6 +209,7 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             let mut m = qemu::Machine::with_warden(image, o.smp);
             m.devices = qemu::test_guest_devices();
             m.memory = o.memory;
+            m.gic = o.gic;
             qemu::attach_warden_dt(&qemu.path, &mut m, "run-guest")?;
             m
         }
@@ -221,6 +227,7 @@ fn run(o: RunOptions) -> Result<ExitCode> {
                 "--persona needs warden (drop --no-warden)"
             );
             opts.persona = o.persona;
+            opts.gic = o.gic;
             opts.shell = std::io::stdin().is_terminal();
             let warden = if opts.with_warden {
                 Some(firmware::build_one(toolchain::firmware()?, &firmware::WARDEN)?)
@@ -257,6 +264,25 @@ fn run(o: RunOptions) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(exit_code(status))
+}
+
+/// What `--gic` allows: QEMU's GICv2 takes 8 CPUs; the Snapdragon persona's MMU-500 raises
+/// SPIs 100..=108, which virt's GICv2m frame owns (48..=111) with a GICv2.
+fn check_gic(o: &RunOptions) -> Result<()> {
+    let cpus = o.smp + if o.no_warden { 0 } else { qemu::PEER_CPUS };
+    anyhow::ensure!(
+        cpus <= o.gic.max_cpus(),
+        "--gic 2: QEMU's GICv2 takes at most {} CPUs; this run needs {cpus} (--smp {}{})",
+        o.gic.max_cpus(),
+        o.smp,
+        if o.no_warden { "" } else { " plus the simulated peer's" }
+    );
+    anyhow::ensure!(
+        !(o.gic == qemu::Gic::V2 && o.persona == Persona::Snapdragon),
+        "--persona snapdragon needs --gic 3: its MMU-500 interrupts (SPIs 100..=108) belong to \
+         the GICv2m frame on a GICv2 virt board"
+    );
+    Ok(())
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

@@ -9,10 +9,47 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const MACHINE: &str = "virt,virtualization=on,gic-version=3,iommu=smmuv3";
-/// The same machine without EL2: Linux boots at EL1 directly and drives the SMMU itself (the
-/// "no hypervisor" baseline, `cargo xtask run --no-warden`).
-pub const MACHINE_WITHOUT_EL2: &str = "virt,gic-version=3,iommu=smmuv3";
+/// QEMU virt's interrupt controller (`-machine virt,gic-version=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gic {
+    /// GICv2 (`arm,cortex-a15-gic`, with GICv2m), as on DB410c: at most 8 CPUs.
+    #[value(name = "2")]
+    V2,
+    /// GICv3 with an ITS.
+    #[default]
+    #[value(name = "3")]
+    V3,
+}
+
+impl Gic {
+    /// Most CPUs QEMU's virt board takes with this GIC.
+    pub fn max_cpus(self) -> u32 {
+        match self {
+            Gic::V2 => 8,
+            Gic::V3 => 512,
+        }
+    }
+
+    fn version(self) -> u32 {
+        match self {
+            Gic::V2 => 2,
+            Gic::V3 => 3,
+        }
+    }
+}
+
+/// The `-machine` option: with EL2 for warden, or without (Linux boots at EL1 directly and
+/// drives the SMMU itself: the "no hypervisor" baseline, `cargo xtask run --no-warden`).
+pub fn machine_option(virtualization: bool, gic: Gic) -> String {
+    let el2 = if virtualization { "virtualization=on," } else { "" };
+    format!("virt,{el2}gic-version={},iommu=smmuv3", gic.version())
+}
+
+/// [`machine_option`] with EL3 (`secure=on`): QEMU runs the `-bios` image at EL3 on every CPU
+/// and offers no PSCI of its own.
+pub fn secure_machine_option(gic: Gic) -> String {
+    format!("virt,secure=on,virtualization=on,gic-version={},iommu=smmuv3", gic.version())
+}
 pub const CPU: &str = "max,pauth-impdef=on";
 /// CPUs a warden run has beyond the host's: warden removes the last CPU of `/cpus` from the
 /// host's DT and runs the simulated peer on it.
@@ -38,6 +75,9 @@ pub struct Machine {
     pub dtb: Option<PathBuf>,
     /// False: no EL2 (`virtualization=off`), for booting a kernel without warden.
     pub virtualization: bool,
+    pub gic: Gic,
+    /// EL3 firmware (`-bios`, with `secure=on`): tz-sim.
+    pub bios: Option<PathBuf>,
     /// Device arguments (`-drive`, `-device`, `-netdev`), before `extra`.
     pub devices: Vec<String>,
     pub extra: Vec<String>,
@@ -54,6 +94,8 @@ impl Machine {
             append: None,
             dtb: None,
             virtualization: true,
+            gic: Gic::V3,
+            bios: None,
             devices: Vec::new(),
             extra: Vec::new(),
         }
@@ -86,10 +128,13 @@ impl Machine {
     }
 
     pub fn args(&self) -> Vec<String> {
-        let base = if self.virtualization { MACHINE } else { MACHINE_WITHOUT_EL2 };
+        let base = match self.bios {
+            Some(_) => secure_machine_option(self.gic),
+            None => machine_option(self.virtualization, self.gic),
+        };
         let machine = match &self.machine_extra {
             Some(extra) => format!("{base},{extra}"),
-            None => base.to_owned(),
+            None => base,
         };
         let mut args: Vec<String> = [
             "-machine",
@@ -108,6 +153,9 @@ impl Machine {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(bios) = &self.bios {
+            args.extend(["-bios".into(), bios.display().to_string()]);
+        }
         if let Some(kernel) = &self.kernel {
             args.extend(["-kernel".into(), kernel.display().to_string()]);
         }
@@ -369,6 +417,31 @@ mod tests {
         assert!(m.args().join(" ").starts_with(
             "-machine virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/x.dtb "
         ));
+    }
+
+    #[test]
+    fn gic_version_is_a_machine_option() {
+        let mut m = Machine::new(None);
+        m.gic = Gic::V2;
+        assert_eq!(m.args()[1], "virt,virtualization=on,gic-version=2,iommu=smmuv3");
+        m.virtualization = false;
+        assert_eq!(m.args()[1], "virt,gic-version=2,iommu=smmuv3");
+        assert_eq!((Gic::V2.max_cpus(), Gic::V3.max_cpus()), (8, 512));
+    }
+
+    #[test]
+    fn a_bios_run_has_el3() {
+        let mut m = Machine::new(None);
+        m.bios = Some("/t/tz-sim.bin".into());
+        m.gic = Gic::V2;
+        let args = m.args().join(" ");
+        assert!(
+            args.starts_with(
+                "-machine virt,secure=on,virtualization=on,gic-version=2,iommu=smmuv3 "
+            ),
+            "{args}"
+        );
+        assert!(args.contains(" -bios /t/tz-sim.bin"), "{args}");
     }
 
     #[test]

@@ -284,6 +284,115 @@ pub fn judge_small_ram(run: &Captured) -> Vec<Verdict> {
     out
 }
 
+/// The guest's scenarios in a `warden.scenarios=platform` run without a GICv2, in order.
+pub const PLATFORM_SCENARIOS: [&str; 1] = ["all_cpus_on"];
+/// ... and with one.
+pub const GICV2_PLATFORM_SCENARIOS: [&str; 2] = ["all_cpus_on", "gicv2_frames"];
+
+/// The CPUs the `many-cpus` run gives the host: more than warden's old fixed limit of 8 (the
+/// machine has one more, the simulated peer's).
+pub const MANY_CPUS_HOST: u32 = 11;
+
+/// One `<run>/NAME` verdict per guest scenario in `scenarios` then per handoff scenario, and
+/// the ending (`guest: done`, QEMU exit status 0).
+fn judge_platform_guest(run_name: &str, run: &Captured, scenarios: &[&str]) -> Vec<Verdict> {
+    let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
+    let mut out = Vec::new();
+    for name in scenarios.iter().chain(SMALL_RAM_SCENARIOS.iter()) {
+        let verdict = guest.iter().find(|v| v.name.strip_prefix("guest/") == Some(name));
+        let full = format!("{run_name}/{name}");
+        out.push(match verdict.map(|v| &v.outcome) {
+            Some(Ok(())) => Verdict::pass(full),
+            Some(Err(why)) => Verdict::fail(full, why.clone()),
+            None => Verdict::fail(full, "no `ok`/`FAILED` line for it"),
+        });
+    }
+    out.push(Verdict::check(
+        &format!("{run_name}/guest printed `guest: done`, QEMU exited with status 0"),
+        run.lines.iter().any(|l| l.trim() == "guest: done")
+            && run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
+/// warden + the test guest on `-machine virt,gic-version=2`: warden names the GICv2 and
+/// withholds GICH and GICV; the guest's board checks (every CPU on and off, the GICv2 frames:
+/// GICC answers, GICH and GICV aborted, the node cut to GICD and GICC) and handoff scenarios
+/// pass; the run ends as it should.
+pub fn judge_guest_gicv2(run: &Captured) -> Vec<Verdict> {
+    let mut out = vec![Verdict::check(
+        "guest-gicv2/warden uses the GICv2 and withholds GICH and GICV",
+        run.lines.iter().any(|l| {
+            l.contains("interrupt controller: GICv2")
+                && l.contains("GICH 0x0008030000")
+                && l.contains("GICV 0x0008040000")
+                && l.contains("withheld")
+        }),
+        || {
+            "no `interrupt controller: GICv2 ... GICH ... GICV ... withheld` line from warden"
+                .into()
+        },
+    )];
+    out.extend(judge_platform_guest("guest-gicv2", run, &GICV2_PLATFORM_SCENARIOS));
+    out
+}
+
+/// warden + the test guest with [`MANY_CPUS_HOST`] host CPUs (GICv3): warden boots (it used to
+/// refuse more than 8 CPUs), the guest powers every other CPU on and off, and the handoff
+/// scenarios pass.
+pub fn judge_many_cpus(run: &Captured) -> Vec<Verdict> {
+    let others = MANY_CPUS_HOST - 1;
+    let mut out = vec![Verdict::check(
+        &format!("many-cpus/the guest started all {others} other CPUs"),
+        run.lines.iter().any(|l| l.contains(&format!("all_cpus_on: {others} CPU(s) on and off"))),
+        || format!("no `all_cpus_on: {others} CPU(s) on and off` note from the guest"),
+    )];
+    out.extend(judge_platform_guest("many-cpus", run, &PLATFORM_SCENARIOS));
+    out
+}
+
+/// What tz-probe checks (`boards/qemu-virt/tz-sim/src/probe.rs`), in order.
+pub const TZ_PROBE_CHECKS: [&str; 6] =
+    ["hyp_entry", "psci_version", "psci_features", "cpu_on_cycle", "cpu_on_errors", "gic_group1"];
+
+/// tz-sim + tz-probe on one GIC (`gic`: `gicv3` or `gicv2`): tz-sim's banner names that GIC
+/// and 4 CPUs, every probe check passes, the probe finishes and tz-sim powers the machine off
+/// (QEMU exits with status 0).
+pub fn judge_tz_sim(gic: &str, run: &Captured) -> Vec<Verdict> {
+    let prefix = format!("tz-sim/{gic}");
+    let version = if gic == "gicv2" { "GICv2" } else { "GICv3" };
+    let mut out = vec![Verdict::check(
+        &format!("{prefix}/banner names the {version} and 4 CPUs"),
+        run.lines
+            .iter()
+            .any(|l| l.contains("tz-sim v") && l.contains(&format!("({version}, 4 CPUs)"))),
+        || format!("no `tz-sim v... ({version}, 4 CPUs)` banner"),
+    )];
+    let results: Vec<Verdict> =
+        run.lines.iter().filter_map(|l| parse_result_line(l, &prefix)).collect();
+    for check in TZ_PROBE_CHECKS {
+        let name = format!("{prefix}/{check}");
+        out.push(match results.iter().find(|v| v.name == name) {
+            Some(v) => v.clone(),
+            None => Verdict::fail(name, "no `ok`/`FAILED` line for it"),
+        });
+    }
+    if let Some(extra) =
+        results.iter().find(|v| !TZ_PROBE_CHECKS.iter().any(|c| v.name.ends_with(&format!("/{c}"))))
+    {
+        out.push(extra.clone());
+    }
+    out.push(Verdict::check(
+        &format!("{prefix}/probe done, SYSTEM_OFF, QEMU exited with status 0"),
+        run.lines.iter().any(|l| l.trim() == "tz-probe: done")
+            && run.lines.iter().any(|l| l.trim() == "tz-sim: SYSTEM_OFF")
+            && run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
 /// warden's memory-map line for a managed carveout inside 0x4000_0000..0x6000_0000.
 fn is_carveout_in_small_ram(line: &str) -> bool {
     let Some(rest) = line.split("  carveout   ").nth(1) else { return false };
@@ -808,6 +917,86 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
                 "small-ram/guest printed `guest: done`, QEMU exited with status 0"
             ]
         );
+    }
+
+    #[test]
+    fn guest_gicv2_needs_warden_on_the_gicv2_and_every_board_check() {
+        let warden = "warden: cpu0: interrupt controller: GICv2 (/intc@8000000): GICD 0x0008000000..0x0008010000 (64 KiB) and GICC 0x0008010000..0x0008020000 (64 KiB) passed through; GICH 0x0008030000..0x0008040000 (64 KiB) and GICV 0x0008040000..0x0008050000 (64 KiB) withheld (a hypervisor's)\n";
+        let oks: String = GICV2_PLATFORM_SCENARIOS
+            .iter()
+            .chain(SMALL_RAM_SCENARIOS.iter())
+            .map(|n| format!("ok {n}\n"))
+            .collect();
+        let good = format!("{warden}{oks}guest: done\n");
+        let v = judge_guest_gicv2(&captured(&good, Ending::Exited(Some(0))));
+        assert!(failures(&v).is_empty(), "{:?}", failures(&v));
+        assert_eq!(v.len(), 1 + GICV2_PLATFORM_SCENARIOS.len() + SMALL_RAM_SCENARIOS.len() + 1);
+        // warden on a GICv3 (or silent about GICH), a board check missing.
+        let gicv3 = good.replace(warden, "warden: cpu0: interrupt controller: GICv3: ...\n");
+        let v = judge_guest_gicv2(&captured(&gicv3, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
+        let missing = good.replace("ok gicv2_frames\n", "");
+        let names: Vec<String> =
+            failures(&judge_guest_gicv2(&captured(&missing, Ending::Exited(Some(0)))))
+                .iter()
+                .map(|f| f.0.to_owned())
+                .collect();
+        assert_eq!(names, ["guest-gicv2/gicv2_frames"]);
+    }
+
+    #[test]
+    fn tz_sim_needs_the_banner_every_probe_check_and_the_power_off() {
+        let oks: String = TZ_PROBE_CHECKS.iter().map(|n| format!("ok {n}\n")).collect();
+        let good = format!(
+            "tz-sim v0.1.0: EL3 on QEMU virt (GICv2, 4 CPUs), PSCI 1.0 over SMC; ...\n{oks}tz-probe: done\ntz-sim: SYSTEM_OFF\n"
+        );
+        let v = judge_tz_sim("gicv2", &captured(&good, Ending::Exited(Some(0))));
+        assert!(failures(&v).is_empty(), "{:?}", failures(&v));
+        assert_eq!(v.len(), TZ_PROBE_CHECKS.len() + 2);
+        assert!(v.iter().all(|v| v.name.starts_with("tz-sim/gicv2/")));
+        // The other GIC's banner; a failed check; no power-off.
+        let v = judge_tz_sim("gicv3", &captured(&good, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
+        let bad = good
+            .replace("ok gic_group1", "FAILED gic_group1: acknowledged INTID 1023")
+            .replace("tz-sim: SYSTEM_OFF\n", "");
+        let names: Vec<String> = failures(&judge_tz_sim(
+            "gicv2",
+            &captured(&bad, Ending::TimedOut(Duration::from_secs(240))),
+        ))
+        .iter()
+        .map(|f| f.0.to_owned())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "tz-sim/gicv2/gic_group1",
+                "tz-sim/gicv2/probe done, SYSTEM_OFF, QEMU exited with status 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn many_cpus_needs_every_other_cpu_started() {
+        let oks: String = PLATFORM_SCENARIOS
+            .iter()
+            .chain(SMALL_RAM_SCENARIOS.iter())
+            .map(|n| format!("ok {n}\n"))
+            .collect();
+        let note = "guest: note all_cpus_on: 10 CPU(s) on and off, one at a time\n";
+        let good = format!("{note}{oks}guest: done\n");
+        let v = judge_many_cpus(&captured(&good, Ending::Exited(Some(0))));
+        assert!(failures(&v).is_empty(), "{:?}", failures(&v));
+        // Fewer CPUs than the machine has (a DT cut to 8, say).
+        let fewer = good.replace("10 CPU(s)", "7 CPU(s)");
+        let v = judge_many_cpus(&captured(&fewer, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
+        // warden refusing the DT: nothing from the guest, a timeout.
+        let v = judge_many_cpus(&captured(
+            "warden: FATAL: ...\n",
+            Ending::TimedOut(Duration::from_secs(240)),
+        ));
+        assert_eq!(failures(&v).len(), v.len());
     }
 
     const BOOT_CHECKS_AFTER_GUEST: [&str; 6] = [

@@ -211,6 +211,9 @@ struct Binaries {
     /// warden with `test-switches`: for guest-boot only.
     warden_test_switches: PathBuf,
     guest: PathBuf,
+    /// tz-sim (`-bios`) and the EL2 program that checks it.
+    tz_sim: PathBuf,
+    tz_probe: PathBuf,
 }
 
 /// Firmware build and clippy; returns the flat binaries if the build succeeded.
@@ -236,12 +239,12 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
     let build_ok = errors.is_empty();
     if build_ok {
         tally.record(&Verdict::pass(
-            "firmware/build (sim peer, warden, warden with test switches, test guest)",
+            "firmware/build (sim peer, warden, warden with test switches, test guest, tz-sim, tz-probe)",
         ));
     } else {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         tally.record(&Verdict::fail(
-            "firmware/build (sim peer, warden, warden with test switches, test guest)",
+            "firmware/build (sim peer, warden, warden with test switches, test guest, tz-sim, tz-probe)",
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
@@ -293,11 +296,15 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
         println!("skip firmware/clippy: the firmware toolchain has no clippy");
     }
     Ok(match (build_ok, built.as_slice()) {
-        (true, [_sim_peer, warden, warden_test_switches, guest]) => Some(Binaries {
-            warden: warden.clone(),
-            warden_test_switches: warden_test_switches.clone(),
-            guest: guest.clone(),
-        }),
+        (true, [_sim_peer, warden, warden_test_switches, guest, tz_sim, tz_probe]) => {
+            Some(Binaries {
+                warden: warden.clone(),
+                warden_test_switches: warden_test_switches.clone(),
+                guest: guest.clone(),
+                tz_sim: tz_sim.clone(),
+                tz_probe: tz_probe.clone(),
+            })
+        }
         _ => None,
     })
 }
@@ -435,6 +442,82 @@ fn scenario_small_ram(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Ve
     Ok(scenario::judge_small_ram(&run))
 }
 
+/// warden + the test guest's board checks and handoff scenarios (`warden.scenarios=platform`)
+/// on `gic`, with `host_cpus` CPUs for the host; `name` names the run's files.
+fn run_platform_guest(
+    qemu: &Path,
+    warden: &Path,
+    guest: &Path,
+    name: &str,
+    gic: crate::qemu::Gic,
+    host_cpus: u32,
+) -> Result<Captured> {
+    let image = firmware::output_dir().join(format!("warden-test-guest-{name}.img"));
+    pack::pack_files(warden, guest, None, Some("warden.scenarios=platform"), &image)?;
+    let mut machine = Machine::with_warden(image, host_cpus);
+    machine.devices = crate::qemu::test_guest_devices();
+    machine.gic = gic;
+    qemu::attach_warden_dt(qemu, &mut machine, name)?;
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    Ok(run)
+}
+
+/// tz-sim as `-bios` with tz-probe where the hyp image goes, on each GIC (4 CPUs: as many as
+/// QEMU's GICv2 takes is not needed, three secondaries show the pen and the PSCI cycle).
+fn scenario_tz_sim(qemu: &Path, tz_sim: &Path, tz_probe: &Path) -> Result<Vec<Verdict>> {
+    let mut verdicts = Vec::new();
+    for gic in [crate::qemu::Gic::V3, crate::qemu::Gic::V2] {
+        let name = match gic {
+            crate::qemu::Gic::V3 => "gicv3",
+            crate::qemu::Gic::V2 => "gicv2",
+        };
+        let mut machine = Machine::new(None);
+        machine.bios = Some(tz_sim.to_owned());
+        machine.gic = gic;
+        machine.smp = 4;
+        machine.devices = vec![
+            "-device".into(),
+            format!("loader,file={},addr={:#x}", tz_probe.display(), tz_sim::layout::HYP_BASE),
+        ];
+        let run = qemu::run_captured(
+            machine.command(qemu),
+            SCENARIO_TIMEOUT,
+            &logs_dir().join(format!("qemu-tz-sim-{name}.log")),
+            &|_| false,
+            Duration::ZERO,
+        )?;
+        report_timeout(&format!("tz-sim/{name}"), &run);
+        verdicts.extend(scenario::judge_tz_sim(name, &run));
+    }
+    Ok(verdicts)
+}
+
+/// warden on `-machine virt,gic-version=2` (issue 14): GICv2, 3 host CPUs.
+fn scenario_guest_gicv2(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let run = run_platform_guest(qemu, warden, guest, "guest-gicv2", crate::qemu::Gic::V2, 3)?;
+    Ok(scenario::judge_guest_gicv2(&run))
+}
+
+/// warden with more CPUs than its old fixed limit of 8 (issue 14: the board's limit).
+fn scenario_many_cpus(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
+    let run = run_platform_guest(
+        qemu,
+        warden,
+        guest,
+        "many-cpus",
+        crate::qemu::Gic::V3,
+        scenario::MANY_CPUS_HOST,
+    )?;
+    Ok(scenario::judge_many_cpus(&run))
+}
+
 /// warden + the test guest in stress mode (`warden.stress`): `carveout_neighbours_never_fault`
 /// on three host CPUs, the guest's default cycle count.
 fn scenario_handoff_stress(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
@@ -504,23 +587,31 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 10] = [
+pub const ALL_SCENARIOS: [&str; 14] = [
+    "tz-sim",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
+    "guest-gicv2",
+    "many-cpus",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
     "linux",
     "linux-snapdragon",
+    "linux-gicv2",
     "linux-no-warden",
     "bench-quick",
 ];
-/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline, on request).
-const DEFAULT_SCENARIOS: [&str; 9] = [
+/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline and
+/// linux-gicv2 the `linux` scenario on `gic-version=2`, both on request).
+const DEFAULT_SCENARIOS: [&str; 12] = [
+    "tz-sim",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
+    "guest-gicv2",
+    "many-cpus",
     "handoff-stress",
     "hostile-dt",
     "wrong-el",
@@ -554,16 +645,19 @@ fn scenario_linux(
     qemu: &Path,
     warden: Option<&Path>,
     persona: crate::Persona,
+    gic: crate::qemu::Gic,
 ) -> Result<Vec<Verdict>> {
     let snapdragon = persona == crate::Persona::Snapdragon;
-    let name = match (warden.is_some(), snapdragon) {
-        (false, _) => "linux-no-warden",
-        (true, false) => "linux",
-        (true, true) => "linux-snapdragon",
+    let name = match (warden.is_some(), snapdragon, gic) {
+        (false, _, _) => "linux-no-warden",
+        (true, false, crate::qemu::Gic::V2) => "linux-gicv2",
+        (true, false, crate::qemu::Gic::V3) => "linux",
+        (true, true, _) => "linux-snapdragon",
     };
     let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
     opts.with_warden = warden.is_some();
     opts.persona = persona;
+    opts.gic = gic;
     let host = linux_host::prepare(&opts)?;
     let mut machine = linux_host::machine(&host, warden, &opts)?;
     let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
@@ -622,7 +716,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     };
     // The baseline needs no firmware.
     if selected.contains(&"linux-no-warden") {
-        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt);
+        let result = scenario_linux(&qemu.path, None, crate::Persona::Virt, crate::qemu::Gic::V3);
         record(tally, "linux-no-warden", result);
     }
     let needs_firmware: Vec<&str> =
@@ -630,7 +724,7 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     if needs_firmware.is_empty() {
         return Ok(());
     }
-    let Some(Binaries { warden, warden_test_switches, guest }) = binaries else {
+    let Some(Binaries { warden, warden_test_switches, guest, tz_sim, tz_probe }) = binaries else {
         for s in &needs_firmware {
             tally.record(&Verdict::fail(format!("{s}/not run"), "firmware build failed"));
         }
@@ -644,17 +738,34 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
         pack::pack_files(&warden_test_switches, &guest, None, None, &switches_image);
     for name in needs_firmware {
         let result = match (name, &guest_image) {
-            ("linux", _) => scenario_linux(&qemu.path, Some(&warden), crate::Persona::Virt),
-            ("linux-snapdragon", _) => {
-                scenario_linux(&qemu.path, Some(&warden), crate::Persona::Snapdragon)
-            }
+            ("linux", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Virt,
+                crate::qemu::Gic::V3,
+            ),
+            ("linux-gicv2", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Virt,
+                crate::qemu::Gic::V2,
+            ),
+            ("linux-snapdragon", _) => scenario_linux(
+                &qemu.path,
+                Some(&warden),
+                crate::Persona::Snapdragon,
+                crate::qemu::Gic::V3,
+            ),
             ("bench-quick", _) => scenario_bench_quick(),
+            ("tz-sim", _) => scenario_tz_sim(&qemu.path, &tz_sim, &tz_probe),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
                 Err(e) => Err(anyhow::anyhow!("packing warden-test-switches: {e:#}")),
             },
             ("small-ram", Ok(_)) => scenario_small_ram(&qemu.path, &warden, &guest),
+            ("guest-gicv2", Ok(_)) => scenario_guest_gicv2(&qemu.path, &warden, &guest),
+            ("many-cpus", Ok(_)) => scenario_many_cpus(&qemu.path, &warden, &guest),
             ("guest-snapdragon", Ok(_)) => {
                 scenario_guest_snapdragon(&qemu.path, &warden_test_switches, &guest)
             }

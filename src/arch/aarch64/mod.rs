@@ -8,8 +8,8 @@ use core::arch::{asm, global_asm};
 use super::{CacheMaintenance, TlbMaintenance};
 use crate::trap::frame::TRAP_FRAME_SIZE;
 
-/// Most CPUs warden supports (stacks and per-CPU state are sized by this).
-pub const MAX_CPUS: usize = 8;
+/// Most CPUs warden supports: the board's (stacks and per-CPU state are sized by this).
+pub const MAX_CPUS: usize = crate::boards::CURRENT.max_cpus;
 /// Per-CPU EL2 stack, including its guard page. The boot CPU's deepest use is logged at boot
 /// (about 84 KiB, most of it the DT parse and patch).
 pub const STACK_SIZE: usize = 128 * 1024;
@@ -19,6 +19,9 @@ pub const STACK_GUARD_SIZE: usize = 4096;
 /// Stack the fatal-exception vectors switch to (an overflowed SP cannot take a frame).
 pub const EMERGENCY_STACK_SHIFT: u32 = 13;
 pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
+
+/// BSS each CPU costs: its EL2 stack and its emergency stack.
+pub const PER_CPU_BSS: usize = STACK_SIZE + EMERGENCY_STACK_SIZE;
 
 const _: () = assert!(MAX_CPUS.is_power_of_two());
 

@@ -87,8 +87,11 @@ pub fn write_host_controls(c: &HostEl2Controls) {
     // EL1 reads of MIDR/MPIDR return these: show the host the real values.
     write_raw!("vpidr_el2", read_raw!("midr_el1"));
     r::VMPIDR_EL2.set(r::MPIDR_EL1.get());
-    // Let EL1 use the GICv3 system-register interface (ICC_SRE_EL2.{SRE,Enable}).
-    write_raw!("S3_4_C12_C9_5", read_raw!("S3_4_C12_C9_5") | 0b1001);
+    // GICv3 only: let EL1 use the system-register interface (ICC_SRE_EL2.{SRE,Enable}).
+    // Without a GICv3 CPU interface the register is UNDEFINED (`host_el2`).
+    if let Some(set) = c.icc_sre_set {
+        write_raw!("S3_4_C12_C9_5", read_raw!("S3_4_C12_C9_5") | set);
+    }
     if let Some(zcr) = c.zcr {
         write_raw!("S3_4_C1_C2_0", zcr);
     }

@@ -17,8 +17,9 @@
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 
-/// Most CPUs the guest gives a stack to (slot 0 is the primary's).
-pub const MAX_CPUS: usize = 8;
+/// Most CPUs the guest gives a stack to (slot 0 is the primary's): as many as warden's
+/// qemu-virt board takes.
+pub const MAX_CPUS: usize = 16;
 /// Stack size per CPU. `core::fmt` and the DT walk are the deepest users.
 pub const STACK_SIZE: usize = 16 * 1024;
 

@@ -78,6 +78,7 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
             None if platform.handoff_only => scenarios::run_handoff(&platform),
+            None if platform.platform_checks => scenarios::run_platform(&platform),
             None if platform.mmu500.is_some() => scenarios::run_snapdragon(&platform),
             None => match platform.stress {
                 Some(cycles) => scenarios::run_stress(&platform, cycles),

@@ -63,6 +63,11 @@ pub struct Platform {
     pub bench: Option<BenchMode>,
     /// `warden.scenarios=handoff` on the command line: only the carveout handoff scenarios.
     pub handoff_only: bool,
+    /// `warden.scenarios=platform` on the command line: the board checks (every CPU on and
+    /// off, the GICv2's frames when there is one), then the carveout handoff scenarios.
+    pub platform_checks: bool,
+    /// The GICv2 node (`arm,cortex-a15-gic`), if the DT has one.
+    pub gicv2: Option<GicV2Node>,
     /// `warden.stress[=CYCLES]` on the command line: run only the handoff stress scenario, with
     /// that many donate/reclaim cycles (`cargo xtask test --only handoff-stress` gives none:
     /// [`crate::handoff_stress::DEFAULT_CYCLES`]; `cargo xtask soak` 100 000). `Err`: a
@@ -80,6 +85,17 @@ pub struct Platform {
     pub gicr: Option<(u64, u64)>,
     /// Where the board put its two carveouts (inside whatever RAM the machine has).
     pub carveouts: Result<BoardCarveouts, &'static str>,
+}
+
+/// A GICv2 node as the host sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicV2Node {
+    /// GICC (its second `reg` entry).
+    pub cpu_interface: u64,
+    /// How many `reg` entries it has (QEMU lists 4 with EL2: GICD, GICC, GICH, GICV).
+    pub reg_entries: usize,
+    /// Whether it has an `interrupts` property (the GICH maintenance interrupt).
+    pub maintenance_interrupt: bool,
 }
 
 /// The board's carveouts as the DT names them: (base, size) of `/reserved-memory/modem@*` and
@@ -106,9 +122,21 @@ pub enum BenchMode {
 }
 
 fn find_handoff_only(fdt: &Fdt<'_>) -> bool {
-    fdt.chosen()
-        .bootargs()
-        .is_some_and(|args| args.split_ascii_whitespace().any(|w| w == "warden.scenarios=handoff"))
+    has_word(fdt, "warden.scenarios=handoff")
+}
+
+fn has_word(fdt: &Fdt<'_>, word: &str) -> bool {
+    fdt.chosen().bootargs().is_some_and(|args| args.split_ascii_whitespace().any(|w| w == word))
+}
+
+fn find_gicv2(fdt: &Fdt<'_>) -> Option<GicV2Node> {
+    let node = fdt.find_compatible(&["arm,cortex-a15-gic"])?;
+    let cpu = node.reg()?.nth(1)?;
+    Some(GicV2Node {
+        cpu_interface: u64::try_from(cpu.starting_address as usize).ok()?,
+        reg_entries: node.reg()?.count(),
+        maintenance_interrupt: node.property("interrupts").is_some(),
+    })
 }
 
 /// `warden.stress` → the default cycle count; `warden.stress=N` → N (a positive decimal
@@ -158,6 +186,8 @@ impl Platform {
         Ok(Self {
             bench: find_bench_mode(&fdt),
             handoff_only: find_handoff_only(&fdt),
+            platform_checks: has_word(&fdt, "warden.scenarios=platform"),
+            gicv2: find_gicv2(&fdt),
             stress: find_stress(&fdt),
             console,
             cpus: find_cpus(&fdt),

@@ -62,6 +62,121 @@ pub fn run_handoff(platform: &Platform) {
     record_handoff("peer_own_pages_refused", peer_scenarios::peer_own_pages_refused());
 }
 
+/// The board checks (`warden.scenarios=platform`: `cargo xtask test`'s `many-cpus` and
+/// `guest-gicv2` runs), then the carveout handoff scenarios, after `runs_at_el1` passed.
+pub fn run_platform(platform: &Platform) {
+    record("all_cpus_on", all_cpus_on(platform));
+    if platform.gicv2.is_some() {
+        record("gicv2_frames", gicv2_frames(platform));
+    }
+    run_handoff(platform);
+}
+
+/// Scenario `all_cpus_on`: every other CPU of the DT, one after the other, powered on (it
+/// reports in at EL1 with its own MPIDR and context id) and off again. With more CPUs than
+/// warden's old fixed limit of 8, this is what a board's CPU count must carry.
+fn all_cpus_on(platform: &Platform) -> Outcome {
+    let conduit = psci_conduit(platform)?;
+    let own = cpu::mpidr_affinity();
+    let Some(mailbox) = secondary::mailbox(usize::from(SECONDARY_SLOT)) else {
+        fail!("no mailbox for slot {SECONDARY_SLOT}");
+    };
+    let mut started = 0;
+    for (i, &target) in dt_cpus(platform)?.iter().enumerate() {
+        if target == own {
+            continue;
+        }
+        let round = u8::try_from(i).unwrap_or(u8::MAX);
+        cpu_on_and_off(conduit, target, round, mailbox)
+            .map_err(|why| Reason::new(format_args!("CPU {target:#x}: {why}")))?;
+        started += 1;
+    }
+    if started == 0 {
+        fail!("the DT lists no CPU other than this one ({own:#x})");
+    }
+    crate::console::println!("guest: note all_cpus_on: {started} CPU(s) on and off, one at a time");
+    Ok(())
+}
+
+/// QEMU virt's GICv2 virtualization frames (fixed in its memory map): the hypervisor's
+/// control interface (GICH) and the virtual CPU interface (GICV).
+const QEMU_VIRT_GICH: u64 = 0x0803_0000;
+const QEMU_VIRT_GICV: u64 = 0x0804_0000;
+/// GICC_IIDR: the CPU interface's implementer register.
+const GICC_IIDR: u64 = 0xfc;
+
+/// Scenario `gicv2_frames`: the host's GICv2 node lists GICD and GICC only (no GICH/GICV, no
+/// maintenance interrupt); GICC answers; GICH and GICV, which QEMU's virt board has, are
+/// contained (not in the host's stage 2).
+fn gicv2_frames(platform: &Platform) -> Outcome {
+    let Some(gic) = platform.gicv2 else { fail!("no arm,cortex-a15-gic node in the DT") };
+    if gic.reg_entries != 2 {
+        fail!("the GICv2 node has {} reg entries, expected 2 (GICD, GICC)", gic.reg_entries);
+    }
+    if gic.maintenance_interrupt {
+        fail!("the GICv2 node still names the maintenance interrupt (`interrupts`)");
+    }
+    let iidr_address = gic.cpu_interface + GICC_IIDR;
+    let (iidr, caught) = exceptions::catch(|| {
+        // SAFETY: GICC_IIDR is a read-only register of the GICC frame the DT gives the host;
+        // an abort is caught by the armed probe.
+        unsafe { core::ptr::read_volatile(iidr_address as *const u32) }
+    });
+    if let Some(c) = caught {
+        fail!("GICC_IIDR at {iidr_address:#x} aborted (ESR {:#x})", c.esr);
+    }
+    if iidr == 0 {
+        fail!("GICC_IIDR at {iidr_address:#x} reads 0");
+    }
+    for (name, frame) in [("GICH", QEMU_VIRT_GICH), ("GICV", QEMU_VIRT_GICV)] {
+        check_contained(frame, Access::Read)
+            .map_err(|why| Reason::new(format_args!("{name}: {why}")))?;
+    }
+    Ok(())
+}
+
+/// One CPU_ON of `target` with `round` in the context id: it must report in at EL1 with its
+/// MPIDR and that context, then be OFF (it powers itself off) within the timeout.
+fn cpu_on_and_off(
+    conduit: Conduit,
+    target: u64,
+    round: u8,
+    mailbox: &secondary::Mailbox,
+) -> Outcome {
+    let context = secondary::context_id(round, SECONDARY_SLOT);
+    mailbox.clear();
+    let status = smccc::cpu_on(conduit, target, secondary_entry_address(), context);
+    if status != psci::SUCCESS {
+        fail!("CPU_ON returned {status}");
+    }
+    if !cpu::wait_until(CPU_TIMEOUT_MS, || mailbox.context.load() != 0) {
+        fail!("did not report within {CPU_TIMEOUT_MS} ms");
+    }
+    let (seen_context, el, mpidr) =
+        (mailbox.context.load(), mailbox.el.load(), mailbox.mpidr.load());
+    if seen_context != context {
+        fail!("got x0 {seen_context:#x}, expected {context:#x}");
+    }
+    if el != 1 {
+        fail!("runs at EL{el}, expected EL1");
+    }
+    if mpidr != target {
+        fail!("has MPIDR {mpidr:#x}, expected {target:#x}");
+    }
+    let mut state = 0;
+    let off = cpu::wait_until(CPU_TIMEOUT_MS, || {
+        state = smccc::affinity_info(conduit, target);
+        state == psci::AFFINITY_OFF
+    });
+    if !off {
+        if mailbox.cpu_off_returned.load() == 1 {
+            fail!("CPU_OFF returned {}", mailbox.cpu_off_status.load() as i64);
+        }
+        fail!("AFFINITY_INFO is {state} after {CPU_TIMEOUT_MS} ms, expected 1 (OFF)");
+    }
+    Ok(())
+}
+
 /// On the Snapdragon persona (`warden.persona=snapdragon`: an `arm,mmu-500` in the DT instead
 /// of the SMMUv3): the MMU-500 scenarios, after `runs_at_el1` passed.
 pub fn run_snapdragon(platform: &Platform) {
@@ -391,39 +506,8 @@ fn secondary_cpu_on(platform: &Platform) -> Outcome {
         fail!("no mailbox for slot {SECONDARY_SLOT}");
     };
     for round in 1..=2u8 {
-        let context = secondary::context_id(round, SECONDARY_SLOT);
-        mailbox.clear();
-        let status = smccc::cpu_on(conduit, target, secondary_entry_address(), context);
-        if status != psci::SUCCESS {
-            fail!("round {round}: CPU_ON({target:#x}) returned {status}");
-        }
-        if !cpu::wait_until(CPU_TIMEOUT_MS, || mailbox.context.load() != 0) {
-            fail!("round {round}: CPU {target:#x} did not report within {CPU_TIMEOUT_MS} ms");
-        }
-        let (seen_context, el, mpidr) =
-            (mailbox.context.load(), mailbox.el.load(), mailbox.mpidr.load());
-        if seen_context != context {
-            fail!("round {round}: secondary got x0 {seen_context:#x}, expected {context:#x}");
-        }
-        if el != 1 {
-            fail!("round {round}: secondary runs at EL{el}, expected EL1");
-        }
-        if mpidr != target {
-            fail!("round {round}: secondary has MPIDR {mpidr:#x}, expected {target:#x}");
-        }
-        let mut state = 0;
-        let off = cpu::wait_until(CPU_TIMEOUT_MS, || {
-            state = smccc::affinity_info(conduit, target);
-            state == psci::AFFINITY_OFF
-        });
-        if !off {
-            if mailbox.cpu_off_returned.load() == 1 {
-                fail!("round {round}: CPU_OFF returned {}", mailbox.cpu_off_status.load() as i64);
-            }
-            fail!(
-                "round {round}: AFFINITY_INFO({target:#x}) is {state} after {CPU_TIMEOUT_MS} ms, expected 1 (OFF)"
-            );
-        }
+        cpu_on_and_off(conduit, target, round, mailbox)
+            .map_err(|why| Reason::new(format_args!("round {round}: CPU {target:#x} {why}")))?;
     }
     Ok(())
 }
