@@ -13,12 +13,23 @@
 //! - **PSCI 1.0 over SMC** ([`psci`]): `PSCI_VERSION`, `PSCI_FEATURES`, `CPU_ON`, `CPU_OFF`,
 //!   `AFFINITY_INFO`, `CPU_SUSPEND` (standby only), `MIGRATE_INFO_TYPE`, `SYSTEM_OFF`,
 //!   `SYSTEM_RESET`, and SMCCC's `SMCCC_VERSION` / `SMCCC_ARCH_FEATURES`; everything else is
-//!   `NOT_SUPPORTED` (-1), as SMCCC says of an unknown function.
+//!   `NOT_SUPPORTED` (-1), as SMCCC says of an unknown function;
+//! - **Qualcomm SCM over SMC** ([`scm`], [`pas`]): IS_CALL_AVAIL, `assign_mem` with the
+//!   ownership of every range ([`ownership`]) and PAS's per-peripheral state machine;
+//! - **the XPU witness** ([`witness`]): before a range leaves HLOS, the calling CPU's stage 2
+//!   and the SMMU's stream table are walked by physical address ([`mem`]) and the call is
+//!   refused if the host can still reach a byte of it.
 //!
-//! This library is what can be tested on the build host: the decoding and the power state
-//! machine ([`psci`]) and the board's memory map ([`layout`]). `src/main.rs` is the EL3 program
-//! around it; `src/probe.rs` an EL2 program that checks it from where warden sits.
+//! This library is what can be tested on the build host: the decoding and the state machines,
+//! the table walker over RAM in a buffer, and the board's memory map ([`layout`]).
+//! `src/main.rs` is the EL3 program around it (`src/board.rs` its RAM, registers and console);
+//! `src/probe.rs` an EL2 program that checks it from where warden sits.
 #![no_std]
 
 pub mod layout;
+pub mod mem;
+pub mod ownership;
+pub mod pas;
 pub mod psci;
+pub mod scm;
+pub mod witness;
