@@ -103,6 +103,12 @@ impl Pas {
             _ => false,
         })
     }
+
+    /// Whether `[base, base + size)` overlaps a region PAS holds (set up or running): such
+    /// memory changes hands only through PAS (auth_and_reset, shutdown), never assign_mem.
+    pub fn holds(&self, base: u64, size: u64) -> bool {
+        self.overlaps_another(usize::MAX, base, size)
+    }
 }
 
 /// Answers one PAS call ([`implemented`] is true of its command).
@@ -247,7 +253,7 @@ fn shutdown(scm: &mut Scm, index: usize, name: &str, p: &dyn Platform) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scm::tests::{BUF, FakePlatform, RAM, call};
+    use crate::scm::tests::{BUF, FakePlatform, RAM, assign_call, call};
 
     const MPSS: u64 = 4;
     const REGION: (u64, u64) = (RAM + 0x8_0000, 0x4_0000);
@@ -283,6 +289,15 @@ mod tests {
         elf(&mut p, BUF);
         assert_eq!(pas(&mut scm, &p, cmd::INIT_IMAGE, [MPSS, BUF, 0]), 0);
         assert_eq!(pas(&mut scm, &p, cmd::MEM_SETUP, [MPSS, REGION.0, REGION.1]), 0);
+        // Set up for PAS: not assignable either.
+        p.unmap_pages(REGION.0 + REGION.1 - 0x1000, 0x1000);
+        let x = assign_call(
+            &mut p,
+            &[(REGION.0 + REGION.1 - 0x1000, 0x1000)],
+            &[vmid::HLOS],
+            &[(vmid::MSS_MSA, 6)],
+        );
+        assert_eq!(call(&mut scm, &p, x)[0] as i64, status::EINVAL_ADDR);
         // The host still maps the region: refused by the witness, the peripheral not started.
         assert_eq!(pas(&mut scm, &p, cmd::AUTH_AND_RESET, [MPSS, 0, 0]), status::ERROR);
         assert!(p.log_has("XPU: violation: auth_and_reset 0x40080000..0x400c0000 HLOS -> MSS_MSA"));
@@ -294,7 +309,11 @@ mod tests {
         assert_eq!(pas(&mut scm, &p, cmd::AUTH_AND_RESET, [MPSS, 0, 0]), 0);
         assert!(p.log_has("XPU: auth_and_reset MPSS 0x40080000..0x400c0000 HLOS -> MSS_MSA ok"));
         assert_eq!(scm.owners.owners(REGION.0, REGION.0 + REGION.1), Some(1 << vmid::MSS_MSA));
+        // The running modem's region cannot be assigned back behind PAS's back.
+        let x = assign_call(&mut p, &[(REGION.0, 0x1000)], &[vmid::MSS_MSA], &[(vmid::HLOS, 7)]);
+        assert_eq!(call(&mut scm, &p, x)[0] as i64, status::EINVAL_ADDR);
         assert_eq!(pas(&mut scm, &p, cmd::SHUTDOWN, [MPSS, 0, 0]), 0);
+        assert_eq!(call(&mut scm, &p, x)[0] as i64, status::EINVAL_ARG, "HLOS's again");
         assert_eq!(scm.owners.ranges().count(), 0, "back to HLOS");
         assert_eq!(scm.pas.state(MPSS), Some(PasState::Idle));
     }

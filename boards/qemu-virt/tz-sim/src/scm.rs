@@ -363,8 +363,8 @@ impl Scm {
 
     /// assign_mem: moves each range from the source VMs to the destination VMs.
     ///
-    /// After [`Self::copy_request`]: every range must be owned by exactly the source VMs now
-    /// (EINVAL_ARG otherwise); the ownership table must have room for the result (ENOMEM);
+    /// After [`Self::copy_request`]: no range may touch a region PAS holds (set up or running:
+    /// EINVAL_ADDR); every range must be owned by exactly the source VMs now (EINVAL_ARG); the ownership table must have room for the result (ENOMEM);
     /// when the assignment takes a range away from HLOS, the XPU witness must find nothing of
     /// the host's that still reaches it (`XPU: violation ...` logged and ERROR otherwise).
     /// All of it is decided before anything changes. Success: x0 = 0 and x1 = 0 (Linux's
@@ -384,6 +384,9 @@ impl Scm {
 
     fn try_assign(&mut self, call: &ScmCall, p: &dyn Platform) -> Result<(), i64> {
         let req = Self::copy_request(call, p)?;
+        if req.ranges().iter().any(|&(base, size)| self.pas.holds(base, size)) {
+            return Err(status::EINVAL_ADDR);
+        }
         for &(base, size) in req.ranges() {
             if self.owners.owners(base, base + size) != Some(req.sources) {
                 return Err(status::EINVAL_ARG);
