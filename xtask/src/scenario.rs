@@ -353,8 +353,31 @@ pub fn judge_many_cpus(run: &Captured) -> Vec<Verdict> {
 }
 
 /// What tz-probe checks (`boards/qemu-virt/tz-sim/src/probe.rs`), in order.
-pub const TZ_PROBE_CHECKS: [&str; 6] =
-    ["hyp_entry", "psci_version", "psci_features", "cpu_on_cycle", "cpu_on_errors", "gic_group1"];
+pub const TZ_PROBE_CHECKS: [&str; 13] = [
+    "hyp_entry",
+    "psci_version",
+    "psci_features",
+    "cpu_on_cycle",
+    "cpu_on_errors",
+    "gic_group1",
+    "scm_is_call_avail",
+    "scm_assign_errors",
+    "xpu_witness_stage2",
+    "xpu_witness_smmu",
+    "xpu_witness_hostile",
+    "pas_sequence",
+    "pas_out_of_order",
+];
+
+/// What tz-sim's XPU witness must have logged during the probe's SCM checks: a violation found
+/// in the CPU's stage 2 and one in an SMMU stream, an assign and an auth_and_reset it let
+/// through.
+pub const TZ_WITNESS_LINES: [(&str, &str); 4] = [
+    ("XPU: violation: assign ", ": host stage 2 (VTTBR_EL2 "),
+    ("XPU: violation: assign ", ": SMMU stream 0x3's stage 2 maps "),
+    ("XPU: assign ", " HLOS -> MSS_MSA ok"),
+    ("XPU: auth_and_reset MPSS ", " HLOS -> MSS_MSA ok"),
+];
 
 /// tz-sim + tz-probe on one GIC (`gic`: `gicv3` or `gicv2`): tz-sim's banner names that GIC
 /// and 4 CPUs, every probe check passes, the probe finishes and tz-sim powers the machine off
@@ -383,6 +406,22 @@ pub fn judge_tz_sim(gic: &str, run: &Captured) -> Vec<Verdict> {
     {
         out.push(extra.clone());
     }
+    let missing: Vec<String> = TZ_WITNESS_LINES
+        .iter()
+        .filter(|(start, part)| {
+            !run.lines.iter().any(|l| l.trim_start().starts_with(start) && l.contains(part))
+        })
+        .map(|(start, part)| format!("`{start}...{part}...`"))
+        .collect();
+    let fatal = run.lines.iter().find(|l| l.contains("tz-sim: FATAL"));
+    out.push(Verdict::check(
+        &format!("{prefix}/XPU witness lines, no fault at EL3"),
+        missing.is_empty() && fatal.is_none(),
+        || match fatal {
+            Some(l) => l.trim().to_owned(),
+            None => format!("no {}", missing.join(", no ")),
+        },
+    ));
     out.push(Verdict::check(
         &format!("{prefix}/probe done, SYSTEM_OFF, QEMU exited with status 0"),
         run.lines.iter().any(|l| l.trim() == "tz-probe: done")
@@ -947,12 +986,26 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
     #[test]
     fn tz_sim_needs_the_banner_every_probe_check_and_the_power_off() {
         let oks: String = TZ_PROBE_CHECKS.iter().map(|n| format!("ok {n}\n")).collect();
+        let witness = "XPU: violation: assign 0x48000000..0x48010000 HLOS -> MSS_MSA: host stage 2 (VTTBR_EL2 0x1007e00c000) maps IPA ...\n\
+            XPU: violation: assign 0x48000000..0x48010000 HLOS -> MSS_MSA: SMMU stream 0x3's stage 2 maps IPA ...\n\
+            XPU: assign 0x48000000..0x48010000 HLOS -> MSS_MSA ok\n\
+            XPU: auth_and_reset MPSS 0x48400000..0x48440000 HLOS -> MSS_MSA ok\n";
         let good = format!(
-            "tz-sim v0.1.0: EL3 on QEMU virt (GICv2, 4 CPUs), PSCI 1.0 over SMC; ...\n{oks}tz-probe: done\ntz-sim: SYSTEM_OFF\n"
+            "tz-sim v0.1.0: EL3 on QEMU virt (GICv2, 4 CPUs), PSCI 1.0 over SMC; ...\n{witness}{oks}tz-probe: done\ntz-sim: SYSTEM_OFF\n"
         );
         let v = judge_tz_sim("gicv2", &captured(&good, Ending::Exited(Some(0))));
         assert!(failures(&v).is_empty(), "{:?}", failures(&v));
-        assert_eq!(v.len(), TZ_PROBE_CHECKS.len() + 2);
+        assert_eq!(v.len(), TZ_PROBE_CHECKS.len() + 3);
+        // Without the witness's lines, or with a fault at EL3.
+        for bad in [
+            good.replace("XPU: violation", "XPU: fine"),
+            good.replace("XPU: auth_and_reset", "auth_and_reset"),
+            format!("{good}tz-sim: FATAL: unexpected exception at EL3 on CPU 0x0: ...\n"),
+        ] {
+            let v = judge_tz_sim("gicv2", &captured(&bad, Ending::Exited(Some(0))));
+            let names: Vec<&str> = failures(&v).iter().map(|f| f.0).collect();
+            assert_eq!(names, ["tz-sim/gicv2/XPU witness lines, no fault at EL3"]);
+        }
         assert!(v.iter().all(|v| v.name.starts_with("tz-sim/gicv2/")));
         // The other GIC's banner; a failed check; no power-off.
         let v = judge_tz_sim("gicv3", &captured(&good, Ending::Exited(Some(0))));

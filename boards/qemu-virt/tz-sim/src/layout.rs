@@ -41,8 +41,14 @@ pub const HYP_ENTRY_AARCH64: u64 = 2;
 /// CPUs tz-sim has a stack and a power state for. QEMU virt numbers CPUs in clusters (Aff1) of
 /// up to 16 (Aff0); [`cpu_slot`] folds the two.
 pub const MAX_CPUS: usize = 32;
-/// Per-CPU EL3 stack.
-pub const STACK_SIZE: usize = 8 * 1024;
+/// Per-CPU EL3 stack (an SCM call copies its lists and a copy of the ownership table there).
+pub const STACK_SIZE: usize = 16 * 1024;
+
+/// Where QEMU leaves its DT for a `-bios` boot (the base of RAM); tz-sim reads the RAM and the
+/// SMMU's place from it once at boot, as a vendor TZ knows its DDR and its SoC.
+pub const BOOT_DT: u64 = RAM_BASE;
+/// The largest DT tz-sim reads.
+pub const BOOT_DT_MAX: usize = 2 << 20;
 
 /// The slot of the CPU with MPIDR affinity `mpidr` (Aff0 + 16 × Aff1), if tz-sim has one.
 pub const fn cpu_slot(mpidr: u64) -> Option<usize> {

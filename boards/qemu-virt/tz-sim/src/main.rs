@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod board;
 mod cpu;
 mod gic;
 mod uart;
@@ -21,9 +22,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use tz_sim::layout::{self, MAX_CPUS, STACK_SIZE};
 use tz_sim::psci::{self, Action, Psci};
+use tz_sim::scm::{self, Scm, ScmCall};
 
 /// The power state of every CPU, shared by all of them.
 static PSCI: spin::Mutex<Psci> = spin::Mutex::new(Psci::new());
+/// RAM and the SMMU, from the boot DT (set by the boot CPU before any SMC can come).
+static BOARD: spin::Once<board::Board> = spin::Once::new();
+/// The SCM firmware's state (ownership, PAS): one call at a time.
+static SCM: spin::Mutex<Scm> = spin::Mutex::new(Scm::new());
 /// Per slot: the entry a `CPU_ON` released the CPU towards (0: stay in the pen).
 static PEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -176,13 +182,21 @@ extern "C" fn primary_main(slot: usize) -> ! {
             }
         });
     }
+    let board = BOARD.call_once(board::Board::from_boot_dt);
     uart::print(format_args!(
-        "\ntz-sim v{}: EL3 on QEMU virt ({gic}, {cpus} CPUs), PSCI 1.0 over SMC; entering the hyp image at {:#x} at EL2 with x0 = {:#x}, x1 = {}\n",
+        "\ntz-sim v{}: EL3 on QEMU virt ({gic}, {cpus} CPUs), PSCI 1.0 and Qualcomm SCM over SMC; entering the hyp image at {:#x} at EL2 with x0 = {:#x}, x1 = {}\n",
         env!("CARGO_PKG_VERSION"),
         layout::HYP_BASE,
         layout::NEXT_STAGE,
         layout::HYP_ENTRY_AARCH64,
     ));
+    for &(base, size) in board.ram.regions() {
+        uart::print(format_args!("tz-sim: RAM {base:#x}..{:#x}\n", base + size));
+    }
+    match board.smmu {
+        Some(smmu) => uart::print(format_args!("tz-sim: SMMUv3 at {smmu:#x}\n")),
+        None => uart::print(format_args!("tz-sim: no SMMUv3\n")),
+    }
     enter_hyp(slot, gic, layout::NEXT_STAGE)
 }
 
@@ -209,12 +223,22 @@ fn enter_hyp(slot: usize, gic: gic::Version, entry: u64) -> ! {
     unsafe { cpu::eret_to_el2(layout::HYP_BASE, entry, layout::HYP_ENTRY_AARCH64) }
 }
 
-/// A synchronous exception from the non-secure side: an SMC (PSCI), or a report.
+/// A synchronous exception from the non-secure side: an SMC (SiP: SCM; else PSCI), or a
+/// report.
 extern "C" fn lower_sync(frame: &mut [u64; 32]) {
     let esr = cpu::esr_el3();
     const EC_SMC64: u64 = 0x17;
     if (esr >> 26) & 0x3f != EC_SMC64 {
         unexpected(frame);
+    }
+    if warden_abi::smccc::owner(frame[0] as u32) == scm::OWNER_SIP {
+        let x = [frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]];
+        let answer = match (ScmCall::decode(&x), BOARD.get()) {
+            (Some(call), Some(board)) => SCM.lock().handle(&call, board),
+            _ => scm::answer(scm::status::NOT_SUPPORTED),
+        };
+        frame[..4].copy_from_slice(&answer);
+        return;
     }
     let call = psci::decode([frame[0], frame[1], frame[2], frame[3]]);
     let slot = layout::cpu_slot(cpu::mpidr()).unwrap_or(usize::MAX);

@@ -16,6 +16,25 @@
 //! - `gic_group1`: an SGI the non-secure side enables and sends itself is delivered as a
 //!   group 1 interrupt, which it is only if tz-sim made it non-secure group 1 (and, GICv3,
 //!   woke the redistributor and opened the system registers).
+//!
+//! Then Qualcomm SCM, as warden forwards it from EL2 (`src/scm_checks.rs`):
+//! - `scm_is_call_avail`: Linux's convention detection and IS_CALL_AVAIL (1 for assign_mem and
+//!   the PAS calls, 0 for another call), an unknown SiP call `NOT_SUPPORTED`;
+//! - `scm_assign_errors`: assign_mem refusals through real SMCs (arginfo, an argument buffer in
+//!   secure memory, ranges outside RAM or unaligned, an unknown VM, permission 0, a source
+//!   listed twice, a source that does not own the range, overlapping ranges);
+//! - `xpu_witness_stage2`: with the probe's own stage 2 (VTTBR_EL2, VTCR_EL2, HCR_EL2.VM), an
+//!   assign_mem HLOS -> MSS_MSA of pages or of part of a block it still maps is refused
+//!   (ERROR, `XPU: violation`); unmapped and TLB-invalidated, it passes; with stage 2 off it
+//!   is refused too;
+//! - `xpu_witness_smmu`: the real SMMU disabled with global bypass, a stream whose stage 2 maps
+//!   the range and a bypass stream are each refused; with that stream invalid, it passes;
+//! - `xpu_witness_hostile`: VTTBR_EL2 in secure memory or flash, a reserved granule, a
+//!   misaligned root and a fan-out of tables beyond the walk budget are refused, and tz-sim
+//!   keeps answering;
+//! - `pas_sequence`: is_supported, init_image, mem_setup, auth_and_reset refused while the
+//!   probe maps the region and accepted once unmapped, shutdown;
+//! - `pas_out_of_order`: each call out of order and with bad arguments, with its error.
 #![no_std]
 #![no_main]
 // Failure reasons are formatted into a fixed buffer (no heap) and returned once per check.
@@ -194,6 +213,8 @@ use heapless_reason::Reason;
 macro_rules! fail {
     ($($arg:tt)*) => { return Err(Reason::new(format_args!($($arg)*))) };
 }
+
+mod scm_checks;
 
 fn hyp_entry(x0: u64, x1: u64) -> Result<(), Reason> {
     if current_el() != 2 {
@@ -379,6 +400,13 @@ extern "C" fn primary_main(x0: u64, x1: u64) -> ! {
     report("cpu_on_cycle", cpu_on_cycle());
     report("cpu_on_errors", cpu_on_errors());
     report("gic_group1", gic_group1());
+    report("scm_is_call_avail", scm_checks::is_call_avail());
+    report("scm_assign_errors", scm_checks::assign_errors());
+    report("xpu_witness_stage2", scm_checks::witness_stage2());
+    report("xpu_witness_smmu", scm_checks::witness_smmu());
+    report("xpu_witness_hostile", scm_checks::witness_hostile());
+    report("pas_sequence", scm_checks::pas_sequence());
+    report("pas_out_of_order", scm_checks::pas_out_of_order());
     println!("tz-probe: done");
     smc(psci::SYSTEM_OFF, 0, 0, 0);
     println!("FAILED system_off: SYSTEM_OFF returned");
