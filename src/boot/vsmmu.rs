@@ -137,6 +137,7 @@ fn with_face<T>(
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
     let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+    crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
     Some(f(&mut face, &mut mem, &mut real))
 }
 

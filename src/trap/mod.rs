@@ -15,6 +15,7 @@ pub mod fake;
 pub mod frame;
 pub mod inject;
 pub mod mmio;
+pub mod profile;
 pub mod psci;
 pub mod s1walk;
 pub mod scm;
@@ -285,11 +286,14 @@ impl TrapHandler {
                 deliver(injection, frame, platform);
             }
         }
+        profile::mark(profile::Phase::Complete);
     }
 
     fn smccc_call<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
         let call = SmcccCall::from_regs(&frame.x);
         let caller = platform.caller();
+        profile::kind(profile::Kind::Call);
+        profile::mark(profile::Phase::Decode);
         // SMCCC uses immediate 0; other immediates are not calls warden knows.
         let result = if esr.imm16() != 0 {
             SmcccReturn::not_supported()
@@ -303,6 +307,7 @@ impl TrapHandler {
         } else {
             smccc::route(&call, &self.psci, platform)
         };
+        profile::mark(profile::Phase::Work);
         result.apply(&mut frame.x);
     }
 
@@ -528,12 +533,15 @@ impl TrapHandler {
         let refused = match mmio::decode(frame) {
             Ok(access) if access.size == 4 || access.size == 8 => {
                 let offset = u32::try_from(access.ipa - base).unwrap_or(u32::MAX);
+                profile::kind(profile::vsmmu_kind(offset, access.write));
+                profile::mark(profile::Phase::Decode);
                 let value = if access.write {
                     platform.vsmmu_write(offset, access.size, access.value);
                     0
                 } else {
                     platform.vsmmu_read(offset, access.size)
                 };
+                profile::mark(profile::Phase::Work);
                 mmio::complete(frame, &access, value);
                 return;
             }
