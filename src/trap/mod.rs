@@ -251,6 +251,7 @@ impl TrapHandler {
     pub fn handle_lower_sync<P: Platform + ?Sized>(&self, frame: &mut TrapFrame, platform: &mut P) {
         let esr = Esr(frame.esr);
         self.count_trap(esr.class());
+        profile::mark(profile::Phase::Classify);
         match esr.class() {
             ExceptionClass::Hvc64 => {
                 // ELR_EL2 already points after the HVC.
@@ -530,7 +531,9 @@ impl TrapHandler {
         frame: &mut TrapFrame,
         platform: &mut P,
     ) {
-        let refused = match mmio::decode(frame) {
+        let decoded = mmio::decode(frame);
+        profile::mark(profile::Phase::Syndrome);
+        let refused = match decoded {
             Ok(access) if access.size == 4 || access.size == 8 => {
                 let offset = u32::try_from(access.ipa - base).unwrap_or(u32::MAX);
                 profile::kind(profile::vsmmu_kind(offset, access.write));
@@ -629,7 +632,9 @@ fn emulated_window<P: Platform + ?Sized>(
     } else {
         return None;
     };
-    (platform.caller() == Caller::Host).then_some(window)
+    let window = (platform.caller() == Caller::Host).then_some(window);
+    profile::mark(profile::Phase::Window);
+    window
 }
 
 /// An access to an emulated MMIO window that is not one warden emulates: counted, logged with

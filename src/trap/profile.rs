@@ -63,7 +63,13 @@ pub enum Phase {
     /// From the Rust handler's first instruction: the panic check, the per-CPU state, the
     /// simulated peer's stop check.
     Enter = 0,
-    /// ESR decode, statistics, the call's registers or the MMIO syndrome, the window lookup.
+    /// The handler's prologue, the exception class, the trap counters.
+    Classify,
+    /// Which emulated MMIO window a data abort hit, if any (data aborts only).
+    Window,
+    /// The MMIO syndrome decoded into an access (emulated windows only).
+    Syndrome,
+    /// The call's registers and caller, or the register offset of an access.
     Decode,
     /// Locks a virtual-SMMU access takes before it emulates anything.
     Locks,
@@ -78,8 +84,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Enter,
+        Phase::Classify,
+        Phase::Window,
+        Phase::Syndrome,
         Phase::Decode,
         Phase::Locks,
         Phase::Work,
@@ -91,6 +100,9 @@ impl Phase {
     pub const fn name(self) -> &'static str {
         match self {
             Phase::Enter => "enter",
+            Phase::Classify => "classify",
+            Phase::Window => "window",
+            Phase::Syndrome => "syndrome",
             Phase::Decode => "decode",
             Phase::Locks => "locks",
             Phase::Work => "work",
@@ -273,15 +285,16 @@ mod tests {
         p.end();
         let (n, ticks) = p.totals(Kind::Call);
         assert_eq!(n, 1);
-        assert_eq!(ticks, [10, 20, 0, 75, 0, 0, 1]);
-        assert_eq!(p.totals(Kind::Other), (1, [3, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(ticks, [10, 0, 0, 0, 20, 0, 75, 0, 0, 1]);
+        assert_eq!(p.totals(Kind::Other), (1, [3, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(p.totals(Kind::CmdqProd), (0, [0; PHASES]));
         let mut line = String::new();
         p.write_line(&mut line).unwrap();
         assert_eq!(
             line,
-            " call n=1 enter=10 decode=20 locks=0 work=75 complete=0 drain=0 exit=1; \
-             other n=1 enter=3 decode=0 locks=0 work=0 complete=0 drain=0 exit=0"
+            " call n=1 enter=10 classify=0 window=0 syndrome=0 decode=20 locks=0 work=75 \
+             complete=0 drain=0 exit=1; other n=1 enter=3 classify=0 window=0 syndrome=0 \
+             decode=0 locks=0 work=0 complete=0 drain=0 exit=0"
         );
     }
 
