@@ -1347,12 +1347,17 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     if PANICKED.load(Ordering::Acquire) {
         hw::park();
     }
+    trap::profile::begin();
     let entry = sysreg::counter();
     let w = warden();
     stop_peer_if_asked(w);
+    trap::profile::mark(trap::profile::Phase::Enter);
     w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
     drain_smmu_events(w);
+    trap::profile::mark(trap::profile::Phase::Drain);
     w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
+    trap::profile::mark(trap::profile::Phase::Exit);
+    trap::profile::end();
 }
 
 /// On the simulated peer's CPU: a peer warden is stopping powers off at its first trap.
@@ -1627,6 +1632,7 @@ impl Platform for HwPlatform<'_> {
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
         log_handoff_profile();
+        log_trap_profile();
         gic::log_stats(self.w);
         if let Some(vsmmu::FaceStats::Mmu500(s)) = vsmmu::stats(self.w) {
             log::info!(
@@ -1757,6 +1763,14 @@ static PROFILE_TICKS: [AtomicU64; Phase::ALL.len()] =
     [const { AtomicU64::new(0) }; Phase::ALL.len()];
 static PROFILE_LAST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static PROFILE_TRANSFERS: AtomicU64 = AtomicU64::new(0);
+
+/// The per-trap profile (only the `trap-profile` image has one), for the bench.
+fn log_trap_profile() {
+    let mut line = alloc::string::String::new();
+    if let Some(Ok(())) = trap::profile::report(&mut line) {
+        log::info!("trap profile:{line}");
+    }
+}
 
 fn log_handoff_profile() {
     let transfers = PROFILE_TRANSFERS.load(Ordering::Relaxed);

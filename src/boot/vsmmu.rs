@@ -137,11 +137,22 @@ fn with_face<T>(
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
     let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+    crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
     Some(f(&mut face, &mut mem, &mut real))
 }
 
 pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
     let Some(v) = w.vsmmu.as_ref() else { return 0 };
+    {
+        // The SMMUv3 face answers most reads from its register file: only the face's lock.
+        let mut face = v.face.lock();
+        if let Face::Smmuv3(virt) = &mut *face
+            && !virt.read_needs_backend(offset, size)
+        {
+            crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
+            return virt.read_register(offset, size);
+        }
+    }
     with_face(w, v, |face, mem, real| match face {
         Face::Smmuv3(virt) => {
             let (value, notify) = virt.mmio_read(offset, size, mem, real);
@@ -155,6 +166,30 @@ pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
 
 pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
     let Some(v) = w.vsmmu.as_ref() else { return };
+    let mut face = v.face.lock();
+    if let Face::Smmuv3(virt) = &mut *face {
+        // The register file first; the tracker, the real SMMU and the frame pool are locked
+        // (after the face, in the module's order) only if the write left work for them.
+        crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
+        let pending = virt.write_register(offset, size, value);
+        if pending.is_empty() {
+            return;
+        }
+        let host = w.handoff.host_memory();
+        let mut mem = TrackedHostMemory { host: &host };
+        let mut smmu = w.smmu.lock();
+        let Some(smmu) = smmu.as_mut() else { return };
+        let mut frames = w.frames.lock();
+        let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+        let notify = virt.finish_write(pending, &mut mem, &mut real);
+        drop(real);
+        drop(frames);
+        drop(host);
+        drop(face);
+        raise(v, notify);
+        return;
+    }
+    drop(face);
     with_face(w, v, |face, mem, real| match face {
         Face::Smmuv3(virt) => raise(v, virt.mmio_write(offset, size, value, mem, real)),
         Face::Mmu500(mmu) => raise_mmu500(v, mmu.mmio_write(offset, size, value, real)),

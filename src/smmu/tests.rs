@@ -532,6 +532,25 @@ fn events_are_drained_decoded_and_wrap() {
 }
 
 #[test]
+fn an_empty_event_queue_costs_one_register_read() {
+    let mut frames = HeapFrames::new(64);
+    let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();
+    smmu.io().take_log();
+    assert_eq!(smmu.drain_events(|_| panic!("no event")), EventDrain::default());
+    assert_eq!(smmu.io().take_log(), vec![], "no barrier, no EVTQ_CONS write");
+    // An event after that is still drained, and acknowledged through EVTQ_CONS.
+    assert!(smmu.io().push_event([0x04, 0, 0, 0]));
+    assert_eq!(smmu.drain_events(|_| {}).events, 1);
+    let log = smmu.io().take_log();
+    assert!(
+        log.iter().any(|op| matches!(op, FakeOp::Write32 { offset: EVTQ_CONS, .. })),
+        "{log:?}"
+    );
+    assert_eq!(smmu.drain_events(|_| {}), EventDrain::default());
+    assert_eq!(smmu.io().take_log(), vec![]);
+}
+
+#[test]
 fn event_overflow_is_reported_and_acknowledged() {
     let mut frames = HeapFrames::new(64);
     let mut smmu = Smmu::init(FakeSmmu::qemu(), config(), &mut frames).unwrap();

@@ -72,6 +72,7 @@ pub enum ExceptionClass {
 
 impl ExceptionClass {
     /// Decodes the 6-bit EC value.
+    #[inline(always)]
     pub const fn from_bits(ec: u8) -> Self {
         match ec & 0x3f {
             0x00 => Self::Unknown,
@@ -202,6 +203,7 @@ impl Esr {
         Esr(((ec.bits() as u64) << ESR_EC_SHIFT) | il | (iss as u64 & ESR_ISS_MASK))
     }
 
+    #[inline(always)]
     pub const fn class(self) -> ExceptionClass {
         ExceptionClass::from_bits(((self.0 >> ESR_EC_SHIFT) & 0x3f) as u8)
     }

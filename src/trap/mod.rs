@@ -15,6 +15,7 @@ pub mod fake;
 pub mod frame;
 pub mod inject;
 pub mod mmio;
+pub mod profile;
 pub mod psci;
 pub mod s1walk;
 pub mod scm;
@@ -250,6 +251,7 @@ impl TrapHandler {
     pub fn handle_lower_sync<P: Platform + ?Sized>(&self, frame: &mut TrapFrame, platform: &mut P) {
         let esr = Esr(frame.esr);
         self.count_trap(esr.class());
+        profile::mark(profile::Phase::Classify);
         match esr.class() {
             ExceptionClass::Hvc64 => {
                 // ELR_EL2 already points after the HVC.
@@ -285,11 +287,14 @@ impl TrapHandler {
                 deliver(injection, frame, platform);
             }
         }
+        profile::mark(profile::Phase::Complete);
     }
 
     fn smccc_call<P: Platform + ?Sized>(&self, esr: Esr, frame: &mut TrapFrame, platform: &mut P) {
         let call = SmcccCall::from_regs(&frame.x);
         let caller = platform.caller();
+        profile::kind(profile::Kind::Call);
+        profile::mark(profile::Phase::Decode);
         // SMCCC uses immediate 0; other immediates are not calls warden knows.
         let result = if esr.imm16() != 0 {
             SmcccReturn::not_supported()
@@ -303,6 +308,7 @@ impl TrapHandler {
         } else {
             smccc::route(&call, &self.psci, platform)
         };
+        profile::mark(profile::Phase::Work);
         result.apply(&mut frame.x);
     }
 
@@ -525,15 +531,20 @@ impl TrapHandler {
         frame: &mut TrapFrame,
         platform: &mut P,
     ) {
-        let refused = match mmio::decode(frame) {
+        let decoded = mmio::decode(frame);
+        profile::mark(profile::Phase::Syndrome);
+        let refused = match decoded {
             Ok(access) if access.size == 4 || access.size == 8 => {
                 let offset = u32::try_from(access.ipa - base).unwrap_or(u32::MAX);
+                profile::kind(profile::vsmmu_kind(offset, access.write));
+                profile::mark(profile::Phase::Decode);
                 let value = if access.write {
                     platform.vsmmu_write(offset, access.size, access.value);
                     0
                 } else {
                     platform.vsmmu_read(offset, access.size)
                 };
+                profile::mark(profile::Phase::Work);
                 mmio::complete(frame, &access, value);
                 return;
             }
@@ -621,7 +632,9 @@ fn emulated_window<P: Platform + ?Sized>(
     } else {
         return None;
     };
-    (platform.caller() == Caller::Host).then_some(window)
+    let window = (platform.caller() == Caller::Host).then_some(window);
+    profile::mark(profile::Phase::Window);
+    window
 }
 
 /// An access to an emulated MMIO window that is not one warden emulates: counted, logged with

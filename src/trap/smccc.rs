@@ -42,8 +42,7 @@ impl SmcccCall {
                 *arg &= 0xffff_ffff;
             }
         }
-        let mut regs = [0; 8];
-        regs.copy_from_slice(&x[..8]);
+        let regs = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
         SmcccCall { function_id, args, regs }
     }
 }

@@ -133,6 +133,58 @@ pub fn parse_profile(lines: &[String]) -> Result<Profile> {
     Ok(Profile { transfers, phases })
 }
 
+/// warden's `trap profile:` power-down line (the `trap-profile` image): per kind of trap,
+/// how many and the counter ticks per phase, summed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrapProfile {
+    pub kinds: Vec<TrapKindProfile>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrapKindProfile {
+    pub kind: String,
+    pub traps: u64,
+    pub phases: Vec<(String, u64)>,
+}
+
+impl TrapKindProfile {
+    /// Ticks per trap in warden's Rust handler (every phase).
+    pub fn per_trap(&self) -> u64 {
+        self.phases.iter().map(|(_, t)| t).sum::<u64>() / self.traps.max(1)
+    }
+}
+
+pub fn parse_trap_profile(lines: &[String]) -> Result<TrapProfile> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.split_once("trap profile: ").map(|(_, rest)| rest.to_owned()))
+        .context("warden printed no `trap profile:` line (not the trap-profile image?)")?;
+    let kinds = line
+        .split(';')
+        .map(|part| {
+            let mut words = part.split_ascii_whitespace();
+            let kind = words.next().with_context(|| format!("empty kind in {line:?}"))?;
+            let mut traps = None;
+            let mut phases = Vec::new();
+            for kv in words {
+                let (k, v) = kv.split_once('=').with_context(|| format!("{kv:?} in {line:?}"))?;
+                let v: u64 = v.parse().with_context(|| format!("{kv:?} in {line:?}"))?;
+                if k == "n" { traps = Some(v) } else { phases.push((k.to_owned(), v)) }
+            }
+            let traps = traps.with_context(|| format!("no trap count for {kind} in {line:?}"))?;
+            Ok(TrapKindProfile { kind: kind.to_owned(), traps, phases })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TrapProfile { kinds })
+}
+
+/// Which guest row a kind of trap is the one trap of (for the entry/exit column).
+const TRAP_KIND_ROWS: [(&str, &str); 3] = [
+    ("call", "trap/hvc_abi_version"),
+    ("vsmmu-read", "trap/vsmmu_register_read"),
+    ("vsmmu-write", "trap/vsmmu_register_write"),
+];
+
 /// The full result of a bench run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
@@ -141,6 +193,8 @@ pub struct Report {
     pub footprints: Vec<Footprint>,
     /// Where a 64 KiB donate/reclaim's instructions go (the profile run).
     pub profile: Option<Profile>,
+    /// Where one trap's instructions go (the trap-profile run).
+    pub trap_profile: Option<TrapProfile>,
     /// Rows 3–5 (Linux boots); None when not run.
     pub linux: Option<crate::bench_linux::LinuxReport>,
 }
@@ -193,6 +247,9 @@ pub fn render_markdown(r: &Report) -> String {
             x.max(),
             ratio(x.median(), mmio.max(1))
         );
+    }
+    if let Some(p) = &r.trap_profile {
+        render_trap_profile(&mut md, p, &r.rows);
     }
     let _ = writeln!(
         md,
@@ -307,6 +364,46 @@ pub fn render_markdown(r: &Report) -> String {
     md
 }
 
+/// The per-trap table: phases per trap of each kind, and for the kinds that are one guest row's
+/// only trap, what the vector and the exception entry and return cost (the row minus the
+/// Rust handler).
+fn render_trap_profile(md: &mut String, p: &TrapProfile, rows: &[Row]) {
+    let phases: Vec<&str> = p
+        .kinds
+        .first()
+        .map(|k| k.phases.iter().map(|(name, _)| name.as_str()).collect())
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "\n## Where one trap goes (trap-profile image, instructions per trap)\n\n`vectors` is \
+         the guest's row minus warden's Rust handler: the trapping instruction, the vector \
+         saving the frame, restoring it and `ERET` (and the profile's own marks, a few \
+         instructions each).\n"
+    );
+    let _ = write!(md, "| trap | count | vectors |");
+    for ph in &phases {
+        let _ = write!(md, " {ph} |");
+    }
+    let _ = writeln!(md, " handler total |");
+    let _ = writeln!(md, "|---|---:|---:|{}---:|", "---:|".repeat(phases.len()));
+    for k in &p.kinds {
+        let vectors = TRAP_KIND_ROWS
+            .iter()
+            .find(|(kind, _)| *kind == k.kind)
+            .and_then(|(_, name)| row(rows, name))
+            .map_or_else(
+                || "–".to_owned(),
+                |r| r.median().saturating_sub(k.per_trap()).to_string(),
+            );
+        let _ = write!(md, "| {} | {} | {vectors} |", k.kind, k.traps);
+        for ph in &phases {
+            let ticks = k.phases.iter().find(|(name, _)| name == ph).map_or(0, |(_, t)| *t);
+            let _ = write!(md, " {} |", ticks / k.traps.max(1));
+        }
+        let _ = writeln!(md, " {} |", k.per_trap());
+    }
+}
+
 /// The report as JSON, raw samples included.
 pub fn render_json(r: &Report) -> String {
     let rows: Vec<serde_json::Value> = r
@@ -344,6 +441,19 @@ pub fn render_json(r: &Report) -> String {
         "rows": rows,
         "footprint": footprints,
         "handoff_profile_64k": profile,
+        "trap_profile": r.trap_profile.as_ref().map(|p| {
+            p.kinds
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kind": k.kind, "traps": k.traps,
+                        "ticks_per_phase": k.phases.iter()
+                            .map(|(n, v)| (n.clone(), serde_json::json!(v)))
+                            .collect::<serde_json::Map<_, _>>(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        }),
         "linux": r.linux.as_ref().map(crate::bench_linux::render_json),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
@@ -491,6 +601,43 @@ fn mmu500_rows(rows: &[Row]) -> Result<Vec<Row>> {
         .collect()
 }
 
+/// The trap rows (`warden.bench=traps`, full samples) on `warden.bin`, and the same on the
+/// trap-profile image for where each trap's instructions go.
+fn trap_runs(qemu: &Path, warden_bin: &Path, guest: &Path) -> Result<(Vec<Row>, TrapProfile)> {
+    let tc = toolchain::firmware()?;
+    let image = output_dir().join("warden-bench-guest-traps.img");
+    pack::pack_files(warden_bin, guest, None, Some("warden.bench=traps"), &image)?;
+    let rows = parse_rows(&guest_run(qemu, &image, "1G", "bench-traps")?)?;
+    let profiled = firmware::build_one(tc, &firmware::WARDEN_TRAP_PROFILE)?;
+    let image = output_dir().join("warden-bench-guest-trap-profile.img");
+    pack::pack_files(&profiled, guest, None, Some("warden.bench=traps"), &image)?;
+    let profile = parse_trap_profile(&guest_run(qemu, &image, "1G", "bench-trap-profile")?)?;
+    Ok((rows, profile))
+}
+
+/// `cargo xtask bench --traps`: the trap rows and their profile only (under a minute once
+/// built), for work on the trap path.
+pub fn run_traps() -> Result<Report> {
+    let qemu = toolchain::qemu()?;
+    let tc = toolchain::firmware()?;
+    let warden_bin = firmware::build_one(tc, &firmware::WARDEN)?;
+    let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
+    std::fs::create_dir_all(output_dir())?;
+    let (rows, profile) = trap_runs(&qemu.path, &warden_bin, &guest)?;
+    let report = Report {
+        quick: false,
+        rows,
+        footprints: vec![],
+        profile: None,
+        trap_profile: Some(profile),
+        linux: None,
+    };
+    let dir = output_dir();
+    std::fs::write(dir.join("report-traps.json"), render_json(&report))?;
+    std::fs::write(dir.join("report-traps.md"), render_markdown(&report))?;
+    Ok(report)
+}
+
 /// `cargo xtask bench [--quick]`.
 pub fn run(quick: bool) -> Result<Report> {
     let qemu = toolchain::qemu()?;
@@ -523,8 +670,11 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some(&snapdragon_cmdline), &snapdragon_image)?;
     let lines_snapdragon = guest_run(&qemu.path, &snapdragon_image, "1G", "bench-snapdragon")?;
     rows.extend(mmu500_rows(&parse_rows(&lines_snapdragon)?)?);
+    // Where each trap goes: the trap-profile image (the full run only; --quick stays short).
+    let trap_profile =
+        if quick { None } else { Some(trap_runs(&qemu.path, &warden_bin, &guest)?.1) };
     let linux = crate::bench_linux::run(&qemu.path, &warden_bin, quick)?;
-    let report = Report { quick, rows, footprints, profile, linux: Some(linux) };
+    let report = Report { quick, rows, footprints, profile, trap_profile, linux: Some(linux) };
     let dir = output_dir();
     std::fs::write(dir.join("report.json"), render_json(&report))?;
     std::fs::write(dir.join("report.md"), render_markdown(&report))?;
@@ -585,8 +735,14 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
         // The report compares HLOS -> MSS with the virt run's DONATE of the same size.
         let mut all = parse_rows(&lines(OUTPUT)).unwrap();
         all.extend(rows);
-        let report =
-            Report { quick: false, rows: all, footprints: vec![], profile: None, linux: None };
+        let report = Report {
+            quick: false,
+            rows: all,
+            footprints: vec![],
+            profile: None,
+            trap_profile: None,
+            linux: None,
+        };
         let md = render_markdown(&report);
         assert!(
             md.contains("| 64 KiB | 90000 | 53101 | 90000 | 90000 | 90000 | 4106 | 1.69× |"),
@@ -622,6 +778,21 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
 
     const PROFILE: &str = "warden: cpu0: handoff profile: 20 transfers, counter ticks per phase: validate=12938 reserve=55159 host-unmap=20505 smmu-sync=17640 dc-civac=51540 zero=0 peer-map=55000 peer-unmap=87598 host-map=12840 commit=12523";
 
+    const TRAP_PROFILE: &str = "warden: cpu0: trap profile: call n=10 enter=200 decode=300 locks=0 work=2500 complete=100 drain=800 exit=100; cmdq-cons n=2 enter=10 decode=20 locks=30 work=40 complete=50 drain=60 exit=70";
+
+    #[test]
+    fn trap_profile_line() {
+        let p = parse_trap_profile(&lines(TRAP_PROFILE)).unwrap();
+        assert_eq!(p.kinds.len(), 2);
+        assert_eq!((p.kinds[0].kind.as_str(), p.kinds[0].traps), ("call", 10));
+        assert_eq!(p.kinds[0].phases[3], ("work".to_owned(), 2500));
+        assert_eq!(p.kinds[0].per_trap(), 400);
+        assert_eq!(p.kinds[1].per_trap(), 140);
+        assert!(parse_trap_profile(&lines("trap profile: call enter=1")).is_err());
+        assert!(parse_trap_profile(&lines("trap profile: call n=1 enter=x")).is_err());
+        assert!(parse_trap_profile(&lines("nothing")).is_err());
+    }
+
     #[test]
     fn profile_line() {
         let p = parse_profile(&lines(PROFILE)).unwrap();
@@ -639,6 +810,7 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
             rows: parse_rows(&lines(OUTPUT)).unwrap(),
             footprints: vec![parse_footprint(&lines(OUTPUT), "1 GiB").unwrap()],
             profile: Some(parse_profile(&lines(PROFILE)).unwrap()),
+            trap_profile: Some(parse_trap_profile(&lines(TRAP_PROFILE)).unwrap()),
             linux: None,
         };
         let md = render_markdown(&report);
@@ -648,6 +820,9 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
         assert!(md.contains("| 1 GiB | 10240 | 236 | 1240 | 8192 | 22 | 57 (228 KiB) | 8 |"));
         assert!(md.contains("| peer-unmap | 4379 | 27% |"), "{md}");
         assert!(!md.contains("| zero |"), "phases that cost nothing are left out");
+        // HVC row 463 minus the handler's 400 per call.
+        assert!(md.contains("| call | 10 | 63 | 20 | 30 | 0 | 250 | 10 | 80 | 10 | 400 |"), "{md}");
+        assert!(md.contains("| cmdq-cons | 2 | – | 5 |"), "{md}");
         let json: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
         assert_eq!(json["rows"][2]["samples"], serde_json::json!([50008, 61872, 53101]));
         assert_eq!(json["rows"][2]["median"], 53101);

@@ -61,6 +61,18 @@ pub const WARDEN_TEST_SWITCHES: FirmwareCrate = FirmwareCrate {
     embeds_sim_peer: true,
 };
 
+/// warden with the per-trap instruction profile (`src/trap/profile.rs`): only `cargo xtask
+/// bench`'s trap-profile run uses it; `warden.bin` never has it.
+pub const WARDEN_TRAP_PROFILE: FirmwareCrate = FirmwareCrate {
+    package: "warden",
+    cargo_args: &["--package", "warden", "--features", "firmware,trap-profile", "--bin", "warden"],
+    bin_name: "warden",
+    output: "warden-trap-profile.bin",
+    load: Load::SelfRelocatingImage,
+    max_mem_size: None,
+    embeds_sim_peer: true,
+};
+
 pub const TEST_GUEST: FirmwareCrate = FirmwareCrate {
     package: "warden-test-guest",
     cargo_args: &["--package", "warden-test-guest", "--bins"],

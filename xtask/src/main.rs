@@ -144,6 +144,10 @@ enum Cmd {
         /// One sample per row (a smoke test of the harness; the numbers mean little).
         #[arg(long)]
         quick: bool,
+        /// Only the trap rows and the per-trap profile (for work on the trap path; no handoff,
+        /// footprint or Linux rows): target/bench/report-traps.{md,json}.
+        #[arg(long, conflicts_with = "quick")]
+        traps: bool,
     },
 }
 
@@ -323,7 +327,12 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })(),
         Cmd::Run(options) => run(options),
-        Cmd::Bench { quick } => bench::run(quick).map(|report| {
+        Cmd::Bench { traps: true, .. } => bench::run_traps().map(|report| {
+            print!("{}", bench::render_markdown(&report));
+            println!("\nxtask: wrote {}/report-traps.{{md,json}}", bench::output_dir().display());
+            ExitCode::SUCCESS
+        }),
+        Cmd::Bench { quick, traps: false } => bench::run(quick).map(|report| {
             print!("{}", bench::render_markdown(&report));
             println!(
                 "\nxtask: wrote {}/report.{{md,json}} and handoff.svg",

@@ -68,6 +68,11 @@ global_asm!(
     SB_VBAR = const core::mem::offset_of!(SecondaryBoot, vbar),
 );
 
+// warden's memcpy (why: see the file's header); only in the bare-metal image, never over a
+// host libc's.
+#[cfg(target_os = "none")]
+global_asm!(include_str!("memcpy.S"));
+
 global_asm!(
     include_str!("vectors.S"),
     FRAME_SIZE = const TRAP_FRAME_SIZE,

@@ -147,6 +147,21 @@ impl Notify {
     }
 }
 
+/// What a register write left for the back end ([`VirtSmmu::finish_write`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingWrite {
+    /// SMMUEN changed to this: every host stream is re-derived.
+    pub smmu_enable: Option<bool>,
+    /// The command queue may have work (CMDQ_PROD written, CMDQEN set, an error cleared).
+    pub cmdq_kick: bool,
+}
+
+impl PendingWrite {
+    pub fn is_empty(&self) -> bool {
+        self.smmu_enable.is_none() && !self.cmdq_kick
+    }
+}
+
 /// Counters for logs and the hypercall.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VirtStats {
@@ -251,6 +266,23 @@ impl VirtSmmu {
         }
     }
 
+    /// Whether a read at `offset` needs host memory and the real SMMU ([`Self::mmio_read`]):
+    /// only a `CMDQ_CONS` read while commands are left to consume. Every other read is
+    /// answered by [`Self::read_register`] alone, so the caller need not lock the tracker, the
+    /// real SMMU or the frame pool for it.
+    pub fn read_needs_backend(&self, offset: u32, size: u8) -> bool {
+        offset == CMDQ_CONS && size == 4 && self.regs.cmdq_pending()
+    }
+
+    /// A trapped read that needs no back end (see [`Self::read_needs_backend`]).
+    pub fn read_register(&mut self, offset: u32, size: u8) -> u64 {
+        #[cfg(any(test, feature = "test-switches"))]
+        if offset == test_switch::G3_OFFSET && size == 4 {
+            return u64::from(test_switch::KEY | u32::from(self.g3_enabled()));
+        }
+        self.regs.read(offset, size)
+    }
+
     /// A trapped read. Reading CMDQ_CONS first consumes another batch of commands, so a host
     /// polling for completion makes progress one bounded batch per poll.
     pub fn mmio_read<M, R>(
@@ -276,7 +308,8 @@ impl VirtSmmu {
         (self.regs.read(offset, size), notify)
     }
 
-    /// A trapped write.
+    /// A trapped write: [`Self::write_register`], then [`Self::finish_write`] with what it
+    /// left to do.
     pub fn mmio_write<M, R>(
         &mut self,
         offset: u32,
@@ -289,6 +322,14 @@ impl VirtSmmu {
         M: GuestMemory + ?Sized,
         R: NestedBackend + ?Sized,
     {
+        let pending = self.write_register(offset, size, value);
+        self.finish_write(pending, mem, real)
+    }
+
+    /// The register-file half of a trapped write; what is left needs host memory and the real
+    /// SMMU ([`Self::finish_write`]), and most writes leave nothing, so the caller locks those
+    /// only when [`PendingWrite::is_empty`] is false.
+    pub fn write_register(&mut self, offset: u32, size: u8, value: u64) -> PendingWrite {
         #[cfg(any(test, feature = "test-switches"))]
         if offset == test_switch::G3_OFFSET && size == 4 {
             if value & !u64::from(test_switch::ON) == u64::from(test_switch::KEY) {
@@ -299,17 +340,27 @@ impl VirtSmmu {
                     if enabled { "on" } else { "off" }
                 );
             }
-            return Notify::default();
+            return PendingWrite::default();
         }
         let fx = self.regs.write(offset, size, value);
         if fx.bypass_refused {
             log::warn!("vSMMU: host asked for global bypass (GBPA.ABORT = 0); kept abort");
         }
+        PendingWrite { smmu_enable: fx.smmu_enable, cmdq_kick: fx.cmdq_kick }
+    }
+
+    /// The back-end half of a trapped write: the streams re-derived after SMMUEN changed, the
+    /// commands consumed after a kick.
+    pub fn finish_write<M, R>(&mut self, pending: PendingWrite, mem: &mut M, real: &mut R) -> Notify
+    where
+        M: GuestMemory + ?Sized,
+        R: NestedBackend + ?Sized,
+    {
         let mut notify = Notify::default();
-        if let Some(enabled) = fx.smmu_enable {
+        if let Some(enabled) = pending.smmu_enable {
             notify.merge(self.resync_all(enabled, mem, real));
         }
-        if fx.cmdq_kick {
+        if pending.cmdq_kick {
             notify.merge(self.process_commands(mem, real));
         }
         notify

@@ -344,6 +344,16 @@ impl RegisterFile {
         self.cmdq_cons = (self.cmdq_cons & CMDQ_CONS_ERR_FIELD) | (rd & Q_PTR_MASK);
     }
 
+    /// Whether the command queue holds commands the SMMU would consume now: enabled, no error
+    /// active, PROD ahead of CONS. (The emulation consumes on the `CMDQ_PROD` write, so a
+    /// `CMDQ_CONS` poll usually finds nothing left.)
+    pub fn cmdq_pending(&self) -> bool {
+        let (shape, _) = self.cmdq_geometry();
+        self.cmdq_enabled()
+            && !self.cmdq_error_active()
+            && !shape.is_empty(shape.pointer(self.cmdq_prod), shape.pointer(self.cmdq_cons))
+    }
+
     pub fn cmdq_error_active(&self) -> bool {
         (self.gerror ^ self.gerrorn) & GERROR_CMDQ_ERR != 0
     }
