@@ -8,6 +8,34 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-T{manifest}/linker/warden.ld");
     }
     sim_peer();
+    hyp_dt();
+}
+
+/// `boards/qemu-virt-tz/linked_dt.rs` links the DT `WARDEN_HYP_DT` names (the OS's DT for the
+/// chain, which `cargo xtask build` writes before building warden for that board).
+fn hyp_dt() {
+    const VAR: &str = "WARDEN_HYP_DT";
+    println!("cargo:rerun-if-env-changed={VAR}");
+    let links = std::env::var_os("CARGO_FEATURE_FIRMWARE").is_some()
+        && std::env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT_TZ").is_some();
+    match std::env::var_os(VAR) {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            if links && !path.is_file() {
+                panic!(
+                    "{VAR}={} is not a file: build with `cargo xtask build`, which writes the \
+                     chain's DT (target/warden/qemu-virt-tz.dtb) first",
+                    path.display()
+                );
+            }
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        None if links => panic!(
+            "{VAR} is not set: warden for board qemu-virt-tz links the OS's DT; build it with \
+             `cargo xtask build`, which writes that DT and sets {VAR}"
+        ),
+        None => {}
+    }
 }
 
 /// `boards/qemu-virt/sim_peer.rs` embeds the file `WARDEN_SIM_PEER` names: rebuild when the

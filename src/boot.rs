@@ -32,7 +32,8 @@ use spin::Once;
 use crate::arch::aarch64::{self as hw, Hw, MAX_CPUS, SecondaryBoot, sysreg};
 use crate::arch::host_el2::HostEl2Controls;
 use crate::arch::{CacheOp, dcache_range};
-use crate::boards::{self, Board};
+use crate::boards::{self, Board, EntryConvention};
+use crate::boot_stage;
 use crate::console::{self, RawUart};
 use crate::dt::{self, PlatformInfo};
 use crate::gic::GicVersion;
@@ -79,9 +80,17 @@ struct BootTables([[u8; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
 static mut BOOT_TABLES: BootTables = BootTables([[0; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
 
 /// Per-CPU arguments for `secondary_entry` (read with the MMU off, so cleaned to PoC).
-static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] =
-    [SecondaryBoot { stack_top: 0, mair: 0, tcr: 0, ttbr: 0, sctlr: 0, vbar: 0, cpu_index: 0 };
-        MAX_CPUS];
+#[unsafe(no_mangle)]
+pub static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] = [SecondaryBoot {
+    stack_top: 0,
+    mair: 0,
+    tcr: 0,
+    ttbr: 0,
+    sctlr: 0,
+    vbar: 0,
+    cpu_index: 0,
+    mpidr_tag: 0,
+}; MAX_CPUS];
 
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 
@@ -178,8 +187,23 @@ fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
     hw::park()
 }
 
-/// Primary CPU entry from the assembly, MMU off.
-pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_reloc: u64) -> ! {
+/// How the host is started, by entry convention.
+enum Start {
+    /// A packed image: the DT the boot loader passed (at `dt_pa`), the payload, where it goes.
+    Packed { dt_pa: u64, payload: Payload, layout: Layout },
+    /// Hyp entry: the next stage's entry (TZ's x0), entered with no DT.
+    Hyp { next_stage: u64 },
+}
+
+/// Primary CPU entry from the assembly, MMU off. `x0` and `x1` are the registers warden was
+/// entered with: the DT (packed image) or the next stage's entry and 2 (hyp entry).
+pub extern "C" fn primary_main(
+    x0: u64,
+    load_base: u64,
+    current_el: u64,
+    bad_reloc: u64,
+    x1: u64,
+) -> ! {
     let boot_start = sysreg::counter();
     let board = boards::CURRENT;
     // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
@@ -211,9 +235,18 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     }
 
     // --- MMU off: parse, plan, build our own tables.
-    let dt_blob = match read_dt(dt_pa) {
-        Ok(b) => b,
-        Err(e) => early_fatal(&mut uart, format_args!("{e}")),
+    let image = hw::image_layout();
+    // The DT: the one the boot loader passed, or the one linked into the image (part of
+    // warden's read-only data: mapped with the image, nothing else to keep mapped).
+    let (dt_blob, dt_range) = match board.entry {
+        EntryConvention::LinuxImage => match read_dt(x0) {
+            Ok(b) => (b, MemRange::from_base_size(x0, b.len() as u64).unwrap_or_default()),
+            Err(e) => early_fatal(&mut uart, format_args!("{e}")),
+        },
+        EntryConvention::Hyp { .. } => match boards::linked_dt() {
+            Some(b) => (b, MemRange::default()),
+            None => early_fatal(&mut uart, format_args!("this hyp-entry build links no DT")),
+        },
     };
     let platform = match dt::parse(dt_blob) {
         Ok(p) => p,
@@ -228,37 +261,31 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(v) => v,
         Err(e) => early_fatal(&mut uart, format_args!("interrupt controller: {e}")),
     };
-    let image = hw::image_layout();
-    let payload = match locate_payload(&image) {
-        Ok(p) => p,
-        Err(e) => early_fatal(&mut uart, format_args!("payload: {e}")),
-    };
-    let persona = match crate::persona::Persona::from_cmdline(cmdline(payload.cmdline_len)) {
-        Ok(p) => p,
-        Err(other) => {
-            let _ = writeln!(uart, "warden: unknown persona `{other}`: using virt");
-            crate::persona::Persona::Virt
+    let (start, persona, warden_region) = match board.entry {
+        EntryConvention::LinuxImage => {
+            let (payload, layout, persona) =
+                plan_packed(&mut uart, &platform, &image, dt_blob, dt_range);
+            (Start::Packed { dt_pa: x0, payload, layout }, persona, layout.warden)
         }
-    };
-    let mut reserved_ranges = [MemRange::default(); dt::MAX_RESERVED];
-    let n_reserved = platform.reserved.len().min(reserved_ranges.len());
-    for (slot, r) in reserved_ranges.iter_mut().zip(platform.reserved.iter()) {
-        *slot = r.range;
-    }
-    let dt_range = MemRange::from_base_size(dt_pa, dt_blob.len() as u64).unwrap_or_default();
-    let layout = match layout::plan(&LayoutInput {
-        ram: &platform.memory,
-        reserved: &reserved_ranges[..n_reserved],
-        original_dt: dt_range,
-        warden: MemRange::new(image.start, image.end),
-        kernel_src: payload.kernel,
-        kernel_text_offset: payload.kernel_header.text_offset,
-        kernel_mem_size: payload.kernel_header.effective_size(payload.kernel.size()),
-        initrd_src: payload.initrd,
-        dt_max_size: dt_blob.len() as u64 + payload.cmdline_len as u64 + DT_PATCH_SLACK,
-    }) {
-        Ok(l) => l,
-        Err(e) => early_fatal(&mut uart, format_args!("memory layout: {e}")),
+        EntryConvention::Hyp { base, region_size } => {
+            let checked = boot_stage::check_entry(
+                &platform,
+                base,
+                region_size,
+                MemRange::new(image.start, image.end),
+                x1,
+                x0,
+            );
+            let region = match checked {
+                Ok(r) => r,
+                Err(e) => early_fatal(&mut uart, format_args!("hyp entry: {e}")),
+            };
+            if let Err(e) = boot_stage::check_boot_stage_dt(&platform, region) {
+                early_fatal(&mut uart, format_args!("refusing to start: {e}"));
+            }
+            // No command line: the OS's DT is the virt persona's (`boot_stage::os_dt`).
+            (Start::Hyp { next_stage: x0 }, crate::persona::Persona::Virt, region)
+        }
     };
     let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
     let (el2_mmu, el2_table) = match build_el2_tables(&platform, &image, uart_base, dt_range) {
@@ -279,9 +306,21 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     unsafe { console::set_uart(uart_base) };
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
-    print_memory_map(&platform, &layout, &image, &payload);
-
-    move_payload(&payload, &layout);
+    match &start {
+        Start::Packed { payload, layout, .. } => {
+            print_memory_map(&platform, warden_region, &image);
+            print_payload(layout, payload);
+            move_payload(payload, layout);
+        }
+        Start::Hyp { next_stage } => {
+            print_memory_map(&platform, warden_region, &image);
+            log::info!(
+                "  next stage {next_stage:#x} (EL1, no DT in x0); the OS's DT is linked into warden ({} bytes): warden's region and {} carveout(s) reserved no-map in it",
+                dt_blob.len(),
+                platform.carveouts.len()
+            );
+        }
+    }
     init_pool(&image);
 
     // SAFETY: the pool past the heap is warden's own RW memory, used for nothing else.
@@ -301,12 +340,16 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         },
         GicVersion::V2 => crate::gic::GicLayout::default(),
     };
-    let host_stage2 =
-        match host_stage2(&platform, &layout, board.control_page, &gic_layout.holes(), &mut frames)
-        {
-            Ok(s) => s,
-            Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
-        };
+    let host_stage2 = match host_stage2(
+        &platform,
+        warden_region,
+        board.control_page,
+        &gic_layout.holes(),
+        &mut frames,
+    ) {
+        Ok(s) => s,
+        Err(e) => fatal_unlocked(format_args!("host stage-2: {e}")),
+    };
     let vtcr = host_stage2.vtcr();
     let vttbr = match host_stage2.vttbr(HOST_VMID) {
         Ok(v) => v,
@@ -332,9 +375,9 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         None
     };
 
-    let carveouts = usable_carveouts(&platform, &layout);
+    let carveouts = usable_carveouts(&platform, warden_region);
     let (handoff, peers) =
-        match handoff_state(&platform, &layout, &host_stage2, &carveouts, &mut frames) {
+        match handoff_state(&platform, warden_region, &host_stage2, &carveouts, &mut frames) {
             Ok(h) => h,
             Err(e) => fatal_unlocked(format_args!("carveouts: {e}")),
         };
@@ -345,43 +388,28 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
     if board.sim_peer && peer_cpu.is_none() {
         log::warn!("only one CPU: no simulated peer (PEER_COMMAND answers NOT_SUPPORTED)");
     }
-    let host_dt = match patch_host_dt(
-        dt_blob,
-        &platform,
-        &layout,
-        &payload,
+    let view = crate::host_dt::HostView {
+        warden: warden_region,
         peer_cpu,
-        board.control_page,
-        HostDtChoices {
-            keep_smmu: vsmmu.is_some(),
-            vlpi_stride,
-            mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
-            scm: persona.has_scm(),
-            rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
-            gicv2: platform.gicv2.as_ref().filter(|_| gic_version == GicVersion::V2),
-        },
-    ) {
-        Ok(d) => d,
-        Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
+        control_page: board.control_page,
+        gicv2: platform.gicv2.as_ref().filter(|_| gic_version == GicVersion::V2),
+        keep_smmu: vsmmu.is_some(),
+        mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
+        scm: persona.has_scm(),
+        rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
+        vlpi_stride,
     };
-    if host_dt.len() as u64 > layout.dt.size() {
-        fatal_unlocked(format_args!(
-            "patched DT is {} bytes, planned {}",
-            host_dt.len(),
-            layout.dt.size()
-        ));
-    }
-    // SAFETY: layout.dt is RAM reserved for the DT by the planner, mapped RW for warden and
-    // disjoint from everything live (the original DT has been fully read by now).
-    unsafe {
-        core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len())
+    // Where the host starts, with what in x0.
+    let (host_entry, host_x0) = match &start {
+        Start::Packed { dt_pa, payload, layout } => {
+            write_host_dt(dt_blob, *dt_pa, &platform, layout, payload, &view);
+            (layout.kernel.start, layout.dt.start)
+        }
+        Start::Hyp { next_stage } => {
+            check_os_dt_matches(&platform, &view);
+            (*next_stage, 0)
+        }
     };
-    // The host starts with its MMU and caches off: everything it reads first must be in memory.
-    dcache_range(&Hw, CacheOp::Clean, layout.kernel.start, payload.kernel.size());
-    if let (Some(dst), Some(_)) = (layout.initrd, payload.initrd) {
-        dcache_range(&Hw, CacheOp::Clean, dst.start, dst.size());
-    }
-    dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
 
     let host_controls = HostEl2Controls::for_host(&features, gic_version);
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
@@ -426,7 +454,7 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         Ok(p) => p,
         Err(e) => fatal_unlocked(format_args!("PSCI: {e}")),
     };
-    let host_ram = host_ram_ranges(&platform, &layout);
+    let host_ram = host_ram_ranges(&platform, warden_region);
     let w = WARDEN.call_once(|| Warden {
         board,
         el2_mmu,
@@ -458,7 +486,110 @@ pub extern "C" fn primary_main(dt_pa: u64, load_base: u64, current_el: u64, bad_
         ticks.saturating_mul(1_000_000) / freq,
         freq / 1_000_000
     );
-    enter_host_on_this_cpu(w, layout.kernel.start, layout.dt.start)
+    mark_booted();
+    enter_host_on_this_cpu(w, host_entry, host_x0)
+}
+
+/// The packed-image plan, MMU off: the payload behind warden, the persona its command line
+/// names, and where the kernel, initrd and the host's DT go.
+fn plan_packed(
+    uart: &mut RawUart,
+    platform: &PlatformInfo,
+    image: &hw::ImageLayout,
+    dt_blob: &[u8],
+    dt_range: MemRange,
+) -> (Payload, Layout, crate::persona::Persona) {
+    let payload = match locate_payload(image) {
+        Ok(p) => p,
+        Err(e) => early_fatal(uart, format_args!("payload: {e}")),
+    };
+    let persona = match crate::persona::Persona::from_cmdline(cmdline(payload.cmdline_len)) {
+        Ok(p) => p,
+        Err(other) => {
+            let _ = writeln!(uart, "warden: unknown persona `{other}`: using virt");
+            crate::persona::Persona::Virt
+        }
+    };
+    let mut reserved_ranges = [MemRange::default(); dt::MAX_RESERVED];
+    let n_reserved = platform.reserved.len().min(reserved_ranges.len());
+    for (slot, r) in reserved_ranges.iter_mut().zip(platform.reserved.iter()) {
+        *slot = r.range;
+    }
+    let layout = match layout::plan(&LayoutInput {
+        ram: &platform.memory,
+        reserved: &reserved_ranges[..n_reserved],
+        original_dt: dt_range,
+        warden: MemRange::new(image.start, image.end),
+        kernel_src: payload.kernel,
+        kernel_text_offset: payload.kernel_header.text_offset,
+        kernel_mem_size: payload.kernel_header.effective_size(payload.kernel.size()),
+        initrd_src: payload.initrd,
+        dt_max_size: dt_blob.len() as u64 + payload.cmdline_len as u64 + DT_PATCH_SLACK,
+    }) {
+        Ok(l) => l,
+        Err(e) => early_fatal(uart, format_args!("memory layout: {e}")),
+    };
+    (payload, layout, persona)
+}
+
+/// Writes the host's DT (the boot loader's, patched: [`patch_host_dt`]) where the layout put
+/// it, and cleans kernel, initrd and DT to PoC: the host starts with its MMU and caches off.
+fn write_host_dt(
+    dt_blob: &[u8],
+    dt_pa: u64,
+    platform: &PlatformInfo,
+    layout: &Layout,
+    payload: &Payload,
+    view: &crate::host_dt::HostView<'_>,
+) {
+    let host_dt = match patch_host_dt(dt_blob, platform, layout, payload, view) {
+        Ok(d) => d,
+        Err(e) => fatal_unlocked(format_args!("host DT: {e}")),
+    };
+    if host_dt.len() as u64 > layout.dt.size() {
+        fatal_unlocked(format_args!(
+            "patched DT is {} bytes, planned {}",
+            host_dt.len(),
+            layout.dt.size()
+        ));
+    }
+    // The planner never puts the new DT over the original, which is read until here.
+    debug_assert!(!layout.dt.contains(dt_pa));
+    // SAFETY: layout.dt is RAM reserved for the DT by the planner, mapped RW for warden and
+    // disjoint from everything live (the original DT has been fully read by now).
+    unsafe {
+        core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len())
+    };
+    dcache_range(&Hw, CacheOp::Clean, layout.kernel.start, payload.kernel.size());
+    if let (Some(dst), Some(_)) = (layout.initrd, payload.initrd) {
+        dcache_range(&Hw, CacheOp::Clean, dst.start, dst.size());
+    }
+    dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
+}
+
+/// Hyp entry: the OS's DT was made before warden ran (`boot_stage::os_dt`, assuming a virtual
+/// SMMU and no GICv4 redistributors). Says so when the machine turned out otherwise: the host
+/// then sees a device warden does not offer it (its accesses abort, contained).
+fn check_os_dt_matches(platform: &PlatformInfo, view: &crate::host_dt::HostView<'_>) {
+    if platform.smmu().is_some() && !view.keep_smmu {
+        log::error!(
+            "the OS's DT shows the SMMU but warden offers no virtual SMMU: the host's accesses to it will abort"
+        );
+    }
+    if view.vlpi_stride && platform.gicv3.as_ref().is_some_and(|g| g.redist_stride.is_none()) {
+        log::error!(
+            "the redistributors are 256 KiB apart but the OS's DT gives no redistributor-stride: the host will not find them all"
+        );
+    }
+}
+
+/// The word the boot CPU sets once it is past the one-time setup (relocation, BSS), cleaned to
+/// PoC: a hyp-entry board's TrustZone enters warden at the same address on every CPU power-up,
+/// and the entry code reads this with the MMU off to send every later entry to the secondary
+/// path (`entry.S`). Set in the entry code already; written again here, with the caches on, so
+/// no stale cached copy can hide it.
+fn mark_booted() {
+    hw::mark_booted();
 }
 
 /// warden's memory in use after boot, in one parseable line (`cargo xtask bench` reads it).
@@ -597,12 +728,12 @@ fn build_el2_tables(
 /// register frames and the GIC frames warden emulates (`gic_holes`).
 fn host_stage2(
     p: &PlatformInfo,
-    l: &Layout,
+    warden: MemRange,
     control_page: Option<u64>,
     gic_holes: &[MemRange],
     frames: &mut PoolFrames,
 ) -> Result<HostStage2, BootError> {
-    let mut holes: Vec<MemRange> = alloc::vec![l.warden];
+    let mut holes: Vec<MemRange> = alloc::vec![warden];
     holes.extend(p.smmus.iter().map(|s| s.regs));
     holes.extend_from_slice(gic_holes);
     // Every access to the control page must trap (no DT device should be there; if one is,
@@ -644,11 +775,11 @@ fn host_stage2(
 /// The DT's carveouts warden can manage: inside RAM, clear of warden's own region (which the
 /// layout planner placed around `/reserved-memory`, so this only fails on a broken DT). Any
 /// other is reported and left to the host as ordinary reserved memory.
-fn usable_carveouts(p: &PlatformInfo, l: &Layout) -> Vec<CarveoutDesc> {
+fn usable_carveouts(p: &PlatformInfo, warden: MemRange) -> Vec<CarveoutDesc> {
     let mut out = Vec::new();
     for c in p.carveouts.iter() {
         let in_ram = p.memory.iter().any(|b| b.contains_range(&c.range));
-        if !in_ram || c.range.overlaps(&l.warden) || !c.range.is_page_aligned() {
+        if !in_ram || c.range.overlaps(&warden) || !c.range.is_page_aligned() {
             log::error!(
                 "carveout {} {} is not page-aligned RAM clear of warden: not managed",
                 c.name,
@@ -679,20 +810,20 @@ fn usable_carveouts(p: &PlatformInfo, l: &Layout) -> Vec<CarveoutDesc> {
 /// carveout, VMID 1 + peer number.
 fn handoff_state(
     p: &PlatformInfo,
-    l: &Layout,
+    warden: MemRange,
     host: &HostStage2,
     carveouts: &[CarveoutDesc],
     frames: &mut PoolFrames,
 ) -> Result<(HandoffState, Vec<PeerStage2>), alloc::string::String> {
     let mut tracker = OwnershipTracker::new();
     for bank in p.memory.iter() {
-        let below = MemRange::new(bank.start, l.warden.start.clamp(bank.start, bank.end));
-        let above = MemRange::new(l.warden.end.clamp(bank.start, bank.end), bank.end);
+        let below = MemRange::new(bank.start, warden.start.clamp(bank.start, bank.end));
+        let above = MemRange::new(warden.end.clamp(bank.start, bank.end), bank.end);
         for r in [below, above].into_iter().filter(|r| !r.is_empty()) {
             tracker.add(r, PageState::Host).map_err(|e| alloc::format!("RAM {r}: {e}"))?;
         }
     }
-    tracker.add(l.warden, PageState::Warden).map_err(|e| alloc::format!("warden: {e}"))?;
+    tracker.add(warden, PageState::Warden).map_err(|e| alloc::format!("warden: {e}"))?;
     let list: Vec<crate::handoff::Carveout> = carveouts.iter().map(|c| c.carveout()).collect();
     let mut state = HandoffState::new(tracker, &list).map_err(|e| alloc::format!("{e:?}"))?;
     // Rule 1: no carveout (managed or not) and no no-map region is host memory warden touches.
@@ -871,54 +1002,17 @@ fn drain_smmu_events(w: &Warden) {
 /// SMMU events seen since boot.
 static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
 
-/// The DT the host boots with: warden's memory reserved `no-map`, the payload's command line
-/// and initrd in /chosen, the SMMUs warden does not emulate and the PCIe `iommu-map`s that
-/// point at them removed, everything else passed through.
+/// The DT the host boots with: the host's view of the platform (`crate::host_dt::host_view`:
+/// warden's memory reserved `no-map`, withheld devices and the peer's CPU removed, the control
+/// page added, ...) plus the payload's command line and initrd in /chosen.
 fn patch_host_dt(
     blob: &[u8],
     p: &PlatformInfo,
     l: &Layout,
     payload: &Payload,
-    peer_cpu: Option<u64>,
-    control_page: Option<u64>,
-    choices: HostDtChoices<'_>,
+    view: &crate::host_dt::HostView<'_>,
 ) -> Result<Vec<u8>, dt::DtError> {
-    let HostDtChoices { keep_smmu, vlpi_stride, mmu500, scm, rmtfs, gicv2 } = choices;
-    let mut edit = dt::DtEdit::new().reserve_no_map("warden", l.warden);
-    edit = withhold_in_host_dt(edit, p, vlpi_stride);
-    if let Some(gic) = gicv2 {
-        edit = gic.host_view(edit);
-    }
-    if let Some(mpidr) = peer_cpu {
-        edit = edit.remove_cpu(mpidr);
-    }
-    if let Some(range) = control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)) {
-        edit = edit.add_device("warden-control", warden_abi::control::COMPATIBLE, range);
-    }
-    // The first SMMU stays when the host drives it through the virtual SMMU; the others
-    // (and the first one without a virtual SMMU) are warden's or nobody's.
-    let kept = if keep_smmu { p.smmu().map(|s| s.phandle) } else { None };
-    for (i, smmu) in p.smmus.iter().enumerate() {
-        if !(keep_smmu && i == 0) {
-            edit = edit.remove_node(&smmu.path);
-        }
-    }
-    for pcie in p.pcie.iter() {
-        let points_elsewhere = pcie.iommu_map.iter().any(|m| Some(Some(m.iommu_phandle)) != kept);
-        if points_elsewhere {
-            edit = edit.remove_property(&pcie.path, "iommu-map");
-        }
-    }
-    if let (Some(irqs), Some(smmu)) = (mmu500, p.smmu().filter(|_| keep_smmu)) {
-        let named = smmu.irqs != dt::SmmuIrqs::default();
-        edit = mmu500_host_dt(edit, &smmu.path, &irqs, named);
-    }
-    if scm {
-        edit = edit.add_firmware("scm", "qcom,scm");
-    }
-    if let Some(name) = rmtfs {
-        edit = rmtfs_host_dt(edit, &alloc::format!("/reserved-memory/{name}"));
-    }
+    let mut edit = crate::host_dt::host_view(p, view);
     let cmd = cmdline(payload.cmdline_len);
     if !cmd.is_empty() {
         edit = edit.set_chosen_bootargs(cmd);
@@ -929,36 +1023,6 @@ fn patch_host_dt(
     dt::apply(blob, &edit)
 }
 
-/// The first SMMU's node as the Snapdragon persona shows it: Qualcomm's apps SMMU, an
-/// MMU-500 (`qcom,sc7280-smmu-500`: `arm-smmu-qcom`'s impl for it needs no clocks,
-/// interconnects or SCM calls, only `qcom_scm` probed), one global interrupt then one per
-/// context bank (level-high SPIs), same `reg`, `#iommu-cells`, `dma-coherent` and phandle (so
-/// the PCIe `iommu-map` keeps pointing at it).
-/// `named`: the node has `interrupt-names` (the SMMUv3 ones), which go.
-pub fn mmu500_host_dt(
-    edit: dt::DtEdit,
-    path: &str,
-    irqs: &vsmmu::Mmu500Irqs,
-    named: bool,
-) -> dt::DtEdit {
-    const COMPATIBLE: &[u8] = b"qcom,sc7280-smmu-500\0qcom,smmu-500\0arm,mmu-500\0";
-    // GIC binding: <type (0: SPI), number, flags (4: level high)>.
-    let mut interrupts = Vec::new();
-    for intid in core::iter::once(irqs.global).chain(irqs.contexts.iter().copied()) {
-        for cell in [0u32, u32::from(intid) - 32, 4] {
-            interrupts.extend_from_slice(&cell.to_be_bytes());
-        }
-    }
-    let edit = edit
-        .set_property(path, "compatible", COMPATIBLE)
-        .set_property(path, "#global-interrupts", &1u32.to_be_bytes())
-        .set_property(path, "interrupts", &interrupts);
-    if named { edit.remove_property(path, "interrupt-names") } else { edit }
-}
-
-/// The rmtfs client ID Linux's `qcom_rmtfs_mem` names its device after (`/dev/qcom_rmtfs_mem1`).
-pub const RMTFS_CLIENT_ID: u32 = 1;
-
 /// The carveout the Snapdragon persona offers as Qualcomm's rmtfs region (the remote file
 /// system's buffer between Linux's rmtfs daemon and the modem): the first carveout warden
 /// manages for the modem. Its node name in the DT, logged.
@@ -966,24 +1030,13 @@ fn rmtfs_region(p: &PlatformInfo, managed: &[CarveoutDesc]) -> Option<dt::NodeNa
     let modem = managed.iter().find(|c| c.peer == PeerId::MODEM)?;
     let node = p.carveouts.iter().find(|c| c.range == modem.range)?;
     log::info!(
-        "SCM: rmtfs region (qcom,rmtfs-mem, client {RMTFS_CLIENT_ID}, VM MSS_MSA) is carveout \
+        "SCM: rmtfs region (qcom,rmtfs-mem, client {}, VM MSS_MSA) is carveout \
          {} {}",
+        crate::host_dt::RMTFS_CLIENT_ID,
         node.name,
         node.range
     );
     Some(node.name)
-}
-
-/// Makes the carveout node at `path` Qualcomm's rmtfs region as upstream Snapdragon DTs
-/// describe it: `compatible = "qcom,rmtfs-mem"`, `qcom,client-id`, and `qcom,vmid` = the
-/// modem's MSA VM, so Linux's `qcom_rmtfs_mem` probes, shares the region with the modem by
-/// `assign_mem` (HLOS → HLOS + MSS_MSA) and gives it back on remove. The node keeps `reg`,
-/// `no-map` and the `warden,*` properties: the region is the whole carveout, so it is inside a
-/// carveout warden knows by construction, and no second reserved region overlaps it.
-pub fn rmtfs_host_dt(edit: dt::DtEdit, path: &str) -> dt::DtEdit {
-    edit.set_property(path, "compatible", b"qcom,rmtfs-mem\0")
-        .set_property(path, "qcom,client-id", &RMTFS_CLIENT_ID.to_be_bytes())
-        .set_property(path, "qcom,vmid", &trap::scm::vmid::MSS_MSA.to_be_bytes())
 }
 
 /// One line naming the interrupt controller and what of it the host gets.
@@ -1007,36 +1060,6 @@ fn log_gic(p: &PlatformInfo, version: GicVersion) {
             "interrupt controller: {version}: system-register CPU interface for EL1, ITS and redistributor LPI tables emulated"
         ),
     }
-}
-
-/// What the host DT keeps of what warden took over.
-#[derive(Clone, Copy, Debug)]
-struct HostDtChoices<'a> {
-    /// The GICv2 (when the boot uses one), whose virtualization frames go.
-    gicv2: Option<&'a dt::GicV2Info>,
-    /// The first SMMU stays (the host drives it through the virtual SMMU).
-    keep_smmu: bool,
-    /// ... as an MMU-500 with these interrupts (the Snapdragon persona).
-    mmu500: Option<vsmmu::Mmu500Irqs>,
-    /// `/firmware/scm` (`qcom,scm`) is added.
-    scm: bool,
-    /// The `/reserved-memory` child made Qualcomm's rmtfs region (`rmtfs_host_dt`).
-    rmtfs: Option<dt::NodeName>,
-    /// The redistributors are 256 KiB apart (GICv4) but the host is shown no VLPIS.
-    vlpi_stride: bool,
-}
-
-/// The DMA policy's side of the host DT (`dt::policy`): withheld devices removed; and when the
-/// redistributors are GICv4 ones (256 KiB apart) while the host is shown no VLPIS, the stride
-/// is given explicitly so the host still finds every frame.
-fn withhold_in_host_dt(mut edit: dt::DtEdit, p: &PlatformInfo, vlpi_stride: bool) -> dt::DtEdit {
-    for w in p.withheld.iter() {
-        edit = edit.remove_node(&w.path);
-    }
-    if let Some(g) = p.gicv3.as_ref().filter(|g| vlpi_stride && g.redist_stride.is_none()) {
-        edit = edit.set_property(&g.path, "redistributor-stride", &0x4_0000u64.to_be_bytes());
-    }
-    edit
 }
 
 /// One line per device the host is not given, and why (`dt::policy`).
@@ -1089,8 +1112,9 @@ impl core::fmt::Display for BootError {
     }
 }
 
-/// Secondary CPU entry from the assembly (MMU on, stack set).
-pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
+/// Secondary CPU entry from the assembly (MMU on, stack set). `el3_x0`: on a hyp-entry board,
+/// the entry TrustZone passed (the one warden gave it for this CPU).
+pub extern "C" fn secondary_main(boot: &SecondaryBoot, el3_x0: u64) -> ! {
     let cpu = boot.cpu_index as usize;
     sysreg::set_tpidr_el2(cpu as u64);
     let w = warden();
@@ -1098,6 +1122,17 @@ pub extern "C" fn secondary_main(boot: &SecondaryBoot) -> ! {
         sim_peer::enter(w, sim)
     }
     match w.trap.psci().secondary_arrived(cpu) {
+        // TZ enters the host's CPU_ON entry, which warden forwarded (`Platform::el3_entry`);
+        // another one means TZ and warden disagree about this CPU.
+        Ok(host)
+            if matches!(w.board.entry, EntryConvention::Hyp { .. }) && el3_x0 != host.entry =>
+        {
+            log::error!(
+                "cpu{cpu} entered from TrustZone for {el3_x0:#x}, but the host asked for {:#x}: parking it",
+                host.entry
+            );
+            hw::park()
+        }
         Ok(host) => enter_host_on_this_cpu(w, host.entry, host.context),
         Err(e) => {
             log::error!("cpu{cpu} arrived in warden but {e:?}: parking it");
@@ -1239,7 +1274,7 @@ fn init_pool(image: &hw::ImageLayout) {
     unsafe { HEAP.lock().init(image.pool_start as usize, HEAP_SIZE as usize) };
 }
 
-fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, payload: &Payload) {
+fn print_memory_map(p: &PlatformInfo, warden: MemRange, image: &hw::ImageLayout) {
     log::info!("memory map:");
     for r in p.memory.iter() {
         log::info!("  RAM        {r}");
@@ -1264,20 +1299,24 @@ fn print_memory_map(p: &PlatformInfo, l: &Layout, image: &hw::ImageLayout, paylo
     }
     log::info!(
         "  warden     {} (image {:#x}..{:#x}, pool {:#x}..{:#x})",
-        l.warden,
+        warden,
         image.start,
         image.bss_end,
         image.pool_start,
         image.pool_end
     );
+    for s in p.smmus.iter() {
+        log::info!("  SMMU       {} ({}: absent from host stage-2)", s.regs, s.path);
+    }
+}
+
+/// Where the packed payload went, and its command line.
+fn print_payload(l: &Layout, payload: &Payload) {
     log::info!("  kernel     {} ({} bytes of Image)", l.kernel, payload.kernel.size());
     if let Some(i) = l.initrd {
         log::info!("  initrd     {i}");
     }
     log::info!("  host DT    {}", l.dt);
-    for s in p.smmus.iter() {
-        log::info!("  SMMU       {} ({}: absent from host stage-2)", s.regs, s.path);
-    }
     log::info!("  cmdline    \"{}\"", cmdline(payload.cmdline_len));
 }
 
@@ -1368,11 +1407,11 @@ fn stop_peer_if_asked(w: &Warden) {
 }
 
 /// RAM the host owns: every bank minus warden's region (and, later, carveouts).
-fn host_ram_ranges(p: &PlatformInfo, l: &Layout) -> Vec<MemRange> {
+fn host_ram_ranges(p: &PlatformInfo, warden: MemRange) -> Vec<MemRange> {
     let mut out = Vec::new();
     for bank in p.memory.iter() {
-        let below = MemRange::new(bank.start, l.warden.start.clamp(bank.start, bank.end));
-        let above = MemRange::new(l.warden.end.clamp(bank.start, bank.end), bank.end);
+        let below = MemRange::new(bank.start, warden.start.clamp(bank.start, bank.end));
+        let above = MemRange::new(warden.end.clamp(bank.start, bank.end), bank.end);
         out.extend([below, above].into_iter().filter(|r| !r.is_empty()));
     }
     out
@@ -1500,8 +1539,11 @@ impl Platform for HwPlatform<'_> {
         hw::smc([args[0], args[1], args[2], args[3], 0, 0, 0, 0])
     }
 
-    fn secondary_entry(&self) -> u64 {
-        hw::secondary_entry_address()
+    fn el3_entry(&self, host_entry: u64) -> u64 {
+        match self.w.board.entry {
+            EntryConvention::LinuxImage => hw::secondary_entry_address(),
+            EntryConvention::Hyp { .. } => host_entry,
+        }
     }
 
     fn secondary_context(&self, cpu_index: usize) -> u64 {
@@ -1809,6 +1851,7 @@ fn secondary_boot_args(w: &Warden, cpu: usize) -> u64 {
         sctlr: w.el2_mmu.sctlr,
         vbar: hw::vectors_address(),
         cpu_index: cpu as u64,
+        mpidr_tag: cpu_mpidr(w, cpu).map_or(0, |m| m | hw::SB_TAG_VALID),
     };
     // SAFETY: each CPU's block is written only by the CPU_ON call that targets it, which the
     // PSCI state machine serialises (only one CPU_ON per target can be pending).
@@ -1819,6 +1862,14 @@ fn secondary_boot_args(w: &Warden, cpu: usize) -> u64 {
     };
     dcache_range(&Hw, CacheOp::Clean, slot, core::mem::size_of::<SecondaryBoot>() as u64);
     slot
+}
+
+/// The MPIDR affinity of warden CPU `cpu`: a host CPU's, or the simulated peer's.
+fn cpu_mpidr(w: &Warden, cpu: usize) -> Option<u64> {
+    match w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu) {
+        Some(sim) => Some(sim.mpidr & trap::psci::MPIDR_AFFINITY_MASK),
+        None => w.trap.psci().mpidr_of(cpu),
+    }
 }
 
 /// IRQ, FIQ or SError routed to EL2, or anything from AArch32: none is expected (the host owns

@@ -14,10 +14,12 @@ pub mod arch;
 pub mod boards;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod boot;
+pub mod boot_stage;
 pub mod console;
 pub mod dt;
 pub mod gic;
 pub mod handoff;
+pub mod host_dt;
 pub mod mm;
 pub mod payload;
 pub mod persona;

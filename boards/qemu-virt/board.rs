@@ -3,11 +3,13 @@
 //! Memory, devices, CPUs and the SMMU all come from the DT QEMU generates; see
 //! `boards/qemu-virt/README.md` for the facts this board relies on.
 
-use crate::boards::{Board, Firmware, ViolationPolicy};
+use crate::boards::{Board, EntryConvention, Firmware, ViolationPolicy};
 use crate::gic::GicVersion;
 
 pub const BOARD: Board = Board {
     name: "qemu-virt",
+    // QEMU `-kernel` loads the packed image like a Linux kernel, with the DT in x0.
+    entry: EntryConvention::LinuxImage,
     // virt's first PL011; also what the DT's stdout-path names.
     early_uart: 0x0900_0000,
     // No EL3 image: QEMU's built-in PSCI answers SMCs from EL2 (conduit "smc").

@@ -17,6 +17,22 @@ pub enum Firmware {
     Smccc,
 }
 
+/// How warden is entered, and so where its platform description comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryConvention {
+    /// Loaded like a Linux kernel (arm64 `Image` header) with the host packed behind it
+    /// (`payload`): entered once, at EL2, with x0 = the DT, which warden patches for the host
+    /// (`docs/image-format.md`).
+    LinuxImage,
+    /// Flashed as the `hyp` boot stage: TrustZone enters warden at `base` at EL2 on the boot CPU
+    /// and again on every CPU power-up, with x0 = the next stage's (or the `CPU_ON`) entry,
+    /// x1 = 2 (AArch64) and no DT. warden runs in place in `[base, base + region_size)`, reads
+    /// the platform from the DT linked into its image (the OS's DT: [`linked_dt`]), refuses to
+    /// start unless that DT reserves its region and every carveout `no-map`, and enters the
+    /// next stage at EL1 (`docs/architecture.md`, *Boot-stage mode*).
+    Hyp { base: u64, region_size: u64 },
+}
+
 /// What warden does when the host touches memory it may not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViolationPolicy {
@@ -33,6 +49,8 @@ pub enum ViolationPolicy {
 #[derive(Clone, Copy, Debug)]
 pub struct Board {
     pub name: &'static str,
+    /// How warden is entered: packed Linux Image, or TrustZone's hyp entry.
+    pub entry: EntryConvention,
     /// PL011 used for messages before the DT has been parsed (the DT's `stdout-path` wins after).
     pub early_uart: u64,
     pub firmware: Firmware,
@@ -57,15 +75,28 @@ pub struct Board {
     pub max_cpus: usize,
 }
 
-#[cfg(feature = "board-qemu-virt")]
+// The descriptions are plain data, always compiled (xtask builds the chain's DT from
+// `qemu_virt_tz`'s); a `board-*` feature picks the one warden is built for.
 #[path = "../../boards/qemu-virt/board.rs"]
-mod qemu_virt;
+pub mod qemu_virt;
+
+#[path = "../../boards/qemu-virt-tz/board.rs"]
+pub mod qemu_virt_tz;
+
+#[cfg(all(feature = "board-qemu-virt", feature = "board-qemu-virt-tz"))]
+compile_error!(
+    "pick one board: features `board-qemu-virt` and `board-qemu-virt-tz` exclude each other"
+);
 
 #[cfg(feature = "board-qemu-virt")]
 pub use qemu_virt::BOARD as CURRENT;
 
-/// The current board's carveouts (`/reserved-memory` nodes it adds to the host DT).
-#[cfg(feature = "board-qemu-virt")]
+#[cfg(feature = "board-qemu-virt-tz")]
+pub use qemu_virt_tz::BOARD as CURRENT;
+
+/// The QEMU boards' carveouts (`/reserved-memory` nodes added to the host DT; both QEMU boards
+/// have the same).
+#[cfg(any(feature = "board-qemu-virt", feature = "board-qemu-virt-tz"))]
 #[path = "../../boards/qemu-virt/carveouts.rs"]
 pub mod carveouts;
 
@@ -73,3 +104,17 @@ pub mod carveouts;
 #[cfg(all(feature = "board-qemu-virt", feature = "firmware"))]
 #[path = "../../boards/qemu-virt/sim_peer.rs"]
 pub mod sim_peer;
+
+/// The DT linked into a hyp-entry board's image ([`EntryConvention::Hyp`]): the OS's DT, made
+/// by `cargo xtask build` before warden is linked (`xtask/src/chain.rs`).
+#[cfg(all(feature = "board-qemu-virt-tz", feature = "firmware"))]
+#[path = "../../boards/qemu-virt-tz/linked_dt.rs"]
+mod linked;
+
+/// The DT linked into the image (hyp-entry boards), or `None`.
+pub fn linked_dt() -> Option<&'static [u8]> {
+    #[cfg(all(feature = "board-qemu-virt-tz", feature = "firmware"))]
+    return Some(linked::DT);
+    #[cfg(not(all(feature = "board-qemu-virt-tz", feature = "firmware")))]
+    None
+}

@@ -23,27 +23,7 @@ pub enum Face {
     Mmu500(alloc::boxed::Box<VirtMmu500>),
 }
 
-/// The MMU-500 face's interrupts as GIC INTIDs: the global one, then one per context bank.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mmu500Irqs {
-    pub global: u16,
-    pub contexts: [u16; crate::smmu::v2::regs::NUM_CB],
-}
-
-/// The SPIs the MMU-500 face uses on QEMU's virt board (free there with a GICv3: the GICv2m
-/// range 48..111 is unused without GICv2, the platform bus starts at 112): SPI 100 global,
-/// 101..=108 the context banks. The host DT names them (`#global-interrupts = <1>`).
-pub const MMU500_FIRST_SPI: u16 = 100;
-
-impl Mmu500Irqs {
-    pub fn qemu_virt() -> Self {
-        let mut contexts = [0; crate::smmu::v2::regs::NUM_CB];
-        for (i, c) in contexts.iter_mut().enumerate() {
-            *c = 32 + MMU500_FIRST_SPI + 1 + i as u16;
-        }
-        Mmu500Irqs { global: 32 + MMU500_FIRST_SPI, contexts }
-    }
-}
+pub use crate::host_dt::Mmu500Irqs;
 
 /// The virtual SMMU the host sees at the real SMMU's address.
 pub struct VirtSmmuState {

@@ -25,6 +25,7 @@ enum EditOp {
     RemoveCpu(u64),
     AddDevice { name: String, compatible: String, range: MemRange },
     AddFirmware { name: String, compatible: String },
+    AddPsci { method: String },
 }
 
 /// A list of changes to a DT, applied in the order they were added by [`apply`].
@@ -123,6 +124,15 @@ impl DtEdit {
         self
     }
 
+    /// Adds `/psci { compatible = "arm,psci-1.0", "arm,psci-0.2"; method = "<method>"; }` and
+    /// `enable-method = "psci"` on every CPU node: what firmware implementing PSCI adds to a DT
+    /// that has none (QEMU's for `secure=on`, where the `-bios` image is the PSCI firmware).
+    /// Fails if `/psci` exists.
+    pub fn add_psci(mut self, method: &str) -> Self {
+        self.ops.push(EditOp::AddPsci { method: method.to_string() });
+        self
+    }
+
     fn payload_bytes(&self) -> usize {
         self.ops
             .iter()
@@ -135,6 +145,8 @@ impl DtEdit {
                 EditOp::RemoveCpu(_) => 0,
                 EditOp::AddDevice { name, compatible, .. } => name.len() + compatible.len() + 96,
                 EditOp::AddFirmware { name, compatible } => name.len() + compatible.len() + 96,
+                // The node, and `enable-method` on up to a few hundred CPUs.
+                EditOp::AddPsci { method } => method.len() + 128 + 512 * 24,
             })
             .fold(0usize, usize::saturating_add)
     }
@@ -208,7 +220,38 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
         EditOp::RemoveCpu(mpidr) => remove_cpu(tree, *mpidr),
         EditOp::AddDevice { name, compatible, range } => add_device(tree, name, compatible, *range),
         EditOp::AddFirmware { name, compatible } => add_firmware(tree, name, compatible),
+        EditOp::AddPsci { method } => add_psci(tree, method),
     }
+}
+
+fn add_psci(tree: &mut DeviceTree, method: &str) -> Result<(), DtError> {
+    if tree.root.child_mut("psci").is_some() {
+        return Err(DtError::NodeExists { path: path_lossy("/psci") });
+    }
+    let mut node = DeviceTreeNode::new_unchecked("psci");
+    node.add_property(DeviceTreeProperty::new_unchecked(
+        "compatible",
+        b"arm,psci-1.0\0arm,psci-0.2\0".to_vec(),
+    ));
+    let mut method_z = method.as_bytes().to_vec();
+    method_z.push(0);
+    node.add_property(DeviceTreeProperty::new_unchecked("method", method_z));
+    tree.root.add_child(node);
+    if let Some(cpus) = tree.find_node_mut("/cpus") {
+        for cpu in cpus.children_mut() {
+            let is_cpu = match cpu.property("device_type") {
+                Some(p) => p.value() == b"cpu\0",
+                None => cpu.name().split('@').next() == Some("cpu"),
+            };
+            if is_cpu {
+                cpu.add_property(DeviceTreeProperty::new_unchecked(
+                    "enable-method",
+                    b"psci\0".to_vec(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn add_firmware(tree: &mut DeviceTree, name: &str, compatible: &str) -> Result<(), DtError> {

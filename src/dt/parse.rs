@@ -384,6 +384,11 @@ impl State<'_> {
             return Ok(());
         }
         if node.prop_str("device_type") == Some("memory") {
+            // A disabled memory node is not the OS's RAM (QEMU's `secure=on` DT lists the
+            // secure SRAM so, `secure-status = "okay"`): the non-secure side cannot reach it.
+            if !is_available(node) {
+                return Ok(());
+            }
             return for_each_reg(v, |entry| {
                 let range = required_range(v, &entry)?;
                 push(&mut self.info.memory, range, "memory ranges (MAX_MEMORY_RANGES)")

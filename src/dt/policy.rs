@@ -12,7 +12,8 @@
 //!   emulates (`crate::gic`), and GICv2 / GICv2m, which have none (a GICv2's virtualization
 //!   frames, GICH and GICV, are cut: `parse`);
 //! - **kept, known not to master memory**: the compatibles in [`NON_DMA_COMPATIBLES`]
-//!   (UART, RTC, GPIO, NOR flash, watchdogs, syscon, memory-mapped timer);
+//!   (UART, RTC, GPIO, NOR flash, watchdogs, syscon, memory-mapped timer, warden's own
+//!   control page);
 //! - **withheld**, everything else: removed from the host's DT and left out of its stage 2,
 //!   each logged by name at boot. Known DMA masters get a precise reason: QEMU's fw_cfg (its
 //!   DMA interface writes wherever its descriptor says), virtio-mmio transports (DMA
@@ -31,7 +32,7 @@ use core::fmt;
 use super::blob::{Node, be32};
 
 /// Device kinds that never master memory, kept without an IOMMU.
-pub const NON_DMA_COMPATIBLES: [&str; 20] = [
+pub const NON_DMA_COMPATIBLES: [&str; 21] = [
     // PL011 UART (and SBSA's generic UART): registers only.
     "arm,pl011",
     "arm,sbsa-uart",
@@ -61,6 +62,9 @@ pub const NON_DMA_COMPATIBLES: [&str; 20] = [
     "syscon",
     "syscon-poweroff",
     "syscon-reboot",
+    // warden's own control page, in a DT made for a boot-stage warden (which parses the OS's
+    // DT): no device behind it, and every access to it traps (a hole in the host's stage 2).
+    warden_abi::control::COMPATIBLE,
 ];
 
 /// Why a device is withheld from the host.

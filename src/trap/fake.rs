@@ -157,6 +157,7 @@ impl FakePlatform {
             cpu,
             board: Board {
                 name: "fake",
+                entry: crate::boards::EntryConvention::LinuxImage,
                 early_uart: 0x0900_0000,
                 firmware: Firmware::QemuBuiltinPsci,
                 violation_policy: ViolationPolicy::Contain,
@@ -267,8 +268,11 @@ impl Platform for FakePlatform {
     fn smc_to_el3(&mut self, args: [u64; 4]) -> [u64; 4] {
         self.el3.smc(args)
     }
-    fn secondary_entry(&self) -> u64 {
-        Self::SECONDARY_ENTRY
+    fn el3_entry(&self, host_entry: u64) -> u64 {
+        match self.board.entry {
+            crate::boards::EntryConvention::LinuxImage => Self::SECONDARY_ENTRY,
+            crate::boards::EntryConvention::Hyp { .. } => host_entry,
+        }
     }
     fn secondary_context(&self, cpu_index: usize) -> u64 {
         Self::context_for(cpu_index)

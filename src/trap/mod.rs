@@ -54,10 +54,15 @@ pub trait Platform: scm::ScmHost {
     fn write_host_el1_exception(&mut self, regs: &El1ExceptionRegs);
     /// `SMC #0` to EL3 with x0..x3 = `args`; returns x0..x3.
     fn smc_to_el3(&mut self, args: [u64; 4]) -> [u64; 4];
-    /// Physical address where CPUs started by EL3 for the host enter warden.
-    fn secondary_entry(&self) -> u64;
-    /// The context value EL3 passes in x0 to [`Self::secondary_entry`] for host CPU
-    /// `cpu_index` (warden's per-CPU data, say).
+    /// The entry point warden gives EL3 when it powers host CPU up (`CPU_ON`) or lets it power
+    /// down (`CPU_SUSPEND`) for the host, which asked to start at `host_entry`: warden's own
+    /// secondary entry (a packed-image board), or on a hyp-entry board the host's entry itself,
+    /// since its TrustZone enters warden at warden's base anyway and passes that entry in x0
+    /// (and a real TZ checks it is non-secure memory).
+    fn el3_entry(&self, host_entry: u64) -> u64;
+    /// The context value EL3 passes in x0 to [`Self::el3_entry`] for host CPU `cpu_index`
+    /// (warden's per-CPU data, say; a hyp-entry TrustZone drops it, and warden finds the CPU's
+    /// data by its MPIDR).
     fn secondary_context(&self, cpu_index: usize) -> u64;
     /// Whether `addr` is host RAM (owned by the host and mapped in its stage-2).
     fn is_host_ram(&self, addr: u64) -> bool;

@@ -309,7 +309,7 @@ impl Psci {
         let args = [
             u64::from(psci::CPU_ON_64),
             target,
-            platform.secondary_entry(),
+            platform.el3_entry(entry),
             platform.secondary_context(index),
         ];
         let result = forward(platform, args);
@@ -357,7 +357,7 @@ impl Psci {
         let args = [
             u64::from(psci::CPU_SUSPEND_64),
             power_state,
-            platform.secondary_entry(),
+            platform.el3_entry(entry),
             platform.secondary_context(index),
         ];
         let result = forward(platform, args);
@@ -514,6 +514,22 @@ mod tests {
         assert_eq!(psci.secondary_arrived(2), Err(ArrivalError::NotExpected(CpuPower::On)));
         assert_eq!(psci.secondary_arrived(1), Err(ArrivalError::NotExpected(CpuPower::Off)));
         assert_eq!(psci.secondary_arrived(9), Err(ArrivalError::UnknownCpu(9)));
+    }
+
+    /// On a hyp-entry board TrustZone enters warden at its base whatever the entry: warden
+    /// gives EL3 the host's own entry (TZ passes it back in x0; a real TZ checks it is
+    /// non-secure memory), still with the CPU's context, and the arrival resumes the host there.
+    #[test]
+    fn hyp_entry_board_forwards_the_hosts_own_entry() {
+        let (psci, el3, mut p) = setup();
+        p.board.entry =
+            crate::boards::EntryConvention::Hyp { base: 0x7e00_0000, region_size: 32 << 20 };
+        assert_eq!(psci.handle(psci::CPU_ON_64, [0x100, ENTRY, 0xc0ffee], &mut p), psci::SUCCESS);
+        assert_eq!(
+            el3.calls(),
+            vec![[u64::from(psci::CPU_ON_64), 0x100, ENTRY, FakePlatform::context_for(2)]]
+        );
+        assert_eq!(psci.secondary_arrived(2), Ok(HostEntry { entry: ENTRY, context: 0xc0ffee }));
     }
 
     #[test]

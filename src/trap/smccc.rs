@@ -178,6 +178,7 @@ mod tests {
         let mut p = FakePlatform::new(0, el3.clone());
         p.board = Board {
             name: "test",
+            entry: crate::boards::EntryConvention::LinuxImage,
             early_uart: 0,
             firmware,
             violation_policy: ViolationPolicy::Contain,

@@ -202,8 +202,10 @@ pub fn build_elf(
     tc: &FirmwareToolchain,
     krate: &FirmwareCrate,
     log: Option<&Path>,
+    env: &[(&str, &Path)],
 ) -> Result<PathBuf> {
     let mut cmd = firmware_cargo(tc, "build", krate);
+    cmd.envs(env.iter().copied());
     cmd.arg("--message-format=json-render-diagnostics");
     let exes = run_cargo(cmd, log).with_context(|| format!("building {}", krate.package))?;
     // The crate's own binary name wins; a crate with a single differently named binary is
@@ -241,7 +243,18 @@ pub fn build_one_logged(
 }
 
 fn build(tc: &FirmwareToolchain, krate: &FirmwareCrate, log: Option<&Path>) -> Result<PathBuf> {
-    let elf_path = build_elf(tc, krate, log)?;
+    build_with_env(tc, krate, log, &[])
+}
+
+/// [`build_one_logged`] (diagnostics to the terminal without `log`) with extra environment
+/// variables for cargo (warden for `qemu-virt-tz` names the DT it links).
+pub fn build_with_env(
+    tc: &FirmwareToolchain,
+    krate: &FirmwareCrate,
+    log: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> Result<PathBuf> {
+    let elf_path = build_elf(tc, krate, log, env)?;
     let elf =
         std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
     let flat = elf_to_flat(&elf, krate.load)
@@ -269,8 +282,9 @@ fn check_size(krate: &FirmwareCrate, mem_size: u64) -> Result<()> {
     }
 }
 
-/// `cargo xtask build`: every firmware crate. Builds all of them even if one fails, then
-/// reports every failure.
+/// `cargo xtask build`: every firmware crate, then the chain's images (the OS's DT and warden
+/// for `qemu-virt-tz`, `crate::chain`). Builds all of them even if one fails, then reports every
+/// failure.
 pub fn build_all() -> Result<Vec<PathBuf>> {
     let tc = toolchain::firmware()?;
     let mut built = Vec::new();
@@ -281,6 +295,16 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
             Err(e) => errors.push(format!("{}: {e:#}", krate.package)),
         }
     }
+    let chain = toolchain::qemu().and_then(|qemu| {
+        crate::chain::build_chain_images(tc, &qemu.path, crate::qemu::Gic::V3, None)
+    });
+    match chain {
+        Ok(images) => {
+            eprintln!("xtask: wrote {} (the OS's DT it links)", images.dtb.display());
+            built.push(images.hyp_image);
+        }
+        Err(e) => errors.push(format!("chain images (qemu-virt-tz): {e:#}")),
+    }
     if !errors.is_empty() {
         bail!("firmware build failed:\n  {}", errors.join("\n  "));
     }
@@ -289,13 +313,21 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
 
 /// `cargo clippy` over the firmware crates for the aarch64 target with `-D warnings`.
 pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<Command> {
-    ALL.iter()
-        .map(|krate| {
-            let mut cmd = firmware_cargo(tc, "clippy", krate);
-            cmd.args(["--", "-D", "warnings"]).current_dir(repo_root());
-            cmd
-        })
-        .collect()
+    ALL.iter().map(|krate| clippy_command(tc, krate)).collect()
+}
+
+/// `cargo clippy` of one firmware crate with `-D warnings`.
+pub fn clippy_command(tc: &FirmwareToolchain, krate: &FirmwareCrate) -> Command {
+    let mut cmd = firmware_cargo(tc, "clippy", krate);
+    cmd.args(["--", "-D", "warnings"]).current_dir(repo_root());
+    cmd
+}
+
+/// `cargo clippy` of warden for `qemu-virt-tz` (after the chain's build wrote the DT it links).
+pub fn hyp_clippy_command(tc: &FirmwareToolchain) -> Command {
+    let mut cmd = clippy_command(tc, &crate::chain::WARDEN_HYP);
+    cmd.env(crate::chain::HYP_DT_ENV, crate::chain::hyp_dt_path());
+    cmd
 }
 
 #[cfg(test)]

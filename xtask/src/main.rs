@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_linux;
+mod chain;
 mod cpio;
 mod elf2bin;
 mod firmware;

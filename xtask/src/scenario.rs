@@ -468,6 +468,112 @@ pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
 }
 
 /// warden's report of being started below EL2.
+/// The test guest's scenarios in the chain (`tests/guest/src/scenarios.rs`, `run_chain`), in
+/// order.
+pub const CHAIN_SCENARIOS: [&str; 12] = [
+    "runs_at_el1",
+    "warden_abi_version",
+    "unknown_hvc_returns_not_supported",
+    "warden_memory_read_aborts",
+    "secondary_cpu_on",
+    "all_cpus_on",
+    "psci_cpu_on_errors",
+    "psci_version",
+    "carveouts_listed",
+    "edu_dma_works",
+    "edu_dma_into_warden_refused",
+    "vsmmu_stage1_dma_works",
+];
+
+/// tz-sim → warden entered as the hyp image → the test guest at the next stage's place, with
+/// `cpus` CPUs: tz-sim enters warden at 0x7e000000 with x0 = 0x60000000 and x1 = 2, warden
+/// (board `qemu-virt-tz`) checks its linked DT and enters the guest there with no DT; one
+/// `guest-chain/NAME` per chain scenario; the other CPUs came up through warden and TZ and
+/// back into the guest; `guest: done`, tz-sim's SYSTEM_OFF and QEMU's exit status 0.
+pub fn judge_guest_chain(run: &Captured, cpus: u32) -> Vec<Verdict> {
+    let has = |needle: &str| run.lines.iter().any(|l| l.contains(needle));
+    let mut out = vec![
+        Verdict::check(
+            "guest-chain/tz-sim enters warden at 0x7e000000 with x0 = 0x60000000, x1 = 2",
+            has("entering the hyp image at 0x7e000000 at EL2 with x0 = 0x60000000, x1 = 2"),
+            || "no such tz-sim banner".into(),
+        ),
+        Verdict::check(
+            "guest-chain/warden banner names qemu-virt-tz, loaded at 0x7e000000",
+            run.lines
+                .iter()
+                .any(|l| is_banner(l) && l.contains("on qemu-virt-tz (loaded at 0x7e000000)")),
+            || "no `warden v... on qemu-virt-tz (loaded at 0x7e000000)` banner".into(),
+        ),
+        Verdict::check(
+            "guest-chain/warden checked its linked DT and enters the next stage at EL1 without a DT",
+            has("warden's region and 2 carveout(s) reserved no-map in it")
+                && has("entering host at 0x60000000 (EL1h, x0 = 0x0)"),
+            || {
+                "no `... reserved no-map in it` and `entering host at 0x60000000 (EL1h, x0 = 0x0)`"
+                    .into()
+            },
+        ),
+    ];
+    let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
+    for name in CHAIN_SCENARIOS {
+        let verdict = guest.iter().find(|v| v.name.strip_prefix("guest/") == Some(name));
+        out.push(match verdict.map(|v| &v.outcome) {
+            Some(Ok(())) => Verdict::pass(format!("guest-chain/{name}")),
+            Some(Err(why)) => Verdict::fail(format!("guest-chain/{name}"), why.clone()),
+            None => Verdict::fail(format!("guest-chain/{name}"), "no `ok`/`FAILED` line for it"),
+        });
+    }
+    if let Some(extra) = guest
+        .iter()
+        .find(|v| !CHAIN_SCENARIOS.iter().any(|c| v.name.strip_prefix("guest/") == Some(c)))
+    {
+        out.push(Verdict::fail(
+            format!("guest-chain/{}", extra.name.trim_start_matches("guest/")),
+            "a scenario the judge does not know",
+        ));
+    }
+    let others = cpus - 1;
+    // Each other CPU entered the host from warden's secondary path (TZ → warden at HYP_BASE).
+    let secondaries =
+        (1..cpus).filter(|cpu| has(&format!("warden: cpu{cpu}: entering host at "))).count() as u32;
+    out.push(Verdict::check(
+        &format!("guest-chain/all {others} other CPUs came up through warden and TZ"),
+        has(&format!("all_cpus_on: {others} CPU(s) on and off")) && secondaries == others,
+        || format!("{secondaries} of {others} CPUs entered the guest from warden"),
+    ));
+    out.push(Verdict::check(
+        "guest-chain/guest: done, tz-sim SYSTEM_OFF, QEMU exited with status 0",
+        has("guest: done") && has("tz-sim: SYSTEM_OFF") && run.ending == Ending::Exited(Some(0)),
+        || ending_text(&run.ending),
+    ));
+    out
+}
+
+/// A boot-stage warden whose linked DT does not reserve its whole region `no-map` says so.
+pub fn is_chain_refusal_report(line: &str) -> bool {
+    line.contains("FATAL: refusing to start: warden's region")
+        && line.contains("is not reserved no-map in the OS's DT")
+}
+
+/// warden-hyp with a DT that reserves only half its region: it refuses to start, with the
+/// reason, and halts.
+pub fn judge_chain_refusal(run: &Captured) -> Vec<Verdict> {
+    let mut out = judge_report_then_halt(
+        "chain-refusal",
+        "warden refuses a DT that does not reserve its region no-map",
+        "no `FATAL: refusing to start: warden's region ... is not reserved no-map` line",
+        run,
+        is_chain_refusal_report,
+    );
+    out.push(Verdict::check(
+        "chain-refusal/the next stage never ran",
+        !run.lines.iter().any(|l| l.contains("guest:")),
+        || "the guest printed".into(),
+    ));
+    out
+}
+
 pub fn is_wrong_el_report(line: &str) -> bool {
     line.contains("FATAL: entered at EL1") && line.contains("EL2")
 }

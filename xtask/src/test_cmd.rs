@@ -214,6 +214,8 @@ struct Binaries {
     /// tz-sim (`-bios`) and the EL2 program that checks it.
     tz_sim: PathBuf,
     tz_probe: PathBuf,
+    /// The chain's images (`None`: their build failed, reported as its own result).
+    chain: Option<crate::chain::ChainImages>,
 }
 
 /// Firmware build and clippy; returns the flat binaries if the build succeeded.
@@ -248,6 +250,30 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
             format!("{}; see {}{}", errors.join("; "), log.display(), failure_summary(&text, 20)),
         ));
     }
+    // The chain's images: the OS's DT for qemu-virt-tz (QEMU's, edited by warden's DT code)
+    // and warden built for that board, linking it.
+    let chain_name = "firmware/build chain images (qemu-virt-tz DT, warden-hyp.bin)";
+    let chain = if build_ok {
+        let made = toolchain::qemu().and_then(|qemu| {
+            crate::chain::build_chain_images(tc, &qemu.path, crate::qemu::Gic::V3, Some(&log))
+        });
+        match made {
+            Ok(images) => {
+                tally.record(&Verdict::pass(chain_name));
+                Some(images)
+            }
+            Err(e) => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                tally.record(&Verdict::fail(
+                    chain_name,
+                    format!("{e:#}; see {}{}", log.display(), failure_summary(&text, 20)),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     // The Linux host's program: built again (a no-op) when the linux scenario packs the
     // initramfs; a failure here names the compiler error instead of a `linux/setup` one.
     let tool_log = logs_dir().join("linux-tool-build.log");
@@ -277,6 +303,9 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
         if !firmware::run_appending(linux_tool::clippy_command(tc), &log)? {
             failures.push(linux_tool::PACKAGE);
         }
+        if chain.is_some() && !firmware::run_appending(firmware::hyp_clippy_command(tc), &log)? {
+            failures.push("warden (board qemu-virt-tz)");
+        }
         let verdict = if failures.is_empty() {
             Verdict::pass("firmware/clippy -D warnings")
         } else {
@@ -303,6 +332,7 @@ fn firmware_steps(tally: &mut Tally) -> Result<Option<Binaries>> {
                 guest: guest.clone(),
                 tz_sim: tz_sim.clone(),
                 tz_probe: tz_probe.clone(),
+                chain,
             })
         }
         _ => None,
@@ -499,6 +529,54 @@ fn scenario_tz_sim(qemu: &Path, tz_sim: &Path, tz_probe: &Path) -> Result<Vec<Ve
     Ok(verdicts)
 }
 
+/// The chain (issue 14): tz-sim → warden entered as the hyp image (`warden-hyp.bin`, board
+/// `qemu-virt-tz`) → the test guest at the next stage's place, entered with no DT.
+fn scenario_guest_chain(
+    qemu: &Path,
+    images: &crate::chain::ChainImages,
+    guest: &Path,
+) -> Result<Vec<Verdict>> {
+    let mut machine = images.machine();
+    machine.devices.extend(crate::chain::next_stage_loader(guest));
+    machine.devices.extend(crate::qemu::test_guest_devices());
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-guest-chain.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("guest-chain", &run);
+    Ok(scenario::judge_guest_chain(&run, crate::chain::SMP))
+}
+
+/// warden-hyp whose linked DT reserves only half its region (`chain::with_half_reservation`):
+/// it must refuse to start, say why, and halt before the next stage runs.
+fn scenario_chain_refusal(qemu: &Path, images: &crate::chain::ChainImages) -> Result<Vec<Verdict>> {
+    let (image, dtb) = crate::chain::with_half_reservation(
+        &std::fs::read(&images.hyp_image)?,
+        &std::fs::read(&images.dtb)?,
+    )?;
+    let image_path = logs_dir().join("warden-hyp-half-reserved.bin");
+    let dtb_path = logs_dir().join("qemu-virt-tz-half-reserved.dtb");
+    std::fs::write(&image_path, image)?;
+    std::fs::write(&dtb_path, dtb)?;
+    let refused =
+        crate::chain::ChainImages { hyp_image: image_path, dtb: dtb_path, ..images.clone() };
+    let mut machine = refused.machine();
+    let guest = firmware::output_dir().join(firmware::TEST_GUEST.output);
+    machine.devices.extend(crate::chain::next_stage_loader(&guest));
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-chain-refusal.log"),
+        &scenario::is_chain_refusal_report,
+        HALT_GRACE,
+    )?;
+    report_timeout("chain-refusal", &run);
+    Ok(scenario::judge_chain_refusal(&run))
+}
+
 /// warden on `-machine virt,gic-version=2` (issue 14): GICv2, 3 host CPUs.
 fn scenario_guest_gicv2(qemu: &Path, warden: &Path, guest: &Path) -> Result<Vec<Verdict>> {
     let run = run_platform_guest(qemu, warden, guest, "guest-gicv2", crate::qemu::Gic::V2, 3)?;
@@ -587,8 +665,10 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 14] = [
+pub const ALL_SCENARIOS: [&str; 16] = [
     "tz-sim",
+    "guest-chain",
+    "chain-refusal",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -605,8 +685,10 @@ pub const ALL_SCENARIOS: [&str; 14] = [
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline and
 /// linux-gicv2 the `linux` scenario on `gic-version=2`, both on request).
-const DEFAULT_SCENARIOS: [&str; 12] = [
+const DEFAULT_SCENARIOS: [&str; 14] = [
     "tz-sim",
+    "guest-chain",
+    "chain-refusal",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -724,7 +806,8 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
     if needs_firmware.is_empty() {
         return Ok(());
     }
-    let Some(Binaries { warden, warden_test_switches, guest, tz_sim, tz_probe }) = binaries else {
+    let Some(Binaries { warden, warden_test_switches, guest, tz_sim, tz_probe, chain }) = binaries
+    else {
         for s in &needs_firmware {
             tally.record(&Verdict::fail(format!("{s}/not run"), "firmware build failed"));
         }
@@ -758,6 +841,14 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
             ),
             ("bench-quick", _) => scenario_bench_quick(),
             ("tz-sim", _) => scenario_tz_sim(&qemu.path, &tz_sim, &tz_probe),
+            ("guest-chain", _) => match &chain {
+                Some(images) => scenario_guest_chain(&qemu.path, images, &guest),
+                None => Err(anyhow::anyhow!("the chain's images were not built")),
+            },
+            ("chain-refusal", _) => match &chain {
+                Some(images) => scenario_chain_refusal(&qemu.path, images),
+                None => Err(anyhow::anyhow!("the chain's images were not built")),
+            },
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),

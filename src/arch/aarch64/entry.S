@@ -24,9 +24,32 @@ warden_payload_descriptor:
     .quad   __resident_file_end
     .fill   6, 8, 0
 
+// Set by the boot CPU once it is past the one-time setup below (relocation, BSS), cleaned to
+// PoC. In .data, so its loaded value is 0 whatever RAM held. A hyp-entry board's TrustZone
+// enters _start on every CPU power-up: the entry code reads this with the MMU off to send
+// every entry after the first to hyp_secondary_entry.
+.section .data, "aw"
+.balign 64
+.global warden_boot_flag
+warden_boot_flag:
+    .quad   0
+    .fill   7, 8, 0                     // the rest of the line: nothing else shares it
+
 .section .text, "ax"
 primary_entry:
-    mov     x19, x0                     // DT address from the boot loader
+.if {HYP_ENTRY}
+    adrp    x9, warden_boot_flag
+    add     x9, x9, :lo12:warden_boot_flag
+    ldr     x10, [x9]
+    movz    x11, #({BOOT_FLAG} & 0xffff)
+    movk    x11, #(({BOOT_FLAG} >> 16) & 0xffff), lsl #16
+    movk    x11, #(({BOOT_FLAG} >> 32) & 0xffff), lsl #32
+    movk    x11, #(({BOOT_FLAG} >> 48) & 0xffff), lsl #48
+    cmp     x10, x11
+    b.eq    hyp_secondary_entry
+.endif
+    mov     x19, x0                     // DT address from the boot loader (hyp: next stage)
+    mov     x22, x1                     // hyp entry: 2 for an AArch64 next stage
     adr     x20, _start                 // where we were loaded
     mov     x21, xzr                    // first unexpected relocation type, if any
 
@@ -58,8 +81,22 @@ primary_entry:
     stp     xzr, xzr, [x1], #16
     b       4b
 
+5:
+.if {HYP_ENTRY}
+    // Past the one-time setup: every later entry is a secondary one.
+    adrp    x9, warden_boot_flag
+    add     x9, x9, :lo12:warden_boot_flag
+    movz    x11, #({BOOT_FLAG} & 0xffff)
+    movk    x11, #(({BOOT_FLAG} >> 16) & 0xffff), lsl #16
+    movk    x11, #(({BOOT_FLAG} >> 32) & 0xffff), lsl #32
+    movk    x11, #(({BOOT_FLAG} >> 48) & 0xffff), lsl #48
+    str     x11, [x9]
+    dc      civac, x9
+    dsb     sy
+.endif
+
     // Boot CPU runs on stack 0, on SP_EL2.
-5:  msr     spsel, #1
+    msr     spsel, #1
     adrp    x1, {STACKS}
     add     x1, x1, :lo12:{STACKS}
     add     x1, x1, #{STACK_SIZE}
@@ -76,39 +113,68 @@ primary_entry:
     msr     vbar_el2, x1
     isb
 
-8:  mov     x0, x19                     // DT
+8:  mov     x0, x19                     // DT (hyp: next stage)
     mov     x1, x20                     // load base
     mrs     x2, CurrentEL
     mov     x3, x21                     // unexpected relocation type or 0
+    mov     x4, x22                     // x1 at entry
     bl      {PRIMARY_MAIN}
 6:  wfe
     b       6b
 
+.if {HYP_ENTRY}
+// Every hyp entry after the boot CPU's: a CPU TrustZone powered on (CPU_ON, warden's or the
+// host's forwarded one), MMU off, x0 = the entry that CPU_ON named. TZ drops the context id, so
+// the CPU's SecondaryBoot is found by its MPIDR (the CPU_ON that woke it wrote and cleaned the
+// block, tag = affinity | VALID). A CPU warden did not send has no block: it stays here.
+hyp_secondary_entry:
+    mrs     x9, mpidr_el1
+    movz    x10, #({MPIDR_MASK} & 0xffff)
+    movk    x10, #(({MPIDR_MASK} >> 16) & 0xffff), lsl #16
+    movk    x10, #(({MPIDR_MASK} >> 32) & 0xffff), lsl #32
+    and     x9, x9, x10
+    orr     x9, x9, #{SB_TAG_VALID}
+    adrp    x10, {SECONDARY_BOOT}
+    add     x10, x10, :lo12:{SECONDARY_BOOT}
+    mov     x11, #{MAX_CPUS}
+1:  ldr     x12, [x10, #{SB_MPIDR_TAG}]
+    cmp     x12, x9
+    b.eq    2f
+    add     x10, x10, #{SB_SIZE}
+    subs    x11, x11, #1
+    b.ne    1b
+3:  wfe
+    b       3b
+2:  mov     x1, x0                      // the entry TZ passed
+    mov     x0, x10
+    b       secondary_entry
+.endif
+
 // Secondary CPUs enter here from PSCI CPU_ON at EL2, MMU off, with x0 = &SecondaryBoot (cleaned
-// to the Point of Coherency by the CPU that wrote it). Fields: stack top, MAIR, TCR, TTBR0,
-// SCTLR, VBAR, then Rust's argument.
+// to the Point of Coherency by the CPU that wrote it) and, on a hyp-entry board, x1 = the entry
+// TZ passed. Fields: stack top, MAIR, TCR, TTBR0, SCTLR, VBAR, then Rust's argument.
 .global secondary_entry
 secondary_entry:
     msr     spsel, #1
-    ldr     x1, [x0, #{SB_STACK_TOP}]
-    mov     sp, x1
+    ldr     x9, [x0, #{SB_STACK_TOP}]
+    mov     sp, x9
     mov     x29, xzr
     mov     x30, xzr
-    ldr     x1, [x0, #{SB_VBAR}]
-    msr     vbar_el2, x1
-    ldr     x1, [x0, #{SB_MAIR}]
-    msr     mair_el2, x1
-    ldr     x1, [x0, #{SB_TCR}]
-    msr     tcr_el2, x1
-    ldr     x1, [x0, #{SB_TTBR}]
-    msr     ttbr0_el2, x1
+    ldr     x9, [x0, #{SB_VBAR}]
+    msr     vbar_el2, x9
+    ldr     x9, [x0, #{SB_MAIR}]
+    msr     mair_el2, x9
+    ldr     x9, [x0, #{SB_TCR}]
+    msr     tcr_el2, x9
+    ldr     x9, [x0, #{SB_TTBR}]
+    msr     ttbr0_el2, x9
     isb
     tlbi    alle2
     ic      iallu
     dsb     nsh
     isb
-    ldr     x1, [x0, #{SB_SCTLR}]
-    msr     sctlr_el2, x1
+    ldr     x9, [x0, #{SB_SCTLR}]
+    msr     sctlr_el2, x9
     isb
     bl      {SECONDARY_MAIN}
 7:  wfe

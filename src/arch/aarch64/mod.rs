@@ -49,7 +49,21 @@ pub struct SecondaryBoot {
     pub sctlr: u64,
     pub vbar: u64,
     pub cpu_index: u64,
+    /// The CPU's MPIDR affinity | [`SB_TAG_VALID`]: how a hyp-entry board's entry code finds
+    /// the block of a CPU TrustZone entered (no context id comes with the hyp entry).
+    pub mpidr_tag: u64,
 }
+
+/// Marks [`SecondaryBoot::mpidr_tag`] as written (affinity 0 is a real CPU's).
+pub const SB_TAG_VALID: u64 = 1 << 63;
+
+/// The value of `warden_boot_flag` once the boot CPU is past the one-time setup ("WRDNBOOT").
+pub const BOOT_FLAG: u64 = u64::from_le_bytes(*b"WRDNBOOT");
+
+/// Whether TrustZone enters warden as the hyp image on every CPU power-up (`entry.S` then
+/// checks `warden_boot_flag` first).
+const HYP_ENTRY: u32 =
+    matches!(crate::boards::CURRENT.entry, crate::boards::EntryConvention::Hyp { .. }) as u32;
 
 const R_AARCH64_RELATIVE: u64 = 1027;
 
@@ -66,6 +80,14 @@ global_asm!(
     SB_TTBR = const core::mem::offset_of!(SecondaryBoot, ttbr),
     SB_SCTLR = const core::mem::offset_of!(SecondaryBoot, sctlr),
     SB_VBAR = const core::mem::offset_of!(SecondaryBoot, vbar),
+    SB_MPIDR_TAG = const core::mem::offset_of!(SecondaryBoot, mpidr_tag),
+    SB_SIZE = const core::mem::size_of::<SecondaryBoot>(),
+    SB_TAG_VALID = const SB_TAG_VALID,
+    SECONDARY_BOOT = sym crate::boot::SECONDARY_BOOT,
+    MAX_CPUS = const MAX_CPUS,
+    MPIDR_MASK = const crate::trap::psci::MPIDR_AFFINITY_MASK,
+    HYP_ENTRY = const HYP_ENTRY,
+    BOOT_FLAG = const BOOT_FLAG,
 );
 
 // warden's memcpy (why: see the file's header); only in the bare-metal image, never over a
@@ -85,6 +107,7 @@ global_asm!(
 );
 
 unsafe extern "C" {
+    static mut warden_boot_flag: u64;
     static warden_payload_descriptor: [u8; crate::payload::DESCRIPTOR_SIZE];
     static el2_vectors: u8;
     static secondary_entry: u8;
@@ -128,6 +151,16 @@ pub fn payload_descriptor_bytes() -> [u8; crate::payload::DESCRIPTOR_SIZE] {
     // SAFETY: the symbol is 64 bytes inside warden's image, mapped for its whole life; the
     // volatile read stops the compiler from assuming the assembler's initial zeroes.
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(warden_payload_descriptor)) }
+}
+
+/// Sets `warden_boot_flag` (the entry code set it already, with the MMU off) and cleans it to
+/// PoC, where the entry code reads it with the MMU off on every later hyp entry.
+pub fn mark_booted() {
+    let flag = core::ptr::addr_of_mut!(warden_boot_flag);
+    // SAFETY: the flag is a word of warden's own .data, written only by the boot CPU (here and
+    // in the entry code), read by the entry code of CPUs that enter later.
+    unsafe { flag.write_volatile(BOOT_FLAG) };
+    crate::arch::dcache_range(&Hw, crate::arch::CacheOp::Clean, flag as u64, 8);
 }
 
 pub fn vectors_address() -> u64 {

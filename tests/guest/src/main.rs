@@ -46,8 +46,17 @@ use console::println;
 use platform::Platform;
 use report::{fail, record};
 
+/// Where QEMU virt puts the DT (`-dtb`, or its own) when it boots firmware (`-bios`): the base
+/// of RAM.
+const QEMU_BIOS_DT: u64 = 0x4000_0000;
+
 /// Rust entry of the primary CPU (from `entry`, relocated, BSS zeroed, on stack slot 0).
 extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_address: u64) -> ! {
+    // Entered with no DT: the next stage of the chain (tz-sim → warden's hyp entry → here),
+    // where the DT is the one QEMU puts at the base of RAM for a `-bios` boot, as U-Boot finds
+    // it. The guest then runs the scenarios that apply to a warden that did not patch its DT.
+    let chain = dt_address == 0;
+    let dt_address = if chain { QEMU_BIOS_DT } else { dt_address };
     let platform = match Platform::from_dt(dt_address) {
         Ok(platform) => platform,
         // No DT, no console: nothing can be printed. Power off; the harness sees no result.
@@ -74,7 +83,9 @@ extern "C" fn primary_main(dt_address: u64, unsupported_relocations: u64, load_a
     record("runs_at_el1", at_el1);
     // At any other EL the other scenarios would test the wrong thing (and the vectors would
     // not catch anything): stop here.
-    if continue_run {
+    if continue_run && chain {
+        scenarios::run_chain(&platform);
+    } else if continue_run {
         match platform.bench {
             Some(mode) => bench::run_all(&platform, mode),
             None if platform.handoff_only => scenarios::run_handoff(&platform),
