@@ -63,6 +63,9 @@ pub struct Stats {
     pub corpus: u64,
     /// The input that crashed, if one did.
     pub crash: Option<String>,
+    /// libFuzzer stopped on SIGINT/SIGTERM (`run interrupted`): the executions so far count,
+    /// nothing crashed, but the budget was not spent.
+    pub interrupted: bool,
 }
 
 impl Stats {
@@ -74,9 +77,10 @@ impl Stats {
             self.coverage,
             self.features,
             self.corpus,
-            match &self.crash {
-                Some(input) => format!(", CRASH (input: {input})"),
-                None => ", no crash".into(),
+            match (&self.crash, self.interrupted) {
+                (Some(input), _) => format!(", CRASH (input: {input})"),
+                (None, true) => ", interrupted before its budget, no crash".into(),
+                (None, false) => ", no crash".into(),
             }
         )
     }
@@ -102,6 +106,9 @@ pub fn parse_output(text: &str) -> Stats {
         }
         if let Some(path) = line.split("Test unit written to ").nth(1) {
             stats.crash = Some(path.trim().to_owned());
+        }
+        if line.contains("libFuzzer: run interrupted") {
+            stats.interrupted = true;
         }
     }
     stats
@@ -261,7 +268,9 @@ pub fn run_target(t: Target, sanitizer: Sanitizer, budget: Budget, log: &Path) -
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut stats = parse_output(&text);
     stats.seconds = start.elapsed().as_secs();
-    if !status.success() && stats.crash.is_none() {
+    // An interrupted run exits non-zero (72) with no artifact: not a crash, but not a clean
+    // run either (the caller reports it as interrupted).
+    if !status.success() && stats.crash.is_none() && !stats.interrupted {
         stats.crash =
             Some(format!("(no artifact; the fuzzer exited with {status}, see {})", log.display()));
     }
@@ -298,7 +307,8 @@ pub fn run(name: Option<&str>, budget: Budget, sanitizer: Sanitizer, save: bool)
         let log = work_dir().join(format!("{}.log", t.name));
         let stats = run_target(t, sanitizer, budget, &log)?;
         println!("{}", stats.line(t.name));
-        clean &= stats.crash.is_none();
+        clean &= stats.crash.is_none() && !stats.interrupted;
+        // An interrupted run's new inputs are still worth keeping.
         if save {
             save_corpus(t, sanitizer)?;
         }
@@ -322,7 +332,9 @@ pub fn smoke(logs: &Path) -> Vec<Verdict> {
         let name = format!("fuzz/{}", t.name);
         let budget = Budget::Seconds(smoke_seconds());
         out.push(match run_target(*t, Sanitizer::Address, budget, &log) {
-            Ok(stats) if stats.crash.is_none() && stats.executions > 0 => Verdict::pass(name),
+            Ok(stats) if stats.crash.is_none() && !stats.interrupted && stats.executions > 0 => {
+                Verdict::pass(name)
+            }
             Ok(stats) => {
                 Verdict::fail(name, format!("{}; log: {}", stats.line(t.name), log.display()))
             }
@@ -363,6 +375,18 @@ stat::average_exec_per_sec:     1940
         let s = parse_output(&text);
         assert_eq!(s.crash.as_deref(), Some("/r/target/fuzz/artifacts/dt/crash-abc"));
         assert!(s.line("dt").contains("CRASH"));
+    }
+
+    #[test]
+    fn an_interrupted_run_is_not_a_crash() {
+        let text = "#4\tpulse  cov: 9 ft: 9 corp: 2/8b exec/s: 4 rss: 30Mb\n\
+                    ==17263== libFuzzer: run interrupted; exiting\n\
+                    stat::number_of_executed_units: 495957\n";
+        let s = parse_output(text);
+        assert!(s.interrupted);
+        assert_eq!((s.executions, s.crash.as_deref()), (495957, None));
+        let line = s.line("abi");
+        assert!(line.contains("interrupted") && !line.contains("CRASH"), "{line}");
     }
 
     #[test]
