@@ -145,6 +145,8 @@ pub fn build_chain_images(
 ) -> Result<ChainImages> {
     let dir = firmware::output_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // First: QEMU loads the -bios file before it dumps the DT (and the DT differs with one).
+    let tz_sim = firmware::build_with_env(tc, &firmware::TZ_SIM, log, &[])?;
     let dumped_path = dir.join(format!("qemu-virt-tz{}.qemu.dtb", suffix(gic)));
     let _ = std::fs::remove_file(&dumped_path);
     let out = machine(gic, None)
@@ -173,7 +175,6 @@ pub fn build_chain_images(
         Gic::V3 => &WARDEN_HYP,
         Gic::V2 => &WARDEN_HYP_GICV2,
     };
-    let tz_sim = firmware::build_with_env(tc, &firmware::TZ_SIM, log, &[])?;
     let hyp_image = firmware::build_with_env(tc, krate, log, &[(HYP_DT_ENV, &dtb_path)])?;
     Ok(ChainImages { gic, hyp_image, dtb: dtb_path, tz_sim })
 }
