@@ -11,8 +11,8 @@ use crate::gic::GicVersion;
 
 /// Where tz-sim enters the hyp image (`tz_sim::layout::HYP_BASE`, a fixed fact of the chain).
 pub const HYP_BASE: u64 = 0x7e00_0000;
-/// warden's region: the top 32 MiB of the chain's 1 GiB of RAM, above the board's carveouts
-/// (which `carveouts::for_ram` leaves exactly this gap for). The OS's DT reserves it `no-map`.
+/// warden's region: 32 MiB from `HYP_BASE` (the top 32 MiB of the first GiB of RAM). The OS's
+/// DT reserves it `no-map`; the board's carveouts go at the top of RAM (`carveouts::for_ram`).
 pub const HYP_REGION_SIZE: u64 = 32 << 20;
 
 pub const BOARD: Board = Board {

@@ -19,8 +19,12 @@ use warden::boards::qemu_virt_tz;
 /// CPUs of the chain's machine (all the host's: `qemu-virt-tz` keeps none for a simulated
 /// peer).
 pub const SMP: u32 = 3;
-/// RAM of the chain's machine: warden's region is its top 32 MiB, the carveouts below it.
-pub const MEMORY: &str = "1G";
+/// RAM of the chain's machine (0x4000_0000..0x1_4000_0000): warden's region at `HYP_BASE`
+/// inside the first GiB, the board's carveouts 64 to 32 MiB below the top, above 4 GiB. Not
+/// 1 GiB: U-Boot relocates itself to the top of RAM, which would then be warden's region, and
+/// copies the initramfs below 4 GiB without looking at `/reserved-memory` (the chainboot
+/// helper's measurements, docs/chain.md on its branch).
+pub const MEMORY: &str = "4G";
 /// Where tz-sim enters the hyp image and where the next stage goes (tz-sim's fixed layout).
 pub const HYP_BASE: u64 = tz_sim::layout::HYP_BASE;
 pub const NEXT_STAGE: u64 = tz_sim::layout::NEXT_STAGE;
@@ -141,6 +145,8 @@ pub fn build_chain_images(
 ) -> Result<ChainImages> {
     let dir = firmware::output_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // First: QEMU loads the -bios file before it dumps the DT (and the DT differs with one).
+    let tz_sim = firmware::build_with_env(tc, &firmware::TZ_SIM, log, &[])?;
     let dumped_path = dir.join(format!("qemu-virt-tz{}.qemu.dtb", suffix(gic)));
     let _ = std::fs::remove_file(&dumped_path);
     let out = machine(gic, None)
@@ -169,7 +175,6 @@ pub fn build_chain_images(
         Gic::V3 => &WARDEN_HYP,
         Gic::V2 => &WARDEN_HYP_GICV2,
     };
-    let tz_sim = firmware::build_with_env(tc, &firmware::TZ_SIM, log, &[])?;
     let hyp_image = firmware::build_with_env(tc, krate, log, &[(HYP_DT_ENV, &dtb_path)])?;
     Ok(ChainImages { gic, hyp_image, dtb: dtb_path, tz_sim })
 }
@@ -220,7 +225,7 @@ mod tests {
         assert!(
             args.starts_with(
                 "-machine virt,secure=on,virtualization=on,gic-version=3,iommu=smmuv3 -cpu \
-                 max,pauth-impdef=on -smp 3 -m 1G"
+                 max,pauth-impdef=on -smp 3 -m 4G"
             ),
             "{args}"
         );
@@ -233,7 +238,7 @@ mod tests {
         assert!(
             dump_args.starts_with(
                 "-machine virt,secure=on,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=/t/d \
-                 -cpu max,pauth-impdef=on -smp 3 -m 1G"
+                 -cpu max,pauth-impdef=on -smp 3 -m 4G"
             ),
             "{dump_args}"
         );
