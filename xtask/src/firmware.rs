@@ -287,13 +287,17 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
     Ok(built)
 }
 
-/// `cargo clippy` over the firmware crates for the aarch64 target with `-D warnings`.
-pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<Command> {
+/// `cargo clippy` over the firmware crates for the aarch64 target with `-D warnings`: every
+/// crate of [`ALL`], and the bench's trap-profile image (whose marks only that feature
+/// compiles).
+pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<(&'static FirmwareCrate, Command)> {
     ALL.iter()
+        .copied()
+        .chain([&WARDEN_TRAP_PROFILE])
         .map(|krate| {
             let mut cmd = firmware_cargo(tc, "clippy", krate);
             cmd.args(["--", "-D", "warnings"]).current_dir(repo_root());
-            cmd
+            (krate, cmd)
         })
         .collect()
 }
