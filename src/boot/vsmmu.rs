@@ -155,16 +155,15 @@ pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
         if pending.is_empty() {
             return;
         }
-        let host = w.handoff.host_memory();
-        let mut mem = TrackedHostMemory { host: &host };
-        let mut smmu = w.smmu.lock();
-        let Some(smmu) = smmu.as_mut() else { return };
-        let mut frames = w.frames.lock();
-        let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
-        let notify = virt.finish_write(pending, &mut mem, &mut real);
-        drop(real);
-        drop(frames);
-        drop(host);
+        let notify = {
+            let host = w.handoff.host_memory();
+            let mut mem = TrackedHostMemory { host: &host };
+            let mut smmu = w.smmu.lock();
+            let Some(smmu) = smmu.as_mut() else { return };
+            let mut frames = w.frames.lock();
+            let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+            virt.finish_write(pending, &mut mem, &mut real)
+        };
         drop(face);
         raise(v, notify);
         return;

@@ -311,9 +311,15 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
     Ok(built)
 }
 
-/// `cargo clippy` over the firmware crates for the aarch64 target with `-D warnings`.
-pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<Command> {
-    ALL.iter().map(|krate| clippy_command(tc, krate)).collect()
+/// `cargo clippy` over the firmware crates for the aarch64 target with `-D warnings`: every
+/// crate of [`ALL`], and the bench's trap-profile image (whose marks only that feature
+/// compiles).
+pub fn clippy_commands(tc: &FirmwareToolchain) -> Vec<(&'static FirmwareCrate, Command)> {
+    ALL.iter()
+        .copied()
+        .chain([&WARDEN_TRAP_PROFILE])
+        .map(|krate| (krate, clippy_command(tc, krate)))
+        .collect()
 }
 
 /// `cargo clippy` of one firmware crate with `-D warnings`.
