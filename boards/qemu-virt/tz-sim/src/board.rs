@@ -43,8 +43,18 @@ impl Board {
         // SAFETY: as above; the slice lies inside RAM and nobody writes it during the parse.
         let bytes = unsafe { core::slice::from_raw_parts(BOOT_DT as *const u8, size) };
         let Ok(dt) = fdt::Fdt::new(bytes) else { return board };
-        for region in dt.memory().regions() {
-            board.ram.add(region.starting_address as u64, region.size.unwrap_or(0) as u64);
+        // Not `Fdt::memory()`: it panics without a `/memory` node, and fdt 0.1.5's path lookup
+        // stops at FDT_NOP tokens between the root's properties and its first child, which QEMU
+        // leaves when it replaces a `-dtb` file's memory node. Every enabled node of
+        // device_type "memory" is RAM (QEMU's secure SRAM is one, disabled for the normal world).
+        let is_ram = |n: &fdt::node::FdtNode<'_, '_>| {
+            let prop = |name: &str| n.property(name).and_then(|p| p.as_str());
+            prop("device_type") == Some("memory") && matches!(prop("status"), None | Some("okay"))
+        };
+        for node in dt.all_nodes().filter(is_ram) {
+            for region in node.reg().into_iter().flatten() {
+                board.ram.add(region.starting_address as u64, region.size.unwrap_or(0) as u64);
+            }
         }
         board.smmu = dt
             .find_compatible(&["arm,smmu-v3"])

@@ -151,6 +151,10 @@ static SEEN_X1: AtomicU64 = AtomicU64::new(0);
 static SEEN_MPIDR: AtomicU64 = AtomicU64::new(0);
 static SEEN_EL: AtomicU64 = AtomicU64::new(0);
 static ARRIVED: AtomicU64 = AtomicU64::new(0);
+/// Set by the boot CPU once it has made its checks of a pending CPU: the secondary powers off
+/// only then, or on a loaded host it can be off again before the boot CPU's second `CPU_ON`
+/// (which then rightly succeeds).
+static RELEASED: AtomicU64 = AtomicU64::new(0);
 /// CPU_OFF returned (it must not), with this status + 1.
 static OFF_RETURNED: AtomicU64 = AtomicU64::new(0);
 
@@ -160,6 +164,9 @@ extern "C" fn secondary_main(x0: u64, x1: u64) -> ! {
     SEEN_MPIDR.store(mpidr(), Ordering::Relaxed);
     SEEN_EL.store(current_el(), Ordering::Relaxed);
     ARRIVED.store(1, Ordering::Release);
+    while RELEASED.load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
     let status = smc(psci::CPU_OFF, 0, 0, 0);
     OFF_RETURNED.store(status as u64 + 1, Ordering::Release);
     loop {
@@ -267,32 +274,10 @@ fn cpu_on_cycle() -> Result<(), Reason> {
     let mut cycles = 0;
     for target in other_cpus() {
         for round in 1..=2 {
-            ARRIVED.store(0, Ordering::Release);
-            let r = smc(psci::CPU_ON_64, target, SECONDARY_ENTRY, 0x1234);
-            if r != psci::SUCCESS {
-                fail!("CPU {target:#x} round {round}: CPU_ON = {r}");
-            }
-            let again = smc(psci::CPU_ON_64, target, SECONDARY_ENTRY, 0);
-            if again != psci::ON_PENDING && again != psci::ALREADY_ON {
-                fail!("CPU {target:#x}: a second CPU_ON = {again}");
-            }
-            if !wait_until(2000, || ARRIVED.load(Ordering::Acquire) == 1) {
-                fail!("CPU {target:#x} round {round}: never reached the hyp entry");
-            }
-            let (x0, x1) = (SEEN_X0.load(Ordering::Relaxed), SEEN_X1.load(Ordering::Relaxed));
-            let (m, el) = (SEEN_MPIDR.load(Ordering::Relaxed), SEEN_EL.load(Ordering::Relaxed));
-            if x0 != SECONDARY_ENTRY || x1 != HYP_ENTRY_AARCH64 || m != target || el != 2 {
-                fail!("CPU {target:#x}: entered with x0 {x0:#x} x1 {x1:#x} MPIDR {m:#x} EL{el}");
-            }
-            let off = wait_until(2000, || {
-                smc(psci::AFFINITY_INFO_64, target, 0, 0) == psci::AFFINITY_OFF
-            });
-            if !off {
-                fail!(
-                    "CPU {target:#x}: not OFF after CPU_OFF (it returned {})",
-                    OFF_RETURNED.load(Ordering::Acquire) as i64 - 1
-                );
-            }
+            let outcome = one_cpu_on_cycle(target, round);
+            // Whatever happened, a CPU that arrived may power off now.
+            RELEASED.store(1, Ordering::Release);
+            outcome?;
             cycles += 1;
         }
     }
@@ -300,6 +285,39 @@ fn cpu_on_cycle() -> Result<(), Reason> {
         fail!("no other CPU");
     }
     println!("tz-probe: note cpu_on_cycle: {cycles} CPU_ON/CPU_OFF cycles");
+    Ok(())
+}
+
+/// `CPU_ON` of `target`, a second `CPU_ON` while it is pending or on (the CPU waits at its
+/// entry until released, so it cannot be off again in between), its arrival, then its
+/// `CPU_OFF` once released.
+fn one_cpu_on_cycle(target: u64, round: u32) -> Result<(), Reason> {
+    ARRIVED.store(0, Ordering::Release);
+    RELEASED.store(0, Ordering::Release);
+    let r = smc(psci::CPU_ON_64, target, SECONDARY_ENTRY, 0x1234);
+    if r != psci::SUCCESS {
+        fail!("CPU {target:#x} round {round}: CPU_ON = {r}");
+    }
+    let again = smc(psci::CPU_ON_64, target, SECONDARY_ENTRY, 0);
+    if again != psci::ON_PENDING && again != psci::ALREADY_ON {
+        fail!("CPU {target:#x}: a second CPU_ON = {again}");
+    }
+    if !wait_until(2000, || ARRIVED.load(Ordering::Acquire) == 1) {
+        fail!("CPU {target:#x} round {round}: never reached the hyp entry");
+    }
+    RELEASED.store(1, Ordering::Release);
+    let (x0, x1) = (SEEN_X0.load(Ordering::Relaxed), SEEN_X1.load(Ordering::Relaxed));
+    let (m, el) = (SEEN_MPIDR.load(Ordering::Relaxed), SEEN_EL.load(Ordering::Relaxed));
+    if x0 != SECONDARY_ENTRY || x1 != HYP_ENTRY_AARCH64 || m != target || el != 2 {
+        fail!("CPU {target:#x}: entered with x0 {x0:#x} x1 {x1:#x} MPIDR {m:#x} EL{el}");
+    }
+    let off = wait_until(2000, || smc(psci::AFFINITY_INFO_64, target, 0, 0) == psci::AFFINITY_OFF);
+    if !off {
+        fail!(
+            "CPU {target:#x}: not OFF after CPU_OFF (it returned {})",
+            OFF_RETURNED.load(Ordering::Acquire) as i64 - 1
+        );
+    }
     Ok(())
 }
 
