@@ -1399,6 +1399,41 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     trap::profile::end();
 }
 
+/// An HVC or SMC64 from the host, on the vector's fast path (`vectors.S`, `lower_call_body`):
+/// only x0..x18 and x30 are saved, in `regs` (the start of the frame), and ELR_EL2/SPSR_EL2
+/// are still in their registers. Answers a [`trap::fast::FastCall`] and returns 1; returns 0
+/// without touching anything for every other call, which the vector then completes the frame
+/// for and hands to [`lower_sync`]. No event drain here: a constant query cannot have made the
+/// real SMMU report anything, and the next trap of any other kind drains as before.
+pub extern "C" fn lower_call(regs: &mut trap::fast::CallRegs) -> u64 {
+    // After a panic the full path parks this CPU; the simulated peer's CPU may have to stop.
+    if PANICKED.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let Some(call) = trap::fast::FastCall::lookup(trap::esr::Esr(sysreg::esr_el2()), regs.x[0])
+    else {
+        return 0;
+    };
+    let w = warden();
+    if w.sim_peer.as_ref().is_some_and(|s| s.cpu_index == cpu_index()) {
+        return 0;
+    }
+    trap::profile::begin();
+    let entry = sysreg::counter();
+    trap::profile::kind(trap::profile::Kind::Call);
+    trap::profile::mark(trap::profile::Phase::Decode);
+    call.answer(regs);
+    if call.skips_instruction {
+        sysreg::skip_trapped_instruction();
+    }
+    trap::profile::mark(trap::profile::Phase::Work);
+    w.trap.count_fast_call();
+    w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
+    trap::profile::mark(trap::profile::Phase::Exit);
+    trap::profile::end();
+    1
+}
+
 /// On the simulated peer's CPU: a peer warden is stopping powers off at its first trap.
 fn stop_peer_if_asked(w: &Warden) {
     if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu_index()) {

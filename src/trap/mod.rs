@@ -12,6 +12,7 @@ pub mod control_page;
 pub mod esr;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+pub mod fast;
 pub mod frame;
 pub mod inject;
 pub mod mmio;
@@ -228,6 +229,13 @@ impl TrapHandler {
     /// [`Self::handle_lower_sync`]).
     pub fn add_el2_ticks(&self, ticks: u64) {
         self.stats.el2_ticks.fetch_add(ticks, Ordering::Relaxed);
+    }
+
+    /// Counts a call the vector's fast path answered ([`fast`]): a trap and a call, as the full
+    /// path would have counted it.
+    pub fn count_fast_call(&self) {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count_trap(&self, class: ExceptionClass) {

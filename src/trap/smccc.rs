@@ -88,8 +88,10 @@ impl SmcccReturn {
         self.values.get(..self.count).unwrap_or(&[])
     }
 
-    /// Writes the result into the host's x0.. registers.
-    pub fn apply(&self, x: &mut [u64; 31]) {
+    /// Writes the result into the host's x0.. registers (a full frame's, or the fast path's
+    /// x0..x18).
+    #[inline(always)]
+    pub fn apply(&self, x: &mut [u64]) {
         for (reg, value) in x.iter_mut().zip(self.values()) {
             *reg = *value;
         }
@@ -101,7 +103,7 @@ pub fn route<P: Platform + ?Sized>(call: &SmcccCall, psci: &Psci, platform: &mut
     let fid = call.function_id;
     let [a1, ..] = call.args;
     match smccc::owner(fid) {
-        smccc::OWNER_VENDOR_HYP => warden_call(fid),
+        smccc::OWNER_VENDOR_HYP => hyp_query(fid),
         smccc::OWNER_STANDARD if fid & smccc::FAST_CALL != 0 && is_psci_range(fid) => {
             SmcccReturn::x0(psci.handle(fid, call.args, platform))
         }
@@ -128,7 +130,10 @@ fn is_psci_range(fid: u32) -> bool {
     smccc::number(fid) <= 0x1f
 }
 
-fn warden_call(fid: u32) -> SmcccReturn {
+/// The vendor hypervisor service's queries (the same answer for every caller; the call fast
+/// path, [`super::fast`], answers them with this too).
+#[inline(always)]
+pub fn hyp_query(fid: u32) -> SmcccReturn {
     match fid {
         hyp::ABI_VERSION => SmcccReturn::x0(hyp::packed_version() as i64),
         hyp::CALL_COUNT => SmcccReturn::x0(hyp::IMPLEMENTED_CALLS as i64),

@@ -103,6 +103,10 @@ global_asm!(
     EMERGENCY_SHIFT = const EMERGENCY_STACK_SHIFT,
     CPU_MASK = const MAX_CPUS - 1,
     LOWER_SYNC = sym crate::boot::lower_sync,
+    LOWER_CALL = sym crate::boot::lower_call,
+    ESR_EC_SHIFT = const crate::trap::esr::ESR_EC_SHIFT,
+    EC_HVC64 = const crate::trap::esr::ExceptionClass::Hvc64.bits(),
+    EC_SMC64 = const crate::trap::esr::ExceptionClass::Smc64.bits(),
     LOWER_OTHER = sym crate::boot::lower_other,
 );
 

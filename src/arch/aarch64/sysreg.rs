@@ -159,6 +159,21 @@ pub fn write_el1_exception(esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
     r::SPSR_EL1.set(spsr);
 }
 
+/// ESR_EL2: the syndrome of the exception being handled.
+#[inline(always)]
+pub fn esr_el2() -> u64 {
+    r::ESR_EL2.get()
+}
+
+/// Moves the host's return address past the trapped 32-bit instruction (a trapped SMC's
+/// preferred return address is the SMC itself). Only on the call fast path, which keeps ELR_EL2
+/// in the register instead of the frame: nothing between the exception and `ERET` changes it
+/// (warden takes no exception of its own there).
+#[inline(always)]
+pub fn skip_trapped_instruction() {
+    r::ELR_EL2.set(r::ELR_EL2.get().wrapping_add(4));
+}
+
 pub fn set_tpidr_el2(v: u64) {
     r::TPIDR_EL2.set(v);
 }
