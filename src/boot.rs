@@ -22,7 +22,7 @@ mod sim_peer;
 mod vsmmu;
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
@@ -62,8 +62,10 @@ use warden_abi::peer::PeerCommand;
 
 /// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
 pub const HOST_VMID: u16 = 1;
-/// Heap carved from the front of the pool; the rest are page-table frames.
-const HEAP_SIZE: u64 = 2 << 20;
+/// Heap carved from the front of the pool; the rest are page-table frames. The most any run
+/// used is 130 KiB (the test guest's scenarios: 19 KiB after boot; `footprint peak:` at
+/// power-down); the boot checks that [`crate::mm::footprint::RUNTIME_HEAP_RESERVE`] is left.
+const HEAP_SIZE: u64 = 512 << 10;
 /// Longest host command line accepted (Linux's arm64 COMMAND_LINE_SIZE is 2048).
 const CMDLINE_MAX: usize = 2048;
 /// Extra room the DT patch may add (reserved-memory nodes, bootargs, initrd properties).
@@ -72,7 +74,32 @@ const DT_PATCH_SLACK: u64 = 16 * 1024;
 const BOOT_TABLE_PAGES: usize = 32;
 
 #[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
+static HEAP: PeakHeap = PeakHeap { heap: LockedHeap::empty(), peak: AtomicUsize::new(0) };
+
+/// warden's heap: `buddy_system_allocator`'s, plus the most bytes it ever had handed out (its
+/// power-of-two blocks), for sizing the heap from measured need (the power-down `footprint
+/// peak:` line).
+struct PeakHeap {
+    heap: LockedHeap<32>,
+    peak: AtomicUsize,
+}
+
+// SAFETY: every call goes to the locked buddy heap, which upholds GlobalAlloc's contract; the
+// peak is only bookkeeping.
+unsafe impl core::alloc::GlobalAlloc for PeakHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let mut heap = self.heap.lock();
+        let block = heap.alloc(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr());
+        self.peak.fetch_max(heap.stats_alloc_actual(), Ordering::Relaxed);
+        block
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        let Some(ptr) = core::ptr::NonNull::new(ptr) else { return };
+        // SAFETY: GlobalAlloc's caller passes a block this allocator returned, with its layout.
+        unsafe { self.heap.lock().dealloc(ptr, layout) }
+    }
+}
 
 #[repr(C, align(4096))]
 struct BootTables([[u8; PAGE_SIZE as usize]; BOOT_TABLE_PAGES]);
@@ -340,6 +367,7 @@ pub extern "C" fn primary_main(
         },
         GicVersion::V2 => crate::gic::GicLayout::default(),
     };
+    check_pool_before_stage2(&platform, &frames);
     let host_stage2 = match host_stage2(
         &platform,
         warden_region,
@@ -479,6 +507,7 @@ pub extern "C" fn primary_main(
         image_digest: image_digest(),
     });
     log_footprint(w, &image);
+    check_footprint(w);
     let ticks = sysreg::counter().wrapping_sub(boot_start);
     let freq = sysreg::counter_frequency().max(1);
     log::info!(
@@ -596,7 +625,7 @@ fn mark_booted() {
 fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
     let kib = |bytes: u64| bytes / 1024;
     let frames = w.frames.lock();
-    let heap = HEAP.lock();
+    let heap = HEAP.heap.lock();
     let host_tables = w.host_stage2.lock().stats().table_pages;
     log::info!(
         "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} pages",
@@ -614,6 +643,97 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
     );
 }
 
+/// Before any table is built: the pool must at least hold the host stage-2's split of every
+/// carveout to pages and what the run time needs to hand them all over
+/// ([`crate::mm::footprint::least_frames_for`]). A machine whose carveouts outgrow warden's
+/// region stops here with the shortfall, not halfway through the tables.
+fn check_pool_before_stage2(platform: &PlatformInfo, frames: &PoolFrames) {
+    let carveouts = || platform.carveouts.iter().map(|c| c.range);
+    let least = crate::mm::footprint::least_frames_for(carveouts());
+    if let Err(short) = crate::mm::footprint::check_headroom(frames.total_pages(), 0, least) {
+        fatal_unlocked(format_args!(
+            "warden's region is {} KiB too small for this machine: its {} carveout(s) ({} in all) need at least {least} page-table frames (split to pages in the host's stage 2, then mapped by their peers), and warden's pool has {}",
+            short as u64 * PAGE_SIZE / 1024,
+            platform.carveouts.len(),
+            HumanSize(carveouts().map(|r| r.size()).sum()),
+            frames.total_pages(),
+        ));
+    }
+}
+
+/// Stops the boot when warden's region is too small for this machine: the pool must keep
+/// what the run time may still take ([`crate::mm::footprint`]) and the boot CPU's stack its
+/// margin. Saying so now, and by how much, beats a handoff refused later for lack of frames.
+fn check_footprint(w: &Warden) {
+    use crate::mm::footprint::{self, PoolAfterBoot};
+    let pool = {
+        let frames = w.frames.lock();
+        PoolAfterBoot {
+            frames_total: frames.total_pages(),
+            frames_used: frames.allocated_pages(),
+            frames_reserve: footprint::runtime_frame_reserve(w.carveouts.iter().map(|c| c.range)),
+            heap_total: HEAP_SIZE as usize,
+            heap_used: HEAP.heap.lock().stats_alloc_actual(),
+            heap_reserve: footprint::RUNTIME_HEAP_RESERVE,
+        }
+    };
+    if let Err(short) = pool.check() {
+        fatal_unlocked(format_args!(
+            "warden's region is {} KiB too small for this machine: after boot {} of {} page-table frames and {} of {} KiB of heap are in use, and the run time needs {} frames ({} carveout(s) handed over at once, plus {} spare) and {} KiB of heap: give warden's pool {} more frames and {} KiB more heap",
+            short.bytes().div_ceil(1024),
+            pool.frames_used,
+            pool.frames_total,
+            pool.heap_used / 1024,
+            pool.heap_total / 1024,
+            pool.frames_reserve,
+            w.carveouts.len(),
+            footprint::RUNTIME_SPARE_FRAMES,
+            pool.heap_reserve / 1024,
+            short.frames,
+            short.heap.div_ceil(1024),
+        ));
+    }
+    check_boot_stack();
+}
+
+/// The most warden needed of each sized part, at power-down (`cargo xtask bench` reads it):
+/// the sizes and margins of the heap, the frame pool and the stacks come from these.
+fn log_footprint_peak(w: &Warden) {
+    let frames = w.frames.lock();
+    let (deepest_cpu, deepest_other) = (1..MAX_CPUS)
+        .map(|cpu| (cpu, hw::stack_high_water(cpu)))
+        .max_by_key(|&(_, bytes)| bytes)
+        .unwrap_or((0, 0));
+    log::info!(
+        "footprint peak: heap {} of {} KiB; page-table frames {} of {}; EL2 stack boot CPU {} of {} KiB; EL2 stack other CPUs {} of {} KiB (CPU {deepest_cpu}); {} CPU(s)",
+        HEAP.peak.load(Ordering::Relaxed) / 1024,
+        HEAP_SIZE / 1024,
+        frames.peak_pages(),
+        frames.total_pages(),
+        hw::stack_high_water(0) / 1024,
+        hw::BOOT_STACK_SIZE / 1024,
+        deepest_other / 1024,
+        hw::SECONDARY_STACK_SIZE / 1024,
+        MAX_CPUS,
+    );
+}
+
+/// The boot CPU's stack after the boot (its deepest use): at least [`hw::BOOT_STACK_MARGIN`]
+/// must be left for the traps it handles from now on.
+fn check_boot_stack() {
+    let used = hw::stack_high_water(0);
+    let usable = hw::BOOT_STACK_SIZE - hw::STACK_GUARD_SIZE;
+    if let Err(short) = crate::mm::footprint::check_headroom(usable, used, hw::BOOT_STACK_MARGIN) {
+        fatal_unlocked(format_args!(
+            "the boot used {} KiB of the boot CPU's {} KiB EL2 stack, leaving less than the {} KiB margin: BOOT_STACK_SIZE is {} KiB too small",
+            used / 1024,
+            usable / 1024,
+            hw::BOOT_STACK_MARGIN / 1024,
+            short.div_ceil(1024)
+        ));
+    }
+}
+
 /// Programs this CPU's EL2 controls and stage-2, then enters the host.
 fn enter_host_on_this_cpu(w: &Warden, entry: u64, arg: u64) -> ! {
     sysreg::write_host_controls(&w.host_controls);
@@ -621,7 +741,7 @@ fn enter_host_on_this_cpu(w: &Warden, entry: u64, arg: u64) -> ! {
     log::info!(
         "entering host at {entry:#x} (EL1h, x0 = {arg:#x}); EL2 stack used so far: {} of {} KiB",
         hw::stack_high_water(cpu_index()) / 1024,
-        hw::STACK_SIZE / 1024
+        hw::stack_size(cpu_index()) / 1024
     );
     // SAFETY: stage 2 and the EL2 controls for the host are programmed on this CPU.
     unsafe { sysreg::enter_host(entry, arg) }
@@ -1271,7 +1391,7 @@ fn move_payload(p: &Payload, l: &Layout) {
 fn init_pool(image: &hw::ImageLayout) {
     // SAFETY: [pool_start, pool_start + HEAP_SIZE) is warden's own memory, mapped RW, and no
     // longer holds payload bytes.
-    unsafe { HEAP.lock().init(image.pool_start as usize, HEAP_SIZE as usize) };
+    unsafe { HEAP.heap.lock().init(image.pool_start as usize, HEAP_SIZE as usize) };
 }
 
 fn print_memory_map(p: &PlatformInfo, warden: MemRange, image: &hw::ImageLayout) {
@@ -1708,6 +1828,7 @@ impl Platform for HwPlatform<'_> {
 
     fn before_system_power_down(&mut self) {
         drain_smmu_events(self.w);
+        log_footprint_peak(self.w);
         log_handoff_profile();
         log_trap_profile();
         gic::log_stats(self.w);
@@ -1764,23 +1885,7 @@ impl Platform for HwPlatform<'_> {
             self.w.handoff.quarantined_frames(),
             self.w.image_digest
         );
-        log_stack_use();
     }
-}
-
-/// The deepest use of every CPU's EL2 stack (the boot CPU's includes the boot itself), for
-/// sizing `STACK_SIZE` against the BSS every CPU of the board costs.
-fn log_stack_use() {
-    let others = (1..MAX_CPUS).map(|cpu| (cpu, hw::stack_high_water(cpu))).max_by_key(|&(_, b)| b);
-    let (cpu, deepest) = others.unwrap_or((0, 0));
-    log::info!(
-        "EL2 stacks: boot CPU's stack {} KiB deep, the others' deepest {} KiB (CPU {cpu}), of {} KiB each; {} CPU(s) of {} KiB BSS each",
-        hw::stack_high_water(0) / 1024,
-        deepest / 1024,
-        hw::STACK_SIZE / 1024,
-        MAX_CPUS,
-        hw::PER_CPU_BSS / 1024
-    );
 }
 
 /// The handoff sequences' CPU side on this CPU.

@@ -37,7 +37,7 @@ pub const CARVEOUT_SIZE: u64 = 16 * MIB;
 /// RAM left free above the carveouts.
 pub const TOP_GAP: u64 = 32 * MIB;
 /// The smallest highest RAM bank the carveouts are placed in: besides the carveouts and the
-/// gap above them, it must leave room below for warden (its region is 10 MiB on QEMU) and a
+/// gap above them, it must leave room below for warden (its region is 4 MiB on QEMU) and a
 /// host.
 pub const MIN_BANK: u64 = 128 * MIB;
 

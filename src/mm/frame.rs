@@ -68,6 +68,8 @@ pub struct PoolFrames {
     buddy: buddy_system_allocator::FrameAllocator<33>,
     range: MemRange,
     allocated_pages: usize,
+    /// The most frames ever handed out at once (for sizing the pool from measured need).
+    peak_pages: usize,
 }
 
 impl PoolFrames {
@@ -80,7 +82,7 @@ impl PoolFrames {
         check_range(range)?;
         let mut buddy = buddy_system_allocator::FrameAllocator::<33>::new();
         buddy.add_frame((range.start / PAGE_SIZE) as usize, (range.end / PAGE_SIZE) as usize);
-        Ok(Self { buddy, range, allocated_pages: 0 })
+        Ok(Self { buddy, range, allocated_pages: 0, peak_pages: 0 })
     }
 
     /// The managed range.
@@ -91,6 +93,12 @@ impl PoolFrames {
     /// Frames currently handed out (each block counts `pages.next_power_of_two()`).
     pub fn allocated_pages(&self) -> usize {
         self.allocated_pages
+    }
+
+    /// The most frames handed out at once since [`Self::new`] (blocks counted as in
+    /// [`Self::allocated_pages`]).
+    pub fn peak_pages(&self) -> usize {
+        self.peak_pages
     }
 
     /// Frames in the managed range.
@@ -116,6 +124,7 @@ unsafe impl FrameAllocator for PoolFrames {
         // buddy allocator handed it to nobody else.
         unsafe { zero_frames(pa, bytes) };
         self.allocated_pages += block;
+        self.peak_pages = self.peak_pages.max(self.allocated_pages);
         Some(pa)
     }
 
@@ -333,6 +342,7 @@ mod tests {
         frames.free(d, 16);
         frames.free(b, 1);
         assert_eq!(frames.pool.allocated_pages(), 0);
+        assert_eq!(frames.pool.peak_pages(), 1 + 4 + 16, "the peak outlives the frees");
         assert_eq!(frames.alloc_zeroed(0), None);
         assert_eq!(frames.alloc_zeroed(128), None, "bigger than the pool");
     }

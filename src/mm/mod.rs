@@ -2,6 +2,7 @@
 //! stage-1), frame allocation and boot-time layout.
 
 pub mod el2;
+pub mod footprint;
 pub mod frame;
 pub mod host_memory;
 pub mod layout;

@@ -81,6 +81,60 @@ pub struct Footprint {
     pub heap_used_kib: u64,
     pub table_frames: u64,
     pub host_stage2_pages: u64,
+    /// From the power-down `footprint peak:` line: the most ever in use.
+    pub peak: FootprintPeak,
+}
+
+/// warden's power-down `footprint peak:` line: the most of each sized part it ever used.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FootprintPeak {
+    pub heap_kib: u64,
+    pub heap_size_kib: u64,
+    pub table_frames: u64,
+    pub pool_frames: u64,
+    pub boot_stack_kib: u64,
+    pub boot_stack_size_kib: u64,
+    pub other_stack_kib: u64,
+    pub other_stack_size_kib: u64,
+}
+
+/// The `A of B` after `key` in `line`.
+fn pair_after(line: &str, key: &str) -> Result<(u64, u64)> {
+    let rest = line
+        .split_once(key)
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("no `{key}` in {line:?}"))?;
+    Ok((number_after(rest, "")?, number_after(rest, " of ")?))
+}
+
+/// The number after `key` in `line`.
+fn number_after(line: &str, key: &str) -> Result<u64> {
+    let at = line.find(key).with_context(|| format!("no `{key}` in {line:?}"))?;
+    let digits: String =
+        line[at + key.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().with_context(|| format!("no number after `{key}` in {line:?}"))
+}
+
+/// warden's `footprint peak:` power-down line.
+pub fn parse_footprint_peak(lines: &[String]) -> Result<FootprintPeak> {
+    let line = lines
+        .iter()
+        .find_map(|l| l.split_once("footprint peak: ").map(|(_, rest)| rest.to_owned()))
+        .context("warden printed no `footprint peak:` line (did the guest power down?)")?;
+    let (heap_kib, heap_size_kib) = pair_after(&line, "heap ")?;
+    let (table_frames, pool_frames) = pair_after(&line, "page-table frames ")?;
+    let (boot_stack_kib, boot_stack_size_kib) = pair_after(&line, "EL2 stack boot CPU ")?;
+    let (other_stack_kib, other_stack_size_kib) = pair_after(&line, "EL2 stack other CPUs ")?;
+    Ok(FootprintPeak {
+        heap_kib,
+        heap_size_kib,
+        table_frames,
+        pool_frames,
+        boot_stack_kib,
+        boot_stack_size_kib,
+        other_stack_kib,
+        other_stack_size_kib,
+    })
 }
 
 /// Numbers after the given words in warden's footprint line.
@@ -89,12 +143,7 @@ pub fn parse_footprint(lines: &[String], host_ram: &str) -> Result<Footprint> {
         .iter()
         .find_map(|l| l.split_once("footprint: ").map(|(_, rest)| rest.to_owned()))
         .context("warden printed no `footprint:` line")?;
-    let after = |key: &str| -> Result<u64> {
-        let at = line.find(key).with_context(|| format!("no `{key}` in {line:?}"))?;
-        let digits: String =
-            line[at + key.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().with_context(|| format!("no number after `{key}` in {line:?}"))
-    };
+    let after = |key: &str| number_after(&line, key);
     Ok(Footprint {
         host_ram: host_ram.to_owned(),
         region_kib: after("region ")?,
@@ -104,6 +153,7 @@ pub fn parse_footprint(lines: &[String], host_ram: &str) -> Result<Footprint> {
         heap_used_kib: after("heap ")?,
         table_frames: after("page-table frames ")?,
         host_stage2_pages: after("host stage-2 ")?,
+        peak: parse_footprint_peak(lines)?,
     })
 }
 
@@ -361,6 +411,29 @@ pub fn render_markdown(r: &Report) -> String {
             f.host_stage2_pages
         );
     }
+    let _ = writeln!(
+        md,
+        "\nThe most ever in use (warden's power-down `footprint peak:` line; the sizes and \
+         margins of the heap, the frame pool and the stacks come from these):\n\n\
+         | host RAM | heap peak KiB (of) | page-table frames peak (of) | EL2 stack, boot CPU KiB (of) \
+         | EL2 stack, deepest other CPU KiB (of) |\n|---|---:|---:|---:|---:|"
+    );
+    for f in &r.footprints {
+        let p = &f.peak;
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) |",
+            f.host_ram,
+            p.heap_kib,
+            p.heap_size_kib,
+            p.table_frames,
+            p.pool_frames,
+            p.boot_stack_kib,
+            p.boot_stack_size_kib,
+            p.other_stack_kib,
+            p.other_stack_size_kib
+        );
+    }
     md
 }
 
@@ -425,6 +498,15 @@ pub fn render_json(r: &Report) -> String {
                 "data_bss_stacks_kib": f.data_kib, "pool_kib": f.pool_kib,
                 "heap_used_kib": f.heap_used_kib, "page_table_frames": f.table_frames,
                 "host_stage2_table_pages": f.host_stage2_pages,
+                "peak": {
+                    "heap_kib": f.peak.heap_kib, "heap_size_kib": f.peak.heap_size_kib,
+                    "page_table_frames": f.peak.table_frames,
+                    "pool_frames": f.peak.pool_frames,
+                    "boot_cpu_stack_kib": f.peak.boot_stack_kib,
+                    "boot_cpu_stack_size_kib": f.peak.boot_stack_size_kib,
+                    "other_cpu_stack_kib": f.peak.other_stack_kib,
+                    "other_cpu_stack_size_kib": f.peak.other_stack_size_kib,
+                },
             })
         })
         .collect();
@@ -699,6 +781,7 @@ bench handoff/el1_dc_civac/65536 instructions 4106 4106 4106
 bench handoff/donate/1048576 instructions 153439
 bench handoff/el1_dc_civac/1048576 instructions 65546
 warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stacks 1240 KiB + pool 8192 KiB; heap 22 of 2048 KiB in use; page-table frames 57 of 1536 in use (228 KiB); host stage-2 8 table pages; EL2 boot tables 32 pages
+warden: cpu0: footprint peak: heap 31 of 2048 KiB; page-table frames 230 of 1536; EL2 stack boot CPU 97 of 128 KiB; EL2 stack other CPUs 6 of 32 KiB (CPU 1); 16 CPU(s)
 ";
 
     #[test]
@@ -771,6 +854,16 @@ warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stack
                 heap_used_kib: 22,
                 table_frames: 57,
                 host_stage2_pages: 8,
+                peak: FootprintPeak {
+                    heap_kib: 31,
+                    heap_size_kib: 2048,
+                    table_frames: 230,
+                    pool_frames: 1536,
+                    boot_stack_kib: 97,
+                    boot_stack_size_kib: 128,
+                    other_stack_kib: 6,
+                    other_stack_size_kib: 32,
+                },
             }
         );
         assert!(parse_footprint(&lines("nothing"), "1 GiB").is_err());

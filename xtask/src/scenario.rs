@@ -467,6 +467,22 @@ pub fn judge_hostile_dt(run: &Captured) -> Vec<Verdict> {
     )
 }
 
+/// warden's report that its region cannot hold what this machine needs (`mm::footprint`).
+pub fn is_region_too_small_report(line: &str) -> bool {
+    line.contains("FATAL: warden's region is") && line.contains("KiB too small for this machine")
+}
+
+/// Boot with a carveout too big for warden's region: warden must say by how much and halt.
+pub fn judge_region_too_small(run: &Captured) -> Vec<Verdict> {
+    judge_report_then_halt(
+        "hostile-dt/region",
+        "a carveout too big for warden's region reported, with the shortfall",
+        "no `FATAL: warden's region is N KiB too small for this machine` line",
+        run,
+        is_region_too_small_report,
+    )
+}
+
 /// warden's report of being started below EL2.
 /// The test guest's scenarios in the chain (`tests/guest/src/scenarios.rs`, `run_chain`), in
 /// order.
@@ -1320,6 +1336,17 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
         assert!(!is_banner("warden: v"));
         assert!(!is_banner("warden vx"));
         assert!(is_banner("[INFO] warden v12 on qemu-virt"));
+    }
+
+    #[test]
+    fn region_too_small_verdicts() {
+        let report = "warden v0.1.0 on qemu-virt\nwarden: FATAL: warden's region is 6184 KiB too small for this machine: its 1 carveout(s) (3 GiB in all) need at least 3142 page-table frames\nwarden: halting this CPU\n";
+        let v = judge_region_too_small(&captured(report, Ending::StillRunningAfterMatch));
+        assert!(v.iter().all(|v| v.outcome.is_ok()), "{v:?}");
+        assert!(v.iter().all(|v| v.name.starts_with("hostile-dt/region/")), "{v:?}");
+        let other_fatal = "warden: FATAL: host stage-2: out of frames\n";
+        let v = judge_region_too_small(&captured(other_fatal, Ending::StillRunningAfterMatch));
+        assert!(v[0].outcome.is_err() && v[1].outcome.is_err(), "{v:?}");
     }
 
     #[test]

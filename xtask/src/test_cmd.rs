@@ -646,7 +646,51 @@ fn scenario_hostile_dt(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
         HALT_GRACE,
     )?;
     report_timeout("hostile-dt", &run);
-    Ok(scenario::judge_hostile_dt(&run))
+    let mut verdicts = scenario::judge_hostile_dt(&run);
+
+    // A machine whose carveout outgrows warden's region: 4 GiB of RAM, 3 GiB of it a carveout,
+    // whose split to pages and hand-over need more page-table frames than any pool warden
+    // would be built with (1 540 frames each way: over 12 MiB). The boot must stop saying by how
+    // much the region is too small (`mm::footprint`), before building any table.
+    let mut dump = Machine::new(None);
+    dump.memory = "4G".into();
+    let big_qemu_dtb = logs_dir().join("qemu-virt-4g-dumped.dtb");
+    dump.machine_extra = Some(format!("dumpdtb={}", big_qemu_dtb.display()));
+    let (ok, text) = run_to_log(dump.command(qemu), &logs_dir().join("qemu-dumpdtb-4g.log"))?;
+    anyhow::ensure!(ok, "QEMU could not dump its 4 GiB DT:{}", tail_text(&text, 10));
+    let too_big = carveout_too_big_for_warden(&std::fs::read(&big_qemu_dtb)?)?;
+    let too_big_dtb = logs_dir().join("hostile-carveout-too-big.dtb");
+    std::fs::write(&too_big_dtb, too_big)?;
+    let mut machine = Machine::new(Some(image.to_owned()));
+    machine.memory = "4G".into();
+    machine.dtb = Some(too_big_dtb);
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-hostile-dt-region.log"),
+        &scenario::is_region_too_small_report,
+        HALT_GRACE,
+    )?;
+    report_timeout("hostile-dt", &run);
+    verdicts.extend(scenario::judge_region_too_small(&run));
+    Ok(verdicts)
+}
+
+/// `dtb` (QEMU's, 4 GiB of RAM at 0x4000_0000) plus one donate-only carveout of 3 GiB for the
+/// modem, from 1 GiB into RAM to its end.
+fn carveout_too_big_for_warden(dtb: &[u8]) -> Result<Vec<u8>> {
+    use warden::boards::carveouts::CarveoutSpec;
+    use warden::dt::{DtEdit, apply};
+    use warden::mm::MemRange;
+    let spec = CarveoutSpec {
+        name: "modem",
+        range: MemRange::new(0x8000_0000, 0x1_4000_0000),
+        peer: "modem",
+        policy: "donate",
+        clear_on_reclaim: false,
+    };
+    apply(dtb, &spec.add_to(DtEdit::new()))
+        .map_err(|e| anyhow::anyhow!("building the DT with a 3 GiB carveout: {e}"))
 }
 
 /// warden loaded by a QEMU without EL2 (`virtualization=off`): it must say so and halt.

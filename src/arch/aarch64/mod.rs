@@ -10,9 +10,19 @@ use crate::trap::frame::TRAP_FRAME_SIZE;
 
 /// Most CPUs warden supports: the board's (stacks and per-CPU state are sized by this).
 pub const MAX_CPUS: usize = crate::boards::CURRENT.max_cpus;
-/// Per-CPU EL2 stack, including its guard page. The boot CPU's deepest use is logged at boot
-/// (about 84 KiB, most of it the DT parse and patch).
-pub const STACK_SIZE: usize = 128 * 1024;
+/// The boot CPU's EL2 stack, including its guard page. The boot itself is its deepest use (about
+/// 97 KiB, most of it the DT parse and patch: logged when warden enters the host, and checked
+/// there against [`BOOT_STACK_MARGIN`]).
+pub const BOOT_STACK_SIZE: usize = 128 * 1024;
+/// Every other CPU's EL2 stack, including its guard page. These CPUs only handle traps and
+/// `CPU_ON`'s entry: their deepest use in every test scenario and the Linux boots is at most
+/// 6 KiB (`EL2 stacks:` at power-down), so 32 KiB leaves them 28 KiB, over four times that.
+pub const SECONDARY_STACK_SIZE: usize = 32 * 1024;
+/// Headroom the boot CPU's stack must still have when warden enters the host (checked there:
+/// a fatal error otherwise, so a boot that grew deeper is caught on the machine that grew it,
+/// not by a guard-page fault on some later, deeper trap). Trap handling runs on the boot
+/// CPU's stack too, and goes no deeper than on the others.
+pub const BOOT_STACK_MARGIN: usize = 16 * 1024;
 /// The lowest page of each stack is left unmapped, so an overflow faults instead of silently
 /// overwriting the neighbouring CPU's stack or warden's data.
 pub const STACK_GUARD_SIZE: usize = 4096;
@@ -20,17 +30,28 @@ pub const STACK_GUARD_SIZE: usize = 4096;
 pub const EMERGENCY_STACK_SHIFT: u32 = 13;
 pub const EMERGENCY_STACK_SIZE: usize = 1 << EMERGENCY_STACK_SHIFT;
 
-/// BSS each CPU costs: its EL2 stack and its emergency stack.
-pub const PER_CPU_BSS: usize = STACK_SIZE + EMERGENCY_STACK_SIZE;
+/// BSS each CPU after the first costs: its EL2 stack and its emergency stack.
+pub const PER_CPU_BSS: usize = SECONDARY_STACK_SIZE + EMERGENCY_STACK_SIZE;
 
 const _: () = assert!(MAX_CPUS.is_power_of_two());
+const _: () = assert!(BOOT_STACK_SIZE.is_multiple_of(4096));
+const _: () = assert!(SECONDARY_STACK_SIZE.is_multiple_of(4096));
+const _: () = assert!(BOOT_STACK_MARGIN < BOOT_STACK_SIZE - STACK_GUARD_SIZE);
 
 #[repr(C, align(4096))]
 pub struct Stacks<const N: usize>(pub [[u8; N]; MAX_CPUS]);
 
+/// The EL2 stacks: the boot CPU's (warden CPU 0), then one per other CPU.
+#[repr(C, align(4096))]
+pub struct El2Stacks {
+    pub boot: [u8; BOOT_STACK_SIZE],
+    pub others: [[u8; SECONDARY_STACK_SIZE]; MAX_CPUS - 1],
+}
+
 /// EL2 stacks, one per CPU (index = warden's logical CPU index).
 #[unsafe(no_mangle)]
-pub static mut WARDEN_STACKS: Stacks<STACK_SIZE> = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
+pub static mut WARDEN_STACKS: El2Stacks =
+    El2Stacks { boot: [0; BOOT_STACK_SIZE], others: [[0; SECONDARY_STACK_SIZE]; MAX_CPUS - 1] };
 
 /// Per-CPU stacks for reporting a fatal EL2 exception.
 #[unsafe(no_mangle)]
@@ -71,7 +92,7 @@ global_asm!(
     include_str!("entry.S"),
     R_AARCH64_RELATIVE = const R_AARCH64_RELATIVE,
     STACKS = sym WARDEN_STACKS,
-    STACK_SIZE = const STACK_SIZE,
+    STACK_SIZE = const BOOT_STACK_SIZE,
     PRIMARY_MAIN = sym crate::boot::primary_main,
     SECONDARY_MAIN = sym crate::boot::secondary_main,
     SB_STACK_TOP = const core::mem::offset_of!(SecondaryBoot, stack_top),
@@ -175,17 +196,30 @@ pub fn secondary_entry_address() -> u64 {
     core::ptr::addr_of!(secondary_entry) as u64
 }
 
+/// Size of `cpu`'s EL2 stack (its guard page included).
+pub const fn stack_size(cpu: usize) -> usize {
+    if cpu == 0 { BOOT_STACK_SIZE } else { SECONDARY_STACK_SIZE }
+}
+
+/// Lowest address of the EL2 stack of `cpu` (clamped to the last CPU), its guard page.
+fn stack_bottom(cpu: usize) -> u64 {
+    let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
+    match cpu.min(MAX_CPUS - 1) {
+        0 => base,
+        cpu => base + (BOOT_STACK_SIZE + (cpu - 1) * SECONDARY_STACK_SIZE) as u64,
+    }
+}
+
 /// Top of the EL2 stack of `cpu` (which must be < MAX_CPUS).
 pub fn stack_top(cpu: usize) -> u64 {
-    let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
-    base + ((cpu.min(MAX_CPUS - 1) + 1) * STACK_SIZE) as u64
+    let cpu = cpu.min(MAX_CPUS - 1);
+    stack_bottom(cpu) + stack_size(cpu) as u64
 }
 
 /// The guard pages at the bottom of every CPU's stack (left out of warden's own mapping).
 pub fn stack_guards() -> impl Iterator<Item = crate::mm::MemRange> {
-    let base = core::ptr::addr_of!(WARDEN_STACKS) as u64;
-    (0..MAX_CPUS as u64).map(move |cpu| {
-        let start = base + cpu * STACK_SIZE as u64;
+    (0..MAX_CPUS).map(|cpu| {
+        let start = stack_bottom(cpu);
         crate::mm::MemRange::new(start, start + STACK_GUARD_SIZE as u64)
     })
 }
@@ -194,7 +228,7 @@ pub fn stack_guards() -> impl Iterator<Item = crate::mm::MemRange> {
 /// lowest non-zero word marks the deepest use). For the boot log and stack sizing.
 pub fn stack_high_water(cpu: usize) -> usize {
     let top = stack_top(cpu);
-    let bottom = top - (STACK_SIZE - STACK_GUARD_SIZE) as u64;
+    let bottom = stack_bottom(cpu) + STACK_GUARD_SIZE as u64;
     let mut addr = bottom;
     // SAFETY: [bottom, top) is this CPU's stack inside WARDEN_STACKS, mapped RW; reading a
     // word that another frame is using is harmless (volatile, no references formed).
