@@ -10,14 +10,16 @@
 use super::range::{MemRange, PAGE_SIZE};
 
 /// Frames the run time may allocate beyond the carveouts' peer tables: the virtual SMMU's and
-/// the ITS's shadow structures, the EL2 windows a clean maps, a split block. The test guest's
-/// scenarios took 34 after boot, 20 of them the two carveouts' peer tables (`footprint peak:`
-/// at power-down against `footprint:` at boot); 64 is over four times the other 14.
+/// the ITS's shadow structures, the EL2 windows a clean maps, a split block. The scenarios of
+/// `cargo xtask test` (the Linux boots included) took at most 38 after boot, 20 of them the
+/// two carveouts' peer tables (`footprint peak:` at power-down against `footprint:` at boot);
+/// 64 is over three times the other 18.
 pub const RUNTIME_SPARE_FRAMES: usize = 64;
 
 /// Heap the run time may allocate beyond what the boot left in use: handoff records, the
-/// virtual SMMU's and the ITS's state, log lines. The test guest's scenarios took 111 KiB more
-/// than the boot (130 KiB at their peak); 384 KiB is over three times that.
+/// virtual SMMU's and the ITS's state, log lines. The scenarios of `cargo xtask test` took at
+/// most 132 KiB more than the boot (`many-cpus`: 151 KiB at its peak, 130 KiB under Linux);
+/// 384 KiB is nearly three times that.
 pub const RUNTIME_HEAP_RESERVE: usize = 384 * 1024;
 
 /// Table frames a stage-2 needs to map `range` page by page when nothing of it is mapped yet:
