@@ -39,30 +39,11 @@ use crate::handoff::assign::{AssignError, AssignOutcome, Holders};
 use crate::mm::MemRange;
 use crate::mm::ownership::{PeerId, TransferKind};
 
-/// SMCCC owner of the SiP service range (Qualcomm's SCM).
-pub const OWNER_SIP: u32 = 2;
-
-/// SCM services (Linux `qcom_scm.h`).
-pub mod svc {
-    pub const BOOT: u8 = 0x01;
-    pub const PIL: u8 = 0x02;
-    pub const INFO: u8 = 0x06;
-    pub const MP: u8 = 0x0c;
-}
-
-/// INFO commands.
-pub const INFO_IS_CALL_AVAIL: u8 = 0x01;
-/// MP commands.
-pub const MP_ASSIGN: u8 = 0x16;
-
-/// Qualcomm VM IDs (Linux `include/dt-bindings/firmware/qcom,scm.h`, `qcom_scm.h`).
-pub mod vmid {
-    pub const HLOS: u32 = 0x3;
-    pub const SSC_Q6: u32 = 0x5;
-    pub const ADSP_Q6: u32 = 0x6;
-    pub const MSS_MSA: u32 = 0xf;
-    pub const CDSP: u32 = 0x1e;
-}
+pub use warden_abi::qcom_scm::{
+    ASSIGN_ARGINFO, ArgType, DEST_ENTRY, INFO_IS_CALL_AVAIL, MAX_SOURCES, MEM_ENTRY, MP_ASSIGN,
+    OWNER_SIP, arginfo, svc, vmid,
+};
+use warden_abi::qcom_scm::{le32, le64, split_call_avail_id, split_function_id, status};
 
 /// The peer warden plays for a VM ID: the modem for the modem's MSA VM, the DSP for the audio
 /// DSP's. Every other VM (the compute DSP, sensors, Wi-Fi, ...) has no peer on warden's boards.
@@ -79,60 +60,23 @@ pub fn vmid_of_peer(peer: PeerId) -> Option<u32> {
     [vmid::MSS_MSA, vmid::ADSP_Q6].into_iter().find(|&v| peer_of_vmid(v) == Some(peer))
 }
 
-/// An SCM argument type in `arginfo` (two bits per argument).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ArgType {
-    Val = 0,
-    /// A buffer the firmware only reads.
-    Ro = 1,
-    Rw = 2,
-    BufVal = 3,
-}
-
-/// Linux's `QCOM_SCM_ARGS(n, types...)`.
-pub const fn arginfo(types: &[ArgType]) -> u32 {
-    let mut info = types.len() as u32 & 0xf;
-    let mut i = 0;
-    while i < types.len() {
-        info |= (types[i] as u32) << (4 + 2 * i);
-        i += 1;
-    }
-    info
-}
-
-/// assign_mem's `arginfo`: memory list (RO), its size, source list (RO), its size,
-/// destination list (RO), its size, a spare value.
-pub const ASSIGN_ARGINFO: u32 = {
-    use ArgType::{Ro, Val};
-    arginfo(&[Ro, Val, Ro, Val, Ro, Val, Val])
-};
-
-/// Bytes of one memory-list entry (`qcom_scm_mem_map_info`: le64 address, le64 size).
-pub const MEM_ENTRY: usize = 16;
-/// Bytes of one destination entry (`qcom_scm_current_perm_info`: le32 VM ID, le32 permissions,
-/// le64 context, le32 context size, le32 unused).
-pub const DEST_ENTRY: usize = 24;
-/// Source VM IDs are le32 bit numbers of the caller's 64-bit bitmap: at most 64 of them.
-pub const MAX_SOURCES: usize = 64;
 /// Destination entries warden reads (it mediates at most two holders; more is refused).
 pub const MAX_DESTINATIONS: usize = 8;
-/// `QCOM_SCM_PERM_READ | WRITE | EXEC`.
-pub const PERM_RWX: u32 = 0x7;
+pub use warden_abi::qcom_scm::perm::RWX as PERM_RWX;
 
 /// SCM status codes in x0 (Linux `qcom_scm.h`; negative ones are sign-extended).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
 pub enum ScmStatus {
-    Success = 0,
-    Error = -1,
-    InvalidArgument = -2,
-    InvalidAddress = -3,
-    NotSupported = -4,
-    NoMemory = -5,
-    Busy = -12,
-    Interrupted = 1,
-    WaitQueueSleep = 2,
+    Success = status::SUCCESS,
+    Error = status::ERROR,
+    InvalidArgument = status::EINVAL_ARG,
+    InvalidAddress = status::EINVAL_ADDR,
+    NotSupported = status::EOPNOTSUPP,
+    NoMemory = status::ENOMEM,
+    Busy = status::V2_EBUSY,
+    Interrupted = status::INTERRUPTED,
+    WaitQueueSleep = status::WAITQ_SLEEP,
 }
 
 /// One decoded SCM call.
@@ -155,15 +99,13 @@ impl ScmCall {
     /// number bits [15:0], bits [23:16] zero).
     pub fn decode(call: &SmcccCall) -> Option<Self> {
         let fid = call.function_id;
-        if smccc::owner(fid) != OWNER_SIP || fid & 0x00ff_0000 != 0 {
-            return None;
-        }
+        let (svc, cmd) = split_function_id(fid)?;
         let smc64 = smccc::is_64(fid);
         let narrow = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
         let r = &call.regs;
         Some(ScmCall {
-            svc: (fid >> 8) as u8,
-            cmd: fid as u8,
+            svc,
+            cmd,
             smc64,
             fast: fid & smccc::FAST_CALL != 0,
             arginfo: r[1] as u32,
@@ -174,7 +116,7 @@ impl ScmCall {
 
     /// Number of arguments arginfo announces.
     pub fn arg_count(&self) -> u32 {
-        self.arginfo & 0xf
+        warden_abi::qcom_scm::arg_count(self.arginfo)
     }
 }
 
@@ -304,10 +246,8 @@ fn is_call_available<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmRe
     if call.arg_count() != 1 {
         return ScmResult::status(ScmStatus::InvalidArgument);
     }
-    let fnid = call.args[0];
-    let owner = (fnid >> 24) & 0x3f;
-    let sip = owner == u64::from(OWNER_SIP) && fnid & !0x3f00_ffff == 0;
-    let ours = sip && ScmFunction::from_ids((fnid >> 8) as u8, fnid as u8).is_some();
+    let ours = split_call_avail_id(call.args[0])
+        .is_some_and(|(svc, cmd)| ScmFunction::from_ids(svc, cmd).is_some());
     if ours || !host.can_forward() {
         return ScmResult::ok([u64::from(ours), 0, 0]);
     }
@@ -327,18 +267,6 @@ pub struct AssignRequest {
     pub sources: u64,
     /// Destination VM IDs as a bitmap (each listed once, permissions checked).
     pub destinations: u64,
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 /// Copies the request's buffers once and checks their form (`docs/qcom-scm.md`, checks 1-5);
