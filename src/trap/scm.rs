@@ -28,6 +28,7 @@
 //! ([`crate::boards::Board::scm_firmware`]) and gets QCOM_SCM_EOPNOTSUPP (-4, Linux's
 //! -EOPNOTSUPP) on QEMU, where no firmware below implements SCM.
 
+pub mod forward;
 pub mod pas;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -184,12 +185,15 @@ pub trait ScmHost {
     /// non-cacheable mapping (`qcom_tzmem`, a non-coherent device's `dma_alloc_coherent`), so
     /// a line warden's cacheable mapping kept from an earlier copy would be stale.
     fn read_host(&self, ipa: u64, buf: &mut [u8]) -> Result<(), Refused>;
-    /// Carries out a validated assignment ([`crate::handoff::assign::assign`]).
+    /// Carries out a validated assignment ([`crate::handoff::assign::assign`]); with
+    /// `forward`, the SCM firmware below is told it at the sequence's step (warden's copy, in
+    /// warden's buffer: [`forward::TzAssign`]) and its refusal rolls the sequence back.
     fn assign(
         &mut self,
         range: MemRange,
         from: Holders,
         to: Holders,
+        forward: Option<&forward::ForwardedAssign>,
     ) -> Result<AssignOutcome, AssignError>;
     /// Who holds `range`, which must lie in one carveout of `peer`
     /// ([`crate::handoff::assign::holders`]).
@@ -267,6 +271,33 @@ pub struct AssignRequest {
     pub sources: u64,
     /// Destination VM IDs as a bitmap (each listed once, permissions checked).
     pub destinations: u64,
+    /// `(VM ID, permissions)` of each destination entry, in the host's order.
+    pub destination_perms: [(u32, u32); MAX_DESTINATIONS],
+}
+
+impl AssignRequest {
+    /// What warden tells the SCM firmware for this request once it is validated: the range,
+    /// the source bitmap, each destination with the permissions the host asked for, in
+    /// increasing VM ID order. `None` with more destinations than warden mediates (it refused
+    /// the request before).
+    pub fn forwarded(&self, range: MemRange) -> Option<forward::ForwardedAssign> {
+        let mut out = forward::ForwardedAssign {
+            range,
+            sources: self.sources,
+            destinations: [(0, 0); forward::MAX_FORWARDED],
+            destination_count: 0,
+        };
+        for vm in 0..64u32 {
+            if self.destinations & (1 << vm) == 0 {
+                continue;
+            }
+            let &(_, perm) = self.destination_perms.iter().find(|&&(v, _)| v == vm)?;
+            let slot = out.destinations.get_mut(out.destination_count)?;
+            *slot = (vm, perm);
+            out.destination_count += 1;
+        }
+        Some(out)
+    }
 }
 
 /// Copies the request's buffers once and checks their form (`docs/qcom-scm.md`, checks 1-5);
@@ -325,6 +356,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
         sources |= 1 << vm;
     }
     let mut destinations = 0u64;
+    let mut destination_perms = [(0, 0); MAX_DESTINATIONS];
     for i in 0..dest_count {
         let e = &dest[DEST_ENTRY * i..DEST_ENTRY * (i + 1)];
         let (vm, perm, ctx, ctx_size) = (le32(e, 0), le32(e, 4), le64(e, 8), le32(e, 16));
@@ -333,6 +365,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
             return Err(InvalidArgument);
         }
         destinations |= 1 << vm;
+        destination_perms[i] = (vm, perm);
     }
     let (range_base, range_size) = (le64(&mem, 0), le64(&mem, 8));
     let aligned = range_base.is_multiple_of(crate::mm::PAGE_SIZE)
@@ -340,7 +373,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
     if range_size == 0 || !aligned || range_base.checked_add(range_size).is_none() {
         return Err(InvalidArgument);
     }
-    Ok(AssignRequest { range_base, range_size, sources, destinations })
+    Ok(AssignRequest { range_base, range_size, sources, destinations, destination_perms })
 }
 
 /// The holders a VM bitmap names: HLOS and at most one VM warden plays a peer for.
@@ -366,7 +399,7 @@ pub fn assign_status(e: AssignError) -> ScmStatus {
         AssignError::Unmediated => ScmStatus::NotSupported,
         AssignError::Busy => ScmStatus::Busy,
         AssignError::NoMemory => ScmStatus::NoMemory,
-        AssignError::Aborted => ScmStatus::Error,
+        AssignError::Aborted | AssignError::FirmwareRefused(_) => ScmStatus::Error,
     }
 }
 
@@ -394,17 +427,28 @@ impl core::fmt::Display for ShowHolders {
 /// assign_mem (MP 0x0C / 0x16): see the module documentation and `docs/qcom-scm.md`. On
 /// success x1 is 0: Linux's `__qcom_scm_assign_mem` returns it as its result, and keeps the
 /// new source bitmap itself (the destination VM IDs); the firmware returns none.
+///
+/// With SCM firmware below ([`ScmHost::can_forward`]) the firmware is told too, with warden's
+/// validated copy ([`forward`]); its refusal is rolled back and its status answered.
 fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
-    let checked = copy_assign_request(call, host).and_then(|r| {
-        let from = holders_of(r.sources).ok_or(ScmStatus::InvalidArgument)?;
-        let to = holders_of(r.destinations).ok_or(ScmStatus::InvalidArgument)?;
-        let range = MemRange::from_base_size(r.range_base, r.range_size)
-            .ok_or(ScmStatus::InvalidArgument)?;
-        let outcome = host.assign(range, from, to).map_err(assign_status)?;
-        Ok((range, from, to, outcome))
+    let checked = copy_assign_request(call, host).map_err(|s| s as i64).and_then(|r| {
+        let invalid = ScmStatus::InvalidArgument as i64;
+        let from = holders_of(r.sources).ok_or(invalid)?;
+        let to = holders_of(r.destinations).ok_or(invalid)?;
+        let range = MemRange::from_base_size(r.range_base, r.range_size).ok_or(invalid)?;
+        let forward = match host.can_forward() {
+            true => Some(r.forwarded(range).ok_or(invalid)?),
+            false => None,
+        };
+        let outcome = host.assign(range, from, to, forward.as_ref()).map_err(|e| match e {
+            // The firmware's own refusal reaches the host as it said it.
+            AssignError::FirmwareRefused(status) if status < 0 => status,
+            e => assign_status(e) as i64,
+        })?;
+        Ok((range, from, to, outcome, forward.is_some()))
     });
     match checked {
-        Ok((range, from, to, outcome)) => {
+        Ok((range, from, to, outcome, told)) => {
             let n = ASSIGNS.fetch_add(1, Ordering::Relaxed) + 1;
             let what = match outcome {
                 AssignOutcome::Shared(_) => "shared (SHARE)",
@@ -415,8 +459,13 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
                 AssignOutcome::TakenBack { scrubbed: false, .. } => "taken back",
                 AssignOutcome::Unchanged => "unchanged",
             };
+            let firmware = match (told, outcome) {
+                (true, AssignOutcome::Unchanged) => "",
+                (true, _) => ", the firmware agreed",
+                (false, _) => "",
+            };
             log::info!(
-                "SCM assign_mem #{n}: {range} {} -> {}: {what}",
+                "SCM assign_mem #{n}: {range} {} -> {}: {what}{firmware}",
                 ShowHolders(from),
                 ShowHolders(to)
             );
@@ -426,7 +475,7 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
             let n = ASSIGNS_REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
             if super::should_log(n) {
                 log::info!(
-                    "SCM assign_mem refused: {status:?} (x2 {:#x} x3 {:#x} x4 {:#x} x5 {:#x}; \
+                    "SCM assign_mem refused: {status} (x2 {:#x} x3 {:#x} x4 {:#x} x5 {:#x}; \
                      refusal #{n})",
                     call.args[0],
                     call.args[1],
@@ -434,7 +483,7 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
                     call.args[3]
                 );
             }
-            ScmResult::status(status)
+            ScmResult { status, results: [0; 3] }
         }
     }
 }
@@ -459,6 +508,8 @@ mod tests {
         /// `Some`: the board has SCM firmware, which answers every call with this.
         pub firmware: Option<[u64; 4]>,
         pub forwarded: Vec<ScmCall>,
+        /// What each assignment was to tell the firmware.
+        pub forwards: Vec<Option<forward::ForwardedAssign>>,
         pub no_map: Vec<MemRange>,
         pub pas: Vec<(PeerId, MemRange)>,
     }
@@ -476,8 +527,10 @@ mod tests {
             range: MemRange,
             from: Holders,
             to: Holders,
+            forward: Option<&forward::ForwardedAssign>,
         ) -> Result<AssignOutcome, AssignError> {
             self.assigns.push((range, from, to));
+            self.forwards.push(forward.copied());
             let reply = self.reply.unwrap_or(Ok(AssignOutcome::Unchanged));
             if reply.is_ok() {
                 for h in self.held.iter_mut().filter(|h| h.0 == range) {
@@ -831,6 +884,53 @@ mod tests {
             host.reply = Some(Err(e));
             assert_eq!(a.run(&mut host), status(code), "{e:?}");
         }
+    }
+
+    /// With SCM firmware below, assign_mem tells it warden's validated copy (range, sources,
+    /// destinations with the host's permissions), never the host's call or buffers: the SMC
+    /// names only warden's own buffer. The firmware's refusal reaches the host as it said it.
+    #[test]
+    fn with_scm_firmware_assign_mem_tells_it_wardens_copy() {
+        use forward::tests::{ConduitOp, FakeConduit};
+        let a = Assign::new(&[HLOS], &[(MSS, 0x7)]);
+        let mut host = a.host();
+        host.firmware = Some([0; 4]);
+        host.reply = Some(Ok(AssignOutcome::Exclusive(MODEM, TransferKind::Donate)));
+        assert_eq!(a.run(&mut host), [0, 0, 0, 0]);
+        let told = host.forwards[0].expect("the firmware is told");
+        let range = MemRange::from_base_size(CARVEOUT_PAGE, 0x1000).unwrap();
+        assert_eq!(told.range, range);
+        assert_eq!(told.sources, 1 << HLOS);
+        assert_eq!(told.destinations(), [(MSS, 0x7)]);
+        assert!(host.forwarded.is_empty(), "the host's own call is not passed down");
+        // The host rewrites its lists after warden's copy: what is told does not change.
+        host.memory.insert(MEM, vec![0xff; 16]);
+        const WARDEN_BUFFER: u64 = 0x7e10_0000;
+        let mut conduit = FakeConduit::default();
+        let mut lists = forward::AssignLists::new();
+        let mut tz = forward::TzAssign::new(&mut conduit, &mut lists, WARDEN_BUFFER, told);
+        crate::handoff::Firmware::agree(&mut tz).unwrap();
+        let ConduitOp::Smc(regs) = conduit.log[1] else { panic!("{:?}", conduit.log) };
+        assert_eq!(conduit.log[0], ConduitOp::Clean { addr: WARDEN_BUFFER, len: 256 });
+        for (i, x) in [(2, regs[2]), (4, regs[4]), (5, regs[5])] {
+            assert!((WARDEN_BUFFER..WARDEN_BUFFER + 256).contains(&x), "x{i} = {x:#x}");
+            assert!(![MEM, SRC, DEST, EXT].contains(&x), "x{i} is the host's buffer");
+        }
+        assert_eq!(warden_abi::qcom_scm::le64(lists.bytes(), 64), CARVEOUT_PAGE);
+        // The firmware refuses: its code.
+        let mut host = a.host();
+        host.firmware = Some([0; 4]);
+        host.reply = Some(Err(AssignError::FirmwareRefused(-3)));
+        assert_eq!(a.run(&mut host), status(ScmStatus::InvalidAddress));
+        // A share tells both destinations, in VM ID order; no firmware: nothing told.
+        let share = Assign::new(&[HLOS], &[(MSS, RW), (HLOS, 0x7)]);
+        let mut host = share.host();
+        host.firmware = Some([0; 4]);
+        share.run(&mut host);
+        assert_eq!(host.forwards[0].unwrap().destinations(), [(HLOS, 0x7), (MSS, RW)]);
+        let mut host = share.host();
+        share.run(&mut host);
+        assert_eq!(host.forwards, [None]);
     }
 
     #[test]

@@ -132,13 +132,13 @@ fn auth_and_reset<S: ScmHost + ?Sized>(
         return Ok(ScmResult::status(ScmStatus::NotSupported));
     }
     if hand_over {
-        host.assign(region, Holders::HOST, Holders::peer(peer)).map_err(assign_status)?;
+        host.assign(region, Holders::HOST, Holders::peer(peer), None).map_err(assign_status)?;
         log::info!("SCM PAS auth_and_reset: {region} handed to peer {} first", peer.get());
     }
     let answer = forward_or_unsupported(call, host);
     if answer.status < 0
         && hand_over
-        && let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST)
+        && let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST, None)
     {
         log::error!("SCM PAS auth_and_reset refused by the firmware; {region} not back: {e:?}");
         return Err(ScmStatus::Error);
@@ -157,7 +157,7 @@ fn shutdown<S: ScmHost + ?Sized>(
     }
     if let Some(region) = host.pas_region(peer) {
         if host.holders(region, peer) == Ok(Holders::peer(peer)) {
-            if let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST) {
+            if let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST, None) {
                 // The peer is stopped but its memory is not the host's again: say so.
                 log::error!("SCM PAS shutdown: taking {region} back failed: {e:?}");
                 return Err(ScmStatus::Error);
