@@ -388,6 +388,12 @@ pub extern "C" fn primary_main(
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
     let mut host_stage2 = host_stage2;
     log::info!("persona: {}", persona.name());
+    if cfg!(feature = "fault-injection-skip-assign-unmap") {
+        log::warn!(
+            "FAULT INJECTION: fault-injection-skip-assign-unmap built in: never ship this image \
+             (a forwarded assign_mem leaves the host's mapping in place)"
+        );
+    }
     let (smmu, vsmmu) =
         match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames, persona) {
             Ok(s) => s,
@@ -1572,6 +1578,25 @@ fn host_ram_ranges(p: &PlatformInfo, warden: MemRange) -> Vec<MemRange> {
     out
 }
 
+/// warden's buffer for the lists of a forwarded assign_mem (`trap::scm::forward`): in warden's
+/// image (BSS), which the host cannot reach; EL2's map is the identity, so its address is its
+/// physical address.
+static FORWARDED_ASSIGN_LISTS: spin::Mutex<trap::scm::forward::AssignLists> =
+    spin::Mutex::new(trap::scm::forward::AssignLists::new());
+
+/// `DC CVAC` + `DSB SY` and `SMC #0` for a forwarded assign_mem.
+struct HwScmConduit;
+
+impl trap::scm::forward::ScmConduit for HwScmConduit {
+    fn clean_to_poc(&mut self, addr: u64, len: u64) {
+        dcache_range(&Hw, CacheOp::Clean, addr, len);
+    }
+
+    fn smc(&mut self, regs: [u64; 8]) -> [u64; 4] {
+        hw::smc(regs)
+    }
+}
+
 /// The hardware side of trap handling on this CPU.
 struct HwPlatform<'a> {
     w: &'a Warden,
@@ -1626,10 +1651,23 @@ impl trap::scm::ScmHost for HwPlatform<'_> {
         range: MemRange,
         from: crate::handoff::assign::Holders,
         to: crate::handoff::assign::Holders,
+        forward: Option<&trap::scm::forward::ForwardedAssign>,
     ) -> Result<crate::handoff::assign::AssignOutcome, crate::handoff::assign::AssignError> {
-        with_handoff_ctx(self.w, |ctx| {
-            crate::handoff::assign::assign(ctx, &self.w.carveouts, range, from, to)
-        })
+        use crate::handoff::assign::assign;
+        let carveouts = &self.w.carveouts;
+        let Some(call) = forward.filter(|_| self.can_forward()) else {
+            let mut none = crate::handoff::NoFirmware;
+            return with_handoff_ctx(self.w, |ctx| {
+                assign(ctx, carveouts, range, from, to, &mut none)
+            });
+        };
+        // One forwarded assign_mem at a time: its lists live in this one buffer of warden's
+        // until the firmware has answered (and any undo is made).
+        let mut lists = FORWARDED_ASSIGN_LISTS.lock();
+        let lists_pa = core::ptr::from_ref::<trap::scm::forward::AssignLists>(&*lists) as u64;
+        let mut conduit = HwScmConduit;
+        let mut tz = trap::scm::forward::TzAssign::new(&mut conduit, &mut lists, lists_pa, *call);
+        with_handoff_ctx(self.w, |ctx| assign(ctx, carveouts, range, from, to, &mut tz))
     }
 
     fn holders(

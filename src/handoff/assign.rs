@@ -16,11 +16,17 @@
 //! | the same holders | none | unchanged |
 //!
 //! Anything else (host + p → p, p → host + p, p → q) is [`AssignError::Unmediated`].
+//!
+//! On a board whose firmware implements SCM, the firmware is told too ([`Firmware`], the SCM
+//! dispatcher's forwarded assign_mem): host → peer once the host can no longer reach the
+//! range (after the unmap, TLBIs and SMMU sync, before the clean and the peer's map); share,
+//! unshare and take-back first. A refusal rolls the sequence back
+//! ([`AssignError::FirmwareRefused`]).
 
 use warden_abi::handoff::Policy;
 
 use super::service::CarveoutDesc;
-use super::{DmaStage2, HandoffCpu, HandoffCtx, HandoffError, TransferFlags};
+use super::{DmaStage2, Firmware, HandoffCpu, HandoffCtx, HandoffError, TransferFlags};
 use crate::mm::ownership::{PageState, PeerId, TransferKind};
 use crate::mm::{FrameAllocator, MemRange};
 
@@ -98,6 +104,8 @@ pub enum AssignError {
     NoMemory,
     /// The sequence failed part-way and was rolled back.
     Aborted,
+    /// The firmware below refused (its status); the sequence was rolled back.
+    FirmwareRefused(i64),
 }
 
 /// The carveout holding all of `range` and the range's holders now, checked as [`assign`]
@@ -157,13 +165,15 @@ where
     resolve(ctx, carveouts, range, [Some(peer), None]).map(|(_, now)| now)
 }
 
-/// Moves `range` from `from` to `to` (see the module documentation).
+/// Moves `range` from `from` to `to` (see the module documentation), telling `firmware` at
+/// the step each sequence tells it.
 pub fn assign<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     carveouts: &[CarveoutDesc],
     range: MemRange,
     from: Holders,
     to: Holders,
+    firmware: &mut dyn Firmware,
 ) -> Result<AssignOutcome, AssignError>
 where
     H: HandoffCpu + ?Sized,
@@ -178,25 +188,25 @@ where
     let done = match (from, to) {
         _ if from == to => return Ok(AssignOutcome::Unchanged),
         (Holders { host: true, peer: None }, Holders { host: true, peer: Some(p) }) => {
-            super::share(ctx, base, size, p).map(|()| AssignOutcome::Shared(p))
+            super::share(ctx, base, size, p, firmware).map(|()| AssignOutcome::Shared(p))
         }
         (Holders { host: true, peer: None }, Holders { host: false, peer: Some(p) }) => {
             let flags = TransferFlags { clear: false };
-            match carveout.policy {
-                Policy::Donate => super::donate(ctx, base, size, p, flags)
-                    .map(|()| AssignOutcome::Exclusive(p, TransferKind::Donate)),
-                Policy::Lend => super::lend(ctx, base, size, p, flags)
-                    .map(|()| AssignOutcome::Exclusive(p, TransferKind::Lend)),
-            }
+            let kind = match carveout.policy {
+                Policy::Donate => TransferKind::Donate,
+                Policy::Lend => TransferKind::Lend,
+            };
+            super::transfer(ctx, base, size, p, kind, flags, firmware)
+                .map(|()| AssignOutcome::Exclusive(p, kind))
         }
         (Holders { host: true, peer: Some(p) }, Holders { host: true, peer: None }) => {
-            super::unshare(ctx, base, size, p).map(|()| AssignOutcome::Unshared(p))
+            super::unshare(ctx, base, size, p, firmware).map(|()| AssignOutcome::Unshared(p))
         }
         (Holders { host: false, peer: Some(p) }, Holders { host: true, peer: None }) => {
             // The peer owned what it holds (donate), or the carveout asks for it: its data
             // never reaches the host.
             let clear = carveout.clear_on_reclaim || carveout.policy == Policy::Donate;
-            super::take_back(ctx, base, size, p, TransferFlags { clear })
+            super::take_back(ctx, base, size, p, TransferFlags { clear }, firmware)
                 .map(|()| AssignOutcome::TakenBack { from: p, scrubbed: clear })
         }
         _ => return Err(AssignError::Unmediated),
@@ -216,5 +226,6 @@ where
         HandoffError::Stage2(_) | HandoffError::DmaSync(_) | HandoffError::Internal(_) => {
             AssignError::Aborted
         }
+        HandoffError::FirmwareRefused(status) => AssignError::FirmwareRefused(status),
     })
 }

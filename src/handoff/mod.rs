@@ -22,6 +22,9 @@
 //!    mappings too; their TLBs are invalidated for the range and VMID ([`DmaStage2`]) and the
 //!    CMD_SYNC must complete. Table frames step 2 freed are reused only after that
 //!    ([`reserve::FrameReserve::shared_with_dma`]).
+//!    With a firmware to tell ([`Firmware`]: assign_mem on a board whose TrustZone implements
+//!    SCM), it is told here, when the host can reach nothing of the range; a refusal restores
+//!    the host's mapping and the tracker says `Host` again.
 //! 4. Window: map; `DC CIVAC` over every line, `DSB SY`: no dirty line of the host's can later
 //!    be written back over the peer's data, and no clean line can hit instead of the peer's
 //!    writes (the seed: a non-coherent modem's XPU faults on such lines). Then, with CLEAR,
@@ -249,6 +252,38 @@ pub enum HandoffError {
     /// The tracker disagreed with itself mid-transfer (a bug; the transfer was rolled back
     /// where possible).
     Internal(OwnershipError),
+    /// The firmware below refused its part ([`Firmware::agree`]: its status); rolled back.
+    FirmwareRefused(i64),
+}
+
+/// The firmware below's part in a transfer it must agree to: on a board whose TrustZone
+/// implements Qualcomm's SCM, `assign_mem` reaches it (`crate::trap::scm`), so that its XPUs
+/// follow warden's stage 2. [`Firmware::agree`] is called once per sequence, at the step where
+/// the firmware's view must change (each sequence says where); a refusal (its status) rolls
+/// the sequence back to where it started. [`Firmware::undo`] is called when one of warden's
+/// own steps after an accepted `agree` fails and the sequence is rolled back.
+pub trait Firmware {
+    fn agree(&mut self) -> Result<(), i64>;
+    fn undo(&mut self);
+    /// Test builds only (`fault-injection-skip-assign-unmap`): whether this is a firmware that
+    /// is told, so the injected fault hits assign_mem's forwarded path alone.
+    fn is_told(&self) -> bool {
+        true
+    }
+}
+
+/// No firmware to tell: warden's own ABI, PAS, and boards without SCM firmware.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFirmware;
+
+impl Firmware for NoFirmware {
+    fn agree(&mut self) -> Result<(), i64> {
+        Ok(())
+    }
+    fn undo(&mut self) {}
+    fn is_told(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Display for HandoffError {
@@ -267,6 +302,7 @@ impl fmt::Display for HandoffError {
             HandoffError::Stage2(e) => write!(f, "stage-2: {e}"),
             HandoffError::DmaSync(e) => write!(f, "SMMU invalidation failed: {e}"),
             HandoffError::Internal(e) => write!(f, "ownership tracker inconsistent: {e}"),
+            HandoffError::FirmwareRefused(s) => write!(f, "the firmware below refused ({s})"),
         }
     }
 }
@@ -465,7 +501,7 @@ where
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
-    transfer(ctx, base, size, peer, TransferKind::Donate, flags)
+    transfer(ctx, base, size, peer, TransferKind::Donate, flags, &mut NoFirmware)
 }
 
 /// Lends `[base, base + size)` of a carveout to `peer`: the host stays the owner but only the
@@ -482,7 +518,7 @@ where
     D: DmaStage2 + ?Sized,
     A: FrameAllocator + ?Sized,
 {
-    transfer(ctx, base, size, peer, TransferKind::Lend, flags)
+    transfer(ctx, base, size, peer, TransferKind::Lend, flags, &mut NoFirmware)
 }
 
 /// The peer's side: it is done with `[base, base + size)` (donated or lent to it), so the host
@@ -578,12 +614,14 @@ where
 }
 
 /// Shares `[base, base + size)` of `peer`'s carveout between the host and `peer` (Qualcomm's
-/// `assign_mem` to HLOS plus one peer VM; see the module documentation, *Share*).
+/// `assign_mem` to HLOS plus one peer VM; see the module documentation, *Share*). `firmware`
+/// is told first (the host keeps its access; the peer gets none before the firmware agrees).
 pub fn share<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
     size: u64,
     peer: PeerId,
+    firmware: &mut dyn Firmware,
 ) -> Result<(), HandoffError>
 where
     H: HandoffCpu + ?Sized,
@@ -600,11 +638,15 @@ where
     let moving = PageState::Sharing { peer };
     ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
     let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
+        firmware.agree().map_err(|s| Rollback::Restored(HandoffError::FirmwareRefused(s)))?;
         // The host's dirty lines reach memory before a non-coherent peer reads it there.
-        ctx.scrub(range, false, reserve, Profiled::No)
-            .map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))?;
-        ctx.map_peer(range, peer_ref, reserve)
-            .map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))
+        let done = ctx
+            .scrub(range, false, reserve, Profiled::No)
+            .and_then(|()| ctx.map_peer(range, peer_ref, reserve));
+        done.map_err(|e| {
+            firmware.undo();
+            Rollback::Restored(HandoffError::Stage2(e))
+        })
     });
     let end_state = if result.is_ok() { PageState::Shared { peer } } else { PageState::Host };
     ctx.state.transition(range, moving, end_state).map_err(HandoffError::Internal)?;
@@ -612,12 +654,13 @@ where
 }
 
 /// Ends the sharing of `[base, base + size)` with `peer`: the host alone has it again (see
-/// the module documentation, *Share*).
+/// the module documentation, *Share*). `firmware` is told first: it refuses → nothing changed.
 pub fn unshare<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
     size: u64,
     peer: PeerId,
+    firmware: &mut dyn Firmware,
 ) -> Result<(), HandoffError>
 where
     H: HandoffCpu + ?Sized,
@@ -631,10 +674,15 @@ where
     let (held, moving) = (PageState::Shared { peer }, PageState::Unsharing { peer });
     ctx.state.transition(range, held, moving).map_err(|_| HandoffError::NotHeldByPeer)?;
     let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
-        ctx.unmap_peer(range, peer_ref, reserve)?;
+        firmware.agree().map_err(|s| Rollback::Restored(HandoffError::FirmwareRefused(s)))?;
+        if let Err(e) = ctx.unmap_peer(range, peer_ref, reserve) {
+            firmware.undo();
+            return Err(e);
+        }
         // No stale line of the host's may hide what the peer wrote last (it can write no more).
         if let Err(e) = ctx.scrub(range, false, reserve, Profiled::No) {
             let _ = ctx.map_peer(range, peer_ref, reserve);
+            firmware.undo();
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         Ok(())
@@ -645,14 +693,16 @@ where
 }
 
 /// The host takes `[base, base + size)` back from `peer` without waiting for the peer's
-/// RELEASE (Qualcomm's `assign_mem` from the peer VM to HLOS alone): the peer's mapping goes
-/// first, then the reclaim sequence (see the module documentation, *Take back*).
+/// RELEASE (Qualcomm's `assign_mem` from the peer VM to HLOS alone): `firmware` is told first
+/// (it refuses → nothing changed, nothing remapped), then the peer's mapping goes, then the
+/// reclaim sequence (see the module documentation, *Take back*).
 pub fn take_back<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
     size: u64,
     peer: PeerId,
     flags: TransferFlags,
+    firmware: &mut dyn Firmware,
 ) -> Result<(), HandoffError>
 where
     H: HandoffCpu + ?Sized,
@@ -683,16 +733,18 @@ where
     let moving = PageState::Reclaiming { from: peer, kind };
     let mut peer_unmapped = false;
     let result = ctx.with_reserve(range, Profiled::No, |ctx, reserve| {
-        if !released {
-            ctx.unmap_peer(range, peer_ref, reserve)?;
-            peer_unmapped = true;
+        firmware.agree().map_err(|s| Rollback::Restored(HandoffError::FirmwareRefused(s)))?;
+        if !released && let Err(e) = ctx.unmap_peer(range, peer_ref, reserve) {
+            firmware.undo();
+            return Err(e);
         }
+        peer_unmapped = !released;
         let back = ctx.to_host(range, flags, reserve);
-        if let Err(Rollback::Restored(_)) = &back
-            && !released
-            && ctx.map_peer(range, peer_ref, reserve).is_ok()
-        {
-            peer_unmapped = false;
+        if let Err(Rollback::Restored(_)) = &back {
+            firmware.undo();
+            if !released && ctx.map_peer(range, peer_ref, reserve).is_ok() {
+                peer_unmapped = false;
+            }
         }
         back
     });
@@ -710,13 +762,17 @@ where
     result.map_err(Rollback::error)
 }
 
-fn transfer<H, D, A>(
+/// Donate or lend with `firmware` told once the host can no longer reach the range (after
+/// its stage-2 unmap, the TLBIs and the completed SMMU sync), before the clean and the peer's
+/// map: it refuses → the host's mapping is restored and the tracker says `Host` again.
+pub fn transfer<H, D, A>(
     ctx: &HandoffCtx<'_, H, D, A>,
     base: u64,
     size: u64,
     peer: PeerId,
     kind: TransferKind,
     flags: TransferFlags,
+    firmware: &mut dyn Firmware,
 ) -> Result<(), HandoffError>
 where
     H: HandoffCpu + ?Sized,
@@ -735,7 +791,7 @@ where
     ctx.state.transition(range, PageState::Host, moving).map_err(|_| HandoffError::NotHostOwned)?;
     ctx.cpu.phase_end(Phase::Validate);
     let result = ctx.with_reserve(range, Profiled::Yes, |ctx, reserve| {
-        ctx.to_peer(range, peer_ref, flags, reserve)
+        ctx.to_peer(range, peer_ref, flags, reserve, firmware)
     });
     let end_state = match (&result, kind) {
         (Ok(()), TransferKind::Donate) => PageState::Donated { peer, released: false },
@@ -927,25 +983,38 @@ where
         unmapped.map_err(|e| Rollback::Restored(HandoffError::Stage2(e)))
     }
 
-    /// Steps 2-5 of donate/lend (module documentation).
+    /// Steps 2-5 of donate/lend (module documentation), `firmware` told between 3 and 4.
     fn to_peer(
         &self,
         range: MemRange,
         peer: &PeerRef<'_>,
         flags: TransferFlags,
         reserve: &mut FrameReserve,
+        firmware: &mut dyn Firmware,
     ) -> Result<(), Rollback> {
-        if let Err(e) = self.unmap_host(range, reserve, Profiled::Yes) {
+        // Test builds only: leave the host's mapping in place on assign_mem's forwarded path,
+        // so the firmware's own check (tz-sim's XPU witness) must catch it.
+        let skip_unmap = cfg!(feature = "fault-injection-skip-assign-unmap") && firmware.is_told();
+        if !skip_unmap && let Err(e) = self.unmap_host(range, reserve, Profiled::Yes) {
             return Err(self.restore_host(range, reserve, e));
         }
+        // The host can reach none of the range now (no stage-2 entry, no TLB entry on any CPU
+        // or SMMU): what the firmware checks before it agrees.
+        if let Err(status) = firmware.agree() {
+            return Err(self.restore_host(range, reserve, HandoffError::FirmwareRefused(status)));
+        }
         if let Err(e) = self.scrub(range, flags.clear, reserve, Profiled::Yes) {
+            firmware.undo();
             return Err(self.restore_host(range, reserve, HandoffError::Stage2(e)));
         }
         let mapped = self.map_peer(range, peer, reserve);
         self.cpu.phase_end(Phase::PeerMap);
         match mapped {
             Ok(()) => Ok(()),
-            Err(e) => Err(self.restore_host(range, reserve, HandoffError::Stage2(e))),
+            Err(e) => {
+                firmware.undo();
+                Err(self.restore_host(range, reserve, HandoffError::Stage2(e)))
+            }
         }
     }
 

@@ -79,9 +79,11 @@ pub fn abi_error(e: HandoffError) -> AbiError {
         HandoffError::WrongPeer | HandoffError::NotHostOwned => AbiError::Denied,
         HandoffError::PeerStillHolds => AbiError::PeerHolds,
         HandoffError::OutOfFrames => AbiError::NoMemory,
-        HandoffError::Stage2(_) | HandoffError::DmaSync(_) | HandoffError::Internal(_) => {
-            AbiError::Aborted
-        }
+        // warden's own ABI tells no firmware (`NoFirmware`): a refusal is an abort like any.
+        HandoffError::Stage2(_)
+        | HandoffError::DmaSync(_)
+        | HandoffError::Internal(_)
+        | HandoffError::FirmwareRefused(_) => AbiError::Aborted,
     }
 }
 

@@ -69,6 +69,26 @@ enum Ev {
         vmid: u16,
         range: MemRange,
     },
+    /// The firmware below told (`Firmware::agree`) or asked to undo (`Firmware::undo`).
+    FirmwareAgree,
+    FirmwareUndo,
+}
+
+/// A firmware below (Qualcomm's TZ for assign_mem) recording into the shared log; it answers
+/// `agree` with `answer`.
+struct FakeFirmware {
+    log: Log,
+    answer: Result<(), i64>,
+}
+
+impl Firmware for FakeFirmware {
+    fn agree(&mut self) -> Result<(), i64> {
+        self.log.borrow_mut().push(Ev::FirmwareAgree);
+        self.answer
+    }
+    fn undo(&mut self) {
+        self.log.borrow_mut().push(Ev::FirmwareUndo);
+    }
 }
 
 type Log = Rc<RefCell<Vec<Ev>>>;
@@ -636,7 +656,16 @@ fn run_reclaim(range: MemRange, peer: PeerId, clear: bool, kind: TransferKind) {
         let null_smmu = Mutex::new(FakeSmmu { log: None, fail: false });
         let peers = world.peers();
         let ctx = world.ctx(&NullCpu, &null_smmu, &peers);
-        transfer(&ctx, range.start, range.size(), peer, kind, TransferFlags::default()).unwrap();
+        transfer(
+            &ctx,
+            range.start,
+            range.size(),
+            peer,
+            kind,
+            TransferFlags::default(),
+            &mut NoFirmware,
+        )
+        .unwrap();
         let flags = TransferFlags { clear };
         assert_eq!(
             reclaim(&ctx, range.start, range.size(), peer, flags),
@@ -1194,7 +1223,8 @@ mod service_calls {
             let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
             let peers = rig.w.peers();
             let ctx = rig.w.ctx(&fake, &smmu, &peers);
-            assign(&ctx, &DESCS, C_MODEM, Holders::HOST, Holders::shared(MODEM)).unwrap();
+            assign(&ctx, &DESCS, C_MODEM, Holders::HOST, Holders::shared(MODEM), &mut NoFirmware)
+                .unwrap();
         }
         let info = CarveoutInfo::decode(&rig.host(Request::CarveoutInfo { index: 0 }).unwrap());
         assert_eq!(info.unwrap().state, CarveoutState::Uniform(RangeState::Shared(MODEM)));
@@ -1565,10 +1595,119 @@ mod assign_mem {
         from: Holders,
         to: Holders,
     ) -> Result<AssignOutcome, AssignError> {
+        run_told(w, cpu, log, range, from, to, &mut NoFirmware)
+    }
+
+    fn run_told(
+        w: &World,
+        cpu: &FakeCpu<'_>,
+        log: &Log,
+        range: MemRange,
+        from: Holders,
+        to: Holders,
+        firmware: &mut dyn Firmware,
+    ) -> Result<AssignOutcome, AssignError> {
         let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
         let peers = w.peers();
         let ctx = w.ctx(cpu, &smmu, &peers);
-        assign(&ctx, &descs(), range, from, to)
+        assign(&ctx, &descs(), range, from, to, firmware)
+    }
+
+    /// With SCM firmware below, HLOS → MSS tells it once the host can reach nothing: after
+    /// the host's unmap (TLBIs) and the completed SMMU sync, before the clean and the peer's
+    /// map. Taking it back tells it first, before anything is remapped.
+    #[test]
+    fn firmware_told_after_unmap_and_sync_and_first_on_the_way_back() {
+        let w = World::new();
+        let replica = World::new();
+        let range = MemRange::new(C_MODEM.start, C_MODEM.start + 2 * PAGE_SIZE);
+        let log: Log = Rc::default();
+        let fake = FakeCpu::on(&w, log.clone());
+        let mut tz = FakeFirmware { log: log.clone(), answer: Ok(()) };
+        let (host, modem) = (Holders::HOST, Holders::peer(MODEM));
+        let got = run_told(&w, &fake, &log, range, host, modem, &mut tz);
+        assert_eq!(got, Ok(AssignOutcome::Exclusive(MODEM, TransferKind::Donate)));
+        let mut want = expected_give(&replica, range, MODEM, 2, false);
+        let synced = want.iter().position(|e| matches!(e, Ev::Smmu { .. })).unwrap();
+        want.insert(synced + 1, Ev::FirmwareAgree);
+        let got = log.take();
+        assert_eq!(got, want);
+        // The host's unmap with its TLBIs came before.
+        assert!(
+            got[..synced].iter().any(|e| matches!(e, Ev::Cpu { op: HwOp::TlbiIpas2e1is(_), .. }))
+        );
+        w.check().unwrap();
+        let got = run_told(&w, &fake, &log, range, modem, host, &mut tz);
+        assert_eq!(got, Ok(AssignOutcome::TakenBack { from: MODEM, scrubbed: true }));
+        let got = log.take();
+        assert_eq!(got[0], Ev::FirmwareAgree, "{got:?}");
+        assert_eq!(got.iter().filter(|e| **e == Ev::FirmwareAgree).count(), 1);
+        assert!(!got.contains(&Ev::FirmwareUndo));
+        assert_eq!(w.state.tracker().state_of(range), Ok(PageState::Host));
+        w.check().unwrap();
+    }
+
+    /// The firmware refuses HLOS → MSS: the host's mapping comes back (no clean, no peer map),
+    /// the tracker says Host, tables as before; its status is the error.
+    #[test]
+    fn firmware_refusal_rolls_the_exclusive_assign_back() {
+        let w = World::new();
+        let replica = World::new();
+        let range = MemRange::new(C_MODEM.start, C_MODEM.start + PAGE_SIZE);
+        let before = w.snapshot();
+        let log: Log = Rc::default();
+        let fake = FakeCpu::on(&w, log.clone());
+        let mut tz = FakeFirmware { log: log.clone(), answer: Err(-1) };
+        let got = run_told(&w, &fake, &log, range, Holders::HOST, Holders::peer(MODEM), &mut tz);
+        assert_eq!(got, Err(AssignError::FirmwareRefused(-1)));
+        let mut want = recorded(HOST_VMID, |rec| {
+            replica.host.lock().unmap(range, &mut *replica.frames.lock(), rec).unwrap()
+        });
+        want.push(Ev::Smmu { vmid: HOST_VMID, range });
+        want.push(Ev::FirmwareAgree);
+        want.extend(recorded(HOST_VMID, |rec| {
+            replica
+                .host
+                .lock()
+                .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+                .unwrap()
+        }));
+        assert_eq!(log.take(), want);
+        assert_eq!(w.snapshot(), before);
+        w.check().unwrap();
+    }
+
+    /// Refusals on the way back, and of share and unshare: the firmware is asked first, so
+    /// nothing is unmapped, cleaned or remapped, and the holders stay.
+    #[test]
+    fn firmware_refusal_first_changes_nothing() {
+        let w = World::new();
+        let log: Log = Rc::default();
+        let fake = FakeCpu::on(&w, log.clone());
+        let exclusive = MemRange::new(C_MODEM.start, C_MODEM.start + PAGE_SIZE);
+        let shared = MemRange::new(C_BIG.start, C_BIG.start + PAGE_SIZE);
+        let (host, modem, both) = (Holders::HOST, Holders::peer(MODEM), Holders::shared(MODEM));
+        run(&w, &fake, &log, exclusive, host, modem).unwrap();
+        run(&w, &fake, &log, shared, host, both).unwrap();
+        let before = w.snapshot();
+        log.take();
+        let mut tz = FakeFirmware { log: log.clone(), answer: Err(-3) };
+        for (range, from, to) in [(exclusive, modem, host), (shared, both, host)] {
+            let got = run_told(&w, &fake, &log, range, from, to, &mut tz);
+            assert_eq!(got, Err(AssignError::FirmwareRefused(-3)), "{from:?} -> {to:?}");
+            assert_eq!(log.take(), [Ev::FirmwareAgree], "{from:?} -> {to:?}");
+            assert_eq!(w.snapshot(), before);
+        }
+        let fresh = MemRange::new(C_BIG.start + PAGE_SIZE, C_BIG.start + 2 * PAGE_SIZE);
+        let got = run_told(&w, &fake, &log, fresh, host, both, &mut tz);
+        assert_eq!(got, Err(AssignError::FirmwareRefused(-3)));
+        assert_eq!(log.take(), [Ev::FirmwareAgree]);
+        assert_eq!(w.snapshot(), before);
+        // Agreeing, share tells it before the clean and the peer's map.
+        let mut tz = FakeFirmware { log: log.clone(), answer: Ok(()) };
+        run_told(&w, &fake, &log, fresh, host, both, &mut tz).unwrap();
+        assert_eq!(log.take()[0], Ev::FirmwareAgree);
+        w.check().unwrap();
     }
 
     /// The peer's map of `range` (its VMID current, then the host's again).

@@ -221,6 +221,7 @@ impl ScmHost for FakePlatform {
         range: crate::mm::MemRange,
         from: Holders,
         to: Holders,
+        _forward: Option<&super::scm::forward::ForwardedAssign>,
     ) -> Result<AssignOutcome, AssignError> {
         self.assigns.push((range, from, to));
         self.assign_reply

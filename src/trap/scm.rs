@@ -28,6 +28,7 @@
 //! ([`crate::boards::Board::scm_firmware`]) and gets QCOM_SCM_EOPNOTSUPP (-4, Linux's
 //! -EOPNOTSUPP) on QEMU, where no firmware below implements SCM.
 
+pub mod forward;
 pub mod pas;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -39,30 +40,11 @@ use crate::handoff::assign::{AssignError, AssignOutcome, Holders};
 use crate::mm::MemRange;
 use crate::mm::ownership::{PeerId, TransferKind};
 
-/// SMCCC owner of the SiP service range (Qualcomm's SCM).
-pub const OWNER_SIP: u32 = 2;
-
-/// SCM services (Linux `qcom_scm.h`).
-pub mod svc {
-    pub const BOOT: u8 = 0x01;
-    pub const PIL: u8 = 0x02;
-    pub const INFO: u8 = 0x06;
-    pub const MP: u8 = 0x0c;
-}
-
-/// INFO commands.
-pub const INFO_IS_CALL_AVAIL: u8 = 0x01;
-/// MP commands.
-pub const MP_ASSIGN: u8 = 0x16;
-
-/// Qualcomm VM IDs (Linux `include/dt-bindings/firmware/qcom,scm.h`, `qcom_scm.h`).
-pub mod vmid {
-    pub const HLOS: u32 = 0x3;
-    pub const SSC_Q6: u32 = 0x5;
-    pub const ADSP_Q6: u32 = 0x6;
-    pub const MSS_MSA: u32 = 0xf;
-    pub const CDSP: u32 = 0x1e;
-}
+pub use warden_abi::qcom_scm::{
+    ASSIGN_ARGINFO, ArgType, DEST_ENTRY, INFO_IS_CALL_AVAIL, MAX_SOURCES, MEM_ENTRY, MP_ASSIGN,
+    OWNER_SIP, arginfo, svc, vmid,
+};
+use warden_abi::qcom_scm::{le32, le64, split_call_avail_id, split_function_id, status};
 
 /// The peer warden plays for a VM ID: the modem for the modem's MSA VM, the DSP for the audio
 /// DSP's. Every other VM (the compute DSP, sensors, Wi-Fi, ...) has no peer on warden's boards.
@@ -79,60 +61,23 @@ pub fn vmid_of_peer(peer: PeerId) -> Option<u32> {
     [vmid::MSS_MSA, vmid::ADSP_Q6].into_iter().find(|&v| peer_of_vmid(v) == Some(peer))
 }
 
-/// An SCM argument type in `arginfo` (two bits per argument).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ArgType {
-    Val = 0,
-    /// A buffer the firmware only reads.
-    Ro = 1,
-    Rw = 2,
-    BufVal = 3,
-}
-
-/// Linux's `QCOM_SCM_ARGS(n, types...)`.
-pub const fn arginfo(types: &[ArgType]) -> u32 {
-    let mut info = types.len() as u32 & 0xf;
-    let mut i = 0;
-    while i < types.len() {
-        info |= (types[i] as u32) << (4 + 2 * i);
-        i += 1;
-    }
-    info
-}
-
-/// assign_mem's `arginfo`: memory list (RO), its size, source list (RO), its size,
-/// destination list (RO), its size, a spare value.
-pub const ASSIGN_ARGINFO: u32 = {
-    use ArgType::{Ro, Val};
-    arginfo(&[Ro, Val, Ro, Val, Ro, Val, Val])
-};
-
-/// Bytes of one memory-list entry (`qcom_scm_mem_map_info`: le64 address, le64 size).
-pub const MEM_ENTRY: usize = 16;
-/// Bytes of one destination entry (`qcom_scm_current_perm_info`: le32 VM ID, le32 permissions,
-/// le64 context, le32 context size, le32 unused).
-pub const DEST_ENTRY: usize = 24;
-/// Source VM IDs are le32 bit numbers of the caller's 64-bit bitmap: at most 64 of them.
-pub const MAX_SOURCES: usize = 64;
 /// Destination entries warden reads (it mediates at most two holders; more is refused).
 pub const MAX_DESTINATIONS: usize = 8;
-/// `QCOM_SCM_PERM_READ | WRITE | EXEC`.
-pub const PERM_RWX: u32 = 0x7;
+pub use warden_abi::qcom_scm::perm::RWX as PERM_RWX;
 
 /// SCM status codes in x0 (Linux `qcom_scm.h`; negative ones are sign-extended).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
 pub enum ScmStatus {
-    Success = 0,
-    Error = -1,
-    InvalidArgument = -2,
-    InvalidAddress = -3,
-    NotSupported = -4,
-    NoMemory = -5,
-    Busy = -12,
-    Interrupted = 1,
-    WaitQueueSleep = 2,
+    Success = status::SUCCESS,
+    Error = status::ERROR,
+    InvalidArgument = status::EINVAL_ARG,
+    InvalidAddress = status::EINVAL_ADDR,
+    NotSupported = status::EOPNOTSUPP,
+    NoMemory = status::ENOMEM,
+    Busy = status::V2_EBUSY,
+    Interrupted = status::INTERRUPTED,
+    WaitQueueSleep = status::WAITQ_SLEEP,
 }
 
 /// One decoded SCM call.
@@ -155,15 +100,13 @@ impl ScmCall {
     /// number bits [15:0], bits [23:16] zero).
     pub fn decode(call: &SmcccCall) -> Option<Self> {
         let fid = call.function_id;
-        if smccc::owner(fid) != OWNER_SIP || fid & 0x00ff_0000 != 0 {
-            return None;
-        }
+        let (svc, cmd) = split_function_id(fid)?;
         let smc64 = smccc::is_64(fid);
         let narrow = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
         let r = &call.regs;
         Some(ScmCall {
-            svc: (fid >> 8) as u8,
-            cmd: fid as u8,
+            svc,
+            cmd,
             smc64,
             fast: fid & smccc::FAST_CALL != 0,
             arginfo: r[1] as u32,
@@ -174,7 +117,7 @@ impl ScmCall {
 
     /// Number of arguments arginfo announces.
     pub fn arg_count(&self) -> u32 {
-        self.arginfo & 0xf
+        warden_abi::qcom_scm::arg_count(self.arginfo)
     }
 }
 
@@ -242,12 +185,15 @@ pub trait ScmHost {
     /// non-cacheable mapping (`qcom_tzmem`, a non-coherent device's `dma_alloc_coherent`), so
     /// a line warden's cacheable mapping kept from an earlier copy would be stale.
     fn read_host(&self, ipa: u64, buf: &mut [u8]) -> Result<(), Refused>;
-    /// Carries out a validated assignment ([`crate::handoff::assign::assign`]).
+    /// Carries out a validated assignment ([`crate::handoff::assign::assign`]); with
+    /// `forward`, the SCM firmware below is told it at the sequence's step (warden's copy, in
+    /// warden's buffer: [`forward::TzAssign`]) and its refusal rolls the sequence back.
     fn assign(
         &mut self,
         range: MemRange,
         from: Holders,
         to: Holders,
+        forward: Option<&forward::ForwardedAssign>,
     ) -> Result<AssignOutcome, AssignError>;
     /// Who holds `range`, which must lie in one carveout of `peer`
     /// ([`crate::handoff::assign::holders`]).
@@ -304,10 +250,8 @@ fn is_call_available<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmRe
     if call.arg_count() != 1 {
         return ScmResult::status(ScmStatus::InvalidArgument);
     }
-    let fnid = call.args[0];
-    let owner = (fnid >> 24) & 0x3f;
-    let sip = owner == u64::from(OWNER_SIP) && fnid & !0x3f00_ffff == 0;
-    let ours = sip && ScmFunction::from_ids((fnid >> 8) as u8, fnid as u8).is_some();
+    let ours = split_call_avail_id(call.args[0])
+        .is_some_and(|(svc, cmd)| ScmFunction::from_ids(svc, cmd).is_some());
     if ours || !host.can_forward() {
         return ScmResult::ok([u64::from(ours), 0, 0]);
     }
@@ -327,18 +271,33 @@ pub struct AssignRequest {
     pub sources: u64,
     /// Destination VM IDs as a bitmap (each listed once, permissions checked).
     pub destinations: u64,
+    /// `(VM ID, permissions)` of each destination entry, in the host's order.
+    pub destination_perms: [(u32, u32); MAX_DESTINATIONS],
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
+impl AssignRequest {
+    /// What warden tells the SCM firmware for this request once it is validated: the range,
+    /// the source bitmap, each destination with the permissions the host asked for, in
+    /// increasing VM ID order. `None` with more destinations than warden mediates (it refused
+    /// the request before).
+    pub fn forwarded(&self, range: MemRange) -> Option<forward::ForwardedAssign> {
+        let mut out = forward::ForwardedAssign {
+            range,
+            sources: self.sources,
+            destinations: [(0, 0); forward::MAX_FORWARDED],
+            destination_count: 0,
+        };
+        for vm in 0..64u32 {
+            if self.destinations & (1 << vm) == 0 {
+                continue;
+            }
+            let &(_, perm) = self.destination_perms.iter().find(|&&(v, _)| v == vm)?;
+            let slot = out.destinations.get_mut(out.destination_count)?;
+            *slot = (vm, perm);
+            out.destination_count += 1;
+        }
+        Some(out)
+    }
 }
 
 /// Copies the request's buffers once and checks their form (`docs/qcom-scm.md`, checks 1-5);
@@ -397,6 +356,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
         sources |= 1 << vm;
     }
     let mut destinations = 0u64;
+    let mut destination_perms = [(0, 0); MAX_DESTINATIONS];
     for i in 0..dest_count {
         let e = &dest[DEST_ENTRY * i..DEST_ENTRY * (i + 1)];
         let (vm, perm, ctx, ctx_size) = (le32(e, 0), le32(e, 4), le64(e, 8), le32(e, 16));
@@ -405,6 +365,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
             return Err(InvalidArgument);
         }
         destinations |= 1 << vm;
+        destination_perms[i] = (vm, perm);
     }
     let (range_base, range_size) = (le64(&mem, 0), le64(&mem, 8));
     let aligned = range_base.is_multiple_of(crate::mm::PAGE_SIZE)
@@ -412,7 +373,7 @@ pub fn copy_assign_request<S: ScmHost + ?Sized>(
     if range_size == 0 || !aligned || range_base.checked_add(range_size).is_none() {
         return Err(InvalidArgument);
     }
-    Ok(AssignRequest { range_base, range_size, sources, destinations })
+    Ok(AssignRequest { range_base, range_size, sources, destinations, destination_perms })
 }
 
 /// The holders a VM bitmap names: HLOS and at most one VM warden plays a peer for.
@@ -438,7 +399,7 @@ pub fn assign_status(e: AssignError) -> ScmStatus {
         AssignError::Unmediated => ScmStatus::NotSupported,
         AssignError::Busy => ScmStatus::Busy,
         AssignError::NoMemory => ScmStatus::NoMemory,
-        AssignError::Aborted => ScmStatus::Error,
+        AssignError::Aborted | AssignError::FirmwareRefused(_) => ScmStatus::Error,
     }
 }
 
@@ -466,17 +427,28 @@ impl core::fmt::Display for ShowHolders {
 /// assign_mem (MP 0x0C / 0x16): see the module documentation and `docs/qcom-scm.md`. On
 /// success x1 is 0: Linux's `__qcom_scm_assign_mem` returns it as its result, and keeps the
 /// new source bitmap itself (the destination VM IDs); the firmware returns none.
+///
+/// With SCM firmware below ([`ScmHost::can_forward`]) the firmware is told too, with warden's
+/// validated copy ([`forward`]); its refusal is rolled back and its status answered.
 fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
-    let checked = copy_assign_request(call, host).and_then(|r| {
-        let from = holders_of(r.sources).ok_or(ScmStatus::InvalidArgument)?;
-        let to = holders_of(r.destinations).ok_or(ScmStatus::InvalidArgument)?;
-        let range = MemRange::from_base_size(r.range_base, r.range_size)
-            .ok_or(ScmStatus::InvalidArgument)?;
-        let outcome = host.assign(range, from, to).map_err(assign_status)?;
-        Ok((range, from, to, outcome))
+    let checked = copy_assign_request(call, host).map_err(|s| s as i64).and_then(|r| {
+        let invalid = ScmStatus::InvalidArgument as i64;
+        let from = holders_of(r.sources).ok_or(invalid)?;
+        let to = holders_of(r.destinations).ok_or(invalid)?;
+        let range = MemRange::from_base_size(r.range_base, r.range_size).ok_or(invalid)?;
+        let forward = match host.can_forward() {
+            true => Some(r.forwarded(range).ok_or(invalid)?),
+            false => None,
+        };
+        let outcome = host.assign(range, from, to, forward.as_ref()).map_err(|e| match e {
+            // The firmware's own refusal reaches the host as it said it.
+            AssignError::FirmwareRefused(status) if status < 0 => status,
+            e => assign_status(e) as i64,
+        })?;
+        Ok((range, from, to, outcome, forward.is_some()))
     });
     match checked {
-        Ok((range, from, to, outcome)) => {
+        Ok((range, from, to, outcome, told)) => {
             let n = ASSIGNS.fetch_add(1, Ordering::Relaxed) + 1;
             let what = match outcome {
                 AssignOutcome::Shared(_) => "shared (SHARE)",
@@ -487,8 +459,13 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
                 AssignOutcome::TakenBack { scrubbed: false, .. } => "taken back",
                 AssignOutcome::Unchanged => "unchanged",
             };
+            let firmware = match (told, outcome) {
+                (true, AssignOutcome::Unchanged) => "",
+                (true, _) => ", the firmware agreed",
+                (false, _) => "",
+            };
             log::info!(
-                "SCM assign_mem #{n}: {range} {} -> {}: {what}",
+                "SCM assign_mem #{n}: {range} {} -> {}: {what}{firmware}",
                 ShowHolders(from),
                 ShowHolders(to)
             );
@@ -498,7 +475,7 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
             let n = ASSIGNS_REFUSED.fetch_add(1, Ordering::Relaxed) + 1;
             if super::should_log(n) {
                 log::info!(
-                    "SCM assign_mem refused: {status:?} (x2 {:#x} x3 {:#x} x4 {:#x} x5 {:#x}; \
+                    "SCM assign_mem refused: {status} (x2 {:#x} x3 {:#x} x4 {:#x} x5 {:#x}; \
                      refusal #{n})",
                     call.args[0],
                     call.args[1],
@@ -506,7 +483,7 @@ fn assign_mem<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult {
                     call.args[3]
                 );
             }
-            ScmResult::status(status)
+            ScmResult { status, results: [0; 3] }
         }
     }
 }
@@ -531,6 +508,8 @@ mod tests {
         /// `Some`: the board has SCM firmware, which answers every call with this.
         pub firmware: Option<[u64; 4]>,
         pub forwarded: Vec<ScmCall>,
+        /// What each assignment was to tell the firmware.
+        pub forwards: Vec<Option<forward::ForwardedAssign>>,
         pub no_map: Vec<MemRange>,
         pub pas: Vec<(PeerId, MemRange)>,
     }
@@ -548,8 +527,10 @@ mod tests {
             range: MemRange,
             from: Holders,
             to: Holders,
+            forward: Option<&forward::ForwardedAssign>,
         ) -> Result<AssignOutcome, AssignError> {
             self.assigns.push((range, from, to));
+            self.forwards.push(forward.copied());
             let reply = self.reply.unwrap_or(Ok(AssignOutcome::Unchanged));
             if reply.is_ok() {
                 for h in self.held.iter_mut().filter(|h| h.0 == range) {
@@ -903,6 +884,53 @@ mod tests {
             host.reply = Some(Err(e));
             assert_eq!(a.run(&mut host), status(code), "{e:?}");
         }
+    }
+
+    /// With SCM firmware below, assign_mem tells it warden's validated copy (range, sources,
+    /// destinations with the host's permissions), never the host's call or buffers: the SMC
+    /// names only warden's own buffer. The firmware's refusal reaches the host as it said it.
+    #[test]
+    fn with_scm_firmware_assign_mem_tells_it_wardens_copy() {
+        use forward::tests::{ConduitOp, FakeConduit};
+        let a = Assign::new(&[HLOS], &[(MSS, 0x7)]);
+        let mut host = a.host();
+        host.firmware = Some([0; 4]);
+        host.reply = Some(Ok(AssignOutcome::Exclusive(MODEM, TransferKind::Donate)));
+        assert_eq!(a.run(&mut host), [0, 0, 0, 0]);
+        let told = host.forwards[0].expect("the firmware is told");
+        let range = MemRange::from_base_size(CARVEOUT_PAGE, 0x1000).unwrap();
+        assert_eq!(told.range, range);
+        assert_eq!(told.sources, 1 << HLOS);
+        assert_eq!(told.destinations(), [(MSS, 0x7)]);
+        assert!(host.forwarded.is_empty(), "the host's own call is not passed down");
+        // The host rewrites its lists after warden's copy: what is told does not change.
+        host.memory.insert(MEM, vec![0xff; 16]);
+        const WARDEN_BUFFER: u64 = 0x7e10_0000;
+        let mut conduit = FakeConduit::default();
+        let mut lists = forward::AssignLists::new();
+        let mut tz = forward::TzAssign::new(&mut conduit, &mut lists, WARDEN_BUFFER, told);
+        crate::handoff::Firmware::agree(&mut tz).unwrap();
+        let ConduitOp::Smc(regs) = conduit.log[1] else { panic!("{:?}", conduit.log) };
+        assert_eq!(conduit.log[0], ConduitOp::Clean { addr: WARDEN_BUFFER, len: 256 });
+        for (i, x) in [(2, regs[2]), (4, regs[4]), (5, regs[5])] {
+            assert!((WARDEN_BUFFER..WARDEN_BUFFER + 256).contains(&x), "x{i} = {x:#x}");
+            assert!(![MEM, SRC, DEST, EXT].contains(&x), "x{i} is the host's buffer");
+        }
+        assert_eq!(warden_abi::qcom_scm::le64(lists.bytes(), 64), CARVEOUT_PAGE);
+        // The firmware refuses: its code.
+        let mut host = a.host();
+        host.firmware = Some([0; 4]);
+        host.reply = Some(Err(AssignError::FirmwareRefused(-3)));
+        assert_eq!(a.run(&mut host), status(ScmStatus::InvalidAddress));
+        // A share tells both destinations, in VM ID order; no firmware: nothing told.
+        let share = Assign::new(&[HLOS], &[(MSS, RW), (HLOS, 0x7)]);
+        let mut host = share.host();
+        host.firmware = Some([0; 4]);
+        share.run(&mut host);
+        assert_eq!(host.forwards[0].unwrap().destinations(), [(HLOS, 0x7), (MSS, RW)]);
+        let mut host = share.host();
+        share.run(&mut host);
+        assert_eq!(host.forwards, [None]);
     }
 
     #[test]

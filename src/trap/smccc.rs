@@ -115,7 +115,9 @@ pub fn route<P: Platform + ?Sized>(call: &SmcccCall, psci: &Psci, platform: &mut
             }
             _ => SmcccReturn::not_supported(),
         },
-        super::scm::OWNER_SIP if platform.persona().has_scm() => {
+        // The Snapdragon persona, or a board whose firmware is Qualcomm's TZ: the host reaches
+        // it through warden's SCM dispatcher (assign_mem mediated and forwarded).
+        super::scm::OWNER_SIP if platform.persona().has_scm() || platform.board().scm_firmware => {
             match super::scm::ScmCall::decode(call) {
                 Some(scm) => super::scm::dispatch(&scm, platform).to_return(),
                 None => SmcccReturn::not_supported(),
@@ -207,6 +209,21 @@ mod tests {
         let mut x = regs(fid, a);
         route(&SmcccCall::from_regs(&x), psci, p).apply(&mut x);
         x
+    }
+
+    /// SiP calls reach the SCM dispatcher on the Snapdragon persona or on a board whose
+    /// firmware is Qualcomm's TZ (the chain's `qemu-virt-tz`, virt persona); elsewhere they are
+    /// NOT_SUPPORTED. IS_CALL_AVAIL about itself answers 1 only from the dispatcher.
+    #[test]
+    fn sip_calls_reach_scm_with_a_persona_or_scm_firmware() {
+        let avail = 0xc200_0601;
+        let (psci, _, mut p) = setup(Firmware::Smccc);
+        assert_eq!(call(avail, [1, 0x0200_0601, 0], &psci, &mut p)[0], u64::MAX, "virt");
+        p.board.scm_firmware = true;
+        assert_eq!(call(avail, [1, 0x0200_0601, 0], &psci, &mut p)[..2], [0, 1], "TZ below");
+        p.board.scm_firmware = false;
+        p.persona = crate::persona::Persona::Snapdragon;
+        assert_eq!(call(avail, [1, 0x0200_0601, 0], &psci, &mut p)[..2], [0, 1], "snapdragon");
     }
 
     #[test]

@@ -60,6 +60,33 @@ pub const WARDEN_HYP: FirmwareCrate = FirmwareCrate {
 pub const WARDEN_HYP_GICV2: FirmwareCrate =
     FirmwareCrate { output: "warden-hyp-gicv2.bin", ..WARDEN_HYP };
 
+/// FAULT INJECTION, for the `chain-xpu-violation` scenario only: [`WARDEN_HYP`] with the
+/// test-only `fault-injection-skip-assign-unmap` feature (a forwarded assign_mem leaves the
+/// host's mapping in place), in its own file so that no other run picks it up.
+pub const WARDEN_HYP_SKIP_ASSIGN_UNMAP: FirmwareCrate = FirmwareCrate {
+    cargo_args: &[
+        "--package",
+        "warden",
+        "--no-default-features",
+        "--features",
+        "firmware,board-qemu-virt-tz,fault-injection-skip-assign-unmap",
+        "--bin",
+        "warden",
+    ],
+    output: "warden-hyp-fault-skip-assign-unmap.bin",
+    ..WARDEN_HYP
+};
+
+/// Builds [`WARDEN_HYP_SKIP_ASSIGN_UNMAP`] linking the DT of `images` (a GICv3 chain's).
+pub fn build_skip_assign_unmap_image(
+    tc: &FirmwareToolchain,
+    images: &ChainImages,
+    log: Option<&Path>,
+) -> Result<PathBuf> {
+    anyhow::ensure!(images.gic == Gic::V3, "the fault-injection image is built for GICv3");
+    firmware::build_with_env(tc, &WARDEN_HYP_SKIP_ASSIGN_UNMAP, log, &[(HYP_DT_ENV, &images.dtb)])
+}
+
 /// What a chain boots: warden's hyp image and the OS's DT it was linked with.
 #[derive(Clone, Debug)]
 pub struct ChainImages {

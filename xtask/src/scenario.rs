@@ -486,7 +486,7 @@ pub fn judge_region_too_small(run: &Captured) -> Vec<Verdict> {
 /// warden's report of being started below EL2.
 /// The test guest's scenarios in the chain (`tests/guest/src/scenarios.rs`, `run_chain`), in
 /// order.
-pub const CHAIN_SCENARIOS: [&str; 12] = [
+pub const CHAIN_SCENARIOS: [&str; 13] = [
     "runs_at_el1",
     "warden_abi_version",
     "unknown_hvc_returns_not_supported",
@@ -499,7 +499,117 @@ pub const CHAIN_SCENARIOS: [&str; 12] = [
     "edu_dma_works",
     "edu_dma_into_warden_refused",
     "vsmmu_stage1_dma_works",
+    "scm_assign_reaches_tz",
 ];
+
+/// The guest's note when TZ accepted the assign_mem warden forwarded (`scm_assign_reaches_tz`).
+pub const TZ_ACCEPTED_NOTE: &str = "guest: note scm_assign_reaches_tz: TZ accepted";
+/// The guest's note when TZ refused it (x0 = QCOM_SCM_ERROR).
+pub const TZ_REFUSED_NOTE: &str = "guest: note scm_assign_reaches_tz: TZ refused";
+
+/// tz-sim's XPU witness let a range leave HLOS for the modem (`XPU: assign <range> HLOS ->
+/// MSS_MSA ok`).
+fn is_xpu_assign_ok(line: &str) -> bool {
+    line.contains("XPU: assign ") && line.contains(" HLOS -> MSS_MSA ok")
+}
+
+/// tz-sim's XPU witness found the host's stage 2 still mapping a range leaving HLOS.
+fn is_xpu_violation(line: &str) -> bool {
+    line.contains("XPU: violation: assign ") && line.contains("HLOS -> MSS_MSA: host stage 2")
+}
+
+/// What the chain's assign_mem must show when warden unmaps as it should: the guest's
+/// assign_mem HLOS → MSS_MSA reached tz-sim after warden's unmap (the witness says ok, warden
+/// logs the firmware's agreement), the way back reached it too, no violation anywhere.
+fn judge_chain_assign(run: &Captured) -> Vec<Verdict> {
+    let has = |needle: &str| run.lines.iter().any(|l| l.contains(needle));
+    let any = |f: fn(&str) -> bool| run.lines.iter().any(|l| f(l));
+    vec![
+        Verdict::check(
+            "guest-chain/assign_mem HLOS -> MSS_MSA forwarded: TZ accepted it (guest)",
+            has(TZ_ACCEPTED_NOTE),
+            || format!("no `{TZ_ACCEPTED_NOTE}` line"),
+        ),
+        Verdict::check(
+            "guest-chain/tz-sim's XPU witness: `XPU: assign ... HLOS -> MSS_MSA ok`",
+            any(is_xpu_assign_ok),
+            || "no such tz-sim line".into(),
+        ),
+        Verdict::check(
+            "guest-chain/warden: `SCM assign_mem #1: ... HLOS -> MSS_MSA: donated (exclusive), \
+             the firmware agreed`",
+            run.lines.iter().any(|l| {
+                l.contains("SCM assign_mem #1: ")
+                    && l.contains("HLOS -> MSS_MSA: donated (exclusive), the firmware agreed")
+            }),
+            || "no such warden line".into(),
+        ),
+        Verdict::check(
+            "guest-chain/the way back reached tz-sim: `tz-sim: SCM assign_mem ... MSS_MSA -> HLOS`",
+            run.lines
+                .iter()
+                .any(|l| l.contains("tz-sim: SCM assign_mem ") && l.contains("MSS_MSA -> HLOS")),
+            || "no such tz-sim line".into(),
+        ),
+        Verdict::check("guest-chain/no `XPU: violation`", !has("XPU: violation"), || {
+            run.lines.iter().find(|l| l.contains("XPU: violation")).cloned().unwrap_or_default()
+        }),
+    ]
+}
+
+/// warden built to skip the host's unmap on a forwarded assign_mem (`chain-xpu-violation`):
+/// the image says so at boot; tz-sim's witness finds the host's stage 2 still mapping the
+/// range, logs `XPU: violation` and refuses; warden rolls back and answers the guest TZ's
+/// ERROR (-1); the guest finds the range still the host's with its data
+/// (`scm_assign_reaches_tz` ok); no assign was let through; the run ends normally.
+pub fn judge_chain_xpu_violation(run: &Captured) -> Vec<Verdict> {
+    let has = |needle: &str| run.lines.iter().any(|l| l.contains(needle));
+    let any = |f: fn(&str) -> bool| run.lines.iter().any(|l| f(l));
+    let name = "scm_assign_reaches_tz";
+    let guest = run
+        .lines
+        .iter()
+        .filter_map(|l| parse_guest_line(l))
+        .find(|v| v.name.strip_prefix("guest/") == Some(name));
+    vec![
+        Verdict::check(
+            "chain-xpu-violation/warden says it is the fault-injection build",
+            has("FAULT INJECTION: fault-injection-skip-assign-unmap"),
+            || "no `FAULT INJECTION: fault-injection-skip-assign-unmap` line".into(),
+        ),
+        Verdict::check(
+            "chain-xpu-violation/tz-sim's witness: `XPU: violation: assign ... HLOS -> MSS_MSA: \
+             host stage 2 ...`",
+            any(is_xpu_violation),
+            || "no such tz-sim line".into(),
+        ),
+        Verdict::check(
+            "chain-xpu-violation/TZ's refusal reached the guest: warden `SCM assign_mem \
+             refused: -1`, the guest's note",
+            has("SCM assign_mem refused: -1 ") && has(TZ_REFUSED_NOTE),
+            || format!("no `SCM assign_mem refused: -1` or no `{TZ_REFUSED_NOTE}` line"),
+        ),
+        Verdict::check("chain-xpu-violation/no assign let through", !any(is_xpu_assign_ok), || {
+            "tz-sim logged `XPU: assign ... ok`".into()
+        }),
+        match guest.map(|v| v.outcome) {
+            Some(Ok(())) => Verdict::pass(format!(
+                "chain-xpu-violation/{name} (range still the host's, data kept)"
+            )),
+            Some(Err(why)) => Verdict::fail(format!("chain-xpu-violation/{name}"), why),
+            None => {
+                Verdict::fail(format!("chain-xpu-violation/{name}"), "no `ok`/`FAILED` line for it")
+            }
+        },
+        Verdict::check(
+            "chain-xpu-violation/guest: done, tz-sim SYSTEM_OFF, QEMU exited with status 0",
+            has("guest: done")
+                && has("tz-sim: SYSTEM_OFF")
+                && run.ending == Ending::Exited(Some(0)),
+            || ending_text(&run.ending),
+        ),
+    ]
+}
 
 /// tz-sim → warden entered as the hyp image → the test guest at the next stage's place, with
 /// `cpus` CPUs: tz-sim enters warden at 0x7e000000 with x0 = 0x60000000 and x1 = 2, warden
@@ -549,6 +659,7 @@ pub fn judge_guest_chain(run: &Captured, cpus: u32) -> Vec<Verdict> {
             "a scenario the judge does not know",
         ));
     }
+    out.extend(judge_chain_assign(run));
     let others = cpus - 1;
     // Each other CPU entered the host from warden's secondary path (TZ → warden at HYP_BASE).
     let secondaries =
@@ -961,6 +1072,38 @@ pub fn tail(lines: &[String], n: usize) -> &[String] {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The chain's assign_mem judges: each wants its own outcome, and fails on the other's.
+    #[test]
+    fn chain_assign_judges_want_their_own_outcome() {
+        let accepted = "\
+warden: SCM assign_mem #1: 0x13c400000..0x13c402000 HLOS -> MSS_MSA: donated (exclusive), the firmware agreed
+XPU: assign 0x13c400000..0x13c402000 HLOS -> MSS_MSA ok
+guest: note scm_assign_reaches_tz: TZ accepted HLOS -> MSS_MSA of 0x13c400000..0x13c402000
+tz-sim: SCM assign_mem 0x13c400000..0x13c402000 MSS_MSA -> HLOS
+ok scm_assign_reaches_tz
+guest: done
+tz-sim: SYSTEM_OFF
+";
+        let refused = "\
+warden: FAULT INJECTION: fault-injection-skip-assign-unmap built in: never ship this image
+XPU: violation: assign 0x13c400000..0x13c402000 HLOS -> MSS_MSA: host stage 2 (VTTBR_EL2 0x1) maps IPA 0x13c400000 -> PA 0x13c400000 (level 3 page)
+warden: SCM assign_mem refused: -1 (x2 0x1 x3 0x10 x4 0x2 x5 0x3; refusal #1)
+guest: note scm_assign_reaches_tz: TZ refused HLOS -> MSS_MSA of 0x13c400000..0x13c402000 (x0 -1)
+ok scm_assign_reaches_tz
+guest: done
+tz-sim: SYSTEM_OFF
+";
+        let ok = Ending::Exited(Some(0));
+        let passed = |v: &[Verdict]| v.iter().all(|v| v.outcome.is_ok());
+        assert!(passed(&judge_chain_assign(&captured(accepted, ok.clone()))));
+        assert!(!passed(&judge_chain_assign(&captured(refused, ok.clone()))));
+        assert!(passed(&judge_chain_xpu_violation(&captured(refused, ok.clone()))));
+        assert!(!passed(&judge_chain_xpu_violation(&captured(accepted, ok.clone()))));
+        let no_violation: String =
+            refused.lines().filter(|l| !l.starts_with("XPU:")).map(|l| format!("{l}\n")).collect();
+        assert!(!passed(&judge_chain_xpu_violation(&captured(&no_violation, ok))));
+    }
 
     fn captured(text: &str, ending: Ending) -> Captured {
         Captured {

@@ -550,6 +550,35 @@ fn scenario_guest_chain(
     Ok(scenario::judge_guest_chain(&run, crate::chain::SMP))
 }
 
+/// The chain with warden built to skip the host's unmap on a forwarded assign_mem
+/// (`fault-injection-skip-assign-unmap`, its own image, built here for this scenario only):
+/// tz-sim's XPU witness must catch it (`XPU: violation`), refuse, and the refusal reach the
+/// guest with nothing changed.
+fn scenario_chain_xpu_violation(
+    qemu: &Path,
+    images: &crate::chain::ChainImages,
+    guest: &Path,
+) -> Result<Vec<Verdict>> {
+    let tc = toolchain::firmware()?;
+    let log = logs_dir().join("firmware-build-fault-injection.log");
+    let _ = std::fs::remove_file(&log);
+    let hyp_image = crate::chain::build_skip_assign_unmap_image(tc, images, Some(&log))
+        .with_context(|| format!("building the fault-injection image; see {}", log.display()))?;
+    let faulty = crate::chain::ChainImages { hyp_image, ..images.clone() };
+    let mut machine = faulty.machine();
+    machine.devices.extend(crate::chain::next_stage_loader(guest));
+    machine.devices.extend(crate::qemu::test_guest_devices());
+    let run = qemu::run_captured(
+        machine.command(qemu),
+        SCENARIO_TIMEOUT,
+        &logs_dir().join("qemu-chain-xpu-violation.log"),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout("chain-xpu-violation", &run);
+    Ok(scenario::judge_chain_xpu_violation(&run))
+}
+
 /// warden-hyp whose linked DT reserves only half its region (`chain::with_half_reservation`):
 /// it must refuse to start, say why, and halt before the next stage runs.
 fn scenario_chain_refusal(qemu: &Path, images: &crate::chain::ChainImages) -> Result<Vec<Verdict>> {
@@ -709,10 +738,11 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 16] = [
+pub const ALL_SCENARIOS: [&str; 17] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
+    "chain-xpu-violation",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -729,10 +759,11 @@ pub const ALL_SCENARIOS: [&str; 16] = [
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline and
 /// linux-gicv2 the `linux` scenario on `gic-version=2`, both on request).
-const DEFAULT_SCENARIOS: [&str; 14] = [
+const DEFAULT_SCENARIOS: [&str; 15] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
+    "chain-xpu-violation",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -891,6 +922,10 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
             },
             ("chain-refusal", _) => match &chain {
                 Some(images) => scenario_chain_refusal(&qemu.path, images),
+                None => Err(anyhow::anyhow!("the chain's images were not built")),
+            },
+            ("chain-xpu-violation", _) => match &chain {
+                Some(images) => scenario_chain_xpu_violation(&qemu.path, images, &guest),
                 None => Err(anyhow::anyhow!("the chain's images were not built")),
             },
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),

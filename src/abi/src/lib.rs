@@ -12,6 +12,7 @@ pub mod control;
 pub mod error;
 pub mod handoff;
 pub mod peer;
+pub mod qcom_scm;
 pub mod stats;
 
 pub use error::AbiError;

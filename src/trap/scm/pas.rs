@@ -25,28 +25,16 @@
 //! to: a call that passes warden's checks is answered QCOM_SCM_EOPNOTSUPP with nothing changed
 //! (and IS_CALL_AVAIL says 0 for every PAS call, so Linux's remoteproc sees PAS unsupported).
 
-use super::{
-    ArgType, ScmCall, ScmHost, ScmResult, ScmStatus, arginfo, assign_status, forward_or_unsupported,
-};
+use super::{ScmCall, ScmHost, ScmResult, ScmStatus, assign_status, forward_or_unsupported};
 use crate::handoff::assign::Holders;
 use crate::mm::ownership::PeerId;
 use crate::mm::{MemRange, PAGE_SIZE};
 
-/// PIL commands (Linux `qcom_scm.h`).
-pub mod cmd {
-    pub const INIT_IMAGE: u8 = 0x01;
-    pub const MEM_SETUP: u8 = 0x02;
-    pub const AUTH_AND_RESET: u8 = 0x05;
-    pub const SHUTDOWN: u8 = 0x06;
-    pub const IS_SUPPORTED: u8 = 0x07;
-    pub const MSS_RESET: u8 = 0x0a;
-}
-
-/// PAS peripheral IDs (Linux `remoteproc/qcom_q6v5_pas.c`: `pas_id`).
-pub mod peripheral {
-    pub const ADSP: u64 = 1;
-    pub const MPSS: u64 = 4;
-}
+/// PAS peripheral IDs ([`warden_abi::qcom_scm::pas_id`]).
+pub use warden_abi::qcom_scm::pas_id as peripheral;
+/// PIL commands ([`warden_abi::qcom_scm::pil`]).
+pub use warden_abi::qcom_scm::pil as cmd;
+pub use warden_abi::qcom_scm::pil::expected_arginfo;
 
 /// The peer warden plays for a PAS peripheral: the modem for MPSS, the DSP for the ADSP.
 pub fn peer_of_peripheral(id: u64) -> Option<PeerId> {
@@ -55,19 +43,6 @@ pub fn peer_of_peripheral(id: u64) -> Option<PeerId> {
         peripheral::ADSP => Some(PeerId::DSP),
         _ => None,
     }
-}
-
-/// The `arginfo` Linux gives each call (`qcom_scm.c`), `None` for a PIL command warden does
-/// not know (forwarded unchanged).
-pub fn expected_arginfo(command: u8) -> Option<u32> {
-    use ArgType::{Rw, Val};
-    Some(match command {
-        cmd::INIT_IMAGE => arginfo(&[Val, Rw]),
-        cmd::MEM_SETUP => arginfo(&[Val, Val, Val]),
-        cmd::AUTH_AND_RESET | cmd::SHUTDOWN | cmd::IS_SUPPORTED => arginfo(&[Val]),
-        cmd::MSS_RESET => arginfo(&[Val, Val]),
-        _ => return None,
-    })
 }
 
 /// Answers one PAS call (see the module documentation).
@@ -157,13 +132,13 @@ fn auth_and_reset<S: ScmHost + ?Sized>(
         return Ok(ScmResult::status(ScmStatus::NotSupported));
     }
     if hand_over {
-        host.assign(region, Holders::HOST, Holders::peer(peer)).map_err(assign_status)?;
+        host.assign(region, Holders::HOST, Holders::peer(peer), None).map_err(assign_status)?;
         log::info!("SCM PAS auth_and_reset: {region} handed to peer {} first", peer.get());
     }
     let answer = forward_or_unsupported(call, host);
     if answer.status < 0
         && hand_over
-        && let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST)
+        && let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST, None)
     {
         log::error!("SCM PAS auth_and_reset refused by the firmware; {region} not back: {e:?}");
         return Err(ScmStatus::Error);
@@ -182,7 +157,7 @@ fn shutdown<S: ScmHost + ?Sized>(
     }
     if let Some(region) = host.pas_region(peer) {
         if host.holders(region, peer) == Ok(Holders::peer(peer)) {
-            if let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST) {
+            if let Err(e) = host.assign(region, Holders::peer(peer), Holders::HOST, None) {
                 // The peer is stopped but its memory is not the host's again: say so.
                 log::error!("SCM PAS shutdown: taking {region} back failed: {e:?}");
                 return Err(ScmStatus::Error);

@@ -225,6 +225,7 @@ pub fn run_chain(platform: &Platform) {
     record("edu_dma_works", edu_dma_works(&edu));
     record("edu_dma_into_warden_refused", edu_dma_into_warden_refused(platform, &edu));
     record("vsmmu_stage1_dma_works", vsmmu_scenarios::stage1_dma_works(platform, &edu));
+    record("scm_assign_reaches_tz", scm_scenarios::assign_reaches_tz());
 }
 
 /// Runs every scenario after `runs_at_el1` passed.

@@ -27,40 +27,30 @@
 //! EINVAL_ARG. Success is x0 = 0, x1 = 0 (Linux returns x1 as the result of these calls).
 
 use crate::ownership::HLOS_ONLY;
-use crate::scm::{
-    Answer, ArgType, PAGE, Platform, Scm, ScmCall, VmSet, answer, arginfo, status, vmid, witness,
-};
+use crate::scm::{Answer, PAGE, Platform, Scm, ScmCall, VmSet, answer, status, vmid, witness};
+use warden_abi::qcom_scm::pas_id;
+pub use warden_abi::qcom_scm::pil::expected_arginfo;
 
+/// PIL commands ([`warden_abi::qcom_scm::pil`]).
 pub mod cmd {
-    pub const INIT_IMAGE: u8 = 0x01;
-    pub const MEM_SETUP: u8 = 0x02;
-    pub const AUTH_AND_RESET: u8 = 0x05;
-    pub const SHUTDOWN: u8 = 0x06;
-    pub const IS_SUPPORTED: u8 = 0x07;
+    pub use warden_abi::qcom_scm::pil::{
+        AUTH_AND_RESET, INIT_IMAGE, IS_SUPPORTED, MEM_SETUP, SHUTDOWN,
+    };
 }
 
 /// The peripherals this TZ can start (Linux `qcom_q6v5_pas.c` `pas_id`) and the VM that owns a
 /// running one's memory.
 pub const PERIPHERALS: [(u64, u32, &str); 4] = [
-    (1, vmid::ADSP_Q6, "ADSP"),
-    (4, vmid::MSS_MSA, "MPSS"),
-    (12, vmid::SSC_Q6, "SLPI"),
-    (18, vmid::CDSP, "CDSP"),
+    (pas_id::ADSP, vmid::ADSP_Q6, "ADSP"),
+    (pas_id::MPSS, vmid::MSS_MSA, "MPSS"),
+    (pas_id::SLPI, vmid::SSC_Q6, "SLPI"),
+    (pas_id::CDSP, vmid::CDSP, "CDSP"),
 ];
 
+/// The PIL commands this TZ answers (every other is `NOT_SUPPORTED`; `mss_reset` too).
 pub fn implemented(command: u8) -> bool {
-    expected_arginfo(command).is_some()
-}
-
-/// The `arginfo` Linux gives each call (`qcom_scm.c`).
-pub fn expected_arginfo(command: u8) -> Option<u32> {
-    use ArgType::{Rw, Val};
-    Some(match command {
-        cmd::INIT_IMAGE => arginfo(&[Val, Rw]),
-        cmd::MEM_SETUP => arginfo(&[Val, Val, Val]),
-        cmd::AUTH_AND_RESET | cmd::SHUTDOWN | cmd::IS_SUPPORTED => arginfo(&[Val]),
-        _ => return None,
-    })
+    use cmd::*;
+    matches!(command, INIT_IMAGE | MEM_SETUP | AUTH_AND_RESET | SHUTDOWN | IS_SUPPORTED)
 }
 
 /// One peripheral's progress.

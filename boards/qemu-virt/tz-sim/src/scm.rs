@@ -21,6 +21,7 @@
 
 use core::fmt;
 
+use warden_abi::qcom_scm::{le32, le64, split_call_avail_id, split_function_id};
 use warden_abi::smccc;
 
 use crate::mem::PhysMem;
@@ -28,57 +29,17 @@ use crate::ownership::Ownership;
 use crate::pas::Pas;
 use crate::witness::Violation;
 
-/// SMCCC owner of SiP calls.
-pub const OWNER_SIP: u32 = 2;
+pub use warden_abi::qcom_scm::{
+    ASSIGN_ARGINFO, ArgType, INFO_IS_CALL_AVAIL, MP_ASSIGN, OWNER_SIP, arginfo, status, svc,
+};
 
-/// SCM services.
-pub mod svc {
-    pub const PIL: u8 = 0x02;
-    pub const INFO: u8 = 0x06;
-    pub const MP: u8 = 0x0c;
-}
-
-pub const INFO_IS_CALL_AVAIL: u8 = 0x01;
-pub const MP_ASSIGN: u8 = 0x16;
-
-/// Status codes in x0 (`qcom_scm.h`).
-pub mod status {
-    pub const SUCCESS: i64 = 0;
-    pub const ERROR: i64 = -1;
-    pub const EINVAL_ARG: i64 = -2;
-    pub const EINVAL_ADDR: i64 = -3;
-    pub const EOPNOTSUPP: i64 = -4;
-    pub const ENOMEM: i64 = -5;
-    pub const V2_EBUSY: i64 = -12;
-    /// SMCCC's unknown function (-1, the same value as `QCOM_SCM_ERROR`).
-    pub const NOT_SUPPORTED: i64 = warden_abi::smccc::NOT_SUPPORTED;
-}
-
-/// Qualcomm VM IDs (Linux `include/dt-bindings/firmware/qcom,scm.h`, `qcom_scm.h`): the ones
-/// this TZ knows. Any other is refused.
+/// Qualcomm VM IDs ([`warden_abi::qcom_scm::vmid`]): the ones this TZ knows. Any other is
+/// refused.
 pub mod vmid {
-    pub const HLOS: u32 = 0x3;
-    pub const SSC_Q6: u32 = 0x5;
-    pub const ADSP_Q6: u32 = 0x6;
-    pub const MSS_MSA: u32 = 0xf;
-    pub const WLAN: u32 = 0x18;
-    pub const WLAN_CE: u32 = 0x19;
-    pub const CDSP: u32 = 0x1e;
-    pub const NAV: u32 = 0x2b;
-
-    pub const KNOWN: [(u32, &str); 8] = [
-        (HLOS, "HLOS"),
-        (SSC_Q6, "SSC_Q6"),
-        (ADSP_Q6, "ADSP_Q6"),
-        (MSS_MSA, "MSS_MSA"),
-        (WLAN, "WLAN"),
-        (WLAN_CE, "WLAN_CE"),
-        (CDSP, "CDSP"),
-        (NAV, "NAV"),
-    ];
+    pub use warden_abi::qcom_scm::vmid::*;
 
     pub fn is_known(vm: u32) -> bool {
-        KNOWN.iter().any(|&(v, _)| v == vm)
+        name(vm).is_some()
     }
 }
 
@@ -97,8 +58,8 @@ impl fmt::Display for VmSet {
                 f.write_str("+")?;
             }
             first = false;
-            match vmid::KNOWN.iter().find(|&&(v, _)| v == vm) {
-                Some((_, name)) => f.write_str(name)?,
+            match vmid::name(vm) {
+                Some(name) => f.write_str(name)?,
                 None => write!(f, "VM{vm:#x}")?,
             }
         }
@@ -109,44 +70,16 @@ impl fmt::Display for VmSet {
     }
 }
 
-/// An argument type in `arginfo`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ArgType {
-    Val = 0,
-    Ro = 1,
-    Rw = 2,
-    BufVal = 3,
-}
-
-/// Linux's `QCOM_SCM_ARGS(n, types...)`.
-pub const fn arginfo(types: &[ArgType]) -> u32 {
-    let mut info = types.len() as u32 & 0xf;
-    let mut i = 0;
-    while i < types.len() {
-        info |= (types[i] as u32) << (4 + 2 * i);
-        i += 1;
-    }
-    info
-}
-
-/// assign_mem's `arginfo`: `QCOM_SCM_ARGS(7, RO, VAL, RO, VAL, RO, VAL, VAL)`.
-pub const ASSIGN_ARGINFO: u32 = {
-    use ArgType::{Ro, Val};
-    arginfo(&[Ro, Val, Ro, Val, Ro, Val, Val])
-};
-
-/// `qcom_scm_mem_map_info`: le64 address, le64 size.
-pub const MEM_ENTRY: u64 = 16;
-/// `qcom_scm_current_perm_info`: le32 vmid, le32 perm, le64 ctx, le32 ctx_size, le32 unused.
-pub const DEST_ENTRY: u64 = 24;
+/// `qcom_scm_mem_map_info`'s size.
+pub const MEM_ENTRY: u64 = warden_abi::qcom_scm::MEM_ENTRY as u64;
+/// `qcom_scm_current_perm_info`'s size.
+pub const DEST_ENTRY: u64 = warden_abi::qcom_scm::DEST_ENTRY as u64;
 /// Memory ranges one assign_mem may move.
 pub const MAX_MEM_ENTRIES: usize = 16;
 /// Source VM IDs (le32 each): the set bits of Linux's 64-bit bitmap.
-pub const MAX_SOURCES: usize = 64;
+pub const MAX_SOURCES: usize = warden_abi::qcom_scm::MAX_SOURCES;
 pub const MAX_DESTINATIONS: usize = 16;
-/// `QCOM_SCM_PERM_READ | WRITE | EXEC`.
-pub const PERM_RWX: u32 = 0x7;
+pub use warden_abi::qcom_scm::perm::RWX as PERM_RWX;
 /// The granule of an assignment (what an XPU partition is on Qualcomm's SoCs, at least).
 pub const PAGE: u64 = 0x1000;
 
@@ -167,14 +100,12 @@ impl ScmCall {
     /// number bits [15:0], bits [23:16] zero); the upper half of x0 is ignored (SMCCC).
     pub fn decode(x: &[u64; 6]) -> Option<Self> {
         let fid = x[0] as u32;
-        if smccc::owner(fid) != OWNER_SIP || fid & 0x00ff_0000 != 0 {
-            return None;
-        }
+        let (svc, cmd) = split_function_id(fid)?;
         let smc64 = smccc::is_64(fid);
         let narrow = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
         Some(Self {
-            svc: (fid >> 8) as u8,
-            cmd: fid as u8,
+            svc,
+            cmd,
             smc64,
             fast: fid & smccc::FAST_CALL != 0,
             arginfo: narrow(x[1]) as u32,
@@ -215,18 +146,6 @@ pub fn implemented(svc_id: u8, cmd: u8) -> bool {
         svc::PIL => crate::pas::implemented(cmd),
         _ => false,
     }
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 /// A validated assign_mem request (copied out of the caller's buffers once).
@@ -442,9 +361,7 @@ fn is_call_available(call: &ScmCall) -> Answer {
     if call.arginfo & 0xf != 1 {
         return answer(status::EINVAL_ARG);
     }
-    let fnid = call.args[0];
-    let sip = (fnid >> 24) & 0x3f == u64::from(OWNER_SIP) && fnid & !0x3f00_ffff == 0;
-    let yes = sip && implemented((fnid >> 8) as u8, fnid as u8);
+    let yes = split_call_avail_id(call.args[0]).is_some_and(|(s, c)| implemented(s, c));
     [0, u64::from(yes), 0, 0]
 }
 
