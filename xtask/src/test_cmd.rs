@@ -795,6 +795,10 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
         if let Err(e) = toolchain::qemu() {
             tally.record(&Verdict::fail("setup/qemu-system-aarch64", format!("{e:#}")));
         }
+        // Likewise U-Boot (the linux-chain scenario's bootloader; a unit test checks its pin).
+        if let Err(e) = crate::uboot::uboot() {
+            tally.record(&Verdict::fail("setup/u-boot-qemu", format!("{e:#}")));
+        }
         unit_tests(&mut tally)?;
         step("lints");
         lint(
