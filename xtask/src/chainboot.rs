@@ -8,25 +8,27 @@
 //! mediates it. That run proves tz-sim, U-Boot, the disk and the DT hand-over without warden;
 //! it is labelled as such on the console and is never counted as a warden run.
 //!
-//! U-Boot's addresses, which the machine's RAM must keep away from warden (measured with
-//! `bdinfo` on `u-boot-qemu` 2023.01+dfsg-2+deb12u3 under tz-sim):
-//! - it relocates itself to the top of the (first and only) RAM bank: code at
-//!   `top - 0x10_9000`, its control DT, malloc area (16 MiB) and stack below that, and it
-//!   reserves from `top - 0x235_3000` (35.3 MiB, the stack's 16 MiB reservation included) to the
-//!   top from everything it loads ([`UBOOT_TOP_RESERVATION`]);
+//! U-Boot's addresses, which decide the machine's RAM (measured with `bdinfo` and its boot log,
+//! `u-boot-qemu` 2023.01+dfsg-2+deb12u3 under tz-sim, docs/chain.md):
+//! - it relocates itself to the top of its RAM bank: code at `top - 0x10_9000`, below it its
+//!   control DT, 16 MiB of malloc and its stack, which starts `0x115_25a0` below the top
+//!   ([`UBOOT_TOP`] rounds that up), and it takes nothing it loads from there;
 //! - the kernel goes to `kernel_addr_r` (0x4040_0000), the initramfs to `ramdisk_addr_r`
-//!   (0x4400_0000); then, since `initrd_high` and `fdt_high` are 0xffffffff (a 4 GiB limit on
-//!   arm64, not "leave it in place"), it copies the initramfs and the DT (the one at `fdt_addr`,
-//!   0x4000_0000, where QEMU put `-dtb`) to the highest free memory below its reservation and
-//!   under 4 GiB, avoiding the DT's `/reserved-memory` regions, and boots Linux with those.
+//!   (0x4400_0000); then, `initrd_high` and `fdt_high` being 0xffffffff (a 4 GiB limit on arm64,
+//!   not "leave it in place"), it copies the initramfs and the DT to the highest free memory
+//!   below 4 GiB and boots Linux with those copies. The DT's copy avoids `/reserved-memory`;
+//!   the initramfs's does not (it is placed before U-Boot reads the reservations).
 //!
-//! Hence [`MEMORY`]: 2 GiB. With 1 GiB the top of RAM is 0x8000_0000 and U-Boot would relocate
-//! into warden's region at `HYP_BASE` (0x7e00_0000) and the carveouts below it, which warden
-//! has unmapped from the host's stage 2 (a stage-2 abort in U-Boot before it prints a line).
-//! With 2 GiB RAM ends at 0xc000_0000: U-Boot lives in its top 35.3 MiB, above the board's
-//! carveouts (placed 32 MiB below the top: U-Boot's reservation reaches 3.3 MiB into the
-//! upper one, but what U-Boot writes starts 19.3 MiB below the top, at its stack) and a
-//! gigabyte above warden's region.
+//! Hence [`MEMORY`], 4 GiB (RAM 0x4000_0000..0x1_4000_0000):
+//! - with 1 GiB the top of RAM is 0x8000_0000: U-Boot would relocate into warden's region at
+//!   `HYP_BASE` (0x7e00_0000), which warden has taken out of the host's stage 2;
+//! - with RAM ending at or below 4 GiB, the initramfs's copy lands right below U-Boot, which is
+//!   where the board puts its carveouts (32 MiB below the top of RAM, `carveouts::for_ram`):
+//!   at 2 GiB, 0xbdc3_7000 inside `dsp@bd000000`, and Linux then fails to reserve the DSP's
+//!   carveout;
+//! - with 4 GiB, U-Boot and the carveouts are above 4 GiB (U-Boot in the top 17.3 MiB, the
+//!   carveouts 64 to 32 MiB below the top) and the copies just below 4 GiB (0xffd9_2000 and
+//!   0xffd8_5000 for the scenarios' initramfs), a gigabyte above warden's region.
 
 use crate::bootdisk;
 use crate::firmware;
@@ -38,20 +40,34 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tz_sim::layout::{HYP_BASE, NEXT_STAGE};
 
-/// RAM of the chain's machine (see the module documentation for why not 1 GiB).
-pub const MEMORY: &str = "2G";
-/// Bytes at the top of RAM U-Boot keeps for itself (its relocated code, control DT, malloc
-/// area and stack reservation), measured with `bdinfo`: 0x235_3000 below a 2 GiB machine's top.
-pub const UBOOT_TOP_RESERVATION: u64 = 0x235_3000;
+/// RAM of the chain's machine (see the module documentation for why 4 GiB).
+pub const MEMORY: &str = "4G";
 /// The end of the chain's RAM: virt's RAM starts at 0x4000_0000.
-pub const RAM_END: u64 = tz_sim::layout::RAM_BASE + (2 << 30);
-/// The largest hyp region the chain leaves clear of U-Boot (warden's region is
-/// `[HYP_BASE, HYP_BASE + size)`).
-pub const MAX_HYP_REGION: u64 = RAM_END - UBOOT_TOP_RESERVATION - HYP_BASE;
+pub const RAM_END: u64 = tz_sim::layout::RAM_BASE + (4 << 30);
+/// How far below the top of RAM U-Boot writes once relocated (its stack starts 0x115_25a0 below
+/// the top; 1 MiB for the stack's depth).
+pub const UBOOT_TOP: u64 = 0x125_0000;
+/// The 4 GiB limit under which U-Boot copies the initramfs and the DT (`initrd_high`,
+/// `fdt_high`).
+pub const UBOOT_COPY_LIMIT: u64 = 1 << 32;
+/// The largest kernel: U-Boot loads it at `kernel_addr_r` and the initramfs at
+/// `ramdisk_addr_r` after it.
+pub const MAX_KERNEL: u64 = uboot::RAMDISK_ADDR_R - uboot::KERNEL_ADDR_R;
+/// The largest initramfs: loaded at `ramdisk_addr_r`, it must end below `NEXT_STAGE` (and so
+/// below warden's region); its copy under 4 GiB must stay above warden's region.
+pub const MAX_INITRD: u64 = NEXT_STAGE - uboot::RAMDISK_ADDR_R;
 
-// U-Boot's relocation cannot reach warden's region, and what it loads for Linux lies below
-// where U-Boot is loaded.
-const _: () = assert!(MAX_HYP_REGION >= 32 << 20);
+const MIB: u64 = 1 << 20;
+// warden's region (32 MiB on qemu-virt-tz) lies below what U-Boot copies under 4 GiB, even for
+// the largest initramfs xtask puts on the disk; U-Boot's relocation and the board's carveouts
+// lie above 4 GiB, U-Boot above the carveouts; what U-Boot loads lies below where it is
+// loaded.
+const _: () = assert!(HYP_BASE + 32 * MIB + MAX_INITRD + 2 * MIB <= UBOOT_COPY_LIMIT);
+const _: () = assert!(
+    RAM_END - warden::boards::carveouts::TOP_GAP - 2 * warden::boards::carveouts::CARVEOUT_SIZE
+        >= UBOOT_COPY_LIMIT
+);
+const _: () = assert!(RAM_END - UBOOT_TOP >= RAM_END - warden::boards::carveouts::TOP_GAP);
 const _: () = assert!(uboot::RAMDISK_ADDR_R < NEXT_STAGE && uboot::KERNEL_ADDR_R < NEXT_STAGE);
 
 /// The chain's machine: `secure=on` (tz-sim at EL3 as `-bios`), [`MEMORY`], `cpus` CPUs.
@@ -149,16 +165,33 @@ pub struct ChainLinux {
     pub cmdline: String,
 }
 
-/// Prepares Linux (`opts`: kernel, initrd, `--append`, CPUs) on the chain with `hyp` at
-/// `HYP_BASE`: writes the boot disk into `opts.work_dir` and returns the machine, which has
+/// Prepares Linux (`opts`: kernel, initrd, `--append`, CPUs) on the chain with `tz_sim` as
+/// `-bios` and `hyp` at `HYP_BASE`: writes the boot disk into `opts.work_dir` and returns the machine, which has
 /// tz-sim, the hyp stage, U-Boot, the DT, the boot disk and the Linux host's devices.
-pub fn linux(qemu: &Path, opts: &HostOptions, hyp: &HypStage, name: &str) -> Result<ChainLinux> {
+pub fn linux(
+    qemu: &Path,
+    tz_sim: &Path,
+    opts: &HostOptions,
+    hyp: &HypStage,
+    name: &str,
+) -> Result<ChainLinux> {
     let u_boot = uboot::uboot()?;
-    let tz_sim = firmware::build_one(crate::toolchain::firmware()?, &firmware::TZ_SIM)?;
     let host = linux_host::prepare(opts)?;
+    for (what, path, max) in
+        [("kernel", &host.kernel, MAX_KERNEL), ("initramfs", &host.initrd, MAX_INITRD)]
+    {
+        let len =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+        ensure!(
+            len <= max,
+            "the {what} {} is {len} bytes; U-Boot's addresses on the chain take at most {max} \
+             (docs/chain.md)",
+            path.display()
+        );
+    }
     let boot_disk = opts.work_dir.join("boot-disk.img");
     bootdisk::write(&boot_disk, &host.kernel, &host.initrd, &host.cmdline)?;
-    let mut m = machine(opts.gic, opts.smp, &tz_sim);
+    let mut m = machine(opts.gic, opts.smp, tz_sim);
     match hyp {
         HypStage::None => {
             m.devices.extend(loader(&u_boot.bin, HYP_BASE));
@@ -175,14 +208,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_chain_machine_has_el3_and_2g() {
+    fn the_chain_machine_has_el3_and_4g() {
         let mut m = machine(Gic::V3, 3, Path::new("/t/tz-sim.bin"));
         m.devices.extend(loader(Path::new("/t/u-boot.bin"), HYP_BASE));
         m.devices.extend(boot_disk_devices(Path::new("/t/boot.img")));
         assert_eq!(
             m.args().join(" "),
             "-machine virt,secure=on,virtualization=on,gic-version=3,iommu=smmuv3 \
-             -cpu max,pauth-impdef=on -smp 3 -m 2G -nographic -no-reboot \
+             -cpu max,pauth-impdef=on -smp 3 -m 4G -nographic -no-reboot \
              -global virtio-net-pci.romfile= -bios /t/tz-sim.bin \
              -device loader,file=/t/u-boot.bin,addr=0x7e000000 \
              -drive if=none,id=bootdisk,format=raw,snapshot=on,file=/t/boot.img \
@@ -191,10 +224,14 @@ mod tests {
     }
 
     #[test]
-    fn u_boot_stays_clear_of_the_hyp_region() {
-        assert_eq!(MAX_HYP_REGION, 0xc000_0000 - 0x235_3000 - 0x7e00_0000);
-        assert_eq!(RAM_END, 0xc000_0000);
-        assert_eq!(crate::linux::parse_memory(MEMORY).unwrap(), 2 << 30);
+    fn u_boot_stays_clear_of_warden_and_the_carveouts() {
+        assert_eq!(RAM_END, 0x1_4000_0000);
+        assert_eq!(crate::linux::parse_memory(MEMORY).unwrap(), 4 << 30);
+        // Where the board places its carveouts in the chain's RAM: above 4 GiB, below U-Boot.
+        let ram = [warden::mm::MemRange::new(0x4000_0000, RAM_END)];
+        let carveouts = warden::boards::carveouts::for_ram(&ram).unwrap();
+        assert_eq!(carveouts[0].range.start, 0x1_3c00_0000);
+        assert!(carveouts[1].range.end <= RAM_END - UBOOT_TOP);
     }
 
     /// QEMU's own DT for the chain's machine has no PSCI node (virt leaves it out when EL3

@@ -332,7 +332,8 @@ fn run_chain(o: RunOptions, qemu: &std::path::Path) -> Result<ExitCode> {
          Linux at EL2; warden does not run",
         tz_sim::layout::HYP_BASE
     );
-    let chain = chainboot::linux(qemu, &opts, &chainboot::HypStage::None, "run-chain")?;
+    let tz_sim = firmware::build_one(toolchain::firmware()?, &firmware::TZ_SIM)?;
+    let chain = chainboot::linux(qemu, &tz_sim, &opts, &chainboot::HypStage::None, "run-chain")?;
     eprintln!(
         "xtask: boot disk {} (extlinux.conf: append {})",
         chain.boot_disk.display(),
