@@ -93,6 +93,28 @@ pub fn boot_disk_devices(disk: &Path) -> Vec<String> {
 pub enum HypStage {
     /// No hyp stage: U-Boot at `HYP_BASE`, entered at EL2 (the `--no-warden` chain).
     None,
+    /// warden's boot-stage image (board `qemu-virt-tz`) at `HYP_BASE` with the OS's DT it
+    /// links as QEMU's `-dtb`; U-Boot at `NEXT_STAGE`, entered by warden at EL1 on the boot
+    /// CPU. The machine is [`chain::ChainImages::machine`]: all [`chain::SMP`] CPUs, which
+    /// tz-sim powers on through warden's PSCI path.
+    Warden(chain::ChainImages),
+}
+
+/// The `/reserved-memory` regions of `dtb` marked `no-map` (node base name, range): what
+/// Linux must reserve `no-map` when U-Boot hands that DT over (warden's region, the carveouts).
+pub fn no_map_regions(dtb: &Path) -> Result<Vec<(String, warden::mm::MemRange)>> {
+    let bytes = std::fs::read(dtb).with_context(|| format!("reading {}", dtb.display()))?;
+    let info = warden::dt::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("parsing the chain's DT {}: {e}", dtb.display()))?;
+    Ok(info
+        .reserved
+        .iter()
+        .filter(|r| r.no_map)
+        .map(|r| {
+            let base = r.name.split('@').next().unwrap_or(&r.name).to_owned();
+            (base, r.range)
+        })
+        .collect())
 }
 
 /// The DT of the `--no-warden` chain: QEMU's own for `machine` (dumped with its `-bios`, so
@@ -152,7 +174,7 @@ pub struct ChainLinux {
 }
 
 /// Prepares Linux (`opts`: kernel, initrd, `--append`, CPUs) on the chain with `tz_sim` as
-/// `-bios` and `hyp` at `HYP_BASE`: writes the boot disk into `opts.work_dir` and returns the machine, which has
+/// `-bios` (the warden chain's images name their own) and `hyp` at `HYP_BASE`: writes the boot disk into `opts.work_dir` and returns the machine, which has
 /// tz-sim, the hyp stage, U-Boot, the DT, the boot disk and the Linux host's devices.
 pub fn linux(
     qemu: &Path,
@@ -185,6 +207,19 @@ pub fn linux(
             m.smp = opts.smp;
             m.devices.extend(loader(&u_boot.bin, HYP_BASE));
             m.dtb = Some(plain_chain_dtb(qemu, &m, name)?);
+        }
+        HypStage::Warden(images) => {
+            ensure!(
+                opts.smp == chain::SMP && opts.gic == images.gic,
+                "the chain with warden runs the machine its DT was made for: {} CPUs, {:?} \
+                 (asked: {} CPUs, {:?})",
+                chain::SMP,
+                images.gic,
+                opts.smp,
+                opts.gic
+            );
+            m = images.machine();
+            m.devices.extend(chain::next_stage_loader(&u_boot.bin));
         }
     }
     m.devices.extend(boot_disk_devices(&boot_disk));

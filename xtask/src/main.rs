@@ -162,10 +162,11 @@ struct RunOptions {
     #[arg(long, value_enum, default_value_t = Host::Linux)]
     host: Host,
     /// CPUs the host gets (default 2); a run with warden gives QEMU one more, the simulated
-    /// peer's. `--chain --no-warden` has 1.
+    /// peer's. `--chain` has the 3 its DT was made for (no simulated peer), `--chain
+    /// --no-warden` 1.
     #[arg(long)]
     smp: Option<u32>,
-    /// RAM (default 1G; `--chain` sets its own, 2G).
+    /// RAM (default 1G; `--chain` sets its own, 4G).
     #[arg(long)]
     memory: Option<String>,
     /// Linux host: your own kernel (an arm64 Image) instead of Debian's.
@@ -303,20 +304,6 @@ fn run_chain(o: RunOptions, qemu: &std::path::Path) -> Result<ExitCode> {
          has not (drop --persona)"
     );
     anyhow::ensure!(
-        o.no_warden,
-        "--chain with warden does not boot U-Boot yet: warden's virtual SMMU aborts the host's \
-         DMA until the host enables it, and U-Boot drives no SMMU (docs/chain.md); \
-         --chain --no-warden boots the chain with U-Boot in warden's place"
-    );
-    // tz-sim enters every CPU it powers on at HYP_BASE, where U-Boot sits without warden: only
-    // warden sends a CPU on to the entry the OS asked for.
-    anyhow::ensure!(
-        o.smp.is_none_or(|n| n == 1),
-        "--chain --no-warden runs 1 CPU: tz-sim enters every CPU it powers on at the hyp \
-         image's address, where U-Boot sits in warden's place, and only warden sends it on to \
-         the entry Linux asked for"
-    );
-    anyhow::ensure!(
         o.memory.is_none(),
         "--chain sets the memory itself ({}: U-Boot relocates to the top of RAM, which must be \
          clear of warden's region; docs/chain.md)",
@@ -327,18 +314,50 @@ fn run_chain(o: RunOptions, qemu: &std::path::Path) -> Result<ExitCode> {
     opts.initrd = o.initrd;
     opts.append = o.append;
     opts.series = o.kernel_version;
-    opts.smp = 1;
     opts.memory = chain::MEMORY.into();
-    opts.with_warden = false;
+    opts.with_warden = !o.no_warden;
     opts.gic = o.gic;
     opts.shell = std::io::stdin().is_terminal();
-    eprintln!(
-        "xtask: --chain --no-warden: tz-sim -> U-Boot at {:#x} (EL2, in warden's place) -> \
-         Linux at EL2; warden does not run",
-        tz_sim::layout::HYP_BASE
-    );
-    let tz_sim = firmware::build_one(toolchain::firmware()?, &firmware::TZ_SIM)?;
-    let chain = chainboot::linux(qemu, &tz_sim, &opts, &chainboot::HypStage::None, "run-chain")?;
+    let tc = toolchain::firmware()?;
+    let (hyp, tz_sim) = if o.no_warden {
+        // tz-sim enters every CPU it powers on at HYP_BASE, where U-Boot sits without warden:
+        // only warden sends a CPU on to the entry the OS asked for.
+        anyhow::ensure!(
+            o.smp.is_none_or(|n| n == 1),
+            "--chain --no-warden runs 1 CPU: tz-sim enters every CPU it powers on at the hyp \
+             image's address, where U-Boot sits in warden's place, and only warden sends it on \
+             to the entry Linux asked for"
+        );
+        opts.smp = 1;
+        eprintln!(
+            "xtask: --chain --no-warden: tz-sim -> U-Boot at {:#x} (EL2, in warden's place) -> \
+             Linux at EL2; warden does not run",
+            tz_sim::layout::HYP_BASE
+        );
+        (chainboot::HypStage::None, firmware::build_one(tc, &firmware::TZ_SIM)?)
+    } else {
+        // warden links the OS's DT, made for exactly the chain's machine: its CPU count.
+        anyhow::ensure!(
+            o.smp.is_none_or(|n| n == chain::SMP),
+            "--chain runs the {} CPUs of the machine warden's linked DT was made for \
+             (chain::SMP)",
+            chain::SMP
+        );
+        opts.smp = chain::SMP;
+        let images = chain::build_chain_images(tc, qemu, o.gic, None)?;
+        eprintln!(
+            "xtask: --chain: tz-sim -> warden at {:#x} (EL2, {}) -> U-Boot at {:#x} (EL1) -> \
+             Linux at EL1 ({} CPUs, DT {})",
+            chain::HYP_BASE,
+            images.hyp_image.display(),
+            chain::NEXT_STAGE,
+            chain::SMP,
+            images.dtb.display()
+        );
+        let tz_sim = images.tz_sim.clone();
+        (chainboot::HypStage::Warden(images), tz_sim)
+    };
+    let chain = chainboot::linux(qemu, &tz_sim, &opts, &hyp, "run-chain")?;
     eprintln!(
         "xtask: boot disk {} (extlinux.conf: append {})",
         chain.boot_disk.display(),

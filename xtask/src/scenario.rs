@@ -658,8 +658,12 @@ pub fn smmu_refusal_ipa(line: &str) -> Option<u64> {
 
 /// Under warden: `dma-after-donate` named its page, and warden logged a stage-2 SMMU fault
 /// inside that page (the device's DMA after the donation was refused, and warden saw it).
+/// The verdict of [`judge_dma_refusal_logged`].
+pub const DMA_REFUSAL_LOGGED: &str =
+    "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+
 fn judge_dma_refusal_logged(run: &Captured) -> Verdict {
-    const NAME: &str = "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+    const NAME: &str = DMA_REFUSAL_LOGGED;
     let Some(page) = run.lines.iter().find_map(|l| dma_target_page(l)) else {
         return Verdict::fail(NAME, format!("no `{DMA_TARGET_LINE}0x...` line"));
     };
@@ -1028,6 +1032,76 @@ pub fn judge_chain(run: &Captured, expect: &ChainExpectations) -> Vec<Verdict> {
     out
 }
 
+/// `linux` checks that cannot hold on the chain's board, `qemu-virt-tz`: it keeps no CPU for
+/// warden's simulated peer (boards/qemu-virt-tz, `sim_peer: false`), and these stories end with
+/// the peer checksumming what it was given, so they skip there (`without_sim_peer` in
+/// tests/linux/lib.sh: PEER_COMMAND answers NOT_SUPPORTED). Without `dma-after-donate` there is
+/// also no DMA into a donated page for warden to refuse and log.
+pub const CHAIN_WITHOUT_PEER: [&str; 3] = ["handoff-devmem", "lend-devmem", DMA_AFTER_DONATE];
+
+/// What `/init` prints for a scenario that skipped for want of the simulated peer
+/// (`WARDEN_NO_PEER_WHY` in tests/linux/lib.sh).
+pub const NO_PEER_SKIP: &str = "no simulated peer on this machine";
+
+/// The `linux` judge's verdicts (named `linux/...`) for a host with no simulated peer: each
+/// scenario of [`CHAIN_WITHOUT_PEER`] that skipped for exactly that reason passes as a
+/// recorded skip, and so does the check that warden logged `dma-after-donate`'s refused DMA
+/// when that scenario skipped. Any other skip, and these scenarios failing, still fail.
+pub fn without_sim_peer(verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    let no_peer_skip = |v: &Verdict| {
+        v.outcome.as_ref().err().is_some_and(|why| {
+            why.strip_prefix("skipped under warden: ").is_some_and(|r| r.starts_with(NO_PEER_SKIP))
+        })
+    };
+    let dma_skipped =
+        verdicts.iter().any(|v| v.name == format!("linux/{DMA_AFTER_DONATE}") && no_peer_skip(v));
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let name = v.name.strip_prefix("linux/").unwrap_or("");
+            if CHAIN_WITHOUT_PEER.contains(&name) && no_peer_skip(&v) {
+                Verdict::pass(format!("{} (skipped: {NO_PEER_SKIP})", v.name))
+            } else if dma_skipped && v.name == DMA_REFUSAL_LOGGED {
+                Verdict::pass(format!(
+                    "{} (not provoked: {DMA_AFTER_DONATE} needs the simulated peer)",
+                    v.name
+                ))
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// The chain's CPUs and power-off, with warden as the boot stage: each of the `cpus - 1` other
+/// CPUs entered Linux from warden's secondary path (tz-sim → warden at `HYP_BASE` → the entry
+/// Linux asked for), Linux's power-off reached tz-sim (`tz-sim: SYSTEM_OFF`), and tz-sim's XPU
+/// witness logged no violation.
+pub fn judge_chain_cpus_and_power(run: &Captured, cpus: u32, prefix: &str) -> Vec<Verdict> {
+    let has = |needle: &str| run.lines.iter().any(|l| l.contains(needle));
+    let others = cpus.saturating_sub(1);
+    let secondaries =
+        (1..cpus).filter(|cpu| has(&format!("warden: cpu{cpu}: entering host at "))).count() as u32;
+    let violation = run.lines.iter().find(|l| l.contains("XPU: violation"));
+    vec![
+        Verdict::check(
+            &format!("{prefix}/chain/all {others} other CPUs came up through tz-sim and warden"),
+            secondaries == others,
+            || format!("{secondaries} of {others} CPUs entered Linux from warden"),
+        ),
+        Verdict::check(
+            &format!("{prefix}/chain/power-off reached tz-sim (SYSTEM_OFF)"),
+            has("tz-sim: SYSTEM_OFF"),
+            || format!("no `tz-sim: SYSTEM_OFF` line ({})", ending_text(&run.ending)),
+        ),
+        Verdict::check(
+            &format!("{prefix}/chain/tz-sim's XPU witness saw no violation"),
+            violation.is_none(),
+            || format!("`{}`", violation.map_or("", |l| l.trim())),
+        ),
+    ]
+}
+
 /// The last `n` lines, for timeout reports.
 pub fn tail(lines: &[String], n: usize) -> &[String] {
     &lines[lines.len().saturating_sub(n)..]
@@ -1081,6 +1155,66 @@ append: console=ttyAMA0 warden.smp=3
             ],
             warden: true,
         }
+    }
+
+    #[test]
+    fn without_a_peer_only_the_peer_stories_may_skip_and_only_for_that_reason() {
+        let no_peer = "skipped under warden: no simulated peer on this machine (PEER_COMMAND: \
+                       NOT_SUPPORTED)";
+        let verdicts = vec![
+            Verdict::fail("linux/handoff-devmem", no_peer),
+            Verdict::fail("linux/lend-devmem", "skipped under warden: something else"),
+            Verdict::fail("linux/dma-after-donate", no_peer),
+            Verdict::fail(DMA_REFUSAL_LOGGED, "no `linux: dma-after-donate: ...` line"),
+            Verdict::fail("linux/iommu-groups", no_peer),
+            Verdict::fail("linux/disk-read", "FAILED"),
+            Verdict::pass("linux/cpu-hotplug"),
+        ];
+        let judged = without_sim_peer(verdicts);
+        let outcome: Vec<(&str, bool)> =
+            judged.iter().map(|v| (v.name.as_str(), v.outcome.is_ok())).collect();
+        assert_eq!(
+            outcome,
+            [
+                ("linux/handoff-devmem (skipped: no simulated peer on this machine)", true),
+                ("linux/lend-devmem", false),
+                ("linux/dma-after-donate (skipped: no simulated peer on this machine)", true),
+                (
+                    "linux/boot/warden logged the SMMU refusing the DMA into the donated page \
+                     (not provoked: dma-after-donate needs the simulated peer)",
+                    true
+                ),
+                ("linux/iommu-groups", false),
+                ("linux/disk-read", false),
+                ("linux/cpu-hotplug", true),
+            ]
+        );
+        // dma-after-donate ran (and failed): its refusal check stays.
+        let ran = without_sim_peer(vec![
+            Verdict::fail("linux/dma-after-donate", "DMA landed"),
+            Verdict::fail(DMA_REFUSAL_LOGGED, "not refused"),
+        ]);
+        assert!(ran.iter().all(|v| v.outcome.is_err()));
+    }
+
+    #[test]
+    fn chain_cpus_and_power_judge() {
+        let good = "\
+warden: cpu1: entering host at 0x40001000
+warden: cpu2: entering host at 0x40001000
+tz-sim: SYSTEM_OFF
+";
+        let judged = |log: &str| -> Vec<bool> {
+            judge_chain_cpus_and_power(&captured(log, Ending::Exited(Some(0))), 3, "linux-chain")
+                .iter()
+                .map(|v| v.outcome.is_ok())
+                .collect()
+        };
+        assert_eq!(judged(good), [true, true, true]);
+        assert_eq!(judged(&good.replace("cpu2", "cpu1")), [false, true, true]);
+        assert_eq!(judged(&good.replace("tz-sim: SYSTEM_OFF", "")), [true, false, true]);
+        let xpu = format!("{good}tz-sim: XPU: violation: assign ...\n");
+        assert_eq!(judged(&xpu), [true, true, false]);
     }
 
     #[test]

@@ -665,10 +665,11 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 17] = [
+pub const ALL_SCENARIOS: [&str; 18] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
+    "linux-chain",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -687,10 +688,11 @@ pub const ALL_SCENARIOS: [&str; 17] = [
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline,
 /// linux-gicv2 the `linux` scenario on `gic-version=2` and linux-chain-no-warden the chain boot
 /// with U-Boot in warden's place, all three on request).
-const DEFAULT_SCENARIOS: [&str; 14] = [
+const DEFAULT_SCENARIOS: [&str; 15] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
+    "linux-chain",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -831,6 +833,58 @@ fn scenario_linux_chain_no_warden(qemu: &Path, tz_sim: &Path) -> Result<Vec<Verd
     Ok(verdicts)
 }
 
+/// The `linux` scenario through the chain with warden as the boot stage: tz-sim → warden
+/// (`qemu-virt-tz`, `warden-hyp.bin` at `HYP_BASE`) → Debian's U-Boot at `NEXT_STAGE` (EL1) →
+/// Linux from the boot disk, on all the chain's CPUs (docs/chain.md). Judged as `linux` is
+/// (warden's banner required, QEMU's SMMU trace), plus [`scenario::judge_chain`] (the stages in
+/// order, xtask's command line, every `no-map` region of the chain's DT reserved by Linux) and
+/// [`scenario::judge_chain_cpus_and_power`]. What cannot hold there, and why, is
+/// [`scenario::CHAIN_WITHOUT_PEER`]: `qemu-virt-tz` runs no simulated peer.
+fn scenario_linux_chain(qemu: &Path, images: &crate::chain::ChainImages) -> Result<Vec<Verdict>> {
+    let name = match images.gic {
+        crate::qemu::Gic::V3 => "linux-chain",
+        crate::qemu::Gic::V2 => "linux-chain-gicv2",
+    };
+    let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
+    opts.smp = crate::chain::SMP;
+    opts.memory = crate::chain::MEMORY.into();
+    opts.gic = images.gic;
+    let hyp = chainboot::HypStage::Warden(images.clone());
+    let mut chain = chainboot::linux(qemu, &images.tz_sim, &opts, &hyp, name)?;
+    let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
+    chain.machine.extra.extend(smmu_trace::qemu_args(&trace));
+    let run = qemu::run_captured(
+        chain.machine.command(qemu),
+        LINUX_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    if !run.lines.iter().any(|l| l.trim() == "linux: done") {
+        println!("     scenario {name}: no `linux: done`; last 20 lines of output:");
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
+    let mut verdicts = scenario::without_sim_peer(scenario::judge_linux_boot(&run, opts.smp, true));
+    verdicts.extend(smmu_trace::judge_linux(witness(&trace)));
+    verdicts.extend(scenario::judge_chain(
+        &run,
+        &scenario::ChainExpectations {
+            prefix: "linux".into(),
+            cmdline: chain.cmdline,
+            no_map: chainboot::no_map_regions(&images.dtb)?,
+            warden: true,
+        },
+    ));
+    verdicts.extend(scenario::judge_chain_cpus_and_power(&run, opts.smp, "linux"));
+    for v in &mut verdicts {
+        v.name = v.name.replacen("linux/", &format!("{name}/"), 1);
+    }
+    Ok(verdicts)
+}
+
 fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) -> Result<()> {
     step("QEMU scenarios");
     let not_run = |tally: &mut Tally, why: &str| {
@@ -903,6 +957,10 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 None => Err(anyhow::anyhow!("the chain's images were not built")),
             },
             ("linux-chain-no-warden", _) => scenario_linux_chain_no_warden(&qemu.path, &tz_sim),
+            ("linux-chain", _) => match &chain {
+                Some(images) => scenario_linux_chain(&qemu.path, images),
+                None => Err(anyhow::anyhow!("the chain's images were not built")),
+            },
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
