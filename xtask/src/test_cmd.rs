@@ -665,7 +665,7 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 18] = [
+pub const ALL_SCENARIOS: [&str; 19] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
@@ -683,11 +683,13 @@ pub const ALL_SCENARIOS: [&str; 18] = [
     "linux-gicv2",
     "linux-no-warden",
     "linux-chain-no-warden",
+    "linux-chain-gicv2",
     "bench-quick",
 ];
 /// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline,
-/// linux-gicv2 the `linux` scenario on `gic-version=2` and linux-chain-no-warden the chain boot
-/// with U-Boot in warden's place, all three on request).
+/// linux-gicv2 the `linux` scenario on `gic-version=2`, linux-chain-no-warden the chain boot
+/// with U-Boot in warden's place and linux-chain-gicv2 `linux-chain` on `gic-version=2`, all
+/// four on request).
 const DEFAULT_SCENARIOS: [&str; 15] = [
     "tz-sim",
     "guest-chain",
@@ -961,6 +963,18 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Some(images) => scenario_linux_chain(&qemu.path, images),
                 None => Err(anyhow::anyhow!("the chain's images were not built")),
             },
+            // The GICv2 chain's images are built only when asked for (their own DT and warden).
+            ("linux-chain-gicv2", _) => toolchain::firmware()
+                .and_then(|tc| {
+                    let log = logs_dir().join("firmware-build.log");
+                    crate::chain::build_chain_images(
+                        tc,
+                        &qemu.path,
+                        crate::qemu::Gic::V2,
+                        Some(&log),
+                    )
+                })
+                .and_then(|images| scenario_linux_chain(&qemu.path, &images)),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
