@@ -983,9 +983,10 @@ fn sim_peer_program() -> &'static [u8] {
 }
 
 /// Takes the (first) SMMU: reset, warden's own queues and stream table, and the virtual SMMU
-/// the host will drive: every PCI function present now starts with a valid abort STE (the host
-/// configures it through the virtual SMMU: its stage 1 nested over warden's host stage 2, or
-/// stage 2 alone for bypass). If the real SMMU cannot nest, there is no virtual SMMU and the
+/// the host will drive: every PCI function present now starts with the real STE of the virtual
+/// SMMU's reset state (SMMUv3: disabled with GBPA in bypass, i.e. warden's host stage 2 alone;
+/// MMU-500: a valid abort STE), and the host configures it through the virtual SMMU: its stage
+/// 1 nested over warden's host stage 2, or stage 2 alone for bypass. If the real SMMU cannot nest, there is no virtual SMMU and the
 /// functions get stage-2-only STEs walking the host's stage-2 tables themselves (one source of
 /// truth: a later change to the host's stage-2 applies to DMA too, once the SMMU's TLB is
 /// invalidated). Every other stream ID aborts and is reported.
@@ -1036,10 +1037,20 @@ fn take_smmu(
             return Ok((Some(smmu), None));
         }
     };
-    smmu.install_abort(&sids, frames).map_err(BootError::Smmu)?;
     if let Some(root) = s2.table.mirror_root_pa() {
         SMMU_STAGE2_ROOT.store(root, Ordering::Release);
     }
+    // The host's streams start as the virtual SMMU's reset state says: the MMU-500 face's
+    // streams fault until the host maps them; the SMMUv3 face is disabled with GBPA in bypass,
+    // which is warden's stage 2 alone (the real STE a host STE asking for bypass gets).
+    let reset = match &*virt.face.lock() {
+        vsmmu::Face::Smmuv3(v) => v.reset_ste(),
+        vsmmu::Face::Mmu500(_) => crate::smmu::virt::ste::RealSte::Abort,
+    };
+    let ste = reset
+        .to_ste(&virt.s2, smmu.features())
+        .map_err(|e| BootError::Smmu(crate::smmu::SmmuError::Stage2(e)))?;
+    smmu.install(&sids, &ste, frames).map_err(BootError::Smmu)?;
     if let Some(irqs) = virt.mmu500_irqs {
         log::info!(
             "SMMU {} taken; virtual MMU-500 (qcom,sc7280-smmu-500) for the host at the same address ({} context banks, {} stream match groups, stage 1 nested over host VMID {HOST_VMID}, global irq {}, context irqs {:?}); stream IDs {:x?} fault until the host maps them, all others abort",
@@ -1060,7 +1071,7 @@ fn take_smmu(
         vsmmu::Face::Mmu500(_) => unreachable!("the MMU-500 face returned above"),
     };
     log::info!(
-        "SMMU {} taken; virtual SMMUv3 for the host at the same address (stage 1 nested over host VMID {HOST_VMID}, OAS {} bits, {}-bit SIDs, {}-bit ASIDs, irqs {:?}); stream IDs {:x?} abort until the host configures them, all others abort",
+        "SMMU {} taken; virtual SMMUv3 for the host at the same address (stage 1 nested over host VMID {HOST_VMID}, OAS {} bits, {}-bit SIDs, {}-bit ASIDs, irqs {:?}); stream IDs {:x?} on warden's stage 2 alone until the host configures them (reset: SMMUEN = 0, GBPA bypass), all others abort",
         info.regs,
         adv.oas_bits(),
         adv.sid_bits,
@@ -1821,7 +1832,7 @@ impl Platform for HwPlatform<'_> {
                 asids_freed: s.asids.freed,
                 forced_flushes: s.asids.forced_flushes,
                 events_forwarded: s.events_written,
-                bypass_refusals: s.bypass_refusals,
+                bypass_requests: s.bypass_requests,
             },
             // The MMU-500 face: host TLB maintenance and sync writes, faults reported.
             vsmmu::FaceStats::Mmu500(s) => warden_abi::stats::SmmuStats {
@@ -1831,7 +1842,7 @@ impl Platform for HwPlatform<'_> {
                 asids_freed: s.asids.freed,
                 forced_flushes: s.asids.forced_flushes,
                 events_forwarded: s.global_faults + s.context_faults,
-                bypass_refusals: s.bypass_refusals,
+                bypass_requests: s.bypass_refusals,
             },
         })
     }
@@ -1891,14 +1902,14 @@ impl Platform for HwPlatform<'_> {
         }
         if let Some(vsmmu::FaceStats::Smmuv3(s)) = vsmmu::stats(self.w) {
             log::info!(
-                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA bypass refusal(s), {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
+                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA update(s) asking for bypass, {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
                 s.commands,
                 s.illegal_commands,
                 s.real_syncs,
                 s.ste_refusals,
                 s.cd_refusals,
                 s.cd_unreadable,
-                s.bypass_refusals,
+                s.bypass_requests,
                 s.events_written,
                 s.events_lost_disabled,
                 s.events_lost_overflow,

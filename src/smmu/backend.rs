@@ -136,11 +136,12 @@ pub struct NestedStreams {
 }
 
 impl NestedStreams {
-    /// Every stream of `sids` starts as a valid abort STE (what warden installed at boot).
+    /// Every stream of `sids` starts with the real STE `initial` (what warden installed at boot).
     pub fn new(
         face: &'static str,
         host_vmid: u16,
         sids: &[u32],
+        initial: RealSte,
         arena: CdArena,
         asid16: bool,
         g3_enabled: bool,
@@ -153,7 +154,7 @@ impl NestedStreams {
             .map(|(index, &sid)| {
                 let stream = Stream {
                     index: index as u32,
-                    real: RealSte::Abort,
+                    real: initial,
                     cd: StreamCd::None,
                     unsynced: false,
                     stale: false,

@@ -91,6 +91,12 @@ handoff_demo() {
         handoff="no control page: $WARDEN_CONTROL_WHY"
         return
     fi
+    # The story ends with the modem checksumming and releasing the page: without a
+    # simulated peer (the chain's board) the page could not come back, so it is not told.
+    if without_sim_peer; then
+        handoff="not shown: $WARDEN_NO_PEER_WHY"
+        return
+    fi
     say "control page at $WARDEN_CONTROL (ABI $(control_page_version)); writing a pattern into $page"
     fnv_init
     write_pattern_page "$page" 3 || { handoff="devmem cannot write $page"; return; }

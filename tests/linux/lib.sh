@@ -171,6 +171,7 @@ disk_sha256() {
     WARDEN_STATE_LENT_DSP=0x204
     WARDEN_STATE_SHARED_MODEM=0x107
     WARDEN_PEER_FAULT=-10
+    WARDEN_NOT_SUPPORTED=-1
     # Register offsets in the page.
     WARDEN_REG_MAGIC=0x0
     WARDEN_REG_ARG1=0x8
@@ -328,6 +329,19 @@ control_page_version() {
 # ones 0) through the control page: 64-bit devmem writes of every ARG, the write of CALL, then
 # 64-bit reads of RET0..RET7 into RET0..RET7 (hex strings 0x + 16 digits) and the status
 # (RET0 as a signed number) into WARDEN_STATUS. Fails if devmem does.
+# True when warden runs no simulated peer on this machine (a board that keeps no CPU for it:
+# qemu-virt-tz, warden as the boot stage under tz-sim). PEER_COMMAND answers NOT_SUPPORTED
+# before it looks at its arguments; with a peer, op 0 is INVALID_PARAMETERS and changes nothing
+# (docs/abi.md, the order of checks).
+without_sim_peer() {
+    warden_call "$WARDEN_PEER_COMMAND" "$WARDEN_PEER_MODEM" 0 || return 1
+    [ "$WARDEN_STATUS" = "$WARDEN_NOT_SUPPORTED" ]
+}
+
+# The reason a scenario that needs the simulated peer gives when there is none.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+WARDEN_NO_PEER_WHY="no simulated peer on this machine (PEER_COMMAND: NOT_SUPPORTED)"
+
 warden_call() {
     control_page_init || return 1
     call_fid=$1

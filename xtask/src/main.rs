@@ -2,7 +2,9 @@
 
 mod bench;
 mod bench_linux;
+mod bootdisk;
 mod chain;
+mod chainboot;
 mod cpio;
 mod elf2bin;
 mod firmware;
@@ -18,6 +20,7 @@ mod smmu_trace;
 mod soak;
 mod test_cmd;
 mod toolchain;
+mod uboot;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,7 +70,8 @@ impl Persona {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the firmware toolchain and QEMU if missing (needs root and apt-get).
+    /// Install the firmware toolchain, QEMU and Debian's U-Boot if missing (needs root and
+    /// apt-get).
     Setup,
     /// Build warden and the test guest: target/warden/{warden,test-guest}.bin.
     Build,
@@ -157,11 +161,14 @@ enum Cmd {
 struct RunOptions {
     #[arg(long, value_enum, default_value_t = Host::Linux)]
     host: Host,
-    /// CPUs the host gets; a run with warden gives QEMU one more, the simulated peer's.
-    #[arg(long, default_value_t = 2)]
-    smp: u32,
-    #[arg(long, default_value = "1G")]
-    memory: String,
+    /// CPUs the host gets (default 2); a run with warden gives QEMU one more, the simulated
+    /// peer's. `--chain` has the 3 its DT was made for (no simulated peer), `--chain
+    /// --no-warden` 1.
+    #[arg(long)]
+    smp: Option<u32>,
+    /// RAM (default 1G; `--chain` sets its own, 4G).
+    #[arg(long)]
+    memory: Option<String>,
     /// Linux host: your own kernel (an arm64 Image) instead of Debian's.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -184,13 +191,27 @@ struct RunOptions {
     /// simulated peer's included).
     #[arg(long, value_enum, default_value_t = qemu::Gic::V3)]
     gic: qemu::Gic,
+    /// Linux host: boot as on a board where warden is a boot stage: tz-sim (EL3) -> warden
+    /// (EL2) -> Debian's U-Boot (EL1) -> Linux from a disk image (docs/chain.md). With
+    /// --no-warden, U-Boot takes warden's place and Linux runs at EL2, unmediated.
+    #[arg(long)]
+    chain: bool,
     /// Extra QEMU arguments (after `--`).
     #[arg(last = true)]
     qemu_args: Vec<String>,
 }
 
+/// The host's CPUs when `--smp` is not given.
+const DEFAULT_SMP: u32 = 2;
+/// The machine's RAM when `--memory` is not given.
+const DEFAULT_MEMORY: &str = "1G";
+
 fn run(o: RunOptions) -> Result<ExitCode> {
     let qemu = toolchain::qemu()?;
+    if o.chain {
+        return run_chain(o, &qemu.path);
+    }
+    let smp = o.smp.unwrap_or(DEFAULT_SMP);
     let linux_only = o.kernel.is_some()
         || o.initrd.is_some()
         || o.append.is_some()
@@ -211,9 +232,9 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
             let image = firmware::output_dir().join("warden-test-guest.img");
             pack::pack_files(&warden, &guest, None, None, &image)?;
-            let mut m = qemu::Machine::with_warden(image, o.smp);
+            let mut m = qemu::Machine::with_warden(image, smp);
             m.devices = qemu::test_guest_devices();
-            m.memory = o.memory;
+            m.memory = o.memory.unwrap_or_else(|| DEFAULT_MEMORY.into());
             m.gic = o.gic;
             qemu::attach_warden_dt(&qemu.path, &mut m, "run-guest")?;
             m
@@ -224,8 +245,8 @@ fn run(o: RunOptions) -> Result<ExitCode> {
             opts.initrd = o.initrd;
             opts.append = o.append;
             opts.series = o.kernel_version;
-            opts.smp = o.smp;
-            opts.memory = o.memory;
+            opts.smp = smp;
+            opts.memory = o.memory.unwrap_or_else(|| DEFAULT_MEMORY.into());
             opts.with_warden = !o.no_warden;
             anyhow::ensure!(
                 opts.with_warden || o.persona == Persona::Virt,
@@ -271,15 +292,104 @@ fn run(o: RunOptions) -> Result<ExitCode> {
     Ok(exit_code(status))
 }
 
+/// `run --chain`: Linux through tz-sim, the hyp stage and U-Boot (xtask/src/chainboot.rs).
+fn run_chain(o: RunOptions, qemu: &std::path::Path) -> Result<ExitCode> {
+    anyhow::ensure!(
+        matches!(o.host, Host::Linux),
+        "--chain boots Linux through U-Boot (drop --host guest)"
+    );
+    anyhow::ensure!(
+        o.persona == Persona::Virt,
+        "--chain: the persona is a word of the packed image's command line, which the chain \
+         has not (drop --persona)"
+    );
+    anyhow::ensure!(
+        o.memory.is_none(),
+        "--chain sets the memory itself ({}: U-Boot relocates to the top of RAM, which must be \
+         clear of warden's region; docs/chain.md)",
+        chain::MEMORY
+    );
+    let mut opts = linux_host::HostOptions::new(linux_host::default_work_dir());
+    opts.kernel = o.kernel;
+    opts.initrd = o.initrd;
+    opts.append = o.append;
+    opts.series = o.kernel_version;
+    opts.memory = chain::MEMORY.into();
+    opts.with_warden = !o.no_warden;
+    opts.gic = o.gic;
+    opts.shell = std::io::stdin().is_terminal();
+    let tc = toolchain::firmware()?;
+    let (hyp, tz_sim) = if o.no_warden {
+        // tz-sim enters every CPU it powers on at HYP_BASE, where U-Boot sits without warden:
+        // only warden sends a CPU on to the entry the OS asked for.
+        anyhow::ensure!(
+            o.smp.is_none_or(|n| n == 1),
+            "--chain --no-warden runs 1 CPU: tz-sim enters every CPU it powers on at the hyp \
+             image's address, where U-Boot sits in warden's place, and only warden sends it on \
+             to the entry Linux asked for"
+        );
+        opts.smp = 1;
+        eprintln!(
+            "xtask: --chain --no-warden: tz-sim -> U-Boot at {:#x} (EL2, in warden's place) -> \
+             Linux at EL2; warden does not run",
+            tz_sim::layout::HYP_BASE
+        );
+        (chainboot::HypStage::None, firmware::build_one(tc, &firmware::TZ_SIM)?)
+    } else {
+        // warden links the OS's DT, made for exactly the chain's machine: its CPU count.
+        anyhow::ensure!(
+            o.smp.is_none_or(|n| n == chain::SMP),
+            "--chain runs the {} CPUs of the machine warden's linked DT was made for \
+             (chain::SMP)",
+            chain::SMP
+        );
+        opts.smp = chain::SMP;
+        let images = chain::build_chain_images(tc, qemu, o.gic, None)?;
+        eprintln!(
+            "xtask: --chain: tz-sim -> warden at {:#x} (EL2, {}) -> U-Boot at {:#x} (EL1) -> \
+             Linux at EL1 ({} CPUs, DT {})",
+            chain::HYP_BASE,
+            images.hyp_image.display(),
+            chain::NEXT_STAGE,
+            chain::SMP,
+            images.dtb.display()
+        );
+        let tz_sim = images.tz_sim.clone();
+        (chainboot::HypStage::Warden(images), tz_sim)
+    };
+    let chain = chainboot::linux(qemu, &tz_sim, &opts, &hyp, "run-chain")?;
+    eprintln!(
+        "xtask: boot disk {} (extlinux.conf: append {})",
+        chain.boot_disk.display(),
+        chain.cmdline
+    );
+    let mut machine = chain.machine;
+    machine.extra = o.qemu_args;
+    let cmd = machine.command(qemu);
+    let shown: Vec<String> = machine.args().iter().map(|a| qemu::shell_quote(a)).collect();
+    eprintln!("xtask: {} {}", qemu.display(), shown.join(" "));
+    if opts.shell {
+        let status = { cmd }.status().context("starting QEMU")?;
+        return Ok(exit_code(status));
+    }
+    let (status, done) = qemu::run_watching(cmd, "linux: done")?;
+    if status.success() && !done {
+        eprintln!("xtask: QEMU exited with status 0 but Linux never printed `linux: done`");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(exit_code(status))
+}
+
 /// What `--gic` allows: QEMU's GICv2 takes 8 CPUs; the Snapdragon persona's MMU-500 raises
 /// SPIs 100..=108, which virt's GICv2m frame owns (48..=111) with a GICv2.
 fn check_gic(o: &RunOptions) -> Result<()> {
-    let cpus = o.smp + if o.no_warden { 0 } else { qemu::PEER_CPUS };
+    let smp = o.smp.unwrap_or(DEFAULT_SMP);
+    let cpus = smp + if o.no_warden { 0 } else { qemu::PEER_CPUS };
     anyhow::ensure!(
         cpus <= o.gic.max_cpus(),
         "--gic 2: QEMU's GICv2 takes at most {} CPUs; this run needs {cpus} (--smp {}{})",
         o.gic.max_cpus(),
-        o.smp,
+        smp,
         if o.no_warden { "" } else { " plus the simulated peer's" }
     );
     anyhow::ensure!(
@@ -303,9 +413,10 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => {
-            toolchain::firmware().and_then(|_| toolchain::qemu()).map(|_| ExitCode::SUCCESS)
-        }
+        Cmd::Setup => toolchain::firmware()
+            .and_then(|_| toolchain::qemu())
+            .and_then(|_| uboot::uboot())
+            .map(|_| ExitCode::SUCCESS),
         Cmd::Build => firmware::build_all().map(|_| ExitCode::SUCCESS),
         Cmd::Pack { kernel, initrd, append, warden, output } => (|| {
             let warden = match warden {

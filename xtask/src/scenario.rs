@@ -785,8 +785,12 @@ pub fn smmu_refusal_ipa(line: &str) -> Option<u64> {
 
 /// Under warden: `dma-after-donate` named its page, and warden logged a stage-2 SMMU fault
 /// inside that page (the device's DMA after the donation was refused, and warden saw it).
+/// The verdict of [`judge_dma_refusal_logged`].
+pub const DMA_REFUSAL_LOGGED: &str =
+    "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+
 fn judge_dma_refusal_logged(run: &Captured) -> Verdict {
-    const NAME: &str = "linux/boot/warden logged the SMMU refusing the DMA into the donated page";
+    const NAME: &str = DMA_REFUSAL_LOGGED;
     let Some(page) = run.lines.iter().find_map(|l| dma_target_page(l)) else {
         return Verdict::fail(NAME, format!("no `{DMA_TARGET_LINE}0x...` line"));
     };
@@ -1063,6 +1067,168 @@ pub fn judge_linux_boot(run: &Captured, smp: u32, with_warden: bool) -> Vec<Verd
     out
 }
 
+/// What the chain scenario (`linux-chain`) checks beyond the `linux` scenario's verdicts.
+#[derive(Debug, Clone)]
+pub struct ChainExpectations {
+    /// Verdict names start with this (`linux-chain`).
+    pub prefix: String,
+    /// The kernel command line written into extlinux.conf.
+    pub cmdline: String,
+    /// `/reserved-memory` nodes of the chain's DT that must reach Linux `no-map` (warden's
+    /// region and the carveouts): node base name and range.
+    pub no_map: Vec<(String, warden::mm::MemRange)>,
+    /// False for the chain without warden (U-Boot at `HYP_BASE`): then warden's banner must
+    /// not appear.
+    pub warden: bool,
+}
+
+/// The chain's stages, in order on the console: tz-sim entering the hyp image, warden's banner,
+/// U-Boot's, U-Boot reading extlinux.conf from the boot disk with the command line xtask wrote,
+/// Linux; and every no-map region of the chain's DT in Linux's `OF: reserved mem:` lines (the
+/// DT U-Boot handed over kept warden's reservations).
+pub fn judge_chain(run: &Captured, expect: &ChainExpectations) -> Vec<Verdict> {
+    let p = &expect.prefix;
+    let first = |pred: &dyn Fn(&str) -> bool| run.lines.iter().position(|l| pred(l));
+    let warden = first(&|l| is_banner(l));
+    let mut stages: Vec<(&str, Option<usize>)> = vec![(
+        "tz-sim entered the hyp image",
+        first(&|l| l.contains("tz-sim v") && l.contains("entering the hyp image")),
+    )];
+    if expect.warden {
+        stages.push(("warden's banner", warden));
+    }
+    stages.extend([
+        ("U-Boot's banner", first(&|l| l.starts_with("U-Boot 20"))),
+        (
+            "U-Boot read extlinux.conf",
+            first(&|l| l.trim() == "Retrieving file: /extlinux/extlinux.conf"),
+        ),
+        ("Linux", first(&|l| l.contains("Booting Linux on physical CPU"))),
+    ]);
+    let names: Vec<&str> = stages.iter().map(|(n, _)| *n).collect();
+    let missing: Vec<&str> =
+        stages.iter().filter(|(_, at)| at.is_none()).map(|(n, _)| *n).collect();
+    let positions: Vec<usize> = stages.iter().filter_map(|(_, at)| *at).collect();
+    let mut out = vec![Verdict::check(
+        &format!("{p}/chain/{} in order", names.join(", ")),
+        missing.is_empty() && positions.windows(2).all(|w| w[0] < w[1]),
+        || {
+            if missing.is_empty() {
+                let at: Vec<String> = stages
+                    .iter()
+                    .map(|(n, at)| format!("{n} at line {}", at.unwrap_or(0)))
+                    .collect();
+                format!("out of order: {}", at.join(", "))
+            } else {
+                format!("never seen: {}", missing.join(", "))
+            }
+        },
+    )];
+    if !expect.warden {
+        out.push(Verdict::check(
+            &format!("{p}/chain/no warden banner (U-Boot runs in warden's place)"),
+            warden.is_none(),
+            || format!("`{}`", warden.map_or("", |i| run.lines[i].trim())),
+        ));
+    }
+    let append = run.lines.iter().find_map(|l| l.trim().strip_prefix("append: "));
+    out.push(Verdict::check(
+        &format!("{p}/chain/U-Boot booted the disk's extlinux.conf with xtask's command line"),
+        append.is_some_and(|a| a.trim() == expect.cmdline.trim()),
+        || match append {
+            Some(a) => format!("U-Boot's append line was `{}`", a.trim()),
+            None => "no `append:` line from U-Boot".into(),
+        },
+    ));
+    for (name, range) in &expect.no_map {
+        let wanted = format!(
+            "OF: reserved mem: {:#018x}..{:#018x} ",
+            range.start,
+            range.end.saturating_sub(1)
+        );
+        let line = run.lines.iter().find(|l| l.contains(&wanted));
+        out.push(Verdict::check(
+            &format!("{p}/chain/Linux has {name} {range} reserved no-map"),
+            line.is_some_and(|l| l.contains(" nomap ") && l.contains(&format!(" {name}@"))),
+            || match line {
+                Some(l) => format!("Linux reserved it differently: `{}`", l.trim()),
+                None => format!("no `{}` line in the kernel log", wanted.trim()),
+            },
+        ));
+    }
+    out
+}
+
+/// `linux` checks that cannot hold on the chain's board, `qemu-virt-tz`: it keeps no CPU for
+/// warden's simulated peer (boards/qemu-virt-tz, `sim_peer: false`), and these stories end with
+/// the peer checksumming what it was given, so they skip there (`without_sim_peer` in
+/// tests/linux/lib.sh: PEER_COMMAND answers NOT_SUPPORTED). Without `dma-after-donate` there is
+/// also no DMA into a donated page for warden to refuse and log.
+pub const CHAIN_WITHOUT_PEER: [&str; 3] = ["handoff-devmem", "lend-devmem", DMA_AFTER_DONATE];
+
+/// What `/init` prints for a scenario that skipped for want of the simulated peer
+/// (`WARDEN_NO_PEER_WHY` in tests/linux/lib.sh).
+pub const NO_PEER_SKIP: &str = "no simulated peer on this machine";
+
+/// The `linux` judge's verdicts (named `linux/...`) for a host with no simulated peer: each
+/// scenario of [`CHAIN_WITHOUT_PEER`] that skipped for exactly that reason passes as a
+/// recorded skip, and so does the check that warden logged `dma-after-donate`'s refused DMA
+/// when that scenario skipped. Any other skip, and these scenarios failing, still fail.
+pub fn without_sim_peer(verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    let no_peer_skip = |v: &Verdict| {
+        v.outcome.as_ref().err().is_some_and(|why| {
+            why.strip_prefix("skipped under warden: ").is_some_and(|r| r.starts_with(NO_PEER_SKIP))
+        })
+    };
+    let dma_skipped =
+        verdicts.iter().any(|v| v.name == format!("linux/{DMA_AFTER_DONATE}") && no_peer_skip(v));
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let name = v.name.strip_prefix("linux/").unwrap_or("");
+            if CHAIN_WITHOUT_PEER.contains(&name) && no_peer_skip(&v) {
+                Verdict::pass(format!("{} (skipped: {NO_PEER_SKIP})", v.name))
+            } else if dma_skipped && v.name == DMA_REFUSAL_LOGGED {
+                Verdict::pass(format!(
+                    "{} (not provoked: {DMA_AFTER_DONATE} needs the simulated peer)",
+                    v.name
+                ))
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// The chain's CPUs and power-off, with warden as the boot stage: each of the `cpus - 1` other
+/// CPUs entered Linux from warden's secondary path (tz-sim → warden at `HYP_BASE` → the entry
+/// Linux asked for), Linux's power-off reached tz-sim (`tz-sim: SYSTEM_OFF`), and tz-sim's XPU
+/// witness logged no violation.
+pub fn judge_chain_cpus_and_power(run: &Captured, cpus: u32, prefix: &str) -> Vec<Verdict> {
+    let has = |needle: &str| run.lines.iter().any(|l| l.contains(needle));
+    let others = cpus.saturating_sub(1);
+    let secondaries =
+        (1..cpus).filter(|cpu| has(&format!("warden: cpu{cpu}: entering host at "))).count() as u32;
+    let violation = run.lines.iter().find(|l| l.contains("XPU: violation"));
+    vec![
+        Verdict::check(
+            &format!("{prefix}/chain/all {others} other CPUs came up through tz-sim and warden"),
+            secondaries == others,
+            || format!("{secondaries} of {others} CPUs entered Linux from warden"),
+        ),
+        Verdict::check(
+            &format!("{prefix}/chain/power-off reached tz-sim (SYSTEM_OFF)"),
+            has("tz-sim: SYSTEM_OFF"),
+            || format!("no `tz-sim: SYSTEM_OFF` line ({})", ending_text(&run.ending)),
+        ),
+        Verdict::check(
+            &format!("{prefix}/chain/tz-sim's XPU witness saw no violation"),
+            violation.is_none(),
+            || format!("`{}`", violation.map_or("", |l| l.trim())),
+        ),
+    ]
+}
+
 /// The last `n` lines, for timeout reports.
 pub fn tail(lines: &[String], n: usize) -> &[String] {
     &lines[lines.len().saturating_sub(n)..]
@@ -1125,6 +1291,143 @@ warden: cpu0: WARN: SMMU event F_TRANSLATION sid 0x10 IPA 0x40200000 write (stag
 warden: cpu0: vSMMU G3: stream 0x10 reuses retiring ASID 42 before its TLBI + sync; warden invalidated it first (1 so far)
 warden: cpu0: host requested power-down: 1 violation(s) contained, 0 other trap(s) refused, 1 SMMU event(s); warden code+rodata intact (digest 0x1, boot 0x1)
 ";
+
+    const CHAIN_LOG: &str = "\
+tz-sim v0.1.0: EL3 on QEMU virt (GICv3, 3 CPUs), PSCI 1.0 over SMC; entering the hyp image at 0x7e000000 at EL2 with x0 = 0x60000000, x1 = 2
+warden v0.1.0 on qemu-virt-tz
+U-Boot 2023.01+dfsg-2+deb12u3 (Jun 22 2026 - 08:38:07 +0000)
+Retrieving file: /extlinux/extlinux.conf
+append: console=ttyAMA0 warden.smp=3
+[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]
+[    0.000000] OF: reserved mem: 0x000000007e000000..0x000000007fffffff (32768 KiB) nomap non-reusable warden@7e000000
+[    0.000000] OF: reserved mem: 0x00000000bc000000..0x00000000bcffffff (16384 KiB) nomap non-reusable modem@bc000000
+";
+
+    fn chain_expectations() -> ChainExpectations {
+        use warden::mm::MemRange;
+        ChainExpectations {
+            prefix: "linux-chain".into(),
+            cmdline: "console=ttyAMA0 warden.smp=3".into(),
+            no_map: vec![
+                ("warden".into(), MemRange::new(0x7e00_0000, 0x8000_0000)),
+                ("modem".into(), MemRange::new(0xbc00_0000, 0xbd00_0000)),
+            ],
+            warden: true,
+        }
+    }
+
+    #[test]
+    fn without_a_peer_only_the_peer_stories_may_skip_and_only_for_that_reason() {
+        let no_peer = "skipped under warden: no simulated peer on this machine (PEER_COMMAND: \
+                       NOT_SUPPORTED)";
+        let verdicts = vec![
+            Verdict::fail("linux/handoff-devmem", no_peer),
+            Verdict::fail("linux/lend-devmem", "skipped under warden: something else"),
+            Verdict::fail("linux/dma-after-donate", no_peer),
+            Verdict::fail(DMA_REFUSAL_LOGGED, "no `linux: dma-after-donate: ...` line"),
+            Verdict::fail("linux/iommu-groups", no_peer),
+            Verdict::fail("linux/disk-read", "FAILED"),
+            Verdict::pass("linux/cpu-hotplug"),
+        ];
+        let judged = without_sim_peer(verdicts);
+        let outcome: Vec<(&str, bool)> =
+            judged.iter().map(|v| (v.name.as_str(), v.outcome.is_ok())).collect();
+        assert_eq!(
+            outcome,
+            [
+                ("linux/handoff-devmem (skipped: no simulated peer on this machine)", true),
+                ("linux/lend-devmem", false),
+                ("linux/dma-after-donate (skipped: no simulated peer on this machine)", true),
+                (
+                    "linux/boot/warden logged the SMMU refusing the DMA into the donated page \
+                     (not provoked: dma-after-donate needs the simulated peer)",
+                    true
+                ),
+                ("linux/iommu-groups", false),
+                ("linux/disk-read", false),
+                ("linux/cpu-hotplug", true),
+            ]
+        );
+        // dma-after-donate ran (and failed): its refusal check stays.
+        let ran = without_sim_peer(vec![
+            Verdict::fail("linux/dma-after-donate", "DMA landed"),
+            Verdict::fail(DMA_REFUSAL_LOGGED, "not refused"),
+        ]);
+        assert!(ran.iter().all(|v| v.outcome.is_err()));
+    }
+
+    #[test]
+    fn chain_cpus_and_power_judge() {
+        let good = "\
+warden: cpu1: entering host at 0x40001000
+warden: cpu2: entering host at 0x40001000
+tz-sim: SYSTEM_OFF
+";
+        let judged = |log: &str| -> Vec<bool> {
+            judge_chain_cpus_and_power(&captured(log, Ending::Exited(Some(0))), 3, "linux-chain")
+                .iter()
+                .map(|v| v.outcome.is_ok())
+                .collect()
+        };
+        assert_eq!(judged(good), [true, true, true]);
+        assert_eq!(judged(&good.replace("cpu2", "cpu1")), [false, true, true]);
+        assert_eq!(judged(&good.replace("tz-sim: SYSTEM_OFF", "")), [true, false, true]);
+        let xpu = format!("{good}tz-sim: XPU: violation: assign ...\n");
+        assert_eq!(judged(&xpu), [true, true, false]);
+    }
+
+    #[test]
+    fn chain_judge_passes_a_good_chain() {
+        let run = captured(CHAIN_LOG, Ending::Exited(Some(0)));
+        let verdicts = judge_chain(&run, &chain_expectations());
+        assert_eq!(verdicts.len(), 4);
+        for v in &verdicts {
+            assert!(v.outcome.is_ok(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn chain_judge_catches_a_missing_stage_a_wrong_order_and_a_lost_reservation() {
+        let expect = chain_expectations();
+        let failed = |log: &str| -> Vec<String> {
+            judge_chain(&captured(log, Ending::Exited(Some(0))), &expect)
+                .into_iter()
+                .filter(|v| v.outcome.is_err())
+                .map(|v| v.name)
+                .collect()
+        };
+        const IN_ORDER: &str = "linux-chain/chain/tz-sim entered the hyp image, warden's banner, \
+                                U-Boot's banner, U-Boot read extlinux.conf, Linux in order";
+        // U-Boot at HYP_BASE in warden's place: no warden banner.
+        let no_warden = CHAIN_LOG.replace("warden v0.1.0 on qemu-virt-tz\n", "");
+        assert_eq!(failed(&no_warden), [IN_ORDER]);
+        // ... which is what the chain without warden must show.
+        let without = ChainExpectations { warden: false, ..expect.clone() };
+        let judged = |log: &str| judge_chain(&captured(log, Ending::Exited(Some(0))), &without);
+        assert!(judged(&no_warden).iter().all(|v| v.outcome.is_ok()));
+        assert_eq!(
+            judged(CHAIN_LOG).iter().filter(|v| v.outcome.is_err()).count(),
+            1,
+            "a warden banner in the chain without warden"
+        );
+        // warden's banner after U-Boot's.
+        let late = CHAIN_LOG
+            .replace("warden v0.1.0 on qemu-virt-tz\n", "")
+            .replace("Retrieving", "warden v0.1.0 on qemu-virt-tz\nRetrieving");
+        assert_eq!(failed(&late), [IN_ORDER]);
+        // Another command line (a stale disk).
+        let stale = CHAIN_LOG.replace("append: console=ttyAMA0 warden.smp=3", "append: quiet");
+        assert_eq!(
+            failed(&stale),
+            ["linux-chain/chain/U-Boot booted the disk's extlinux.conf with xtask's command line"]
+        );
+        // warden's region mapped by Linux (U-Boot or a DT without the no-map).
+        let mapped = CHAIN_LOG.replace("nomap non-reusable warden", "non-reusable warden");
+        assert_eq!(failed(&mapped).len(), 1);
+        assert!(failed(&mapped)[0].contains("warden"), "{:?}", failed(&mapped));
+        let lost = CHAIN_LOG.replace("modem@bc000000", "other@bc000000");
+        assert!(failed(&lost)[0].contains("modem"));
+    }
 
     #[test]
     fn handoff_stress_judge() {

@@ -4,7 +4,7 @@
 use crate::firmware::{self, repo_root};
 use crate::qemu::{self, Captured, Ending, Machine};
 use crate::scenario::{self, Verdict};
-use crate::{fuzz, linux_host, linux_tool, pack, smmu_trace, toolchain};
+use crate::{chainboot, fuzz, linux_host, linux_tool, pack, smmu_trace, toolchain};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -738,10 +738,11 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 17] = [
+pub const ALL_SCENARIOS: [&str; 20] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
+    "linux-chain",
     "chain-xpu-violation",
     "guest-boot",
     "guest-snapdragon",
@@ -755,15 +756,20 @@ pub const ALL_SCENARIOS: [&str; 17] = [
     "linux-snapdragon",
     "linux-gicv2",
     "linux-no-warden",
+    "linux-chain-no-warden",
+    "linux-chain-gicv2",
     "bench-quick",
 ];
-/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline and
-/// linux-gicv2 the `linux` scenario on `gic-version=2`, both on request).
-const DEFAULT_SCENARIOS: [&str; 15] = [
+/// What `cargo xtask test` runs without `--only` (linux-no-warden is the baseline,
+/// linux-gicv2 the `linux` scenario on `gic-version=2`, linux-chain-no-warden the chain boot
+/// with U-Boot in warden's place and linux-chain-gicv2 `linux-chain` on `gic-version=2`, all
+/// four on request).
+const DEFAULT_SCENARIOS: [&str; 16] = [
     "tz-sim",
     "guest-chain",
     "chain-refusal",
     "chain-xpu-violation",
+    "linux-chain",
     "guest-boot",
     "guest-snapdragon",
     "small-ram",
@@ -853,6 +859,109 @@ fn scenario_linux(
     Ok(verdicts)
 }
 
+/// The chain without warden, labelled as such: tz-sim → U-Boot at `HYP_BASE` (EL2, in warden's
+/// place) → Linux at EL2 from the boot disk, one CPU (docs/chain.md). Proves tz-sim, U-Boot, the
+/// disk and the DT hand-over; says nothing about warden. The `linux` judge's EL1 checks become
+/// the EL2 this boot must show, and the CPU hotplug scenario, which needs a second CPU, is not
+/// counted.
+fn scenario_linux_chain_no_warden(qemu: &Path, tz_sim: &Path) -> Result<Vec<Verdict>> {
+    let name = "linux-chain-no-warden";
+    let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
+    opts.with_warden = false;
+    opts.smp = 1;
+    opts.memory = crate::chain::MEMORY.into();
+    let chain = chainboot::linux(qemu, tz_sim, &opts, &chainboot::HypStage::None, name)?;
+    let run = qemu::run_captured(
+        chain.machine.command(qemu),
+        LINUX_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    if !run.lines.iter().any(|l| l.trim() == "linux: done") {
+        println!("     scenario {name}: no `linux: done`; last 20 lines of output:");
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
+    const AT_EL1: &str = "linux/boot/kernel: CPU: All CPU(s) started at EL1";
+    let mut verdicts: Vec<Verdict> = scenario::judge_linux_boot(&run, opts.smp, false)
+        .into_iter()
+        .filter(|v| !["linux/cpus-at-el1", "linux/cpu-hotplug", AT_EL1].contains(&v.name.as_str()))
+        .collect();
+    verdicts.push(Verdict::check(
+        "linux/boot/kernel: CPU: All CPU(s) started at EL2 (no warden: U-Boot booted it at EL2)",
+        run.lines.iter().any(|l| l.contains("CPU: All CPU(s) started at EL2")),
+        || "no such kernel line".into(),
+    ));
+    verdicts.extend(scenario::judge_chain(
+        &run,
+        &scenario::ChainExpectations {
+            prefix: "linux".into(),
+            cmdline: chain.cmdline,
+            no_map: Vec::new(),
+            warden: false,
+        },
+    ));
+    for v in &mut verdicts {
+        v.name = v.name.replacen("linux/", &format!("{name}/"), 1);
+    }
+    Ok(verdicts)
+}
+
+/// The `linux` scenario through the chain with warden as the boot stage: tz-sim → warden
+/// (`qemu-virt-tz`, `warden-hyp.bin` at `HYP_BASE`) → Debian's U-Boot at `NEXT_STAGE` (EL1) →
+/// Linux from the boot disk, on all the chain's CPUs (docs/chain.md). Judged as `linux` is
+/// (warden's banner required, QEMU's SMMU trace), plus [`scenario::judge_chain`] (the stages in
+/// order, xtask's command line, every `no-map` region of the chain's DT reserved by Linux) and
+/// [`scenario::judge_chain_cpus_and_power`]. What cannot hold there, and why, is
+/// [`scenario::CHAIN_WITHOUT_PEER`]: `qemu-virt-tz` runs no simulated peer.
+fn scenario_linux_chain(qemu: &Path, images: &crate::chain::ChainImages) -> Result<Vec<Verdict>> {
+    let name = match images.gic {
+        crate::qemu::Gic::V3 => "linux-chain",
+        crate::qemu::Gic::V2 => "linux-chain-gicv2",
+    };
+    let mut opts = linux_host::HostOptions::new(logs_dir().join(name));
+    opts.smp = crate::chain::SMP;
+    opts.memory = crate::chain::MEMORY.into();
+    opts.gic = images.gic;
+    let hyp = chainboot::HypStage::Warden(images.clone());
+    let mut chain = chainboot::linux(qemu, &images.tz_sim, &opts, &hyp, name)?;
+    let trace = logs_dir().join(format!("qemu-{name}.smmu-trace.log"));
+    chain.machine.extra.extend(smmu_trace::qemu_args(&trace));
+    let run = qemu::run_captured(
+        chain.machine.command(qemu),
+        LINUX_TIMEOUT,
+        &logs_dir().join(format!("qemu-{name}.log")),
+        &|_| false,
+        Duration::ZERO,
+    )?;
+    report_timeout(name, &run);
+    if !run.lines.iter().any(|l| l.trim() == "linux: done") {
+        println!("     scenario {name}: no `linux: done`; last 20 lines of output:");
+        for line in scenario::tail(&run.lines, 20) {
+            println!("       | {line}");
+        }
+    }
+    let mut verdicts = scenario::without_sim_peer(scenario::judge_linux_boot(&run, opts.smp, true));
+    verdicts.extend(smmu_trace::judge_linux(witness(&trace)));
+    verdicts.extend(scenario::judge_chain(
+        &run,
+        &scenario::ChainExpectations {
+            prefix: "linux".into(),
+            cmdline: chain.cmdline,
+            no_map: chainboot::no_map_regions(&images.dtb)?,
+            warden: true,
+        },
+    ));
+    verdicts.extend(scenario::judge_chain_cpus_and_power(&run, opts.smp, "linux"));
+    for v in &mut verdicts {
+        v.name = v.name.replacen("linux/", &format!("{name}/"), 1);
+    }
+    Ok(verdicts)
+}
+
 fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) -> Result<()> {
     step("QEMU scenarios");
     let not_run = |tally: &mut Tally, why: &str| {
@@ -928,6 +1037,23 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
                 Some(images) => scenario_chain_xpu_violation(&qemu.path, images, &guest),
                 None => Err(anyhow::anyhow!("the chain's images were not built")),
             },
+            ("linux-chain-no-warden", _) => scenario_linux_chain_no_warden(&qemu.path, &tz_sim),
+            ("linux-chain", _) => match &chain {
+                Some(images) => scenario_linux_chain(&qemu.path, images),
+                None => Err(anyhow::anyhow!("the chain's images were not built")),
+            },
+            // The GICv2 chain's images are built only when asked for (their own DT and warden).
+            ("linux-chain-gicv2", _) => toolchain::firmware()
+                .and_then(|tc| {
+                    let log = logs_dir().join("firmware-build.log");
+                    crate::chain::build_chain_images(
+                        tc,
+                        &qemu.path,
+                        crate::qemu::Gic::V2,
+                        Some(&log),
+                    )
+                })
+                .and_then(|images| scenario_linux_chain(&qemu.path, &images)),
             (_, Err(e)) => Err(anyhow::anyhow!("packing warden with the test guest: {e:#}")),
             ("guest-boot", Ok(_)) => match &switches_guest_image {
                 Ok(_) => scenario_guest_boot(&qemu.path, &switches_image),
@@ -964,6 +1090,10 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
         // QEMU must be installed before the unit tests, not only before the scenarios.
         if let Err(e) = toolchain::qemu() {
             tally.record(&Verdict::fail("setup/qemu-system-aarch64", format!("{e:#}")));
+        }
+        // Likewise U-Boot (the linux-chain scenario's bootloader; a unit test checks its pin).
+        if let Err(e) = crate::uboot::uboot() {
+            tally.record(&Verdict::fail("setup/u-boot-qemu", format!("{e:#}")));
         }
         unit_tests(&mut tally)?;
         step("lints");

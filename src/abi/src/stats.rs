@@ -73,8 +73,10 @@ pub struct SmmuStats {
     pub forced_flushes: u64,
     /// `x6`: real event records copied into the host's event queue.
     pub events_forwarded: u64,
-    /// `x7`: GBPA updates asking for global bypass, refused (GBPA.ABORT stays set).
-    pub bypass_refusals: u64,
+    /// `x7`: GBPA updates asking for global bypass (ABORT = 0). Warden serves them with its
+    /// host stage 2 alone while SMMUEN = 0, never with real bypass. On the MMU-500 face: sCR0
+    /// writes asking for bypass (refused).
+    pub bypass_requests: u64,
 }
 
 impl SmmuStats {
@@ -92,7 +94,7 @@ impl SmmuStats {
             self.asids_freed,
             self.forced_flushes,
             self.events_forwarded,
-            self.bypass_refusals,
+            self.bypass_requests,
         ]
     }
 
@@ -108,7 +110,7 @@ impl SmmuStats {
             asids_freed: regs[4],
             forced_flushes: regs[5],
             events_forwarded: regs[6],
-            bypass_refusals: regs[7],
+            bypass_requests: regs[7],
         })
     }
 }
@@ -139,10 +141,10 @@ mod tests {
             asids_freed: 4,
             forced_flushes: 3,
             events_forwarded: 2,
-            bypass_refusals: 1,
+            bypass_requests: 1,
         };
         assert_eq!(SmmuStats::decode(&s.encode()), Ok(s));
-        assert_eq!(s.encode()[7], 1, "x7: bypass refusals");
+        assert_eq!(s.encode()[7], 1, "x7: bypass requests");
         assert_eq!(
             SmmuStats::decode(&[AbiError::NotSupported.register(), 0, 0, 0, 0, 0, 0, 0]),
             Err(AbiError::NotSupported)

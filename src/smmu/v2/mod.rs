@@ -318,6 +318,7 @@ impl VirtMmu500 {
             "vMMU-500",
             config.host_vmid,
             &config.host_sids,
+            RealSte::Abort,
             config.arena,
             config.asid16,
             config.g3_enabled,

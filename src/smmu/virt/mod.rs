@@ -24,6 +24,12 @@
 //! count towards freeing it. A slot is rewritten only after the switch away from it was
 //! synced.
 //!
+//! **While the host's SMMU is disabled** (SMMUEN = 0) GBPA decides, as on a real SMMU: with
+//! ABORT = 1 every host stream's real STE aborts; with ABORT = 0 (bypass, the reset value: see
+//! [`regs`]) it is warden's stage 2 alone, exactly the real STE a host STE asking for bypass
+//! gets once enabled: DMA reaches what the host's CPU reaches, never a carveout, warden's
+//! region or a donated page. A bootloader that drives no SMMU can then do DMA, and G1 holds.
+//!
 //! Work per trap is bounded: at most [`VirtConfig::cmd_budget`] commands per CMDQ_PROD write;
 //! the rest is consumed on later traps, and a host waiting for a CMD_SYNC polls CMDQ_CONS,
 //! each read of which traps and consumes another batch first.
@@ -152,13 +158,15 @@ impl Notify {
 pub struct PendingWrite {
     /// SMMUEN changed to this: every host stream is re-derived.
     pub smmu_enable: Option<bool>,
+    /// GBPA.ABORT changed to this while SMMUEN = 0: every host stream is re-derived.
+    pub gbpa_abort: Option<bool>,
     /// The command queue may have work (CMDQ_PROD written, CMDQEN set, an error cleared).
     pub cmdq_kick: bool,
 }
 
 impl PendingWrite {
     pub fn is_empty(&self) -> bool {
-        self.smmu_enable.is_none() && !self.cmdq_kick
+        self.smmu_enable.is_none() && self.gbpa_abort.is_none() && !self.cmdq_kick
     }
 }
 
@@ -182,7 +190,8 @@ pub struct VirtStats {
     pub events_lost_overflow: u64,
     pub events_lost_abort: u64,
     pub bad_accesses: u64,
-    pub bypass_refusals: u64,
+    /// GBPA updates with ABORT = 0 (served with warden's stage 2 alone while SMMUEN = 0).
+    pub bypass_requests: u64,
     /// Host CDs refused (C_BAD_CD), and CDs warden could not read from host memory.
     pub cd_refusals: u64,
     pub cd_unreadable: u64,
@@ -202,21 +211,17 @@ pub struct VirtSmmu {
 
 impl VirtSmmu {
     pub fn new(config: VirtConfig) -> Self {
+        let regs = RegisterFile::new(config.advertised);
         let engine = NestedStreams::new(
             "vSMMU",
             config.host_vmid,
             &config.host_sids,
+            disabled_ste(&regs),
             config.arena,
             config.advertised.asid16,
             config.g3_enabled,
         );
-        Self {
-            regs: RegisterFile::new(config.advertised),
-            config,
-            engine,
-            host_s1: BTreeMap::new(),
-            stats: VirtStats::default(),
-        }
+        Self { regs, config, engine, host_s1: BTreeMap::new(), stats: VirtStats::default() }
     }
 
     /// Turns G3 (forced flushes of reused retiring ASIDs) on or off; off only in the test that
@@ -232,6 +237,12 @@ impl VirtSmmu {
 
     pub fn registers(&self) -> &RegisterFile {
         &self.regs
+    }
+
+    /// The real STE every host stream must have when the host first runs: what the reset
+    /// state (SMMUEN = 0, GBPA bypass) gives it. Warden installs it at boot.
+    pub fn reset_ste(&self) -> RealSte {
+        disabled_ste(&RegisterFile::new(self.config.advertised))
     }
 
     pub fn asids(&self) -> &RealAsids {
@@ -257,7 +268,7 @@ impl VirtSmmu {
         let engine = self.engine.stats();
         VirtStats {
             bad_accesses: self.regs.bad_accesses(),
-            bypass_refusals: self.regs.bypass_refusals(),
+            bypass_requests: self.regs.bypass_requests(),
             asids: self.engine.asid_stats(),
             real_syncs: engine.real_syncs,
             skipped_syncs: engine.skipped_syncs,
@@ -343,10 +354,16 @@ impl VirtSmmu {
             return PendingWrite::default();
         }
         let fx = self.regs.write(offset, size, value);
-        if fx.bypass_refused {
-            log::warn!("vSMMU: host asked for global bypass (GBPA.ABORT = 0); kept abort");
+        if let Some(abort) = fx.gbpa_abort {
+            log::info!(
+                "vSMMU: GBPA.ABORT = {}: while SMMUEN = 0 the host's streams {}",
+                u8::from(abort),
+                if abort { "abort" } else { "use warden's stage 2 alone" }
+            );
         }
-        PendingWrite { smmu_enable: fx.smmu_enable, cmdq_kick: fx.cmdq_kick }
+        // GBPA only matters while the SMMU is disabled.
+        let gbpa_abort = fx.gbpa_abort.filter(|_| !self.regs.smmu_enabled());
+        PendingWrite { smmu_enable: fx.smmu_enable, gbpa_abort, cmdq_kick: fx.cmdq_kick }
     }
 
     /// The back-end half of a trapped write: the streams re-derived after SMMUEN changed, the
@@ -357,8 +374,8 @@ impl VirtSmmu {
         R: NestedBackend + ?Sized,
     {
         let mut notify = Notify::default();
-        if let Some(enabled) = pending.smmu_enable {
-            notify.merge(self.resync_all(enabled, mem, real));
+        if pending.smmu_enable.is_some() || pending.gbpa_abort.is_some() {
+            notify.merge(self.resync_all(mem, real));
         }
         if pending.cmdq_kick {
             notify.merge(self.process_commands(mem, real));
@@ -418,6 +435,11 @@ impl VirtSmmu {
         let Some(cd) = self.engine.stream_cd(sid) else {
             return Notify::default();
         };
+        if !self.regs.smmu_enabled() {
+            // A disabled SMMU records no events (the stream bypasses, or aborts silently).
+            self.stats.events_lost_disabled += 1;
+            return Notify::default();
+        }
         let mut record = *record;
         if let StreamCd::Unreadable { host_ptr } = cd {
             evtq::rename_cd_fetch_address(&mut record, self.config.arena.unmapped_ipa, host_ptr);
@@ -504,8 +526,8 @@ impl VirtSmmu {
         let mut event = None;
         let mut stage1 = None;
         let plain = if !regs.smmu_enabled() {
-            // SMMUEN = 0: GBPA applies, and GBPA is always abort.
-            Some(RealSte::Abort)
+            // SMMUEN = 0: GBPA applies.
+            Some(disabled_ste(regs))
         } else {
             match ste::read_host_ste(mem, regs.strtab_base(), regs.strtab_cfg(), sid, &adv) {
                 Err(fault) => {
@@ -645,8 +667,9 @@ impl VirtSmmu {
         log::warn!("vSMMU: STE for stream {sid:#x} refused: {why}; C_BAD_STE");
     }
 
-    /// SMMUEN changed: every host stream follows (host STEs when enabled, abort when not).
-    fn resync_all<M, R>(&mut self, enabled: bool, mem: &mut M, real: &mut R) -> Notify
+    /// SMMUEN (or, while disabled, GBPA.ABORT) changed: every host stream follows (host STEs
+    /// when enabled, GBPA's choice when not).
+    fn resync_all<M, R>(&mut self, mem: &mut M, real: &mut R) -> Notify
     where
         M: GuestMemory + ?Sized,
         R: NestedBackend + ?Sized,
@@ -661,12 +684,23 @@ impl VirtSmmu {
             }
         }
         self.regs = regs;
-        // The new STEs are in force once CR0ACK shows the change: complete them now.
+        // The new STEs are in force once CR0ACK (or GBPA.UPDATE) shows the change: complete
+        // them now.
         if self.engine.sync(real).is_err() {
-            log::error!("vSMMU: real SMMU sync failed after SMMUEN = {enabled}");
+            log::error!(
+                "vSMMU: real SMMU sync failed after SMMUEN = {}, GBPA.ABORT = {}",
+                u8::from(self.regs.smmu_enabled()),
+                u8::from(self.regs.gbpa_abort())
+            );
         }
         notify
     }
+}
+
+/// The real STE of every host stream while the host's SMMU is disabled: GBPA.ABORT = 1 aborts;
+/// bypass is warden's stage 2 alone, as for a host STE asking for bypass (never real bypass).
+fn disabled_ste(regs: &RegisterFile) -> RealSte {
+    if regs.gbpa_abort() { RealSte::Abort } else { RealSte::Stage2Only }
 }
 
 fn record_event<M: GuestMemory + ?Sized>(

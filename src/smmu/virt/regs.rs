@@ -13,6 +13,14 @@
 //! table and queue bases, CR1, CR2, CMDQ_CONS, EVTQ_PROD) ignore writes while what guards them
 //! is enabled. CR0ACK and IRQ_CTRLACK follow their registers at once, and GBPA.UPDATE reads 0
 //! as soon as it is written: every update is complete when the trapped write returns.
+//!
+//! GBPA resets to [`GBPA_RESET`]: bypass (ABORT = 0, SHCFG = use incoming), the value QEMU's
+//! SMMUv3 resets to (`SMMU_GBPA_RESET_VAL`). IHI 0070 leaves ABORT's reset value IMPLEMENTATION
+//! DEFINED (an implementation may reset it to 1 for default deny); bypass is what the SMMU under
+//! a QEMU host resets to, so a bootloader that drives no SMMU (Debian's U-Boot) can do DMA.
+//! Bypass here never means real bypass: while SMMUEN = 0 and ABORT = 0, [`super::VirtSmmu`]
+//! gives every host stream warden's stage 2 alone, as for a host STE asking for bypass. A host
+//! that writes ABORT = 1 (Linux's `disable_bypass` path) gets abort.
 
 use crate::smmu::queue::QueueShape;
 use crate::smmu::regs::*;
@@ -73,8 +81,8 @@ pub struct Effects {
     pub cmdq_kick: bool,
     /// CR0.SMMUEN changed to this value: re-derive every host stream's real STE.
     pub smmu_enable: Option<bool>,
-    /// A GBPA update asked for bypass; it was refused and GBPA.ABORT stays set.
-    pub bypass_refused: bool,
+    /// A GBPA update changed GBPA.ABORT to this value (what a disabled SMMU does with traffic).
+    pub gbpa_abort: Option<bool>,
     /// The access was not one the architecture defines (RAZ/WI).
     pub bad_access: bool,
 }
@@ -91,6 +99,10 @@ const IRQ_CTRL_MASK: u32 = IRQ_CTRL_GERROR_IRQEN | IRQ_CTRL_EVTQ_IRQEN;
 pub const GERROR_IMPLEMENTED: u32 = GERROR_CMDQ_ERR | GERROR_EVTQ_ABT_ERR | GERROR_SFM_ERR;
 /// GBPA fields other than UPDATE: ABORT, INSTCFG, PRIVCFG, SHCFG, ALLOCCFG, MTCFG, MemAttr.
 const GBPA_FIELDS: u32 = GBPA_ABORT | (0xf << 16) | (3 << 12) | (0xf << 8) | (1 << 4) | 0xf;
+/// GBPA.SHCFG = 0b01: use the incoming shareability.
+const GBPA_SHCFG_USE_INCOMING: u32 = 1 << 12;
+/// GBPA at reset: bypass with the incoming attributes (QEMU's `SMMU_GBPA_RESET_VAL`, 0x1000).
+pub const GBPA_RESET: u32 = GBPA_SHCFG_USE_INCOMING;
 const STRTAB_BASE_MASK: u64 = STRTAB_BASE_RA | STRTAB_BASE_ADDR_MASK;
 const Q_BASE_MASK: u64 = Q_BASE_RWA | Q_BASE_ADDR_MASK | Q_BASE_LOG2SIZE_MASK;
 const CMDQ_CONS_ERR_FIELD: u32 = CMDQ_CONS_ERR_MASK << CMDQ_CONS_ERR_SHIFT;
@@ -118,18 +130,19 @@ pub struct RegisterFile {
     /// RD[19:0] and OVACKFLG[31].
     evtq_cons: u32,
     bad_accesses: u64,
-    bypass_refusals: u64,
+    /// GBPA updates with ABORT = 0.
+    bypass_requests: u64,
 }
 
 impl RegisterFile {
-    /// Reset state: everything disabled, GBPA = abort (warden never lets DMA bypass).
+    /// Reset state: everything disabled, GBPA = [`GBPA_RESET`] (bypass: see the module comment).
     pub fn new(adv: Advertised) -> Self {
         Self {
             adv,
             cr0: 0,
             cr1: 0,
             cr2: 0,
-            gbpa: GBPA_ABORT,
+            gbpa: GBPA_RESET,
             irq_ctrl: 0,
             gerror: 0,
             gerrorn: 0,
@@ -142,7 +155,7 @@ impl RegisterFile {
             evtq_prod: 0,
             evtq_cons: 0,
             bad_accesses: 0,
-            bypass_refusals: 0,
+            bypass_requests: 0,
         }
     }
 
@@ -263,11 +276,13 @@ impl RegisterFile {
             CR2 if !self.smmu_enabled() => self.cr2 = value & CR2_MASK,
             GBPA if value & GBPA_UPDATE != 0 => {
                 // Only a write with UPDATE = 1 changes GBPA; the update completes at once.
+                let old = self.gbpa;
                 self.gbpa = value & GBPA_FIELDS;
                 if self.gbpa & GBPA_ABORT == 0 {
-                    self.gbpa |= GBPA_ABORT;
-                    self.bypass_refusals += 1;
-                    fx.bypass_refused = true;
+                    self.bypass_requests += 1;
+                }
+                if (old ^ self.gbpa) & GBPA_ABORT != 0 {
+                    fx.gbpa_abort = Some(self.gbpa & GBPA_ABORT != 0);
                 }
             }
             IRQ_CTRL => self.irq_ctrl = value & IRQ_CTRL_MASK,
@@ -299,6 +314,11 @@ impl RegisterFile {
 
     pub fn smmu_enabled(&self) -> bool {
         self.cr0 & CR0_SMMUEN != 0
+    }
+
+    /// GBPA.ABORT: while SMMUEN = 0, incoming transactions abort (else they bypass).
+    pub fn gbpa_abort(&self) -> bool {
+        self.gbpa & GBPA_ABORT != 0
     }
 
     pub fn cmdq_enabled(&self) -> bool {
@@ -396,8 +416,9 @@ impl RegisterFile {
         self.bad_accesses
     }
 
-    pub fn bypass_refusals(&self) -> u64 {
-        self.bypass_refusals
+    /// GBPA updates with ABORT = 0 (asking that a disabled SMMU let traffic through).
+    pub fn bypass_requests(&self) -> u64 {
+        self.bypass_requests
     }
 }
 
@@ -486,21 +507,29 @@ mod tests {
     }
 
     #[test]
-    fn gbpa_update_completes_and_bypass_is_refused() {
+    fn gbpa_resets_to_bypass_and_updates_complete_at_once() {
         let mut r = RegisterFile::new(adv());
-        assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT), "reset: abort");
-        // Linux's arm_smmu_update_gbpa(smmu, 0, GBPA_ABORT): clear ABORT, set UPDATE.
+        assert_eq!(r.read(GBPA, 4), 0x1000, "reset: QEMU's SMMU_GBPA_RESET_VAL, bypass");
+        assert!(!r.gbpa_abort());
+        // Linux's arm_smmu_update_gbpa(smmu, GBPA_ABORT, 0) (`disable_bypass`): abort.
+        let fx = r.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT | 0x1000));
+        assert_eq!(fx.gbpa_abort, Some(true));
+        assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT | 0x1000), "UPDATE done at once");
+        assert!(r.gbpa_abort());
+        // The same again changes nothing the streams depend on.
+        let fx = r.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT));
+        assert_eq!(fx.gbpa_abort, None);
+        assert_eq!(r.bypass_requests(), 0);
+        // Linux's arm_smmu_update_gbpa(smmu, 0, GBPA_ABORT): clear ABORT, set UPDATE. Bypass
+        // (which the virtual SMMU serves with warden's stage 2 alone), counted.
         let fx = r.write(GBPA, 4, u64::from(GBPA_UPDATE));
-        assert!(fx.bypass_refused);
-        assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT), "UPDATE done, still abort");
-        assert_eq!(r.bypass_refusals(), 1);
-        // Abort with attributes: accepted as is.
-        let fx = r.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT | (1 << 12)));
-        assert!(!fx.bypass_refused);
-        assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT | (1 << 12)));
+        assert_eq!(fx.gbpa_abort, Some(false));
+        assert_eq!(r.read(GBPA, 4), 0, "UPDATE done, ABORT clear");
+        assert_eq!(r.bypass_requests(), 1);
         // Without UPDATE nothing changes.
-        r.write(GBPA, 4, 0);
-        assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT | (1 << 12)));
+        let fx = r.write(GBPA, 4, u64::from(GBPA_ABORT));
+        assert_eq!(fx, Effects::default());
+        assert_eq!(r.read(GBPA, 4), 0);
         // RES0 bits dropped.
         r.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT | (1 << 25) | (1 << 6)));
         assert_eq!(r.read(GBPA, 4), u64::from(GBPA_ABORT));

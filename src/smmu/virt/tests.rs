@@ -212,25 +212,36 @@ fn tlbi_asid(asid: u16) -> [u64; 2] {
 #[test]
 fn linux_probe_and_reset() {
     let mut h = Host::new(true);
-    // GBPA: Linux only clears ABORT when it wants bypass; refused.
+    // Reset: disabled, GBPA bypass: every host stream on warden's stage 2 alone.
+    assert_eq!(h.smmu.reset_ste(), RealSte::Stage2Only);
+    assert_eq!(h.smmu.installed(SID_NET), Some(RealSte::Stage2Only));
+    // GBPA: Linux only clears ABORT when it wants bypass; already bypass, nothing to install.
     h.write(GBPA, 4, u64::from(GBPA_UPDATE));
-    assert_eq!(h.read(GBPA), u64::from(GBPA_ABORT));
+    assert_eq!(h.read(GBPA), 0);
+    assert!(h.real.take().is_empty());
     // Host STEs before enabling: bus 0 initialised to abort by Linux.
     for sid in [SID_NET, SID_BLK] {
         h.set_ste(sid, [1, 0, 0, 0, 0, 0, 0, 0]);
     }
     h.linux_reset();
-    // CFGI_ALL with SMMUEN = 0: both streams abort (GBPA), as they did since boot: nothing to
-    // install; NSNH_ALL -> S12_VMALL(host).
+    // CFGI_ALL with SMMUEN = 0: both streams follow GBPA (stage 2 alone), as they did since
+    // boot: nothing to install; NSNH_ALL -> S12_VMALL(host). Then SMMUEN = 1: the host's
+    // abort STEs, completed by a sync before CR0ACK shows SMMUEN.
     assert_eq!(
         h.real.take(),
-        vec![RealOp::Command(RealCommand::TlbiS12Vmall { vmid: HOST_VMID }), RealOp::Sync]
+        vec![
+            RealOp::Command(RealCommand::TlbiS12Vmall { vmid: HOST_VMID }),
+            RealOp::Sync,
+            RealOp::Install(SID_NET, RealSte::Abort),
+            RealOp::Install(SID_BLK, RealSte::Abort),
+            RealOp::Sync
+        ]
     );
     assert_eq!(h.smmu.installed(SID_NET), Some(RealSte::Abort));
     assert_eq!(h.read(GERROR), 0);
     let s = h.smmu.stats();
     assert_eq!(s.commands, 4);
-    assert_eq!(s.bypass_refusals, 1);
+    assert_eq!(s.bypass_requests, 1);
     assert_eq!(s.illegal_commands, 0);
 }
 
@@ -613,7 +624,7 @@ fn a_sync_completes_at_the_prod_write_and_its_poll_needs_no_back_end() {
     // TLBI + SYNC: the CMDQ_PROD write consumes both and completes the sync.
     h.queue(&[[0x10, 0], SYNC]);
     let pending = h.smmu.write_register(CMDQ_PROD, 4, u64::from(h.prod));
-    assert_eq!(pending, PendingWrite { smmu_enable: None, cmdq_kick: true });
+    assert_eq!(pending, PendingWrite { cmdq_kick: true, ..PendingWrite::default() });
     h.smmu.finish_write(pending, &mut h.mem, &mut h.real);
     assert_eq!(
         h.real.take(),
@@ -649,9 +660,13 @@ fn real_sync_failure_keeps_cons_and_retries() {
 }
 
 #[test]
-fn disabling_the_smmu_aborts_every_host_stream() {
+fn disabling_the_smmu_with_gbpa_abort_aborts_every_host_stream() {
     let mut h = Host::new(true);
     h.linux_reset();
+    // Linux's arm_smmu_update_gbpa(smmu, GBPA_ABORT, 0): while enabled it changes no stream.
+    h.real.take();
+    h.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT));
+    assert!(h.real.take().is_empty(), "GBPA does not apply while SMMUEN = 1");
     h.set_cd(CD_A, 5, T1);
     h.set_ste(SID_NET, stage1_ste(CD_A));
     h.set_ste(SID_BLK, bypass_ste());
@@ -742,4 +757,63 @@ fn g3_test_switch_turns_forced_flushes_off_and_on() {
     assert!(h2.smmu.g3_enabled());
     stale_asid_sequence(&mut h2);
     assert_eq!(h2.smmu.stats().asids.forced_flushes, 1);
+}
+
+#[test]
+fn a_disabled_smmu_in_bypass_gives_every_host_stream_stage_2_alone() {
+    let mut h = Host::new(true);
+    // A bootloader that never touches the SMMU: its DMA goes through warden's stage 2 (which
+    // leaves out warden, the carveouts and donated pages), never real bypass.
+    assert_eq!(h.smmu.installed(SID_NET), Some(RealSte::Stage2Only));
+    assert_eq!(h.smmu.installed(SID_BLK), Some(RealSte::Stage2Only));
+    // GBPA.ABORT = 1 while disabled: every stream aborts, synced before the update completes.
+    h.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT));
+    assert_eq!(
+        h.real.take(),
+        vec![
+            RealOp::Install(SID_NET, RealSte::Abort),
+            RealOp::Install(SID_BLK, RealSte::Abort),
+            RealOp::Sync
+        ]
+    );
+    // An update keeping ABORT changes nothing.
+    h.write(GBPA, 4, u64::from(GBPA_UPDATE | GBPA_ABORT | (1 << 12)));
+    assert!(h.real.take().is_empty());
+    // Bypass again: stage 2 alone.
+    h.write(GBPA, 4, u64::from(GBPA_UPDATE));
+    assert_eq!(
+        h.real.take(),
+        vec![
+            RealOp::Install(SID_NET, RealSte::Stage2Only),
+            RealOp::Install(SID_BLK, RealSte::Stage2Only),
+            RealOp::Sync
+        ]
+    );
+    assert_eq!(h.smmu.stats().bypass_requests, 1);
+    // Linux takes over: enabled, the host's STEs rule (stage 1 nested, bypass stage 2 alone).
+    h.linux_reset();
+    h.set_cd(CD_A, 5, T1);
+    h.set_ste(SID_NET, stage1_ste(CD_A));
+    h.set_ste(SID_BLK, bypass_ste());
+    h.submit(&[cfgi_ste(SID_NET), cfgi_ste(SID_BLK), SYNC]);
+    assert_eq!(h.smmu.installed(SID_NET), Some(nested(slot(0, 0))));
+    h.real.take();
+    // Linux's shutdown (arm_smmu_device_disable) with GBPA still bypass: back to stage 2
+    // alone; the stage-1 context is released and its real ASID retires.
+    h.write(CR0, 4, 0);
+    assert_eq!(
+        h.real.take(),
+        vec![RealOp::Install(SID_NET, RealSte::Stage2Only), RealOp::Sync],
+        "SID_BLK was stage 2 alone already"
+    );
+    assert_eq!(
+        h.smmu.asids().state(5),
+        Some(RealState::Retiring { host_asid: 5, invalidated: false })
+    );
+    // A real event while disabled is not forwarded: a disabled SMMU records none.
+    let fault = [(u64::from(SID_BLK) << 32) | 0x10, 1 << 39, WARDEN, 0];
+    h.write(CR0, 4, u64::from(CR0_CMDQEN | CR0_EVTQEN));
+    assert_eq!(h.smmu.forward_event(&fault, &mut h.mem), Notify::default());
+    assert_eq!(h.read(EVTQ_PROD), 0);
+    assert_eq!(h.smmu.stats().events_lost_disabled, 1);
 }

@@ -294,7 +294,7 @@ pub fn run_all(platform: &Platform) {
     record("vsmmu_stall_cd_refused", vsmmu_shadow::stall_cd_refused(platform, &edu));
     record_handoff("vsmmu_hostile_tables", vsmmu_scenarios::hostile_tables(platform, &edu));
     record("vsmmu_hostile_prod", vsmmu_hostile::hostile_prod(platform, &edu));
-    record("vsmmu_hostile_gbpa", vsmmu_hostile::hostile_gbpa(platform, &edu));
+    record_handoff("vsmmu_hostile_gbpa", vsmmu_hostile::hostile_gbpa(platform, &edu));
     record_handoff("vsmmu_hostile_ste", vsmmu_hostile::hostile_ste(platform, &edu));
     record_handoff("vsmmu_cd_in_carveout", vsmmu_hostile::cd_in_carveout(platform, &edu));
     record("vsmmu_cmd_sync_flood", vsmmu_hostile::cmd_sync_flood(platform, &edu));

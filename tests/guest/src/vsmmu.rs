@@ -28,6 +28,8 @@ const GBPA: u64 = 0x44;
 /// GBPA.UPDATE (bit 31) and GBPA.ABORT (bit 20).
 pub const GBPA_UPDATE: u32 = 1 << 31;
 pub const GBPA_ABORT: u32 = 1 << 20;
+/// GBPA at reset under warden: bypass, SHCFG = use incoming (QEMU's `SMMU_GBPA_RESET_VAL`).
+pub const GBPA_RESET: u32 = 1 << 12;
 /// IDR1.CMDQS: log2 of the largest command queue (bits 25:21).
 const IDR1_CMDQS_SHIFT: u32 = 21;
 const CR0_SMMUEN: u32 = 1 << 0;

@@ -4,8 +4,9 @@
 //!
 //! - `vsmmu_hostile_prod`: CMDQ_PROD more than a full queue ahead of CONS stops the queue with
 //!   CERROR_ILL and no command runs; PROD bits above the queue's wrap bit are ignored.
-//! - `vsmmu_hostile_gbpa`: a GBPA update asking for bypass keeps ABORT; with SMMUEN = 0 edu's
-//!   DMA reaches nothing.
+//! - `vsmmu_hostile_gbpa`: GBPA resets to bypass; with SMMUEN = 0, GBPA.ABORT = 1 lets edu's
+//!   DMA reach nothing, and bypass is warden's stage 2 alone: guest RAM yes, a donated carveout
+//!   and warden's memory no, and no event (a disabled SMMU records none).
 //! - `vsmmu_hostile_ste`: STEs asking for stage 2 (S2-only, nested) get C_BAD_STE and their DMA
 //!   goes nowhere; an STE asking for bypass gets warden's stage 2 alone (host memory yes, a
 //!   donated carveout and warden's memory no).
@@ -171,32 +172,32 @@ pub fn hostile_prod(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     Ok(())
 }
 
-/// Scenario `vsmmu_hostile_gbpa`.
+/// Scenario `vsmmu_hostile_gbpa`: the caller restores the carveouts afterwards.
 pub fn hostile_gbpa(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     const BUFFER_SEED: u64 = 0x91;
     const BLOCKED_SEED: u64 = 0x92;
+    const BYPASS_SEED: u64 = 0x93;
+    const CARVEOUT_SEED: u64 = 0x9192;
     const UNTOUCHED: u64 = 0xbeef;
+    let warden = warden_base(platform)? & !0xfff;
     let (mut smmu, edu, sid) = devices(platform, edu)?;
     smmu.bypass(sid)?;
     // Control, and edu's buffer holds BUFFER_SEED from now on.
     round_trip(edu, BUFFER_SEED, "control")?;
     let initial = smmu.gbpa();
-    if initial & vsmmu::GBPA_ABORT == 0 {
-        fail!("GBPA reads {initial:#x} before any update: ABORT clear");
-    }
-    // Linux's arm_smmu_update_gbpa(smmu, 0, GBPA_ABORT) for `disable_bypass=0`.
-    let refusals_before = smmu_stats()?.bypass_refusals;
-    smmu.write_gbpa(vsmmu::GBPA_UPDATE);
-    let updated = smmu.gbpa();
-    if updated & vsmmu::GBPA_ABORT == 0 || updated & vsmmu::GBPA_UPDATE != 0 {
-        fail!("GBPA update asking for bypass: reads {updated:#x}, expected ABORT set, UPDATE 0");
-    }
-    let refused = smmu_stats()?.bypass_refusals.wrapping_sub(refusals_before);
-    if refused != 1 {
-        fail!("SMMU_STATS x7 counts {refused} bypass refusal(s) for the update, expected 1");
+    if initial != vsmmu::GBPA_RESET {
+        fail!(
+            "GBPA reads {initial:#x} before any update, expected the reset value {:#x} (bypass)",
+            vsmmu::GBPA_RESET
+        );
     }
 
-    // SMMUEN = 0: GBPA applies, and it is abort.
+    // Linux's arm_smmu_update_gbpa(smmu, GBPA_ABORT, 0): with SMMUEN = 0 nothing gets through.
+    smmu.write_gbpa(vsmmu::GBPA_UPDATE | vsmmu::GBPA_ABORT);
+    let aborting = smmu.gbpa();
+    if aborting & vsmmu::GBPA_ABORT == 0 || aborting & vsmmu::GBPA_UPDATE != 0 {
+        fail!("GBPA update asking for abort: reads {aborting:#x}, expected ABORT set, UPDATE 0");
+    }
     smmu.set_translation(false)?;
     fill(&SOURCE_PAGE, PROBE_WORDS, BLOCKED_SEED);
     fill(&RESULT_PAGE, PROBE_WORDS, UNTOUCHED);
@@ -207,7 +208,7 @@ pub fn hostile_gbpa(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     smmu.set_translation(true)?;
     dma?;
     if written != Seen::Seed(UNTOUCHED) {
-        fail!("with SMMUEN = 0 and bypass asked for, edu's DMA wrote guest RAM: {written:?}");
+        fail!("with SMMUEN = 0 and GBPA.ABORT = 1, edu's DMA wrote guest RAM: {written:?}");
     }
     // What the read with SMMUEN = 0 put into edu's buffer: never the source page.
     fill(&RESULT_PAGE, PROBE_WORDS, UNTOUCHED);
@@ -215,15 +216,84 @@ pub fn hostile_gbpa(platform: &Platform, edu: &Result<Edu, Reason>) -> Outcome {
     let buffer = seen(&RESULT_PAGE, PROBE_WORDS, &[BLOCKED_SEED, UNTOUCHED, BUFFER_SEED]);
     match buffer {
         Seen::Seed(BLOCKED_SEED) => {
-            fail!("with SMMUEN = 0 and bypass asked for, edu's DMA read guest RAM")
+            fail!("with SMMUEN = 0 and GBPA.ABORT = 1, edu's DMA read guest RAM")
         }
         Seen::Seed(UNTOUCHED) => fail!("SMMUEN = 1 again, edu's buffer did not reach guest RAM"),
         _ => {}
     }
     round_trip(edu, BUFFER_SEED + 2, "SMMUEN = 1 again")?;
+
+    // Linux's arm_smmu_update_gbpa(smmu, 0, GBPA_ABORT) (`disable_bypass=0`): bypass, which
+    // warden serves with its stage 2 alone while SMMUEN = 0.
+    let requests_before = smmu_stats()?.bypass_requests;
+    smmu.write_gbpa(vsmmu::GBPA_UPDATE);
+    let bypassing = smmu.gbpa();
+    if bypassing & (vsmmu::GBPA_ABORT | vsmmu::GBPA_UPDATE) != 0 {
+        fail!("GBPA update asking for bypass: reads {bypassing:#x}, expected ABORT 0, UPDATE 0");
+    }
+    let requests = smmu_stats()?.bypass_requests.wrapping_sub(requests_before);
+    if requests != 1 {
+        fail!("SMMU_STATS x7 counts {requests} bypass request(s) for the update, expected 1");
+    }
+    smmu.set_translation(false)?;
+    smmu.drain_events();
+    // Host memory: a round trip works (a bootloader's DMA, U-Boot's AHCI reads).
+    let host = round_trip(edu, BYPASS_SEED, "SMMUEN = 0, GBPA bypass");
+    // A donated carveout page: never reached.
+    let target = handoff::modem().span(handoff::modem().size - 0x1000, 0x1000);
+    let carveout = host.and_then(|()| {
+        handoff::write_pattern(target, CARVEOUT_SEED)?;
+        handoff::check(
+            handoff::modem().hand_over(target.target(), false),
+            format_args!("DONATE {target}"),
+        )?;
+        let before = handoff::peer_checksum(PeerId::MODEM, target)?;
+        edu.dma_to_ram(PATTERN_SLOT, target.base, PROBE_BYTES)?;
+        let after = handoff::peer_checksum(PeerId::MODEM, target)?;
+        handoff::peer_release(PeerId::MODEM, target)?;
+        handoff::check(handoff::reclaim(target.target(), false), format_args!("RECLAIM {target}"))?;
+        Ok((before, after))
+    });
+    // Warden's memory: neither written nor read back.
+    let warden_read = carveout.as_ref().map_err(|_| ()).ok().map(|_| {
+        edu.dma_to_ram(PATTERN_SLOT, warden, PROBE_BYTES)?;
+        fill(&SOURCE_PAGE, PROBE_WORDS, POISON);
+        edu.dma_to_device(SOURCE_PAGE.address(), READBACK_SLOT, PROBE_BYTES)?;
+        edu.dma_to_device(warden, READBACK_SLOT, PROBE_BYTES)?;
+        fill(&RESULT_PAGE, PROBE_WORDS, UNTOUCHED);
+        edu.dma_to_ram(READBACK_SLOT, RESULT_PAGE.address(), PROBE_BYTES)?;
+        Ok::<Seen, Reason>(seen(&RESULT_PAGE, PROBE_WORDS, &[BYPASS_SEED, UNTOUCHED]))
+    });
+    // A disabled SMMU records no events.
+    let events = smmu.drain_events();
+    smmu.write_gbpa(vsmmu::GBPA_UPDATE | initial);
+    smmu.set_translation(true)?;
+    let (before, after) = carveout?;
+    if after != before {
+        fail!(
+            "SMMUEN = 0, GBPA bypass: the peer's checksum of {target} changed: {before:#x} -> {after:#x}"
+        );
+    }
+    match warden_read.transpose()? {
+        Some(Seen::Seed(BYPASS_SEED)) => {
+            fail!("SMMUEN = 0, GBPA bypass: warden memory at {warden:#x} reads the pattern")
+        }
+        Some(Seen::Seed(_)) => {
+            fail!("SMMUEN = 0, GBPA bypass: the read-back of warden memory did not reach RAM")
+        }
+        Some(Seen::Other { .. }) => {}
+        None => fail!("SMMUEN = 0, GBPA bypass: warden's memory was not tried"),
+    }
+    if events != 0 {
+        fail!("SMMUEN = 0: {events} event record(s) in the host's queue, expected none");
+    }
+    round_trip(edu, BUFFER_SEED + 3, "SMMUEN = 1, GBPA back to its reset value")?;
     println!(
-        "guest: note vsmmu_hostile_gbpa: GBPA {initial:#x}, update asking bypass -> {updated:#x} \
-         (SMMU_STATS: refused); SMMUEN = 0: edu's write to RAM did not land, its read gave {buffer:?}; DMA works after"
+        "guest: note vsmmu_hostile_gbpa: GBPA {initial:#x} at reset; ABORT -> {aborting:#x}, \
+         SMMUEN = 0: edu's write to RAM did not land, its read gave {buffer:?}; bypass -> \
+         {bypassing:#x} (SMMU_STATS: 1 request), SMMUEN = 0: DMA to RAM works, carveout \
+         {target} (peer checksum {before:#x} unchanged) and warden {warden:#x} unreached, no \
+         event; DMA works after"
     );
     Ok(())
 }

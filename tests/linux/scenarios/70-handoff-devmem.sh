@@ -6,6 +6,8 @@
 . /lib/warden.sh
 without_warden && skip "no warden, so no control page"
 control_page_init || fail "$WARDEN_CONTROL_WHY"
+# The peer checksums what it was given: without one this story cannot be told.
+without_sim_peer && skip "$WARDEN_NO_PEER_WHY"
 
 # The first page of the modem carveout, wherever the board put it in this machine's RAM.
 page=$(warden_carveout modem) || fail "no /reserved-memory/modem@* in the DT"
