@@ -4,6 +4,7 @@
 pub mod el2;
 pub mod frame;
 pub mod host_memory;
+pub mod host_plan;
 pub mod layout;
 pub mod ownership;
 pub mod pgtable;
