@@ -274,11 +274,19 @@ pub extern "C" fn primary_main(
             Some(b) => (b, MemRange::default()),
             None => early_fatal(&mut uart, format_args!("this hyp-entry build links no DT")),
         },
+        // No firmware feature selects such a board yet (docs/boards/qcs6490-rb3gen2.md).
+        EntryConvention::UefiUnderGunyah { .. } => early_fatal(
+            &mut uart,
+            format_args!("{}: the Gunyah-exit entry is not implemented", board.name),
+        ),
     };
-    let platform = match dt::parse(dt_blob) {
+    let mut platform = match dt::parse(dt_blob) {
         Ok(p) => p,
         Err(e) => early_fatal(&mut uart, format_args!("{e}")),
     };
+    if let Err(e) = boards::apply_named_regions(&board, &mut platform) {
+        early_fatal(&mut uart, format_args!("{e}"));
+    }
     let features = sysreg::cpu_features();
     let gic_version = match crate::gic::select::select(
         &platform,
@@ -313,6 +321,10 @@ pub extern "C" fn primary_main(
             // No command line: the OS's DT is the virt persona's (`boot_stage::os_dt`).
             (Start::Hyp { next_stage: x0 }, crate::persona::Persona::Virt, region)
         }
+        EntryConvention::UefiUnderGunyah { .. } => early_fatal(
+            &mut uart,
+            format_args!("{}: the Gunyah-exit entry is not implemented", board.name),
+        ),
     };
     let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
     let (el2_mmu, el2_table) = match build_el2_tables(&platform, &image, uart_base, dt_range) {
@@ -859,15 +871,8 @@ fn host_stage2(
     gic_holes: &[MemRange],
     frames: &mut PoolFrames,
 ) -> Result<HostStage2, BootError> {
-    let mut holes: Vec<MemRange> = alloc::vec![warden];
-    holes.extend(p.smmus.iter().map(|s| s.regs));
-    holes.extend_from_slice(gic_holes);
-    // Every access to the control page must trap (no DT device should be there; if one is,
-    // the page still wins).
-    holes.extend(control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)));
-    // Carveouts and the blocks at their edges as pages: a handoff then only sets or clears
-    // its own range's leaves, never breaking an entry that maps the host's other memory.
-    let split: Vec<MemRange> = p.carveouts.iter().map(|c| c.range).collect();
+    let holes = crate::mm::host_plan::host_stage2_holes(p, warden, control_page, gic_holes);
+    let split = crate::mm::host_plan::host_stage2_split(p);
     let spec = HostStage2Spec {
         ram: &p.memory,
         devices: &p.devices,
@@ -1745,7 +1750,10 @@ impl Platform for HwPlatform<'_> {
 
     fn el3_entry(&self, host_entry: u64) -> u64 {
         match self.w.board.entry {
-            EntryConvention::LinuxImage => hw::secondary_entry_address(),
+            // After the Gunyah exit TZ enters whatever EL2 asked for: warden's own entry.
+            EntryConvention::LinuxImage | EntryConvention::UefiUnderGunyah { .. } => {
+                hw::secondary_entry_address()
+            }
             EntryConvention::Hyp { .. } => host_entry,
         }
     }

@@ -4,6 +4,13 @@
 //! stay as the boot loader and the host set them), so the host's console keeps working. That is
 //! also why this is a dozen lines rather than the `arm-pl011-uart` crate, whose driver model
 //! owns and initialises the device.
+//!
+//! The Snapdragon boards' UARTs have their transmitters in [`qcom_geni`] (GENI debug UART) and
+//! [`qcom_uartdm`] (UARTDM v1.4), over [`mmio::Regs32`]; checked only against register models.
+
+pub mod mmio;
+pub mod qcom_geni;
+pub mod qcom_uartdm;
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //! next stage at `NEXT_STAGE` (U-Boot, or the test guest). The machine is QEMU virt: the same
 //! pieces as `qemu-virt` but the entry convention and the firmware below.
 
-use crate::boards::{Board, EntryConvention, Firmware, ViolationPolicy};
+use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
 use crate::gic::GicVersion;
 
 /// Where tz-sim enters the hyp image (`tz_sim::layout::HYP_BASE`, a fixed fact of the chain).
@@ -19,6 +19,9 @@ pub const BOARD: Board = Board {
     name: "qemu-virt-tz",
     entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE },
     early_uart: 0x0900_0000,
+    console: UartKind::Pl011,
+    iommu: Iommu::SmmuV3,
+    named_regions: &[],
     // tz-sim: SMCCC (unknown calls answer NOT_SUPPORTED) and Qualcomm's SCM.
     firmware: Firmware::Smccc,
     violation_policy: ViolationPolicy::Contain,

@@ -3,7 +3,7 @@
 //! Memory, devices, CPUs and the SMMU all come from the DT QEMU generates; see
 //! `boards/qemu-virt/README.md` for the facts this board relies on.
 
-use crate::boards::{Board, EntryConvention, Firmware, ViolationPolicy};
+use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
 use crate::gic::GicVersion;
 
 pub const BOARD: Board = Board {
@@ -12,6 +12,9 @@ pub const BOARD: Board = Board {
     entry: EntryConvention::LinuxImage,
     // virt's first PL011; also what the DT's stdout-path names.
     early_uart: 0x0900_0000,
+    console: UartKind::Pl011,
+    iommu: Iommu::SmmuV3,
+    named_regions: &[],
     // No EL3 image: QEMU's built-in PSCI answers SMCs from EL2 (conduit "smc").
     firmware: Firmware::QemuBuiltinPsci,
     violation_policy: ViolationPolicy::Contain,

@@ -31,6 +31,54 @@ pub enum EntryConvention {
     /// start unless that DT reserves its region and every carveout `no-map`, and enters the
     /// next stage at EL1 (`docs/architecture.md`, *Boot-stage mode*).
     Hyp { base: u64, region_size: u64 },
+    /// Loaded by the UEFI boot loader from `uefi_a` at `base` and started at EL1 under Gunyah
+    /// (Qualcomm's hypervisor on SC7280 boards); the Gunyah-exit SMC ([`GUNYAH_EXIT_SMC`])
+    /// continues it at EL2 with the SMMU in bypass, after which TrustZone's PSCI enters warden
+    /// like any EL2 caller's entry, and warden chainloads the next stage at EL1. Runs in place
+    /// in `[base, base + region_size)`. Not built yet: a firmware for such a board refuses to
+    /// start (docs/boards/qcs6490-rb3gen2.md).
+    UefiUnderGunyah { base: u64, region_size: u64 },
+}
+
+/// The SMC that leaves Gunyah for EL2 on RB3 Gen 2: w0..w4 (U-Boot's and Linux's notes on the
+/// board document it).
+pub const GUNYAH_EXIT_SMC: [u32; 5] = [0x0200_0121, 0x23, 0, 0, 1];
+
+impl EntryConvention {
+    /// warden's region, for the boot stages that run in place.
+    pub fn region(&self) -> Option<crate::mm::MemRange> {
+        match *self {
+            Self::LinuxImage => None,
+            Self::Hyp { base, region_size } | Self::UefiUnderGunyah { base, region_size } => {
+                crate::mm::MemRange::from_base_size(base, region_size)
+            }
+        }
+    }
+}
+
+/// The UART the board's console is, before the DT is parsed.
+pub use crate::dt::UartKind;
+
+/// The IOMMU in front of the host's DMA masters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Iommu {
+    /// Arm SMMUv3: warden's back end (`crate::smmu`).
+    SmmuV3,
+    /// Arm MMU-500 (SMMUv2 architecture), Snapdragon's apps SMMU: no back end yet; the DT's
+    /// node and every device behind it are withheld from the host (`dt::policy`).
+    ArmMmu500,
+    /// Qualcomm `msm-iommu-v1` (MSM8916): no back end yet, withheld the same way.
+    QcomMsmIommuV1,
+}
+
+/// A `/reserved-memory` region the board's DT names only `memory@...` (the label that says what
+/// it is does not survive compilation): the board names it, and says which peer it belongs to
+/// if it is a carveout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamedRegion {
+    pub base: u64,
+    pub name: &'static str,
+    pub peer: Option<crate::dt::PeerId>,
 }
 
 /// What warden does when the host touches memory it may not.
@@ -51,8 +99,14 @@ pub struct Board {
     pub name: &'static str,
     /// How warden is entered: packed Linux Image, or TrustZone's hyp entry.
     pub entry: EntryConvention,
-    /// PL011 used for messages before the DT has been parsed (the DT's `stdout-path` wins after).
+    /// UART used for messages before the DT has been parsed (the DT's `stdout-path` wins after).
     pub early_uart: u64,
+    /// What kind of UART `early_uart` is.
+    pub console: UartKind,
+    /// The IOMMU the board has.
+    pub iommu: Iommu,
+    /// Regions of the board's DT that the DT cannot name ([`NamedRegion`]).
+    pub named_regions: &'static [NamedRegion],
     pub firmware: Firmware,
     pub violation_policy: ViolationPolicy,
     /// Keep the last CPU of `/cpus` from the host and run the simulated peer program on it
@@ -82,6 +136,22 @@ pub mod qemu_virt;
 
 #[path = "../../boards/qemu-virt-tz/board.rs"]
 pub mod qemu_virt_tz;
+
+#[path = "../../boards/qcs6490-rb3gen2/board.rs"]
+pub mod qcs6490_rb3gen2;
+
+#[path = "../../boards/qrb5165-rb5/board.rs"]
+pub mod qrb5165_rb5;
+
+#[path = "../../boards/apq8016-sbc/board.rs"]
+pub mod apq8016_sbc;
+
+/// The Snapdragon boards, described from their real DTs (`boards/*/README.md`).
+pub const SNAPDRAGON: [&Board; 3] =
+    [&qcs6490_rb3gen2::BOARD, &qrb5165_rb5::BOARD, &apq8016_sbc::BOARD];
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(all(feature = "board-qemu-virt", feature = "board-qemu-virt-tz"))]
 compile_error!(
@@ -117,4 +187,77 @@ pub fn linked_dt() -> Option<&'static [u8]> {
     return Some(linked::DT);
     #[cfg(not(all(feature = "board-qemu-virt-tz", feature = "firmware")))]
     None
+}
+
+/// Why a board's [`NamedRegion`]s do not fit its DT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamedRegionError {
+    /// No `/reserved-memory` region starts at the named base.
+    Missing { name: &'static str, base: u64 },
+    /// A region named as a carveout is not `no-map` (the OS would map it).
+    NotNoMap { name: &'static str, base: u64 },
+    /// More carveouts than [`crate::dt::MAX_CARVEOUTS`].
+    TooMany { name: &'static str },
+}
+
+impl core::fmt::Display for NamedRegionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Missing { name, base } => write!(
+                f,
+                "the board names {name} at {base:#x}, but the DT reserves no region starting there"
+            ),
+            Self::NotNoMap { name, base } => {
+                write!(f, "carveout {name} at {base:#x} is not reserved no-map in the DT")
+            }
+            Self::TooMany { name } => {
+                write!(f, "carveout {name}: more carveouts than warden keeps (MAX_CARVEOUTS)")
+            }
+        }
+    }
+}
+
+/// Gives the DT's `/reserved-memory` regions the names `board` knows them by, and makes those
+/// with a peer carveouts ([`crate::dt::CarveoutSource::Board`]): in RAM, they join
+/// [`crate::dt::PlatformInfo::carveouts`] in address order; outside RAM they are only flagged,
+/// as `dt::parse` does. A region the DT already made a carveout keeps its binding.
+pub fn apply_named_regions(
+    board: &Board,
+    p: &mut crate::dt::PlatformInfo,
+) -> Result<(), NamedRegionError> {
+    use crate::dt::{Carveout, CarveoutSource, NodeName, Policy};
+    for named in board.named_regions {
+        let (name, base) = (named.name, named.base);
+        let region = p
+            .reserved
+            .iter_mut()
+            .find(|r| r.range.start == base)
+            .ok_or(NamedRegionError::Missing { name, base })?;
+        let node_name = NodeName::from(name).unwrap_or_default();
+        region.name = node_name;
+        let Some(peer) = named.peer else { continue };
+        if !region.no_map {
+            return Err(NamedRegionError::NotNoMap { name, base });
+        }
+        let range = region.range;
+        if let Some(c) = p.carveouts.iter_mut().find(|c| c.range == range) {
+            c.name = node_name;
+            continue;
+        }
+        region.carveout = true;
+        if !crate::dt::ram_covers(&p.memory, &range) {
+            continue;
+        }
+        let carveout = Carveout {
+            name: node_name,
+            range,
+            peer,
+            policy: Policy::Donate,
+            clear_on_reclaim: false,
+            source: CarveoutSource::Board,
+        };
+        let at = p.carveouts.iter().position(|c| c.range.start > base).unwrap_or(p.carveouts.len());
+        p.carveouts.try_insert(at, carveout).map_err(|_| NamedRegionError::TooMany { name })?;
+    }
+    Ok(())
 }

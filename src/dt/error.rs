@@ -187,7 +187,10 @@ impl fmt::Display for DtError {
                 "DT: {path}: address or size does not fit in 64 bits or wraps the address space"
             ),
             Self::ZeroSize { path } => write!(f, "DT: {path}: region of size zero"),
-            Self::NoMemory => write!(f, "DT: no /memory node with device_type = \"memory\""),
+            Self::NoMemory => write!(
+                f,
+                "DT: no /memory node with device_type = \"memory\" and a non-empty reg (a boot loader fills in zero-sized banks)"
+            ),
             Self::MemoryOverlap { first, second } => {
                 write!(f, "DT: memory ranges {first:?} and {second:?} overlap")
             }

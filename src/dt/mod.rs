@@ -45,6 +45,7 @@
 mod blob;
 mod edit;
 mod error;
+mod in_place;
 mod parse;
 pub mod policy;
 #[cfg(test)]
@@ -54,7 +55,8 @@ use arrayvec::{ArrayString, ArrayVec};
 
 pub use edit::{DtEdit, apply};
 pub use error::{DtError, NodeName, NodePath};
-pub use parse::parse;
+pub use in_place::set_memory_in_place;
+pub use parse::{covered as ram_covers, parse};
 pub use policy::Withheld;
 
 use crate::mm::MemRange;
@@ -78,6 +80,9 @@ pub const MAX_IOMMU_MAP: usize = 8;
 pub const MAX_CARVEOUTS: usize = 16;
 /// Device ranges after page alignment and merging.
 pub const MAX_DEVICES: usize = 128;
+/// Withheld devices' ranges after page alignment and merging, while parsing (a Snapdragon DT
+/// has over a hundred).
+pub const MAX_WITHHELD_RANGES: usize = if cfg!(test) { 256 } else { MAX_DEVICES };
 /// Node nesting depth, the root being level 1.
 pub const MAX_DEPTH: usize = 16;
 /// Bytes in a node path such as `/soc/bus@30000000/serial@30860000`.
@@ -86,8 +91,14 @@ pub const MAX_PATH_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;
 /// Bytes of `/chosen/bootargs`.
 pub const MAX_BOOTARGS: usize = 1024;
-/// Devices withheld from the host (`dt::policy`); QEMU virt has 34.
-pub const MAX_WITHHELD: usize = 48;
+/// Devices withheld from the host (`dt::policy`); QEMU virt has 34, a Snapdragon DT over a
+/// hundred (every node under `/soc` while no MMU-500 back end vouches for them: 130 on RB3
+/// Gen 2 has 123, `boards::tests`). Each costs about 200 bytes of [`PlatformInfo`].
+///
+/// Host builds (the board tests) take 128; the firmware keeps QEMU virt's 48 until a Snapdragon
+/// firmware exists: `PlatformInfo` lives on the boot stack, and at 128 (39 KiB) the hyp-entry
+/// boot of `guest-chain` hung after its banner.
+pub const MAX_WITHHELD: usize = if cfg!(test) { 128 } else { 48 };
 /// GICv3 redistributor regions (`#redistributor-regions`).
 pub const MAX_REDIST_REGIONS: usize = 8;
 /// GICv3 ITSes.
@@ -116,6 +127,8 @@ pub enum CarveoutSource {
     Binding,
     /// Its node name is a Qualcomm region name warden recognises (`mpss`, `adsp`, ...).
     QcomName,
+    /// The board names it (`boards::NamedRegion`: the DT calls it only `memory@...`).
+    Board,
 }
 
 /// Memory a peer processor may be given (binding: `docs/carveouts.md`). Always `no-map` and
@@ -270,6 +283,55 @@ impl GicV2Info {
 /// Bytes of two `reg` entries at the largest cell counts warden accepts (2 + 2 cells each).
 pub const GICV2_HOST_REG_MAX: usize = 2 * 4 * 4;
 
+/// The UARTs warden knows, by compatible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// `arm,pl011` (QEMU virt).
+    Pl011,
+    /// `qcom,geni-debug-uart`: a Qualcomm GENI serial engine in UART mode (SC7280, SM8250).
+    QcomGeniDebug,
+    /// `qcom,msm-uartdm-v1.4` / `qcom,msm-uartdm`: Qualcomm's UARTDM (MSM8916).
+    QcomUartdm,
+}
+
+impl UartKind {
+    /// Compatibles and the kind each means, in match order.
+    pub const COMPATIBLES: [(&'static str, UartKind); 4] = [
+        ("arm,pl011", UartKind::Pl011),
+        ("qcom,geni-debug-uart", UartKind::QcomGeniDebug),
+        ("qcom,msm-uartdm-v1.4", UartKind::QcomUartdm),
+        ("qcom,msm-uartdm", UartKind::QcomUartdm),
+    ];
+}
+
+/// The console UART: its kind and first register range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleInfo {
+    pub kind: UartKind,
+    pub regs: MemRange,
+}
+
+/// Kinds of IOMMU other than SMMUv3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherIommuKind {
+    /// `arm,mmu-500`: ARM's SMMUv2-architecture MMU-500 (Snapdragon's apps SMMU).
+    ArmMmu500,
+    /// `qcom,msm-iommu-v1`: MSM8916's IOMMU, context banks programmed by Linux's `qcom_iommu`,
+    /// the secure ones owned by TrustZone.
+    QcomMsmIommuV1,
+}
+
+/// An IOMMU warden has no back end for yet ([`PlatformInfo::other_iommus`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtherIommu {
+    pub kind: OtherIommuKind,
+    pub path: NodePath,
+    /// The first `reg` entry (for `qcom,msm-iommu-v1`, the global registers; its context
+    /// banks are child nodes).
+    pub regs: MemRange,
+    pub phandle: Option<u32>,
+}
+
 /// A device withheld from the host (see [`policy`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WithheldDevice {
@@ -296,9 +358,15 @@ pub struct PlatformInfo {
     /// CPUs in DT order (at least one).
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
     pub psci: Option<PsciConduit>,
-    /// The PL011 named by `/chosen` `stdout-path` (aliases resolved, `:options` stripped), else
-    /// the first `arm,pl011` node.
+    /// The console's registers when it is a PL011 (what the boot path drives today).
     pub uart: Option<MemRange>,
+    /// The UART named by `/chosen` `stdout-path` (aliases resolved, `:options` stripped), else
+    /// the first UART of a kind warden has a driver for ([`UartKind`]).
+    pub console: Option<ConsoleInfo>,
+    /// Every enabled ARM SMMUv2-architecture IOMMU (the MMU-500 of Snapdragon SoCs) and
+    /// Qualcomm `msm-iommu-v1`, in DT order. No back end drives them yet: they are withheld
+    /// from the host like any unknown device, and so is every device whose `iommus` names one.
+    pub other_iommus: ArrayVec<OtherIommu, MAX_SMMUS>,
     /// All SMMUv3 instances in DT order; [`PlatformInfo::smmu`] is the first.
     pub smmus: ArrayVec<SmmuInfo, MAX_SMMUS>,
     pub pcie: ArrayVec<PcieHost, MAX_PCIE>,

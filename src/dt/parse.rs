@@ -42,6 +42,8 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
             cpus: ArrayVec::new(),
             psci: None,
             uart: None,
+            console: None,
+            other_iommus: ArrayVec::new(),
             smmus: ArrayVec::new(),
             pcie: ArrayVec::new(),
             devices: ArrayVec::new(),
@@ -337,13 +339,13 @@ fn number(v: &Visit<'_, '_>, name: &'static str) -> Result<Option<u64>, DtError>
 struct State<'a> {
     info: PlatformInfo,
     stdout_path: Option<&'a str>,
-    stdout_uart: Option<MemRange>,
-    first_uart: Option<MemRange>,
+    stdout_uart: Option<ConsoleInfo>,
+    first_uart: Option<ConsoleInfo>,
     /// The phandle of the SMMU warden drives (the first SMMUv3).
     warden_smmu: Option<u32>,
     /// Pages of withheld devices: left out of `devices` at the end, even where a kept device
     /// shares them.
-    withheld_ranges: ArrayVec<MemRange, MAX_DEVICES>,
+    withheld_ranges: ArrayVec<MemRange, MAX_WITHHELD_RANGES>,
 }
 
 /// Whether `path` is strictly inside the subtree at `root`.
@@ -390,6 +392,11 @@ impl State<'_> {
                 return Ok(());
             }
             return for_each_reg(v, |entry| {
+                // A zero-sized bank is a placeholder the boot loader fills in (every Qualcomm
+                // board DT ships `reg = <0 0x80000000 0 0>`); Linux skips it, so does warden.
+                if entry.size == 0 {
+                    return Ok(());
+                }
                 let range = required_range(v, &entry)?;
                 push(&mut self.info.memory, range, "memory ranges (MAX_MEMORY_RANGES)")
             });
@@ -397,6 +404,25 @@ impl State<'_> {
         // Children of a PCI bus are addressed in PCI config space: ECAM and windows cover them.
         if v.ancestors.iter().skip(1).any(|l| l.node.prop_str("device_type") == Some("pci")) {
             return Ok(());
+        }
+        // warden's own console and the IOMMUs are found even inside a withheld subtree (a
+        // Qualcomm GENI UART sits under its withheld QUP wrapper).
+        if let Some(&(_, kind)) = UartKind::COMPATIBLES.iter().find(|(c, _)| node.is_compatible(c))
+            && is_available(node)
+        {
+            self.uart(v, kind)?;
+        }
+        if is_available(node) {
+            let iommu = if node.is_compatible("arm,mmu-500") {
+                Some(OtherIommuKind::ArmMmu500)
+            } else if node.is_compatible("qcom,msm-iommu-v1") {
+                Some(OtherIommuKind::QcomMsmIommuV1)
+            } else {
+                None
+            };
+            if let Some(kind) = iommu {
+                self.other_iommu(v, kind)?;
+            }
         }
         // A withheld node's subtree goes with it.
         if self.info.withheld.iter().any(|w| is_under(v.path, &w.path)) {
@@ -410,9 +436,6 @@ impl State<'_> {
         }
         if node.is_compatible("pci-host-ecam-generic") {
             return self.pcie(v);
-        }
-        if node.is_compatible("arm,pl011") {
-            self.uart(v)?;
         }
         if self.info.gic_dist.is_none() && GIC_COMPATIBLES.iter().any(|c| node.is_compatible(c)) {
             let mut first = None;
@@ -470,13 +493,11 @@ impl State<'_> {
             return Ok(());
         }
         let verdict = policy::classify(node, self.warden_smmu, available);
-        let list = match verdict {
-            policy::Verdict::Keep => &mut self.info.devices,
-            policy::Verdict::Withhold(_) => &mut self.withheld_ranges,
-        };
-        for_each_reg(v, |entry| match page_range(&entry)? {
-            Some(range) => insert_merged(list, range),
-            None => Ok(()),
+        let (devices, withheld) = (&mut self.info.devices, &mut self.withheld_ranges);
+        for_each_reg(v, |entry| match (page_range(&entry)?, verdict) {
+            (Some(range), policy::Verdict::Keep) => insert_merged(devices, range),
+            (Some(range), policy::Verdict::Withhold(_)) => insert_merged(withheld, range),
+            (None, _) => Ok(()),
         })?;
         match verdict {
             policy::Verdict::Keep => Ok(()),
@@ -792,7 +813,20 @@ impl State<'_> {
         push(&mut self.info.pcie, host, "PCIe host bridges (MAX_PCIE)")
     }
 
-    fn uart(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+    fn other_iommu(&mut self, v: &Visit<'_, '_>, kind: OtherIommuKind) -> Result<(), DtError> {
+        let mut first = None;
+        for_each_reg(v, |entry| {
+            if first.is_none() {
+                first = Some(required_range(v, &entry)?);
+            }
+            Ok(())
+        })?;
+        let Some(regs) = first else { return Ok(()) };
+        let iommu = OtherIommu { kind, path: v.path(), regs, phandle: phandle(&v.node) };
+        push(&mut self.info.other_iommus, iommu, "IOMMUs other than SMMUv3 (MAX_SMMUS)")
+    }
+
+    fn uart(&mut self, v: &Visit<'_, '_>, kind: UartKind) -> Result<(), DtError> {
         let mut first: Option<MemRange> = None;
         for_each_reg(v, |entry| {
             if first.is_none() {
@@ -800,19 +834,21 @@ impl State<'_> {
             }
             Ok(())
         })?;
-        let Some(range) = first.filter(|r| !r.is_empty()) else { return Ok(()) };
+        let Some(regs) = first.filter(|r| !r.is_empty()) else { return Ok(()) };
+        let console = ConsoleInfo { kind, regs };
         if self.first_uart.is_none() {
-            self.first_uart = Some(range);
+            self.first_uart = Some(console);
         }
         if self.stdout_uart.is_none() && self.stdout_path.is_some_and(|t| path_matches(v.path, t)) {
-            self.stdout_uart = Some(range);
+            self.stdout_uart = Some(console);
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<PlatformInfo, DtError> {
         let info = &mut self.info;
-        info.uart = self.stdout_uart.or(self.first_uart);
+        info.console = self.stdout_uart.or(self.first_uart);
+        info.uart = info.console.filter(|c| c.kind == UartKind::Pl011).map(|c| c.regs);
         if info.memory.is_empty() {
             return Err(DtError::NoMemory);
         }
@@ -860,7 +896,7 @@ impl State<'_> {
 }
 
 /// Whether the sorted, disjoint `memory` ranges cover all of `range`.
-fn covered(memory: &[MemRange], range: &MemRange) -> bool {
+pub fn covered(memory: &[MemRange], range: &MemRange) -> bool {
     let mut cursor = range.start;
     for m in memory {
         if m.contains(cursor) {
@@ -876,7 +912,7 @@ fn covered(memory: &[MemRange], range: &MemRange) -> bool {
 /// Qualcomm `/reserved-memory` node names (without `@unit`) that are carveouts by default,
 /// and their peer. Older Qualcomm DTs name the regions this way (`mpss@8e000000`); newer ones
 /// use `memory@...` with labels that do not survive compilation, and need `warden,peer`.
-pub const QCOM_CARVEOUT_NAMES: [(&str, PeerId); 12] = [
+pub const QCOM_CARVEOUT_NAMES: [(&str, PeerId); 14] = [
     ("mpss", PeerId::MODEM),
     ("mpss-mem", PeerId::MODEM),
     ("mpss_mem", PeerId::MODEM),
@@ -889,6 +925,8 @@ pub const QCOM_CARVEOUT_NAMES: [(&str, PeerId); 12] = [
     ("slpi", PeerId::DSP),
     ("slpi_mem", PeerId::DSP),
     ("dsp", PeerId::DSP),
+    ("wpss", PeerId::WLAN),
+    ("wpss_mem", PeerId::WLAN),
 ];
 
 /// The carveout binding of a `/reserved-memory` child: `None` if it is not a carveout, else
@@ -901,7 +939,7 @@ fn carveout_binding(
     let by_name = node.prop("warden,peer").map(|value| {
         string_value(value)
             .and_then(PeerId::from_name)
-            .ok_or(bad("warden,peer", "unknown peer (known: \"modem\", \"dsp\")"))
+            .ok_or(bad("warden,peer", "unknown peer (known: \"modem\", \"dsp\", \"wlan\")"))
     });
     let by_id = node.prop("warden,peer-id").map(|value| {
         <[u8; 4]>::try_from(value)

@@ -143,7 +143,9 @@ fn qemu_fixture() {
     assert_eq!(info.bootargs, None);
     assert_eq!(info.initrd, None);
     let size = core::mem::size_of::<PlatformInfo>();
-    assert!(size < 24 * 1024, "PlatformInfo is {size} bytes");
+    // 128 withheld devices (a Snapdragon DT has over a hundred) at about 200 bytes each; the
+    // boot stack (128 KiB) holds it once.
+    assert!(size < 40 * 1024, "PlatformInfo is {size} bytes");
 }
 
 /// QEMU 10.0.2's DT for `-machine virt,virtualization=on,gic-version=2,iommu=smmuv3 -cpu max
@@ -272,7 +274,10 @@ fn bad_magic() {
 fn no_memory_node() {
     let err = parse_err(&edited(DtEdit::new().remove_node(MEMORY)));
     assert_eq!(err, DtError::NoMemory);
-    assert_eq!(err.to_string(), "DT: no /memory node with device_type = \"memory\"");
+    assert_eq!(
+        err.to_string(),
+        "DT: no /memory node with device_type = \"memory\" and a non-empty reg (a boot loader fills in zero-sized banks)"
+    );
     // A memory node without device_type = "memory" does not count.
     let blob = edited(DtEdit::new().remove_property(MEMORY, "device_type"));
     assert_eq!(parse_err(&blob), DtError::NoMemory);
@@ -387,8 +392,13 @@ fn huge_address_cells() {
 
 #[test]
 fn zero_size_memory() {
+    // A zero-sized bank is the boot loader's placeholder (Qualcomm board DTs): skipped, as
+    // Linux does; with nothing else there is no RAM at all.
     let blob = edited(DtEdit::new().set_property(MEMORY, "reg", &cells(&[0, 0x4000_0000, 0, 0])));
-    assert_eq!(parse_err(&blob), DtError::ZeroSize { path: NodePath::from(MEMORY).unwrap() });
+    assert_eq!(parse_err(&blob), DtError::NoMemory);
+    let reg = cells(&[0, 0x4000_0000, 0, 0, 0, 0x8000_0000, 0, 0x1000_0000]);
+    let blob = edited(DtEdit::new().set_property(MEMORY, "reg", &reg));
+    assert_eq!(parse(&blob).unwrap().memory.as_slice(), [r(0x8000_0000, 0x9000_0000)]);
     let blob =
         with_tree(|tree| tree.memory_reservations.push(MemoryReservation::new(0x4000_0000, 0)));
     assert!(matches!(parse_err(&blob), DtError::ZeroSize { .. }));
@@ -1251,4 +1261,106 @@ fn withheld_nodes_leave_the_host_dt() {
     let fdt = fdt::Fdt::new(&fdt_host).unwrap();
     assert!(fdt.find_compatible(&["qemu,fw-cfg-mmio", "virtio,mmio", "qemu,platform"]).is_none());
     assert!(fdt.find_compatible(&["arm,gic-v3-its"]).is_some());
+}
+
+#[test]
+fn console_kinds_and_the_pl011_only_uart() {
+    // stdout-path names a GENI debug UART inside a withheld wrapper (as on SC7280): it is the
+    // console, and `uart` (the PL011 the boot path drives) is not set.
+    let blob = with_tree(|tree| {
+        let mut qup = node(
+            "geniqup@9c0000",
+            &[
+                ("compatible", &b"qcom,geni-se-qup\0"[..]),
+                ("reg", &cells(&[0, 0x009c_0000, 0, 0x2000])[..]),
+                ("#address-cells", &cells(&[2])[..]),
+                ("#size-cells", &cells(&[2])[..]),
+                ("ranges", &[][..]),
+            ],
+        );
+        let geni = [
+            ("compatible", &b"qcom,geni-debug-uart\0"[..]),
+            ("reg", &cells(&[0, 0x0099_4000, 0, 0x4000])[..]),
+        ];
+        qup.add_child(node("serial@994000", &geni));
+        let disabled = [
+            ("compatible", &b"qcom,msm-uartdm-v1.4\0qcom,msm-uartdm\0"[..]),
+            ("reg", &cells(&[0, 0x078b_0000, 0, 0x200])[..]),
+            ("status", &b"disabled\0"[..]),
+        ];
+        tree.root.add_child(qup);
+        tree.root.add_child(node("serial@78b0000", &disabled));
+    });
+    let geni = apply(
+        &blob,
+        &DtEdit::new().set_property("/chosen", "stdout-path", b"/geniqup@9c0000/serial@994000\0"),
+    )
+    .unwrap();
+    let info = parse(&geni).unwrap();
+    let console = ConsoleInfo { kind: UartKind::QcomGeniDebug, regs: r(0x99_4000, 0x99_8000) };
+    assert_eq!((info.console, info.uart), (Some(console), None), "{:?}", info.withheld);
+    // A disabled UART is never the console, even when stdout-path names it.
+    let uartdm =
+        apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"/serial@78b0000\0"))
+            .unwrap();
+    let info = parse(&uartdm).unwrap();
+    let pl011 = ConsoleInfo { kind: UartKind::Pl011, regs: r(0x0900_0000, 0x0900_1000) };
+    assert_eq!((info.console, info.uart), (Some(pl011), Some(pl011.regs)));
+}
+
+#[test]
+fn mmu500_and_msm_iommu_are_found_and_withheld() {
+    let blob = with_tree(|tree| {
+        let mmu500 = [
+            ("compatible", &b"qcom,sc7280-smmu-500\0arm,mmu-500\0"[..]),
+            ("reg", &cells(&[0, 0x1500_0000, 0, 0x10_0000])[..]),
+            ("phandle", &cells(&[0x77])[..]),
+        ];
+        let msm = [
+            ("compatible", &b"qcom,msm8916-iommu\0qcom,msm-iommu-v1\0"[..]),
+            ("reg", &cells(&[0, 0x01ef_0000, 0, 0x3000])[..]),
+        ];
+        let off = [
+            ("compatible", &b"arm,mmu-500\0"[..]),
+            ("reg", &cells(&[0, 0x03da_0000, 0, 0x1_0000])[..]),
+            ("status", &b"disabled\0"[..]),
+        ];
+        tree.root.add_child(node("iommu@15000000", &mmu500));
+        tree.root.add_child(node("iommu@1ef0000", &msm));
+        tree.root.add_child(node("iommu@3da0000", &off));
+    });
+    let info = parse(&blob).unwrap();
+    let found: Vec<(OtherIommuKind, MemRange, Option<u32>)> =
+        info.other_iommus.iter().map(|i| (i.kind, i.regs, i.phandle)).collect();
+    assert_eq!(
+        found,
+        [
+            (OtherIommuKind::ArmMmu500, r(0x1500_0000, 0x1510_0000), Some(0x77)),
+            (OtherIommuKind::QcomMsmIommuV1, r(0x01ef_0000, 0x01ef_3000), None),
+        ]
+    );
+    for iommu in &info.other_iommus {
+        assert!(!info.devices.iter().any(|d| d.overlaps(&iommu.regs)), "{}", iommu.path);
+        assert!(info.withheld.iter().any(|w| w.regs == Some(iommu.regs)), "{:?}", info.withheld);
+    }
+    // QEMU's SMMUv3 is still the one warden drives.
+    assert_eq!(info.smmus.len(), 1);
+}
+
+#[test]
+fn memory_written_in_place() {
+    let mut blob = FIXTURE[..blob_size(FIXTURE).unwrap()].to_vec();
+    let before = blob.len();
+    set_memory_in_place(&mut blob, &[r(0x8000_0000, 0x2_8000_0000)]).unwrap();
+    assert_eq!(blob.len(), before);
+    assert_eq!(parse(&blob).unwrap().memory.as_slice(), [r(0x8000_0000, 0x2_8000_0000)]);
+    // Only as many banks as the property has entries.
+    let two = [r(0x8000_0000, 0x9000_0000), r(0xa000_0000, 0xb000_0000)];
+    let err = set_memory_in_place(&mut blob, &two).unwrap_err();
+    assert!(matches!(err, DtError::BadProperty { property: "reg", .. }), "{err}");
+    assert_eq!(parse(&blob).unwrap().memory.as_slice(), [r(0x8000_0000, 0x2_8000_0000)]);
+    // No memory node at all.
+    let none = edited(DtEdit::new().remove_node(MEMORY));
+    let mut none = none[..blob_size(&none).unwrap()].to_vec();
+    assert_eq!(set_memory_in_place(&mut none, &two[..1]), Err(DtError::NoMemory));
 }

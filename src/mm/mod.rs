@@ -5,6 +5,7 @@ pub mod el2;
 pub mod footprint;
 pub mod frame;
 pub mod host_memory;
+pub mod host_plan;
 pub mod layout;
 pub mod ownership;
 pub mod pgtable;

@@ -159,6 +159,9 @@ impl FakePlatform {
                 name: "fake",
                 entry: crate::boards::EntryConvention::LinuxImage,
                 early_uart: 0x0900_0000,
+                console: crate::boards::UartKind::Pl011,
+                iommu: crate::boards::Iommu::SmmuV3,
+                named_regions: &[],
                 firmware: Firmware::QemuBuiltinPsci,
                 violation_policy: ViolationPolicy::Contain,
                 sim_peer: false,
@@ -271,7 +274,8 @@ impl Platform for FakePlatform {
     }
     fn el3_entry(&self, host_entry: u64) -> u64 {
         match self.board.entry {
-            crate::boards::EntryConvention::LinuxImage => Self::SECONDARY_ENTRY,
+            crate::boards::EntryConvention::LinuxImage
+            | crate::boards::EntryConvention::UefiUnderGunyah { .. } => Self::SECONDARY_ENTRY,
             crate::boards::EntryConvention::Hyp { .. } => host_entry,
         }
     }

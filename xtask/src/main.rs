@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_linux;
+mod board_dtbs;
 mod bootdisk;
 mod chain;
 mod chainboot;
@@ -75,6 +76,9 @@ enum Cmd {
     Setup,
     /// Build warden and the test guest: target/warden/{warden,test-guest}.bin.
     Build,
+    /// The Snapdragon boards' DTs from the pinned Debian kernel package, sha256-checked, into
+    /// target/warden/board-dtbs/ (what the board unit tests read).
+    BoardDtbs,
     /// Pack warden and a host payload into one bootable image.
     Pack {
         /// Host kernel (an arm64 Image).
@@ -418,6 +422,7 @@ fn main() -> ExitCode {
             .and_then(|_| uboot::uboot())
             .map(|_| ExitCode::SUCCESS),
         Cmd::Build => firmware::build_all().map(|_| ExitCode::SUCCESS),
+        Cmd::BoardDtbs => board_dtbs::provide().map(|_| ExitCode::SUCCESS),
         Cmd::Pack { kernel, initrd, append, warden, output } => (|| {
             let warden = match warden {
                 Some(w) => w,

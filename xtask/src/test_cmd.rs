@@ -159,6 +159,14 @@ fn unit_tests(tally: &mut Tally) -> Result<()> {
     let log = logs_dir().join("unit-tests.log");
     let mut cmd = host_cargo();
     cmd.args(["test", "--workspace"]).args(BARE_METAL_ONLY);
+    // The board tests parse the real Snapdragon DTs: provide them, and make the tests fail
+    // rather than skip if they are missing anyway.
+    match crate::board_dtbs::provide() {
+        Ok(dir) => {
+            cmd.env("WARDEN_BOARD_DTBS", dir).env("WARDEN_REQUIRE_BOARD_DTBS", "1");
+        }
+        Err(e) => tally.record(&Verdict::fail("unit/board DTs", format!("{e:#}"))),
+    }
     let (ok, text) = run_to_log(cmd, &log)?;
     let binaries = parse_cargo_test(&text);
     for bin in &binaries {

@@ -70,6 +70,8 @@ impl PeerId {
     pub const MODEM: PeerId = PeerId(1);
     /// A DSP (Qualcomm ADSP/CDSP/SLPI).
     pub const DSP: PeerId = PeerId(2);
+    /// The WLAN processor (Qualcomm WPSS on SC7280).
+    pub const WLAN: PeerId = PeerId(3);
     pub const MAX: u8 = 63;
 
     pub const fn new(id: u8) -> Option<Self> {
@@ -80,11 +82,12 @@ impl PeerId {
         self.0
     }
 
-    /// The peer a well-known name stands for (`"modem"`, `"dsp"`).
+    /// The peer a well-known name stands for (`"modem"`, `"dsp"`, `"wlan"`).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "modem" => Some(Self::MODEM),
             "dsp" => Some(Self::DSP),
+            "wlan" => Some(Self::WLAN),
             _ => None,
         }
     }
@@ -93,6 +96,7 @@ impl PeerId {
         match self.0 {
             1 => Some("modem"),
             2 => Some("dsp"),
+            3 => Some("wlan"),
             _ => None,
         }
     }
@@ -997,6 +1001,8 @@ mod tests {
         }
         assert_eq!(PeerId::from_name("modem"), Some(PeerId::MODEM));
         assert_eq!(PeerId::from_name("dsp"), Some(PeerId::DSP));
+        assert_eq!(PeerId::from_name("wlan"), Some(PeerId::WLAN));
+        assert_eq!(PeerId::WLAN.name(), Some("wlan"));
         assert_eq!(PeerId::from_name("gpu"), None);
         assert_eq!(PeerId::MODEM.name(), Some("modem"));
         assert_eq!(PeerId::new(0), None);

@@ -1,0 +1,259 @@
+//! The Snapdragon board descriptions against their real DTs (Linux's, from the Debian arm64
+//! kernel package `cargo xtask` pins; `xtask/src/board_dtbs.rs` copies them, sha256-checked,
+//! to `target/warden/board-dtbs/`, or where `WARDEN_BOARD_DTBS` says). Without the files these
+//! tests say so and pass, unless `WARDEN_REQUIRE_BOARD_DTBS` is set (`cargo xtask test` sets
+//! it, after providing them).
+
+use std::string::String;
+use std::vec::Vec;
+
+use super::*;
+use crate::arch::fake::Recorder;
+use crate::boot_stage::{BootStageDtError, check_boot_stage_dt, check_entry};
+use crate::dt::{
+    CarveoutSource, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse, set_memory_in_place,
+};
+use crate::mm::frame::test_support::HeapFrames;
+use crate::mm::host_plan::{host_stage2_holes, host_stage2_split};
+use crate::mm::{HostStage2Spec, MemRange, PAGE_SIZE, build_host_stage2};
+
+fn r(start: u64, end: u64) -> MemRange {
+    MemRange::new(start, end)
+}
+
+/// The board's DTB, or `None` (and a note) when it is absent and not required.
+fn board_dtb(board: &Board) -> Option<Vec<u8>> {
+    let dir = std::env::var("WARDEN_BOARD_DTBS").unwrap_or_else(|_| {
+        String::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/warden/board-dtbs"))
+    });
+    let path = std::format!("{dir}/{}.dtb", board.name);
+    match std::fs::read(&path) {
+        Ok(blob) => Some(blob),
+        Err(e) if std::env::var_os("WARDEN_REQUIRE_BOARD_DTBS").is_some() => {
+            panic!("{path}: {e} (WARDEN_REQUIRE_BOARD_DTBS is set)")
+        }
+        Err(e) => {
+            std::eprintln!(
+                "SKIPPED: {path}: {e}; `cargo xtask board-dtbs` provides it (`cargo xtask test` \
+                 does so and requires it)"
+            );
+            None
+        }
+    }
+}
+
+/// The board's DT as its OS boots with it: the RAM the boot loader writes into the zero-sized
+/// `/memory` (`ram`, the board's nominal DRAM: the real banks come from the loader), parsed,
+/// with the board's names applied.
+fn platform(board: &Board, ram: MemRange) -> Option<PlatformInfo> {
+    let mut blob = board_dtb(board)?;
+    let unfilled = parse(&blob).expect_err("Qualcomm board DTs ship /memory zero-sized");
+    assert_eq!(unfilled, crate::dt::DtError::NoMemory);
+    set_memory_in_place(&mut blob, &[ram]).unwrap();
+    let mut p = parse(&blob).unwrap();
+    std::eprintln!(
+        "{}: {} withheld, {} device ranges, PlatformInfo {} bytes",
+        board.name,
+        p.withheld.len(),
+        p.devices.len(),
+        core::mem::size_of::<PlatformInfo>()
+    );
+    apply_named_regions(board, &mut p).unwrap();
+    Some(p)
+}
+
+/// A node name without its `@unit`.
+fn base_name(name: &str) -> &str {
+    name.split('@').next().unwrap_or(name)
+}
+
+fn carveouts(p: &PlatformInfo) -> Vec<(&str, MemRange, PeerId, CarveoutSource)> {
+    p.carveouts.iter().map(|c| (base_name(&c.name), c.range, c.peer, c.source)).collect()
+}
+
+/// What every board shares: the console and CPUs match the description, its IOMMU is withheld
+/// along with its registers, and the host's stage 2 built from the plan leaves warden's region
+/// and the IOMMU out and maps carveouts as pages, the rest of RAM as RAM.
+fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRange) {
+    let console = p.console.expect("stdout-path names a UART warden knows");
+    assert_eq!((console.kind, console.regs.start), (board.console, board.early_uart));
+    assert_eq!(p.uart, None, "no PL011 on a Snapdragon");
+    assert!(!p.cpus.is_empty() && p.cpus.len() <= board.max_cpus, "{}", p.cpus.len());
+    assert!(board.max_cpus.is_power_of_two());
+    assert_eq!(p.psci, Some(crate::dt::PsciConduit::Smc));
+    let kind = match board.iommu {
+        Iommu::ArmMmu500 => OtherIommuKind::ArmMmu500,
+        Iommu::QcomMsmIommuV1 => OtherIommuKind::QcomMsmIommuV1,
+        Iommu::SmmuV3 => unreachable!("no Snapdragon board has one"),
+    };
+    let apps = p.other_iommus.iter().find(|i| i.regs.start == iommu.start).unwrap();
+    assert_eq!((apps.kind, apps.regs), (kind, iommu));
+    assert!(p.smmus.is_empty());
+    // No back end yet: the IOMMU and the console (a DMA-capable engine, or behind the IOMMU)
+    // are withheld and none of their pages is the host's.
+    // (The GENI UART goes with its withheld QUP wrapper's subtree.)
+    assert!(p.withheld.iter().any(|w| w.regs == Some(iommu)));
+    for withheld in [iommu.start, console.regs.start] {
+        assert!(!p.devices.iter().any(|d| d.contains(withheld)), "{withheld:#x}");
+    }
+    assert!(!p.devices.iter().any(|d| d.overlaps(&warden)));
+
+    let holes = host_stage2_holes(p, warden, board.control_page, &p.gic_its);
+    let split = host_stage2_split(p);
+    let spec = HostStage2Spec {
+        ram: &p.memory,
+        devices: &p.devices,
+        holes: &holes,
+        split: &split,
+        pa_range_bits: 40,
+        vmid16: true,
+    };
+    let mut frames = HeapFrames::new(2048);
+    let s2 = build_host_stage2(&spec, &mut frames, &Recorder::new(64)).unwrap();
+    for hole in [warden.start, warden.end - PAGE_SIZE, iommu.start, console.regs.start] {
+        assert!(s2.table.translate(hole).is_none(), "{hole:#x} must not be the host's");
+    }
+    for its in &p.gic_its {
+        assert!(s2.table.translate(its.start).is_none());
+    }
+    for c in &p.carveouts {
+        for addr in [c.range.start, c.range.end - PAGE_SIZE] {
+            let t = s2.table.translate(addr).unwrap();
+            assert_eq!((t.pa, t.level), (addr, 3), "{} {addr:#x}", c.name);
+        }
+    }
+    // RAM around warden is the host's.
+    let below = warden.start - PAGE_SIZE;
+    if p.memory.iter().any(|b| b.contains(below)) {
+        assert_eq!(s2.table.translate(below).unwrap().pa, below);
+    }
+}
+
+#[test]
+fn qcs6490_rb3gen2() {
+    let board = &qcs6490_rb3gen2::BOARD;
+    // 6 GiB of LPDDR4X from 0x8000_0000.
+    let Some(p) = platform(board, r(0x8000_0000, 0x2_0000_0000)) else { return };
+    assert_eq!(p.memory.as_slice(), [r(0x8000_0000, 0x2_0000_0000)]);
+    use CarveoutSource::QcomName;
+    assert_eq!(
+        carveouts(&p),
+        [
+            ("wpss", r(0x8480_0000, 0x8610_0000), PeerId::WLAN, QcomName),
+            ("adsp", r(0x8610_0000, 0x8890_0000), PeerId::DSP, QcomName),
+            ("cdsp", r(0x8890_0000, 0x8a70_0000), PeerId::DSP, QcomName),
+            ("mpss", r(0x8b80_0000, 0x9ae0_0000), PeerId::MODEM, QcomName),
+        ]
+    );
+    // Gunyah's own region, the secure heap next to the CDSP's (not a carveout: its name is
+    // not `cdsp`), TrustZone's.
+    for (name, start) in
+        [("hyp", 0x8000_0000), ("cdsp-secure-heap", 0x8180_0000), ("qtee", 0xc130_0000)]
+    {
+        let res = p.reserved.iter().find(|res| base_name(&res.name) == name).unwrap();
+        assert_eq!((res.range.start, res.no_map, res.carveout), (start, true, false), "{name}");
+    }
+    let gic = p.gicv3.as_ref().unwrap();
+    assert_eq!(
+        (gic.dist, gic.redist_regions.as_slice()),
+        (r(0x17a0_0000, 0x17a1_0000), &[r(0x17a6_0000, 0x17b6_0000)][..])
+    );
+    // The ITS node is `status = "disabled"` in Linux's DT.
+    assert!(p.gic_its.is_empty());
+    assert_eq!(p.cpus.len(), 8);
+    let warden = board.entry.region().unwrap();
+    assert_eq!(warden, r(0x9fc0_0000, 0xa000_0000));
+    assert!(p.reserved.iter().all(|res| !res.range.overlaps(&warden)), "free RAM in the DT");
+    // The DT as Linux ships it does not reserve warden's region: the boot-stage check refuses
+    // it until the boot loader's overlay (docs/boards/qcs6490-rb3gen2.md) does.
+    assert_eq!(check_boot_stage_dt(&p, warden), Err(BootStageDtError::WardenNotNoMap { warden }));
+    check_common(board, &p, warden, r(0x1500_0000, 0x1510_0000));
+}
+
+#[test]
+fn qrb5165_rb5() {
+    let board = &qrb5165_rb5::BOARD;
+    // 8 GiB of LPDDR5 from 0x8000_0000.
+    let Some(p) = platform(board, r(0x8000_0000, 0x2_8000_0000)) else { return };
+    use CarveoutSource::Board as ByBoard;
+    assert_eq!(
+        carveouts(&p),
+        [
+            ("cdsp_mem", r(0x8780_0000, 0x88c0_0000), PeerId::DSP, ByBoard),
+            ("slpi_mem", r(0x88c0_0000, 0x8a10_0000), PeerId::DSP, ByBoard),
+            ("adsp_mem", r(0x8a10_0000, 0x8be0_0000), PeerId::DSP, ByBoard),
+        ]
+    );
+    let hyp = p.reserved.iter().find(|res| base_name(&res.name) == "hyp_mem").unwrap();
+    assert_eq!((hyp.range, hyp.no_map), (r(0x8000_0000, 0x8060_0000), true));
+    let warden = board.entry.region().unwrap();
+    assert_eq!(warden, hyp.range);
+    check_boot_stage_dt(&p, warden).unwrap();
+    // TrustZone enters the image at hyp_mem's base; the next stage is RAM outside reserved.
+    let image = r(warden.start, warden.start + (1 << 20));
+    assert_eq!(check_entry(&p, warden.start, warden.size(), image, 2, 0xa000_0000), Ok(warden));
+    assert!(check_entry(&p, warden.start, warden.size(), image, 2, 0x8a10_0000).is_err());
+    let gic = p.gicv3.as_ref().unwrap();
+    assert_eq!(gic.dist, r(0x17a0_0000, 0x17a1_0000));
+    assert!(p.gic_its.is_empty(), "sm8250's DT has no ITS node");
+    assert_eq!(p.cpus.len(), 8);
+    check_common(board, &p, warden, r(0x1500_0000, 0x1510_0000));
+}
+
+#[test]
+fn apq8016_sbc() {
+    let board = &apq8016_sbc::BOARD;
+    // 1 GiB of LPDDR3 from 0x8000_0000.
+    let Some(p) = platform(board, r(0x8000_0000, 0xc000_0000)) else { return };
+    assert_eq!(
+        carveouts(&p),
+        [("mpss", r(0x8680_0000, 0x8930_0000), PeerId::MODEM, CarveoutSource::QcomName)]
+    );
+    let warden = board.entry.region().unwrap();
+    assert_eq!(warden, r(0x8640_0000, 0x8650_0000));
+    let hyp = p.reserved.iter().find(|res| base_name(&res.name) == "hypervisor").unwrap();
+    assert_eq!((hyp.range, hyp.no_map), (warden, true));
+    check_boot_stage_dt(&p, warden).unwrap();
+    let image = r(warden.start, warden.start + (512 << 10));
+    assert_eq!(check_entry(&p, warden.start, warden.size(), image, 2, 0x8f60_0000), Ok(warden));
+    let too_big = r(warden.start, warden.end + PAGE_SIZE);
+    assert!(check_entry(&p, warden.start, warden.size(), too_big, 2, 0x8f60_0000).is_err());
+    let gic = p.gicv2.as_ref().unwrap();
+    assert_eq!((gic.dist, gic.cpu), (r(0x0b00_0000, 0x0b00_1000), r(0x0b00_2000, 0x0b00_4000)));
+    assert_eq!(
+        (gic.hyp, gic.vcpu),
+        (Some(r(0x0b00_1000, 0x0b00_2000)), Some(r(0x0b00_4000, 0x0b00_6000)))
+    );
+    assert!(p.gicv3.is_none());
+    assert_eq!(p.cpus.len(), 4);
+    check_common(board, &p, warden, r(0x01ef_0000, 0x01ef_3000));
+}
+
+/// Every board's named regions must exist in its DT; a wrong base is caught.
+#[test]
+fn named_regions_must_match_the_dt() {
+    let board = &qrb5165_rb5::BOARD;
+    let Some(p) = platform(board, r(0x8000_0000, 0x2_8000_0000)) else { return };
+    const MOVED: [NamedRegion; 1] =
+        [NamedRegion { base: 0x8a20_0000, name: "adsp_mem", peer: Some(PeerId::DSP) }];
+    let wrong = Board { named_regions: &MOVED, ..*board };
+    let mut q = p.clone();
+    assert_eq!(
+        apply_named_regions(&wrong, &mut q),
+        Err(NamedRegionError::Missing { name: "adsp_mem", base: 0x8a20_0000 })
+    );
+    // The board's carveouts are exactly the remote processors' `memory-region`s in the DT
+    // (checked by hand from `qcom,sm8250-{adsp,cdsp,slpi}-pas`): three, all DSPs.
+    assert_eq!(p.carveouts.iter().filter(|c| c.peer == PeerId::DSP).count(), 3);
+}
+
+#[test]
+fn descriptions_are_consistent() {
+    for board in SNAPDRAGON {
+        let region = board.entry.region().unwrap();
+        assert!(region.start.is_multiple_of(2 << 20) || region.size() <= 2 << 20, "{}", board.name);
+        assert!(board.scm_firmware && board.firmware == Firmware::Smccc, "{}", board.name);
+        assert!(!board.sim_peer && board.max_cpus.is_power_of_two());
+        assert_ne!(board.console, UartKind::Pl011);
+    }
+}
