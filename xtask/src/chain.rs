@@ -160,6 +160,26 @@ pub fn os_dt(dumped: &[u8]) -> Result<Vec<u8>> {
     Ok(os)
 }
 
+/// QEMU's own DT for `machine` (`-machine dumpdtb`, with the machine's `-bios`, which changes
+/// the devices), written to `path` and returned.
+pub fn dump_dt(qemu: &Path, machine: &Machine, path: &Path) -> Result<Vec<u8>> {
+    let _ = std::fs::remove_file(path);
+    let out = machine
+        .dumping_dtb_to(path)
+        .command(qemu)
+        .stdin(Stdio::null())
+        .output()
+        .context("starting QEMU to dump the chain's DT")?;
+    if !out.status.success() {
+        bail!(
+            "QEMU could not dump the chain's DT ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("reading QEMU's DT {}", path.display()))
+}
+
 /// Dumps QEMU's DT for the chain's machine, makes the OS's DT from it
 /// (`target/warden/qemu-virt-tz[-gicv2].dtb`), then builds tz-sim and warden for `qemu-virt-tz`
 /// linking that DT (`target/warden/warden-hyp[-gicv2].bin`). cargo's diagnostics go to `log`
@@ -175,22 +195,7 @@ pub fn build_chain_images(
     // First: QEMU loads the -bios file before it dumps the DT (and the DT differs with one).
     let tz_sim = firmware::build_with_env(tc, &firmware::TZ_SIM, log, &[])?;
     let dumped_path = dir.join(format!("qemu-virt-tz{}.qemu.dtb", suffix(gic)));
-    let _ = std::fs::remove_file(&dumped_path);
-    let out = machine(gic, None)
-        .dumping_dtb_to(&dumped_path)
-        .command(qemu)
-        .stdin(Stdio::null())
-        .output()
-        .context("starting QEMU to dump the chain's DT")?;
-    if !out.status.success() {
-        bail!(
-            "QEMU could not dump the chain's DT ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let dumped = std::fs::read(&dumped_path)
-        .with_context(|| format!("reading QEMU's DT {}", dumped_path.display()))?;
+    let dumped = dump_dt(qemu, &machine(gic, None), &dumped_path)?;
     let dtb_path = dir.join(format!("qemu-virt-tz{}.dtb", suffix(gic)));
     let dtb = os_dt(&dumped)?;
     // Rewrite only on change: warden's build reruns when the file changes.

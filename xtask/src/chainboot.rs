@@ -36,9 +36,8 @@ use crate::firmware;
 use crate::linux_host::{self, HostOptions};
 use crate::qemu::Machine;
 use crate::uboot;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use tz_sim::layout::{HYP_BASE, NEXT_STAGE};
 
 /// The end of the chain's RAM: virt's RAM starts at 0x4000_0000.
@@ -125,22 +124,7 @@ pub fn plain_chain_dtb(qemu: &Path, machine: &Machine, name: &str) -> Result<Pat
     let dir = firmware::output_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dumped_path = dir.join(format!("{name}.qemu.dtb"));
-    let _ = std::fs::remove_file(&dumped_path);
-    let out = machine
-        .dumping_dtb_to(&dumped_path)
-        .command(qemu)
-        .stdin(Stdio::null())
-        .output()
-        .context("starting QEMU to dump the chain's DT")?;
-    if !out.status.success() {
-        bail!(
-            "QEMU could not dump the chain's DT ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let dumped = std::fs::read(&dumped_path)
-        .with_context(|| format!("reading QEMU's DT {}", dumped_path.display()))?;
+    let dumped = chain::dump_dt(qemu, machine, &dumped_path)?;
     let dtb = with_psci(&dumped)?;
     let path = dir.join(format!("{name}.dtb"));
     std::fs::write(&path, dtb).with_context(|| format!("writing {}", path.display()))?;
@@ -231,6 +215,7 @@ pub fn linux(
 mod tests {
     use super::*;
     use crate::qemu::Gic;
+    use std::process::Stdio;
 
     #[test]
     fn the_chain_machine_has_el3_and_4g() {
