@@ -182,6 +182,9 @@ pub struct El2Mmu {
 }
 
 static WARDEN: Once<Warden> = Once::new();
+/// The platform as the boot CPU parsed it from the DT ([`dt::parse_into`], MMU off): about
+/// 40 KiB, so in a static rather than on the boot stack. Only `primary_main` touches it.
+static mut BOOT_PLATFORM: PlatformInfo = PlatformInfo::new();
 static PANICKED: AtomicBool = AtomicBool::new(false);
 /// Root of the host stage-2 and its size, for the panic path's stop-the-world.
 static STAGE2_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -280,16 +283,20 @@ pub extern "C" fn primary_main(
             format_args!("{}: the Gunyah-exit entry is not implemented", board.name),
         ),
     };
-    let mut platform = match dt::parse(dt_blob) {
-        Ok(p) => p,
-        Err(e) => early_fatal(&mut uart, format_args!("{e}")),
-    };
-    if let Err(e) = boards::apply_named_regions(&board, &mut platform) {
+    // SAFETY: the only reference to BOOT_PLATFORM ever made: primary_main runs once, on the
+    // boot CPU, before any other CPU runs warden's code or an exception is taken.
+    let platform: &'static mut PlatformInfo =
+        unsafe { &mut *core::ptr::addr_of_mut!(BOOT_PLATFORM) };
+    if let Err(e) = dt::parse_into(dt_blob, platform) {
         early_fatal(&mut uart, format_args!("{e}"));
     }
+    if let Err(e) = boards::apply_named_regions(&board, platform) {
+        early_fatal(&mut uart, format_args!("{e}"));
+    }
+    let platform: &'static PlatformInfo = platform;
     let features = sysreg::cpu_features();
     let gic_version = match crate::gic::select::select(
-        &platform,
+        platform,
         board.interrupt_controllers,
         features.gicv3_sysregs(),
     ) {
@@ -299,12 +306,12 @@ pub extern "C" fn primary_main(
     let (start, persona, warden_region) = match board.entry {
         EntryConvention::LinuxImage => {
             let (payload, layout, persona) =
-                plan_packed(&mut uart, &platform, &image, dt_blob, dt_range);
+                plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
             (Start::Packed { dt_pa: x0, payload, layout }, persona, layout.warden)
         }
         EntryConvention::Hyp { base, region_size } => {
             let checked = boot_stage::check_entry(
-                &platform,
+                platform,
                 base,
                 region_size,
                 MemRange::new(image.start, image.end),
@@ -315,7 +322,7 @@ pub extern "C" fn primary_main(
                 Ok(r) => r,
                 Err(e) => early_fatal(&mut uart, format_args!("hyp entry: {e}")),
             };
-            if let Err(e) = boot_stage::check_boot_stage_dt(&platform, region) {
+            if let Err(e) = boot_stage::check_boot_stage_dt(platform, region) {
                 early_fatal(&mut uart, format_args!("refusing to start: {e}"));
             }
             // No command line: the OS's DT is the virt persona's (`boot_stage::os_dt`).
@@ -327,7 +334,7 @@ pub extern "C" fn primary_main(
         ),
     };
     let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
-    let (el2_mmu, el2_table) = match build_el2_tables(&platform, &image, uart_base, dt_range) {
+    let (el2_mmu, el2_table) = match build_el2_tables(platform, &image, uart_base, dt_range) {
         Ok(m) => m,
         Err(e) => early_fatal(&mut uart, format_args!("EL2 page tables: {e}")),
     };
@@ -347,12 +354,12 @@ pub extern "C" fn primary_main(
     log::set_max_level(log::LevelFilter::Info);
     match &start {
         Start::Packed { payload, layout, .. } => {
-            print_memory_map(&platform, warden_region, &image);
+            print_memory_map(platform, warden_region, &image);
             print_payload(layout, payload);
             move_payload(payload, layout);
         }
         Start::Hyp { next_stage } => {
-            print_memory_map(&platform, warden_region, &image);
+            print_memory_map(platform, warden_region, &image);
             log::info!(
                 "  next stage {next_stage:#x} (EL1, no DT in x0); the OS's DT is linked into warden ({} bytes): warden's region and {} carveout(s) reserved no-map in it",
                 dt_blob.len(),
@@ -369,19 +376,19 @@ pub extern "C" fn primary_main(
         Ok(f) => f,
         Err(e) => fatal_unlocked(format_args!("frame pool: {e}")),
     };
-    log_withheld_devices(&platform);
-    log_gic(&platform, gic_version);
+    log_withheld_devices(platform);
+    log_gic(platform, gic_version);
     // The GIC frames that write memory are trapped: known before the host's stage 2 is built.
     let gic_layout = match gic_version {
-        GicVersion::V3 => match gic::probe(&platform) {
+        GicVersion::V3 => match gic::probe(platform) {
             Ok(l) => l,
             Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
         },
         GicVersion::V2 => crate::gic::GicLayout::default(),
     };
-    check_pool_before_stage2(&platform, &frames);
+    check_pool_before_stage2(platform, &frames);
     let host_stage2 = match host_stage2(
-        &platform,
+        platform,
         warden_region,
         board.control_page,
         &gic_layout.holes(),
@@ -407,13 +414,13 @@ pub extern "C" fn primary_main(
         );
     }
     let (smmu, vsmmu) =
-        match take_smmu(&platform, &mut host_stage2, vtcr, vttbr, &mut frames, persona) {
+        match take_smmu(platform, &mut host_stage2, vtcr, vttbr, &mut frames, persona) {
             Ok(s) => s,
             Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
         };
     let vlpi_stride = gic_layout.any_vlpi();
     let gic = if gic_version == GicVersion::V3 {
-        match gic::take(&platform, gic_layout, &mut frames) {
+        match gic::take(platform, gic_layout, &mut frames) {
             Ok(g) => Some(g),
             Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
         }
@@ -421,9 +428,9 @@ pub extern "C" fn primary_main(
         None
     };
 
-    let carveouts = usable_carveouts(&platform, warden_region);
+    let carveouts = usable_carveouts(platform, warden_region);
     let (handoff, peers) =
-        match handoff_state(&platform, warden_region, &host_stage2, &carveouts, &mut frames) {
+        match handoff_state(platform, warden_region, &host_stage2, &carveouts, &mut frames) {
             Ok(h) => h,
             Err(e) => fatal_unlocked(format_args!("carveouts: {e}")),
         };
@@ -442,17 +449,17 @@ pub extern "C" fn primary_main(
         keep_smmu: vsmmu.is_some(),
         mmu500: vsmmu.as_ref().and_then(|v| v.mmu500_irqs),
         scm: persona.has_scm(),
-        rmtfs: persona.has_scm().then(|| rmtfs_region(&platform, &carveouts)).flatten(),
+        rmtfs: persona.has_scm().then(|| rmtfs_region(platform, &carveouts)).flatten(),
         vlpi_stride,
     };
     // Where the host starts, with what in x0.
     let (host_entry, host_x0) = match &start {
         Start::Packed { dt_pa, payload, layout } => {
-            write_host_dt(dt_blob, *dt_pa, &platform, layout, payload, &view);
+            write_host_dt(dt_blob, *dt_pa, platform, layout, payload, &view);
             (layout.kernel.start, layout.dt.start)
         }
         Start::Hyp { next_stage } => {
-            check_os_dt_matches(&platform, &view);
+            check_os_dt_matches(platform, &view);
             (*next_stage, 0)
         }
     };
@@ -500,7 +507,7 @@ pub extern "C" fn primary_main(
         Ok(p) => p,
         Err(e) => fatal_unlocked(format_args!("PSCI: {e}")),
     };
-    let host_ram = host_ram_ranges(&platform, warden_region);
+    let host_ram = host_ram_ranges(platform, warden_region);
     let w = WARDEN.call_once(|| Warden {
         board,
         el2_mmu,

@@ -12,7 +12,8 @@
 //! message a board bring-up engineer can act on. A proptest feeds thousands of corrupted
 //! copies of the QEMU fixture to [`parse`] and [`apply`].
 //!
-//! `PlatformInfo` is about 9 KiB; keep it in a `static` or make sure the early stack has room.
+//! `PlatformInfo` is about 40 KiB (mostly [`PlatformInfo::withheld`]): the firmware parses into a
+//! `static` with [`parse_into`]; [`parse`] returns one by value, for host code and tests.
 //!
 //! # Rewriting: `alloc`, via Google's `dtoolkit`
 //! [`apply`] runs after the heap exists. It validates the input with the same walker, then uses
@@ -56,7 +57,7 @@ use arrayvec::{ArrayString, ArrayVec};
 pub use edit::{DtEdit, apply};
 pub use error::{DtError, NodeName, NodePath};
 pub use in_place::set_memory_in_place;
-pub use parse::{covered as ram_covers, parse};
+pub use parse::{covered as ram_covers, parse, parse_into};
 pub use policy::Withheld;
 
 use crate::mm::MemRange;
@@ -81,8 +82,8 @@ pub const MAX_CARVEOUTS: usize = 16;
 /// Device ranges after page alignment and merging.
 pub const MAX_DEVICES: usize = 128;
 /// Withheld devices' ranges after page alignment and merging, while parsing (a Snapdragon DT
-/// has over a hundred).
-pub const MAX_WITHHELD_RANGES: usize = if cfg!(test) { 256 } else { MAX_DEVICES };
+/// has over a hundred). Part of the parser's state (on the stack while parsing: 4 KiB).
+pub const MAX_WITHHELD_RANGES: usize = 256;
 /// Node nesting depth, the root being level 1.
 pub const MAX_DEPTH: usize = 16;
 /// Bytes in a node path such as `/soc/bus@30000000/serial@30860000`.
@@ -93,12 +94,10 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_BOOTARGS: usize = 1024;
 /// Devices withheld from the host (`dt::policy`); QEMU virt has 34, a Snapdragon DT over a
 /// hundred (every node under `/soc` while no MMU-500 back end vouches for them: 130 on RB3
-/// Gen 2 has 123, `boards::tests`). Each costs about 200 bytes of [`PlatformInfo`].
-///
-/// Host builds (the board tests) take 128; the firmware keeps QEMU virt's 48 until a Snapdragon
-/// firmware exists: `PlatformInfo` lives on the boot stack, and at 128 (39 KiB) the hyp-entry
-/// boot of `guest-chain` hung after its banner.
-pub const MAX_WITHHELD: usize = if cfg!(test) { 128 } else { 48 };
+/// Gen 2 has 123, `boards::tests`). Each costs about 300 bytes of [`PlatformInfo`], which is
+/// why the firmware parses into a static (`boot::BOOT_PLATFORM`, with [`parse_into`]), never
+/// onto the boot stack.
+pub const MAX_WITHHELD: usize = 128;
 /// GICv3 redistributor regions (`#redistributor-regions`).
 pub const MAX_REDIST_REGIONS: usize = 8;
 /// GICv3 ITSes.
@@ -390,7 +389,86 @@ pub struct PlatformInfo {
     pub withheld: ArrayVec<WithheldDevice, MAX_WITHHELD>,
 }
 
+impl Default for PlatformInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PlatformInfo {
+    /// An empty `PlatformInfo` (no memory, no CPUs: what [`parse_into`] starts from). `const`,
+    /// so the firmware's static is built at compile time (its initial value in `.data`), never
+    /// on a stack.
+    pub const fn new() -> Self {
+        Self {
+            memory: ArrayVec::new_const(),
+            reserved: ArrayVec::new_const(),
+            carveouts: ArrayVec::new_const(),
+            cpus: ArrayVec::new_const(),
+            psci: None,
+            uart: None,
+            console: None,
+            other_iommus: ArrayVec::new_const(),
+            smmus: ArrayVec::new_const(),
+            pcie: ArrayVec::new_const(),
+            devices: ArrayVec::new_const(),
+            bootargs: None,
+            initrd: None,
+            boot_cpuid_phys: 0,
+            gic_dist: None,
+            gicv3: None,
+            gicv2: None,
+            gic_its: ArrayVec::new_const(),
+            withheld: ArrayVec::new_const(),
+        }
+    }
+
+    /// Back to [`PlatformInfo::new`], in place (assigning a new value would build the whole
+    /// struct on the stack first). The destructuring names every field, so a new field does
+    /// not compile until it is cleared here too.
+    pub fn clear(&mut self) {
+        let Self {
+            memory,
+            reserved,
+            carveouts,
+            cpus,
+            psci,
+            uart,
+            console,
+            other_iommus,
+            smmus,
+            pcie,
+            devices,
+            bootargs,
+            initrd,
+            boot_cpuid_phys,
+            gic_dist,
+            gicv3,
+            gicv2,
+            gic_its,
+            withheld,
+        } = self;
+        memory.clear();
+        reserved.clear();
+        carveouts.clear();
+        cpus.clear();
+        *psci = None;
+        *uart = None;
+        *console = None;
+        other_iommus.clear();
+        smmus.clear();
+        pcie.clear();
+        devices.clear();
+        *bootargs = None;
+        *initrd = None;
+        *boot_cpuid_phys = 0;
+        *gic_dist = None;
+        *gicv3 = None;
+        *gicv2 = None;
+        gic_its.clear();
+        withheld.clear();
+    }
+
     /// The first SMMUv3, if any.
     pub fn smmu(&self) -> Option<&SmmuInfo> {
         self.smmus.first()

@@ -8,9 +8,21 @@ use super::*;
 use crate::mm::MemRange;
 
 /// Parses and validates `blob` (whose length is the caller's bound: the header's `totalsize`
-/// must fit in it). Allocates nothing.
+/// must fit in it). Allocates nothing; the result is returned by value (about 40 KiB): the
+/// firmware parses into a static with [`parse_into`] instead.
 pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
+    let mut info = PlatformInfo::new();
+    parse_into(blob, &mut info)?;
+    Ok(info)
+}
+
+/// [`parse`] into `info`, which is cleared first and written in place: no copy of
+/// [`PlatformInfo`] is made on the stack. On an error `info` holds whatever was read before it
+/// (use none of it).
+pub fn parse_into(blob: &[u8], info: &mut PlatformInfo) -> Result<(), DtError> {
     let blob = Blob::new(blob)?;
+    info.clear();
+    info.boot_cpuid_phys = blob.boot_cpuid_phys;
 
     // First pass: /chosen and /aliases, to know which node stdout-path means. It also validates
     // the whole structure block before anything is interpreted.
@@ -35,27 +47,7 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
     let stdout_path = chosen.and_then(|c| stdout_target(&c, aliases.as_ref()));
 
     let mut state = State {
-        info: PlatformInfo {
-            memory: ArrayVec::new(),
-            reserved: ArrayVec::new(),
-            carveouts: ArrayVec::new(),
-            cpus: ArrayVec::new(),
-            psci: None,
-            uart: None,
-            console: None,
-            other_iommus: ArrayVec::new(),
-            smmus: ArrayVec::new(),
-            pcie: ArrayVec::new(),
-            devices: ArrayVec::new(),
-            bootargs: None,
-            initrd: None,
-            boot_cpuid_phys: blob.boot_cpuid_phys,
-            gic_dist: None,
-            gicv3: None,
-            gicv2: None,
-            gic_its: ArrayVec::new(),
-            withheld: ArrayVec::new(),
-        },
+        info,
         stdout_path,
         stdout_uart: None,
         first_uart: None,
@@ -336,8 +328,8 @@ fn number(v: &Visit<'_, '_>, name: &'static str) -> Result<Option<u64>, DtError>
     })
 }
 
-struct State<'a> {
-    info: PlatformInfo,
+struct State<'a, 'i> {
+    info: &'i mut PlatformInfo,
     stdout_path: Option<&'a str>,
     stdout_uart: Option<ConsoleInfo>,
     first_uart: Option<ConsoleInfo>,
@@ -353,7 +345,7 @@ fn is_under(path: &str, root: &str) -> bool {
     path.len() > root.len() && path.starts_with(root) && path.as_bytes()[root.len()] == b'/'
 }
 
-impl State<'_> {
+impl State<'_, '_> {
     fn visit(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
         let node = &v.node;
         let depth = v.depth();
@@ -845,8 +837,8 @@ impl State<'_> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<PlatformInfo, DtError> {
-        let info = &mut self.info;
+    fn finish(self) -> Result<(), DtError> {
+        let info = self.info;
         info.console = self.stdout_uart.or(self.first_uart);
         info.uart = info.console.filter(|c| c.kind == UartKind::Pl011).map(|c| c.regs);
         if info.memory.is_empty() {
@@ -891,7 +883,7 @@ impl State<'_> {
         for cut in &self.withheld_ranges {
             subtract(&mut info.devices, *cut)?;
         }
-        Ok(self.info)
+        Ok(())
     }
 }
 

@@ -183,6 +183,27 @@ fn qemu_gicv2_fixture() {
     assert!(info.withheld.iter().all(|w| w.path.as_str() != "/intc@8000000"));
 }
 
+/// `parse_into` (the firmware's path, into its static) gives what `parse` gives whatever the
+/// target held before: a second parse into the same storage keeps nothing of the first, and a
+/// failed parse followed by a good one neither.
+#[test]
+fn parse_into_reused_storage_equals_a_fresh_parse() {
+    let mut info = PlatformInfo::new();
+    assert_eq!(info, PlatformInfo::default());
+    parse_into(GICV2_FIXTURE, &mut info).unwrap();
+    assert_eq!(info, parse(GICV2_FIXTURE).unwrap());
+    parse_into(FIXTURE, &mut info).unwrap();
+    let fresh = parse(FIXTURE).unwrap();
+    assert_eq!(info, fresh);
+    assert!(info.gicv2.is_none() && info.gicv3.is_some());
+    let no_memory = edited(DtEdit::new().remove_node(MEMORY));
+    assert_eq!(parse_into(&no_memory, &mut info), Err(DtError::NoMemory));
+    parse_into(FIXTURE, &mut info).unwrap();
+    assert_eq!(info, fresh);
+    info.clear();
+    assert_eq!(info, PlatformInfo::new());
+}
+
 /// The host's view of the GICv2 node: GICD and GICC, no maintenance interrupt; everything else
 /// the host gets is unchanged.
 #[test]
