@@ -217,6 +217,42 @@ fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
     hw::park()
 }
 
+/// The boot path's MMIO, MMU off (every access Device-nGnRnE). Used only for registers a
+/// board description names (`boot_stage::qcom_hyp::RpmRelease`).
+struct BootMmio;
+
+impl boot_stage::qcom_hyp::BootMmio for BootMmio {
+    fn read32(&mut self, pa: u64) -> u32 {
+        // SAFETY: `pa` is a 4-byte aligned device register the board description names; with
+        // the MMU off the access is a device access and touches no memory warden uses.
+        unsafe { core::ptr::read_volatile(pa as *const u32) }
+    }
+    fn write32(&mut self, pa: u64, value: u32) {
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile(pa as *mut u32, value) }
+    }
+}
+
+/// The CPU as the Gunyah exit drives it, at EL1 (`boot_stage::gunyah`).
+struct GunyahCpu<'a> {
+    image: &'a hw::ImageLayout,
+}
+
+impl boot_stage::gunyah::GunyahExit for GunyahCpu<'_> {
+    fn current_el(&mut self) -> u8 {
+        let el: u64;
+        // SAFETY: CurrentEL is readable at EL1 and above and has no side effect.
+        unsafe { core::arch::asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack)) };
+        ((el >> 2) & 3) as u8
+    }
+    fn clean_image_to_poc(&mut self) {
+        dcache_range(&Hw, CacheOp::Clean, self.image.start, self.image.end - self.image.start);
+    }
+    fn smc(&mut self, x: [u64; 5]) -> u64 {
+        hw::smc([x[0], x[1], x[2], x[3], x[4], 0, 0, 0])[0]
+    }
+}
+
 /// How the host is started, by entry convention.
 enum Start {
     /// A packed image: the DT the boot loader passed (at `dt_pa`), the payload, where it goes.
@@ -244,8 +280,29 @@ pub extern "C" fn primary_main(
         env!("CARGO_PKG_VERSION"),
         board.name
     );
+    let mut el = (current_el >> 2) & 3;
+    // Started at EL1 under Gunyah: leave it first (the only step warden takes at EL1).
+    if matches!(board.entry, EntryConvention::UefiUnderGunyah { .. }) {
+        let image = hw::image_layout();
+        match boot_stage::gunyah::exit_gunyah(&mut GunyahCpu { image: &image }) {
+            Ok(done) => {
+                let _ = writeln!(uart, "warden: at EL2 ({done:?})");
+                // SAFETY: at EL2 now (checked by exit_gunyah); the vectors are warden's own,
+                // installed as the entry code installs them when entered at EL2.
+                unsafe {
+                    core::arch::asm!(
+                        "msr vbar_el2, {v}",
+                        "isb",
+                        v = in(reg) hw::vectors_address(),
+                        options(nostack)
+                    )
+                };
+                el = 2;
+            }
+            Err(e) => early_fatal(&mut uart, format_args!("Gunyah exit: {e}")),
+        }
+    }
     // Checked before any EL2 register is touched: below EL2 they are UNDEFINED.
-    let el = (current_el >> 2) & 3;
     if el != 2 {
         early_fatal(
             &mut uart,
@@ -277,10 +334,15 @@ pub extern "C" fn primary_main(
             Some(b) => (b, MemRange::default()),
             None => early_fatal(&mut uart, format_args!("this hyp-entry build links no DT")),
         },
-        // No firmware feature selects such a board yet (docs/boards/qcs6490-rb3gen2.md).
+        // At EL2 after the Gunyah exit; what follows it (the next stage's place, the OS's DT)
+        // is not defined for such a board yet, and no firmware feature selects one.
         EntryConvention::UefiUnderGunyah { .. } => early_fatal(
             &mut uart,
-            format_args!("{}: the Gunyah-exit entry is not implemented", board.name),
+            format_args!(
+                "{}: at EL2 after the Gunyah exit, but the next stage for this entry is not \
+                 defined yet",
+                board.name
+            ),
         ),
     };
     // SAFETY: the only reference to BOOT_PLATFORM ever made: primary_main runs once, on the
@@ -309,7 +371,7 @@ pub extern "C" fn primary_main(
                 plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
             (Start::Packed { dt_pa: x0, payload, layout }, persona, layout.warden)
         }
-        EntryConvention::Hyp { base, region_size } => {
+        EntryConvention::Hyp { base, region_size, rpm_release } => {
             let checked = boot_stage::check_entry(
                 platform,
                 base,
@@ -325,12 +387,21 @@ pub extern "C" fn primary_main(
             if let Err(e) = boot_stage::check_boot_stage_dt(platform, region) {
                 early_fatal(&mut uart, format_args!("refusing to start: {e}"));
             }
+            // First boot only (secondaries enter through `secondary_main`), MMU off.
+            if let Some(rpm) = rpm_release {
+                let (before, after) = boot_stage::qcom_hyp::release_rpm(&mut BootMmio, rpm);
+                let _ = writeln!(
+                    uart,
+                    "warden: RPM out of reset ({:#x}: {before:#x} -> {after:#x})",
+                    rpm.register
+                );
+            }
             // No command line: the OS's DT is the virt persona's (`boot_stage::os_dt`).
             (Start::Hyp { next_stage: x0 }, crate::persona::Persona::Virt, region)
         }
         EntryConvention::UefiUnderGunyah { .. } => early_fatal(
             &mut uart,
-            format_args!("{}: the Gunyah-exit entry is not implemented", board.name),
+            format_args!("{}: no next stage after the Gunyah exit", board.name),
         ),
     };
     let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);

@@ -8,6 +8,9 @@
 //! - [`check_boot_stage_dt`]: warden cannot patch the DT the OS boots with, so that DT must
 //!   already reserve warden's region and every carveout `no-map`.
 
+pub mod gunyah;
+pub mod qcom_hyp;
+
 use core::fmt;
 
 use crate::dt::{self, PlatformInfo};
@@ -186,7 +189,7 @@ pub fn os_dt(
     board: &crate::boards::Board,
     carveouts: &dt::DtEdit,
 ) -> Result<alloc::vec::Vec<u8>, OsDtError> {
-    let crate::boards::EntryConvention::Hyp { base, region_size } = board.entry else {
+    let crate::boards::EntryConvention::Hyp { base, region_size, .. } = board.entry else {
         return Err(OsDtError::NotHyp);
     };
     if board.sim_peer {

@@ -7,6 +7,7 @@
 //! with SCM below. See README.md.
 
 use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
+use crate::boot_stage::qcom_hyp::MSM8916_RPM_RELEASE;
 use crate::gic::GicVersion;
 
 /// `/reserved-memory/hypervisor@86400000`.
@@ -15,7 +16,12 @@ pub const HYP_REGION_SIZE: u64 = 1 << 20;
 
 pub const BOARD: Board = Board {
     name: "apq8016-sbc",
-    entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE },
+    // The hyp image takes the RPM out of reset at first boot (qhypstub; warden does it too).
+    entry: EntryConvention::Hyp {
+        base: HYP_BASE,
+        region_size: HYP_REGION_SIZE,
+        rpm_release: Some(MSM8916_RPM_RELEASE),
+    },
     // `/soc@0/serial@78b0000` (BLSP1 UART2, the low-speed expansion header), `serial0`.
     early_uart: 0x078b_0000,
     console: UartKind::QcomUartdm,

@@ -17,7 +17,7 @@ pub const HYP_REGION_SIZE: u64 = 32 << 20;
 
 pub const BOARD: Board = Board {
     name: "qemu-virt-tz",
-    entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE },
+    entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE, rpm_release: None },
     early_uart: 0x0900_0000,
     console: UartKind::Pl011,
     iommu: Iommu::SmmuV3,

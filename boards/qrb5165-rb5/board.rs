@@ -31,7 +31,7 @@ pub const NAMED_REGIONS: [NamedRegion; 8] = [
 
 pub const BOARD: Board = Board {
     name: "qrb5165-rb5",
-    entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE },
+    entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE, rpm_release: None },
     // `/soc@0/geniqup@ac0000/serial@a90000`, the DT's `stdout-path`.
     early_uart: 0x00a9_0000,
     console: UartKind::QcomGeniDebug,

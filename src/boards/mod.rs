@@ -29,8 +29,14 @@ pub enum EntryConvention {
     /// x1 = 2 (AArch64) and no DT. warden runs in place in `[base, base + region_size)`, reads
     /// the platform from the DT linked into its image (the OS's DT: [`linked_dt`]), refuses to
     /// start unless that DT reserves its region and every carveout `no-map`, and enters the
-    /// next stage at EL1 (`docs/architecture.md`, *Boot-stage mode*).
-    Hyp { base: u64, region_size: u64 },
+    /// next stage at EL1 (`docs/architecture.md`, *Boot-stage mode*). `rpm_release`: the
+    /// register bit a `hyp` image clears once at first boot to take the RPM out of reset
+    /// (MSM8916: `crate::boot_stage::qcom_hyp`).
+    Hyp {
+        base: u64,
+        region_size: u64,
+        rpm_release: Option<crate::boot_stage::qcom_hyp::RpmRelease>,
+    },
     /// Loaded by the UEFI boot loader from `uefi_a` at `base` and started at EL1 under Gunyah
     /// (Qualcomm's hypervisor on SC7280 boards); the Gunyah-exit SMC ([`GUNYAH_EXIT_SMC`])
     /// continues it at EL2 with the SMMU in bypass, after which TrustZone's PSCI enters warden
@@ -49,7 +55,7 @@ impl EntryConvention {
     pub fn region(&self) -> Option<crate::mm::MemRange> {
         match *self {
             Self::LinuxImage => None,
-            Self::Hyp { base, region_size } | Self::UefiUnderGunyah { base, region_size } => {
+            Self::Hyp { base, region_size, .. } | Self::UefiUnderGunyah { base, region_size } => {
                 crate::mm::MemRange::from_base_size(base, region_size)
             }
         }

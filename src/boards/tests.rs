@@ -257,3 +257,33 @@ fn descriptions_are_consistent() {
         assert_ne!(board.console, UartKind::Pl011);
     }
 }
+
+/// Each board with its nominal RAM (what the boot loader writes into `/memory`).
+fn every_board() -> Vec<(&'static Board, PlatformInfo)> {
+    [
+        (&qcs6490_rb3gen2::BOARD, r(0x8000_0000, 0x2_0000_0000)),
+        (&qrb5165_rb5::BOARD, r(0x8000_0000, 0x2_8000_0000)),
+        (&apq8016_sbc::BOARD, r(0x8000_0000, 0xc000_0000)),
+    ]
+    .into_iter()
+    .filter_map(|(board, ram)| Some((board, platform(board, ram)?)))
+    .collect()
+}
+
+/// The register DB410c's RPM release writes (`boot_stage::qcom_hyp`) is GCC's, as the DT
+/// describes it, and GCC is not the host's directly (withheld with the rest of `/soc`).
+#[test]
+fn db410c_rpm_release_register_is_in_gcc() {
+    let Some((_, p)) = every_board().into_iter().find(|(b, _)| b.name == "apq8016-sbc") else {
+        return;
+    };
+    let EntryConvention::Hyp { rpm_release: Some(rpm), .. } = apq8016_sbc::BOARD.entry else {
+        panic!("DB410c releases the RPM");
+    };
+    let gcc = p.withheld.iter().find(|w| w.regs.is_some_and(|g| g.contains(rpm.register)));
+    let gcc = gcc.expect("a withheld node covers GCC_APSS_MISC");
+    assert!(gcc.path.as_str().contains("clock-controller@1800000"), "{}", gcc.path.as_str());
+    for other in [qcs6490_rb3gen2::BOARD, qrb5165_rb5::BOARD] {
+        assert!(!matches!(other.entry, EntryConvention::Hyp { rpm_release: Some(_), .. }));
+    }
+}

@@ -522,8 +522,11 @@ mod tests {
     #[test]
     fn hyp_entry_board_forwards_the_hosts_own_entry() {
         let (psci, el3, mut p) = setup();
-        p.board.entry =
-            crate::boards::EntryConvention::Hyp { base: 0x7e00_0000, region_size: 32 << 20 };
+        p.board.entry = crate::boards::EntryConvention::Hyp {
+            base: 0x7e00_0000,
+            region_size: 32 << 20,
+            rpm_release: None,
+        };
         assert_eq!(psci.handle(psci::CPU_ON_64, [0x100, ENTRY, 0xc0ffee], &mut p), psci::SUCCESS);
         assert_eq!(
             el3.calls(),

@@ -221,9 +221,33 @@ pub fn dispatch<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult 
     match ScmFunction::from_ids(call.svc, call.cmd) {
         Some(ScmFunction::IsCallAvailable) => is_call_available(call, host),
         Some(ScmFunction::AssignMem) => assign_mem(call, host),
+        None if is_never_forwarded(call.svc, call.cmd) => {
+            log::warn!(
+                "SCM: svc {:#04x} cmd {:#04x} (TZ's AArch64 state switch) refused: TZ would rewrite \
+                 HCR_EL2 and return to EL1 past warden",
+                call.svc,
+                call.cmd
+            );
+            ScmResult::status(ScmStatus::NotSupported)
+        }
         None if call.svc == svc::PIL => pas::dispatch(call, host),
         None => forward_or_unsupported(call, host),
     }
+}
+
+/// BOOT's command 0x0F (function ID 0x0200010F, LK's `SCM_SVC_MILESTONE_CMD_ID`): TZ's
+/// "switch to AArch64 and jump" — it takes a buffer of EL1 x0..x8 and ELR, switches EL1 to
+/// AArch64 and ERETs there. msm8916-mainline's qhypstub documents that TZ does this by writing
+/// the hypervisor's HCR_EL2 and returning to EL1 itself: forwarded from warden, it would clear
+/// HCR_EL2.VM (the host's stage 2) and leave the host at EL1 with no hypervisor. qhypstub only
+/// serves it for an AArch32 boot loader (its HVC from AArch32); warden runs AArch64 next stages
+/// only (x1 = 2), which branch to an AArch64 entry themselves: refused, never forwarded.
+pub const BOOT_SWITCH_TO_AARCH64: u8 = 0x0f;
+
+/// SCM calls warden never forwards to the firmware, whatever the board (answered
+/// QCOM_SCM_EOPNOTSUPP; IS_CALL_AVAIL answers 0 for them).
+fn is_never_forwarded(svc_id: u8, cmd: u8) -> bool {
+    (svc_id, cmd) == (svc::BOOT, BOOT_SWITCH_TO_AARCH64)
 }
 
 /// A call warden does not mediate: the firmware's answer, or QCOM_SCM_EOPNOTSUPP where there
@@ -250,9 +274,10 @@ fn is_call_available<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmRe
     if call.arg_count() != 1 {
         return ScmResult::status(ScmStatus::InvalidArgument);
     }
-    let ours = split_call_avail_id(call.args[0])
-        .is_some_and(|(svc, cmd)| ScmFunction::from_ids(svc, cmd).is_some());
-    if ours || !host.can_forward() {
+    let asked = split_call_avail_id(call.args[0]);
+    let ours = asked.is_some_and(|(svc, cmd)| ScmFunction::from_ids(svc, cmd).is_some());
+    let refused = asked.is_some_and(|(svc, cmd)| is_never_forwarded(svc, cmd));
+    if ours || refused || !host.can_forward() {
         return ScmResult::ok([u64::from(ours), 0, 0]);
     }
     forward_or_unsupported(call, host)
@@ -631,6 +656,32 @@ mod tests {
         assert!(!c.smc64 && c.fast);
         assert_eq!(c.args[0], 0x0200_0601);
         assert_eq!(dispatch(&c, &mut FakeScm::default()).results[0], 1);
+    }
+
+    /// TZ's AArch64 state switch (0x0200010F, from LK's `jump_to_kernel`: arginfo 0x12, a
+    /// buffer of EL1 x0..x8 and ELR) is refused on every board and never reaches the firmware,
+    /// as SMC32 or SMC64, yielding or fast; IS_CALL_AVAIL says it is not there even when the
+    /// firmware below would say it is.
+    #[test]
+    fn the_aarch64_state_switch_is_refused_never_forwarded() {
+        let mut host = FakeScm { firmware: Some([0, 1, 0, 0]), ..FakeScm::default() };
+        host.memory.insert(0x8000_0000, vec![0; 80]);
+        for fid in [0x0200_010f, 0x4200_010f, 0x8200_010f, 0xc200_010f] {
+            assert_eq!(
+                answer_with(&mut host, fid, [0x12, 0x8000_0000, 80, 0, 0]),
+                Some([(-4i64) as u64, 0, 0, 0]),
+                "{fid:#x}"
+            );
+        }
+        let ask =
+            |host: &mut FakeScm, fnid: u64| answer_with(host, 0x4200_0601, [1, fnid, 0, 0, 0]);
+        assert_eq!(ask(&mut host, 0x0200_010f), Some([0, 0, 0, 0]));
+        assert!(host.forwarded.is_empty(), "{:?}", host.forwarded);
+        assert!(host.reads.borrow().is_empty(), "the buffer is not even read");
+        // Its neighbours in BOOT still go to the firmware.
+        assert_eq!(answer_with(&mut host, 0x4200_0110, [2, 1, 2, 3, 4]), Some([0, 1, 0, 0]));
+        assert_eq!(ask(&mut host, 0x0200_0110), Some([0, 1, 0, 0]));
+        assert_eq!(host.forwarded.len(), 2);
     }
 
     /// With SCM firmware below, what warden does not answer itself is the firmware's: the
