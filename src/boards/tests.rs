@@ -270,6 +270,25 @@ fn every_board() -> Vec<(&'static Board, PlatformInfo)> {
     .collect()
 }
 
+/// The architected timer's PPIs as each real DT gives them (secure, non-secure, virtual,
+/// hypervisor physical). Linux 6.12's sm8250 and sc7280 DTs use the usual 13, 14, 11, 10 (the
+/// sdm845 DT's 1, 2, 3, 0 is not theirs); msm8916's are 2, 3, 4, 1. None is a PPI warden
+/// takes, and a warden that took the hypervisor timer's usual PPI 10 would collide on RB5 and
+/// RB3 Gen 2 but not on DB410c, whose hypervisor timer is PPI 1.
+#[test]
+fn timer_ppis_on_the_real_dts() {
+    for (board, p) in every_board() {
+        let timer = p.timer.as_ref().expect("an arm,armv8-timer node");
+        let expected: &[u8] =
+            if board.name == "apq8016-sbc" { &[2, 3, 4, 1] } else { &[13, 14, 11, 10] };
+        assert_eq!(timer.ppis.as_slice(), expected, "{}", board.name);
+        assert_eq!(timer.collides(crate::dt::WARDEN_PPIS), None, "{}", board.name);
+        let hyp_timer = expected[3];
+        assert_eq!(timer.collides(&[10]), (hyp_timer == 10).then_some(10), "{}", board.name);
+        assert_eq!(timer.collides(&[9, hyp_timer]), Some(hyp_timer), "{}", board.name);
+    }
+}
+
 /// The register DB410c's RPM release writes (`boot_stage::qcom_hyp`) is GCC's, as the DT
 /// describes it, and GCC is not the host's directly (withheld with the rest of `/soc`).
 #[test]
@@ -286,4 +305,46 @@ fn db410c_rpm_release_register_is_in_gcc() {
     for other in [qcs6490_rb3gen2::BOARD, qrb5165_rb5::BOARD] {
         assert!(!matches!(other.entry, EntryConvention::Hyp { rpm_release: Some(_), .. }));
     }
+}
+
+/// dtoolkit 0.4.1, the newest on crates.io, refuses every Snapdragon DT: its property-name
+/// check allows 31 characters and the CoreSight nodes carry
+/// `arm,coresight-loses-context-with-cpu` (36). warden's own reader takes them, and no path
+/// for these boards rewrites a DT: boot-stage warden never patches the OS's DT, and the tests
+/// fill `/memory` in place (`dt::set_memory_in_place`). When a dtoolkit release lifts the
+/// limit this test fails: then `dt::apply` works on these DTs and the docs can say so.
+#[test]
+fn dtoolkit_refuses_the_snapdragon_dts_warden_reads_them() {
+    const LONG: &str = "arm,coresight-loses-context-with-cpu";
+    for board in SNAPDRAGON {
+        let Some(blob) = board_dtb(board) else { continue };
+        let long = LONG.as_bytes();
+        assert!(blob.windows(long.len()).any(|w| w == long), "{}", board.name);
+        assert!(LONG.len() > 31);
+        let mut filled = blob.clone();
+        set_memory_in_place(&mut filled, &[r(0x8000_0000, 0xc000_0000)]).unwrap();
+        assert!(parse(&filled).is_ok(), "{}", board.name);
+        let refused = crate::dt::apply(&filled, &crate::dt::DtEdit::new());
+        assert!(refused.is_err(), "{}: dtoolkit now accepts it", board.name);
+    }
+}
+
+/// The boot loader's reservation (boards/qcs6490-rb3gen2/README.md: `warden@9fc00000`, 4 MiB,
+/// `no-map`) is what the boot-stage check needs on RB3 Gen 2; a shorter or mapped one is not.
+#[test]
+fn rb3gen2_reserved_by_the_recipe_passes_the_check() {
+    let board = &qcs6490_rb3gen2::BOARD;
+    let Some(p) = platform(board, r(0x8000_0000, 0x2_0000_0000)) else { return };
+    let warden = board.entry.region().unwrap();
+    let with = |range: MemRange, no_map: bool| {
+        let mut q = p.clone();
+        let name = crate::dt::NodeName::from("warden@9fc00000").unwrap();
+        q.reserved.push(crate::dt::ReservedRegion { name, range, no_map, carveout: false });
+        q.reserved.sort_unstable_by_key(|res| res.range.start);
+        check_boot_stage_dt(&q, warden)
+    };
+    assert_eq!(with(r(0x9fc0_0000, 0xa000_0000), true), Ok(()));
+    let refused = Err(BootStageDtError::WardenNotNoMap { warden });
+    assert_eq!(with(r(0x9fc0_0000, 0x9ff0_0000), true), refused);
+    assert_eq!(with(r(0x9fc0_0000, 0xa000_0000), false), refused);
 }

@@ -387,7 +387,33 @@ pub struct PlatformInfo {
     /// Devices the host is not given ([`policy`]), in DT order: not in `devices`, removed
     /// from the host's DT.
     pub withheld: ArrayVec<WithheldDevice, MAX_WITHHELD>,
+    /// The first enabled `arm,armv8-timer` (or `armv7-timer`) node's PPIs.
+    pub timer: Option<ArchTimer>,
 }
+
+/// The architected timer's interrupts as the DT gives them. The binding's order is secure
+/// physical, non-secure physical, virtual, hypervisor physical (and hypervisor virtual); the
+/// PPI numbers are the SoC's: the usual 13, 14, 11, 10 on QEMU, but 1, 2, 3, 0 on the sdm845
+/// family (SM8250, SC7280) and 2, 3, 4, 1 on MSM8916 (`boards::tests`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchTimer {
+    /// PPI numbers (INTID - 16), in DT order; empty when the property is not the 3-cell GIC
+    /// PPI form.
+    pub ppis: ArrayVec<u8, 5>,
+}
+
+impl ArchTimer {
+    /// The first PPI of `used` (PPIs warden itself takes: an EL2 timer, a GIC maintenance
+    /// interrupt) that the timer also uses.
+    pub fn collides(&self, used: &[u8]) -> Option<u8> {
+        used.iter().copied().find(|ppi| self.ppis.contains(ppi))
+    }
+}
+
+/// The PPIs warden takes for itself: none (it runs no EL2 timer and does not virtualize the
+/// GIC CPU interface, so it has no maintenance interrupt). The board tests check every real
+/// DT's timer against this list, so a PPI added here cannot silently collide on those boards.
+pub const WARDEN_PPIS: &[u8] = &[];
 
 impl Default for PlatformInfo {
     fn default() -> Self {
@@ -420,6 +446,7 @@ impl PlatformInfo {
             gicv2: None,
             gic_its: ArrayVec::new_const(),
             withheld: ArrayVec::new_const(),
+            timer: None,
         }
     }
 
@@ -447,6 +474,7 @@ impl PlatformInfo {
             gicv2,
             gic_its,
             withheld,
+            timer,
         } = self;
         memory.clear();
         reserved.clear();
@@ -467,6 +495,7 @@ impl PlatformInfo {
         *gicv2 = None;
         gic_its.clear();
         withheld.clear();
+        *timer = None;
     }
 
     /// The first SMMUv3, if any.

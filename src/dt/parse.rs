@@ -306,6 +306,25 @@ fn smmu_irqs(node: &Node<'_>) -> SmmuIrqs {
     irqs
 }
 
+/// The architected timer's `interrupts`, as PPI numbers in the binding's order (secure
+/// physical, non-secure physical, virtual, hypervisor physical, then the hypervisor virtual
+/// timer where listed): 3-cell GIC specifiers of type 1 (PPI), numbers 0..=15. A property of
+/// another shape, or any entry that is not a PPI, gives no PPIs (warden takes none of them; the
+/// list is for [`super::ArchTimer::collides`]).
+fn arch_timer(node: &Node<'_>) -> ArchTimer {
+    let mut ppis = ArrayVec::new();
+    let Some(cells) = node.prop("interrupts").filter(|c| c.len() % 12 == 0) else {
+        return ArchTimer { ppis };
+    };
+    for entry in cells.chunks_exact(12) {
+        match (be32(entry, 0), be32(entry, 4)) {
+            (Some(1), Some(number)) if number < 16 && ppis.try_push(number as u8).is_ok() => {}
+            _ => return ArchTimer { ppis: ArrayVec::new() },
+        }
+    }
+    ArchTimer { ppis }
+}
+
 fn phandle(node: &Node<'_>) -> Option<u32> {
     node.prop("phandle")
         .or_else(|| node.prop("linux,phandle"))
@@ -415,6 +434,12 @@ impl State<'_, '_> {
             if let Some(kind) = iommu {
                 self.other_iommu(v, kind)?;
             }
+        }
+        if self.info.timer.is_none()
+            && is_available(node)
+            && ["arm,armv8-timer", "arm,armv7-timer"].iter().any(|c| node.is_compatible(c))
+        {
+            self.info.timer = Some(arch_timer(node));
         }
         // A withheld node's subtree goes with it.
         if self.info.withheld.iter().any(|w| is_under(v.path, &w.path)) {

@@ -186,6 +186,26 @@ fn qemu_gicv2_fixture() {
 /// `parse_into` (the firmware's path, into its static) gives what `parse` gives whatever the
 /// target held before: a second parse into the same storage keeps nothing of the first, and a
 /// failed parse followed by a good one neither.
+/// QEMU's timer: the usual PPIs, and the EL2 virtual timer's (12) listed fifth; the
+/// interrupts must be 3-cell GIC PPIs or none are kept.
+#[test]
+fn arch_timer_ppis() {
+    let timer = parse(FIXTURE).unwrap().timer.unwrap();
+    assert_eq!(timer.ppis.as_slice(), [13, 14, 11, 10, 12]);
+    assert_eq!(timer.collides(WARDEN_PPIS), None);
+    assert_eq!(timer.collides(&[9, 12]), Some(12));
+    let path = "/timer";
+    let spi = cells(&[1, 13, 4, 0, 14, 4]);
+    let two_cell = cells(&[1, 13, 1, 14]);
+    let too_big = cells(&[1, 16, 4]);
+    for bad in [&spi[..], &two_cell[..], &too_big[..], &[][..]] {
+        let blob = edited(DtEdit::new().set_property(path, "interrupts", bad));
+        assert_eq!(parse(&blob).unwrap().timer.unwrap().ppis.as_slice(), [], "{bad:x?}");
+    }
+    let disabled = edited(DtEdit::new().set_property(path, "status", b"disabled\0"));
+    assert_eq!(parse(&disabled).unwrap().timer, None);
+}
+
 #[test]
 fn parse_into_reused_storage_equals_a_fresh_parse() {
     let mut info = PlatformInfo::new();
