@@ -15,6 +15,11 @@
 //! Checked only against the recording fake: no RB3 Gen 2 has run this code, and what TZ
 //! returns in x0 on failure (and whether a failed exit returns at all) is not documented; any
 //! non-zero x0 is taken as a failure.
+//!
+//! Open on hardware: the exit runs from Rust on the EL1 stack (SP_EL1) and continues at EL2
+//! on SP_EL2. Unless TrustZone returns with SP_EL2 equal to the caller's SP (not documented),
+//! the call must move into the entry assembly, before the stack is set up, with only the
+//! CurrentEL checks left here; the same holds for the caller's other registers beyond x0..x3.
 
 use core::fmt;
 
