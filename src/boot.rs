@@ -1782,6 +1782,33 @@ impl trap::scm::ScmHost for HwPlatform<'_> {
         self.can_forward().then(|| hw::smc(call.regs))
     }
 
+    fn forward_holding(
+        &mut self,
+        call: &trap::scm::ScmCall,
+        held: &trap::scm::policy::heapless_ranges::Ranges,
+    ) -> Result<Option<[u64; 4]>, trap::scm::Refused> {
+        // The tracker stays locked until the firmware has answered: no page of `held` can be
+        // donated or assigned away while the firmware reads or writes it.
+        let host = self.w.handoff.host_memory();
+        if !held.iter().all(|r| host.allows(r)) {
+            return Err(trap::scm::Refused);
+        }
+        let answer = self.can_forward().then(|| hw::smc(call.regs));
+        drop(host);
+        Ok(answer)
+    }
+
+    fn host_maps_register(&self, pa: u64, write: bool) -> bool {
+        use crate::mm::pgtable::MemKind;
+        let t = self.w.host_stage2.lock().translate(pa);
+        t.is_some_and(|t| {
+            t.pa == pa
+                && t.attrs.kind == MemKind::Device
+                && t.attrs.perms.read
+                && (t.attrs.perms.write || !write)
+        })
+    }
+
     fn firmware_may_take(&self, range: MemRange) -> bool {
         self.w.handoff.in_no_map_region(range)
     }

@@ -242,6 +242,16 @@ impl ScmHost for FakePlatform {
     fn forward(&mut self, _call: &super::scm::ScmCall) -> Option<[u64; 4]> {
         None
     }
+    fn forward_holding(
+        &mut self,
+        _call: &super::scm::ScmCall,
+        _held: &super::scm::policy::heapless_ranges::Ranges,
+    ) -> Result<Option<[u64; 4]>, Refused> {
+        Ok(None)
+    }
+    fn host_maps_register(&self, _pa: u64, _write: bool) -> bool {
+        false
+    }
     fn firmware_may_take(&self, _range: crate::mm::MemRange) -> bool {
         false
     }

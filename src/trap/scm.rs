@@ -24,12 +24,16 @@
 //! - **PAS** (PIL 0x02, [`pas`]): each call checked against the tracker and the carveouts,
 //!   then forwarded to a board's SCM firmware (QCOM_SCM_EOPNOTSUPP on QEMU).
 //!
-//! Every other SiP call is forwarded unchanged to a board's SCM firmware
-//! ([`crate::boards::Board::scm_firmware`]) and gets QCOM_SCM_EOPNOTSUPP (-4, Linux's
-//! -EOPNOTSUPP) on QEMU, where no firmware below implements SCM.
+//! The other SiP calls Linux makes on warden's boards are forwarded to a board's SCM firmware
+//! ([`crate::boards::Board::scm_firmware`]) after the checks [`policy`] lists for them (an
+//! address TZ would dereference must be host memory warden may touch, held the host's until
+//! TZ answers, or a register the host's own stage 2 maps); every call [`policy`] does not list
+//! is refused. Both get QCOM_SCM_EOPNOTSUPP (-4, Linux's -EOPNOTSUPP) on QEMU, where no
+//! firmware below implements SCM.
 
 pub mod forward;
 pub mod pas;
+pub mod policy;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -203,6 +207,17 @@ pub trait ScmHost {
     /// Makes the host's call (x0..x7 unchanged) to EL3 and returns its x0..x3; `None` when the
     /// firmware has no SCM ([`Self::can_forward`] false).
     fn forward(&mut self, call: &ScmCall) -> Option<[u64; 4]>;
+    /// [`Self::forward`], made only if every range of `held` is host memory warden may touch,
+    /// and with the ownership tracker held until the firmware has answered, so no page of them
+    /// can be donated or assigned while the firmware uses it. `Err(Refused)`: a range is not.
+    fn forward_holding(
+        &mut self,
+        call: &ScmCall,
+        held: &policy::heapless_ranges::Ranges,
+    ) -> Result<Option<[u64; 4]>, Refused>;
+    /// Whether the host's own stage 2 maps the 4-byte device register at `pa` for the host to
+    /// read (and, with `write`, write) it.
+    fn host_maps_register(&self, pa: u64, write: bool) -> bool;
     /// Whether firmware may lock `range` away from everyone else (a PAS peripheral warden plays
     /// no peer for): it lies inside one `no-map` reserved region that is no carveout, so it is
     /// neither warden's, nor a peer's, nor host memory warden touches.
@@ -231,7 +246,73 @@ pub fn dispatch<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmResult 
             ScmResult::status(ScmStatus::NotSupported)
         }
         None if call.svc == svc::PIL => pas::dispatch(call, host),
-        None => forward_or_unsupported(call, host),
+        None => match policy::forwarding(call.svc, call.cmd) {
+            Some(how) => forward_checked(call, how, host),
+            None => {
+                log::warn!(
+                    "SCM: svc {:#04x} cmd {:#04x} (x2..x5 {:#x} {:#x} {:#x} {:#x}) refused: not a \
+                     call warden knows the arguments of, so not one it lets the firmware make for \
+                     the host",
+                    call.svc,
+                    call.cmd,
+                    call.args[0],
+                    call.args[1],
+                    call.args[2],
+                    call.args[3]
+                );
+                ScmResult::status(ScmStatus::NotSupported)
+            }
+        },
+    }
+}
+
+/// A call [`policy::FORWARDED`] lists: its addresses checked, then forwarded unchanged.
+fn forward_checked<S: ScmHost + ?Sized>(
+    call: &ScmCall,
+    how: policy::Forwarding,
+    host: &mut S,
+) -> ScmResult {
+    let refuse = |why: &str, status: ScmStatus| {
+        log::warn!(
+            "SCM: svc {:#04x} cmd {:#04x} (x2..x5 {:#x} {:#x} {:#x} {:#x}) refused: {why}",
+            call.svc,
+            call.cmd,
+            call.args[0],
+            call.args[1],
+            call.args[2],
+            call.args[3]
+        );
+        ScmResult::status(status)
+    };
+    if !host.can_forward() {
+        return forward_or_unsupported(call, host);
+    }
+    let held = match policy::host_ranges(call, how) {
+        Ok(held) => held,
+        Err(policy::Malformed::ArgumentCount) => {
+            return refuse("argument count", ScmStatus::InvalidArgument);
+        }
+        Err(policy::Malformed::BadRange) => {
+            return refuse("a buffer that wraps or is empty", ScmStatus::InvalidAddress);
+        }
+    };
+    if let policy::Forwarding::IoRegister { write } = how {
+        let pa = call.args[0];
+        if !pa.is_multiple_of(4) || !host.host_maps_register(pa, write) {
+            return refuse(
+                "a register the host's stage 2 does not let it reach itself",
+                ScmStatus::InvalidAddress,
+            );
+        }
+    }
+    match host.forward_holding(call, &held) {
+        Ok(Some(x)) => ScmResult::forwarded(x),
+        Ok(None) => forward_or_unsupported(call, host),
+        Err(Refused) => refuse(
+            "a buffer outside the host memory warden may touch (a carveout, warden's, donated or \
+             not RAM)",
+            ScmStatus::InvalidAddress,
+        ),
     }
 }
 
@@ -276,8 +357,11 @@ fn is_call_available<S: ScmHost + ?Sized>(call: &ScmCall, host: &mut S) -> ScmRe
     }
     let asked = split_call_avail_id(call.args[0]);
     let ours = asked.is_some_and(|(svc, cmd)| ScmFunction::from_ids(svc, cmd).is_some());
-    let refused = asked.is_some_and(|(svc, cmd)| is_never_forwarded(svc, cmd));
-    if ours || refused || !host.can_forward() {
+    let forwardable = asked.is_some_and(|(service, cmd)| {
+        !is_never_forwarded(service, cmd)
+            && (service == svc::PIL || policy::forwarding(service, cmd).is_some())
+    });
+    if ours || !forwardable || !host.can_forward() {
         return ScmResult::ok([u64::from(ours), 0, 0]);
     }
     forward_or_unsupported(call, host)
@@ -537,6 +621,8 @@ mod tests {
         pub forwards: Vec<Option<forward::ForwardedAssign>>,
         pub no_map: Vec<MemRange>,
         pub pas: Vec<(PeerId, MemRange)>,
+        /// Device registers the host's stage 2 maps: (address, writable).
+        pub registers: Vec<(u64, bool)>,
     }
 
     impl ScmHost for FakeScm {
@@ -581,6 +667,20 @@ mod tests {
         fn forward(&mut self, call: &ScmCall) -> Option<[u64; 4]> {
             self.forwarded.push(*call);
             self.firmware
+        }
+        fn forward_holding(
+            &mut self,
+            call: &ScmCall,
+            held: &policy::heapless_ranges::Ranges,
+        ) -> Result<Option<[u64; 4]>, Refused> {
+            for r in held.iter() {
+                let mut probe = vec![0u8; r.size() as usize];
+                self.read_host(r.start, &mut probe)?;
+            }
+            Ok(self.forward(call))
+        }
+        fn host_maps_register(&self, pa: u64, write: bool) -> bool {
+            self.registers.iter().any(|&(r, w)| r == pa && (w || !write))
         }
         fn firmware_may_take(&self, range: MemRange) -> bool {
             self.no_map.iter().any(|r| r.contains_range(&range))
@@ -705,6 +805,81 @@ mod tests {
         let mut none = FakeScm::default();
         assert_eq!(ask(&mut none, 0x02, 0x07), Some([0, 0, 0, 0]));
         assert!(none.forwarded.is_empty());
+    }
+
+    /// A SiP call warden does not know the arguments of is refused (EOPNOTSUPP), never made
+    /// to the firmware, and IS_CALL_AVAIL says it is not there without asking the firmware:
+    /// e.g. HDCP's register writes, the SHM bridge, BOOT's cold/warm boot address.
+    #[test]
+    fn unknown_calls_are_refused_with_firmware_below() {
+        let mut host = FakeScm { firmware: Some([0, 1, 0, 0]), ..FakeScm::default() };
+        for fid in [0x4200_1101u32, 0x4200_0c1e, 0x4200_0101, 0x4200_1501, 0xc200_fc01] {
+            let eopnotsupp = status::EOPNOTSUPP as u64;
+            assert_eq!(
+                answer_with(&mut host, fid, [2, 0x8000_0000, 0, 0, 0]).unwrap()[0],
+                eopnotsupp
+            );
+            let id = u64::from(fid & 0xffff) | (2 << 24);
+            assert_eq!(answer_with(&mut host, 0x4200_0601, [1, id, 0, 0, 0]), Some([0, 0, 0, 0]));
+        }
+        assert!(host.forwarded.is_empty(), "{:?}", host.forwarded);
+    }
+
+    /// A buffer the firmware would read or write for the host must be host memory warden may
+    /// touch: ICE's key (argument 1, size argument 2), the secure page-table pool (argument
+    /// 0, size 1), and with more than four arguments the x5 buffer holding the rest.
+    #[test]
+    fn buffers_the_firmware_uses_must_be_host_memory() {
+        let mut host = FakeScm { firmware: Some([0, 0, 0, 0]), ..FakeScm::default() };
+        host.memory.insert(0x4000_0000, vec![0; 0x2000]);
+        let set_key = 0x4200_1004u32; // ES CONFIG_SET_ICE_KEY, 5 arguments
+        let key_args = |key: u64, size: u64, rest: u64| [0x1a5, 3, key, size, rest];
+        let bad_addr = status::EINVAL_ADDR as u64;
+        let ok = answer_with(&mut host, set_key, key_args(0x4000_0100, 64, 0x4000_1000));
+        assert_eq!(ok, Some([0, 0, 0, 0]));
+        assert_eq!(host.forwarded.len(), 1);
+        // The key outside host memory (a carveout, warden's region: the fake knows neither).
+        let r = answer_with(&mut host, set_key, key_args(0x9000_0000, 64, 0x4000_1000));
+        assert_eq!(r.unwrap()[0], bad_addr);
+        // The key running off the end of host memory.
+        let r = answer_with(&mut host, set_key, key_args(0x4000_1ff0, 64, 0x4000_1000));
+        assert_eq!(r.unwrap()[0], bad_addr);
+        // The x5 buffer (arguments 3 and 4) outside host memory.
+        let r = answer_with(&mut host, set_key, key_args(0x4000_0100, 64, 0x9000_0000));
+        assert_eq!(r.unwrap()[0], bad_addr);
+        // Wrapping and empty buffers.
+        let r = answer_with(&mut host, set_key, key_args(u64::MAX - 8, 64, 0x4000_1000));
+        assert_eq!(r.unwrap()[0], bad_addr);
+        let r = answer_with(&mut host, set_key, key_args(0x4000_0100, 0, 0x4000_1000));
+        assert_eq!(r.unwrap()[0], bad_addr);
+        // Too few arguments to hold the buffer's size: refused before anything is read.
+        let r = answer_with(&mut host, set_key, [0x2, 3, 0x4000_0100, 64, 0]);
+        assert_eq!(r.unwrap()[0], status::EINVAL_ARG as u64);
+        let ptbl_init = 0x4200_0c04u32;
+        let r = answer_with(&mut host, ptbl_init, [0x3, 0x4000_0000, 0x1000, 0, 0]);
+        assert_eq!(r, Some([0, 0, 0, 0]));
+        let r = answer_with(&mut host, ptbl_init, [0x3, 0x8000_0000, 0x10_0000, 0, 0]);
+        assert_eq!(r.unwrap()[0], bad_addr);
+        assert_eq!(host.forwarded.len(), 2, "only the two good calls reached the firmware");
+    }
+
+    /// IO READ/WRITE make the firmware touch a register for the host: only one the host's own
+    /// stage 2 maps for it (writable for a write), 4-byte aligned.
+    #[test]
+    fn io_registers_must_be_the_hosts_own() {
+        let mut host = FakeScm { firmware: Some([0, 5, 0, 0]), ..FakeScm::default() };
+        host.registers = vec![(0x1fd_3000, true), (0x1fd_4000, false)];
+        let (read, write) = (0x4200_0501u32, 0x4200_0502u32);
+        let bad_addr = status::EINVAL_ADDR as u64;
+        assert_eq!(answer_with(&mut host, read, [1, 0x1fd_4000, 0, 0, 0]), Some([0, 5, 0, 0]));
+        assert_eq!(answer_with(&mut host, write, [2, 0x1fd_3000, 1, 0, 0]), Some([0, 5, 0, 0]));
+        assert_eq!(host.forwarded.len(), 2);
+        for (fid, addr) in
+            [(write, 0x1fd_4000), (read, 0x1500_0000), (write, 0x1500_0000), (read, 0x1fd_3002)]
+        {
+            assert_eq!(answer_with(&mut host, fid, [2, addr, 1, 0, 0]).unwrap()[0], bad_addr);
+        }
+        assert_eq!(host.forwarded.len(), 2, "no refused call reached the firmware");
     }
 
     #[test]
