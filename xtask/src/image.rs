@@ -451,7 +451,7 @@ mod tests {
         w.write_program_header(&ProgramHeader {
             p_type: elf::PT_LOAD,
             p_flags: elf::ProgramFlags(elf::PF_R.0 | elf::PF_W.0 | elf::PF_X.0),
-            p_offset: offset as u64,
+            p_offset: offset,
             p_vaddr: 0,
             p_paddr: 0,
             p_filesz: data.len() as u64,

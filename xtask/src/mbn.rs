@@ -9,8 +9,8 @@
 //!              [0] NULL, flags 0x0700_0000: covers the ELF header and program headers
 //!              [1] NULL, flags 0x0220_0000: the hash segment (loaded by the boot loader)
 //!              [2..] the image's PT_LOAD segments
-//! file 0x1000  hash segment: MBN header (v3: 10 words, v5: 10, v6: 12), [v6: metadata],
-//!              one digest per program header (SHA-256 for v3/v5, SHA-384 for v6):
+//! file 0x1000  hash segment: MBN header (v3: 10 words, v6: 12), [v6: metadata],
+//!              one digest per program header (SHA-256 for v3, SHA-384 for v6):
 //!              the headers' digest, zeros for the hash segment itself, then each
 //!              segment's data (zeros for one without file bytes); then the signature and
 //!              the certificate chain (attestation certificate, then root, DER).
@@ -56,10 +56,9 @@ pub const PHDR_SIZE: usize = 56;
 /// The MBN header version: which hash segment layout and which digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MbnVersion {
-    /// MSM8916 family (DB410c): 10-word header, SHA-256.
+    /// MSM8916 family (DB410c): 10-word header, SHA-256. (v5, MSM8998 / SDM845, is the v6
+    /// layout without metadata and with SHA-256: no board here uses it.)
     V3,
-    /// MSM8998 / SDM845 family: 10-word header with the Qualcomm signature fields, SHA-256.
-    V5,
     /// SM8150 and later (RB5's SM8250, RB3 Gen 2's SC7280): 12-word header with metadata,
     /// SHA-384.
     V6,
@@ -69,7 +68,6 @@ impl MbnVersion {
     pub fn number(self) -> u32 {
         match self {
             Self::V3 => 3,
-            Self::V5 => 5,
             Self::V6 => 6,
         }
     }
@@ -77,21 +75,21 @@ impl MbnVersion {
     /// Bytes of the MBN header at the start of the hash segment.
     pub fn header_size(self) -> usize {
         match self {
-            Self::V3 | Self::V5 => 40,
+            Self::V3 => 40,
             Self::V6 => 48,
         }
     }
 
     pub fn digest_size(self) -> usize {
         match self {
-            Self::V3 | Self::V5 => 32,
+            Self::V3 => 32,
             Self::V6 => 48,
         }
     }
 
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         match self {
-            Self::V3 | Self::V5 => Sha256::digest(data).to_vec(),
+            Self::V3 => Sha256::digest(data).to_vec(),
             Self::V6 => Sha384::digest(data).to_vec(),
         }
     }
@@ -99,7 +97,7 @@ impl MbnVersion {
     /// Metadata bytes after the header (v6 only).
     pub fn metadata_size(self) -> usize {
         match self {
-            Self::V3 | Self::V5 => 0,
+            Self::V3 => 0,
             Self::V6 => V6_METADATA_SIZE,
         }
     }
@@ -248,7 +246,7 @@ pub fn write(entry: u64, segments: &[Segment], signing: Signing) -> Result<Vec<u
                 cert_chain.len() as u32,
             ]
         }
-        MbnVersion::V5 | MbnVersion::V6 => {
+        MbnVersion::V6 => {
             let mut w = vec![
                 0, // image_id
                 version.number(),
@@ -261,9 +259,7 @@ pub fn write(entry: u64, segments: &[Segment], signing: Signing) -> Result<Vec<u
                 0xffff_ffff, // certificate chain address: unused
                 cert_chain.len() as u32,
             ];
-            if version == MbnVersion::V6 {
-                w.extend([0, metadata_size as u32]); // Qualcomm's metadata, the OEM's
-            }
+            w.extend([0, metadata_size as u32]); // Qualcomm's metadata, the OEM's
             w
         }
     };

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256, Sha384};
 /// What the image must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expected {
-    /// MBN header version (3, 5 or 6).
+    /// MBN header version (3 or 6).
     pub version: u32,
     pub sw_id: u32,
     pub entry: u64,
@@ -134,7 +134,6 @@ pub fn check(file: &[u8], expected: &Expected) -> Result<Checked> {
     let (header_size, digest_size, metadata, hash_table, qcom, signature, chain, total) =
         match version {
             3 => (40, 32, 0, word(5)?, 0, word(7)?, word(9)?, word(4)?),
-            5 => (40, 32, 0, word(5)?, word(2)? + word(3)?, word(7)?, word(9)?, word(4)?),
             6 => (
                 48,
                 48,
@@ -145,7 +144,7 @@ pub fn check(file: &[u8], expected: &Expected) -> Result<Checked> {
                 word(9)?,
                 word(4)?,
             ),
-            v => bail!("MBN header version {v} is not one this checker reads (3, 5, 6)"),
+            v => bail!("MBN header version {v} is not one this checker reads (3, 6)"),
         };
     let sizes = [metadata, hash_table, qcom, signature, chain].map(u64::from);
     let sum: u64 = sizes.iter().sum();
@@ -307,8 +306,16 @@ fn children(content: &[u8]) -> Result<Vec<Tlv<'_>>> {
     Ok(out)
 }
 
+/// The parts of a certificate the chain check uses (DER encodings, the signature's bytes).
+struct CertParts<'a> {
+    tbs: &'a [u8],
+    subject: &'a [u8],
+    public_key: &'a [u8],
+    signature: &'a [u8],
+}
+
 /// The chain: attestation certificate then root (each a SEQUENCE), 0xff padding after.
-fn check_chain(chain: &[u8], version: u32, sw_id: u32) -> Result<()> {
+fn check_chain<'a>(chain: &'a [u8], version: u32, sw_id: u32) -> Result<()> {
     let (att, rest) = read_tlv(chain).context("certificate chain: attestation certificate")?;
     let (root, rest) = read_tlv(rest).context("certificate chain: root certificate")?;
     ensure!(att.tag == 0x30 && root.tag == 0x30, "certificate chain: not two DER certificates");
@@ -316,28 +323,31 @@ fn check_chain(chain: &[u8], version: u32, sw_id: u32) -> Result<()> {
         rest.iter().all(|&b| b == 0xff),
         "certificate chain: bytes after the two certificates other than 0xff padding"
     );
-    let cert_parts = |c: &Tlv<'_>| -> Result<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let cert_parts = |c: &Tlv<'a>| -> Result<CertParts<'a>> {
         let parts = children(c.content)?;
         ensure!(parts.len() == 3, "a certificate is tbsCertificate, algorithm, signature");
         let tbs = children(parts[0].content)?;
         // [0] version, serial, algorithm, issuer, validity, subject, subjectPublicKeyInfo, ...
         ensure!(tbs.len() >= 7 && tbs[0].tag == 0xa0, "a v3 tbsCertificate has at least 7 fields");
-        let signature = parts[2].content.get(1..).context("empty signature")?.to_vec();
-        Ok((parts[0].whole.to_vec(), tbs[5].whole.to_vec(), tbs[6].whole.to_vec(), signature))
+        let signature = parts[2].content.get(1..).context("empty signature")?;
+        Ok(CertParts {
+            tbs: parts[0].whole,
+            subject: tbs[5].whole,
+            public_key: tbs[6].whole,
+            signature,
+        })
     };
-    let (att_tbs, att_subject, _, att_signature) = cert_parts(&att)?;
-    let (root_tbs, _, root_spki, root_signature) = cert_parts(&root)?;
-    let root_key = PublicKey::from_public_key_der(&root_spki)
+    let attestation = cert_parts(&att)?;
+    let root = cert_parts(&root)?;
+    let root_key = PublicKey::from_public_key_der(root.public_key)
         .map_err(|e| anyhow::anyhow!("root certificate's public key: {e}"))?;
-    for (what, tbs, signature) in
-        [("attestation", &att_tbs, &att_signature), ("root", &root_tbs, &root_signature)]
-    {
-        root_key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(tbs), signature).map_err(
-            |_| anyhow::anyhow!("the {what} certificate is not signed by the root's key"),
-        )?;
+    for (what, cert) in [("attestation", &attestation), ("root", &root)] {
+        root_key
+            .verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(cert.tbs), cert.signature)
+            .map_err(|_| anyhow::anyhow!("the {what} certificate is not signed by the root's key"))?;
     }
     if version < 6 {
-        let (subject, _) = read_tlv(&att_subject)?;
+        let (subject, _) = read_tlv(attestation.subject)?;
         let mut ous = Vec::new();
         for rdn in children(subject.content)? {
             for attr in children(rdn.content)? {
@@ -349,7 +359,7 @@ fn check_chain(chain: &[u8], version: u32, sw_id: u32) -> Result<()> {
         }
         let want = format!("01 {sw_id:016X} SW_ID");
         ensure!(
-            ous.iter().any(|ou| *ou == want),
+            ous.contains(&want),
             "the attestation certificate does not name SW_ID {sw_id:#x} (its OU fields: {ous:?})"
         );
     }
@@ -392,7 +402,7 @@ mod tests {
 
     #[test]
     fn good_images_are_accepted() {
-        for (version, number) in [(MbnVersion::V3, 3), (MbnVersion::V5, 5), (MbnVersion::V6, 6)] {
+        for (version, number) in [(MbnVersion::V3, 3), (MbnVersion::V6, 6)] {
             let file = image(version, BASE, BASE);
             let checked = check(&file, &expected(number)).unwrap();
             assert_eq!(checked.segments, 1);
