@@ -17,7 +17,19 @@ fn hyp_dt() {
     const VAR: &str = "WARDEN_HYP_DT";
     println!("cargo:rerun-if-env-changed={VAR}");
     let links = std::env::var_os("CARGO_FEATURE_FIRMWARE").is_some()
-        && std::env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT_TZ").is_some();
+        && [
+            "CARGO_FEATURE_BOARD_QEMU_VIRT_TZ",
+            "CARGO_FEATURE_BOARD_QCS6490_RB3GEN2",
+            "CARGO_FEATURE_BOARD_QRB5165_RB5",
+            "CARGO_FEATURE_BOARD_APQ8016_SBC",
+        ]
+        .iter()
+        .any(|feature| std::env::var_os(feature).is_some());
+    // `boards::linked_dt` includes the blob under this cfg.
+    println!("cargo:rustc-check-cfg=cfg(warden_links_dt)");
+    if links {
+        println!("cargo:rustc-cfg=warden_links_dt");
+    }
     match std::env::var_os(VAR) {
         Some(path) => {
             let path = std::path::PathBuf::from(path);
@@ -31,8 +43,9 @@ fn hyp_dt() {
             println!("cargo:rerun-if-changed={}", path.display());
         }
         None if links => panic!(
-            "{VAR} is not set: warden for board qemu-virt-tz links the OS's DT; build it with \
-             `cargo xtask build`, which writes that DT and sets {VAR}"
+            "{VAR} is not set: warden for a boot-stage board links the OS's DT; build it with \
+             `cargo xtask build` (qemu-virt-tz) or `cargo xtask image --board NAME` (a \
+             Snapdragon board), which name that DT in {VAR}"
         ),
         None => {}
     }

@@ -159,9 +159,15 @@ pub const SNAPDRAGON: [&Board; 3] =
 #[cfg(test)]
 mod tests;
 
-#[cfg(all(feature = "board-qemu-virt", feature = "board-qemu-virt-tz"))]
-compile_error!(
-    "pick one board: features `board-qemu-virt` and `board-qemu-virt-tz` exclude each other"
+/// How many `board-*` features are on: at most one (`CURRENT` names it).
+const BOARD_FEATURES: usize = cfg!(feature = "board-qemu-virt") as usize
+    + cfg!(feature = "board-qemu-virt-tz") as usize
+    + cfg!(feature = "board-qcs6490-rb3gen2") as usize
+    + cfg!(feature = "board-qrb5165-rb5") as usize
+    + cfg!(feature = "board-apq8016-sbc") as usize;
+const _: () = assert!(
+    BOARD_FEATURES <= 1,
+    "pick one board: the `board-*` features exclude each other (use --no-default-features)"
 );
 
 #[cfg(feature = "board-qemu-virt")]
@@ -169,6 +175,15 @@ pub use qemu_virt::BOARD as CURRENT;
 
 #[cfg(feature = "board-qemu-virt-tz")]
 pub use qemu_virt_tz::BOARD as CURRENT;
+
+#[cfg(feature = "board-qcs6490-rb3gen2")]
+pub use qcs6490_rb3gen2::BOARD as CURRENT;
+
+#[cfg(feature = "board-qrb5165-rb5")]
+pub use qrb5165_rb5::BOARD as CURRENT;
+
+#[cfg(feature = "board-apq8016-sbc")]
+pub use apq8016_sbc::BOARD as CURRENT;
 
 /// The QEMU boards' carveouts (`/reserved-memory` nodes added to the host DT; both QEMU boards
 /// have the same).
@@ -181,17 +196,20 @@ pub mod carveouts;
 #[path = "../../boards/qemu-virt/sim_peer.rs"]
 pub mod sim_peer;
 
-/// The DT linked into a hyp-entry board's image ([`EntryConvention::Hyp`]): the OS's DT, made
-/// by `cargo xtask build` before warden is linked (`xtask/src/chain.rs`).
-#[cfg(all(feature = "board-qemu-virt-tz", feature = "firmware"))]
+/// The DT linked into a boot-stage board's image ([`EntryConvention::Hyp`],
+/// [`EntryConvention::UefiUnderGunyah`]): the OS's DT, which xtask names in `WARDEN_HYP_DT`
+/// before warden is linked (qemu-virt-tz: made by `cargo xtask build`, `xtask/src/chain.rs`; a
+/// Snapdragon board: its pinned DT, `cargo xtask image`, `xtask/src/image.rs`). `build.rs` sets
+/// `warden_links_dt` for the firmware of those boards.
+#[cfg(warden_links_dt)]
 #[path = "../../boards/qemu-virt-tz/linked_dt.rs"]
 mod linked;
 
-/// The DT linked into the image (hyp-entry boards), or `None`.
+/// The DT linked into the image (boot-stage boards), or `None`.
 pub fn linked_dt() -> Option<&'static [u8]> {
-    #[cfg(all(feature = "board-qemu-virt-tz", feature = "firmware"))]
+    #[cfg(warden_links_dt)]
     return Some(linked::DT);
-    #[cfg(not(all(feature = "board-qemu-virt-tz", feature = "firmware")))]
+    #[cfg(not(warden_links_dt))]
     None
 }
 

@@ -10,10 +10,13 @@ mod cpio;
 mod elf2bin;
 mod firmware;
 mod fuzz;
+mod image;
 mod initramfs;
 mod linux;
 mod linux_host;
 mod linux_tool;
+mod mbn;
+mod mbn_check;
 mod pack;
 mod qemu;
 mod scenario;
@@ -79,6 +82,17 @@ enum Cmd {
     /// The Snapdragon boards' DTs from the pinned Debian kernel package, sha256-checked, into
     /// target/warden/board-dtbs/ (what the board unit tests read).
     BoardDtbs,
+    /// warden for a Snapdragon board as a test-signed Qualcomm MBN
+    /// (target/warden/images/warden-BOARD-PARTITION.mbn), checked after writing; refused when
+    /// warden's footprint does not fit the board's region (docs/boards/BOARD.md).
+    Image {
+        /// qcs6490-rb3gen2, qrb5165-rb5 or apq8016-sbc.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(image::board_names()))]
+        board: String,
+        /// Only check this MBN file for the board (no build).
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
     /// Pack warden and a host payload into one bootable image.
     Pack {
         /// Host kernel (an arm64 Image).
@@ -423,6 +437,10 @@ fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS),
         Cmd::Build => firmware::build_all().map(|_| ExitCode::SUCCESS),
         Cmd::BoardDtbs => board_dtbs::provide().map(|_| ExitCode::SUCCESS),
+        Cmd::Image { board, check: Some(file) } => {
+            image::check_file(&board, &file).map(|_| ExitCode::SUCCESS)
+        }
+        Cmd::Image { board, check: None } => image::run(&board).map(|_| ExitCode::SUCCESS),
         Cmd::Pack { kernel, initrd, append, warden, output } => (|| {
             let warden = match warden {
                 Some(w) => w,

@@ -746,7 +746,8 @@ fn scenario_wrong_el(qemu: &Path, image: &Path) -> Result<Vec<Verdict>> {
 }
 
 /// Every QEMU scenario, for `--only`.
-pub const ALL_SCENARIOS: [&str; 20] = [
+pub const ALL_SCENARIOS: [&str; 21] = [
+    "images",
     "tz-sim",
     "guest-chain",
     "chain-refusal",
@@ -772,7 +773,8 @@ pub const ALL_SCENARIOS: [&str; 20] = [
 /// linux-gicv2 the `linux` scenario on `gic-version=2`, linux-chain-no-warden the chain boot
 /// with U-Boot in warden's place and linux-chain-gicv2 `linux-chain` on `gic-version=2`, all
 /// four on request).
-const DEFAULT_SCENARIOS: [&str; 16] = [
+const DEFAULT_SCENARIOS: [&str; 17] = [
+    "images",
     "tz-sim",
     "guest-chain",
     "chain-refusal",
@@ -790,6 +792,60 @@ const DEFAULT_SCENARIOS: [&str; 16] = [
     "linux-snapdragon",
     "bench-quick",
 ];
+
+/// `cargo xtask image` for each Snapdragon board (warden built for it, the fit check, the MBN
+/// written and read back by `mbn_check`): the boards whose region warden fits must give a
+/// checked image; DB410c's 1 MiB must be refused for the footprint, with the figure (the day
+/// warden fits there, this result fails and the expectation moves).
+fn scenario_images() -> Vec<Verdict> {
+    let log = logs_dir().join("images.log");
+    let _ = std::fs::remove_file(&log);
+    if let Err(e) = std::fs::create_dir_all(logs_dir()) {
+        return vec![Verdict::fail(
+            "images/setup",
+            format!("creating {}: {e}", logs_dir().display()),
+        )];
+    }
+    let mut verdicts = Vec::new();
+    for image in &crate::image::BOARDS {
+        let board = image.board.name;
+        let made = crate::image::build_elf(image, Some(&log))
+            .and_then(|elf| crate::image::pack(image, &elf, &image.output()));
+        let expect_refusal = board == "apq8016-sbc";
+        // Stable result names (README lists them); the figures go on a line of their own.
+        let refused_name = format!("images/{board} refused: footprint over its region");
+        verdicts.push(match (made, expect_refusal) {
+            (Ok(made), false) => {
+                println!(
+                    "     {board}: {} ({} bytes), footprint {}",
+                    made.path.display(),
+                    made.size,
+                    made.footprint.describe()
+                );
+                Verdict::pass(format!("images/{board} (built, fits, MBN written and checked)"))
+            }
+            (Err(e), true) if format!("{e:#}").contains("warden does not fit") => {
+                println!("     {board}: {e:#}");
+                Verdict::pass(refused_name)
+            }
+            (Ok(made), true) => Verdict::fail(
+                refused_name,
+                format!(
+                    "the image fits now ({}): make this board's result expect a checked image",
+                    made.footprint.describe()
+                ),
+            ),
+            (Err(e), _) => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Verdict::fail(
+                    format!("images/{board}"),
+                    format!("{e:#}; see {}{}", log.display(), failure_summary(&text, 20)),
+                )
+            }
+        });
+    }
+    verdicts
+}
 
 /// `cargo xtask bench --quick`: proves the bench harness runs end to end (every row measured
 /// once, the reports written). Nothing about the numbers is asserted: timing belongs to the
@@ -993,8 +1049,12 @@ fn qemu_steps(tally: &mut Tally, binaries: Option<Binaries>, selected: &[&str]) 
         let result = scenario_linux(&qemu.path, None, crate::Persona::Virt, crate::qemu::Gic::V3);
         record(tally, "linux-no-warden", result);
     }
+    // The Snapdragon boards' MBNs: built from source, not from the flat binaries.
+    if selected.contains(&"images") {
+        scenario_images().iter().for_each(|v| tally.record(v));
+    }
     let needs_firmware: Vec<&str> =
-        selected.iter().copied().filter(|s| *s != "linux-no-warden").collect();
+        selected.iter().copied().filter(|s| *s != "linux-no-warden" && *s != "images").collect();
     if needs_firmware.is_empty() {
         return Ok(());
     }
@@ -1125,7 +1185,8 @@ pub fn run_all(only: &[String]) -> Result<Tally> {
             tally.record(&verdict);
         }
     }
-    let binaries = if selected.iter().any(|s| *s != "linux-no-warden") {
+    // linux-no-warden runs no firmware; images builds its own.
+    let binaries = if selected.iter().any(|s| *s != "linux-no-warden" && *s != "images") {
         firmware_steps(&mut tally)?
     } else {
         None
