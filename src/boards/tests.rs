@@ -257,3 +257,12 @@ fn descriptions_are_consistent() {
         assert_ne!(board.console, UartKind::Pl011);
     }
 }
+
+#[test]
+fn snapdragon_mmu500_boards_select_the_mmu500_back_end() {
+    assert_eq!(qrb5165_rb5::BOARD.iommu.back_end(), Some(IommuBackEnd::Mmu500));
+    assert_eq!(qcs6490_rb3gen2::BOARD.iommu.back_end(), Some(IommuBackEnd::Mmu500));
+    assert_eq!(apq8016_sbc::BOARD.iommu.back_end(), None, "msm-iommu-v1 has none");
+    assert_eq!(qemu_virt::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+    assert_eq!(qemu_virt_tz::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+}

@@ -1,5 +1,5 @@
 //! The MMU-500's register window behind one narrow trait: host tests drive
-//! [`super::model::Mmu500Model`], the target [`MmioMmu500`].
+//! `super::model::Mmu500Model`, the target [`MmioMmu500`].
 
 use crate::mm::MemRange;
 

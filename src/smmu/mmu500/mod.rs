@@ -56,7 +56,7 @@
 //! `arm_mmu500_reset`); the Non-secure view's sIDR0.NUMSMRG/sIDR1.NUMCB already exclude what
 //! Secure software keeps, and nothing beyond them is touched. No SCM call is needed.
 //!
-//! Checked only against [`model::Mmu500Model`], a register model written from the public
+//! Checked only against `model::Mmu500Model`, a register model written from the public
 //! documents, never against silicon (docs/smmu-500.md, *Back end*).
 
 pub mod io;

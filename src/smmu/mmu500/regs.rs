@@ -76,7 +76,7 @@ register_bitfields![u32,
     ]
 ];
 
-/// S2CR.TYPE encodings (the same numbers as [`S2CR_F::TYPE`]'s values).
+/// S2CR.TYPE encodings (the same numbers as `S2CR_F::TYPE`'s values).
 pub const S2CR_TYPE_TRANSLATION: u32 = 0;
 pub const S2CR_TYPE_BYPASS: u32 = 1;
 pub const S2CR_TYPE_FAULT: u32 = 2;
@@ -90,7 +90,7 @@ pub const CBAR_TYPE_NESTED: u32 = 3;
 /// TCR2.SEP = 0b111: the sign-extension bit is the upstream bus's top bit (what Linux writes).
 pub const TCR2_SEP_UPSTREAM: u32 = 0b111;
 
-/// The TLBIVA family's 64-bit value: VA[55:12] in bits [43:0] and the ASID in [63:48].
+/// The TLBIVA family's 64-bit value: VA bits 55..12 in bits 43..0 and the ASID in 63..48.
 pub const fn tlbiva_value(addr: u64, asid: u16) -> u64 {
     ((addr >> 12) & ((1 << 44) - 1)) | ((asid as u64) << 48)
 }
