@@ -9,6 +9,7 @@ pub trait Mmu500Io {
     fn read32(&self, offset: u32) -> u32;
     fn write32(&self, offset: u32, value: u32);
     /// The 64-bit registers (TTBRn, the TLBIVA family, FAR).
+    fn read64(&self, offset: u32) -> u64;
     fn write64(&self, offset: u32, value: u64);
 }
 
@@ -19,6 +20,9 @@ impl<T: Mmu500Io + ?Sized> Mmu500Io for &T {
     }
     fn write32(&self, offset: u32, value: u32) {
         (**self).write32(offset, value)
+    }
+    fn read64(&self, offset: u32) -> u64 {
+        (**self).read64(offset)
     }
     fn write64(&self, offset: u32, value: u64) {
         (**self).write64(offset, value)
@@ -64,6 +68,16 @@ impl Mmu500Io for MmioMmu500 {
             // SAFETY: as in read32.
             Some(at) => unsafe { core::ptr::write_volatile(at as *mut u32, value) },
             None => log::error!("MMU-500: write of {offset:#x} outside the DT's window"),
+        }
+    }
+    fn read64(&self, offset: u32) -> u64 {
+        match self.reg(offset, 8) {
+            // SAFETY: as in read32; 8-byte aligned.
+            Some(at) => unsafe { core::ptr::read_volatile(at as *const u64) },
+            None => {
+                log::error!("MMU-500: read of {offset:#x} outside the DT's window");
+                0
+            }
         }
     }
     fn write64(&self, offset: u32, value: u64) {

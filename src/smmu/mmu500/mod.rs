@@ -70,7 +70,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::backend::{BackendError, NestedBackend, RealCommand, RealSte};
+use super::backend::{BackendError, BackendEvent, NestedBackend, RealCommand, RealSte};
 use super::ste::S2Config;
 use super::virt::CdArena;
 use super::virt::cd::{CD_BYTES, CD_WORDS};
@@ -270,6 +270,37 @@ pub struct Mmu500Backend<I: Mmu500Io> {
     pending_global: bool,
     poll_limit: u32,
     stats: Mmu500Stats,
+}
+
+/// FSR's fault bits (TF, AFF, PF, EF, TLBMCF, TLBLKF, ASF, UUT).
+const FSR_FAULTS: u32 = 0x1fe;
+
+/// A bank's recorded fault as an SMMUv3 event record (IHI 0070, 7.3), so that both faces can
+/// forward it: the SMMUv3 face as it is, the MMU-500 face from its decoded fields.
+fn fault_event(fsr: u32, far: u64, fsynr0: u32, sid: u32, stage2: bool) -> BackendEvent {
+    let walk = fsynr0 & mask32(FSYNR0_F::PTWF) != 0;
+    let has = |f| fsr & mask32(f) != 0;
+    let id: u64 = if has(FSR_F::TF) {
+        0x10
+    } else if has(FSR_F::ASF) {
+        0x11
+    } else if has(FSR_F::AFF) {
+        0x12
+    } else if has(FSR_F::PF) {
+        0x13
+    } else if has(FSR_F::TLBMCF) || has(FSR_F::TLBLKF) {
+        0x20
+    } else if has(FSR_F::UUT) {
+        0x01
+    } else {
+        // EF: an external abort on a table walk.
+        0x0b
+    };
+    let write = fsynr0 & mask32(FSYNR0_F::WNR) != 0;
+    let class: u64 = if walk { 1 } else { 2 };
+    let word1 = (u64::from(!write) << 35) | (u64::from(stage2) << 39) | (class << 40);
+    let ipa = if stage2 { far & 0x000f_ffff_ffff_f000 } else { 0 };
+    BackendEvent::decode([id | (u64::from(sid) << 32), word1, far, ipa])
 }
 
 fn field(
@@ -473,6 +504,42 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
             Target::Stage2 => Some(self.s2_bank),
             Target::Nested(b) => Some(b),
         }
+    }
+
+    /// Faults the host's banks recorded since the last call (a bank records them with
+    /// SCTLR.CFRE, which warden sets), as the events the faces forward
+    /// (`forward_event`); each bank's FSR is cleared once read. A fault of the stage-2 bank is
+    /// a stage-2 fault whose address is the IPA (the MMU-500 records no VA for it). The
+    /// firmware's banks are never read. Global faults (sGFSR: a stream with no or several
+    /// matching SMRs, which no host stream is) are logged and cleared, not returned.
+    pub fn poll_faults(&mut self) -> Vec<BackendEvent> {
+        let l = self.layout;
+        let mut events = Vec::new();
+        for b in 0..self.banks.len() as u8 {
+            let stage2 = match self.banks[usize::from(b)] {
+                Bank::Stage2 => true,
+                Bank::Nested { .. } => false,
+                Bank::Firmware | Bank::Free { .. } => continue,
+            };
+            let fsr = self.io.read32(l.cb(b, CB_FSR));
+            if fsr & FSR_FAULTS == 0 {
+                continue;
+            }
+            let far = self.io.read64(l.cb(b, CB_FAR));
+            let fsynr0 = self.io.read32(l.cb(b, CB_FSYNR0));
+            let sid = self.io.read32(l.gr1(CBFRSYNRA_BASE + 4 * u32::from(b))) & 0xffff;
+            self.io.write32(l.cb(b, CB_FSR), fsr);
+            if fsr & mask32(FSR_F::MULTI) != 0 {
+                log::warn!("MMU-500: context bank {b}: further faults were not recorded (MULTI)");
+            }
+            events.push(fault_event(fsr, far, fsynr0, sid, stage2));
+        }
+        let sgfsr = self.io.read32(SGFSR);
+        if sgfsr != 0 {
+            log::warn!("MMU-500: global fault sGFSR {sgfsr:#x} (not a host stream's)");
+            self.io.write32(SGFSR, sgfsr);
+        }
+        events
     }
 
     /// The host stage 2 changed (a handoff took pages away): every entry of the host VMID,

@@ -107,6 +107,7 @@ struct State {
     s2cr: [u32; MAX_SMRG],
     cbar: [u32; MAX_CB],
     cba2r: [u32; MAX_CB],
+    cbfrsynra: [u32; MAX_CB],
     /// (bank, offset) -> value
     cb: BTreeMap<(u8, u32), u64>,
     gsync_left: u32,
@@ -143,6 +144,7 @@ impl Mmu500Model {
                 s2cr: [S2CR_TYPE_FAULT << S2CR_F::TYPE.shift; MAX_SMRG],
                 cbar: [0; MAX_CB],
                 cba2r: [0; MAX_CB],
+                cbfrsynra: [0; MAX_CB],
                 cb: BTreeMap::new(),
                 gsync_left: 0,
                 cb_sync_left: BTreeMap::new(),
@@ -172,6 +174,29 @@ impl Mmu500Model {
         s.cbar[usize::from(bank)] = cbar;
         s.cb.insert((bank, CB_SCTLR), u64::from(sctlr));
         s.cb.insert((bank, CB_TTBR0), ttbr0);
+    }
+
+    /// Bank `bank` records a fault (what the hardware does when SCTLR.CFRE is set): FSR,
+    /// FAR, FSYNR0 and CBFRSYNRA (the stream ID). Not logged.
+    pub fn record_fault(&self, bank: u8, fsr: u32, far: u64, fsynr0: u32, sid: u32) {
+        let mut s = self.s.borrow_mut();
+        s.cb.insert((bank, CB_FSR), u64::from(fsr));
+        s.cb.insert((bank, CB_FAR), far);
+        s.cb.insert((bank, CB_FSYNR0), u64::from(fsynr0));
+        s.cbfrsynra[usize::from(bank)] = sid;
+    }
+
+    /// A global fault (sGFSR), e.g. an unidentified stream. Not logged.
+    pub fn record_global_fault(&self, sgfsr: u32) {
+        self.s.borrow_mut().sgfsr = sgfsr;
+    }
+
+    pub fn fsr(&self, bank: u8) -> u32 {
+        self.bank_reg(bank, CB_FSR) as u32
+    }
+
+    pub fn sgfsr(&self) -> u32 {
+        self.s.borrow().sgfsr
     }
 
     /// sCR0 as a previous stage left it (not logged).
@@ -372,6 +397,9 @@ impl State {
             Space::Gr1(o) if (CBA2R_BASE..CBA2R_BASE + 4 * MAX_CB as u32).contains(&o) => {
                 self.array(o - CBA2R_BASE, cfg.numcb).map_or(0, |i| self.cba2r[i])
             }
+            Space::Gr1(o) if (CBFRSYNRA_BASE..CBFRSYNRA_BASE + 4 * MAX_CB as u32).contains(&o) => {
+                self.array(o - CBFRSYNRA_BASE, cfg.numcb).map_or(0, |i| self.cbfrsynra[i])
+            }
             Space::Cb(b, _) if b >= cfg.numcb => {
                 self.bad += 1;
                 0
@@ -519,6 +547,20 @@ impl Mmu500Io for Mmu500Model {
         let at = s.layout.decode(offset);
         s.log.push(Access::Write { at, value: u64::from(value) });
         s.write(at, u64::from(value));
+    }
+
+    fn read64(&self, offset: u32) -> u64 {
+        let mut s = self.s.borrow_mut();
+        let at = s.layout.decode(offset);
+        let value = match at {
+            Space::Cb(b, o) if b < s.cfg.numcb => s.reg(b, o),
+            _ => {
+                s.bad += 1;
+                0
+            }
+        };
+        s.log.push(Access::Read { at, value: value as u32 });
+        value
     }
 
     fn write64(&self, offset: u32, value: u64) {

@@ -408,3 +408,42 @@ fn the_engine_runs_on_the_mmu500_back_end() {
     engine.sync(&mut b).unwrap();
     assert_eq!(m.route(0x10), s2_route(&m, b.stage2_bank()));
 }
+
+#[test]
+fn faults_of_host_banks_become_events_and_the_firmwares_are_left_alone() {
+    use crate::smmu::{EventKind, FaultClass};
+    let m = firmware_model(ModelConfig::QCOM);
+    let mut b = Mmu500Backend::init(&m, config(RealSte::Stage2Only)).unwrap();
+    b.write_cd(slot(0), &cd(0x4000_0000, 1)).unwrap();
+    b.install_ste(0x10, RealSte::Nested { cd_ipa: slot(0) }).unwrap();
+    let nested_bank = b.bank_of(0x10).unwrap();
+    let s2 = b.stage2_bank();
+    assert!(b.poll_faults().is_empty());
+    // A stage-1 translation fault on a write; a stage-2 permission fault of a table walk; a
+    // fault in the firmware's bank 0 (a peer's).
+    m.record_fault(nested_bank, mask32(FSR_F::TF), 0x1234_5678, mask32(FSYNR0_F::WNR), 0x10);
+    m.record_fault(s2, mask32(FSR_F::PF), 0x8_0000_1000, mask32(FSYNR0_F::PTWF), 0x11);
+    m.record_fault(0, mask32(FSR_F::TF), 0xdead_0000, 0, PEER_SID);
+    m.record_global_fault(2);
+    m.take_log();
+    let events = b.poll_faults();
+    assert_eq!(events.len(), 2);
+    let s2_event = events.iter().find(|e| e.stage2).unwrap();
+    let s1_event = events.iter().find(|e| !e.stage2).unwrap();
+    assert_eq!(
+        (s1_event.kind, s1_event.sid, s1_event.input_addr, s1_event.read, s1_event.class),
+        (EventKind::Translation, 0x10, 0x1234_5678, false, FaultClass::Input)
+    );
+    assert_eq!(
+        (s2_event.kind, s2_event.sid, s2_event.input_addr, s2_event.ipa, s2_event.read),
+        (EventKind::Permission, 0x11, 0x8_0000_1000, 0x8_0000_1000, true)
+    );
+    assert_eq!(s2_event.class, FaultClass::TranslationTable);
+    assert_eq!((m.fsr(nested_bank), m.fsr(s2), m.sgfsr()), (0, 0, 0), "cleared once read");
+    assert_eq!(m.fsr(0), mask32(FSR_F::TF), "the peer's fault is the peer's");
+    assert!(!m.take_log().iter().any(|a| matches!(
+        a,
+        Access::Read { at: Space::Cb(0, _), .. } | Access::Write { at: Space::Cb(0, _), .. }
+    )));
+    assert!(b.poll_faults().is_empty());
+}
