@@ -447,3 +447,55 @@ fn faults_of_host_banks_become_events_and_the_firmwares_are_left_alone() {
     )));
     assert!(b.poll_faults().is_empty());
 }
+
+#[test]
+fn the_virtual_mmu500_face_runs_on_the_real_mmu500_back_end() {
+    // What Linux's arm-smmu does through warden's MMU-500 face, down to the model's registers:
+    // a stage-1 bank nested over warden's stage 2, then the domain freed (bank off, TLBIASID,
+    // TLBSYNC polled).
+    use crate::smmu::v2::regs as face;
+    use crate::smmu::v2::{Mmu500Config as FaceConfig, VirtMmu500};
+    let m = firmware_model(ModelConfig::QCOM);
+    let mut b = Mmu500Backend::init(&m, config(RealSte::Abort)).unwrap();
+    let mut v = VirtMmu500::new(FaceConfig {
+        host_vmid: HOST_VMID,
+        host_sids: HOST_SIDS.to_vec(),
+        arena: ARENA,
+        oas_field: 2,
+        asid16: true,
+        g3_enabled: true,
+    });
+    let cb = |reg: u32| face::CB_BASE + 2 * face::PAGE + reg;
+    let t1: u64 = 0x4100_0000;
+    let w =
+        |v: &mut VirtMmu500, b: &mut Mmu500Backend<&Mmu500Model>, off: u32, val: u64, size: u8| {
+            v.mmio_write(off, size, val, b);
+        };
+    w(&mut v, &mut b, face::PAGE + face::CBA2R_BASE + 8, 1, 4);
+    w(&mut v, &mut b, face::PAGE + face::CBAR_BASE + 8, (1 << 16) | (3 << 8) | (0xf << 12), 4);
+    w(&mut v, &mut b, cb(face::CB_TCR2), (7 << 15) | (1 << 4) | 2, 4);
+    w(&mut v, &mut b, cb(face::CB_TCR), 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23), 4);
+    w(&mut v, &mut b, cb(face::CB_TTBR0), t1 | (2 << 48), 8);
+    w(&mut v, &mut b, cb(face::CB_TTBR1), 2 << 48, 8);
+    w(&mut v, &mut b, cb(face::CB_MAIR0), 0x0004_04ff, 4);
+    w(&mut v, &mut b, cb(face::CB_SCTLR), (1 << 5) | (1 << 2) | (1 << 1) | 1, 4);
+    w(&mut v, &mut b, face::S2CR_BASE, 2, 4);
+    w(&mut v, &mut b, face::SMR_BASE, u64::from(valid(0x10)), 4);
+    let real = v.real_asid(0x10).unwrap();
+    nested(&m, &b, 0x10, t1, real);
+    assert_eq!(m.route(0x11), Route::Fault, "no SMR of the host's names it");
+    // Domain freed: bank off, TLBIASID, TLBSYNC, TLBSTATUS polled.
+    m.take_log();
+    w(&mut v, &mut b, cb(face::CB_SCTLR), 0, 4);
+    w(&mut v, &mut b, cb(face::CB_TLBIASID), 2, 4);
+    w(&mut v, &mut b, cb(face::CB_TLBSYNC), 0, 4);
+    assert_eq!(v.mmio_read(cb(face::CB_TLBSTATUS), 4, &mut b), 0);
+    assert_eq!(m.route(0x10), s2_route(&m, b.stage2_bank()), "stage 1 off: warden's stage 2 alone");
+    let log = writes(&m.take_log());
+    // The host's TLBIASID reached the retiring real ASID: no nested bank is left to address
+    // it to, so as TLBIVMID of the host, completed by TLBGSYNC.
+    let tlbi = position(&log, Space::Gr0(TLBIVMID)).expect("the host's TLBIASID went nowhere");
+    assert_eq!(log[tlbi].1, u64::from(HOST_VMID));
+    assert!(position(&log, Space::Gr0(STLBGSYNC)).unwrap() > tlbi);
+    assert_eq!(m.bad_accesses(), 0);
+}
