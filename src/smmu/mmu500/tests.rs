@@ -44,7 +44,7 @@ fn firmware_model(cfg: ModelConfig) -> Mmu500Model {
     m
 }
 
-fn s2_route(_m: &Mmu500Model, bank: u8) -> Route {
+fn s2_route(bank: u8) -> Route {
     Route::Translate { bank, s1_ttbr0: None, s2_root: Some(ROOT), vmid: HOST_VMID }
 }
 
@@ -74,7 +74,7 @@ fn boot_keeps_the_peers_streams_and_gives_every_host_stream_wardens_stage2() {
     assert_ne!(s2, 0, "the firmware's bank is never taken");
     // G1: every host stream through warden's stage 2, nothing in bypass.
     for sid in HOST_SIDS {
-        assert_eq!(m.route(sid), s2_route(&m, s2), "stream {sid:#x}");
+        assert_eq!(m.route(sid), s2_route(s2), "stream {sid:#x}");
     }
     // The peers' streams exactly as found.
     assert_eq!(
@@ -136,7 +136,7 @@ fn boot_refuses_shared_streams_foreign_vmids_and_too_few_resources() {
     m.preset_stream(4, valid(0x10) | (0x1 << 16), S2CR_TYPE_BYPASS << 16);
     let b = Mmu500Backend::init(&m, config(RealSte::Stage2Only)).unwrap();
     assert!(b.firmware_streams()[0].taken_over);
-    assert_eq!(m.route(0x11), s2_route(&m, b.stage2_bank()));
+    assert_eq!(m.route(0x11), s2_route(b.stage2_bank()));
     // A firmware bank with the host's VMID.
     let m = Mmu500Model::new(ModelConfig::QCOM);
     m.preset_bank(3, u32::from(HOST_VMID), mask32(SCTLR_F::M), 0x9_0000_0000);
@@ -406,7 +406,7 @@ fn the_engine_runs_on_the_mmu500_back_end() {
     // Back to stage 2 only.
     engine.install_plain(&mut b, 0x10, RealSte::Stage2Only).unwrap();
     engine.sync(&mut b).unwrap();
-    assert_eq!(m.route(0x10), s2_route(&m, b.stage2_bank()));
+    assert_eq!(m.route(0x10), s2_route(b.stage2_bank()));
 }
 
 #[test]
@@ -490,7 +490,7 @@ fn the_virtual_mmu500_face_runs_on_the_real_mmu500_back_end() {
     w(&mut v, &mut b, cb(face::CB_TLBIASID), 2, 4);
     w(&mut v, &mut b, cb(face::CB_TLBSYNC), 0, 4);
     assert_eq!(v.mmio_read(cb(face::CB_TLBSTATUS), 4, &mut b), 0);
-    assert_eq!(m.route(0x10), s2_route(&m, b.stage2_bank()), "stage 1 off: warden's stage 2 alone");
+    assert_eq!(m.route(0x10), s2_route(b.stage2_bank()), "stage 1 off: warden's stage 2 alone");
     let log = writes(&m.take_log());
     // The host's TLBIASID reached the retiring real ASID: no nested bank is left to address
     // it to, so as TLBIVMID of the host, completed by TLBGSYNC.
