@@ -70,11 +70,34 @@ pub use crate::dt::UartKind;
 pub enum Iommu {
     /// Arm SMMUv3: warden's back end (`crate::smmu`).
     SmmuV3,
-    /// Arm MMU-500 (SMMUv2 architecture), Snapdragon's apps SMMU: no back end yet; the DT's
-    /// node and every device behind it are withheld from the host (`dt::policy`).
+    /// Arm MMU-500 (SMMUv2 architecture), Snapdragon's apps SMMU: back end
+    /// [`crate::smmu::mmu500::Mmu500Backend`] (checked against its register model only). The
+    /// boot path does not start it yet, so the DT's node and every device behind it are still
+    /// withheld from the host (`dt::policy`).
     ArmMmu500,
-    /// Qualcomm `msm-iommu-v1` (MSM8916): no back end yet, withheld the same way.
+    /// Qualcomm `msm-iommu-v1` (MSM8916): no back end (docs/smmu-500.md, *DB410c*); withheld
+    /// the same way.
     QcomMsmIommuV1,
+}
+
+/// The SMMU driver warden would drive an [`Iommu`] with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IommuBackEnd {
+    /// `crate::smmu::Smmu` under `crate::smmu::virt::real::SmmuBackend`.
+    SmmuV3,
+    /// `crate::smmu::mmu500::Mmu500Backend`.
+    Mmu500,
+}
+
+impl Iommu {
+    /// The back end for this IOMMU, `None` if warden has none (its devices stay withheld).
+    pub const fn back_end(self) -> Option<IommuBackEnd> {
+        match self {
+            Iommu::SmmuV3 => Some(IommuBackEnd::SmmuV3),
+            Iommu::ArmMmu500 => Some(IommuBackEnd::Mmu500),
+            Iommu::QcomMsmIommuV1 => None,
+        }
+    }
 }
 
 /// A `/reserved-memory` region the board's DT names only `memory@...` (the label that says what

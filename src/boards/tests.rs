@@ -348,3 +348,12 @@ fn rb3gen2_reserved_by_the_recipe_passes_the_check() {
     assert_eq!(with(r(0x9fc0_0000, 0x9ff0_0000), true), refused);
     assert_eq!(with(r(0x9fc0_0000, 0xa000_0000), false), refused);
 }
+
+#[test]
+fn snapdragon_mmu500_boards_select_the_mmu500_back_end() {
+    assert_eq!(qrb5165_rb5::BOARD.iommu.back_end(), Some(IommuBackEnd::Mmu500));
+    assert_eq!(qcs6490_rb3gen2::BOARD.iommu.back_end(), Some(IommuBackEnd::Mmu500));
+    assert_eq!(apq8016_sbc::BOARD.iommu.back_end(), None, "msm-iommu-v1 has none");
+    assert_eq!(qemu_virt::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+    assert_eq!(qemu_virt_tz::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+}

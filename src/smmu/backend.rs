@@ -2,11 +2,11 @@
 //! *back end*), and the per-stream shadowing engine both faces share.
 //!
 //! Faces: the virtual SMMUv3 ([`super::virt`]) and the virtual MMU-500 ([`super::v2`]). Back
-//! ends: the real SMMUv3 ([`super::virt::real::SmmuBackend`]) today; a real MMU-500 on
-//! Snapdragon boards later. A face never talks to hardware: it decides, per host stream, one
-//! [`RealSte`] (abort, invalid, warden's stage 2 alone, or the host's stage 1 as a shadow
-//! context descriptor nested over warden's stage 2) and the invalidations and syncs that go
-//! with it, and hands them to a [`NestedBackend`]:
+//! ends: the real SMMUv3 ([`super::virt::real::SmmuBackend`]) on QEMU, and the real MMU-500
+//! of Snapdragon boards ([`super::mmu500::Mmu500Backend`]). A face never talks to hardware: it
+//! decides, per host stream, one [`RealSte`] (abort, invalid, warden's stage 2 alone, or the
+//! host's stage 1 as a shadow context descriptor nested over warden's stage 2) and the
+//! invalidations and syncs that go with it, and hands them to a [`NestedBackend`]:
 //!
 //! - **nested install**: [`NestedBackend::install_ste`] and [`NestedBackend::write_cd`];
 //! - **invalidate**: [`NestedBackend::submit`] of a [`RealCommand`] (configuration and TLB

@@ -44,6 +44,7 @@ pub mod event;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod io;
+pub mod mmu500;
 pub mod pci;
 pub mod queue;
 pub mod quiesce;
