@@ -1531,11 +1531,17 @@ pub extern "C" fn lower_sync(frame: &mut TrapFrame, _kind: u64) {
     trap::profile::begin();
     let entry = sysreg::counter();
     let w = warden();
-    stop_peer_if_asked(w);
-    trap::profile::mark(trap::profile::Phase::Enter);
-    w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
-    drain_smmu_events(w);
-    trap::profile::mark(trap::profile::Phase::Drain);
+    if vsmmu::fast_access(w, frame) {
+        w.trap.count_fast_data_abort();
+    } else {
+        // The profile restarts: the stamps of a fast path that gave up are older than this.
+        trap::profile::begin();
+        stop_peer_if_asked(w);
+        trap::profile::mark(trap::profile::Phase::Enter);
+        w.trap.handle_lower_sync(frame, &mut HwPlatform { w });
+        drain_smmu_events(w);
+        trap::profile::mark(trap::profile::Phase::Drain);
+    }
     w.trap.add_el2_ticks(sysreg::counter().wrapping_sub(entry));
     trap::profile::mark(trap::profile::Phase::Exit);
     trap::profile::end();
