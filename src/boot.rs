@@ -1916,7 +1916,7 @@ impl Platform for HwPlatform<'_> {
         }
         if let Some(vsmmu::FaceStats::Smmuv3(s)) = vsmmu::stats(self.w) {
             log::info!(
-                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA update(s) asking for bypass, {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
+                "vSMMU: {} command(s) ({} illegal), {} real sync(s), {} STE refusal(s), {} CD refusal(s), {} unreadable CD(s), {} GBPA update(s) asking for bypass, {} event(s) forwarded, not forwarded: {} (host event queue disabled), {} (queue full), {} (queue not in host memory); MSIs: {} written, {} refused; real ASIDs: {} retired, {} freed, {} forced flush(es), {} exhaustion flush(es)",
                 s.commands,
                 s.illegal_commands,
                 s.real_syncs,
@@ -1928,6 +1928,8 @@ impl Platform for HwPlatform<'_> {
                 s.events_lost_disabled,
                 s.events_lost_overflow,
                 s.events_lost_abort,
+                s.msi_writes,
+                s.msi_refusals,
                 s.asids.retired,
                 s.asids.freed,
                 s.asids.forced_flushes,
