@@ -12,9 +12,11 @@ use crate::dt::SmmuIrqs;
 use crate::handoff::HostMemory;
 use crate::mm::MemRange;
 use crate::smmu::S2Config;
+use crate::smmu::regs::{EVTQ_PROD, GERROR};
 use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
 use crate::smmu::virt::real::SmmuBackend;
-use crate::smmu::virt::{GuestMemory, Notify, Refused, VirtSmmu, VirtStats};
+use crate::smmu::virt::{GuestMemory, Notify, PendingWrite, Refused, VirtSmmu, VirtStats};
+use crate::trap::{self, TrapFrame};
 
 /// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
 /// (Both boxed: they differ much in size, and one lives for the whole run.)
@@ -155,17 +157,11 @@ pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
         if pending.is_empty() {
             return;
         }
-        let notify = {
-            let host = w.handoff.host_memory();
-            let mut mem = TrackedHostMemory { host: &host };
-            let mut smmu = w.smmu.lock();
-            let Some(smmu) = smmu.as_mut() else { return };
-            let mut frames = w.frames.lock();
-            let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
-            virt.finish_write(pending, &mut mem, &mut real)
-        };
+        let notify = smmuv3_back_end(w, v, virt, pending);
         drop(face);
-        raise(v, notify);
+        if let Some(notify) = notify {
+            raise(v, notify);
+        }
         return;
     }
     drop(face);
@@ -173,6 +169,104 @@ pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
         Face::Smmuv3(virt) => raise(v, virt.mmio_write(offset, size, value, mem, real)),
         Face::Mmu500(mmu) => raise_mmu500(v, mmu.mmio_write(offset, size, value, real)),
     });
+}
+
+/// The back-end half of an SMMUv3 register write that left work ([`PendingWrite`]): the
+/// tracker, the real SMMU and the frame pool locked after the face (held by the caller, whose
+/// `virt` it is), in the module's order. `None` without a real SMMU.
+fn smmuv3_back_end(
+    w: &Warden,
+    v: &VirtSmmuState,
+    virt: &mut VirtSmmu,
+    pending: PendingWrite,
+) -> Option<Notify> {
+    let host = w.handoff.host_memory();
+    let mut mem = TrackedHostMemory { host: &host };
+    let mut smmu = w.smmu.lock();
+    let smmu = smmu.as_mut()?;
+    let mut frames = w.frames.lock();
+    let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+    Some(virt.finish_write(pending, &mut mem, &mut real))
+}
+
+/// Reads the fast path leaves to the full one although the register file could answer them:
+/// the registers through which the host learns of real SMMU events (its event queue's producer
+/// and GERROR), because the full path drains the real event queue after every trap and the
+/// fast path does not (see [`fast_access`]).
+fn read_needs_drain(offset: u32) -> bool {
+    offset == EVTQ_PROD || offset == GERROR
+}
+
+/// The virtual SMMU's fast path (issue 16), run by `lower_sync` before the full handler: a
+/// plain 32- or 64-bit load or store by the host to the SMMUv3 face's register pages, emulated
+/// with the face's lock alone when the register file answers it. Returns `false`, having
+/// changed nothing, for everything else, which the full path then handles as before:
+///
+/// - an abort whose HPFAR page is not in the register pages (one range check, first), or whose
+///   syndrome [`trap::fast::fast_mmio`] does not decode (ISV = 0, 8- or 16-bit, sign
+///   extension, AArch32, cache maintenance, a fault other than stage-2 translation);
+/// - any access on the simulated peer's CPU (a peer's access there is a violation, which the
+///   full path's caller check finds), the MMU-500 face, a `CMDQ_CONS` read with commands left
+///   to consume, and the reads of [`read_needs_drain`].
+///
+/// A write that leaves back-end work (a `CMDQ_PROD` write, SMMUEN or GBPA.ABORT flipped, a
+/// command error acknowledged) is finished here as on the full path, and the real SMMU's
+/// event queue is then drained as after every full-path trap: only such writes can have made
+/// the real SMMU report anything. An access answered from the register file does not drain;
+/// the next trap that touches the real SMMU (or any full-path trap) does.
+///
+/// The window holds only the real SMMU's MMIO registers (the DT's `reg`), never RAM: no
+/// ownership state can make it donated or warden's, so the range check is the whole of the
+/// full path's window check apart from the caller, checked above.
+pub fn fast_access(w: &Warden, frame: &mut TrapFrame) -> bool {
+    use crate::trap::profile::{self, Phase};
+    let Some(v) = w.vsmmu.as_ref() else { return false };
+    let page = trap::fast::hpfar_page(frame.hpfar);
+    if page < v.frames.start || page >= v.frames.end {
+        return false;
+    }
+    profile::mark(Phase::Window);
+    let Some(access) = trap::fast::fast_mmio(frame) else { return false };
+    profile::mark(Phase::Syndrome);
+    if w.sim_peer.as_ref().is_some_and(|s| s.cpu_index == super::cpu_index()) {
+        return false;
+    }
+    let Ok(offset) = u32::try_from(access.ipa - v.frames.start) else { return false };
+    profile::kind(profile::vsmmu_kind(offset, access.write));
+    profile::mark(Phase::Decode);
+    let mut face = v.face.lock();
+    let Face::Smmuv3(virt) = &mut *face else { return false };
+    profile::mark(Phase::Locks);
+    if !access.write {
+        if read_needs_drain(offset) || virt.read_needs_backend(offset, access.size) {
+            return false;
+        }
+        let value = virt.read_register(offset, access.size);
+        drop(face);
+        profile::mark(Phase::Work);
+        trap::mmio::complete(frame, &access, value);
+        profile::mark(Phase::Complete);
+        return true;
+    }
+    let pending = virt.write_register(offset, access.size, access.value);
+    if pending.is_empty() {
+        drop(face);
+        profile::mark(Phase::Work);
+        trap::mmio::complete(frame, &access, 0);
+        profile::mark(Phase::Complete);
+        return true;
+    }
+    let notify = smmuv3_back_end(w, v, virt, pending);
+    drop(face);
+    if let Some(notify) = notify {
+        raise(v, notify);
+    }
+    profile::mark(Phase::Work);
+    trap::mmio::complete(frame, &access, 0);
+    profile::mark(Phase::Complete);
+    super::drain_smmu_events(w);
+    profile::mark(Phase::Drain);
+    true
 }
 
 /// Copies real event records for host streams into the host's event queue (SMMUv3 face), or

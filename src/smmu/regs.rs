@@ -57,6 +57,7 @@ pub const IDR0_VMID16: u32 = 1 << 18;
 pub const IDR0_TTENDIAN_SHIFT: u32 = 21;
 pub const IDR0_ST_LEVEL_SHIFT: u32 = 27;
 pub const IDR0_ASID16: u32 = 1 << 12;
+pub const IDR0_MSI: u32 = 1 << 13;
 pub const IDR0_TTF_AARCH64: u32 = 0b10;
 pub const IDR0_TTENDIAN_LE: u32 = 0b10;
 pub const IDR0_STALL_MODEL_SHIFT: u32 = 24;
@@ -112,6 +113,12 @@ pub const IRQ_CTRL_EVTQ_IRQEN: u32 = 1 << 2;
 // GERROR / GERRORN
 pub const GERROR_CMDQ_ERR: u32 = 1 << 0;
 pub const GERROR_EVTQ_ABT_ERR: u32 = 1 << 2;
+/// A CMD_SYNC's completion MSI write was aborted.
+pub const GERROR_MSI_CMDQ_ABT_ERR: u32 = 1 << 4;
+/// An event queue MSI write was aborted.
+pub const GERROR_MSI_EVTQ_ABT_ERR: u32 = 1 << 5;
+/// A GERROR MSI write was aborted.
+pub const GERROR_MSI_GERROR_ABT_ERR: u32 = 1 << 7;
 pub const GERROR_SFM_ERR: u32 = 1 << 8;
 /// Every defined GERROR bit up to DPT_ERR.
 pub const GERROR_MASK: u32 = 0x7fd;

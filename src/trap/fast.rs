@@ -16,10 +16,23 @@
 //! What is fast is the vendor hypervisor service's own queries (`ABI_VERSION`, `CALL_COUNT`,
 //! `CALL_UID`, `REVISION`): the same answer for every caller, from [`super::smccc::route`]'s
 //! own function, so the two paths cannot disagree (`fast_and_full_paths_answer_alike`).
+//!
+//! **The virtual SMMU's fast path** ([`fast_mmio`], used by the integration's `lower_sync`
+//! before the full handler): a data abort on the virtual SMMU's register pages is recognised by
+//! one range check on HPFAR_EL2's page, then its syndrome is decoded once, straight from the
+//! ESR bits, into the same [`MmioAccess`] that [`super::mmio::decode`] gives, and only for the
+//! plain case: an A64 32- or 64-bit load or store with a valid syndrome (ISV = 1), no sign
+//! extension, a stage-2 translation fault with HPFAR valid. Everything else (ISV = 0, other
+//! sizes, sign extension, cache maintenance, S1PTW, AArch32, other fault kinds) returns
+//! `None` and takes the full path, which decodes and refuses it as before
+//! (`fast_mmio_agrees_with_the_full_decode` checks the two decoders on every syndrome shape).
 
 use warden_abi::hyp;
 
-use super::esr::{Esr, ExceptionClass};
+use super::TrapFrame;
+use super::esr::{Esr, ExceptionClass, dabt, fault_ipa};
+use super::inject::spsr;
+use super::mmio::MmioAccess;
 use super::smccc::{self, SmcccReturn};
 
 /// The registers the fast path saved: x0..x18, in the [`super::TrapFrame`]'s first words.
@@ -69,6 +82,63 @@ impl FastCall {
         let result: SmcccReturn = smccc::hyp_query(self.function_id);
         result.apply(&mut regs.x);
     }
+}
+
+/// ESR_EL2 bits the fast MMIO path requires as they are: EC = DABT_LOW, IL = 1, ISV = 1,
+/// and SSE, VNCR, FnV, CM, S1PTW all 0.
+const FAST_DABT_MASK: u64 = (0x3f << 26)
+    | (1 << 25)
+    | (dabt::ISV | dabt::SSE | dabt::VNCR | dabt::FNV | dabt::CM | dabt::S1PTW) as u64;
+const FAST_DABT_VALUE: u64 = (0x24 << 26) | (1 << 25) | dabt::ISV as u64;
+/// DFSC 0b0001xx: translation fault, level 0 to 3 (HPFAR_EL2 holds the IPA).
+const DFSC_TRANSLATION_MASK: u64 = 0x3c;
+const DFSC_TRANSLATION: u64 = 0x04;
+
+/// The page of the IPA a stage-2 abort reports in HPFAR_EL2 (valid only for the aborts
+/// [`fast_mmio`] accepts; the caller's range check on it is a filter, not a proof).
+#[inline(always)]
+pub const fn hpfar_page(hpfar: u64) -> u64 {
+    fault_ipa(hpfar, 0)
+}
+
+/// The 32- or 64-bit access a plain trapped load or store in `frame` makes, or `None` for
+/// anything the full path must decode (see the module documentation). What it returns is
+/// exactly what [`super::mmio::decode`] returns for the same frame.
+#[inline(always)]
+pub fn fast_mmio(frame: &TrapFrame) -> Option<MmioAccess> {
+    let esr = frame.esr;
+    if esr & FAST_DABT_MASK != FAST_DABT_VALUE
+        || esr & DFSC_TRANSLATION_MASK != DFSC_TRANSLATION
+        || frame.spsr & spsr::M_AARCH32 != 0
+    {
+        return None;
+    }
+    let sas = (esr >> dabt::SAS_SHIFT) & 3;
+    let reg_64 = esr & u64::from(dabt::SF) != 0;
+    // SAS 2 (4 bytes, into Wn) or 3 (8 bytes, into Xn); a 4-byte access with SF = 1 needs
+    // sign extension (excluded above), so it is left to the full decoder too.
+    let size: u8 = match (sas, reg_64) {
+        (2, false) => 4,
+        (3, true) => 8,
+        _ => return None,
+    };
+    let write = esr & u64::from(dabt::WNR) != 0;
+    let srt = ((esr >> dabt::SRT_SHIFT) & 0x1f) as u8;
+    let value = if write {
+        let data = frame.x.get(usize::from(srt)).copied().unwrap_or(0);
+        if size == 8 { data } else { data & 0xffff_ffff }
+    } else {
+        0
+    };
+    Some(MmioAccess {
+        ipa: fault_ipa(frame.hpfar, frame.far),
+        size,
+        write,
+        value,
+        srt,
+        sign_extend: false,
+        reg_64,
+    })
 }
 
 #[cfg(test)]
@@ -170,5 +240,122 @@ mod tests {
         // The ID is w0: upper bits of x0 do not hide a fast call, nor make one.
         let x0 = (0xdead_u64 << 32) | u64::from(hyp::ABI_VERSION);
         assert!(FastCall::lookup(HVC, x0).is_some());
+    }
+
+    /// Every syndrome shape a data abort can have (the ISS bits the decoders look at, both
+    /// sizes of register, AArch64 and AArch32, every fault code): when the fast decoder accepts
+    /// one, the full decoder gives the same access, a 32- or 64-bit one; when it refuses one,
+    /// the full path decides (nothing is lost: the fast path only saves work).
+    #[test]
+    fn fast_mmio_agrees_with_the_full_decode() {
+        let mut accepted = 0;
+        let flags = [
+            dabt::ISV,
+            dabt::SSE,
+            dabt::SF,
+            dabt::VNCR,
+            dabt::FNV,
+            dabt::CM,
+            dabt::S1PTW,
+            dabt::WNR,
+        ];
+        for ec in [0x24u64, 0x25, 0x20, 0x16] {
+            for il in [false, true] {
+                for bits in 0u32..(1 << flags.len()) {
+                    let mut iss = 0u32;
+                    for (n, flag) in flags.iter().enumerate() {
+                        if bits & (1 << n) != 0 {
+                            iss |= flag;
+                        }
+                    }
+                    for sas in 0..4u32 {
+                        for dfsc in [0x04u32, 0x05, 0x06, 0x07, 0x09, 0x0d, 0x10, 0x21, 0x2b] {
+                            for aarch32 in [false, true] {
+                                let srt = (bits * 7 + sas) % 32;
+                                let iss = iss
+                                    | (sas << dabt::SAS_SHIFT)
+                                    | (srt << dabt::SRT_SHIFT)
+                                    | dfsc;
+                                let mut f = TrapFrame {
+                                    esr: (ec << 26) | (u64::from(il) << 25) | u64::from(iss),
+                                    far: 0xffff_0000_1234_5678,
+                                    hpfar: (0x0905_0000u64 >> 12) << 4,
+                                    spsr: if aarch32 { spsr::M_AARCH32 } else { 0x3c5 },
+                                    ..TrapFrame::default()
+                                };
+                                for (i, x) in f.x.iter_mut().enumerate() {
+                                    *x = 0x8877_6655_4433_2211 ^ (i as u64 * 0x0101);
+                                }
+                                let full = super::super::mmio::decode(&f);
+                                match fast_mmio(&f) {
+                                    Some(access) => {
+                                        accepted += 1;
+                                        assert_eq!(full, Ok(access), "ESR {:#x}", f.esr);
+                                        assert!(access.size == 4 || access.size == 8);
+                                        assert_eq!(access.ipa, 0x0905_0678);
+                                    }
+                                    None => {
+                                        // Refused by the fast decoder: the full one either
+                                        // refuses it or it is an access the fast path leaves
+                                        // to it on purpose (not a translation fault, 1 or 2
+                                        // bytes, sign extension).
+                                        if let Ok(a) = full {
+                                            let translation = dfsc & 0x3c == 0x04;
+                                            assert!(
+                                                !translation
+                                                    || a.size < 4
+                                                    || a.sign_extend
+                                                    || (a.size == 4 && a.reg_64),
+                                                "ESR {:#x}: {a}",
+                                                f.esr
+                                            );
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Loads and stores of W and X registers at four translation levels.
+        assert_eq!(accepted, 2 * 2 * 4, "the plain accesses are accepted");
+    }
+
+    /// The syndromes QEMU gives for Linux's and the test guest's accesses to the SMMU.
+    #[test]
+    fn fast_mmio_literal_syndromes() {
+        let frame = |esr: u64, far: u64| {
+            let mut f = TrapFrame {
+                esr,
+                far,
+                hpfar: (0x0905_0000u64 >> 12) << 4,
+                spsr: 0x3c5,
+                ..TrapFrame::default()
+            };
+            f.x[1] = 0xdead_beef_c600_0020;
+            f
+        };
+        // `str x1, [x0, #0x40]`: 8-byte store from x1.
+        let a = fast_mmio(&frame(0x93c1_8047, 0x40)).unwrap();
+        assert_eq!(
+            (a.ipa, a.size, a.write, a.value, a.srt),
+            (0x0905_0040, 8, true, 0xdead_beef_c600_0020, 1)
+        );
+        // `str w1, [x0, #0x98]` (CMDQ_PROD): the W register's low half only.
+        let a = fast_mmio(&frame(0x9381_0047, 0x98)).unwrap();
+        assert_eq!((a.size, a.write, a.value, a.reg_64), (4, true, 0xc600_0020, false));
+        // `ldr w3, [x0]` (IDR0).
+        let a = fast_mmio(&frame(0x9383_0007, 0)).unwrap();
+        assert_eq!((a.size, a.write, a.srt, a.value), (4, false, 3, 0));
+        // ISV = 0 (`ldp`), a byte load, an AArch32 host: the full path.
+        assert_eq!(fast_mmio(&frame(0x9200_0007, 0)), None);
+        assert_eq!(fast_mmio(&frame(0x9303_0007, 0)), None);
+        let mut f = frame(0x9383_0007, 0);
+        f.spsr = spsr::M_AARCH32 | 0x13;
+        assert_eq!(fast_mmio(&f), None);
+        // A permission fault (a mapped page) is not the absent SMMU window: the full path.
+        assert_eq!(fast_mmio(&frame(0x9383_000f, 0)), None);
+        assert_eq!(hpfar_page((0x0905_1000u64 >> 12) << 4), 0x0905_1000);
     }
 }

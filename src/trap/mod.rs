@@ -238,6 +238,13 @@ impl TrapHandler {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a data abort the virtual SMMU's fast path emulated ([`fast::fast_mmio`]): a trap
+    /// and a data abort, as the full path would have counted it.
+    pub fn count_fast_data_abort(&self) {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        self.stats.data_aborts.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn count_trap(&self, class: ExceptionClass) {
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
         let kind = match class {

@@ -654,6 +654,23 @@ fn guest_run(qemu: &Path, image: &Path, memory: &str, name: &str) -> Result<Vec<
 pub const MMU500_ROWS: [&str; 3] =
     ["trap/mmu500_register_read", "trap/mmu500_register_write", "trap/mmu500_tlbiasid_tlbsync"];
 
+/// The SMMUv3 face's trap rows, all required of the `virt` persona's runs: a run that lost one
+/// (the guest printed why, e.g. an MSI-signalled CMD_SYNC whose completion word never came) is
+/// an error, not a shorter report.
+pub const VSMMU_ROWS: [&str; 4] = [
+    "trap/vsmmu_register_read",
+    "trap/vsmmu_register_write",
+    "trap/vsmmu_cmd_sync",
+    "trap/vsmmu_cmd_sync_msi",
+];
+
+fn require_vsmmu_rows(rows: &[Row], log: &str) -> Result<()> {
+    for name in VSMMU_ROWS {
+        ensure!(row(rows, name).is_some(), "the bench run measured no {name} (see {log})");
+    }
+    Ok(())
+}
+
 /// Sizes of the Snapdragon run's assign_mem rows (`scm/<kind>/<bytes>`).
 pub const SCM_SIZES: [u64; 3] = [64 << 10, 1 << 20, 16 << 20];
 /// The assign_mem kinds measured per size.
@@ -690,6 +707,7 @@ fn trap_runs(qemu: &Path, warden_bin: &Path, guest: &Path) -> Result<(Vec<Row>, 
     let image = output_dir().join("warden-bench-guest-traps.img");
     pack::pack_files(warden_bin, guest, None, Some("warden.bench=traps"), &image)?;
     let rows = parse_rows(&guest_run(qemu, &image, "1G", "bench-traps")?)?;
+    require_vsmmu_rows(&rows, "bench-traps.log")?;
     let profiled = firmware::build_one(tc, &firmware::WARDEN_TRAP_PROFILE)?;
     let image = output_dir().join("warden-bench-guest-trap-profile.img");
     pack::pack_files(&profiled, guest, None, Some("warden.bench=traps"), &image)?;
@@ -732,6 +750,7 @@ pub fn run(quick: bool) -> Result<Report> {
     pack::pack_files(&warden_bin, &guest, None, Some(mode), &image)?;
     let lines = guest_run(&qemu.path, &image, "1G", "bench-1g")?;
     let mut rows = parse_rows(&lines)?;
+    require_vsmmu_rows(&rows, "bench-1g.log")?;
     let mut footprints = vec![parse_footprint(&lines, "1 GiB")?];
     // The footprint with 4 GiB: the same image, every row measured once.
     let quick_image = output_dir().join("warden-bench-guest-quick.img");
@@ -796,6 +815,16 @@ warden: cpu0: footprint peak: heap 31 of 2048 KiB; page-table frames 230 of 1536
         assert!(parse_rows(&lines("bench x instructions 1 y")).is_err());
         assert!(parse_rows(&lines("bench x instructions")).is_err());
         assert!(parse_rows(&lines("bench x")).is_err());
+    }
+
+    #[test]
+    fn the_vsmmu_rows_are_all_required() {
+        let all: String =
+            VSMMU_ROWS.iter().map(|n| format!("bench {n} instructions 300\n")).collect();
+        assert!(require_vsmmu_rows(&parse_rows(&lines(&all)).unwrap(), "x.log").is_ok());
+        let lost = all.replace("bench trap/vsmmu_cmd_sync_msi instructions 300\n", "");
+        let err = require_vsmmu_rows(&parse_rows(&lines(&lost)).unwrap(), "x.log").unwrap_err();
+        assert!(err.to_string().contains("trap/vsmmu_cmd_sync_msi"), "{err}");
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub const CMD_BYTES: u64 = 16;
 pub enum SyncSignal {
     /// SIG_NONE, and SIG_SEV (no SEV on this SMMU: equivalent to none).
     None,
-    /// SIG_IRQ: the wired CMD_SYNC interrupt (no MSI: MSIAddress/MSIData are ignored).
+    /// SIG_IRQ with MSIAddress 0: the wired CMD_SYNC interrupt.
     Irq,
+    /// SIG_IRQ with an MSIAddress: on completion the 32-bit MSIData is written there (Linux
+    /// points it at the CMD_SYNC's own slot with data 0 and waits for the slot's first word to
+    /// turn 0). Written only to host memory warden may touch; otherwise GERROR.MSI_CMDQ_ABT_ERR.
+    Msi { address: u64, data: u32 },
 }
 
 /// A validated host command.
@@ -188,7 +192,10 @@ pub fn decode(words: [u64; 2], adv: &Advertised) -> Result<HostCommand, Illegal>
             check(words, OP | SYNC_CS | SYNC_MSH | SYNC_MSIATTR | SYNC_MSIDATA, SYNC_MSIADDR)?;
             match (w0 & SYNC_CS) >> SYNC_CS_SHIFT {
                 0b00 | 0b10 => Ok(HostCommand::Sync(SyncSignal::None)),
-                0b01 => Ok(HostCommand::Sync(SyncSignal::Irq)),
+                0b01 => Ok(HostCommand::Sync(match w1 & SYNC_MSIADDR {
+                    0 => SyncSignal::Irq,
+                    address => SyncSignal::Msi { address, data: (w0 >> 32) as u32 },
+                })),
                 _ => Err(Illegal::SyncSignal),
             }
         }
@@ -418,10 +425,10 @@ mod tests {
             d(0x46 | (2 << 12) | (3 << 22) | (0xf << 24), 0),
             Ok(HostCommand::Sync(SyncSignal::None))
         );
-        // Linux with MSI polling writes MSIADDR and MSIDATA; ignored without MSI.
+        // Linux with MSI polling: CS = SIG_IRQ with MSIADDR (the sync's own slot) and MSIDATA.
         assert_eq!(
             d(0x46 | (1 << 12) | (0xabcd << 32), 0x4000_1234),
-            Ok(HostCommand::Sync(SyncSignal::Irq))
+            Ok(HostCommand::Sync(SyncSignal::Msi { address: 0x4000_1234, data: 0xabcd }))
         );
         // The VMID of TLBI_NH_* is not checked (RES0 without stage 2; replaced anyway).
         assert_eq!(d(0x7_0000_0010, 0), Ok(HostCommand::TlbiNhAll));

@@ -32,7 +32,16 @@
 //!
 //! Work per trap is bounded: at most [`VirtConfig::cmd_budget`] commands per CMDQ_PROD write;
 //! the rest is consumed on later traps, and a host waiting for a CMD_SYNC polls CMDQ_CONS,
-//! each read of which traps and consumes another batch first.
+//! each read of which traps and consumes another batch first. A host that waits for its
+//! CMD_SYNCs on memory (MSI-signalled completion: Linux with IDR0.MSI) never reads CMDQ_CONS,
+//! so once it has used one the bound is the queue (2^CMDQS commands per trap at most).
+//!
+//! **MSIs** (IDR0.MSI): a CMD_SYNC with CS = SIG_IRQ and an MSIAddress writes its 32-bit
+//! MSIData there when it completes, and the event queue's and GERROR's interrupts go to their
+//! `*_IRQ_CFG0` address when the host set one, each only into host memory warden may touch
+//! ([`GuestMemory::write`]: host-owned, not a carveout or donated, not warden's, not MMIO). A
+//! write there is refused and reported as the architecture reports an aborted MSI:
+//! GERROR.MSI_CMDQ_ABT_ERR, MSI_EVTQ_ABT_ERR or MSI_GERROR_ABT_ERR.
 
 pub mod asid;
 pub mod cd;
@@ -50,7 +59,9 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::mm::MemRange;
-use crate::smmu::regs::CMDQ_CONS;
+use crate::smmu::regs::{
+    CMDQ_CONS, GERROR_MSI_CMDQ_ABT_ERR, GERROR_MSI_EVTQ_ABT_ERR, GERROR_MSI_GERROR_ABT_ERR,
+};
 
 use crate::smmu::backend::{ContextPlan, Installed, NestedStreams};
 use asid::{AsidStats, RealAsids};
@@ -195,6 +206,10 @@ pub struct VirtStats {
     /// Host CDs refused (C_BAD_CD), and CDs warden could not read from host memory.
     pub cd_refusals: u64,
     pub cd_unreadable: u64,
+    /// MSI writes made (CMD_SYNC completions, event queue and GERROR interrupts), and those
+    /// refused because the address was not host memory warden may touch.
+    pub msi_writes: u64,
+    pub msi_refusals: u64,
     pub asids: AsidStats,
 }
 
@@ -207,6 +222,9 @@ pub struct VirtSmmu {
     /// Per host stream, the stage-1 context of the host STE warden last read (for CFGI_CD).
     host_s1: BTreeMap<u32, Stage1Context>,
     stats: VirtStats,
+    /// The host has used an MSI-signalled CMD_SYNC: it waits on memory, not on CMDQ_CONS, so a
+    /// CMDQ_PROD write consumes the whole queue (see the module documentation).
+    host_waits_on_memory: bool,
 }
 
 impl VirtSmmu {
@@ -221,7 +239,14 @@ impl VirtSmmu {
             config.advertised.asid16,
             config.g3_enabled,
         );
-        Self { regs, config, engine, host_s1: BTreeMap::new(), stats: VirtStats::default() }
+        Self {
+            regs,
+            config,
+            engine,
+            host_s1: BTreeMap::new(),
+            stats: VirtStats::default(),
+            host_waits_on_memory: false,
+        }
     }
 
     /// Turns G3 (forced flushes of reused retiring ASIDs) on or off; off only in the test that
@@ -316,6 +341,7 @@ impl VirtSmmu {
         if offset == CMDQ_CONS && size == 4 {
             notify = self.process_commands(mem, real);
         }
+        let notify = self.signal(notify, mem);
         (self.regs.read(offset, size), notify)
     }
 
@@ -380,7 +406,53 @@ impl VirtSmmu {
         if pending.cmdq_kick {
             notify.merge(self.process_commands(mem, real));
         }
+        self.signal(notify, mem)
+    }
+
+    /// Sends the event queue's and GERROR's interrupts in `notify` as MSIs where the host
+    /// configured an address (`*_IRQ_CFG0`), and returns what is left for the wired lines.
+    fn signal<M: GuestMemory + ?Sized>(&mut self, mut notify: Notify, mem: &mut M) -> Notify {
+        if notify.evtq_irq
+            && let Some((address, data)) = self.regs.evtq_msi()
+        {
+            notify.evtq_irq = false;
+            if !self.write_msi(mem, address, data, "event queue") {
+                notify.gerror_irq |= self.regs.raise_gerror(GERROR_MSI_EVTQ_ABT_ERR);
+            }
+        }
+        if notify.gerror_irq
+            && let Some((address, data)) = self.regs.gerror_msi()
+        {
+            notify.gerror_irq = false;
+            if !self.write_msi(mem, address, data, "GERROR") {
+                // An aborted GERROR MSI is recorded, with no further interrupt.
+                let _ = self.regs.raise_gerror(GERROR_MSI_GERROR_ABT_ERR);
+            }
+        }
         notify
+    }
+
+    /// One MSI write of `data` at `address`, into host memory warden may touch only. Returns
+    /// whether it was made.
+    fn write_msi<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        address: u64,
+        data: u32,
+        what: &str,
+    ) -> bool {
+        if mem.write(address, &data.to_le_bytes()).is_ok() {
+            self.stats.msi_writes += 1;
+            return true;
+        }
+        self.stats.msi_refusals += 1;
+        if crate::trap::should_log(self.stats.msi_refusals) {
+            log::warn!(
+                "vSMMU: {what} MSI to {address:#x} refused (not host memory warden may touch;                  #{}): GERROR MSI abort",
+                self.stats.msi_refusals
+            );
+        }
+        false
     }
 
     /// Consumes up to the budget of host commands.
@@ -389,7 +461,12 @@ impl VirtSmmu {
         M: GuestMemory + ?Sized,
         R: NestedBackend + ?Sized,
     {
-        let budget = self.config.cmd_budget;
+        // A host waiting on memory never polls CMDQ_CONS: the whole queue now.
+        let budget = if self.host_waits_on_memory {
+            self.config.cmd_budget.max(1 << self.config.advertised.cmdq_log2.min(19))
+        } else {
+            self.config.cmd_budget
+        };
         let mut notify = Notify::default();
         let mut regs =
             core::mem::replace(&mut self.regs, RegisterFile::new(self.config.advertised));
@@ -444,7 +521,8 @@ impl VirtSmmu {
         if let StreamCd::Unreadable { host_ptr } = cd {
             evtq::rename_cd_fetch_address(&mut record, self.config.arena.unmapped_ipa, host_ptr);
         }
-        record_event(&mut self.regs, &mut self.stats, &record, mem)
+        let notify = record_event(&mut self.regs, &mut self.stats, &record, mem);
+        self.signal(notify, mem)
     }
 
     fn execute<M, R>(
@@ -492,8 +570,17 @@ impl VirtSmmu {
             HostCommand::TlbiNsnhAll => self.engine.invalidate_all(real, true),
             HostCommand::Sync(signal) => {
                 let r = self.engine.sync(real);
-                if r.is_ok() && signal == SyncSignal::Irq {
-                    notify.cmd_sync_irq = true;
+                if r.is_ok() {
+                    match signal {
+                        SyncSignal::None => {}
+                        SyncSignal::Irq => notify.cmd_sync_irq = true,
+                        SyncSignal::Msi { address, data } => {
+                            self.host_waits_on_memory = true;
+                            if !self.write_msi(mem, address, data, "CMD_SYNC") {
+                                notify.gerror_irq |= regs.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR);
+                            }
+                        }
+                    }
                 }
                 r
             }

@@ -4,8 +4,9 @@
 //!
 //! What is advertised (IDR0..5) is what warden can honour on the real SMMU for a host whose
 //! stage 1 is nested under warden's stage 2: stage 1 only, AArch64 little-endian tables,
-//! 2-level stream table, terminate (no stall) model, no ATS/PRI/MSI/SEV/HYP/BTM/HTTU, no
-//! substreams, no range invalidation. IIDR = 0 (implementer 0) matches none of Linux's errata.
+//! 2-level stream table, terminate (no stall) model, MSIs (IDR0.MSI: a CMD_SYNC's completion
+//! word, the event queue's and GERROR's interrupts written to host memory, see
+//! [`super::VirtSmmu`]), no ATS/PRI/SEV/HYP/BTM/HTTU, no substreams, no range invalidation. IIDR = 0 (implementer 0) matches none of Linux's errata.
 //!
 //! Access rules follow the architecture (IHI 0070, 6.3): 64-bit registers may be accessed as
 //! one 64-bit or two 32-bit halves, 32-bit registers only as 32 bits; anything else (other
@@ -48,6 +49,7 @@ impl Advertised {
             | (IDR0_TTF_AARCH64 << IDR0_TTF_SHIFT)
             | IDR0_COHACC
             | if self.asid16 { IDR0_ASID16 } else { 0 }
+            | IDR0_MSI
             | (IDR0_TTENDIAN_LE << IDR0_TTENDIAN_SHIFT)
             | (IDR0_STALL_MODEL_NONE << IDR0_STALL_MODEL_SHIFT)
             | IDR0_TERM_MODEL
@@ -91,12 +93,40 @@ pub struct Effects {
 const REGS64: [u32; 7] =
     [GERROR_IRQ_CFG0, STRTAB_BASE, CMDQ_BASE, EVTQ_BASE, EVTQ_IRQ_CFG0, PRIQ_BASE, PRIQ_IRQ_CFG0];
 
+/// [`REGS64`] as a bit per 8-byte slot of page 0's first 256 bytes, where they all are: one
+/// shift and test on every trapped access instead of two searches of the list (issue 16).
+const REGS64_SLOTS: u32 = {
+    let mut slots = 0u32;
+    let mut i = 0;
+    while i < REGS64.len() {
+        assert!(REGS64[i] < 0x100 && REGS64[i].is_multiple_of(8));
+        slots |= 1 << (REGS64[i] / 8);
+        i += 1;
+    }
+    slots
+};
+
+/// Whether `offset` is the start of a 64-bit register.
+const fn is_reg64(offset: u32) -> bool {
+    offset < 0x100 && offset.is_multiple_of(8) && (REGS64_SLOTS >> (offset / 8)) & 1 != 0
+}
+
 const CR0_MASK: u32 = CR0_SMMUEN | CR0_EVTQEN | CR0_CMDQEN;
 const CR1_MASK: u32 = 0xfff;
 const CR2_MASK: u32 = CR2_RECINVSID | CR2_PTM;
 const IRQ_CTRL_MASK: u32 = IRQ_CTRL_GERROR_IRQEN | IRQ_CTRL_EVTQ_IRQEN;
-/// GERROR bits this SMMU can raise (no MSI, no PRI): CMDQ_ERR, EVTQ_ABT_ERR, SFM_ERR.
-pub const GERROR_IMPLEMENTED: u32 = GERROR_CMDQ_ERR | GERROR_EVTQ_ABT_ERR | GERROR_SFM_ERR;
+/// GERROR bits this SMMU can raise (no PRI): CMDQ_ERR, EVTQ_ABT_ERR, SFM_ERR and the aborted
+/// MSI writes of CMD_SYNC, the event queue and GERROR itself.
+pub const GERROR_IMPLEMENTED: u32 = GERROR_CMDQ_ERR
+    | GERROR_EVTQ_ABT_ERR
+    | GERROR_SFM_ERR
+    | GERROR_MSI_CMDQ_ABT_ERR
+    | GERROR_MSI_EVTQ_ABT_ERR
+    | GERROR_MSI_GERROR_ABT_ERR;
+/// `*_IRQ_CFG0.ADDR`, bits [51:2] (0: no MSI).
+const MSI_ADDR_MASK: u64 = 0x000f_ffff_ffff_fffc;
+/// `*_IRQ_CFG2`: MemAttr [3:0] and SH [5:4].
+const MSI_CFG2_MASK: u32 = 0x3f;
 /// GBPA fields other than UPDATE: ABORT, INSTCFG, PRIVCFG, SHCFG, ALLOCCFG, MTCFG, MemAttr.
 const GBPA_FIELDS: u32 = GBPA_ABORT | (0xf << 16) | (3 << 12) | (0xf << 8) | (1 << 4) | 0xf;
 /// GBPA.SHCFG = 0b01: use the incoming shareability.
@@ -106,6 +136,21 @@ pub const GBPA_RESET: u32 = GBPA_SHCFG_USE_INCOMING;
 const STRTAB_BASE_MASK: u64 = STRTAB_BASE_RA | STRTAB_BASE_ADDR_MASK;
 const Q_BASE_MASK: u64 = Q_BASE_RWA | Q_BASE_ADDR_MASK | Q_BASE_LOG2SIZE_MASK;
 const CMDQ_CONS_ERR_FIELD: u32 = CMDQ_CONS_ERR_MASK << CMDQ_CONS_ERR_SHIFT;
+
+/// One interrupt's MSI registers (`*_IRQ_CFG0/1/2`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct MsiConfig {
+    /// ADDR [51:2]; 0: no MSI (the wired interrupt).
+    address: u64,
+    data: u32,
+    attributes: u32,
+}
+
+impl MsiConfig {
+    fn target(&self) -> Option<(u64, u32)> {
+        (self.address != 0).then_some((self.address, self.data))
+    }
+}
 
 /// The emulated registers.
 #[derive(Clone, Debug)]
@@ -118,6 +163,10 @@ pub struct RegisterFile {
     irq_ctrl: u32,
     gerror: u32,
     gerrorn: u32,
+    /// GERROR_IRQ_CFG0/1/2 and EVTQ_IRQ_CFG0/1/2: the MSI address (0: the wired interrupt),
+    /// data and attributes.
+    gerror_msi: MsiConfig,
+    evtq_msi: MsiConfig,
     strtab_base: u64,
     strtab_cfg: u32,
     cmdq_base: u64,
@@ -146,6 +195,8 @@ impl RegisterFile {
             irq_ctrl: 0,
             gerror: 0,
             gerrorn: 0,
+            gerror_msi: MsiConfig::default(),
+            evtq_msi: MsiConfig::default(),
             strtab_base: 0,
             strtab_cfg: 0,
             cmdq_base: 0,
@@ -202,11 +253,11 @@ impl RegisterFile {
             return None;
         }
         match size {
-            8 if REGS64.contains(&offset) => Some(Width::Full64(offset)),
+            8 if is_reg64(offset) => Some(Width::Full64(offset)),
             4 if offset.is_multiple_of(4) => {
-                if REGS64.contains(&offset) {
+                if is_reg64(offset) {
                     Some(Width::Low(offset))
-                } else if offset >= 4 && REGS64.contains(&(offset - 4)) {
+                } else if offset >= 4 && is_reg64(offset - 4) {
                     Some(Width::High(offset - 4))
                 } else {
                     Some(Width::Reg32)
@@ -221,7 +272,9 @@ impl RegisterFile {
             STRTAB_BASE => self.strtab_base,
             CMDQ_BASE => self.cmdq_base,
             EVTQ_BASE => self.evtq_base,
-            // MSI address registers and the PRI queue: RES0 on this SMMU.
+            GERROR_IRQ_CFG0 => self.gerror_msi.address,
+            EVTQ_IRQ_CFG0 => self.evtq_msi.address,
+            // The PRI queue: RES0 on this SMMU.
             _ => 0,
         }
     }
@@ -243,7 +296,11 @@ impl RegisterFile {
             CMDQ_CONS => self.cmdq_cons,
             EVTQ_PROD => self.evtq_prod,
             EVTQ_CONS => self.evtq_cons,
-            // IDR2/3/4, IIDR, AIDR (SMMUv3.0), AGBPA, IRQ_CFG1/2, PRIQ_*, reserved: zero.
+            GERROR_IRQ_CFG1 => self.gerror_msi.data,
+            GERROR_IRQ_CFG2 => self.gerror_msi.attributes,
+            EVTQ_IRQ_CFG1 => self.evtq_msi.data,
+            EVTQ_IRQ_CFG2 => self.evtq_msi.attributes,
+            // IDR2/3/4, IIDR, AIDR (SMMUv3.0), AGBPA, PRIQ_*, reserved: zero.
             _ => 0,
         }
     }
@@ -253,7 +310,13 @@ impl RegisterFile {
             STRTAB_BASE if !self.smmu_enabled() => self.strtab_base = value & STRTAB_BASE_MASK,
             CMDQ_BASE if self.cr0 & CR0_CMDQEN == 0 => self.cmdq_base = value & Q_BASE_MASK,
             EVTQ_BASE if self.cr0 & CR0_EVTQEN == 0 => self.evtq_base = value & Q_BASE_MASK,
-            // Guarded while enabled, or RES0 (MSI and PRI registers): ignored.
+            GERROR_IRQ_CFG0 if self.irq_ctrl & IRQ_CTRL_GERROR_IRQEN == 0 => {
+                self.gerror_msi.address = value & MSI_ADDR_MASK
+            }
+            EVTQ_IRQ_CFG0 if self.irq_ctrl & IRQ_CTRL_EVTQ_IRQEN == 0 => {
+                self.evtq_msi.address = value & MSI_ADDR_MASK
+            }
+            // Guarded while enabled (the MSI registers by their IRQEN), or RES0 (PRI): ignored.
             _ => {}
         }
         Effects::default()
@@ -303,6 +366,16 @@ impl RegisterFile {
                 self.evtq_prod = value & (Q_PTR_MASK | Q_OVERFLOW_FLAG)
             }
             EVTQ_CONS => self.evtq_cons = value & (Q_PTR_MASK | Q_OVERFLOW_FLAG),
+            GERROR_IRQ_CFG1 if self.irq_ctrl & IRQ_CTRL_GERROR_IRQEN == 0 => {
+                self.gerror_msi.data = value
+            }
+            GERROR_IRQ_CFG2 if self.irq_ctrl & IRQ_CTRL_GERROR_IRQEN == 0 => {
+                self.gerror_msi.attributes = value & MSI_CFG2_MASK
+            }
+            EVTQ_IRQ_CFG1 if self.irq_ctrl & IRQ_CTRL_EVTQ_IRQEN == 0 => self.evtq_msi.data = value,
+            EVTQ_IRQ_CFG2 if self.irq_ctrl & IRQ_CTRL_EVTQ_IRQEN == 0 => {
+                self.evtq_msi.attributes = value & MSI_CFG2_MASK
+            }
             // ID registers, CR0ACK, IRQ_CTRLACK, GERROR: read-only. Guarded registers while
             // enabled, RES0 and reserved offsets: ignored.
             _ => {}
@@ -395,6 +468,16 @@ impl RegisterFile {
         new != 0 && self.irq_ctrl & IRQ_CTRL_GERROR_IRQEN != 0
     }
 
+    /// GERROR's MSI (address, data), if the host configured one (address not 0).
+    pub fn gerror_msi(&self) -> Option<(u64, u32)> {
+        self.gerror_msi.target()
+    }
+
+    /// The event queue's MSI (address, data), if the host configured one.
+    pub fn evtq_msi(&self) -> Option<(u64, u32)> {
+        self.evtq_msi.target()
+    }
+
     pub fn evtq_irq_enabled(&self) -> bool {
         self.irq_ctrl & IRQ_CTRL_EVTQ_IRQEN != 0
     }
@@ -462,7 +545,7 @@ mod tests {
         assert_eq!(idr_field(idr0, 9, 1), 0, "no HYP");
         assert_eq!(idr_field(idr0, 10, 1), 0, "no ATS");
         assert_ne!(idr0 & IDR0_ASID16, 0);
-        assert_eq!(idr_field(idr0, 13, 2), 0, "no MSI, no SEV");
+        assert_eq!(idr_field(idr0, 13, 2), 0b01, "MSI, no SEV");
         assert_eq!(idr_field(idr0, 16, 1), 0, "no PRI");
         assert_eq!(idr_field(idr0, 18, 2), 0, "no VMID16, no CD2L");
         assert_eq!(idr_field(idr0, 21, 2), 0b10, "little-endian");
@@ -536,6 +619,13 @@ mod tests {
     }
 
     #[test]
+    fn the_64_bit_register_slots_are_the_list() {
+        for offset in 0..2 * PAGE1 + 16 {
+            assert_eq!(is_reg64(offset), REGS64.contains(&offset), "offset {offset:#x}");
+        }
+    }
+
+    #[test]
     fn sixty_four_bit_registers_in_both_widths() {
         let mut r = RegisterFile::new(adv());
         r.write(STRTAB_BASE, 8, 0x4000_0000_1234_5000 | 0x3f);
@@ -548,16 +638,36 @@ mod tests {
         assert_eq!(r.read(CMDQ_BASE, 8), 0x1_8765_4008);
         r.write(EVTQ_BASE, 8, 0xffff_ffff_ffff_ffff);
         assert_eq!(r.read(EVTQ_BASE, 8), Q_BASE_RWA | Q_BASE_ADDR_MASK | 0x1f);
-        // MSI registers are RES0 without IDR0.MSI (Linux still clears them with writeq).
-        for reg in [GERROR_IRQ_CFG0, EVTQ_IRQ_CFG0, PRIQ_IRQ_CFG0, PRIQ_BASE] {
+        // The MSI registers (IDR0.MSI): ADDR [51:2], in both widths (Linux clears them with
+        // writeq); the PRI queue's are RES0 (no PRI).
+        for reg in [GERROR_IRQ_CFG0, EVTQ_IRQ_CFG0] {
+            let fx = r.write(reg, 8, 0xfff0_0000_4000_1237);
+            assert!(!fx.bad_access);
+            assert_eq!(r.read(reg, 8), 0x0000_0000_4000_1234);
+            r.write(reg + 4, 4, 0x1);
+            assert_eq!(r.read(reg, 8), 0x1_4000_1234);
+        }
+        for reg in [PRIQ_IRQ_CFG0, PRIQ_BASE] {
             let fx = r.write(reg, 8, 0x1234);
             assert!(!fx.bad_access);
             assert_eq!(r.read(reg, 8), 0);
         }
-        for reg in [GERROR_IRQ_CFG1, GERROR_IRQ_CFG2, EVTQ_IRQ_CFG1, EVTQ_IRQ_CFG2] {
-            r.write(reg, 4, 0x1f);
-            assert_eq!(r.read(reg, 4), 0);
+        for reg in [GERROR_IRQ_CFG1, EVTQ_IRQ_CFG1] {
+            r.write(reg, 4, 0xffff_fffe);
+            assert_eq!(r.read(reg, 4), 0xffff_fffe, "MSI data: 32 bits");
         }
+        for reg in [GERROR_IRQ_CFG2, EVTQ_IRQ_CFG2] {
+            r.write(reg, 4, 0xff);
+            assert_eq!(r.read(reg, 4), 0x3f, "MemAttr and SH");
+        }
+        // Guarded by their interrupt's enable: ignored while it is on.
+        r.write(IRQ_CTRL, 4, u64::from(IRQ_CTRL_GERROR_IRQEN | IRQ_CTRL_EVTQ_IRQEN));
+        r.write(GERROR_IRQ_CFG0, 8, 0x5000);
+        r.write(EVTQ_IRQ_CFG1, 4, 7);
+        assert_eq!(
+            (r.read(GERROR_IRQ_CFG0, 8), r.read(EVTQ_IRQ_CFG1, 4)),
+            (0x1_4000_1234, 0xffff_fffe)
+        );
     }
 
     #[test]
@@ -643,7 +753,7 @@ mod tests {
         assert!(r.cmdq_error_active());
         assert_eq!(r.read(CMDQ_CONS, 4) >> 24, 2);
         // GERRORN keeps only implemented bits; a write that acks nothing does not kick.
-        assert!(!r.write(GERRORN, 4, 1 | 0x10).cmdq_kick);
+        assert!(!r.write(GERRORN, 4, 1 | 0x2).cmdq_kick);
         assert_eq!(r.read(GERRORN, 4), 1);
         assert!(r.write(GERRORN, 4, 0).cmdq_kick);
         // Without GERROR_IRQEN, no interrupt but the error is still recorded.

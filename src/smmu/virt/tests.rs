@@ -817,3 +817,160 @@ fn a_disabled_smmu_in_bypass_gives_every_host_stream_stage_2_alone() {
     assert_eq!(h.read(EVTQ_PROD), 0);
     assert_eq!(h.smmu.stats().events_lost_disabled, 1);
 }
+
+/// Linux's MSI-signalled CMD_SYNC (`arm_smmu_cmdq_build_sync_cmd` with ARM_SMMU_OPT_MSIPOLL):
+/// CS = SIG_IRQ, MSH = inner, MSIATTR = OIWB, MSIData 0, MSIAddress = the command's own slot.
+fn msi_sync(slot_index: u32) -> [u64; 2] {
+    [0x46 | (1 << 12) | (3 << 22) | (0xf << 24), CMDQ + u64::from(slot_index & 0xff) * 16]
+}
+
+#[test]
+fn idr0_advertises_msi_and_linux_waits_on_the_sync_slot() {
+    let mut h = Host::new(true);
+    assert_ne!(h.read(IDR0) as u32 & IDR0_MSI, 0, "IDR0.MSI");
+    h.linux_reset();
+    h.real.take();
+    // Linux clears the MSI address registers before it falls back to wired interrupts.
+    h.write(GERROR_IRQ_CFG0, 8, 0);
+    h.write(EVTQ_IRQ_CFG0, 8, 0);
+    let sync_slot = h.prod + 1;
+    h.queue(&[tlbi_asid(7), msi_sync(sync_slot)]);
+    let word = CMDQ + u64::from(sync_slot & 0xff) * 16;
+    assert_ne!(h.mem.read_u64(word) as u32, 0);
+    // The PROD write completes the sync and writes MSIData (0) over the slot's first word;
+    // the host never reads CMDQ_CONS.
+    let notify = h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    assert_eq!(h.mem.read_u64(word) as u32, 0, "the completion word");
+    assert_eq!(h.mem.read_u64(word) >> 32, 0, "MSIData 0 in the low word; the rest is 0 too");
+    assert_eq!(h.mem.read_u64(word + 8), word, "word 1 untouched");
+    assert_eq!(notify, Notify::default(), "no wired interrupt for an MSI");
+    assert_eq!(h.smmu.registers().cmdq_cons(), h.prod);
+    assert_eq!(h.read(GERROR), 0);
+    let s = h.smmu.stats();
+    assert_eq!((s.msi_writes, s.msi_refusals), (1, 0));
+    // Data other than 0 is written as given (32 bits, little-endian).
+    let slot = h.prod;
+    let mut cmd = msi_sync(slot);
+    cmd[0] |= 0x1234_5678 << 32;
+    cmd[1] = 0x4050_0004;
+    h.mem.write_u64(0x4050_0000, u64::MAX);
+    h.queue(&[cmd]);
+    h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    assert_eq!(h.mem.read_u64(0x4050_0000), 0x1234_5678_ffff_ffff);
+}
+
+/// G1: the completion word is written only into host memory warden may touch. A donated page,
+/// warden's memory and an MMIO address are refused with the architecture's error for an
+/// aborted MSI (GERROR.MSI_CMDQ_ABT_ERR, its interrupt raised), and nothing is written there;
+/// the sync still completes (CONS moves past it).
+#[test]
+fn an_msi_outside_host_memory_is_refused_with_gerror() {
+    const DONATED: u64 = 0x4060_0000;
+    const MMIO: u64 = 0x0900_0000;
+    for (address, what) in [(DONATED, "donated"), (WARDEN, "warden"), (MMIO, "MMIO")] {
+        let mut h = Host::new(true);
+        h.linux_reset();
+        h.mem.write_u64(DONATED, u64::MAX);
+        h.mem.take_from_host(MemRange::new(DONATED, DONATED + 0x1000));
+        h.mem.write_u64(address & !7, u64::MAX);
+        let mut cmd = msi_sync(h.prod);
+        cmd[1] = address & !3;
+        h.queue(&[cmd]);
+        let notify = h.write(CMDQ_PROD, 4, u64::from(h.prod));
+        assert_eq!(h.mem.read_u64(address & !7), u64::MAX, "{what}: nothing written");
+        assert_eq!(
+            h.read(GERROR) as u32 & GERROR_MSI_CMDQ_ABT_ERR,
+            GERROR_MSI_CMDQ_ABT_ERR,
+            "{what}"
+        );
+        assert!(notify.gerror_irq, "{what}: GERROR's interrupt");
+        assert_eq!(h.smmu.registers().cmdq_cons(), h.prod, "{what}: the sync completed");
+        assert!(!h.smmu.registers().cmdq_error_active(), "{what}: the queue keeps running");
+        assert_eq!(h.smmu.stats().msi_refusals, 1, "{what}");
+        // Acknowledged, the next sync to a good address works.
+        let gerror = h.read(GERROR);
+        h.write(GERRORN, 4, gerror);
+        let slot = h.prod;
+        h.queue(&[msi_sync(slot)]);
+        h.write(CMDQ_PROD, 4, u64::from(h.prod));
+        assert_eq!(h.mem.read_u64(CMDQ + u64::from(slot & 0xff) * 16) as u32, 0, "{what}");
+        assert_eq!(h.read(GERROR), gerror, "{what}: no new error");
+    }
+}
+
+/// A host that waits on memory never polls CMDQ_CONS: once it has used an MSI sync, one PROD
+/// write consumes the whole queue (Linux's batch of 64 commands and its sync is 65), while a
+/// host that polls keeps the per-trap budget.
+#[test]
+fn a_host_waiting_on_memory_gets_its_whole_batch_consumed() {
+    let mut h = Host::new(true);
+    h.linux_reset();
+    let slot = h.prod;
+    h.queue(&[msi_sync(slot)]);
+    h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    let mut batch = vec![tlbi_asid(3); 64];
+    batch.push(msi_sync(h.prod + 64));
+    let word = CMDQ + u64::from((h.prod + 64) & 0xff) * 16;
+    h.queue(&batch);
+    h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    assert_eq!(h.smmu.registers().cmdq_cons(), h.prod, "all 65 at the PROD write");
+    assert_eq!(h.mem.read_u64(word) as u32, 0);
+    // Another host that polls CMDQ_CONS: the budget per trap, as before.
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.queue(&vec![SYNC; 100]);
+    h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    assert_eq!(h.smmu.registers().cmdq_cons(), (h.prod + 512 - 36) & 0x1ff, "64 of 100");
+}
+
+/// The event queue's and GERROR's MSIs: written where the host configured them (registers
+/// guarded by their IRQEN), refused outside host memory with MSI_EVTQ_ABT_ERR /
+/// MSI_GERROR_ABT_ERR; an address of 0 keeps the wired interrupt.
+#[test]
+fn event_and_gerror_msis_go_to_host_memory_only() {
+    const EVTQ_MSI: u64 = 0x4070_0000;
+    const GERROR_MSI: u64 = 0x4070_0040;
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.set_ste(SID_NET, bypass_ste());
+    h.submit(&[cfgi_ste(SID_NET), SYNC]);
+    // Guarded: ignored while the interrupts are enabled (linux_reset enabled both).
+    h.write(EVTQ_IRQ_CFG0, 8, EVTQ_MSI);
+    assert_eq!(h.read(EVTQ_IRQ_CFG0), 0);
+    h.write(IRQ_CTRL, 4, 0);
+    h.write(EVTQ_IRQ_CFG0, 8, EVTQ_MSI | 3);
+    h.write(EVTQ_IRQ_CFG1, 4, 0xe0);
+    h.write(EVTQ_IRQ_CFG2, 4, 0xff);
+    h.write(GERROR_IRQ_CFG0, 8, GERROR_MSI);
+    h.write(GERROR_IRQ_CFG1, 4, 0x6e);
+    assert_eq!((h.read(EVTQ_IRQ_CFG0), h.read(EVTQ_IRQ_CFG2)), (EVTQ_MSI, 0x3f));
+    h.write(IRQ_CTRL, 4, u64::from(IRQ_CTRL_EVTQ_IRQEN | IRQ_CTRL_GERROR_IRQEN));
+    let record = [(u64::from(SID_NET) << 32) | 0x10, 0, 0x1000, 0x1000];
+    let notify = h.smmu.forward_event(&record, &mut h.mem);
+    assert_eq!(notify, Notify::default(), "an MSI, not the wired line");
+    assert_eq!(h.mem.read_u64(EVTQ_MSI) as u32, 0xe0);
+    assert_eq!(h.event(0)[0] >> 32, u64::from(SID_NET));
+    // The event MSI's address taken from the host (donated): MSI_EVTQ_ABT_ERR, whose GERROR
+    // interrupt is itself an MSI.
+    h.mem.take_from_host(MemRange::new(EVTQ_MSI, EVTQ_MSI + 0x40));
+    let notify = h.smmu.forward_event(&record, &mut h.mem);
+    assert_eq!(notify, Notify::default());
+    assert_eq!(h.read(GERROR) as u32 & GERROR_MSI_EVTQ_ABT_ERR, GERROR_MSI_EVTQ_ABT_ERR);
+    assert_eq!(h.mem.read_u64(GERROR_MSI) as u32, 0x6e);
+    // GERROR's MSI refused too: recorded in GERROR, no interrupt at all.
+    h.mem.take_from_host(MemRange::new(GERROR_MSI, GERROR_MSI + 0x40));
+    let gerror = h.read(GERROR);
+    h.write(GERRORN, 4, gerror);
+    let notify = h.smmu.forward_event(&record, &mut h.mem);
+    assert_eq!(notify, Notify::default());
+    let active = (h.read(GERROR) ^ h.read(GERRORN)) as u32;
+    assert_eq!(active, GERROR_MSI_EVTQ_ABT_ERR | GERROR_MSI_GERROR_ABT_ERR);
+    let s = h.smmu.stats();
+    assert_eq!((s.msi_writes, s.msi_refusals), (2, 3));
+    // Address 0: the wired interrupt again.
+    h.write(IRQ_CTRL, 4, 0);
+    h.write(EVTQ_IRQ_CFG0, 8, 0);
+    h.write(IRQ_CTRL, 4, u64::from(IRQ_CTRL_EVTQ_IRQEN));
+    let notify = h.smmu.forward_event(&record, &mut h.mem);
+    assert!(notify.evtq_irq);
+}

@@ -161,6 +161,25 @@ fn trap_rows(platform: &Platform, plan: &Plan) {
                     || core::hint::black_box(()),
                 );
                 emit("trap/vsmmu_cmd_sync", "instructions", &sync[..n]);
+                // The same with MSI-signalled completion, as Linux issues it when the SMMU
+                // has IDR0.MSI: the queue write, the CMDQ_PROD write (warden completes the
+                // sync and writes its completion word into the slot), the poll on memory.
+                // One checked first: a completion word never written is a failure to report,
+                // not a row of timeouts.
+                match q.has_msi().then(|| q.sync_msi()) {
+                    Some(Ok(())) => {
+                        let msi = per_op(
+                            plan,
+                            || {
+                                let _ = q.sync_msi();
+                            },
+                            || core::hint::black_box(()),
+                        );
+                        emit("trap/vsmmu_cmd_sync_msi", "instructions", &msi[..n]);
+                    }
+                    Some(Err(why)) => println!("guest: bench vSMMU MSI CMD_SYNC failed: {why}"),
+                    None => println!("guest: bench vSMMU has no IDR0.MSI"),
+                }
             }
             Err(why) => println!("guest: bench vSMMU not usable: {why}"),
         }

@@ -59,6 +59,8 @@ const OP_CFGI_STE: u64 = 0x03;
 const OP_CFGI_CD: u64 = 0x05;
 const OP_TLBI_NH_ASID: u64 = 0x11;
 const OP_CMD_SYNC: u64 = 0x46;
+/// IDR0.MSI: MSIs, and MSI-signalled CMD_SYNC completion.
+const IDR0_MSI: u32 = 1 << 13;
 /// CMD_SYNC with CS = SIG_NONE (completion seen by polling CMDQ_CONS), as [`Smmu::sync`] issues
 /// it.
 pub const CMD_SYNC: [u64; 2] = [OP_CMD_SYNC, 0];
@@ -594,6 +596,36 @@ impl Smmu {
         cpu::dsb_sy();
         self.write_cmdq_prod(self.advanced(self.prod, 1));
         Ok(())
+    }
+
+    /// Whether the SMMU advertises MSIs (IDR0.MSI), and so MSI-signalled CMD_SYNC completion.
+    pub fn has_msi(&self) -> bool {
+        self.read32(0) & IDR0_MSI != 0
+    }
+
+    /// CMD_SYNC as Linux issues it with IDR0.MSI (ARM_SMMU_OPT_MSIPOLL): CS = SIG_IRQ,
+    /// MSIData 0, MSIAddress = the command's own slot; then the slot's first word is polled in
+    /// memory until it turns 0 (no CMDQ_CONS read).
+    pub fn sync_msi(&mut self) -> Result<(), Reason> {
+        let index = (self.prod % self.cmdq_entries()) as usize;
+        // SAFETY: `index` < cmdq_entries <= CMDQ_MAX_ENTRIES; the queue is identity-mapped
+        // guest memory, so this address is the IPA warden writes.
+        let slot = unsafe { CMDQ.0.get().cast::<u64>().add(2 * index) };
+        let cs_irq = 1 << 12;
+        let (msh_inner, msiattr_oiwb) = (3 << 22, 0xf << 24);
+        self.command([OP_CMD_SYNC | cs_irq | msh_inner | msiattr_oiwb, slot as u64])?;
+        let word = slot.cast::<u32>();
+        // SAFETY: the slot written above; warden writes its first word when the sync is done.
+        let done = cpu::wait_until(TIMEOUT_MS, || unsafe { word.read_volatile() } == 0);
+        if done {
+            Ok(())
+        } else {
+            Err(Reason::new(format_args!(
+                "SMMU CMD_SYNC (MSI): slot {index} not written; CMDQ_CONS {:#x}, GERROR {:#x}",
+                self.cmdq_cons(),
+                self.active_errors()
+            )))
+        }
     }
 
     /// CMD_SYNC, then CONS polled until it reaches PROD (no error).
