@@ -393,8 +393,9 @@ pub struct PlatformInfo {
 
 /// The architected timer's interrupts as the DT gives them. The binding's order is secure
 /// physical, non-secure physical, virtual, hypervisor physical (and hypervisor virtual); the
-/// PPI numbers are the SoC's: the usual 13, 14, 11, 10 on QEMU, but 1, 2, 3, 0 on the sdm845
-/// family (SM8250, SC7280) and 2, 3, 4, 1 on MSM8916 (`boards::tests`).
+/// PPI numbers are the SoC's: the usual 13, 14, 11, 10 on QEMU and in Linux 6.12's SM8250
+/// and SC7280 DTs, 1, 2, 3, 0 in SDM845's, 2, 3, 4, 1 in MSM8916's (`boards::tests` checks the
+/// three boards' real DTs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchTimer {
     /// PPI numbers (INTID - 16), in DT order; empty when the property is not the 3-cell GIC
