@@ -113,14 +113,29 @@ fn with_face<T>(
     ) -> T,
 ) -> Option<T> {
     let mut face = v.face.lock();
+    with_back_end(w, v, |mem, real| {
+        crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
+        f(&mut face, mem, real)
+    })
+}
+
+/// The locks after the face's, in the module's order (the tracker, the real SMMU, the frame
+/// pool), for `f`; `None` without a real SMMU.
+fn with_back_end<T>(
+    w: &Warden,
+    v: &VirtSmmuState,
+    f: impl FnOnce(
+        &mut TrackedHostMemory<'_>,
+        &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
+    ) -> T,
+) -> Option<T> {
     let host = w.handoff.host_memory();
     let mut mem = TrackedHostMemory { host: &host };
     let mut smmu = w.smmu.lock();
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
     let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
-    crate::trap::profile::mark(crate::trap::profile::Phase::Locks);
-    Some(f(&mut face, &mut mem, &mut real))
+    Some(f(&mut mem, &mut real))
 }
 
 pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
@@ -180,13 +195,7 @@ fn smmuv3_back_end(
     virt: &mut VirtSmmu,
     pending: PendingWrite,
 ) -> Option<Notify> {
-    let host = w.handoff.host_memory();
-    let mut mem = TrackedHostMemory { host: &host };
-    let mut smmu = w.smmu.lock();
-    let smmu = smmu.as_mut()?;
-    let mut frames = w.frames.lock();
-    let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
-    Some(virt.finish_write(pending, &mut mem, &mut real))
+    with_back_end(w, v, |mem, real| virt.finish_write(pending, mem, real))
 }
 
 /// Reads the fast path leaves to the full one although the register file could answer them:
