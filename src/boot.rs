@@ -739,8 +739,8 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
     );
 }
 
-/// Before any table is built: the pool must at least hold the host stage-2's split of every
-/// carveout to pages and what the run time needs to hand them all over
+/// Before any table is built: the pool must at least hold the host stage-2's split at every
+/// carveout's edges and what the run time needs to hand them all over
 /// ([`crate::mm::footprint::least_frames_for`]). A machine whose carveouts outgrow warden's
 /// region stops here with the shortfall, not halfway through the tables.
 fn check_pool_before_stage2(platform: &PlatformInfo, frames: &PoolFrames) {
@@ -748,7 +748,7 @@ fn check_pool_before_stage2(platform: &PlatformInfo, frames: &PoolFrames) {
     let least = crate::mm::footprint::least_frames_for(carveouts());
     if let Err(short) = crate::mm::footprint::check_headroom(frames.total_pages(), 0, least) {
         fatal_unlocked(format_args!(
-            "warden's region is {} KiB too small for this machine: its {} carveout(s) ({} in all) need at least {least} page-table frames (split to pages in the host's stage 2, then mapped by their peers), and warden's pool has {}",
+            "warden's region is {} KiB too small for this machine: its {} carveout(s) ({} in all) need at least {least} page-table frames (their edges split in the host's stage 2, then every carveout handed over at once, as fragmented as a host can make it), and warden's pool has {}",
             short as u64 * PAGE_SIZE / 1024,
             platform.carveouts.len(),
             HumanSize(carveouts().map(|r| r.size()).sum()),
@@ -775,7 +775,7 @@ fn check_footprint(w: &Warden) {
     };
     if let Err(short) = pool.check() {
         fatal_unlocked(format_args!(
-            "warden's region is {} KiB too small for this machine: after boot {} of {} page-table frames and {} of {} KiB of heap are in use, and the run time needs {} frames ({} carveout(s) handed over at once, plus {} spare) and {} KiB of heap: give warden's pool {} more frames and {} KiB more heap",
+            "warden's region is {} KiB too small for this machine: after boot {} of {} page-table frames and {} of {} KiB of heap are in use, and the run time needs {} frames ({} carveout(s) handed over at once, fragmented, plus {} spare) and {} KiB of heap: give warden's pool {} more frames and {} KiB more heap",
             short.bytes().div_ceil(1024),
             pool.frames_used,
             pool.frames_total,

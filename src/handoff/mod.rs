@@ -1,11 +1,17 @@
 //! Carveout handoff between the host and a peer processor: DONATE, LEND, peer RELEASE and
 //! RECLAIM, written once over narrow traits so a recording fake can check the order.
 //!
-//! The host's stage-2 has every carveout split to 4 KiB pages at boot (and the 2 MiB / 1 GiB
-//! blocks around its edges with it), and every map here writes pages
-//! ([`PageTable::map_pages`]), so a transfer only sets or clears the leaves of its own range:
-//! no entry that also maps memory outside the range is ever broken, and a host CPU or device
+//! The host's stage-2 has every carveout's edges made entry boundaries at boot (the 2 MiB /
+//! 1 GiB blocks straddling an edge split, as far as needed; blocks wholly inside a carveout
+//! stay blocks), so no entry maps both carveout and other memory, and a host CPU or device
 //! using its own pages next to a carveout never faults while the carveout changes hands.
+//! Every map here ([`PageTable::map`]) writes the largest blocks that fit inside the range, so
+//! a transfer of whole blocks changes one entry per block (unmap: break, `TLBI IPAS2E1IS` by
+//! IPA, completion); a transfer of part of a block splits it on demand, with frames taken up
+//! front ([`reserve`]). Such a split breaks only an entry inside the carveout: a host access
+//! to the carveout's other pages in that moment faults and is retried once the new table is
+//! in (`crate::trap`, retry), and a host device's is a stage-2 fault like any DMA into a
+//! carveout. Giving a block back merges it again (a whole block mapped back is one entry).
 //!
 //! warden's own EL2 stage-1 never maps a carveout, except for the moment of warden's own
 //! clean/zero step: the *window* ([`HandoffCtx::el2`]): map the range Normal Non-cacheable,
@@ -31,7 +37,7 @@
 //!    zero the range through the window, which is Normal Non-cacheable: the zeros go straight
 //!    to memory and no line is allocated, so nothing needs cleaning afterwards (and zeroing
 //!    *before* the clean would not do: a dirty host line could land on top). Unmap the window.
-//! 5. Peer stage-2: map the range (identity, `peer_attrs`, pages) with the peer's VMID
+//! 5. Peer stage-2: map the range (identity, `peer_attrs`, blocks where whole) with the peer's VMID
 //!    current, then the host's again.
 //! 6. Tracker: `HandingOff` → `Donated`/`Lent { released: false }`. The integrator tells the
 //!    peer only after this returns.
@@ -53,7 +59,9 @@
 //! No SMMU invalidation is needed when the host *gains* access: TLBs (CPU and SMMU) never hold
 //! invalid (faulting) entries, and `map` ends with `DSB ISHST` so the table walkers, the SMMU's
 //! included (it walks the same tables, coherently on the supported boards), see the new
-//! entries. Peers have no SMMU stage-2 here, so release and reclaim issue no SMMU command.
+//! entries. Except when the map merges: a table it replaces by a block is freed, and its frame
+//! is reused only after the SMMU's invalidation of the range has completed (its walk caches
+//! may still point at it). Peers have no SMMU stage-2 here, so release and reclaim issue no SMMU command.
 //!
 //! # Errors
 //! Every request is validated first (alignment, overflow, carveout, peer, tracker state); a
@@ -95,7 +103,7 @@ use crate::mm::{
     Attrs, El2Stage1, FrameAllocator, MapError, MemRange, PAGE_SIZE, PageTable, Perms, Stage2,
 };
 use crate::smmu::SmmuError;
-use reserve::{FrameReserve, UNMAP_BOUND, map_bound, map_pages_bound};
+use reserve::FrameReserve;
 
 /// The CPU-side hardware effects of a transfer, on the CPU running it.
 pub trait HandoffCpu: TlbMaintenance + CacheMaintenance {
@@ -324,8 +332,9 @@ struct CarveoutSlot {
     busy: Mutex<()>,
 }
 
-/// Frames kept between transfers (see [`FrameReserve::release_keeping`]): two transfers'
-/// worth of the largest reserve a 48-bit stage-2 transfer needs.
+/// Frames kept between transfers (see [`FrameReserve::release_keeping`]): a few transfers'
+/// worth of the reserve one takes ([`reserve::transfer_bound`]: about 20 frames whatever its
+/// size; the run-time reserve counts all 64, `crate::mm::footprint`).
 pub const SPARE_FRAMES: usize = 64;
 
 /// Shared ownership state: the tracker and the carveouts with their locks.
@@ -852,9 +861,7 @@ where
         let peer_level = self.peers.iter().map(|p| p.stage2.table.lock().layout().start_level());
         let level = peer_level.fold(host_level, u8::min);
         let el2_level = self.el2.lock().layout().start_level();
-        // Forward: one stage-2 unmap and one stage-2 map (pages), the window (blocks where they
-        // fit; closing it needs no frame); rollback: at most one more unmap and map.
-        let count = 2 * (UNMAP_BOUND + map_pages_bound(range, level)) + map_bound(range, el2_level);
+        let count = reserve::transfer_bound(range, level, el2_level);
         let reserve = {
             let mut spares = self.state.spare_frames.lock();
             FrameReserve::take_with_spares(&mut spares, &mut *self.frames.lock(), count)
@@ -880,8 +887,24 @@ where
         self.host.table.lock().root_pa()
     }
 
+    /// Maps `range` back into the host's stage-2, whole blocks as blocks. A table that map
+    /// replaces by a block (a block given back whole) is host devices' too: its frame waits
+    /// for the SMMU's invalidation of the range, issued here (a failure leaves the frame
+    /// quarantined; the host's mapping stands).
     fn map_host(&self, range: MemRange, reserve: &mut FrameReserve) -> Result<(), MapError> {
-        self.host.table.lock().map_pages(range, range.start, self.host.attrs, reserve, self.cpu)
+        let mapped = self.host.table.lock().map(
+            range,
+            range.start,
+            self.host.attrs,
+            &mut reserve.shared_with_dma(),
+            self.cpu,
+        );
+        if reserve.awaiting_dma_sync() > 0
+            && self.smmu.lock().invalidate_ipa_range(self.host.vmid, range).is_ok()
+        {
+            reserve.dma_synced();
+        }
+        mapped
     }
 
     /// Removes `range` from the host's stage-2 (tables it empties wait for the SMMU sync),
@@ -950,9 +973,9 @@ where
         let mapped = {
             let mut table = peer.stage2.table.lock();
             self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
-            let mapped = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            let mapped = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             if mapped.is_err() {
-                // `map_pages` only created pages inside `range`: removing them needs no frame.
+                // `map` only created entries inside `range`: removing them needs no frame.
                 let _ = table.unmap(range, reserve, self.cpu);
             }
             mapped
@@ -975,7 +998,7 @@ where
             self.cpu.load_stage2(peer.stage2.vmid, table.root_pa());
             let unmapped = table.unmap(range, reserve, self.cpu);
             if unmapped.is_err() {
-                let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+                let _ = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             }
             unmapped
         };
@@ -1047,7 +1070,7 @@ where
         if let Err(e) = table.unmap(range, reserve, self.cpu) {
             // The peer keeps the range; whatever part of its mapping could not be put back
             // stays unmapped for its holder, which is safe.
-            let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            let _ = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         drop(table);
@@ -1057,7 +1080,7 @@ where
             // Not released after all: the peer gets its mapping back (adding a mapping needs
             // no invalidation).
             let mut table = peer.stage2.table.lock();
-            let _ = table.map_pages(range, range.start, peer.stage2.attrs, reserve, self.cpu);
+            let _ = table.map(range, range.start, peer.stage2.attrs, reserve, self.cpu);
             return Err(Rollback::Restored(HandoffError::Stage2(e)));
         }
         Ok(())

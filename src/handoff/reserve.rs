@@ -37,7 +37,8 @@ pub fn map_bound(range: MemRange, start_level: u8) -> usize {
 
 /// Upper bound on new tables `PageTable::map_pages` needs for the identity map of `range` in a
 /// table whose walk starts at `start_level`: one table below every entry the range touches at
-/// each level above the pages.
+/// each level above the pages. Also the most tables a stage-2 can ever need for `range` when
+/// handoffs fragment it page by page (`crate::mm::footprint`).
 pub fn map_pages_bound(range: MemRange, start_level: u8) -> usize {
     if range.is_empty() {
         return 0;
@@ -53,6 +54,18 @@ pub fn map_pages_bound(range: MemRange, start_level: u8) -> usize {
 /// Upper bound on new tables `PageTable::unmap` needs: splitting the 1 GiB and 2 MiB blocks at
 /// each edge of the range.
 pub const UNMAP_BOUND: usize = 4;
+
+/// Frames a transfer of `range` reserves up front, stage-2 tables starting at `stage2_level`
+/// and warden's EL2 stage-1 at `el2_level`: forward, one stage-2 unmap (the splits at its
+/// edges) and one stage-2 map (blocks where whole: tables at the edges only), and the window
+/// (the same; closing it needs no frame); a rollback at most one more unmap and map. Every
+/// sequence (donate, lend, release, reclaim, share, unshare, take-back) stays within it.
+pub fn transfer_bound(range: MemRange, stage2_level: u8, el2_level: u8) -> usize {
+    if range.is_empty() {
+        return 0;
+    }
+    2 * (UNMAP_BOUND + map_bound(range, stage2_level)) + map_bound(range, el2_level)
+}
 
 /// A stash of zeroed frames; frees go back into the stash (they came from the reserve or from
 /// the tables this operation edits, which the shared allocator gave out earlier), those freed
@@ -212,6 +225,11 @@ mod tests {
         assert_eq!(map_pages_bound(sixteen, 0), 1 + 1 + 8);
         assert_eq!(map_pages_bound(MemRange::new(0x4030_0000, 0x4030_1000), 1), 2);
         assert_eq!(map_pages_bound(MemRange::new(0, 0), 1), 0);
+        // A transfer: the same few tables at any size (256 MiB, 2 MiB aligned, in one GiB).
+        let big = MemRange::new(0x5000_0000, 0x6000_0000);
+        assert_eq!(map_bound(big, 1), 1 + 2);
+        assert_eq!(transfer_bound(big, 1, 0), 2 * (UNMAP_BOUND + 3) + 4);
+        assert_eq!(transfer_bound(MemRange::new(0, 0), 1, 0), 0);
     }
 
     #[test]

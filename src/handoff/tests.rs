@@ -288,7 +288,7 @@ fn layout() -> TableLayout {
     TableLayout::new(32, 1, 1).unwrap()
 }
 
-/// The host's stage-2 as the boot builds it: RAM minus warden, carveouts split to pages.
+/// The host's stage-2 as the boot builds it: RAM minus warden, carveouts' edges split.
 fn boot_host_stage2(frames: &mut SendFrames, split: bool) -> PageTable<Stage2> {
     let carveouts = CARVEOUTS.map(|c| c.range);
     let spec = HostStage2Spec {
@@ -518,10 +518,7 @@ fn expected_give(
     v.push(Ev::Load(vmid));
     let table = if peer == MODEM { &replica.modem } else { &replica.dsp };
     v.extend(recorded(vmid, |rec| {
-        table
-            .lock()
-            .map_pages(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec)
-            .unwrap()
+        table.lock().map(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec).unwrap()
     }));
     v.push(Ev::Load(HOST_VMID));
     v
@@ -572,12 +569,14 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
     let first_vae2 = position(&got, |e| matches!(e, Ev::Cpu { op: HwOp::TlbiVae2is(_), .. }));
     let load_peer = position(&got, |e| *e == Ev::Load(vmid));
     assert!(smmu_at < first_vae2 && last_dc < first_vae2 && first_vae2 < load_peer);
-    // Every host TLBI by IPA is for a page of the range: pre-split, the host's stage-2 only
-    // loses the range's own leaves and no entry mapping anything else is ever broken.
+    // Every host TLBI by IPA is for the carveout: its edges split at boot, the host's stage-2
+    // only loses entries inside it (the range's own, or a block of it split on demand) and no
+    // entry mapping anything else is ever broken.
+    let carveout = CARVEOUTS.iter().find(|c| c.range.contains_range(&range)).unwrap().range;
     for e in &got[..smmu_at] {
         if let Ev::Cpu { vmid: v, op: HwOp::TlbiIpas2e1is(ipa) } = *e {
             assert_eq!(v, HOST_VMID);
-            assert!(range.contains(ipa), "host TLBI at {ipa:#x} outside {range:?}");
+            assert!(carveout.contains(ipa), "host TLBI at {ipa:#x} outside {carveout:?}");
         }
     }
     for page in pages(range) {
@@ -621,8 +620,71 @@ fn lend_a_sub_range_not_2m_aligned() {
 }
 
 #[test]
-fn donate_a_whole_2m_table() {
+fn donate_a_whole_2m_block() {
     run_give(TransferKind::Donate, C_BIG, MODEM, 2, true);
+}
+
+#[test]
+fn lend_part_of_a_2m_block_splits_it_on_demand() {
+    let part = MemRange::new(C_BIG.start + 3 * PAGE_SIZE, C_BIG.start + 7 * PAGE_SIZE);
+    run_give(TransferKind::Lend, part, MODEM, 2, false);
+}
+
+/// A carveout's whole 2 MiB block is one entry in the host's stage 2 (its edges are block
+/// boundaries: nothing split at boot): donating it breaks that entry alone (by IPA, completed)
+/// before the SMMU sync and the clean, and the peer gets one block entry; giving it back makes
+/// it one block again, in no new table.
+#[test]
+fn a_whole_block_changes_one_entry_each_way() {
+    let w = World::new();
+    let host_level = |addr: u64| w.host.lock().translate(addr).map(|t| t.level);
+    assert_eq!(host_level(C_BIG.start), Some(2));
+    assert_eq!(host_level(C_BIG.end - PAGE_SIZE), Some(2));
+    let host_before = w.host.lock().stats();
+    let log: Log = Rc::default();
+    let fake = FakeCpu::on(&w, log.clone());
+    let smmu = Mutex::new(FakeSmmu { log: Some(log.clone()), fail: false });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, TransferFlags::default()).unwrap();
+    let got = log.take();
+    let host_unmap = [
+        cpu(HOST_VMID, HwOp::DsbIshst),
+        cpu(HOST_VMID, HwOp::TlbiIpas2e1is(C_BIG.start)),
+        cpu(HOST_VMID, HwOp::DsbIsh),
+        cpu(HOST_VMID, HwOp::TlbiVmalle1is),
+        cpu(HOST_VMID, HwOp::DsbIsh),
+        cpu(HOST_VMID, HwOp::Isb),
+        Ev::Smmu { vmid: HOST_VMID, range: C_BIG },
+    ];
+    assert_eq!(got[..host_unmap.len()], host_unmap, "one entry broken, completed, then the SMMU");
+    let first_civac = position(&got, is_civac);
+    assert!(first_civac > host_unmap.len(), "the clean only after the SMMU sync");
+    let load_peer = position(&got, |e| *e == Ev::Load(2));
+    assert_eq!(
+        got[load_peer..],
+        [Ev::Load(2), cpu(2, HwOp::DsbIshst), cpu(2, HwOp::Isb), Ev::Load(HOST_VMID)],
+        "the peer's map writes one block entry"
+    );
+    let peer = w.modem.lock().translate(C_BIG.start).unwrap();
+    assert_eq!((peer.pa, peer.level), (C_BIG.start, 2));
+    assert_eq!(host_level(C_BIG.start), None);
+    assert!(host_level(C_BIG.start - PAGE_SIZE).is_some(), "the host's page below stays");
+    w.check().unwrap();
+    let none = TransferFlags::default();
+    release(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    log.take();
+    // The release ran on the peer's CPU; the reclaim runs on a host call.
+    fake.vmid.set(HOST_VMID);
+    reclaim(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    assert_eq!(
+        log.take(),
+        [cpu(HOST_VMID, HwOp::DsbIshst), cpu(HOST_VMID, HwOp::Isb)],
+        "one block entry written back; no SMMU command"
+    );
+    assert_eq!(host_level(C_BIG.start), Some(2));
+    assert_eq!(w.host.lock().stats(), host_before, "no table left behind");
+    w.check().unwrap();
 }
 
 /// The unsplit host stage-2 (carveouts in 2 MiB blocks, as before the boot split them): a
@@ -686,7 +748,7 @@ fn run_reclaim(range: MemRange, peer: PeerId, clear: bool, kind: TransferKind) {
         replica
             .host
             .lock()
-            .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+            .map(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
             .unwrap()
     }));
     assert_eq!(log.take(), want, "scrub, then map back; no peer table, no SMMU command");
@@ -707,7 +769,7 @@ fn reclaim_with_clear_scrubs_before_the_host_maps() {
 }
 
 #[test]
-fn reclaim_of_a_whole_2m_table_builds_it_again_as_pages() {
+fn reclaim_of_a_block_given_away_in_pieces_merges_it_again() {
     run_reclaim(C_BIG, MODEM, true, TransferKind::Donate);
     let w = World::new();
     let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
@@ -715,10 +777,15 @@ fn reclaim_of_a_whole_2m_table_builds_it_again_as_pages() {
     let ctx = w.ctx(&NullCpu, &smmu, &peers);
     let before = w.host.lock().stats();
     let none = TransferFlags::default();
-    donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
-    release(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
+    let half = MemRange::new(C_BIG.start, C_BIG.start + SZ_2M / 2);
+    for piece in [half, MemRange::new(half.end, C_BIG.end)] {
+        donate(&ctx, piece.start, piece.size(), MODEM, none).unwrap();
+        release(&ctx, piece.start, piece.size(), MODEM, none).unwrap();
+    }
+    assert_eq!(w.host.lock().translate(C_BIG.start), None);
     reclaim(&ctx, C_BIG.start, C_BIG.size(), MODEM, none).unwrap();
-    assert_eq!(w.host.lock().stats(), before, "split again: the same pages, no block");
+    assert_eq!(w.host.lock().stats(), before, "one block again, as at boot");
+    w.check().unwrap();
 }
 
 /// RELEASE takes the range out of the peer's stage-2 (TLBIs under its VMID) before anything
@@ -845,18 +912,22 @@ fn table_frames<F: crate::mm::pgtable::Format>(t: &Mutex<PageTable<F>>) -> Vec<u
     v
 }
 
-/// A level-3 table the host's unmap empties (a whole 2 MiB of carveout) is freed, but a device
-/// may still walk it until the SMMU's invalidation has completed: its frame must not be reused
-/// before that. Here the sync fails, so the host's mapping comes back in another frame and the
-/// freed one is never used again.
+/// A level-3 table the host's unmap empties (the rest of a 2 MiB block of carveout whose first
+/// page was donated before) is freed, but a device may still walk it until the SMMU's
+/// invalidation has completed: its frame must not be reused before that. Here the sync fails,
+/// so the host's mapping comes back in another frame and the freed one is never used again.
 #[test]
 fn freed_host_tables_are_not_reused_before_the_smmu_sync() {
     let w = World::new();
-    let smmu = Mutex::new(FakeSmmu { log: None, fail: true });
     let peers = w.peers();
+    let synced = Mutex::new(FakeSmmu { log: None, fail: false });
+    let ctx = w.ctx(&NullCpu, &synced, &peers);
+    donate(&ctx, C_BIG.start, PAGE_SIZE, MODEM, TransferFlags::default()).unwrap();
+    let rest = MemRange::new(C_BIG.start + PAGE_SIZE, C_BIG.end);
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: true });
     let ctx = w.ctx(&NullCpu, &smmu, &peers);
     let before = table_frames(&w.host);
-    let got = donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, TransferFlags::default());
+    let got = donate(&ctx, rest.start, rest.size(), MODEM, TransferFlags::default());
     assert_eq!(got, Err(HandoffError::DmaSync(SYNC_FAILED)));
     let after = table_frames(&w.host);
     let gone: Vec<u64> = before.iter().copied().filter(|pa| !after.contains(pa)).collect();
@@ -867,13 +938,13 @@ fn freed_host_tables_are_not_reused_before_the_smmu_sync() {
         [table_frames(&w.modem), table_frames(&w.dsp), table_frames(&w.el2)].concat();
     assert!(!everywhere.contains(&gone[0]), "the freed table is nowhere");
     assert!(!w.state.spare_frames.lock().contains(&gone[0]), "nor kept for later");
-    assert_eq!(w.state.tracker().state_of(C_BIG), Ok(PageState::Host));
+    assert_eq!(w.state.tracker().state_of(rest), Ok(PageState::Host));
     w.check().unwrap();
     // With the sync completing, the frame is reused (only afterwards: the peer's tables are
     // built after the SMMU step).
     let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
     let ctx = w.ctx(&NullCpu, &smmu, &peers);
-    donate(&ctx, C_BIG.start, C_BIG.size(), MODEM, TransferFlags::default()).unwrap();
+    donate(&ctx, rest.start, rest.size(), MODEM, TransferFlags::default()).unwrap();
     assert_eq!(w.state.quarantined_frames(), 1, "nothing more quarantined");
     w.check().unwrap();
 }
@@ -1669,7 +1740,7 @@ mod assign_mem {
             replica
                 .host
                 .lock()
-                .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+                .map(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
                 .unwrap()
         }));
         assert_eq!(log.take(), want);
@@ -1717,7 +1788,7 @@ mod assign_mem {
             replica
                 .modem
                 .lock()
-                .map_pages(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec)
+                .map(range, range.start, PEER_ATTRS, &mut *replica.frames.lock(), rec)
                 .unwrap()
         }));
         v.push(Ev::Load(HOST_VMID));
@@ -1800,7 +1871,7 @@ mod assign_mem {
             replica
                 .host
                 .lock()
-                .map_pages(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
+                .map(range, range.start, HOST_ATTRS, &mut *replica.frames.lock(), rec)
                 .unwrap()
         }));
         assert_eq!(got, want);
@@ -1905,4 +1976,78 @@ mod assign_mem {
         }
         assert!(log.take().is_empty());
     }
+}
+
+/// The run-time frame reserve checked at boot (`crate::mm::footprint`) covers what transfers
+/// really take, on the bench's shape: 1 GiB of RAM and a 256 MiB carveout. Handed over whole
+/// (before transfers went by blocks, that alone reserved 268 frames where the boot kept 194),
+/// then fragmented as badly as a host can: one page of every 2 MiB block donated, so both the
+/// host's and the peer's stage 2 need a last-level table below every block.
+#[test]
+fn the_run_time_reserve_covers_what_transfers_really_take() {
+    const RAM_1G: MemRange = MemRange::new(0x4000_0000, 0x8000_0000);
+    const CARVE: MemRange = MemRange::new(0x5000_0000, 0x6000_0000);
+    let mut frames = SendFrames(HeapFrames::new(1024));
+    let spec = HostStage2Spec {
+        ram: &[RAM_1G],
+        devices: &[],
+        holes: &[WARDEN],
+        split: &[CARVE],
+        pa_range_bits: 40,
+        vmid16: false,
+    };
+    let host = build_host_stage2(&spec, &mut frames, &NullCpu).unwrap().table;
+    let guards = [MemRange::new(0x4010_0000, 0x4010_1000)];
+    let plan = El2Plan {
+        image: IMAGE,
+        guards: &guards,
+        ram: &[RAM_1G],
+        excluded: &[CARVE],
+        devices: &[UART],
+    };
+    let mut regions = Vec::new();
+    warden_regions(&plan, |r, a| regions.push((r, a)));
+    let el2 = build_el2_identity_map(&regions, 32, 40, &mut frames, &NullCpu).unwrap().table;
+    let modem = PageTable::<Stage2>::new(layout(), &mut frames).unwrap();
+    let mut tracker = OwnershipTracker::new();
+    tracker.add(WARDEN, PageState::Warden).unwrap();
+    tracker.add(MemRange::new(WARDEN.end, RAM_1G.end), PageState::Host).unwrap();
+    let state = HandoffState::new(tracker, &[Carveout { range: CARVE, peer: MODEM }]).unwrap();
+    let after_boot = frames.0.pool.allocated_pages();
+    let (frames, host, modem, el2) =
+        (Mutex::new(frames), Mutex::new(host), Mutex::new(modem), Mutex::new(el2));
+    let smmu = Mutex::new(FakeSmmu { log: None, fail: false });
+    let peers =
+        [PeerRef { id: MODEM, stage2: Stage2Ref { vmid: 2, table: &modem, attrs: PEER_ATTRS } }];
+    let ctx = HandoffCtx {
+        cpu: &NullCpu,
+        smmu: &smmu,
+        frames: &frames,
+        host: Stage2Ref { vmid: HOST_VMID, table: &host, attrs: HOST_ATTRS },
+        peers: &peers,
+        state: &state,
+        el2: &el2,
+    };
+    let none = TransferFlags::default();
+    let clear = TransferFlags { clear: true };
+    donate(&ctx, CARVE.start, CARVE.size(), MODEM, clear).unwrap();
+    release(&ctx, CARVE.start, CARVE.size(), MODEM, none).unwrap();
+    reclaim(&ctx, CARVE.start, CARVE.size(), MODEM, clear).unwrap();
+    let whole = frames.lock().0.pool.peak_pages() - after_boot;
+    for block in (CARVE.start..CARVE.end).step_by(SZ_2M as usize) {
+        donate(&ctx, block + PAGE_SIZE, PAGE_SIZE, MODEM, none).unwrap();
+    }
+    let peak = frames.lock().0.pool.peak_pages() - after_boot;
+    // The handoffs' share of the reserve (the rest is the virtual SMMU's and the ITS's).
+    let reserve = crate::mm::footprint::runtime_frame_reserve([CARVE])
+        - crate::mm::footprint::RUNTIME_SPARE_FRAMES;
+    assert!(
+        peak <= reserve,
+        "the transfers took {peak} frames after boot, the reserve is {reserve}"
+    );
+    // Whole blocks cost a few tables; the fragmented carveout two tables per 2 MiB.
+    assert!(whole <= 32, "a whole-carveout transfer took {whole} frames");
+    assert!(peak >= 2 * 128, "fragmented: {peak}");
+    assert_eq!(host.lock().translate(CARVE.start + PAGE_SIZE), None);
+    assert_eq!(host.lock().translate(CARVE.start).map(|t| t.level), Some(3));
 }

@@ -8,12 +8,14 @@
 //! region is too small rather than leaving a handoff to fail later for lack of frames.
 
 use super::range::{MemRange, PAGE_SIZE};
+use crate::handoff::SPARE_FRAMES;
+use crate::handoff::reserve::{map_pages_bound, transfer_bound};
 
-/// Frames the run time may allocate beyond the carveouts' peer tables: the virtual SMMU's and
-/// the ITS's shadow structures, the EL2 windows a clean maps, a split block. The scenarios of
-/// `cargo xtask test` (the Linux boots included) took at most 38 after boot, 20 of them the
-/// two carveouts' peer tables (`footprint peak:` at power-down against `footprint:` at boot);
-/// 64 is over three times the other 18.
+/// Frames the run time may allocate beyond what its handoffs take ([`carveout_frames`]): the
+/// virtual SMMU's and the ITS's shadow structures. The scenarios of `cargo xtask test` (the
+/// Linux boots included) took at most 38 after boot, 20 of them the two carveouts' peer tables
+/// and up to 17 a transfer's reserve and the spares it left (`footprint peak:` at power-down
+/// against `footprint:` at boot); 64 is far more than the rest.
 pub const RUNTIME_SPARE_FRAMES: usize = 64;
 
 /// Heap the run time may allocate beyond what the boot left in use: handoff records, the
@@ -22,30 +24,51 @@ pub const RUNTIME_SPARE_FRAMES: usize = 64;
 /// 384 KiB is nearly three times that.
 pub const RUNTIME_HEAP_RESERVE: usize = 384 * 1024;
 
+/// The deepest walk warden builds (a 48-bit IPA or VA space starts at level 0): the bounds
+/// below hold for every table layout the boot can choose.
+const DEEPEST_START_LEVEL: u8 = 0;
+
 /// Table frames a stage-2 needs to map `range` page by page when nothing of it is mapped yet:
 /// one last-level table per 2 MiB the range touches, one per 1 GiB above that, one per 512 GiB
 /// above that (an upper bound for 3- and 4-level tables; the root exists already).
 pub fn page_table_frames_for(range: MemRange) -> usize {
-    if range.is_empty() {
-        return 0;
-    }
-    let spans = |shift: u32| ((range.end - 1) >> shift) - (range.start >> shift) + 1;
-    (spans(21) + spans(30) + spans(39)) as usize
+    map_pages_bound(range, DEEPEST_START_LEVEL)
 }
 
-/// Frames to keep free after boot: every carveout handed to a peer at once (each peer stage-2
-/// maps its carveouts page by page), plus [`RUNTIME_SPARE_FRAMES`].
+/// The most frames the run time's handoffs of `carveout` can hold at once:
+/// - the host's stage 2 and the peer's each split page by page where ownership is fragmented
+///   (a host handing over every other page, or one page of every 2 MiB: both stage 2s then need
+///   a last-level table below every 2 MiB block): twice [`page_table_frames_for`];
+/// - one transfer in flight (its reserve, taken up front, covers its splits, its peer map and
+///   warden's clean window: [`transfer_bound`]).
+///
+/// Whole-block transfers take far less (a 256 MiB carveout handed over whole: a few tables),
+/// but a host can always fragment it, so this is what must stay free.
+pub fn carveout_frames(carveout: MemRange) -> usize {
+    2 * page_table_frames_for(carveout)
+        + transfer_bound(carveout, DEEPEST_START_LEVEL, DEEPEST_START_LEVEL)
+}
+
+/// Frames to keep free after boot: every carveout handed over at once, as fragmented as it
+/// can be, each with a transfer in flight ([`carveout_frames`]), the spare frames transfers
+/// keep between them ([`SPARE_FRAMES`]) and [`RUNTIME_SPARE_FRAMES`].
 pub fn runtime_frame_reserve(carveouts: impl IntoIterator<Item = MemRange>) -> usize {
-    carveouts.into_iter().map(page_table_frames_for).sum::<usize>() + RUNTIME_SPARE_FRAMES
+    carveouts.into_iter().map(carveout_frames).sum::<usize>() + SPARE_FRAMES + RUNTIME_SPARE_FRAMES
 }
 
-/// The fewest frames a pool must have for `carveouts` before anything else: the host stage-2
-/// splits each to pages at boot and a peer's stage-2 maps each page by page when it is handed
-/// over, so twice [`page_table_frames_for`] each, plus [`RUNTIME_SPARE_FRAMES`]. (The rest of
-/// the boot's tables, a few dozen, are checked after the boot with [`PoolAfterBoot`].)
+/// Tables the host stage 2's boot split of one carveout can take: the blocks straddling each
+/// of its two edges, one table per level below the root.
+pub const EDGE_SPLIT_FRAMES: usize = 2 * 3;
+
+/// The fewest frames a pool must have for `carveouts` before anything else: the host stage 2's
+/// split at every carveout's edges ([`EDGE_SPLIT_FRAMES`]) and the run-time reserve
+/// ([`runtime_frame_reserve`]). (The rest of the boot's tables, a few dozen, are checked after
+/// the boot with [`PoolAfterBoot`].)
 pub fn least_frames_for(carveouts: impl IntoIterator<Item = MemRange>) -> usize {
-    carveouts.into_iter().map(|r| 2 * page_table_frames_for(r)).sum::<usize>()
-        + RUNTIME_SPARE_FRAMES
+    let mut edges = 0;
+    let reserve =
+        runtime_frame_reserve(carveouts.into_iter().inspect(|_| edges += EDGE_SPLIT_FRAMES));
+    reserve + edges
 }
 
 /// `Err(units short)` when `capacity - used` is less than `margin`.
@@ -111,12 +134,27 @@ mod tests {
     }
 
     #[test]
-    fn reserve_covers_every_carveout_and_the_spare() {
-        let carveouts =
-            [MemRange::new(0x5000_0000, 0x5020_0000), MemRange::new(0x6000_0000, 0x6040_0000)];
-        assert_eq!(runtime_frame_reserve(carveouts), 3 + 4 + RUNTIME_SPARE_FRAMES);
-        assert_eq!(runtime_frame_reserve([]), RUNTIME_SPARE_FRAMES);
-        assert_eq!(least_frames_for(carveouts), 2 * (3 + 4) + RUNTIME_SPARE_FRAMES);
+    fn reserve_covers_every_carveout_fragmented_and_in_flight() {
+        let two = MemRange::new(0x5000_0000, 0x5020_0000);
+        let four = MemRange::new(0x6000_0000, 0x6040_0000);
+        // Fragmented: a last-level table per 2 MiB in both stage 2s, plus a transfer's reserve.
+        assert_eq!(carveout_frames(two), 2 * 3 + transfer_bound(two, 0, 0));
+        assert_eq!(carveout_frames(four), 2 * 4 + transfer_bound(four, 0, 0));
+        let fixed = SPARE_FRAMES + RUNTIME_SPARE_FRAMES;
+        assert_eq!(
+            runtime_frame_reserve([two, four]),
+            carveout_frames(two) + carveout_frames(four) + fixed
+        );
+        assert_eq!(runtime_frame_reserve([]), fixed);
+        assert_eq!(
+            least_frames_for([two, four]),
+            runtime_frame_reserve([two, four]) + 2 * EDGE_SPLIT_FRAMES
+        );
+        // The bench's 256 MiB carveout: a whole-carveout DONATE reserved 268 frames before
+        // transfers went by blocks, which the reserve then counted as 194; now its worst case,
+        // fragmented, is counted.
+        let bench = MemRange::new(0x5000_0000, 0x6000_0000);
+        assert_eq!(carveout_frames(bench), 2 * 130 + transfer_bound(bench, 0, 0));
     }
 
     #[test]

@@ -25,9 +25,9 @@ pub fn host_stage2_holes(
     holes
 }
 
-/// Ranges mapped with 4 KiB pages, and the blocks around their edges too: the carveouts. A
-/// handoff then only sets or clears its own range's leaves, never breaking an entry that maps
-/// the host's other memory.
+/// Ranges whose edges the host's stage 2 makes entry boundaries: the carveouts. A handoff then
+/// only changes entries inside its carveout (a whole block of it: one entry), never breaking an
+/// entry that maps the host's other memory.
 pub fn host_stage2_split(p: &PlatformInfo) -> Vec<MemRange> {
     p.carveouts.iter().map(|c| c.range).collect()
 }

@@ -1086,6 +1086,45 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
+    /// Makes `va` (page aligned) an entry boundary at every level: each block that maps `va`
+    /// without starting there (the 1 GiB and 2 MiB blocks straddling it) is split, with
+    /// break-before-make, one level at a time and only as far as needed (a 1 GiB block around
+    /// a 2 MiB-aligned `va` becomes 2 MiB blocks, not pages). Afterwards a change on one side
+    /// of `va` never breaks an entry that maps the other side. Translations stay as they
+    /// were; at most one new table per level below the root. `va` at the input limit is a
+    /// boundary already. Ends with `DSB ISHST; ISB` when something changed.
+    pub fn split_at<A, T>(&mut self, va: u64, frames: &mut A, tlb: &T) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        self.check_input(MemRange::new(va, va))?;
+        let mut op = Op::new(frames, tlb);
+        let mut table = self.root();
+        let mut level = self.layout.start_level;
+        let result = loop {
+            let size = entry_size(level);
+            if va.is_multiple_of(size) || va >= self.layout.va_limit() {
+                break Ok(());
+            }
+            let idx = table.index(va, level);
+            let base = va & !(size - 1);
+            match decode(table.read(idx), level) {
+                Entry::Invalid => break Ok(()),
+                Entry::Table(child) => table = child,
+                Entry::Leaf { oa, attr_bits } => {
+                    match self.split(table, idx, oa, attr_bits, level, base, &mut op) {
+                        Ok(child) => table = child,
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            level += 1;
+        };
+        op.finish::<F>();
+        result
+    }
+
     /// Replaces the block at `table[idx]` by a table holding the equivalent next-level
     /// mappings, with break-before-make. Returns the new table.
     #[allow(clippy::too_many_arguments)]
@@ -1801,6 +1840,61 @@ mod tests {
     }
 
     #[test]
+    fn split_at_breaks_only_the_blocks_straddling_the_edge() {
+        let mut frames = HeapFrames::new(16);
+        let rec = Recorder::new(64);
+        let mut pt =
+            PageTable::<Stage2>::new(TableLayout::new(40, 1, 2).unwrap(), &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RWX);
+        pt.map(range(SZ_1G, SZ_1G), SZ_1G, attrs, &mut frames, &rec).unwrap();
+        let before = pt.mappings();
+        rec.take();
+        // 2 MiB aligned inside the 1 GiB block: that block becomes 2 MiB blocks, no pages.
+        let edge = SZ_1G + 6 * SZ_2M;
+        pt.split_at(edge, &mut frames, &rec).unwrap();
+        let mut want = vec![HwOp::DsbIshst, HwOp::TlbiIpas2e1is(SZ_1G)];
+        want.extend(STAGE2_COMPLETE);
+        want.extend([HwOp::DsbIshst, HwOp::Isb]);
+        assert_eq!(rec.take(), want, "one break-before-make of the 1 GiB block");
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_1g, stats.blocks_2m, stats.pages_4k), (0, 512, 0));
+        // A page edge inside a 2 MiB block: only that block becomes pages.
+        let page_edge = edge + 5 * PAGE_SIZE;
+        pt.split_at(page_edge, &mut frames, &rec).unwrap();
+        let mut want = vec![HwOp::DsbIshst, HwOp::TlbiIpas2e1is(edge)];
+        want.extend(STAGE2_COMPLETE);
+        want.extend([HwOp::DsbIshst, HwOp::Isb]);
+        assert_eq!(rec.take(), want);
+        let stats = pt.stats();
+        assert_eq!((stats.blocks_1g, stats.blocks_2m, stats.pages_4k), (0, 511, 512));
+        assert_eq!(stats.table_pages, 2 + 1 + 1);
+        // Already boundaries (and an aligned edge, and the input limit): nothing to do.
+        for va in [edge, page_edge, SZ_1G, 2 * SZ_1G, 1 << 40] {
+            pt.split_at(va, &mut frames, &rec).unwrap();
+        }
+        assert!(rec.take().is_empty());
+        // Unmapped: nothing to split.
+        pt.split_at(3 * SZ_1G + PAGE_SIZE, &mut frames, &rec).unwrap();
+        assert!(rec.take().is_empty());
+        let mut regions = Vec::new();
+        pt.for_each_region(|m| regions.push((m.va, m.pa, m.size, m.attrs)));
+        assert_eq!(regions, [(SZ_1G, SZ_1G, SZ_1G, attrs)]);
+        assert_eq!(before.len(), 1);
+        assert_eq!(
+            pt.split_at(edge + 1, &mut frames, &rec),
+            Err(MapError::Unaligned { addr: edge + 1 })
+        );
+        // Out of frames: an error, the tables unchanged.
+        let mut none = HeapFrames::new(1);
+        none.alloc_zeroed(1).unwrap();
+        assert_eq!(
+            pt.split_at(SZ_1G + 9 * SZ_2M + PAGE_SIZE, &mut none, &rec),
+            Err(MapError::OutOfFrames)
+        );
+        assert_eq!(pt.stats(), stats);
+    }
+
+    #[test]
     fn a_large_unmap_invalidates_the_regime_once() {
         let mut frames = HeapFrames::new(16);
         let rec = Recorder::new(64);
@@ -1866,8 +1960,20 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Step {
-        Map { first: usize, pages: usize, pa_page: u64, attrs: u8 },
-        Unmap { first: usize, pages: usize },
+        Map {
+            first: usize,
+            pages: usize,
+            pa_page: u64,
+            attrs: u8,
+        },
+        Unmap {
+            first: usize,
+            pages: usize,
+        },
+        /// `split_at` the window's page `at` (`WINDOW_PAGES`: its end).
+        SplitAt {
+            at: usize,
+        },
     }
 
     /// 8 MiB window straddling the 1 GiB boundary: two level-2 tables, four 2 MiB slots.
@@ -1897,6 +2003,7 @@ mod tests {
                 Step::Map { first, pages, pa_page, attrs }
             }),
             (page_index(), len).prop_map(|(first, pages)| Step::Unmap { first, pages }),
+            prop_oneof![page_index(), Just(WINDOW_PAGES)].prop_map(|at| Step::SplitAt { at }),
         ]
     }
 
@@ -1926,6 +2033,14 @@ mod tests {
                         pt.unmap(va, &mut frames, &NoOpCpu).unwrap();
                         for slot in &mut model[first..first + pages] {
                             *slot = None;
+                        }
+                    }
+                    Step::SplitAt { at } => {
+                        // The model is unchanged; no leaf may straddle the boundary any more.
+                        let edge = WINDOW_VA + at as u64 * PAGE_SIZE;
+                        pt.split_at(edge, &mut frames, &NoOpCpu).unwrap();
+                        for m in pt.mappings() {
+                            prop_assert!(!(m.va < edge && edge < m.va + m.size), "{:?} straddles {:#x}", m, edge);
                         }
                     }
                 }

@@ -125,9 +125,10 @@ pub struct HostStage2Spec<'a> {
     /// Never mapped (warden's memory, SMMU register frames, the control page). Widened
     /// outward.
     pub holes: &'a [MemRange],
-    /// Mapped with 4 KiB pages only, and so are the 2 MiB / 1 GiB blocks around their edges
-    /// (the carveouts: a handoff then only sets or clears their own leaves and never breaks a
-    /// block that maps the host's other memory). Widened outward.
+    /// Ranges whose edges are entry boundaries at every level (the carveouts): the 2 MiB and
+    /// 1 GiB blocks straddling an edge are split (as far as needed), blocks wholly inside or
+    /// outside stay. A handoff inside a carveout then never breaks an entry that maps the
+    /// host's other memory. Widened outward.
     pub split: &'a [MemRange],
     /// ID_AA64MMFR0_EL1.PARange in bits.
     pub pa_range_bits: u32,
@@ -255,7 +256,8 @@ fn for_each_piece(
 
 /// Builds the host's identity stage-2: every page of `spec.ram` minus holes as
 /// [`HOST_RAM_ATTRS`], every page of `spec.devices` minus holes as [`HOST_DEVICE_ATTRS`],
-/// with the largest blocks that fit, then splits `spec.split` to pages. The IPA size is the
+/// with the largest blocks that fit, then splits the blocks straddling an edge of a
+/// `spec.split` range. The IPA size is the
 /// smallest covering all of them. On error the partly built tables are freed.
 pub fn build_host_stage2<A, T>(
     spec: &HostStage2Spec<'_>,
@@ -327,8 +329,13 @@ where
             if pages.start >= limit {
                 continue;
             }
-            let pages = MemRange::new(pages.start, pages.end.min(limit));
-            result = table.split_to_pages(pages, frames, tlb).map_err(HostStage2Error::Map);
+            // Only the blocks straddling an edge: a block wholly inside stays one entry (a
+            // handoff of all of it changes that entry alone), one wholly outside is the host's
+            // other memory, which no handoff of the carveout ever breaks.
+            result = [pages.start, pages.end.min(limit)]
+                .into_iter()
+                .try_for_each(|edge| table.split_at(edge, frames, tlb))
+                .map_err(HostStage2Error::Map);
             if result.is_err() {
                 break;
             }
@@ -419,28 +426,39 @@ mod tests {
     }
 
     #[test]
-    fn carveouts_are_split_to_pages_with_their_edges() {
+    fn carveouts_split_only_where_a_block_straddles_an_edge() {
         let mut frames = HeapFrames::new(64);
         let rec = Recorder::new(64);
         let ram = [MemRange::new(0x4000_0000, 0x1_4000_0000)];
-        // One carveout inside a 1 GiB block, straddling a 2 MiB boundary, one 2 MiB aligned.
+        // One carveout inside a 1 GiB block, its edges inside 2 MiB blocks; one 2 MiB aligned,
+        // starting on a GiB boundary.
         let odd = MemRange::new(0x8010_0000, 0x8030_0000);
         let aligned = MemRange::new(0xc000_0000, 0xc040_0000);
         let spec = HostStage2Spec { split: &[odd, aligned], ..spec(&ram, &[], &[WARDEN]) };
         let s2 = build_host_stage2(&spec, &mut frames, &rec).unwrap();
-        for c in [odd, aligned] {
-            for addr in (c.start..c.end).step_by(PAGE_SIZE as usize) {
-                let t = s2.table.translate(addr).unwrap();
-                assert_eq!((t.pa, t.level, t.attrs), (addr, 3, HOST_RAM_ATTRS), "{addr:#x}");
+        let level = |addr: u64| s2.table.translate(addr).unwrap().level;
+        // The 2 MiB blocks around `odd`'s edges became pages, the rest of its GiB 2 MiB blocks.
+        for addr in (0x8000_0000..0x8040_0000).step_by(PAGE_SIZE as usize) {
+            let t = s2.table.translate(addr).unwrap();
+            assert_eq!((t.pa, t.level, t.attrs), (addr, 3, HOST_RAM_ATTRS), "{addr:#x}");
+        }
+        assert_eq!(level(0x8040_0000), 2);
+        assert_eq!(level(0xbfff_f000), 2);
+        // `aligned`: its end splits the GiB into 2 MiB blocks, and no page anywhere: a handoff
+        // of all of it changes two block entries.
+        for addr in (0xc000_0000..0xc040_0000).step_by(PAGE_SIZE as usize) {
+            let t = s2.table.translate(addr).unwrap();
+            assert_eq!((t.pa, t.level, t.attrs), (addr, 2, HOST_RAM_ATTRS), "{addr:#x}");
+        }
+        assert_eq!(level(0xc040_0000), 2);
+        assert_eq!(level(0x1_0000_0000), 1);
+        // No leaf straddles an edge.
+        for m in s2.table.mappings() {
+            let leaf = MemRange::new(m.va, m.va + m.size);
+            for edge in [odd.start, odd.end, aligned.start, aligned.end] {
+                assert!(!(leaf.start < edge && edge < leaf.end), "{leaf:?} straddles {edge:#x}");
             }
         }
-        // The blocks around the edges are pages too; the rest of those GiBs 2 MiB blocks.
-        assert_eq!(s2.table.translate(0x8000_0000).unwrap().level, 3);
-        assert_eq!(s2.table.translate(0x803f_f000).unwrap().level, 3);
-        assert_eq!(s2.table.translate(0x8040_0000).unwrap().level, 2);
-        assert_eq!(s2.table.translate(0xbfff_f000).unwrap().level, 2);
-        assert_eq!(s2.table.translate(0xc040_0000).unwrap().level, 2);
-        assert_eq!(s2.table.translate(0x1_0000_0000).unwrap().level, 1);
         // Nothing else changed: the same memory mapped the same way.
         let plain = build_host_stage2(&spec_of(&ram, &[WARDEN]), &mut frames, &rec).unwrap();
         let regions = |t: &PageTable<Stage2>| {
@@ -451,8 +469,11 @@ mod tests {
         assert_eq!(regions(&s2.table), regions(&plain.table));
         assert_eq!(
             (s2.stats.blocks_1g, s2.stats.blocks_2m, s2.stats.pages_4k),
-            (1, 507 + 510 + 510, 1024 + 1024)
+            (1, 507 + 510 + 512, 1024)
         );
+        // Tables: the root, the first GiB's (warden's hole), two for `odd`'s GiB and its two
+        // edge blocks, one for `aligned`'s GiB.
+        assert_eq!(s2.stats.table_pages, 1 + 1 + (1 + 2) + 1);
         // A carveout beyond the IPA space (not in RAM): nothing to split, no error.
         let far = [MemRange::new(0x100_0000_0000, 0x100_0010_0000)];
         let spec = HostStage2Spec { split: &far, ..spec_of(&ram, &[WARDEN]) };
