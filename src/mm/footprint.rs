@@ -35,17 +35,31 @@ pub fn page_table_frames_for(range: MemRange) -> usize {
     map_pages_bound(range, DEEPEST_START_LEVEL)
 }
 
+/// Tables the host's stage 2 can still need for `range` of a carveout, which it maps since
+/// boot: a last-level table per 2 MiB (a block split on demand) and a level-2 table per 1 GiB
+/// (a 1 GiB block wholly inside). The level-1 table above exists already: the boot mapped the
+/// range, and the tables a root entry points to are never freed.
+pub fn host_split_frames(range: MemRange) -> usize {
+    if range.is_empty() {
+        return 0;
+    }
+    let spans = |shift: u32| ((range.end - 1) >> shift) - (range.start >> shift) + 1;
+    (spans(21) + spans(30)) as usize
+}
+
 /// The most frames the run time's handoffs of `carveout` can hold at once:
 /// - the host's stage 2 and the peer's each split page by page where ownership is fragmented
 ///   (a host handing over every other page, or one page of every 2 MiB: both stage 2s then need
-///   a last-level table below every 2 MiB block): twice [`page_table_frames_for`];
+///   a last-level table below every 2 MiB block): [`host_split_frames`] and
+///   [`page_table_frames_for`] (the peer's stage 2 starts empty);
 /// - one transfer in flight (its reserve, taken up front, covers its splits, its peer map and
 ///   warden's clean window: [`transfer_bound`]).
 ///
 /// Whole-block transfers take far less (a 256 MiB carveout handed over whole: a few tables),
 /// but a host can always fragment it, so this is what must stay free.
 pub fn carveout_frames(carveout: MemRange) -> usize {
-    2 * page_table_frames_for(carveout)
+    host_split_frames(carveout)
+        + page_table_frames_for(carveout)
         + transfer_bound(carveout, DEEPEST_START_LEVEL, DEEPEST_START_LEVEL)
 }
 
@@ -138,8 +152,10 @@ mod tests {
         let two = MemRange::new(0x5000_0000, 0x5020_0000);
         let four = MemRange::new(0x6000_0000, 0x6040_0000);
         // Fragmented: a last-level table per 2 MiB in both stage 2s, plus a transfer's reserve.
-        assert_eq!(carveout_frames(two), 2 * 3 + transfer_bound(two, 0, 0));
-        assert_eq!(carveout_frames(four), 2 * 4 + transfer_bound(four, 0, 0));
+        assert_eq!(host_split_frames(two), 1 + 1);
+        assert_eq!(host_split_frames(MemRange::new(0, 0)), 0);
+        assert_eq!(carveout_frames(two), 2 + 3 + transfer_bound(two, 0, 0));
+        assert_eq!(carveout_frames(four), 3 + 4 + transfer_bound(four, 0, 0));
         let fixed = SPARE_FRAMES + RUNTIME_SPARE_FRAMES;
         assert_eq!(
             runtime_frame_reserve([two, four]),
@@ -154,7 +170,7 @@ mod tests {
         // transfers went by blocks, which the reserve then counted as 194; now its worst case,
         // fragmented, is counted.
         let bench = MemRange::new(0x5000_0000, 0x6000_0000);
-        assert_eq!(carveout_frames(bench), 2 * 130 + transfer_bound(bench, 0, 0));
+        assert_eq!(carveout_frames(bench), 129 + 130 + transfer_bound(bench, 0, 0));
     }
 
     #[test]
