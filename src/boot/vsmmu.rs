@@ -11,6 +11,7 @@ use crate::arch::select_nospec;
 use crate::dt::SmmuIrqs;
 use crate::handoff::HostMemory;
 use crate::mm::MemRange;
+use crate::mm::host_memory::AllowedRange;
 use crate::smmu::S2Config;
 use crate::smmu::regs::{EVTQ_PROD, GERROR};
 use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
@@ -47,15 +48,32 @@ pub struct VirtSmmuState {
 /// exactly the RAM warden's EL2 stage-1 maps besides its own region, so an allowed access never
 /// faults at EL2. After the check the address goes through [`select_nospec`]: a mispredicted
 /// check cannot lead even a speculative access to the refused address.
+///
+/// One per trap, built after `host` took the tracker lock and dropped before it is released, so
+/// `allowed` ([`AllowedRange`]: the last range allowed, which saves the tracker walk for the
+/// command queue's slots and MSI word once the queue was checked) never outlives the lock hold
+/// whose answer it remembers.
 struct TrackedHostMemory<'a> {
     host: &'a HostMemory<'a>,
+    allowed: core::cell::Cell<AllowedRange>,
 }
 
-impl TrackedHostMemory<'_> {
+impl<'a> TrackedHostMemory<'a> {
+    fn new(host: &'a HostMemory<'a>) -> Self {
+        Self { host, allowed: core::cell::Cell::new(AllowedRange::default()) }
+    }
+
+    fn allows(&self, range: MemRange) -> bool {
+        let mut allowed = self.allowed.get();
+        let answer = allowed.allows(range, |r| self.host.allows(r));
+        self.allowed.set(allowed);
+        answer
+    }
+
     /// `ipa` if all of `[ipa, ipa + len)` may be touched, under speculation too.
     fn checked(&self, ipa: u64, len: usize) -> Result<u64, Refused> {
         let range = MemRange::from_base_size(ipa, len as u64).ok_or(Refused)?;
-        let allowed = self.host.allows(range);
+        let allowed = self.allows(range);
         if !allowed {
             return Err(Refused);
         }
@@ -83,7 +101,7 @@ impl GuestMemory for TrackedHostMemory<'_> {
     }
 
     fn is_host_owned(&self, range: MemRange) -> bool {
-        self.host.allows(range)
+        self.allows(range)
     }
 }
 
@@ -95,7 +113,7 @@ pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
         return None;
     }
     let host = w.handoff.host_memory();
-    let mem = TrackedHostMemory { host: &host };
+    let mem = TrackedHostMemory::new(&host);
     let mut word = [0u8; 8];
     mem.read(ipa, &mut word).ok()?;
     Some(u64::from_le_bytes(word))
@@ -130,7 +148,7 @@ fn with_back_end<T>(
     ) -> T,
 ) -> Option<T> {
     let host = w.handoff.host_memory();
-    let mut mem = TrackedHostMemory { host: &host };
+    let mut mem = TrackedHostMemory::new(&host);
     let mut smmu = w.smmu.lock();
     let smmu = smmu.as_mut()?;
     let mut frames = w.frames.lock();
@@ -289,7 +307,7 @@ pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
     match &mut *face {
         Face::Smmuv3(virt) => {
             let host = w.handoff.host_memory();
-            let mut mem = TrackedHostMemory { host: &host };
+            let mut mem = TrackedHostMemory::new(&host);
             let mut notify = Notify::default();
             for record in records {
                 let n = virt.forward_event(record, &mut mem);
