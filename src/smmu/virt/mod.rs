@@ -524,12 +524,7 @@ impl VirtSmmu {
         self.signal(notify, mem)
     }
 
-    fn execute<M, R>(
-        &mut self,
-        mem: &mut M,
-        real: &mut R,
-        cmd: HostCommand,
-    ) -> (Outcome, Notify)
+    fn execute<M, R>(&mut self, mem: &mut M, real: &mut R, cmd: HostCommand) -> (Outcome, Notify)
     where
         M: GuestMemory + ?Sized,
         R: NestedBackend + ?Sized,
@@ -575,7 +570,8 @@ impl VirtSmmu {
                         SyncSignal::Msi { address, data } => {
                             self.host_waits_on_memory = true;
                             if !self.write_msi(mem, address, data, "CMD_SYNC") {
-                                notify.gerror_irq |= self.regs.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR);
+                                notify.gerror_irq |=
+                                    self.regs.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR);
                             }
                         }
                     }
