@@ -11,11 +11,17 @@ use crate::arch::select_nospec;
 use crate::dt::SmmuIrqs;
 use crate::handoff::HostMemory;
 use crate::mm::MemRange;
+use crate::mm::host_memory::AllowedRange;
 use crate::smmu::S2Config;
 use crate::smmu::regs::{EVTQ_PROD, GERROR};
 use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
+use crate::smmu::virt::cd::CD_WORDS;
+use crate::smmu::virt::cmdq::RealCommand;
 use crate::smmu::virt::real::SmmuBackend;
-use crate::smmu::virt::{GuestMemory, Notify, PendingWrite, Refused, VirtSmmu, VirtStats};
+use crate::smmu::virt::ste::RealSte;
+use crate::smmu::virt::{
+    BackendError, GuestMemory, NestedBackend, Notify, PendingWrite, Refused, VirtSmmu, VirtStats,
+};
 use crate::trap::{self, TrapFrame};
 
 /// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
@@ -47,15 +53,32 @@ pub struct VirtSmmuState {
 /// exactly the RAM warden's EL2 stage-1 maps besides its own region, so an allowed access never
 /// faults at EL2. After the check the address goes through [`select_nospec`]: a mispredicted
 /// check cannot lead even a speculative access to the refused address.
+///
+/// One per trap, built after `host` took the tracker lock and dropped before it is released, so
+/// `allowed` ([`AllowedRange`]: the last range allowed, which saves the tracker walk for the
+/// command queue's slots and MSI word once the queue was checked) never outlives the lock hold
+/// whose answer it remembers.
 struct TrackedHostMemory<'a> {
     host: &'a HostMemory<'a>,
+    allowed: core::cell::Cell<AllowedRange>,
 }
 
-impl TrackedHostMemory<'_> {
+impl<'a> TrackedHostMemory<'a> {
+    fn new(host: &'a HostMemory<'a>) -> Self {
+        Self { host, allowed: core::cell::Cell::new(AllowedRange::default()) }
+    }
+
+    fn allows(&self, range: MemRange) -> bool {
+        let mut allowed = self.allowed.get();
+        let answer = allowed.allows(range, |r| self.host.allows(r));
+        self.allowed.set(allowed);
+        answer
+    }
+
     /// `ipa` if all of `[ipa, ipa + len)` may be touched, under speculation too.
     fn checked(&self, ipa: u64, len: usize) -> Result<u64, Refused> {
         let range = MemRange::from_base_size(ipa, len as u64).ok_or(Refused)?;
-        let allowed = self.host.allows(range);
+        let allowed = self.allows(range);
         if !allowed {
             return Err(Refused);
         }
@@ -83,7 +106,7 @@ impl GuestMemory for TrackedHostMemory<'_> {
     }
 
     fn is_host_owned(&self, range: MemRange) -> bool {
-        self.host.allows(range)
+        self.allows(range)
     }
 }
 
@@ -95,7 +118,7 @@ pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
         return None;
     }
     let host = w.handoff.host_memory();
-    let mem = TrackedHostMemory { host: &host };
+    let mem = TrackedHostMemory::new(&host);
     let mut word = [0u8; 8];
     mem.read(ipa, &mut word).ok()?;
     Some(u64::from_le_bytes(word))
@@ -106,11 +129,7 @@ pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
 fn with_face<T>(
     w: &Warden,
     v: &VirtSmmuState,
-    f: impl FnOnce(
-        &mut Face,
-        &mut TrackedHostMemory<'_>,
-        &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
-    ) -> T,
+    f: impl FnOnce(&mut Face, &mut TrackedHostMemory<'_>, &mut RealSmmuOnDemand<'_>) -> T,
 ) -> Option<T> {
     let mut face = v.face.lock();
     with_back_end(w, v, |mem, real| {
@@ -119,23 +138,73 @@ fn with_face<T>(
     })
 }
 
-/// The locks after the face's, in the module's order (the tracker, the real SMMU, the frame
-/// pool), for `f`; `None` without a real SMMU.
+/// The locks after the face's, in the module's order, for `f`: the tracker now, the real SMMU
+/// and the frame pool only when `f` first uses the real SMMU ([`RealSmmuOnDemand`]); `None`
+/// without a real SMMU.
 fn with_back_end<T>(
     w: &Warden,
     v: &VirtSmmuState,
-    f: impl FnOnce(
-        &mut TrackedHostMemory<'_>,
-        &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
-    ) -> T,
+    f: impl FnOnce(&mut TrackedHostMemory<'_>, &mut RealSmmuOnDemand<'_>) -> T,
 ) -> Option<T> {
     let host = w.handoff.host_memory();
-    let mut mem = TrackedHostMemory { host: &host };
-    let mut smmu = w.smmu.lock();
-    let smmu = smmu.as_mut()?;
-    let mut frames = w.frames.lock();
-    let mut real = SmmuBackend { smmu, s2: v.s2, frames: &mut *frames };
+    let mut mem = TrackedHostMemory::new(&host);
+    let mut real = RealSmmuOnDemand { w, s2: v.s2, held: None };
     Some(f(&mut mem, &mut real))
+}
+
+/// The real SMMU as the faces' back end, its lock and the frame pool's taken at the first
+/// command that needs them and held until the trap's back-end work is done (issue 16: a
+/// `CMD_SYNC` with nothing issued since the last one, the commonest command, needs neither).
+/// Taken after the tracker's, which [`with_back_end`] holds for longer, so the module's lock
+/// order is kept. The virtual SMMU exists only with a real SMMU (`set_up` takes it, and
+/// nothing removes it), so "no real SMMU" is an error of the command, never reached.
+struct RealSmmuOnDemand<'a> {
+    w: &'a Warden,
+    s2: S2Config,
+    held: Option<RealSmmuGuards<'a>>,
+}
+
+/// The real SMMU's lock and the frame pool's, in that order.
+type RealSmmuGuards<'a> = (
+    spin::MutexGuard<'a, Option<crate::smmu::Smmu<crate::smmu::MmioSmmu>>>,
+    spin::MutexGuard<'a, crate::mm::PoolFrames>,
+);
+
+impl RealSmmuOnDemand<'_> {
+    /// Whether a command of this trap reached the real SMMU (its lock was taken).
+    fn used(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(
+            &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
+        ) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let w = self.w;
+        let (smmu, frames) = self.held.get_or_insert_with(|| (w.smmu.lock(), w.frames.lock()));
+        let smmu = smmu.as_mut().ok_or(BackendError)?;
+        f(&mut SmmuBackend { smmu, s2: self.s2, frames: &mut **frames })
+    }
+}
+
+impl NestedBackend for RealSmmuOnDemand<'_> {
+    fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), BackendError> {
+        self.with(|real| real.install_ste(sid, ste))
+    }
+
+    fn write_cd(&mut self, ipa: u64, words: &[u64; CD_WORDS]) -> Result<(), BackendError> {
+        self.with(|real| real.write_cd(ipa, words))
+    }
+
+    fn submit(&mut self, cmd: RealCommand) -> Result<(), BackendError> {
+        self.with(|real| real.submit(cmd))
+    }
+
+    fn sync(&mut self) -> Result<(), BackendError> {
+        self.with(|real| real.sync())
+    }
 }
 
 pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
@@ -172,9 +241,9 @@ pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
         if pending.is_empty() {
             return;
         }
-        let notify = smmuv3_back_end(w, v, virt, pending);
+        let done = smmuv3_back_end(w, v, virt, pending);
         drop(face);
-        if let Some(notify) = notify {
+        if let Some((notify, _)) = done {
             raise(v, notify);
         }
         return;
@@ -188,14 +257,15 @@ pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
 
 /// The back-end half of an SMMUv3 register write that left work ([`PendingWrite`]): the
 /// tracker, the real SMMU and the frame pool locked after the face (held by the caller, whose
-/// `virt` it is), in the module's order. `None` without a real SMMU.
+/// `virt` it is), in the module's order, the last two only if a command needs them. The
+/// interrupts to raise, and whether the real SMMU was used; `None` without a real SMMU.
 fn smmuv3_back_end(
     w: &Warden,
     v: &VirtSmmuState,
     virt: &mut VirtSmmu,
     pending: PendingWrite,
-) -> Option<Notify> {
-    with_back_end(w, v, |mem, real| virt.finish_write(pending, mem, real))
+) -> Option<(Notify, bool)> {
+    with_back_end(w, v, |mem, real| (virt.finish_write(pending, mem, real), real.used()))
 }
 
 /// Reads the fast path leaves to the full one although the register file could answer them:
@@ -219,10 +289,12 @@ fn read_needs_drain(offset: u32) -> bool {
 ///   to consume, and the reads of [`read_needs_drain`].
 ///
 /// A write that leaves back-end work (a `CMDQ_PROD` write, SMMUEN or GBPA.ABORT flipped, a
-/// command error acknowledged) is finished here as on the full path, and the real SMMU's
-/// event queue is then drained as after every full-path trap: only such writes can have made
-/// the real SMMU report anything. An access answered from the register file does not drain;
-/// the next trap that touches the real SMMU (or any full-path trap) does.
+/// command error acknowledged) is finished here as on the full path, and if that work reached
+/// the real SMMU, its event queue is then drained as after every full-path trap: only such
+/// work can have made the real SMMU report anything. An access answered from the register file,
+/// or a write whose commands needed nothing of the real SMMU (a `CMD_SYNC` with nothing issued
+/// since the last), does not drain; the next trap that touches the real SMMU (or any full-path
+/// trap) does.
 ///
 /// The window holds only the real SMMU's MMIO registers (the DT's `reg`), never RAM: no
 /// ownership state can make it donated or warden's, so the range check is the whole of the
@@ -265,16 +337,19 @@ pub fn fast_access(w: &Warden, frame: &mut TrapFrame) -> bool {
         profile::mark(Phase::Complete);
         return true;
     }
-    let notify = smmuv3_back_end(w, v, virt, pending);
+    let done = smmuv3_back_end(w, v, virt, pending);
     drop(face);
-    if let Some(notify) = notify {
+    let used_real_smmu = done.is_some_and(|(_, used)| used);
+    if let Some((notify, _)) = done {
         raise(v, notify);
     }
     profile::mark(Phase::Work);
     trap::mmio::complete(frame, &access, 0);
     profile::mark(Phase::Complete);
-    super::drain_smmu_events(w);
-    profile::mark(Phase::Drain);
+    if used_real_smmu {
+        super::drain_smmu_events(w);
+        profile::mark(Phase::Drain);
+    }
     true
 }
 
@@ -289,7 +364,7 @@ pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
     match &mut *face {
         Face::Smmuv3(virt) => {
             let host = w.handoff.host_memory();
-            let mut mem = TrackedHostMemory { host: &host };
+            let mut mem = TrackedHostMemory::new(&host);
             let mut notify = Notify::default();
             for record in records {
                 let n = virt.forward_event(record, &mut mem);

@@ -37,6 +37,39 @@ pub fn warden_may_touch(
         && tracker.state_of(pages) == Ok(PageState::Host)
 }
 
+/// The last range one hold of the tracker lock allowed ([`warden_may_touch`]), so that the
+/// ranges inside it need no second tracker walk (issue 16: the command queue's consumer checks
+/// the whole queue once, then reads each slot and writes a `CMD_SYNC`'s MSI word, which Linux
+/// points at the sync's own slot, inside it).
+///
+/// Sound because the predicate is monotone and stable under the lock: a non-empty range inside
+/// an allowed one has a page cover inside the allowed range's cover, so it too is all host
+/// pages of one extent and overlaps no excluded region; and no page changes state while the
+/// tracker lock is held (every transition takes it; the excluded regions never change). The
+/// owner of an `AllowedRange` must therefore not outlive that hold of the lock: in
+/// `boot::vsmmu` it lives in the per-trap `TrackedHostMemory`, built after the lock is taken and
+/// dropped before it is released. Nothing is kept across traps: a queue donated between two
+/// `CMDQ_PROD` writes is refused at the second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowedRange {
+    last: Option<MemRange>,
+}
+
+impl AllowedRange {
+    /// Whether `range` is allowed: `true` at once if it lies inside the last range `check`
+    /// allowed, else `check(range)`, remembered when it allows.
+    pub fn allows(&mut self, range: MemRange, check: impl FnOnce(MemRange) -> bool) -> bool {
+        if !range.is_empty() && self.last.is_some_and(|last| last.contains_range(&range)) {
+            return true;
+        }
+        let allowed = check(range);
+        if allowed {
+            self.last = Some(range);
+        }
+        allowed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +116,57 @@ mod tests {
         )
         .unwrap();
         assert!(!ok(&t, 0x4100_0ff8, 16));
+    }
+
+    #[test]
+    fn ranges_inside_an_allowed_range_need_no_second_walk() {
+        let t = tracker();
+        let excluded = [FIRMWARE, CARVEOUT];
+        let walks = core::cell::Cell::new(0);
+        let walk = |r: MemRange| {
+            walks.set(walks.get() + 1);
+            warden_may_touch(&t, &excluded, r)
+        };
+        let mut allowed = AllowedRange::default();
+        // A command queue of 256 slots, then its slots and an MSI word in one of them.
+        let queue = MemRange::from_base_size(0x4100_0000, 256 * 16).unwrap();
+        assert!(allowed.allows(queue, walk));
+        assert_eq!(walks.get(), 1);
+        for slot in 0..256 {
+            let r = MemRange::from_base_size(queue.start + slot * 16, 16).unwrap();
+            assert!(allowed.allows(r, walk));
+        }
+        assert!(allowed.allows(MemRange::from_base_size(queue.start + 0x40, 4).unwrap(), walk));
+        assert_eq!(walks.get(), 1, "one walk for the queue, none for what is inside it");
+        // Past the queue, or an empty range: walked (and refused ones are not remembered).
+        assert!(allowed.allows(MemRange::from_base_size(queue.end - 8, 16).unwrap(), walk));
+        assert_eq!(walks.get(), 2);
+        assert!(!allowed.allows(MemRange::new(queue.start + 8, queue.start + 8), walk));
+        assert_eq!(walks.get(), 3);
+        let warden_word = MemRange::from_base_size(WARDEN.start, 8).unwrap();
+        assert!(!allowed.allows(warden_word, walk));
+        assert!(!allowed.allows(warden_word, walk));
+        assert_eq!(walks.get(), 5);
+    }
+
+    #[test]
+    fn a_new_hold_of_the_lock_walks_again() {
+        // Trap 1 checks the queue; between the traps the range changes owner; trap 2 (a new
+        // `AllowedRange`, as every trap builds) must see it.
+        let mut t = tracker();
+        let excluded = [FIRMWARE, CARVEOUT];
+        let queue = MemRange::new(0x4100_0000, 0x4100_1000);
+        let mut trap1 = AllowedRange::default();
+        assert!(trap1.allows(queue, |r| warden_may_touch(&t, &excluded, r)));
+        t.transition(
+            queue,
+            PageState::Host,
+            PageState::Donated { peer: PeerId::MODEM, released: false },
+        )
+        .unwrap();
+        let mut trap2 = AllowedRange::default();
+        assert!(!trap2.allows(queue, |r| warden_may_touch(&t, &excluded, r)));
+        let slot = MemRange::from_base_size(queue.start, 16).unwrap();
+        assert!(!trap2.allows(slot, |r| warden_may_touch(&t, &excluded, r)));
     }
 }

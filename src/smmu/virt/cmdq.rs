@@ -305,15 +305,30 @@ pub struct Consumed {
     pub gerror_irq: bool,
 }
 
+/// What owns the register file the consumer works on: the register file itself, or the
+/// virtual SMMU around it, which its command handler needs whole (so the consumer borrows the
+/// registers only between commands and never moves them out).
+pub trait CommandQueue {
+    fn registers(&mut self) -> &mut RegisterFile;
+}
+
+impl CommandQueue for RegisterFile {
+    fn registers(&mut self) -> &mut RegisterFile {
+        self
+    }
+}
+
 /// Consumes at most `budget` commands: each is read once from host memory (the whole queue
 /// must be host memory), decoded, handed to `handle`, and consumed. A PROD that claims more
 /// entries than the queue holds is CERROR_ILL at CONS (no command is trusted then).
-pub fn consume<M, H>(regs: &mut RegisterFile, mem: &mut M, budget: u32, mut handle: H) -> Consumed
+pub fn consume<Q, M, H>(queue_owner: &mut Q, mem: &mut M, budget: u32, mut handle: H) -> Consumed
 where
+    Q: CommandQueue + ?Sized,
     M: GuestMemory + ?Sized,
-    H: FnMut(&mut RegisterFile, &mut M, HostCommand) -> Outcome,
+    H: FnMut(&mut Q, &mut M, HostCommand) -> Outcome,
 {
     let mut done = Consumed { commands: 0, stop: Stop::Empty, gerror_irq: false };
+    let regs = queue_owner.registers();
     if !regs.cmdq_enabled() {
         done.stop = Stop::Disabled;
         return done;
@@ -350,7 +365,7 @@ where
         let mut bytes = [0u8; CMD_BYTES as usize];
         let slot = base + u64::from(shape.index(cons)) * CMD_BYTES;
         if mem.read(slot, &mut bytes).is_err() {
-            (done.stop, done.gerror_irq) = fail(regs, CERROR_ABT, None);
+            (done.stop, done.gerror_irq) = fail(queue_owner.registers(), CERROR_ABT, None);
             return done;
         }
         let (lo, hi) = bytes.split_at(8);
@@ -361,14 +376,15 @@ where
         let cmd = match decode(words, &adv) {
             Ok(cmd) => cmd,
             Err(illegal) => {
-                (done.stop, done.gerror_irq) = fail(regs, CERROR_ILL, Some(illegal));
+                (done.stop, done.gerror_irq) =
+                    fail(queue_owner.registers(), CERROR_ILL, Some(illegal));
                 return done;
             }
         };
-        match handle(regs, mem, cmd) {
+        match handle(queue_owner, mem, cmd) {
             Outcome::Done => {
                 cons = shape.next(cons);
-                regs.set_cmdq_cons(cons);
+                queue_owner.registers().set_cmdq_cons(cons);
                 done.commands += 1;
             }
             Outcome::Retry => {

@@ -468,14 +468,13 @@ impl VirtSmmu {
             self.config.cmd_budget
         };
         let mut notify = Notify::default();
-        let mut regs =
-            core::mem::replace(&mut self.regs, RegisterFile::new(self.config.advertised));
-        let consumed = cmdq::consume(&mut regs, mem, budget, |regs, mem, cmd| {
-            let (outcome, n) = self.execute(regs, mem, real, cmd);
+        // The consumer works on `self.regs` in place (issue 16: no register file moved out and
+        // back around every batch).
+        let consumed = cmdq::consume(self, mem, budget, |this, mem, cmd| {
+            let (outcome, n) = this.execute(mem, real, cmd);
             notify.merge(n);
             outcome
         });
-        self.regs = regs;
         self.stats.commands += u64::from(consumed.commands);
         notify.gerror_irq |= consumed.gerror_irq;
         match consumed.stop {
@@ -525,13 +524,7 @@ impl VirtSmmu {
         self.signal(notify, mem)
     }
 
-    fn execute<M, R>(
-        &mut self,
-        regs: &mut RegisterFile,
-        mem: &mut M,
-        real: &mut R,
-        cmd: HostCommand,
-    ) -> (Outcome, Notify)
+    fn execute<M, R>(&mut self, mem: &mut M, real: &mut R, cmd: HostCommand) -> (Outcome, Notify)
     where
         M: GuestMemory + ?Sized,
         R: NestedBackend + ?Sized,
@@ -540,7 +533,7 @@ impl VirtSmmu {
         let result = match cmd {
             // Prefetching is a hint; the real SMMU fetches on demand.
             HostCommand::Prefetch { .. } => Ok(()),
-            HostCommand::CfgiSte { sid, .. } => self.reshadow(regs, mem, real, sid, &mut notify),
+            HostCommand::CfgiSte { sid, .. } => self.reshadow(mem, real, sid, &mut notify),
             HostCommand::CfgiSteRange { sid, range } => {
                 let span = if range >= 31 { u64::MAX } else { (2u64 << range) - 1 };
                 let first = u64::from(sid) & !span;
@@ -551,11 +544,11 @@ impl VirtSmmu {
                     .into_iter()
                     .filter(|&s| (first..=last).contains(&u64::from(s)))
                     .collect();
-                sids.into_iter().try_for_each(|s| self.reshadow(regs, mem, real, s, &mut notify))
+                sids.into_iter().try_for_each(|s| self.reshadow(mem, real, s, &mut notify))
             }
             // No substreams: every CD invalidation of a stream is about its one CD.
             HostCommand::CfgiCd { sid, .. } | HostCommand::CfgiCdAll { sid } => {
-                self.refresh_cd(regs, mem, real, sid, &mut notify)
+                self.refresh_cd(mem, real, sid, &mut notify)
             }
             HostCommand::TlbiNhAll => self.engine.invalidate_all(real, false),
             // Every real ASID the host's ASID names, retiring ones included.
@@ -577,7 +570,8 @@ impl VirtSmmu {
                         SyncSignal::Msi { address, data } => {
                             self.host_waits_on_memory = true;
                             if !self.write_msi(mem, address, data, "CMD_SYNC") {
-                                notify.gerror_irq |= regs.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR);
+                                notify.gerror_irq |=
+                                    self.regs.raise_gerror(GERROR_MSI_CMDQ_ABT_ERR);
                             }
                         }
                     }
@@ -596,7 +590,6 @@ impl VirtSmmu {
     /// only CFGI_CD re-reads a CD.
     fn reshadow<M, R>(
         &mut self,
-        regs: &mut RegisterFile,
         mem: &mut M,
         real: &mut R,
         sid: u32,
@@ -609,14 +602,15 @@ impl VirtSmmu {
         if !self.engine.contains(sid) {
             return Ok(());
         }
-        let adv = *regs.advertised();
+        let adv = *self.regs.advertised();
         let mut event = None;
         let mut stage1 = None;
-        let plain = if !regs.smmu_enabled() {
+        let plain = if !self.regs.smmu_enabled() {
             // SMMUEN = 0: GBPA applies.
-            Some(disabled_ste(regs))
+            Some(disabled_ste(&self.regs))
         } else {
-            match ste::read_host_ste(mem, regs.strtab_base(), regs.strtab_cfg(), sid, &adv) {
+            let (base, cfg) = (self.regs.strtab_base(), self.regs.strtab_cfg());
+            match ste::read_host_ste(mem, base, cfg, sid, &adv) {
                 Err(fault) => {
                     // A stream ID outside the host's table is only an error once a device
                     // uses it: the real STE goes invalid, and the real SMMU reports that
@@ -659,7 +653,7 @@ impl VirtSmmu {
             (None, None) => Ok(()),
         };
         if let Some(record) = event {
-            notify.merge(record_event(regs, &mut self.stats, &record, mem));
+            notify.merge(record_event(&mut self.regs, &mut self.stats, &record, mem));
         }
         result
     }
@@ -667,7 +661,6 @@ impl VirtSmmu {
     /// Re-reads `sid`'s CD after the host's CFGI_CD(_ALL) (nested streams only).
     fn refresh_cd<M, R>(
         &mut self,
-        regs: &mut RegisterFile,
         mem: &mut M,
         real: &mut R,
         sid: u32,
@@ -682,11 +675,11 @@ impl VirtSmmu {
         else {
             return Ok(());
         };
-        let adv = *regs.advertised();
+        let adv = *self.regs.advertised();
         let (plan, mut event) = self.plan_cd(mem, sid, s1.ctx_ptr, &adv);
         let result = self.install_cd(real, sid, s1, plan, &mut event);
         if let Some(record) = event {
-            notify.merge(record_event(regs, &mut self.stats, &record, mem));
+            notify.merge(record_event(&mut self.regs, &mut self.stats, &record, mem));
         }
         result
     }
@@ -763,14 +756,11 @@ impl VirtSmmu {
     {
         let mut notify = Notify::default();
         let sids = self.engine.sids();
-        let mut regs =
-            core::mem::replace(&mut self.regs, RegisterFile::new(self.config.advertised));
         for sid in sids {
-            if self.reshadow(&mut regs, mem, real, sid, &mut notify).is_err() {
+            if self.reshadow(mem, real, sid, &mut notify).is_err() {
                 log::error!("vSMMU: real SMMU failed while re-deriving stream {sid:#x}");
             }
         }
-        self.regs = regs;
         // The new STEs are in force once CR0ACK (or GBPA.UPDATE) shows the change: complete
         // them now.
         if self.engine.sync(real).is_err() {
@@ -781,6 +771,12 @@ impl VirtSmmu {
             );
         }
         notify
+    }
+}
+
+impl cmdq::CommandQueue for VirtSmmu {
+    fn registers(&mut self) -> &mut RegisterFile {
+        &mut self.regs
     }
 }
 

@@ -974,3 +974,31 @@ fn event_and_gerror_msis_go_to_host_memory_only() {
     let notify = h.smmu.forward_event(&record, &mut h.mem);
     assert!(notify.evtq_irq);
 }
+
+/// Issue 16's fast CMD_SYNC: a sync with nothing issued since the last one asks nothing of the
+/// real SMMU (so warden's trap path never takes its lock or the frame pool's), and the queue's
+/// ownership is checked again at every PROD write: a queue donated between two writes is
+/// CERROR_ABT at the second, with nothing executed and no MSI written.
+#[test]
+fn an_idle_sync_needs_no_real_smmu_and_a_queue_donated_between_writes_is_refused() {
+    let mut h = Host::new(true);
+    h.linux_reset();
+    h.real.take();
+    let slot = h.prod;
+    h.queue(&[msi_sync(slot)]);
+    h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    let word = CMDQ + u64::from(slot & 0xff) * 16;
+    assert_eq!(h.mem.read_u64(word) as u32, 0, "completed");
+    assert!(h.real.take().is_empty(), "nothing issued: no real SMMU operation");
+    // The queue's page changes owner (a DONATE) before the next PROD write.
+    let slot = h.prod;
+    h.queue(&[tlbi_asid(3), msi_sync(slot + 1)]);
+    let word = CMDQ + u64::from((slot + 1) & 0xff) * 16;
+    h.mem.take_from_host(MemRange::new(CMDQ, CMDQ + 0x1000));
+    let notify = h.write(CMDQ_PROD, 4, u64::from(h.prod));
+    assert!(notify.gerror_irq);
+    assert_eq!(h.read(CMDQ_CONS), (2 << 24) | u64::from(slot), "CERROR_ABT at the first");
+    assert!(h.real.take().is_empty(), "nothing executed");
+    assert_ne!(h.mem.read_u64(word) as u32, 0, "no completion written");
+    assert_eq!(h.smmu.stats().fetch_aborts, 1);
+}
