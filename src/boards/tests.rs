@@ -11,7 +11,8 @@ use super::*;
 use crate::arch::fake::Recorder;
 use crate::boot_stage::{BootStageDtError, check_boot_stage_dt, check_entry};
 use crate::dt::{
-    CarveoutSource, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse, set_memory_in_place,
+    CarveoutSource, Mmu500Info, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse,
+    set_memory_in_place,
 };
 use crate::mm::frame::test_support::HeapFrames;
 use crate::mm::host_plan::{host_stage2_holes, host_stage2_split};
@@ -81,18 +82,30 @@ fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRan
     assert!(!p.cpus.is_empty() && p.cpus.len() <= board.max_cpus, "{}", p.cpus.len());
     assert!(board.max_cpus.is_power_of_two());
     assert_eq!(p.psci, Some(crate::dt::PsciConduit::Smc));
-    let kind = match board.iommu {
-        Iommu::ArmMmu500 => OtherIommuKind::ArmMmu500,
-        Iommu::QcomMsmIommuV1 => OtherIommuKind::QcomMsmIommuV1,
-        Iommu::SmmuV3 => unreachable!("no Snapdragon board has one"),
-    };
-    let apps = p.other_iommus.iter().find(|i| i.regs.start == iommu.start).unwrap();
-    assert_eq!((apps.kind, apps.regs), (kind, iommu));
     assert!(p.smmus.is_empty());
-    // No back end yet: the IOMMU and the console (a DMA-capable engine, or behind the IOMMU)
-    // are withheld and none of their pages is the host's.
-    // (The GENI UART goes with its withheld QUP wrapper's subtree.)
-    assert!(p.withheld.iter().any(|w| w.regs == Some(iommu)));
+    match board.iommu {
+        // warden's apps SMMU: neither a host device nor withheld (the host reaches its
+        // registers only through warden's face), its pages out of the host's stage 2.
+        Iommu::ArmMmu500 => {
+            let apps = p.mmu500.as_ref().expect("the apps MMU-500");
+            assert_eq!(apps.regs, iommu);
+            assert!(!p.other_iommus.iter().any(|i| i.regs == iommu));
+            assert!(!p.withheld.iter().any(|w| w.regs == Some(iommu)));
+            // The GPU's own MMU-500 (`qcom,adreno-smmu`) is not warden's: still withheld.
+            assert!(p.other_iommus.iter().all(|i| i.kind == OtherIommuKind::ArmMmu500));
+        }
+        // No back end: the IOMMU is withheld.
+        Iommu::QcomMsmIommuV1 => {
+            let apps = p.other_iommus.iter().find(|i| i.regs.start == iommu.start).unwrap();
+            assert_eq!((apps.kind, apps.regs), (OtherIommuKind::QcomMsmIommuV1, iommu));
+            assert!(p.mmu500.is_none() && p.mmu500_streams.is_empty());
+            assert!(p.withheld.iter().any(|w| w.regs == Some(iommu)));
+        }
+        Iommu::SmmuV3 => unreachable!("no Snapdragon board has one"),
+    }
+    // The console (a GENI serial engine or UARTDM, not a kind known free of DMA) stays
+    // withheld: warden's own. Neither it nor the IOMMU has a page of the host's.
+    assert!(p.withheld.iter().any(|w| w.regs.is_some_and(|r| r.contains(console.regs.start))));
     for withheld in [iommu.start, console.regs.start] {
         assert!(!p.devices.iter().any(|d| d.contains(withheld)), "{withheld:#x}");
     }
@@ -356,4 +369,80 @@ fn snapdragon_mmu500_boards_select_the_mmu500_back_end() {
     assert_eq!(apq8016_sbc::BOARD.iommu.back_end(), None, "msm-iommu-v1 has none");
     assert_eq!(qemu_virt::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
     assert_eq!(qemu_virt_tz::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+}
+
+/// What the boot finds on the real DTs for the apps MMU-500 (`qcom,*-smmu-500`, `arm,mmu-500`
+/// at 0x1500_0000, not the GPU's `qcom,adreno-smmu`): its interrupts, and the host streams of
+/// every kept device naming it, which `smmu::mmu500::host_streams` accepts (masked entries
+/// merged as Linux merges them). The devices behind it are the host's; DB410c keeps its
+/// documented limit (nothing behind `msm-iommu-v1` is).
+#[test]
+fn apps_mmu500_and_its_host_streams_from_the_real_dts() {
+    use crate::smmu::mmu500::{StreamMatch, host_streams};
+    let m = |id, mask| StreamMatch { id, mask };
+    for (board, p) in every_board() {
+        let Some(apps) = p.mmu500.as_ref() else {
+            assert_eq!(board.iommu, Iommu::QcomMsmIommuV1, "{}", board.name);
+            assert!(
+                p.withheld.iter().filter(|w| w.why == crate::dt::Withheld::OtherIommu).count() > 0
+            );
+            continue;
+        };
+        assert_eq!(board.iommu.back_end(), Some(IommuBackEnd::Mmu500), "{}", board.name);
+        let Mmu500Info { regs, iommu_cells, global_irqs, global_irq, context_irqs, .. } = apps;
+        assert_eq!((*regs, *iommu_cells), (r(0x1500_0000, 0x1510_0000), 2), "{}", board.name);
+        let streams = host_streams(&p.mmu500_streams).unwrap();
+        // Each kept device with `iommus` is a path the host has: as many streams as
+        // specifiers, less the merged ones.
+        let kept = |path: &str| !p.withheld.iter().any(|w| path.starts_with(w.path.as_str()));
+        match board.name {
+            "qrb5165-rb5" => {
+                assert_eq!((*global_irqs, *global_irq), (2, Some(32 + 0x40)));
+                assert_eq!(context_irqs.first(), Some(&(32 + 0x61)));
+                // UFS, the crypto engine's set (0x586/0x11 = 0x596/0x11), SD, the display,
+                // the video codec.
+                for s in [
+                    m(0xe0, 0),
+                    m(0x4e0, 0),
+                    m(0x586, 0x11),
+                    m(0x592, 0),
+                    m(0x4a0, 0),
+                    m(0x820, 0x402),
+                    m(0x2100, 0x400),
+                ] {
+                    assert!(streams.contains(&s), "{s}");
+                }
+                assert!(!streams.contains(&m(0x596, 0x11)), "merged");
+                assert_eq!(streams.len(), 13);
+                // USB's core sits in its withheld `qcom,*-dwc3` glue node: not the host's.
+                assert!(!streams.iter().any(|s| s.matches(0x0) || s.matches(0x20)));
+            }
+            "qcs6490-rb3gen2" => {
+                assert_eq!((*global_irqs, *global_irq), (1, Some(32 + 0x41)));
+                assert_eq!(context_irqs.first(), Some(&(32 + 0x60)));
+                // A QUP wrapper, UFS, the crypto engine, the trace router, the display.
+                for s in [m(0x43, 0), m(0x80, 0), m(0x4e4, 0x11), m(0x4c0, 0), m(0x900, 0x402)] {
+                    assert!(streams.contains(&s), "{s}");
+                }
+                // Disabled in this DT (the SD slot), or inside a withheld glue node (USB's
+                // `qcom,*-dwc3` wrapper has no `iommus` of its own): not the host's.
+                assert!(!streams.contains(&m(0xc0, 0)) && !streams.contains(&m(0xe0, 0)));
+            }
+            other => panic!("{other}"),
+        }
+        assert!(context_irqs.len() >= crate::smmu::v2::regs::NUM_CB);
+        // The GPU's streams (on its own SMMU) and the DSPs' FastRPC sessions (under their
+        // withheld remoteproc nodes) are not the host's.
+        assert!(!streams.iter().any(|s| s.matches(0x1001) || s.matches(0x1803)), "{}", board.name);
+        assert!(kept("/soc@0/ufshc@1d84000") || kept("/soc@0/ufs@1d84000"));
+        // Nothing is withheld for being behind the apps SMMU any more (only the GPU's, behind
+        // its own SMMU).
+        for w in p.withheld.iter().filter(|w| w.why == crate::dt::Withheld::OtherIommu) {
+            assert!(
+                w.path.as_str().contains("gpu") || w.path.as_str().contains("gmu"),
+                "{}",
+                w.path
+            );
+        }
+    }
 }
