@@ -446,3 +446,126 @@ fn apps_mmu500_and_its_host_streams_from_the_real_dts() {
         }
     }
 }
+
+/// The boot's MMU-500 step (`boot::mmu500::take`: `Mmu500Config::for_board` into
+/// `Mmu500Backend::init`) over the real RB5 / RB3 Gen 2 DTs, on the register model as the
+/// firmware leaves it (a DSP's FastRPC stream translated by a firmware bank, the display's
+/// splash stream in bypass): which SMRs, S2CRs and banks end up programmed, the host VMID
+/// invalidated before any host stream matches, a handoff's invalidation (the handoff
+/// sequences' `DmaStage2` step) completed on the model, and hostile `iommus` refused with a
+/// defined error and nothing enabled. The boot runs this before the host's first instruction
+/// (`boot::primary_main`: `take_smmu`, then this, long before `enter_host_on_this_cpu`).
+#[test]
+fn the_boot_takes_the_apps_mmu500_of_the_real_dts_on_the_model() {
+    use crate::handoff::DmaStage2;
+    use crate::smmu::S2Config;
+    use crate::smmu::mmu500::model::{Access, Mmu500Model, ModelConfig, Route};
+    use crate::smmu::mmu500::regs::*;
+    use crate::smmu::mmu500::{
+        Mmu500Backend, Mmu500Config, Mmu500Error, StreamMatch, host_streams,
+    };
+    const ROOT: u64 = 0x8_1234_0000;
+    const VTCR: u64 = 24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16);
+    const FASTRPC_SID: u32 = 0x1803;
+    let s2 = S2Config { vtcr: VTCR, root_pa: ROOT, vmid: 1 };
+    let valid = |s: StreamMatch| mask32(SMR_F::VALID) | s.id | (s.mask << 16);
+    let firmware = |splash: StreamMatch| {
+        let m = Mmu500Model::new(ModelConfig::QCOM);
+        m.preset_bank(0, 5, mask32(SCTLR_F::M), 0x9_0000_0000);
+        m.preset_stream(0, valid(StreamMatch::exact(FASTRPC_SID)), 0);
+        m.preset_stream(1, valid(splash), S2CR_TYPE_BYPASS << 16);
+        m
+    };
+    let mut boards = 0;
+    for (board, p) in every_board() {
+        if p.mmu500.is_none() {
+            continue;
+        }
+        boards += 1;
+        let streams = host_streams(&p.mmu500_streams).unwrap();
+        let display = *streams.iter().find(|s| s.mask == 0x402).unwrap();
+        let m = firmware(display);
+        assert_eq!(
+            m.route(display.id),
+            Route::GlobalBypass,
+            "before warden: CLIENTPD, as after the Gunyah exit"
+        );
+        let mut b = Mmu500Backend::init(&m, Mmu500Config::for_board(&p, s2)).unwrap();
+        let bank = b.stage2_bank();
+        assert_ne!(bank, 0, "{}: the firmware's bank is never taken", board.name);
+        let stage2 = Route::Translate { bank, s1_ttbr0: None, s2_root: Some(ROOT), vmid: 1 };
+        for s in &streams {
+            // Every ID of every host stream (the first and last of its set) on warden's
+            // stage 2, none in bypass.
+            for sid in [s.id, s.id | s.mask] {
+                assert_eq!(m.route(sid), stage2, "{}: {sid:#x} of {s}", board.name);
+            }
+        }
+        // The peer's stream and bank as found; anything else faults.
+        assert_eq!(
+            m.route(FASTRPC_SID),
+            Route::Translate { bank: 0, s1_ttbr0: None, s2_root: Some(0x9_0000_0000), vmid: 5 }
+        );
+        assert_eq!(m.route(0x7fff), Route::Unmatched { fault: true });
+        // Programmed: one SMR per host stream with its mask (the splash's SMR reused), the
+        // peer's untouched.
+        let smrs: Vec<u32> =
+            (0..32).map(|i| m.smr(i)).filter(|smr| smr & mask32(SMR_F::VALID) != 0).collect();
+        assert_eq!(smrs.len(), streams.len() + 1, "{}", board.name);
+        for s in &streams {
+            assert!(smrs.contains(&valid(*s)), "{}: {s}", board.name);
+        }
+        assert_eq!((m.smr(0), m.s2cr(0)), (valid(StreamMatch::exact(FASTRPC_SID)), 0));
+        assert_eq!(m.cbar(bank), 1, "stage-2 bank, host VMID");
+        assert_eq!(m.bad_accesses(), 0);
+        // The host VMID invalidated and synced before the first host SMR matches.
+        let log = m.take_log();
+        let at = |what: &dyn Fn(&Access) -> bool| log.iter().position(what).unwrap();
+        let layout = m.layout();
+        let is_write = |a: &Access, off: u32| matches!(a, Access::Write { at, .. } if *at == layout.decode(off));
+        let tlbivmid = at(&|a| is_write(a, TLBIVMID));
+        let gsync = at(&|a| is_write(a, STLBGSYNC));
+        let first_smr = at(
+            &|a| matches!(a, Access::Write { at: Space::Gr0(o), value } if (SMR_BASE..SMR_BASE + 0x80).contains(o) && *value as u32 & mask32(SMR_F::VALID) != 0),
+        );
+        let scr0 = at(&|a| is_write(a, SCR0));
+        assert!(tlbivmid < gsync && gsync < first_smr && first_smr < scr0, "{}", board.name);
+
+        // A handoff's SMMU step: TLBIVMID of the host, TLBGSYNC, polled to completion.
+        let before = m.syncs_completed();
+        let carveout = p.carveouts[0].range;
+        assert_eq!(b.invalidate_ipa_range(1, carveout), Ok(()));
+        let log = m.take_log();
+        let tlbi = log
+            .iter()
+            .position(|a| matches!(a, Access::Write { value: 1, .. }) && is_write(a, TLBIVMID));
+        let sync = log.iter().position(|a| is_write(a, STLBGSYNC));
+        assert!(tlbi.unwrap() < sync.unwrap(), "{}", board.name);
+        assert_eq!(m.syncs_completed(), before + 1, "completed before the handoff goes on");
+        assert!(b.invalidate_ipa_range(2, carveout).is_err(), "only the host's VMID");
+
+        // Hostile `iommus`: a SID beyond NUMSIDB, a mask sharing part of a host stream, the
+        // peer's stream. Refused, with the firmware's configuration left as it was.
+        // The display's set (mask 0x402) and one sharing only its first ID (mask 0x4000).
+        let partial = StreamMatch { id: display.id, mask: 0x4000 };
+        for (extra, err) in [
+            (StreamMatch::exact(0x8000), Mmu500Error::SidTooWide(0x8000)),
+            (partial, Mmu500Error::OverlappingStreams { first: display, second: partial }),
+            (
+                StreamMatch::exact(FASTRPC_SID),
+                Mmu500Error::PeerStream { index: 0, smr: valid(StreamMatch::exact(FASTRPC_SID)) },
+            ),
+        ] {
+            let mut q = p.clone();
+            q.mmu500_streams.push(extra);
+            let m = firmware(display);
+            let refused = Mmu500Backend::init(&m, Mmu500Config::for_board(&q, s2)).err();
+            assert_eq!(refused, Some(err), "{}: {extra}", board.name);
+            assert_eq!(m.scr0() & mask32(SCR0_F::CLIENTPD), 1, "nothing enabled");
+            assert_eq!(m.route(display.id), Route::GlobalBypass, "as the firmware left it");
+        }
+    }
+    if board_dtb(&qrb5165_rb5::BOARD).is_some() {
+        assert_eq!(boards, 2);
+    }
+}

@@ -813,6 +813,42 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
     }
 }
 
+/// The handoff sequences' SMMU step (G1: after the host stage-2 unmap and the CPU's TLBI,
+/// before the clean): every host stream translates through warden's stage 2 (the stage-2 bank,
+/// or nested over it), so the host VMID's entries go: TLBIVMID + TLBGSYNC, completed. The
+/// MMU-500 has a per-IPA stage-2 invalidation (TLBIIPAS2 on the bank) but a handoff removes
+/// whole carveouts, and TLBIVMID is one write for any size.
+impl<I: Mmu500Io> crate::handoff::DmaStage2 for Mmu500Backend<I> {
+    fn invalidate_ipa_range(
+        &mut self,
+        vmid: u16,
+        range: crate::mm::MemRange,
+    ) -> Result<(), crate::smmu::SmmuError> {
+        if vmid != self.host_vmid {
+            // Only the host's streams are warden's here; a peer's VMID is not on this SMMU.
+            log::error!("MMU-500: stage-2 invalidation of {range} for VMID {vmid}, not the host's");
+            return Err(crate::smmu::SmmuError::Mmu500Sync);
+        }
+        self.invalidate_host_stage2().map_err(|BackendError| crate::smmu::SmmuError::Mmu500Sync)
+    }
+}
+
+impl Mmu500Config {
+    /// What the boot gives the back end on a board: the host's streams from the DT (the
+    /// `iommus` of every kept device naming the apps MMU-500), warden's host stage 2 as the
+    /// CPU walks it, every stream on it alone (`Stage2Only`: there is no face whose shadow CDs
+    /// would need an arena, so the arena is empty and `write_cd` refuses every slot).
+    pub fn for_board(p: &crate::dt::PlatformInfo, s2: S2Config) -> Self {
+        Self {
+            host_streams: p.mmu500_streams.to_vec(),
+            s2,
+            arena: CdArena { ipa: 0, slots: 0, unmapped_ipa: 0 },
+            initial: RealSte::Stage2Only,
+            poll_limit: crate::smmu::DEFAULT_POLL_LIMIT,
+        }
+    }
+}
+
 impl<I: Mmu500Io> NestedBackend for Mmu500Backend<I> {
     fn install_ste(&mut self, sid: u32, ste: RealSte) -> Result<(), BackendError> {
         let Some(&(index, old)) = self.streams.get(&sid) else {
