@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 mod gic;
+mod mmu500;
 mod sim_peer;
 mod vsmmu;
 
@@ -489,6 +490,14 @@ pub extern "C" fn primary_main(
             Ok(s) => s,
             Err(e) => fatal_unlocked(format_args!("SMMU: {e}")),
         };
+    // The apps MMU-500 (Snapdragon): the devices the DT policy kept behind it are in the
+    // host's stage 2, so without it taken the host must not start.
+    if platform.mmu500.is_some() && board.iommu.back_end() != Some(boards::IommuBackEnd::Mmu500) {
+        fatal_unlocked(format_args!("the DT's apps MMU-500 has no back end on {}", board.name));
+    }
+    if let Err(e) = mmu500::take(platform, vtcr, vttbr) {
+        fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host"));
+    }
     let vlpi_stride = gic_layout.any_vlpi();
     let gic = if gic_version == GicVersion::V3 {
         match gic::take(platform, gic_layout, &mut frames) {
@@ -875,11 +884,12 @@ fn build_el2_tables(
     guards.extend(hw::stack_guards());
     let mut devices: ArrayVec<
         MemRange,
-        { 2 + dt::MAX_SMMUS + dt::MAX_PCIE + dt::MAX_ITS + dt::MAX_REDIST_REGIONS },
+        { 3 + dt::MAX_SMMUS + dt::MAX_PCIE + dt::MAX_ITS + dt::MAX_REDIST_REGIONS },
     > = ArrayVec::new();
     devices.push(MemRange::new(uart, uart + PAGE_SIZE));
     // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
     devices.extend(p.smmus.iter().map(|s| s.regs));
+    devices.extend(p.mmu500.as_ref().map(|m| m.regs));
     devices.extend(p.pcie.iter().map(|h| h.ecam));
     // The GIC distributor, where the virtual SMMU raises the host's SMMU interrupts.
     devices.extend(p.gic_dist.and_then(|g| g.page_aligned_outward()));
@@ -912,7 +922,7 @@ fn build_el2_tables(
         {
             3 + MAX_CPUS
                 + dt::MAX_MEMORY_RANGES * (2 + dt::MAX_RESERVED + dt::MAX_CARVEOUTS)
-                + 2
+                + 3
                 + dt::MAX_SMMUS
                 + dt::MAX_PCIE
                 + 1
@@ -1190,6 +1200,7 @@ fn quiesce_other_smmus(p: &PlatformInfo) -> Result<(), BootError> {
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
+    mmu500::poll_faults();
     // Another CPU draining (or a transfer invalidating) already is as good as this one doing
     // it: events are collected the next time.
     let Some(mut guard) = w.smmu.try_lock() else { return };
@@ -1706,7 +1717,7 @@ struct HwPlatform<'a> {
 /// warden's ABI, the control page and SCM's assign_mem all reach the handoff code this way.
 fn with_handoff_ctx<T>(
     w: &Warden,
-    f: impl FnOnce(&HandoffCtx<'_, Hw, Option<Smmu<MmioSmmu>>, PoolFrames>) -> T,
+    f: impl FnOnce(&HandoffCtx<'_, Hw, dyn crate::handoff::DmaStage2 + '_, PoolFrames>) -> T,
 ) -> T {
     let peers: Vec<PeerRef<'_>> = w
         .peers
@@ -1718,7 +1729,7 @@ fn with_handoff_ctx<T>(
         .collect();
     let ctx = HandoffCtx {
         cpu: &Hw,
-        smmu: &w.smmu,
+        smmu: mmu500::dma_stage2(&w.smmu),
         frames: &w.frames,
         host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
         peers: &peers,

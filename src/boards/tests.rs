@@ -11,7 +11,8 @@ use super::*;
 use crate::arch::fake::Recorder;
 use crate::boot_stage::{BootStageDtError, check_boot_stage_dt, check_entry};
 use crate::dt::{
-    CarveoutSource, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse, set_memory_in_place,
+    CarveoutSource, Mmu500Info, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse,
+    set_memory_in_place,
 };
 use crate::mm::frame::test_support::HeapFrames;
 use crate::mm::host_plan::{host_stage2_holes, host_stage2_split};
@@ -81,18 +82,30 @@ fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRan
     assert!(!p.cpus.is_empty() && p.cpus.len() <= board.max_cpus, "{}", p.cpus.len());
     assert!(board.max_cpus.is_power_of_two());
     assert_eq!(p.psci, Some(crate::dt::PsciConduit::Smc));
-    let kind = match board.iommu {
-        Iommu::ArmMmu500 => OtherIommuKind::ArmMmu500,
-        Iommu::QcomMsmIommuV1 => OtherIommuKind::QcomMsmIommuV1,
-        Iommu::SmmuV3 => unreachable!("no Snapdragon board has one"),
-    };
-    let apps = p.other_iommus.iter().find(|i| i.regs.start == iommu.start).unwrap();
-    assert_eq!((apps.kind, apps.regs), (kind, iommu));
     assert!(p.smmus.is_empty());
-    // No back end yet: the IOMMU and the console (a DMA-capable engine, or behind the IOMMU)
-    // are withheld and none of their pages is the host's.
-    // (The GENI UART goes with its withheld QUP wrapper's subtree.)
-    assert!(p.withheld.iter().any(|w| w.regs == Some(iommu)));
+    match board.iommu {
+        // warden's apps SMMU: neither a host device nor withheld (the host reaches its
+        // registers only through warden's face), its pages out of the host's stage 2.
+        Iommu::ArmMmu500 => {
+            let apps = p.mmu500.as_ref().expect("the apps MMU-500");
+            assert_eq!(apps.regs, iommu);
+            assert!(!p.other_iommus.iter().any(|i| i.regs == iommu));
+            assert!(!p.withheld.iter().any(|w| w.regs == Some(iommu)));
+            // The GPU's own MMU-500 (`qcom,adreno-smmu`) is not warden's: still withheld.
+            assert!(p.other_iommus.iter().all(|i| i.kind == OtherIommuKind::ArmMmu500));
+        }
+        // No back end: the IOMMU is withheld.
+        Iommu::QcomMsmIommuV1 => {
+            let apps = p.other_iommus.iter().find(|i| i.regs.start == iommu.start).unwrap();
+            assert_eq!((apps.kind, apps.regs), (OtherIommuKind::QcomMsmIommuV1, iommu));
+            assert!(p.mmu500.is_none() && p.mmu500_streams.is_empty());
+            assert!(p.withheld.iter().any(|w| w.regs == Some(iommu)));
+        }
+        Iommu::SmmuV3 => unreachable!("no Snapdragon board has one"),
+    }
+    // The console (a GENI serial engine or UARTDM, not a kind known free of DMA) stays
+    // withheld: warden's own. Neither it nor the IOMMU has a page of the host's.
+    assert!(p.withheld.iter().any(|w| w.regs.is_some_and(|r| r.contains(console.regs.start))));
     for withheld in [iommu.start, console.regs.start] {
         assert!(!p.devices.iter().any(|d| d.contains(withheld)), "{withheld:#x}");
     }
@@ -361,4 +374,203 @@ fn snapdragon_mmu500_boards_select_the_mmu500_back_end() {
     assert_eq!(apq8016_sbc::BOARD.iommu.back_end(), None, "msm-iommu-v1 has none");
     assert_eq!(qemu_virt::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
     assert_eq!(qemu_virt_tz::BOARD.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+}
+
+/// What the boot finds on the real DTs for the apps MMU-500 (`qcom,*-smmu-500`, `arm,mmu-500`
+/// at 0x1500_0000, not the GPU's `qcom,adreno-smmu`): its interrupts, and the host streams of
+/// every kept device naming it, which `smmu::mmu500::host_streams` accepts (masked entries
+/// merged as Linux merges them). The devices behind it are the host's; DB410c keeps its
+/// documented limit (nothing behind `msm-iommu-v1` is).
+#[test]
+fn apps_mmu500_and_its_host_streams_from_the_real_dts() {
+    use crate::smmu::mmu500::{StreamMatch, host_streams};
+    let m = |id, mask| StreamMatch { id, mask };
+    for (board, p) in every_board() {
+        let Some(apps) = p.mmu500.as_ref() else {
+            assert_eq!(board.iommu, Iommu::QcomMsmIommuV1, "{}", board.name);
+            assert!(
+                p.withheld.iter().filter(|w| w.why == crate::dt::Withheld::OtherIommu).count() > 0
+            );
+            continue;
+        };
+        assert_eq!(board.iommu.back_end(), Some(IommuBackEnd::Mmu500), "{}", board.name);
+        let Mmu500Info { regs, iommu_cells, global_irqs, global_irq, context_irqs, .. } = apps;
+        assert_eq!((*regs, *iommu_cells), (r(0x1500_0000, 0x1510_0000), 2), "{}", board.name);
+        let streams = host_streams(&p.mmu500_streams).unwrap();
+        // Each kept device with `iommus` is a path the host has: as many streams as
+        // specifiers, less the merged ones.
+        let kept = |path: &str| !p.withheld.iter().any(|w| path.starts_with(w.path.as_str()));
+        match board.name {
+            "qrb5165-rb5" => {
+                assert_eq!((*global_irqs, *global_irq), (2, Some(32 + 0x40)));
+                assert_eq!(context_irqs.first(), Some(&(32 + 0x61)));
+                // UFS, the crypto engine's set (0x586/0x11 = 0x596/0x11), SD, the display,
+                // the video codec.
+                for s in [
+                    m(0xe0, 0),
+                    m(0x4e0, 0),
+                    m(0x586, 0x11),
+                    m(0x592, 0),
+                    m(0x4a0, 0),
+                    m(0x820, 0x402),
+                    m(0x2100, 0x400),
+                ] {
+                    assert!(streams.contains(&s), "{s}");
+                }
+                assert!(!streams.contains(&m(0x596, 0x11)), "merged");
+                assert_eq!(streams.len(), 13);
+                // USB's core sits in its withheld `qcom,*-dwc3` glue node: not the host's.
+                assert!(!streams.iter().any(|s| s.matches(0x0) || s.matches(0x20)));
+            }
+            "qcs6490-rb3gen2" => {
+                assert_eq!((*global_irqs, *global_irq), (1, Some(32 + 0x41)));
+                assert_eq!(context_irqs.first(), Some(&(32 + 0x60)));
+                // A QUP wrapper, UFS, the crypto engine, the trace router, the display.
+                for s in [m(0x43, 0), m(0x80, 0), m(0x4e4, 0x11), m(0x4c0, 0), m(0x900, 0x402)] {
+                    assert!(streams.contains(&s), "{s}");
+                }
+                // Disabled in this DT (the SD slot), or inside a withheld glue node (USB's
+                // `qcom,*-dwc3` wrapper has no `iommus` of its own): not the host's.
+                assert!(!streams.contains(&m(0xc0, 0)) && !streams.contains(&m(0xe0, 0)));
+            }
+            other => panic!("{other}"),
+        }
+        assert!(context_irqs.len() >= crate::smmu::v2::regs::NUM_CB);
+        // The GPU's streams (on its own SMMU) and the DSPs' FastRPC sessions (under their
+        // withheld remoteproc nodes) are not the host's.
+        assert!(!streams.iter().any(|s| s.matches(0x1001) || s.matches(0x1803)), "{}", board.name);
+        assert!(kept("/soc@0/ufshc@1d84000") || kept("/soc@0/ufs@1d84000"));
+        // Nothing is withheld for being behind the apps SMMU any more (only the GPU's, behind
+        // its own SMMU).
+        for w in p.withheld.iter().filter(|w| w.why == crate::dt::Withheld::OtherIommu) {
+            assert!(
+                w.path.as_str().contains("gpu") || w.path.as_str().contains("gmu"),
+                "{}",
+                w.path
+            );
+        }
+    }
+}
+
+/// The boot's MMU-500 step (`boot::mmu500::take`: `Mmu500Config::for_board` into
+/// `Mmu500Backend::init`) over the real RB5 / RB3 Gen 2 DTs, on the register model as the
+/// firmware leaves it (a DSP's FastRPC stream translated by a firmware bank, the display's
+/// splash stream in bypass): which SMRs, S2CRs and banks end up programmed, the host VMID
+/// invalidated before any host stream matches, a handoff's invalidation (the handoff
+/// sequences' `DmaStage2` step) completed on the model, and hostile `iommus` refused with a
+/// defined error and nothing enabled. The boot runs this before the host's first instruction
+/// (`boot::primary_main`: `take_smmu`, then this, long before `enter_host_on_this_cpu`).
+#[test]
+fn the_boot_takes_the_apps_mmu500_of_the_real_dts_on_the_model() {
+    use crate::handoff::DmaStage2;
+    use crate::smmu::S2Config;
+    use crate::smmu::mmu500::model::{Access, Mmu500Model, ModelConfig, Route};
+    use crate::smmu::mmu500::regs::*;
+    use crate::smmu::mmu500::{
+        Mmu500Backend, Mmu500Config, Mmu500Error, StreamMatch, host_streams,
+    };
+    const ROOT: u64 = 0x8_1234_0000;
+    const VTCR: u64 = 24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16);
+    const FASTRPC_SID: u32 = 0x1803;
+    let s2 = S2Config { vtcr: VTCR, root_pa: ROOT, vmid: 1 };
+    let valid = |s: StreamMatch| mask32(SMR_F::VALID) | s.id | (s.mask << 16);
+    let firmware = |splash: StreamMatch| {
+        let m = Mmu500Model::new(ModelConfig::QCOM);
+        m.preset_bank(0, 5, mask32(SCTLR_F::M), 0x9_0000_0000);
+        m.preset_stream(0, valid(StreamMatch::exact(FASTRPC_SID)), 0);
+        m.preset_stream(1, valid(splash), S2CR_TYPE_BYPASS << 16);
+        m
+    };
+    let mut boards = 0;
+    for (board, p) in every_board() {
+        if p.mmu500.is_none() {
+            continue;
+        }
+        boards += 1;
+        let streams = host_streams(&p.mmu500_streams).unwrap();
+        let display = *streams.iter().find(|s| s.mask == 0x402).unwrap();
+        let m = firmware(display);
+        assert_eq!(
+            m.route(display.id),
+            Route::GlobalBypass,
+            "before warden: CLIENTPD, as after the Gunyah exit"
+        );
+        let mut b = Mmu500Backend::init(&m, Mmu500Config::for_board(&p, s2)).unwrap();
+        let bank = b.stage2_bank();
+        assert_ne!(bank, 0, "{}: the firmware's bank is never taken", board.name);
+        let stage2 = Route::Translate { bank, s1_ttbr0: None, s2_root: Some(ROOT), vmid: 1 };
+        for s in &streams {
+            // Every ID of every host stream (the first and last of its set) on warden's
+            // stage 2, none in bypass.
+            for sid in [s.id, s.id | s.mask] {
+                assert_eq!(m.route(sid), stage2, "{}: {sid:#x} of {s}", board.name);
+            }
+        }
+        // The peer's stream and bank as found; anything else faults.
+        assert_eq!(
+            m.route(FASTRPC_SID),
+            Route::Translate { bank: 0, s1_ttbr0: None, s2_root: Some(0x9_0000_0000), vmid: 5 }
+        );
+        assert_eq!(m.route(0x7fff), Route::Unmatched { fault: true });
+        // Programmed: one SMR per host stream with its mask (the splash's SMR reused), the
+        // peer's untouched.
+        let smrs: Vec<u32> =
+            (0..32).map(|i| m.smr(i)).filter(|smr| smr & mask32(SMR_F::VALID) != 0).collect();
+        assert_eq!(smrs.len(), streams.len() + 1, "{}", board.name);
+        for s in &streams {
+            assert!(smrs.contains(&valid(*s)), "{}: {s}", board.name);
+        }
+        assert_eq!((m.smr(0), m.s2cr(0)), (valid(StreamMatch::exact(FASTRPC_SID)), 0));
+        assert_eq!(m.cbar(bank), 1, "stage-2 bank, host VMID");
+        assert_eq!(m.bad_accesses(), 0);
+        // The host VMID invalidated and synced before the first host SMR matches.
+        let log = m.take_log();
+        let at = |what: &dyn Fn(&Access) -> bool| log.iter().position(what).unwrap();
+        let layout = m.layout();
+        let is_write = |a: &Access, off: u32| matches!(a, Access::Write { at, .. } if *at == layout.decode(off));
+        let tlbivmid = at(&|a| is_write(a, TLBIVMID));
+        let gsync = at(&|a| is_write(a, STLBGSYNC));
+        let first_smr = at(
+            &|a| matches!(a, Access::Write { at: Space::Gr0(o), value } if (SMR_BASE..SMR_BASE + 0x80).contains(o) && *value as u32 & mask32(SMR_F::VALID) != 0),
+        );
+        let scr0 = at(&|a| is_write(a, SCR0));
+        assert!(tlbivmid < gsync && gsync < first_smr && first_smr < scr0, "{}", board.name);
+
+        // A handoff's SMMU step: TLBIVMID of the host, TLBGSYNC, polled to completion.
+        let before = m.syncs_completed();
+        let carveout = p.carveouts[0].range;
+        assert_eq!(b.invalidate_ipa_range(1, carveout), Ok(()));
+        let log = m.take_log();
+        let tlbi = log
+            .iter()
+            .position(|a| matches!(a, Access::Write { value: 1, .. }) && is_write(a, TLBIVMID));
+        let sync = log.iter().position(|a| is_write(a, STLBGSYNC));
+        assert!(tlbi.unwrap() < sync.unwrap(), "{}", board.name);
+        assert_eq!(m.syncs_completed(), before + 1, "completed before the handoff goes on");
+        assert!(b.invalidate_ipa_range(2, carveout).is_err(), "only the host's VMID");
+
+        // Hostile `iommus`: a SID beyond NUMSIDB, a mask sharing part of a host stream, the
+        // peer's stream. Refused, with the firmware's configuration left as it was.
+        // The display's set (mask 0x402) and one sharing only its first ID (mask 0x4000).
+        let partial = StreamMatch { id: display.id, mask: 0x4000 };
+        for (extra, err) in [
+            (StreamMatch::exact(0x8000), Mmu500Error::SidTooWide(0x8000)),
+            (partial, Mmu500Error::OverlappingStreams { first: display, second: partial }),
+            (
+                StreamMatch::exact(FASTRPC_SID),
+                Mmu500Error::PeerStream { index: 0, smr: valid(StreamMatch::exact(FASTRPC_SID)) },
+            ),
+        ] {
+            let mut q = p.clone();
+            q.mmu500_streams.push(extra);
+            let m = firmware(display);
+            let refused = Mmu500Backend::init(&m, Mmu500Config::for_board(&q, s2)).err();
+            assert_eq!(refused, Some(err), "{}: {extra}", board.name);
+            assert_eq!(m.scr0() & mask32(SCR0_F::CLIENTPD), 1, "nothing enabled");
+            assert_eq!(m.route(display.id), Route::GlobalBypass, "as the firmware left it");
+        }
+    }
+    if board_dtb(&qrb5165_rb5::BOARD).is_some() {
+        assert_eq!(boards, 2);
+    }
 }

@@ -93,15 +93,20 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Bytes of `/chosen/bootargs`.
 pub const MAX_BOOTARGS: usize = 1024;
 /// Devices withheld from the host (`dt::policy`); QEMU virt has 34, a Snapdragon DT over a
-/// hundred (every node under `/soc` while no MMU-500 back end vouches for them: 130 on RB3
-/// Gen 2 has 123, `boards::tests`). Each costs about 300 bytes of [`PlatformInfo`], which is
-/// why the firmware parses into a static (`boot::BOOT_PLATFORM`, with [`parse_into`]), never
-/// onto the boot stack.
-pub const MAX_WITHHELD: usize = 128;
+/// hundred: with the apps MMU-500 vouching for the wrappers that name it, their children
+/// without `iommus` of their own (GENI serial engines, ...) are classified one by one, so
+/// RB3 Gen 2 has 159 and RB5 145 (`boards::tests`). Each costs about 200 bytes of
+/// [`PlatformInfo`], which is why the firmware parses into a static (`boot::BOOT_PLATFORM`,
+/// with [`parse_into`]), never onto the boot stack.
+pub const MAX_WITHHELD: usize = 192;
 /// GICv3 redistributor regions (`#redistributor-regions`).
 pub const MAX_REDIST_REGIONS: usize = 8;
 /// GICv3 ITSes.
 pub const MAX_ITS: usize = 4;
+/// Host streams (`iommus` specifiers of kept devices) behind warden's MMU-500.
+pub const MAX_MMU500_STREAMS: usize = 96;
+/// Context interrupts of warden's MMU-500 kept (the face raises the first few).
+pub const MAX_MMU500_CONTEXT_IRQS: usize = 16;
 
 /// The [`ReservedRegion::name`] of `/memreserve/` entries.
 pub const MEMRESERVE_NAME: &str = "memreserve";
@@ -192,6 +197,26 @@ pub struct SmmuIrqs {
     pub eventq: Option<u16>,
     pub gerror: Option<u16>,
     pub cmdq_sync: Option<u16>,
+}
+
+/// The apps MMU-500 warden drives on a Snapdragon board: the first enabled `arm,mmu-500` node
+/// that is not a GPU's own SMMU (`qcom,adreno-smmu`), when the DT has no SMMUv3. Its devices
+/// (`iommus` naming it) are kept; their stream IDs are [`PlatformInfo::mmu500_streams`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mmu500Info {
+    pub path: NodePath,
+    /// The first `reg` entry: the whole register window.
+    pub regs: MemRange,
+    pub phandle: Option<u32>,
+    /// `#iommu-cells`: 1 (stream ID; the mask is `stream-match-mask`, or 0) or 2 (ID, mask).
+    pub iommu_cells: u32,
+    /// `#global-interrupts`: how many of `interrupts` come before the context banks'.
+    pub global_irqs: u32,
+    /// The first global interrupt, as an INTID (SPIs of the 3-cell GIC binding only).
+    pub global_irq: Option<u16>,
+    /// The context banks' interrupts in DT order, as INTIDs (the first
+    /// [`MAX_MMU500_CONTEXT_IRQS`]; none if any entry is not a 3-cell SPI).
+    pub context_irqs: ArrayVec<u16, MAX_MMU500_CONTEXT_IRQS>,
 }
 
 /// PCI address space of a host-bridge window (`phys.hi` bits 24..25).
@@ -368,6 +393,11 @@ pub struct PlatformInfo {
     pub other_iommus: ArrayVec<OtherIommu, MAX_SMMUS>,
     /// All SMMUv3 instances in DT order; [`PlatformInfo::smmu`] is the first.
     pub smmus: ArrayVec<SmmuInfo, MAX_SMMUS>,
+    /// The apps MMU-500 warden drives ([`Mmu500Info`]); not in `other_iommus`.
+    pub mmu500: Option<Mmu500Info>,
+    /// The `iommus` specifiers naming [`PlatformInfo::mmu500`] of every kept, enabled device,
+    /// in DT order as given (unvalidated: `smmu::mmu500::host_streams` merges and checks them).
+    pub mmu500_streams: ArrayVec<crate::smmu::mmu500::StreamMatch, MAX_MMU500_STREAMS>,
     pub pcie: ArrayVec<PcieHost, MAX_PCIE>,
     /// MMIO the host may access (see the module documentation), page-aligned, sorted, merged.
     pub devices: ArrayVec<MemRange, MAX_DEVICES>,
@@ -437,6 +467,8 @@ impl PlatformInfo {
             console: None,
             other_iommus: ArrayVec::new_const(),
             smmus: ArrayVec::new_const(),
+            mmu500: None,
+            mmu500_streams: ArrayVec::new_const(),
             pcie: ArrayVec::new_const(),
             devices: ArrayVec::new_const(),
             bootargs: None,
@@ -465,6 +497,8 @@ impl PlatformInfo {
             console,
             other_iommus,
             smmus,
+            mmu500,
+            mmu500_streams,
             pcie,
             devices,
             bootargs,
@@ -486,6 +520,8 @@ impl PlatformInfo {
         *console = None;
         other_iommus.clear();
         smmus.clear();
+        *mmu500 = None;
+        mmu500_streams.clear();
         pcie.clear();
         devices.clear();
         *bootargs = None;

@@ -31,7 +31,13 @@ pub fn parse_into(blob: &[u8], info: &mut PlatformInfo) -> Result<(), DtError> {
     // The SMMU warden drives is the first SMMUv3 in DT order: the DMA policy needs its
     // phandle before devices that point at it are met.
     let mut first_smmu: Option<Option<u32>> = None;
+    // Without an SMMUv3, the apps MMU-500 ([`Mmu500Info`]): its phandle and specifier cells.
+    let mut apps_mmu500: Option<(Option<u32>, u32)> = None;
     walk(&blob, |v| {
+        if apps_mmu500.is_none() && is_apps_mmu500(&v.node) {
+            let cells = v.node.prop("#iommu-cells").and_then(|c| be32(c, 0)).unwrap_or(1);
+            apps_mmu500 = Some((phandle(&v.node), cells));
+        }
         if v.depth() == 1 {
             match v.node.name {
                 "chosen" if chosen.is_none() => chosen = Some(v.node),
@@ -52,6 +58,10 @@ pub fn parse_into(blob: &[u8], info: &mut PlatformInfo) -> Result<(), DtError> {
         stdout_uart: None,
         first_uart: None,
         warden_smmu: first_smmu.flatten(),
+        warden_mmu500: match (first_smmu, apps_mmu500) {
+            (None, Some((Some(phandle), cells))) => Some((phandle, cells)),
+            _ => None,
+        },
         withheld_ranges: ArrayVec::new(),
     };
     walk(&blob, |v| state.visit(v))?;
@@ -325,6 +335,14 @@ fn arch_timer(node: &Node<'_>) -> ArchTimer {
     ArchTimer { ppis }
 }
 
+/// An apps SMMU warden can drive: an enabled `arm,mmu-500` that is not a GPU's own
+/// (`qcom,adreno-smmu`, which Linux's GPU driver programs itself).
+fn is_apps_mmu500(node: &Node<'_>) -> bool {
+    node.is_compatible("arm,mmu-500")
+        && !node.is_compatible("qcom,adreno-smmu")
+        && is_available(node)
+}
+
 fn phandle(node: &Node<'_>) -> Option<u32> {
     node.prop("phandle")
         .or_else(|| node.prop("linux,phandle"))
@@ -354,6 +372,8 @@ struct State<'a, 'i> {
     first_uart: Option<ConsoleInfo>,
     /// The phandle of the SMMU warden drives (the first SMMUv3).
     warden_smmu: Option<u32>,
+    /// Without an SMMUv3: the apps MMU-500's phandle and `#iommu-cells`.
+    warden_mmu500: Option<(u32, u32)>,
     /// Pages of withheld devices: left out of `devices` at the end, even where a kept device
     /// shares them.
     withheld_ranges: ArrayVec<MemRange, MAX_WITHHELD_RANGES>,
@@ -422,6 +442,12 @@ impl State<'_, '_> {
             && is_available(node)
         {
             self.uart(v, kind)?;
+        }
+        if is_available(node)
+            && self.warden_mmu500.is_some_and(|(p, _)| phandle(node) == Some(p))
+            && is_apps_mmu500(node)
+        {
+            return self.mmu500(v);
         }
         if is_available(node) {
             let iommu = if node.is_compatible("arm,mmu-500") {
@@ -509,7 +535,11 @@ impl State<'_, '_> {
         if first.is_none() {
             return Ok(());
         }
-        let verdict = policy::classify(node, self.warden_smmu, available);
+        let warden_iommu = self.warden_smmu.map(|p| (p, 1)).or(self.warden_mmu500);
+        let verdict = policy::classify(node, warden_iommu, available);
+        if verdict == policy::Verdict::Keep && available {
+            self.mmu500_streams(v)?;
+        }
         let (devices, withheld) = (&mut self.info.devices, &mut self.withheld_ranges);
         for_each_reg(v, |entry| match (page_range(&entry)?, verdict) {
             (Some(range), policy::Verdict::Keep) => insert_merged(devices, range),
@@ -830,6 +860,88 @@ impl State<'_, '_> {
         push(&mut self.info.pcie, host, "PCIe host bridges (MAX_PCIE)")
     }
 
+    /// warden's apps MMU-500 ([`Mmu500Info`]): not a host device (the host reaches it only
+    /// through warden's face, if at all), so neither kept nor withheld.
+    fn mmu500(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
+        let mut first = None;
+        for_each_reg(v, |entry| {
+            if first.is_none() {
+                first = Some(required_range(v, &entry)?);
+            }
+            Ok(())
+        })?;
+        let regs =
+            first.ok_or(bad("reg", "missing (the SMMU registers must be known to hide them)"))?;
+        let iommu_cells = match v.node.prop("#iommu-cells").map(|c| (c.len(), be32(c, 0))) {
+            Some((4, Some(n @ (1 | 2)))) => n,
+            _ => return Err(bad("#iommu-cells", "must be 1 or 2 on an MMU-500")),
+        };
+        let global_irqs = match v.node.prop("#global-interrupts").map(|c| (c.len(), be32(c, 0))) {
+            Some((4, Some(n))) if n >= 1 => n,
+            _ => return Err(bad("#global-interrupts", "must be one cell, at least 1")),
+        };
+        let mut spis: ArrayVec<u16, { MAX_MMU500_CONTEXT_IRQS + 8 }> = ArrayVec::new();
+        let mut all_spis = true;
+        if let Some(cells) = v.node.prop("interrupts").filter(|c| c.len() % 12 == 0) {
+            for entry in cells.chunks_exact(12) {
+                match (be32(entry, 0), be32(entry, 4)) {
+                    // SPIs 0..987 are INTIDs 32..1019.
+                    (Some(0), Some(n)) if n < 988 => {
+                        let _ = spis.try_push(32 + n as u16);
+                    }
+                    _ => all_spis = false,
+                }
+            }
+        }
+        let (global_irq, context_irqs) = if all_spis && spis.len() > global_irqs as usize {
+            (
+                spis.first().copied(),
+                spis.iter()
+                    .skip(global_irqs as usize)
+                    .take(MAX_MMU500_CONTEXT_IRQS)
+                    .copied()
+                    .collect(),
+            )
+        } else {
+            (None, ArrayVec::new())
+        };
+        self.info.mmu500 = Some(Mmu500Info {
+            path: v.path(),
+            regs,
+            phandle: phandle(&v.node),
+            iommu_cells,
+            global_irqs,
+            global_irq,
+            context_irqs,
+        });
+        Ok(())
+    }
+
+    /// A kept device's `iommus` specifiers naming warden's MMU-500, as host streams (the
+    /// policy kept the device only if every specifier names it).
+    fn mmu500_streams(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
+        let (Some((mmu500, cells)), Some(iommus)) = (self.warden_mmu500, v.node.prop("iommus"))
+        else {
+            return Ok(());
+        };
+        let width = 4 * (1 + cells as usize);
+        for entry in iommus.chunks_exact(width) {
+            if be32(entry, 0) != Some(mmu500) {
+                continue;
+            }
+            let id = be32(entry, 4).unwrap_or(0);
+            let mask = if cells >= 2 { be32(entry, 8).unwrap_or(0) } else { 0 };
+            let stream = crate::smmu::mmu500::StreamMatch { id, mask };
+            push(
+                &mut self.info.mmu500_streams,
+                stream,
+                "MMU-500 host streams (MAX_MMU500_STREAMS)",
+            )?;
+        }
+        Ok(())
+    }
+
     fn other_iommu(&mut self, v: &Visit<'_, '_>, kind: OtherIommuKind) -> Result<(), DtError> {
         let mut first = None;
         for_each_reg(v, |entry| {
@@ -899,9 +1011,10 @@ impl State<'_, '_> {
         // harmless as they are pointless.
         let memory = info.memory.clone();
         info.carveouts.retain(|c| covered(&memory, &c.range));
-        for smmu in &info.smmus {
-            if let Some(device) = info.devices.iter().find(|d| d.overlaps(&smmu.regs)) {
-                return Err(DtError::DeviceOverlapsSmmu { device: *device, smmu: smmu.regs });
+        let iommus = info.smmus.iter().map(|s| s.regs).chain(info.mmu500.as_ref().map(|m| m.regs));
+        for regs in iommus {
+            if let Some(device) = info.devices.iter().find(|d| d.overlaps(&regs)) {
+                return Err(DtError::DeviceOverlapsSmmu { device: *device, smmu: regs });
             }
         }
         // A page a withheld device shares with a kept one is left out: the withheld wins.

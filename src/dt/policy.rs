@@ -6,8 +6,9 @@
 //! is classified:
 //! - **kept, behind warden's SMMU**: a PCIe host bridge whose `iommu-map` sends every
 //!   requester ID of its bus range to the SMMU warden drives, or a device whose `iommus`
-//!   entries all name that SMMU (its DMA is translated by warden's stage 2, stray stream IDs
-//!   abort);
+//!   entries all name that SMMU — the first SMMUv3, or on a Snapdragon board the apps MMU-500
+//!   (`#iommu-cells` 1 or 2) — (its DMA is translated by warden's stage 2, stray stream IDs
+//!   abort or fault);
 //! - **kept, trapped**: the GICv3 and its ITSes, whose memory-writing registers warden
 //!   emulates (`crate::gic`), and GICv2 / GICv2m, which have none (a GICv2's virtualization
 //!   frames, GICH and GICV, are cut: `parse`);
@@ -120,9 +121,13 @@ pub(super) enum Verdict {
     Withhold(Withheld),
 }
 
-/// Classifies a non-PCIe node with `reg`. `warden_smmu`: the phandle of the SMMU warden
-/// drives (the first SMMUv3), if any.
-pub(super) fn classify(node: &Node<'_>, warden_smmu: Option<u32>, available: bool) -> Verdict {
+/// Classifies a non-PCIe node with `reg`. `warden_iommu`: the phandle and `#iommu-cells` of
+/// the IOMMU warden drives (the first SMMUv3, cells 1; else the apps MMU-500), if any.
+pub(super) fn classify(
+    node: &Node<'_>,
+    warden_iommu: Option<(u32, u32)>,
+    available: bool,
+) -> Verdict {
     if node.is_compatible("qemu,fw-cfg-mmio") {
         return Verdict::Withhold(Withheld::FwCfgDma);
     }
@@ -140,15 +145,15 @@ pub(super) fn classify(node: &Node<'_>, warden_smmu: Option<u32>, available: boo
         return Verdict::Keep;
     }
     if let Some(iommus) = node.prop("iommus") {
-        // SMMUv3 specifiers are <phandle stream-id> (#iommu-cells = <1>).
-        let all_warden = !iommus.is_empty()
-            && iommus.len().is_multiple_of(8)
-            && (0..iommus.len() / 8).all(|i| be32(iommus, i * 8) == warden_smmu);
-        return if all_warden && warden_smmu.is_some() {
-            Verdict::Keep
-        } else {
-            Verdict::Withhold(Withheld::OtherIommu)
-        };
+        // Specifiers are <phandle cells...>: <phandle stream-id> on an SMMUv3, <phandle id
+        // mask> on an MMU-500 with #iommu-cells = <2>. Every one must name warden's IOMMU.
+        let all_warden = warden_iommu.is_some_and(|(phandle, cells)| {
+            let width = 4 * (1 + cells as usize);
+            !iommus.is_empty()
+                && iommus.len().is_multiple_of(width)
+                && (0..iommus.len() / width).all(|i| be32(iommus, i * width) == Some(phandle))
+        });
+        return if all_warden { Verdict::Keep } else { Verdict::Withhold(Withheld::OtherIommu) };
     }
     Verdict::Withhold(Withheld::Unknown(kind_of(node)))
 }

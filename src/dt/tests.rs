@@ -143,9 +143,9 @@ fn qemu_fixture() {
     assert_eq!(info.bootargs, None);
     assert_eq!(info.initrd, None);
     let size = core::mem::size_of::<PlatformInfo>();
-    // 128 withheld devices (a Snapdragon DT has over a hundred) at about 200 bytes each; the
-    // boot stack (128 KiB) holds it once.
-    assert!(size < 40 * 1024, "PlatformInfo is {size} bytes");
+    // 192 withheld devices (a Snapdragon DT has up to 159) at about 200 bytes each; the
+    // firmware parses into a static, a host test's stack holds it once.
+    assert!(size < 56 * 1024, "PlatformInfo is {size} bytes");
 }
 
 /// QEMU 10.0.2's DT for `-machine virt,virtualization=on,gic-version=2,iommu=smmuv3 -cpu max

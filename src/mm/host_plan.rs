@@ -8,7 +8,8 @@ use super::range::{MemRange, PAGE_SIZE};
 use crate::dt::PlatformInfo;
 
 /// Ranges never mapped for the host: warden's region, every IOMMU's register frames (SMMUv3s
-/// warden drives; MMU-500s and `msm-iommu-v1`s no back end drives, also withheld as devices),
+/// and the apps MMU-500 warden drives; other MMU-500s and `msm-iommu-v1`s, also withheld as
+/// devices),
 /// the GIC frames warden emulates (`gic_holes`) and the control page, whose every access must
 /// trap (no DT device should be there; if one is, the page still wins).
 pub fn host_stage2_holes(
@@ -19,6 +20,7 @@ pub fn host_stage2_holes(
 ) -> Vec<MemRange> {
     let mut holes: Vec<MemRange> = alloc::vec![warden];
     holes.extend(p.smmus.iter().map(|s| s.regs));
+    holes.extend(p.mmu500.as_ref().map(|m| m.regs));
     holes.extend(p.other_iommus.iter().map(|s| s.regs));
     holes.extend_from_slice(gic_holes);
     holes.extend(control_page.and_then(|pa| MemRange::from_base_size(pa, PAGE_SIZE)));

@@ -192,12 +192,16 @@ pub enum SmmuError {
     CdArena {
         ipa: u64,
     },
+    /// The MMU-500's TLB invalidation of the host VMID did not complete (its TLBGSYNC stayed
+    /// active for the poll limit).
+    Mmu500Sync,
 }
 
 impl fmt::Display for SmmuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SmmuError::Unsupported(m) => write!(f, "SMMU lacks {m}"),
+            SmmuError::Mmu500Sync => write!(f, "MMU-500 TLBIVMID + TLBGSYNC did not complete"),
             SmmuError::BadConfig => write!(f, "SMMU config: stream ID bits must be 1..=32"),
             SmmuError::OutOfFrames { what, pages } => {
                 write!(f, "no {pages} free pages for the SMMU {what}")

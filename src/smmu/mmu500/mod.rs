@@ -6,8 +6,10 @@
 //! and its S2CR, and every context bank that is enabled or that such a stream translates
 //! through. A firmware stream that matches none of the host's stream IDs belongs to a peer
 //! (a DSP, the modem, TrustZone's own masters): its SMR, S2CR and bank stay exactly as found
-//! and warden never writes them or hands them to the host. A firmware stream that matches
-//! only host stream IDs (the bootloader's display splash, left in bypass) is taken over: its
+//! and warden never writes them or hands them to the host; a host stream that would match
+//! some of a peer's translated stream (S2CR translation to a firmware bank) is refused
+//! ([`Mmu500Error::PeerStream`]). A firmware stream (bypass or fault) whose IDs are all the
+//! host's (the bootloader's display splash, left in bypass) is taken over: its
 //! S2CR goes to fault, its SMR is invalidated, and the host's streams get warden's own
 //! entries. A firmware SMR matching host and other IDs at once, or a firmware bank tagged with
 //! the host's VMID, is refused ([`Mmu500Error`]): either would let the host share a peer's
@@ -15,7 +17,8 @@
 //! (the same tables the CPU uses, through the SMMU's view of them: VTCR's walk fields in the
 //! bank's TCR, the view's root in TTBR0, the host VMID in CBAR), invalidates the host VMID
 //! (TLBIVMID + completed TLBGSYNC) before any stream can use it, gives every host stream an
-//! exact SMR and an S2CR for the initial [`RealSte`], and only then clears sCR0.CLIENTPD with
+//! SMR (its ID and mask as the DT's `iommus` gives them, merged and checked by
+//! [`host_streams`]) and an S2CR for the initial [`RealSte`], and only then clears sCR0.CLIENTPD with
 //! USFCFG (unmatched streams fault) and SMCFCFG (conflicting matches fault).
 //!
 //! **A host stream's [`RealSte`]** is its S2CR, one 32-bit store (so switching a stream between
@@ -77,11 +80,93 @@ use super::virt::cd::{CD_BYTES, CD_WORDS};
 use io::Mmu500Io;
 use regs::*;
 
+/// One host stream as a DT `iommus` specifier gives it (`#iommu-cells = <2>`: stream ID and
+/// SMR mask, as Linux's arm-smmu reads them; `<1>`: the ID alone, mask 0). It matches every
+/// stream ID equal to `id` outside the bits of `mask`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamMatch {
+    pub id: u32,
+    pub mask: u32,
+}
+
+impl StreamMatch {
+    /// Exactly one stream ID.
+    pub const fn exact(id: u32) -> Self {
+        Self { id, mask: 0 }
+    }
+
+    /// The same match with the ID's masked bits cleared (what the faces and the engine key the
+    /// stream by: `0x596/0x11` and `0x586/0x11` are one stream set).
+    pub const fn canonical(self) -> Self {
+        Self { id: self.id & !self.mask, mask: self.mask }
+    }
+
+    /// Whether some stream ID matches both.
+    pub const fn overlaps(&self, other: &Self) -> bool {
+        (self.id ^ other.id) & !(self.mask | other.mask) == 0
+    }
+
+    /// Whether every stream ID `inner` matches, `self` matches too.
+    pub const fn covers(&self, inner: &Self) -> bool {
+        inner.mask & !self.mask == 0 && (self.id ^ inner.id) & !self.mask == 0
+    }
+
+    /// Whether `id` matches.
+    pub const fn matches(&self, id: u32) -> bool {
+        (self.id ^ id) & !self.mask == 0
+    }
+
+    /// The SMR that matches exactly this (valid).
+    fn smr(&self) -> u32 {
+        mask32(SMR_F::VALID) | self.id | (self.mask << SMR_F::MASK.shift)
+    }
+}
+
+impl fmt::Display for StreamMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}/{:#x}", self.id, self.mask)
+    }
+}
+
+/// The host's streams from the DT's specifiers, as warden programs them: each canonical
+/// ([`StreamMatch::canonical`]), duplicates and entries another one covers dropped (Linux's
+/// `arm_smmu_find_sme` reuses the covering entry the same way), sorted. Two entries that share
+/// some stream IDs but neither covers the other are refused: no SMR pair can match them
+/// without a conflict (Linux refuses them too, with -EINVAL).
+pub fn host_streams(entries: &[StreamMatch]) -> Result<Vec<StreamMatch>, Mmu500Error> {
+    let mut out: Vec<StreamMatch> = entries.iter().map(|e| e.canonical()).collect();
+    out.sort_unstable();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|e| !all.iter().any(|o| o != e && o.covers(e)));
+    for (i, a) in out.iter().enumerate() {
+        if let Some(b) = out[i + 1..].iter().find(|b| a.overlaps(b)) {
+            return Err(Mmu500Error::OverlappingStreams { first: *a, second: *b });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the stream IDs `f` matches are all matched by `hosts` (splitting `f` on its mask
+/// bits where no single host entry covers it; bounded by the mask's width).
+fn covered_by(f: StreamMatch, hosts: &[StreamMatch]) -> bool {
+    if hosts.iter().any(|h| h.covers(&f)) {
+        return true;
+    }
+    if f.mask == 0 || !hosts.iter().any(|h| h.overlaps(&f)) {
+        return false;
+    }
+    let bit = f.mask & f.mask.wrapping_neg();
+    let half = StreamMatch { id: f.id & !bit, mask: f.mask & !bit };
+    covered_by(half, hosts) && covered_by(StreamMatch { id: half.id | bit, ..half }, hosts)
+}
+
 /// What the back end is given.
 #[derive(Clone, Debug)]
 pub struct Mmu500Config {
-    /// The stream IDs of the host's devices behind this SMMU.
-    pub host_sids: Vec<u32>,
+    /// The streams of the host's devices behind this SMMU (validated by [`host_streams`] in
+    /// [`Mmu500Backend::init`]; the faces and the engine name each by its canonical ID).
+    pub host_streams: Vec<StreamMatch>,
     /// warden's host stage 2 as the SMMU walks it (the SMMU view's root, VTCR, host VMID).
     pub s2: S2Config,
     /// Where the faces' shadow CDs are addressed (their slots are the keys of `write_cd`).
@@ -100,8 +185,13 @@ pub enum Mmu500Error {
     Missing(&'static str),
     /// The host VMID does not fit CBAR.VMID (warden does not use 16-bit VMIDs here).
     VmidTooWide(u16),
-    /// A host stream ID is wider than sIDR0.NUMSIDB.
+    /// A host stream's ID or mask is wider than sIDR0.NUMSIDB.
     SidTooWide(u32),
+    /// Two host streams share stream IDs and neither covers the other.
+    OverlappingStreams { first: StreamMatch, second: StreamMatch },
+    /// Firmware's SMR `index` translates a peer's streams (its S2CR points at a firmware
+    /// context bank) and a host stream would match some of them.
+    PeerStream { index: usize, smr: u32 },
     /// warden's stage 2 is not one the bank can walk (4 KiB granule only).
     Stage2(&'static str),
     /// Firmware's SMR `index` matches host stream IDs and others too.
@@ -122,6 +212,15 @@ impl fmt::Display for Mmu500Error {
             Self::Missing(what) => write!(f, "the MMU-500 lacks {what}"),
             Self::VmidTooWide(v) => write!(f, "host VMID {v} does not fit an 8-bit CBAR.VMID"),
             Self::SidTooWide(s) => write!(f, "host stream {s:#x} is wider than sIDR0.NUMSIDB"),
+            Self::OverlappingStreams { first, second } => write!(
+                f,
+                "host streams {first} and {second} share stream IDs and neither covers the other"
+            ),
+            Self::PeerStream { index, smr } => write!(
+                f,
+                "firmware's SMR{index} ({smr:#010x}) translates a peer's streams: refusing a \
+                 host stream matching them"
+            ),
             Self::Stage2(why) => write!(f, "warden's stage 2 cannot be walked by a bank: {why}"),
             Self::SharedStream { index, smr } => write!(
                 f,
@@ -338,16 +437,14 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
         if host_vmid > CBAR_F::VMID.mask as u16 {
             return Err(Mmu500Error::VmidTooWide(host_vmid));
         }
-        if let Some(&sid) = config.host_sids.iter().find(|&&s| s >> numsidb != 0) {
-            return Err(Mmu500Error::SidTooWide(sid));
+        let host_sids = host_streams(&config.host_streams)?;
+        if let Some(s) = host_sids.iter().find(|s| (s.id | s.mask) >> numsidb != 0) {
+            return Err(Mmu500Error::SidTooWide(s.id));
         }
         if (config.s2.vtcr >> S2TCR_F::TG0.shift) & u64::from(S2TCR_F::TG0.mask) != 0 {
             return Err(Mmu500Error::Stage2("not the 4 KiB granule"));
         }
         let sid_mask = (1u32 << numsidb) - 1;
-        let mut host_sids = config.host_sids.clone();
-        host_sids.sort_unstable();
-        host_sids.dedup();
 
         // What the firmware left.
         let mut banks = Vec::with_capacity(numcb);
@@ -369,11 +466,14 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
             {
                 *bank = Bank::Firmware;
             }
-            let id = smr & sid_mask;
-            let mask = field(smr, SMR_F::MASK) & sid_mask;
-            let covered = host_sids.iter().filter(|&&s| (s ^ id) & !mask & sid_mask == 0).count();
-            let taken_over = covered != 0;
-            if taken_over && covered != 1usize << mask.count_ones() {
+            let found =
+                StreamMatch { id: smr & sid_mask, mask: field(smr, SMR_F::MASK) & sid_mask };
+            let taken_over = host_sids.iter().any(|h| h.overlaps(&found));
+            if taken_over && field(s2cr, S2CR_F::TYPE) == S2CR_TYPE_TRANSLATION {
+                // A peer's translation: never the host's, whatever the DT claims.
+                return Err(Mmu500Error::PeerStream { index, smr });
+            }
+            if taken_over && !covered_by(found, &host_sids) {
                 return Err(Mmu500Error::SharedStream { index, smr });
             }
             firmware.push(FirmwareStream { index, smr, s2cr, taken_over });
@@ -438,12 +538,12 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
         free_smrs.sort_unstable();
         free_smrs.reverse();
         let initial = me.target_of(config.initial)?;
-        for &sid in &host_sids {
-            let index = free_smrs.pop().ok_or(Mmu500Error::NoSmr { sid })?;
+        for stream in &host_sids {
+            let index = free_smrs.pop().ok_or(Mmu500Error::NoSmr { sid: stream.id })?;
             // The S2CR before the SMR that makes it match.
             me.write_s2cr(index, initial);
-            me.io.write32(me.layout.gr0(SMR_BASE + 4 * index as u32), mask32(SMR_F::VALID) | sid);
-            me.streams.insert(sid, (index, initial));
+            me.io.write32(me.layout.gr0(SMR_BASE + 4 * index as u32), stream.smr());
+            me.streams.insert(stream.id, (index, initial));
         }
         let sgfsr = me.io.read32(SGFSR);
         me.io.write32(SGFSR, sgfsr);
@@ -710,6 +810,42 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
     fn global_vmid_invalidation(&mut self) {
         self.io.write32(self.layout.gr0(TLBIVMID), u32::from(self.host_vmid));
         self.pending_global = true;
+    }
+}
+
+/// The handoff sequences' SMMU step (G1: after the host stage-2 unmap and the CPU's TLBI,
+/// before the clean): every host stream translates through warden's stage 2 (the stage-2 bank,
+/// or nested over it), so the host VMID's entries go: TLBIVMID + TLBGSYNC, completed. The
+/// MMU-500 has a per-IPA stage-2 invalidation (TLBIIPAS2 on the bank) but a handoff removes
+/// whole carveouts, and TLBIVMID is one write for any size.
+impl<I: Mmu500Io> crate::handoff::DmaStage2 for Mmu500Backend<I> {
+    fn invalidate_ipa_range(
+        &mut self,
+        vmid: u16,
+        range: crate::mm::MemRange,
+    ) -> Result<(), crate::smmu::SmmuError> {
+        if vmid != self.host_vmid {
+            // Only the host's streams are warden's here; a peer's VMID is not on this SMMU.
+            log::error!("MMU-500: stage-2 invalidation of {range} for VMID {vmid}, not the host's");
+            return Err(crate::smmu::SmmuError::Mmu500Sync);
+        }
+        self.invalidate_host_stage2().map_err(|BackendError| crate::smmu::SmmuError::Mmu500Sync)
+    }
+}
+
+impl Mmu500Config {
+    /// What the boot gives the back end on a board: the host's streams from the DT (the
+    /// `iommus` of every kept device naming the apps MMU-500), warden's host stage 2 as the
+    /// CPU walks it, every stream on it alone (`Stage2Only`: there is no face whose shadow CDs
+    /// would need an arena, so the arena is empty and `write_cd` refuses every slot).
+    pub fn for_board(p: &crate::dt::PlatformInfo, s2: S2Config) -> Self {
+        Self {
+            host_streams: p.mmu500_streams.to_vec(),
+            s2,
+            arena: CdArena { ipa: 0, slots: 0, unmapped_ipa: 0 },
+            initial: RealSte::Stage2Only,
+            poll_limit: crate::smmu::DEFAULT_POLL_LIMIT,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ const HOST_SIDS: [u32; 3] = [SPLASH_SID, 0x10, 0x11];
 
 fn config(initial: RealSte) -> Mmu500Config {
     Mmu500Config {
-        host_sids: HOST_SIDS.to_vec(),
+        host_streams: HOST_SIDS.iter().map(|&s| StreamMatch::exact(s)).collect(),
         s2: S2Config { vtcr: VTCR, root_pa: ROOT, vmid: HOST_VMID },
         arena: ARENA,
         initial,
@@ -156,6 +156,71 @@ fn boot_refuses_shared_streams_foreign_vmids_and_too_few_resources() {
         Mmu500Backend::init(&m, config(RealSte::Stage2Only)).err(),
         Some(Mmu500Error::Missing(_))
     ));
+}
+
+/// Streams as the real DTs give them (`#iommu-cells = <2>`): masked SMRs, entries that name
+/// one stream set twice or one inside another, merged as Linux merges them; entries that
+/// share only some IDs, IDs beyond NUMSIDB and a peer's translated stream are refused.
+#[test]
+fn masked_host_streams_are_merged_programmed_and_checked() {
+    let m = |id, mask| StreamMatch { id, mask };
+    // RB5's crypto engine: 0x586/0x11 and 0x596/0x11 are one set; 0x592/0 lies in neither.
+    let merged = host_streams(&[m(0x596, 0x11), m(0x592, 0), m(0x586, 0x11), m(0x587, 0)]);
+    assert_eq!(merged, Ok(vec![m(0x586, 0x11), m(0x592, 0)]));
+    let partial = host_streams(&[m(0x10, 0x1), m(0x11, 0x2)]);
+    assert_eq!(
+        partial,
+        Err(Mmu500Error::OverlappingStreams { first: m(0x10, 0x1), second: m(0x11, 0x2) })
+    );
+    assert!(
+        m(0x1000, 0x460).covers(&m(0x1040, 0x400)) && !m(0x1040, 0x400).covers(&m(0x1000, 0x460))
+    );
+
+    let with = |streams: Vec<StreamMatch>| Mmu500Config {
+        host_streams: streams,
+        ..config(RealSte::Stage2Only)
+    };
+    // Programmed with their masks: every ID of the set goes through warden's stage 2.
+    let model = firmware_model(ModelConfig::QCOM);
+    let b = Mmu500Backend::init(&model, with(vec![m(0x1001, 0x460), m(0x596, 0x11)])).unwrap();
+    for sid in [0x1001, 0x1041, 0x1401, 0x1461, 0x586, 0x587, 0x596, 0x597] {
+        assert_eq!(model.route(sid), s2_route(b.stage2_bank()), "{sid:#x}");
+    }
+    assert_eq!(model.route(0x1002), Route::Unmatched { fault: true });
+    assert_eq!(b.bank_of(0x586), Some(b.stage2_bank()), "named by the canonical ID");
+    assert_eq!(b.bank_of(0x596), None);
+
+    // Hostile specifiers: nothing is enabled.
+    for (streams, err) in [
+        (
+            vec![m(0x10, 0x1), m(0x11, 0x2)],
+            Mmu500Error::OverlappingStreams { first: m(0x10, 0x1), second: m(0x11, 0x2) },
+        ),
+        (vec![m(0x8000, 0)], Mmu500Error::SidTooWide(0x8000)),
+        (vec![m(0x10, 0x8000)], Mmu500Error::SidTooWide(0x10)),
+        (vec![m(PEER_SID, 0)], Mmu500Error::PeerStream { index: 0, smr: valid(PEER_SID) }),
+        (vec![m(PEER_SID & !0xf, 0xf)], Mmu500Error::PeerStream { index: 0, smr: valid(PEER_SID) }),
+    ] {
+        let model = firmware_model(ModelConfig::QCOM);
+        assert_eq!(
+            Mmu500Backend::init(&model, with(streams.clone())).err(),
+            Some(err),
+            "{streams:?}"
+        );
+        assert_eq!(model.scr0() & mask32(SCR0_F::CLIENTPD), 1, "nothing enabled");
+        assert_eq!(model.smr(0), valid(PEER_SID), "the peer's stream as found");
+    }
+    // A peer's bypass stream claimed by the host: the host's only if the host covers it all
+    // (then it is the bootloader's leftover, taken over); sharing part of it is refused.
+    let model = firmware_model(ModelConfig::QCOM);
+    let b = Mmu500Backend::init(&model, with(vec![m(PEER_BYPASS_SID, 0x3)])).unwrap();
+    assert!(b.firmware_streams()[1].taken_over);
+    let model = firmware_model(ModelConfig::QCOM);
+    model.preset_stream(3, valid(0x40) | (0x3 << 16), S2CR_TYPE_BYPASS << 16);
+    assert_eq!(
+        Mmu500Backend::init(&model, with(vec![m(0x40, 0x1)])).err(),
+        Some(Mmu500Error::SharedStream { index: 3, smr: valid(0x40) | (0x3 << 16) })
+    );
 }
 
 #[test]

@@ -1,0 +1,70 @@
+//! The apps MMU-500 of a Snapdragon board (RB5, RB3 Gen 2) at run time: warden's back end
+//! ([`crate::smmu::mmu500`]) over the DT's register window, started before the host's first
+//! instruction, with every host stream on warden's host stage 2; its faults polled where the
+//! SMMUv3's event queue is drained; its TLB invalidated by the handoff sequences
+//! ([`crate::handoff::DmaStage2`], through [`dma_stage2`]).
+//!
+//! The host is offered no face for it yet: its accesses to the window abort (contained), and
+//! Linux's arm-smmu does not probe; the devices behind it DMA through warden's stage 2 alone
+//! (IPA = PA), like the SMMUv3's streams when it cannot nest. Checked only against the
+//! register model (docs/smmu-500.md).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dt::PlatformInfo;
+use crate::handoff::DmaStage2;
+use crate::smmu::S2Config;
+use crate::smmu::mmu500::io::MmioMmu500;
+use crate::smmu::mmu500::{Mmu500Backend, Mmu500Config, Mmu500Error};
+
+/// The apps MMU-500, once taken (`None` on every other board).
+static APPS_SMMU: spin::Mutex<Option<Mmu500Backend<MmioMmu500>>> = spin::Mutex::new(None);
+
+/// Context-bank faults polled since boot.
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// Takes the DT's apps MMU-500, if it has one: the survey, the stage-2 bank, TLBIVMID +
+/// TLBGSYNC, every host stream's SMR and S2CR, then sCR0 (`Mmu500Backend::init`). An error
+/// leaves the SMMU as the firmware left it; the caller must not start the host then (the
+/// devices behind it are in the host's stage 2).
+pub fn take(p: &PlatformInfo, vtcr: u64, vttbr: u64) -> Result<(), Mmu500Error> {
+    let Some(info) = p.mmu500.as_ref() else { return Ok(()) };
+    // SAFETY: the window is the DT's `reg` of the node, mapped as device memory at EL2
+    // (build_el2_tables) and absent from the host's stage 2 (`host_stage2_holes`); this is
+    // the only `MmioMmu500` made for it, kept in `APPS_SMMU` for the rest of the run.
+    let io = unsafe { MmioMmu500::new(info.regs) };
+    let config = Mmu500Config::for_board(p, S2Config::from_vtcr_vttbr(vtcr, vttbr));
+    let backend = Mmu500Backend::init(io, config)?;
+    log::info!(
+        "MMU-500 {} ({}) taken: {} host stream(s) on warden's stage 2 (bank {}); the host is \
+         offered no face for it (its accesses abort)",
+        info.regs,
+        info.path,
+        p.mmu500_streams.len(),
+        backend.stage2_bank()
+    );
+    *APPS_SMMU.lock() = Some(backend);
+    Ok(())
+}
+
+/// The SMMU the handoff sequences invalidate: the apps MMU-500 once taken, else `smmuv3`.
+pub fn dma_stage2<'a>(
+    smmuv3: &'a spin::Mutex<impl DmaStage2 + 'a>,
+) -> &'a spin::Mutex<dyn DmaStage2 + 'a> {
+    if APPS_SMMU.lock().is_some() { &APPS_SMMU } else { smmuv3 }
+}
+
+/// Logs the faults the host's context banks recorded since the last call (rate-limited like
+/// the SMMUv3's events). Another CPU polling is as good as this one doing it.
+pub fn poll_faults() {
+    let Some(mut guard) = APPS_SMMU.try_lock() else { return };
+    let Some(backend) = guard.as_mut() else { return };
+    let events = backend.poll_faults();
+    drop(guard);
+    for event in events {
+        let n = FAULTS.fetch_add(1, Ordering::Relaxed) + 1;
+        if crate::trap::should_log(n) {
+            log::warn!("MMU-500: {event} (fault #{n})");
+        }
+    }
+}
