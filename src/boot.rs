@@ -34,7 +34,7 @@ use crate::arch::host_el2::HostEl2Controls;
 use crate::arch::{CacheOp, dcache_range};
 use crate::boards::{self, Board, EntryConvention};
 use crate::boot_stage;
-use crate::console::{self, RawUart};
+use crate::console::{self, MmioUart};
 use crate::dt::{self, PlatformInfo};
 use crate::gic::GicVersion;
 use crate::handoff::service::{self, CarveoutDesc};
@@ -207,7 +207,7 @@ pub fn cpu_index() -> usize {
 static LOGGER: console::Logger = console::Logger { cpu_index };
 
 /// Stops after a boot error found before the logger exists (MMU possibly off: no atomics).
-fn early_fatal(uart: &mut RawUart, args: core::fmt::Arguments<'_>) -> ! {
+fn early_fatal(uart: &mut MmioUart, args: core::fmt::Arguments<'_>) -> ! {
     let _ = uart.write_fmt(format_args!("warden: FATAL: {args}\nwarden: halting this CPU\n"));
     hw::park()
 }
@@ -272,8 +272,9 @@ pub extern "C" fn primary_main(
 ) -> ! {
     let boot_start = sysreg::counter();
     let board = boards::CURRENT;
-    // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
-    let mut uart = unsafe { RawUart::new(board.early_uart) };
+    // SAFETY: the board's early UART is of the kind it names; the MMU is off (or, at EL1 under
+    // Gunyah, the loader's map has the UART as device memory: the loader prints on it).
+    let mut uart = unsafe { MmioUart::at(board.early_console()) };
     let _ = writeln!(
         uart,
         "\nwarden v{} on {} (loaded at {load_base:#x})",
@@ -404,8 +405,11 @@ pub extern "C" fn primary_main(
             format_args!("{}: no next stage after the Gunyah exit", board.name),
         ),
     };
-    let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
-    let (el2_mmu, el2_table) = match build_el2_tables(platform, &image, uart_base, dt_range) {
+    let (console, dt_console_refused) = console::select(board.early_console(), platform.console);
+    let Some(console_pages) = console.pages() else {
+        early_fatal(&mut uart, format_args!("console at {:#x}: no pages to map", console.base))
+    };
+    let (el2_mmu, el2_table) = match build_el2_tables(platform, &image, console_pages, dt_range) {
         Ok(m) => m,
         Err(e) => early_fatal(&mut uart, format_args!("EL2 page tables: {e}")),
     };
@@ -419,10 +423,17 @@ pub extern "C" fn primary_main(
     unsafe { hw::enable_el2_mmu(el2_mmu.mair, el2_mmu.tcr, el2_mmu.ttbr, el2_mmu.sctlr) };
 
     // --- MMU and caches on.
-    // SAFETY: the UART range is mapped as device memory by build_el2_tables.
-    unsafe { console::set_uart(uart_base) };
+    // SAFETY: the console's pages are mapped as device memory by build_el2_tables; it is the
+    // board's UART or the DT's of the same kind (`console::select`).
+    unsafe { console::set_console(console) };
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
+    match dt_console_refused {
+        None => log::info!("console: the DT's, {:?} at {:#x}", console.kind, console.base),
+        Some(why) => {
+            log::warn!("console: the board's {:?} at {:#x} ({why})", console.kind, console.base)
+        }
+    }
     match &start {
         Start::Packed { payload, layout, .. } => {
             print_memory_map(platform, warden_region, &image);
@@ -618,7 +629,7 @@ pub extern "C" fn primary_main(
 /// The packed-image plan, MMU off: the payload behind warden, the persona its command line
 /// names, and where the kernel, initrd and the host's DT go.
 fn plan_packed(
-    uart: &mut RawUart,
+    uart: &mut MmioUart,
     platform: &PlatformInfo,
     image: &hw::ImageLayout,
     dt_blob: &[u8],
@@ -862,7 +873,7 @@ fn excluded_ranges(
 fn build_el2_tables(
     p: &PlatformInfo,
     image: &hw::ImageLayout,
-    uart: u64,
+    console_pages: MemRange,
     dt: MemRange,
 ) -> Result<(El2Mmu, El2PageTable), BootError> {
     let excluded = excluded_ranges(p);
@@ -877,7 +888,7 @@ fn build_el2_tables(
         MemRange,
         { 2 + dt::MAX_SMMUS + dt::MAX_PCIE + dt::MAX_ITS + dt::MAX_REDIST_REGIONS },
     > = ArrayVec::new();
-    devices.push(MemRange::new(uart, uart + PAGE_SIZE));
+    devices.push(console_pages);
     // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
     devices.extend(p.smmus.iter().map(|s| s.regs));
     devices.extend(p.pcie.iter().map(|h| h.ecam));

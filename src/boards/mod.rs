@@ -158,6 +158,14 @@ pub struct Board {
     pub max_cpus: usize,
 }
 
+impl Board {
+    /// The console from the first message on, until the DT's replaces it
+    /// (`crate::console::select`).
+    pub const fn early_console(&self) -> crate::console::Console {
+        crate::console::Console { kind: self.console, base: self.early_uart }
+    }
+}
+
 // The descriptions are plain data, always compiled (xtask builds the chain's DT from
 // `qemu_virt_tz`'s); a `board-*` feature picks the one warden is built for.
 #[path = "../../boards/qemu-virt/board.rs"]

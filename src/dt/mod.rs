@@ -357,8 +357,6 @@ pub struct PlatformInfo {
     /// CPUs in DT order (at least one).
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
     pub psci: Option<PsciConduit>,
-    /// The console's registers when it is a PL011 (what the boot path drives today).
-    pub uart: Option<MemRange>,
     /// The UART named by `/chosen` `stdout-path` (aliases resolved, `:options` stripped), else
     /// the first UART of a kind warden has a driver for ([`UartKind`]).
     pub console: Option<ConsoleInfo>,
@@ -433,7 +431,6 @@ impl PlatformInfo {
             carveouts: ArrayVec::new_const(),
             cpus: ArrayVec::new_const(),
             psci: None,
-            uart: None,
             console: None,
             other_iommus: ArrayVec::new_const(),
             smmus: ArrayVec::new_const(),
@@ -461,7 +458,6 @@ impl PlatformInfo {
             carveouts,
             cpus,
             psci,
-            uart,
             console,
             other_iommus,
             smmus,
@@ -482,7 +478,6 @@ impl PlatformInfo {
         carveouts.clear();
         cpus.clear();
         *psci = None;
-        *uart = None;
         *console = None;
         other_iommus.clear();
         smmus.clear();
