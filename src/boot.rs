@@ -35,7 +35,7 @@ use crate::arch::host_el2::HostEl2Controls;
 use crate::arch::{CacheOp, dcache_range};
 use crate::boards::{self, Board, EntryConvention};
 use crate::boot_stage;
-use crate::console::{self, RawUart};
+use crate::console::{self, MmioUart};
 use crate::dt::{self, PlatformInfo};
 use crate::gic::GicVersion;
 use crate::handoff::service::{self, CarveoutDesc};
@@ -208,7 +208,7 @@ pub fn cpu_index() -> usize {
 static LOGGER: console::Logger = console::Logger { cpu_index };
 
 /// Stops after a boot error found before the logger exists (MMU possibly off: no atomics).
-fn early_fatal(uart: &mut RawUart, args: core::fmt::Arguments<'_>) -> ! {
+fn early_fatal(uart: &mut MmioUart, args: core::fmt::Arguments<'_>) -> ! {
     let _ = uart.write_fmt(format_args!("warden: FATAL: {args}\nwarden: halting this CPU\n"));
     hw::park()
 }
@@ -234,26 +234,6 @@ impl boot_stage::qcom_hyp::BootMmio for BootMmio {
     }
 }
 
-/// The CPU as the Gunyah exit drives it, at EL1 (`boot_stage::gunyah`).
-struct GunyahCpu<'a> {
-    image: &'a hw::ImageLayout,
-}
-
-impl boot_stage::gunyah::GunyahExit for GunyahCpu<'_> {
-    fn current_el(&mut self) -> u8 {
-        let el: u64;
-        // SAFETY: CurrentEL is readable at EL1 and above and has no side effect.
-        unsafe { core::arch::asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack)) };
-        ((el >> 2) & 3) as u8
-    }
-    fn clean_image_to_poc(&mut self) {
-        dcache_range(&Hw, CacheOp::Clean, self.image.start, self.image.end - self.image.start);
-    }
-    fn smc(&mut self, x: [u64; 5]) -> u64 {
-        hw::smc([x[0], x[1], x[2], x[3], x[4], 0, 0, 0])[0]
-    }
-}
-
 /// How the host is started, by entry convention.
 enum Start {
     /// A packed image: the DT the boot loader passed (at `dt_pa`), the payload, where it goes.
@@ -263,42 +243,44 @@ enum Start {
 }
 
 /// Primary CPU entry from the assembly, MMU off. `x0` and `x1` are the registers warden was
-/// entered with: the DT (packed image) or the next stage's entry and 2 (hyp entry).
+/// entered with: the DT (packed image) or the next stage's entry and 2 (hyp entry). The last
+/// three are the entry code's record of the Gunyah exit (`boot_stage::gunyah::ExitRecord`;
+/// zero for the other entry conventions).
+// The entry code's registers, one argument each (AAPCS64 passes all eight in registers).
+#[allow(clippy::too_many_arguments)]
 pub extern "C" fn primary_main(
     x0: u64,
     load_base: u64,
     current_el: u64,
     bad_reloc: u64,
     x1: u64,
+    gunyah_el_at_entry: u64,
+    gunyah_smc_x0: u64,
+    gunyah_el_after: u64,
 ) -> ! {
     let boot_start = sysreg::counter();
     let board = boards::CURRENT;
-    // SAFETY: the board's early UART is a PL011; the MMU is off so it is accessed as device.
-    let mut uart = unsafe { RawUart::new(board.early_uart) };
+    // SAFETY: the board's early UART is of the kind it names; the MMU is off (or, still at EL1
+    // after a refused Gunyah exit, the loader's map has the UART as device memory: the loader
+    // prints on it).
+    let mut uart = unsafe { MmioUart::at(board.early_console()) };
     let _ = writeln!(
         uart,
         "\nwarden v{} on {} (loaded at {load_base:#x})",
         env!("CARGO_PKG_VERSION"),
         board.name
     );
-    let mut el = (current_el >> 2) & 3;
-    // Started at EL1 under Gunyah: leave it first (the only step warden takes at EL1).
+    let el = (current_el >> 2) & 3;
+    // Started at EL1 under Gunyah: the entry code made the exit SMC; check what it recorded.
     if matches!(board.entry, EntryConvention::UefiUnderGunyah { .. }) {
-        let image = hw::image_layout();
-        match boot_stage::gunyah::exit_gunyah(&mut GunyahCpu { image: &image }) {
+        let record = boot_stage::gunyah::ExitRecord::from_entry(
+            gunyah_el_at_entry,
+            gunyah_smc_x0,
+            gunyah_el_after,
+        );
+        match boot_stage::gunyah::check_exit(record) {
             Ok(done) => {
                 let _ = writeln!(uart, "warden: at EL2 ({done:?})");
-                // SAFETY: at EL2 now (checked by exit_gunyah); the vectors are warden's own,
-                // installed as the entry code installs them when entered at EL2.
-                unsafe {
-                    core::arch::asm!(
-                        "msr vbar_el2, {v}",
-                        "isb",
-                        v = in(reg) hw::vectors_address(),
-                        options(nostack)
-                    )
-                };
-                el = 2;
             }
             Err(e) => early_fatal(&mut uart, format_args!("Gunyah exit: {e}")),
         }
@@ -331,20 +313,13 @@ pub extern "C" fn primary_main(
             Ok(b) => (b, MemRange::from_base_size(x0, b.len() as u64).unwrap_or_default()),
             Err(e) => early_fatal(&mut uart, format_args!("{e}")),
         },
-        EntryConvention::Hyp { .. } => match boards::linked_dt() {
-            Some(b) => (b, MemRange::default()),
-            None => early_fatal(&mut uart, format_args!("this hyp-entry build links no DT")),
-        },
-        // At EL2 after the Gunyah exit; what follows it (the next stage's place, the OS's DT)
-        // is not defined for such a board yet, and no firmware feature selects one.
-        EntryConvention::UefiUnderGunyah { .. } => early_fatal(
-            &mut uart,
-            format_args!(
-                "{}: at EL2 after the Gunyah exit, but the next stage for this entry is not \
-                 defined yet",
-                board.name
-            ),
-        ),
+        // Hyp entry, and after the Gunyah exit (the UEFI loader hands warden no DT).
+        EntryConvention::Hyp { .. } | EntryConvention::UefiUnderGunyah { .. } => {
+            match boards::linked_dt() {
+                Some(b) => (b, MemRange::default()),
+                None => early_fatal(&mut uart, format_args!("this boot-stage build links no DT")),
+            }
+        }
     };
     // SAFETY: the only reference to BOOT_PLATFORM ever made: primary_main runs once, on the
     // boot CPU, before any other CPU runs warden's code or an exception is taken.
@@ -400,13 +375,21 @@ pub extern "C" fn primary_main(
             // No command line: the OS's DT is the virt persona's (`boot_stage::os_dt`).
             (Start::Hyp { next_stage: x0 }, crate::persona::Persona::Virt, region)
         }
-        EntryConvention::UefiUnderGunyah { .. } => early_fatal(
-            &mut uart,
-            format_args!("{}: no next stage after the Gunyah exit", board.name),
-        ),
+        // After the Gunyah exit: the next stage is packed behind warden like a packed host
+        // (`cargo xtask image --next`), moved out of warden's region and entered at EL1 with
+        // the linked DT, patched for it, in x0.
+        EntryConvention::UefiUnderGunyah { .. } => {
+            let (payload, layout, persona) =
+                plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
+            let dt_pa = dt_blob.as_ptr() as u64;
+            (Start::Packed { dt_pa, payload, layout }, persona, layout.warden)
+        }
     };
-    let uart_base = platform.uart.map(|u| u.start).unwrap_or(board.early_uart);
-    let (el2_mmu, el2_table) = match build_el2_tables(platform, &image, uart_base, dt_range) {
+    let (console, dt_console_refused) = console::select(board.early_console(), platform.console);
+    let Some(console_pages) = console.pages() else {
+        early_fatal(&mut uart, format_args!("console at {:#x}: no pages to map", console.base))
+    };
+    let (el2_mmu, el2_table) = match build_el2_tables(platform, &image, console_pages, dt_range) {
         Ok(m) => m,
         Err(e) => early_fatal(&mut uart, format_args!("EL2 page tables: {e}")),
     };
@@ -420,10 +403,17 @@ pub extern "C" fn primary_main(
     unsafe { hw::enable_el2_mmu(el2_mmu.mair, el2_mmu.tcr, el2_mmu.ttbr, el2_mmu.sctlr) };
 
     // --- MMU and caches on.
-    // SAFETY: the UART range is mapped as device memory by build_el2_tables.
-    unsafe { console::set_uart(uart_base) };
+    // SAFETY: the console's pages are mapped as device memory by build_el2_tables; it is the
+    // board's UART or the DT's of the same kind (`console::select`).
+    unsafe { console::set_console(console) };
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
+    match dt_console_refused {
+        None => log::info!("console: the DT's, {:?} at {:#x}", console.kind, console.base),
+        Some(why) => {
+            log::warn!("console: the board's {:?} at {:#x} ({why})", console.kind, console.base)
+        }
+    }
     match &start {
         Start::Packed { payload, layout, .. } => {
             print_memory_map(platform, warden_region, &image);
@@ -627,7 +617,7 @@ pub extern "C" fn primary_main(
 /// The packed-image plan, MMU off: the payload behind warden, the persona its command line
 /// names, and where the kernel, initrd and the host's DT go.
 fn plan_packed(
-    uart: &mut RawUart,
+    uart: &mut MmioUart,
     platform: &PlatformInfo,
     image: &hw::ImageLayout,
     dt_blob: &[u8],
@@ -871,7 +861,7 @@ fn excluded_ranges(
 fn build_el2_tables(
     p: &PlatformInfo,
     image: &hw::ImageLayout,
-    uart: u64,
+    console_pages: MemRange,
     dt: MemRange,
 ) -> Result<(El2Mmu, El2PageTable), BootError> {
     let excluded = excluded_ranges(p);
@@ -886,7 +876,7 @@ fn build_el2_tables(
         MemRange,
         { 3 + dt::MAX_SMMUS + dt::MAX_PCIE + dt::MAX_ITS + dt::MAX_REDIST_REGIONS },
     > = ArrayVec::new();
-    devices.push(MemRange::new(uart, uart + PAGE_SIZE));
+    devices.push(console_pages);
     // The SMMUs warden drives, and PCIe config space for the boot-time scan of stream IDs.
     devices.extend(p.smmus.iter().map(|s| s.regs));
     devices.extend(p.mmu500.as_ref().map(|m| m.regs));

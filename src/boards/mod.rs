@@ -40,9 +40,10 @@ pub enum EntryConvention {
     /// Loaded by the UEFI boot loader from `uefi_a` at `base` and started at EL1 under Gunyah
     /// (Qualcomm's hypervisor on SC7280 boards); the Gunyah-exit SMC ([`GUNYAH_EXIT_SMC`])
     /// continues it at EL2 with the SMMU in bypass, after which TrustZone's PSCI enters warden
-    /// like any EL2 caller's entry, and warden chainloads the next stage at EL1. Runs in place
-    /// in `[base, base + region_size)`. Not built yet: a firmware for such a board refuses to
-    /// start (docs/boards/qcs6490-rb3gen2.md).
+    /// like any EL2 caller's entry, and warden chainloads the next stage at EL1: packed behind
+    /// it like a packed host (`cargo xtask image --next`), entered with the linked DT, patched,
+    /// in x0. The exit SMC is made by the entry code (`crate::boot_stage::gunyah`). Runs in
+    /// place in `[base, base + region_size)` (docs/boards/qcs6490-rb3gen2.md).
     UefiUnderGunyah { base: u64, region_size: u64 },
 }
 
@@ -156,6 +157,14 @@ pub struct Board {
     /// (`crate::arch::aarch64::PER_CPU_BSS`). A power of two (the exception vectors mask the
     /// CPU index with it).
     pub max_cpus: usize,
+}
+
+impl Board {
+    /// The console from the first message on, until the DT's replaces it
+    /// (`crate::console::select`).
+    pub const fn early_console(&self) -> crate::console::Console {
+        crate::console::Console { kind: self.console, base: self.early_uart }
+    }
 }
 
 // The descriptions are plain data, always compiled (xtask builds the chain's DT from

@@ -78,7 +78,15 @@ fn carveouts(p: &PlatformInfo) -> Vec<(&str, MemRange, PeerId, CarveoutSource)> 
 fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRange) {
     let console = p.console.expect("stdout-path names a UART warden knows");
     assert_eq!((console.kind, console.regs.start), (board.console, board.early_uart));
-    assert_eq!(p.uart, None, "no PL011 on a Snapdragon");
+    // The DT's console is the one warden selects, and its transmitter's registers are one
+    // page warden maps as device memory.
+    let early = board.early_console();
+    assert_eq!(crate::console::select(early, p.console), (early, None));
+    assert_eq!(early.pages().map(|pg| pg.size()), Some(crate::mm::PAGE_SIZE));
+    assert!(console.regs.contains_range(&MemRange::new(
+        early.base,
+        early.base + crate::console::register_span(early.kind)
+    )));
     assert!(!p.cpus.is_empty() && p.cpus.len() <= board.max_cpus, "{}", p.cpus.len());
     assert!(board.max_cpus.is_power_of_two());
     assert_eq!(p.psci, Some(crate::dt::PsciConduit::Smc));

@@ -12,6 +12,17 @@ pub trait Regs32 {
     fn write(&self, offset: usize, value: u32);
 }
 
+/// A borrowed device is the device (the tests drive a model through a reference and then look
+/// at what it recorded).
+impl<T: Regs32 + ?Sized> Regs32 for &T {
+    fn read(&self, offset: usize) -> u32 {
+        (**self).read(offset)
+    }
+    fn write(&self, offset: usize, value: u32) {
+        (**self).write(offset, value)
+    }
+}
+
 /// The registers at a fixed physical (identity-mapped) address.
 #[derive(Clone, Copy, Debug)]
 pub struct Mmio {

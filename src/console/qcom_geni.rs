@@ -140,7 +140,7 @@ impl<R: Regs32> GeniUart<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod model {
     use super::*;
     use core::cell::RefCell;
     use std::vec::Vec;
@@ -150,31 +150,31 @@ mod tests {
     /// the line drains one word per `drain_every` status reads, `CMD_DONE` once the last byte
     /// has gone, cleared by writing it to `M_IRQ_CLEAR`. It records what went out on the line
     /// and every access the engine would not accept.
-    struct GeniModel {
-        s: RefCell<State>,
+    pub struct GeniModel {
+        pub s: RefCell<State>,
     }
 
     #[derive(Default)]
-    struct State {
-        trans_len: u32,
+    pub struct State {
+        pub trans_len: u32,
         /// Bytes of the active command not yet written to the FIFO; `None`: no command.
-        to_queue: Option<u32>,
-        fifo: Vec<u32>,
+        pub to_queue: Option<u32>,
+        pub fifo: Vec<u32>,
         /// Bytes of queued words still to go out, per word.
-        fifo_bytes: Vec<u32>,
-        cmd_done: bool,
-        line: Vec<u8>,
-        violations: Vec<&'static str>,
-        reads: u32,
+        pub fifo_bytes: Vec<u32>,
+        pub cmd_done: bool,
+        pub line: Vec<u8>,
+        pub violations: Vec<&'static str>,
+        pub reads: u32,
         /// The line drains a word every this many reads (0: never: a stalled engine).
-        drain_every: u32,
-        depth: usize,
+        pub drain_every: u32,
+        pub depth: usize,
         /// Someone else's command is active and never ends.
-        foreign_active: bool,
+        pub foreign_active: bool,
     }
 
     impl GeniModel {
-        fn new(drain_every: u32) -> Self {
+        pub fn new(drain_every: u32) -> Self {
             let s = State { drain_every, depth: 16, ..State::default() };
             Self { s: RefCell::new(s) }
         }
@@ -245,6 +245,14 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use super::model::GeniModel;
+    use super::*;
 
     #[test]
     fn layout_matches_the_public_offsets() {

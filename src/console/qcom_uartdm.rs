@@ -112,7 +112,7 @@ impl<R: Regs32> UartdmUart<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod model {
     use super::*;
     use core::cell::RefCell;
     use std::vec::Vec;
@@ -122,25 +122,25 @@ mod tests {
     /// taken and falls on `CR`'s RESET_TX_READY; a FIFO of `depth` words drains one word per
     /// `drain_every` reads; `SR.TXEMT` when nothing is queued or on the line. It records the
     /// line and every access the block would not accept.
-    struct UartdmModel {
-        s: RefCell<State>,
+    pub struct UartdmModel {
+        pub s: RefCell<State>,
     }
 
     #[derive(Default)]
-    struct State {
+    pub struct State {
         /// Characters of the current count not yet in the FIFO; `None`: no count.
-        to_queue: Option<u32>,
-        tx_ready: bool,
-        fifo: Vec<(u32, u32)>,
-        line: Vec<u8>,
-        violations: Vec<&'static str>,
-        reads: u32,
-        drain_every: u32,
-        depth: usize,
+        pub to_queue: Option<u32>,
+        pub tx_ready: bool,
+        pub fifo: Vec<(u32, u32)>,
+        pub line: Vec<u8>,
+        pub violations: Vec<&'static str>,
+        pub reads: u32,
+        pub drain_every: u32,
+        pub depth: usize,
     }
 
     impl UartdmModel {
-        fn new(drain_every: u32) -> Self {
+        pub fn new(drain_every: u32) -> Self {
             // Out of reset the transmitter is empty and TX_READY is set.
             let s = State { drain_every, depth: 16, tx_ready: true, ..State::default() };
             Self { s: RefCell::new(s) }
@@ -203,6 +203,14 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec::Vec;
+
+    use super::model::UartdmModel;
+    use super::*;
 
     #[test]
     fn layout_matches_the_public_offsets() {

@@ -382,8 +382,6 @@ pub struct PlatformInfo {
     /// CPUs in DT order (at least one).
     pub cpus: ArrayVec<CpuInfo, MAX_CPUS>,
     pub psci: Option<PsciConduit>,
-    /// The console's registers when it is a PL011 (what the boot path drives today).
-    pub uart: Option<MemRange>,
     /// The UART named by `/chosen` `stdout-path` (aliases resolved, `:options` stripped), else
     /// the first UART of a kind warden has a driver for ([`UartKind`]).
     pub console: Option<ConsoleInfo>,
@@ -463,7 +461,6 @@ impl PlatformInfo {
             carveouts: ArrayVec::new_const(),
             cpus: ArrayVec::new_const(),
             psci: None,
-            uart: None,
             console: None,
             other_iommus: ArrayVec::new_const(),
             smmus: ArrayVec::new_const(),
@@ -493,7 +490,6 @@ impl PlatformInfo {
             carveouts,
             cpus,
             psci,
-            uart,
             console,
             other_iommus,
             smmus,
@@ -516,7 +512,6 @@ impl PlatformInfo {
         carveouts.clear();
         cpus.clear();
         *psci = None;
-        *uart = None;
         *console = None;
         other_iommus.clear();
         smmus.clear();

@@ -977,7 +977,6 @@ impl State<'_, '_> {
     fn finish(self) -> Result<(), DtError> {
         let info = self.info;
         info.console = self.stdout_uart.or(self.first_uart);
-        info.uart = info.console.filter(|c| c.kind == UartKind::Pl011).map(|c| c.regs);
         if info.memory.is_empty() {
             return Err(DtError::NoMemory);
         }

@@ -64,7 +64,10 @@ fn qemu_fixture() {
     assert_eq!(mpidrs, [0, 1]);
     assert!(info.cpus.iter().all(|c| c.enable_method == CpuEnableMethod::Psci));
     assert_eq!(info.psci, Some(PsciConduit::Smc));
-    assert_eq!(info.uart, Some(r(0x0900_0000, 0x0900_1000)));
+    assert_eq!(
+        info.console.map(|c| (c.kind, c.regs)),
+        Some((UartKind::Pl011, r(0x0900_0000, 0x0900_1000)))
+    );
     let smmu = info.smmu().unwrap();
     assert_eq!(smmu.regs, r(0x0905_0000, 0x0907_0000));
     assert_eq!(smmu.phandle, Some(0x8005));
@@ -547,14 +550,15 @@ fn uart_from_stdout_path() {
         ),
     )
     .unwrap();
-    assert_eq!(parse(&blob).unwrap().uart, Some(r(0x0904_0000, 0x0904_1000)));
+    let regs = |blob: &[u8]| parse(blob).unwrap().console.map(|c| c.regs);
+    assert_eq!(regs(&blob), Some(r(0x0904_0000, 0x0904_1000)));
     // A path without unit address matches too; an unknown one falls back to the first PL011.
     let by_name =
         apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"/pl011\0")).unwrap();
-    assert_eq!(parse(&by_name).unwrap().uart, Some(r(0x0900_0000, 0x0900_1000)));
+    assert_eq!(regs(&by_name), Some(r(0x0900_0000, 0x0900_1000)));
     let unknown =
         apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"serial9\0")).unwrap();
-    assert_eq!(parse(&unknown).unwrap().uart, Some(r(0x0900_0000, 0x0900_1000)));
+    assert_eq!(regs(&unknown), Some(r(0x0900_0000, 0x0900_1000)));
 }
 
 #[test]
@@ -1339,14 +1343,14 @@ fn console_kinds_and_the_pl011_only_uart() {
     .unwrap();
     let info = parse(&geni).unwrap();
     let console = ConsoleInfo { kind: UartKind::QcomGeniDebug, regs: r(0x99_4000, 0x99_8000) };
-    assert_eq!((info.console, info.uart), (Some(console), None), "{:?}", info.withheld);
+    assert_eq!(info.console, Some(console), "{:?}", info.withheld);
     // A disabled UART is never the console, even when stdout-path names it.
     let uartdm =
         apply(&blob, &DtEdit::new().set_property("/chosen", "stdout-path", b"/serial@78b0000\0"))
             .unwrap();
     let info = parse(&uartdm).unwrap();
     let pl011 = ConsoleInfo { kind: UartKind::Pl011, regs: r(0x0900_0000, 0x0900_1000) };
-    assert_eq!((info.console, info.uart), (Some(pl011), Some(pl011.regs)));
+    assert_eq!(info.console, Some(pl011));
 }
 
 #[test]

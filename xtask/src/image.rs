@@ -245,11 +245,54 @@ pub struct Made {
     pub size: u64,
     pub footprint: Footprint,
     pub checked: mbn_check::Checked,
+    /// The next stage packed behind warden (chainloading boards).
+    pub next_stage: Option<NextStage>,
 }
 
-/// Packs warden's ELF (linked at 0) for `image`: the fit check, the MBN, its check. Writes
-/// nothing when the footprint does not fit.
-pub fn pack(image: &BoardImage, elf: &[u8], out: &Path) -> Result<Made> {
+impl BoardImage {
+    /// Whether warden chainloads a next stage packed behind it (RB3 Gen 2: after the Gunyah
+    /// exit, at EL1), rather than being told by TrustZone where the next stage is (`hyp`).
+    pub fn chainloads(&self) -> bool {
+        matches!(self.board.entry, boards::EntryConvention::UefiUnderGunyah { .. })
+    }
+}
+
+/// What goes into the segment: warden's flat image, and for a chainloading board the next
+/// stage packed behind it with the packed-image format (`warden::payload`: the next stage is
+/// the payload's kernel, no initrd, no command line), as `cargo xtask pack` packs a host.
+pub fn segment_bytes(image: &BoardImage, warden: Vec<u8>, next: Option<&[u8]>) -> Result<Vec<u8>> {
+    check_next_given(image, next.is_some())?;
+    match next {
+        Some(next) => crate::pack::pack(
+            &warden,
+            &crate::pack::Payload { kernel: next, initrd: None, cmdline: None },
+        )
+        .with_context(|| format!("packing the next stage behind warden for {}", image.board.name)),
+        None => Ok(warden),
+    }
+}
+
+/// A next stage is given exactly when the board chainloads one.
+pub fn check_next_given(image: &BoardImage, given: bool) -> Result<()> {
+    let board = image.board.name;
+    match (image.chainloads(), given) {
+        (true, false) => bail!(
+            "{board}: warden chainloads the next stage at EL1 after the Gunyah exit, and it is \
+             packed into the image: pass --next FILE (an arm64 Image: U-Boot's qcs6490 build, \
+             u-boot.bin, see docs/boards/{board}.md)"
+        ),
+        (false, true) => bail!(
+            "{board}: TrustZone enters warden with the next stage's address; nothing is packed \
+             behind warden (drop --next)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Packs warden's ELF (linked at 0) for `image`, with the next stage behind it if the board
+/// chainloads one ([`segment_bytes`]): the fit check, the MBN, its check. Writes nothing when
+/// the footprint or the next stage does not fit.
+pub fn pack(image: &BoardImage, elf: &[u8], next: Option<&[u8]>, out: &Path) -> Result<Made> {
     let region = image.region()?;
     let footprint = Footprint::from_elf(elf)?;
     if out.exists() {
@@ -264,22 +307,93 @@ pub fn pack(image: &BoardImage, elf: &[u8], out: &Path) -> Result<Made> {
         footprint.total()
     );
     const PF_RWX: u32 = 7;
-    // The segment is the file part (header to data); BSS and the pool after it are warden's to
-    // zero and use, and the hash segment lands right after the file part, inside the region.
-    let segment = Segment {
-        addr: region.0,
-        mem_size: flat.bytes.len() as u64,
-        data: flat.bytes,
-        flags: PF_RWX,
-    };
+    // The segment is the file part (header to data, then any next stage); BSS and the pool
+    // after warden's data are warden's to zero and use once the next stage has been moved out,
+    // and the hash segment lands right after the file part, inside the region.
+    let data = segment_bytes(image, flat.bytes, next)?;
+    let room = region.1 - region.0;
+    if data.len() as u64 > room {
+        bail!(
+            "warden and the next stage behind it ({} KiB) do not fit {}'s region ({} KiB): {} \
+             KiB too large",
+            data.len().div_ceil(1024),
+            image.board.name,
+            room / 1024,
+            (data.len() as u64 - room).div_ceil(1024)
+        );
+    }
+    let segment = Segment { addr: region.0, mem_size: data.len() as u64, data, flags: PF_RWX };
     let bytes = mbn::write(region.0, &[segment], image.signing())?;
     let checked = mbn_check::check(&bytes, &image.expected()?)
         .context("the MBN just written fails its check")?;
+    let next_stage = match image.chainloads() {
+        true => Some(
+            check_next_stage(&bytes, region.0, next)
+                .context("the MBN just written fails its check of the next stage")?,
+        ),
+        false => None,
+    };
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    Ok(Made { path: out.to_owned(), size: bytes.len() as u64, footprint, checked })
+    Ok(Made { path: out.to_owned(), size: bytes.len() as u64, footprint, checked, next_stage })
+}
+
+/// The next stage packed in a chainloading board's image, as the checker found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextStage {
+    /// Offset from warden's base (the region's) and size.
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Checks the next stage packed in the MBN `file` (the segment loaded at `base`) as warden's
+/// boot will find it (`boot::locate_payload`): the payload descriptor at 0x40 of warden's
+/// image is well-formed and its parts lie in the loaded bytes after warden's resident part,
+/// the next stage is an arm64 Image, and, when `expected` is given, is exactly those bytes.
+pub fn check_next_stage(file: &[u8], base: u64, expected: Option<&[u8]>) -> Result<NextStage> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use warden::payload::{
+        Arm64ImageHeader, DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, IMAGE_SIZE_OFFSET, PayloadDescriptor,
+    };
+    let e = LittleEndian;
+    let header = object::elf::FileHeader64::<LittleEndian>::parse(file).context("not an ELF64")?;
+    let segment = header
+        .program_headers(e, file)
+        .context("program headers outside the file")?
+        .iter()
+        .find(|p| p.p_type(e) == object::elf::PT_LOAD && p.p_paddr(e) == base)
+        .with_context(|| format!("no loadable segment at {base:#x} (warden's image)"))?;
+    let loaded = segment.data(e, file).ok().context("warden's segment lies outside the file")?;
+    let descriptor: &[u8; DESCRIPTOR_SIZE] = loaded
+        .get(DESCRIPTOR_OFFSET..DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE)
+        .and_then(|d| d.try_into().ok())
+        .context("warden's segment is shorter than its payload descriptor")?;
+    let desc = PayloadDescriptor::decode(descriptor)
+        .map_err(|e| anyhow::anyhow!("payload descriptor: {e}"))?;
+    let image_size = u64::from_le_bytes(
+        loaded[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].try_into().unwrap_or_default(),
+    );
+    desc.validate(image_size.min(loaded.len() as u64)).map_err(|e| {
+        anyhow::anyhow!("the next stage, as warden's boot reads the descriptor: {e}")
+    })?;
+    ensure!(
+        desc.initrd_size == 0 && desc.cmdline_size == 0,
+        "a next stage is packed alone (this image has an initrd or a command line)"
+    );
+    let stage =
+        &loaded[desc.kernel_offset as usize..(desc.kernel_offset + desc.kernel_size) as usize];
+    Arm64ImageHeader::parse(stage).map_err(|e| anyhow::anyhow!("the next stage: {e}"))?;
+    if let Some(expected) = expected {
+        ensure!(stage == expected, "the packed next stage differs from the file given");
+    }
+    Ok(NextStage {
+        offset: desc.kernel_offset,
+        size: desc.kernel_size,
+        sha256: crate::linux::sha256_hex(stage),
+    })
 }
 
 /// Builds warden for `image`'s board (linking the board's pinned DT) and returns its ELF,
@@ -298,11 +412,17 @@ pub fn build_elf(image: &BoardImage, log: Option<&Path>) -> Result<Vec<u8>> {
     Ok(elf)
 }
 
-/// `cargo xtask image --board NAME`: build, fit, write, check, and say where to flash it.
-pub fn run(board: &str) -> Result<Made> {
+/// `cargo xtask image --board NAME [--next FILE]`: build, fit, write, check, and say where to
+/// flash it.
+pub fn run(board: &str, next: Option<&Path>) -> Result<Made> {
     let image = find(board)?;
+    let next = next
+        .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    // Refused before the (long) build when the next stage is missing or not wanted.
+    check_next_given(image, next.is_some())?;
     let elf = build_elf(image, None)?;
-    let made = pack(image, &elf, &image.output())?;
+    let made = pack(image, &elf, next.as_deref(), &image.output())?;
     let (start, end) = image.region()?;
     println!("xtask: wrote {} ({} bytes)", made.path.display(), made.size);
     println!(
@@ -312,6 +432,15 @@ pub fn run(board: &str) -> Result<Made> {
         image.partition.sw_id(),
         made.checked.loaded_bytes,
     );
+    if let Some(stage) = &made.next_stage {
+        println!(
+            "xtask: next stage at {:#x} ({} bytes, sha256 {}): moved out of the region and \
+             entered at EL1 by warden's boot; checked: descriptor, arm64 Image, same bytes",
+            start + stage.offset,
+            stage.size,
+            stage.sha256
+        );
+    }
     println!(
         "xtask: footprint {} of the region's {} KiB ({} KiB free)",
         made.footprint.describe(),
@@ -333,6 +462,11 @@ pub fn check_file(board: &str, file: &Path) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let checked = mbn_check::check(&bytes, &image.expected()?)
         .with_context(|| format!("{} is not a good {board} image", file.display()))?;
+    let next_stage = image
+        .chainloads()
+        .then(|| check_next_stage(&bytes, image.expected()?.entry, None))
+        .transpose()
+        .with_context(|| format!("{} is not a good {board} image", file.display()))?;
     println!(
         "xtask: {} is a good {board} image: MBN v{}, SW_ID {:#04x}, {} loadable segment(s), \
          {} bytes, hash segment at [{:#x}, {:#x})",
@@ -344,6 +478,12 @@ pub fn check_file(board: &str, file: &Path) -> Result<()> {
         checked.hash_segment.0,
         checked.hash_segment.1
     );
+    if let Some(stage) = next_stage {
+        println!(
+            "xtask: next stage packed at offset {:#x}: {} bytes, an arm64 Image, sha256 {}",
+            stage.offset, stage.size, stage.sha256
+        );
+    }
     Ok(())
 }
 
@@ -413,7 +553,13 @@ mod tests {
         use object::Endianness;
         use object::elf;
         use object::write::elf::{FileHeader, ProgramHeader, Sym, Writer};
-        let data = crate::elf2bin::tests::image_bytes(file, mem);
+        let mut data = crate::elf2bin::tests::image_bytes(file, mem);
+        // warden's payload descriptor, as its linker script leaves it.
+        let own = warden::payload::PayloadDescriptor {
+            resident_file_end: (file as u64).next_multiple_of(0x1000),
+            ..Default::default()
+        };
+        data[0x40..0x80].copy_from_slice(&own.encode());
         let symbols = [
             ("__image_start", 0),
             ("__rodata_end", file as u64 / 2),
@@ -495,21 +641,86 @@ mod tests {
         let db410c = find("apq8016-sbc").unwrap();
         let out = dir.join("warden.mbn");
         // 0x5000 bytes of file in 1 MiB: fits; the MBN is written and reads back.
-        let made = pack(db410c, &fake_warden(0x5000, MIB), &out).unwrap();
+        let made = pack(db410c, &fake_warden(0x5000, MIB), None, &out).unwrap();
         assert_eq!(made.footprint.total(), MIB);
         assert_eq!(made.checked.loaded_bytes, 0x5000);
         let written = std::fs::read(&out).unwrap();
         assert_eq!(written.len() as u64, made.size);
         mbn_check::check(&written, &db410c.expected().unwrap()).unwrap();
         // 4 KiB more memory than the region: refused by how much, and the old image is gone.
-        let err =
-            format!("{:#}", pack(db410c, &fake_warden(0x5000, MIB + 0x1000), &out).unwrap_err());
+        let err = format!(
+            "{:#}",
+            pack(db410c, &fake_warden(0x5000, MIB + 0x1000), None, &out).unwrap_err()
+        );
         assert!(
             err.contains("warden does not fit apq8016-sbc's region")
                 && err.contains("4 KiB too large"),
             "{err}"
         );
         assert!(!out.exists(), "a refused image leaves no file behind");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_rb3gen2_chainloads_and_it_needs_its_next_stage() {
+        let rb3 = find("qcs6490-rb3gen2").unwrap();
+        assert!(rb3.chainloads());
+        let err = check_next_given(rb3, false).unwrap_err().to_string();
+        assert!(err.contains("pass --next FILE") && err.contains("Gunyah exit"), "{err}");
+        check_next_given(rb3, true).unwrap();
+        for hyp in ["qrb5165-rb5", "apq8016-sbc"] {
+            let image = find(hyp).unwrap();
+            assert!(!image.chainloads());
+            check_next_given(image, false).unwrap();
+            let err = check_next_given(image, true).unwrap_err().to_string();
+            assert!(err.contains("drop --next"), "{err}");
+        }
+        // The refusal is also pack's: no image without the next stage.
+        let dir = scratch("no-next");
+        let out = dir.join("warden.mbn");
+        assert!(pack(rb3, &fake_warden(0x5000, 4 * MIB), None, &out).is_err());
+        assert!(!out.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_next_stage_is_packed_behind_warden_and_checked() {
+        let dir = scratch("next");
+        let rb3 = find("qcs6490-rb3gen2").unwrap();
+        let out = dir.join("warden.mbn");
+        let next = crate::elf2bin::tests::image_bytes(0x3456, 0x10_0000);
+        let made = pack(rb3, &fake_warden(0x5000, 4 * MIB), Some(&next), &out).unwrap();
+        let stage = made.next_stage.clone().unwrap();
+        // At the first 4 KiB boundary after warden's resident part, the bytes given.
+        assert_eq!((stage.offset, stage.size), (0x5000, 0x3456));
+        assert_eq!(stage.sha256, crate::linux::sha256_hex(&next));
+        assert_eq!(made.checked.loaded_bytes, 0x5000 + 0x3456);
+        let written = std::fs::read(&out).unwrap();
+        let base = rb3.expected().unwrap().entry;
+        assert_eq!(check_next_stage(&written, base, Some(&next)).unwrap(), stage);
+        assert_eq!(check_next_stage(&written, base, None).unwrap(), stage);
+        // Another file than the one packed, and an image without a next stage, are refused.
+        let mut other = next.clone();
+        other[0x100] ^= 1;
+        let err = check_next_stage(&written, base, Some(&other)).unwrap_err().to_string();
+        assert!(err.contains("differs"), "{err}");
+        let db410c = find("apq8016-sbc").unwrap();
+        let bare = dir.join("bare.mbn");
+        pack(db410c, &fake_warden(0x5000, MIB), None, &bare).unwrap();
+        let bare = std::fs::read(&bare).unwrap();
+        let err = format!("{:#}", check_next_stage(&bare, 0x8640_0000, None).unwrap_err());
+        assert!(err.contains("no host kernel packed"), "{err}");
+        // Not an arm64 Image: refused by the packer.
+        let mut not_image = next.clone();
+        not_image[56] = 0;
+        assert!(pack(rb3, &fake_warden(0x5000, 4 * MIB), Some(&not_image), &out).is_err());
+        // Too large for the region with warden: refused by how much.
+        let huge = crate::elf2bin::tests::image_bytes(4 * MIB as usize, 0);
+        let err = format!(
+            "{:#}",
+            pack(rb3, &fake_warden(0x5000, 4 * MIB), Some(&huge), &out).unwrap_err()
+        );
+        assert!(err.contains("do not fit") && err.contains("20 KiB too large"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -92,6 +92,10 @@ enum Cmd {
         /// Only check this MBN file for the board (no build).
         #[arg(long)]
         check: Option<PathBuf>,
+        /// The next stage warden chainloads at EL1, packed behind it (qcs6490-rb3gen2, which
+        /// requires it: an arm64 Image such as U-Boot's qcs6490 u-boot.bin).
+        #[arg(long, conflicts_with = "check")]
+        next: Option<PathBuf>,
     },
     /// Pack warden and a host payload into one bootable image.
     Pack {
@@ -437,10 +441,12 @@ fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS),
         Cmd::Build => firmware::build_all().map(|_| ExitCode::SUCCESS),
         Cmd::BoardDtbs => board_dtbs::provide().map(|_| ExitCode::SUCCESS),
-        Cmd::Image { board, check: Some(file) } => {
+        Cmd::Image { board, check: Some(file), .. } => {
             image::check_file(&board, &file).map(|_| ExitCode::SUCCESS)
         }
-        Cmd::Image { board, check: None } => image::run(&board).map(|_| ExitCode::SUCCESS),
+        Cmd::Image { board, check: None, next } => {
+            image::run(&board, next.as_deref()).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Pack { kernel, initrd, append, warden, output } => (|| {
             let warden = match warden {
                 Some(w) => w,

@@ -795,6 +795,20 @@ const DEFAULT_SCENARIOS: [&str; 17] = [
     "bench-quick",
 ];
 
+/// A minimal arm64 Image whose code parks the CPU (`wfe; b .-4`): the next stage the images
+/// scenario packs for a chainloading board.
+fn parking_next_stage() -> Vec<u8> {
+    let mut image = vec![0u8; 0x1000];
+    // code0: branch past the 64-byte header.
+    image[0..4].copy_from_slice(&(0x1400_0000u32 | (0x40 / 4)).to_le_bytes());
+    image[16..24].copy_from_slice(&0x1000u64.to_le_bytes()); // image_size
+    image[24..32].copy_from_slice(&0xau64.to_le_bytes()); // LE, 4K pages, anywhere
+    image[56..60].copy_from_slice(b"ARM\x64");
+    image[0x40..0x44].copy_from_slice(&0xd503_205fu32.to_le_bytes()); // wfe
+    image[0x44..0x48].copy_from_slice(&0x17ff_ffffu32.to_le_bytes()); // b .-4
+    image
+}
+
 /// `cargo xtask image` for each Snapdragon board (warden built for it, the fit check, the MBN
 /// written and read back by `mbn_check`): the boards whose region warden fits must give a
 /// checked image; DB410c's 1 MiB must be refused for the footprint, with the figure (the day
@@ -809,10 +823,21 @@ fn scenario_images() -> Vec<Verdict> {
         )];
     }
     let mut verdicts = Vec::new();
+    let parking = parking_next_stage();
     for image in &crate::image::BOARDS {
         let board = image.board.name;
+        // A chainloading board's image is checked with a next stage that only parks its CPU
+        // (what is under test is the packing and its check, not the next stage), and written
+        // with the logs, not where `cargo xtask image` puts images to flash.
+        let (next, out) = match image.chainloads() {
+            true => (
+                Some(parking.as_slice()),
+                logs_dir().join(format!("warden-{board}-parking-next-stage.mbn")),
+            ),
+            false => (None, image.output()),
+        };
         let made = crate::image::build_elf(image, Some(&log))
-            .and_then(|elf| crate::image::pack(image, &elf, &image.output()));
+            .and_then(|elf| crate::image::pack(image, &elf, next, &out));
         let expect_refusal = board == "apq8016-sbc";
         // Stable result names (README lists them); the figures go on a line of their own.
         let refused_name = format!("images/{board} refused: footprint over its region");

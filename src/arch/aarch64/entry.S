@@ -48,6 +48,60 @@ primary_entry:
     cmp     x10, x11
     b.eq    hyp_secondary_entry
 .endif
+.if {GUNYAH_EXIT}
+    // RB3 Gen 2 (boards::EntryConvention::UefiUnderGunyah): the UEFI loader starts warden at
+    // EL1 under Gunyah. Leave Gunyah here, before any memory is written or a stack is used
+    // (boot_stage/gunyah.rs says why and checks what is recorded). Register contract:
+    //   in:   x0, x1 as the loader left them (kept in x19, x22 across the SMC: SMCCC keeps
+    //         x18..x30).
+    //   SMC:  x0 = {GUNYAH_W0}, x1 = {GUNYAH_W1}, x2 = x3 = 0, x4 = {GUNYAH_W4}, x5..x7 = 0; made
+    //         only when CurrentEL is EL1, after warden's loaded image [_start, _start +
+    //         image_size) is cleaned to PoC (EL2 starts with its MMU and caches off). It returns
+    //         x0; x1..x17 are not relied on; on success it continues at the next instruction at
+    //         EL2 (MMU off, SP_EL2 unknown: the common path below sets SP_EL2 before any use).
+    //   out:  x23 = CurrentEL at entry, x24 = the SMC's x0, x25 = CurrentEL after the SMC
+    //         (0: no SMC made), passed to primary_main as x5, x6, x7.
+    mrs     x23, CurrentEL
+    mov     x24, xzr
+    mov     x25, xzr
+    mov     x19, x0
+    mov     x22, x1
+    cmp     x23, #(1 << 2)
+    b.ne    12f                         // EL2 already: nothing to leave; another EL: Rust refuses
+    adr     x9, _start
+    ldr     x10, [x9, #16]              // image_size: the file and what follows it
+    add     x10, x10, x9
+    mrs     x11, ctr_el0
+    ubfx    x11, x11, #16, #4           // DminLine: log2(words) of the smallest D-cache line
+    mov     x12, #4
+    lsl     x12, x12, x11
+    sub     x13, x12, #1
+    bic     x9, x9, x13
+11: dc      cvac, x9
+    add     x9, x9, x12
+    cmp     x9, x10
+    b.lo    11b
+    dsb     sy
+    movz    x0, #({GUNYAH_W0} & 0xffff)
+    movk    x0, #(({GUNYAH_W0} >> 16) & 0xffff), lsl #16
+    mov     x1, #{GUNYAH_W1}
+    mov     x2, xzr
+    mov     x3, xzr
+    mov     x4, #{GUNYAH_W4}
+    mov     x5, xzr
+    mov     x6, xzr
+    mov     x7, xzr
+    smc     #0
+    mov     x24, x0
+    mrs     x25, CurrentEL
+    isb
+12: mov     x0, x19
+    mov     x1, x22
+.else
+    mov     x23, xzr
+    mov     x24, xzr
+    mov     x25, xzr
+.endif
     mov     x19, x0                     // DT address from the boot loader (hyp: next stage)
     mov     x22, x1                     // hyp entry: 2 for an AArch64 next stage
     adr     x20, _start                 // where we were loaded
@@ -118,6 +172,9 @@ primary_entry:
     mrs     x2, CurrentEL
     mov     x3, x21                     // unexpected relocation type or 0
     mov     x4, x22                     // x1 at entry
+    mov     x5, x23                     // Gunyah exit: CurrentEL at entry (else 0)
+    mov     x6, x24                     // Gunyah exit: the SMC's x0
+    mov     x7, x25                     // Gunyah exit: CurrentEL after the SMC (0: none made)
     bl      {PRIMARY_MAIN}
 6:  wfe
     b       6b

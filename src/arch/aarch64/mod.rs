@@ -86,6 +86,11 @@ pub const BOOT_FLAG: u64 = u64::from_le_bytes(*b"WRDNBOOT");
 const HYP_ENTRY: u32 =
     matches!(crate::boards::CURRENT.entry, crate::boards::EntryConvention::Hyp { .. }) as u32;
 
+/// Whether the entry code leaves Gunyah first (`entry.S`, `crate::boot_stage::gunyah`).
+const GUNYAH_EXIT: u32 =
+    matches!(crate::boards::CURRENT.entry, crate::boards::EntryConvention::UefiUnderGunyah { .. })
+        as u32;
+
 const R_AARCH64_RELATIVE: u64 = 1027;
 
 global_asm!(
@@ -109,7 +114,15 @@ global_asm!(
     MPIDR_MASK = const crate::trap::psci::MPIDR_AFFINITY_MASK,
     HYP_ENTRY = const HYP_ENTRY,
     BOOT_FLAG = const BOOT_FLAG,
+    GUNYAH_EXIT = const GUNYAH_EXIT,
+    GUNYAH_W0 = const crate::boards::GUNYAH_EXIT_SMC[0],
+    GUNYAH_W1 = const crate::boards::GUNYAH_EXIT_SMC[1],
+    GUNYAH_W4 = const crate::boards::GUNYAH_EXIT_SMC[4],
 );
+
+// entry.S loads only w0, w1 and w4 of the exit SMC (x2 and x3 are zeroed): the rest must be 0.
+const _: () =
+    assert!(crate::boards::GUNYAH_EXIT_SMC[2] == 0 && crate::boards::GUNYAH_EXIT_SMC[3] == 0);
 
 // warden's memcpy (why: see the file's header); only in the bare-metal image, never over a
 // host libc's.
