@@ -62,16 +62,17 @@ use warden_abi::peer::PeerCommand;
 
 /// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
 pub const HOST_VMID: u16 = 1;
-/// Heap carved from the front of the pool; the rest are page-table frames. The most any run
-/// of `cargo xtask test` used is 151 KiB (`many-cpus`; 19-27 KiB after boot; `footprint peak:`
-/// at power-down); the boot checks that [`crate::mm::footprint::RUNTIME_HEAP_RESERVE`] is left.
-const HEAP_SIZE: u64 = 512 << 10;
+/// Heap carved from the front of the pool; the rest are page-table frames. Per board, measured
+/// need and margin in [`crate::mm::link_layout`]; the boot checks that the board's
+/// `heap_reserve` is left.
+const HEAP_SIZE: u64 = crate::mm::LAYOUT.heap;
 /// Longest host command line accepted (Linux's arm64 COMMAND_LINE_SIZE is 2048).
 const CMDLINE_MAX: usize = 2048;
 /// Extra room the DT patch may add (reserved-memory nodes, bootargs, initrd properties).
 const DT_PATCH_SLACK: u64 = 16 * 1024;
-/// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off).
-const BOOT_TABLE_PAGES: usize = 32;
+/// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off; sized in
+/// [`crate::mm::link_layout::LinkLayout::el2_tables`] from the board's use).
+const BOOT_TABLE_PAGES: usize = crate::mm::LAYOUT.el2_tables;
 
 #[global_allocator]
 static HEAP: PeakHeap = PeakHeap { heap: LockedHeap::empty(), peak: AtomicUsize::new(0) };
@@ -724,7 +725,7 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
     let heap = HEAP.heap.lock();
     let host_tables = w.host_stage2.lock().stats().table_pages;
     log::info!(
-        "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} pages",
+        "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} of {} pages",
         kib(image.end - image.start),
         kib(image.rodata_end - image.start),
         kib(image.pool_start - image.rodata_end),
@@ -735,6 +736,7 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
         frames.total_pages(),
         kib(frames.allocated_pages() as u64 * PAGE_SIZE),
         host_tables,
+        w.el2_table.lock().stats().table_pages,
         BOOT_TABLE_PAGES,
     );
 }
@@ -770,7 +772,7 @@ fn check_footprint(w: &Warden) {
             frames_reserve: footprint::runtime_frame_reserve(w.carveouts.iter().map(|c| c.range)),
             heap_total: HEAP_SIZE as usize,
             heap_used: HEAP.heap.lock().stats_alloc_actual(),
-            heap_reserve: footprint::RUNTIME_HEAP_RESERVE,
+            heap_reserve: crate::mm::LAYOUT.heap_reserve as usize,
         }
     };
     if let Err(short) = pool.check() {
