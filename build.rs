@@ -19,6 +19,17 @@ fn main() {
     }
     sim_peer();
     hyp_dt();
+    packed_entry();
+}
+
+/// `warden_packed`: the board is entered as a Linux Image with warden's payload packed behind
+/// it (qemu-virt), so the firmware carries the payload, the layout planner and the host DT
+/// writer; `crate::boot` asserts that this agrees with the board's entry convention.
+fn packed_entry() {
+    println!("cargo:rustc-check-cfg=cfg(warden_packed)");
+    if std::env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT").is_some() {
+        println!("cargo:rustc-cfg=warden_packed");
+    }
 }
 
 /// The layout of the board the `board-*` feature picks (none without one: the crate then does

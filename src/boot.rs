@@ -40,6 +40,7 @@ use crate::gic::GicVersion;
 use crate::handoff::service::{self, CarveoutDesc};
 use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Phase, Stage2Ref};
 use crate::mm::el2::{El2Plan, WardenImage, warden_regions};
+#[cfg(warden_packed)]
 use crate::mm::layout::{self, Layout, LayoutInput};
 use crate::mm::ownership::{OwnershipTracker, PageState, PeerId};
 use crate::mm::range::HumanSize;
@@ -49,6 +50,7 @@ use crate::mm::{
     Perms, PoolFrames, Stage2, build_el2_identity_map, build_host_stage2, ipa_bits_for,
     pa_range_bits_from_mmfr0, vmid16_from_mmfr1,
 };
+#[cfg(warden_packed)]
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
 use crate::smmu::pci::MmioEcam;
 use crate::smmu::{MmioSmmu, S2Config, Smmu, SmmuConfig};
@@ -67,8 +69,10 @@ pub const HOST_VMID: u16 = 1;
 /// `heap_reserve` is left.
 const HEAP_SIZE: u64 = crate::mm::LAYOUT.heap;
 /// Longest host command line accepted (Linux's arm64 COMMAND_LINE_SIZE is 2048).
+#[cfg(warden_packed)]
 const CMDLINE_MAX: usize = 2048;
 /// Extra room the DT patch may add (reserved-memory nodes, bootargs, initrd properties).
+#[cfg(warden_packed)]
 const DT_PATCH_SLACK: u64 = 16 * 1024;
 /// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off; sized in
 /// [`crate::mm::link_layout::LinkLayout::el2_tables`] from the board's use).
@@ -120,6 +124,7 @@ pub static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] = [SecondaryBoot {
     mpidr_tag: 0,
 }; MAX_CPUS];
 
+#[cfg(warden_packed)]
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 
 /// Everything the run-time paths need, fixed once the primary CPU has booted.
@@ -254,9 +259,19 @@ impl boot_stage::gunyah::GunyahExit for GunyahCpu<'_> {
     }
 }
 
+// build.rs builds the packed-image path (`warden_packed`: the payload, the layout planner, the
+// host DT writer) only for the boards entered as a Linux Image: a board that cannot reach it
+// does not carry it.
+const _: () = assert!(
+    cfg!(warden_packed) == matches!(boards::CURRENT.entry, EntryConvention::LinuxImage),
+    "build.rs's warden_packed must match the board's entry convention"
+);
+
 /// How the host is started, by entry convention.
 enum Start {
     /// A packed image: the DT the boot loader passed (at `dt_pa`), the payload, where it goes.
+    /// Only a board entered as a Linux Image has this path (`build.rs`: `warden_packed`).
+    #[cfg(warden_packed)]
     Packed { dt_pa: u64, payload: Payload, layout: Layout },
     /// Hyp entry: the next stage's entry (TZ's x0), entered with no DT.
     Hyp { next_stage: u64 },
@@ -367,6 +382,14 @@ pub extern "C" fn primary_main(
         Err(e) => early_fatal(&mut uart, format_args!("interrupt controller: {e}")),
     };
     let (start, persona, warden_region) = match board.entry {
+        // Never taken: `warden_packed` is set exactly for the boards entered as a Linux Image
+        // (asserted below, at compile time).
+        #[cfg(not(warden_packed))]
+        EntryConvention::LinuxImage => early_fatal(
+            &mut uart,
+            format_args!("{}: built without the packed-image entry", board.name),
+        ),
+        #[cfg(warden_packed)]
         EntryConvention::LinuxImage => {
             let (payload, layout, persona) =
                 plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
@@ -425,6 +448,7 @@ pub extern "C" fn primary_main(
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
     match &start {
+        #[cfg(warden_packed)]
         Start::Packed { payload, layout, .. } => {
             print_memory_map(platform, warden_region, &image);
             print_payload(layout, payload);
@@ -526,6 +550,7 @@ pub extern "C" fn primary_main(
     };
     // Where the host starts, with what in x0.
     let (host_entry, host_x0) = match &start {
+        #[cfg(warden_packed)]
         Start::Packed { dt_pa, payload, layout } => {
             write_host_dt(dt_blob, *dt_pa, platform, layout, payload, &view);
             (layout.kernel.start, layout.dt.start)
@@ -618,6 +643,7 @@ pub extern "C" fn primary_main(
 
 /// The packed-image plan, MMU off: the payload behind warden, the persona its command line
 /// names, and where the kernel, initrd and the host's DT go.
+#[cfg(warden_packed)]
 fn plan_packed(
     uart: &mut RawUart,
     platform: &PlatformInfo,
@@ -660,6 +686,7 @@ fn plan_packed(
 
 /// Writes the host's DT (the boot loader's, patched: [`patch_host_dt`]) where the layout put
 /// it, and cleans kernel, initrd and DT to PoC: the host starts with its MMU and caches off.
+#[cfg(warden_packed)]
 fn write_host_dt(
     dt_blob: &[u8],
     dt_pa: u64,
@@ -1227,6 +1254,7 @@ static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
 /// The DT the host boots with: the host's view of the platform (`crate::host_dt::host_view`:
 /// warden's memory reserved `no-map`, withheld devices and the peer's CPU removed, the control
 /// page added, ...) plus the payload's command line and initrd in /chosen.
+#[cfg(warden_packed)]
 fn patch_host_dt(
     blob: &[u8],
     p: &PlatformInfo,
@@ -1399,6 +1427,7 @@ impl core::fmt::Display for DtLoadError {
 }
 
 /// The host payload inside the packed image, located and checked.
+#[cfg(warden_packed)]
 #[derive(Clone, Copy, Debug)]
 struct Payload {
     kernel: MemRange,
@@ -1407,6 +1436,7 @@ struct Payload {
     cmdline_len: usize,
 }
 
+#[cfg(warden_packed)]
 fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
     let desc = PayloadDescriptor::decode(&hw::payload_descriptor_bytes())
         .map_err(PayloadErrorMsg::Format)?;
@@ -1447,12 +1477,14 @@ fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
     Ok(Payload { kernel, kernel_header, initrd, cmdline_len })
 }
 
+#[cfg(warden_packed)]
 #[derive(Debug)]
 enum PayloadErrorMsg {
     Format(payload::PayloadError),
     CmdlineTooLong(usize),
 }
 
+#[cfg(warden_packed)]
 impl core::fmt::Display for PayloadErrorMsg {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -1464,6 +1496,7 @@ impl core::fmt::Display for PayloadErrorMsg {
     }
 }
 
+#[cfg(warden_packed)]
 fn cmdline(len: usize) -> &'static str {
     // SAFETY: CMDLINE was filled once at boot and is read-only afterwards.
     let bytes = unsafe { &(&*core::ptr::addr_of!(CMDLINE))[..len.min(CMDLINE_MAX)] };
@@ -1472,6 +1505,7 @@ fn cmdline(len: usize) -> &'static str {
 
 /// Moves initrd then kernel to their planned places (each destination is at or above its
 /// source, so last-to-first with memmove never overwrites bytes still to be moved).
+#[cfg(warden_packed)]
 fn move_payload(p: &Payload, l: &Layout) {
     if let (Some(src), Some(dst)) = (p.initrd, l.initrd) {
         // SAFETY: both ranges are RAM the planner reserved for this, mapped RW at EL2.
@@ -1533,6 +1567,7 @@ fn print_memory_map(p: &PlatformInfo, warden: MemRange, image: &hw::ImageLayout)
 }
 
 /// Where the packed payload went, and its command line.
+#[cfg(warden_packed)]
 fn print_payload(l: &Layout, payload: &Payload) {
     log::info!("  kernel     {} ({} bytes of Image)", l.kernel, payload.kernel.size());
     if let Some(i) = l.initrd {
