@@ -1,14 +1,48 @@
-//! Passes warden's linker script when the firmware binary is built, and checks that the
-//! simulated peer image it embeds (qemu-virt) is named.
+//! Passes warden's linker script, with the board's layout numbers, when the firmware binary is
+//! built, and checks that the simulated peer image it embeds (qemu-virt) is named.
+
+// The per-board layout table the boot uses too (`crate::mm::link_layout`).
+include!("src/mm/link_layout.rs");
+
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=linker/warden.ld");
+    println!("cargo:rerun-if-changed=src/mm/link_layout.rs");
     println!("cargo:rerun-if-changed=build.rs");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
         println!("cargo:rustc-link-arg-bins=-T{manifest}/linker/warden.ld");
+        if let Some(layout) = board_layout() {
+            // The linker script's pool minimum and image-end alignment (linker/warden.ld).
+            println!("cargo:rustc-link-arg-bins=--defsym=WARDEN_POOL_MIN={}", layout.pool_min);
+            println!("cargo:rustc-link-arg-bins=--defsym=WARDEN_END_ALIGN={}", layout.end_align);
+        }
     }
     sim_peer();
     hyp_dt();
+    packed_entry();
+}
+
+/// `warden_packed`: the board starts an image packed behind warden: a Linux Image entered with
+/// warden's payload (qemu-virt), or the next stage chainloaded after the Gunyah exit (RB3 Gen 2,
+/// `cargo xtask image --next`); so the firmware carries the payload, the layout planner and the
+/// host DT writer. `crate::boot` asserts that this agrees with the board's entry convention.
+fn packed_entry() {
+    println!("cargo:rustc-check-cfg=cfg(warden_packed)");
+    if std::env::var_os("CARGO_FEATURE_BOARD_QEMU_VIRT").is_some()
+        || std::env::var_os("CARGO_FEATURE_BOARD_QCS6490_RB3GEN2").is_some()
+    {
+        println!("cargo:rustc-cfg=warden_packed");
+    }
+}
+
+/// The layout of the board the `board-*` feature picks (none without one: the crate then does
+/// not build for a target anyway, `crate::boards::CURRENT` being undefined).
+fn board_layout() -> Option<LinkLayout> {
+    LINK_LAYOUTS.iter().copied().find(|layout| {
+        let feature =
+            format!("CARGO_FEATURE_BOARD_{}", layout.board.replace('-', "_").to_uppercase());
+        std::env::var_os(feature).is_some()
+    })
 }
 
 /// `boards/qemu-virt-tz/linked_dt.rs` links the DT `WARDEN_HYP_DT` names (the OS's DT for the

@@ -41,6 +41,7 @@ use crate::gic::GicVersion;
 use crate::handoff::service::{self, CarveoutDesc};
 use crate::handoff::{HandoffCpu, HandoffCtx, HandoffState, PeerRef, Phase, Stage2Ref};
 use crate::mm::el2::{El2Plan, WardenImage, warden_regions};
+#[cfg(warden_packed)]
 use crate::mm::layout::{self, Layout, LayoutInput};
 use crate::mm::ownership::{OwnershipTracker, PageState, PeerId};
 use crate::mm::range::HumanSize;
@@ -50,6 +51,7 @@ use crate::mm::{
     Perms, PoolFrames, Stage2, build_el2_identity_map, build_host_stage2, ipa_bits_for,
     pa_range_bits_from_mmfr0, vmid16_from_mmfr1,
 };
+#[cfg(warden_packed)]
 use crate::payload::{self, Arm64ImageHeader, PayloadDescriptor};
 use crate::smmu::pci::MmioEcam;
 use crate::smmu::{MmioSmmu, S2Config, Smmu, SmmuConfig};
@@ -63,16 +65,19 @@ use warden_abi::peer::PeerCommand;
 
 /// VMID of the host's stage-2 (0 is left unused so a zero VTTBR is never mistaken for it).
 pub const HOST_VMID: u16 = 1;
-/// Heap carved from the front of the pool; the rest are page-table frames. The most any run
-/// of `cargo xtask test` used is 151 KiB (`many-cpus`; 19-27 KiB after boot; `footprint peak:`
-/// at power-down); the boot checks that [`crate::mm::footprint::RUNTIME_HEAP_RESERVE`] is left.
-const HEAP_SIZE: u64 = 512 << 10;
+/// Heap carved from the front of the pool; the rest are page-table frames. Per board, measured
+/// need and margin in [`crate::mm::link_layout`]; the boot checks that the board's
+/// `heap_reserve` is left.
+const HEAP_SIZE: u64 = crate::mm::LAYOUT.heap;
 /// Longest host command line accepted (Linux's arm64 COMMAND_LINE_SIZE is 2048).
+#[cfg(warden_packed)]
 const CMDLINE_MAX: usize = 2048;
 /// Extra room the DT patch may add (reserved-memory nodes, bootargs, initrd properties).
+#[cfg(warden_packed)]
 const DT_PATCH_SLACK: u64 = 16 * 1024;
-/// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off).
-const BOOT_TABLE_PAGES: usize = 32;
+/// Pages for warden's own EL2 stage-1 tables, in BSS (built with the MMU off; sized in
+/// [`crate::mm::link_layout::LinkLayout::el2_tables`] from the board's use).
+const BOOT_TABLE_PAGES: usize = crate::mm::LAYOUT.el2_tables;
 
 #[global_allocator]
 static HEAP: PeakHeap = PeakHeap { heap: LockedHeap::empty(), peak: AtomicUsize::new(0) };
@@ -120,6 +125,7 @@ pub static mut SECONDARY_BOOT: [SecondaryBoot; MAX_CPUS] = [SecondaryBoot {
     mpidr_tag: 0,
 }; MAX_CPUS];
 
+#[cfg(warden_packed)]
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
 
 /// Everything the run-time paths need, fixed once the primary CPU has booted.
@@ -234,9 +240,24 @@ impl boot_stage::qcom_hyp::BootMmio for BootMmio {
     }
 }
 
+// build.rs builds the packed-image path (`warden_packed`: the payload, the layout planner, the
+// host DT writer) only for the boards that start a packed image: entered as a Linux Image, or
+// chainloading the next stage packed behind warden after the Gunyah exit. A board that cannot
+// reach it does not carry it.
+const _: () = assert!(
+    cfg!(warden_packed)
+        == matches!(
+            boards::CURRENT.entry,
+            EntryConvention::LinuxImage | EntryConvention::UefiUnderGunyah { .. }
+        ),
+    "build.rs's warden_packed must match the board's entry convention"
+);
+
 /// How the host is started, by entry convention.
 enum Start {
     /// A packed image: the DT the boot loader passed (at `dt_pa`), the payload, where it goes.
+    /// Only a board entered as a Linux Image has this path (`build.rs`: `warden_packed`).
+    #[cfg(warden_packed)]
     Packed { dt_pa: u64, payload: Payload, layout: Layout },
     /// Hyp entry: the next stage's entry (TZ's x0), entered with no DT.
     Hyp { next_stage: u64 },
@@ -342,6 +363,14 @@ pub extern "C" fn primary_main(
         Err(e) => early_fatal(&mut uart, format_args!("interrupt controller: {e}")),
     };
     let (start, persona, warden_region) = match board.entry {
+        // Never taken: `warden_packed` is set for every board entered as a Linux Image
+        // (asserted at compile time).
+        #[cfg(not(warden_packed))]
+        EntryConvention::LinuxImage => early_fatal(
+            &mut uart,
+            format_args!("{}: built without the packed-image entry", board.name),
+        ),
+        #[cfg(warden_packed)]
         EntryConvention::LinuxImage => {
             let (payload, layout, persona) =
                 plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
@@ -378,6 +407,12 @@ pub extern "C" fn primary_main(
         // After the Gunyah exit: the next stage is packed behind warden like a packed host
         // (`cargo xtask image --next`), moved out of warden's region and entered at EL1 with
         // the linked DT, patched for it, in x0.
+        #[cfg(not(warden_packed))]
+        EntryConvention::UefiUnderGunyah { .. } => early_fatal(
+            &mut uart,
+            format_args!("{}: built without the packed next stage", board.name),
+        ),
+        #[cfg(warden_packed)]
         EntryConvention::UefiUnderGunyah { .. } => {
             let (payload, layout, persona) =
                 plan_packed(&mut uart, platform, &image, dt_blob, dt_range);
@@ -415,6 +450,7 @@ pub extern "C" fn primary_main(
         }
     }
     match &start {
+        #[cfg(warden_packed)]
         Start::Packed { payload, layout, .. } => {
             print_memory_map(platform, warden_region, &image);
             print_payload(layout, payload);
@@ -524,6 +560,7 @@ pub extern "C" fn primary_main(
     };
     // Where the host starts, with what in x0.
     let (host_entry, host_x0) = match &start {
+        #[cfg(warden_packed)]
         Start::Packed { dt_pa, payload, layout } => {
             write_host_dt(dt_blob, *dt_pa, platform, layout, payload, &view);
             (layout.kernel.start, layout.dt.start)
@@ -616,6 +653,7 @@ pub extern "C" fn primary_main(
 
 /// The packed-image plan, MMU off: the payload behind warden, the persona its command line
 /// names, and where the kernel, initrd and the host's DT go.
+#[cfg(warden_packed)]
 fn plan_packed(
     uart: &mut MmioUart,
     platform: &PlatformInfo,
@@ -658,6 +696,7 @@ fn plan_packed(
 
 /// Writes the host's DT (the boot loader's, patched: [`patch_host_dt`]) where the layout put
 /// it, and cleans kernel, initrd and DT to PoC: the host starts with its MMU and caches off.
+#[cfg(warden_packed)]
 fn write_host_dt(
     dt_blob: &[u8],
     dt_pa: u64,
@@ -723,7 +762,7 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
     let heap = HEAP.heap.lock();
     let host_tables = w.host_stage2.lock().stats().table_pages;
     log::info!(
-        "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} pages",
+        "footprint: region {} KiB = code+rodata {} KiB + data+bss+stacks {} KiB + pool {} KiB; heap {} of {} KiB in use; page-table frames {} of {} in use ({} KiB); host stage-2 {} table pages; EL2 boot tables {} of {} pages",
         kib(image.end - image.start),
         kib(image.rodata_end - image.start),
         kib(image.pool_start - image.rodata_end),
@@ -734,6 +773,7 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
         frames.total_pages(),
         kib(frames.allocated_pages() as u64 * PAGE_SIZE),
         host_tables,
+        w.el2_table.lock().stats().table_pages,
         BOOT_TABLE_PAGES,
     );
 }
@@ -769,7 +809,7 @@ fn check_footprint(w: &Warden) {
             frames_reserve: footprint::runtime_frame_reserve(w.carveouts.iter().map(|c| c.range)),
             heap_total: HEAP_SIZE as usize,
             heap_used: HEAP.heap.lock().stats_alloc_actual(),
-            heap_reserve: footprint::RUNTIME_HEAP_RESERVE,
+            heap_reserve: crate::mm::LAYOUT.heap_reserve as usize,
         }
     };
     if let Err(short) = pool.check() {
@@ -1226,6 +1266,7 @@ static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
 /// The DT the host boots with: the host's view of the platform (`crate::host_dt::host_view`:
 /// warden's memory reserved `no-map`, withheld devices and the peer's CPU removed, the control
 /// page added, ...) plus the payload's command line and initrd in /chosen.
+#[cfg(warden_packed)]
 fn patch_host_dt(
     blob: &[u8],
     p: &PlatformInfo,
@@ -1398,6 +1439,7 @@ impl core::fmt::Display for DtLoadError {
 }
 
 /// The host payload inside the packed image, located and checked.
+#[cfg(warden_packed)]
 #[derive(Clone, Copy, Debug)]
 struct Payload {
     kernel: MemRange,
@@ -1406,6 +1448,7 @@ struct Payload {
     cmdline_len: usize,
 }
 
+#[cfg(warden_packed)]
 fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
     let desc = PayloadDescriptor::decode(&hw::payload_descriptor_bytes())
         .map_err(PayloadErrorMsg::Format)?;
@@ -1446,12 +1489,14 @@ fn locate_payload(image: &hw::ImageLayout) -> Result<Payload, PayloadErrorMsg> {
     Ok(Payload { kernel, kernel_header, initrd, cmdline_len })
 }
 
+#[cfg(warden_packed)]
 #[derive(Debug)]
 enum PayloadErrorMsg {
     Format(payload::PayloadError),
     CmdlineTooLong(usize),
 }
 
+#[cfg(warden_packed)]
 impl core::fmt::Display for PayloadErrorMsg {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
@@ -1463,6 +1508,7 @@ impl core::fmt::Display for PayloadErrorMsg {
     }
 }
 
+#[cfg(warden_packed)]
 fn cmdline(len: usize) -> &'static str {
     // SAFETY: CMDLINE was filled once at boot and is read-only afterwards.
     let bytes = unsafe { &(&*core::ptr::addr_of!(CMDLINE))[..len.min(CMDLINE_MAX)] };
@@ -1471,6 +1517,7 @@ fn cmdline(len: usize) -> &'static str {
 
 /// Moves initrd then kernel to their planned places (each destination is at or above its
 /// source, so last-to-first with memmove never overwrites bytes still to be moved).
+#[cfg(warden_packed)]
 fn move_payload(p: &Payload, l: &Layout) {
     if let (Some(src), Some(dst)) = (p.initrd, l.initrd) {
         // SAFETY: both ranges are RAM the planner reserved for this, mapped RW at EL2.
@@ -1532,6 +1579,7 @@ fn print_memory_map(p: &PlatformInfo, warden: MemRange, image: &hw::ImageLayout)
 }
 
 /// Where the packed payload went, and its command line.
+#[cfg(warden_packed)]
 fn print_payload(l: &Layout, payload: &Payload) {
     log::info!("  kernel     {} ({} bytes of Image)", l.kernel, payload.kernel.size());
     if let Some(i) = l.initrd {

@@ -582,3 +582,109 @@ fn the_boot_takes_the_apps_mmu500_of_the_real_dts_on_the_model() {
         assert_eq!(boards, 2);
     }
 }
+
+/// The host stage 2 warden builds for `p` (as `crate::boot::host_stage2` does), for counting
+/// its table pages.
+fn host_stage2_table_pages(board: &Board, p: &PlatformInfo, warden: MemRange) -> usize {
+    let holes = host_stage2_holes(p, warden, board.control_page, &p.gic_its);
+    let split = host_stage2_split(p);
+    let spec = HostStage2Spec {
+        ram: &p.memory,
+        devices: &p.devices,
+        holes: &holes,
+        split: &split,
+        pa_range_bits: 40,
+        vmid16: true,
+    };
+    let mut frames = HeapFrames::new(4096);
+    build_host_stage2(&spec, &mut frames, &Recorder::new(64)).unwrap().stats.table_pages
+}
+
+/// Each Snapdragon board's pool (`crate::mm::link_layout`: what the linker gives it at least,
+/// less the heap) holds what the boot's checks ask of it on the board's real DT: before the
+/// host stage 2, `least_frames_for` the carveouts; after it, the host stage 2's tables plus the
+/// run-time reserve. A board whose layout falls short would stop at boot with a fatal error.
+#[test]
+fn each_board_pool_covers_what_its_dt_needs() {
+    use crate::mm::footprint::{least_frames_for, runtime_frame_reserve};
+    use crate::mm::link_layout::link_layout;
+    let mut short = Vec::new();
+    for (board, p) in every_board() {
+        let layout = link_layout(board.name).unwrap();
+        let frames = ((layout.pool_min - layout.heap) / PAGE_SIZE) as usize;
+        let warden = board.entry.region().unwrap();
+        let carveouts = || p.carveouts.iter().map(|c| c.range);
+        let least = least_frames_for(carveouts());
+        let host = host_stage2_table_pages(board, &p, warden);
+        let after_boot = host + runtime_frame_reserve(carveouts());
+        std::eprintln!(
+            "{}: pool {} KiB (heap {} KiB, {frames} frames); least {least} frames before the host \
+             stage 2, {host} host stage-2 tables + reserve = {after_boot} after it",
+            board.name,
+            layout.pool_min / 1024,
+            layout.heap / 1024
+        );
+        if least.max(after_boot) > frames {
+            short.push(board.name);
+        }
+    }
+    assert!(short.is_empty(), "pools short of their DT's need: {short:?}");
+}
+
+/// warden's own EL2 stage-1 on each Snapdragon board's real DT (its image in its region, the
+/// region's RAM around it, every carveout and `no-map` region left out, the console and GIC
+/// distributor mapped as `crate::boot::build_el2_tables` maps them) fits the BSS pages
+/// reserved for it (its `link_layout` entry) with [`EL2_TABLE_MARGIN`] to spare.
+#[test]
+fn el2_boot_tables_fit_on_every_board() {
+    use crate::mm::el2::{El2Plan, WardenImage, warden_regions};
+    use crate::mm::link_layout::{EL2_TABLE_MARGIN, link_layout};
+    use crate::mm::{build_el2_identity_map, ipa_bits_for};
+    let mut short = Vec::new();
+    for (board, p) in every_board() {
+        let warden = board.entry.region().unwrap();
+        // About the image's shape: the code, rodata and data lines fall inside 2 MiB blocks'
+        // worth of pages either way; four stack guards among the data.
+        let image = WardenImage {
+            start: warden.start,
+            text_end: warden.start + (384 << 10),
+            rodata_end: warden.start + (464 << 10),
+            end: warden.end,
+        };
+        let guards: Vec<MemRange> = (0..board.max_cpus as u64)
+            .map(|cpu| {
+                let start = image.rodata_end + (64 << 10) + cpu * (32 << 10);
+                r(start, start + PAGE_SIZE)
+            })
+            .collect();
+        let mut excluded: Vec<MemRange> = p.carveouts.iter().map(|c| c.range).collect();
+        excluded.extend(p.reserved.iter().filter(|res| res.no_map).map(|res| res.range));
+        let console = p.console.unwrap().regs.start;
+        let mut devices = std::vec![r(console, console + PAGE_SIZE)];
+        devices.extend(p.gic_dist.and_then(|g| g.page_aligned_outward()));
+        let plan = El2Plan {
+            image,
+            guards: &guards,
+            ram: &p.memory,
+            excluded: &excluded,
+            devices: &devices,
+        };
+        let mut regions = Vec::new();
+        warden_regions(&plan, |range, attrs| regions.push((range, attrs)));
+        let max_end = regions.iter().map(|(range, _)| range.end).max().unwrap();
+        let mut frames = HeapFrames::new(256);
+        let map = build_el2_identity_map(
+            &regions,
+            ipa_bits_for(max_end).unwrap(),
+            40,
+            &mut frames,
+            &Recorder::new(64),
+        )
+        .unwrap();
+        std::eprintln!("{}: EL2 stage-1 {} table pages", board.name, map.stats.table_pages);
+        if map.stats.table_pages + EL2_TABLE_MARGIN > link_layout(board.name).unwrap().el2_tables {
+            short.push(board.name);
+        }
+    }
+    assert!(short.is_empty(), "EL2 tables short: {short:?}");
+}

@@ -5,7 +5,9 @@
 //! EL2 stacks are most of it), and the pool: a heap carved from its front and page-table frames
 //! for the rest. What the boot itself takes is known once it is done; what the run time may
 //! still take is bounded here, and the boot stops with a fatal error saying by how much the
-//! region is too small rather than leaving a handoff to fail later for lack of frames.
+//! region is too small rather than leaving a handoff to fail later for lack of frames. The heap's
+//! size and what must be left of it after the boot are per board, with the linker's pool
+//! minimum ([`super::link_layout`]).
 
 use super::range::{MemRange, PAGE_SIZE};
 use crate::handoff::SPARE_FRAMES;
@@ -17,12 +19,6 @@ use crate::handoff::reserve::{map_pages_bound, transfer_bound};
 /// and up to 17 a transfer's reserve and the spares it left (`footprint peak:` at power-down
 /// against `footprint:` at boot); 64 is far more than the rest.
 pub const RUNTIME_SPARE_FRAMES: usize = 64;
-
-/// Heap the run time may allocate beyond what the boot left in use: handoff records, the
-/// virtual SMMU's and the ITS's state, log lines. The scenarios of `cargo xtask test` took at
-/// most 132 KiB more than the boot (`many-cpus`: 151 KiB at its peak, 130 KiB under Linux);
-/// 384 KiB is nearly three times that.
-pub const RUNTIME_HEAP_RESERVE: usize = 384 * 1024;
 
 /// The deepest walk warden builds (a 48-bit IPA or VA space starts at level 0): the bounds
 /// below hold for every table layout the boot can choose.

@@ -7,6 +7,7 @@ pub mod frame;
 pub mod host_memory;
 pub mod host_plan;
 pub mod layout;
+pub mod link_layout;
 pub mod ownership;
 pub mod pgtable;
 pub mod range;
@@ -25,3 +26,10 @@ pub use stage2::{
     vttbr,
 };
 pub use tcr::{ConfigError, pa_range_bits_from_mmfr0, vmid16_from_mmfr1};
+
+/// The layout numbers of the board this build is for ([`link_layout::LINK_LAYOUTS`]).
+pub const LAYOUT: link_layout::LinkLayout =
+    match link_layout::link_layout(crate::boards::CURRENT.name) {
+        Some(layout) => layout,
+        None => panic!("the board has no entry in src/mm/link_layout.rs"),
+    };

@@ -799,7 +799,7 @@ bench handoff/donate/65536 instructions 50008 61872 53101
 bench handoff/el1_dc_civac/65536 instructions 4106 4106 4106
 bench handoff/donate/1048576 instructions 153439
 bench handoff/el1_dc_civac/1048576 instructions 65546
-warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stacks 1240 KiB + pool 8192 KiB; heap 22 of 2048 KiB in use; page-table frames 57 of 1536 in use (228 KiB); host stage-2 8 table pages; EL2 boot tables 32 pages
+warden: cpu0: footprint: region 10240 KiB = code+rodata 236 KiB + data+bss+stacks 1240 KiB + pool 8192 KiB; heap 22 of 2048 KiB in use; page-table frames 57 of 1536 in use (228 KiB); host stage-2 8 table pages; EL2 boot tables 11 of 32 pages
 warden: cpu0: footprint peak: heap 31 of 2048 KiB; page-table frames 230 of 1536; EL2 stack boot CPU 97 of 128 KiB; EL2 stack other CPUs 6 of 32 KiB (CPU 1); 16 CPU(s)
 ";
 

@@ -16,8 +16,9 @@ pub const MAX_CPUS: usize = crate::boards::CURRENT.max_cpus;
 pub const BOOT_STACK_SIZE: usize = 128 * 1024;
 /// Every other CPU's EL2 stack, including its guard page. These CPUs only handle traps and
 /// `CPU_ON`'s entry: their deepest use in every test scenario and the Linux boots is at most
-/// 6 KiB (`EL2 stacks:` at power-down), so 32 KiB leaves them 28 KiB, over four times that.
-pub const SECONDARY_STACK_SIZE: usize = 32 * 1024;
+/// 6 KiB (`footprint peak:` at power-down, `EL2 stack other CPUs`), so 16 KiB leaves them
+/// 12 KiB, twice that (an overflow hits the guard page: a fatal exception, not corruption).
+pub const SECONDARY_STACK_SIZE: usize = 16 * 1024;
 /// Headroom the boot CPU's stack must still have when warden enters the host (checked there:
 /// a fatal error otherwise, so a boot that grew deeper is caught on the machine that grew it,
 /// not by a guard-page fault on some later, deeper trap). Trap handling runs on the boot
