@@ -215,6 +215,18 @@ fn for_each_reg(
 }
 
 /// `[cpu, cpu + size)` for a region that must exist: translated, non-empty, not wrapping.
+/// The node's first `reg` entry as a [`required_range`], if it has one (the rest are not read).
+fn first_required_reg(v: &Visit<'_, '_>) -> Result<Option<MemRange>, DtError> {
+    let mut first = None;
+    for_each_reg(v, |entry| {
+        if first.is_none() {
+            first = Some(required_range(v, &entry)?);
+        }
+        Ok(())
+    })?;
+    Ok(first)
+}
+
 fn required_range(v: &Visit<'_, '_>, entry: &RegEntry) -> Result<MemRange, DtError> {
     let cpu = entry.cpu.ok_or(DtError::Untranslatable { path: v.path() })?;
     if entry.size == 0 {
@@ -481,13 +493,7 @@ impl State<'_, '_> {
             return self.pcie(v);
         }
         if self.info.gic_dist.is_none() && GIC_COMPATIBLES.iter().any(|c| node.is_compatible(c)) {
-            let mut first = None;
-            for_each_reg(v, |entry| {
-                if first.is_none() {
-                    first = Some(required_range(v, &entry)?);
-                }
-                Ok(())
-            })?;
+            let first = first_required_reg(v)?;
             self.info.gic_dist = first;
         }
         let available = is_available(node);
@@ -501,13 +507,7 @@ impl State<'_, '_> {
             self.gicv2(v)?;
         }
         if available && node.is_compatible("arm,gic-v3-its") {
-            let mut first = None;
-            for_each_reg(v, |entry| {
-                if first.is_none() {
-                    first = Some(required_range(v, &entry)?);
-                }
-                Ok(())
-            })?;
+            let first = first_required_reg(v)?;
             if let Some(regs) = first {
                 push(&mut self.info.gic_its, regs, "GICv3 ITSes (MAX_ITS)")?;
             }
@@ -864,13 +864,7 @@ impl State<'_, '_> {
     /// through warden's face, if at all), so neither kept nor withheld.
     fn mmu500(&mut self, v: &Visit<'_, '_>) -> Result<(), DtError> {
         let bad = |property, what| DtError::BadProperty { path: v.path(), property, what };
-        let mut first = None;
-        for_each_reg(v, |entry| {
-            if first.is_none() {
-                first = Some(required_range(v, &entry)?);
-            }
-            Ok(())
-        })?;
+        let first = first_required_reg(v)?;
         let regs =
             first.ok_or(bad("reg", "missing (the SMMU registers must be known to hide them)"))?;
         let iommu_cells = match v.node.prop("#iommu-cells").map(|c| (c.len(), be32(c, 0))) {
@@ -943,13 +937,7 @@ impl State<'_, '_> {
     }
 
     fn other_iommu(&mut self, v: &Visit<'_, '_>, kind: OtherIommuKind) -> Result<(), DtError> {
-        let mut first = None;
-        for_each_reg(v, |entry| {
-            if first.is_none() {
-                first = Some(required_range(v, &entry)?);
-            }
-            Ok(())
-        })?;
+        let first = first_required_reg(v)?;
         let Some(regs) = first else { return Ok(()) };
         let iommu = OtherIommu { kind, path: v.path(), regs, phandle: phandle(&v.node) };
         push(&mut self.info.other_iommus, iommu, "IOMMUs other than SMMUv3 (MAX_SMMUS)")

@@ -42,26 +42,22 @@ const MIB: u64 = 1024 * KIB;
 const QEMU_HEAP: u64 = 512 * KIB;
 const QEMU_HEAP_RESERVE: u64 = 384 * KIB;
 
+/// The QEMU boards' layout (qemu-virt, and qemu-virt-tz with the same machine under the chain).
+const QEMU_LAYOUT: LinkLayout = LinkLayout {
+    board: "qemu-virt",
+    heap: QEMU_HEAP,
+    heap_reserve: QEMU_HEAP_RESERVE,
+    // The bench's 256 MiB DONATE peaked at 487 frames (docs/bench.md, Footprint).
+    pool_min: 2 * MIB,
+    end_align: 2 * MIB,
+    // The test DTs and the hostile-DT scenarios: not sized down (not measured on each).
+    el2_tables: 32,
+};
+
 /// Every board's layout.
 pub const LINK_LAYOUTS: [LinkLayout; 5] = [
-    LinkLayout {
-        board: "qemu-virt",
-        heap: QEMU_HEAP,
-        heap_reserve: QEMU_HEAP_RESERVE,
-        // The bench's 256 MiB DONATE peaked at 487 frames (docs/bench.md, Footprint).
-        pool_min: 2 * MIB,
-        end_align: 2 * MIB,
-        // The test DTs and the hostile-DT scenarios: not sized down (not measured on each).
-        el2_tables: 32,
-    },
-    LinkLayout {
-        board: "qemu-virt-tz",
-        heap: QEMU_HEAP,
-        heap_reserve: QEMU_HEAP_RESERVE,
-        pool_min: 2 * MIB,
-        end_align: 2 * MIB,
-        el2_tables: 32,
-    },
+    QEMU_LAYOUT,
+    LinkLayout { board: "qemu-virt-tz", ..QEMU_LAYOUT },
     // RB3 Gen 2 (4 MiB region) and RB5 (6 MiB): the QEMU boards' heap. Frames and EL2 tables
     // from their real DTs (the board tests print them): the run-time reserve counts every
     // carveout as fragmented as a host can make it (`crate::mm::footprint::carveout_frames`):
