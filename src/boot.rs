@@ -224,14 +224,16 @@ fn fatal_unlocked(args: core::fmt::Arguments<'_>) -> ! {
     hw::park()
 }
 
-/// The boot path's MMIO, MMU off (every access Device-nGnRnE). Used only for registers a
-/// board description names (`boot_stage::qcom_hyp::RpmRelease`).
+/// The boot path's MMIO, MMU off (every access Device-nGnRnE). Used only for what a board
+/// description names: registers (`boot_stage::qcom_hyp::RpmRelease`) and SMEM, read only
+/// (`boot_stage::smem`, aligned 32-bit reads inside the board's SMEM region).
 struct BootMmio;
 
 impl boot_stage::qcom_hyp::BootMmio for BootMmio {
     fn read32(&mut self, pa: u64) -> u32 {
-        // SAFETY: `pa` is a 4-byte aligned device register the board description names; with
-        // the MMU off the access is a device access and touches no memory warden uses.
+        // SAFETY: `pa` is a 4-byte aligned device register or SMEM word the board description
+        // names (`boot_stage::smem` checks alignment and bounds first); with the MMU off the
+        // access is a device access and touches no memory warden uses.
         unsafe { core::ptr::read_volatile(pa as *const u32) }
     }
     fn write32(&mut self, pa: u64, value: u32) {
@@ -346,8 +348,13 @@ pub extern "C" fn primary_main(
     // boot CPU, before any other CPU runs warden's code or an exception is taken.
     let platform: &'static mut PlatformInfo =
         unsafe { &mut *core::ptr::addr_of_mut!(BOOT_PLATFORM) };
-    if let Err(e) = dt::parse_into(dt_blob, platform) {
-        early_fatal(&mut uart, format_args!("{e}"));
+    // The RAM: the DT's, or the firmware's SMEM table (`Board::ram_source`), read MMU off.
+    match boot_stage::parse_platform(&board, dt_blob, platform, &mut BootMmio) {
+        Ok(None) => {}
+        Ok(Some(banks)) => {
+            let _ = writeln!(uart, "warden: RAM from SMEM's RAM partition table: {banks} bank(s)");
+        }
+        Err(e) => early_fatal(&mut uart, format_args!("{e}")),
     }
     if let Err(e) = boards::apply_named_regions(&board, platform) {
         early_fatal(&mut uart, format_args!("{e}"));
@@ -1265,7 +1272,8 @@ static SMMU_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// The DT the host boots with: the host's view of the platform (`crate::host_dt::host_view`:
 /// warden's memory reserved `no-map`, withheld devices and the peer's CPU removed, the control
-/// page added, ...) plus the payload's command line and initrd in /chosen.
+/// page added, ...) plus the payload's command line and initrd in /chosen, and the RAM when it
+/// came from SMEM (`Board::ram_source`).
 #[cfg(warden_packed)]
 fn patch_host_dt(
     blob: &[u8],
@@ -1281,6 +1289,10 @@ fn patch_host_dt(
     }
     if let Some(initrd) = l.initrd {
         edit = edit.set_chosen_initrd(initrd);
+    }
+    // The RAM warden read from SMEM fills the DT's placeholder `/memory` for the next stage.
+    if let boards::RamSource::QcomSmem { .. } = boards::CURRENT.ram_source {
+        edit = edit.set_memory(&p.memory);
     }
     dt::apply(blob, &edit)
 }

@@ -7,9 +7,12 @@
 //!   entry in RAM the host may run from (not warden's, not a carveout, not `no-map`).
 //! - [`check_boot_stage_dt`]: warden cannot patch the DT the OS boots with, so that DT must
 //!   already reserve warden's region and every carveout `no-map`.
+//! - [`parse_platform`]: the platform from the DT, with the RAM from where the board says
+//!   (`boards::RamSource`): the DT's `/memory`, or the firmware's SMEM table ([`smem`]).
 
 pub mod gunyah;
 pub mod qcom_hyp;
+pub mod smem;
 
 use core::fmt;
 
@@ -85,6 +88,66 @@ pub fn check_entry(
         return Err(HypEntryError::BadNextStage { entry: next_stage });
     }
     Ok(region)
+}
+
+/// Why the platform (DT and RAM) cannot be read.
+#[derive(Debug)]
+pub enum PlatformError {
+    Dt(dt::DtError),
+    Smem(smem::SmemError),
+    /// SMEM's region (the board's) is not exactly a `no-map` region of the DT's
+    /// `/reserved-memory`: the board description and the DT disagree on where SMEM is.
+    SmemNotReserved {
+        smem: MemRange,
+    },
+    /// SMEM's region is not inside the RAM its own table describes.
+    SmemOutsideRam {
+        smem: MemRange,
+    },
+}
+
+impl fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dt(e) => write!(f, "{e}"),
+            Self::Smem(e) => write!(f, "{e}; cannot learn the RAM, refusing to start"),
+            Self::SmemNotReserved { smem } => write!(
+                f,
+                "SMEM {smem} (the board's) is not a no-map /reserved-memory region of the DT: \
+                 board description and DT disagree"
+            ),
+            Self::SmemOutsideRam { smem } => {
+                write!(f, "SMEM {smem} lies outside the RAM its own table describes")
+            }
+        }
+    }
+}
+
+/// Reads the platform from `dt_blob` into `info`, with the RAM from `board.ram_source`: the
+/// DT's `/memory`, or SMEM's RAM partition table (read through `mmio`, MMU off at boot), which
+/// then replaces the DT's placeholder `/memory` and is cross-checked: SMEM's region must be a
+/// `no-map` region of the DT's `/reserved-memory` and lie in that RAM. Returns how many banks
+/// SMEM gave (`None`: the DT's RAM).
+// `DtError` carries paths inline: no heap exists yet (see `dt`); built once, on the way to a halt.
+#[allow(clippy::result_large_err)]
+pub fn parse_platform(
+    board: &crate::boards::Board,
+    dt_blob: &[u8],
+    info: &mut PlatformInfo,
+    mmio: &mut impl qcom_hyp::BootMmio,
+) -> Result<Option<usize>, PlatformError> {
+    let crate::boards::RamSource::QcomSmem { smem } = board.ram_source else {
+        return dt::parse_into(dt_blob, info).map(|()| None).map_err(PlatformError::Dt);
+    };
+    let banks = smem::ram_banks(mmio, smem).map_err(PlatformError::Smem)?;
+    dt::parse_into_with_ram(dt_blob, info, &banks).map_err(PlatformError::Dt)?;
+    if !info.reserved.iter().any(|r| r.no_map && r.range == smem) {
+        return Err(PlatformError::SmemNotReserved { smem });
+    }
+    if !dt::ram_covers(&info.memory, &smem) {
+        return Err(PlatformError::SmemOutsideRam { smem });
+    }
+    Ok(Some(banks.len()))
 }
 
 /// Why a boot-stage warden refuses the DT it was built with.

@@ -6,13 +6,19 @@
 //! qhypstub documents). UARTDM v1.4, GICv2 (`qcom,msm-qgic2`), `qcom,msm-iommu-v1`, TrustZone
 //! with SCM below. See README.md.
 
-use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
+use crate::boards::{
+    Board, EntryConvention, Firmware, Iommu, RamSource, UartKind, ViolationPolicy,
+};
 use crate::boot_stage::qcom_hyp::MSM8916_RPM_RELEASE;
 use crate::gic::GicVersion;
+use crate::mm::MemRange;
 
 /// `/reserved-memory/hypervisor@86400000`.
 pub const HYP_BASE: u64 = 0x8640_0000;
 pub const HYP_REGION_SIZE: u64 = 1 << 20;
+
+/// SMEM: `/reserved-memory/smem@86300000` (1 MiB, `no-map`, `qcom,smem`).
+pub const SMEM: MemRange = MemRange::new(0x8630_0000, 0x8640_0000);
 
 pub const BOARD: Board = Board {
     name: "apq8016-sbc",
@@ -22,6 +28,8 @@ pub const BOARD: Board = Board {
         region_size: HYP_REGION_SIZE,
         rpm_release: Some(MSM8916_RPM_RELEASE),
     },
+    // LK fills `/memory` after warden: SMEM's table, where SBL1 wrote it (docs/boards/ram.md).
+    ram_source: RamSource::QcomSmem { smem: SMEM },
     // `/soc@0/serial@78b0000` (BLSP1 UART2, the low-speed expansion header), `serial0`.
     early_uart: 0x078b_0000,
     console: UartKind::QcomUartdm,

@@ -6,7 +6,9 @@
 //! next stage at `NEXT_STAGE` (U-Boot, or the test guest). The machine is QEMU virt: the same
 //! pieces as `qemu-virt` but the entry convention and the firmware below.
 
-use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
+use crate::boards::{
+    Board, EntryConvention, Firmware, Iommu, RamSource, UartKind, ViolationPolicy,
+};
 use crate::gic::GicVersion;
 
 /// Where tz-sim enters the hyp image (`tz_sim::layout::HYP_BASE`, a fixed fact of the chain).
@@ -18,6 +20,8 @@ pub const HYP_REGION_SIZE: u64 = 32 << 20;
 pub const BOARD: Board = Board {
     name: "qemu-virt-tz",
     entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE, rpm_release: None },
+    // The chain's DT is made from QEMU's, whose `/memory` is real.
+    ram_source: RamSource::Dt,
     early_uart: 0x0900_0000,
     console: UartKind::Pl011,
     iommu: Iommu::SmmuV3,

@@ -3,13 +3,17 @@
 //! Memory, devices, CPUs and the SMMU all come from the DT QEMU generates; see
 //! `boards/qemu-virt/README.md` for the facts this board relies on.
 
-use crate::boards::{Board, EntryConvention, Firmware, Iommu, UartKind, ViolationPolicy};
+use crate::boards::{
+    Board, EntryConvention, Firmware, Iommu, RamSource, UartKind, ViolationPolicy,
+};
 use crate::gic::GicVersion;
 
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     // QEMU `-kernel` loads the packed image like a Linux kernel, with the DT in x0.
     entry: EntryConvention::LinuxImage,
+    // QEMU's DT has the real `/memory` (QEMU has no SMEM).
+    ram_source: RamSource::Dt,
     // virt's first PL011; also what the DT's stdout-path names.
     early_uart: 0x0900_0000,
     console: UartKind::Pl011,

@@ -5,15 +5,20 @@
 //! TrustZone with SCM below. See README.md.
 
 use crate::boards::{
-    Board, EntryConvention, Firmware, Iommu, NamedRegion, UartKind, ViolationPolicy,
+    Board, EntryConvention, Firmware, Iommu, NamedRegion, RamSource, UartKind, ViolationPolicy,
 };
 use crate::dt::PeerId;
 use crate::gic::GicVersion;
+use crate::mm::MemRange;
 
 /// `hyp_mem` (`/reserved-memory/memory@80000000`, 6 MiB, `no-map`): where the stock hyp image
 /// lives and TrustZone enters it.
 pub const HYP_BASE: u64 = 0x8000_0000;
 pub const HYP_REGION_SIZE: u64 = 6 << 20;
+
+/// SMEM: `smem_mem` (`/reserved-memory/memory@80900000`, 2 MiB, `no-map`; `qcom,smem`'s
+/// `memory-region`).
+pub const SMEM: MemRange = MemRange::new(0x8090_0000, 0x80b0_0000);
 
 /// sm8250's `/reserved-memory` children are all `memory@...`: the names are `sm8250.dtsi`'s
 /// labels. The three remote processors' (`memory-region` of `qcom,sm8250-{adsp,cdsp,slpi}-pas`,
@@ -32,6 +37,8 @@ pub const NAMED_REGIONS: [NamedRegion; 8] = [
 pub const BOARD: Board = Board {
     name: "qrb5165-rb5",
     entry: EntryConvention::Hyp { base: HYP_BASE, region_size: HYP_REGION_SIZE, rpm_release: None },
+    // ABL fills `/memory` after warden: SMEM's table, where XBL wrote it (docs/boards/ram.md).
+    ram_source: RamSource::QcomSmem { smem: SMEM },
     // `/soc@0/geniqup@ac0000/serial@a90000`, the DT's `stdout-path`.
     early_uart: 0x00a9_0000,
     console: UartKind::QcomGeniDebug,

@@ -63,6 +63,18 @@ impl EntryConvention {
     }
 }
 
+/// Where warden learns the machine's RAM (`crate::boot_stage::parse_platform`, the one place
+/// the boot reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RamSource {
+    /// The DT's `/memory` (QEMU's DT, a boot loader's that filled it in).
+    Dt,
+    /// Qualcomm SMEM's RAM partition table (`crate::boot_stage::smem`): the board's DT ships a
+    /// zero-sized `/memory` for a boot loader that runs after warden. `smem` is SMEM's region,
+    /// which the DT must reserve `no-map` exactly (checked at boot).
+    QcomSmem { smem: crate::mm::MemRange },
+}
+
 /// The UART the board's console is, before the DT is parsed.
 pub use crate::dt::UartKind;
 
@@ -129,6 +141,8 @@ pub struct Board {
     pub name: &'static str,
     /// How warden is entered: packed Linux Image, or TrustZone's hyp entry.
     pub entry: EntryConvention,
+    /// Where the RAM comes from: the DT, or the firmware's SMEM table.
+    pub ram_source: RamSource,
     /// UART used for messages before the DT has been parsed (the DT's `stdout-path` wins after).
     pub early_uart: u64,
     /// What kind of UART `early_uart` is.

@@ -9,7 +9,10 @@ use std::vec::Vec;
 
 use super::*;
 use crate::arch::fake::Recorder;
-use crate::boot_stage::{BootStageDtError, check_boot_stage_dt, check_entry};
+use crate::boot_stage::smem::model::{Entry, Layout, SmemModel, ddr, ram_table};
+use crate::boot_stage::{
+    BootStageDtError, PlatformError, check_boot_stage_dt, check_entry, parse_platform,
+};
 use crate::dt::{
     CarveoutSource, Mmu500Info, OtherIommuKind, PeerId, PlatformInfo, UartKind, parse,
     set_memory_in_place,
@@ -43,15 +46,45 @@ fn board_dtb(board: &Board) -> Option<Vec<u8>> {
     }
 }
 
-/// The board's DT as its OS boots with it: the RAM the boot loader writes into the zero-sized
-/// `/memory` (`ram`, the board's nominal DRAM: the real banks come from the loader), parsed,
-/// with the board's names applied.
-fn platform(board: &Board, ram: MemRange) -> Option<PlatformInfo> {
-    let mut blob = board_dtb(board)?;
+/// The board's SMEM region (`RamSource::QcomSmem`).
+fn smem_region(board: &Board) -> MemRange {
+    match board.ram_source {
+        RamSource::QcomSmem { smem } => smem,
+        RamSource::Dt => panic!("{}: a Snapdragon board reads its RAM from SMEM", board.name),
+    }
+}
+
+/// A model of the board's SMEM as its boot loader leaves it (`boot_stage::smem::model`, from
+/// the public format descriptions, not from a board): MSM8916's SMEM version 11 (global heap)
+/// with a version-1 RAM partition table, SM8250's and SC7280's version 12 (global partition)
+/// with a version-3 table, the table listing `banks` as system-memory SDRAM plus an IMEM entry
+/// that is not RAM.
+fn board_smem(board: &Board, banks: &[MemRange]) -> SmemModel {
+    let imem = Entry { start: 0x1468_0000, length: 0x2_c000, category: 5, kind: 1 };
+    let mut entries: Vec<Entry> = banks.iter().map(|b| ddr(b.start, b.size())).collect();
+    entries.insert(1.min(entries.len()), imem);
+    let smem = smem_region(board);
+    let (layout, version) = match board.name {
+        "apq8016-sbc" => (Layout::GlobalHeap, 1),
+        _ => (Layout::GlobalPartition, 3),
+    };
+    SmemModel::new(smem.start, smem.size() as usize, layout, &ram_table(version, &entries))
+}
+
+/// The board's DT as warden reads it at boot: its `/memory` is the zero-sized placeholder a
+/// later boot loader fills, so the RAM (`banks`, a layout of the board's DRAM: the real banks
+/// are the board firmware's) comes from a modelled SMEM ([`board_smem`]) through the boot's own
+/// [`crate::boot_stage::parse_platform`]; then the board's names are applied.
+fn platform(board: &Board, banks: &[MemRange]) -> Option<PlatformInfo> {
+    let blob = board_dtb(board)?;
     let unfilled = parse(&blob).expect_err("Qualcomm board DTs ship /memory zero-sized");
     assert_eq!(unfilled, crate::dt::DtError::NoMemory);
-    set_memory_in_place(&mut blob, &[ram]).unwrap();
-    let mut p = parse(&blob).unwrap();
+    let mut smem = board_smem(board, banks);
+    let mut p = PlatformInfo::new();
+    let read = parse_platform(board, &blob, &mut p, &mut smem).unwrap();
+    assert_eq!(read, Some(banks.len()));
+    assert_eq!(p.memory.as_slice(), banks);
+    assert_eq!(smem.writes, 0, "SMEM is read only");
     std::eprintln!(
         "{}: {} withheld, {} device ranges, PlatformInfo {} bytes",
         board.name,
@@ -148,6 +181,12 @@ fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRan
             assert!(straddles.is_none(), "{}: {straddles:?} straddles {edge:#x}", c.name);
         }
     }
+    // SMEM, reserved `no-map` in RAM, is the host's: its OS talks to the remote processors
+    // through it.
+    let smem = smem_region(board);
+    for addr in [smem.start, smem.end - PAGE_SIZE] {
+        assert_eq!(s2.table.translate(addr).map(|t| t.pa), Some(addr), "SMEM {addr:#x}");
+    }
     // RAM around warden is the host's.
     let below = warden.start - PAGE_SIZE;
     if p.memory.iter().any(|b| b.contains(below)) {
@@ -158,9 +197,7 @@ fn check_common(board: &Board, p: &PlatformInfo, warden: MemRange, iommu: MemRan
 #[test]
 fn qcs6490_rb3gen2() {
     let board = &qcs6490_rb3gen2::BOARD;
-    // 6 GiB of LPDDR4X from 0x8000_0000.
-    let Some(p) = platform(board, r(0x8000_0000, 0x2_0000_0000)) else { return };
-    assert_eq!(p.memory.as_slice(), [r(0x8000_0000, 0x2_0000_0000)]);
+    let Some(p) = platform(board, &RB3GEN2_6G) else { return };
     use CarveoutSource::QcomName;
     assert_eq!(
         carveouts(&p),
@@ -199,8 +236,7 @@ fn qcs6490_rb3gen2() {
 #[test]
 fn qrb5165_rb5() {
     let board = &qrb5165_rb5::BOARD;
-    // 8 GiB of LPDDR5 from 0x8000_0000.
-    let Some(p) = platform(board, r(0x8000_0000, 0x2_8000_0000)) else { return };
+    let Some(p) = platform(board, &RB5_8G) else { return };
     use CarveoutSource::Board as ByBoard;
     assert_eq!(
         carveouts(&p),
@@ -229,8 +265,7 @@ fn qrb5165_rb5() {
 #[test]
 fn apq8016_sbc() {
     let board = &apq8016_sbc::BOARD;
-    // 1 GiB of LPDDR3 from 0x8000_0000.
-    let Some(p) = platform(board, r(0x8000_0000, 0xc000_0000)) else { return };
+    let Some(p) = platform(board, &DB410C_1G) else { return };
     assert_eq!(
         carveouts(&p),
         [("mpss", r(0x8680_0000, 0x8930_0000), PeerId::MODEM, CarveoutSource::QcomName)]
@@ -259,7 +294,7 @@ fn apq8016_sbc() {
 #[test]
 fn named_regions_must_match_the_dt() {
     let board = &qrb5165_rb5::BOARD;
-    let Some(p) = platform(board, r(0x8000_0000, 0x2_8000_0000)) else { return };
+    let Some(p) = platform(board, &RB5_8G) else { return };
     const MOVED: [NamedRegion; 1] =
         [NamedRegion { base: 0x8a20_0000, name: "adsp_mem", peer: Some(PeerId::DSP) }];
     let wrong = Board { named_regions: &MOVED, ..*board };
@@ -284,12 +319,23 @@ fn descriptions_are_consistent() {
     }
 }
 
-/// Each board with its nominal RAM (what the boot loader writes into `/memory`).
+/// RB3 Gen 2, 6 GiB of LPDDR4X from 0x8000_0000 (the 8 GiB variant: [`RB3GEN2_8G`]), as SMEM
+/// tables list DDR: split at 4 GiB. Modelled, not read from a board.
+const RB3GEN2_6G: [MemRange; 2] =
+    [MemRange::new(0x8000_0000, 0x1_0000_0000), MemRange::new(0x1_0000_0000, 0x2_0000_0000)];
+const RB3GEN2_8G: [MemRange; 2] =
+    [MemRange::new(0x8000_0000, 0x1_0000_0000), MemRange::new(0x1_0000_0000, 0x2_8000_0000)];
+/// RB5, 8 GiB of LPDDR5 from 0x8000_0000. Modelled.
+const RB5_8G: [MemRange; 2] = RB3GEN2_8G;
+/// DB410c, 1 GiB of LPDDR3 from 0x8000_0000. Modelled.
+const DB410C_1G: [MemRange; 1] = [MemRange::new(0x8000_0000, 0xc000_0000)];
+
+/// Each board with its RAM from a modelled SMEM.
 fn every_board() -> Vec<(&'static Board, PlatformInfo)> {
     [
-        (&qcs6490_rb3gen2::BOARD, r(0x8000_0000, 0x2_0000_0000)),
-        (&qrb5165_rb5::BOARD, r(0x8000_0000, 0x2_8000_0000)),
-        (&apq8016_sbc::BOARD, r(0x8000_0000, 0xc000_0000)),
+        (&qcs6490_rb3gen2::BOARD, &RB3GEN2_6G[..]),
+        (&qrb5165_rb5::BOARD, &RB5_8G[..]),
+        (&apq8016_sbc::BOARD, &DB410C_1G[..]),
     ]
     .into_iter()
     .filter_map(|(board, ram)| Some((board, platform(board, ram)?)))
@@ -360,7 +406,7 @@ fn dtoolkit_refuses_the_snapdragon_dts_warden_reads_them() {
 #[test]
 fn rb3gen2_reserved_by_the_recipe_passes_the_check() {
     let board = &qcs6490_rb3gen2::BOARD;
-    let Some(p) = platform(board, r(0x8000_0000, 0x2_0000_0000)) else { return };
+    let Some(p) = platform(board, &RB3GEN2_6G) else { return };
     let warden = board.entry.region().unwrap();
     let with = |range: MemRange, no_map: bool| {
         let mut q = p.clone();
@@ -687,4 +733,65 @@ fn el2_boot_tables_fit_on_every_board() {
         }
     }
     assert!(short.is_empty(), "EL2 tables short: {short:?}");
+}
+
+/// SMEM is where each board's DT reserves it (`no-map`, exactly the board's region), inside
+/// the RAM its table gives.
+#[test]
+fn smem_is_where_each_dt_reserves_it() {
+    for (board, p) in every_board() {
+        let smem = smem_region(board);
+        let res = p.reserved.iter().find(|res| res.range == smem).expect("SMEM reserved");
+        assert!(res.no_map, "{}", board.name);
+        assert!(
+            base_name(&res.name) == "smem" || base_name(&res.name) == "smem_mem",
+            "{}",
+            res.name
+        );
+        assert!(crate::dt::ram_covers(&p.memory, &smem));
+    }
+}
+
+/// RB3 Gen 2's 8 GiB variant: the same DT, more RAM from SMEM, the host's stage 2 built on it.
+#[test]
+fn rb3gen2_8gib_variant() {
+    let board = &qcs6490_rb3gen2::BOARD;
+    let Some(p) = platform(board, &RB3GEN2_8G) else { return };
+    let warden = board.entry.region().unwrap();
+    check_common(board, &p, warden, r(0x1500_0000, 0x1510_0000));
+}
+
+/// What the boot refuses, on the real DTs: a board description whose SMEM the DT does not
+/// reserve, RAM that does not hold SMEM, SMEM without a RAM table.
+#[test]
+fn boot_refuses_ram_smem_cannot_vouch_for() {
+    let board = &qrb5165_rb5::BOARD;
+    let Some(blob) = board_dtb(board) else { return };
+    let mut p = PlatformInfo::new();
+    // The board's SMEM moved 1 MiB: the DT reserves no such region.
+    let moved = MemRange::new(0x80a0_0000, 0x80c0_0000);
+    let wrong = Board { ram_source: RamSource::QcomSmem { smem: moved }, ..*board };
+    let entries = [ddr(0x8000_0000, 0x8000_0000)];
+    let mut smem =
+        SmemModel::new(moved.start, 0x20_0000, Layout::GlobalPartition, &ram_table(3, &entries));
+    let err = parse_platform(&wrong, &blob, &mut p, &mut smem).unwrap_err();
+    assert!(matches!(err, PlatformError::SmemNotReserved { smem } if smem == moved), "{err}");
+    // RAM that does not hold SMEM (at 0x8090_0000).
+    let mut smem = board_smem(board, &[r(0x1_0000_0000, 0x2_8000_0000)]);
+    let err = parse_platform(board, &blob, &mut p, &mut smem).unwrap_err();
+    assert!(matches!(err, PlatformError::SmemOutsideRam { .. }), "{err}");
+    // SMEM not initialised: the boot stops, saying why.
+    let mut smem = board_smem(board, &RB5_8G);
+    smem.bytes[0xc0] = 0;
+    let err = parse_platform(board, &blob, &mut p, &mut smem).unwrap_err();
+    assert!(matches!(err, PlatformError::Smem(_)), "{err}");
+    let msg = std::format!("{err}");
+    assert!(msg.contains("SMEM") && msg.contains("refusing to start"), "{msg}");
+    // The QEMU boards never read SMEM: their DT's `/memory` is real.
+    for qemu in [&qemu_virt::BOARD, &qemu_virt_tz::BOARD] {
+        assert_eq!(qemu.ram_source, RamSource::Dt);
+    }
+    for board in SNAPDRAGON {
+        assert!(matches!(board.ram_source, RamSource::QcomSmem { .. }), "{}", board.name);
+    }
 }

@@ -26,6 +26,7 @@ enum EditOp {
     AddDevice { name: String, compatible: String, range: MemRange },
     AddFirmware { name: String, compatible: String },
     AddPsci { method: String },
+    SetMemory(Vec<MemRange>),
 }
 
 /// A list of changes to a DT, applied in the order they were added by [`apply`].
@@ -133,6 +134,14 @@ impl DtEdit {
         self
     }
 
+    /// Sets the `reg` of the first top-level `device_type = "memory"` node to `banks`, in the
+    /// root's cell sizes: the RAM a boot stage learnt elsewhere (SMEM) for the DT it hands on,
+    /// as a boot loader fills the placeholder in. Fails if there is no such node.
+    pub fn set_memory(mut self, banks: &[MemRange]) -> Self {
+        self.ops.push(EditOp::SetMemory(banks.to_vec()));
+        self
+    }
+
     fn payload_bytes(&self) -> usize {
         self.ops
             .iter()
@@ -147,6 +156,7 @@ impl DtEdit {
                 EditOp::AddFirmware { name, compatible } => name.len() + compatible.len() + 96,
                 // The node, and `enable-method` on up to a few hundred CPUs.
                 EditOp::AddPsci { method } => method.len() + 128 + 512 * 24,
+                EditOp::SetMemory(banks) => banks.len() * 16 + 16,
             })
             .fold(0usize, usize::saturating_add)
     }
@@ -221,7 +231,31 @@ fn apply_op(tree: &mut DeviceTree, op: &EditOp) -> Result<(), DtError> {
         EditOp::AddDevice { name, compatible, range } => add_device(tree, name, compatible, *range),
         EditOp::AddFirmware { name, compatible } => add_firmware(tree, name, compatible),
         EditOp::AddPsci { method } => add_psci(tree, method),
+        EditOp::SetMemory(banks) => set_memory(tree, banks),
     }
+}
+
+fn set_memory(tree: &mut DeviceTree, banks: &[MemRange]) -> Result<(), DtError> {
+    let address_cells = cells(&tree.root, "#address-cells", 2);
+    let size_cells = cells(&tree.root, "#size-cells", 1);
+    let is_memory =
+        |n: &DeviceTreeNode| n.property("device_type").is_some_and(|p| p.value() == b"memory\0");
+    let node = tree.root.children_mut().find(|n| is_memory(n));
+    let Some(node) = node else { return Err(DtError::NoMemory) };
+    let unencodable = |what| DtError::Unencodable { path: path_lossy("/memory"), what };
+    let mut reg = Vec::new();
+    for bank in banks {
+        reg.extend(
+            encode_cells(bank.start, address_cells)
+                .ok_or(unencodable("a bank's address does not fit #address-cells"))?,
+        );
+        reg.extend(
+            encode_cells(bank.size(), size_cells)
+                .ok_or(unencodable("a bank's size does not fit #size-cells"))?,
+        );
+    }
+    node.add_property(DeviceTreeProperty::new_unchecked("reg", reg));
+    Ok(())
 }
 
 fn add_psci(tree: &mut DeviceTree, method: &str) -> Result<(), DtError> {

@@ -57,7 +57,7 @@ use arrayvec::{ArrayString, ArrayVec};
 pub use edit::{DtEdit, apply};
 pub use error::{DtError, NodeName, NodePath};
 pub use in_place::set_memory_in_place;
-pub use parse::{covered as ram_covers, parse, parse_into};
+pub use parse::{covered as ram_covers, parse, parse_into, parse_into_with_ram};
 pub use policy::Withheld;
 
 use crate::mm::MemRange;

@@ -20,9 +20,32 @@ pub fn parse(blob: &[u8]) -> Result<PlatformInfo, DtError> {
 /// [`PlatformInfo`] is made on the stack. On an error `info` holds whatever was read before it
 /// (use none of it).
 pub fn parse_into(blob: &[u8], info: &mut PlatformInfo) -> Result<(), DtError> {
+    parse_into_inner(blob, info, None)
+}
+
+/// [`parse_into`] with the RAM given (`ram`, e.g. a Snapdragon boot stage's, read from SMEM:
+/// `boot_stage::smem`): the DT's `/memory` nodes are not read, `ram` is checked as theirs would
+/// be (not empty, no overlap, at most [`MAX_MEMORY_RANGES`]) and the rest of the DT against
+/// it (carveouts in RAM).
+pub fn parse_into_with_ram(
+    blob: &[u8],
+    info: &mut PlatformInfo,
+    ram: &[MemRange],
+) -> Result<(), DtError> {
+    parse_into_inner(blob, info, Some(ram))
+}
+
+fn parse_into_inner(
+    blob: &[u8],
+    info: &mut PlatformInfo,
+    ram: Option<&[MemRange]>,
+) -> Result<(), DtError> {
     let blob = Blob::new(blob)?;
     info.clear();
     info.boot_cpuid_phys = blob.boot_cpuid_phys;
+    for bank in ram.unwrap_or_default() {
+        push(&mut info.memory, *bank, "memory ranges (MAX_MEMORY_RANGES)")?;
+    }
 
     // First pass: /chosen and /aliases, to know which node stdout-path means. It also validates
     // the whole structure block before anything is interpreted.
@@ -63,6 +86,7 @@ pub fn parse_into(blob: &[u8], info: &mut PlatformInfo) -> Result<(), DtError> {
             _ => None,
         },
         withheld_ranges: ArrayVec::new(),
+        ram_given: ram.is_some(),
     };
     walk(&blob, |v| state.visit(v))?;
 
@@ -389,6 +413,8 @@ struct State<'a, 'i> {
     /// Pages of withheld devices: left out of `devices` at the end, even where a kept device
     /// shares them.
     withheld_ranges: ArrayVec<MemRange, MAX_WITHHELD_RANGES>,
+    /// The RAM came from elsewhere ([`parse_into_with_ram`]): `/memory` nodes are skipped.
+    ram_given: bool,
 }
 
 /// Whether `path` is strictly inside the subtree at `root`.
@@ -431,7 +457,7 @@ impl State<'_, '_> {
         if node.prop_str("device_type") == Some("memory") {
             // A disabled memory node is not the OS's RAM (QEMU's `secure=on` DT lists the
             // secure SRAM so, `secure-status = "okay"`): the non-secure side cannot reach it.
-            if !is_available(node) {
+            if !is_available(node) || self.ram_given {
                 return Ok(());
             }
             return for_each_reg(v, |entry| {

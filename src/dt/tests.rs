@@ -1409,3 +1409,42 @@ fn memory_written_in_place() {
     let mut none = none[..blob_size(&none).unwrap()].to_vec();
     assert_eq!(set_memory_in_place(&mut none, &two[..1]), Err(DtError::NoMemory));
 }
+
+/// RAM learnt elsewhere (SMEM) replaces the DT's `/memory` for the parse, checked as the DT's
+/// would be; the carveouts are kept or set aside against it.
+#[test]
+fn ram_given_replaces_the_dts_memory() {
+    let banks = [r(0x4000_0000, 0x6000_0000), r(0x1_0000_0000, 0x1_4000_0000)];
+    let mut info = PlatformInfo::new();
+    parse_into_with_ram(FIXTURE, &mut info, &banks).unwrap();
+    assert_eq!(info.memory.as_slice(), banks);
+    assert_eq!(parse(FIXTURE).unwrap().memory.as_slice(), [r(0x4000_0000, 0x8000_0000)]);
+    // Given out of order: sorted. Overlapping, empty or too many: refused as the DT's would be.
+    parse_into_with_ram(FIXTURE, &mut info, &[banks[1], banks[0]]).unwrap();
+    assert_eq!(info.memory.as_slice(), banks);
+    let overlap = [r(0x4000_0000, 0x6000_0000), r(0x5000_0000, 0x7000_0000)];
+    let err = parse_into_with_ram(FIXTURE, &mut info, &overlap).unwrap_err();
+    assert!(matches!(err, DtError::MemoryOverlap { .. }), "{err}");
+    assert_eq!(parse_into_with_ram(FIXTURE, &mut info, &[]), Err(DtError::NoMemory));
+    let many: Vec<MemRange> =
+        (0..=MAX_MEMORY_RANGES as u64).map(|i| r(i << 32, (i << 32) + 0x1000)).collect();
+    let err = parse_into_with_ram(FIXTURE, &mut info, &many).unwrap_err();
+    assert!(matches!(err, DtError::TooMany { .. }), "{err}");
+    // A placeholder `/memory` (zero-sized) parses with the RAM given.
+    let mut placeholder = FIXTURE[..blob_size(FIXTURE).unwrap()].to_vec();
+    set_memory_in_place(&mut placeholder, &[r(0x4000_0000, 0x4000_0000)]).unwrap();
+    assert_eq!(parse(&placeholder), Err(DtError::NoMemory));
+    parse_into_with_ram(&placeholder, &mut info, &banks).unwrap();
+    assert_eq!(info.memory.as_slice(), banks);
+}
+
+/// The next stage's DT gets the RAM warden learnt: `reg` of the memory node, in the root's
+/// cells, every bank; a DT without a memory node is refused.
+#[test]
+fn set_memory_fills_the_memory_node() {
+    let banks = [r(0x8000_0000, 0x1_0000_0000), r(0x1_0000_0000, 0x2_8000_0000)];
+    let out = edited(DtEdit::new().set_memory(&banks));
+    assert_eq!(parse(&out).unwrap().memory.as_slice(), banks);
+    let none = edited(DtEdit::new().remove_node(MEMORY));
+    assert_eq!(apply(&none, &DtEdit::new().set_memory(&banks)), Err(DtError::NoMemory));
+}

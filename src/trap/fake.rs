@@ -158,6 +158,7 @@ impl FakePlatform {
             board: Board {
                 name: "fake",
                 entry: crate::boards::EntryConvention::LinuxImage,
+                ram_source: crate::boards::RamSource::Dt,
                 early_uart: 0x0900_0000,
                 console: crate::boards::UartKind::Pl011,
                 iommu: crate::boards::Iommu::SmmuV3,

@@ -186,6 +186,7 @@ mod tests {
         p.board = Board {
             name: "test",
             entry: crate::boards::EntryConvention::LinuxImage,
+            ram_source: crate::boards::RamSource::Dt,
             early_uart: 0,
             console: crate::boards::UartKind::Pl011,
             iommu: crate::boards::Iommu::SmmuV3,
