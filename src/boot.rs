@@ -170,6 +170,23 @@ pub struct Warden {
     pub image_digest: u64,
 }
 
+/// The pieces a board may lack, through [`boards::HAS_SMMUV3`] and the like: on a board without
+/// one these are `None` at compile time, so its emulation is not in that board's image (the
+/// fields are `None` there anyway: the boot sets them only where the DT and board have them).
+impl Warden {
+    pub fn vsmmu(&self) -> Option<&vsmmu::VirtSmmuState> {
+        self.vsmmu.as_ref().filter(|_| boards::HAS_SMMUV3)
+    }
+
+    pub fn gic(&self) -> Option<&gic::GicState> {
+        self.gic.as_ref().filter(|_| boards::HAS_GICV3)
+    }
+
+    pub fn sim_peer(&self) -> Option<&SimPeer> {
+        self.sim_peer.as_ref().filter(|_| boards::HAS_SIM_PEER)
+    }
+}
+
 /// A peer's stage-2: its VMID and tables (what is mapped follows the tracker).
 pub struct PeerStage2 {
     pub id: PeerId,
@@ -485,11 +502,12 @@ pub extern "C" fn primary_main(
     log_gic(platform, gic_version);
     // The GIC frames that write memory are trapped: known before the host's stage 2 is built.
     let gic_layout = match gic_version {
-        GicVersion::V3 => match gic::probe(platform) {
+        GicVersion::V3 if boards::HAS_GICV3 => match gic::probe(platform) {
             Ok(l) => l,
             Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
         },
-        GicVersion::V2 => crate::gic::GicLayout::default(),
+        // `gic::select` picks only a version the board names (V3 above when it can have one).
+        GicVersion::V3 | GicVersion::V2 => crate::gic::GicLayout::default(),
     };
     check_pool_before_stage2(platform, &frames);
     let host_stage2 = match host_stage2(
@@ -532,7 +550,7 @@ pub extern "C" fn primary_main(
         fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host"));
     }
     let vlpi_stride = gic_layout.any_vlpi();
-    let gic = if gic_version == GicVersion::V3 {
+    let gic = if boards::HAS_GICV3 && gic_version == GicVersion::V3 {
         match gic::take(platform, gic_layout, &mut frames) {
             Ok(g) => Some(g),
             Err(e) => fatal_unlocked(format_args!("GIC: {e}")),
@@ -548,7 +566,7 @@ pub extern "C" fn primary_main(
             Err(e) => fatal_unlocked(format_args!("carveouts: {e}")),
         };
     // The simulated peer takes the last CPU of /cpus (if there is one to spare).
-    let peer_cpu = (board.sim_peer && platform.cpus.len() >= 2)
+    let peer_cpu = (boards::HAS_SIM_PEER && board.sim_peer && platform.cpus.len() >= 2)
         .then(|| platform.cpus.last().map(|c| c.mpidr))
         .flatten();
     if board.sim_peer && peer_cpu.is_none() {
@@ -791,7 +809,7 @@ fn log_footprint(w: &Warden, image: &hw::ImageLayout) {
 /// region stops here with the shortfall, not halfway through the tables.
 fn check_pool_before_stage2(platform: &PlatformInfo, frames: &PoolFrames) {
     let carveouts = || platform.carveouts.iter().map(|c| c.range);
-    let least = crate::mm::footprint::least_frames_for(carveouts());
+    let least = crate::mm::footprint::least_frames_for(&crate::mm::LAYOUT, carveouts());
     if let Err(short) = crate::mm::footprint::check_headroom(frames.total_pages(), 0, least) {
         fatal_unlocked(format_args!(
             "warden's region is {} KiB too small for this machine: its {} carveout(s) ({} in all) need at least {least} page-table frames (their edges split in the host's stage 2, then every carveout handed over at once, as fragmented as a host can make it), and warden's pool has {}",
@@ -813,7 +831,10 @@ fn check_footprint(w: &Warden) {
         PoolAfterBoot {
             frames_total: frames.total_pages(),
             frames_used: frames.allocated_pages(),
-            frames_reserve: footprint::runtime_frame_reserve(w.carveouts.iter().map(|c| c.range)),
+            frames_reserve: footprint::runtime_frame_reserve(
+                &crate::mm::LAYOUT,
+                w.carveouts.iter().map(|c| c.range),
+            ),
             heap_total: HEAP_SIZE as usize,
             heap_used: HEAP.heap.lock().stats_alloc_actual(),
             heap_reserve: crate::mm::LAYOUT.heap_reserve as usize,
@@ -829,7 +850,7 @@ fn check_footprint(w: &Warden) {
             pool.heap_total / 1024,
             pool.frames_reserve,
             w.carveouts.len(),
-            footprint::RUNTIME_SPARE_FRAMES,
+            crate::mm::LAYOUT.runtime_frames,
             pool.heap_reserve / 1024,
             short.frames,
             short.heap.div_ceil(1024),
@@ -1129,6 +1150,13 @@ fn take_smmu(
     frames: &mut PoolFrames,
     persona: crate::persona::Persona,
 ) -> Result<(Option<Smmu<MmioSmmu>>, Option<vsmmu::VirtSmmuState>), BootError> {
+    if !boards::HAS_SMMUV3 {
+        // This board's image has no SMMUv3 back end: a DT naming one is not this board.
+        return match p.smmu() {
+            Some(info) => Err(BootError::NoSmmuV3BackEnd(info.regs)),
+            None => Ok((None, None)),
+        };
+    }
     let Some(info) = p.smmu() else {
         log::warn!(
             "no SMMU in the DT: PCIe and every other DMA-capable device are withheld from the host (dt::policy)"
@@ -1238,6 +1266,9 @@ fn quiesce_other_smmus(p: &PlatformInfo) -> Result<(), BootError> {
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
     mmu500::poll_faults();
+    if !boards::HAS_SMMUV3 {
+        return;
+    }
     // Another CPU draining (or a transfer invalidating) already is as good as this one doing
     // it: events are collected the next time.
     let Some(mut guard) = w.smmu.try_lock() else { return };
@@ -1361,6 +1392,9 @@ enum BootError {
     SmmuRegs(crate::smmu::RegsTooSmall),
     Smmu(crate::smmu::SmmuError),
     OtherSmmu(MemRange, crate::smmu::quiesce::QuiesceError),
+    /// The DT names an SMMUv3 on a board whose image has no SMMUv3 back end
+    /// ([`boards::HAS_SMMUV3`]): its devices would reach memory unconfined.
+    NoSmmuV3BackEnd(MemRange),
 }
 
 impl core::fmt::Display for BootError {
@@ -1378,6 +1412,10 @@ impl core::fmt::Display for BootError {
             BootError::Stage2(e) => write!(f, "{e}"),
             BootError::SmmuRegs(e) => write!(f, "{e}"),
             BootError::Smmu(e) => write!(f, "{e}"),
+            BootError::NoSmmuV3BackEnd(regs) => write!(
+                f,
+                "the DT names an SMMUv3 at {regs}, and this board's image has no SMMUv3 back end"
+            ),
             BootError::OtherSmmu(regs, e) => write!(
                 f,
                 "SMMU at {regs} (not driven by warden) could not be made to abort DMA: {e}; refusing to boot (DMA through it would be unconfined)"
@@ -1392,7 +1430,7 @@ pub extern "C" fn secondary_main(boot: &SecondaryBoot, el3_x0: u64) -> ! {
     let cpu = boot.cpu_index as usize;
     sysreg::set_tpidr_el2(cpu as u64);
     let w = warden();
-    if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu) {
+    if let Some(sim) = w.sim_peer().filter(|s| s.cpu_index == cpu) {
         sim_peer::enter(w, sim)
     }
     match w.trap.psci().secondary_arrived(cpu) {
@@ -1702,7 +1740,7 @@ pub extern "C" fn lower_call(regs: &mut trap::fast::CallRegs) -> u64 {
         return 0;
     };
     let w = warden();
-    if w.sim_peer.as_ref().is_some_and(|s| s.cpu_index == cpu_index()) {
+    if w.sim_peer().is_some_and(|s| s.cpu_index == cpu_index()) {
         return 0;
     }
     trap::profile::begin();
@@ -1723,7 +1761,7 @@ pub extern "C" fn lower_call(regs: &mut trap::fast::CallRegs) -> u64 {
 
 /// On the simulated peer's CPU: a peer warden is stopping powers off at its first trap.
 fn stop_peer_if_asked(w: &Warden) {
-    if let Some(sim) = w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu_index()) {
+    if let Some(sim) = w.sim_peer().filter(|s| s.cpu_index == cpu_index()) {
         sim_peer::stop_if_asked(sim);
     }
 }
@@ -1763,6 +1801,9 @@ struct HwPlatform<'a> {
     w: &'a Warden,
 }
 
+/// The SMMUv3 of a board whose image has none ([`boards::HAS_SMMUV3`]): nothing to invalidate.
+static NO_SMMUV3: spin::Mutex<Option<core::convert::Infallible>> = spin::Mutex::new(None);
+
 /// Runs `f` with the context every transfer runs in (this CPU, the shared tables and tracker):
 /// warden's ABI, the control page and SCM's assign_mem all reach the handoff code this way.
 fn with_handoff_ctx<T>(
@@ -1779,7 +1820,11 @@ fn with_handoff_ctx<T>(
         .collect();
     let ctx = HandoffCtx {
         cpu: &Hw,
-        smmu: mmu500::dma_stage2(&w.smmu),
+        smmu: if boards::HAS_SMMUV3 {
+            mmu500::dma_stage2(&w.smmu)
+        } else {
+            mmu500::dma_stage2(&NO_SMMUV3)
+        },
         frames: &w.frames,
         host: Stage2Ref { vmid: HOST_VMID, table: &w.host_stage2, attrs: HOST_RAM_ATTRS },
         peers: &peers,
@@ -1973,7 +2018,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn caller(&self) -> Caller {
-        match self.w.sim_peer.as_ref() {
+        match self.w.sim_peer() {
             Some(sim) if sim.cpu_index == cpu_index() => {
                 sim.current().map_or(Caller::Host, |p| Caller::Peer(p.id))
             }
@@ -1986,10 +2031,10 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn peer_commands_available(&self) -> bool {
-        self.w.sim_peer.is_some()
+        self.w.sim_peer().is_some()
     }
     fn peer_command(&mut self, command: &PeerCommand) -> Result<u64, AbiError> {
-        match self.w.sim_peer.as_ref() {
+        match self.w.sim_peer() {
             Some(sim) => sim_peer::run(self.w, sim, command),
             None => Err(AbiError::NotSupported),
         }
@@ -2032,7 +2077,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn vsmmu_frames(&self) -> Option<MemRange> {
-        self.w.vsmmu.as_ref().map(|v| v.frames)
+        self.w.vsmmu().map(|v| v.frames)
     }
 
     fn vsmmu_read(&mut self, offset: u32, size: u8) -> u64 {
@@ -2044,7 +2089,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn gic_frame(&self, ipa: u64) -> Option<(crate::gic::GicFrame, u32)> {
-        self.w.gic.as_ref().and_then(|g| g.layout.lookup(ipa))
+        self.w.gic().and_then(|g| g.layout.lookup(ipa))
     }
 
     fn gic_read(&mut self, frame: crate::gic::GicFrame, offset: u32, size: u8) -> u64 {
@@ -2102,7 +2147,7 @@ impl Platform for HwPlatform<'_> {
                 s.asids.exhaustion_flushes
             );
         }
-        if let Some(sim) = self.w.sim_peer.as_ref() {
+        if let Some(sim) = self.w.sim_peer() {
             log::info!("simulated peer: {} peer(s) stopped for not answering", sim.stopped());
         }
         let digest = image_digest();
@@ -2237,7 +2282,7 @@ fn secondary_boot_args(w: &Warden, cpu: usize) -> u64 {
 
 /// The MPIDR affinity of warden CPU `cpu`: a host CPU's, or the simulated peer's.
 fn cpu_mpidr(w: &Warden, cpu: usize) -> Option<u64> {
-    match w.sim_peer.as_ref().filter(|s| s.cpu_index == cpu) {
+    match w.sim_peer().filter(|s| s.cpu_index == cpu) {
         Some(sim) => Some(sim.mpidr & trap::psci::MPIDR_AFFINITY_MASK),
         None => w.trap.psci().mpidr_of(cpu),
     }

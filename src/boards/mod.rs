@@ -198,6 +198,29 @@ pub mod qrb5165_rb5;
 #[path = "../../boards/apq8016-sbc/board.rs"]
 pub mod apq8016_sbc;
 
+/// Whether the board this build is for (`CURRENT`) has warden's SMMUv3 back end and the
+/// virtual SMMU in front of it, the MMU-500 back end, a GICv3 (with its ITS emulation) and the
+/// simulated peer. The boot and the run-time paths test these constants before they reach the
+/// piece, so a board without it leaves its code out of the image (DB410c's 1 MiB region,
+/// docs/boards/apq8016-sbc.md); each one names what the board can have, so no path that can
+/// run is cut.
+pub const HAS_SMMUV3: bool = matches!(CURRENT.iommu.back_end(), Some(IommuBackEnd::SmmuV3));
+/// See [`HAS_SMMUV3`].
+pub const HAS_MMU500: bool = matches!(CURRENT.iommu.back_end(), Some(IommuBackEnd::Mmu500));
+/// See [`HAS_SMMUV3`].
+pub const HAS_GICV3: bool = {
+    let gics = CURRENT.interrupt_controllers;
+    let mut i = 0;
+    let mut found = false;
+    while i < gics.len() {
+        found |= matches!(gics[i], crate::gic::GicVersion::V3);
+        i += 1;
+    }
+    found
+};
+/// See [`HAS_SMMUV3`].
+pub const HAS_SIM_PEER: bool = CURRENT.sim_peer;
+
 /// The Snapdragon boards, described from their real DTs (`boards/*/README.md`).
 pub const SNAPDRAGON: [&Board; 3] =
     [&qcs6490_rb3gen2::BOARD, &qrb5165_rb5::BOARD, &apq8016_sbc::BOARD];

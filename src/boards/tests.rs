@@ -660,9 +660,9 @@ fn each_board_pool_covers_what_its_dt_needs() {
         let frames = ((layout.pool_min - layout.heap) / PAGE_SIZE) as usize;
         let warden = board.entry.region().unwrap();
         let carveouts = || p.carveouts.iter().map(|c| c.range);
-        let least = least_frames_for(carveouts());
+        let least = least_frames_for(&layout, carveouts());
         let host = host_stage2_table_pages(board, &p, warden);
-        let after_boot = host + runtime_frame_reserve(carveouts());
+        let after_boot = host + runtime_frame_reserve(&layout, carveouts());
         std::eprintln!(
             "{}: pool {} KiB (heap {} KiB, {frames} frames); least {least} frames before the host \
              stage 2, {host} host stage-2 tables + reserve = {after_boot} after it",
@@ -793,5 +793,53 @@ fn boot_refuses_ram_smem_cannot_vouch_for() {
     }
     for board in SNAPDRAGON {
         assert!(matches!(board.ram_source, RamSource::QcomSmem { .. }), "{}", board.name);
+    }
+}
+
+/// Each board's run-time frames and spares (`crate::mm::link_layout`) cover what it can need:
+/// a board with a virtual SMMU (the SMMUv3 back end), a GICv3 (the ITS's shadow tables) or the
+/// simulated peer reserves [`RUNTIME_FRAMES_WITH_SHADOWS`] for them (DB410c has none: 0); one
+/// transfer's reserve within any carveout of a Snapdragon board's real DT fits
+/// [`ONE_TRANSFER_FRAMES`], so spares of that many serve every transfer; and its DT's withheld
+/// devices leave a quarter of `max_withheld` to spare.
+///
+/// [`RUNTIME_FRAMES_WITH_SHADOWS`]: crate::mm::link_layout::RUNTIME_FRAMES_WITH_SHADOWS
+/// [`ONE_TRANSFER_FRAMES`]: crate::mm::link_layout::ONE_TRANSFER_FRAMES
+#[test]
+fn each_board_reserves_what_it_can_need_at_run_time() {
+    use crate::gic::GicVersion;
+    use crate::mm::footprint::carveout_transfer_frames;
+    use crate::mm::link_layout::{ONE_TRANSFER_FRAMES, RUNTIME_FRAMES_WITH_SHADOWS, link_layout};
+    let all: [&Board; 5] = [
+        &qemu_virt::BOARD,
+        &qemu_virt_tz::BOARD,
+        &qcs6490_rb3gen2::BOARD,
+        &qrb5165_rb5::BOARD,
+        &apq8016_sbc::BOARD,
+    ];
+    for board in all {
+        let layout = link_layout(board.name).unwrap();
+        let shadows = board.iommu.back_end() == Some(IommuBackEnd::SmmuV3)
+            || board.interrupt_controllers.contains(&GicVersion::V3)
+            || board.sim_peer;
+        if shadows {
+            assert!(layout.runtime_frames >= RUNTIME_FRAMES_WITH_SHADOWS, "{}", board.name);
+        }
+        assert!(layout.spare_frames >= ONE_TRANSFER_FRAMES, "{}", board.name);
+    }
+    let db410c = link_layout(apq8016_sbc::BOARD.name).unwrap();
+    assert_eq!((db410c.runtime_frames, db410c.spare_frames), (0, ONE_TRANSFER_FRAMES));
+    for (board, p) in every_board() {
+        let layout = link_layout(board.name).unwrap();
+        for c in &p.carveouts {
+            assert!(carveout_transfer_frames(c.range) <= ONE_TRANSFER_FRAMES, "{}", board.name);
+        }
+        std::eprintln!(
+            "{}: {} withheld of {} (max_withheld)",
+            board.name,
+            p.withheld.len(),
+            layout.max_withheld
+        );
+        assert!(4 * p.withheld.len() <= 3 * layout.max_withheld, "{}", board.name);
     }
 }

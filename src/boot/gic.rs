@@ -239,7 +239,7 @@ fn with_host<T>(w: &Warden, f: impl FnOnce(&RuleOne<'_>, &mut crate::mm::PoolFra
 }
 
 pub fn read(w: &Warden, frame: GicFrame, offset: u32, size: u8) -> u64 {
-    let Some(g) = w.gic.as_ref() else { return 0 };
+    let Some(g) = w.gic() else { return 0 };
     match frame {
         GicFrame::ItsControl(i) => {
             let Some(its) = g.its.get(i) else { return 0 };
@@ -257,7 +257,7 @@ pub fn read(w: &Warden, frame: GicFrame, offset: u32, size: u8) -> u64 {
 }
 
 pub fn write(w: &Warden, frame: GicFrame, offset: u32, size: u8, value: u64) {
-    let Some(g) = w.gic.as_ref() else { return };
+    let Some(g) = w.gic() else { return };
     match frame {
         GicFrame::ItsControl(i) => {
             let Some(its) = g.its.get(i) else { return };
@@ -282,7 +282,7 @@ pub fn write(w: &Warden, frame: GicFrame, offset: u32, size: u8, value: u64) {
 
 /// One line per ITS and one for the redistributors, at power-down.
 pub fn log_stats(w: &Warden) {
-    let Some(g) = w.gic.as_ref() else { return };
+    let Some(g) = w.gic() else { return };
     for (i, its) in g.its.iter().enumerate() {
         let s = its.virt.lock().stats();
         log::info!(

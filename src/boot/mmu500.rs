@@ -28,6 +28,10 @@ static FAULTS: AtomicU64 = AtomicU64::new(0);
 /// leaves the SMMU as the firmware left it; the caller must not start the host then (the
 /// devices behind it are in the host's stage 2).
 pub fn take(p: &PlatformInfo, vtcr: u64, vttbr: u64) -> Result<(), Mmu500Error> {
+    // A DT with an MMU-500 on a board without the back end stopped the boot before this.
+    if !crate::boards::HAS_MMU500 {
+        return Ok(());
+    }
     let Some(info) = p.mmu500.as_ref() else { return Ok(()) };
     // SAFETY: the window is the DT's `reg` of the node, mapped as device memory at EL2
     // (build_el2_tables) and absent from the host's stage 2 (`host_stage2_holes`); this is
@@ -51,12 +55,15 @@ pub fn take(p: &PlatformInfo, vtcr: u64, vttbr: u64) -> Result<(), Mmu500Error> 
 pub fn dma_stage2<'a>(
     smmuv3: &'a spin::Mutex<impl DmaStage2 + 'a>,
 ) -> &'a spin::Mutex<dyn DmaStage2 + 'a> {
-    if APPS_SMMU.lock().is_some() { &APPS_SMMU } else { smmuv3 }
+    if crate::boards::HAS_MMU500 && APPS_SMMU.lock().is_some() { &APPS_SMMU } else { smmuv3 }
 }
 
 /// Logs the faults the host's context banks recorded since the last call (rate-limited like
 /// the SMMUv3's events). Another CPU polling is as good as this one doing it.
 pub fn poll_faults() {
+    if !crate::boards::HAS_MMU500 {
+        return;
+    }
     let Some(mut guard) = APPS_SMMU.try_lock() else { return };
     let Some(backend) = guard.as_mut() else { return };
     let events = backend.poll_faults();

@@ -208,7 +208,7 @@ impl NestedBackend for RealSmmuOnDemand<'_> {
 }
 
 pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
-    let Some(v) = w.vsmmu.as_ref() else { return 0 };
+    let Some(v) = w.vsmmu() else { return 0 };
     {
         // The SMMUv3 face answers most reads from its register file: only the face's lock.
         let mut face = v.face.lock();
@@ -231,7 +231,7 @@ pub fn read(w: &Warden, offset: u32, size: u8) -> u64 {
 }
 
 pub fn write(w: &Warden, offset: u32, size: u8, value: u64) {
-    let Some(v) = w.vsmmu.as_ref() else { return };
+    let Some(v) = w.vsmmu() else { return };
     let mut face = v.face.lock();
     if let Face::Smmuv3(virt) = &mut *face {
         // The register file first; the tracker, the real SMMU and the frame pool are locked
@@ -301,7 +301,7 @@ fn read_needs_drain(offset: u32) -> bool {
 /// full path's window check apart from the caller, checked above.
 pub fn fast_access(w: &Warden, frame: &mut TrapFrame) -> bool {
     use crate::trap::profile::{self, Phase};
-    let Some(v) = w.vsmmu.as_ref() else { return false };
+    let Some(v) = w.vsmmu() else { return false };
     let page = trap::fast::hpfar_page(frame.hpfar);
     if page < v.frames.start || page >= v.frames.end {
         return false;
@@ -309,7 +309,7 @@ pub fn fast_access(w: &Warden, frame: &mut TrapFrame) -> bool {
     profile::mark(Phase::Window);
     let Some(access) = trap::fast::fast_mmio(frame) else { return false };
     profile::mark(Phase::Syndrome);
-    if w.sim_peer.as_ref().is_some_and(|s| s.cpu_index == super::cpu_index()) {
+    if w.sim_peer().is_some_and(|s| s.cpu_index == super::cpu_index()) {
         return false;
     }
     let Ok(offset) = u32::try_from(access.ipa - v.frames.start) else { return false };
@@ -356,7 +356,7 @@ pub fn fast_access(w: &Warden, frame: &mut TrapFrame) -> bool {
 /// Copies real event records for host streams into the host's event queue (SMMUv3 face), or
 /// reports them in the context banks' and global fault registers (MMU-500 face).
 pub fn forward_events(w: &Warden, records: &[[u64; 4]]) {
-    let Some(v) = w.vsmmu.as_ref() else { return };
+    let Some(v) = w.vsmmu() else { return };
     if records.is_empty() {
         return;
     }
@@ -394,7 +394,7 @@ pub enum FaceStats {
 }
 
 pub fn stats(w: &Warden) -> Option<FaceStats> {
-    w.vsmmu.as_ref().map(|v| match &*v.face.lock() {
+    w.vsmmu().map(|v| match &*v.face.lock() {
         Face::Smmuv3(virt) => FaceStats::Smmuv3(virt.stats()),
         Face::Mmu500(mmu) => FaceStats::Mmu500(mmu.stats()),
     })

@@ -97,8 +97,9 @@ pub const MAX_BOOTARGS: usize = 1024;
 /// without `iommus` of their own (GENI serial engines, ...) are classified one by one, so
 /// RB3 Gen 2 has 159 and RB5 145 (`boards::tests`). Each costs about 200 bytes of
 /// [`PlatformInfo`], which is why the firmware parses into a static (`boot::BOOT_PLATFORM`,
-/// with [`parse_into`]), never onto the boot stack.
-pub const MAX_WITHHELD: usize = 192;
+/// with [`parse_into`]), never onto the boot stack. Per board (`crate::mm::link_layout`,
+/// `max_withheld`): 192 but on DB410c, whose DT withholds far fewer.
+pub const MAX_WITHHELD: usize = crate::mm::LAYOUT.max_withheld;
 /// GICv3 redistributor regions (`#redistributor-regions`).
 pub const MAX_REDIST_REGIONS: usize = 8;
 /// GICv3 ITSes.

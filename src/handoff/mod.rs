@@ -215,6 +215,15 @@ impl<T: DmaStage2> DmaStage2 for Option<T> {
     }
 }
 
+/// An SMMU a board's image has no back end for (`Option<Infallible>`, always `None`: see the
+/// `Option` implementation): the boot uses it on such a board, so that the back end's code is
+/// not in that image (`crate::boards::HAS_SMMUV3`).
+impl DmaStage2 for core::convert::Infallible {
+    fn invalidate_ipa_range(&mut self, _vmid: u16, _range: MemRange) -> Result<(), SmmuError> {
+        match *self {}
+    }
+}
+
 /// A carveout: a physical range reserved for one peer (from `/reserved-memory`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Carveout {
@@ -332,10 +341,11 @@ struct CarveoutSlot {
     busy: Mutex<()>,
 }
 
-/// Frames kept between transfers (see [`FrameReserve::release_keeping`]): a few transfers'
-/// worth of the reserve one takes ([`reserve::transfer_bound`]: about 20 frames whatever its
-/// size; the run-time reserve counts all 64, `crate::mm::footprint`).
-pub const SPARE_FRAMES: usize = 64;
+/// Frames kept between transfers (see [`FrameReserve::release_keeping`]), per board
+/// (`crate::mm::link_layout`, `spare_frames`): a few transfers' worth of the reserve one takes
+/// ([`reserve::transfer_bound`]: about 20 frames whatever its size) on the QEMU boards, one on
+/// DB410c; the run-time reserve counts them (`crate::mm::footprint::runtime_frame_reserve`).
+pub const SPARE_FRAMES: usize = crate::mm::LAYOUT.spare_frames;
 
 /// Shared ownership state: the tracker and the carveouts with their locks.
 pub struct HandoffState {
@@ -346,6 +356,8 @@ pub struct HandoffState {
     excluded: Vec<MemRange>,
     /// Page-table frames kept for the next transfers' reserves.
     spare_frames: Mutex<Vec<u64>>,
+    /// How many [`Self::spare_frames`] keeps at most ([`SPARE_FRAMES`]).
+    spare_cap: usize,
     /// Table frames freed from the host's stage-2 by transfers whose SMMU sync failed: never
     /// reused (a device may still walk them).
     quarantined_frames: AtomicUsize,
@@ -380,8 +392,15 @@ impl HandoffState {
             carveouts,
             excluded,
             spare_frames: Mutex::new(Vec::new()),
+            spare_cap: SPARE_FRAMES,
             quarantined_frames: AtomicUsize::new(0),
         })
+    }
+
+    /// Keeps at most `cap` spare frames between transfers instead of [`SPARE_FRAMES`] (another
+    /// board's layout, in tests).
+    pub fn set_spare_frames(&mut self, cap: usize) {
+        self.spare_cap = cap;
     }
 
     /// Adds ranges (the `no-map` reserved regions, any other carveout the DT names) that are
@@ -877,7 +896,7 @@ where
         }
         {
             let mut spares = self.state.spare_frames.lock();
-            reserve.release_keeping(&mut spares, SPARE_FRAMES, &mut *self.frames.lock());
+            reserve.release_keeping(&mut spares, self.state.spare_cap, &mut *self.frames.lock());
         }
         self.phase_end(profiled, Phase::Reserve);
         result

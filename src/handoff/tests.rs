@@ -1985,6 +1985,19 @@ mod assign_mem {
 /// host's and the peer's stage 2 need a last-level table below every block.
 #[test]
 fn the_run_time_reserve_covers_what_transfers_really_take() {
+    reserve_covers_transfers_with(crate::mm::LAYOUT);
+}
+
+/// The same with DB410c's layout: one carveout and spares of one transfer's worth, so the
+/// reserve counts the larger of the spares and the transfer in flight, not their sum.
+#[test]
+fn the_run_time_reserve_covers_transfers_with_one_transfer_of_spares() {
+    let db410c = crate::mm::link_layout::link_layout("apq8016-sbc").unwrap();
+    assert!(db410c.spare_frames < crate::mm::LAYOUT.spare_frames);
+    reserve_covers_transfers_with(db410c);
+}
+
+fn reserve_covers_transfers_with(link: crate::mm::link_layout::LinkLayout) {
     const RAM_1G: MemRange = MemRange::new(0x4000_0000, 0x8000_0000);
     const CARVE: MemRange = MemRange::new(0x5000_0000, 0x6000_0000);
     let mut frames = SendFrames(HeapFrames::new(1024));
@@ -2012,7 +2025,8 @@ fn the_run_time_reserve_covers_what_transfers_really_take() {
     let mut tracker = OwnershipTracker::new();
     tracker.add(WARDEN, PageState::Warden).unwrap();
     tracker.add(MemRange::new(WARDEN.end, RAM_1G.end), PageState::Host).unwrap();
-    let state = HandoffState::new(tracker, &[Carveout { range: CARVE, peer: MODEM }]).unwrap();
+    let mut state = HandoffState::new(tracker, &[Carveout { range: CARVE, peer: MODEM }]).unwrap();
+    state.set_spare_frames(link.spare_frames);
     let after_boot = frames.0.pool.allocated_pages();
     let (frames, host, modem, el2) =
         (Mutex::new(frames), Mutex::new(host), Mutex::new(modem), Mutex::new(el2));
@@ -2039,8 +2053,7 @@ fn the_run_time_reserve_covers_what_transfers_really_take() {
     }
     let peak = frames.lock().0.pool.peak_pages() - after_boot;
     // The handoffs' share of the reserve (the rest is the virtual SMMU's and the ITS's).
-    let reserve = crate::mm::footprint::runtime_frame_reserve([CARVE])
-        - crate::mm::footprint::RUNTIME_SPARE_FRAMES;
+    let reserve = crate::mm::footprint::runtime_frame_reserve(&link, [CARVE]) - link.runtime_frames;
     assert!(
         peak <= reserve,
         "the transfers took {peak} frames after boot, the reserve is {reserve}"

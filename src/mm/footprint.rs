@@ -9,16 +9,9 @@
 //! size and what must be left of it after the boot are per board, with the linker's pool
 //! minimum ([`super::link_layout`]).
 
+use super::link_layout::LinkLayout;
 use super::range::{MemRange, PAGE_SIZE};
-use crate::handoff::SPARE_FRAMES;
 use crate::handoff::reserve::{map_pages_bound, transfer_bound};
-
-/// Frames the run time may allocate beyond what its handoffs take ([`carveout_frames`]): the
-/// virtual SMMU's and the ITS's shadow structures. The scenarios of `cargo xtask test` (the
-/// Linux boots included) took at most 38 after boot, 20 of them the two carveouts' peer tables
-/// and up to 17 a transfer's reserve and the spares it left (`footprint peak:` at power-down
-/// against `footprint:` at boot); 64 is far more than the rest.
-pub const RUNTIME_SPARE_FRAMES: usize = 64;
 
 /// The deepest walk warden builds (a 48-bit IPA or VA space starts at level 0): the bounds
 /// below hold for every table layout the boot can choose.
@@ -43,27 +36,54 @@ pub fn host_split_frames(range: MemRange) -> usize {
     (spans(21) + spans(30)) as usize
 }
 
-/// The most frames the run time's handoffs of `carveout` can hold at once:
-/// - the host's stage 2 and the peer's each split page by page where ownership is fragmented
-///   (a host handing over every other page, or one page of every 2 MiB: both stage 2s then need
-///   a last-level table below every 2 MiB block): [`host_split_frames`] and
-///   [`page_table_frames_for`] (the peer's stage 2 starts empty);
-/// - one transfer in flight (its reserve, taken up front, covers its splits, its peer map and
-///   warden's clean window: [`transfer_bound`]).
-///
-/// Whole-block transfers take far less (a 256 MiB carveout handed over whole: a few tables),
-/// but a host can always fragment it, so this is what must stay free.
-pub fn carveout_frames(carveout: MemRange) -> usize {
-    host_split_frames(carveout)
-        + page_table_frames_for(carveout)
-        + transfer_bound(carveout, DEEPEST_START_LEVEL, DEEPEST_START_LEVEL)
+/// The most table frames the handoffs of `carveout` can leave in the stage 2s: the host's and
+/// the peer's each split page by page where ownership is fragmented (a host handing over every
+/// other page, or one page of every 2 MiB: both stage 2s then need a last-level table below
+/// every 2 MiB block): [`host_split_frames`] and [`page_table_frames_for`] (the peer's stage 2
+/// starts empty). Whole-block transfers take far less (a 256 MiB carveout handed over whole: a
+/// few tables), but a host can always fragment it, so this is what must stay free.
+pub fn carveout_table_frames(carveout: MemRange) -> usize {
+    host_split_frames(carveout) + page_table_frames_for(carveout)
 }
 
-/// Frames to keep free after boot: every carveout handed over at once, as fragmented as it
-/// can be, each with a transfer in flight ([`carveout_frames`]), the spare frames transfers
-/// keep between them ([`SPARE_FRAMES`]) and [`RUNTIME_SPARE_FRAMES`].
-pub fn runtime_frame_reserve(carveouts: impl IntoIterator<Item = MemRange>) -> usize {
-    carveouts.into_iter().map(carveout_frames).sum::<usize>() + SPARE_FRAMES + RUNTIME_SPARE_FRAMES
+/// The reserve a transfer within `carveout` takes up front ([`transfer_bound`]: its splits, its
+/// peer map and warden's clean window, and its rollback's).
+pub fn carveout_transfer_frames(carveout: MemRange) -> usize {
+    transfer_bound(carveout, DEEPEST_START_LEVEL, DEEPEST_START_LEVEL)
+}
+
+/// [`carveout_table_frames`] plus one transfer in flight ([`carveout_transfer_frames`]): the most
+/// frames the handoffs of `carveout` can hold at once, spares aside.
+pub fn carveout_frames(carveout: MemRange) -> usize {
+    carveout_table_frames(carveout) + carveout_transfer_frames(carveout)
+}
+
+/// Frames to keep free after boot, for `layout`'s board: every carveout handed over at once, as
+/// fragmented as it can be ([`carveout_table_frames`]), the reserves of the transfers in flight
+/// and the spares they keep between them, and `layout.runtime_frames` (the shadow structures).
+///
+/// Transfers within one carveout are serialized (its lock), so each carveout has at most one in
+/// flight, and a transfer takes its reserve from the spares first: with a single carveout, the
+/// spares and that transfer's reserve together never exceed the larger of the two (`s` spares,
+/// a reserve of `t`: `min(s, t)` from the spares, the rest from the pool, `max(s, t)` in all;
+/// at its end at most `spare_frames` are kept). With several, transfers in flight on other
+/// carveouts may hold their reserves while one refills the spares: the sum.
+pub fn runtime_frame_reserve(
+    layout: &LinkLayout,
+    carveouts: impl IntoIterator<Item = MemRange>,
+) -> usize {
+    let (mut count, mut tables, mut in_flight) = (0, 0, 0);
+    for carveout in carveouts {
+        count += 1;
+        tables += carveout_table_frames(carveout);
+        in_flight += carveout_transfer_frames(carveout);
+    }
+    let reserves_and_spares = if count <= 1 {
+        in_flight.max(layout.spare_frames)
+    } else {
+        in_flight + layout.spare_frames
+    };
+    tables + reserves_and_spares + layout.runtime_frames
 }
 
 /// Tables the host stage 2's boot split of one carveout can take: the blocks straddling each
@@ -74,10 +94,15 @@ pub const EDGE_SPLIT_FRAMES: usize = 2 * 3;
 /// split at every carveout's edges ([`EDGE_SPLIT_FRAMES`]) and the run-time reserve
 /// ([`runtime_frame_reserve`]). (The rest of the boot's tables, a few dozen, are checked after
 /// the boot with [`PoolAfterBoot`].)
-pub fn least_frames_for(carveouts: impl IntoIterator<Item = MemRange>) -> usize {
+pub fn least_frames_for(
+    layout: &LinkLayout,
+    carveouts: impl IntoIterator<Item = MemRange>,
+) -> usize {
     let mut edges = 0;
-    let reserve =
-        runtime_frame_reserve(carveouts.into_iter().inspect(|_| edges += EDGE_SPLIT_FRAMES));
+    let reserve = runtime_frame_reserve(
+        layout,
+        carveouts.into_iter().inspect(|_| edges += EDGE_SPLIT_FRAMES),
+    );
     reserve + edges
 }
 
@@ -152,21 +177,42 @@ mod tests {
         assert_eq!(host_split_frames(MemRange::new(0, 0)), 0);
         assert_eq!(carveout_frames(two), 2 + 3 + transfer_bound(two, 0, 0));
         assert_eq!(carveout_frames(four), 3 + 4 + transfer_bound(four, 0, 0));
-        let fixed = SPARE_FRAMES + RUNTIME_SPARE_FRAMES;
+        let qemu = crate::mm::link_layout::link_layout("qemu-virt").unwrap();
+        let fixed = qemu.spare_frames + qemu.runtime_frames;
         assert_eq!(
-            runtime_frame_reserve([two, four]),
+            runtime_frame_reserve(&qemu, [two, four]),
             carveout_frames(two) + carveout_frames(four) + fixed
         );
-        assert_eq!(runtime_frame_reserve([]), fixed);
+        assert_eq!(runtime_frame_reserve(&qemu, []), fixed);
         assert_eq!(
-            least_frames_for([two, four]),
-            runtime_frame_reserve([two, four]) + 2 * EDGE_SPLIT_FRAMES
+            least_frames_for(&qemu, [two, four]),
+            runtime_frame_reserve(&qemu, [two, four]) + 2 * EDGE_SPLIT_FRAMES
+        );
+        // One carveout: its transfer's reserve comes out of the spares, so the larger of the
+        // two is counted, not their sum.
+        let one = LinkLayout { spare_frames: 23, runtime_frames: 0, ..qemu };
+        let tables = carveout_table_frames(two);
+        assert_eq!(runtime_frame_reserve(&one, [two]), tables + 23.max(transfer_bound(two, 0, 0)));
+        let many = LinkLayout { spare_frames: 64, ..one };
+        assert_eq!(runtime_frame_reserve(&many, [two]), tables + 64);
+        assert_eq!(
+            runtime_frame_reserve(&many, [two, four]),
+            carveout_frames(two) + carveout_frames(four) + 64
         );
         // The bench's 256 MiB carveout: a whole-carveout DONATE reserved 268 frames before
         // transfers went by blocks, which the reserve then counted as 194; now its worst case,
         // fragmented, is counted.
         let bench = MemRange::new(0x5000_0000, 0x6000_0000);
         assert_eq!(carveout_frames(bench), 129 + 130 + transfer_bound(bench, 0, 0));
+    }
+
+    #[test]
+    fn one_transfer_frames_is_the_largest_transfer_bound() {
+        use crate::mm::link_layout::ONE_TRANSFER_FRAMES;
+        // Both edges straddle 2 MiB and 1 GiB boundaries, inside one 512 GiB region.
+        let worst = MemRange::new(0x3fff_f000, 0x8020_1000);
+        assert_eq!(transfer_bound(worst, 0, 0), ONE_TRANSFER_FRAMES);
+        assert_eq!(carveout_transfer_frames(worst), ONE_TRANSFER_FRAMES);
     }
 
     #[test]

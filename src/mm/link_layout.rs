@@ -28,7 +28,38 @@ pub struct LinkLayout {
     /// Snapdragon boards' need on their real DTs is checked by the board tests
     /// (`el2_boot_tables_fit_on_every_board`, with [`EL2_TABLE_MARGIN`] to spare).
     pub el2_tables: usize,
+    /// Page-table frames transfers keep between them (`crate::handoff`: the next transfer's
+    /// reserve comes from these first, so steady-state transfers neither allocate nor zero
+    /// frames they do not use). The run-time reserve counts them
+    /// (`crate::mm::footprint::runtime_frame_reserve`).
+    pub spare_frames: usize,
+    /// Frames the run time may allocate outside the handoffs: the virtual SMMU's and the ITS's
+    /// shadow structures and the simulated peer's tables. The board tests require
+    /// [`RUNTIME_FRAMES_WITH_SHADOWS`] of a board that has any of them.
+    pub runtime_frames: usize,
+    /// The boot CPU's EL2 stack, its guard page included (`crate::arch::BOOT_STACK_SIZE`):
+    /// the boot is its deepest use, and the boot checks that `BOOT_STACK_MARGIN` (16 KiB) of it
+    /// is still unused when warden enters the host (a fatal error saying by how much otherwise).
+    pub boot_stack: usize,
+    /// Devices the DT parse may withhold from the host (`crate::dt::MAX_WITHHELD`, the capacity
+    /// of `PlatformInfo::withheld`, about 200 bytes each in `.data`); a DT withholding more is
+    /// refused at boot with a defined error. The board tests parse each Snapdragon board's
+    /// real DT and require a quarter of this to spare.
+    pub max_withheld: usize,
 }
+
+/// Frames the run time may allocate outside the handoffs on a board with a virtual SMMU, an
+/// ITS or the simulated peer: the scenarios of `cargo xtask test` (the Linux boots included)
+/// took at most 38 after boot, 20 of them the two carveouts' peer tables and up to 17 a
+/// transfer's reserve and the spares it left (`footprint peak:` at power-down against
+/// `footprint:` at boot); 64 is far more than the rest.
+pub const RUNTIME_FRAMES_WITH_SHADOWS: usize = 64;
+
+/// The most frames one transfer reserves (`crate::handoff::reserve::transfer_bound` for any
+/// range inside one 512 GiB region, walks starting at level 0: 2 x (4 + 5) + 5; the board
+/// tests check it against every carveout of the Snapdragon boards' DTs). Kept as spares, one
+/// transfer's worth lets the next transfer take all of its reserve from them.
+pub const ONE_TRANSFER_FRAMES: usize = 23;
 
 /// Pages of a Snapdragon board's `el2_tables` the board tests require to be left over.
 pub const EL2_TABLE_MARGIN: usize = 4;
@@ -52,6 +83,13 @@ const QEMU_LAYOUT: LinkLayout = LinkLayout {
     end_align: 2 * MIB,
     // The test DTs and the hostile-DT scenarios: not sized down (not measured on each).
     el2_tables: 32,
+    // A few transfers' worth (the bench's handoff figures are with these).
+    spare_frames: 64,
+    runtime_frames: RUNTIME_FRAMES_WITH_SHADOWS,
+    // The hostile-DT scenarios and the Linux boots were not measured on a smaller one.
+    boot_stack: 128 * KIB as usize,
+    // RB3 Gen 2's DT withholds 159 (the QEMU builds' host tests parse every board's DT).
+    max_withheld: 192,
 };
 
 /// Every board's layout.
@@ -70,6 +108,10 @@ pub const LINK_LAYOUTS: [LinkLayout; 5] = [
         pool_min: QEMU_HEAP + 600 * 4 * KIB,
         end_align: 2 * MIB,
         el2_tables: 18,
+        spare_frames: 64,
+        runtime_frames: RUNTIME_FRAMES_WITH_SHADOWS,
+        boot_stack: 128 * KIB as usize,
+        max_withheld: 192,
     },
     LinkLayout {
         board: "qrb5165-rb5",
@@ -78,22 +120,42 @@ pub const LINK_LAYOUTS: [LinkLayout; 5] = [
         pool_min: 2 * MIB,
         end_align: 2 * MIB,
         el2_tables: 16,
+        spare_frames: 64,
+        runtime_frames: RUNTIME_FRAMES_WITH_SHADOWS,
+        boot_stack: 128 * KIB as usize,
+        max_withheld: 192,
     },
     // DB410c: a 1 MiB region at 0x8640_0000 (1 MiB-aligned, not 2). No virtual SMMU, no ITS:
     // the hyp-entry chain on qemu-virt-tz (the same boot path, with an SMMUv3 and an ITS) took
-    // 9 KiB of heap after the boot and 21 KiB at its peak; 64 KiB left after the boot is three
-    // times the peak. The frames, on its real DT (the board tests): 201 before the host stage
-    // 2 (the run-time reserve: mpss as fragmented as a host can make it, in both stage 2s,
-    // with a transfer in flight, plus the two 64-frame spares), 202 after it (the host stage
-    // 2's 7 tables and the reserve). Its EL2 stage-1 takes 7 pages. (So the region does not
-    // hold it yet: docs/boards/apq8016-sbc.md.)
+    // 9 KiB of heap after the boot and 21 KiB at its peak; 48 KiB left after the boot is more
+    // than twice the peak. The frames, on its real DT (the board tests): 76 before the host stage 2
+    // (the host stage 2's edge splits and the run-time reserve: `mpss` as fragmented as a host
+    // can make it, in both stage 2s, 47, and the larger of one transfer in flight and the
+    // spares, 23: no shadow structures), 77 after it (the host stage 2's 7 tables and the
+    // reserve); 80 leaves 3 for the boot's own (a peer stage 2's root). Its EL2 stage-1 takes 7
+    // pages.
     LinkLayout {
         board: "apq8016-sbc",
-        heap: 96 * KIB,
-        heap_reserve: 64 * KIB,
-        pool_min: 96 * KIB + 204 * 4 * KIB,
+        heap: 80 * KIB,
+        heap_reserve: 48 * KIB,
+        pool_min: 80 * KIB + 80 * 4 * KIB,
         end_align: MIB,
-        el2_tables: 12,
+        // 7 used on its real DT, and the board tests' 4 to spare.
+        el2_tables: 11,
+        // One carveout (`mpss`), so one transfer at a time: one transfer's worth of spares
+        // covers it, and the reserve counts the larger of the spares and that transfer
+        // (`crate::mm::footprint::runtime_frame_reserve`).
+        spare_frames: ONE_TRANSFER_FRAMES,
+        // No virtual SMMU (msm-iommu-v1 has no back end), no ITS (GICv2), no simulated peer:
+        // nothing allocates frames after the boot outside the handoffs.
+        runtime_frames: 0,
+        // The same boot path on qemu-virt-tz (hyp entry, DT linked in, no packed payload:
+        // `guest-chain`) reached 35 KiB of the boot CPU's stack (`footprint peak:`); 64 KiB
+        // leaves 60 above the guard page, of which the boot's check keeps 16 unused: a boot
+        // up to 44 KiB deep passes, a deeper one stops with a fatal error saying by how much.
+        boot_stack: 64 * KIB as usize,
+        // Its DT withholds 82 (the board tests require a quarter to spare).
+        max_withheld: 112,
     },
 ];
 

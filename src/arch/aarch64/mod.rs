@@ -10,10 +10,11 @@ use crate::trap::frame::TRAP_FRAME_SIZE;
 
 /// Most CPUs warden supports: the board's (stacks and per-CPU state are sized by this).
 pub const MAX_CPUS: usize = crate::boards::CURRENT.max_cpus;
-/// The boot CPU's EL2 stack, including its guard page. The boot itself is its deepest use (about
-/// 97 KiB, most of it the DT parse and patch: logged when warden enters the host, and checked
-/// there against [`BOOT_STACK_MARGIN`]).
-pub const BOOT_STACK_SIZE: usize = 128 * 1024;
+/// The boot CPU's EL2 stack, including its guard page, per board (`crate::mm::link_layout`,
+/// `boot_stack`: 128 KiB, DB410c 64). The boot itself is its deepest use (35 KiB in
+/// `guest-boot` and `guest-chain`; logged at power-down, `footprint peak:`), checked when
+/// warden enters the host against [`BOOT_STACK_MARGIN`].
+pub const BOOT_STACK_SIZE: usize = crate::mm::LAYOUT.boot_stack;
 /// Every other CPU's EL2 stack, including its guard page. These CPUs only handle traps and
 /// `CPU_ON`'s entry: their deepest use in every test scenario and the Linux boots is at most
 /// 6 KiB (`footprint peak:` at power-down, `EL2 stack other CPUs`), so 16 KiB leaves them
