@@ -1146,7 +1146,9 @@ fn take_smmu(
     // config space has no side effects.
     let ecam = unsafe { MmioEcam::new(&ecams) };
     let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
-    let virt = match vsmmu::set_up(&mut smmu, info, p.gic_dist, s2, &sids, frames, persona) {
+    let (virt, smmu_s2) = match vsmmu::set_up(
+        &mut smmu, info, p.gic_dist, s2, &sids, frames, persona,
+    ) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("no virtual SMMU for the host: {e}");
@@ -1171,7 +1173,7 @@ fn take_smmu(
         vsmmu::Face::Mmu500(_) => crate::smmu::virt::ste::RealSte::Abort,
     };
     let ste = reset
-        .to_ste(&virt.s2, smmu.features())
+        .to_ste(&smmu_s2, smmu.features())
         .map_err(|e| BootError::Smmu(crate::smmu::SmmuError::Stage2(e)))?;
     smmu.install(&sids, &ste, frames).map_err(BootError::Smmu)?;
     if let Some(irqs) = virt.mmu500_irqs {

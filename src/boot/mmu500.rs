@@ -20,6 +20,14 @@ use crate::smmu::mmu500::{Mmu500Backend, Mmu500Config, Mmu500Error};
 /// The apps MMU-500, once taken (`None` on every other board).
 static APPS_SMMU: spin::Mutex<Option<Mmu500Backend<MmioMmu500>>> = spin::Mutex::new(None);
 
+/// The apps MMU-500's lock, held by the face's back-end work (`boot::vsmmu`).
+pub type AppsSmmuGuard = spin::MutexGuard<'static, Option<Mmu500Backend<MmioMmu500>>>;
+
+/// Takes the apps MMU-500's lock (after the face's and the tracker's: `boot::vsmmu`'s order).
+pub fn lock() -> AppsSmmuGuard {
+    APPS_SMMU.lock()
+}
+
 /// Context-bank faults polled since boot.
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 
