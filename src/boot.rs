@@ -521,9 +521,11 @@ pub extern "C" fn primary_main(
     if platform.mmu500.is_some() && board.iommu.back_end() != Some(boards::IommuBackEnd::Mmu500) {
         fatal_unlocked(format_args!("the DT's apps MMU-500 has no back end on {}", board.name));
     }
-    if let Err(e) = mmu500::take(platform, vtcr, vttbr) {
-        fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host"));
-    }
+    // (`dt::parse` finds an apps MMU-500 only without an SMMUv3: one face at most.)
+    let vsmmu = match mmu500::take(platform, vtcr, vttbr) {
+        Ok(face) => vsmmu.or(face),
+        Err(e) => fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host")),
+    };
     let vlpi_stride = gic_layout.any_vlpi();
     let gic = if gic_version == GicVersion::V3 {
         match gic::take(platform, gic_layout, &mut frames) {
@@ -1232,7 +1234,8 @@ fn quiesce_other_smmus(p: &PlatformInfo) -> Result<(), BootError> {
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
-    mmu500::poll_faults();
+    // The apps MMU-500's faults (a board's) go into the host's face as the SMMUv3's do.
+    vsmmu::forward_events(w, &mmu500::poll_faults());
     // Another CPU draining (or a transfer invalidating) already is as good as this one doing
     // it: events are collected the next time.
     let Some(mut guard) = w.smmu.try_lock() else { return };

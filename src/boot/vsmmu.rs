@@ -19,7 +19,7 @@ use crate::mm::MemRange;
 use crate::mm::host_memory::AllowedRange;
 use crate::smmu::S2Config;
 use crate::smmu::regs::{EVTQ_PROD, GERROR};
-use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
+use crate::smmu::v2::{Mmu500Config, Mmu500Stats, StreamMatch, VirtMmu500};
 use crate::smmu::virt::cd::CD_WORDS;
 use crate::smmu::virt::cmdq::RealCommand;
 use crate::smmu::virt::real::SmmuBackend;
@@ -28,6 +28,7 @@ use crate::smmu::virt::{
     BackendError, GuestMemory, NestedBackend, Notify, PendingWrite, Refused, VirtSmmu, VirtStats,
 };
 use crate::trap::{self, TrapFrame};
+use alloc::vec::Vec;
 
 /// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
 /// (Both boxed: they differ much in size, and one lives for the whole run.)
@@ -468,6 +469,24 @@ fn raise(v: &VirtSmmuState, notify: Notify) {
     }
 }
 
+/// The virtual MMU-500 over a board's apps MMU-500 (taken by `boot::mmu500::take`, whose
+/// lock [`RealSmmuOnDemand`] takes): at the DT's window (`regs`), raising the DT's interrupts.
+pub fn on_mmu500(
+    regs: MemRange,
+    gicd: Option<MemRange>,
+    irqs: Option<Mmu500Irqs>,
+    config: Mmu500Config,
+) -> VirtSmmuState {
+    VirtSmmuState {
+        frames: regs,
+        back_end: BackEnd::Mmu500,
+        irqs: SmmuIrqs::default(),
+        gicd: gicd.map(|g| g.start),
+        mmu500_irqs: irqs,
+        face: spin::Mutex::new(Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(config)))),
+    }
+}
+
 /// Why there is no virtual SMMU.
 pub enum SetUpError {
     Unsupported(crate::smmu::virt::real::VirtUnsupported),
@@ -527,7 +546,9 @@ pub fn set_up(
     let face = if mmu500 {
         Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(Mmu500Config {
             host_vmid: config.host_vmid,
-            host_sids: config.host_sids.clone(),
+            host_streams: config.host_sids.iter().map(|&s| StreamMatch::exact(s)).collect(),
+            peer_streams: Vec::new(),
+            initial: RealSte::Abort,
             arena: config.arena,
             oas_field: config.advertised.oas_field,
             asid16: config.advertised.asid16,
