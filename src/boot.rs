@@ -546,9 +546,11 @@ pub extern "C" fn primary_main(
     if platform.mmu500.is_some() && board.iommu.back_end() != Some(boards::IommuBackEnd::Mmu500) {
         fatal_unlocked(format_args!("the DT's apps MMU-500 has no back end on {}", board.name));
     }
-    if let Err(e) = mmu500::take(platform, vtcr, vttbr) {
-        fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host"));
-    }
+    // (`dt::parse` finds an apps MMU-500 only without an SMMUv3: one face at most.)
+    let vsmmu = match mmu500::take(platform, vtcr, vttbr) {
+        Ok(face) => vsmmu.or(face),
+        Err(e) => fatal_unlocked(format_args!("MMU-500: {e}; refusing to start the host")),
+    };
     let vlpi_stride = gic_layout.any_vlpi();
     let gic = if boards::HAS_GICV3 && gic_version == GicVersion::V3 {
         match gic::take(platform, gic_layout, &mut frames) {
@@ -1181,7 +1183,9 @@ fn take_smmu(
     // config space has no side effects.
     let ecam = unsafe { MmioEcam::new(&ecams) };
     let sids = crate::smmu::pci::host_stream_ids(&p.pcie, info.phandle, &ecam);
-    let virt = match vsmmu::set_up(&mut smmu, info, p.gic_dist, s2, &sids, frames, persona) {
+    let (virt, smmu_s2) = match vsmmu::set_up(
+        &mut smmu, info, p.gic_dist, s2, &sids, frames, persona,
+    ) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("no virtual SMMU for the host: {e}");
@@ -1206,7 +1210,7 @@ fn take_smmu(
         vsmmu::Face::Mmu500(_) => crate::smmu::virt::ste::RealSte::Abort,
     };
     let ste = reset
-        .to_ste(&virt.s2, smmu.features())
+        .to_ste(&smmu_s2, smmu.features())
         .map_err(|e| BootError::Smmu(crate::smmu::SmmuError::Stage2(e)))?;
     smmu.install(&sids, &ste, frames).map_err(BootError::Smmu)?;
     if let Some(irqs) = virt.mmu500_irqs {
@@ -1265,7 +1269,8 @@ fn quiesce_other_smmus(p: &PlatformInfo) -> Result<(), BootError> {
 /// Logs what the SMMU reported since the last call (warden has no interrupt of its own: the host
 /// owns the GIC, so events are collected whenever warden runs).
 fn drain_smmu_events(w: &Warden) {
-    mmu500::poll_faults();
+    // The apps MMU-500's faults (a board's) go into the host's face as the SMMUv3's do.
+    vsmmu::forward_events(w, &mmu500::poll_faults());
     if !boards::HAS_SMMUV3 {
         return;
     }

@@ -22,6 +22,14 @@ pub struct Mmu500Irqs {
 pub const MMU500_FIRST_SPI: u16 = 100;
 
 impl Mmu500Irqs {
+    /// A board's apps MMU-500 as its DT gives them: the first global interrupt and the first
+    /// [`crate::smmu::v2::regs::NUM_CB`] context interrupts (the face's banks); `None` if the
+    /// DT has fewer (Linux's arm-smmu then refuses to probe the node anyway).
+    pub fn from_dt(info: &dt::Mmu500Info) -> Option<Self> {
+        let contexts = info.context_irqs.get(..crate::smmu::v2::regs::NUM_CB)?;
+        Some(Mmu500Irqs { global: info.global_irq?, contexts: contexts.try_into().ok()? })
+    }
+
     pub fn qemu_virt() -> Self {
         let mut contexts = [0; crate::smmu::v2::regs::NUM_CB];
         for (i, c) in contexts.iter_mut().enumerate() {

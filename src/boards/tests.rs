@@ -629,6 +629,206 @@ fn the_boot_takes_the_apps_mmu500_of_the_real_dts_on_the_model() {
     }
 }
 
+/// The host's face on the real MMU-500 back end, over the real RB5 / RB3 Gen 2 DTs and the
+/// register model as the firmware leaves it (`boot::mmu500::take`: `Mmu500Backend::init`, then
+/// `face_config`): Linux's arm-smmu probe, reset and attach of a stage-1 domain (sCR0,
+/// SMR/S2CR, CBAR/CBA2R/TCR/TTBR/MAIR/SCTLR, TLBIASID + TLBSYNC) end in the model as a nested
+/// bank over warden's stage-2 bank with a real ASID warden allocated, for every ID of the DT's
+/// masked streams; a hostile host (bypass, a stage-2 bank, a peer's stream, tables in a
+/// carveout) gets the face's documented answers and the peer's stream and bank stay as found;
+/// a fault the model records on the nested bank reaches the face's FSR/FAR/FSYNR0/CBFRSYNRA;
+/// the face's interrupts are the DT's.
+#[test]
+fn the_hosts_mmu500_face_drives_nested_banks_on_the_real_dts() {
+    use crate::host_dt::Mmu500Irqs;
+    use crate::smmu::backend::RealSte;
+    use crate::smmu::mmu500::model::{Access, Mmu500Model, ModelConfig, Route};
+    use crate::smmu::mmu500::regs::*;
+    use crate::smmu::mmu500::{Mmu500Backend, Mmu500Config, StreamMatch, host_streams};
+    use crate::smmu::v2::regs as face;
+    use crate::smmu::v2::{Route as FaceRoute, VirtMmu500};
+    const ROOT: u64 = 0x8_1234_0000;
+    const VTCR: u64 = 24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16);
+    const FASTRPC_SID: u32 = 0x1803;
+    const T1: u64 = 0x9_4100_0000;
+    let s2 = crate::smmu::S2Config { vtcr: VTCR, root_pa: ROOT, vmid: 1 };
+    let valid = |s: StreamMatch| mask32(SMR_F::VALID) | s.id | (s.mask << 16);
+    let mut boards = 0;
+    for (board, p) in every_board() {
+        let Some(info) = p.mmu500.as_ref() else { continue };
+        boards += 1;
+        let name = board.name;
+        let irqs = Mmu500Irqs::from_dt(info).unwrap();
+        assert_eq!(irqs.global, info.global_irq.unwrap());
+        assert_eq!(irqs.contexts[..], info.context_irqs[..face::NUM_CB], "{name}");
+        let m = Mmu500Model::new(ModelConfig::QCOM);
+        m.preset_bank(0, 5, mask32(SCTLR_F::M), 0x9_0000_0000);
+        m.preset_stream(0, valid(StreamMatch::exact(FASTRPC_SID)), 0);
+        let config = Mmu500Config::for_board(&p, s2);
+        let mut b = Mmu500Backend::init(&m, config.clone()).unwrap();
+        let s2_bank = b.stage2_bank();
+        let face_config = b.face_config(&config).unwrap();
+        assert_eq!(face_config.host_streams, host_streams(&p.mmu500_streams).unwrap());
+        assert_eq!(face_config.peer_streams, [StreamMatch::exact(FASTRPC_SID)]);
+        assert_eq!(face_config.initial, RealSte::Stage2Only);
+        assert_eq!(face_config.oas_field, 2, "{name}: IAS = OAS = warden's 40-bit IPA space");
+        let streams = face_config.host_streams.clone();
+        let mut v = VirtMmu500::new(face_config);
+        let stage2 =
+            Route::Translate { bank: s2_bank, s1_ttbr0: None, s2_root: Some(ROOT), vmid: 1 };
+        let peer = m.route(FASTRPC_SID);
+        // Before the host configures anything: warden's stage 2, as the boot left it.
+        assert_eq!(m.route(streams[0].id), stage2);
+        let w = |v: &mut VirtMmu500, b: &mut Mmu500Backend<&Mmu500Model>, off: u32, val: u64| {
+            let size =
+                if matches!(off & 0xfff, 0x20 | 0x28) && off >= face::CB_BASE { 8 } else { 4 };
+            v.mmio_write(off, size, val, b)
+        };
+        let cb = |n: u32, reg: u32| face::CB_BASE + n * face::PAGE + reg;
+
+        // arm_smmu_device_cfg_probe: the IDs (a face of 16 groups, 8 banks, stage 1).
+        let id0 = v.mmio_read(face::SIDR0, 4, &mut b) as u32;
+        assert_eq!(id0 & (3 << 28), 0, "no stage 2, no nesting offered");
+        assert_eq!(v.mmio_read(face::SIDR1, 4, &mut b) as u32 & 0xff, face::NUM_CB as u32);
+        // arm_smmu_device_reset (+ arm_mmu500_reset): every group fault, banks off, TLBs.
+        let gfsr = v.mmio_read(face::SGFSR, 4, &mut b);
+        w(&mut v, &mut b, face::SGFSR, gfsr);
+        for i in 0..face::NUM_SMRG as u32 {
+            w(&mut v, &mut b, face::S2CR_BASE + 4 * i, 2 << 16);
+            w(&mut v, &mut b, face::SMR_BASE + 4 * i, 0);
+        }
+        for n in 0..face::NUM_CB as u32 {
+            w(&mut v, &mut b, cb(n, face::CB_SCTLR), 0);
+            w(&mut v, &mut b, cb(n, face::CB_FSR), 0xffff_ffff);
+        }
+        w(&mut v, &mut b, face::TLBIALLNSNH, 0);
+        w(&mut v, &mut b, face::SACR, 0);
+        w(&mut v, &mut b, face::STLBGSYNC, 0);
+        assert_eq!(v.mmio_read(face::STLBGSTATUS, 4, &mut b), 0);
+        w(&mut v, &mut b, face::SCR0, (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10));
+        for s in &streams {
+            assert_eq!(m.route(s.id), Route::Fault, "{name}: {s} faults after the host's reset");
+        }
+        assert_eq!(m.route(FASTRPC_SID), peer);
+
+        // Attach a stage-1 domain: bank 0, ASID 3, for the first stream and the display's
+        // masked set (groups 0 and 1 as arm_smmu_write_sme writes them: S2CR, then SMR).
+        let display = *streams.iter().find(|s| s.mask == 0x402).unwrap();
+        let ufs = streams[0];
+        let write_bank = |v: &mut VirtMmu500, b: &mut Mmu500Backend<&Mmu500Model>, ttb: u64| {
+            w(v, b, face::PAGE + face::CBA2R_BASE, 1);
+            w(v, b, face::PAGE + face::CBAR_BASE, (1 << 16) | (3 << 8) | (0xf << 12));
+            w(v, b, cb(0, face::CB_TCR2), (7 << 15) | (1 << 4) | 2);
+            w(v, b, cb(0, face::CB_TCR), 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23));
+            w(v, b, cb(0, face::CB_TTBR0), ttb | (3 << 48));
+            w(v, b, cb(0, face::CB_TTBR1), 3 << 48);
+            w(v, b, cb(0, face::CB_MAIR0), 0x0004_04ff);
+            w(v, b, cb(0, face::CB_SCTLR), (1 << 6) | (1 << 5) | (1 << 2) | (1 << 1) | 1)
+        };
+        write_bank(&mut v, &mut b, T1);
+        for (group, s) in [ufs, display].iter().enumerate() {
+            w(&mut v, &mut b, face::S2CR_BASE + 4 * group as u32, 0);
+            w(&mut v, &mut b, face::SMR_BASE + 4 * group as u32, u64::from(valid(*s)));
+        }
+        m.take_log();
+        // arm_smmu_tlb_inv_context_s1: TLBIASID, TLBSYNC, TLBSTATUS polled.
+        w(&mut v, &mut b, cb(0, face::CB_TLBIASID), 3);
+        w(&mut v, &mut b, cb(0, face::CB_TLBSYNC), 0);
+        assert_eq!(v.mmio_read(cb(0, face::CB_TLBSTATUS), 4, &mut b), 0);
+        let real = v.real_asid(ufs.id).unwrap();
+        let nested = b.bank_of(ufs.id).unwrap();
+        assert_ne!(nested, s2_bank);
+        assert_ne!(nested, 0, "{name}: the firmware's bank is never the host's");
+        let translated = Route::Translate {
+            bank: nested,
+            s1_ttbr0: Some(T1 | (u64::from(real) << 48)),
+            s2_root: Some(ROOT),
+            vmid: 1,
+        };
+        for sid in [ufs.id, ufs.id | ufs.mask, display.id, display.id | display.mask] {
+            assert_eq!(m.route(sid), translated, "{name}: {sid:#x} nested over warden's stage 2");
+        }
+        assert_eq!(
+            m.cbar(nested),
+            (CBAR_TYPE_NESTED << CBAR_NESTED_F::TYPE.shift)
+                | (u32::from(s2_bank) << CBAR_NESTED_F::CBNDX.shift),
+            "{name}: stage 1 with stage 2, over warden's stage-2 bank"
+        );
+        let log: Vec<Space> = m
+            .take_log()
+            .into_iter()
+            .filter_map(|a| match a {
+                Access::Write { at, .. } => Some(at),
+                Access::Read { .. } => None,
+            })
+            .collect();
+        let tlbi = log.iter().position(|a| *a == Space::Cb(nested, CB_TLBIASID)).unwrap();
+        let sync = log.iter().position(|a| *a == Space::Cb(nested, CB_TLBSYNC)).unwrap();
+        assert!(tlbi < sync, "{name}: the host's TLBIASID, then its TLBSYNC, on the real bank");
+        let (_, stale) = m.dma(ufs.id);
+        assert!(!stale);
+
+        // Tables in a carveout: the bank is still nested over warden's stage 2, which leaves
+        // the carveout out, so the walk faults; the fault reaches the face as an external
+        // abort on the walk, with the stream ID, and raises bank 0's interrupt (CFIE).
+        let carveout = p.carveouts[0].range.start;
+        write_bank(&mut v, &mut b, carveout);
+        let nested = b.bank_of(ufs.id).unwrap();
+        let real = u64::from(v.real_asid(ufs.id).unwrap());
+        let in_carveout = Route::Translate {
+            bank: nested,
+            s1_ttbr0: Some(carveout | (real << 48)),
+            s2_root: Some(ROOT),
+            vmid: 1,
+        };
+        assert_eq!(m.route(ufs.id), in_carveout, "{name}: nested over warden's stage 2");
+        let walk_abort = mask32(FSR_F::EF);
+        m.record_fault(nested, walk_abort, 0x1000, mask32(FSYNR0_F::PTWF), display.id | 2);
+        let events = b.poll_faults();
+        assert_eq!(events.len(), 1);
+        let notify = v.forward_event(&events[0]);
+        assert_eq!(notify.context_irqs, 1, "{name}: bank 0's interrupt");
+        assert_eq!(v.mmio_read(cb(0, face::CB_FSR), 4, &mut b) as u32, walk_abort);
+        assert_eq!(v.mmio_read(cb(0, face::CB_FAR), 8, &mut b), 0x1000);
+        assert_ne!(
+            v.mmio_read(cb(0, face::CB_FSYNR0), 4, &mut b) as u32 & mask32(FSYNR0_F::PTWF),
+            0
+        );
+        let synra = v.mmio_read(face::PAGE + face::CBFRSYNRA_BASE, 4, &mut b) as u32;
+        assert_eq!(synra, display.id | 2, "{name}: the stream ID as the SMMU saw it");
+
+        // Hostile: bypass for everything, a stream in bypass, a stage-2 bank, a peer's stream.
+        w(&mut v, &mut b, face::SCR0, 1 | (1 << 10));
+        assert_eq!(v.stats().bypass_refusals, 1);
+        assert_eq!(m.scr0() & mask32(SCR0_F::CLIENTPD), 0, "{name}: never real bypass");
+        w(&mut v, &mut b, face::S2CR_BASE, 1 << 16);
+        assert_eq!(m.route(ufs.id), stage2, "{name}: S2CR bypass is warden's stage 2 alone");
+        w(&mut v, &mut b, face::PAGE + face::CBAR_BASE + 4, 0);
+        w(&mut v, &mut b, face::S2CR_BASE, 1);
+        assert_eq!(v.route(ufs.id), Some(FaceRoute::InvalidContext));
+        assert_eq!(m.route(ufs.id), Route::Fault, "{name}: a stage-2 bank is refused (ICF)");
+        let smr_before = (m.smr(0), m.s2cr(0), m.cbar(0));
+        for smr in
+            [valid(StreamMatch::exact(FASTRPC_SID)), valid(StreamMatch { id: 0, mask: 0x7fff })]
+        {
+            w(&mut v, &mut b, face::SMR_BASE + 4 * 5, u64::from(smr));
+            assert_eq!(
+                v.mmio_read(face::SMR_BASE + 4 * 5, 4, &mut b) as u32,
+                smr & !mask32(SMR_F::VALID),
+                "{name}: {smr:#x} is stored invalid"
+            );
+        }
+        assert_eq!(v.stats().peer_smr_refusals, 2);
+        assert_eq!((m.smr(0), m.s2cr(0), m.cbar(0)), smr_before, "{name}: the peer's, as found");
+        assert_eq!(m.route(FASTRPC_SID), peer);
+        assert_eq!(m.route(display.id), in_carveout, "{name}: the display's stream unaffected");
+        assert_eq!(m.bad_accesses(), 0);
+    }
+    if board_dtb(&qrb5165_rb5::BOARD).is_some() {
+        assert_eq!(boards, 2);
+    }
+}
+
 /// The host stage 2 warden builds for `p` (as `crate::boot::host_stage2` does), for counting
 /// its table pages.
 fn host_stage2_table_pages(board: &Board, p: &PlatformInfo, warden: MemRange) -> usize {

@@ -1,6 +1,11 @@
 //! The virtual SMMU's hardware side: host memory checked against the ownership tracker, the
 //! real SMMU through its driver, and the host's SMMU interrupts raised at the GIC distributor.
 //!
+//! Either face (the virtual SMMUv3 or the virtual MMU-500) drives either back end ([`BackEnd`]:
+//! QEMU's SMMUv3 through warden's driver, or a Snapdragon board's apps MMU-500 through
+//! [`crate::smmu::mmu500::Mmu500Backend`], `boot::mmu500`): the faces see one
+//! [`NestedBackend`], [`RealSmmuOnDemand`], which takes the back end's lock when first used.
+//!
 //! Lock order on a trapped access: the virtual SMMU, then the tracker (held for the whole
 //! access, so no range can change owner between the check and the copy), then the real SMMU,
 //! then the frame pool. The handoff sequences take the tracker, the SMMU and the frame pool
@@ -14,7 +19,7 @@ use crate::mm::MemRange;
 use crate::mm::host_memory::AllowedRange;
 use crate::smmu::S2Config;
 use crate::smmu::regs::{EVTQ_PROD, GERROR};
-use crate::smmu::v2::{Mmu500Config, Mmu500Stats, VirtMmu500};
+use crate::smmu::v2::{Mmu500Config, Mmu500Stats, StreamMatch, VirtMmu500};
 use crate::smmu::virt::cd::CD_WORDS;
 use crate::smmu::virt::cmdq::RealCommand;
 use crate::smmu::virt::real::SmmuBackend;
@@ -23,6 +28,7 @@ use crate::smmu::virt::{
     BackendError, GuestMemory, NestedBackend, Notify, PendingWrite, Refused, VirtSmmu, VirtStats,
 };
 use crate::trap::{self, TrapFrame};
+use alloc::vec::Vec;
 
 /// The face the host drives: an SMMUv3 (the `virt` persona) or an MMU-500 (`snapdragon`).
 /// (Both boxed: they differ much in size, and one lives for the whole run.)
@@ -33,13 +39,21 @@ pub enum Face {
 
 pub use crate::host_dt::Mmu500Irqs;
 
+/// The real SMMU a face drives.
+#[derive(Clone, Copy, Debug)]
+pub enum BackEnd {
+    /// The SMMUv3 (`Warden::smmu`) with its stage 2 for the host's streams: host VMID, the
+    /// SMMU view's root (the host stage 2 plus the shadow-CD arena).
+    Smmuv3 { s2: S2Config },
+    /// The apps MMU-500 (`boot::mmu500`): its banks nest over warden's host stage 2 itself.
+    Mmu500,
+}
+
 /// The virtual SMMU the host sees at the real SMMU's address.
 pub struct VirtSmmuState {
-    /// Both 64 KiB register pages (absent from the host's stage 2: every access traps).
+    /// The register window (absent from the host's stage 2: every access traps).
     pub frames: MemRange,
-    /// The real SMMU's stage 2 for the host's streams: host VMID, the SMMU view's root (the
-    /// host stage 2 plus the shadow-CD arena).
-    pub s2: S2Config,
+    pub back_end: BackEnd,
     pub irqs: SmmuIrqs,
     /// GIC distributor base (mapped as device at EL2), for raising the host's interrupts.
     pub gicd: Option<u64>,
@@ -125,7 +139,8 @@ pub fn read_host_u64(w: &Warden, ipa: u64) -> Option<u64> {
 }
 
 /// Runs `f` on the face with host memory and the real SMMU as its back end. The lock order of
-/// the module documentation: the face, the tracker, the real SMMU, the frame pool.
+/// the module documentation: the face, the tracker, the real SMMU (either back end), the frame
+/// pool.
 fn with_face<T>(
     w: &Warden,
     v: &VirtSmmuState,
@@ -148,27 +163,33 @@ fn with_back_end<T>(
 ) -> Option<T> {
     let host = w.handoff.host_memory();
     let mut mem = TrackedHostMemory::new(&host);
-    let mut real = RealSmmuOnDemand { w, s2: v.s2, held: None };
+    let mut real = RealSmmuOnDemand { w, back_end: v.back_end, held: None };
     Some(f(&mut mem, &mut real))
 }
 
-/// The real SMMU as the faces' back end, its lock and the frame pool's taken at the first
-/// command that needs them and held until the trap's back-end work is done (issue 16: a
-/// `CMD_SYNC` with nothing issued since the last one, the commonest command, needs neither).
-/// Taken after the tracker's, which [`with_back_end`] holds for longer, so the module's lock
-/// order is kept. The virtual SMMU exists only with a real SMMU (`set_up` takes it, and
-/// nothing removes it), so "no real SMMU" is an error of the command, never reached.
+/// The real SMMU as the faces' back end, its lock (and, for the SMMUv3, the frame pool's) taken
+/// at the first command that needs them and held until the trap's back-end work is done
+/// (issue 16: a `CMD_SYNC` with nothing issued since the last one, the commonest command, needs
+/// neither). Taken after the tracker's, which [`with_back_end`] holds for longer, so the
+/// module's lock order is kept. The virtual SMMU exists only with a real SMMU (`set_up` and
+/// `boot::mmu500::take` make it after taking theirs, and nothing removes it), so "no real SMMU"
+/// is an error of the command, never reached.
 struct RealSmmuOnDemand<'a> {
     w: &'a Warden,
-    s2: S2Config,
-    held: Option<RealSmmuGuards<'a>>,
+    back_end: BackEnd,
+    held: Option<Held<'a>>,
 }
 
-/// The real SMMU's lock and the frame pool's, in that order.
-type RealSmmuGuards<'a> = (
-    spin::MutexGuard<'a, Option<crate::smmu::Smmu<crate::smmu::MmioSmmu>>>,
-    spin::MutexGuard<'a, crate::mm::PoolFrames>,
-);
+/// The back end's locks, once taken.
+enum Held<'a> {
+    /// The SMMUv3's lock and the frame pool's, in that order.
+    Smmuv3 {
+        smmu: spin::MutexGuard<'a, Option<crate::smmu::Smmu<crate::smmu::MmioSmmu>>>,
+        frames: spin::MutexGuard<'a, crate::mm::PoolFrames>,
+        s2: S2Config,
+    },
+    Mmu500(super::mmu500::AppsSmmuGuard),
+}
 
 impl RealSmmuOnDemand<'_> {
     /// Whether a command of this trap reached the real SMMU (its lock was taken).
@@ -178,14 +199,23 @@ impl RealSmmuOnDemand<'_> {
 
     fn with<T>(
         &mut self,
-        f: impl FnOnce(
-            &mut SmmuBackend<'_, crate::smmu::MmioSmmu, crate::mm::PoolFrames>,
-        ) -> Result<T, BackendError>,
+        f: impl FnOnce(&mut dyn NestedBackend) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
         let w = self.w;
-        let (smmu, frames) = self.held.get_or_insert_with(|| (w.smmu.lock(), w.frames.lock()));
-        let smmu = smmu.as_mut().ok_or(BackendError)?;
-        f(&mut SmmuBackend { smmu, s2: self.s2, frames: &mut **frames })
+        let back_end = self.back_end;
+        let held = self.held.get_or_insert_with(|| match back_end {
+            BackEnd::Smmuv3 { s2 } => {
+                Held::Smmuv3 { smmu: w.smmu.lock(), frames: w.frames.lock(), s2 }
+            }
+            BackEnd::Mmu500 => Held::Mmu500(super::mmu500::lock()),
+        });
+        match held {
+            Held::Smmuv3 { smmu, frames, s2 } => {
+                let smmu = smmu.as_mut().ok_or(BackendError)?;
+                f(&mut SmmuBackend { smmu, s2: *s2, frames: &mut **frames })
+            }
+            Held::Mmu500(apps) => f(apps.as_mut().ok_or(BackendError)?),
+        }
     }
 }
 
@@ -439,6 +469,24 @@ fn raise(v: &VirtSmmuState, notify: Notify) {
     }
 }
 
+/// The virtual MMU-500 over a board's apps MMU-500 (taken by `boot::mmu500::take`, whose
+/// lock [`RealSmmuOnDemand`] takes): at the DT's window (`regs`), raising the DT's interrupts.
+pub fn on_mmu500(
+    regs: MemRange,
+    gicd: Option<MemRange>,
+    irqs: Option<Mmu500Irqs>,
+    config: Mmu500Config,
+) -> VirtSmmuState {
+    VirtSmmuState {
+        frames: regs,
+        back_end: BackEnd::Mmu500,
+        irqs: SmmuIrqs::default(),
+        gicd: gicd.map(|g| g.start),
+        mmu500_irqs: irqs,
+        face: spin::Mutex::new(Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(config)))),
+    }
+}
+
 /// Why there is no virtual SMMU.
 pub enum SetUpError {
     Unsupported(crate::smmu::virt::real::VirtUnsupported),
@@ -461,8 +509,9 @@ impl core::fmt::Display for SetUpError {
     }
 }
 
-/// The virtual SMMU for the host's streams on this real SMMU, or why not: the SMMU's view of
-/// the host stage 2 (`host`) with the shadow-CD arena, declared to the driver.
+/// The virtual SMMU for the host's streams on this real SMMUv3, or why not: the SMMU's view of
+/// the host stage 2 (`host`) with the shadow-CD arena, declared to the driver; with the stage 2
+/// the host's streams get on the SMMUv3.
 pub fn set_up(
     smmu: &mut crate::smmu::Smmu<crate::smmu::MmioSmmu>,
     info: &crate::dt::SmmuInfo,
@@ -471,7 +520,7 @@ pub fn set_up(
     sids: &[u32],
     frames: &mut crate::mm::PoolFrames,
     persona: crate::persona::Persona,
-) -> Result<VirtSmmuState, SetUpError> {
+) -> Result<(VirtSmmuState, S2Config), SetUpError> {
     use crate::smmu::virt::real;
     if persona == crate::persona::Persona::Snapdragon
         && info.regs.size() < u64::from(crate::smmu::v2::regs::WINDOW)
@@ -497,7 +546,9 @@ pub fn set_up(
     let face = if mmu500 {
         Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(Mmu500Config {
             host_vmid: config.host_vmid,
-            host_sids: config.host_sids.clone(),
+            host_streams: config.host_sids.iter().map(|&s| StreamMatch::exact(s)).collect(),
+            peer_streams: Vec::new(),
+            initial: RealSte::Abort,
             arena: config.arena,
             oas_field: config.advertised.oas_field,
             asid16: config.advertised.asid16,
@@ -506,12 +557,14 @@ pub fn set_up(
     } else {
         Face::Smmuv3(alloc::boxed::Box::new(VirtSmmu::new(config)))
     };
-    Ok(VirtSmmuState {
+    let s2 = S2Config { vtcr: host.vtcr(), root_pa: view.root_pa, vmid: HOST_VMID };
+    let state = VirtSmmuState {
         frames: info.regs,
-        s2: S2Config { vtcr: host.vtcr(), root_pa: view.root_pa, vmid: HOST_VMID },
+        back_end: BackEnd::Smmuv3 { s2 },
         irqs: info.irqs,
         gicd: gicd.map(|g| g.start),
         mmu500_irqs: mmu500.then(Mmu500Irqs::qemu_virt),
         face: spin::Mutex::new(face),
-    })
+    };
+    Ok((state, s2))
 }

@@ -2064,3 +2064,81 @@ fn reserve_covers_transfers_with(link: crate::mm::link_layout::LinkLayout) {
     assert_eq!(host.lock().translate(CARVE.start + PAGE_SIZE), None);
     assert_eq!(host.lock().translate(CARVE.start).map(|t| t.level), Some(3));
 }
+
+/// The real MMU-500 back end (on its register model) as the handoff's SMMU, logging into the
+/// shared log and noting how many TLB entries of the host's VMID the model still holds once
+/// the invalidation returned (live or invalidated but not yet synced away).
+struct Mmu500OnModel<'a> {
+    backend: crate::smmu::mmu500::Mmu500Backend<&'a crate::smmu::mmu500::model::Mmu500Model>,
+    model: &'a crate::smmu::mmu500::model::Mmu500Model,
+    log: Log,
+    left_after: Vec<usize>,
+}
+
+impl DmaStage2 for Mmu500OnModel<'_> {
+    fn invalidate_ipa_range(&mut self, vmid: u16, range: MemRange) -> Result<(), SmmuError> {
+        let done = self.backend.invalidate_ipa_range(vmid, range);
+        self.log.borrow_mut().push(Ev::Smmu { vmid, range });
+        self.left_after.push(self.model.cached(vmid));
+        done
+    }
+}
+
+/// G1 on a Snapdragon board: a donation while a host device translates through a live nested
+/// context bank (the host's stage 1 over warden's stage-2 bank, with a TLB entry cached)
+/// invalidates the host VMID on the MMU-500 (TLBIVMID + TLBGSYNC, completed) after the host
+/// stage-2 unmap and before the first clean, and the nested bank's entry is gone by then.
+#[test]
+fn a_donation_with_a_live_nested_mmu500_bank_invalidates_it_before_the_clean() {
+    use crate::smmu::S2Config;
+    use crate::smmu::backend::{NestedBackend, RealSte};
+    use crate::smmu::mmu500::model::{Mmu500Model, ModelConfig, Route};
+    use crate::smmu::mmu500::{Mmu500Backend, Mmu500Config, StreamMatch, cd_keys};
+    const SID: u32 = 0x10;
+    let model = Mmu500Model::new(ModelConfig::QCOM);
+    let config = Mmu500Config {
+        host_streams: vec![StreamMatch::exact(SID)],
+        s2: S2Config { vtcr: 24 | (2 << 16), root_pa: 0x4010_0000, vmid: HOST_VMID },
+        arena: cd_keys(1),
+        initial: RealSte::Stage2Only,
+        poll_limit: 8,
+    };
+    let mut backend = Mmu500Backend::init(&model, config.clone()).unwrap();
+    // A shadow CD as the engine writes it (V, AArch64, T0SZ 25, ASID 5, tables at 0x4100_0000).
+    let mut cd = [0u64; crate::smmu::virt::cd::CD_WORDS];
+    cd[0] = 25 | (1 << 31) | (1 << 41) | (5 << 48);
+    cd[1] = 0x4100_0000;
+    let slot = config.arena.ipa;
+    backend.write_cd(slot, &cd).unwrap();
+    backend.install_ste(SID, RealSte::Nested { cd_ipa: slot }).unwrap();
+    backend.sync().unwrap();
+    let (route, _) = model.dma(SID);
+    assert!(
+        matches!(
+            route,
+            Route::Translate { s1_ttbr0: Some(_), s2_root: Some(_), vmid: HOST_VMID, .. }
+        ),
+        "{route:?}"
+    );
+    assert_eq!(model.cached(HOST_VMID), 1, "the nested bank's walk is in the TLB");
+
+    let w = World::new();
+    let log: Log = Rc::default();
+    let fake = FakeCpu::on(&w, log.clone());
+    let smmu =
+        Mutex::new(Mmu500OnModel { backend, model: &model, log: log.clone(), left_after: vec![] });
+    let peers = w.peers();
+    let ctx = w.ctx(&fake, &smmu, &peers);
+    donate(&ctx, C_MODEM.start, C_MODEM.size(), MODEM, TransferFlags { clear: false }).unwrap();
+    let got = log.take();
+    let smmu_at = position(&got, |e| matches!(e, Ev::Smmu { vmid: HOST_VMID, .. }));
+    let first_unmap_tlbi =
+        position(&got, |e| matches!(e, Ev::Cpu { vmid: HOST_VMID, op: HwOp::TlbiIpas2e1is(_) }));
+    let first_clean = position(&got, is_civac);
+    assert!(first_unmap_tlbi < smmu_at && smmu_at < first_clean, "{got:?}");
+    assert_eq!(smmu.lock().left_after, [0], "no entry of the nested bank survives to the clean");
+    assert_eq!(
+        w.state.tracker().state_of(C_MODEM),
+        Ok(PageState::Donated { peer: MODEM, released: false })
+    );
+}

@@ -247,6 +247,13 @@ pub struct FirmwareStream {
     pub taken_over: bool,
 }
 
+impl FirmwareStream {
+    /// The stream IDs its SMR matches.
+    pub fn matched(&self) -> StreamMatch {
+        StreamMatch { id: field(self.smr, SMR_F::ID), mask: field(self.smr, SMR_F::MASK) }
+    }
+}
+
 /// A nested context bank's registers, from a shadow CD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct S1Bank {
@@ -593,6 +600,39 @@ impl<I: Mmu500Io> Mmu500Backend<I> {
         &self.firmware
     }
 
+    /// The host's virtual MMU-500 on this back end, as `boot::mmu500::take` makes it: the
+    /// streams `config` gave [`Self::init`] (merged as they were programmed), the firmware's
+    /// streams warden kept as the ones a host SMR must not name, the boot's real STE, the
+    /// shadow-CD keys, IAS = OAS = the largest size within warden's stage-2 input (the host's
+    /// stage-1 output is its input), the back end's 16-bit ASIDs, G3 on.
+    pub fn face_config(
+        &self,
+        config: &Mmu500Config,
+    ) -> Result<crate::smmu::v2::Mmu500Config, Mmu500Error> {
+        let ipa_bits = 64 - (config.s2.vtcr & 0x3f) as u32;
+        let oas_field = (0..=5u32)
+            .rev()
+            .find(|&f| {
+                crate::mm::tcr::address_size_bits(u64::from(f)).is_some_and(|b| b <= ipa_bits)
+            })
+            .unwrap_or(0);
+        Ok(crate::smmu::v2::Mmu500Config {
+            host_vmid: self.host_vmid,
+            host_streams: host_streams(&config.host_streams)?,
+            peer_streams: self
+                .firmware
+                .iter()
+                .filter(|f| !f.taken_over)
+                .map(FirmwareStream::matched)
+                .collect(),
+            initial: config.initial,
+            arena: config.arena,
+            oas_field,
+            asid16: true,
+            g3_enabled: true,
+        })
+    }
+
     pub fn stage2_bank(&self) -> u8 {
         self.s2_bank
     }
@@ -836,17 +876,26 @@ impl<I: Mmu500Io> crate::handoff::DmaStage2 for Mmu500Backend<I> {
 impl Mmu500Config {
     /// What the boot gives the back end on a board: the host's streams from the DT (the
     /// `iommus` of every kept device naming the apps MMU-500), warden's host stage 2 as the
-    /// CPU walks it, every stream on it alone (`Stage2Only`: there is no face whose shadow CDs
-    /// would need an arena, so the arena is empty and `write_cd` refuses every slot).
+    /// CPU walks it, every stream on it alone (`Stage2Only`, until the host's face configures
+    /// it: a next stage that never drives the SMMU, a bootloader's DMA, keeps working with
+    /// IPA = PA), and the shadow-CD keys of the face's engine ([`cd_keys`]).
     pub fn for_board(p: &crate::dt::PlatformInfo, s2: S2Config) -> Self {
         Self {
             host_streams: p.mmu500_streams.to_vec(),
             s2,
-            arena: CdArena { ipa: 0, slots: 0, unmapped_ipa: 0 },
+            arena: cd_keys(p.mmu500_streams.len()),
             initial: RealSte::Stage2Only,
             poll_limit: crate::smmu::DEFAULT_POLL_LIMIT,
         }
     }
+}
+
+/// The shadow-CD "arena" of a face's engine on this back end, for `streams` host streams: the
+/// slots are only the keys [`NestedBackend::write_cd`] stores shadows under (a bank's
+/// registers are its configuration; no CD memory exists and none is mapped), and
+/// `unmapped_ipa` is no slot (a stream pointed at it gets S2CR fault).
+pub const fn cd_keys(streams: usize) -> CdArena {
+    CdArena { ipa: 0, slots: CdArena::slots_for(streams), unmapped_ipa: !0xfff }
 }
 
 impl<I: Mmu500Io> NestedBackend for Mmu500Backend<I> {

@@ -238,6 +238,13 @@ impl Mmu500Model {
         self.s.borrow().bad
     }
 
+    /// TLB entries tagged with `vmid`, live or invalidated but not yet synced away (either
+    /// can still serve a translation).
+    pub fn cached(&self, vmid: u16) -> usize {
+        let s = self.s.borrow();
+        s.tlb.iter().chain(s.dying.iter()).filter(|e| e.vmid == vmid).count()
+    }
+
     pub fn syncs_completed(&self) -> u32 {
         self.s.borrow().syncs_completed
     }

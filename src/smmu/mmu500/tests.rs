@@ -524,7 +524,9 @@ fn the_virtual_mmu500_face_runs_on_the_real_mmu500_back_end() {
     let mut b = Mmu500Backend::init(&m, config(RealSte::Abort)).unwrap();
     let mut v = VirtMmu500::new(FaceConfig {
         host_vmid: HOST_VMID,
-        host_sids: HOST_SIDS.to_vec(),
+        host_streams: HOST_SIDS.map(StreamMatch::exact).to_vec(),
+        peer_streams: vec![],
+        initial: RealSte::Abort,
         arena: ARENA,
         oas_field: 2,
         asid16: true,

@@ -81,6 +81,7 @@ use crate::smmu::backend::{
     BackendError, BackendEvent, ContextPlan, Installed, NestedBackend, NestedStreams, RealSte,
 };
 use crate::smmu::event::{EventKind, FaultClass};
+pub use crate::smmu::mmu500::StreamMatch;
 use crate::smmu::virt::CdArena;
 use crate::smmu::virt::asid::{AsidStats, RealAsids};
 use crate::smmu::virt::cd::{self, CD_WORDS};
@@ -93,9 +94,20 @@ use regs::*;
 pub struct Mmu500Config {
     /// The VMID of the host's stage 2 on the back end.
     pub host_vmid: u16,
-    /// The stream IDs of the host's devices (boot's PCI scan).
-    pub host_sids: Vec<u32>,
-    /// Two shadow CD slots per host stream, in `host_sids` order.
+    /// The host's streams: on QEMU the stream IDs of the boot's PCI scan (each exact), on a
+    /// board the DT's `iommus` streams warden kept for the host, as `mmu500::host_streams`
+    /// merged them (canonical, none overlapping another). Each is one stream of the engine,
+    /// named by its canonical ID, and follows one route: an SMR of the host's matches it only
+    /// if it matches all of its IDs.
+    pub host_streams: Vec<StreamMatch>,
+    /// Streams that are not the host's and that a host SMR must not name (on a board: the
+    /// firmware's peers' streams the back end kept as found). A host SMR write matching any of
+    /// their IDs is refused: stored with VALID clear, counted and logged.
+    pub peer_streams: Vec<StreamMatch>,
+    /// The real STE every host stream has when the face is made (what the back end installed
+    /// at boot), until the host's first configuration write commits the face's state.
+    pub initial: RealSte,
+    /// Two shadow CD slots per host stream, in `host_streams` order.
     pub arena: CdArena,
     /// The IAS/OAS encoding offered (the SMMUv3 IDR5.OAS encoding of the host's IPA size;
     /// 0..=5 mean the same sizes in sIDR2).
@@ -132,6 +144,8 @@ pub struct Mmu500Stats {
     pub context_faults: u64,
     /// Back-end faults of streams in bypass or abort (not recorded by an SMMU).
     pub unreported_faults: u64,
+    /// SMR writes refused because they would match a peer's stream.
+    pub peer_smr_refusals: u64,
     /// Back-end syncs issued / skipped as nothing was pending.
     pub real_syncs: u64,
     pub skipped_syncs: u64,
@@ -314,11 +328,12 @@ const S2CR_RESET: u32 = 2 << 16;
 
 impl VirtMmu500 {
     pub fn new(config: Mmu500Config) -> Self {
+        let sids: Vec<u32> = config.host_streams.iter().map(|s| s.canonical().id).collect();
         let engine = NestedStreams::new(
             "vMMU-500",
             config.host_vmid,
-            &config.host_sids,
-            RealSte::Abort,
+            &sids,
+            config.initial,
             config.arena,
             config.asid16,
             config.g3_enabled,
@@ -330,7 +345,13 @@ impl VirtMmu500 {
             cmdq_log2: 0,
             evtq_log2: 0,
         };
-        let routes = config.host_sids.iter().map(|&s| (s, Route::Unidentified)).collect();
+        // Until the first commit the streams are where the boot put them.
+        let initial = match config.initial {
+            RealSte::Stage2Only => Route::Bypass { bank: None },
+            RealSte::Abort => Route::Abort,
+            _ => Route::Unidentified,
+        };
+        let routes = sids.iter().map(|&s| (s, initial)).collect();
         Self {
             config,
             adv,
@@ -364,9 +385,14 @@ impl VirtMmu500 {
         self.engine.asids()
     }
 
-    /// Where a host stream goes now.
+    /// Where a host stream goes now (`sid`: any stream ID of it).
     pub fn route(&self, sid: u32) -> Option<Route> {
-        self.routes.get(&sid).copied()
+        self.routes.get(&self.stream_of(sid)?.id).copied()
+    }
+
+    /// The host stream (canonical) that stream ID `sid` belongs to.
+    fn stream_of(&self, sid: u32) -> Option<StreamMatch> {
+        self.config.host_streams.iter().find(|s| s.matches(sid)).map(|s| s.canonical())
     }
 
     /// The real STE installed for a host stream.
@@ -647,7 +673,8 @@ impl VirtMmu500 {
                 self.gsync_active = self.sync(backend).is_err();
             }
             o if (SMR_BASE..SMR_BASE + 4 * NUM_SMRG as u32).contains(&o) => {
-                self.smr[((o - SMR_BASE) / 4) as usize] = v32 & SMR_STORED;
+                let group = ((o - SMR_BASE) / 4) as usize;
+                self.smr[group] = self.checked_smr(group, v32 & SMR_STORED);
                 self.commit_all(backend);
             }
             o if (S2CR_BASE..S2CR_BASE + 4 * NUM_SMRG as u32).contains(&o) => {
@@ -782,6 +809,24 @@ impl VirtMmu500 {
         r
     }
 
+    /// An SMR value as stored: one matching a peer's stream loses VALID (counted, logged).
+    fn checked_smr(&mut self, group: usize, smr: u32) -> u32 {
+        if SMR_F::VALID.read(smr) == 0 {
+            return smr;
+        }
+        let named = smr_match(smr);
+        let Some(peer) = self.config.peer_streams.iter().find(|p| p.overlaps(&named)) else {
+            return smr;
+        };
+        self.stats.peer_smr_refusals += 1;
+        log::warn!(
+            "vMMU-500: SMR{group} ({smr:#010x}) would match stream {peer}, which is not the \
+             host's; stored invalid ({} refused so far)",
+            self.stats.peer_smr_refusals
+        );
+        smr & !mask32(SMR_F::VALID)
+    }
+
     // --- Commit and derivation.
 
     fn commit<B: NestedBackend + ?Sized>(&mut self, n: usize, backend: &mut B) {
@@ -796,15 +841,22 @@ impl VirtMmu500 {
         self.apply(backend);
     }
 
-    /// Where `sid` goes per the committed configuration.
-    fn derive_route(&self, sid: u32) -> Route {
-        let mut matched = self.smr.iter().enumerate().filter(|(_, smr)| {
-            SMR_F::VALID.read(**smr) != 0 && {
-                let id = SMR_F::ID.read(**smr);
-                let mask = SMR_F::MASK.read(**smr);
-                (sid & SID_MASK) == sid && ((sid ^ id) & !mask & SID_MASK) == 0
-            }
-        });
+    /// Where host stream `stream` goes per the committed configuration. An SMR matching only
+    /// some of its IDs makes it a conflict (the back end has one route per stream).
+    fn derive_route(&self, stream: StreamMatch) -> Route {
+        if (stream.id | stream.mask) & !SID_MASK != 0 {
+            return Route::Unidentified;
+        }
+        let valid = |smr: &&u32| SMR_F::VALID.read(**smr) != 0;
+        let smrs = || self.smr.iter().filter(valid).map(|smr| smr_match(*smr));
+        if smrs().any(|smr| smr.overlaps(&stream) && !smr.covers(&stream)) {
+            return Route::Conflict;
+        }
+        let mut matched = self
+            .smr
+            .iter()
+            .enumerate()
+            .filter(|(_, smr)| valid(smr) && smr_match(**smr).covers(&stream));
         let Some((group, _)) = matched.next() else {
             return Route::Unidentified;
         };
@@ -854,11 +906,12 @@ impl VirtMmu500 {
     /// Makes every host stream follow the committed configuration, then completes it on the
     /// back end (a register write is in force once it completes).
     fn apply<B: NestedBackend + ?Sized>(&mut self, backend: &mut B) {
-        let sids = self.engine.sids();
         let changes = self.engine.changes();
         let mut plans: [Option<ContextPlan>; NUM_CB] = [None; NUM_CB];
-        for sid in sids {
-            let route = self.derive_route(sid);
+        for i in 0..self.config.host_streams.len() {
+            let stream = self.config.host_streams[i].canonical();
+            let sid = stream.id;
+            let route = self.derive_route(stream);
             let result = match route {
                 Route::Unidentified | Route::Conflict | Route::InvalidContext => {
                     self.engine.install_plain(backend, sid, RealSte::Invalid)
@@ -906,7 +959,7 @@ impl VirtMmu500 {
     /// A back-end fault of a host stream, reported as the architecture does (see the module
     /// documentation). Events of other streams are warden's own.
     pub fn forward_event(&mut self, event: &BackendEvent) -> Notify {
-        let Some(route) = self.routes.get(&event.sid).copied() else {
+        let Some(route) = self.route(event.sid) else {
             return Notify::default();
         };
         let write = !event.read;
@@ -1026,6 +1079,11 @@ fn bank_cd(c: &BankConfig) -> [u64; CD_WORDS] {
         0,
         0,
     ]
+}
+
+/// The stream IDs an SMR value names.
+fn smr_match(smr: u32) -> StreamMatch {
+    StreamMatch { id: SMR_F::ID.read(smr) & SID_MASK, mask: SMR_F::MASK.read(smr) & SID_MASK }
 }
 
 /// The ASID of bank config `c`: TTBR1's when TCR.A1, else TTBR0's; 8 bits unless TCR2.AS.

@@ -26,7 +26,9 @@ const T2: u64 = 0x4200_0000;
 fn config(g3: bool) -> Mmu500Config {
     Mmu500Config {
         host_vmid: VMID,
-        host_sids: vec![SID_A, SID_B, SID_C],
+        host_streams: [SID_A, SID_B, SID_C].map(StreamMatch::exact).to_vec(),
+        peer_streams: vec![],
+        initial: RealSte::Abort,
         arena: CdArena { ipa: ARENA, slots: 6, unmapped_ipa: UNMAPPED },
         oas_field: 2,
         asid16: true,
@@ -613,4 +615,41 @@ fn sixty_four_bit_registers_take_halves() {
     h.w64(SGFAR, 0xdead_beef_0000_1000);
     assert_eq!(h.r(SGFAR + 4), 0xdead_beef);
     assert_eq!(h.smmu.stats().bad_accesses, 0);
+}
+
+/// A board's face: masked host streams (one route for every ID of each) and a peer's stream a
+/// host SMR must not name.
+#[test]
+fn masked_streams_follow_one_route_and_a_peers_stream_is_refused() {
+    const PEER: u32 = 0x1803;
+    let display = StreamMatch { id: 0x800, mask: 0x402 };
+    let mut h = Host::new(true);
+    h.smmu = VirtMmu500::new(Mmu500Config {
+        host_streams: vec![display, StreamMatch::exact(SID_A)],
+        peer_streams: vec![StreamMatch::exact(PEER)],
+        initial: RealSte::Stage2Only,
+        ..config(true)
+    });
+    assert_eq!(h.smmu.route(0xc02), Some(Route::Bypass { bank: None }), "as the boot left it");
+    h.linux_reset();
+    assert_eq!(h.smmu.installed(0x800), Some(RealSte::Invalid));
+    // An SMR covering the whole set: every ID of it follows the bank.
+    h.linux_write_bank(0, 3, T1);
+    h.w(S2CR_BASE, translate_to(0));
+    h.w(SMR_BASE, (1 << 31) | 0x800 | (0x402 << 16));
+    for sid in [0x800, 0x802, 0xc00, 0xc02] {
+        assert_eq!(h.smmu.route(sid), Some(Route::Bank(0)), "{sid:#x}");
+    }
+    assert!(matches!(h.smmu.installed(0x800), Some(RealSte::Nested { .. })));
+    // An SMR matching only part of it: a conflict, never half of the set translated.
+    h.w(SMR_BASE, (1 << 31) | 0x800);
+    assert_eq!(h.smmu.route(0x802), Some(Route::Conflict));
+    assert_eq!(h.smmu.installed(0x800), Some(RealSte::Invalid));
+    // The peer's stream, exactly or under a mask: stored invalid, counted.
+    for smr in [(1 << 31) | PEER, (1 << 31) | (0x7fff << 16)] {
+        h.w(SMR_BASE + 4, smr);
+        assert_eq!(h.r(SMR_BASE + 4), smr & !(1 << 31));
+    }
+    assert_eq!(h.smmu.stats().peer_smr_refusals, 2);
+    assert_eq!(h.smmu.route(SID_A), Some(Route::Unidentified), "the refused SMR matches nothing");
 }
