@@ -62,7 +62,8 @@ pub struct VirtSmmuState {
 /// One per trap, built after `host` took the tracker lock and dropped before it is released, so
 /// `allowed` ([`AllowedRange`]: the last range allowed, which saves the tracker walk for the
 /// command queue's slots and MSI word once the queue was checked) never outlives the lock hold
-/// whose answer it remembers.
+/// whose answer it remembers; an SMMUv3 write's back end starts it from the last such write's
+/// (`VirtSmmuState::remembered`) only while the tracker's generation is unchanged.
 struct TrackedHostMemory<'a> {
     host: &'a HostMemory<'a>,
     allowed: core::cell::Cell<AllowedRange>,

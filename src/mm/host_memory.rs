@@ -48,8 +48,9 @@ pub fn warden_may_touch(
 /// tracker lock is held (every transition takes it; the excluded regions never change). The
 /// owner of an `AllowedRange` must therefore not outlive that hold of the lock: in
 /// `boot::vsmmu` it lives in the per-trap `TrackedHostMemory`, built after the lock is taken and
-/// dropped before it is released. Nothing is kept across traps: a queue donated between two
-/// `CMDQ_PROD` writes is refused at the second.
+/// dropped before it is released. To keep one beyond that hold, wrap it in a
+/// [`RememberedRange`], which is forgotten at the tracker's next change: a queue donated between
+/// two `CMDQ_PROD` writes is refused at the second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowedRange {
     last: Option<MemRange>,
