@@ -7,8 +7,9 @@
 //! [`NestedBackend`], [`RealSmmuOnDemand`], which takes the back end's lock when first used.
 //!
 //! Lock order on a trapped access: the virtual SMMU, then the tracker (held for the whole
-//! access, so no range can change owner between the check and the copy), then the real SMMU,
-//! then the frame pool. The handoff sequences take the tracker, the SMMU and the frame pool
+//! access, so no range can change owner between the check and the copy), then the range kept
+//! across traps (`VirtSmmuState::remembered`, SMMUv3 writes only), then the real SMMU, then the
+//! frame pool. The handoff sequences take the tracker, the SMMU and the frame pool
 //! one at a time and never the virtual SMMU, so the order has no cycle.
 
 use super::{HOST_VMID, Warden};
@@ -16,7 +17,7 @@ use crate::arch::select_nospec;
 use crate::dt::SmmuIrqs;
 use crate::handoff::HostMemory;
 use crate::mm::MemRange;
-use crate::mm::host_memory::AllowedRange;
+use crate::mm::host_memory::{AllowedRange, RememberedRange};
 use crate::smmu::S2Config;
 use crate::smmu::regs::{EVTQ_PROD, GERROR};
 use crate::smmu::v2::{Mmu500Config, Mmu500Stats, StreamMatch, VirtMmu500};
@@ -60,6 +61,10 @@ pub struct VirtSmmuState {
     /// The MMU-500 face's interrupts (`None` on the SMMUv3 face, which uses `irqs`).
     pub mmu500_irqs: Option<Mmu500Irqs>,
     pub face: spin::Mutex<Face>,
+    /// The host memory range the SMMUv3 face's last back-end work found allowed (its command
+    /// queue), kept across traps while the tracker's generation is unchanged (issue 16). Taken
+    /// after the tracker's lock and released before it: the last lock of the module's order.
+    remembered: spin::Mutex<RememberedRange>,
 }
 
 /// Host RAM as the virtual SMMU may touch it: exactly what [`HostMemory::allows`] (rule 1 of
@@ -71,7 +76,8 @@ pub struct VirtSmmuState {
 /// One per trap, built after `host` took the tracker lock and dropped before it is released, so
 /// `allowed` ([`AllowedRange`]: the last range allowed, which saves the tracker walk for the
 /// command queue's slots and MSI word once the queue was checked) never outlives the lock hold
-/// whose answer it remembers.
+/// whose answer it remembers; an SMMUv3 write's back end starts it from the last such write's
+/// (`VirtSmmuState::remembered`) only while the tracker's generation is unchanged.
 struct TrackedHostMemory<'a> {
     host: &'a HostMemory<'a>,
     allowed: core::cell::Cell<AllowedRange>,
@@ -79,7 +85,13 @@ struct TrackedHostMemory<'a> {
 
 impl<'a> TrackedHostMemory<'a> {
     fn new(host: &'a HostMemory<'a>) -> Self {
-        Self { host, allowed: core::cell::Cell::new(AllowedRange::default()) }
+        Self::recalling(host, AllowedRange::default())
+    }
+
+    /// With `allowed` already known to hold under this hold of the lock (a
+    /// [`RememberedRange`] recalled at the tracker's current generation).
+    fn recalling(host: &'a HostMemory<'a>, allowed: AllowedRange) -> Self {
+        Self { host, allowed: core::cell::Cell::new(allowed) }
     }
 
     fn allows(&self, range: MemRange) -> bool {
@@ -121,6 +133,31 @@ impl GuestMemory for TrackedHostMemory<'_> {
 
     fn is_host_owned(&self, range: MemRange) -> bool {
         self.allows(range)
+    }
+
+    /// A command slot as two aligned 64-bit loads (issue 16: the firmware target is
+    /// strict-align, so the byte copy of [`GuestMemory::read`] is 16 byte loads and their
+    /// shifts); an unaligned `ipa` (never a slot: the queue base is 32-byte aligned) copies
+    /// bytes as `read` does.
+    fn read_words(&self, ipa: u64) -> Result<[u64; 2], Refused> {
+        let src = self.checked(ipa, 16)?;
+        if !src.is_multiple_of(8) {
+            let mut bytes = [0u8; 16];
+            // SAFETY: as in `read`: host memory warden may touch, stable under the lock.
+            unsafe { core::ptr::copy_nonoverlapping(src as *const u8, bytes.as_mut_ptr(), 16) };
+            let (lo, hi) = bytes.split_at(8);
+            return Ok([
+                u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
+                u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
+            ]);
+        }
+        let src = src as *const u64;
+        // SAFETY: as in `read`; `src` is 8-byte aligned, so both loads are aligned. Volatile:
+        // each word is loaded exactly once (the host may rewrite the slot concurrently; what
+        // was loaded is what is validated and executed).
+        let words =
+            unsafe { [core::ptr::read_volatile(src), core::ptr::read_volatile(src.add(1))] };
+        Ok(words.map(u64::from_le))
     }
 }
 
@@ -295,7 +332,17 @@ fn smmuv3_back_end(
     virt: &mut VirtSmmu,
     pending: PendingWrite,
 ) -> Option<(Notify, bool)> {
-    with_back_end(w, v, |mem, real| (virt.finish_write(pending, mem, real), real.used()))
+    // As `with_back_end`, with the range the last back-end work found allowed recalled while
+    // the tracker is at the same generation: the command queue's check walks the tracker only
+    // after an ownership change (issue 16).
+    let host = w.handoff.host_memory();
+    let generation = host.generation();
+    let mut remembered = v.remembered.lock();
+    let mut mem = TrackedHostMemory::recalling(&host, remembered.recall(generation));
+    let mut real = RealSmmuOnDemand { w, back_end: v.back_end, held: None };
+    let notify = virt.finish_write(pending, &mut mem, &mut real);
+    remembered.remember(generation, mem.allowed.get());
+    Some((notify, real.used()))
 }
 
 /// Reads the fast path leaves to the full one although the register file could answer them:
@@ -484,6 +531,7 @@ pub fn on_mmu500(
         gicd: gicd.map(|g| g.start),
         mmu500_irqs: irqs,
         face: spin::Mutex::new(Face::Mmu500(alloc::boxed::Box::new(VirtMmu500::new(config)))),
+        remembered: spin::Mutex::new(RememberedRange::default()),
     }
 }
 
@@ -565,6 +613,7 @@ pub fn set_up(
         gicd: gicd.map(|g| g.start),
         mmu500_irqs: mmu500.then(Mmu500Irqs::qemu_virt),
         face: spin::Mutex::new(face),
+        remembered: spin::Mutex::new(RememberedRange::default()),
     };
     Ok((state, s2))
 }

@@ -407,6 +407,8 @@ impl HandoffState {
     /// never host memory warden may touch, whatever the tracker says.
     pub fn exclude_from_host_memory(&mut self, ranges: &[MemRange]) {
         self.excluded.extend(ranges.iter().filter(|r| !r.is_empty()));
+        // What host memory means changed: forget every remembered answer.
+        self.tracker.get_mut().bump_generation();
     }
 
     /// Whether `range` lies inside one excluded region that is no carveout (a `no-map`
@@ -475,6 +477,12 @@ impl HostMemory<'_> {
     /// The locked tracker.
     pub fn tracker(&self) -> &OwnershipTracker {
         &self.tracker
+    }
+
+    /// The tracker's generation ([`OwnershipTracker::generation`]), stable while this view
+    /// lives: what a [`crate::mm::host_memory::RememberedRange`] is keyed by.
+    pub fn generation(&self) -> u64 {
+        self.tracker.generation()
     }
 }
 

@@ -1126,6 +1126,7 @@ proptest! {
                 prop_assert!(false, "{}", e);
             }
             let before = w.snapshot();
+            let generation = w.state.tracker().generation();
             // A release is the peer's call, on the CPU it runs on, where its stage-2 is current
             // and stays so; everything else is the host's, whose stage-2 is current again after.
             let (cpu, vmid) = match s.action {
@@ -1143,6 +1144,11 @@ proptest! {
             }
             if result.is_err() {
                 prop_assert_eq!(&w.snapshot(), &before, "error {:?} changed state", result);
+            }
+            // Every DONATE, LEND, RELEASE and RECLAIM that changed the map (a peer's release
+            // included) bumped the generation, which forgets every range the vSMMU remembered.
+            if w.snapshot().0 != before.0 {
+                prop_assert_ne!(w.state.tracker().generation(), generation, "{:?} kept the generation", s);
             }
             if let Err(e) = w.check() {
                 prop_assert!(false, "after {:?} -> {:?}: {}", s, result, e);
@@ -1815,8 +1821,11 @@ mod assign_mem {
         let log: Log = Rc::default();
         let mut fake = FakeCpu::on(&w, log.clone());
         fake.probe = Some((&w.state, range));
+        let generation = w.state.tracker().generation();
         let got = run(&w, &fake, &log, range, Holders::HOST, Holders::shared(MODEM));
         assert_eq!(got, Ok(AssignOutcome::Shared(MODEM)));
+        assert_ne!(w.state.tracker().generation(), generation, "a share bumps the generation");
+        let generation = w.state.tracker().generation();
         let mut want = expected_scrub(&replica, range, false);
         want.extend(expected_peer_map(&replica, range));
         assert_eq!(log.take(), want);
@@ -1828,6 +1837,7 @@ mod assign_mem {
 
         let got = run(&w, &fake, &log, range, Holders::shared(MODEM), Holders::HOST);
         assert_eq!(got, Ok(AssignOutcome::Unshared(MODEM)));
+        assert_ne!(w.state.tracker().generation(), generation, "an unshare bumps it");
         let mut want = expected_peer_unmap(&replica, range);
         want.extend(expected_scrub(&replica, range, false));
         assert_eq!(log.take(), want);
@@ -1848,8 +1858,10 @@ mod assign_mem {
         let range = MemRange::new(C_MODEM.start, C_MODEM.start + PAGE_SIZE);
         let log: Log = Rc::default();
         let fake = FakeCpu::on(&w, log.clone());
+        let generation = w.state.tracker().generation();
         let got = run(&w, &fake, &log, range, Holders::HOST, Holders::peer(MODEM));
         assert_eq!(got, Ok(AssignOutcome::Exclusive(MODEM, TransferKind::Donate)));
+        assert_ne!(w.state.tracker().generation(), generation, "an SCM assign bumps it");
         assert_eq!(log.take(), expected_give(&replica, range, MODEM, 2, false));
         assert_eq!(
             w.state.tracker().state_of(range),
@@ -1862,8 +1874,10 @@ mod assign_mem {
             let ctx = replica.ctx(&NullCpu, &smmu, &peers);
             donate(&ctx, range.start, range.size(), MODEM, TransferFlags::default()).unwrap();
         }
+        let generation = w.state.tracker().generation();
         let got = run(&w, &fake, &log, range, Holders::peer(MODEM), Holders::HOST);
         assert_eq!(got, Ok(AssignOutcome::TakenBack { from: MODEM, scrubbed: true }));
+        assert_ne!(w.state.tracker().generation(), generation, "taking it back bumps it");
         let got = log.take();
         let mut want = expected_peer_unmap(&replica, range);
         want.extend(expected_scrub(&replica, range, true));

@@ -48,8 +48,9 @@ pub fn warden_may_touch(
 /// tracker lock is held (every transition takes it; the excluded regions never change). The
 /// owner of an `AllowedRange` must therefore not outlive that hold of the lock: in
 /// `boot::vsmmu` it lives in the per-trap `TrackedHostMemory`, built after the lock is taken and
-/// dropped before it is released. Nothing is kept across traps: a queue donated between two
-/// `CMDQ_PROD` writes is refused at the second.
+/// dropped before it is released. To keep one beyond that hold, wrap it in a
+/// [`RememberedRange`], which is forgotten at the tracker's next change: a queue donated between
+/// two `CMDQ_PROD` writes is refused at the second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowedRange {
     last: Option<MemRange>,
@@ -67,6 +68,33 @@ impl AllowedRange {
             self.last = Some(range);
         }
         allowed
+    }
+}
+
+/// An [`AllowedRange`] kept from one hold of the tracker lock to the next (issue 16: the
+/// command queue checked once, not at every `CMDQ_PROD` write), valid only while the tracker's
+/// generation is the one it was allowed under. Every change of the tracker's map bumps the
+/// generation (`OwnershipTracker::extents_mut`; and a change of the excluded regions, which
+/// happens only at boot, bumps it too), so after a DONATE, LEND, RELEASE, RECLAIM, share, SCM
+/// assign or any other transition (even one that is later rolled back) the remembered range is
+/// forgotten and the next check walks the tracker again. Read and written only under the
+/// tracker lock, so the generation it is compared with cannot change during the hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RememberedRange {
+    generation: u64,
+    allowed: AllowedRange,
+}
+
+impl RememberedRange {
+    /// What was remembered, if the tracker is still at the generation it was allowed under;
+    /// else nothing.
+    pub fn recall(&self, generation: u64) -> AllowedRange {
+        if self.generation == generation { self.allowed } else { AllowedRange::default() }
+    }
+
+    /// Remembers what this hold of the lock, at `generation`, allowed.
+    pub fn remember(&mut self, generation: u64, allowed: AllowedRange) {
+        *self = Self { generation, allowed };
     }
 }
 
@@ -168,5 +196,50 @@ mod tests {
         assert!(!trap2.allows(queue, |r| warden_may_touch(&t, &excluded, r)));
         let slot = MemRange::from_base_size(queue.start, 16).unwrap();
         assert!(!trap2.allows(slot, |r| warden_may_touch(&t, &excluded, r)));
+    }
+
+    #[test]
+    fn a_remembered_range_is_forgotten_at_any_change_of_the_tracker() {
+        let mut t = tracker();
+        let excluded = [FIRMWARE, CARVEOUT];
+        let queue = MemRange::new(0x4100_0000, 0x4100_1000);
+        let slot = MemRange::from_base_size(queue.start + 0x20, 16).unwrap();
+        let walks = core::cell::Cell::new(0);
+        let check = |t: &OwnershipTracker, r: MemRange| {
+            walks.set(walks.get() + 1);
+            warden_may_touch(t, &excluded, r)
+        };
+        let mut kept = RememberedRange::default();
+        // Trap 1 walks for the queue and remembers it.
+        let mut trap = kept.recall(t.generation());
+        assert!(trap.allows(queue, |r| check(&t, r)));
+        kept.remember(t.generation(), trap);
+        // Trap 2, nothing changed: no walk at all.
+        let mut trap = kept.recall(t.generation());
+        assert!(trap.allows(queue, |r| check(&t, r)));
+        assert!(trap.allows(slot, |r| check(&t, r)));
+        assert_eq!(walks.get(), 1);
+        kept.remember(t.generation(), trap);
+        // A change elsewhere (and back) still forgets it: a walk, which allows again.
+        let elsewhere = MemRange::new(0x4200_0000, 0x4200_1000);
+        let donated = PageState::Donated { peer: PeerId::MODEM, released: false };
+        t.transition(elsewhere, PageState::Host, donated).unwrap();
+        t.transition(elsewhere, donated, PageState::Host).unwrap();
+        let mut trap = kept.recall(t.generation());
+        assert!(trap.allows(queue, |r| check(&t, r)));
+        assert_eq!(walks.get(), 2);
+        kept.remember(t.generation(), trap);
+        // The queue donated between two traps: refused at the next, slot and all.
+        t.transition(queue, PageState::Host, donated).unwrap();
+        let mut trap = kept.recall(t.generation());
+        assert!(!trap.allows(queue, |r| check(&t, r)));
+        assert!(!trap.allows(slot, |r| check(&t, r)));
+        // A boot-time change of the excluded regions forgets it too.
+        let mut t = tracker();
+        let mut trap = AllowedRange::default();
+        assert!(trap.allows(queue, |r| warden_may_touch(&t, &excluded, r)));
+        kept.remember(t.generation(), trap);
+        t.bump_generation();
+        assert_eq!(kept.recall(t.generation()), AllowedRange::default());
     }
 }

@@ -179,10 +179,23 @@ pub enum InvariantViolation {
 }
 
 /// The ownership map. See the module documentation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct OwnershipTracker {
     extents: Vec<Extent>,
+    /// Bumped by every change of `extents` (all of them go through [`Self::extents_mut`]), so
+    /// an answer derived from the map under one hold of its lock can be reused under a later
+    /// one while the generation is unchanged (`mm::host_memory::RememberedRange`).
+    generation: u64,
 }
+
+/// Two trackers are equal when they map the same extents, whatever their generations.
+impl PartialEq for OwnershipTracker {
+    fn eq(&self, other: &Self) -> bool {
+        self.extents == other.extents
+    }
+}
+
+impl Eq for OwnershipTracker {}
 
 fn check_range(range: MemRange) -> Result<(), OwnershipError> {
     if range.is_empty() || !range.is_page_aligned() {
@@ -194,7 +207,25 @@ fn check_range(range: MemRange) -> Result<(), OwnershipError> {
 impl OwnershipTracker {
     /// Tracks nothing yet.
     pub const fn new() -> Self {
-        Self { extents: Vec::new() }
+        Self { extents: Vec::new(), generation: 0 }
+    }
+
+    /// Changes with every change of the map (never repeats: 64 bits do not wrap).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bumps the generation: for a change of what the map's answers mean to its users that is
+    /// not in the map itself (the ranges host memory excludes).
+    pub fn bump_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// The extents for a change: the only way to write them, so no change can leave the
+    /// generation as it was.
+    fn extents_mut(&mut self) -> &mut Vec<Extent> {
+        self.bump_generation();
+        &mut self.extents
     }
 
     /// Starts tracking `range` in `state`. Refused if the range is not page aligned or overlaps
@@ -205,7 +236,7 @@ impl OwnershipTracker {
         if self.extents.get(at).is_some_and(|e| e.range.overlaps(&range)) {
             return Err(OwnershipError::AlreadyTracked(range));
         }
-        self.extents.insert(at, Extent { range, state });
+        self.extents_mut().insert(at, Extent { range, state });
         self.merge();
         Ok(())
     }
@@ -259,13 +290,13 @@ impl OwnershipTracker {
             replacement
                 .push(Extent { range: MemRange::new(range.end, tail.range.end), state: from });
         }
-        self.extents.splice(first..last, replacement);
+        self.extents_mut().splice(first..last, replacement);
         self.merge();
         Ok(())
     }
 
     fn merge(&mut self) {
-        self.extents.dedup_by(|next, prev| {
+        self.extents_mut().dedup_by(|next, prev| {
             if prev.range.end == next.range.start && prev.state == next.state {
                 prev.range.end = next.range.end;
                 true
@@ -362,6 +393,39 @@ impl OwnershipTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_change_of_the_map_bumps_the_generation() {
+        let mut t = OwnershipTracker::new();
+        let mut seen = alloc::vec![t.generation()];
+        let mut changed = |t: &OwnershipTracker| {
+            assert!(!seen.contains(&t.generation()), "generation {} repeated", t.generation());
+            seen.push(t.generation());
+        };
+        let ram = MemRange::new(0x4000_0000, 0x4010_0000);
+        t.add(ram, PageState::Host).unwrap();
+        changed(&t);
+        let page = MemRange::new(0x4000_1000, 0x4000_2000);
+        let donated = PageState::Donated { peer: PeerId::MODEM, released: false };
+        t.transition(page, PageState::Host, donated).unwrap();
+        changed(&t);
+        t.transition(page, donated, PageState::Host).unwrap();
+        changed(&t);
+        assert_eq!(
+            t,
+            {
+                let mut u = OwnershipTracker::new();
+                u.add(ram, PageState::Host).unwrap();
+                u
+            },
+            "equal maps compare equal whatever their generations"
+        );
+        // Queries change nothing.
+        let g = t.generation();
+        let _ = t.state_of(page);
+        let _ = t.extents_in(ram).count();
+        assert_eq!(t.generation(), g);
+    }
 
     const MODEM: PeerId = PeerId::MODEM;
 

@@ -466,9 +466,12 @@ impl NestedStreams {
         leaf: bool,
     ) -> Result<(), BackendError> {
         let vmid = self.host_vmid;
-        self.asids.live_of(host_asid).into_iter().try_for_each(|r| {
-            self.submit(backend, RealCommand::TlbiNhVa { vmid, asid: r, addr, leaf })
-        })
+        // `submit`, with the iteration borrowing only `asids`.
+        for r in self.asids.live_of(host_asid) {
+            self.dirty = true;
+            backend.submit(RealCommand::TlbiNhVa { vmid, asid: r, addr, leaf })?;
+        }
+        Ok(())
     }
 
     /// One VA of every ASID of the host.

@@ -362,17 +362,11 @@ where
             done.stop = Stop::Empty;
             return done;
         }
-        let mut bytes = [0u8; CMD_BYTES as usize];
         let slot = base + u64::from(shape.index(cons)) * CMD_BYTES;
-        if mem.read(slot, &mut bytes).is_err() {
+        let Ok(words) = mem.read_words(slot) else {
             (done.stop, done.gerror_irq) = fail(queue_owner.registers(), CERROR_ABT, None);
             return done;
-        }
-        let (lo, hi) = bytes.split_at(8);
-        let words = [
-            u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
-            u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
-        ];
+        };
         let cmd = match decode(words, &adv) {
             Ok(cmd) => cmd,
             Err(illegal) => {

@@ -83,6 +83,18 @@ pub trait GuestMemory {
     fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), Refused>;
     /// Whether every byte of `range` is owned by the host right now.
     fn is_host_owned(&self, range: MemRange) -> bool;
+    /// The two little-endian 64-bit words at `ipa` (a command queue slot), copied once;
+    /// refused unless all 16 bytes are host-owned. An implementation may read them as two
+    /// aligned 64-bit loads when `ipa` is 8-byte aligned (issue 16: a slot always is).
+    fn read_words(&self, ipa: u64) -> Result<[u64; 2], Refused> {
+        let mut bytes = [0u8; 16];
+        self.read(ipa, &mut bytes)?;
+        let (lo, hi) = bytes.split_at(8);
+        Ok([
+            u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
+        ])
+    }
 }
 
 pub use crate::smmu::backend::{BackendError, NestedBackend, StreamCd};
@@ -367,6 +379,11 @@ impl VirtSmmu {
     /// SMMU ([`Self::finish_write`]), and most writes leave nothing, so the caller locks those
     /// only when [`PendingWrite::is_empty`] is false.
     pub fn write_register(&mut self, offset: u32, size: u8, value: u64) -> PendingWrite {
+        // The commonest write by far (every batch of commands), straight to the register.
+        if offset == crate::smmu::regs::CMDQ_PROD && size == 4 {
+            let fx = self.regs.write_cmdq_prod(value as u32);
+            return PendingWrite { cmdq_kick: fx.cmdq_kick, ..PendingWrite::default() };
+        }
         #[cfg(any(test, feature = "test-switches"))]
         if offset == test_switch::G3_OFFSET && size == 4 {
             if value & !u64::from(test_switch::ON) == u64::from(test_switch::KEY) {

@@ -357,10 +357,7 @@ impl RegisterFile {
                 }
             }
             STRTAB_BASE_CFG if !self.smmu_enabled() => self.strtab_cfg = value & STRTAB_CFG_MASK,
-            CMDQ_PROD => {
-                self.cmdq_prod = value & Q_PTR_MASK;
-                fx.cmdq_kick = true;
-            }
+            CMDQ_PROD => fx = self.write_cmdq_prod(value),
             CMDQ_CONS if self.cr0 & CR0_CMDQEN == 0 => self.cmdq_cons = value & Q_PTR_MASK,
             EVTQ_PROD if self.cr0 & CR0_EVTQEN == 0 => {
                 self.evtq_prod = value & (Q_PTR_MASK | Q_OVERFLOW_FLAG)
@@ -381,6 +378,13 @@ impl RegisterFile {
             _ => {}
         }
         fx
+    }
+
+    /// A 32-bit write of CMDQ_PROD, what [`Self::write`] does for it without the decode of
+    /// the offset and width (issue 16: the write of every batch of commands).
+    pub fn write_cmdq_prod(&mut self, value: u32) -> Effects {
+        self.cmdq_prod = value & Q_PTR_MASK;
+        Effects { cmdq_kick: true, ..Effects::default() }
     }
 
     // ---- State the emulation reads and updates ----
