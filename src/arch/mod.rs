@@ -84,31 +84,99 @@ pub enum CacheOp {
 }
 
 /// Runs `op` over every cache line that intersects `[start, start + size)`, then `DSB SY`.
+///
+/// Four lines per loop step (the operation chosen once, outside the loop): under `-icount`
+/// a handoff's clean is most of its cost, and the per-line loop overhead of a plain loop
+/// (compare, branch, the overflow check) was as much as the `DC` itself.
 pub fn dcache_range<C: CacheMaintenance + ?Sized>(cache: &C, op: CacheOp, start: u64, size: u64) {
     if size == 0 {
         return;
     }
+    match op {
+        CacheOp::CleanInvalidate => each_line(cache, start, size, |va| cache.dc_civac(va)),
+        CacheOp::Clean => each_line(cache, start, size, |va| cache.dc_cvac(va)),
+        CacheOp::Invalidate => each_line(cache, start, size, |va| cache.dc_ivac(va)),
+    }
+    cache.dsb_sy();
+}
+
+/// Calls `f` with the address of every line intersecting `[start, start + size)` (`size` > 0),
+/// in increasing order, four per step while four more fit below the end.
+#[inline(always)]
+fn each_line<C: CacheMaintenance + ?Sized>(
+    cache: &C,
+    start: u64,
+    size: u64,
+    mut f: impl FnMut(u64),
+) {
     let line = cache.dcache_line_size();
     let end = start.saturating_add(size);
     let mut va = start & !(line - 1);
+    // `va + 4 * line < end` here, so it never wraps.
+    while end - va > 4 * line {
+        f(va);
+        f(va + line);
+        f(va + 2 * line);
+        f(va + 3 * line);
+        va += 4 * line;
+    }
     while va < end {
-        match op {
-            CacheOp::CleanInvalidate => cache.dc_civac(va),
-            CacheOp::Clean => cache.dc_cvac(va),
-            CacheOp::Invalidate => cache.dc_ivac(va),
-        }
+        f(va);
         va = match va.checked_add(line) {
             Some(v) => v,
             None => break,
         };
     }
-    cache.dsb_sy();
+}
+
+/// Zeroes `[pa, pa + bytes)`, `pa` and `bytes` page aligned, reached at its physical address,
+/// with `DC ZVA` where the CPU allows it (a 64-byte block per instruction: a page-table frame
+/// in 64 instructions instead of about 2 000 of `memset`'s stores).
+///
+/// # Safety
+/// The range is memory the caller owns, mapped Normal (any cacheability) and writable at its
+/// physical address: `DC ZVA` faults on Device memory, so never before warden's MMU is on.
+pub unsafe fn zero_normal_pages(pa: u64, bytes: u64) {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    if let Some(block) = aarch64::sysreg::dc_zva_block_size() {
+        let mut va = pa;
+        while va < pa + bytes {
+            // SAFETY: `va` is block aligned (pages are, and blocks are at most 2 KiB) inside
+            // the caller's range, which is owned, Normal and writable (the caller's contract).
+            unsafe { aarch64::sysreg::dc_zva(va) };
+            va += block;
+        }
+        return;
+    }
+    // SAFETY: the caller's contract: owned, writable memory at `pa`.
+    unsafe { core::ptr::write_bytes(pa as usize as *mut u8, 0, bytes as usize) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::fake::{HwOp, Recorder};
     use super::*;
+
+    #[test]
+    fn dcache_range_visits_every_line_once_at_any_size_and_offset() {
+        let rec = Recorder::new(64);
+        for start in [0x1000u64, 0x1010, 0x103f, 0x1040] {
+            for size in 1..=12 * 64 {
+                dcache_range(&rec, CacheOp::Clean, start, size);
+                let first = start & !63;
+                let mut want: Vec<HwOp> =
+                    (first..start + size).step_by(64).map(HwOp::DcCvac).collect();
+                want.push(HwOp::DsbSy);
+                assert_eq!(rec.take(), want, "start {start:#x} size {size}");
+            }
+        }
+        // The top of the address space: no wrap, the last line once.
+        dcache_range(&rec, CacheOp::Invalidate, u64::MAX - 200, 500);
+        let ops = rec.take();
+        assert_eq!(ops.first(), Some(&HwOp::DcIvac((u64::MAX - 200) & !63)));
+        assert_eq!(ops[ops.len() - 2], HwOp::DcIvac(!63));
+        assert_eq!(ops.len(), 5);
+    }
 
     #[test]
     fn dcache_range_covers_every_line_then_dsb() {

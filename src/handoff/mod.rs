@@ -21,9 +21,9 @@
 //!
 //! # Donate / lend (host → peer)
 //! 1. Tracker: every page `Host` → `HandingOff` (refused otherwise; nothing changes).
-//! 2. Host CPU stage-2: unmap its leaves (`DSB ISHST; TLBI IPAS2E1IS` per page;
-//!    `DSB ISH; TLBI VMALLE1IS; DSB ISH; ISB`; above 512 pages one `TLBI VMALLS12E1IS`
-//!    instead), the host's VMID being current.
+//! 2. Host CPU stage-2: unmap its leaves (a last-level table's pages cleared, `DSB ISHST`,
+//!    `TLBI IPAS2E1IS` per cleared page; `DSB ISH; TLBI VMALLE1IS; DSB ISH; ISB`; above 512
+//!    pages one `TLBI VMALLS12E1IS` instead), the host's VMID being current.
 //! 3. SMMU: host devices walk the host's stage-2 tables themselves, so step 2 removed their
 //!    mappings too; their TLBs are invalidated for the range and VMID ([`DmaStage2`]) and the
 //!    CMD_SYNC must complete. Table frames step 2 freed are reused only after that

@@ -176,8 +176,9 @@ unsafe impl FrameAllocator for FrameReserve {
         }
         let pa = self.frames.pop()?;
         // SAFETY: `pa` is a whole frame owned by this reserve (see above), reachable at its
-        // physical address per the allocator contract it came under.
-        unsafe { core::ptr::write_bytes(pa as usize as *mut u8, 0, PAGE_SIZE as usize) };
+        // physical address per the allocator contract it came under; transfers run with
+        // warden's MMU on, where its frames are Normal memory.
+        unsafe { crate::arch::zero_normal_pages(pa, PAGE_SIZE) };
         Some(pa)
     }
 

@@ -545,6 +545,7 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
     let peers = w.peers();
     let ctx = w.ctx(&fake, &smmu, &peers);
     let flags = TransferFlags { clear };
+    let el2_tables = w.el2.lock().stats().table_pages;
     let f = match kind {
         TransferKind::Donate => donate::<FakeCpu<'_>, FakeSmmu, SendFrames>,
         TransferKind::Lend => lend::<FakeCpu<'_>, FakeSmmu, SendFrames>,
@@ -589,6 +590,8 @@ fn run_give(kind: TransferKind, range: MemRange, peer: PeerId, vmid: u16, clear:
     // warden's accesses were all through the window; afterwards it is closed.
     assert_eq!(fake.unmapped_accesses.get(), 0);
     assert!(pages(range).all(|p| w.el2.lock().translate(p).is_none()));
+    // ... and so are the tables it took: warden's stage 1 has exactly the frames it had.
+    assert_eq!(w.el2.lock().stats().table_pages, el2_tables);
     // The tracker said "in flight" at every hardware operation, and the peer's state only now.
     assert_eq!(fake.probe_violations.get(), 0);
     let end = match kind {

@@ -478,8 +478,51 @@ impl Table {
         }
     }
 
+    /// No valid entry.
     fn is_empty(&self) -> bool {
-        (0..self.entries).all(|i| self.read(i) & DESC_VALID == 0)
+        !self.any_valid(0, self.entries)
+    }
+
+    /// No valid entry, this table (at `level`) having just had `piece` unmapped: at the last
+    /// level the piece's own entries are invalid now, so only the others are read (a host
+    /// table whose neighbouring pages are mapped answers at the first one).
+    fn is_empty_after_unmap(&self, level: u8, piece: MemRange) -> bool {
+        if level != 3 {
+            return self.is_empty();
+        }
+        let first = self.index(piece.start, 3);
+        let last = first + (piece.size() / PAGE_SIZE) as usize;
+        !(self.any_valid(last, self.entries) || self.any_valid(0, first))
+    }
+
+    /// Some entry in `[from, to)` (`to <= entries`) is valid. Eight descriptors ORed per step
+    /// where the group is whole: an unmap that empties a table scans all its entries, and one
+    /// compare per entry was a good part of a small unmap's cost.
+    fn any_valid(&self, from: usize, to: usize) -> bool {
+        let to = to.min(self.entries);
+        let mut idx = from;
+        while idx < to && !idx.is_multiple_of(8) {
+            if self.read_raw(idx) & DESC_VALID != 0 {
+                return true;
+            }
+            idx += 1;
+        }
+        while to - idx >= 8 {
+            let any = (0..8).fold(0, |acc, i| acc | self.read_raw(idx + i));
+            if any & DESC_VALID != 0 {
+                return true;
+            }
+            idx += 8;
+        }
+        (idx..to).any(|i| self.read_raw(i) & DESC_VALID != 0)
+    }
+
+    /// [`Self::read`] for `idx < entries`, without the mask.
+    #[inline(always)]
+    fn read_raw(&self, idx: usize) -> u64 {
+        debug_assert!(idx < self.entries);
+        // SAFETY: as in `read`; every caller passes `idx < entries`.
+        unsafe { core::ptr::read_volatile((self.pa as usize as *const u64).add(idx)) }
     }
 }
 
@@ -913,6 +956,9 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
+        if level == 3 {
+            return self.map_pages_of_table(table, range, offset, attr_bits, op);
+        }
         for chunk @ Chunk { idx, base, start: va, .. } in Chunks::new(table, level, range) {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
@@ -961,6 +1007,82 @@ impl<F: Format> PageTable<F> {
         Ok(())
     }
 
+    /// [`Self::map_in`] at the last level: `range` lies in the one last-level `table`, and every
+    /// entry is a whole page, so the leaves are written in one loop over the indices (no chunk
+    /// arithmetic or descriptor decoding per page: this loop is most of a sub-block handoff's
+    /// table work). A valid page that maps something else is replaced with break-before-make.
+    fn map_pages_of_table<A, T>(
+        &mut self,
+        table: Table,
+        range: MemRange,
+        offset: u64,
+        attr_bits: u64,
+        op: &mut Op<'_, A, T>,
+    ) -> Result<(), MapError>
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        let first = table.index(range.start, 3);
+        let count = (range.size() / PAGE_SIZE) as usize;
+        let mut va = range.start;
+        for idx in first..first + count {
+            let desc = table.read(idx);
+            let new = leaf_desc(3, va.wrapping_add(offset), attr_bits);
+            if desc != new {
+                let entry = decode(desc, 3);
+                if !matches!(entry, Entry::Invalid) {
+                    self.break_entry(table, idx, &entry, 3, va, op);
+                }
+                table.write(idx, new);
+                op.wrote = true;
+            }
+            va += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// [`Self::unmap_in`] at the last level: `range` lies in the one last-level `table`. Every
+    /// page is cleared in one loop, then one `DSB ISHST` and a TLBI per cleared page (the
+    /// barrier needs only to order every clear before every TLBI, not one pair at a time); in
+    /// bulk mode no TLBI here (the whole regime is invalidated at the end).
+    fn unmap_pages_of_table<A, T>(&self, table: Table, range: MemRange, op: &mut Op<'_, A, T>)
+    where
+        A: FrameAllocator + ?Sized,
+        T: TlbMaintenance + ?Sized,
+    {
+        let first = table.index(range.start, 3);
+        let count = (range.size() / PAGE_SIZE) as usize;
+        // Which of the range's pages were cleared (at most a table's worth).
+        let mut cleared = [0u64; ENTRIES_PER_TABLE / 64];
+        let mut any = false;
+        for i in 0..count {
+            let idx = first + i;
+            if matches!(decode(table.read(idx), 3), Entry::Leaf { .. }) {
+                table.write(idx, 0);
+                cleared[i / 64] |= 1 << (i % 64);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        op.wrote = true;
+        if op.bulk {
+            op.bulk_pending = true;
+            return;
+        }
+        op.tlb.dsb_ishst();
+        for (word_index, mut word) in cleared.into_iter().enumerate() {
+            while word != 0 {
+                let i = word_index * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                F::tlbi_entry(op.tlb, range.start + i as u64 * PAGE_SIZE);
+            }
+        }
+        op.tlbi_pending = true;
+    }
+
     /// Removes every mapping in `va` (page aligned). Blocks straddling the edges are split
     /// (break-before-make); each removed leaf gets a TLBI (above [`BULK_TLBI_PAGES`], one
     /// invalidation of the whole regime at the end instead); tables left empty are unlinked,
@@ -998,6 +1120,10 @@ impl<F: Format> PageTable<F> {
         A: FrameAllocator + ?Sized,
         T: TlbMaintenance + ?Sized,
     {
+        if level == 3 {
+            self.unmap_pages_of_table(table, range, op);
+            return Ok(());
+        }
         for chunk @ Chunk { idx, base, .. } in Chunks::new(table, level, range) {
             match decode(table.read(idx), level) {
                 Entry::Invalid => {}
@@ -1017,8 +1143,11 @@ impl<F: Format> PageTable<F> {
                     self.unmap_in(child, level + 1, chunk.piece(), op)?;
                 }
                 Entry::Table(child) => {
-                    self.unmap_in(child, level + 1, chunk.piece(), op)?;
-                    if level > self.layout.start_level && child.is_empty() {
+                    let piece = chunk.piece();
+                    self.unmap_in(child, level + 1, piece, op)?;
+                    if level > self.layout.start_level
+                        && child.is_empty_after_unmap(level + 1, piece)
+                    {
                         table.write(idx, 0);
                         op.tlb.dsb_ishst();
                         F::tlbi_entry(op.tlb, base);
@@ -1707,6 +1836,61 @@ mod tests {
         assert!(rec.take().contains(&HwOp::TlbiVae2is(0x4000_0000)));
         assert_eq!(pt.translate(0x4000_0000), None);
         assert_eq!(pt.translate(0x4000_1000).unwrap().attrs, Attrs::normal(Perms::R));
+    }
+
+    #[test]
+    fn last_level_unmap_clears_then_one_barrier_then_a_tlbi_per_cleared_page() {
+        let mut frames = HeapFrames::new(8);
+        let mut pt = PageTable::<Stage2>::new(s2_layout_32(), &mut frames).unwrap();
+        let attrs = Attrs::normal(Perms::RWX);
+        let base = 0x4020_0000;
+        let rec = Recorder::new(64);
+        // Pages 0..40 mapped except 7 and 33, so the unmap of 0..40 clears 38 of them.
+        pt.map_pages(range(base, 40 * PAGE_SIZE), base, attrs, &mut frames, &rec).unwrap();
+        for hole in [7, 33] {
+            pt.unmap(range(base + hole * PAGE_SIZE, PAGE_SIZE), &mut frames, &rec).unwrap();
+        }
+        // A neighbour stays mapped, so the table stays.
+        pt.map_pages(range(base + SZ_2M - PAGE_SIZE, PAGE_SIZE), base, attrs, &mut frames, &rec)
+            .unwrap();
+        rec.take();
+        pt.unmap(range(base, 40 * PAGE_SIZE), &mut frames, &rec).unwrap();
+        let mut expected = vec![HwOp::DsbIshst];
+        expected.extend(
+            (0..40)
+                .filter(|p| ![7, 33].contains(p))
+                .map(|p| HwOp::TlbiIpas2e1is(base + p * PAGE_SIZE)),
+        );
+        expected.extend(STAGE2_COMPLETE);
+        assert_eq!(rec.take(), expected, "every cleared page invalidated, after the barrier");
+        assert!((0..40).all(|p| pt.translate(base + p * PAGE_SIZE).is_none()));
+        assert!(pt.translate(base + SZ_2M - PAGE_SIZE).is_some());
+        // The last page goes: the table is empty and freed (its entry broken and flushed).
+        let before = frames.pool.allocated_pages();
+        pt.unmap(range(base + SZ_2M - PAGE_SIZE, PAGE_SIZE), &mut frames, &rec).unwrap();
+        assert_eq!(frames.pool.allocated_pages(), before - 1);
+        assert!(pt.mappings().is_empty());
+    }
+
+    #[test]
+    fn emptiness_checks_see_a_valid_entry_anywhere() {
+        let mut frames = HeapFrames::new(4);
+        let table = alloc_table(&mut frames).unwrap();
+        assert!(table.is_empty());
+        for idx in [0, 5, 8, 9, 255, 503, 504, 511] {
+            table.write(idx, leaf_desc(3, 0x4000_0000, 0));
+            assert!(!table.is_empty(), "{idx}");
+            assert!(!table.any_valid(0, idx));
+            assert!(table.any_valid(idx, idx + 1) && table.any_valid(idx.saturating_sub(3), 512));
+            let piece = range(idx as u64 * PAGE_SIZE, PAGE_SIZE);
+            assert!(
+                table.is_empty_after_unmap(3, piece),
+                "only {idx} was valid, and it is skipped"
+            );
+            let other = range(((idx + 1) % 512) as u64 * PAGE_SIZE, PAGE_SIZE);
+            assert!(!table.is_empty_after_unmap(3, other));
+            table.write(idx, 0);
+        }
     }
 
     #[test]

@@ -249,6 +249,28 @@ pub struct Report {
     pub linux: Option<crate::bench_linux::LinuxReport>,
 }
 
+/// The per-phase table of a profile run of DONATE + RECLAIM cycles of `size`.
+fn render_profile(md: &mut String, size: &str, p: &Profile) {
+    use std::fmt::Write as _;
+    let total: u64 = p.phases.iter().map(|(_, t)| t).sum();
+    let _ = writeln!(
+        md,
+        "\n## Where a {size} DONATE + RECLAIM goes\n\nwarden's per-phase counters over {} \
+         transfers (half DONATE, half RECLAIM, no CLEAR), per transfer:\n",
+        p.transfers
+    );
+    let _ = writeln!(md, "| phase | instructions per transfer | share |");
+    let _ = writeln!(md, "|---|---:|---:|");
+    for (phase, ticks) in p.phases.iter().filter(|(_, t)| *t > 0) {
+        let _ = writeln!(
+            md,
+            "| {phase} | {} | {:.0}% |",
+            ticks / p.transfers.max(1),
+            100.0 * *ticks as f64 / total.max(1) as f64
+        );
+    }
+}
+
 fn row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
     rows.iter().find(|r| r.name == name)
 }
@@ -368,23 +390,7 @@ pub fn render_markdown(r: &Report) -> String {
         }
     }
     if let Some(p) = &r.profile {
-        let total: u64 = p.phases.iter().map(|(_, t)| t).sum();
-        let _ = writeln!(
-            md,
-            "\n## Where a 64 KiB DONATE + RECLAIM goes\n\nwarden's per-phase counters over {} \
-             transfers (half DONATE, half RECLAIM, no CLEAR), per transfer:\n",
-            p.transfers
-        );
-        let _ = writeln!(md, "| phase | instructions per transfer | share |");
-        let _ = writeln!(md, "|---|---:|---:|");
-        for (phase, ticks) in p.phases.iter().filter(|(_, t)| *t > 0) {
-            let _ = writeln!(
-                md,
-                "| {phase} | {} | {:.0}% |",
-                ticks / p.transfers.max(1),
-                100.0 * *ticks as f64 / total.max(1) as f64
-            );
-        }
+        render_profile(&mut md, "64 KiB", p);
     }
     if let Some(linux) = &r.linux {
         md.push('\n');
@@ -736,6 +742,43 @@ pub fn run_traps() -> Result<Report> {
     std::fs::write(dir.join("report-traps.json"), render_json(&report))?;
     std::fs::write(dir.join("report-traps.md"), render_markdown(&report))?;
     Ok(report)
+}
+
+/// `cargo xtask bench --handoffs`: the handoff rows (1 GiB, the bench DT) and the per-phase
+/// profiles of 64 KiB and 1 MiB cycles only, for work on the handoff path:
+/// target/bench/report-handoffs.md. Returns the markdown.
+pub fn run_handoffs() -> Result<String> {
+    let qemu = toolchain::qemu()?;
+    let tc = toolchain::firmware()?;
+    let warden_bin = firmware::build_one(tc, &firmware::WARDEN)?;
+    let guest = firmware::build_one(tc, &firmware::TEST_GUEST)?;
+    std::fs::create_dir_all(output_dir())?;
+    let image = output_dir().join("warden-bench-guest-handoffs.img");
+    pack::pack_files(&warden_bin, &guest, None, Some("warden.bench=handoffs"), &image)?;
+    let rows = parse_rows(&guest_run(&qemu.path, &image, "1G", "bench-handoffs")?)?;
+    let mut profiles = Vec::new();
+    for (word, size, log) in [
+        ("warden.bench=profile", "64 KiB", "bench-profile"),
+        ("warden.bench=profile-1m", "1 MiB", "bench-profile-1m"),
+    ] {
+        let image = output_dir().join(format!("warden-{log}.img"));
+        pack::pack_files(&warden_bin, &guest, None, Some(word), &image)?;
+        profiles.push((size, parse_profile(&guest_run(&qemu.path, &image, "1G", log)?)?));
+    }
+    let report = Report {
+        quick: false,
+        rows,
+        footprints: vec![],
+        profile: None,
+        trap_profile: None,
+        linux: None,
+    };
+    let mut md = render_markdown(&report);
+    for (size, profile) in &profiles {
+        render_profile(&mut md, size, profile);
+    }
+    std::fs::write(output_dir().join("report-handoffs.md"), &md)?;
+    Ok(md)
 }
 
 /// `cargo xtask bench [--quick]`.

@@ -175,6 +175,11 @@ enum Cmd {
         /// footprint or Linux rows): target/bench/report-traps.{md,json}.
         #[arg(long, conflicts_with = "quick")]
         traps: bool,
+        /// Only the handoff rows and the per-phase profiles of 64 KiB and 1 MiB transfers (for
+        /// work on the handoff path; no trap, footprint or Linux rows):
+        /// target/bench/report-handoffs.md.
+        #[arg(long, conflicts_with_all = ["quick", "traps"])]
+        handoffs: bool,
     },
 }
 
@@ -473,7 +478,12 @@ fn main() -> ExitCode {
             println!("\nxtask: wrote {}/report-traps.{{md,json}}", bench::output_dir().display());
             ExitCode::SUCCESS
         }),
-        Cmd::Bench { quick, traps: false } => bench::run(quick).map(|report| {
+        Cmd::Bench { handoffs: true, .. } => bench::run_handoffs().map(|md| {
+            print!("{md}");
+            println!("\nxtask: wrote {}/report-handoffs.md", bench::output_dir().display());
+            ExitCode::SUCCESS
+        }),
+        Cmd::Bench { quick, traps: false, handoffs: false } => bench::run(quick).map(|report| {
             print!("{}", bench::render_markdown(&report));
             println!(
                 "\nxtask: wrote {}/report.{{md,json}} and handoff.svg",

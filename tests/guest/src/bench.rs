@@ -32,8 +32,10 @@ struct Plan {
 impl Plan {
     fn for_mode(mode: BenchMode) -> Self {
         match mode {
-            BenchMode::Full | BenchMode::Traps => Plan { samples: 9, ops: 200, handoff_samples: 5 },
-            BenchMode::Quick | BenchMode::Profile => {
+            BenchMode::Full | BenchMode::Traps | BenchMode::Handoffs => {
+                Plan { samples: 9, ops: 200, handoff_samples: 5 }
+            }
+            BenchMode::Quick | BenchMode::Profile(_) => {
                 Plan { samples: 1, ops: 10, handoff_samples: 1 }
             }
         }
@@ -47,8 +49,9 @@ pub fn run_all(platform: &Platform, mode: BenchMode) {
     let plan = Plan::for_mode(mode);
     println!("guest: bench mode ({mode:?}); counter at {} Hz", cpu::counter_frequency());
     match mode {
-        BenchMode::Profile => profile_cycles(),
+        BenchMode::Profile(size) => profile_cycles(size),
         BenchMode::Traps => trap_rows(platform, &plan),
+        BenchMode::Handoffs => handoff_rows(&plan),
         BenchMode::Full | BenchMode::Quick => {
             trap_rows(platform, &plan);
             handoff_rows(&plan);
@@ -403,18 +406,17 @@ fn handoff_rows(plan: &Plan) {
     }
 }
 
-/// Donate/reclaim cycles (without CLEAR) of [`PROFILE_SIZE`] in the profile run.
+/// Donate/reclaim cycles (without CLEAR) in a profile run.
 pub const PROFILE_CYCLES: usize = 10;
-const PROFILE_SIZE: u64 = 64 << 10;
 
-/// Only DONATE, peer RELEASE and RECLAIM of 64 KiB, so that warden's per-phase profile (logged
-/// at power-down) describes exactly those transfers.
-fn profile_cycles() {
-    let Some(&(base, _, peer)) = donate_carveouts().iter().find(|c| c.1 >= PROFILE_SIZE) else {
+/// Only DONATE, peer RELEASE and RECLAIM of `size` bytes, so that warden's per-phase profile
+/// (logged at power-down) describes exactly those transfers.
+fn profile_cycles(size: u64) {
+    let Some(&(base, _, peer)) = donate_carveouts().iter().find(|c| c.1 >= size) else {
         println!("guest: bench profile: no donate carveout");
         return;
     };
-    let span = Span { base, size: PROFILE_SIZE };
+    let span = Span { base, size };
     let target = span.target();
     let mut done = 0;
     for _ in 0..PROFILE_CYCLES {
@@ -428,7 +430,7 @@ fn profile_cycles() {
         }
         done += 1;
     }
-    println!("guest: bench profile: {done} cycles of {PROFILE_SIZE} bytes");
+    println!("guest: bench profile: {done} cycles of {size} bytes");
 }
 
 /// DONATE, peer RELEASE, RECLAIM; then the same with CLEAR. Returns the four call costs.

@@ -116,9 +116,12 @@ pub enum BenchMode {
     /// The trap rows only, repeated (`cargo xtask bench`'s run on the Snapdragon persona, for
     /// the MMU-500 rows).
     Traps,
-    /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of 64 KiB, for warden's
-    /// per-phase profile (logged at power-down).
-    Profile,
+    /// Only [`crate::bench::PROFILE_CYCLES`] donate/reclaim cycles of this many bytes (64 KiB
+    /// for `warden.bench=profile`, 1 MiB for `warden.bench=profile-1m`), for warden's per-phase
+    /// profile (logged at power-down).
+    Profile(u64),
+    /// The handoff rows only, repeated (`cargo xtask bench --handoffs`).
+    Handoffs,
 }
 
 fn find_handoff_only(fdt: &Fdt<'_>) -> bool {
@@ -160,7 +163,9 @@ fn find_bench_mode(fdt: &Fdt<'_>) -> Option<BenchMode> {
     bootargs.split_ascii_whitespace().find_map(|word| match word {
         "warden.bench" => Some(BenchMode::Full),
         "warden.bench=quick" => Some(BenchMode::Quick),
-        "warden.bench=profile" => Some(BenchMode::Profile),
+        "warden.bench=profile" => Some(BenchMode::Profile(64 << 10)),
+        "warden.bench=profile-1m" => Some(BenchMode::Profile(1 << 20)),
+        "warden.bench=handoffs" => Some(BenchMode::Handoffs),
         "warden.bench=traps" => Some(BenchMode::Traps),
         _ => None,
     })
