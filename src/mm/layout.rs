@@ -174,7 +174,7 @@ pub fn plan(input: &LayoutInput<'_>) -> Result<Layout, LayoutError> {
         .kernel_src
         .start
         .checked_sub(input.kernel_text_offset)
-        .filter(|base| base % SZ_2M == 0 && *base >= warden_end)
+        .filter(|base| base.is_multiple_of(SZ_2M) && *base >= warden_end)
         .and_then(|_| MemRange::from_base_size(input.kernel_src.start, kernel_size))
         .and_then(|want| fits_in_place(input.ram, &avoid[..n], want));
     let kernel = match kernel_in_place {
@@ -201,7 +201,7 @@ pub fn plan(input: &LayoutInput<'_>) -> Result<Layout, LayoutError> {
         Some(src) => {
             // In place: page aligned, past the kernel's footprint (the packer leaves room for
             // its BSS), clear of everything else.
-            let in_place = (src.start % PAGE_SIZE == 0 && src.start >= kernel.end)
+            let in_place = (src.start.is_multiple_of(PAGE_SIZE) && src.start >= kernel.end)
                 .then(|| fits_in_place(input.ram, &avoid[..n], src))
                 .flatten();
             let dst = match in_place {
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(l.kernel, MemRange::new(0x40c0_0000, 0x40c0_0000 + 40 * MIB));
         assert_eq!(l.initrd, input.initrd_src);
         assert_eq!(l.moves(input.kernel_src, input.initrd_src), [None, None]);
-        assert!(l.dt.start >= l.initrd.unwrap().end && l.dt.start % SZ_2M == 0);
+        assert!(l.dt.start >= l.initrd.unwrap().end && l.dt.start.is_multiple_of(SZ_2M));
         // Also in place above the first fit (a loader that left a gap): not moved down.
         let mut high = input;
         high.kernel_src = MemRange::new(0x4200_0000 + 0x8_0000, 0x4200_0000 + 0x8_0000 + 30 * MIB);

@@ -153,7 +153,7 @@ fn in_place_kernel(
 ) -> Result<(u64, u64)> {
     for (what, h) in [("warden", warden), ("kernel", kernel)] {
         ensure!(
-            h.text_offset < IMAGE_BASE_ALIGN && h.text_offset % PART_ALIGN == 0,
+            h.text_offset < IMAGE_BASE_ALIGN && h.text_offset.is_multiple_of(PART_ALIGN),
             "{what}'s text_offset {:#x} is not a 4 KiB multiple below 2 MiB",
             h.text_offset
         );
