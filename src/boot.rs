@@ -299,6 +299,7 @@ pub extern "C" fn primary_main(
     gunyah_el_after: u64,
 ) -> ! {
     let boot_start = sysreg::counter();
+    let mut profile = BootProfile::new(boot_start);
     let board = boards::CURRENT;
     // SAFETY: the board's early UART is of the kind it names; the MMU is off (or, still at EL1
     // after a refused Gunyah exit, the loader's map has the UART as device memory: the loader
@@ -444,6 +445,7 @@ pub extern "C" fn primary_main(
             (Start::Packed { dt_pa, payload, layout }, persona, layout.warden)
         }
     };
+    profile.mark("dt+plan");
     let (console, dt_console_refused) = console::select(board.early_console(), platform.console);
     let Some(console_pages) = console.pages() else {
         early_fatal(&mut uart, format_args!("console at {:#x}: no pages to map", console.base))
@@ -460,6 +462,7 @@ pub extern "C" fn primary_main(
     // in those: the layout planner keeps the payload off reserved memory, and the DT was
     // checked), and the image was just invalidated from the data caches.
     unsafe { hw::enable_el2_mmu(el2_mmu.mair, el2_mmu.tcr, el2_mmu.ttbr, el2_mmu.sctlr) };
+    profile.mark("el2-tables+mmu");
 
     // --- MMU and caches on.
     // SAFETY: the console's pages are mapped as device memory by build_el2_tables; it is the
@@ -478,7 +481,10 @@ pub extern "C" fn primary_main(
         Start::Packed { payload, layout, .. } => {
             print_memory_map(platform, warden_region, &image);
             print_payload(layout, payload);
-            move_payload(payload, layout);
+            profile.mark("console");
+            let moved = move_payload(payload, layout);
+            log::info!("  payload    {moved} bytes moved, the rest in place");
+            profile.mark("payload-move");
         }
         Start::Hyp { next_stage } => {
             print_memory_map(platform, warden_region, &image);
@@ -510,6 +516,7 @@ pub extern "C" fn primary_main(
         GicVersion::V3 | GicVersion::V2 => crate::gic::GicLayout::default(),
     };
     check_pool_before_stage2(platform, &frames);
+    profile.mark("pool+gic-probe");
     let host_stage2 = match host_stage2(
         platform,
         warden_region,
@@ -529,6 +536,7 @@ pub extern "C" fn primary_main(
     STAGE2_ROOT.store(host_stage2.table.root_pa(), Ordering::Release);
     STAGE2_ROOT_SIZE.store(root_size, Ordering::Release);
     let mut host_stage2 = host_stage2;
+    profile.mark("stage-2");
     log::info!("persona: {}", persona.name());
     if cfg!(feature = "fault-injection-skip-assign-unmap") {
         log::warn!(
@@ -561,6 +569,7 @@ pub extern "C" fn primary_main(
         None
     };
 
+    profile.mark("smmu+gic");
     let carveouts = usable_carveouts(platform, warden_region);
     let (handoff, peers) =
         match handoff_state(platform, warden_region, &host_stage2, &carveouts, &mut frames) {
@@ -585,6 +594,7 @@ pub extern "C" fn primary_main(
         rmtfs: persona.has_scm().then(|| rmtfs_region(platform, &carveouts)).flatten(),
         vlpi_stride,
     };
+    profile.mark("carveouts+peer");
     // Where the host starts, with what in x0.
     let (host_entry, host_x0) = match &start {
         #[cfg(warden_packed)]
@@ -598,6 +608,7 @@ pub extern "C" fn primary_main(
         }
     };
 
+    profile.mark("host-dt");
     let host_controls = HostEl2Controls::for_host(&features, gic_version);
     let el1_features = El1Features::from_id_regs(features.id_aa64mmfr1, features.id_aa64pfr1);
     let mut mpidrs: Vec<u64> =
@@ -665,8 +676,11 @@ pub extern "C" fn primary_main(
         persona,
         image_digest: image_digest(),
     });
+    profile.mark("psci+state");
     log_footprint(w, &image);
     check_footprint(w);
+    profile.mark("footprint");
+    profile.log();
     let ticks = sysreg::counter().wrapping_sub(boot_start);
     let freq = sysreg::counter_frequency().max(1);
     log::info!(
@@ -676,6 +690,37 @@ pub extern "C" fn primary_main(
     );
     mark_booted();
     enter_host_on_this_cpu(w, host_entry, host_x0)
+}
+
+/// Counter stamps at the ends of the boot CPU's phases, logged once as `boot profile:` (under
+/// QEMU `-icount shift=0` a tick is an instruction: `cargo xtask bench` reads warden's own boot
+/// there; the first figure is everything before `primary_main`, from the counter's zero).
+struct BootProfile {
+    last: u64,
+    phases: ArrayVec<(&'static str, u64), 16>,
+}
+
+impl BootProfile {
+    fn new(start: u64) -> Self {
+        let mut phases = ArrayVec::new();
+        phases.push(("before-main", start));
+        Self { last: start, phases }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = sysreg::counter();
+        // A full profile drops later phases (fewer marks than slots: never in practice).
+        let _ = self.phases.try_push((phase, now.wrapping_sub(self.last)));
+        self.last = now;
+    }
+
+    fn log(&self) {
+        let mut line = arrayvec::ArrayString::<512>::new();
+        for (phase, ticks) in &self.phases {
+            let _ = write!(line, " {phase}={ticks}");
+        }
+        log::info!("boot profile (counter ticks):{line}");
+    }
 }
 
 /// The packed-image plan, MMU off: the payload behind warden, the persona its command line
@@ -722,7 +767,8 @@ fn plan_packed(
 }
 
 /// Writes the host's DT (the boot loader's, patched: [`patch_host_dt`]) where the layout put
-/// it, and cleans kernel, initrd and DT to PoC: the host starts with its MMU and caches off.
+/// it, and cleans what warden wrote (the parts it moved, the DT) to PoC: the host starts with
+/// its MMU and caches off.
 #[cfg(warden_packed)]
 fn write_host_dt(
     dt_blob: &[u8],
@@ -750,9 +796,10 @@ fn write_host_dt(
     unsafe {
         core::ptr::copy_nonoverlapping(host_dt.as_ptr(), layout.dt.start as *mut u8, host_dt.len())
     };
-    dcache_range(&Hw, CacheOp::Clean, layout.kernel.start, payload.kernel.size());
-    if let (Some(dst), Some(_)) = (layout.initrd, payload.initrd) {
-        dcache_range(&Hw, CacheOp::Clean, dst.start, dst.size());
+    // Only what warden wrote: a part left in place is as the loader left it, cleaned to PoC
+    // (the arm64 boot protocol asks that of the loader for the whole loaded image).
+    for m in layout.moves(payload.kernel, payload.initrd).into_iter().flatten() {
+        dcache_range(&Hw, CacheOp::Clean, m.dst, m.len);
     }
     dcache_range(&Hw, CacheOp::Clean, layout.dt.start, host_dt.len() as u64);
 }
@@ -1570,24 +1617,20 @@ fn cmdline(len: usize) -> &'static str {
     core::str::from_utf8(bytes).unwrap_or("")
 }
 
-/// Moves initrd then kernel to their planned places (each destination is at or above its
-/// source, so last-to-first with memmove never overwrites bytes still to be moved).
+/// Moves the parts not already in place to their planned places (initrd first: each
+/// destination is above its source and the kernel's lies below the initrd's, so `memmove`'s
+/// backward copy never overwrites bytes still to be moved). Returns the bytes moved.
 #[cfg(warden_packed)]
-fn move_payload(p: &Payload, l: &Layout) {
-    if let (Some(src), Some(dst)) = (p.initrd, l.initrd) {
-        // SAFETY: both ranges are RAM the planner reserved for this, mapped RW at EL2.
-        unsafe {
-            core::ptr::copy(src.start as *const u8, dst.start as *mut u8, src.size() as usize)
-        };
+fn move_payload(p: &Payload, l: &Layout) -> u64 {
+    let mut moved = 0;
+    for m in l.moves(p.kernel, p.initrd).into_iter().flatten() {
+        // SAFETY: both ranges are RAM the planner reserved for this part (the source inside
+        // the loaded image, the destination clear of warden, reserved memory and the DT),
+        // mapped RW at EL2; overlap is allowed (memmove).
+        unsafe { core::ptr::copy(m.src as *const u8, m.dst as *mut u8, m.len as usize) };
+        moved += m.len;
     }
-    // SAFETY: as above; the kernel's destination footprint lies below the initrd's.
-    unsafe {
-        core::ptr::copy(
-            p.kernel.start as *const u8,
-            l.kernel.start as *mut u8,
-            p.kernel.size() as usize,
-        )
-    };
+    moved
 }
 
 /// Hands the pool (free now that the payload moved out) to the heap and the frame allocator.

@@ -10,8 +10,11 @@
 //! cmdline_offset  optional command line (UTF-8, no NUL needed)
 //! ```
 //!
-//! The payload sits after warden's BSS (which the entry code zeroes) but overlaps warden's pool,
-//! which is not touched until warden has moved the payload to its final place.
+//! `cargo xtask pack` puts the payload where it runs (the kernel at the first 2 MiB boundary
+//! after warden's `image_size` + its `text_offset`, the initrd after the kernel's footprint), so
+//! warden copies nothing. A compact image (RB3 Gen 2's next stage) has the payload right after
+//! warden's BSS, overlapping warden's pool, which is not touched until warden has moved the
+//! payload out (`mm::layout`).
 
 /// Offset of the descriptor inside the image.
 pub const DESCRIPTOR_OFFSET: usize = 0x40;

@@ -266,6 +266,8 @@ pub fn segment_bytes(image: &BoardImage, warden: Vec<u8>, next: Option<&[u8]>) -
         Some(next) => crate::pack::pack(
             &warden,
             &crate::pack::Payload { kernel: next, initrd: None, cmdline: None },
+            // Inside warden's region (the segment must fit it): warden moves it out at boot.
+            crate::pack::Placement::Compact,
         )
         .with_context(|| format!("packing the next stage behind warden for {}", image.board.name)),
         None => Ok(warden),

@@ -111,6 +111,10 @@ enum Cmd {
         /// warden flat binary (default: build warden now and use target/warden/warden.bin).
         #[arg(long)]
         warden: Option<PathBuf>,
+        /// Pack the payload right after warden's file contents (smallest file; warden moves it
+        /// at boot) instead of where it runs (docs/image-format.md).
+        #[arg(long)]
+        compact: bool,
         /// Output image.
         #[arg(short, long)]
         output: PathBuf,
@@ -452,13 +456,21 @@ fn main() -> ExitCode {
         Cmd::Image { board, check: None, next } => {
             image::run(&board, next.as_deref()).map(|_| ExitCode::SUCCESS)
         }
-        Cmd::Pack { kernel, initrd, append, warden, output } => (|| {
+        Cmd::Pack { kernel, initrd, append, warden, compact, output } => (|| {
             let warden = match warden {
                 Some(w) => w,
                 None => firmware::build_one(toolchain::firmware()?, &firmware::WARDEN)?,
             };
-            let len =
-                pack::pack_files(&warden, &kernel, initrd.as_deref(), append.as_deref(), &output)?;
+            let placement =
+                if compact { pack::Placement::Compact } else { pack::Placement::InPlace };
+            let len = pack::pack_files_placed(
+                &warden,
+                &kernel,
+                initrd.as_deref(),
+                append.as_deref(),
+                &output,
+                placement,
+            )?;
             eprintln!("xtask: wrote {} ({len} bytes)", output.display());
             Ok(ExitCode::SUCCESS)
         })(),

@@ -10,6 +10,26 @@ use warden::payload::{
 
 /// Alignment of every payload part inside the packed image.
 pub const PART_ALIGN: u64 = 4096;
+/// The arm64 boot protocol's kernel base alignment: loaders put an Image at such a boundary +
+/// its `text_offset` (QEMU `-kernel`: RAM + 2 MiB; U-Boot `booti`: `ALIGN(addr, 2 MiB)`).
+pub const IMAGE_BASE_ALIGN: u64 = 2 << 20;
+/// Largest packed image `pack` writes (a hostile kernel `image_size` would otherwise ask for
+/// gigabytes of zeroes).
+pub const MAX_PACKED_SIZE: u64 = 1 << 30;
+
+/// Where the payload goes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Where it runs, once a loader has put the image at a 2 MiB-aligned base (+ warden's
+    /// `text_offset`): the kernel at the first 2 MiB boundary after warden's whole region
+    /// (`image_size`: BSS, stacks, pool) + the kernel's `text_offset`, the initrd after the
+    /// kernel's `image_size`. warden then moves nothing (`mm::layout`). For QEMU `-kernel` and
+    /// U-Boot `booti`.
+    InPlace,
+    /// Right after warden's file contents, 4 KiB aligned: smallest file, warden moves the parts
+    /// at boot. For a segment that must fit warden's region (RB3 Gen 2's next stage).
+    Compact,
+}
 
 /// The host payload to pack behind warden.
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +61,12 @@ fn warden_descriptor(warden: &[u8]) -> Result<PayloadDescriptor> {
 
 /// Packs `payload` behind the flat `warden` binary and returns the image.
 ///
-/// Layout: warden, zero padding up to its `resident_file_end`, then kernel, initrd and command
-/// line, each at the next 4 KiB boundary. The Image header's `image_size` grows to cover the
-/// file when the file is larger than what warden itself declares.
-pub fn pack(warden: &[u8], payload: &Payload<'_>) -> Result<Vec<u8>> {
+/// Layout: warden, zero padding up to its `resident_file_end` (or, [`Placement::InPlace`], up to
+/// where the kernel runs), then kernel, initrd and command line, each at the next 4 KiB
+/// boundary (the initrd, in place, after the kernel's `image_size`). The Image header's
+/// `image_size` grows to cover the file and the kernel's footprint when they are larger than
+/// what warden itself declares.
+pub fn pack(warden: &[u8], payload: &Payload<'_>, placement: Placement) -> Result<Vec<u8>> {
     let warden_header = Arm64ImageHeader::parse(warden)
         .map_err(|e| anyhow::anyhow!("warden binary is not an arm64 Image: {e}"))?;
     let own = warden_descriptor(warden)?;
@@ -55,16 +77,34 @@ pub fn pack(warden: &[u8], payload: &Payload<'_>) -> Result<Vec<u8>> {
          the linker script must put the descriptor's resident end after all file contents",
         warden.len()
     );
-    Arm64ImageHeader::parse(payload.kernel).map_err(|e| anyhow::anyhow!("kernel: {e}"))?;
+    let kernel_header =
+        Arm64ImageHeader::parse(payload.kernel).map_err(|e| anyhow::anyhow!("kernel: {e}"))?;
     ensure!(!payload.kernel.is_empty(), "kernel is empty");
 
     let mut desc = PayloadDescriptor { resident_file_end: resident_end, ..Default::default() };
-    let mut cursor = align_up(resident_end, PART_ALIGN)?;
-    desc.kernel_offset = cursor;
     desc.kernel_size = payload.kernel.len() as u64;
-    cursor = align_up(cursor + desc.kernel_size, PART_ALIGN)?;
+    let (kernel_offset, kernel_end) = match placement {
+        Placement::Compact => {
+            let at = align_up(resident_end, PART_ALIGN)?;
+            (at, at + desc.kernel_size)
+        }
+        Placement::InPlace => {
+            in_place_kernel(&warden_header, resident_end, &kernel_header, desc.kernel_size)?
+        }
+    };
+    ensure!(
+        kernel_end <= MAX_PACKED_SIZE,
+        "the kernel's footprint ends {kernel_end:#x} bytes into the image, beyond the \
+         {MAX_PACKED_SIZE:#x} this packer writes (image_size {:#x} in its header?)",
+        kernel_header.image_size
+    );
+    desc.kernel_offset = kernel_offset;
     let mut file_end = desc.kernel_offset + desc.kernel_size;
+    // The command line is copied out at boot before anything runs: it may sit in the kernel's
+    // BSS. The initrd may not (the kernel zeroes its BSS).
+    let mut cursor = align_up(file_end, PART_ALIGN)?;
     if let Some(initrd) = payload.initrd.filter(|i| !i.is_empty()) {
+        cursor = align_up(kernel_end, PART_ALIGN)?;
         desc.initrd_offset = cursor;
         desc.initrd_size = initrd.len() as u64;
         file_end = cursor + desc.initrd_size;
@@ -92,7 +132,7 @@ pub fn pack(warden: &[u8], payload: &Payload<'_>) -> Result<Vec<u8>> {
         place(desc.cmdline_offset, cmdline.as_bytes());
     }
     image[DESCRIPTOR_OFFSET..DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE].copy_from_slice(&desc.encode());
-    let image_size = warden_header.image_size.max(file_end);
+    let image_size = warden_header.image_size.max(file_end).max(kernel_end);
     image[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&image_size.to_le_bytes());
 
     // What warden will check at boot must hold for what we wrote.
@@ -102,13 +142,58 @@ pub fn pack(warden: &[u8], payload: &Payload<'_>) -> Result<Vec<u8>> {
     Ok(image)
 }
 
-/// `cargo xtask pack`: reads the files, packs, writes `out`.
+/// [`Placement::InPlace`]: the kernel's file offset and the end of its memory footprint.
+/// Refuses header fields no loader honours (a `text_offset` that is not a 4 KiB multiple below
+/// 2 MiB), so the kernel's 2 MiB base stays the one the boot protocol gives it.
+fn in_place_kernel(
+    warden: &Arm64ImageHeader,
+    resident_end: u64,
+    kernel: &Arm64ImageHeader,
+    kernel_file_size: u64,
+) -> Result<(u64, u64)> {
+    for (what, h) in [("warden", warden), ("kernel", kernel)] {
+        ensure!(
+            h.text_offset < IMAGE_BASE_ALIGN && h.text_offset.is_multiple_of(PART_ALIGN),
+            "{what}'s text_offset {:#x} is not a 4 KiB multiple below 2 MiB",
+            h.text_offset
+        );
+    }
+    // Loaded at B = 2 MiB boundary + warden's text_offset; warden's region is
+    // [B, B + image_size), rounded up to 2 MiB by warden's planner; the kernel goes at the next
+    // boundary + its own text_offset. (image_size covers resident_end in any real link.)
+    let warden_size = warden.image_size.max(resident_end);
+    let region_end = warden
+        .text_offset
+        .checked_add(warden_size)
+        .with_context(|| format!("warden's image_size {:#x} overflows", warden.image_size))?;
+    let region_end = align_up(region_end, IMAGE_BASE_ALIGN)?;
+    let offset = region_end - warden.text_offset + kernel.text_offset;
+    let footprint = kernel.effective_size(kernel_file_size);
+    let end = offset
+        .checked_add(footprint)
+        .with_context(|| format!("kernel image_size {:#x} overflows", kernel.image_size))?;
+    Ok((offset, end))
+}
+
+/// `cargo xtask pack`: reads the files, packs, writes `out` ([`Placement::InPlace`]).
 pub fn pack_files(
     warden_bin: &Path,
     kernel: &Path,
     initrd: Option<&Path>,
     cmdline: Option<&str>,
     out: &Path,
+) -> Result<u64> {
+    pack_files_placed(warden_bin, kernel, initrd, cmdline, out, Placement::InPlace)
+}
+
+/// [`pack_files`] with the payload placed as `placement` says.
+pub fn pack_files_placed(
+    warden_bin: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: Option<&str>,
+    out: &Path,
+    placement: Placement,
 ) -> Result<u64> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let warden = read(warden_bin)?;
@@ -121,11 +206,12 @@ pub fn pack_files(
         Err(e) => bail!("{}: {e}", kernel.display()),
     }
     let initrd_bytes = initrd.map(read).transpose()?;
-    let image =
-        pack(&warden, &Payload { kernel: &kernel_bytes, initrd: initrd_bytes.as_deref(), cmdline })
-            .with_context(|| {
-                format!("packing {} with {}", warden_bin.display(), kernel.display())
-            })?;
+    let image = pack(
+        &warden,
+        &Payload { kernel: &kernel_bytes, initrd: initrd_bytes.as_deref(), cmdline },
+        placement,
+    )
+    .with_context(|| format!("packing {} with {}", warden_bin.display(), kernel.display()))?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -137,6 +223,8 @@ pub fn pack_files(
 mod tests {
     use super::*;
     use crate::elf2bin::tests::image_bytes;
+
+    const MIB: u64 = 1 << 20;
 
     /// A warden-like binary: Image header plus a descriptor with only resident_file_end set.
     fn fake_warden(len: usize, resident_end: u64, image_size: u64) -> Vec<u8> {
@@ -167,6 +255,7 @@ mod tests {
         let image = pack(
             &warden,
             &Payload { kernel: &kernel, initrd: Some(&initrd), cmdline: Some(cmdline) },
+            Placement::Compact,
         )
         .unwrap();
         let d = decode(&image);
@@ -191,8 +280,12 @@ mod tests {
     fn kernel_only_and_image_size_grows_with_file() {
         let warden = fake_warden(0x100, 0x1800, 0x2000);
         let kernel = image_bytes(0x5000, 0);
-        let image =
-            pack(&warden, &Payload { kernel: &kernel, initrd: None, cmdline: Some("") }).unwrap();
+        let image = pack(
+            &warden,
+            &Payload { kernel: &kernel, initrd: None, cmdline: Some("") },
+            Placement::Compact,
+        )
+        .unwrap();
         let d = decode(&image);
         assert_eq!(d.kernel_offset, 0x2000, "next 4 KiB boundary after resident_file_end");
         assert_eq!((d.initrd_size, d.cmdline_size), (0, 0));
@@ -201,22 +294,106 @@ mod tests {
         assert_eq!(part(&image, d.kernel_offset, d.kernel_size), &kernel[..]);
     }
 
+    /// A kernel header with this `text_offset` and `image_size`.
+    fn kernel_with(len: usize, text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut k = image_bytes(len, image_size);
+        k[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn in_place_puts_the_kernel_where_it_runs() {
+        // warden: 3 MiB + 4 KiB of region (image_size), 0x3000 resident; text_offset 0.
+        let warden = fake_warden(0x1234, 0x3000, 3 * MIB + 0x1000);
+        let kernel = kernel_with(0x2345, 0, 0x10_0000);
+        let initrd: Vec<u8> = (0..0x777).map(|i| (i % 251) as u8).collect();
+        let payload = Payload { kernel: &kernel, initrd: Some(&initrd), cmdline: Some("x=1") };
+        let image = pack(&warden, &payload, Placement::InPlace).unwrap();
+        let d = decode(&image);
+        // The 2 MiB boundary after warden's region (4 MiB), + the kernel's text_offset 0; the
+        // initrd after the kernel's 1 MiB image_size, the command line after it.
+        assert_eq!((d.kernel_offset, d.kernel_size), (4 * MIB, 0x2345));
+        assert_eq!((d.initrd_offset, d.initrd_size), (5 * MIB, 0x777));
+        assert_eq!(d.cmdline_offset, 5 * MIB + 0x1000);
+        assert_eq!(part(&image, d.kernel_offset, d.kernel_size), &kernel[..]);
+        assert_eq!(part(&image, d.initrd_offset, d.initrd_size), &initrd[..]);
+        assert_eq!(part(&image, d.cmdline_offset, d.cmdline_size), b"x=1");
+        assert!(image[0x1234..4 * MIB as usize].iter().all(|&b| b == 0));
+        assert_eq!(Arm64ImageHeader::parse(&image).unwrap().image_size, image.len() as u64);
+
+        // text_offset 0x80000 (pre-5.8 kernels): 2 MiB boundary + 0x80000.
+        let old = kernel_with(0x2345, 0x8_0000, 0x10_0000);
+        let image = pack(
+            &warden,
+            &Payload { kernel: &old, initrd: None, cmdline: None },
+            Placement::InPlace,
+        )
+        .unwrap();
+        let d = decode(&image);
+        assert_eq!(d.kernel_offset, 4 * MIB + 0x8_0000);
+        // No initrd: the file ends with the kernel, image_size still covers its footprint so a
+        // loader puts nothing in its BSS.
+        assert_eq!(image.len() as u64, 4 * MIB + 0x8_0000 + 0x2345);
+        let hdr = Arm64ImageHeader::parse(&image).unwrap();
+        assert_eq!(hdr.image_size, 4 * MIB + 0x8_0000 + 0x10_0000);
+    }
+
+    #[test]
+    fn in_place_refuses_hostile_kernel_headers() {
+        let warden = fake_warden(0x1234, 0x3000, 3 * MIB);
+        let try_pack = |kernel: &[u8]| {
+            pack(&warden, &Payload { kernel, initrd: None, cmdline: None }, Placement::InPlace)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let unaligned = kernel_with(0x200, 0x123, 0x1000);
+        assert!(try_pack(&unaligned).unwrap_err().contains("text_offset 0x123"));
+        let far = kernel_with(0x200, 2 * MIB, 0x1000);
+        assert!(try_pack(&far).unwrap_err().contains("text_offset 0x200000"));
+        let huge = kernel_with(0x200, 0, u64::MAX);
+        assert!(try_pack(&huge).unwrap_err().contains("overflows"));
+        let big = kernel_with(0x200, 0, 2 * MAX_PACKED_SIZE);
+        assert!(try_pack(&big).unwrap_err().contains("beyond"));
+        // The compact layout ignores text_offset (warden moves the kernel to its own place).
+        let image = pack(
+            &warden,
+            &Payload { kernel: &unaligned, initrd: None, cmdline: None },
+            Placement::Compact,
+        );
+        assert_eq!(decode(&image.unwrap()).kernel_offset, 0x3000);
+    }
+
     #[test]
     fn rejects_bad_inputs() {
         let warden = fake_warden(0x100, 0x1000, 0);
         let kernel = image_bytes(0x200, 0);
         let not_image = vec![0u8; 0x200];
-        let err = pack(&warden, &Payload { kernel: &not_image, initrd: None, cmdline: None });
+        let err = pack(
+            &warden,
+            &Payload { kernel: &not_image, initrd: None, cmdline: None },
+            Placement::InPlace,
+        );
         assert!(format!("{:#}", err.unwrap_err()).contains("not an arm64 Image"));
         // warden longer than its resident end.
         let long = fake_warden(0x1100, 0x1000, 0);
-        let err = pack(&long, &Payload { kernel: &kernel, initrd: None, cmdline: None });
+        let err = pack(
+            &long,
+            &Payload { kernel: &kernel, initrd: None, cmdline: None },
+            Placement::InPlace,
+        );
         assert!(format!("{:#}", err.unwrap_err()).contains("resident_file_end"));
         // no descriptor.
         let bare = image_bytes(0x100, 0);
-        let err = pack(&bare, &Payload { kernel: &kernel, initrd: None, cmdline: None });
+        let err = pack(
+            &bare,
+            &Payload { kernel: &kernel, initrd: None, cmdline: None },
+            Placement::InPlace,
+        );
         assert!(format!("{:#}", err.unwrap_err()).contains("WRDNPAY1"));
-        let err = pack(&warden, &Payload { kernel: &kernel, initrd: None, cmdline: Some("a\0b") });
+        let err = pack(
+            &warden,
+            &Payload { kernel: &kernel, initrd: None, cmdline: Some("a\0b") },
+            Placement::InPlace,
+        );
         assert!(format!("{:#}", err.unwrap_err()).contains("NUL"));
     }
 

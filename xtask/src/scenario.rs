@@ -172,6 +172,11 @@ pub fn judge_guest_boot(run: &Captured) -> Vec<Verdict> {
             run.lines.iter().any(|l| l.contains("memory map")),
             || "no line containing `memory map`".into(),
         ),
+        Verdict::check(
+            "boot/the packed payload runs in place (0 bytes moved)",
+            payload_bytes_moved(&run.lines) == Some(0),
+            || format!("warden's `payload` line: {:?}", payload_bytes_moved(&run.lines)),
+        ),
     ];
     let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
     if guest.is_empty() {
@@ -260,13 +265,32 @@ pub const SMALL_RAM: &str = "512M";
 /// warden + the test guest in [`SMALL_RAM`], handoff scenarios only: the board's carveouts are
 /// inside that RAM (warden lists them, in RAM, in its memory map), every handoff scenario
 /// reports `ok`, and the run ends as it should.
+/// The bytes warden's boot log says it moved (`payload    N bytes moved, the rest in place`).
+pub fn payload_bytes_moved(lines: &[String]) -> Option<u64> {
+    lines.iter().find_map(|l| {
+        let rest = l.split("payload ").nth(1)?.trim_start();
+        rest.strip_suffix(" bytes moved, the rest in place")?.trim().parse().ok()
+    })
+}
+
 pub fn judge_small_ram(run: &Captured) -> Vec<Verdict> {
     let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
-    let mut out = vec![Verdict::check(
-        "small-ram/warden manages two carveouts inside 512 MiB of RAM",
-        run.lines.iter().filter(|l| is_carveout_in_small_ram(l)).count() == 2,
-        || "warden's memory map does not list two carveouts inside 0x40000000..0x60000000".into(),
-    )];
+    let mut out = vec![
+        Verdict::check(
+            "small-ram/warden manages two carveouts inside 512 MiB of RAM",
+            run.lines.iter().filter(|l| is_carveout_in_small_ram(l)).count() == 2,
+            || {
+                "warden's memory map does not list two carveouts inside 0x40000000..0x60000000"
+                    .into()
+            },
+        ),
+        // Packed compact (`pack::Placement::Compact`): the one QEMU run of warden's move path.
+        Verdict::check(
+            "small-ram/the compact-packed guest was moved out of warden's region",
+            payload_bytes_moved(&run.lines).is_some_and(|n| n > 0),
+            || format!("warden's `payload` line: {:?}", payload_bytes_moved(&run.lines)),
+        ),
+    ];
     for name in SMALL_RAM_SCENARIOS {
         let verdict = guest.iter().find(|v| v.name.strip_prefix("guest/") == Some(name));
         out.push(match verdict.map(|v| &v.outcome) {
@@ -1238,6 +1262,17 @@ pub fn tail(lines: &[String], n: usize) -> &[String] {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn payload_bytes_moved_reads_warden_s_line() {
+        let line = |s: &str| vec![s.to_string()];
+        let moved = "warden: cpu0:   payload    4096 bytes moved, the rest in place";
+        assert_eq!(payload_bytes_moved(&line(moved)), Some(4096));
+        let none = "warden: cpu0:   payload    0 bytes moved, the rest in place";
+        assert_eq!(payload_bytes_moved(&line(none)), Some(0));
+        assert_eq!(payload_bytes_moved(&line("warden: cpu0:   kernel     0x40600000")), None);
+        assert_eq!(payload_bytes_moved(&line("payload    x bytes moved, the rest in place")), None);
+    }
 
     /// The chain's assign_mem judges: each wants its own outcome, and fails on the other's.
     #[test]
