@@ -262,9 +262,6 @@ pub const SMALL_RAM_SCENARIOS: [&str; 8] = [
 /// put the board's carveouts (fixed at 0x7c00_0000 then) outside RAM.
 pub const SMALL_RAM: &str = "512M";
 
-/// warden + the test guest in [`SMALL_RAM`], handoff scenarios only: the board's carveouts are
-/// inside that RAM (warden lists them, in RAM, in its memory map), every handoff scenario
-/// reports `ok`, and the run ends as it should.
 /// The bytes warden's boot log says it moved (`payload    N bytes moved, the rest in place`).
 pub fn payload_bytes_moved(lines: &[String]) -> Option<u64> {
     lines.iter().find_map(|l| {
@@ -273,6 +270,9 @@ pub fn payload_bytes_moved(lines: &[String]) -> Option<u64> {
     })
 }
 
+/// warden + the test guest in [`SMALL_RAM`], handoff scenarios only: the board's carveouts are
+/// inside that RAM (warden lists them, in RAM, in its memory map), every handoff scenario
+/// reports `ok`, and the run ends as it should.
 pub fn judge_small_ram(run: &Captured) -> Vec<Verdict> {
     let guest: Vec<Verdict> = run.lines.iter().filter_map(|l| parse_guest_line(l)).collect();
     let mut out = vec![
@@ -1318,6 +1318,7 @@ tz-sim: SYSTEM_OFF
 warden v0.1.0 on qemu-virt
 warden: memory map:
 warden:   0x40200000..0x40400000 warden
+warden: cpu0:   payload    0 bytes moved, the rest in place
 guest: warden test guest at 0x40c00000, EL1, DT at 0x40e00000
 ";
     const BOOT_TAIL: &str = "\
@@ -1535,12 +1536,17 @@ tz-sim: SYSTEM_OFF
 warden: cpu0:   RAM        0x0040000000..0x0060000000 (512 MiB)
 warden: cpu0:   carveout   0x005c000000..0x005d000000 (16 MiB) (modem@5c000000: for the modem, Donate)
 warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: for the dsp, Lend, clear on reclaim)
+warden: cpu0:   payload    4096 bytes moved, the rest in place
 ";
         let oks: String = SMALL_RAM_SCENARIOS.iter().map(|n| format!("ok {n}\n")).collect();
         let good = format!("{map}{oks}guest: done\n");
         let v = judge_small_ram(&captured(&good, Ending::Exited(Some(0))));
         assert!(failures(&v).is_empty(), "{:?}", failures(&v));
-        assert_eq!(v.len(), SMALL_RAM_SCENARIOS.len() + 2);
+        assert_eq!(v.len(), SMALL_RAM_SCENARIOS.len() + 3);
+        // The compact-packed guest left in place: the move path did not run.
+        let unmoved = good.replace("4096 bytes moved", "0 bytes moved");
+        let v = judge_small_ram(&captured(&unmoved, Ending::Exited(Some(0))));
+        assert_eq!(failures(&v).len(), 1, "{:?}", failures(&v));
         // The carveouts where 1 GiB would have them: outside 512 MiB.
         let outside = good.replace("0x005c000000..0x005d000000", "0x007c000000..0x007d000000");
         let v = judge_small_ram(&captured(&outside, Ending::Exited(Some(0))));
@@ -1667,7 +1673,11 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
     #[test]
     fn passing_boot_reports_every_scenario_in_order() {
         let v = judge_guest_boot(&captured(&guest_boot(&[], &[]), Ending::Exited(Some(0))));
-        let mut expected = vec!["boot/warden banner printed", "boot/warden memory map printed"];
+        let mut expected = vec![
+            "boot/warden banner printed",
+            "boot/warden memory map printed",
+            "boot/the packed payload runs in place (0 bytes moved)",
+        ];
         let guest: Vec<String> = GUEST_SCENARIOS.iter().map(|n| format!("guest/{n}")).collect();
         expected.extend(guest.iter().map(String::as_str));
         expected.extend(BOOT_CHECKS_AFTER_GUEST);
@@ -1690,7 +1700,7 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
                 ("guest/two_cpus_hammer_carveouts", "CARVEOUT_INFO(0): NOT_SUPPORTED (-1)"),
             ]
         );
-        assert_eq!(v.len(), 2 + GUEST_SCENARIOS.len() + BOOT_CHECKS_AFTER_GUEST.len());
+        assert_eq!(v.len(), 3 + GUEST_SCENARIOS.len() + BOOT_CHECKS_AFTER_GUEST.len());
     }
 
     #[test]
@@ -1729,7 +1739,8 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
 
     #[test]
     fn timeout_without_done_line() {
-        let text = "warden v0.1.0 on qemu-virt\nwarden: memory map:\nok runs_at_el1\n";
+        let text = "warden v0.1.0 on qemu-virt\nwarden: memory map:\n\
+                    warden: cpu0:   payload    0 bytes moved, the rest in place\nok runs_at_el1\n";
         let v = judge_guest_boot(&captured(text, Ending::TimedOut(Duration::from_secs(120))));
         let done = v.iter().find(|v| v.name.contains("guest: done")).unwrap();
         assert_eq!(done.outcome, Err("no `guest: done` line (timed out after 120 s)".into()));
@@ -1739,7 +1750,12 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
             v.iter().filter(|v| v.outcome.is_ok()).map(|v| v.name.as_str()).collect();
         assert_eq!(
             passed,
-            ["boot/warden banner printed", "boot/warden memory map printed", "guest/runs_at_el1"]
+            [
+                "boot/warden banner printed",
+                "boot/warden memory map printed",
+                "boot/the packed payload runs in place (0 bytes moved)",
+                "guest/runs_at_el1"
+            ]
         );
         assert_eq!(v.iter().filter(|v| v.outcome.is_err()).count(), GUEST_SCENARIOS.len() - 1 + 6);
     }
@@ -1750,12 +1766,13 @@ warden: cpu0:   carveout   0x005d000000..0x005e000000 (16 MiB) (dsp@5d000000: fo
         assert!(
             v.iter().all(|v| v.outcome.is_ok() == (v.name == "boot/guest printed `guest: done`"))
         );
-        let head: Vec<(&str, bool)> = names(&v).into_iter().take(4).collect();
+        let head: Vec<(&str, bool)> = names(&v).into_iter().take(5).collect();
         assert_eq!(
             head,
             [
                 ("boot/warden banner printed", false),
                 ("boot/warden memory map printed", false),
+                ("boot/the packed payload runs in place (0 bytes moved)", false),
                 ("guest/any scenario", false),
                 ("guest/runs_at_el1", false),
             ]
