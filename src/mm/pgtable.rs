@@ -963,7 +963,8 @@ impl<F: Format> PageTable<F> {
             let pa = va.wrapping_add(offset);
             let desc = table.read(idx);
             let entry = decode(desc, level);
-            let leaf_here = leaf_allowed(level) && (level == 3 || !op.pages_only);
+            // Level 3 never gets here (`map_pages_of_table`).
+            let leaf_here = leaf_allowed(level) && !op.pages_only;
             if chunk.whole && pa.is_multiple_of(entry_size(level)) && leaf_here {
                 let new = leaf_desc(level, pa, attr_bits);
                 if desc != new {
@@ -978,10 +979,6 @@ impl<F: Format> PageTable<F> {
                     }
                 }
             } else {
-                if level >= 3 {
-                    // Unreachable with page-aligned inputs; refuse rather than walk past L3.
-                    return Err(MapError::Unaligned { addr: va });
-                }
                 let child = match entry {
                     Entry::Table(child) => child,
                     Entry::Invalid => {
@@ -1127,7 +1124,7 @@ impl<F: Format> PageTable<F> {
         for chunk @ Chunk { idx, base, .. } in Chunks::new(table, level, range) {
             match decode(table.read(idx), level) {
                 Entry::Invalid => {}
-                Entry::Leaf { .. } if chunk.whole || level >= 3 => {
+                Entry::Leaf { .. } if chunk.whole => {
                     table.write(idx, 0);
                     if op.bulk {
                         op.bulk_pending = true;
